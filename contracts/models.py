@@ -1,0 +1,328 @@
+"""The wire models of DESIGN.md (Contract: event fields, alerts, acks, gateway status).
+
+Every model forbids unknown fields and unknown enum values: a payload is accepted
+whole or rejected with an error that names the offending field, never half-accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal, TypeVar
+from uuid import UUID
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
+
+from contracts.exceptions import ContractError
+
+MAX_BATCH_EVENTS = 500
+M = TypeVar("M", bound=BaseModel)
+_ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_HEX_RE = re.compile(r"^[0-9a-f]+$")
+
+
+def _utc_ms(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("timestamp must carry a timezone (UTC), e.g. 2026-01-01T10:00:00.000Z")
+    value = value.astimezone(UTC)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def _iso_ms(value: datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+UtcMillis = Annotated[
+    datetime, AfterValidator(_utc_ms), PlainSerializer(_iso_ms, return_type=str, when_used="json")
+]
+"""A UTC timestamp with millisecond precision, serialised as ``2026-01-01T10:00:00.000Z``."""
+
+Identifier = Annotated[str, Field(pattern=_ID_RE, description="store, gateway, zone or person id")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+class EventKind(StrEnum):
+    ZONE_ENTER = "zone_enter"
+    ZONE_DWELL = "zone_dwell"
+    ZONE_EXIT = "zone_exit"
+    SIGHTING = "sighting"
+    GEOFENCE_ENTER = "geofence_enter"
+    GEOFENCE_DWELL = "geofence_dwell"
+    GEOFENCE_EXIT = "geofence_exit"
+    LOCATION = "location"
+
+
+# Each kind belongs to exactly one schema family; a mismatch is rejected.
+SCHEMA_FOR_KIND: dict[EventKind, str] = {
+    EventKind.ZONE_ENTER: "proxima.zone.v1",
+    EventKind.ZONE_DWELL: "proxima.zone.v1",
+    EventKind.ZONE_EXIT: "proxima.zone.v1",
+    EventKind.SIGHTING: "proxima.sighting.v1",
+    EventKind.GEOFENCE_ENTER: "proxima.geofence.v1",
+    EventKind.GEOFENCE_DWELL: "proxima.geofence.v1",
+    EventKind.GEOFENCE_EXIT: "proxima.geofence.v1",
+    EventKind.LOCATION: "proxima.location.v1",
+}
+EventSchema = Literal[
+    "proxima.zone.v1", "proxima.sighting.v1", "proxima.geofence.v1", "proxima.location.v1"
+]
+
+
+class SubjectType(StrEnum):
+    EDDYSTONE_EID = "eddystone_eid"
+    IBEACON = "ibeacon"
+    ALTBEACON = "altbeacon"
+    EDDYSTONE_UID = "eddystone_uid"
+    DEVICE = "device"
+
+
+class Subject(_Strict):
+    """What was seen: a rotating EID, a store beacon, or an app-reported device."""
+
+    type: SubjectType
+    id: Annotated[str, Field(min_length=2, max_length=128)]
+
+    @field_validator("id")
+    @classmethod
+    def _lower_hex(cls, value: str) -> str:
+        if not _HEX_RE.match(value) or len(value) % 2:
+            raise ValueError("subject id must be lowercase hex with an even number of digits")
+        return value
+
+
+class Event(_Strict):
+    """One event from a gateway or the app ingest (DESIGN.md, Contract: event fields)."""
+
+    schema_: EventSchema = Field(alias="schema")
+    event_id: UUID
+    store_id: Identifier
+    gateway_id: Identifier
+    observed_at: UtcMillis
+    seq: Annotated[int, Field(ge=1)]
+    kind: EventKind
+    subject: Subject
+    zone_id: Identifier | None = None
+    rssi: Annotated[float, Field(ge=-127, le=20)] | None = None
+    distance_m: Annotated[float, Field(ge=0, le=10_000)] | None = None
+    confidence: Annotated[float, Field(ge=0, le=1)] | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("kind")
+    @classmethod
+    def _kind_matches_schema(cls, kind: EventKind, info: Any) -> EventKind:
+        schema = info.data.get("schema_")
+        if schema is not None and SCHEMA_FOR_KIND[kind] != schema:
+            raise ValueError(
+                f"kind {kind.value!r} belongs to schema {SCHEMA_FOR_KIND[kind]!r}, not {schema!r}"
+            )
+        return kind
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(by_alias=True, exclude_none=True).encode()
+
+
+class GatewayState(StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+    DEGRADED = "degraded"
+
+
+class GatewayStatus(_Strict):
+    """Retained gateway health on the status topic; the last will is the ``offline`` form."""
+
+    schema_: Literal["proxima.gateway_status.v1"] = Field(
+        default="proxima.gateway_status.v1", alias="schema"
+    )
+    store_id: Identifier
+    gateway_id: Identifier
+    state: GatewayState
+    at: UtcMillis
+    version: str | None = None
+    uptime_s: Annotated[float, Field(ge=0)] | None = None
+    adverts_per_s: Annotated[float, Field(ge=0)] | None = None
+    events_published: Annotated[int, Field(ge=0)] | None = None
+    outbox_depth: Annotated[int, Field(ge=0)] | None = None
+    outbox_oldest_s: Annotated[float, Field(ge=0)] | None = None
+    scanner: str | None = None
+    reconnects: Annotated[int, Field(ge=0)] | None = None
+    warnings: list[str] = Field(default_factory=list)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class AlertKind(StrEnum):
+    ARRIVAL = "arrival"
+    FITTING_ROOM = "fitting_room"
+    APPOINTMENT = "appointment"
+    DEPARTURE = "departure"
+
+
+class Priority(StrEnum):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    URGENT = "urgent"
+
+
+class AlertTarget(_Strict):
+    """Who the stream suggests should get the alert; the notifier routes from here."""
+
+    associate_id: Identifier | None = None
+    role: Literal["associate", "manager"] | None = None
+
+
+# A customer-visible field name: the allow-list in ``visible_fields`` uses these.
+FieldName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+
+
+class Alert(_Strict):
+    """An alert for associates (DESIGN.md, Contract: event fields — an alert)."""
+
+    schema_: Literal["proxima.alert.v1"] = Field(default="proxima.alert.v1", alias="schema")
+    alert_id: UUID
+    store_id: Identifier
+    customer_id: Identifier
+    visit_id: str | None = None
+    kind: AlertKind
+    title: Annotated[str, Field(min_length=1, max_length=200)]
+    body: Annotated[str, Field(max_length=2000)] = ""
+    fields: dict[FieldName, Any] = Field(
+        default_factory=dict, description="only the fields the customer made visible"
+    )
+    zone_id: Identifier | None = None
+    caused_by: Annotated[list[UUID], Field(min_length=1, max_length=100)]
+    created_at: UtcMillis
+    priority: Priority = Priority.NORMAL
+    target: AlertTarget = Field(default_factory=AlertTarget)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
+
+
+class AckStatus(StrEnum):
+    CLAIMED = "claimed"
+    DONE = "done"
+    DECLINED = "declined"
+
+
+class AlertAck(_Strict):
+    """An associate's answer to an alert, on the ack topic."""
+
+    schema_: Literal["proxima.ack.v1"] = Field(default="proxima.ack.v1", alias="schema")
+    alert_id: UUID
+    store_id: Identifier
+    associate_id: Identifier
+    status: AckStatus
+    at: UtcMillis
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class DlqRecord(_Strict):
+    """Rejected input on ``proxima.events.dlq.v1``: why, where from, and the original bytes."""
+
+    schema_: Literal["proxima.dlq.v1"] = Field(default="proxima.dlq.v1", alias="schema")
+    reason: str
+    source: str
+    received_at: UtcMillis
+    original_b64: str
+    store_id: str | None = None
+    gateway_id: str | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+_BATCH = TypeAdapter(Annotated[list[Event], Field(min_length=1, max_length=MAX_BATCH_EVENTS)])
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "(payload)"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def parse_batch(raw: bytes | str) -> list[Event]:
+    """Parse a gateway's MQTT payload: a JSON list of at least one event.
+
+    Raises ContractError naming every offending field (``3.kind: Input should be ...``).
+    """
+    try:
+        return _BATCH.validate_json(raw)
+    except ValidationError as exc:
+        raise ContractError(f"invalid event batch: {_describe(exc)}") from exc
+
+
+def parse_alert(raw: bytes | str) -> Alert:
+    """Parse one alert, raising ContractError that names the offending field."""
+    return parse_model(Alert, raw)
+
+
+def parse_model(model: type[M], raw: bytes | str) -> M:
+    """Parse any contract model, raising ContractError that names the offending field."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise ContractError(f"invalid {model.__name__}: {_describe(exc)}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """One item of a batch that did not validate: its index, why, and its raw JSON."""
+
+    index: int | None
+    reason: str
+    raw: bytes
+
+
+def split_batch(
+    raw: bytes | str, max_events: int = MAX_BATCH_EVENTS
+) -> tuple[list[Event], list[Rejected]]:
+    """Validate a batch item by item, so one bad event never costs its good neighbours.
+
+    A payload that is not a JSON list at all, is empty or too long is one rejection.
+    """
+    data = raw.encode() if isinstance(raw, str) else raw
+    try:
+        items = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return [], [Rejected(None, f"payload is not JSON: {exc}", data)]
+    if not isinstance(items, list):
+        return [], [
+            Rejected(
+                None, f"payload must be a JSON list of events, got {type(items).__name__}", data
+            )
+        ]
+    if not items:
+        return [], [Rejected(None, "batch is empty: at least one event is required", data)]
+    if len(items) > max_events:
+        return [], [
+            Rejected(None, f"batch has {len(items)} events, more than the limit {max_events}", data)
+        ]
+    good: list[Event] = []
+    bad: list[Rejected] = []
+    for i, item in enumerate(items):
+        try:
+            good.append(Event.model_validate(item))
+        except ValidationError as exc:
+            bad.append(Rejected(i, f"event {i}: {_describe(exc)}", json.dumps(item).encode()))
+    return good, bad

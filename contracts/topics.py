@@ -1,0 +1,98 @@
+"""Topic names (DESIGN.md, Contract: MQTT topics v1 and Kafka topics v1).
+
+``namespace`` (``PROXIMA_NAMESPACE``, empty by default) prefixes every name so that
+tests and several demo systems can share one broker without seeing each other's
+traffic; with an empty namespace the names are exactly the contract's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EVENTS = "proxima.events.v1"
+EVENTS_DLQ = "proxima.events.dlq.v1"
+VISITS = "proxima.visits.v1"
+ALERTS = "proxima.alerts.v1"
+ACKS = "proxima.acks.v1"
+CONSENT = "proxima.consent.v1"
+KAFKA_TOPICS = (EVENTS, EVENTS_DLQ, VISITS, ALERTS, ACKS, CONSENT)
+
+MQTT_ROOT = "proxima/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Every topic name for one namespace."""
+
+    namespace: str = ""
+
+    def __post_init__(self) -> None:
+        if any(c in self.namespace for c in "/+#. \t"):
+            raise ValueError(
+                f"namespace {self.namespace!r} may not contain '/', '+', '#', '.' or spaces"
+            )
+
+    # Kafka
+    def kafka(self, name: str) -> str:
+        return f"{self.namespace}.{name}" if self.namespace else name
+
+    @property
+    def events(self) -> str:
+        return self.kafka(EVENTS)
+
+    @property
+    def events_dlq(self) -> str:
+        return self.kafka(EVENTS_DLQ)
+
+    @property
+    def alerts(self) -> str:
+        return self.kafka(ALERTS)
+
+    @property
+    def acks(self) -> str:
+        return self.kafka(ACKS)
+
+    @property
+    def all_kafka(self) -> tuple[str, ...]:
+        return tuple(self.kafka(t) for t in KAFKA_TOPICS)
+
+    # MQTT
+    @property
+    def mqtt_root(self) -> str:
+        return f"{self.namespace}/{MQTT_ROOT}" if self.namespace else MQTT_ROOT
+
+    def gateway_events(self, store: str, gateway: str) -> str:
+        return f"{self.mqtt_root}/stores/{store}/gateways/{gateway}/events"
+
+    def gateway_status(self, store: str, gateway: str) -> str:
+        return f"{self.mqtt_root}/stores/{store}/gateways/{gateway}/status"
+
+    def gateway_config(self, store: str, gateway: str) -> str:
+        return f"{self.mqtt_root}/stores/{store}/gateways/{gateway}/config"
+
+    def associate_alerts(self, store: str, associate: str) -> str:
+        return f"{self.mqtt_root}/stores/{store}/associates/{associate}/alerts"
+
+    def store_alerts(self, store: str) -> str:
+        return f"{self.mqtt_root}/stores/{store}/alerts"
+
+    def alert_ack(self, store: str, alert_id: str) -> str:
+        return f"{self.mqtt_root}/stores/{store}/alerts/{alert_id}/ack"
+
+    def all_gateway_events(self, share_group: str | None = None) -> str:
+        """Subscription filter for every gateway's events, shared when a group is given."""
+        flt = f"{self.mqtt_root}/stores/+/gateways/+/events"
+        return f"$share/{share_group}/{flt}" if share_group else flt
+
+    def all_store_alerts(self) -> str:
+        return f"{self.mqtt_root}/stores/+/alerts"
+
+    def parse_gateway_topic(self, topic: str) -> tuple[str, str, str]:
+        """Split a gateway topic into (store, gateway, leaf) or raise ValueError."""
+        prefix = f"{self.mqtt_root}/stores/"
+        if not topic.startswith(prefix):
+            raise ValueError(f"topic {topic!r} is not under {prefix!r}")
+        parts = topic[len(prefix) :].split("/")
+        if len(parts) != 4 or parts[1] != "gateways":
+            raise ValueError(f"topic {topic!r} is not a gateway topic")
+        return parts[0], parts[2], parts[3]

@@ -1,0 +1,1 @@
+"""Running Proxima: the command line, the local launcher, service checks, manifests."""

@@ -1,0 +1,520 @@
+"""The ``proxima`` command line (DESIGN.md, Contract: command line)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Coroutine, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+from contracts.services import ServiceSettings
+
+if TYPE_CHECKING:
+    from simulators.scenarios import SimPerson
+
+app = typer.Typer(
+    name="proxima",
+    help="Proxima: in-store proximity and associate alerts (edge, stream, notifier, simulators).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+edge_app = typer.Typer(help="The gateway agent.", no_args_is_help=True)
+stream_app = typer.Typer(help="The Faust stream processor.", no_args_is_help=True)
+notifier_app = typer.Typer(help="The associate notifier.", no_args_is_help=True)
+customers_app = typer.Typer(help="Enroll customers and manage their consent.", no_args_is_help=True)
+contracts_app = typer.Typer(help="Wire contracts and their JSON Schemas.", no_args_is_help=True)
+app.add_typer(edge_app, name="edge")
+app.add_typer(stream_app, name="stream")
+app.add_typer(notifier_app, name="notifier")
+app.add_typer(customers_app, name="customers")
+app.add_typer(contracts_app, name="contracts")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _parse_speed(value: str) -> float | None:
+    if value == "max":
+        return None
+    try:
+        speed = float(value)
+    except ValueError:
+        raise typer.BadParameter(f"speed must be a number > 0 or 'max', got {value!r}") from None
+    if speed <= 0:
+        raise typer.BadParameter(f"speed must be > 0, got {value!r}")
+    return speed
+
+
+# --- up -------------------------------------------------------------------------------
+@app.command()
+def up(
+    headless: Annotated[bool, typer.Option(help="no associate console")] = False,
+    duration: Annotated[Optional[float], typer.Option(help="stop after SECONDS")] = None,  # noqa: UP045
+    scenario: Annotated[str, typer.Option(help="simulated traffic NAME, or 'none'")] = "skeleton",
+) -> None:
+    """Run the whole system on this machine and print alerts as they arrive."""
+    from deploy.launcher import up as run_up
+    from deploy.services import ServiceUnavailable
+
+    def alert(line: str) -> None:
+        out.print(f"[bold green]ALERT[/bold green] {line}", highlight=False)
+
+    def info(line: str) -> None:
+        out.print(f"[dim]proxima:[/dim] {line}", highlight=False)
+
+    try:
+        code = asyncio.run(
+            run_up(
+                duration=duration,
+                scenario=scenario,
+                headless=headless,
+                on_alert=alert,
+                on_info=info,
+            )
+        )
+    except ServiceUnavailable as exc:
+        raise _fail(str(exc), 1) from exc
+    raise typer.Exit(code)
+
+
+# --- bridge, stream, notifier ---------------------------------------------------------
+@app.command()
+def bridge(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    """Run the MQTT → Kafka bridge until interrupted."""
+    from stream.bridge import Bridge
+    from stream.settings import StreamSettings
+
+    _logging(verbose)
+    services = ServiceSettings()
+    if not services.kafka:
+        raise _fail(
+            "PROXIMA_KAFKA is not set: the bridge needs a Kafka broker (proxima up starts one)"
+        )
+    _run_forever(Bridge(services, StreamSettings()).run())
+
+
+@stream_app.command("worker")
+def stream_worker(
+    loglevel: Annotated[str, typer.Option(help="crit|error|warn|info|debug")] = "info",
+) -> None:
+    """Run one Faust worker (validate → resolve → consent → visit → alert)."""
+    from stream.app import run_worker
+
+    if not ServiceSettings().kafka:
+        raise _fail(
+            "PROXIMA_KAFKA is not set: the worker needs a Kafka broker (proxima up starts one)"
+        )
+    run_worker(loglevel)
+
+
+@notifier_app.command("serve")
+def notifier_serve(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    """Deliver alerts from Kafka to associates over MQTT."""
+    from notifier.service import Notifier
+
+    _logging(verbose)
+    services = ServiceSettings()
+    if not services.kafka:
+        raise _fail(
+            "PROXIMA_KAFKA is not set: the notifier needs a Kafka broker (proxima up starts one)"
+        )
+    _run_forever(Notifier(services).run())
+
+
+def _run_forever(coro: Coroutine[Any, Any, None]) -> None:
+    import signal
+
+    async def main() -> None:
+        task = asyncio.ensure_future(coro)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+
+
+# --- edge -----------------------------------------------------------------------------
+@edge_app.command("run")
+def edge_run(
+    source: Annotated[str, typer.Option(help="bleak | replay:PATH | sim:NAME")] = "bleak",
+    store: Annotated[Optional[str], typer.Option(help="store id")] = None,  # noqa: UP045
+    gateway: Annotated[Optional[str], typer.Option(help="gateway id")] = None,  # noqa: UP045
+    zone: Annotated[Optional[str], typer.Option(help="zone id this gateway watches")] = None,  # noqa: UP045
+    mqtt: Annotated[Optional[str], typer.Option(help="MQTT URL (default PROXIMA_MQTT)")] = None,  # noqa: UP045
+    config: Annotated[Optional[Path], typer.Option(help="TOML config file")] = None,  # noqa: UP045
+    outbox: Annotated[Optional[Path], typer.Option(help="outbox path (not yet persistent)")] = None,  # noqa: UP045
+    speed: Annotated[str, typer.Option(help="replay pace: N× real time or 'max'")] = "max",
+    until_drained: Annotated[
+        bool, typer.Option(help="exit 0 once a finite source is drained")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run one gateway agent."""
+    from edge.agent import EdgeAgent
+    from edge.settings import EdgeSettings
+    from edge.sources import BleakSource, ScannerSource, TraceSource
+
+    _logging(verbose)
+    overrides: dict[str, object] = {}
+    if config is not None:
+        import tomllib
+
+        try:
+            overrides.update(tomllib.loads(config.read_text()))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise _fail(f"config {config}: {exc}") from exc
+    for key, value in (("store_id", store), ("gateway_id", gateway), ("zone_id", zone)):
+        if value is not None:
+            overrides[key] = value
+    settings = EdgeSettings(**overrides)  # type: ignore[arg-type]
+    services = ServiceSettings()
+    pace = _parse_speed(speed)
+    src: ScannerSource
+    if source == "bleak":
+        src = BleakSource()
+    elif source.startswith("replay:"):
+        src = TraceSource.from_file(Path(source.removeprefix("replay:")), settings.gateway_id, pace)
+    elif source.startswith("sim:"):
+        from simulators.scenarios import scenario as make_scenario
+
+        try:
+            sc = make_scenario(source.removeprefix("sim:"), datetime.now(UTC))
+        except ValueError as exc:
+            raise _fail(str(exc)) from exc
+        src = TraceSource(sc.header, iter(sc.records), settings.gateway_id, pace)
+    else:
+        raise _fail(f"unknown source {source!r}: use bleak, replay:PATH or sim:NAME")
+    agent = EdgeAgent(settings, src, mqtt or services.mqtt, services.topics)
+    asyncio.run(agent.run())
+    s = agent.stats
+    out.print(
+        f"edge: {s.adverts} adverts, {s.events} events, {s.events_published} published",
+        highlight=False,
+    )
+
+
+# --- replay & simulate ----------------------------------------------------------------
+@app.command()
+def replay(
+    trace: Annotated[Path, typer.Argument(help="trace file (JSON Lines, proxima-trace v1)")],
+    speed: Annotated[
+        str, typer.Option(help="N× real time, or 'max' for the trace's own clock")
+    ] = "max",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Feed a trace through one edge agent per gateway into the running system."""
+    from contracts.exceptions import ContractError
+
+    _logging(verbose)
+    try:
+        stats = asyncio.run(_replay(trace, _parse_speed(speed)))
+    except (ContractError, OSError) as exc:
+        raise _fail(str(exc)) from exc
+    for gw, (adverts, events) in sorted(stats.items()):
+        out.print(f"{gw}: {adverts} adverts → {events} events published", highlight=False)
+
+
+async def _replay(trace: Path, speed: float | None) -> dict[str, tuple[int, int]]:
+    from contracts.trace import read_trace
+    from edge.agent import EdgeAgent
+    from edge.settings import EdgeSettings
+    from edge.sources import TraceSource
+
+    with trace.open(encoding="utf-8") as fh:
+        header, _ = read_trace(fh)
+    if header.layout is None:
+        raise OSError(f"{trace}: header has no layout; replay needs the gateways and their zones")
+    services = ServiceSettings()
+    agents = []
+    for gw in header.layout.gateways:
+        settings = EdgeSettings(
+            store_id=header.store_id,
+            gateway_id=gw.id,
+            zone_id=gw.zone_id,
+            rssi_offset_db=gw.rssi_offset_db,
+        )
+        src = TraceSource.from_file(trace, gw.id, speed)
+        agents.append(EdgeAgent(settings, src, services.mqtt, services.topics))
+    await asyncio.gather(*(a.run() for a in agents))
+    return {a.settings.gateway_id: (a.stats.adverts, a.stats.events_published) for a in agents}
+
+
+@app.command()
+def simulate(
+    scenario: Annotated[str, typer.Option(help="scenario NAME")] = "skeleton",
+    seed: Annotated[int, typer.Option(help="random seed: same seed, same trace")] = 7,
+    out_path: Annotated[Optional[Path], typer.Option("--out", help="write the trace here")] = None,  # noqa: UP045
+    start: Annotated[
+        str | None, typer.Option(help="trace start (ISO 8601, UTC); default now")
+    ] = None,
+    enroll: Annotated[
+        bool, typer.Option(help="enroll the scenario's customers into Redis")
+    ] = False,
+) -> None:
+    """Write a scenario's trace (and optionally enroll its customers)."""
+    from contracts.trace import dump_line
+    from simulators.scenarios import scenario as make_scenario
+
+    begin = datetime.fromisoformat(start.replace("Z", "+00:00")) if start else datetime.now(UTC)
+    if begin.tzinfo is None:
+        raise _fail("--start must carry a timezone, e.g. 2026-01-01T10:00:00Z")
+    try:
+        sc = make_scenario(scenario, begin, seed)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    if enroll:
+        asyncio.run(_enroll_people(sc.enrolled))
+        out.print(f"enrolled {len(sc.enrolled)} customers", highlight=False)
+    if out_path is not None:
+        with out_path.open("w", encoding="utf-8") as fh:
+            fh.write(dump_line(sc.header.model_dump(mode="json", exclude_none=True)) + "\n")
+            for record in sc.records:
+                fh.write(dump_line(record) + "\n")
+        out.print(f"wrote {len(sc.records)} lines to {out_path}", highlight=False)
+
+
+async def _enroll_people(people: Sequence[SimPerson]) -> None:
+    import redis.asyncio as aioredis
+
+    from stream.registry import CustomerProfile, Purpose, Registry
+
+    services = ServiceSettings()
+    r = aioredis.from_url(services.redis)
+    try:
+        registry = Registry(r, services.redis_prefix)
+        for person in people:
+            if person.customer_id is None:
+                continue
+            profile = CustomerProfile(
+                customer_id=person.customer_id,
+                identity_key=person.identity_key.hex(),
+                rotation_exponent=person.rotation_exponent,
+                name=person.name,
+                tier=person.tier,
+                sizes=dict(person.sizes),
+                wishlist=list(person.wishlist),
+                assigned_associate=person.assigned_associate,
+                visible_fields=list(person.visible),
+            )
+            await registry.enroll(profile, [Purpose(p) for p in person.consent])
+    finally:
+        await r.aclose()
+
+
+# --- customers ------------------------------------------------------------------------
+@customers_app.command("enroll")
+def customers_enroll(
+    customer_id: Annotated[str, typer.Argument(metavar="ID")],
+    identity_key: Annotated[
+        str | None, typer.Option(help="32 hex digits; generated if omitted")
+    ] = None,
+    rotation_exponent: Annotated[int, typer.Option(help="EID rotation exponent K (0..15)")] = 10,
+    consent: Annotated[Optional[list[str]], typer.Option(help="purpose granted (repeat)")] = None,  # noqa: UP045
+    visible: Annotated[
+        list[str] | None, typer.Option(help="field associates may see (repeat)")
+    ] = None,
+    name: Annotated[Optional[str], typer.Option()] = None,  # noqa: UP045
+    tier: Annotated[Optional[str], typer.Option()] = None,  # noqa: UP045
+    size: Annotated[Optional[list[str]], typer.Option(help="KEY=VALUE (repeat)")] = None,  # noqa: UP045
+    wishlist: Annotated[Optional[list[str]], typer.Option(help="item (repeat)")] = None,  # noqa: UP045
+    assigned_associate: Annotated[Optional[str], typer.Option()] = None,  # noqa: UP045
+    store: Annotated[Optional[str], typer.Option(help="limit consent to this store")] = None,  # noqa: UP045
+) -> None:
+    """Enroll a customer with their identity key and consent."""
+    from pydantic import ValidationError
+
+    from stream.registry import CustomerProfile, Purpose, new_identity_key
+
+    generated = identity_key is None
+    key = (identity_key or new_identity_key()).lower()
+    sizes: dict[str, str] = {}
+    for item in size or []:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise _fail(f"--size {item!r}: expected KEY=VALUE")
+        sizes[k] = v
+    try:
+        purposes = [Purpose(p) for p in consent or []]
+    except ValueError as exc:
+        raise _fail(
+            f"--consent: {exc}; purposes are {', '.join(p.value for p in Purpose)}"
+        ) from exc
+    try:
+        profile = CustomerProfile(
+            customer_id=customer_id,
+            identity_key=key,
+            rotation_exponent=rotation_exponent,
+            name=name,
+            tier=tier,
+            sizes=sizes,
+            wishlist=list(wishlist or []),
+            assigned_associate=assigned_associate,
+            stores=[store] if store else [],
+            visible_fields=list(visible or []),
+        )
+    except ValidationError as exc:
+        msgs = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise _fail(f"customer {customer_id!r}: {msgs}") from exc
+
+    async def go() -> None:
+        import redis.asyncio as aioredis
+
+        from stream.registry import Registry
+
+        services = ServiceSettings()
+        r = aioredis.from_url(services.redis)
+        try:
+            await Registry(r, services.redis_prefix).enroll(profile, purposes, store)
+        finally:
+            await r.aclose()
+
+    asyncio.run(go())
+    result = {
+        "customer_id": customer_id,
+        "rotation_exponent": rotation_exponent,
+        "consent": [p.value for p in purposes],
+    }
+    if generated:
+        result["identity_key"] = key
+    out.print_json(json.dumps(result))
+
+
+@customers_app.command("revoke")
+def customers_revoke(
+    customer_id: Annotated[str, typer.Argument(metavar="ID")],
+    purpose: Annotated[str, typer.Argument(metavar="PURPOSE")],
+    store: Annotated[Optional[str], typer.Option(help="revoke only for this store")] = None,  # noqa: UP045
+) -> None:
+    """Withdraw consent for a purpose; takes effect at once."""
+    _set_consent(customer_id, purpose, False, store)
+
+
+@customers_app.command("grant")
+def customers_grant(
+    customer_id: Annotated[str, typer.Argument(metavar="ID")],
+    purpose: Annotated[str, typer.Argument(metavar="PURPOSE")],
+    store: Annotated[Optional[str], typer.Option(help="grant only for this store")] = None,  # noqa: UP045
+) -> None:
+    """Grant consent for a purpose."""
+    _set_consent(customer_id, purpose, True, store)
+
+
+def _set_consent(customer_id: str, purpose: str, granted: bool, store: str | None) -> None:
+    import redis.asyncio as aioredis
+
+    from stream.exceptions import RegistryError
+    from stream.registry import Purpose, Registry
+
+    try:
+        p = Purpose(purpose)
+    except ValueError:
+        raise _fail(
+            f"unknown purpose {purpose!r}; purposes are {', '.join(x.value for x in Purpose)}"
+        ) from None
+
+    async def go() -> None:
+        services = ServiceSettings()
+        r = aioredis.from_url(services.redis)
+        try:
+            await Registry(r, services.redis_prefix).set_consent(customer_id, p, granted, store)
+        finally:
+            await r.aclose()
+
+    try:
+        asyncio.run(go())
+    except RegistryError as exc:
+        raise _fail(str(exc), 1) from exc
+    out.print(f"{customer_id}: {p.value} {'granted' if granted else 'revoked'}", highlight=False)
+
+
+@customers_app.command("forget")
+def customers_forget(customer_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Erase a customer everywhere: profile, consent, EID index, visits."""
+    import redis.asyncio as aioredis
+
+    from stream.registry import Registry
+
+    async def go() -> bool:
+        services = ServiceSettings()
+        r = aioredis.from_url(services.redis)
+        try:
+            return await Registry(r, services.redis_prefix).forget(customer_id)
+        finally:
+            await r.aclose()
+
+    if not asyncio.run(go()):
+        raise _fail(f"customer {customer_id!r} is not enrolled", 1)
+    out.print(f"{customer_id}: forgotten", highlight=False)
+
+
+@customers_app.command("show")
+def customers_show(customer_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Show a customer's profile (without the identity key) and consent."""
+    import redis.asyncio as aioredis
+
+    from stream.registry import Purpose, Registry
+
+    async def go() -> dict[str, object] | None:
+        services = ServiceSettings()
+        r = aioredis.from_url(services.redis)
+        try:
+            reg = Registry(r, services.redis_prefix)
+            profile = await reg.get(customer_id)
+            if profile is None:
+                return None
+            data = profile.model_dump(mode="json", exclude={"identity_key"})
+            data["consent"] = {p.value: await reg.has_consent(customer_id, p, "*") for p in Purpose}
+            return data
+        finally:
+            await r.aclose()
+
+    data = asyncio.run(go())
+    if data is None:
+        raise _fail(f"customer {customer_id!r} is not enrolled", 1)
+    out.print_json(json.dumps(data))
+
+
+# --- contracts ------------------------------------------------------------------------
+@contracts_app.command("schema")
+def contracts_schema(
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="directory for the *.schema.json files")
+    ] = Path("schemas"),
+) -> None:
+    """Write the JSON Schema of every wire model."""
+    from contracts.schema import write_schemas
+
+    for path in write_schemas(out_dir):
+        out.print(str(path), highlight=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

@@ -1,0 +1,160 @@
+"""``proxima up``: the whole system on one machine, as child processes.
+
+Starts the embedded Kafka-protocol broker unless PROXIMA_KAFKA names one, creates the
+topics, then runs the bridge, the stream worker and the notifier as children, optionally
+a simulated scenario through a real edge agent, and prints every alert as it arrives on
+``proxima/v1/stores/+/alerts``. Ctrl-C (or ``--duration``) stops every child cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from contracts.exceptions import ContractError
+from contracts.models import parse_alert
+from contracts.services import ServiceSettings
+from deploy.embedded_kafka import EmbeddedKafka
+from deploy.services import check_all
+from stream.settings import StreamSettings
+from transport.kafka import ensure_topics
+from transport.mqtt import MqttClient
+
+CHILD_STOP_TIMEOUT_S = 15.0
+
+
+@dataclass
+class Children:
+    """Child processes owned by the launcher; stopped in reverse start order."""
+
+    env: dict[str, str]
+    log_dir: Path
+    procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.log_dir / f"{name}.log").open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "deploy.cli", *args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.procs.append((name, proc))
+        return proc
+
+    def dead(self) -> list[str]:
+        return [f"{n} (exit {p.returncode})" for n, p in self.procs if p.poll() not in (None, 0)]
+
+    def stop(self) -> None:
+        for _name, proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for _name, proc in reversed(self.procs):
+            try:
+                proc.wait(timeout=CHILD_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+
+async def up(
+    *,
+    duration: float | None,
+    scenario: str,
+    headless: bool,
+    on_alert: Callable[[str], None],
+    on_info: Callable[[str], None],
+    log_dir: Path = Path(".proxima/logs"),
+) -> int:
+    services = ServiceSettings()
+    settings = StreamSettings()
+    await check_all(services.mqtt, services.redis)
+    kafka: EmbeddedKafka | None = None
+    env = dict(os.environ)
+    if not services.kafka:
+        log_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, at start
+        kafka = EmbeddedKafka(log_path=log_dir / "kafka.log")
+        await kafka.start()
+        env["PROXIMA_KAFKA"] = kafka.url
+        services = ServiceSettings(kafka=kafka.url)
+        on_info(f"embedded Kafka-protocol broker (Tansu) on {kafka.bootstrap}")
+    children = Children(env=env, log_dir=log_dir)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await ensure_topics(
+            services.kafka_bootstrap, services.topics.all_kafka, settings.partitions
+        )
+        children.start("bridge", "bridge")
+        children.start("stream-worker", "stream", "worker")
+        children.start("notifier", "notifier", "serve")
+        on_info(f"bridge, stream worker and notifier started (logs in {log_dir})")
+        if not headless:
+            on_info("associate console: not in this version (issue 7); running headless")
+        async with MqttClient(services.mqtt) as mqtt:
+            await mqtt.subscribe(services.topics.all_store_alerts(), qos=1)
+            on_info(f"watching {services.topics.all_store_alerts()}")
+            if scenario != "none":
+                trace = log_dir / f"scenario-{scenario}.jsonl"
+                code = await asyncio.to_thread(
+                    subprocess.call,
+                    [
+                        sys.executable,
+                        "-m",
+                        "deploy.cli",
+                        "simulate",
+                        "--scenario",
+                        scenario,
+                        "--enroll",
+                        "--out",
+                        str(trace),
+                    ],
+                    env=env,
+                )
+                if code != 0:
+                    on_info(f"scenario {scenario!r} could not be prepared (exit {code})")
+                    return 2
+                children.start("edge-sim", "replay", str(trace), "--speed", "1")
+                on_info(
+                    f"scenario {scenario!r}: customers enrolled; edge agents replaying {trace} in real time"
+                )
+            deadline = None if duration is None else loop.time() + duration
+            while not stop.is_set():
+                timeout = 1.0 if deadline is None else min(1.0, deadline - loop.time())
+                if timeout <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    message = await asyncio.wait_for(mqtt.messages.get(), timeout)
+                    try:
+                        alert = parse_alert(message.payload)
+                    except ContractError as exc:
+                        on_info(f"unreadable alert on {message.topic}: {exc}")
+                        continue
+                    on_alert(
+                        f"[{alert.store_id}] {alert.title}"
+                        + (f" — {alert.body}" if alert.body else "")
+                        + (
+                            f" (for {alert.target.associate_id})"
+                            if alert.target.associate_id
+                            else ""
+                        )
+                    )
+                if dead := [d for d in children.dead() if not d.startswith("edge-sim")]:
+                    on_info(f"child process died: {', '.join(dead)}; stopping")
+                    return 1
+        return 0
+    finally:
+        on_info("stopping")
+        await asyncio.to_thread(children.stop)
+        if kafka is not None:
+            await asyncio.to_thread(kafka.stop)

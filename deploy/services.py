@@ -1,0 +1,47 @@
+"""Are the services there? Clear answers naming what to install or set."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from transport.mqtt import MqttClient, MqttError
+
+
+class ServiceUnavailable(RuntimeError):
+    """A required service does not answer; the message says how to fix it."""
+
+
+async def check_mqtt(url: str, timeout: float = 5.0) -> None:
+    try:
+        client = MqttClient(url)
+        await client.connect(timeout=timeout)
+        await client.disconnect()
+    except (MqttError, ValueError) as exc:
+        raise ServiceUnavailable(
+            f"MQTT broker at {url} does not answer ({exc}). Start Mosquitto "
+            "(Debian/Ubuntu: sudo apt-get install mosquitto && sudo systemctl start mosquitto) "
+            "or set PROXIMA_MQTT=mqtt://host:port."
+        ) from exc
+
+
+async def check_redis(url: str, timeout: float = 5.0) -> None:
+    client = aioredis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        await client.ping()
+    except (RedisError, OSError, ValueError) as exc:
+        host = urlsplit(url).netloc
+        raise ServiceUnavailable(
+            f"Redis at {host} does not answer ({exc}). Start Redis "
+            "(Debian/Ubuntu: sudo apt-get install redis-server && sudo systemctl start redis-server) "
+            "or set PROXIMA_REDIS=redis://host:port/db."
+        ) from exc
+    finally:
+        await client.aclose()
+
+
+async def check_all(mqtt: str, redis: str) -> None:
+    await asyncio.gather(check_mqtt(mqtt), check_redis(redis))

@@ -1,0 +1,1 @@
+"""Routing, delivery, claim/ack/escalation and the associate console."""

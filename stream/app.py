@@ -1,0 +1,116 @@
+"""The Faust app: ``proxima.events.v1`` → decisions → ``proxima.alerts.v1``.
+
+Processing guarantee is at-least-once (Faust commits an offset after the agent has
+handled the event); exactly-once is not used because Tansu's transactions are incomplete
+and because every step downstream is idempotent anyway (see stream.processor).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+import redis.asyncio as aioredis
+
+from contracts.exceptions import ContractError
+from contracts.models import DlqRecord, Event, parse_model
+from contracts.services import ServiceSettings
+from stream.processor import EventProcessor
+from stream.settings import StreamSettings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(services: ServiceSettings, settings: StreamSettings) -> faust.App:
+    """Build the Faust app for one namespace; topics must already exist (see ensure_topics)."""
+    topics = services.topics
+    app_id = f"{services.namespace}-{settings.app_id}" if services.namespace else settings.app_id
+    app = faust.App(
+        app_id,
+        broker=f"kafka://{services.kafka_bootstrap}",
+        store=settings.store_url,
+        datadir=str(settings.data_dir / app_id),
+        processing_guarantee="at_least_once",
+        topic_partitions=settings.partitions,
+        topic_allow_declare=False,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        autodiscover=False,
+        broker_commit_every=100,
+        broker_commit_interval=0.5,
+    )
+    events_topic = app.topic(
+        topics.events,
+        key_type=bytes,
+        value_type=bytes,
+        value_serializer="raw",
+        key_serializer="raw",
+    )
+    alerts_topic = app.topic(
+        topics.alerts,
+        key_type=bytes,
+        value_type=bytes,
+        value_serializer="raw",
+        key_serializer="raw",
+    )
+    dlq_topic = app.topic(
+        topics.events_dlq,
+        key_type=bytes,
+        value_type=bytes,
+        value_serializer="raw",
+        key_serializer="raw",
+    )
+
+    state: dict[str, Any] = {}
+
+    async def processor() -> EventProcessor:
+        if "processor" not in state:
+            redis = aioredis.from_url(services.redis)
+            state["processor"] = EventProcessor(
+                redis,
+                services.redis_prefix,
+                drift_windows=settings.drift_windows,
+                revisit_gap_s=settings.revisit_gap_s,
+                dedupe_ttl_s=settings.dedupe_ttl_s,
+            )
+        proc: EventProcessor = state["processor"]
+        return proc
+
+    @app.agent(events_topic)
+    async def decide(stream: faust.StreamT[bytes]) -> None:
+        proc = await processor()
+        async for raw in stream:
+            try:
+                event = parse_model(Event, raw)
+            except ContractError as exc:
+                proc.stats.counts["rejected"] += 1
+                log.warning("event rejected to DLQ: %s", exc)
+                record = DlqRecord(
+                    reason=str(exc),
+                    source="stream.worker",
+                    received_at=datetime.now(UTC),
+                    original_b64=base64.b64encode(raw).decode(),
+                )
+                await (await dlq_topic.send(value=record.model_dump_json(by_alias=True).encode()))
+                continue
+            alerts = await proc.process(event)
+            for alert in alerts:
+                # Wait for Kafka's ack before recording the alert as sent.
+                await (await alerts_topic.send(key=alert.store_id.encode(), value=alert.to_json()))
+                await proc.mark_sent(alert)
+                log.info("alert %s: %s", alert.alert_id, alert.title)
+            await proc.mark_processed(event)
+
+    return app
+
+
+def run_worker(loglevel: str = "warn") -> None:
+    """Run one worker until SIGINT/SIGTERM (``proxima stream worker``)."""
+    services = ServiceSettings()
+    settings = StreamSettings()
+    app = create_app(services, settings)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()

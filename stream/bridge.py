@@ -1,0 +1,157 @@
+"""The MQTT → Kafka bridge (``proxima bridge``).
+
+Subscribes to every gateway's events through a shared subscription (several bridges split
+the load), validates each batch event by event, produces good events to
+``proxima.events.v1`` keyed by store, and parks bad ones in ``proxima.events.dlq.v1`` with
+the reason and the original bytes. The MQTT message is acknowledged (paho ``manual_ack``)
+only after Kafka has acknowledged every write it caused, so a bridge killed at any moment
+loses nothing: the broker redelivers to the persistent session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections import Counter
+from datetime import UTC, datetime
+
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
+
+from contracts.exceptions import ContractError
+from contracts.models import DlqRecord, GatewayStatus, parse_model, split_batch
+from contracts.services import ServiceSettings
+from stream.settings import StreamSettings
+from transport.kafka import make_producer
+from transport.mqtt import Message, MqttClient
+
+log = logging.getLogger(__name__)
+
+
+class Bridge:
+    """One bridge instance. ``run()`` until cancelled."""
+
+    def __init__(
+        self,
+        services: ServiceSettings,
+        settings: StreamSettings,
+        client_id: str = "proxima-bridge-1",
+    ) -> None:
+        self.services = services
+        self.settings = settings
+        self.topics = services.topics
+        ns = f"{services.namespace}-" if services.namespace else ""
+        self.mqtt = MqttClient(
+            services.mqtt, client_id=f"{ns}{client_id}", manual_ack=True, clean_session=False
+        )
+        self.counts: Counter[str] = Counter()
+        self._producer: AIOKafkaProducer | None = None
+        self._redis: aioredis.Redis | None = None
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        producer = make_producer(
+            self.services.kafka_bootstrap,
+            idempotent=self.settings.kafka_idempotent,
+            client_id="proxima-bridge",
+        )
+        self._producer = producer
+        self._redis = aioredis.from_url(self.services.redis)
+        await producer.start()
+        try:
+            async with self.mqtt:
+                await self.mqtt.subscribe(
+                    self.topics.all_gateway_events(self.settings.bridge_share_group), qos=1
+                )
+                await self.mqtt.subscribe(
+                    f"{self.topics.mqtt_root}/stores/+/gateways/+/status", qos=1
+                )
+                if ready is not None:
+                    ready.set()
+                while True:
+                    message = await self.mqtt.messages.get()
+                    try:
+                        await self.handle(message)
+                    except Exception:
+                        # Not acked: the broker redelivers it. Log loudly, keep the loop alive.
+                        self.counts["errors"] += 1
+                        log.exception(
+                            "bridge failed on a message from %s; left unacked", message.topic
+                        )
+                        await asyncio.sleep(1.0)
+                        continue
+                    self.mqtt.ack(message)
+        finally:
+            await producer.stop()
+            await self._redis.aclose()
+
+    async def handle(self, message: Message) -> None:
+        """Move one MQTT message to Kafka; returns once Kafka has acknowledged it all."""
+        assert self._producer is not None
+        try:
+            store, gateway, leaf = self.topics.parse_gateway_topic(message.topic)
+        except ValueError as exc:
+            await self._dlq(str(exc), message.payload, None, None)
+            return
+        if leaf == "status":
+            await self._status(store, gateway, message.payload)
+            return
+        self.counts["batches"] += 1
+        if len(message.payload) > self.settings.bridge_max_payload:
+            await self._dlq(
+                f"batch of {len(message.payload)} bytes exceeds the limit of {self.settings.bridge_max_payload}",
+                message.payload,
+                store,
+                gateway,
+            )
+            return
+        events, rejected = split_batch(message.payload)
+        futures = []
+        for event in events:
+            if event.store_id != store or event.gateway_id != gateway:
+                rejected_reason = (
+                    f"event {event.event_id} says store {event.store_id!r}/gateway {event.gateway_id!r} "
+                    f"but was published on {store!r}/{gateway!r}"
+                )
+                await self._dlq(rejected_reason, event.to_json(), store, gateway)
+                continue
+            futures.append(
+                await self._producer.send(
+                    self.topics.events, key=store.encode(), value=event.to_json()
+                )
+            )
+        for item in rejected:
+            await self._dlq(item.reason, item.raw, store, gateway)
+        if futures:
+            await asyncio.gather(*futures)
+        self.counts["events"] += len(futures)
+
+    async def _dlq(self, reason: str, raw: bytes, store: str | None, gateway: str | None) -> None:
+        assert self._producer is not None
+        self.counts["rejected"] += 1
+        log.warning("rejected to DLQ (store=%s gateway=%s): %s", store, gateway, reason)
+        record = DlqRecord(
+            reason=reason,
+            source="bridge",
+            received_at=datetime.now(UTC),
+            original_b64=base64.b64encode(raw).decode(),
+            store_id=store,
+            gateway_id=gateway,
+        )
+        key = (store or "-").encode()
+        await self._producer.send_and_wait(
+            self.topics.events_dlq, key=key, value=record.model_dump_json(by_alias=True).encode()
+        )
+
+    async def _status(self, store: str, gateway: str, payload: bytes) -> None:
+        assert self._redis is not None
+        try:
+            status = parse_model(GatewayStatus, payload)
+        except ContractError as exc:
+            await self._dlq(f"gateway status: {exc}", payload, store, gateway)
+            return
+        await self._redis.hset(
+            f"{self.services.redis_prefix}gateways",
+            f"{store}/{gateway}",
+            status.model_dump_json(by_alias=True),
+        )

@@ -1,0 +1,51 @@
+"""Resolve what a gateway heard to an enrolled customer, or to nobody.
+
+EIDs resolve against the event's own ``observed_at`` (± drift windows), never against
+the wall clock, so a trace recorded on any date replays the same. The index holds the
+EIDs of enrolled customers only: an EID of anyone else resolves to nothing and is
+dropped without being stored.
+"""
+
+from __future__ import annotations
+
+import time
+
+from beacons.resolver import EidResolver
+
+from contracts.models import Subject, SubjectType
+from stream.registry import Registry
+
+
+class IdentityIndex:
+    """An in-process EID resolver rebuilt whenever the Redis registry changes."""
+
+    def __init__(self, registry: Registry, drift_windows: int, check_every_s: float = 0.5) -> None:
+        self.registry = registry
+        self.drift_windows = drift_windows
+        self.check_every_s = check_every_s
+        self._resolver = EidResolver(drift_windows=drift_windows)
+        self._version = -1
+        self._checked = 0.0
+
+    async def refresh(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._checked < self.check_every_s:
+            return
+        self._checked = now
+        version = await self.registry.version()
+        if version == self._version:
+            return
+        resolver = EidResolver(drift_windows=self.drift_windows)
+        for profile in await self.registry.all_profiles():
+            resolver.add(
+                profile.customer_id, bytes.fromhex(profile.identity_key), profile.rotation_exponent
+            )
+        self._resolver = resolver
+        self._version = version
+
+    async def resolve(self, subject: Subject, observed_at: float) -> str | None:
+        await self.refresh()
+        if subject.type is not SubjectType.EDDYSTONE_EID or len(subject.id) != 16:
+            return None
+        match = self._resolver.resolve(bytes.fromhex(subject.id), int(observed_at))
+        return match.identity_id if match else None

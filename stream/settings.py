@@ -1,0 +1,42 @@
+"""The stream worker's and the bridge's settings, declared once with environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StreamSettings(BaseSettings):
+    """Decisions of the Faust app and the bridge."""
+
+    model_config = SettingsConfigDict(env_prefix="PROXIMA_STREAM_", extra="forbid")
+
+    app_id: str = Field(default="proxima-stream", description="Faust app id (consumer group)")
+    partitions: int = Field(default=4, ge=1, description="partitions of every Proxima topic")
+    revisit_gap_s: float = Field(
+        default=4 * 3600, gt=0, description="time away after which an entry is a new visit"
+    )
+    drift_windows: int = Field(
+        default=1, ge=0, le=8, description="EID rotation windows of clock drift tolerated each side"
+    )
+    dedupe_ttl_s: int = Field(
+        default=2 * 86400, gt=0, description="how long alert dedupe keys live"
+    )
+    data_dir: Path = Field(
+        default=Path(".proxima/stream-data"), description="Faust's table directory"
+    )
+    store_url: str = Field(
+        default="memory://", description="Faust table store: memory:// or rocksdb://"
+    )
+    bridge_share_group: str = Field(
+        default="proxima-bridge", description="MQTT shared subscription group"
+    )
+    bridge_max_payload: int = Field(
+        default=1_000_000, gt=0, description="largest accepted MQTT batch (bytes)"
+    )
+    kafka_idempotent: bool = Field(
+        default=False,
+        description="idempotent Kafka producer (needs InitProducerId: real Kafka/Redpanda, not Tansu)",
+    )

@@ -1,0 +1,69 @@
+"""Kafka-protocol helpers: producers, topic creation, waiting for a broker.
+
+Tansu (the embedded development broker) does not implement InitProducerId, so the
+idempotent producer is used only against a real Kafka/Redpanda; correctness never rests
+on it, since every consumer is idempotent by ``event_id`` / ``alert_id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+
+log = logging.getLogger(__name__)
+
+
+def make_producer(bootstrap: str, *, idempotent: bool, client_id: str) -> AIOKafkaProducer:
+    """A producer that waits for every in-sync replica (``acks=all``)."""
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=idempotent,
+        linger_ms=2,
+        request_timeout_ms=15_000,
+    )
+
+
+async def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> None:
+    """Wait until a Kafka-protocol broker answers metadata requests."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last: Exception | None = None
+    while asyncio.get_running_loop().time() < deadline:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+        try:
+            await admin.start()
+            await admin.list_topics()
+        except (KafkaConnectionError, KafkaError, OSError) as exc:
+            last = exc
+            await asyncio.sleep(0.2)
+        else:
+            return
+        finally:
+            await admin.close()
+    raise TimeoutError(f"Kafka broker at {bootstrap} did not answer within {timeout}s: {last!r}")
+
+
+async def ensure_topics(bootstrap: str, topics: tuple[str, ...], partitions: int) -> None:
+    """Create the topics with ``partitions`` partitions; existing ones are left as they are.
+
+    Topics must exist before Faust starts: a topic auto-created by the broker gets the
+    broker's default partition count, and Faust then refuses a table whose changelog
+    has a different count (PartitionsMismatch).
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(t, partitions, 1) for t in topics if t not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                log.debug("topics created concurrently by another process")
+    finally:
+        await admin.close()

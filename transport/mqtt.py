@@ -1,0 +1,314 @@
+"""An asyncio face on paho-mqtt 2.x (CallbackAPIVersion.VERSION2).
+
+paho runs its network loop in its own thread (``loop_start``); callbacks hop onto the
+asyncio loop with ``call_soon_threadsafe``. ``publish`` returns only after the broker's
+PUBACK for QoS 1, which is what the outbox and the notifier need to be at-least-once.
+With ``manual_ack=True`` a received QoS 1 message is acknowledged to the broker only when
+the consumer calls :meth:`MqttClient.ack`, which the bridge does after Kafka has the data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+log = logging.getLogger(__name__)
+
+
+class MqttError(Exception):
+    """An MQTT operation failed (connect refused, publish not acknowledged in time)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MqttUrl:
+    """A parsed ``mqtt://user:pass@host:port`` or ``mqtts://`` URL."""
+
+    host: str
+    port: int
+    tls: bool
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def parse(cls, url: str) -> MqttUrl:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise ValueError(f"MQTT URL {url!r}: scheme must be mqtt:// or mqtts://")
+        if not parts.hostname:
+            raise ValueError(f"MQTT URL {url!r}: no host")
+        tls = parts.scheme == "mqtts"
+        return cls(
+            host=parts.hostname,
+            port=parts.port or (8883 if tls else 1883),
+            tls=tls,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One received message; ``mid`` is what :meth:`MqttClient.ack` takes."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    mid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+class MqttClient:
+    """Async context manager around one paho client. Reusable, not re-entrant."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        client_id: str | None = None,
+        will: Will | None = None,
+        manual_ack: bool = False,
+        clean_session: bool = True,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        publish_timeout: float = 30.0,
+        queue_size: int = 10_000,
+    ) -> None:
+        self.url = MqttUrl.parse(url)
+        self.client_id = client_id or f"proxima-{uuid.uuid4().hex[:12]}"
+        self._will = will
+        self._manual_ack = manual_ack
+        self._clean_session = clean_session
+        self._tls = (ca_file, cert_file, key_file)
+        self._publish_timeout = publish_timeout
+        self._queue_size = queue_size
+        self._client: paho.Client | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+        self._pending: dict[int, asyncio.Future[None]] = {}
+        self._early: set[int] = set()
+        self._connected = asyncio.Event()
+        self._subscriptions: dict[str, int] = {}
+        self.messages: asyncio.Queue[Message] = asyncio.Queue(maxsize=queue_size)
+        self.reconnects = 0
+        self.on_connect_hooks: list[Callable[[], None]] = []
+
+    # lifecycle -----------------------------------------------------------------
+    async def __aenter__(self) -> MqttClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.disconnect()
+
+    async def connect(self, timeout: float = 10.0) -> None:
+        if self._client is not None:
+            raise MqttError("client is already connected (not re-entrant)")
+        self._loop = asyncio.get_running_loop()
+        self._connected = asyncio.Event()
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=paho.MQTTv311,
+            clean_session=self._clean_session,
+            manual_ack=self._manual_ack,
+        )
+        client.max_queued_messages_set(self._queue_size)
+        client.max_inflight_messages_set(100)
+        # paho's own reconnect backoff: capped exponential; paho adds no jitter,
+        # so the first delay is randomised per client to spread a store's reconnect storm.
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        if self.url.username:
+            client.username_pw_set(self.url.username, self.url.password)
+        if self.url.tls:
+            ca, cert, key = self._tls
+            client.tls_set(
+                ca_certs=ca, certfile=cert, keyfile=key, tls_version=ssl.PROTOCOL_TLS_CLIENT
+            )
+        if self._will:
+            client.will_set(
+                self._will.topic, self._will.payload, qos=self._will.qos, retain=self._will.retain
+            )
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        self._client = client
+        try:
+            client.connect_async(self.url.host, self.url.port, keepalive=30)
+            client.loop_start()
+            async with asyncio.timeout(timeout):
+                await self._connected.wait()
+        except (TimeoutError, OSError) as exc:
+            client.loop_stop()
+            self._client = None
+            raise MqttError(
+                f"could not connect to MQTT broker {self.url.host}:{self.url.port}: {exc!r}"
+            ) from exc
+
+    async def disconnect(self) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        client.disconnect()
+        await asyncio.to_thread(client.loop_stop)
+        with self._lock:
+            for fut in self._pending.values():
+                if not fut.done():
+                    fut.set_exception(MqttError("client disconnected before PUBACK"))
+            self._pending.clear()
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connected.is_set()
+
+    # operations ----------------------------------------------------------------
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> None:
+        """Publish and, for QoS ≥ 1, wait for the broker's acknowledgement."""
+        client = self._require()
+        assert self._loop is not None
+        fut: asyncio.Future[None] = self._loop.create_future()
+        info = client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+            raise MqttError(f"publish to {topic!r} failed: {paho.error_string(info.rc)}")
+        if qos == 0:
+            return
+        with self._lock:
+            if info.mid in self._early:
+                self._early.discard(info.mid)
+                return
+            self._pending[info.mid] = fut
+        try:
+            async with asyncio.timeout(self._publish_timeout):
+                await fut
+        except TimeoutError as exc:
+            with self._lock:
+                self._pending.pop(info.mid, None)
+            raise MqttError(f"no PUBACK for {topic!r} within {self._publish_timeout}s") from exc
+
+    async def subscribe(self, topic_filter: str, qos: int = 1) -> None:
+        client = self._require()
+        self._subscriptions[topic_filter] = qos
+        result, _mid = client.subscribe(topic_filter, qos=qos)
+        if result != paho.MQTT_ERR_SUCCESS:
+            raise MqttError(f"subscribe {topic_filter!r} failed: {paho.error_string(result)}")
+
+    def ack(self, message: Message) -> None:
+        """Acknowledge a QoS 1 message received with ``manual_ack=True``."""
+        client = self._require()
+        if self._manual_ack and message.qos > 0:
+            client.ack(message.mid, message.qos)
+
+    def _require(self) -> paho.Client:
+        if self._client is None:
+            raise MqttError("client is not connected: use 'async with MqttClient(...)'")
+        return self._client
+
+    # paho callbacks (network thread) -------------------------------------------
+    def _call(self, fn: Callable[..., Any], *args: Any) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(fn, *args)
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            log.warning("MQTT connect to %s refused: %s", self.url.host, reason_code)
+            return
+        # Re-subscribe after every reconnect: a clean session forgets subscriptions.
+        for flt, qos in self._subscriptions.items():
+            client.subscribe(flt, qos=qos)
+        self._call(self._set_connected)
+
+    def _set_connected(self) -> None:
+        self._connected.set()
+        for hook in self.on_connect_hooks:
+            hook()
+
+    def _on_disconnect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        self.reconnects += 1
+        if self._client is not None:
+            log.warning(
+                "MQTT connection to %s lost (%s); paho reconnects", self.url.host, reason_code
+            )
+        self._call(self._connected.clear)
+
+    def _on_publish(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        with self._lock:
+            fut = self._pending.pop(mid, None)
+            if fut is None:
+                self._early.add(mid)
+                return
+        self._call(_resolve, fut)
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        message = Message(
+            topic=msg.topic,
+            payload=bytes(msg.payload),
+            qos=msg.qos,
+            retain=bool(msg.retain),
+            mid=msg.mid,
+        )
+        self._call(self._enqueue, message)
+
+    def _enqueue(self, message: Message) -> None:
+        try:
+            self.messages.put_nowait(message)
+        except asyncio.QueueFull:
+            # Not acked, so the broker redelivers it after a reconnect; count and say so.
+            log.error(
+                "MQTT receive queue full (%d); dropping %s unacked", self._queue_size, message.topic
+            )
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
