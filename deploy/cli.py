@@ -78,10 +78,12 @@ def up(
     from deploy.services import ServiceUnavailable
 
     def alert(line: str) -> None:
-        out.print(f"[bold green]ALERT[/bold green] {line}", highlight=False)
+        out.print("[bold green]ALERT[/bold green] ", end="")
+        out.print(line, highlight=False, markup=False)
 
     def info(line: str) -> None:
-        out.print(f"[dim]proxima:[/dim] {line}", highlight=False)
+        out.print("[dim]proxima:[/dim] ", end="")
+        out.print(line, highlight=False, markup=False)
 
     try:
         code = asyncio.run(
@@ -495,6 +497,78 @@ def customers_show(customer_id: Annotated[str, typer.Argument(metavar="ID")]) ->
     if data is None:
         raise _fail(f"customer {customer_id!r} is not enrolled", 1)
     out.print_json(json.dumps(data))
+
+
+# --- beacons --------------------------------------------------------------------------
+beacons_app = typer.Typer(
+    help="Decode advertisements and compute rotating identifiers.", no_args_is_help=True
+)
+app.add_typer(beacons_app, name="beacons")
+
+
+@beacons_app.command("decode")
+def beacons_decode(
+    hex_data: Annotated[str, typer.Argument(metavar="HEX", help="raw AD structures")],
+) -> None:
+    """Decode one raw advertisement; print one JSON object per frame."""
+    from beacons.adstruct import decode_raw
+    from beacons.exceptions import BeaconError
+
+    try:
+        frames = decode_raw(hex_data)
+    except (BeaconError, ValueError) as exc:
+        err.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(2) from exc
+    for frame in frames:
+        sys.stdout.write(json.dumps(frame.to_json_dict(), separators=(",", ":")) + "\n")
+
+
+@beacons_app.command("eid")
+def beacons_eid(
+    identity_key: Annotated[str, typer.Option(help="32 hex digits")],
+    rotation_exponent: Annotated[int, typer.Option(help="K, 0..15")],
+    time: Annotated[int, typer.Option(help="time counter T: Unix seconds, truncated to 32 bits")],
+) -> None:
+    """Print the Eddystone-EID (16 lowercase hex digits) for a key, K and time."""
+    from beacons.eid import compute_eid
+    from beacons.exceptions import BeaconError
+
+    try:
+        key = bytes.fromhex(identity_key)
+        eid = compute_eid(key, rotation_exponent, time)
+    except (BeaconError, ValueError) as exc:
+        err.print(f"error: {exc}", highlight=False, markup=False)
+        raise typer.Exit(2) from exc
+    sys.stdout.write(eid.hex() + "\n")
+
+
+# --- bench ----------------------------------------------------------------------------
+@app.command()
+def bench(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="beacons")],
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    seconds: Annotated[float, typer.Option(help="measuring time per figure")] = 2.0,
+) -> None:
+    """Run a benchmark and print a table (or JSON)."""
+    from rich.table import Table
+
+    if name == "beacons":
+        from beacons.bench import run_beacons_bench
+
+        results = run_beacons_bench(seconds)
+    else:
+        raise _fail(f"unknown benchmark {name!r}; available: beacons")
+    if as_json:
+        sys.stdout.write(json.dumps(results) + "\n")
+        return
+    table = Table(title=f"proxima bench {name}")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in results.items():
+        table.add_row(
+            key, f"{value:,.0f}" if isinstance(value, float) and value >= 100 else str(value)
+        )
+    out.print(table)
 
 
 # --- contracts ------------------------------------------------------------------------

@@ -14,11 +14,15 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from contracts.exceptions import ContractError
+import redis.asyncio as aioredis
+
 from contracts.models import parse_alert
 from contracts.services import ServiceSettings
 from deploy.embedded_kafka import EmbeddedKafka
@@ -37,10 +41,12 @@ class Children:
     env: dict[str, str]
     log_dir: Path
     procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    logs: list[IO[bytes]] = field(default_factory=list)
 
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = (self.log_dir / f"{name}.log").open("ab")
+        self.logs.append(log)
         proc = subprocess.Popen(
             [sys.executable, "-m", "deploy.cli", *args],
             env=self.env,
@@ -63,6 +69,8 @@ class Children:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
+        for log in self.logs:
+            log.close()
 
 
 async def up(
@@ -79,12 +87,22 @@ async def up(
     await check_all(services.mqtt, services.redis)
     kafka: EmbeddedKafka | None = None
     env = dict(os.environ)
+    scratch_namespace = scenario != "none" and not services.namespace
+    if scratch_namespace:
+        # A simulated scenario runs in a namespace of its own, so last run's visits and
+        # dedupe keys (a visit lasts revisit_gap, 4 h) do not silence this run's alerts.
+        services = ServiceSettings(namespace=f"demo{int(time.time())}")
+        env["PROXIMA_NAMESPACE"] = services.namespace
+        on_info(
+            f"scenario data in namespace {services.namespace!r} "
+            f"(PROXIMA_NAMESPACE={services.namespace} to talk to this system)"
+        )
     if not services.kafka:
         log_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, at start
         kafka = EmbeddedKafka(log_path=log_dir / "kafka.log")
         await kafka.start()
         env["PROXIMA_KAFKA"] = kafka.url
-        services = ServiceSettings(kafka=kafka.url)
+        services = ServiceSettings(kafka=kafka.url, namespace=services.namespace)
         on_info(f"embedded Kafka-protocol broker (Tansu) on {kafka.bootstrap}")
     children = Children(env=env, log_dir=log_dir)
     stop = asyncio.Event()
@@ -158,3 +176,16 @@ async def up(
         await asyncio.to_thread(children.stop)
         if kafka is not None:
             await asyncio.to_thread(kafka.stop)
+        if scratch_namespace:
+            await _drop_namespace(services)
+
+
+async def _drop_namespace(services: ServiceSettings) -> None:
+    """Remove a scratch namespace's Redis keys (synthetic scenario data only)."""
+    redis = aioredis.from_url(services.redis)
+    try:
+        keys = [k async for k in redis.scan_iter(f"{services.redis_prefix}*", count=1000)]
+        for i in range(0, len(keys), 500):
+            await redis.delete(*keys[i : i + 500])
+    finally:
+        await redis.aclose()

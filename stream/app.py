@@ -28,11 +28,13 @@ def create_app(services: ServiceSettings, settings: StreamSettings) -> faust.App
     """Build the Faust app for one namespace; topics must already exist (see ensure_topics)."""
     topics = services.topics
     app_id = f"{services.namespace}-{settings.app_id}" if services.namespace else settings.app_id
+    datadir = settings.data_dir / app_id
+    datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     app = faust.App(
         app_id,
         broker=f"kafka://{services.kafka_bootstrap}",
         store=settings.store_url,
-        datadir=str(settings.data_dir / app_id),
+        datadir=str(datadir),
         processing_guarantee="at_least_once",
         topic_partitions=settings.partitions,
         topic_allow_declare=False,

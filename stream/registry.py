@@ -169,10 +169,19 @@ class Registry:
         return False
 
     async def forget(self, customer_id: str) -> bool:
+        """Erase the customer: profile, consent, visits and dedupe keys; audit the erasure."""
         now = datetime.now(UTC).isoformat()
+        traces = [
+            key
+            for pattern in (
+                self._k("visit", customer_id, "*"),
+                self._k("alerted", customer_id, "*"),
+            )
+            async for key in self.r.scan_iter(pattern, count=1000)
+        ]
         async with self.r.pipeline(transaction=True) as pipe:
             pipe.srem(self._k("customers"), customer_id)
-            pipe.delete(self._k("customer", customer_id), self._k("consent", customer_id))
+            pipe.delete(self._k("customer", customer_id), self._k("consent", customer_id), *traces)
             pipe.xadd(self._k("audit"), {"customer_id": customer_id, "action": "forget", "at": now})
             pipe.incr(self._k("registry", "version"))
             removed, *_ = await pipe.execute()

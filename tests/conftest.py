@@ -10,6 +10,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -56,10 +57,12 @@ class Procs:
         self.env = env
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._logs: list[IO[bytes]] = []
 
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = (self.log_dir / f"{name}.log").open("wb")
+        self._logs.append(log)
         proc = subprocess.Popen(
             [sys.executable, "-m", "deploy.cli", *args],
             env=self.env,
@@ -107,6 +110,9 @@ class Procs:
                 proc.kill()
                 proc.wait(timeout=5)
         self.procs.clear()
+        for log in self._logs:
+            log.close()
+        self._logs.clear()
 
 
 @pytest.fixture

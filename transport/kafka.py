@@ -33,6 +33,18 @@ async def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> None:
     """Wait until a Kafka-protocol broker answers metadata requests."""
     deadline = asyncio.get_running_loop().time() + timeout
     last: Exception | None = None
+    # Wait for the port first: aiokafka logs every refused bootstrap at ERROR level.
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            _reader, writer = await asyncio.open_connection(host, int(port))
+        except OSError as exc:
+            last = exc
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        break
     while asyncio.get_running_loop().time() < deadline:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
         try:
