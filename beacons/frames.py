@@ -464,7 +464,7 @@ def _decode_uid(payload: bytes) -> EddystoneUidFrame:
         rfu: bytes | None = payload[18:20]
     elif n == 18:
         rfu = None
-    elif n < 18:
+    elif n < 20:
         raise FrameDecodeError("eddystone_uid", payload, n, "truncated: need 18 or 20 bytes")
     else:
         raise FrameDecodeError("eddystone_uid", payload, 20, f"{n - 20} unexpected trailing bytes")

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from contracts.exceptions import ContractError
 import redis.asyncio as aioredis
 
+from contracts.exceptions import ContractError
 from contracts.models import parse_alert
 from contracts.services import ServiceSettings
 from deploy.embedded_kafka import EmbeddedKafka
