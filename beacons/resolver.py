@@ -133,6 +133,8 @@ class EidResolver:
         group = self._groups.get(rotation_exponent)
         if group is None:
             group = self._groups[rotation_exponent] = _Group(rotation_exponent)
+            # The new group covers no window yet, so the next resolve must not skip the check.
+            self._last_t = None
         group.members[identity_id] = ident
         if group.lo is not None:
             ident.eids = _compute_eids(ident, range(group.lo, group.hi + 1))

@@ -565,10 +565,16 @@ def bench(
     table.add_column("figure")
     table.add_column("value", justify="right")
     for key, value in results.items():
-        table.add_row(
-            key, f"{value:,.0f}" if isinstance(value, float) and value >= 100 else str(value)
-        )
+        table.add_row(key, _fmt(value))
     out.print(table)
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if value != value:  # NaN: the figure could not be measured here
+        return "n/a"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3f}"
 
 
 # --- contracts ------------------------------------------------------------------------

@@ -1,0 +1,84 @@
+"""The bridge over real Mosquitto and the embedded Kafka broker: good events through,
+bad input parked in the DLQ with its reason, and the loop keeps running."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from contracts.models import DlqRecord, parse_model
+from contracts.services import ServiceSettings
+from stream.bridge import Bridge
+from stream.settings import StreamSettings
+from tests.factories import event_dict
+from transport.kafka import ensure_topics
+from transport.mqtt import MqttClient
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+@pytest.fixture
+async def bridge(kafka_url: str, namespace: str) -> AsyncIterator[Bridge]:
+    services = ServiceSettings(kafka=kafka_url, namespace=namespace)
+    settings = StreamSettings(partitions=1, bridge_max_payload=4096)
+    await ensure_topics(services.kafka_bootstrap, services.topics.all_kafka, 1)
+    b = Bridge(services, settings, client_id="test-bridge")
+    ready = asyncio.Event()
+    task = asyncio.create_task(b.run(ready))
+    await asyncio.wait_for(ready.wait(), 20)
+    yield b
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _consume(bootstrap: str, topic: str, n: int, timeout: float = 30) -> list[bytes]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    got: list[bytes] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while len(got) < n:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    got.extend(r.value or b"" for r in records)
+    finally:
+        await consumer.stop()
+    return got
+
+
+async def test_bad_input_goes_to_dlq_and_good_neighbours_get_through(bridge: Bridge) -> None:
+    services = bridge.services
+    topic = services.topics.gateway_events("store-1", "gw-door")
+    good = [event_dict(seq=1), event_dict(seq=3)]
+    mixed = [good[0], event_dict(seq=2, kind="teleport"), good[1]]
+    async with MqttClient(services.mqtt) as mqtt:
+        await mqtt.publish(topic, b"\x00garbage", qos=1)
+        await mqtt.publish(topic, json.dumps({"events": []}).encode(), qos=1)
+        await mqtt.publish(topic, b"[" + b" " * 5000 + b"]", qos=1)
+        await mqtt.publish(topic, json.dumps([event_dict(store_id="store-2")]).encode(), qos=1)
+        await mqtt.publish(topic, json.dumps(mixed).encode(), qos=1)
+
+    events = await _consume(services.kafka_bootstrap, services.topics.events, 2)
+    assert sorted(json.loads(e)["seq"] for e in events) == [1, 3]
+
+    dlq = [
+        parse_model(DlqRecord, raw)
+        for raw in await _consume(services.kafka_bootstrap, services.topics.events_dlq, 5)
+    ]
+    reasons = [d.reason for d in dlq]
+    assert any("not JSON" in r for r in reasons), reasons
+    assert any("must be a JSON list" in r for r in reasons), reasons
+    assert any("exceeds the limit of 4096" in r for r in reasons), reasons
+    assert any("says store 'store-2'" in r for r in reasons), reasons
+    assert any("event 1: kind" in r for r in reasons), reasons
+    garbage = next(d for d in dlq if "not JSON" in d.reason)
+    assert base64.b64decode(garbage.original_b64) == b"\x00garbage"
+    assert all(d.store_id == "store-1" and d.gateway_id == "gw-door" for d in dlq)
+    assert bridge.counts["rejected"] == 5
+    assert bridge.counts["events"] == 2
