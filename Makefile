@@ -11,7 +11,7 @@ setup: $(VENV)/.installed services
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@bash deploy/ensure-python.sh "$(PYTHON)" "$(VENV)"
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,bench]'
 	@touch $@
 
 services:

@@ -1,0 +1,63 @@
+"""The command-line contract: `proxima beacons decode|eid`, `proxima customers enroll`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def proxima(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "deploy.cli", *args], capture_output=True, text=True, check=False, env=env, timeout=60
+    )
+
+
+def test_beacons_eid_prints_the_spec_vector() -> None:
+    key = "0102030405060708090A111213141516"
+    result = proxima("beacons", "eid", "--identity-key", key, "--rotation-exponent", "10", "--time", "2000")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "4144413e45fefa58\n"
+
+
+def test_beacons_decode_prints_one_json_object_per_frame() -> None:
+    ibeacon = "1AFF4C000215E2C56DB5DFFB48D2B060D0F5A71096E000010002C5"
+    eid = "0D16AAFE30EEA9B76A71C5F89290"
+    result = proxima("beacons", "decode", "020106" + ibeacon + eid)
+    assert result.returncode == 0, result.stderr
+    frames = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [f["type"] for f in frames] == ["ibeacon", "eddystone_eid"]
+    assert frames[0]["uuid"] == "e2c56db5dffb48d2b060d0f5a71096e0"
+    assert (frames[0]["major"], frames[0]["minor"], frames[0]["measured_power"]) == (1, 2, -59)
+    assert frames[1]["eid"] == "a9b76a71c5f89290"
+    assert frames[1]["tx_power"] == -18
+
+
+@pytest.mark.parametrize("raw", ["0201061AFF4C000215E2C56DB5", "zz"])
+def test_beacons_decode_malformed_exits_2_with_one_line(raw: str) -> None:
+    result = proxima("beacons", "decode", raw)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1
+    if raw != "zz":
+        assert "offset" in result.stderr
+
+
+def test_customers_enroll_generates_a_key_and_rejects_unknown_purpose(namespace: str) -> None:
+    import os
+
+    env = dict(os.environ, PROXIMA_NAMESPACE=namespace)
+    ok = proxima("customers", "enroll", "c-1", "--consent", "arrival_alerts", "--visible", "name", env=env)
+    assert ok.returncode == 0, ok.stderr
+    printed = json.loads(ok.stdout)
+    assert len(printed["identity_key"]) == 32
+    bad = proxima("customers", "enroll", "c-2", "--consent", "spying", env=env)
+    assert bad.returncode == 2
+    assert "unknown purpose" in bad.stderr or "spying" in bad.stderr
+    bad_field = proxima("customers", "enroll", "c-3", "--visible", "home_address", env=env)
+    assert bad_field.returncode == 2
+    assert "home_address" in bad_field.stderr
+    assert proxima("customers", "forget", "c-1", env=env).returncode == 0
+    assert proxima("customers", "forget", "c-1", env=env).returncode == 1
