@@ -63,9 +63,6 @@ class _Group:
         self.members: dict[str, _Identity] = {}
 
 
-_Entry = tuple[_Identity, int]
-
-
 def _compute_eids(ident: _Identity, windows: range) -> list[bytes]:
     """EIDs for consecutive window indices, batching windows that share a temporary key."""
     if not windows:
@@ -103,9 +100,11 @@ class EidResolver:
         self.slack_windows = slack_windows
         self._groups: dict[int, _Group] = {}
         self._identities: dict[str, _Identity] = {}
-        self._index: dict[bytes, _Entry] = {}
+        # EID → identity; the window is the EID's position in identity.eids, which saves a
+        # (identity, window) tuple per entry.
+        self._index: dict[bytes, _Identity] = {}
         # EID collisions between identities (2**-64 per pair) park here, off the hot path.
-        self._extra: dict[bytes, list[_Entry]] = {}
+        self._extra: dict[bytes, list[_Identity]] = {}
         self._last_t: int | None = None
         self.refreshes = 0
 
@@ -120,7 +119,7 @@ class EidResolver:
 
     @property
     def index_size(self) -> int:
-        """Number of (EID → identity, window) entries currently held."""
+        """Number of EID → identity entries currently held."""
         return len(self._index) + sum(len(v) for v in self._extra.values())
 
     def add(self, identity_id: str, identity_key: bytes, rotation_exponent: int) -> None:
@@ -138,8 +137,8 @@ class EidResolver:
         group.members[identity_id] = ident
         if group.lo is not None:
             ident.eids = _compute_eids(ident, range(group.lo, group.hi + 1))
-            for w, eid in zip(range(group.lo, group.hi + 1), ident.eids, strict=True):
-                self._index_add(eid, (ident, w))
+            for eid in ident.eids:
+                self._index_add(eid, ident)
 
     def remove(self, identity_id: str) -> bool:
         """Forget an identity; True if it was enrolled."""
@@ -148,9 +147,9 @@ class EidResolver:
             return False
         group = self._groups[ident.rotation_exponent]
         del group.members[identity_id]
-        if group.lo is not None:
-            for w, eid in zip(range(group.lo, group.hi + 1), ident.eids, strict=True):
-                self._index_discard(eid, ident, w)
+        for eid in ident.eids:
+            self._index_discard(eid, ident)
+        ident.eids = []
         if not group.members:
             del self._groups[ident.rotation_exponent]
         return True
@@ -161,15 +160,12 @@ class EidResolver:
         if t != self._last_t:
             self._ensure_covered(t)
             self._last_t = t
-        entry = self._index.get(eid)
-        if entry is None:
+        ident = self._index.get(eid)
+        if ident is None:
             return None
-        drift = self.drift_windows
-        ident, w = entry
-        offset = w - (t >> ident.rotation_exponent)
-        if -drift <= offset <= drift and eid not in self._extra:
-            return Match(ident.identity_id, (w << ident.rotation_exponent) & _MASK32, offset)
-        return self._resolve_slow(eid, t)
+        if eid in self._extra:
+            return self._resolve_slow(eid, t)
+        return self._match(ident, eid, t)
 
     def refresh(self, t: int) -> None:
         """Make sure the index covers ``t`` (resolve does this itself; for warming up)."""
@@ -177,15 +173,25 @@ class EidResolver:
         self._ensure_covered(t)
         self._last_t = t
 
+    def _match(self, ident: _Identity, eid: bytes, t: int) -> Match | None:
+        k = ident.rotation_exponent
+        lo = self._groups[k].lo
+        if lo is None:
+            return None
+        w = lo + ident.eids.index(eid)
+        offset = w - (t >> k)
+        if -self.drift_windows <= offset <= self.drift_windows:
+            return Match(ident.identity_id, (w << k) & _MASK32, offset)
+        return None
+
     def _resolve_slow(self, eid: bytes, t: int) -> Match | None:
         best: Match | None = None
-        candidates = [self._index[eid], *self._extra.get(eid, ())]
-        for ident, w in candidates:
-            offset = w - (t >> ident.rotation_exponent)
-            if abs(offset) <= self.drift_windows and (
-                best is None or abs(offset) < abs(best.window_offset)
+        for ident in [self._index[eid], *self._extra.get(eid, ())]:
+            match = self._match(ident, eid, t)
+            if match is not None and (
+                best is None or abs(match.window_offset) < abs(best.window_offset)
             ):
-                best = Match(ident.identity_id, (w << ident.rotation_exponent) & _MASK32, offset)
+                best = match
         return best
 
     def _ensure_covered(self, t: int) -> None:
@@ -202,53 +208,56 @@ class EidResolver:
         old_lo, old_hi = group.lo, group.hi
         if old_lo is None or w + drift < old_lo or w - drift > old_hi:
             new_lo, new_hi = w - drift, w + drift
+            kept_from, kept_to = new_lo, new_lo - 1
         else:
             new_lo = max(min(old_lo, w - drift), w - drift - slack)
             new_hi = min(max(old_hi, w + drift), w + drift + slack)
+            kept_from, kept_to = max(old_lo, new_lo), min(old_hi, new_hi)
         self.refreshes += 1
         index_add, index_discard = self._index_add, self._index_discard
-        windows = range(new_lo, new_hi + 1)
-        for ident in group.members.values():
-            if old_lo is None:
-                kept_from, kept_to = new_lo, new_lo - 1
-            else:
-                kept_from, kept_to = max(old_lo, new_lo), min(old_hi, new_hi)
-                for i, eid in enumerate(ident.eids):
-                    ow = old_lo + i
-                    if not kept_from <= ow <= kept_to:
-                        index_discard(eid, ident, ow)
-            if kept_from > kept_to:
-                eids = _compute_eids(ident, windows)
-                for w_i, eid in zip(windows, eids, strict=True):
-                    index_add(eid, (ident, w_i))
-            else:
-                assert old_lo is not None  # kept windows imply an old range
-                before = _compute_eids(ident, range(new_lo, kept_from))
-                after = _compute_eids(ident, range(kept_to + 1, new_hi + 1))
-                for w_i, eid in zip(range(new_lo, kept_from), before, strict=True):
-                    index_add(eid, (ident, w_i))
-                for w_i, eid in zip(range(kept_to + 1, new_hi + 1), after, strict=True):
-                    index_add(eid, (ident, w_i))
-                eids = before + ident.eids[kept_from - old_lo : kept_to - old_lo + 1] + after
-            ident.eids = eids
+        if kept_from > kept_to:
+            for ident in group.members.values():
+                for eid in ident.eids:
+                    index_discard(eid, ident)
+                ident.eids = eids = _compute_eids(ident, range(new_lo, new_hi + 1))
+                for eid in eids:
+                    index_add(eid, ident)
+        else:
+            assert old_lo is not None  # kept windows imply an old range
+            keep_start, keep_stop = kept_from - old_lo, kept_to - old_lo + 1
+            before_windows = range(new_lo, kept_from)
+            after_windows = range(kept_to + 1, new_hi + 1)
+            for ident in group.members.values():
+                old = ident.eids
+                for eid in old[:keep_start]:
+                    index_discard(eid, ident)
+                for eid in old[keep_stop:]:
+                    index_discard(eid, ident)
+                before = _compute_eids(ident, before_windows)
+                after = _compute_eids(ident, after_windows)
+                for eid in before:
+                    index_add(eid, ident)
+                for eid in after:
+                    index_add(eid, ident)
+                ident.eids = before + old[keep_start:keep_stop] + after
         group.lo, group.hi = new_lo, new_hi
 
-    def _index_add(self, eid: bytes, entry: _Entry) -> None:
-        existing = self._index.setdefault(eid, entry)
-        if existing is not entry:
-            self._extra.setdefault(eid, []).append(entry)
+    def _index_add(self, eid: bytes, ident: _Identity) -> None:
+        existing = self._index.setdefault(eid, ident)
+        if existing is not ident:
+            self._extra.setdefault(eid, []).append(ident)
 
-    def _index_discard(self, eid: bytes, ident: _Identity, w: int) -> None:
-        entry = self._index.get(eid)
-        if entry is None:
+    def _index_discard(self, eid: bytes, ident: _Identity) -> None:
+        current = self._index.get(eid)
+        if current is None:
             return
         extra = self._extra.get(eid)
-        if entry[0] is ident and entry[1] == w:
+        if current is ident:
             if extra:
                 self._index[eid] = extra.pop()
             else:
                 del self._index[eid]
-        elif extra:
-            extra[:] = [e for e in extra if not (e[0] is ident and e[1] == w)]
+        elif extra and ident in extra:
+            extra.remove(ident)
         if extra is not None and not extra:
             del self._extra[eid]

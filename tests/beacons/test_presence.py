@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -171,15 +172,39 @@ def test_zone_presence_enum_state() -> None:
 VALID_SEQUENCE = re.compile(r"^(E(D)?X)*(E(D)?)?$")
 LETTER = {"zone_enter": "E", "zone_dwell": "D", "zone_exit": "X"}
 
-events = st.lists(
+# Runs are built from segments (a subject heard at one level for a while, at some
+# interval, or silent) around the thresholds and timers, so they enter, dwell and exit.
+segments = st.lists(
     st.tuples(
-        st.sampled_from(["observe", "observe", "observe", "tick"]),
-        st.floats(0.0, 8.0),
-        st.floats(-100.0, -40.0),
         st.sampled_from(["a", "b"]),
+        st.sampled_from([-50.0, -65.0, -72.0, -78.0, -85.0, -95.0, math.nan])
+        | st.floats(-100.0, -40.0),
+        st.floats(0.0, 15.0),
+        st.sampled_from([0.1, 0.3, 1.0, 2.0]),
+        st.booleans(),
     ),
-    max_size=80,
+    max_size=12,
 )
+
+
+def expand(
+    segs: list[tuple[str, float, float, float, bool]],
+) -> list[tuple[str, float, float, str]]:
+    """(op, t, rssi, subject) events; NaN level means silence; ticks optionally interleaved."""
+    out: list[tuple[str, float, float, str]] = []
+    t = 0.0
+    for subject, level, duration, interval, ticks in segs:
+        end = t + duration
+        while t < end:
+            if not math.isnan(level):
+                out.append(("observe", t, level, subject))
+            if ticks:
+                out.append(("tick", t, 0.0, subject))
+            t += interval
+    return out
+
+
+events = segments.map(expand)
 
 
 @settings(max_examples=200, deadline=None)
@@ -190,8 +215,7 @@ def test_never_exit_without_enter_and_times_are_ordered(
     tracker = PresenceTracker("z", CFG, filter_factory=None if smoothing else PassThroughFilter)
     t = 0.0
     out: list[Transition] = []
-    for op, dt, rssi, subject in events:
-        t += dt
+    for op, t, rssi, subject in events:
         out += tracker.observe(subject, rssi, t) if op == "observe" else tracker.tick(t)
     out += tracker.tick(t + 1000.0)
     for subject in ("a", "b"):

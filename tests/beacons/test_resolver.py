@@ -127,17 +127,20 @@ def test_removing_the_last_identity_of_a_group() -> None:
 def test_eid_collision_between_identities_is_kept() -> None:
     resolver = make_resolver()
     resolver.resolve(b"\x00" * 8, T)
-    # Force a collision by hand: a second identity claiming c1's current EID.
+    # Force a collision by hand: c2's EID for the next window becomes c1's current EID.
     eid = compute_eid(KEYS["c1"], 10, T)
-    c1_entry = resolver._index[eid]
     c2 = resolver._identities["c2"]
-    resolver._index_add(eid, (c2, c1_entry[1] + 1))
+    resolver._index_discard(c2.eids[2], c2)
+    c2.eids[2] = eid
+    resolver._index_add(eid, c2)
+    assert resolver._extra
     assert resolver.resolve(eid, T) == Match("c1", window_start(T, 10), 0)
     resolver.remove("c1")
     assert resolver.resolve(eid, T) == Match("c2", window_start(T, 10) + 1024, 1)
-    resolver._index_discard(eid, c2, c1_entry[1] + 1)
+    resolver.remove("c2")
     assert resolver.resolve(eid, T) is None
     assert not resolver._extra
+    assert resolver.index_size == (len(KEYS) - 2) * 3
 
 
 def test_rejects_bad_input() -> None:

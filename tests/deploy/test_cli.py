@@ -11,13 +11,20 @@ import pytest
 
 def proxima(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "deploy.cli", *args], capture_output=True, text=True, check=False, env=env, timeout=60
+        [sys.executable, "-m", "deploy.cli", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        timeout=60,
     )
 
 
 def test_beacons_eid_prints_the_spec_vector() -> None:
     key = "0102030405060708090A111213141516"
-    result = proxima("beacons", "eid", "--identity-key", key, "--rotation-exponent", "10", "--time", "2000")
+    result = proxima(
+        "beacons", "eid", "--identity-key", key, "--rotation-exponent", "10", "--time", "2000"
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "4144413e45fefa58\n"
 
@@ -49,7 +56,9 @@ def test_customers_enroll_generates_a_key_and_rejects_unknown_purpose(namespace:
     import os
 
     env = dict(os.environ, PROXIMA_NAMESPACE=namespace)
-    ok = proxima("customers", "enroll", "c-1", "--consent", "arrival_alerts", "--visible", "name", env=env)
+    ok = proxima(
+        "customers", "enroll", "c-1", "--consent", "arrival_alerts", "--visible", "name", env=env
+    )
     assert ok.returncode == 0, ok.stderr
     printed = json.loads(ok.stdout)
     assert len(printed["identity_key"]) == 32
