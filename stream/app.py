@@ -44,27 +44,17 @@ def create_app(services: ServiceSettings, settings: StreamSettings) -> faust.App
         broker_commit_every=100,
         broker_commit_interval=0.5,
     )
-    events_topic = app.topic(
-        topics.events,
-        key_type=bytes,
-        value_type=bytes,
-        value_serializer="raw",
-        key_serializer="raw",
-    )
-    alerts_topic = app.topic(
-        topics.alerts,
-        key_type=bytes,
-        value_type=bytes,
-        value_serializer="raw",
-        key_serializer="raw",
-    )
-    dlq_topic = app.topic(
-        topics.events_dlq,
-        key_type=bytes,
-        value_type=bytes,
-        value_serializer="raw",
-        key_serializer="raw",
-    )
+
+    # Bytes in, bytes out: the contracts package validates, so a bad payload reaches our
+    # code (and the DLQ) instead of failing inside Faust's deserialiser.
+    def raw_topic(name: str) -> faust.TopicT:
+        return app.topic(
+            name, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw"
+        )
+
+    events_topic = raw_topic(topics.events)
+    alerts_topic = raw_topic(topics.alerts)
+    dlq_topic = raw_topic(topics.events_dlq)
 
     state: dict[str, Any] = {}
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 
 from beacons.resolver import EidResolver
-
 from contracts.models import Subject, SubjectType
 from stream.registry import Registry
 
