@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup services demo test check lint typecheck fmt bench clean
+.PHONY: setup services browser demo test check lint typecheck fmt bench clean
 
 setup: $(VENV)/.installed services
 
@@ -17,11 +17,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 services:
 	@bash deploy/ensure-services.sh
 
-demo: setup
-	$(BIN)/proxima up --headless --duration $${DEMO_SECONDS:-120}
+browser:
+	@bash deploy/ensure-browser.sh
 
-test: setup
-	$(BIN)/pytest
+demo: setup
+	$(BIN)/proxima up --duration $${DEMO_SECONDS:-120}
+
+test: setup browser
+	PROXIMA_REQUIRE_BROWSER=1 $(BIN)/pytest
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff format --check .
@@ -30,8 +33,8 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
 
-check: setup lint typecheck
-	$(BIN)/pytest
+check: setup browser lint typecheck
+	PROXIMA_REQUIRE_BROWSER=1 $(BIN)/pytest
 
 fmt: $(VENV)/.installed
 	$(BIN)/ruff format .

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from contracts.services import ServiceSettings
+from notifier.cli import associates_app
 
 if TYPE_CHECKING:
     from simulators.scenarios import SimPerson
@@ -37,6 +38,7 @@ app.add_typer(stream_app, name="stream")
 app.add_typer(notifier_app, name="notifier")
 app.add_typer(customers_app, name="customers")
 app.add_typer(contracts_app, name="contracts")
+app.add_typer(associates_app, name="associates")
 
 out = Console()
 err = Console(stderr=True)
@@ -131,9 +133,18 @@ def stream_worker(
 
 
 @notifier_app.command("serve")
-def notifier_serve(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
-    """Deliver alerts from Kafka to associates over MQTT."""
+def notifier_serve(
+    host: Annotated[
+        str | None, typer.Option(help="console address (default PROXIMA_NOTIFIER_HTTP_HOST)")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="console port (default PROXIMA_NOTIFIER_HTTP_PORT)")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Route, deliver and escalate alerts; serve the associate console and API."""
     from notifier.service import Notifier
+    from notifier.settings import NotifierSettings
 
     _logging(verbose)
     services = ServiceSettings()
@@ -141,7 +152,16 @@ def notifier_serve(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = F
         raise _fail(
             "PROXIMA_KAFKA is not set: the notifier needs a Kafka broker (proxima up starts one)"
         )
-    _run_forever(Notifier(services).run())
+    overrides: dict[str, Any] = {}
+    if host is not None:
+        overrides["http_host"] = host
+    if port is not None:
+        overrides["http_port"] = port
+    settings = NotifierSettings(**overrides)
+    out.print(
+        f"notifier: console on http://{settings.http_host}:{settings.http_port}/", highlight=False
+    )
+    _run_forever(Notifier(services, settings=settings).run())
 
 
 def _run_forever(coro: Coroutine[Any, Any, None]) -> None:

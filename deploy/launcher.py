@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -115,10 +117,10 @@ async def up(
         )
         children.start("bridge", "bridge")
         children.start("stream-worker", "stream", "worker")
+        console = _console_address(headless)
+        env["PROXIMA_NOTIFIER_HTTP_HOST"], env["PROXIMA_NOTIFIER_HTTP_PORT"] = console
         children.start("notifier", "notifier", "serve")
         on_info(f"bridge, stream worker and notifier started (logs in {log_dir})")
-        if not headless:
-            on_info("associate console: not in this version (issue 7); running headless")
         async with MqttClient(services.mqtt) as mqtt:
             await mqtt.subscribe(services.topics.all_store_alerts(), qos=1)
             on_info(f"watching {services.topics.all_store_alerts()}")
@@ -142,6 +144,8 @@ async def up(
                 if code != 0:
                     on_info(f"scenario {scenario!r} could not be prepared (exit {code})")
                     return 2
+                if not headless:
+                    on_info(await _demo_associate(services, console))
                 children.start("edge-sim", "replay", str(trace), "--speed", "1")
                 on_info(
                     f"scenario {scenario!r}: customers enrolled; edge agents replaying {trace} in real time"
@@ -178,6 +182,57 @@ async def up(
             await asyncio.to_thread(kafka.stop)
         if scratch_namespace:
             await _drop_namespace(services)
+
+
+def _console_address(headless: bool) -> tuple[str, str]:
+    """Where the notifier serves the console: the configured port, or a free one if taken.
+
+    Headless runs still start the notifier (it delivers over MQTT) on a free port, so
+    they never collide with a console already running on this machine.
+    """
+    from notifier.settings import NotifierSettings
+
+    settings = NotifierSettings()
+    host, port = settings.http_host, settings.http_port
+    if headless or not _port_free(host, port):
+        port = 0
+    if port == 0:
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            port = sock.getsockname()[1]
+    return host, str(port)
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+async def _demo_associate(services: ServiceSettings, console: tuple[str, str]) -> str:
+    """Give the scenario's store an on-shift associate to sign in as; say how."""
+    from notifier.directory import Directory
+    from simulators.scenarios import DEMO_ASSOCIATE, DEMO_STORE
+
+    store = DEMO_STORE
+    password = secrets.token_urlsafe(9)
+    redis = aioredis.from_url(services.redis, decode_responses=True)
+    try:
+        directory = Directory(redis, services.redis_prefix)
+        await directory.add(
+            store, DEMO_ASSOCIATE[1], password, associate_id=DEMO_ASSOCIATE[0], zones=["entrance"]
+        )
+        await directory.set_on_shift(store, DEMO_ASSOCIATE[0], on_shift=True)
+    finally:
+        await redis.aclose()
+    host, port = console
+    return (
+        f"associate console: http://{host}:{port}/  (store {store}, "
+        f"associate {DEMO_ASSOCIATE[0]}, password {password})"
+    )
 
 
 async def _drop_namespace(services: ServiceSettings) -> None:

@@ -16,9 +16,8 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from beacons.frames import decode_fields
-
 from beacons.exceptions import BeaconError
+from beacons.frames import decode_fields
 from contracts.models import Event, EventKind, GatewayState, GatewayStatus, Subject, SubjectType
 from contracts.topics import Topics
 from edge.presence import PresenceTracker, Transition

@@ -14,9 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from beacons.frames import encode_eddystone_eid
-
 from beacons.eid import compute_eid
+from beacons.frames import encode_eddystone_eid
 from contracts.trace import AdvRecord, GatewayPlacement, Layout, TraceHeader, TruthRecord, Zone
 
 TX_AT_0M = -18  # typical phone Eddystone Tx power at 0 m; RSSI at 1 m is 41 dB lower
@@ -65,10 +64,15 @@ def _address(rng: random.Random) -> str:
     return ":".join(f"{b:02X}" for b in [first, *rest])
 
 
+DEMO_STORE = "demo-store"
+# The associate Ana is assigned to; `proxima up` gives them a console account.
+DEMO_ASSOCIATE = ("assoc-maria", "Maria")
+
+
 def skeleton(start: datetime, seed: int = 7) -> Scenario:
     """The walking skeleton's scenario (see module docstring)."""
     rng = random.Random(seed)
-    store_id = "demo-store"
+    store_id = DEMO_STORE
     layout = Layout(
         zones=[Zone(id="street", kind="outside"), Zone(id="entrance", kind="entrance")],
         gateways=[GatewayPlacement(id="gw-door", zone_id="entrance", x=0.0, y=0.0)],
@@ -85,7 +89,7 @@ def skeleton(start: datetime, seed: int = 7) -> Scenario:
             tier="gold",
             sizes={"dress": "38"},
             wishlist=("green linen dress",),
-            assigned_associate="assoc-maria",
+            assigned_associate=DEMO_ASSOCIATE[0],
             arrive_after_s=0.0,
         ),
         SimPerson(

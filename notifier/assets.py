@@ -1,0 +1,366 @@
+"""The console's page, script and style, kept in Python so every install ships them.
+
+No framework and no build step: one page, vanilla JavaScript, CSS for a phone first. All
+customer data is put on the page with ``textContent`` (never ``innerHTML``), and the
+Content-Security-Policy allows scripts and styles only from this origin.
+"""
+
+from __future__ import annotations
+
+INDEX_HTML = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="color-scheme" content="light dark">
+<title>Proxima console</title>
+<link rel="stylesheet" href="/static/console.css">
+<script src="/static/console.js" defer></script>
+</head>
+<body>
+<main id="app">
+  <section id="login" hidden>
+    <h1>Proxima</h1>
+    <form id="login-form" autocomplete="on">
+      <label>Store <input id="login-store" name="store" required autocomplete="organization"></label>
+      <label>Associate id <input id="login-associate" name="associate" required autocomplete="username"></label>
+      <label>Password <input id="login-password" name="password" type="password" required autocomplete="current-password"></label>
+      <button type="submit" id="login-submit">Sign in</button>
+      <p id="login-error" class="error" role="alert"></p>
+    </form>
+  </section>
+  <section id="console" hidden>
+    <header>
+      <div>
+        <strong id="me-name"></strong>
+        <span id="me-store" class="muted"></span>
+      </div>
+      <div class="actions">
+        <span id="live" class="pill" data-state="connecting">connecting</span>
+        <button id="shift-toggle" type="button" aria-pressed="false">Start shift</button>
+        <button id="logout" type="button" class="link">Sign out</button>
+      </div>
+    </header>
+    <p id="toast" class="error" role="alert"></p>
+    <section id="manager" hidden>
+      <h2>Today</h2>
+      <dl class="stats">
+        <div><dt>Arrivals</dt><dd id="stat-arrivals">0</dd></div>
+        <div><dt>Unclaimed</dt><dd id="stat-unclaimed">0</dd></div>
+        <div><dt>Median to claim</dt><dd id="stat-median">-</dd></div>
+      </dl>
+      <ul id="team"></ul>
+    </section>
+    <h2>Alerts</h2>
+    <p id="empty" class="muted">No alerts yet.</p>
+    <ol id="feed"></ol>
+  </section>
+</main>
+</body>
+</html>
+"""
+
+CONSOLE_CSS = """
+:root { --accent: #0b6e4f; --warn: #b3261e; --muted: #6b6b6b; --card: #fff; --bg: #f3f3f1; }
+@media (prefers-color-scheme: dark) {
+  :root { --card: #1e1e1e; --bg: #121212; --muted: #a0a0a0; }
+  body { color: #eee; }
+}
+* { box-sizing: border-box; }
+body { margin: 0; font: 16px/1.4 system-ui, sans-serif; background: var(--bg); }
+main { max-width: 640px; margin: 0 auto; padding: 12px; }
+h1 { font-size: 1.6rem; } h2 { font-size: 1.1rem; margin: 16px 0 8px; }
+label { display: block; margin: 10px 0; }
+input { display: block; width: 100%; padding: 10px; font-size: 1rem; margin-top: 4px; }
+button { font-size: 1rem; padding: 10px 14px; border-radius: 8px; border: 1px solid var(--accent);
+  background: var(--accent); color: #fff; min-height: 44px; cursor: pointer; }
+button.secondary { background: transparent; color: var(--accent); }
+button.link { background: none; border: none; color: var(--accent); text-decoration: underline; }
+button:disabled { opacity: .5; }
+header { display: flex; flex-wrap: wrap; gap: 8px; justify-content: space-between; align-items: center; }
+.actions { display: flex; gap: 6px; align-items: center; flex-wrap: wrap; }
+.muted { color: var(--muted); }
+.error { color: var(--warn); min-height: 1.2em; }
+.pill { font-size: .8rem; padding: 2px 8px; border-radius: 999px; background: #ddd; color: #333; }
+.pill[data-state="live"] { background: #cde8dc; color: #0b4d38; }
+#feed { list-style: none; padding: 0; margin: 0; }
+.card { background: var(--card); border-radius: 12px; padding: 12px; margin: 10px 0;
+  box-shadow: 0 1px 3px rgba(0,0,0,.15); border-left: 6px solid var(--accent); }
+.card[data-state="claimed"] { border-left-color: #c98a00; }
+.card[data-state="done"], .card[data-state="expired"] { opacity: .65; border-left-color: #999; }
+.card h3 { margin: 0 0 4px; font-size: 1.1rem; }
+.card .meta { font-size: .85rem; color: var(--muted); }
+.card .who { margin: 6px 0; font-weight: 600; }
+.card .forme { color: var(--accent); font-size: .85rem; font-weight: 600; }
+.card .customer { display: flex; gap: 12px; align-items: center; margin: 8px 0; }
+.avatar { width: 48px; height: 48px; border-radius: 50%; background: var(--accent); color: #fff;
+  display: flex; align-items: center; justify-content: center; font-weight: 700; flex: none; }
+.card dl { margin: 0; display: grid; grid-template-columns: max-content 1fr; gap: 2px 10px; }
+.card dt { color: var(--muted); } .card dd { margin: 0; }
+.card ul { margin: 0; padding-left: 18px; }
+.card .buttons { display: flex; gap: 8px; flex-wrap: wrap; margin-top: 8px; }
+.card .buttons button { flex: 1 1 30%; }
+.stats { display: grid; grid-template-columns: repeat(3, 1fr); gap: 8px; margin: 0; }
+.stats div { background: var(--card); border-radius: 8px; padding: 8px; text-align: center; }
+.stats dt { font-size: .8rem; color: var(--muted); } .stats dd { margin: 0; font-size: 1.4rem; }
+#team { list-style: none; padding: 0; font-size: .9rem; }
+"""
+
+CONSOLE_JS = r"""'use strict';
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const state = { me: null, csrf: '', alerts: new Map(), source: null, team: new Map() };
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === 'class') node.className = v;
+      else if (k.startsWith('data-')) node.setAttribute(k, v);
+      else node[k] = v;
+    }
+    for (const child of children) {
+      if (child === null || child === undefined) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  async function api(method, path, body) {
+    const init = { method, headers: {}, credentials: 'same-origin' };
+    if (method !== 'GET') init.headers['X-CSRF-Token'] = state.csrf;
+    if (body !== undefined) {
+      init.headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(body);
+    }
+    const res = await fetch(path, init);
+    let data = {};
+    try { data = await res.json(); } catch (e) { data = {}; }
+    if (!res.ok) {
+      const err = new Error(data.error || res.statusText);
+      err.status = res.status;
+      throw err;
+    }
+    return data;
+  }
+
+  function toast(message) {
+    $('toast').textContent = message || '';
+  }
+
+  // --- sign-in -------------------------------------------------------------------
+  function showLogin() {
+    if (state.source) state.source.close();
+    state.source = null;
+    $('console').hidden = true;
+    $('login').hidden = false;
+  }
+
+  $('login-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    $('login-error').textContent = '';
+    try {
+      const data = await api('POST', '/api/session', {
+        store: $('login-store').value.trim(),
+        associate: $('login-associate').value.trim(),
+        password: $('login-password').value,
+      });
+      $('login-password').value = '';
+      start(data);
+    } catch (e) {
+      $('login-error').textContent = e.message;
+    }
+  });
+
+  $('logout').addEventListener('click', async () => {
+    try { await api('DELETE', '/api/session'); } catch (e) { /* signed out anyway */ }
+    state.alerts.clear();
+    renderFeed();
+    showLogin();
+  });
+
+  // --- shift ---------------------------------------------------------------------
+  function renderShift() {
+    const on = state.me && state.me.on_shift;
+    const button = $('shift-toggle');
+    button.textContent = on ? 'End shift' : 'Start shift';
+    button.setAttribute('aria-pressed', on ? 'true' : 'false');
+    button.className = on ? 'secondary' : '';
+  }
+
+  $('shift-toggle').addEventListener('click', async () => {
+    try {
+      const data = await api('POST', '/api/shifts/me', { on_shift: !state.me.on_shift });
+      state.me = data.associate;
+      renderShift();
+    } catch (e) { toast(e.message); }
+  });
+
+  // --- the feed ------------------------------------------------------------------
+  function initials(name) {
+    return String(name).split(/\s+/).filter(Boolean).slice(0, 2)
+      .map((p) => p[0].toUpperCase()).join('');
+  }
+
+  function fieldValue(value) {
+    if (Array.isArray(value)) return el('ul', {}, ...value.map((v) => el('li', {}, fieldText(v))));
+    return fieldText(value);
+  }
+
+  function fieldText(value) {
+    if (value && typeof value === 'object') {
+      return Object.entries(value).map(([k, v]) => `${k} ${fieldText(v)}`).join(', ');
+    }
+    return String(value);
+  }
+
+  function customerCard(fields) {
+    const name = fields.name || fields.first_name || '';
+    const short = fields.initials || (name ? initials(name) : '?');
+    const rows = [];
+    for (const [key, value] of Object.entries(fields)) {
+      if (key === 'name' || key === 'initials') continue;
+      rows.push(el('dt', {}, key.replace(/_/g, ' ')), el('dd', { 'data-field': key }, fieldValue(value)));
+    }
+    return el('div', { class: 'customer' },
+      el('div', { class: 'avatar', 'data-field': 'initials' }, short),
+      el('div', {},
+        name ? el('div', { class: 'name', 'data-field': 'name' }, name) : null,
+        rows.length ? el('dl', {}, ...rows) : null));
+  }
+
+  function who(alert) {
+    const mine = state.me && alert.claimed_by === state.me.associate_id;
+    const by = mine ? 'you' : (alert.claimed_by_name || alert.claimed_by);
+    switch (alert.state) {
+      case 'claimed': return `Claimed by ${by}`;
+      case 'done': return `Done by ${by}`;
+      case 'expired': return 'Expired: nobody claimed it';
+      default: return 'Waiting for someone to claim';
+    }
+  }
+
+  function button(label, action, alert, cls) {
+    const b = el('button', { type: 'button', class: cls || '', 'data-action': action }, label);
+    b.addEventListener('click', async () => {
+      b.disabled = true;
+      try {
+        const data = await api('POST', `/api/alerts/${alert.alert_id}/${action}`);
+        upsert(data.alert);
+        toast('');
+      } catch (e) {
+        toast(e.message);
+        b.disabled = false;
+      }
+    });
+    return b;
+  }
+
+  function card(alert) {
+    const me = state.me ? state.me.associate_id : '';
+    const mine = alert.claimed_by === me;
+    const time = new Date(alert.delivered_at).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+    const buttons = [];
+    if (alert.state === 'delivered') {
+      buttons.push(button('Claim', 'claim', alert), button('Not me', 'decline', alert, 'secondary'));
+    } else if (alert.state === 'claimed' && mine) {
+      buttons.push(button('Done', 'done', alert), button('Release', 'decline', alert, 'secondary'));
+    }
+    const forMe = alert.state === 'delivered' && alert.notified.includes(me);
+    return el('li', { class: 'card', 'data-alert-id': alert.alert_id, 'data-state': alert.state },
+      el('h3', {}, alert.title),
+      el('div', { class: 'meta' },
+        [alert.kind.replace(/_/g, ' '), alert.zone_id, time,
+          alert.priority !== 'normal' ? alert.priority : null].filter(Boolean).join(' · ')),
+      forMe ? el('div', { class: 'forme' }, 'For you') : null,
+      alert.body ? el('p', {}, alert.body) : null,
+      customerCard(alert.fields || {}),
+      el('div', { class: 'who', 'data-role': 'status' }, who(alert)),
+      buttons.length ? el('div', { class: 'buttons' }, ...buttons) : null);
+  }
+
+  function renderFeed() {
+    const list = [...state.alerts.values()].sort((a, b) => b.delivered_at.localeCompare(a.delivered_at));
+    $('feed').replaceChildren(...list.map(card));
+    $('empty').hidden = list.length > 0;
+    if (state.me && state.me.role === 'manager') refreshSummary();
+  }
+
+  function upsert(alert) {
+    const known = state.alerts.get(alert.alert_id);
+    if (known && known.rev > alert.rev) return;
+    state.alerts.set(alert.alert_id, alert);
+    renderFeed();
+  }
+
+  // --- manager view --------------------------------------------------------------
+  let summaryTimer = null;
+  function refreshSummary() {
+    clearTimeout(summaryTimer);
+    summaryTimer = setTimeout(async () => {
+      try {
+        const data = await api('GET', '/api/summary');
+        const s = data.summary;
+        $('stat-arrivals').textContent = s.arrivals_today;
+        $('stat-unclaimed').textContent = s.unclaimed;
+        $('stat-median').textContent = s.median_time_to_claim_s === null ? '-' : `${Math.round(s.median_time_to_claim_s)} s`;
+      } catch (e) { toast(e.message); }
+    }, 200);
+  }
+
+  function renderTeam() {
+    const rows = [...state.team.values()].sort((a, b) => a.name.localeCompare(b.name)).map((a) =>
+      el('li', { 'data-associate': a.associate_id },
+        `${a.on_shift ? '●' : '○'} ${a.name} (${a.role}${a.zones.length ? ', ' + a.zones.join(', ') : ''})`));
+    $('team').replaceChildren(...rows);
+  }
+
+  async function loadTeam() {
+    const data = await api('GET', '/api/shifts');
+    state.team = new Map(data.associates.map((a) => [a.associate_id, a]));
+    renderTeam();
+  }
+
+  // --- live updates --------------------------------------------------------------
+  function connect() {
+    const source = new EventSource('/api/events');
+    state.source = source;
+    source.addEventListener('open', () => { $('live').dataset.state = 'live'; $('live').textContent = 'live'; });
+    source.addEventListener('error', () => {
+      $('live').dataset.state = 'connecting';
+      $('live').textContent = 'reconnecting';
+      // A closed stream is often an expired session: find out, and show sign-in if so.
+      api('GET', '/api/me').catch((e) => { if (e.status === 401) showLogin(); });
+    });
+    source.addEventListener('snapshot', (ev) => {
+      const data = JSON.parse(ev.data);
+      state.alerts = new Map(data.alerts.map((a) => [a.alert_id, a]));
+      $('live').dataset.state = 'live';
+      $('live').textContent = 'live';
+      renderFeed();
+    });
+    source.addEventListener('alert', (ev) => upsert(JSON.parse(ev.data)));
+    source.addEventListener('shift', (ev) => {
+      const a = JSON.parse(ev.data);
+      state.team.set(a.associate_id, a);
+      if (state.me && a.associate_id === state.me.associate_id) { state.me = a; renderShift(); }
+      renderTeam();
+    });
+    source.addEventListener('signed-out', () => showLogin());
+  }
+
+  function start(data) {
+    state.me = data.associate;
+    state.csrf = data.csrf;
+    $('me-name').textContent = state.me.name;
+    $('me-store').textContent = `${state.me.store_id} · ${state.me.role}`;
+    $('login').hidden = true;
+    $('console').hidden = false;
+    $('manager').hidden = state.me.role !== 'manager';
+    renderShift();
+    if (state.me.role === 'manager') loadTeam().catch((e) => toast(e.message));
+    connect();
+  }
+
+  api('GET', '/api/me').then(start).catch(showLogin);
+})();
+"""

@@ -1,0 +1,137 @@
+"""``proxima associates add|list|remove``: the directory from the command line.
+
+``deploy/cli.py`` mounts :data:`associates_app`; the async functions below are what the
+commands run, so other tools (and tests) can call them directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import redis.asyncio as aioredis
+import typer
+
+from contracts.services import ServiceSettings
+from notifier.directory import Associate, Directory
+from notifier.exceptions import NotifierError
+
+T = TypeVar("T")
+
+associates_app = typer.Typer(
+    help="Store associates: accounts, roles and zones for routing and the console.",
+    no_args_is_help=True,
+)
+
+
+async def _with_directory(services: ServiceSettings, fn: Callable[[Directory], Awaitable[T]]) -> T:
+    redis = aioredis.from_url(services.redis, decode_responses=True)
+    try:
+        return await fn(Directory(redis, services.redis_prefix))
+    finally:
+        await redis.aclose()
+
+
+async def add_associate(
+    services: ServiceSettings,
+    store: str,
+    name: str,
+    password: str,
+    *,
+    role: str = "associate",
+    zones: list[str] | None = None,
+    associate_id: str | None = None,
+) -> Associate:
+    return await _with_directory(
+        services,
+        lambda d: d.add(
+            store, name, password, role=role, zones=zones or [], associate_id=associate_id
+        ),
+    )
+
+
+async def list_associates(services: ServiceSettings, store: str | None = None) -> list[Associate]:
+    async def run(d: Directory) -> list[Associate]:
+        stores = [store] if store else await d.stores()
+        return [a for s in stores for a in await d.staff(s)]
+
+    return await _with_directory(services, run)
+
+
+async def remove_associate(services: ServiceSettings, store: str, associate_id: str) -> None:
+    await _with_directory(services, lambda d: d.remove(store, associate_id))
+
+
+def _run(coro: Awaitable[T]) -> T:
+    async def main() -> T:
+        return await coro
+
+    try:
+        return asyncio.run(main())
+    except NotifierError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+@associates_app.command("add")
+def add_command(
+    store: Annotated[str, typer.Option("--store", help="store id")],
+    name: Annotated[str, typer.Option("--name", help="display name, e.g. 'Maria Silva'")],
+    password: Annotated[
+        str,
+        typer.Option(
+            "--password",
+            prompt=True,
+            hide_input=True,
+            confirmation_prompt=True,
+            help="console password (prompted when omitted; at least 8 characters)",
+        ),
+    ],
+    role: Annotated[str, typer.Option("--role", help="associate or manager")] = "associate",
+    zone: Annotated[
+        list[str] | None, typer.Option("--zone", help="a zone this associate covers (repeat)")
+    ] = None,
+    associate_id: Annotated[
+        str | None, typer.Option("--id", help="sign-in id; default: the name as a slug")
+    ] = None,
+) -> None:
+    """Add an associate to a store; prints the sign-in id."""
+    associate = _run(
+        add_associate(
+            ServiceSettings(),
+            store,
+            name,
+            password,
+            role=role,
+            zones=zone or [],
+            associate_id=associate_id,
+        )
+    )
+    typer.echo(associate.associate_id)
+
+
+@associates_app.command("list")
+def list_command(
+    store: Annotated[str | None, typer.Option("--store", help="only this store")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+) -> None:
+    """List associates (never their password hashes)."""
+    for a in _run(list_associates(ServiceSettings(), store)):
+        if as_json:
+            typer.echo(json.dumps(a.public()))
+        else:
+            shift = "on shift" if a.on_shift else "off shift"
+            zones = ",".join(a.zones) or "-"
+            typer.echo(f"{a.store_id}\t{a.associate_id}\t{a.name}\t{a.role}\t{zones}\t{shift}")
+
+
+@associates_app.command("remove")
+def remove_command(
+    store: Annotated[str, typer.Option("--store", help="store id")],
+    associate_id: Annotated[str, typer.Argument(help="the associate's id")],
+) -> None:
+    """Remove an associate; their console sessions stop working at the next request."""
+    _run(remove_associate(ServiceSettings(), store, associate_id))
+    typer.echo(f"removed {associate_id} from {store}")

@@ -1,0 +1,278 @@
+"""The associate directory in Redis: who works in which store, where, and who is on shift.
+
+Everything lives in Redis so that any notifier instance can route and sign people in.
+Per store, a set of associate ids and one hash per associate:
+
+``{prefix}notifier:store:{store}:associates``        set of ids
+``{prefix}notifier:store:{store}:associate:{id}``    hash: name, role, zones, on_shift, ...
+``{prefix}notifier:stores``                          set of stores that have associates
+
+Passwords are stored only as argon2id hashes (argon2-cffi); verification runs in a thread
+because a hash is deliberately slow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Literal, cast
+
+import redis.asyncio as aioredis
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from notifier.exceptions import AssociateExists, InvalidInput, UnknownAssociate
+
+Role = Literal["associate", "manager"]
+ROLES: tuple[Role, ...] = ("associate", "manager")
+Clock = Callable[[], datetime]
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MIN_PASSWORD = 8
+# A real hash of a throwaway password, verified on unknown accounts so that a sign-in
+# for a name that does not exist costs as long as one that does (no account probing).
+_DUMMY_PASSWORD = "not-a-real-password"  # noqa: S105
+
+
+def text(value: object) -> str:
+    """Redis replies as text, whether or not the client decodes responses."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def text_map(value: dict[bytes | str, bytes | str] | dict[str, str]) -> dict[str, str]:
+    return {text(k): text(v) for k, v in value.items()}
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def check_id(field_name: str, value: str) -> str:
+    if not _ID_RE.match(value):
+        raise InvalidInput(
+            field_name,
+            f"{value!r} must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit",
+        )
+    return value
+
+
+def slug(name: str) -> str:
+    """An id from a display name: ``Maria Silva`` → ``maria-silva``."""
+    out = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return out[:64] or "associate"
+
+
+@dataclass(frozen=True, slots=True)
+class Associate:
+    """One associate of one store, as the router and the console see them."""
+
+    store_id: str
+    associate_id: str
+    name: str
+    role: Role = "associate"
+    zones: tuple[str, ...] = ()
+    on_shift: bool = False
+    shift_started_at: datetime | None = None
+    password_hash: str = field(default="", repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        check_id("store", self.store_id)
+        check_id("associate", self.associate_id)
+        if self.role not in ROLES:
+            raise InvalidInput("role", f"{self.role!r} is not one of {', '.join(ROLES)}")
+        if not self.name.strip() or len(self.name) > 100:
+            raise InvalidInput("name", "must be 1-100 characters")
+        for zone in self.zones:
+            check_id("zone", zone)
+
+    def is_on_shift(self, now: datetime, max_shift: timedelta) -> bool:
+        """On shift, and the toggle is not older than ``max_shift`` (a forgotten toggle)."""
+        if not self.on_shift:
+            return False
+        if self.shift_started_at is None:
+            return True
+        return now - self.shift_started_at < max_shift
+
+    def public(self) -> dict[str, object]:
+        """What the console and the CLI may show: never the password hash."""
+        return {
+            "store_id": self.store_id,
+            "associate_id": self.associate_id,
+            "name": self.name,
+            "role": self.role,
+            "zones": list(self.zones),
+            "on_shift": self.on_shift,
+            "shift_started_at": self.shift_started_at.isoformat()
+            if self.shift_started_at
+            else None,
+        }
+
+
+def _to_ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+def _from_ms(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromtimestamp(int(value) / 1000, UTC)
+
+
+class Directory:
+    """Associates per store, in Redis."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        prefix: str,
+        *,
+        hasher: PasswordHasher | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.hasher = hasher or PasswordHasher()
+        self.clock = clock
+        self._dummy_hash: str | None = None
+
+    # keys ------------------------------------------------------------------------
+    def _members(self, store: str) -> str:
+        return f"{self.prefix}notifier:store:{store}:associates"
+
+    def _key(self, store: str, associate: str) -> str:
+        return f"{self.prefix}notifier:store:{store}:associate:{associate}"
+
+    @property
+    def _stores(self) -> str:
+        return f"{self.prefix}notifier:stores"
+
+    # writes ----------------------------------------------------------------------
+    async def add(
+        self,
+        store_id: str,
+        name: str,
+        password: str,
+        *,
+        role: str = "associate",
+        zones: Iterable[str] = (),
+        associate_id: str | None = None,
+    ) -> Associate:
+        """Create an associate; the id defaults to a slug of the name."""
+        if len(password) < MIN_PASSWORD:
+            raise InvalidInput("password", f"must be at least {MIN_PASSWORD} characters")
+        if role not in ROLES:
+            raise InvalidInput("role", f"{role!r} is not one of {', '.join(ROLES)}")
+        associate = Associate(
+            store_id=store_id,
+            associate_id=associate_id or slug(name),
+            name=name.strip(),
+            role=role,
+            zones=tuple(dict.fromkeys(zones)),
+            password_hash=await asyncio.to_thread(self.hasher.hash, password),
+        )
+        key = self._key(store_id, associate.associate_id)
+        # HSETNX on the name makes "add" race-free between two admins or instances.
+        if not await self.redis.hsetnx(key, "name", associate.name):
+            raise AssociateExists(store_id, associate.associate_id)
+        await self.redis.hset(
+            key,
+            mapping={
+                "role": associate.role,
+                "zones": json.dumps(list(associate.zones)),
+                "on_shift": "0",
+                "password_hash": associate.password_hash,
+            },
+        )
+        await self.redis.sadd(self._members(store_id), associate.associate_id)
+        await self.redis.sadd(self._stores, store_id)
+        return associate
+
+    async def remove(self, store_id: str, associate_id: str) -> None:
+        check_id("store", store_id)
+        check_id("associate", associate_id)
+        deleted = await self.redis.delete(self._key(store_id, associate_id))
+        await self.redis.srem(self._members(store_id), associate_id)
+        if not deleted:
+            raise UnknownAssociate(store_id, associate_id)
+
+    async def set_on_shift(self, store_id: str, associate_id: str, on_shift: bool) -> Associate:
+        key = self._key(check_id("store", store_id), check_id("associate", associate_id))
+        if not await self.redis.exists(key):
+            raise UnknownAssociate(store_id, associate_id)
+        await self.redis.hset(
+            key,
+            mapping={
+                "on_shift": "1" if on_shift else "0",
+                "shift_started_at": str(_to_ms(self.clock())) if on_shift else "",
+            },
+        )
+        found = await self.get(store_id, associate_id)
+        if found is None:  # removed between the two calls
+            raise UnknownAssociate(store_id, associate_id)
+        return found
+
+    # reads -----------------------------------------------------------------------
+    async def get(self, store_id: str, associate_id: str) -> Associate | None:
+        if not _ID_RE.match(store_id) or not _ID_RE.match(associate_id):
+            return None
+        data = text_map(await self.redis.hgetall(self._key(store_id, associate_id)))
+        return self._from_hash(store_id, associate_id, data)
+
+    @staticmethod
+    def _from_hash(store_id: str, associate_id: str, data: dict[str, str]) -> Associate | None:
+        if not data or "role" not in data:
+            return None  # removed, or half-written by a concurrent add
+        return Associate(
+            store_id=store_id,
+            associate_id=associate_id,
+            name=data.get("name", associate_id),
+            role=cast(Role, data["role"]),  # checked by __post_init__
+            zones=tuple(json.loads(data.get("zones") or "[]")),
+            on_shift=data.get("on_shift") == "1",
+            shift_started_at=_from_ms(data.get("shift_started_at")),
+            password_hash=data.get("password_hash", ""),
+        )
+
+    async def staff(self, store_id: str) -> list[Associate]:
+        """Every associate of a store, in one round trip after the member list."""
+        check_id("store", store_id)
+        ids = sorted(text(i) for i in await self.redis.smembers(self._members(store_id)))
+        pipe = self.redis.pipeline(transaction=False)
+        for associate_id in ids:
+            pipe.hgetall(self._key(store_id, associate_id))
+        found = [
+            self._from_hash(store_id, associate_id, text_map(data))
+            for associate_id, data in zip(ids, await pipe.execute(), strict=True)
+        ]
+        return [a for a in found if a is not None]
+
+    async def stores(self) -> list[str]:
+        return sorted(text(s) for s in await self.redis.smembers(self._stores))
+
+    # sign-in ---------------------------------------------------------------------
+    async def authenticate(
+        self, store_id: str, associate_id: str, password: str
+    ) -> Associate | None:
+        """The associate if the password matches, else None (same cost either way)."""
+        associate = await self.get(store_id, associate_id)
+        if associate is None or not associate.password_hash:
+            if self._dummy_hash is None:
+                self._dummy_hash = await asyncio.to_thread(self.hasher.hash, _DUMMY_PASSWORD)
+            await asyncio.to_thread(self._verify, self._dummy_hash, password + "x")
+            return None
+        if not await asyncio.to_thread(self._verify, associate.password_hash, password):
+            return None
+        if self.hasher.check_needs_rehash(associate.password_hash):
+            new_hash = await asyncio.to_thread(self.hasher.hash, password)
+            await self.redis.hset(self._key(store_id, associate_id), "password_hash", new_hash)
+        return associate
+
+    def _verify(self, hashed: str, password: str) -> bool:
+        try:
+            return bool(self.hasher.verify(hashed, password))
+        except (VerificationError, InvalidHashError):
+            return False

@@ -1,0 +1,46 @@
+"""The notifier's errors: one root, subclasses that carry what was wrong."""
+
+from __future__ import annotations
+
+
+class NotifierError(Exception):
+    """Root of every error the notifier raises on purpose."""
+
+
+class InvalidInput(NotifierError):
+    """A value given to the directory or the lifecycle is not acceptable."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class UnknownAssociate(NotifierError):
+    def __init__(self, store_id: str, associate_id: str) -> None:
+        super().__init__(f"no associate {associate_id!r} in store {store_id!r}")
+        self.store_id = store_id
+        self.associate_id = associate_id
+
+
+class AssociateExists(NotifierError):
+    def __init__(self, store_id: str, associate_id: str) -> None:
+        super().__init__(f"associate {associate_id!r} already exists in store {store_id!r}")
+        self.store_id = store_id
+        self.associate_id = associate_id
+
+
+class UnknownAlert(NotifierError):
+    def __init__(self, alert_id: str) -> None:
+        super().__init__(f"no alert {alert_id!r}")
+        self.alert_id = alert_id
+
+
+class AlertConflict(NotifierError):
+    """The alert is not in a state that allows the transition (claimed by someone else, ...)."""
+
+    def __init__(self, alert_id: str, state: str, claimed_by: str | None, reason: str) -> None:
+        super().__init__(reason)
+        self.alert_id = alert_id
+        self.state = state
+        self.claimed_by = claimed_by

@@ -1,0 +1,506 @@
+"""Alert lifecycle in Redis: delivered → claimed → done, declines, escalation, expiry.
+
+One hash per alert, ``{prefix}notifier:alert:{id}``, is the truth; every transition is one
+Lua script on that single key, so it is atomic across notifier instances (first claim
+wins, everyone else is told who has it) and stays valid on Redis Cluster. Two sorted sets
+are indexes only, rebuilt from the hashes' truth as they are read:
+
+``{prefix}notifier:store:{store}:alerts``  alert ids by delivery time (the store's feed)
+``{prefix}notifier:open``                  unclaimed alert ids, scanned by ``tick``
+
+Every change is published on ``{prefix}notifier:store:{store}:feed`` so each instance can
+push it to the consoles connected to it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from contracts.models import AckStatus, Alert, AlertAck, AlertKind
+from notifier.directory import Clock, Directory, text, text_map, utc_now
+from notifier.exceptions import AlertConflict, UnknownAlert, UnknownAssociate
+from notifier.routing import Ladder, Step, Tier, escalation, next_step, plan
+
+log = logging.getLogger(__name__)
+
+NO_TIER = -1
+
+
+class AlertState(StrEnum):
+    DELIVERED = "delivered"
+    CLAIMED = "claimed"
+    DONE = "done"
+    EXPIRED = "expired"
+
+
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local m = cjson.decode(ARGV[1])
+for k, v in pairs(m) do redis.call('HSET', KEYS[1], k, v) end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+return 1
+"""
+
+# One script for every transition, so each is a single atomic step on the alert's hash.
+# Lists (notified, declined) are comma-joined ids: ids cannot contain commas. ``rev`` goes
+# up on every change so a console can drop an update older than what it already shows.
+_TRANSITION = """
+local key, op, who, now = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+if redis.call('EXISTS', key) == 0 then return {'missing', '', ''} end
+local state = redis.call('HGET', key, 'state')
+local by = redis.call('HGET', key, 'claimed_by') or ''
+if op == 'claim' then
+  if state == 'delivered' then
+    redis.call('HSET', key, 'state', 'claimed', 'claimed_by', who, 'claimed_at', now)
+    redis.call('HINCRBY', key, 'rev', 1)
+    return {'ok', 'claimed', who}
+  end
+  if state == 'claimed' and by == who then return {'same', state, by} end
+  return {'conflict', state, by}
+elseif op == 'done' then
+  if state == 'claimed' and by == who then
+    redis.call('HSET', key, 'state', 'done', 'done_at', now)
+    redis.call('HINCRBY', key, 'rev', 1)
+    return {'ok', 'done', who}
+  end
+  if state == 'delivered' then
+    redis.call('HSET', key, 'state', 'done', 'claimed_by', who, 'claimed_at', now, 'done_at', now)
+    redis.call('HINCRBY', key, 'rev', 1)
+    return {'ok', 'done', who}
+  end
+  if state == 'done' and by == who then return {'same', state, by} end
+  return {'conflict', state, by}
+elseif op == 'decline' then
+  if state == 'claimed' and by == who then
+    redis.call('HSET', key, 'state', 'delivered')
+    redis.call('HDEL', key, 'claimed_by', 'claimed_at')
+  elseif state ~= 'delivered' then
+    return {'conflict', state, by}
+  end
+  local declined = redis.call('HGET', key, 'declined') or ''
+  if string.find(',' .. declined .. ',', ',' .. who .. ',', 1, true) == nil then
+    if declined == '' then declined = who else declined = declined .. ',' .. who end
+    redis.call('HSET', key, 'declined', declined)
+  end
+  redis.call('HINCRBY', key, 'rev', 1)
+  return {'ok', 'delivered', ''}
+elseif op == 'escalate' then
+  if state ~= 'delivered' then return {'closed', state, by} end
+  local tier = tonumber(redis.call('HGET', key, 'tier') or '-1')
+  local level = tonumber(redis.call('HGET', key, 'level') or '0')
+  local new_tier, new_level = tonumber(who), tonumber(ARGV[5])
+  if new_level < level or (new_level == level and new_tier <= tier) then
+    return {'noop', state, by}
+  end
+  if new_tier < tier then new_tier = tier end
+  redis.call('HSET', key, 'tier', new_tier, 'level', new_level, 'notified', ARGV[4],
+             'escalated_at', now)
+  redis.call('HINCRBY', key, 'rev', 1)
+  return {'ok', state, by}
+elseif op == 'expire' then
+  if state ~= 'delivered' then return {'closed', state, by} end
+  redis.call('HSET', key, 'state', 'expired', 'expired_at', now)
+  redis.call('HINCRBY', key, 'rev', 1)
+  return {'ok', 'expired', ''}
+end
+return redis.error_reply('unknown op ' .. op)
+"""
+
+
+def _ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromtimestamp(int(value) / 1000, UTC) if value else None
+
+
+def _ids(value: str | None) -> tuple[str, ...]:
+    return tuple(v for v in (value or "").split(",") if v)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """An alert and where it is in its life."""
+
+    alert: Alert
+    state: AlertState
+    tier: int
+    level: int
+    notified: tuple[str, ...]
+    declined: tuple[str, ...]
+    delivered_at: datetime
+    claimed_by: str | None = None
+    claimed_at: datetime | None = None
+    done_at: datetime | None = None
+    expired_at: datetime | None = None
+    rev: int = 1
+    published: bool = False
+
+    @classmethod
+    def from_hash(cls, data: dict[str, str]) -> AlertRecord:
+        delivered_at = _dt(data["delivered_at"])
+        assert delivered_at is not None
+        return cls(
+            alert=Alert.model_validate_json(data["alert"]),
+            state=AlertState(data["state"]),
+            tier=int(data.get("tier", NO_TIER)),
+            level=int(data.get("level", 0)),
+            notified=_ids(data.get("notified")),
+            declined=_ids(data.get("declined")),
+            delivered_at=delivered_at,
+            claimed_by=data.get("claimed_by") or None,
+            claimed_at=_dt(data.get("claimed_at")),
+            done_at=_dt(data.get("done_at")),
+            expired_at=_dt(data.get("expired_at")),
+            rev=int(data.get("rev", 1)),
+            published=data.get("published") == "1",
+        )
+
+    @property
+    def tier_label(self) -> str | None:
+        return Tier(self.tier).label if self.tier >= 0 else None
+
+    def view(self, names: dict[str, str] | None = None) -> dict[str, Any]:
+        """What an associate's console gets: the alert's visible fields, never its ids.
+
+        The customer id and the causing event ids stay out: an associate sees only what
+        the customer chose to show (``fields``) and the alert's own wording.
+        """
+        names = names or {}
+        a = self.alert
+        return {
+            "alert_id": str(a.alert_id),
+            "store_id": a.store_id,
+            "kind": a.kind.value,
+            "title": a.title,
+            "body": a.body,
+            "fields": a.fields,
+            "zone_id": a.zone_id,
+            "priority": a.priority.value,
+            "created_at": a.created_at.isoformat(),
+            "delivered_at": self.delivered_at.isoformat(),
+            "state": self.state.value,
+            "tier": self.tier_label,
+            "level": self.level,
+            "notified": list(self.notified),
+            "declined": list(self.declined),
+            "claimed_by": self.claimed_by,
+            "claimed_by_name": names.get(self.claimed_by or "", self.claimed_by),
+            "claimed_at": self.claimed_at.isoformat() if self.claimed_at else None,
+            "done_at": self.done_at.isoformat() if self.done_at else None,
+            "expired_at": self.expired_at.isoformat() if self.expired_at else None,
+            "rev": self.rev,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Associates to notify (over MQTT) about an alert, and why."""
+
+    record: AlertRecord
+    step: Step
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """The manager view of one store's day."""
+
+    arrivals_today: int
+    alerts_today: int
+    unclaimed: int
+    claimed_today: int
+    median_time_to_claim_s: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "arrivals_today": self.arrivals_today,
+            "alerts_today": self.alerts_today,
+            "unclaimed": self.unclaimed,
+            "claimed_today": self.claimed_today,
+            "median_time_to_claim_s": self.median_time_to_claim_s,
+        }
+
+
+class Lifecycle:
+    """Creates alerts, applies claims/done/declines, escalates and expires them."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        prefix: str,
+        directory: Directory,
+        *,
+        clock: Clock = utc_now,
+        ladder: Ladder | None = None,
+        expire_after: timedelta = timedelta(minutes=15),
+        retention: timedelta = timedelta(days=7),
+    ) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.directory = directory
+        self.clock = clock
+        self.ladder = ladder or Ladder()
+        self.expire_after = expire_after
+        self.retention = retention
+        self._create = redis.register_script(_CREATE)
+        self._transition = redis.register_script(_TRANSITION)
+
+    # keys ------------------------------------------------------------------------
+    def _key(self, alert_id: str) -> str:
+        return f"{self.prefix}notifier:alert:{alert_id}"
+
+    def _feed_index(self, store: str) -> str:
+        return f"{self.prefix}notifier:store:{store}:alerts"
+
+    @property
+    def _open(self) -> str:
+        return f"{self.prefix}notifier:open"
+
+    def channel(self, store: str) -> str:
+        return f"{self.prefix}notifier:store:{store}:feed"
+
+    # create ----------------------------------------------------------------------
+    async def create(self, alert: Alert) -> Delivery | AlertRecord | None:
+        """Store a new alert and route it.
+
+        Returns the first delivery, or the record if there is nobody to tell yet, or None
+        if this alert id was seen before (Kafka redelivers; we do not notify twice).
+        """
+        now = self.clock()
+        staff = await self.directory.staff(alert.store_id)
+        steps = plan(alert, staff, now, self.ladder)
+        step = steps[0] if steps else None
+        mapping = {
+            "alert": alert.model_dump_json(by_alias=True),
+            "store": alert.store_id,
+            "state": AlertState.DELIVERED.value,
+            "tier": str(int(step.tier) if step else NO_TIER),
+            "level": "0",
+            "rev": "1",
+            "published": "0",
+            "notified": ",".join(step.associate_ids) if step else "",
+            "declined": "",
+            "delivered_at": str(_ms(now)),
+        }
+        ttl = int(self.retention.total_seconds())
+        created = await self._create(
+            keys=[self._key(str(alert.alert_id))], args=[json.dumps(mapping), ttl]
+        )
+        if not created:
+            return None
+        score = _ms(now)
+        await self.redis.zadd(self._feed_index(alert.store_id), {str(alert.alert_id): score})
+        await self.redis.zadd(self._open, {str(alert.alert_id): score})
+        await self._trim(alert.store_id, now)
+        record = AlertRecord.from_hash(mapping)
+        await self.publish(record)
+        return Delivery(record, step) if step else record
+
+    async def _trim(self, store: str, now: datetime) -> None:
+        horizon = _ms(now - self.retention)
+        await self.redis.zremrangebyscore(self._feed_index(store), "-inf", horizon)
+
+    async def mark_published(self, alert_id: str) -> None:
+        """The first delivery reached the broker; a Kafka redelivery need not repeat it."""
+        await self.redis.hset(self._key(alert_id), "published", "1")
+
+    # reads -----------------------------------------------------------------------
+    async def get(self, alert_id: str) -> AlertRecord | None:
+        data = text_map(await self.redis.hgetall(self._key(alert_id)))
+        return AlertRecord.from_hash(data) if data else None
+
+    async def get_in_store(self, alert_id: str, store_id: str) -> AlertRecord:
+        """The alert if it belongs to ``store_id``; another store's alert does not exist."""
+        record = await self.get(alert_id)
+        if record is None or record.alert.store_id != store_id:
+            raise UnknownAlert(alert_id)
+        return record
+
+    async def list_store(
+        self, store_id: str, since: datetime, limit: int = 200
+    ) -> list[AlertRecord]:
+        ids = [
+            text(i)
+            for i in await self.redis.zrevrangebyscore(
+                self._feed_index(store_id), "+inf", _ms(since), start=0, num=limit
+            )
+        ]
+        pipe = self.redis.pipeline(transaction=False)
+        for alert_id in ids:
+            pipe.hgetall(self._key(alert_id))
+        out: list[AlertRecord] = []
+        for data in await pipe.execute():
+            if not data:
+                continue  # expired by its TTL; the index is trimmed lazily
+            record = AlertRecord.from_hash(text_map(data))
+            if record.alert.store_id == store_id:
+                out.append(record)
+        return out
+
+    async def names(self, store_id: str) -> dict[str, str]:
+        return {a.associate_id: a.name for a in await self.directory.staff(store_id)}
+
+    async def publish(self, record: AlertRecord) -> None:
+        names = await self.names(record.alert.store_id)
+        message = json.dumps({"type": "alert", "alert": record.view(names)})
+        await self.redis.publish(self.channel(record.alert.store_id), message)
+
+    # transitions -----------------------------------------------------------------
+    async def _apply(
+        self, op: str, alert_id: str, store_id: str, associate_id: str
+    ) -> tuple[str, AlertRecord]:
+        await self.get_in_store(alert_id, store_id)
+        if await self.directory.get(store_id, associate_id) is None:
+            raise UnknownAssociate(store_id, associate_id)
+        now = self.clock()
+        result = await self._transition(
+            keys=[self._key(alert_id)], args=[op, associate_id, str(_ms(now))]
+        )
+        outcome, state, by = (v.decode() if isinstance(v, bytes) else str(v) for v in result)
+        if outcome == "missing":
+            raise UnknownAlert(alert_id)
+        record = await self.get_in_store(alert_id, store_id)
+        if outcome == "conflict":
+            who = f" by {by}" if by else ""
+            raise AlertConflict(
+                alert_id, state, by or None, f"alert {alert_id} is already {state}{who}"
+            )
+        if outcome == "ok":
+            if record.state is not AlertState.DELIVERED:
+                await self.redis.zrem(self._open, alert_id)
+            else:
+                await self.redis.zadd(self._open, {alert_id: _ms(record.delivered_at)})
+            await self.publish(record)
+        return outcome, record
+
+    async def claim(self, alert_id: str, store_id: str, associate_id: str) -> AlertRecord:
+        """First claim wins; a later claim by someone else raises AlertConflict naming them."""
+        return (await self._apply("claim", alert_id, store_id, associate_id))[1]
+
+    async def done(self, alert_id: str, store_id: str, associate_id: str) -> AlertRecord:
+        """Close the alert; an unclaimed alert is claimed and closed in one step."""
+        return (await self._apply("done", alert_id, store_id, associate_id))[1]
+
+    async def decline(
+        self, alert_id: str, store_id: str, associate_id: str
+    ) -> tuple[AlertRecord, Delivery | None]:
+        """Not me: releases the associate's claim; when everyone told has declined, escalate now."""
+        _outcome, record = await self._apply("decline", alert_id, store_id, associate_id)
+        if (
+            record.state is AlertState.DELIVERED
+            and record.notified
+            and set(record.notified) <= set(record.declined)
+        ):
+            staff = await self.directory.staff(store_id)
+            steps = plan(record.alert, staff, self.clock(), self.ladder)
+            step = next_step(steps, record.tier)
+            if step is not None:
+                delivery = await self._escalate(record, record.level, step)
+                return (delivery.record if delivery else record), delivery
+        return record, None
+
+    async def apply_ack(self, ack: AlertAck) -> AlertRecord:
+        """An ack from a handheld (MQTT); same rules as the console."""
+        alert_id = str(ack.alert_id)
+        if ack.status is AckStatus.CLAIMED:
+            return await self.claim(alert_id, ack.store_id, ack.associate_id)
+        if ack.status is AckStatus.DONE:
+            return await self.done(alert_id, ack.store_id, ack.associate_id)
+        return (await self.decline(alert_id, ack.store_id, ack.associate_id))[0]
+
+    async def _escalate(
+        self, record: AlertRecord, level: int, step: Step | None
+    ) -> Delivery | None:
+        """Compare-and-set the alert's (level, tier); only the winner gets the delivery."""
+        alert_id = str(record.alert.alert_id)
+        ids = step.associate_ids if step else ()
+        notified = ",".join(dict.fromkeys((*record.notified, *ids)))
+        tier = int(step.tier) if step else record.tier
+        result = await self._transition(
+            keys=[self._key(alert_id)],
+            args=["escalate", str(tier), str(_ms(self.clock())), notified, str(level)],
+        )
+        outcome = result[0].decode() if isinstance(result[0], bytes) else str(result[0])
+        if outcome != "ok" or step is None:
+            return None  # another instance moved it, it was claimed meanwhile, or nobody new
+        updated = await self.get(alert_id)
+        if updated is None:
+            return None
+        await self.publish(updated)
+        return Delivery(updated, step)
+
+    # time ------------------------------------------------------------------------
+    async def tick(self) -> list[Delivery]:
+        """Escalate and expire unclaimed alerts; returns who must now be notified.
+
+        Safe to run on every instance at once: each move is a compare-and-set on the
+        alert's tier, so exactly one instance gets each delivery.
+        """
+        now = self.clock()
+        first_due = min(self.ladder.escalate_after, self.expire_after)
+        ids = [
+            text(i)
+            for i in await self.redis.zrangebyscore(self._open, "-inf", _ms(now - first_due))
+        ]
+        deliveries: list[Delivery] = []
+        staff_cache: dict[str, Sequence[Any]] = {}
+        for alert_id in ids:
+            record = await self.get(alert_id)
+            if record is None or record.state is not AlertState.DELIVERED:
+                await self.redis.zrem(self._open, alert_id)
+                continue
+            elapsed = now - record.delivered_at
+            if elapsed >= self.expire_after:
+                await self._expire(record, now)
+                continue
+            store = record.alert.store_id
+            if store not in staff_cache:
+                staff_cache[store] = await self.directory.staff(store)
+            steps = plan(record.alert, staff_cache[store], now, self.ladder)
+            move = escalation(steps, record.tier, record.level, elapsed, self.ladder)
+            if move is not None:
+                delivery = await self._escalate(record, move.level, move.step)
+                if delivery is not None:
+                    deliveries.append(delivery)
+        return deliveries
+
+    async def _expire(self, record: AlertRecord, now: datetime) -> None:
+        alert_id = str(record.alert.alert_id)
+        result = await self._transition(
+            keys=[self._key(alert_id)], args=["expire", "", str(_ms(now))]
+        )
+        await self.redis.zrem(self._open, alert_id)
+        outcome = result[0].decode() if isinstance(result[0], bytes) else str(result[0])
+        if outcome == "ok":
+            updated = await self.get(alert_id)
+            if updated is not None:
+                await self.publish(updated)
+
+    # reports ---------------------------------------------------------------------
+    async def summary(self, store_id: str) -> Summary:
+        """Today (UTC) in one store: arrivals, unclaimed, median time to claim."""
+        now = self.clock()
+        midnight = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        records = await self.list_store(store_id, midnight, limit=10_000)
+        waits = [
+            (r.claimed_at - r.delivered_at).total_seconds()
+            for r in records
+            if r.claimed_at is not None
+        ]
+        return Summary(
+            arrivals_today=sum(1 for r in records if r.alert.kind is AlertKind.ARRIVAL),
+            alerts_today=len(records),
+            unclaimed=sum(1 for r in records if r.state is AlertState.DELIVERED),
+            claimed_today=len(waits),
+            median_time_to_claim_s=statistics.median(waits) if waits else None,
+        )

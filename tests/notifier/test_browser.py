@@ -1,0 +1,182 @@
+"""The associate console in headless Chromium (Debian's package, driven by Playwright).
+
+Sign in, get a live alert, claim it and see the claim in a second associate's session;
+an associate of another store sees nothing. Screenshots go to
+``$PROXIMA_TEST_ARTIFACTS/notifier/`` (default ``artifacts/notifier/``), with the measured
+delivery latencies in ``browser-figures.json`` (measured, never asserted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from aiohttp import web
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from notifier.directory import Directory
+from notifier.lifecycle import Lifecycle
+from notifier.metrics import Metrics
+from notifier.settings import NotifierSettings
+from notifier.web import Console, serve
+from tests.notifier.conftest import FakeClock, make_alert
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PHONE = {"width": 390, "height": 844}
+PASSWORD = "correct-horse"
+ARTIFACTS = Path(os.environ.get("PROXIMA_TEST_ARTIFACTS", "artifacts")) / "notifier"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.integration,
+    pytest.mark.timeout(60),
+    # `make test` installs Chromium and sets PROXIMA_REQUIRE_BROWSER=1, so there a missing
+    # browser fails the run instead of skipping it quietly.
+    pytest.mark.skipif(
+        not CHROMIUM.exists() and os.environ.get("PROXIMA_REQUIRE_BROWSER") != "1",
+        reason="browser tests need Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)",
+    ),
+]
+
+
+@pytest.fixture
+async def base_url(
+    redis: aioredis.Redis, directory: Directory, lifecycle: Lifecycle, clock: FakeClock
+) -> AsyncIterator[str]:
+    app = Console(
+        redis=redis,
+        prefix=lifecycle.prefix,
+        directory=directory,
+        lifecycle=lifecycle,
+        settings=NotifierSettings(),
+        metrics=Metrics(),
+        clock=clock,
+    ).app()
+    runner: web.AppRunner
+    runner, port = await serve(app, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as pw:
+        chromium = await pw.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+async def _sign_in(browser: Browser, base_url: str, store: str, who: str) -> Page:
+    context = await browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    page = await context.new_page()
+    await page.goto(base_url)
+    await page.fill("#login-store", store)
+    await page.fill("#login-associate", who)
+    await page.fill("#login-password", PASSWORD)
+    await page.click("#login-submit")
+    # "live" once the snapshot has arrived: from here on every change is pushed.
+    await expect(page.locator("#live")).to_have_attribute("data-state", "live")
+    return page
+
+
+async def test_live_alert_claim_and_store_isolation(
+    browser: Browser, base_url: str, directory: Directory, lifecycle: Lifecycle, store: str
+) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await directory.add(store, "Maria Silva", PASSWORD, associate_id="maria")
+    await directory.add(store, "Joao Costa", PASSWORD, associate_id="joao")
+    await directory.add(store, "Bea Boss", PASSWORD, associate_id="boss", role="manager")
+    await directory.add(f"{store}-b", "Eve Other", PASSWORD, associate_id="eve")
+
+    maria = await _sign_in(browser, base_url, store, "maria")
+    joao = await _sign_in(browser, base_url, store, "joao")
+    boss = await _sign_in(browser, base_url, store, "boss")
+    eve = await _sign_in(browser, base_url, f"{store}-b", "eve")
+    await maria.click("#shift-toggle")
+    await expect(maria.locator("#shift-toggle")).to_have_text("End shift")
+
+    alert = make_alert(
+        store_id=store,
+        target={"associate_id": "maria"},
+        title="Ana is at the entrance",
+        fields={
+            "name": "Ana Moreira",
+            "tier": "gold",
+            "sizes": {"dress": "38"},
+            "wishlist": ["green linen dress"],
+            "notes": "<img src=x onerror=alert(1)>",
+        },
+    )
+    card = f'[data-alert-id="{alert.alert_id}"]'
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await lifecycle.create(alert)
+    await expect(maria.locator(card)).to_be_visible()
+    maria_latency = loop.time() - started
+    await expect(joao.locator(card)).to_be_visible()
+    joao_latency = loop.time() - started
+
+    # The customer card: only the alert's fields, and markup in them stays text.
+    await expect(maria.locator(f"{card} [data-field=initials]")).to_have_text("AM")
+    await expect(maria.locator(f"{card} [data-field=sizes]")).to_have_text("dress 38")
+    await expect(maria.locator(f"{card} [data-field=wishlist]")).to_have_text("green linen dress")
+    await expect(maria.locator(f"{card} [data-field=notes]")).to_have_text(
+        "<img src=x onerror=alert(1)>"
+    )
+    await expect(maria.locator(f"{card} .forme")).to_have_text("For you")
+    await maria.screenshot(path=ARTIFACTS / "1-maria-alert.png", full_page=True)
+
+    await maria.click(f'{card} button[data-action="claim"]')
+    await expect(maria.locator(f"{card} [data-role=status]")).to_have_text("Claimed by you")
+    await expect(joao.locator(f"{card} [data-role=status]")).to_have_text("Claimed by Maria Silva")
+    await expect(joao.locator(f'{card} button[data-action="claim"]')).to_have_count(0)
+    await maria.screenshot(path=ARTIFACTS / "2-maria-claimed.png", full_page=True)
+    await joao.screenshot(path=ARTIFACTS / "3-joao-sees-claim.png", full_page=True)
+
+    await expect(boss.locator("#stat-arrivals")).to_have_text("1")
+    await expect(boss.locator("#stat-median")).not_to_have_text("-")
+    await boss.screenshot(path=ARTIFACTS / "4-manager-view.png", full_page=True)
+
+    await maria.click(f'{card} button[data-action="done"]')
+    await expect(joao.locator(f"{card} [data-role=status]")).to_have_text("Done by Maria Silva")
+
+    # Eve's store gets its own alert after ours: had ours reached her, it would be there.
+    theirs = make_alert(
+        store_id=f"{store}-b", title="Zoe is at the entrance", fields={"name": "Zoe"}
+    )
+    await lifecycle.create(theirs)
+    await expect(eve.locator(f'[data-alert-id="{theirs.alert_id}"]')).to_be_visible()
+    await expect(eve.locator(card)).to_have_count(0)
+    await expect(eve.locator("text=Ana Moreira")).to_have_count(0)
+    # And the API refuses her the alert outright.
+    status = await eve.evaluate(
+        "async (id) => (await fetch(`/api/alerts/${id}`)).status", str(alert.alert_id)
+    )
+    assert status == 404
+    await eve.screenshot(path=ARTIFACTS / "5-other-store.png", full_page=True)
+
+    figures = {
+        "alert_to_card_visible_s": {"first_session": maria_latency, "second_session": joao_latency}
+    }
+    (ARTIFACTS / "browser-figures.json").write_text(json.dumps(figures, indent=2))

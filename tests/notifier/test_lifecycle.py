@@ -1,0 +1,243 @@
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+
+import pytest
+import redis.asyncio as aioredis
+
+from contracts.models import AckStatus, AlertAck
+from notifier.directory import Directory
+from notifier.exceptions import AlertConflict, UnknownAlert, UnknownAssociate
+from notifier.lifecycle import AlertState, Delivery, Lifecycle
+from notifier.routing import Tier
+from tests.notifier.conftest import FakeClock, make_alert
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
+
+
+async def _team(directory: Directory, store: str) -> None:
+    for name, role, zones, on in [
+        ("maria", "associate", [], True),
+        ("joao", "associate", ["entrance"], True),
+        ("rui", "associate", ["fitting"], True),
+        ("boss", "manager", [], False),
+    ]:
+        await directory.add(
+            store, name.title(), "password-1", role=role, zones=zones, associate_id=name
+        )
+        if on:
+            await directory.set_on_shift(store, name, True)
+
+
+async def test_create_routes_and_is_idempotent(
+    lifecycle: Lifecycle, directory: Directory, store: str
+) -> None:
+    await _team(directory, store)
+    alert = make_alert(store_id=store, target={"associate_id": "maria"})
+    first = await lifecycle.create(alert)
+    assert isinstance(first, Delivery)
+    assert first.step.tier is Tier.PRIMARY
+    assert first.step.associate_ids == ("maria",)
+    assert first.record.state is AlertState.DELIVERED
+    assert await lifecycle.create(alert) is None  # Kafka redelivery: nobody told twice
+
+
+async def test_first_claim_wins_atomically(
+    lifecycle: Lifecycle, directory: Directory, store: str
+) -> None:
+    await _team(directory, store)
+    alert = make_alert(store_id=store)
+    await lifecycle.create(alert)
+    alert_id = str(alert.alert_id)
+
+    results = await asyncio.gather(
+        *(lifecycle.claim(alert_id, store, who) for who in ("maria", "joao", "rui")),
+        return_exceptions=True,
+    )
+    winners = [r for r in results if not isinstance(r, BaseException)]
+    losers = [r for r in results if isinstance(r, AlertConflict)]
+    assert len(winners) == 1
+    assert len(losers) == 2
+    winner = winners[0].claimed_by
+    assert all(exc.claimed_by == winner for exc in losers)
+    assert all(f"already claimed by {winner}" in str(exc) for exc in losers)
+    # Claiming again by the winner is harmless.
+    again = await lifecycle.claim(alert_id, store, winner or "")
+    assert again.claimed_by == winner
+
+
+async def test_claim_then_done_and_done_needs_the_claimer(
+    lifecycle: Lifecycle, directory: Directory, store: str, clock: FakeClock
+) -> None:
+    await _team(directory, store)
+    alert = make_alert(store_id=store)
+    await lifecycle.create(alert)
+    alert_id = str(alert.alert_id)
+    clock.advance(12)
+    claimed = await lifecycle.claim(alert_id, store, "joao")
+    assert claimed.state is AlertState.CLAIMED
+    assert claimed.claimed_at == clock.now
+    with pytest.raises(AlertConflict):
+        await lifecycle.done(alert_id, store, "maria")
+    clock.advance(60)
+    done = await lifecycle.done(alert_id, store, "joao")
+    assert done.state is AlertState.DONE
+    assert done.done_at == clock.now
+    with pytest.raises(AlertConflict, match="already done by joao"):
+        await lifecycle.claim(alert_id, store, "maria")
+
+
+async def test_other_store_cannot_touch_an_alert(
+    lifecycle: Lifecycle, directory: Directory, store: str
+) -> None:
+    await _team(directory, store)
+    await directory.add("elsewhere", "Eve", "password-1", associate_id="eve")
+    alert = make_alert(store_id=store)
+    await lifecycle.create(alert)
+    with pytest.raises(UnknownAlert):
+        await lifecycle.claim(str(alert.alert_id), "elsewhere", "eve")
+    with pytest.raises(UnknownAssociate):
+        await lifecycle.claim(str(alert.alert_id), store, "eve")
+    assert (await lifecycle.get(str(alert.alert_id))).state is AlertState.DELIVERED  # type: ignore[union-attr]
+
+
+async def test_escalation_ladder_with_injected_clock(
+    lifecycle: Lifecycle, directory: Directory, store: str, clock: FakeClock
+) -> None:
+    await _team(directory, store)
+    alert = make_alert(store_id=store, target={"associate_id": "maria"}, zone_id="entrance")
+    await lifecycle.create(alert)
+
+    clock.advance(44)
+    assert await lifecycle.tick() == []
+    clock.advance(1)
+    (zone,) = await lifecycle.tick()
+    assert (zone.step.tier, zone.step.associate_ids) == (Tier.ZONE, ("joao",))
+    assert zone.record.notified == ("maria", "joao")
+    clock.advance(30)
+    assert await lifecycle.tick() == []  # one move per rung, however often we look
+    clock.advance(45)  # 120 s
+    (manager,) = await lifecycle.tick()
+    assert (manager.step.tier, manager.step.associate_ids) == (Tier.MANAGER, ("boss",))
+    assert await lifecycle.tick() == []
+
+
+async def test_claimed_alert_does_not_escalate(
+    lifecycle: Lifecycle, directory: Directory, store: str, clock: FakeClock
+) -> None:
+    await _team(directory, store)
+    alert = make_alert(store_id=store, target={"associate_id": "maria"})
+    await lifecycle.create(alert)
+    await lifecycle.claim(str(alert.alert_id), store, "maria")
+    clock.advance(600)
+    assert await lifecycle.tick() == []
+
+
+async def test_two_instances_escalate_once(
+    redis: aioredis.Redis, lifecycle: Lifecycle, directory: Directory, store: str, clock: FakeClock
+) -> None:
+    await _team(directory, store)
+    other = Lifecycle(redis, lifecycle.prefix, directory, clock=clock)
+    alert = make_alert(store_id=store, target={"associate_id": "maria"})
+    await lifecycle.create(alert)
+    clock.advance(50)
+    a, b = await asyncio.gather(lifecycle.tick(), other.tick())
+    assert len(a) + len(b) == 1
+
+
+async def test_unclaimed_alert_expires(
+    lifecycle: Lifecycle, directory: Directory, store: str, clock: FakeClock
+) -> None:
+    await _team(directory, store)
+    alert = make_alert(store_id=store)
+    await lifecycle.create(alert)
+    clock.advance(15 * 60)
+    await lifecycle.tick()
+    record = await lifecycle.get(str(alert.alert_id))
+    assert record is not None
+    assert record.state is AlertState.EXPIRED
+    with pytest.raises(AlertConflict, match="expired"):
+        await lifecycle.claim(str(alert.alert_id), store, "maria")
+
+
+async def test_decline_releases_claim_and_escalates_when_all_declined(
+    lifecycle: Lifecycle, directory: Directory, store: str
+) -> None:
+    await _team(directory, store)
+    alert = make_alert(store_id=store, target={"associate_id": "maria"}, zone_id="entrance")
+    await lifecycle.create(alert)
+    alert_id = str(alert.alert_id)
+    await lifecycle.claim(alert_id, store, "maria")
+    record, delivery = await lifecycle.decline(alert_id, store, "maria")
+    assert record.state is AlertState.DELIVERED
+    assert record.claimed_by is None
+    assert record.declined == ("maria",)
+    # Everyone told so far said no: the next tier is told at once, not after 45 s.
+    assert delivery is not None
+    assert delivery.step.tier is Tier.ZONE
+    claimed = await lifecycle.claim(alert_id, store, "joao")
+    assert claimed.claimed_by == "joao"
+
+
+async def test_acks_from_mqtt_payloads(
+    lifecycle: Lifecycle, directory: Directory, store: str, clock: FakeClock
+) -> None:
+    await _team(directory, store)
+    alert = make_alert(store_id=store)
+    await lifecycle.create(alert)
+
+    def ack(status: AckStatus, who: str) -> AlertAck:
+        return AlertAck(
+            alert_id=alert.alert_id, store_id=store, associate_id=who, status=status, at=clock.now
+        )
+
+    assert (await lifecycle.apply_ack(ack(AckStatus.CLAIMED, "rui"))).claimed_by == "rui"
+    assert (await lifecycle.apply_ack(ack(AckStatus.DONE, "rui"))).state is AlertState.DONE
+
+
+async def test_changes_are_published_on_the_store_feed(
+    redis: aioredis.Redis, lifecycle: Lifecycle, directory: Directory, store: str
+) -> None:
+    await _team(directory, store)
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(lifecycle.channel(store))
+    await pubsub.get_message(timeout=1)  # the subscribe confirmation
+    alert = make_alert(store_id=store, fields={"name": "Ana", "tier": "gold"})
+    await lifecycle.create(alert)
+    await lifecycle.claim(str(alert.alert_id), store, "joao")
+    seen = []
+    for _ in range(2):
+        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+        assert msg is not None
+        seen.append(json.loads(msg["data"]))
+    await pubsub.aclose()
+    assert [m["alert"]["state"] for m in seen] == ["delivered", "claimed"]
+    claimed = seen[1]["alert"]
+    assert claimed["claimed_by_name"] == "Joao"
+    assert claimed["fields"] == {"name": "Ana", "tier": "gold"}
+    assert "customer_id" not in claimed
+    assert "caused_by" not in claimed
+
+
+async def test_manager_summary(
+    lifecycle: Lifecycle, directory: Directory, store: str, clock: FakeClock
+) -> None:
+    await _team(directory, store)
+    ids = []
+    for kind in ("arrival", "arrival", "fitting_room"):
+        alert = make_alert(store_id=store, kind=kind)
+        ids.append(str(alert.alert_id))
+        await lifecycle.create(alert)
+    clock.advance(10)
+    await lifecycle.claim(ids[0], store, "maria")
+    clock.advance(20)
+    await lifecycle.claim(ids[1], store, "joao")
+    summary = await lifecycle.summary(store)
+    assert summary.arrivals_today == 2
+    assert summary.alerts_today == 3
+    assert summary.unclaimed == 1
+    assert summary.median_time_to_claim_s == pytest.approx(20.0)
+    clock.advance(timedelta(days=1).total_seconds())
+    assert (await lifecycle.summary(store)).alerts_today == 0

@@ -1,0 +1,235 @@
+"""The notifier process's pieces over real Mosquitto and Redis (and Kafka for ``run``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+
+from contracts.models import AckStatus, Alert, AlertAck
+from contracts.services import ServiceSettings
+from notifier.lifecycle import AlertState
+from notifier.service import Notifier
+from notifier.settings import NotifierSettings
+from tests.notifier.conftest import FAST_HASHER, FakeClock, make_alert
+from transport.kafka import ensure_topics, make_producer
+from transport.mqtt import Message, MqttClient
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+WAIT = 10.0  # a deadline for things that must happen, never a speed assertion
+
+
+@pytest.fixture
+async def notifier(services: ServiceSettings, clock: FakeClock) -> AsyncIterator[Notifier]:
+    n = Notifier(services, settings=NotifierSettings(http_port=0), clock=clock)
+    n.directory.hasher = FAST_HASHER
+    for who, zones, role in [
+        ("maria", [], "associate"),
+        ("joao", ["entrance"], "associate"),
+        ("boss", [], "manager"),
+    ]:
+        await n.directory.add(
+            "s1", who.title(), "password-1", associate_id=who, zones=zones, role=role
+        )
+    await n.directory.set_on_shift("s1", "maria", True)
+    await n.directory.set_on_shift("s1", "joao", True)
+    async with n.mqtt:
+        yield n
+    await n.redis.aclose()
+
+
+@pytest.fixture
+async def listener(services: ServiceSettings) -> AsyncIterator[MqttClient]:
+    async with MqttClient(services.mqtt) as client:
+        await client.subscribe(f"{services.topics.mqtt_root}/stores/+/alerts", qos=1)
+        await client.subscribe(f"{services.topics.mqtt_root}/stores/+/associates/+/alerts", qos=1)
+        await asyncio.sleep(0)  # let the SUBSCRIBE go out before anything is published
+        yield client
+
+
+async def _next(client: MqttClient) -> Message:
+    async with asyncio.timeout(WAIT):
+        return await client.messages.get()
+
+
+async def _subscribed(client: MqttClient, topic: str) -> None:
+    """Wait until the broker has our subscription: publish a probe and see it come back."""
+    probe = f"{topic.rsplit('/', 1)[0]}/probe"
+    await client.subscribe(probe, qos=1)
+    await client.publish(probe, b"probe", qos=1)
+    while (await _next(client)).topic != probe:
+        pass
+
+
+def _kinds(services: ServiceSettings, msg: Message) -> tuple[str, str]:
+    rest = msg.topic[len(services.topics.mqtt_root) :]
+    return rest, json.loads(msg.payload)["alert_id"]
+
+
+async def test_alert_goes_to_store_and_first_tier_once(
+    notifier: Notifier, listener: MqttClient, services: ServiceSettings
+) -> None:
+    await _subscribed(listener, f"{services.topics.mqtt_root}/stores/s1/x")
+    alert = make_alert(store_id="s1", target={"associate_id": "maria"})
+    await notifier.handle(alert.to_json())
+    got = {_kinds(services, await _next(listener)) for _ in range(2)}
+    assert got == {
+        ("/stores/s1/alerts", str(alert.alert_id)),
+        ("/stores/s1/associates/maria/alerts", str(alert.alert_id)),
+    }
+    await notifier.handle(alert.to_json())  # Kafka redelivery
+    second = make_alert(store_id="s1", target={"associate_id": "maria"})
+    await notifier.handle(second.to_json())
+    # Had the duplicate been published, it would come before the second alert.
+    assert _kinds(services, await _next(listener))[1] == str(second.alert_id)
+    assert notifier.metrics.value("proxima_notifier_alerts_total", outcome="duplicate") == 1
+
+
+async def test_alert_stored_but_never_published_is_published_on_redelivery(
+    notifier: Notifier, listener: MqttClient, services: ServiceSettings
+) -> None:
+    await _subscribed(listener, f"{services.topics.mqtt_root}/stores/s1/x")
+    alert = make_alert(store_id="s1", target={"associate_id": "maria"})
+    await notifier.lifecycle.create(alert)  # the instance died right after this
+    await notifier.handle(alert.to_json())
+    got = {_kinds(services, await _next(listener)) for _ in range(2)}
+    assert got == {
+        ("/stores/s1/alerts", str(alert.alert_id)),
+        ("/stores/s1/associates/maria/alerts", str(alert.alert_id)),
+    }
+
+
+async def test_escalation_publishes_to_the_next_tier(
+    notifier: Notifier, listener: MqttClient, services: ServiceSettings, clock: FakeClock
+) -> None:
+    await _subscribed(listener, f"{services.topics.mqtt_root}/stores/s1/x")
+    alert = make_alert(store_id="s1", target={"associate_id": "maria"}, zone_id="entrance")
+    await notifier.handle(alert.to_json())
+    for _ in range(2):
+        await _next(listener)
+    clock.advance(45)
+    await notifier.tick()
+    assert _kinds(services, await _next(listener)) == (
+        "/stores/s1/associates/joao/alerts",
+        str(alert.alert_id),
+    )
+    clock.advance(75)
+    await notifier.tick()
+    assert _kinds(services, await _next(listener))[0] == "/stores/s1/associates/boss/alerts"
+    assert notifier.metrics.value("proxima_notifier_escalations_total", tier="manager") == 1
+
+
+def _ack(alert: Alert, who: str, status: AckStatus, clock: FakeClock, store: str = "s1") -> bytes:
+    return (
+        AlertAck(
+            alert_id=alert.alert_id, store_id=store, associate_id=who, status=status, at=clock.now
+        )
+        .model_dump_json(by_alias=True)
+        .encode()
+    )
+
+
+async def test_acks_over_mqtt_claim_and_close(
+    notifier: Notifier, services: ServiceSettings, clock: FakeClock
+) -> None:
+    alert = make_alert(store_id="s1")
+    await notifier.handle(alert.to_json())
+    feed = notifier.redis.pubsub()
+    await feed.subscribe(notifier.lifecycle.channel("s1"))
+    await notifier.mqtt.subscribe(notifier.ack_filter, qos=1)
+    loop = asyncio.create_task(notifier.ack_loop(), name="test-ack-loop")
+    topic = services.topics.alert_ack("s1", str(alert.alert_id))
+    try:
+        async with MqttClient(services.mqtt) as handheld:
+            # A shared subscription is live once an ack sent through it is applied.
+            async with asyncio.timeout(WAIT):
+                while True:
+                    await handheld.publish(topic, _ack(alert, "joao", AckStatus.CLAIMED, clock))
+                    msg = await feed.get_message(ignore_subscribe_messages=True, timeout=0.5)
+                    if msg is not None:
+                        break
+            assert json.loads(msg["data"])["alert"]["claimed_by"] == "joao"
+            await handheld.publish(topic, _ack(alert, "joao", AckStatus.DONE, clock))
+            async with asyncio.timeout(WAIT):
+                while True:
+                    msg = await feed.get_message(ignore_subscribe_messages=True, timeout=1)
+                    if msg and json.loads(msg["data"])["alert"]["state"] == "done":
+                        break
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+        await feed.aclose()
+    assert notifier.metrics.value("proxima_notifier_acks_total", source="mqtt", result="done") == 1
+
+
+async def test_bad_acks_are_parked_with_a_reason(notifier: Notifier, clock: FakeClock) -> None:
+    alert = make_alert(store_id="s1")
+    await notifier.handle(alert.to_json())
+    topics = notifier.topics
+    cases = [
+        (
+            topics.alert_ack("s2", str(alert.alert_id)),
+            _ack(alert, "joao", AckStatus.CLAIMED, clock),
+        ),
+        (topics.alert_ack("s1", str(alert.alert_id)), b"{not json"),
+        (
+            topics.alert_ack("s1", str(alert.alert_id)),
+            _ack(alert, "nobody", AckStatus.CLAIMED, clock),
+        ),
+    ]
+    for topic, payload in cases:
+        assert await notifier.handle_ack(Message(topic, payload, 1, False, 1)) is None
+    parked = await notifier.redis.xrange(f"{notifier.services.redis_prefix}notifier:rejected")
+    reasons = [fields["reason"] for _id, fields in parked]
+    assert "sent on the topic of store 's2'" in reasons[0]
+    assert "invalid AlertAck" in reasons[1]
+    assert "no associate 'nobody' in store 's1'" in reasons[2]
+    record = await notifier.lifecycle.get(str(alert.alert_id))
+    assert record is not None
+    assert record.state is AlertState.DELIVERED
+
+
+async def test_run_consumes_kafka_and_serves_the_console(
+    kafka_url: str, namespace: str, redis: aioredis.Redis
+) -> None:
+    services = ServiceSettings(namespace=namespace, kafka=kafka_url)
+    await ensure_topics(services.kafka_bootstrap, services.topics.all_kafka, 1)
+    notifier = Notifier(services, settings=NotifierSettings(http_port=0, tick_s=0.2))
+    ready = asyncio.Event()
+    task = asyncio.create_task(notifier.run(ready), name="test-notifier")
+    alert = make_alert(store_id="s1")
+    producer = make_producer(services.kafka_bootstrap, idempotent=False, client_id="test")
+    try:
+        async with asyncio.timeout(60), MqttClient(services.mqtt) as listener:
+            await listener.subscribe(services.topics.store_alerts("s1"), qos=1)
+            await _subscribed(listener, services.topics.store_alerts("s1"))
+            await ready.wait()
+            await producer.start()
+            await producer.send_and_wait(services.topics.alerts, alert.to_json(), key=b"s1")
+            msg = await listener.messages.get()
+            assert json.loads(msg.payload)["alert_id"] == str(alert.alert_id)
+            assert notifier.http_port
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"http://127.0.0.1:{notifier.http_port}/healthz") as res,
+            ):
+                assert res.status == 200
+                assert (await res.json())["mqtt"] is True
+    finally:
+        await producer.stop()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def test_ladder_comes_from_settings(services: ServiceSettings) -> None:
+    n = Notifier(services, settings=NotifierSettings(escalate_after_s=30, manager_after_s=90))
+    assert n.lifecycle.ladder.escalate_after == timedelta(seconds=30)
+    assert n.lifecycle.ladder.manager_after == timedelta(seconds=90)

@@ -1,0 +1,433 @@
+"""The console's JSON API over real HTTP and real Redis (aiohttp test server)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestServer
+
+from notifier.directory import Directory
+from notifier.lifecycle import Lifecycle
+from notifier.metrics import Metrics
+from notifier.settings import NotifierSettings
+from notifier.web import CSRF_HEADER, SESSION_COOKIE, Console
+from tests.notifier.conftest import FakeClock, make_alert
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
+
+PASSWORD = "correct-horse"
+
+
+@dataclass
+class Client:
+    """One browser-like session: its own cookie jar and CSRF token."""
+
+    http: aiohttp.ClientSession
+    csrf: str = ""
+
+    async def login(self, store: str, associate: str, password: str = PASSWORD) -> dict[str, Any]:
+        async with self.http.post(
+            "/api/session", json={"store": store, "associate": associate, "password": password}
+        ) as res:
+            body: dict[str, Any] = await res.json()
+            assert res.status == 200, body
+        self.csrf = body["csrf"]
+        return body
+
+    async def call(
+        self, method: str, path: str, *, json_body: Any = None, csrf: bool = True
+    ) -> tuple[int, dict[str, Any]]:
+        headers = {CSRF_HEADER: self.csrf} if csrf and method != "GET" else {}
+        async with self.http.request(method, path, json=json_body, headers=headers) as res:
+            return res.status, await res.json()
+
+
+@pytest.fixture
+async def console(
+    redis: aioredis.Redis, directory: Directory, lifecycle: Lifecycle, clock: FakeClock
+) -> AsyncIterator[TestServer]:
+    app = Console(
+        redis=redis,
+        prefix=lifecycle.prefix,
+        directory=directory,
+        lifecycle=lifecycle,
+        settings=NotifierSettings(login_attempts=3),
+        metrics=Metrics(),
+        mqtt_connected=lambda: True,
+        clock=clock,
+    ).app()
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+@pytest.fixture
+async def client_factory(console: TestServer) -> AsyncIterator[Any]:
+    sessions: list[aiohttp.ClientSession] = []
+
+    def make() -> Client:
+        http = aiohttp.ClientSession(
+            base_url=str(console.make_url("")), cookie_jar=aiohttp.CookieJar(unsafe=True)
+        )
+        sessions.append(http)
+        return Client(http)
+
+    yield make
+    for http in sessions:
+        await http.close()
+
+
+@pytest.fixture
+async def team(directory: Directory, store: str) -> str:
+    await directory.add(store, "Maria", PASSWORD, associate_id="maria", zones=["entrance"])
+    await directory.add(store, "Joao", PASSWORD, associate_id="joao")
+    await directory.add(store, "Boss", PASSWORD, associate_id="boss", role="manager")
+    await directory.add("other-store", "Eve", PASSWORD, associate_id="eve")
+    return store
+
+
+async def test_sign_in_sets_a_strict_http_only_cookie(client_factory: Any, team: str) -> None:
+    c = client_factory()
+    async with c.http.post(
+        "/api/session", json={"store": team, "associate": "maria", "password": PASSWORD}
+    ) as res:
+        assert res.status == 200
+        cookie = res.headers["Set-Cookie"]
+        body = await res.json()
+    assert f"{SESSION_COOKIE}=" in cookie
+    assert "HttpOnly" in cookie
+    assert "SameSite=Strict" in cookie
+    assert body["associate"]["associate_id"] == "maria"
+    assert "password_hash" not in json.dumps(body)
+    c.csrf = body["csrf"]
+    status, me = await c.call("GET", "/api/me")
+    assert (status, me["associate"]["store_id"]) == (200, team)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({"store": "s", "associate": "maria"}, 400, "password: Field required"),
+        ({"store": "s/x", "associate": "maria", "password": "x"}, 400, "store:"),
+        ({"store": "s", "associate": "maria", "password": "x", "admin": True}, 400, "admin:"),
+    ],
+)
+async def test_bad_sign_in_bodies_name_the_field(
+    client_factory: Any, team: str, body: dict[str, Any], status: int, needle: str
+) -> None:
+    got_status, got = await client_factory().call("POST", "/api/session", json_body=body)
+    assert got_status == status
+    assert needle in got["error"]
+
+
+async def test_wrong_credentials_say_the_same_thing_then_throttle(
+    client_factory: Any, team: str
+) -> None:
+    c = client_factory()
+    messages = set()
+    for store, who, password in [
+        (team, "maria", "wrong-password"),
+        ("other-store", "maria", PASSWORD),
+        (team, "nobody", PASSWORD),
+    ]:
+        status, body = await c.call(
+            "POST",
+            "/api/session",
+            json_body={"store": store, "associate": who, "password": password},
+        )
+        assert status == 401
+        messages.add(body["error"])
+    assert messages == {"wrong store, associate or password"}
+    for _ in range(2):
+        await c.call(
+            "POST", "/api/session", json_body={"store": team, "associate": "maria", "password": "x"}
+        )
+    status, body = await c.call(
+        "POST",
+        "/api/session",
+        json_body={"store": team, "associate": "maria", "password": PASSWORD},
+    )
+    assert status == 429
+    assert "too many failed sign-ins" in body["error"]
+
+
+async def test_form_posts_are_refused(client_factory: Any, team: str) -> None:
+    c = client_factory()
+    async with c.http.post("/api/session", data={"store": team}) as res:
+        assert res.status == 415
+        assert "Content-Type must be application/json" in (await res.json())["error"]
+
+
+async def test_claim_needs_the_csrf_token_and_same_origin(
+    client_factory: Any, team: str, lifecycle: Lifecycle
+) -> None:
+    alert = make_alert(store_id=team)
+    await lifecycle.create(alert)
+    c = client_factory()
+    await c.login(team, "maria")
+    path = f"/api/alerts/{alert.alert_id}/claim"
+    status, body = await c.call("POST", path, csrf=False)
+    assert (status, body["error"]) == (403, f"missing {CSRF_HEADER} header")
+    async with c.http.post(path, headers={CSRF_HEADER: "forged"}) as res:
+        assert (res.status, (await res.json())["error"]) == (403, f"wrong {CSRF_HEADER} header")
+    async with c.http.post(
+        path, headers={CSRF_HEADER: c.csrf, "Origin": "https://evil.example"}
+    ) as res:
+        assert res.status == 403
+        assert "cross-origin" in (await res.json())["error"]
+    status, body = await c.call("POST", path)
+    assert status == 200
+    assert body["alert"]["state"] == "claimed"
+
+
+async def test_claim_done_flow_and_conflict(
+    client_factory: Any, team: str, lifecycle: Lifecycle
+) -> None:
+    alert = make_alert(store_id=team, fields={"name": "Ana", "sizes": {"dress": "38"}})
+    await lifecycle.create(alert)
+    maria, joao = client_factory(), client_factory()
+    await maria.login(team, "maria")
+    await joao.login(team, "joao")
+
+    status, listed = await joao.call("GET", "/api/alerts")
+    assert status == 200
+    (view,) = listed["alerts"]
+    assert view["fields"] == {"name": "Ana", "sizes": {"dress": "38"}}
+    assert "customer_id" not in view
+
+    assert (await maria.call("POST", f"/api/alerts/{alert.alert_id}/claim"))[0] == 200
+    status, conflict = await joao.call("POST", f"/api/alerts/{alert.alert_id}/claim")
+    assert status == 409
+    assert conflict["claimed_by"] == "maria"
+    assert conflict["error"] == f"alert {alert.alert_id} is already claimed by maria"
+    status, seen = await joao.call("GET", f"/api/alerts/{alert.alert_id}")
+    assert seen["alert"]["claimed_by_name"] == "Maria"
+
+    status, done = await maria.call("POST", f"/api/alerts/{alert.alert_id}/done")
+    assert (status, done["alert"]["state"]) == (200, "done")
+    status, filtered = await joao.call("GET", "/api/alerts?state=done")
+    assert [a["alert_id"] for a in filtered["alerts"]] == [str(alert.alert_id)]
+
+
+async def test_another_stores_associate_sees_and_touches_nothing(
+    client_factory: Any, team: str, lifecycle: Lifecycle
+) -> None:
+    alert = make_alert(store_id=team)
+    await lifecycle.create(alert)
+    eve = client_factory()
+    await eve.login("other-store", "eve")
+    assert (await eve.call("GET", "/api/alerts"))[1] == {"alerts": []}
+    for method, path in [
+        ("GET", f"/api/alerts/{alert.alert_id}"),
+        ("POST", f"/api/alerts/{alert.alert_id}/claim"),
+        ("POST", f"/api/alerts/{alert.alert_id}/done"),
+        ("POST", f"/api/alerts/{alert.alert_id}/decline"),
+    ]:
+        status, body = await eve.call(method, path)
+        # Exactly what a non-existent alert answers: nothing to probe.
+        assert (status, body) == (404, {"error": f"no alert '{alert.alert_id}'"})
+    status, _ = await eve.call("POST", "/api/shifts/maria", json_body={"on_shift": True})
+    assert status == 403
+    record = await lifecycle.get(str(alert.alert_id))
+    assert record is not None
+    assert record.state.value == "delivered"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "needle"),
+    [
+        ("GET", "/api/alerts/not-a-uuid", None, 400, "alert_id: 'not-a-uuid' is not a UUID"),
+        ("POST", "/api/alerts/not-a-uuid/claim", None, 400, "is not a UUID"),
+        ("POST", "/api/alerts/00000000-0000-0000-0000-000000000000/steal", None, 404, "no action"),
+        ("GET", "/api/alerts?state=lost", None, 400, "state: 'lost' is not one of"),
+        ("GET", "/api/alerts?since=yesterday", None, 400, "since: 'yesterday'"),
+        ("GET", "/api/alerts?since=2026-01-01T00:00:00", None, 400, "since: give a timezone"),
+        ("POST", "/api/shifts/me", {"on_shift": "yes"}, 400, "on_shift: Input should be"),
+        ("POST", "/api/shifts/me", {}, 400, "on_shift: Field required"),
+        ("GET", "/api/nothing-here", None, 404, "Not Found: GET /api/nothing-here"),
+        ("PUT", "/api/alerts", None, 405, "Method Not Allowed: PUT /api/alerts"),
+        ("GET", "/api/summary", None, 403, "the summary is for managers"),
+        (
+            "POST",
+            "/api/alerts/00000000-0000-0000-0000-000000000000/claim",
+            None,
+            404,
+            "no alert",
+        ),
+    ],
+)
+async def test_every_bad_input_is_a_4xx_naming_what_is_wrong(
+    client_factory: Any,
+    team: str,
+    method: str,
+    path: str,
+    body: Any,
+    status: int,
+    needle: str,
+) -> None:
+    c = client_factory()
+    await c.login(team, "maria")
+    got_status, got = await c.call(method, path, json_body=body)
+    assert got_status == status, got
+    assert needle in got["error"]
+
+
+async def test_requests_without_a_session_are_401(client_factory: Any) -> None:
+    c = client_factory()
+    for path in ("/api/me", "/api/alerts", "/api/events", "/api/shifts", "/api/summary"):
+        status, body = await c.call("GET", path)
+        assert (status, body["error"]) == (401, "not signed in")
+    async with c.http.get("/api/me", cookies={SESSION_COOKIE: "made-up"}) as res:
+        assert res.status == 401
+
+
+async def test_sign_out_and_removed_accounts_end_the_session(
+    client_factory: Any, team: str, directory: Directory
+) -> None:
+    c = client_factory()
+    await c.login(team, "joao")
+    assert (await c.call("DELETE", "/api/session"))[0] == 200
+    assert (await c.call("GET", "/api/me"))[0] == 401
+    await c.login(team, "joao")
+    await directory.remove(team, "joao")
+    status, body = await c.call("GET", "/api/me")
+    assert (status, body["error"]) == (401, "this account no longer exists")
+
+
+async def test_shift_toggle_and_manager_view(
+    client_factory: Any, team: str, lifecycle: Lifecycle, clock: FakeClock
+) -> None:
+    maria, boss = client_factory(), client_factory()
+    await maria.login(team, "maria")
+    await boss.login(team, "boss")
+    status, body = await maria.call("POST", "/api/shifts/me", json_body={"on_shift": True})
+    assert (status, body["associate"]["on_shift"]) == (200, True)
+    status, _ = await maria.call("POST", "/api/shifts/joao", json_body={"on_shift": True})
+    assert status == 403
+    status, body = await boss.call("POST", "/api/shifts/joao", json_body={"on_shift": True})
+    assert (status, body["associate"]["on_shift"]) == (200, True)
+    status, shifts = await maria.call("GET", "/api/shifts")
+    assert {a["associate_id"]: a["on_shift"] for a in shifts["associates"]} == {
+        "boss": False,
+        "joao": True,
+        "maria": True,
+    }
+
+    alert = make_alert(store_id=team, zone_id="entrance")
+    delivery = await lifecycle.create(alert)
+    assert getattr(delivery, "step", None) is not None
+    clock.advance(30)
+    await maria.call("POST", f"/api/alerts/{alert.alert_id}/claim")
+    await lifecycle.create(make_alert(store_id=team))
+    status, summary = await boss.call("GET", "/api/summary")
+    assert status == 200
+    assert summary["summary"] == {
+        "arrivals_today": 2,
+        "alerts_today": 2,
+        "unclaimed": 1,
+        "claimed_today": 1,
+        "median_time_to_claim_s": 30.0,
+    }
+
+
+async def _next_event(res: aiohttp.ClientResponse) -> tuple[str, dict[str, Any]]:
+    event = ""
+    while True:
+        line = (await res.content.readline()).decode().rstrip("\n")
+        if line.startswith("event: "):
+            event = line[len("event: ") :]
+        elif line.startswith("data: "):
+            return event, json.loads(line[len("data: ") :])
+
+
+async def test_live_feed_is_store_scoped(
+    client_factory: Any, team: str, lifecycle: Lifecycle
+) -> None:
+    maria, eve = client_factory(), client_factory()
+    await maria.login(team, "maria")
+    await eve.login("other-store", "eve")
+    async with (
+        maria.http.get("/api/events") as mine,
+        eve.http.get("/api/events") as theirs,
+    ):
+        assert mine.headers["Content-Type"] == "text/event-stream"
+        assert await _next_event(mine) == ("snapshot", {"alerts": []})
+        assert await _next_event(theirs) == ("snapshot", {"alerts": []})
+
+        ours = make_alert(store_id=team, fields={"name": "Ana"})
+        await lifecycle.create(ours)
+        kind, data = await _next_event(mine)
+        assert (kind, data["alert_id"], data["fields"]) == (
+            "alert",
+            str(ours.alert_id),
+            {"name": "Ana"},
+        )
+
+        # The other store's stream is on the same Redis subscription: had it been sent
+        # our alert, that would arrive before its own one.
+        own = make_alert(store_id="other-store")
+        await lifecycle.create(own)
+        kind, data = await _next_event(theirs)
+        assert (kind, data["alert_id"]) == ("alert", str(own.alert_id))
+
+        await lifecycle.claim(str(ours.alert_id), team, "joao")
+        kind, data = await _next_event(mine)
+        assert (data["state"], data["claimed_by_name"], data["rev"]) == ("claimed", "Joao", 2)
+
+
+async def test_pages_health_and_metrics(client_factory: Any, team: str) -> None:
+    c = client_factory()
+    async with c.http.get("/") as res:
+        assert res.status == 200
+        page = await res.text()
+        assert 'name="viewport"' in page
+        assert "script-src 'self'" in res.headers["Content-Security-Policy"]
+        assert res.headers["X-Frame-Options"] == "DENY"
+    async with c.http.get("/static/console.js") as res:
+        assert res.status == 200
+        script = await res.text()
+        assert "innerHTML" not in script  # customer data only ever goes in as text
+    status, health = await c.call("GET", "/healthz")
+    assert (status, health) == (200, {"status": "ok", "redis": True, "mqtt": True})
+    await c.call(
+        "POST", "/api/session", json_body={"store": team, "associate": "maria", "password": "no"}
+    )
+    async with c.http.get("/metrics") as res:
+        text = await res.text()
+        assert res.headers["Content-Type"].startswith("text/plain")
+    assert "# TYPE proxima_notifier_logins_total counter" in text
+    assert 'proxima_notifier_logins_total{result="failed"} 1' in text
+    assert 'proxima_notifier_http_requests_total{code="4xx"}' in text
+    assert "proxima_notifier_sse_clients 0" in text
+
+
+async def test_malformed_and_oversized_bodies(client_factory: Any, team: str) -> None:
+    c = client_factory()
+    await c.login(team, "maria")
+    headers = {CSRF_HEADER: c.csrf, "Content-Type": "application/json"}
+    for raw, needle in [
+        (b"{not json", "Invalid JSON"),
+        (b"[]", "Input should be an object"),
+        (b"\xff\xfe", "Invalid JSON"),
+    ]:
+        async with c.http.post("/api/shifts/me", data=raw, headers=headers) as res:
+            body = await res.json()
+            assert res.status == 400, body
+            assert needle in body["error"]
+    async with c.http.post("/api/shifts/me", data=b" " * 70_000, headers=headers) as res:
+        assert res.status == 413
+        assert "body larger than 65536 bytes" in (await res.json())["error"]
+    async with c.http.post(
+        "/api/alerts/00000000-0000-0000-0000-000000000000/claim", data=b"{}", headers=headers
+    ) as res:
+        assert res.status == 400
+        assert (await res.json())["error"] == "claim takes no body"
