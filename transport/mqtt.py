@@ -5,6 +5,13 @@ asyncio loop with ``call_soon_threadsafe``. ``publish`` returns only after the b
 PUBACK for QoS 1, which is what the outbox and the notifier need to be at-least-once.
 With ``manual_ack=True`` a received QoS 1 message is acknowledged to the broker only when
 the consumer calls :meth:`MqttClient.ack`, which the bridge does after Kafka has the data.
+
+MQTT 5 by default (Mosquitto ≥ 1.6, EMQX, HiveMQ, VerneMQ all speak it): user properties
+carry a batch's gateway signature beside the payload, so the payload stays the contract's
+plain JSON list. ``clean_session=False`` becomes clean start off plus a session expiry
+interval (MQTT 5 sessions otherwise end with the connection), so the broker keeps queueing
+QoS 1 messages for a stopped bridge. ``protocol=4`` talks MQTT 3.1.1 to older brokers;
+user properties are then neither sent nor received.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -68,6 +76,14 @@ class Message:
     qos: int
     retain: bool
     mid: int
+    user_properties: tuple[tuple[str, str], ...] = ()
+
+    def user_property(self, name: str) -> str | None:
+        """The first user property called ``name`` (MQTT 5), or None."""
+        for key, value in self.user_properties:
+            if key == name:
+                return value
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +110,11 @@ class MqttClient:
         key_file: str | None = None,
         publish_timeout: float = 30.0,
         queue_size: int = 10_000,
+        protocol: int = 5,
+        session_expiry_s: int = 7 * 86400,
     ) -> None:
+        if protocol not in (4, 5):
+            raise ValueError(f"MQTT protocol must be 4 (3.1.1) or 5, not {protocol!r}")
         self.url = MqttUrl.parse(url)
         self.client_id = client_id or f"proxima-{uuid.uuid4().hex[:12]}"
         self._will = will
@@ -103,6 +123,8 @@ class MqttClient:
         self._tls = (ca_file, cert_file, key_file)
         self._publish_timeout = publish_timeout
         self._queue_size = queue_size
+        self._protocol = protocol
+        self._session_expiry_s = session_expiry_s
         self._client: paho.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
@@ -132,11 +154,13 @@ class MqttClient:
             raise MqttError("client is already connected (not re-entrant)")
         self._loop = asyncio.get_running_loop()
         self._connected = asyncio.Event()
+        v5 = self._protocol == 5
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
-            protocol=paho.MQTTv311,
-            clean_session=self._clean_session,
+            protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
+            # paho refuses clean_session for MQTT 5; there it is clean_start on connect.
+            clean_session=None if v5 else self._clean_session,
             manual_ack=self._manual_ack,
         )
         client.max_queued_messages_set(self._queue_size)
@@ -160,8 +184,14 @@ class MqttClient:
         client.on_publish = self._on_publish
         client.on_message = self._on_message
         self._client = client
+        connect_kwargs: dict[str, Any] = {}
+        if v5:
+            connect_props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            if not self._clean_session:
+                connect_props.SessionExpiryInterval = self._session_expiry_s
+            connect_kwargs = {"clean_start": self._clean_session, "properties": connect_props}
         try:
-            client.connect_async(self.url.host, self.url.port, keepalive=30)
+            client.connect_async(self.url.host, self.url.port, keepalive=30, **connect_kwargs)
             client.loop_start()
             async with asyncio.timeout(timeout):
                 await self._connected.wait()
@@ -190,13 +220,23 @@ class MqttClient:
 
     # operations ----------------------------------------------------------------
     async def publish(
-        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        user_properties: dict[str, str] | None = None,
     ) -> None:
         """Publish and, for QoS ≥ 1, wait for the broker's acknowledgement."""
         client = self._require()
         assert self._loop is not None
         fut: asyncio.Future[None] = self._loop.create_future()
-        info = client.publish(topic, payload, qos=qos, retain=retain)
+        props: Properties | None = None
+        if user_properties and self._protocol == 5:
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.UserProperty = list(user_properties.items())
+        info = client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
             raise MqttError(f"publish to {topic!r} failed: {paho.error_string(info.rc)}")
         if qos == 0:
@@ -290,12 +330,15 @@ class MqttClient:
         self._call(_resolve, fut)
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        props = getattr(msg, "properties", None)
+        user = getattr(props, "UserProperty", None) or ()
         message = Message(
             topic=msg.topic,
             payload=bytes(msg.payload),
             qos=msg.qos,
             retain=bool(msg.retain),
             mid=msg.mid,
+            user_properties=tuple((str(k), str(v)) for k, v in user),
         )
         self._call(self._enqueue, message)
 

@@ -1,0 +1,42 @@
+"""The MQTT client against the real Mosquitto: PUBACK-awaited publish, v5 user properties."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from contracts.services import ServiceSettings
+from transport.mqtt import MqttClient
+
+pytestmark = pytest.mark.integration
+
+
+async def _roundtrip(protocol: int, props: dict[str, str] | None) -> tuple[bytes, object]:
+    topic = f"proxima-test/{uuid.uuid4().hex}/t"
+    url = ServiceSettings().mqtt
+    async with MqttClient(url, protocol=protocol) as sub, MqttClient(url, protocol=protocol) as pub:
+        await sub.subscribe(topic, qos=1)
+        await asyncio.sleep(0.2)  # let the SUBACK land before publishing
+        await pub.publish(topic, b"payload", qos=1, user_properties=props)
+        async with asyncio.timeout(5):
+            message = await sub.messages.get()
+    return message.payload, message.user_properties
+
+
+async def test_user_properties_travel_with_the_payload_over_mqtt5() -> None:
+    payload, props = await _roundtrip(5, {"proxima-kid": "k1", "proxima-sig": "v1=ab"})
+    assert payload == b"payload"
+    assert props == (("proxima-kid", "k1"), ("proxima-sig", "v1=ab"))
+
+
+async def test_mqtt311_still_delivers_without_properties() -> None:
+    payload, props = await _roundtrip(4, {"proxima-kid": "k1"})
+    assert payload == b"payload"
+    assert props == ()
+
+
+def test_protocol_is_checked() -> None:
+    with pytest.raises(ValueError, match="protocol must be 4"):
+        MqttClient("mqtt://127.0.0.1:1883", protocol=3)
