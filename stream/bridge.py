@@ -1,7 +1,9 @@
 """The MQTT → Kafka bridge (``proxima bridge``).
 
 Subscribes to every gateway's events through a shared subscription (several bridges split
-the load), validates each batch event by event, produces good events to
+the load), checks each batch's gateway signature (:mod:`contracts.signing`, keys from
+:mod:`stream.keyring`; required when ``PROXIMA_STREAM_REQUIRE_SIGNATURES`` is true, and a
+signed batch is always verified), validates it event by event, produces good events to
 ``proxima.events.v1`` keyed by store, and parks bad ones in ``proxima.events.dlq.v1`` with
 the reason and the original bytes. The MQTT message is acknowledged (paho ``manual_ack``)
 only after Kafka has acknowledged every write it caused, so a bridge killed at any moment
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import re
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -22,11 +25,14 @@ from aiokafka import AIOKafkaProducer
 from contracts.exceptions import ContractError
 from contracts.models import DlqRecord, GatewayStatus, parse_model, split_batch
 from contracts.services import ServiceSettings
+from contracts.signing import KID_PROPERTY, SIG_PROPERTY, SignatureError, verify
+from stream.keyring import KeyCache, Keyring
 from stream.settings import StreamSettings
 from transport.kafka import make_producer
 from transport.mqtt import Message, MqttClient
 
 log = logging.getLogger(__name__)
+_KID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class Bridge:
@@ -48,6 +54,7 @@ class Bridge:
         self.counts: Counter[str] = Counter()
         self._producer: AIOKafkaProducer | None = None
         self._redis: aioredis.Redis | None = None
+        self._keys: KeyCache | None = None
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         producer = make_producer(
@@ -57,6 +64,9 @@ class Bridge:
         )
         self._producer = producer
         self._redis = aioredis.from_url(self.services.redis)
+        self._keys = KeyCache(
+            Keyring(self._redis, self.services.redis_prefix), ttl_s=self.settings.key_cache_ttl_s
+        )
         await producer.start()
         try:
             async with self.mqtt:
@@ -105,6 +115,8 @@ class Bridge:
                 gateway,
             )
             return
+        if not await self._signature_ok(message, store, gateway):
+            return
         events, rejected = split_batch(message.payload)
         futures = []
         for event in events:
@@ -125,6 +137,32 @@ class Bridge:
         if futures:
             await asyncio.gather(*futures)
         self.counts["events"] += len(futures)
+
+    async def _signature_ok(self, message: Message, store: str, gateway: str) -> bool:
+        """Verify a signed batch always, an unsigned one only when signatures are required."""
+        assert self._keys is not None
+        signed = any(n in (KID_PROPERTY, SIG_PROPERTY) for n, _ in message.user_properties)
+        if not signed and not self.settings.require_signatures:
+            self.counts["unsigned_accepted"] += 1
+            return True
+        kid = message.user_property(KID_PROPERTY)
+        # Only well-formed kids reach Redis; verify() names the malformed ones.
+        key = await self._keys.get(kid) if kid and _KID.fullmatch(kid) else None
+        try:
+            verify(
+                message.topic,
+                message.payload,
+                message.user_properties,
+                lambda _kid: key,
+                store_id=store,
+                gateway_id=gateway,
+            )
+        except SignatureError as exc:
+            self.counts["bad_signature"] += 1
+            await self._dlq(str(exc), message.payload, store, gateway)
+            return False
+        self.counts["signed"] += 1
+        return True
 
     async def _dlq(self, reason: str, raw: bytes, store: str | None, gateway: str | None) -> None:
         assert self._producer is not None

@@ -9,3 +9,7 @@ class StreamError(Exception):
 
 class RegistryError(StreamError):
     """A customer registry operation was refused (unknown customer, bad field)."""
+
+
+class KeyringError(StreamError):
+    """A gateway keyring operation was refused (unknown key id)."""

@@ -36,6 +36,15 @@ class StreamSettings(BaseSettings):
     bridge_max_payload: int = Field(
         default=1_000_000, gt=0, description="largest accepted MQTT batch (bytes)"
     )
+    require_signatures: bool = Field(
+        default=False,
+        description="bridge rejects event batches without a valid gateway signature (contracts.signing)",
+    )
+    key_cache_ttl_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="how long the bridge trusts a cached gateway key (revocation delay)",
+    )
     kafka_idempotent: bool = Field(
         default=False,
         description="idempotent Kafka producer (needs InitProducerId: real Kafka/Redpanda, not Tansu)",
