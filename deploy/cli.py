@@ -17,6 +17,7 @@ from rich.console import Console
 
 from contracts.services import ServiceSettings
 from notifier.cli import associates_app
+from stream.cli import gateways_app
 
 if TYPE_CHECKING:
     from simulators.scenarios import SimPerson
@@ -39,6 +40,7 @@ app.add_typer(notifier_app, name="notifier")
 app.add_typer(customers_app, name="customers")
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(associates_app, name="associates")
+app.add_typer(gateways_app, name="gateways")
 
 out = Console()
 err = Console(stderr=True)
