@@ -1,0 +1,54 @@
+"""Shipped layouts load, are consistent, and route people through their doors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from contracts.trace import Layout
+from simulators.exceptions import LayoutError
+from simulators.layout import layout_names, load_layout
+
+
+def test_shipped_layouts_are_the_boutique_and_the_flagship() -> None:
+    assert {"boutique", "flagship"} <= set(layout_names())
+
+
+@pytest.mark.parametrize("name", ["boutique", "flagship"])
+def test_layout_has_every_zone_kind_and_a_door(name: str) -> None:
+    lay = load_layout(name)
+    kinds = {z.kind for z in lay.zones}
+    assert kinds == {"entrance", "fitting_room", "floor", "checkout", "outside"}
+    assert lay.doors, "a street → entrance portal"
+    assert lay.beacons
+    # The header's layout satisfies the trace contract's model.
+    contract = Layout.model_validate(lay.trace_layout())
+    assert {g.id for g in contract.gateways} == {g.id for g in lay.gateways}
+
+
+def test_flagship_routes_up_the_escalators_to_the_second_floor_fitting_rooms() -> None:
+    lay = load_layout("flagship")
+    portals = [p.id for p, _ in lay.route("street", "fitting-2")]
+    assert portals[0] in {"main-door", "side-door"}
+    assert portals[-3:] == ["escalator-01", "escalator-12", "fitting-2-in"]
+    assert lay.zone_at(2, 25.0, 30.0) == "fitting-2"
+    assert lay.zone_at(0, 0.0, 1.0) == "entrance-main"
+
+
+def test_calibration_offset_normalises_to_the_reference_phone() -> None:
+    gw = next(g for g in load_layout("boutique").gateways if g.id == "gw-fitting")
+    assert gw.rssi_1m == -61.0
+    assert gw.rssi_offset_db == 2.0
+
+
+def test_a_bad_layout_names_the_field(tmp_path: Path) -> None:
+    data = json.loads(json.dumps(load_layout("boutique").model_dump(mode="json")))
+    data["gateways"][0]["zone_id"] = "nowhere"
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(LayoutError, match="unknown zone 'nowhere'"):
+        load_layout(path)
+    with pytest.raises(LayoutError, match="no such layout"):
+        load_layout("atlantis")
