@@ -162,8 +162,27 @@ class GatewayStatus(_Strict):
     scanner: str | None = None
     reconnects: Annotated[int, Field(ge=0)] | None = None
     warnings: list[str] = Field(default_factory=list)
+    # Added compatibly (all optional): older gateways simply do not send them.
+    events_per_s: Annotated[float, Field(ge=0)] | None = None
+    outbox_bytes: Annotated[int, Field(ge=0)] | None = None
+    dropped: Annotated[int, Field(ge=0)] | None = None
+    decode_errors: Annotated[int, Field(ge=0)] | None = None
+    scanner_state: str | None = None
+    beacons: list[BeaconHealth] = Field(default_factory=list)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class BeaconHealth(_Strict):
+    """A store beacon's last Eddystone-TLM as one gateway heard it (fleet health)."""
+
+    address: str
+    beacon_id: str | None = None
+    last_seen: UtcMillis
+    battery_mv: Annotated[int, Field(ge=0, le=0xFFFF)] | None = None
+    temperature_c: float | None = None
+    adv_count: Annotated[int, Field(ge=0)] | None = None
+    uptime_s: Annotated[float, Field(ge=0)] | None = None
 
 
 class AlertKind(StrEnum):

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import sys
+import tempfile
 from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +17,8 @@ import typer
 from rich.console import Console
 
 from contracts.services import ServiceSettings
+from edge import cli as edge_cli
+from edge.cli import app as edge_app
 from notifier.cli import associates_app
 from stream.cli import gateways_app
 
@@ -29,7 +32,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-edge_app = typer.Typer(help="The gateway agent.", no_args_is_help=True)
 stream_app = typer.Typer(help="The Faust stream processor.", no_args_is_help=True)
 notifier_app = typer.Typer(help="The associate notifier.", no_args_is_help=True)
 customers_app = typer.Typer(help="Enroll customers and manage their consent.", no_args_is_help=True)
@@ -181,63 +183,18 @@ def _run_forever(coro: Coroutine[Any, Any, None]) -> None:
 
 
 # --- edge -----------------------------------------------------------------------------
-@edge_app.command("run")
-def edge_run(
-    source: Annotated[str, typer.Option(help="bleak | replay:PATH | sim:NAME")] = "bleak",
-    store: Annotated[Optional[str], typer.Option(help="store id")] = None,  # noqa: UP045
-    gateway: Annotated[Optional[str], typer.Option(help="gateway id")] = None,  # noqa: UP045
-    zone: Annotated[Optional[str], typer.Option(help="zone id this gateway watches")] = None,  # noqa: UP045
-    mqtt: Annotated[Optional[str], typer.Option(help="MQTT URL (default PROXIMA_MQTT)")] = None,  # noqa: UP045
-    config: Annotated[Optional[Path], typer.Option(help="TOML config file")] = None,  # noqa: UP045
-    outbox: Annotated[Optional[Path], typer.Option(help="outbox path (not yet persistent)")] = None,  # noqa: UP045
-    speed: Annotated[str, typer.Option(help="replay pace: N× real time or 'max'")] = "max",
-    until_drained: Annotated[
-        bool, typer.Option(help="exit 0 once a finite source is drained")
-    ] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
-) -> None:
-    """Run one gateway agent."""
-    from edge.agent import EdgeAgent
-    from edge.settings import EdgeSettings
-    from edge.sources import BleakSource, ScannerSource, TraceSource
+def _load_scenario(name: str) -> tuple[Any, Any]:
+    """``sim:NAME`` for ``proxima edge run``: the simulators are composed in here, not in edge."""
+    from simulators.scenarios import scenario as make_scenario
 
-    _logging(verbose)
-    overrides: dict[str, object] = {}
-    if config is not None:
-        import tomllib
+    try:
+        sc = make_scenario(name, datetime.now(UTC))
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    return sc.header, sc.records
 
-        try:
-            overrides.update(tomllib.loads(config.read_text()))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise _fail(f"config {config}: {exc}") from exc
-    for key, value in (("store_id", store), ("gateway_id", gateway), ("zone_id", zone)):
-        if value is not None:
-            overrides[key] = value
-    settings = EdgeSettings(**overrides)  # type: ignore[arg-type]
-    services = ServiceSettings()
-    pace = _parse_speed(speed)
-    src: ScannerSource
-    if source == "bleak":
-        src = BleakSource()
-    elif source.startswith("replay:"):
-        src = TraceSource.from_file(Path(source.removeprefix("replay:")), settings.gateway_id, pace)
-    elif source.startswith("sim:"):
-        from simulators.scenarios import scenario as make_scenario
 
-        try:
-            sc = make_scenario(source.removeprefix("sim:"), datetime.now(UTC))
-        except ValueError as exc:
-            raise _fail(str(exc)) from exc
-        src = TraceSource(sc.header, iter(sc.records), settings.gateway_id, pace)
-    else:
-        raise _fail(f"unknown source {source!r}: use bleak, replay:PATH or sim:NAME")
-    agent = EdgeAgent(settings, src, mqtt or services.mqtt, services.topics)
-    asyncio.run(agent.run())
-    s = agent.stats
-    out.print(
-        f"edge: {s.adverts} adverts, {s.events} events, {s.events_published} published",
-        highlight=False,
-    )
+edge_cli.scenario_loader = _load_scenario
 
 
 # --- replay & simulate ----------------------------------------------------------------
@@ -273,16 +230,26 @@ async def _replay(trace: Path, speed: float | None) -> dict[str, tuple[int, int]
         raise OSError(f"{trace}: header has no layout; replay needs the gateways and their zones")
     services = ServiceSettings()
     agents = []
-    for gw in header.layout.gateways:
-        settings = EdgeSettings(
-            store_id=header.store_id,
-            gateway_id=gw.id,
-            zone_id=gw.zone_id,
-            rssi_offset_db=gw.rssi_offset_db,
-        )
-        src = TraceSource.from_file(trace, gw.id, speed)
-        agents.append(EdgeAgent(settings, src, services.mqtt, services.topics))
-    await asyncio.gather(*(a.run() for a in agents))
+    # A replay is a dev tool: each agent gets a fresh outbox that disappears afterwards.
+    with tempfile.TemporaryDirectory(prefix="proxima-replay-") as tmp:
+        for gw in header.layout.gateways:
+            settings = EdgeSettings(
+                store_id=header.store_id,
+                gateway_id=gw.id,
+                zone_id=gw.zone_id,
+                rssi_offset_db=gw.rssi_offset_db,
+            )
+            src = TraceSource.from_file(trace, gw.id, speed)
+            agents.append(
+                EdgeAgent(
+                    settings,
+                    src,
+                    services.topics,
+                    mqtt_url=settings.mqtt_url or services.mqtt,
+                    outbox_path=Path(tmp) / f"outbox-{gw.id}.sqlite",
+                )
+            )
+        await asyncio.gather(*(a.run(until_drained=True) for a in agents))
     return {a.settings.gateway_id: (a.stats.adverts, a.stats.events_published) for a in agents}
 
 

@@ -1,190 +1,418 @@
-"""The gateway agent: source → decode → presence → events → batches → MQTT (QoS 1).
+"""The gateway agent: source → pipeline → outbox (SQLite) → signed MQTT batches, plus health.
 
-The agent runs on its source's clock, so a replay at max speed takes the same decisions
-as the same trace heard live. A batch is dropped from memory only after the broker's
-PUBACK; until then it is retried.
+Tasks, all owned by one ``asyncio.TaskGroup``:
+
+- **consume**: advertisements from the source through :class:`edge.pipeline.Pipeline`;
+  transitions go to an in-memory buffer;
+- **writer**: the buffer into :meth:`Outbox.put` (one durable transaction per wake-up, so
+  a burst costs one fsync); events get their ``event_id`` and ``seq`` there;
+- **ticker**: presence timers on the source's clock, so exits fire during silence;
+- **uplink**: connect with full-jitter capped backoff, then publish the outbox's batches
+  one at a time, each signed when a key is configured; a batch leaves the outbox only
+  after PUBACK. A publish that fails drops the connection (and paho's queue with it) and
+  reconnects, so a batch is never queued twice inside paho;
+- **status**: the retained ``online`` status with health every ``status_interval_s``;
+  the retained last will is ``offline``.
+
+The agent runs on its source's clock: a replay at max speed decides as the same trace
+heard live. Presence state is in memory: after a crash a subject still in the zone is
+entered again; events already in the outbox are never lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+import random
+import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import quote
 
-from beacons.exceptions import BeaconError
-from beacons.frames import decode_fields
-from contracts.models import Event, EventKind, GatewayState, GatewayStatus, Subject, SubjectType
+from beacons.presence import Transition
+from contracts.models import BeaconHealth as BeaconHealthModel
+from contracts.models import GatewayState, GatewayStatus
+from contracts.signing import sign
 from contracts.topics import Topics
-from edge.presence import PresenceTracker, Transition
+from edge.backoff import backoff_delay
+from edge.exceptions import EventRejected, OutboxError, OutboxFull
+from edge.outbox import EventDraft, Outbox
+from edge.pipeline import Pipeline, to_draft
 from edge.settings import EdgeSettings
-from edge.sources import Advertisement, ScannerSource
-from transport.mqtt import MqttClient, MqttError, Will
+from edge.sources import ScannerSource, WatchdogSource
+from transport.mqtt import MqttClient, MqttError, MqttUrl, Will
 
 log = logging.getLogger(__name__)
 
-VERSION = "0.1.0"
-TICK_S = 1.0
+VERSION = "0.2.0"
+FLUSH_AT = 4096  # buffered transitions before the consumer waits for the writer
 
 
 @dataclass(slots=True)
 class AgentStats:
     adverts: int = 0
-    decode_errors: int = 0
-    eid_frames: int = 0
     events: int = 0
     events_published: int = 0
     batches_published: int = 0
-    publish_retries: int = 0
+    publish_failures: int = 0
+    reconnects: int = 0
+    connect_failures: int = 0
+    refused: int = 0
+    rejected: int = 0
     started: float = field(default_factory=time.monotonic)
 
 
-def _ts(t: float) -> datetime:
-    return datetime.fromtimestamp(t, tz=UTC)
-
-
 class EdgeAgent:
-    """One gateway's agent. ``run()`` returns when a finite source is drained."""
+    """One gateway's agent. ``run()`` returns on :meth:`stop`, or when drained if asked."""
 
     def __init__(
-        self, settings: EdgeSettings, source: ScannerSource, mqtt_url: str, topics: Topics
+        self,
+        settings: EdgeSettings,
+        source: ScannerSource,
+        topics: Topics,
+        *,
+        mqtt_url: str,
+        outbox_path: Path | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: Callable[[], float] = random.random,
     ) -> None:
         self.settings = settings
+        if not source.finite and not isinstance(source, WatchdogSource):
+            source = WatchdogSource(source, settings.watchdog_s)
         self.source = source
         self.topics = topics
+        self.clock = clock
+        self.rng = rng
         self.stats = AgentStats()
-        self.tracker = PresenceTracker(
-            settings.zone_id,
-            enter_rssi=settings.enter_rssi,
-            exit_rssi=settings.exit_rssi,
-            enter_min_s=settings.enter_min_s,
-            exit_timeout_s=settings.exit_timeout_s,
-            dwell_s=settings.dwell_s,
+        self.pipeline = Pipeline(settings)
+        self._temp_dir: tempfile.TemporaryDirectory[str] | None = None
+        self.outbox_path = outbox_path or settings.resolved_outbox_path()
+        self.outbox = Outbox(
+            self.outbox_path,
+            store_id=settings.store_id,
+            gateway_id=settings.gateway_id,
+            max_rows=settings.outbox_max_rows,
+            max_bytes=settings.outbox_max_bytes,
+            warn_fraction=settings.outbox_warn_fraction,
+            clock=clock,
         )
-        self._seq = 0
-        self._queue: asyncio.Queue[Event] = asyncio.Queue()
-        self._next_tick = 0.0
-        status_topic = topics.gateway_status(settings.store_id, settings.gateway_id)
-        self._status_topic = status_topic
-        self.mqtt = MqttClient(
-            mqtt_url,
-            client_id=f"proxima-gw-{settings.store_id}-{settings.gateway_id}-{uuid.uuid4().hex[:6]}",
-            will=Will(
-                status_topic,
-                self._status(GatewayState.OFFLINE).model_dump_json(by_alias=True).encode(),
-            ),
+        self.mqtt_url = _with_credentials(mqtt_url, settings)
+        self.events_topic = topics.gateway_events(settings.store_id, settings.gateway_id)
+        self.status_topic = topics.gateway_status(settings.store_id, settings.gateway_id)
+        self._secret = settings.signing_secret
+        self._buffer: list[Transition] = []
+        self._wake_writer = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
+        self._mqtt: MqttClient | None = None
+        self._stop = asyncio.Event()
+        self._source_done = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
+        self._rate_mark = (time.monotonic(), 0, 0)
+        self.rates = (0.0, 0.0)  # adverts/s, events/s over the last status interval
+
+    # --- lifecycle ------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask ``run()`` to finish: flush the buffer to the outbox, publish ``offline``."""
+        self._stop.set()
+
+    async def run(self, *, until_drained: bool = False) -> None:
+        """Run until :meth:`stop`; with ``until_drained`` also until a finite source is
+        exhausted and the outbox is empty."""
+        async with self.outbox:
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    consumer = tg.create_task(self._consume(), name="edge-consume")
+                    tasks = [
+                        consumer,
+                        tg.create_task(self._writer(), name="edge-writer"),
+                        tg.create_task(self._ticker(), name="edge-ticker"),
+                        tg.create_task(self._uplink(), name="edge-uplink"),
+                        tg.create_task(self._status_loop(), name="edge-status"),
+                    ]
+                    if self.settings.http_port is not None:
+                        from edge.health import serve_health
+
+                        tasks.append(
+                            tg.create_task(serve_health(self, self._stop), name="edge-http")
+                        )
+                    await self._until_done(until_drained)
+                    consumer.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await consumer
+                    await self._flush()
+                    await self._publish_status(GatewayState.OFFLINE)
+                    for task in tasks:
+                        task.cancel()
+            finally:
+                for task in list(self._background):
+                    task.cancel()
+                if self._mqtt is not None:
+                    with contextlib.suppress(MqttError):
+                        await self._mqtt.disconnect()
+                    self._mqtt = None
+
+    async def _until_done(self, until_drained: bool) -> None:
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            if until_drained:
+                done = asyncio.ensure_future(self._drained())
+                await asyncio.wait({stop, done}, return_when=asyncio.FIRST_COMPLETED)
+                done.cancel()
+            else:
+                await stop
+        finally:
+            stop.cancel()
+
+    async def _drained(self) -> None:
+        await self._source_done.wait()
+        await self._flush()
+        await self.outbox.wait_empty()
+
+    # --- source → pipeline → buffer ---------------------------------------------------
+    async def _consume(self) -> None:
+        pipeline = self.pipeline
+        buffer = self._buffer
+        tick_s = self.settings.tick_s
+        next_tick = 0.0
+        source = self.source
+        try:
+            async for advert in source.adverts():
+                pipeline.handle(advert, buffer)
+                now = source.now()
+                if now >= next_tick:
+                    next_tick = now + tick_s
+                    pipeline.tick(now, buffer)
+                if buffer:
+                    self._wake_writer.set()
+                    if len(buffer) >= FLUSH_AT:
+                        await self._flush()
+        finally:
+            self.stats.adverts = pipeline.stats.adverts
+        # A finite source ends with everyone's exit: nothing more will be heard.
+        s = self.settings
+        pipeline.tick(source.now() + s.exit_timeout_s + s.exit_min_s + s.dwell_s, buffer)
+        await self._flush()
+        self._source_done.set()
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.tick_s)
+            if not self._source_done.is_set():
+                self.pipeline.tick(self.source.now(), self._buffer)
+                if self._buffer:
+                    self._wake_writer.set()
+
+    # --- buffer → outbox --------------------------------------------------------------
+    async def _writer(self) -> None:
+        while True:
+            await self._wake_writer.wait()
+            self._wake_writer.clear()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        async with self._flush_lock:
+            while self._buffer:
+                items = self._buffer[:]
+                del self._buffer[:]  # the consumer holds a reference to this list
+                await self._store([to_draft(tr) for tr in items])
+
+    async def _store(self, drafts: list[EventDraft]) -> None:
+        try:
+            events = await self.outbox.put(drafts)
+        except OutboxFull as exc:
+            self.stats.refused += len(drafts)
+            log.error("%s", exc)
+            return
+        except EventRejected as exc:
+            if len(drafts) == 1:
+                self.stats.rejected += 1
+                log.error("pipeline produced an invalid event, not stored: %s", exc)
+                return
+            for draft in drafts:  # keep the good ones next to the bad one
+                await self._store([draft])
+            return
+        self.stats.events += len(events)
+
+    # --- outbox → MQTT ----------------------------------------------------------------
+    def _client(self) -> MqttClient:
+        s = self.settings
+        offline = self._status(GatewayState.OFFLINE).model_dump_json(by_alias=True)
+        client = MqttClient(
+            self.mqtt_url,
+            client_id=f"proxima-gw-{s.store_id}-{s.gateway_id}-{uuid.uuid4().hex[:6]}",
+            will=Will(self.status_topic, offline.encode()),
+            ca_file=str(s.mqtt_ca_file) if s.mqtt_ca_file else None,
+            cert_file=str(s.mqtt_cert_file) if s.mqtt_cert_file else None,
+            key_file=str(s.mqtt_key_file) if s.mqtt_key_file else None,
+            publish_timeout=s.mqtt_publish_timeout_s,
         )
+        client.on_connect_hooks.append(self._on_connected)
+        return client
+
+    def _on_connected(self) -> None:
+        # After paho reconnects on its own, the broker has published our will: say online.
+        task = asyncio.get_running_loop().create_task(
+            self._publish_status(GatewayState.ONLINE), name="edge-status-online"
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _uplink(self) -> None:
+        s = self.settings
+        attempt = 0
+        while True:
+            client = self._client()
+            try:
+                await client.connect(timeout=s.mqtt_publish_timeout_s)
+            except MqttError as exc:
+                self.stats.connect_failures += 1
+                delay = backoff_delay(attempt, s.reconnect_min_s, s.reconnect_max_s, self.rng)
+                attempt += 1
+                log.warning("MQTT connect failed (%s); next attempt in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            attempt = 0
+            self._mqtt = client
+            try:
+                await self._publish_batches(client)
+            except MqttError as exc:
+                self.stats.publish_failures += 1
+                self.stats.reconnects += 1
+                log.warning("MQTT publish failed (%s); reconnecting", exc)
+            finally:
+                self._mqtt = None
+                with contextlib.suppress(MqttError):
+                    await client.disconnect()
+            await asyncio.sleep(backoff_delay(0, s.reconnect_min_s, s.reconnect_max_s, self.rng))
+
+    async def _publish_batches(self, client: MqttClient) -> None:
+        s = self.settings
+        outbox = self.outbox
+        while True:
+            batch = await outbox.next_batch(
+                max_events=s.batch_max_events,
+                max_bytes=s.batch_max_bytes,
+                max_latency_s=s.batch_max_latency_s,
+            )
+            props = None
+            if self._secret is not None and s.signing_kid is not None:
+                props = sign(s.signing_kid, self._secret, self.events_topic, batch.payload)
+            try:
+                await client.publish(self.events_topic, batch.payload, qos=1, user_properties=props)
+            except BaseException:
+                outbox.release(batch)
+                raise
+            await outbox.ack(batch)
+            self.stats.events_published += batch.count
+            self.stats.batches_published += 1
+
+    @property
+    def connected(self) -> bool:
+        client = self._mqtt
+        return client is not None and client.is_connected
+
+    # --- status -----------------------------------------------------------------------
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.status_interval_s)
+            self._update_rates()
+            await self._publish_status(GatewayState.ONLINE)
+
+    def _update_rates(self) -> None:
+        now = time.monotonic()
+        t0, adverts0, events0 = self._rate_mark
+        adverts, events = self.pipeline.stats.adverts, self.stats.events
+        dt = max(now - t0, 1e-6)
+        self.rates = ((adverts - adverts0) / dt, (events - events0) / dt)
+        self._rate_mark = (now, adverts, events)
+
+    def warnings(self) -> list[str]:
+        """What an operator should look at, worst first."""
+        out = []
+        ob = self.outbox.stats
+        if ob.near_cap:
+            out.append(
+                f"outbox near its cap: {ob.depth}/{self.outbox.max_rows} events,"
+                f" {ob.bytes}/{self.outbox.max_bytes} bytes"
+            )
+        if ob.dropped_total or self.stats.refused:
+            out.append(
+                f"outbox cap hit: dropped {ob.dropped} and refused {self.stats.refused} events"
+            )
+        if self.source.state == "failed":
+            out.append("scanner failed to start")
+        if isinstance(self.source, WatchdogSource) and self.source.restarts:
+            out.append(f"scanner restarted {self.source.restarts} times by the watchdog")
+        return out
 
     def _status(self, state: GatewayState) -> GatewayStatus:
+        s = self.settings
+        ob = self.outbox.stats
+        warnings = self.warnings() if state != GatewayState.OFFLINE else []
+        if state == GatewayState.ONLINE and warnings:
+            state = GatewayState.DEGRADED
+        beacons = [
+            BeaconHealthModel(
+                address=b.address,
+                beacon_id=b.beacon_id,
+                last_seen=datetime.fromtimestamp(b.last_seen, tz=UTC),
+                battery_mv=b.battery_mv,
+                temperature_c=b.temperature_c,
+                adv_count=b.adv_count,
+                uptime_s=b.uptime_s,
+            )
+            for b in self.pipeline.beacons.values()
+        ]
         return GatewayStatus(
-            store_id=self.settings.store_id,
-            gateway_id=self.settings.gateway_id,
+            store_id=s.store_id,
+            gateway_id=s.gateway_id,
             state=state,
-            at=datetime.now(UTC),
+            at=datetime.fromtimestamp(self.clock(), tz=UTC),
             version=VERSION,
             uptime_s=round(time.monotonic() - self.stats.started, 3),
+            adverts_per_s=round(self.rates[0], 2),
+            events_per_s=round(self.rates[1], 3),
             events_published=self.stats.events_published,
-            outbox_depth=self._queue.qsize(),
+            outbox_depth=ob.depth,
+            outbox_bytes=ob.bytes,
+            outbox_oldest_s=round(self.outbox.oldest_age_s(), 3),
+            dropped=ob.dropped_total + self.stats.refused,
+            decode_errors=self.pipeline.stats.decode_errors,
             scanner=self.source.name,
+            scanner_state=self.source.state,
+            reconnects=self.stats.reconnects,
+            warnings=warnings,
+            beacons=beacons,
         )
 
-    async def run(self) -> None:
-        async with self.mqtt:
-            await self._publish_status(GatewayState.ONLINE)
-            publisher = asyncio.create_task(self._publish_loop(), name="edge-publisher")
-            try:
-                await self._consume()
-                # Flush presence: a drained trace ends with everyone's exit.
-                self._emit(self.tracker.tick(self.source.now() + self.settings.exit_timeout_s))
-                await self._queue.join()
-            finally:
-                publisher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await publisher
-            await self._publish_status(GatewayState.OFFLINE)
-
     async def _publish_status(self, state: GatewayState) -> None:
-        payload = self._status(state).model_dump_json(by_alias=True, exclude_none=True).encode()
+        client = self._mqtt
+        if client is None:
+            return
         try:
-            await self.mqtt.publish(self._status_topic, payload, qos=1, retain=True)
+            payload = self._status(state).model_dump_json(by_alias=True, exclude_none=True)
+        except OutboxError:
+            return
+        try:
+            await client.publish(self.status_topic, payload.encode(), qos=1, retain=True)
         except MqttError as exc:
             log.warning("status publish failed: %s", exc)
 
-    async def _consume(self) -> None:
-        async for advert in self.source.adverts():
-            self.handle(advert)
-            now = self.source.now()
-            if now >= self._next_tick:
-                self._next_tick = now + TICK_S
-                self._emit(self.tracker.tick(now))
 
-    def handle(self, advert: Advertisement) -> None:
-        """Decode one advertisement and feed its rotating identifiers to presence."""
-        self.stats.adverts += 1
-        try:
-            frames = decode_fields(advert.manufacturer_data, advert.service_data)
-        except BeaconError as exc:
-            self.stats.decode_errors += 1
-            log.debug("undecodable advert from %s: %s", advert.address, exc)
-            return
-        rssi = advert.rssi + self.settings.rssi_offset_db
-        for frame in frames:
-            if frame.type == "eddystone_eid":
-                self.stats.eid_frames += 1
-                self._emit(self.tracker.observe(frame.eid.hex(), rssi, advert.at))
-
-    def _emit(self, transitions: list[Transition]) -> None:
-        for tr in transitions:
-            self._seq += 1
-            self.stats.events += 1
-            event = Event(
-                schema_="proxima.zone.v1",
-                event_id=uuid.uuid4(),
-                store_id=self.settings.store_id,
-                gateway_id=self.settings.gateway_id,
-                observed_at=_ts(tr.at),
-                seq=self._seq,
-                kind=EventKind(tr.kind),
-                subject=Subject(type=SubjectType.EDDYSTONE_EID, id=tr.subject),
-                zone_id=tr.zone_id,
-                rssi=tr.rssi,
-                confidence=tr.confidence,
-            )
-            self._queue.put_nowait(event)
-
-    async def _publish_loop(self) -> None:
-        topic = self.topics.gateway_events(self.settings.store_id, self.settings.gateway_id)
-        max_n = self.settings.batch_max_events
-        while True:
-            batch = [await self._queue.get()]
-            deadline = asyncio.get_running_loop().time() + self.settings.batch_max_latency_s
-            while len(batch) < max_n:
-                timeout = deadline - asyncio.get_running_loop().time()
-                if timeout <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), timeout))
-                except TimeoutError:
-                    break
-            payload = json.dumps(
-                [e.model_dump(mode="json", by_alias=True, exclude_none=True) for e in batch],
-                separators=(",", ":"),
-            ).encode()
-            delay = 0.5
-            while True:
-                try:
-                    await self.mqtt.publish(topic, payload, qos=1)
-                    break
-                except MqttError as exc:
-                    self.stats.publish_retries += 1
-                    log.warning("batch of %d not acknowledged (%s); retrying", len(batch), exc)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 10.0)
-            self.stats.events_published += len(batch)
-            self.stats.batches_published += 1
-            for _ in batch:
-                self._queue.task_done()
+def _with_credentials(url: str, settings: EdgeSettings) -> str:
+    """The broker URL with the configured username/password (they win over the URL's)."""
+    if settings.mqtt_username is None and settings.mqtt_password is None:
+        return url
+    parsed = MqttUrl.parse(url)
+    user = settings.mqtt_username or parsed.username or ""
+    password = (
+        settings.mqtt_password.get_secret_value() if settings.mqtt_password else parsed.password
+    )
+    auth = quote(user, safe="") + (f":{quote(password, safe='')}" if password else "")
+    scheme = "mqtts" if parsed.tls else "mqtt"
+    return f"{scheme}://{auth}@{parsed.host}:{parsed.port}"

@@ -159,6 +159,7 @@ class Outbox:
         self._db: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._changed: asyncio.Event | None = None
+        self._acked: asyncio.Event | None = None
         self._inflight_last = 0
         self._write_lock: asyncio.Lock | None = None
 
@@ -176,6 +177,7 @@ class Outbox:
             raise OutboxError(f"outbox {self.path} is already open")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
         self._changed = asyncio.Event()
+        self._acked = asyncio.Event()
         self._write_lock = asyncio.Lock()
         try:
             await self._run(self._open_sync)
@@ -244,6 +246,15 @@ class Outbox:
         """The broker has the batch (PUBACK): delete its rows."""
         await self._run(self._ack_sync, batch)
         self._inflight_last = 0
+        assert self._acked is not None
+        self._acked.set()
+
+    async def wait_empty(self) -> None:
+        """Return once every stored event has been acknowledged by the broker."""
+        assert self._acked is not None
+        while self.stats.depth:
+            self._acked.clear()
+            await self._acked.wait()
 
     def release(self, batch: Batch) -> None:
         """The batch was not published; it will be the next one again."""
@@ -441,7 +452,7 @@ class Outbox:
         parts: list[bytes] = []
         first = last = 0
         oldest = 0.0
-        size = 2
+        size = 1  # "[" + "]" + the commas between n bodies = 1 + n
         for seq, created, body in db.execute(
             "SELECT seq, created, body FROM outbox ORDER BY seq LIMIT ?", (max_events,)
         ):

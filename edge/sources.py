@@ -8,14 +8,19 @@ replay (so ``--speed max`` runs a day on a virtual clock and decides exactly as 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from contracts.trace import AdvRecord, TraceHeader, TraceRecord, read_trace
 from edge.exceptions import SourceError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +38,16 @@ class Advertisement:
 
 
 class ScannerSource(ABC):
-    """Where advertisements come from. ``now()`` is the clock the agent decides on."""
+    """Where advertisements come from. ``now()`` is the clock the agent decides on.
+
+    ``adverts()`` opens one scanning session; closing the iterator (``aclose``) ends it,
+    and calling ``adverts()`` again starts a new one (the watchdog relies on that).
+    ``state`` is for the status: ``idle``, ``scanning``, ``restarting``, ``finished``,
+    ``failed``.
+    """
 
     name: str = "source"
+    state: str = "idle"
 
     @abstractmethod
     def adverts(self) -> AsyncIterator[Advertisement]:
@@ -116,6 +128,7 @@ class TraceSource(ScannerSource):
 
     async def adverts(self) -> AsyncIterator[Advertisement]:
         self._wall0 = time.monotonic()
+        self.state = "scanning"
         n = 0
         for record in self._records:
             if not isinstance(record, AdvRecord):
@@ -133,23 +146,75 @@ class TraceSource(ScannerSource):
                     await asyncio.sleep(0)  # let the publisher run during a max-speed replay
             self._now = self.start + record.t
             yield advert_from_record(record, self.start)
+        self.state = "finished"
+
+
+class SimulatorSource(TraceSource):
+    """A simulated scenario's adverts for this gateway, on the scenario's own clock.
+
+    The caller builds the scenario (``simulators`` is never imported by production code;
+    ``deploy.cli`` composes them) and hands over its header and records.
+    """
+
+    name = "sim"
+
+
+# Patterns for BlueZ passive scanning (AdvertisementMonitor): what a gateway needs to hear.
+EDDYSTONE_SERVICE_DATA = (0, 0x16, b"\xaa\xfe")  # 16-bit service data, UUID 0xFEAA (LE)
+IBEACON_MANUFACTURER = (0, 0xFF, b"\x4c\x00\x02\x15")  # Apple company id + iBeacon type
+ALTBEACON_MANUFACTURER = (2, 0xFF, b"\xbe\xac")  # any company id, then the beacon code
+PASSIVE_PATTERNS = (EDDYSTONE_SERVICE_DATA, IBEACON_MANUFACTURER, ALTBEACON_MANUFACTURER)
 
 
 class BleakSource(ScannerSource):
-    """A real radio through bleak's BleakScanner (BlueZ on a Linux gateway)."""
+    """A real radio through bleak's BleakScanner (BlueZ on a Linux gateway).
+
+    ``scanning_mode="passive"`` uses BlueZ advertisement monitors with or-patterns
+    (Eddystone service data, iBeacon, AltBeacon): no scan requests go out and BlueZ
+    filters in the controller where it can. It needs ``bluetoothd --experimental`` on
+    BlueZ ≥ 5.56; ``auto`` tries passive and falls back to active scanning when BlueZ
+    refuses. Each ``adverts()`` call is one scanning session; closing it stops the scan.
+    """
 
     name = "bleak"
 
-    def __init__(self, adapter: str | None = None, queue_size: int = 10_000) -> None:
+    def __init__(
+        self,
+        adapter: str | None = None,
+        queue_size: int = 10_000,
+        scanning_mode: str = "auto",
+    ) -> None:
+        if scanning_mode not in ("auto", "passive", "active"):
+            raise SourceError(
+                f"scanning mode must be auto, passive or active, not {scanning_mode!r}"
+            )
         self.adapter = adapter
+        self.scanning_mode = scanning_mode
+        self.active_mode: str | None = None  # what the last session really used
         self._queue: asyncio.Queue[Advertisement] = asyncio.Queue(maxsize=queue_size)
         self.dropped = 0
 
     def now(self) -> float:
         return time.time()
 
-    async def adverts(self) -> AsyncIterator[Advertisement]:
+    async def _start(self, on_advert: Any, mode: str) -> Any:
         from bleak import BleakScanner
+        from bleak.args.bluez import BlueZScannerArgs, OrPattern
+        from bleak.assigned_numbers import AdvertisementDataType
+
+        bluez: BlueZScannerArgs = {}
+        if self.adapter:
+            bluez["adapter"] = self.adapter
+        if mode == "passive":
+            bluez["or_patterns"] = [
+                OrPattern(pos, AdvertisementDataType(kind), content)
+                for pos, kind, content in PASSIVE_PATTERNS
+            ]
+        scanner = BleakScanner(on_advert, scanning_mode=mode, bluez=bluez)  # type: ignore[arg-type]
+        await scanner.start()
+        return scanner
+
+    async def adverts(self) -> AsyncIterator[Advertisement]:
         from bleak.backends.device import BLEDevice
         from bleak.backends.scanner import AdvertisementData
 
@@ -169,16 +234,127 @@ class BleakSource(ScannerSource):
             except asyncio.QueueFull:
                 self.dropped += 1
 
-        kwargs: dict[str, object] = {"detection_callback": on_advert}
-        if self.adapter:
-            kwargs["bluez"] = {"adapter": self.adapter}
-        try:
-            scanner = BleakScanner(**kwargs)  # type: ignore[arg-type]
-            await scanner.start()
-        except Exception as exc:
-            raise SourceError(f"cannot start BLE scanning: {exc}") from exc
+        modes = ["passive", "active"] if self.scanning_mode == "auto" else [self.scanning_mode]
+        scanner: Any = None
+        errors: list[str] = []
+        for mode in modes:
+            try:
+                scanner = await self._start(on_advert, mode)
+            except Exception as exc:  # bleak raises BleakError, D-Bus errors, OSError ...
+                errors.append(f"{mode}: {exc}")
+                log.warning("BLE %s scanning did not start: %s", mode, exc)
+                continue
+            self.active_mode = mode
+            break
+        if scanner is None:
+            self.state = "failed"
+            raise SourceError(f"cannot start BLE scanning: {'; '.join(errors)}")
+        self.state = "scanning"
         try:
             while True:
                 yield await self._queue.get()
         finally:
-            await scanner.stop()
+            self.state = "idle"
+            try:
+                await scanner.stop()
+            except Exception as exc:  # a stalled BlueZ may not even stop cleanly
+                log.warning("BLE scanner did not stop cleanly: %s", exc)
+
+
+async def _anext(iterator: AsyncIterator[Advertisement]) -> Advertisement:
+    return await anext(iterator)
+
+
+class WatchdogSource(ScannerSource):
+    """Restarts a source's scanning session when nothing arrives for ``timeout_s``.
+
+    BlueZ scans stall silently (the most reported failure of gateway projects): the
+    session stays "on" and no advertisement comes. Every ``poll_s`` the watchdog checks
+    the time since the last advertisement on ``clock``; past ``timeout_s`` it closes the
+    session and opens a new one after ``restart_delay_s``. A session that fails to start
+    is retried the same way. ``clock`` and ``sleep`` are injectable for tests.
+    """
+
+    def __init__(
+        self,
+        inner: ScannerSource,
+        timeout_s: float,
+        *,
+        poll_s: float | None = None,
+        restart_delay_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if timeout_s <= 0:
+            raise SourceError(f"watchdog timeout must be > 0, got {timeout_s}")
+        self.inner = inner
+        self.name = inner.name
+        self.timeout_s = timeout_s
+        self.poll_s = poll_s if poll_s is not None else min(timeout_s / 4, 5.0)
+        self.restart_delay_s = restart_delay_s
+        self.clock = clock
+        self.sleep = sleep
+        self.restarts = 0
+        self.start_failures = 0
+
+    @property
+    def state(self) -> str:  # type: ignore[override]
+        return self.inner.state
+
+    @property
+    def finite(self) -> bool:
+        return self.inner.finite
+
+    def now(self) -> float:
+        return self.inner.now()
+
+    async def adverts(self) -> AsyncIterator[Advertisement]:
+        while True:
+            iterator = aiter(self.inner.adverts())
+            last = self.clock()
+            pending: asyncio.Task[Advertisement] | None = None
+            try:
+                while True:
+                    if pending is None:
+                        pending = asyncio.ensure_future(_anext(iterator))
+                    sleeper = asyncio.ensure_future(self.sleep(self.poll_s))
+                    try:
+                        await asyncio.wait({pending, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        sleeper.cancel()
+                    if pending.done():
+                        task, pending = pending, None
+                        try:
+                            advert = task.result()
+                        except StopAsyncIteration:
+                            return
+                        last = self.clock()
+                        yield advert
+                    elif self.clock() - last >= self.timeout_s:
+                        self.restarts += 1
+                        log.warning(
+                            "%s: no advertisement for %.0f s; restarting the scan (restart %d)",
+                            self.name,
+                            self.clock() - last,
+                            self.restarts,
+                        )
+                        break
+            except SourceError as exc:
+                self.start_failures += 1
+                log.error("%s: %s; retrying in %.1f s", self.name, exc, self.restart_delay_s)
+            finally:
+                if pending is not None:
+                    pending.cancel()
+                    with contextlib.suppress(BaseException):
+                        await pending
+                await _aclose(iterator)
+            await self.sleep(self.restart_delay_s)
+
+
+async def _aclose(iterator: AsyncIterator[Advertisement]) -> None:
+    close = getattr(iterator, "aclose", None)
+    if close is not None:
+        try:
+            await close()
+        except Exception as exc:
+            log.warning("closing a scan session failed: %s", exc)

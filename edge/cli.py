@@ -1,0 +1,169 @@
+"""``proxima edge ...``: run a gateway agent, check its configuration, list its settings.
+
+Mounted by ``deploy.cli``. ``sim:NAME`` sources need the simulators, which production
+code never imports: ``deploy.cli`` hands a loader in through :data:`scenario_loader`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from contracts.services import ServiceSettings
+from contracts.trace import TraceHeader, TraceRecord
+from edge.config import describe_settings, load_settings
+from edge.exceptions import ConfigError, EdgeError
+from edge.settings import EdgeSettings
+from edge.sources import BleakSource, ScannerSource, SimulatorSource, TraceSource
+
+app = typer.Typer(help="The gateway agent.", no_args_is_help=True)
+out = Console()
+err = Console(stderr=True)
+
+scenario_loader: Callable[[str], tuple[TraceHeader, Iterable[TraceRecord]]] | None = None
+"""``sim:NAME`` → (trace header, records); set by ``deploy.cli``."""
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def parse_speed(value: str | None) -> float | None:
+    """``max`` (or nothing) → None (as fast as possible); a positive number → N× real time."""
+    if value is None or value == "max":
+        return None
+    try:
+        speed = float(value)
+    except ValueError:
+        raise typer.BadParameter(f"speed must be a number > 0 or 'max', got {value!r}") from None
+    if speed <= 0:
+        raise typer.BadParameter(f"speed must be > 0, got {value!r}")
+    return speed
+
+
+def make_source(settings: EdgeSettings) -> ScannerSource:
+    """The source ``settings.source`` names (bleak | replay:PATH | sim:NAME)."""
+    spec = settings.source
+    if spec == "bleak":
+        return BleakSource(
+            adapter=settings.bleak_adapter, scanning_mode=settings.bleak_scanning_mode
+        )
+    if spec.startswith("replay:"):
+        return TraceSource.from_file(
+            Path(spec.removeprefix("replay:")), settings.gateway_id, settings.speed
+        )
+    if spec.startswith("sim:"):
+        if scenario_loader is None:
+            raise EdgeError("simulated sources are not available in this installation")
+        header, records = scenario_loader(spec.removeprefix("sim:"))
+        return SimulatorSource(header, iter(records), settings.gateway_id, settings.speed)
+    raise EdgeError(f"unknown source {spec!r}: use bleak, replay:PATH or sim:NAME")
+
+
+@app.command("run")
+def run(
+    config: Annotated[Optional[Path], typer.Option(help="TOML config file")] = None,  # noqa: UP045
+    source: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="bleak | replay:PATH | sim:NAME"),
+    ] = None,
+    store: Annotated[Optional[str], typer.Option(help="store id")] = None,  # noqa: UP045
+    gateway: Annotated[Optional[str], typer.Option(help="gateway id")] = None,  # noqa: UP045
+    zone: Annotated[Optional[str], typer.Option(help="zone this gateway watches")] = None,  # noqa: UP045
+    mqtt: Annotated[Optional[str], typer.Option(help="MQTT URL (default PROXIMA_MQTT)")] = None,  # noqa: UP045
+    outbox: Annotated[Optional[Path], typer.Option(help="SQLite outbox file")] = None,  # noqa: UP045
+    speed: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="replay pace: N× real time or 'max'"),
+    ] = None,
+    adapter: Annotated[Optional[str], typer.Option(help="BlueZ adapter, e.g. hci0")] = None,  # noqa: UP045
+    http_port: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(help="serve /metrics and /healthz on this port"),
+    ] = None,
+    until_drained: Annotated[
+        bool, typer.Option(help="exit 0 once a finite source is drained and the outbox is empty")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run one gateway agent."""
+    from edge.agent import EdgeAgent
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = load_settings(
+            config,
+            source=source,
+            store_id=store,
+            gateway_id=gateway,
+            zone_id=zone,
+            mqtt_url=mqtt,
+            outbox_path=outbox,
+            speed=parse_speed(speed),
+            bleak_adapter=adapter,
+            http_port=http_port,
+        )
+        src = make_source(settings)
+    except EdgeError as exc:
+        raise _fail(str(exc)) from exc
+    services = ServiceSettings()
+    agent = EdgeAgent(settings, src, services.topics, mqtt_url=settings.mqtt_url or services.mqtt)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, agent.stop)
+        await agent.run(until_drained=until_drained)
+
+    try:
+        asyncio.run(main())
+    except* EdgeError as group:
+        raise _fail("; ".join(str(e) for e in group.exceptions), code=1) from None
+    s = agent.stats
+    out.print(
+        f"edge: {s.adverts} adverts, {s.events} events, {s.events_published} published",
+        highlight=False,
+    )
+
+
+@app.command("check-config")
+def check_config(
+    file: Annotated[Path, typer.Argument(help="TOML config file to validate")],
+) -> None:
+    """Validate a config file (with the environment's PROXIMA_EDGE_* applied); explain every error."""
+    try:
+        settings = load_settings(file)
+    except ConfigError as exc:
+        err.print(f"[red]{exc.source}: {len(exc.errors)} error(s)[/red]", highlight=False)
+        for path, reason in exc.errors:
+            err.print(f"  {path}: {reason}", highlight=False, markup=False)
+        raise typer.Exit(1) from exc
+    signing = f"signing with key {settings.signing_kid}" if settings.signing_kid else "unsigned"
+    out.print(
+        f"{file}: ok (store {settings.store_id}, gateway {settings.gateway_id},"
+        f" zone {settings.zone_id}, source {settings.source}, {signing})",
+        highlight=False,
+    )
+
+
+@app.command("settings")
+def settings_table() -> None:
+    """Every setting: name, environment variable, default and what it does."""
+    table = Table(title="proxima edge settings (TOML key = name)")
+    for column in ("name", "environment variable", "default", "doc"):
+        table.add_column(column)
+    for row in describe_settings():
+        table.add_row(*row)
+    out.print(table)

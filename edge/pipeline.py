@@ -1,0 +1,133 @@
+"""The gateway's decision path: decode (beacons) → RSSI filter → zone state machine → drafts.
+
+Pure and synchronous: no I/O, time comes from the advertisements and from ``tick(now)``,
+so a replay on a virtual clock decides exactly as a live run. Only rotating Eddystone-EID
+identifiers feed presence (people); store beacons (iBeacon, AltBeacon, Eddystone-UID,
+TLM) identify places, so their TLM telemetry becomes beacon health for the status. The
+pipeline never sees an identity key: it forwards the 8-byte EID as heard.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from beacons.exceptions import BeaconError
+from beacons.frames import EddystoneEidFrame, EddystoneTlmFrame, decode_fields
+from beacons.presence import PresenceTracker, Transition
+from contracts.models import EventKind, Subject, SubjectType
+from edge.outbox import EventDraft
+from edge.settings import EdgeSettings
+from edge.sources import Advertisement
+
+log = logging.getLogger(__name__)
+
+MAX_BEACONS = 256
+
+
+@dataclass(slots=True)
+class BeaconHealth:
+    """Latest TLM of one store beacon (keyed by its address; ``beacon_id`` if it sent one)."""
+
+    address: str
+    last_seen: float
+    beacon_id: str | None = None
+    battery_mv: int | None = None
+    temperature_c: float | None = None
+    adv_count: int | None = None
+    uptime_s: float | None = None
+
+
+@dataclass(slots=True)
+class PipelineStats:
+    adverts: int = 0
+    decode_errors: int = 0
+    eid_frames: int = 0
+    tlm_frames: int = 0
+    transitions: int = 0
+
+
+class Pipeline:
+    """decode → filter → zone logic for one gateway's zone."""
+
+    def __init__(self, settings: EdgeSettings) -> None:
+        self.zone_id = settings.zone_id
+        self.rssi_offset = settings.rssi_offset_db
+        self.tracker = PresenceTracker(
+            settings.zone_id,
+            max_subjects=settings.max_subjects,
+            enter_rssi=settings.enter_rssi,
+            exit_rssi=settings.exit_rssi,
+            enter_min_s=settings.enter_min_s,
+            enter_min_sightings=settings.enter_min_sightings,
+            exit_min_s=settings.exit_min_s,
+            exit_timeout_s=settings.exit_timeout_s,
+            dwell_s=settings.dwell_s,
+        )
+        self.stats = PipelineStats()
+        self.beacons: OrderedDict[str, BeaconHealth] = OrderedDict()
+        self.last_decode_error: str | None = None
+
+    def handle(self, advert: Advertisement, out: list[Transition]) -> None:
+        """Decode one advertisement; append the transitions it causes to ``out``."""
+        self.stats.adverts += 1
+        try:
+            frames = decode_fields(advert.manufacturer_data, advert.service_data)
+        except BeaconError as exc:
+            # Radio noise and broken beacons are normal: counted, last reason kept for status.
+            self.stats.decode_errors += 1
+            self.last_decode_error = f"{advert.address}: {exc}"
+            log.debug("undecodable advert from %s: %s", advert.address, exc)
+            return
+        observe = self.tracker.observe
+        n0 = len(out)
+        for frame in frames:
+            ftype = frame.type
+            if ftype == "eddystone_eid":
+                if isinstance(frame, EddystoneEidFrame):
+                    self.stats.eid_frames += 1
+                    out.extend(observe(frame.eid.hex(), advert.rssi + self.rssi_offset, advert.at))
+            elif ftype == "eddystone_tlm":
+                self.stats.tlm_frames += 1
+                if isinstance(frame, EddystoneTlmFrame):
+                    self._tlm(advert, frame)
+            elif ftype in ("ibeacon", "altbeacon", "eddystone_uid"):
+                health = self.beacons.get(advert.address)
+                if health is not None:
+                    health.beacon_id = f"{ftype}:{frame.subject_id}"
+                    health.last_seen = advert.at
+        self.stats.transitions += len(out) - n0
+
+    def tick(self, now: float, out: list[Transition]) -> None:
+        """Fire presence timers due by ``now`` (dwell, exits by weak signal or silence)."""
+        n0 = len(out)
+        out.extend(self.tracker.tick(now))
+        self.stats.transitions += len(out) - n0
+
+    def _tlm(self, advert: Advertisement, frame: EddystoneTlmFrame) -> None:
+        health = self.beacons.get(advert.address)
+        if health is None:
+            if len(self.beacons) >= MAX_BEACONS:
+                self.beacons.popitem(last=False)
+            health = self.beacons[advert.address] = BeaconHealth(advert.address, advert.at)
+        else:
+            self.beacons.move_to_end(advert.address)
+        health.last_seen = advert.at
+        health.battery_mv = frame.battery_mv or None  # 0 = not reported (spec)
+        health.temperature_c = frame.temperature_c
+        health.adv_count = frame.adv_count
+        health.uptime_s = frame.uptime_s
+
+
+def to_draft(tr: Transition) -> EventDraft:
+    """A presence transition as an outbox draft (subject: the EID as heard)."""
+    return EventDraft(
+        kind=EventKind(tr.kind),
+        subject=Subject(type=SubjectType.EDDYSTONE_EID, id=tr.subject),
+        observed_at=datetime.fromtimestamp(tr.at, tz=UTC),
+        zone_id=tr.zone_id,
+        rssi=max(-127.0, min(20.0, round(tr.rssi, 1))),
+        confidence=tr.confidence,
+    )
