@@ -84,7 +84,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.models import Event, EventKind, Identifier, Subject, SubjectType
-from edge.devices import DEVICE_ID_RE, DeviceRegistry, RegistryUnavailable
+from edge.devices import DEVICE_ID_RE, DeviceRegistry, RegistryUnavailable, open_registry
 from edge.exceptions import EdgeError, EventRejected, OutboxError
 from edge.geofence import Circle, Fix, Geofence, GeofenceEngine, GeofenceTransition, Polygon
 from edge.outbox import EventDraft
@@ -115,6 +115,9 @@ class IngestSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="PROXIMA_INGEST_", extra="forbid")
 
+    enabled: bool = Field(
+        default=False, description="serve the app-event ingest beside the scanner"
+    )
     host: str = Field(default="0.0.0.0", description="address to listen on (the store network)")
     port: int = Field(default=8471, ge=0, le=65535, description="TCP port (0 = any free port)")
     devices: str = Field(
@@ -529,9 +532,45 @@ class IngestServer:
         self._runner: web.AppRunner | None = None
         self._ticker: asyncio.Task[None] | None = None
         self.port: int | None = None
+        self.started = asyncio.Event()
         self.app = self._make_app()
 
     # -- lifecycle --
+    @classmethod
+    def from_settings(
+        cls,
+        settings: IngestSettings,
+        *,
+        store_id: str,
+        sink: EventSink,
+        redis_prefix: str = "proxima:",
+        clock: Callable[[], float] = time.time,
+    ) -> IngestServer:
+        """The server as the agent runs it: store file and device registry from settings."""
+        store = load_store_config(settings.store_file) if settings.store_file else None
+        registry = open_registry(
+            settings.devices, redis_prefix=redis_prefix, cache_s=settings.registry_cache_s
+        )
+        return cls(
+            settings,
+            store_id=store_id,
+            store=store or StoreIngestConfig(),
+            registry=registry,
+            sink=sink,
+            clock=clock,
+        )
+
+    async def serve(self) -> None:
+        """Serve until cancelled (the agent runs this as one task of its TaskGroup)."""
+        await self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()
+            aclose = getattr(self.registry, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
     def _make_app(self) -> web.Application:
         app = web.Application(client_max_size=self.settings.max_body_bytes)
         app.router.add_post("/v1/stores/{store_id}/{kind}", self._handle)
@@ -558,6 +597,7 @@ class IngestServer:
         addresses = self._runner.addresses  # the bound port, when port 0 asked for any
         self.port = int(addresses[0][1]) if addresses else self.settings.port
         log.info("app-event ingest on %s:%s", self.settings.host, self.port)
+        self.started.set()
         if tick_s is not None:
             self._ticker = asyncio.create_task(self._tick_loop(tick_s), name="ingest-geofence-tick")
 
@@ -570,6 +610,7 @@ class IngestServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        self.started.clear()
 
     async def _tick_loop(self, tick_s: float) -> None:
         while True:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import math
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -634,3 +636,34 @@ async def test_an_unreachable_registry_is_503_and_the_request_may_be_retried(
     finally:
         await server.stop()
         await client.aclose()
+
+
+async def test_from_settings_serves_the_store_file_and_device_file_until_cancelled(
+    tmp_path: Path, outbox: Outbox, device_key: Ed25519PrivateKey
+) -> None:
+    import asyncio
+
+    from edge.devices import encode_public_key
+
+    store_file = tmp_path / "store.toml"
+    store_file.write_text(
+        f'[[geofences]]\nkind = "circle"\nid = "shop"\nlat = {LAT0}\nlon = {LON0}\nradius_m = 100.0\n'
+    )
+    devices = tmp_path / "devices.json"
+    pub = encode_public_key(device_key.public_key())
+    devices.write_text(json.dumps({"devices": [{"device_id": DEVICE, "public_key": pub}]}))
+    server = IngestServer.from_settings(
+        settings(store_file=str(store_file), devices=f"file:{devices}"),
+        store_id=STORE,
+        sink=outbox,
+    )
+    task = asyncio.create_task(server.serve(), name="test-ingest")
+    await server.started.wait()
+    async with aiohttp.ClientSession() as session:
+        app = App(server, session, device_key)
+        status, resp, _ = await app.post("locations", fixes((0.0, 5.0, 0), at=time.time()))
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert (status, [e["kind"] for e in resp["events"]]) == (202, ["geofence_enter"])
+    assert not server.started.is_set()  # stopped on cancel
