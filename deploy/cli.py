@@ -580,6 +580,46 @@ def contracts_schema(
         out.print(str(path), highlight=False)
 
 
+# --- topics ---------------------------------------------------------------------------
+topics_app = typer.Typer(help="Kafka topics of the contract.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+
+
+@topics_app.command("ensure")
+def topics_ensure(
+    partitions: Annotated[
+        int | None,
+        typer.Option(min=1, help="partitions per topic (default PROXIMA_STREAM_PARTITIONS)"),
+    ] = None,
+    replication: Annotated[
+        int, typer.Option(min=1, help="replication factor (3 on a production cluster)")
+    ] = 1,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the broker")] = 60.0,
+) -> None:
+    """Create every contract topic that does not exist yet (idempotent; run before the services).
+
+    Faust refuses a table whose changelog partition count differs from its source
+    topic's, and a topic the broker auto-creates takes the broker's default, so a
+    deployment creates the topics first (compose's init-topics, the k8s Job).
+    """
+    from stream.settings import StreamSettings
+    from transport.kafka import ensure_topics, wait_for_broker
+
+    services = ServiceSettings()
+    if not services.kafka:
+        raise _fail("PROXIMA_KAFKA is not set: name the broker to create the topics on")
+    count = partitions or StreamSettings().partitions
+    names = services.topics.all_kafka
+
+    async def run() -> None:
+        await wait_for_broker(services.kafka_bootstrap, timeout=timeout)
+        await ensure_topics(services.kafka_bootstrap, names, count, replication)
+
+    asyncio.run(run())
+    for name in names:
+        out.print(f"{name} ({count} partitions)", highlight=False)
+
+
 def main() -> None:
     app()
 

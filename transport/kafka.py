@@ -60,7 +60,9 @@ async def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> None:
     raise TimeoutError(f"Kafka broker at {bootstrap} did not answer within {timeout}s: {last!r}")
 
 
-async def ensure_topics(bootstrap: str, topics: tuple[str, ...], partitions: int) -> None:
+async def ensure_topics(
+    bootstrap: str, topics: tuple[str, ...], partitions: int, replication: int = 1
+) -> None:
     """Create the topics with ``partitions`` partitions; existing ones are left as they are.
 
     Topics must exist before Faust starts: a topic auto-created by the broker gets the
@@ -71,7 +73,7 @@ async def ensure_topics(bootstrap: str, topics: tuple[str, ...], partitions: int
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [NewTopic(t, partitions, 1) for t in topics if t not in existing]
+        missing = [NewTopic(t, partitions, replication) for t in topics if t not in existing]
         if missing:
             try:
                 await admin.create_topics(missing)

@@ -70,3 +70,40 @@ def test_customers_enroll_generates_a_key_and_rejects_unknown_purpose(namespace:
     assert "home_address" in bad_field.stderr
     assert proxima("customers", "forget", "c-1", env=env).returncode == 0
     assert proxima("customers", "forget", "c-1", env=env).returncode == 1
+
+
+@pytest.mark.integration
+def test_topics_ensure_creates_every_contract_topic_once(
+    proxima_env: dict[str, str], kafka_url: str, namespace: str
+) -> None:
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from contracts.topics import Topics
+
+    first = proxima("topics", "ensure", "--partitions", "2", env=proxima_env)
+    assert first.returncode == 0, first.stderr
+    again = proxima("topics", "ensure", "--partitions", "2", env=proxima_env)
+    assert again.returncode == 0, again.stderr  # idempotent: existing topics are left alone
+
+    async def partitions() -> dict[str, int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_url.removeprefix("kafka://"))
+        await admin.start()
+        try:
+            wanted = list(Topics(namespace).all_kafka)
+            described = await admin.describe_topics(wanted)
+        finally:
+            await admin.close()
+        return {d["topic"]: len(d["partitions"]) for d in described}
+
+    assert asyncio.run(partitions()) == dict.fromkeys(Topics(namespace).all_kafka, 2)
+
+
+def test_topics_ensure_without_a_broker_says_so() -> None:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "PROXIMA_KAFKA"}
+    result = proxima("topics", "ensure", env=env)
+    assert result.returncode == 2
+    assert "PROXIMA_KAFKA is not set" in result.stderr

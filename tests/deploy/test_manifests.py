@@ -1,0 +1,145 @@
+"""deploy/: the compose file, the Kubernetes manifests and the image are valid and agree
+with the code (commands that exist, settings that are declared, packages that are copied).
+
+No Docker engine or cluster here: the files are checked against the Compose
+specification's and Kubernetes' own schemas, and every command they run is parsed by
+the real `proxima` command line.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic_settings import BaseSettings
+
+from contracts.services import ServiceSettings
+from edge.settings import EdgeSettings
+from notifier.settings import NotifierSettings
+from stream.settings import StreamSettings
+
+ROOT = Path(__file__).parents[2]
+DEPLOY = ROOT / "deploy"
+COMPOSE = DEPLOY / "compose" / "compose.yaml"
+K8S = DEPLOY / "k8s"
+BIN = Path(sys.executable).parent
+
+
+def _declared_env() -> set[str]:
+    names = set()
+    settings: list[type[BaseSettings]] = [
+        ServiceSettings,
+        StreamSettings,
+        NotifierSettings,
+        EdgeSettings,
+    ]
+    for cls in settings:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        for name, field in cls.model_fields.items():
+            alias = field.validation_alias
+            names.add(alias.upper() if isinstance(alias, str) else f"{prefix}{name}".upper())
+    return names
+
+
+def _compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return loaded
+
+
+def _k8s_docs() -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = []
+    for path in sorted(K8S.glob("*.yaml")):
+        if path.name != "kustomization.yaml":
+            docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
+    return docs
+
+
+def _pod_containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = doc.get("spec", {}).get("template", {}).get("spec", {})
+    return [*spec.get("initContainers", []), *spec.get("containers", [])]
+
+
+def _assert_cli_parses(args: list[str]) -> None:
+    result = subprocess.run(
+        [str(BIN / "proxima"), *args, "--help"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, f"proxima {' '.join(args)}: {result.stderr}"
+
+
+def test_compose_file_follows_the_compose_specification() -> None:
+    result = subprocess.run(
+        [str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_services_run_real_commands_with_declared_settings() -> None:
+    compose = _compose()
+    ours = {n: s for n, s in compose["services"].items() if s.get("image") == "proxima:latest"}
+    assert {"init-topics", "bridge", "stream-worker", "notifier"} <= ours.keys()
+    declared = _declared_env()
+    for name, service in ours.items():
+        _assert_cli_parses(service["command"])
+        unknown = set(service["environment"]) - declared
+        assert not unknown, f"{name}: undeclared settings {unknown}"
+
+
+def test_compose_starts_the_services_after_the_topics_exist() -> None:
+    for name in ("bridge", "stream-worker", "notifier"):
+        deps = _compose()["services"][name]["depends_on"]
+        assert deps["init-topics"]["condition"] == "service_completed_successfully", name
+
+
+def test_kubernetes_manifests_follow_the_kubernetes_schemas() -> None:
+    files = [str(p) for p in sorted(K8S.glob("*.yaml")) if p.name != "kustomization.yaml"]
+    result = subprocess.run(
+        [str(BIN / "kubernetes-validate"), "--strict", "--quiet", *files],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl renders the kustomization")
+def test_the_kustomization_renders_every_manifest() -> None:
+    rendered = subprocess.run(
+        ["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, check=True
+    ).stdout
+    kinds = sorted((d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(rendered) if d)
+    expected = sorted((d["kind"], d["metadata"]["name"]) for d in _k8s_docs())
+    assert kinds == expected
+
+
+def test_kubernetes_pods_run_real_commands_and_create_topics_first() -> None:
+    config = next(d for d in _k8s_docs() if d["kind"] == "ConfigMap")
+    assert not set(config["data"]) - _declared_env(), "undeclared settings in the ConfigMap"
+    deployments = [d for d in _k8s_docs() if d["kind"] == "Deployment"]
+    assert {d["metadata"]["name"] for d in deployments} == {
+        "proxima-bridge",
+        "proxima-stream-worker",
+        "proxima-notifier",
+    }
+    for doc in deployments:
+        for container in _pod_containers(doc):
+            _assert_cli_parses(container["args"])
+        init = doc["spec"]["template"]["spec"]["initContainers"]
+        assert init[0]["args"][:2] == ["topics", "ensure"], doc["metadata"]["name"]
+
+
+def test_the_image_contains_every_package() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    include = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {p.rstrip("*") for p in include}
+    copied = set(re.findall(r"^COPY (\w+) \1$", (DEPLOY / "Dockerfile").read_text(), re.M))
+    assert copied == packages
