@@ -345,3 +345,39 @@ def split_batch(
         except ValidationError as exc:
             bad.append(Rejected(i, f"event {i}: {_describe(exc)}", json.dumps(item).encode()))
     return good, bad
+
+
+class VisitChange(StrEnum):
+    ARRIVAL = "arrival"
+    ZONE_MOVE = "zone_move"
+    DEPARTURE = "departure"
+
+
+class VisitSource(StrEnum):
+    BLE = "ble"
+    GEOFENCE = "geofence"
+    APP_BEACON = "app_beacon"
+
+
+class VisitUpdate(_Strict):
+    """One change of a customer's visit on ``proxima.visits.v1`` (key: customer id).
+
+    Published only for customers who granted ``analytics`` (DESIGN.md, minimisation).
+    """
+
+    schema_: Literal["proxima.visit.v1"] = Field(default="proxima.visit.v1", alias="schema")
+    visit_id: str
+    customer_id: Identifier
+    store_id: Identifier
+    change: VisitChange
+    at: UtcMillis
+    started_at: UtcMillis
+    zone_id: Identifier | None = None
+    previous_zone_id: Identifier | None = None
+    source: VisitSource
+    caused_by: Annotated[list[UUID], Field(max_length=100)] = Field(default_factory=list)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(by_alias=True, exclude_none=True).encode()

@@ -16,9 +16,11 @@ import faust
 import redis.asyncio as aioredis
 
 from contracts.exceptions import ContractError
-from contracts.models import DlqRecord, Event, parse_model
+from contracts.models import DlqRecord, Event, VisitUpdate, parse_model
 from contracts.services import ServiceSettings
+from contracts.topics import VISITS
 from stream.processor import EventProcessor
+from stream.rules import RuleBook
 from stream.settings import StreamSettings
 
 log = logging.getLogger(__name__)
@@ -56,7 +58,14 @@ def create_app(services: ServiceSettings, settings: StreamSettings) -> faust.App
     alerts_topic = raw_topic(topics.alerts)
     dlq_topic = raw_topic(topics.events_dlq)
 
+    visits_topic = raw_topic(topics.kafka(VISITS))
+    rules = RuleBook(settings.rules_dir)
+    rules.check_all()  # a broken rules file stops the worker at start, naming the field
     state: dict[str, Any] = {}
+
+    async def send_visits(visits: list[VisitUpdate]) -> None:
+        for visit in visits:
+            await (await visits_topic.send(key=visit.customer_id.encode(), value=visit.to_json()))
 
     async def processor() -> EventProcessor:
         if "processor" not in state:
@@ -66,7 +75,9 @@ def create_app(services: ServiceSettings, settings: StreamSettings) -> faust.App
                 services.redis_prefix,
                 drift_windows=settings.drift_windows,
                 revisit_gap_s=settings.revisit_gap_s,
+                exit_timeout_s=settings.exit_timeout_s,
                 dedupe_ttl_s=settings.dedupe_ttl_s,
+                rules=rules,
             )
         proc: EventProcessor = state["processor"]
         return proc
@@ -88,13 +99,18 @@ def create_app(services: ServiceSettings, settings: StreamSettings) -> faust.App
                 )
                 await (await dlq_topic.send(value=record.model_dump_json(by_alias=True).encode()))
                 continue
-            alerts = await proc.process(event)
-            for alert in alerts:
+            decision = await proc.decide(event)
+            await send_visits(decision.visits)
+            for alert in decision.alerts:
                 # Wait for Kafka's ack before recording the alert as sent.
                 await (await alerts_topic.send(key=alert.store_id.encode(), value=alert.to_json()))
                 await proc.mark_sent(alert)
                 log.info("alert %s: %s", alert.alert_id, alert.title)
             await proc.mark_processed(event)
+
+    @app.timer(interval=settings.departure_check_s)  # type: ignore[untyped-decorator]
+    async def departures() -> None:
+        await send_visits(await (await processor()).tick())
 
     return app
 

@@ -13,3 +13,12 @@ class RegistryError(StreamError):
 
 class KeyringError(StreamError):
     """A gateway keyring operation was refused (unknown key id)."""
+
+
+class RulesError(StreamError):
+    """A rules file could not be read or does not follow the rules schema."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"rules file {path}: {reason}")

@@ -1,41 +1,48 @@
-"""The decision chain for one event: resolve → consent → visit → rule → dedupe → alert.
+"""The decision chain for one event: resolve → consent → visit → rules → dedupe → alert.
 
 Plain async code, independent of Faust, so it is unit-tested directly; the Faust agent in
 :mod:`stream.app` only moves bytes in and out.
 
+- **Identity**: an Eddystone-EID resolves through the EID index (enrolled customers only),
+  an app device id through the registry's device map; anything else is nobody and is
+  dropped here, counted, never stored.
+- **Consent** (per purpose, store-specific over global): without ``arrival_alerts`` and
+  without ``analytics`` the event stops here. ``arrival_alerts`` is checked again as the
+  alert is built, so a revocation that lands while the event is in flight wins.
+- **Visits** (:mod:`stream.visits`): visit changes are returned for ``proxima.visits.v1``
+  only when the customer granted ``analytics``.
+- **Rules** (:mod:`stream.rules`) decide which alerts a visit's arrival or a zone entry causes.
+
 At least once, exactly one alert: an event may be processed twice (a worker killed after
-producing but before committing). The visit id is derived from the visit's first
-event time, the alert id from the dedupe key (customer, store, visit, kind), and the
-dedupe key is set only once the alert is on Kafka, so a replay either finds the key and
-stays silent or produces the same alert id again, which the notifier drops.
+producing but before committing). The visit id derives from the visit's first event, the
+alert id from the dedupe key (customer, store, visit, kind). The key is claimed with
+``SET NX EX`` as ``pending:<id>`` before the alert is produced and becomes ``sent:<id>``
+once Kafka has it; a replay finding ``pending`` with the same id produces the same alert
+again (the notifier drops the copy), one finding ``sent`` stays silent.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
 
-from contracts.models import Alert, AlertKind, AlertTarget, Event, EventKind, Priority
+from contracts.models import Alert, AlertKind, Event, EventKind, SubjectType, VisitUpdate
 from stream.identity import IdentityIndex
 from stream.registry import Purpose, Registry
+from stream.rules import RuleBook, Trigger, render, target_for
+from stream.visits import Observation, VisitTracker
 
 log = logging.getLogger(__name__)
 
 ALERT_NS = uuid.UUID("6f2b8a52-3a3c-4c1e-9a55-0d3c1f6e8b10")
-PRESENCE_KINDS = frozenset(
-    {
-        EventKind.ZONE_ENTER,
-        EventKind.ZONE_DWELL,
-        EventKind.SIGHTING,
-        EventKind.GEOFENCE_ENTER,
-        EventKind.GEOFENCE_DWELL,
-    }
-)
 
 
 @dataclass(slots=True)
@@ -43,8 +50,16 @@ class ProcessorStats:
     counts: Counter[str] = field(default_factory=Counter)
 
 
+@dataclass(slots=True)
+class Decision:
+    """What one event caused: alerts for ``proxima.alerts.v1``, visit changes for ``.visits``."""
+
+    alerts: list[Alert] = field(default_factory=list)
+    visits: list[VisitUpdate] = field(default_factory=list)
+
+
 class EventProcessor:
-    """Turns events into alerts, holding every guarantee about consent and visibility."""
+    """Turns events into alerts and visits, holding every guarantee about consent and visibility."""
 
     def __init__(
         self,
@@ -53,81 +68,171 @@ class EventProcessor:
         *,
         drift_windows: int = 1,
         revisit_gap_s: float = 4 * 3600,
+        exit_timeout_s: float = 300,
         dedupe_ttl_s: int = 2 * 86400,
+        rules: RuleBook | None = None,
+        registry: Registry | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.r = redis
         self.p = prefix
-        self.registry = Registry(redis, prefix)
+        self.registry = registry or Registry(redis, prefix)
         self.identity = IdentityIndex(self.registry, drift_windows)
+        self.visits = VisitTracker(
+            redis, prefix, revisit_gap_s=revisit_gap_s, exit_timeout_s=exit_timeout_s
+        )
+        self.rules = rules or RuleBook(None)
         self.revisit_gap_s = revisit_gap_s
         self.dedupe_ttl_s = dedupe_ttl_s
+        self.now = now
+        self.monotonic = monotonic
         self.stats = ProcessorStats()
+        # store → (latest event time seen, monotonic time it was seen): the departure clock
+        self._watermarks: dict[str, tuple[float, float]] = {}
 
     async def process(self, event: Event) -> list[Alert]:
         """The alerts this event causes (usually none)."""
+        return (await self.decide(event)).alerts
+
+    async def decide(self, event: Event) -> Decision:
         c = self.stats.counts
         c["events"] += 1
+        decision = Decision()
         if await self._seen(event):
             c["duplicate_events"] += 1
-            return []
-        observed = event.observed_at.timestamp()
-        customer_id = await self.identity.resolve(event.subject, observed)
+            return decision
+        customer_id = await self._resolve(event)
         if customer_id is None:
             c["unresolved"] += 1  # dropped here, never stored
-            return []
-        if event.kind not in PRESENCE_KINDS:
-            c["non_presence"] += 1
-            return []
-        if not await self.registry.has_consent(customer_id, Purpose.ARRIVAL_ALERTS, event.store_id):
+            return decision
+        if event.kind is EventKind.LOCATION:
+            c["location_dropped"] += 1  # location trails are not kept
+            return decision
+        store = event.store_id
+        alerts_ok, analytics_ok = await self._consents(customer_id, store)
+        if not (alerts_ok or analytics_ok):
             c["no_consent"] += 1
-            return []
-        visit_id, is_new = await self._visit(customer_id, event.store_id, observed)
-        if not is_new:
+            return decision
+        obs = await self.visits.observe(customer_id, event)
+        self._advance(store, event.observed_at.timestamp())
+        if obs.late:
+            c["late_events"] += 1
+        if obs.arrival:
+            c["arrivals"] += 1
+        if analytics_ok:
+            decision.visits.extend(obs.updates)
+        elif obs.updates:
+            c["visits_withheld"] += len(obs.updates)
+        decision.visits.extend(await self.departures(store))
+        if not alerts_ok:
+            c["no_consent"] += 1
+            return decision
+        if obs.late or not obs.visit_id:
+            return decision
+        triggers = []
+        if obs.arrival:
+            triggers.append(Trigger.ARRIVAL)
+        if obs.entered_zone is not None:
+            triggers.append(Trigger.ZONE_ENTER)
+        if not triggers:
             c["visit_continues"] += 1
-        if await self._alerted(customer_id, event.store_id, visit_id, AlertKind.ARRIVAL):
-            c["deduped"] += 1
-            return []
+            return decision
+        decision.alerts.extend(await self._alerts(customer_id, event, obs, triggers))
+        return decision
+
+    async def _alerts(
+        self, customer_id: str, event: Event, obs: Observation, triggers: list[Trigger]
+    ) -> list[Alert]:
+        c = self.stats.counts
+        store = event.store_id
         profile = await self.registry.get(customer_id)
-        # Check consent again as the alert is built: a revocation in flight wins.
-        if profile is None or not await self.registry.has_consent(
-            customer_id, Purpose.ARRIVAL_ALERTS, event.store_id
-        ):
-            c["no_consent"] += 1
+        if profile is None:
+            c["no_profile"] += 1
             return []
-        fields = profile.visible()
-        who = str(fields.get("name") or "A customer who asked to be greeted")
-        zone = event.zone_id or "the store"
-        body_parts = []
-        if "sizes" in fields:
-            body_parts.append("sizes " + ", ".join(f"{k} {v}" for k, v in profile.sizes.items()))
-        if "wishlist" in fields:
-            body_parts.append("wishlist: " + ", ".join(profile.wishlist))
-        alert = Alert(
-            alert_id=self.alert_id(customer_id, event.store_id, visit_id, AlertKind.ARRIVAL),
-            store_id=event.store_id,
-            customer_id=customer_id,
-            visit_id=visit_id,
-            kind=AlertKind.ARRIVAL,
-            title=f"{who} is at the {zone}",
-            body="; ".join(body_parts),
-            fields=fields,
-            zone_id=event.zone_id,
-            caused_by=[event.event_id],
-            created_at=datetime.now(UTC),
-            priority=Priority.HIGH
-            if profile.tier in ("gold", "platinum", "vip")
-            else Priority.NORMAL,
-            target=AlertTarget(associate_id=profile.assigned_associate),
-        )
-        c["alerts"] += 1
-        return [alert]
+        visible = profile.visible()
+        ruleset = self.rules.for_store(store)
+        t = event.observed_at.timestamp()
+        candidates = []
+        for trigger in triggers:
+            for rule in ruleset.matching(trigger, profile, visible, obs.zone, event.observed_at):
+                if ruleset.quiet(event.observed_at) and not rule.during_quiet_hours:
+                    c["quiet_hours"] += 1
+                    continue
+                alert_id = self.alert_id(customer_id, store, obs.visit_id, rule.alert)
+                if await self._cooling(
+                    customer_id, store, rule.id, t, alert_id, ruleset.cooldown(rule)
+                ):
+                    c["cooldown"] += 1
+                    continue
+                title, body = render(rule, visible, obs.zone)
+                caused = [event.event_id]
+                if obs.first_event and obs.first_event != str(event.event_id):
+                    caused.insert(0, uuid.UUID(obs.first_event))
+                candidates.append(
+                    (
+                        rule,
+                        Alert(
+                            alert_id=alert_id,
+                            store_id=store,
+                            customer_id=customer_id,
+                            visit_id=obs.visit_id,
+                            kind=rule.alert,
+                            title=title,
+                            body=body,
+                            fields=visible,
+                            zone_id=obs.zone,
+                            caused_by=caused,
+                            created_at=self.now(),
+                            priority=rule.priority,
+                            target=target_for(rule, profile),
+                        ),
+                    )
+                )
+        if not candidates:
+            return []
+        # Check consent again as the alerts are built: a revocation in flight wins.
+        if not await self.registry.has_consent(customer_id, Purpose.ARRIVAL_ALERTS, store):
+            c["revoked_in_flight"] += len(candidates)
+            return []
+        out = []
+        for rule, alert in candidates:
+            if not await self._claim(alert):
+                c["deduped"] += 1
+                continue
+            if ruleset.cooldown(rule) > 0:
+                await self.r.set(
+                    self._k("cooldown", customer_id, store, rule.id),
+                    json.dumps({"t": t, "alert_id": str(alert.alert_id)}),
+                    ex=int(ruleset.cooldown(rule) + self.revisit_gap_s) + 1,
+                )
+            c["alerts"] += 1
+            out.append(alert)
+        return out
+
+    async def departures(self, store_id: str) -> list[VisitUpdate]:
+        """Departures due at the store's watermark, for customers with ``analytics`` consent."""
+        mark = self._watermarks.get(store_id)
+        if mark is None:
+            return []
+        event_t, seen_at = mark
+        watermark = event_t + max(0.0, self.monotonic() - seen_at)
+        out = []
+        for update in await self.visits.departures(store_id, watermark):
+            self.stats.counts["departures"] += 1
+            if await self.registry.has_consent(update.customer_id, Purpose.ANALYTICS, store_id):
+                out.append(update)
+            else:
+                self.stats.counts["visits_withheld"] += 1
+        return out
+
+    async def tick(self) -> list[VisitUpdate]:
+        """Departures of every store this worker has seen (run from a timer)."""
+        return [u for store in list(self._watermarks) for u in await self.departures(store)]
 
     async def mark_sent(self, alert: Alert, event: Event | None = None) -> None:
         """Record that the alert is on Kafka; later duplicates of its cause stay silent."""
-        key = self._k(
-            "alerted", alert.customer_id, alert.store_id, alert.visit_id or "-", alert.kind.value
-        )
-        await self.r.set(key, str(alert.alert_id), ex=self.dedupe_ttl_s)
+        await self.r.set(self._dedupe_key(alert), f"sent:{alert.alert_id}", ex=self.dedupe_ttl_s)
 
     async def mark_processed(self, event: Event) -> None:
         await self.r.set(self._k("event", str(event.event_id)), 1, ex=self.dedupe_ttl_s)
@@ -139,32 +244,55 @@ class EventProcessor:
     def _k(self, *parts: str) -> str:
         return self.p + ":".join(parts)
 
+    def _dedupe_key(self, alert: Alert) -> str:
+        return self._k(
+            "alerted", alert.customer_id, alert.store_id, alert.visit_id or "-", alert.kind.value
+        )
+
+    def _advance(self, store: str, t: float) -> None:
+        mark = self._watermarks.get(store)
+        if mark is None or t >= mark[0]:
+            self._watermarks[store] = (t, self.monotonic())
+
+    async def _resolve(self, event: Event) -> str | None:
+        if event.subject.type is SubjectType.DEVICE:
+            return await self.registry.customer_for_device(event.subject.id)
+        return await self.identity.resolve(event.subject, event.observed_at.timestamp())
+
+    async def _consents(self, customer_id: str, store: str) -> tuple[bool, bool]:
+        return (
+            await self.registry.has_consent(customer_id, Purpose.ARRIVAL_ALERTS, store),
+            await self.registry.has_consent(customer_id, Purpose.ANALYTICS, store),
+        )
+
     async def _seen(self, event: Event) -> bool:
         return bool(await self.r.exists(self._k("event", str(event.event_id))))
 
-    async def _alerted(
-        self, customer_id: str, store_id: str, visit_id: str, kind: AlertKind
-    ) -> bool:
-        return bool(
-            await self.r.exists(self._k("alerted", customer_id, store_id, visit_id, kind.value))
-        )
+    async def _claim(self, alert: Alert) -> bool:
+        """SET NX EX the dedupe key; True if this alert should be produced."""
+        key = self._dedupe_key(alert)
+        if await self.r.set(key, f"pending:{alert.alert_id}", nx=True, ex=self.dedupe_ttl_s):
+            return True
+        held = await self.r.get(key)
+        held_s = held.decode() if isinstance(held, bytes) else str(held)
+        # Produced before but not confirmed (worker died in between): produce the same id again.
+        return held_s == f"pending:{alert.alert_id}"
 
-    async def _visit(self, customer_id: str, store_id: str, observed: float) -> tuple[str, bool]:
-        """(visit id, whether this event started it). A gap ≥ revisit_gap starts a new visit."""
-        key = self._k("visit", customer_id, store_id)
-        raw = await self.r.hgetall(key)
-        if raw:
-            started = float(raw[b"started"])
-            last = float(raw[b"last_seen"])
-            if observed - last < self.revisit_gap_s and observed >= started - self.revisit_gap_s:
-                if observed > last:
-                    await self.r.hset(key, "last_seen", repr(observed))
-                visit = raw[b"visit_id"]
-                return (visit.decode() if isinstance(visit, bytes) else str(visit)), False
-        visit_id = str(uuid.uuid5(ALERT_NS, f"visit|{customer_id}|{store_id}|{round(observed, 3)}"))
-        await self.r.hset(
-            key,
-            mapping={"visit_id": visit_id, "started": repr(observed), "last_seen": repr(observed)},
-        )
-        await self.r.expire(key, int(self.revisit_gap_s * 2))
-        return visit_id, True
+    async def _cooling(
+        self,
+        customer_id: str,
+        store: str,
+        rule_id: str,
+        t: float,
+        alert_id: uuid.UUID,
+        cooldown: float,
+    ) -> bool:
+        if cooldown <= 0:
+            return False
+        raw = await self.r.get(self._k("cooldown", customer_id, store, rule_id))
+        if not raw:
+            return False
+        last = json.loads(raw)
+        if last["alert_id"] == str(alert_id):
+            return False  # the same alert again (a replay), not a new one
+        return 0 <= t - float(last["t"]) < cooldown

@@ -6,12 +6,14 @@ Keys (``p`` is the namespace prefix, e.g. ``proxima:``):
 - ``p customer:{id}`` — the profile, JSON (identity key included: only the stream reads it)
 - ``p consent:{id}`` — hash ``purpose`` or ``purpose@store`` → JSON ``{granted, at}``
 - ``p registry:version`` — bumped on every change, so workers rebuild their EID index
-- ``p audit`` — stream of consent changes and erasures
+- ``p device-owner`` — hash app device id (hex) → customer id (app-reported events)
+- ``p audit`` — stream of consent changes, device registrations and erasures
 """
 
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -34,6 +36,24 @@ VISIBLE_FIELDS = frozenset(
 )
 
 
+class Appointment(BaseModel):
+    """A booked appointment: the stream alerts when the customer arrives within its window."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    at: datetime
+    store_id: str | None = None
+    duration_min: Annotated[int, Field(gt=0, le=24 * 60)] = 60
+    note: str | None = None
+
+    @field_validator("at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("appointment time must carry a timezone")
+        return value.astimezone(UTC)
+
+
 class CustomerProfile(BaseModel):
     """An enrolled customer. Only ``visible_fields`` ever reach an associate."""
 
@@ -47,6 +67,8 @@ class CustomerProfile(BaseModel):
     sizes: dict[str, str] = Field(default_factory=dict)
     wishlist: list[str] = Field(default_factory=list)
     notes: str | None = None
+    appointment: Appointment | None = None
+    photo_url: str | None = None
     assigned_associate: str | None = None
     stores: list[str] = Field(default_factory=list, description="empty = every store")
     visible_fields: list[str] = Field(default_factory=list)
@@ -73,8 +95,18 @@ class CustomerProfile(BaseModel):
             "sizes": dict(self.sizes),
             "wishlist": list(self.wishlist),
             "notes": self.notes,
+            "appointment": (
+                self.appointment.model_dump(mode="json", exclude_none=True)
+                if self.appointment
+                else None
+            ),
+            "photo_url": self.photo_url,
         }
         return {k: every[k] for k in self.visible_fields if every.get(k) not in (None, {}, [])}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def new_identity_key() -> str:
@@ -168,6 +200,44 @@ class Registry:
                 return bool(json.loads(raw)["granted"])
         return False
 
+    async def register_device(self, customer_id: str, device_id: str) -> None:
+        """Map an app device id (lowercase hex, as in event subjects) to the customer."""
+        if not re.fullmatch(r"(?:[0-9a-f]{2}){1,64}", device_id):
+            raise RegistryError(
+                f"device id {device_id!r}: must be lowercase hex, an even number of digits (2..128)"
+            )
+        if not await self.r.sismember(self._k("customers"), customer_id):
+            raise RegistryError(f"customer {customer_id!r} is not enrolled")
+        owner = await self.r.hget(self._k("device-owner"), device_id)
+        if owner is not None and _text(owner) != customer_id:
+            raise RegistryError(f"device {device_id} already belongs to another customer")
+        now = datetime.now(UTC).isoformat()
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.hset(self._k("device-owner"), device_id, customer_id)
+            pipe.sadd(self._k("customer-devices", customer_id), device_id)
+            pipe.xadd(
+                self._k("audit"),
+                {"customer_id": customer_id, "action": "device", "device": device_id, "at": now},
+            )
+            await pipe.execute()
+
+    async def customer_for_device(self, device_id: str) -> str | None:
+        raw = await self.r.hget(self._k("device-owner"), device_id)
+        return None if raw is None else _text(raw)
+
+    async def devices(self, customer_id: str) -> list[str]:
+        return sorted(
+            m.decode() if isinstance(m, bytes) else str(m)
+            for m in await self.r.smembers(self._k("customer-devices", customer_id))
+        )
+
+    async def consent_records(self, customer_id: str) -> dict[str, dict[str, object]]:
+        """Every consent decision: ``purpose`` or ``purpose@store`` → ``{granted, at}``."""
+        raw = await self.r.hgetall(self._k("consent", customer_id))
+        return {
+            (k.decode() if isinstance(k, bytes) else str(k)): json.loads(v) for k, v in raw.items()
+        }
+
     async def forget(self, customer_id: str) -> bool:
         """Erase the customer: profile, consent, visits and dedupe keys; audit the erasure."""
         now = datetime.now(UTC).isoformat()
@@ -176,12 +246,24 @@ class Registry:
             for pattern in (
                 self._k("visit", customer_id, "*"),
                 self._k("alerted", customer_id, "*"),
+                self._k("cooldown", customer_id, "*"),
             )
             async for key in self.r.scan_iter(pattern, count=1000)
         ]
+        devices = await self.devices(customer_id)
+        departing = [k async for k in self.r.scan_iter(self._k("departing", "*"), count=1000)]
         async with self.r.pipeline(transaction=True) as pipe:
             pipe.srem(self._k("customers"), customer_id)
-            pipe.delete(self._k("customer", customer_id), self._k("consent", customer_id), *traces)
+            pipe.delete(
+                self._k("customer", customer_id),
+                self._k("consent", customer_id),
+                self._k("customer-devices", customer_id),
+                *traces,
+            )
+            if devices:
+                pipe.hdel(self._k("device-owner"), *devices)
+            for key in departing:
+                pipe.zrem(key, customer_id)
             pipe.xadd(self._k("audit"), {"customer_id": customer_id, "action": "forget", "at": now})
             pipe.incr(self._k("registry", "version"))
             removed, *_ = await pipe.execute()

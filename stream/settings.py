@@ -18,6 +18,16 @@ class StreamSettings(BaseSettings):
     revisit_gap_s: float = Field(
         default=4 * 3600, gt=0, description="time away after which an entry is a new visit"
     )
+    exit_timeout_s: float = Field(
+        default=300, gt=0, description="event time without any signal after which a visit departs"
+    )
+    departure_check_s: float = Field(
+        default=5.0, gt=0, description="how often the worker looks for due departures"
+    )
+    rules_dir: Path | None = Field(
+        default=None,
+        description="directory of rules files ({store}.yaml, chain.yaml); none = stream/default_rules.yaml",
+    )
     drift_windows: int = Field(
         default=1, ge=0, le=8, description="EID rotation windows of clock drift tolerated each side"
     )

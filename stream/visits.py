@@ -1,0 +1,250 @@
+"""The visit sessionizer: one visit per customer and store, whichever radio saw them.
+
+BLE zone events, OS geofence transitions and app-reported beacon regions of the same
+customer land on the same state (``p visit:{customer}:{store}``): the first signal starts the
+visit (an *arrival*), later ones refine it (a *zone move* when the zone changes), none
+doubles it. The customer is *present* while any signal is open (a zone or the geofence
+entered and not yet left); once none is, the visit is *departing*, and becomes a
+*departure* when ``exit_timeout`` of event time passes without a new signal. Coming back
+within ``revisit_gap`` of the last signal continues the same visit; later, it is a new one.
+
+Time is the events' own ``observed_at`` (so a replayed trace sessionizes the same); for
+departures the caller passes a watermark, the latest event time it has seen for the store
+(advanced by idle wall time, see :class:`stream.processor.EventProcessor`).
+
+This state is operational (it is what makes "one arrival alert per visit" hold) and lives
+only ``2 × revisit_gap``; the visit record on ``proxima.visits.v1`` is published only with
+``analytics`` consent, by the processor.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import redis.asyncio as aioredis
+
+from contracts.models import Event, EventKind, SubjectType, VisitChange, VisitSource, VisitUpdate
+
+VISIT_NS = uuid.UUID("6f2b8a52-3a3c-4c1e-9a55-0d3c1f6e8b10")
+ENTER_KINDS = frozenset(
+    {
+        EventKind.ZONE_ENTER,
+        EventKind.ZONE_DWELL,
+        EventKind.SIGHTING,
+        EventKind.GEOFENCE_ENTER,
+        EventKind.GEOFENCE_DWELL,
+    }
+)
+EXIT_KINDS = frozenset({EventKind.ZONE_EXIT, EventKind.GEOFENCE_EXIT})
+GEOFENCE_KINDS = frozenset(
+    {EventKind.GEOFENCE_ENTER, EventKind.GEOFENCE_DWELL, EventKind.GEOFENCE_EXIT}
+)
+
+
+def source_of(event: Event) -> VisitSource:
+    if event.kind in GEOFENCE_KINDS:
+        return VisitSource.GEOFENCE
+    if event.subject.type is SubjectType.DEVICE:
+        return VisitSource.APP_BEACON
+    return VisitSource.BLE
+
+
+def _ts(t: float) -> datetime:
+    return datetime.fromtimestamp(t, UTC)
+
+
+@dataclass(slots=True)
+class VisitState:
+    visit_id: str
+    started: float
+    last_seen: float
+    zone: str | None = None
+    open: list[str] = field(default_factory=list)
+    departed: bool = False
+    first_event: str | None = None
+    source: str = VisitSource.BLE.value
+    zone_event: str | None = None
+    """The event that moved the visit into its current zone (so a replay of it re-fires)."""
+
+    def dump(self) -> str:
+        return json.dumps(
+            {
+                "visit_id": self.visit_id,
+                "started": self.started,
+                "last_seen": self.last_seen,
+                "zone": self.zone,
+                "open": self.open,
+                "departed": self.departed,
+                "first_event": self.first_event,
+                "source": self.source,
+                "zone_event": self.zone_event,
+            }
+        )
+
+    @classmethod
+    def load(cls, raw: bytes | str) -> VisitState:
+        return cls(**json.loads(raw))
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What one event did to its visit."""
+
+    visit_id: str
+    started: float
+    first_event: str | None
+    arrival: bool
+    zone: str | None
+    entered_zone: str | None
+    """The zone this event entered (a zone_enter into a new zone), for zone rules."""
+    updates: tuple[VisitUpdate, ...]
+    late: bool = False
+
+
+class VisitTracker:
+    """Visit state in Redis; one instance per worker."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        prefix: str,
+        *,
+        revisit_gap_s: float,
+        exit_timeout_s: float,
+    ) -> None:
+        self.r = redis
+        self.p = prefix
+        self.revisit_gap_s = revisit_gap_s
+        self.exit_timeout_s = exit_timeout_s
+
+    def _state_key(self, customer_id: str, store_id: str) -> str:
+        return f"{self.p}visit:{customer_id}:{store_id}"
+
+    def _departing_key(self, store_id: str) -> str:
+        return f"{self.p}departing:{store_id}"
+
+    async def observe(self, customer_id: str, event: Event) -> Observation:
+        t = event.observed_at.timestamp()
+        store = event.store_id
+        key = self._state_key(customer_id, store)
+        raw = await self.r.get(key)
+        state = VisitState.load(raw) if raw else None
+        source = source_of(event)
+        signal = "geofence" if source is VisitSource.GEOFENCE else f"zone:{event.zone_id or '-'}"
+        zone = None if source is VisitSource.GEOFENCE else event.zone_id
+        updates: list[VisitUpdate] = []
+        entering = event.kind in ENTER_KINDS
+
+        def update(change: VisitChange, st: VisitState, prev: str | None = None) -> VisitUpdate:
+            return VisitUpdate(
+                visit_id=st.visit_id,
+                customer_id=customer_id,
+                store_id=store,
+                change=change,
+                at=_ts(t),
+                started_at=_ts(st.started),
+                zone_id=st.zone,
+                previous_zone_id=prev,
+                source=source,
+                caused_by=[event.event_id],
+            )
+
+        if state is not None and t < state.started - self.revisit_gap_s:
+            # Older than the visit by more than a gap: a straggler of an earlier visit.
+            return Observation(
+                state.visit_id, state.started, state.first_event, False, state.zone, None, (), True
+            )
+        if state is not None and str(event.event_id) in (state.first_event, state.zone_event):
+            # A replay (worker died before committing): say again what the event did, so
+            # an alert that never reached Kafka is built again with the same id.
+            replay_arrival = str(event.event_id) == state.first_event
+            replayed = [update(VisitChange.ARRIVAL, state)] if replay_arrival else []
+            return Observation(
+                state.visit_id,
+                state.started,
+                state.first_event,
+                replay_arrival,
+                state.zone,
+                state.zone if str(event.event_id) == state.zone_event else None,
+                tuple(replayed),
+            )
+        new = state is None or t - state.last_seen >= self.revisit_gap_s
+        if new and not entering:
+            # An exit with no visit to leave: nothing to start.
+            return Observation("", t, None, False, None, None, (), True)
+        entered_zone = None
+        if new:
+            state = VisitState(
+                visit_id=str(uuid.uuid5(VISIT_NS, f"visit|{customer_id}|{store}|{round(t, 3)}")),
+                started=t,
+                last_seen=t,
+                zone=zone,
+                open=[signal],
+                first_event=str(event.event_id),
+                zone_event=str(event.event_id) if zone else None,
+            )
+            updates.append(update(VisitChange.ARRIVAL, state))
+            entered_zone = zone
+        else:
+            assert state is not None
+            state.last_seen = max(state.last_seen, t)
+            if entering:
+                if signal not in state.open:
+                    state.open.append(signal)
+                state.departed = False
+                await self.r.zrem(self._departing_key(store), customer_id)
+                if zone is not None and zone != state.zone:
+                    prev, state.zone = state.zone, zone
+                    state.zone_event = str(event.event_id)
+                    updates.append(update(VisitChange.ZONE_MOVE, state, prev))
+                    entered_zone = zone
+            elif signal in state.open:
+                state.open.remove(signal)
+        state.source = source.value
+        if not state.open and not state.departed:
+            await self.r.zadd(self._departing_key(store), {customer_id: state.last_seen})
+        await self.r.set(key, state.dump(), ex=int(self.revisit_gap_s * 2) + 1)
+        return Observation(
+            state.visit_id,
+            state.started,
+            state.first_event,
+            new,
+            state.zone,
+            entered_zone,
+            tuple(updates),
+        )
+
+    async def departures(self, store_id: str, watermark: float) -> list[VisitUpdate]:
+        """Visits of the store whose last signal closed ``exit_timeout`` before ``watermark``."""
+        dkey = self._departing_key(store_id)
+        due = await self.r.zrangebyscore(dkey, "-inf", watermark - self.exit_timeout_s)
+        out: list[VisitUpdate] = []
+        for member in due:
+            cid = member.decode() if isinstance(member, bytes) else str(member)
+            await self.r.zrem(dkey, cid)
+            key = self._state_key(cid, store_id)
+            raw = await self.r.get(key)
+            if not raw:
+                continue
+            state = VisitState.load(raw)
+            if state.open or state.departed:
+                continue
+            state.departed = True
+            ttl = await self.r.ttl(key)
+            await self.r.set(key, state.dump(), ex=max(int(ttl), 1))
+            out.append(
+                VisitUpdate(
+                    visit_id=state.visit_id,
+                    customer_id=cid,
+                    store_id=store_id,
+                    change=VisitChange.DEPARTURE,
+                    at=_ts(state.last_seen + self.exit_timeout_s),
+                    started_at=_ts(state.started),
+                    zone_id=state.zone,
+                    source=VisitSource(state.source),
+                )
+            )
+        return out

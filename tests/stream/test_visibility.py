@@ -1,0 +1,123 @@
+"""Never a field the customer did not make visible: every rule (the default rules and a
+rule using every placeholder), every subset of visible fields, through the real processor
+and Redis; the alert's JSON must not contain any value of a hidden field."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from beacons.eid import compute_eid
+from contracts.models import Event
+from contracts.services import ServiceSettings
+from stream.processor import EventProcessor
+from stream.registry import VISIBLE_FIELDS, Appointment, CustomerProfile, Purpose
+from stream.rules import DEFAULT_RULES, PLACEHOLDERS, RuleBook, load_rules
+from tests.factories import event_dict
+
+KEY = bytes.fromhex("00112233445566778899aabbccddeeff")
+T0 = datetime(2026, 3, 14, 10, 0, 0, tzinfo=UTC)
+# A value only that field has, to look for in the alert.
+SENTINELS = {
+    "name": "Zelda Quux",
+    "initials": "ZQ",
+    "tier": "gold",
+    "sizes": "size-sentinel",
+    "wishlist": "wish-sentinel",
+    "notes": "notes-sentinel",
+    "appointment": "appt-sentinel",
+    "photo_url": "photo-sentinel",
+}
+EVERY_PLACEHOLDER = " ".join(f"{{{p}}}" for p in sorted(PLACEHOLDERS))
+KITCHEN_SINK = f"""
+version: 1
+zones: {{fitting-rooms: fitting_room}}
+rules:
+  - {{id: all-arrival, when: arrival, alert: arrival, title: "{EVERY_PLACEHOLDER}", body: ["{EVERY_PLACEHOLDER}"]}}
+  - {{id: all-zone, when: zone_enter, alert: fitting_room, priority: high, title: "{EVERY_PLACEHOLDER}", body: ["{EVERY_PLACEHOLDER}", "{{sizes}}", "{{notes}}"]}}
+"""
+
+
+@pytest.fixture
+async def redis(namespace: str) -> AsyncIterator[tuple[aioredis.Redis, str]]:
+    services = ServiceSettings(namespace=namespace)
+    r = aioredis.from_url(services.redis)
+    yield r, services.redis_prefix
+    keys = [k async for k in r.scan_iter(f"{services.redis_prefix}*")]
+    for i in range(0, len(keys), 500):
+        await r.delete(*keys[i : i + 500])
+    await r.aclose()
+
+
+def _event(at: datetime, zone: str) -> Event:
+    eid = compute_eid(KEY, 10, int(at.timestamp()))
+    return Event.model_validate(
+        event_dict(
+            observed_at=at.isoformat(),
+            subject={"type": "eddystone_eid", "id": eid.hex()},
+            event_id=str(uuid.uuid4()),
+            zone_id=zone,
+        )
+    )
+
+
+@pytest.mark.parametrize("ruleset", ["default", "kitchen-sink"])
+async def test_no_rule_ever_shows_a_hidden_field(
+    redis: tuple[aioredis.Redis, str], tmp_path: Path, ruleset: str
+) -> None:
+    rules_dir = None
+    if ruleset == "kitchen-sink":
+        (tmp_path / "chain.yaml").write_text(KITCHEN_SINK)
+        rules_dir = tmp_path
+    rule_ids = {
+        r.id for r in load_rules((rules_dir / "chain.yaml") if rules_dir else DEFAULT_RULES).rules
+    }
+    r, prefix = redis
+    fired: set[tuple[str, str]] = set()
+    subsets = [
+        list(c)
+        for n in range(len(VISIBLE_FIELDS) + 1)
+        for c in itertools.combinations(sorted(VISIBLE_FIELDS), n)
+    ]
+    for i, visible in enumerate(subsets):
+        proc = EventProcessor(r, f"{prefix}{i}:", rules=RuleBook(rules_dir))
+        profile = CustomerProfile(
+            customer_id=f"c{i}",
+            identity_key=KEY.hex(),
+            rotation_exponent=10,
+            name=SENTINELS["name"],
+            tier=SENTINELS["tier"] if i % 2 else "silver",  # with and without the VIP rule
+            sizes={"dress": SENTINELS["sizes"]},
+            wishlist=[SENTINELS["wishlist"]],
+            notes=SENTINELS["notes"],
+            appointment=Appointment(at=T0 + timedelta(minutes=10), note=SENTINELS["appointment"]),
+            photo_url=f"https://example.com/{SENTINELS['photo_url']}.jpg",
+            assigned_associate="assoc-1",
+            visible_fields=visible,
+        )
+        await proc.registry.enroll(profile, [Purpose.ARRIVAL_ALERTS])
+        alerts = await proc.process(_event(T0, "entrance"))
+        alerts += await proc.process(_event(T0 + timedelta(minutes=1), "fitting-rooms"))
+        for alert in alerts:
+            assert set(alert.fields) <= set(visible), (visible, alert.fields)
+            text = alert.model_dump_json()
+            for name, sentinel in SENTINELS.items():
+                if name not in visible and not (name == "initials" and "name" in visible):
+                    if name == "tier":
+                        assert profile.tier not in alert.title + alert.body, (visible, alert)
+                        assert "tier" not in alert.fields
+                    else:
+                        assert sentinel not in text, (name, visible, text)
+            fired.add(alert.kind.value)
+    # Every alert kind of the rule set fired for some subset: no rule went unchecked.
+    kinds = {
+        r.alert.value
+        for r in load_rules((rules_dir / "chain.yaml") if rules_dir else DEFAULT_RULES).rules
+    }
+    assert fired == kinds, (fired, kinds, rule_ids)
