@@ -339,20 +339,31 @@ class IngestMetrics:
             "rejected_total": sum(self.rejected.values()),
         }
 
-    def prometheus(self) -> str:
-        """The counters in Prometheus text format (for the agent's /metrics)."""
-        lines = [
-            "# TYPE proxima_ingest_requests_total counter",
-            f"proxima_ingest_requests_total {self.requests}",
-            "# TYPE proxima_ingest_accepted_total counter",
-            f"proxima_ingest_accepted_total {self.accepted}",
-            "# TYPE proxima_ingest_events_total counter",
-            f"proxima_ingest_events_total {self.events + self.tick_events}",
-            "# TYPE proxima_ingest_rejected_total counter",
+    def prometheus(self, labels: str = "") -> str:
+        """The counters in Prometheus text format; ``labels`` like ``store="s",gateway="g"``."""
+        base = f"{{{labels}}}" if labels else ""
+        sep = "," if labels else ""
+        counters = [
+            ("proxima_ingest_requests_total", "app-event requests received", self.requests),
+            ("proxima_ingest_accepted_total", "app-event requests accepted", self.accepted),
+            (
+                "proxima_ingest_events_total",
+                "events the ingest stored in the outbox (requests and geofence ticks)",
+                self.events + self.tick_events,
+            ),
+            (
+                "proxima_ingest_tick_events_lost_total",
+                "geofence dwell/stale-exit events the outbox refused",
+                self.tick_events_lost,
+            ),
         ]
+        lines: list[str] = []
+        for name, doc, value in counters:
+            lines += [f"# HELP {name} {doc}", f"# TYPE {name} counter", f"{name}{base} {value}"]
+        name = "proxima_ingest_rejected_total"
+        lines += [f"# HELP {name} app-event requests rejected, by reason", f"# TYPE {name} counter"]
         lines += [
-            f'proxima_ingest_rejected_total{{reason="{r}"}} {n}'
-            for r, n in sorted(self.rejected.items())
+            f'{name}{{{labels}{sep}reason="{r}"}} {n}' for r, n in sorted(self.rejected.items())
         ]
         return "\n".join(lines) + "\n"
 
@@ -653,6 +664,13 @@ class IngestServer:
                 if rej.status == 503:
                     self.limiter.refund(auth.device_id)
             return self._reject(request, rej, body, auth)
+        except Exception as exc:  # a bug must cost one request, never the server
+            log.exception("ingest failed on %s %s", request.method, request.path)
+            if auth is not None:
+                self.nonces.release(auth.device_id, auth.nonce)
+            return self._reject(
+                request, Rejection(500, "internal_error", type(exc).__name__), body, auth
+            )
         self.metrics.accepted += 1
         self.metrics.events += len(stored)
         return web.json_response(

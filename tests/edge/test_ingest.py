@@ -582,6 +582,11 @@ async def test_admin_endpoints_need_the_token_and_show_rejections(app: App) -> N
     assert (
         'proxima_ingest_rejected_total{reason="unknown_store"} 1' in app.server.metrics.prometheus()
     )
+    labelled = app.server.metrics.prometheus('store="s",gateway="g"')
+    assert (
+        'proxima_ingest_rejected_total{store="s",gateway="g",reason="unknown_store"} 1' in labelled
+    )
+    assert 'proxima_ingest_requests_total{store="s",gateway="g"} 1' in labelled
 
 
 async def test_admin_endpoints_are_off_without_a_token(
@@ -667,3 +672,41 @@ async def test_from_settings_serves_the_store_file_and_device_file_until_cancell
         await task
     assert (status, [e["kind"] for e in resp["events"]]) == (202, ["geofence_enter"])
     assert not server.started.is_set()  # stopped on cancel
+
+
+class BrokenOnceSink:
+    """Our EventSink interface, failing its first put with a bug-like error."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self.failed = False
+
+    async def put(self, drafts: Any) -> list[Event]:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("boom")
+        return await self.outbox.put(drafts)
+
+
+async def test_an_unexpected_error_costs_one_request_not_the_server(
+    outbox: Outbox, registry: MemoryDeviceRegistry, clock: Clock, device_key: Ed25519PrivateKey
+) -> None:
+    server = IngestServer(
+        settings(),
+        store_id=STORE,
+        store=STORE_CFG,
+        registry=registry,
+        sink=BrokenOnceSink(outbox),
+        clock=clock,
+    )
+    await server.start(tick_s=None)
+    try:
+        async with aiohttp.ClientSession() as session:
+            app = App(server, session, device_key)
+            status, resp, _ = await app.post("locations", fixes((0.0, 5.0, 0)))
+            assert_rejected(app, 500, resp, status, "internal_error")
+            assert not server.engine.is_inside(DEVICE, "shop")
+            status, resp, _ = await app.post("locations", fixes((0.0, 5.0, 1)))
+        assert (status, [e["kind"] for e in resp["events"]]) == (202, ["geofence_enter"])
+    finally:
+        await server.stop()
