@@ -20,6 +20,8 @@ from contracts.services import ServiceSettings
 from edge import cli as edge_cli
 from edge.cli import app as edge_app
 from notifier.cli import associates_app
+from simulators.cli import alerts_app
+from simulators.cli import score as score_command
 from stream.cli import gateways_app
 
 if TYPE_CHECKING:
@@ -42,6 +44,8 @@ app.add_typer(notifier_app, name="notifier")
 app.add_typer(customers_app, name="customers")
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(associates_app, name="associates")
+app.add_typer(alerts_app, name="alerts")
+app.command("score")(score_command)
 app.add_typer(gateways_app, name="gateways")
 
 out = Console()
@@ -255,23 +259,53 @@ async def _replay(trace: Path, speed: float | None) -> dict[str, tuple[int, int]
 
 @app.command()
 def simulate(
-    scenario: Annotated[str, typer.Option(help="scenario NAME")] = "skeleton",
+    scenario: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="scenario NAME (skeleton, boutique-hour, flagship-day, ...)"),
+    ] = None,
+    layout: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="store layout NAME (boutique, flagship) or FILE.json"),
+    ] = None,
+    hours: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(help="hours to simulate from opening (layouts; default 1)"),
+    ] = None,
     seed: Annotated[int, typer.Option(help="random seed: same seed, same trace")] = 7,
     out_path: Annotated[Optional[Path], typer.Option("--out", help="write the trace here")] = None,  # noqa: UP045
     start: Annotated[
-        str | None, typer.Option(help="trace start (ISO 8601, UTC); default now")
+        str | None,
+        typer.Option(
+            help="trace start (ISO 8601, UTC); default now (skeleton), 2026-01-05 at opening (layouts)"
+        ),
     ] = None,
     enroll: Annotated[
         bool, typer.Option(help="enroll the scenario's customers into Redis")
     ] = False,
 ) -> None:
-    """Write a scenario's trace (and optionally enroll its customers)."""
+    """Write a simulated trace (and optionally enroll its customers)."""
     from contracts.trace import dump_line
+    from simulators.cli import simulate_layout
     from simulators.scenarios import scenario as make_scenario
 
-    begin = datetime.fromisoformat(start.replace("Z", "+00:00")) if start else datetime.now(UTC)
-    if begin.tzinfo is None:
+    begin = datetime.fromisoformat(start.replace("Z", "+00:00")) if start else None
+    if begin is not None and begin.tzinfo is None:
         raise _fail("--start must carry a timezone, e.g. 2026-01-01T10:00:00Z")
+    if layout is not None or (scenario is not None and scenario != "skeleton"):
+        if layout is not None and scenario is not None:
+            raise _fail("give --layout or --scenario, not both")
+        simulate_layout(
+            layout=layout,
+            scenario=scenario,
+            hours=hours,
+            seed=seed,
+            out_path=out_path,
+            start=begin,
+            enroll=enroll,
+        )
+        return
+    scenario = scenario or "skeleton"
+    begin = begin or datetime.now(UTC)
     try:
         sc = make_scenario(scenario, begin, seed)
     except ValueError as exc:
@@ -288,31 +322,9 @@ def simulate(
 
 
 async def _enroll_people(people: Sequence[SimPerson]) -> None:
-    import redis.asyncio as aioredis
+    from simulators.enroll import enroll_all
 
-    from stream.registry import CustomerProfile, Purpose, Registry
-
-    services = ServiceSettings()
-    r = aioredis.from_url(services.redis)
-    try:
-        registry = Registry(r, services.redis_prefix)
-        for person in people:
-            if person.customer_id is None:
-                continue
-            profile = CustomerProfile(
-                customer_id=person.customer_id,
-                identity_key=person.identity_key.hex(),
-                rotation_exponent=person.rotation_exponent,
-                name=person.name,
-                tier=person.tier,
-                sizes=dict(person.sizes),
-                wishlist=list(person.wishlist),
-                assigned_associate=person.assigned_associate,
-                visible_fields=list(person.visible),
-            )
-            await registry.enroll(profile, [Purpose(p) for p in person.consent])
-    finally:
-        await r.aclose()
+    await enroll_all(people)
 
 
 # --- customers ------------------------------------------------------------------------

@@ -1,0 +1,271 @@
+"""Command-line pieces of the simulators, mounted by ``deploy/cli.py``.
+
+``proxima simulate`` (layouts and named scenarios), ``proxima score``, and
+``proxima alerts record`` (capture alerts, and optionally the gateways' events, for scoring).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from contracts.services import ServiceSettings
+from simulators.exceptions import SimulatorError
+
+out = Console()
+err = Console(stderr=True)
+
+alerts_app = typer.Typer(help="Capture alerts for scoring.", no_args_is_help=True)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+# --- simulate -------------------------------------------------------------------------
+def simulate_layout(
+    *,
+    layout: str | None,
+    scenario: str | None,
+    hours: float | None,
+    seed: int,
+    out_path: Path | None,
+    start: datetime | None,
+    enroll: bool,
+    progress: bool = True,
+) -> None:
+    """``proxima simulate --layout NAME`` or a layout-based ``--scenario``."""
+    from simulators.engine import build, build_scenario
+
+    try:
+        if scenario is not None:
+            sim = build_scenario(scenario, seed, start, hours)
+        else:
+            assert layout is not None
+            sim = build(layout, hours=hours or 1.0, seed=seed, start=start)
+    except SimulatorError as exc:
+        raise _fail(str(exc)) from exc
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    if enroll:
+        from simulators.enroll import enroll_all
+
+        n = asyncio.run(enroll_all(sim.customers))
+        out.print(f"enrolled {n} customers", highlight=False)
+    if out_path is None:
+        return
+    began = time.perf_counter()
+    if progress and sys.stderr.isatty():
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(
+            TextColumn("simulating {task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed:,.0f}/{task.total:,.0f} s"),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+        ) as bar:
+            task = bar.add_task(sim.layout.name, total=sim.duration_s)
+            stats = sim.write(out_path, lambda t: bar.update(task, completed=t))
+    else:
+        stats = sim.write(out_path)
+    elapsed = time.perf_counter() - began
+    _write_sidecar(sim, out_path)
+    out.print(
+        f"wrote {stats.lines - 1:,} lines ({stats.adv_lines:,} adv, {stats.app_lines:,} app, "
+        f"{stats.truth_lines:,} truth; {stats.bytes / 1e6:.1f} MB) to {out_path}: "
+        f"{stats.people} people, {stats.arrivals} door arrivals, {stats.devices} advertisers; "
+        f"{sim.duration_s / 3600:g} h simulated in {elapsed:.1f} s",
+        highlight=False,
+    )
+
+
+def _write_sidecar(sim: Any, trace: Path) -> None:
+    """``TRACE.customers.json``: the simulated customers' keys, for enrollment and timelines."""
+    from simulators.timeline import sidecar_path
+
+    data = {
+        "store_id": sim.layout.store_id,
+        "customers": [
+            {
+                "customer_id": c.customer_id,
+                "identity_key": c.identity_key.hex(),
+                "rotation_exponent": c.rotation_exponent,
+                "name": c.name,
+                "consent": list(c.consent),
+                "revoke_at": c.revoke_at,
+                "tier": c.tier,
+                "assigned_associate": c.assigned_associate,
+            }
+            for c in sim.customers
+        ],
+    }
+    sidecar_path(trace).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+
+
+# --- score ----------------------------------------------------------------------------
+def score(
+    trace: Annotated[Path, typer.Argument(help="the trace (with truth lines)")],
+    alerts: Annotated[Path, typer.Option(help="alert payloads, one JSON object a line")],
+    events: Annotated[
+        Path | None,
+        typer.Option(help="captured gateway event batches: alert times on the trace clock"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    timeline: Annotated[
+        Path | None, typer.Option(help="write a PNG timeline of chosen visits here")
+    ] = None,
+    visit: Annotated[
+        list[str] | None, typer.Option(help="visit to draw: CUSTOMER_ID[@T] (repeat)")
+    ] = None,
+    revisit_gap: Annotated[
+        float | None, typer.Option(help="seconds away that make a new visit (default: stream's)")
+    ] = None,
+    check: Annotated[bool, typer.Option(help="exit 1 when a target is missed")] = False,
+) -> None:
+    """Score alerts against a trace's ground truth: recall, precision, consent, latency."""
+    from simulators.score import TARGETS, load_alerts, load_event_times, load_truth
+    from simulators.score import score as run_score
+
+    if revisit_gap is None:
+        from stream.settings import StreamSettings
+
+        revisit_gap = StreamSettings().revisit_gap_s
+    try:
+        truth = load_truth(trace, revisit_gap)
+        loaded = load_alerts(alerts)
+        times = load_event_times(events) if events else None
+    except SimulatorError as exc:
+        raise _fail(str(exc)) from exc
+    for line in loaded.rejected:
+        err.print(f"[yellow]skipped:[/yellow] {line}", highlight=False, markup=True)
+    result = run_score(truth, loaded.alerts, times, rejected=len(loaded.rejected))
+    figures: dict[str, Any] = dict(result.figures)
+    figures["missed"] = [{"customer_id": v.customer_id, "arrive_t": v.arrive_t,
+                          "behaviour": v.behaviour} for v in result.missed[:50]]  # fmt: skip
+    figures["false"] = result.false_alerts[:50]
+    if timeline is not None:
+        from simulators.timeline import choose, render
+
+        try:
+            chosen = choose(result, visit or [])
+            render(trace, chosen, timeline, truth.start, events)
+        except SimulatorError as exc:
+            raise _fail(str(exc)) from exc
+        figures["timeline"] = str(timeline)
+    if as_json:
+        sys.stdout.write(json.dumps(figures) + "\n")
+    else:
+        table = Table(title=f"proxima score {trace.name}")
+        table.add_column("figure")
+        table.add_column("value", justify="right")
+        table.add_column("target", justify="right")
+        for key, value in result.figures.items():
+            target = TARGETS.get(key)
+            table.add_row(key, _fmt(value), f"{target[0]} {target[1]}" if target else "")
+        out.print(table)
+        for v in result.missed[:10]:
+            out.print(
+                f"missed: {v.customer_id} arrived t={v.arrive_t:.1f}s ({v.behaviour})",
+                highlight=False,
+            )
+        for f in result.false_alerts[:10]:
+            out.print(f"false alert: {f['customer_id']} t={f['t']} ({f['why']})", highlight=False)
+        if timeline is not None:
+            out.print(f"timeline: {timeline}", highlight=False)
+    if check and result.failures():
+        for failure in result.failures():
+            err.print(f"[red]target missed:[/red] {failure}", highlight=False)
+        raise typer.Exit(1)
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+# --- alerts record --------------------------------------------------------------------
+@alerts_app.command("record")
+def alerts_record(
+    out_path: Annotated[Path, typer.Option("--out", help="alert payloads, one a line")],
+    events: Annotated[
+        Path | None, typer.Option(help="also capture every gateway event batch here")
+    ] = None,
+    duration: Annotated[float | None, typer.Option(help="stop after SECONDS")] = None,
+    idle: Annotated[
+        float | None, typer.Option(help="stop after SECONDS without any alert or event")
+    ] = None,
+) -> None:
+    """Subscribe to every store's alert topic and write each alert as it arrives."""
+    try:
+        n_alerts, n_batches = asyncio.run(_record(out_path, events, duration, idle))
+    except OSError as exc:
+        raise _fail(str(exc), 1) from exc
+    out.print(f"recorded {n_alerts} alerts, {n_batches} event batches", highlight=False)
+
+
+async def _record(
+    out_path: Path, events: Path | None, duration: float | None, idle: float | None
+) -> tuple[int, int]:
+    from transport.mqtt import MqttClient
+
+    services = ServiceSettings()
+    topics = services.topics
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    n_alerts = n_batches = 0
+    alerts_fh = out_path.open("a", encoding="utf-8")
+    events_fh = events.open("a", encoding="utf-8") if events else None
+    try:
+        async with MqttClient(services.mqtt, queue_size=1_000_000) as mqtt:
+            await mqtt.subscribe(topics.all_store_alerts(), qos=1)
+            if events_fh is not None:
+                await mqtt.subscribe(topics.all_gateway_events(), qos=1)
+            err.print("recording; Ctrl-C to stop", highlight=False)
+            began = last = loop.time()
+            while not stop.is_set():
+                now = loop.time()
+                if duration is not None and now - began >= duration:
+                    break
+                if idle is not None and now - last >= idle:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    msg = await asyncio.wait_for(mqtt.messages.get(), 0.5)
+                    last = loop.time()
+                    try:
+                        payload = json.loads(msg.payload)
+                    except (json.JSONDecodeError, UnicodeDecodeError):
+                        err.print(f"skipped a non-JSON message on {msg.topic}", highlight=False)
+                        continue
+                    line = json.dumps(payload, separators=(",", ":")) + "\n"
+                    if msg.topic.endswith("/events"):
+                        if events_fh is not None:
+                            events_fh.write(line)
+                            n_batches += 1
+                    else:
+                        alerts_fh.write(line)
+                        alerts_fh.flush()
+                        n_alerts += 1
+    finally:
+        alerts_fh.close()
+        if events_fh is not None:
+            events_fh.close()
+    return n_alerts, n_batches

@@ -1,0 +1,65 @@
+"""Enroll a simulation's customers into the registry, so replay and scoring work end to end."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from contracts.services import ServiceSettings
+
+
+class Enrollable(Protocol):
+    """What enrolling needs of a simulated customer (SimPerson and Customer both fit)."""
+
+    @property
+    def customer_id(self) -> str | None: ...
+    @property
+    def identity_key(self) -> bytes: ...
+    @property
+    def rotation_exponent(self) -> int: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def tier(self) -> str | None: ...
+    @property
+    def sizes(self) -> dict[str, str]: ...
+    @property
+    def wishlist(self) -> tuple[str, ...]: ...
+    @property
+    def assigned_associate(self) -> str | None: ...
+    @property
+    def visible(self) -> tuple[str, ...]: ...
+    @property
+    def consent(self) -> tuple[str, ...]: ...
+
+
+async def enroll_all(people: Sequence[Enrollable], services: ServiceSettings | None = None) -> int:
+    """Write every enrolled person's profile and consent; returns how many."""
+    import redis.asyncio as aioredis
+
+    from stream.registry import CustomerProfile, Purpose, Registry
+
+    services = services or ServiceSettings()
+    r = aioredis.from_url(services.redis)
+    n = 0
+    try:
+        registry = Registry(r, services.redis_prefix)
+        for person in people:
+            if person.customer_id is None:
+                continue
+            profile = CustomerProfile(
+                customer_id=person.customer_id,
+                identity_key=person.identity_key.hex(),
+                rotation_exponent=person.rotation_exponent,
+                name=person.name,
+                tier=person.tier,
+                sizes=dict(person.sizes),
+                wishlist=list(person.wishlist),
+                assigned_associate=person.assigned_associate,
+                visible_fields=list(person.visible),
+            )
+            await registry.enroll(profile, [Purpose(p) for p in person.consent])
+            n += 1
+    finally:
+        await r.aclose()
+    return n

@@ -1,0 +1,158 @@
+"""The layout simulator: deterministic bytes for a seed, a valid trace, truthful truth."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from beacons.eid import compute_eid
+from contracts.trace import AdvRecord, read_trace
+from deploy.cli import app
+from simulators.engine import build, build_scenario
+
+START = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def rush() -> list[str]:
+    return list(build_scenario("boutique-rush", seed=11, start=START).lines())
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(rush: list[str]) -> None:
+    again = list(build_scenario("boutique-rush", seed=11, start=START).lines())
+    other = list(build_scenario("boutique-rush", seed=12, start=START).lines())
+    assert again == rush
+    assert other[1:] != rush[1:]
+
+
+def test_simulate_command_writes_the_same_file_twice(tmp_path: Path) -> None:
+    runner = CliRunner()
+    paths = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    for p in paths:
+        args = [
+            "simulate",
+            "--layout",
+            "boutique",
+            "--hours",
+            "0.1",
+            "--seed",
+            "5",
+            "--out",
+            str(p),
+        ]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    assert paths[0].stat().st_size > 10_000
+    keys = json.loads((tmp_path / "a.jsonl.customers.json").read_text())
+    assert keys["store_id"] == "boutique-01"
+
+
+def test_trace_satisfies_the_contract(rush: list[str]) -> None:
+    header, records = read_trace(rush)  # validates every line and that t never decreases
+    assert header.store_id == "boutique-01"
+    assert header.layout is not None
+    assert {g.id for g in header.layout.gateways} == {
+        "gw-door", "gw-floor", "gw-fitting", "gw-checkout"
+    }  # fmt: skip
+    kinds = defaultdict(int)
+    for r in records:
+        kinds[r.kind] += 1
+    assert kinds["adv"] > 10_000
+    assert kinds["truth"] > 0
+    assert kinds["app"] > 0
+
+
+def test_every_arrival_has_a_departure_and_zones_between(rush: list[str]) -> None:
+    open_: dict[str, float] = {}
+    arrivals = 0
+    for line in rush[1:]:
+        d = json.loads(line)
+        if d["kind"] != "truth" or d["event"] not in ("arrive", "leave", "enter_zone"):
+            continue
+        who = d["customer_id"]
+        if d["event"] == "arrive":
+            assert who not in open_, f"{who} arrived twice without leaving"
+            open_[who] = d["t"]
+            arrivals += 1
+        elif d["event"] == "leave":
+            assert who in open_, f"{who} left without arriving"
+            del open_[who]
+        elif not who.startswith("staff-"):
+            assert who in open_, f"{who} entered a zone outside a visit"
+    assert arrivals >= 10
+    # Who is still inside at the end is inside a visit that the run cut short.
+    assert all(t > 0 for t in open_.values())
+
+
+def test_customer_adverts_carry_their_spec_eid(rush: list[str]) -> None:
+    sim = build_scenario("boutique-rush", seed=11, start=START)
+    _header, records = read_trace(rush)
+    by_id = {c.customer_id: c for c in sim.customers}
+    arrivals = {
+        json.loads(line)["customer_id"]: json.loads(line)["t"]
+        for line in rush[1:]
+        if '"event":"arrive"' in line and '"role":"customer"' in line
+    }
+    cid, t_arrive = sorted(arrivals.items(), key=lambda kv: kv[1])[0]
+    cust = by_id[cid]
+    t0 = int(START.timestamp())
+    want = compute_eid(cust.identity_key, cust.rotation_exponent, t0 + int(t_arrive)).hex()
+    heard = [
+        r
+        for r in records
+        if isinstance(r, AdvRecord)
+        and abs(r.t - t_arrive) < 5
+        and any(v[4:20] == want for v in r.service_data.values())
+    ]
+    assert heard, f"no advert of {cid}'s EID near their arrival"
+    assert any(r.gateway_id == "gw-door" for r in heard)
+
+
+def test_hard_cases_all_happen() -> None:
+    sim = build_scenario("hard-cases", seed=3, start=START)
+    behaviours = {p.behaviour for p in sim.people}
+    assert {"window_shopper", "lingerer", "between", "returner", "visit", "staff"} <= behaviours
+    for p in sim.people:
+        events = [e.event for e in p.truth]
+        if p.behaviour == "window_shopper":
+            assert "arrive" not in events
+            assert "pass_by" in events
+        if p.behaviour == "returner":
+            assert events.count("arrive") == 2
+            arrive2 = [e.t for e in p.truth if e.event == "arrive"][1]
+            leave1 = next(e.t for e in p.truth if e.event == "leave")
+            assert 600 < arrive2 - leave1 < 3600  # back within the hour
+    kinds = {c.consent_class for c in sim.customers}
+    assert kinds == {"consents", "no_consent", "revokes"}
+
+
+def test_app_events_come_late_like_os_geofences_and_revocations_are_announced() -> None:
+    sim = build("boutique", hours=3, seed=4, start=START)
+    lines = [json.loads(x) for x in sim.lines()][1:]
+    app_lines = [d for d in lines if d["kind"] == "app"]
+    events = {d["event"] for d in app_lines}
+    assert {"geofence_enter", "location", "beacon_region_enter"} <= events
+    delays = [d["os_delay_s"] for d in app_lines if d["event"] == "geofence_enter"]
+    assert min(delays) > 0
+    assert max(delays) > 30  # OS region monitoring is seconds to minutes late
+    revokers = {c.customer_id: c.revoke_at for c in sim.customers if c.revoke_at is not None}
+    announced = {d["customer_id"]: d["t"] for d in app_lines if d["event"] == "consent_revoke"}
+    assert announced
+    assert all(revokers[c] == t for c, t in announced.items())
+    for d in lines:
+        if d["kind"] == "truth" and d["event"] == "arrive" and d["customer_id"] in revokers:
+            assert d["consent"] is (d["t"] < revokers[d["customer_id"]])
+
+
+def test_arrivals_follow_the_hourly_rates() -> None:
+    sim = build("boutique", hours=2, seed=9, start=START, arrivals={"hourly": [20, 200]})
+    starts = [p.walker.traj.start for p in sim.people if p.behaviour != "staff"]
+    first = sum(1 for t in starts if t < 3600)
+    second = sum(1 for t in starts if 3600 <= t < 7200)
+    assert second > 4 * first
