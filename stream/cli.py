@@ -39,12 +39,16 @@ async def with_keyring(services: ServiceSettings, fn: Callable[[Keyring], Awaita
 
 
 async def provision_keys(
-    services: ServiceSettings, gateways: Iterable[tuple[str, str]]
+    services: ServiceSettings, gateways: Iterable[tuple[str, str]], label: str = "replay"
 ) -> dict[tuple[str, str], KeyRecord]:
-    """One new key per (store, gateway)."""
+    """A signing key per (store, gateway) for a tool's agents (``proxima replay``/``up``).
+
+    Reused across runs (one active key per gateway and label), so replays do not pile up
+    keys; revoking it (``proxima gateways revoke``) makes the next replay issue a new one.
+    """
 
     async def run(ring: Keyring) -> dict[tuple[str, str], KeyRecord]:
-        return {(s, g): await ring.add(s, g) for s, g in gateways}
+        return {(s, g): await ring.labelled(s, g, label) for s, g in gateways}
 
     return await with_keyring(services, run)
 
@@ -82,7 +86,7 @@ def gateways_list(
             typer.echo(json.dumps(rec.model_dump(mode="json", exclude={"secret"})))
         return
     table = Table(title="gateway keys")
-    for col in ("kid", "store", "gateway", "created", "state"):
+    for col in ("kid", "store", "gateway", "created", "state", "label"):
         table.add_column(col)
     for rec in records:
         table.add_row(
@@ -91,6 +95,7 @@ def gateways_list(
             rec.gateway_id,
             rec.created_at.isoformat(timespec="seconds"),
             "revoked" if rec.revoked else "active",
+            rec.label or "",
         )
     _out.print(table)
 

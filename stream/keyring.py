@@ -42,6 +42,7 @@ class KeyRecord(BaseModel):
     created_at: datetime
     revoked: bool = False
     revoked_at: datetime | None = None
+    label: str | None = Field(default=None, description="e.g. 'replay' for keys tools provision")
 
     def gateway_key(self) -> GatewayKey:
         return GatewayKey(
@@ -65,7 +66,12 @@ class Keyring:
         self.key = f"{prefix}gateway-keys"
 
     async def add(
-        self, store_id: str, gateway_id: str, *, now: datetime | None = None
+        self,
+        store_id: str,
+        gateway_id: str,
+        *,
+        label: str | None = None,
+        now: datetime | None = None,
     ) -> KeyRecord:
         """A new key for one gateway; the gateway's older keys stay valid until revoked."""
         record = KeyRecord(
@@ -74,10 +80,19 @@ class Keyring:
             gateway_id=gateway_id,
             secret=secrets.token_bytes(SECRET_BYTES).hex(),
             created_at=now or datetime.now(UTC),
+            label=label,
         )
         if not await self.r.hsetnx(self.key, record.kid, record.model_dump_json()):
             raise KeyringError(f"key id {record.kid} already exists (try again)")
         return record
+
+    async def labelled(self, store_id: str, gateway_id: str, label: str) -> KeyRecord:
+        """The gateway's active key with this label, created on first use (tools reuse it)."""
+        for rec in await self.all():
+            same = (rec.store_id, rec.gateway_id, rec.label) == (store_id, gateway_id, label)
+            if same and not rec.revoked:
+                return rec
+        return await self.add(store_id, gateway_id, label=label)
 
     async def get(self, kid: str) -> KeyRecord | None:
         raw = await self.r.hget(self.key, kid)

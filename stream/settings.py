@@ -47,7 +47,7 @@ class StreamSettings(BaseSettings):
         default=1_000_000, gt=0, description="largest accepted MQTT batch (bytes)"
     )
     require_signatures: bool = Field(
-        default=False,
+        default=True,
         description="bridge rejects event batches without a valid gateway signature (contracts.signing)",
     )
     key_cache_ttl_s: float = Field(

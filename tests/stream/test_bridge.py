@@ -26,7 +26,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 @pytest.fixture
 async def bridge(kafka_url: str, namespace: str) -> AsyncIterator[Bridge]:
     services = ServiceSettings(kafka=kafka_url, namespace=namespace)
-    settings = StreamSettings(partitions=1, bridge_max_payload=4096)
+    # Unsigned on purpose: this test is about everything but signatures (see test_bridge_signatures).
+    settings = StreamSettings(partitions=1, bridge_max_payload=4096, require_signatures=False)
     await ensure_topics(services.kafka_bootstrap, services.topics.all_kafka, 1)
     b = Bridge(services, settings, client_id="test-bridge")
     ready = asyncio.Event()

@@ -14,6 +14,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from contracts.services import ServiceSettings
+from contracts.signing import sign
+from stream.cli import with_keyring
 from tests.conftest import Procs
 from tests.factories import event_dict
 from transport.kafka import ensure_topics
@@ -33,6 +35,7 @@ async def test_bridge_killed_mid_stream_loses_no_event(
     )
     topics = services.topics
     await ensure_topics(services.kafka_bootstrap, topics.all_kafka, 1)
+    key = await with_keyring(services, lambda ring: ring.add("store-1", "gw-door"))
     procs.start("bridge", "bridge")
 
     batches = [
@@ -66,8 +69,14 @@ async def test_bridge_killed_mid_stream_loses_no_event(
         # same event ids) until it comes through.
         async with MqttClient(services.mqtt) as mqtt:
             topic = topics.gateway_events("store-1", "gw-door")
+
+            async def publish(batch: list[dict[str, object]]) -> None:
+                payload = json.dumps(batch).encode()
+                props = sign(key.kid, bytes.fromhex(key.secret), topic, payload)
+                await mqtt.publish(topic, payload, user_properties=props)
+
             for _ in range(60):
-                await mqtt.publish(topic, json.dumps(batches[0]).encode())
+                await publish(batches[0])
                 with contextlib.suppress(pytest.fail.Exception):
                     await drain(PER_BATCH, 1, "bridge start")
                 if seen:
@@ -76,7 +85,7 @@ async def test_bridge_killed_mid_stream_loses_no_event(
 
             async def publish_rest() -> None:
                 for batch in batches[1:]:
-                    await mqtt.publish(topic, json.dumps(batch).encode())
+                    await publish(batch)
 
             publisher = asyncio.create_task(publish_rest())
             await drain(PER_BATCH * 40, 40, "bridge under load")
