@@ -22,7 +22,7 @@ from edge.cli import app as edge_app
 from notifier.cli import associates_app
 from simulators.cli import alerts_app
 from simulators.cli import score as score_command
-from stream.cli import gateways_app
+from stream.cli import gateways_app, provision_keys
 
 if TYPE_CHECKING:
     from simulators.scenarios import SimPerson
@@ -234,14 +234,20 @@ async def _replay(trace: Path, speed: float | None) -> dict[str, tuple[int, int]
         raise OSError(f"{trace}: header has no layout; replay needs the gateways and their zones")
     services = ServiceSettings()
     agents = []
+    # Each replayed gateway signs with a key of its own from the keyring (reused across
+    # replays), so a bridge that requires signatures accepts it.
+    keys = await provision_keys(services, [(header.store_id, gw.id) for gw in header.layout.gateways])
     # A replay is a dev tool: each agent gets a fresh outbox that disappears afterwards.
     with tempfile.TemporaryDirectory(prefix="proxima-replay-") as tmp:
         for gw in header.layout.gateways:
+            key = keys[(header.store_id, gw.id)]
             settings = EdgeSettings(
                 store_id=header.store_id,
                 gateway_id=gw.id,
                 zone_id=gw.zone_id,
                 rssi_offset_db=gw.rssi_offset_db,
+                signing_kid=key.kid,
+                signing_key=key.secret,
             )
             src = TraceSource.from_file(trace, gw.id, speed)
             agents.append(
