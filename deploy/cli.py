@@ -236,7 +236,9 @@ async def _replay(trace: Path, speed: float | None) -> dict[str, tuple[int, int]
     agents = []
     # Each replayed gateway signs with a key of its own from the keyring (reused across
     # replays), so a bridge that requires signatures accepts it.
-    keys = await provision_keys(services, [(header.store_id, gw.id) for gw in header.layout.gateways])
+    keys = await provision_keys(
+        services, [(header.store_id, gw.id) for gw in header.layout.gateways]
+    )
     # A replay is a dev tool: each agent gets a fresh outbox that disappears afterwards.
     with tempfile.TemporaryDirectory(prefix="proxima-replay-") as tmp:
         for gw in header.layout.gateways:
