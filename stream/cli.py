@@ -7,9 +7,11 @@ replay`` and ``proxima up`` use to give each replayed gateway a key of its own.
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Annotated, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import redis.asyncio as aioredis
 import typer
@@ -19,6 +21,9 @@ from rich.table import Table
 from contracts.services import ServiceSettings
 from stream.exceptions import KeyringError
 from stream.keyring import KeyRecord, Keyring
+
+if TYPE_CHECKING:
+    from stream.customers import ImportReport
 
 T = TypeVar("T")
 
@@ -109,3 +114,94 @@ def gateways_revoke(kid: Annotated[str, typer.Argument(metavar="KID")]) -> None:
         _err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from exc
     typer.echo(f"{record.kid} ({record.store_id}/{record.gateway_id}): revoked")
+
+
+# --- customers: import and devices (mounted on ``proxima customers``) -------------------
+def customers_import(
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE.csv", help="header row + one customer per row")
+    ],
+    keys_out: Annotated[
+        Path | None,
+        typer.Option(help="write generated identity keys here (CSV) for the customers' apps"),
+    ] = None,
+) -> None:
+    """Enroll customers from a CSV file; report rejected rows and why (exit 1 if any)."""
+    from stream.customers import import_csv
+    from stream.registry import Registry
+
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        _err.print(f"[red]error:[/red] {file}: {exc}", highlight=False)
+        raise typer.Exit(2) from exc
+
+    async def run() -> ImportReport:
+        services = ServiceSettings()
+        redis = aioredis.from_url(services.redis)
+        try:
+            return await import_csv(Registry(redis, services.redis_prefix), text)
+        finally:
+            await redis.aclose()
+
+    report = asyncio.run(run())
+    typer.echo(f"{len(report.enrolled)} enrolled, {len(report.rejected)} rejected")
+    for bad in report.rejected:
+        who = f" ({bad.customer_id})" if bad.customer_id else ""
+        typer.echo(f"line {bad.line}{who}: {bad.reason}")
+    if report.generated_keys:
+        if keys_out is None:
+            typer.echo(
+                f"{len(report.generated_keys)} identity keys were generated; "
+                "re-run with --keys-out FILE to keep them (they are not printed)"
+            )
+        else:
+            with keys_out.open("w", encoding="utf-8", newline="") as fh:
+                w = csv.writer(fh)
+                w.writerow(["customer_id", "identity_key", "rotation_exponent"])
+                for cid, (key, k) in sorted(report.generated_keys.items()):
+                    w.writerow([cid, key, k])
+            keys_out.chmod(0o600)
+            typer.echo(f"generated identity keys written to {keys_out}")
+    if report.rejected:
+        raise typer.Exit(1)
+
+
+def customers_device(
+    customer_id: Annotated[str, typer.Argument(metavar="ID")],
+    device_id: Annotated[str, typer.Argument(metavar="DEVICE", help="app device id, hex")],
+    public_key: Annotated[
+        str | None,
+        typer.Option(
+            help="the app's Ed25519 public key, base64 (published for the gateways' ingest)"
+        ),
+    ] = None,
+) -> None:
+    """Register a customer's app device: its geofence and beacon-region events resolve to them."""
+    from stream.customers import register_device
+    from stream.exceptions import RegistryError
+
+    async def run() -> None:
+        services = ServiceSettings()
+        redis = aioredis.from_url(services.redis)
+        try:
+            await register_device(redis, services.redis_prefix, customer_id, device_id, public_key)
+        finally:
+            await redis.aclose()
+
+    try:
+        asyncio.run(run())
+    except RegistryError as exc:
+        _err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from exc
+    typer.echo(f"{customer_id}: device {device_id} registered")
+
+
+def write_enrollment_qr(
+    path: Path, customer_id: str, identity_key: str, rotation_exponent: int
+) -> None:
+    """``proxima customers enroll --qr PATH``: the app's enrollment payload as a QR code PNG."""
+    from stream.customers import app_payload, write_qr
+
+    write_qr(app_payload(customer_id, identity_key, rotation_exponent), path)
+    path.chmod(0o600)

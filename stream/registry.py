@@ -262,6 +262,8 @@ class Registry:
             )
             if devices:
                 pipe.hdel(self._k("device-owner"), *devices)
+                # the gateways' copy of the devices' public keys (edge.devices)
+                pipe.delete(*(self._k(f"devices:{d}") for d in devices))
             for key in departing:
                 pipe.zrem(key, customer_id)
             pipe.xadd(self._k("audit"), {"customer_id": customer_id, "action": "forget", "at": now})
