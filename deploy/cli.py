@@ -22,7 +22,7 @@ from edge.cli import app as edge_app
 from notifier.cli import associates_app
 from simulators.cli import alerts_app
 from simulators.cli import score as score_command
-from stream.cli import gateways_app, provision_keys
+from stream.cli import customers_device, customers_import, gateways_app, provision_keys
 
 if TYPE_CHECKING:
     from simulators.scenarios import SimPerson
@@ -47,6 +47,8 @@ app.add_typer(associates_app, name="associates")
 app.add_typer(alerts_app, name="alerts")
 app.command("score")(score_command)
 app.add_typer(gateways_app, name="gateways")
+customers_app.command("import")(customers_import)
+customers_app.command("device")(customers_device)
 
 out = Console()
 err = Console(stderr=True)
@@ -353,6 +355,10 @@ def customers_enroll(
     wishlist: Annotated[Optional[list[str]], typer.Option(help="item (repeat)")] = None,  # noqa: UP045
     assigned_associate: Annotated[Optional[str], typer.Option()] = None,  # noqa: UP045
     store: Annotated[Optional[str], typer.Option(help="limit consent to this store")] = None,  # noqa: UP045
+    qr: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="write a QR code PNG of what the app needs here (holds the key)"),
+    ] = None,
 ) -> None:
     """Enroll a customer with their identity key and consent."""
     from pydantic import ValidationError
@@ -410,6 +416,11 @@ def customers_enroll(
     }
     if generated:
         result["identity_key"] = key
+    if qr is not None:
+        from stream.cli import write_enrollment_qr
+
+        write_enrollment_qr(qr, customer_id, key, rotation_exponent)
+        result["qr"] = str(qr)
     out.print_json(json.dumps(result))
 
 
@@ -498,6 +509,8 @@ def customers_show(customer_id: Annotated[str, typer.Argument(metavar="ID")]) ->
                 return None
             data = profile.model_dump(mode="json", exclude={"identity_key"})
             data["consent"] = {p.value: await reg.has_consent(customer_id, p, "*") for p in Purpose}
+            data["consent_records"] = await reg.consent_records(customer_id)
+            data["devices"] = await reg.devices(customer_id)
             return data
         finally:
             await r.aclose()
