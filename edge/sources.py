@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from contracts.trace import AdvRecord, TraceHeader, TraceRecord, read_trace
 from edge.exceptions import SourceError
@@ -107,6 +107,8 @@ class TraceSource(ScannerSource):
         self._now = self.start
         self._wall0: float | None = None
         self.skipped_other_gateways = 0
+        self._file: IO[str] | None = None
+        self.delivered = 0
 
     @classmethod
     def from_file(cls, path: Path, gateway_id: str, speed: float | None = None) -> TraceSource:
@@ -114,8 +116,14 @@ class TraceSource(ScannerSource):
             fh = path.open(encoding="utf-8")
         except OSError as exc:
             raise SourceError(f"cannot open trace {path}: {exc.strerror}") from exc
-        header, records = read_trace(fh)
-        return cls(header, records, gateway_id, speed)
+        try:
+            header, records = read_trace(fh)
+        except BaseException:
+            fh.close()
+            raise
+        source = cls(header, records, gateway_id, speed)
+        source._file = fh
+        return source
 
     @property
     def finite(self) -> bool:
@@ -129,6 +137,25 @@ class TraceSource(ScannerSource):
     async def adverts(self) -> AsyncIterator[Advertisement]:
         self._wall0 = time.monotonic()
         self.state = "scanning"
+        n_before = self.delivered
+        try:
+            async for advert in self._replay():
+                self.delivered += 1
+                yield advert
+        finally:
+            if self._file is not None:
+                self._file.close()
+        self.state = "finished"
+        if n_before == self.delivered:
+            known = [g.id for g in self.header.layout.gateways] if self.header.layout else []
+            log.warning(
+                "trace has no adverts for gateway %r (its layout has %s)",
+                self.gateway_id,
+                ", ".join(known) or "no gateways",
+            )
+
+    async def _replay(self) -> AsyncIterator[Advertisement]:
+        assert self._wall0 is not None
         n = 0
         for record in self._records:
             if not isinstance(record, AdvRecord):
@@ -146,7 +173,6 @@ class TraceSource(ScannerSource):
                     await asyncio.sleep(0)  # let the publisher run during a max-speed replay
             self._now = self.start + record.t
             yield advert_from_record(record, self.start)
-        self.state = "finished"
 
 
 class SimulatorSource(TraceSource):
