@@ -148,13 +148,14 @@ def check_config(
     except ConfigError as exc:
         err.print(f"[red]{exc.source}: {len(exc.errors)} error(s)[/red]", highlight=False)
         for path, reason in exc.errors:
-            err.print(f"  {path}: {reason}", highlight=False, markup=False)
+            err.print(f"  {path}: {reason}", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(1) from exc
     signing = f"signing with key {settings.signing_kid}" if settings.signing_kid else "unsigned"
     out.print(
         f"{file}: ok (store {settings.store_id}, gateway {settings.gateway_id},"
         f" zone {settings.zone_id}, source {settings.source}, {signing})",
         highlight=False,
+        soft_wrap=True,
     )
 
 
