@@ -28,10 +28,11 @@ import random
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from beacons.presence import Transition
@@ -80,8 +81,12 @@ class EdgeAgent:
         outbox_path: Path | None = None,
         clock: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
+        services: Sequence[Callable[[Outbox], Coroutine[Any, Any, None]]] = (),
     ) -> None:
+        """``services`` are more producers run beside the scanner while the outbox is open
+        (the app-event ingest): each is called with the outbox and runs until cancelled."""
         self.settings = settings
+        self.services = tuple(services)
         if not source.finite and not isinstance(source, WatchdogSource):
             source = WatchdogSource(source, settings.watchdog_s)
         self.source = source
@@ -134,6 +139,8 @@ class EdgeAgent:
                         tg.create_task(self._uplink(), name="edge-uplink"),
                         tg.create_task(self._status_loop(), name="edge-status"),
                     ]
+                    for i, service in enumerate(self.services):
+                        tasks.append(tg.create_task(service(self.outbox), name=f"edge-service-{i}"))
                     if self.settings.http_port is not None:
                         from edge.health import serve_health
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -21,6 +22,7 @@ from contracts.services import ServiceSettings
 from contracts.trace import TraceHeader, TraceRecord
 from edge.config import describe_settings, load_settings
 from edge.exceptions import ConfigError, EdgeError
+from edge.outbox import Outbox
 from edge.settings import EdgeSettings
 from edge.sources import BleakSource, ScannerSource, SimulatorSource, TraceSource
 
@@ -119,7 +121,17 @@ def run(
     except EdgeError as exc:
         raise _fail(str(exc)) from exc
     services = ServiceSettings()
-    agent = EdgeAgent(settings, src, services.topics, mqtt_url=settings.mqtt_url or services.mqtt)
+    try:
+        extra = _ingest_service(settings.store_id, services.redis_prefix)
+    except (ValidationError, EdgeError) as exc:
+        raise _fail(f"app-event ingest settings (PROXIMA_INGEST_*): {exc}") from exc
+    agent = EdgeAgent(
+        settings,
+        src,
+        services.topics,
+        mqtt_url=settings.mqtt_url or services.mqtt,
+        services=extra,
+    )
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -136,6 +148,25 @@ def run(
         f"edge: {s.adverts} adverts, {s.events} events, {s.events_published} published",
         highlight=False,
     )
+
+
+def _ingest_service(
+    store_id: str, redis_prefix: str
+) -> list[Callable[[Outbox], Coroutine[Any, Any, None]]]:
+    """The app-event ingest (PROXIMA_INGEST_ENABLED=1) as a producer into the agent's outbox."""
+    from edge.ingest import IngestServer, IngestSettings
+
+    ingest = IngestSettings()
+    if not ingest.enabled:
+        return []
+
+    async def serve(outbox: Outbox) -> None:
+        server = IngestServer.from_settings(
+            ingest, store_id=store_id, sink=outbox, redis_prefix=redis_prefix
+        )
+        await server.serve()
+
+    return [serve]
 
 
 @app.command("check-config")
