@@ -567,7 +567,7 @@ def beacons_eid(
 # --- bench ----------------------------------------------------------------------------
 @app.command()
 def bench(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="beacons")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="beacons, edge")],
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     seconds: Annotated[float, typer.Option(help="measuring time per figure")] = 2.0,
 ) -> None:
@@ -578,8 +578,12 @@ def bench(
         from beacons.bench import run_beacons_bench
 
         results = run_beacons_bench(seconds)
+    elif name == "edge":
+        from edge.bench import run_edge_bench
+
+        results = run_edge_bench(seconds)
     else:
-        raise _fail(f"unknown benchmark {name!r}; available: beacons")
+        raise _fail(f"unknown benchmark {name!r}; available: beacons, edge")
     if as_json:
         sys.stdout.write(json.dumps(results) + "\n")
         return
