@@ -72,7 +72,7 @@ from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 from aiohttp import web
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -314,6 +314,38 @@ def sign_request(
         H_SIGNATURE: f"{SIG_VERSION}=" + base64.urlsafe_b64encode(sig).rstrip(b"=").decode(),
         "Content-Type": "application/json",
     }
+
+
+def verify_signature(
+    public_key: Ed25519PublicKey,
+    method: str,
+    path: str,
+    timestamp: str,
+    nonce: str,
+    device_id: str,
+    body: bytes,
+    signature_header: str,
+) -> None:
+    """Check an ``X-Proxima-Signature`` value; raise a 401 ``bad_signature`` :class:`Rejection`."""
+    if not signature_header.startswith(f"{SIG_VERSION}="):
+        raise Rejection(
+            401, "bad_signature", f"unsupported signature version {signature_header[:6]!r}"
+        )
+    raw = signature_header[len(SIG_VERSION) + 1 :]
+    try:
+        signature = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise Rejection(401, "bad_signature", "signature is not base64url") from exc
+    try:
+        public_key.verify(
+            signature, canonical_string(method, path, timestamp, nonce, device_id, body)
+        )
+    except InvalidSignature as exc:
+        raise Rejection(
+            401,
+            "bad_signature",
+            "signature does not match the method, path, timestamp, nonce and body",
+        ) from exc
 
 
 # --- the pieces: metrics, quarantine, nonces, rate limit ----------------------------------
@@ -756,22 +788,9 @@ class IngestServer:
             )
         if not _NONCE_RE.match(nonce):
             raise Rejection(401, "bad_signature", f"{H_NONCE} must be 16-64 of [A-Za-z0-9_-]")
-        if not sig.startswith(f"{SIG_VERSION}="):
-            raise Rejection(401, "bad_signature", f"unsupported signature version {sig[:6]!r}")
-        try:
-            raw = sig[len(SIG_VERSION) + 1 :]
-            signature = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
-        except (binascii.Error, ValueError) as exc:
-            raise Rejection(401, "bad_signature", "signature is not base64url") from exc
-        message = canonical_string(request.method, request.raw_path, ts, nonce, device_id, body)
-        try:
-            key.public_key.verify(signature, message)
-        except InvalidSignature as exc:
-            raise Rejection(
-                401,
-                "bad_signature",
-                "signature does not match the method, path, timestamp, nonce and body",
-            ) from exc
+        verify_signature(
+            key.public_key, request.method, request.raw_path, ts, nonce, device_id, body, sig
+        )
         claimed = self.nonces.claim(device_id, nonce)
         if claimed == "replayed":
             raise Rejection(409, "replayed_nonce", f"nonce {nonce} was already used")
