@@ -211,17 +211,18 @@ def alerts_record(
     idle: Annotated[
         float | None, typer.Option(help="stop after SECONDS without any alert or event")
     ] = None,
+    append: Annotated[bool, typer.Option(help="append to the files instead of replacing")] = False,
 ) -> None:
     """Subscribe to every store's alert topic and write each alert as it arrives."""
     try:
-        n_alerts, n_batches = asyncio.run(_record(out_path, events, duration, idle))
+        n_alerts, n_batches = asyncio.run(_record(out_path, events, duration, idle, append))
     except OSError as exc:
         raise _fail(str(exc), 1) from exc
     out.print(f"recorded {n_alerts} alerts, {n_batches} event batches", highlight=False)
 
 
 async def _record(
-    out_path: Path, events: Path | None, duration: float | None, idle: float | None
+    out_path: Path, events: Path | None, duration: float | None, idle: float | None, append: bool
 ) -> tuple[int, int]:
     from transport.mqtt import MqttClient
 
@@ -232,8 +233,9 @@ async def _record(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     n_alerts = n_batches = 0
-    alerts_fh = out_path.open("a", encoding="utf-8")
-    events_fh = events.open("a", encoding="utf-8") if events else None
+    mode = "a" if append else "w"
+    alerts_fh = out_path.open(mode, encoding="utf-8")
+    events_fh = events.open(mode, encoding="utf-8") if events else None
     try:
         async with MqttClient(services.mqtt, queue_size=1_000_000) as mqtt:
             await mqtt.subscribe(topics.all_store_alerts(), qos=1)

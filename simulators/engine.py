@@ -289,6 +289,7 @@ class Simulation:
             "address": _random_address(rng),
             "address_period": rng.uniform(600, 900),
         }
+        pop = self.layout.population
         if kind == "eid":
             carries = person.customer.carries if person.customer else "phone"
             if person.customer is not None:
@@ -315,7 +316,9 @@ class Simulation:
                 carry = rng.choice(["pocket", "bag"])
             return Device(
                 **base,
-                interval=1.0 if carries == "phone" else 0.8,
+                interval=rng.choice(pop.phone_intervals_s)
+                if carries == "phone"
+                else pop.tag_interval_s,
                 payload=eid_payload,
                 carry_db=CARRY_LOSS_DB[carry],
             )
@@ -649,18 +652,18 @@ LAYOUT_SCENARIOS: dict[str, LayoutScenario] = {
     "boutique-day": LayoutScenario("boutique", 9.0, "a whole boutique day, 10:00-19:00"),
     "boutique-rush": LayoutScenario(
         "boutique",
-        0.25,
-        "15 busy minutes: many enrolled customers, every hard case, for end-to-end tests",
+        1 / 3,
+        "20 busy minutes: many enrolled customers, every hard case, for end-to-end tests",
         population={
-            "p_enrolled": 0.6,
+            "p_enrolled": 0.7,
             "p_window_shopper": 0.25,
             "p_lingerer": 0.1,
             "p_between": 0.1,
             "p_return": 0.0,
             "p_revoke": 0.0,
-            "customers": 40,
+            "customers": 60,
         },
-        arrivals={"hourly": [160]},
+        arrivals={"hourly": [180]},
     ),
     "hard-cases": LayoutScenario(
         "boutique",

@@ -158,6 +158,11 @@ class Population(_Spec):
     p_return: Annotated[float, Field(ge=0, le=1)] = 0.05
     staff: Annotated[int, Field(ge=0)] = 3
     static_noise: Annotated[int, Field(ge=0)] = 4
+    phone_intervals_s: list[Annotated[float, Field(gt=0.02, le=10)]] = Field(
+        default_factory=lambda: [0.25, 0.25, 1.0],
+        description="app advertising intervals drawn per phone: Android BALANCED 250 ms, LOW_POWER 1 s",
+    )
+    tag_interval_s: Annotated[float, Field(gt=0.02, le=10)] = 0.5
     associates: list[str] = Field(default_factory=lambda: ["assoc-maria"])
 
 

@@ -91,9 +91,16 @@ def _customers(header_raw: dict[str, Any]) -> tuple[dict[str, bool], dict[str, f
 
 
 def load_truth(
-    path: Path, revisit_gap_s: float = DEFAULT_REVISIT_GAP_S, revoke_grace_s: float = 60.0
+    path: Path,
+    revisit_gap_s: float = DEFAULT_REVISIT_GAP_S,
+    revoke_grace_s: float = 60.0,
+    tail_s: float = 60.0,
 ) -> Truth:
-    """Visits and consent from a trace file (validated line by line)."""
+    """Visits and consent from a trace file (validated line by line).
+
+    A visit whose door crossing is less than ``tail_s`` before the trace ends expects no
+    alert (the trace stops before anyone could be detected); an alert for it still counts.
+    """
     src = str(path)
     try:
         fh = path.open(encoding="utf-8")
@@ -168,6 +175,8 @@ def load_truth(
     for v in visits:
         if v.leave_t == math.inf:
             v.leave_t = end_t
+        if v.arrive_t > end_t - tail_s:
+            v.expected = False
     merged: list[Visit] = []
     last: dict[str, Visit] = {}
     for v in visits:
@@ -292,6 +301,8 @@ def score(
     by_customer: dict[str, list[Visit]] = defaultdict(list)
     for v in truth.visits:
         by_customer[v.customer_id].append(v)
+    store = truth.header.store_id
+    alerts = [a for a in alerts if a.store_id == store]  # the file may hold other stores'
     arrival = [a for a in alerts if a.kind == AlertKind.ARRIVAL]
     other: dict[str, int] = defaultdict(int)
     for a in alerts:
