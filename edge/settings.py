@@ -23,7 +23,14 @@ _KID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def default_state_dir() -> Path:
-    """Where the outbox lives unless configured: $XDG_STATE_HOME/proxima or ~/.local/state."""
+    """Where the outbox lives unless configured.
+
+    systemd's ``StateDirectory=`` (``$STATE_DIRECTORY``, e.g. /var/lib/proxima-edge) first,
+    then ``$XDG_STATE_HOME/proxima``, then ``~/.local/state/proxima``.
+    """
+    systemd = os.environ.get("STATE_DIRECTORY")
+    if systemd:
+        return Path(systemd.split(":")[0])
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "proxima"
 

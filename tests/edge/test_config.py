@@ -98,3 +98,14 @@ def test_every_setting_is_documented_with_its_environment_variable() -> None:
     for name, env, _default, doc in rows:
         assert env == f"PROXIMA_EDGE_{name.upper()}"
         assert doc, f"{name} has no one-line doc"
+
+
+def test_outbox_defaults_to_the_systemd_state_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
+    settings = EdgeSettings(store_id="s1", gateway_id="gw-1")
+    assert settings.resolved_outbox_path() == tmp_path / "state" / "outbox-s1-gw-1.sqlite"
+    monkeypatch.delenv("STATE_DIRECTORY")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert settings.resolved_outbox_path() == tmp_path / "xdg" / "proxima" / "outbox-s1-gw-1.sqlite"
