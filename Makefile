@@ -4,13 +4,22 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup services browser demo test check lint typecheck fmt bench clean
+.PHONY: setup setup-dev services browser demo test check lint typecheck fmt bench clean
 
 setup: $(VENV)/.installed services
+setup-dev: $(VENV)/.installed-dev services
 
+# What `make demo` needs: the project and its runtime dependencies.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@bash deploy/ensure-python.sh "$(PYTHON)" "$(VENV)"
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e .
+	@touch $@
+
+# What the tests need on top: dev tools, the bench extra and dbus-python, which is built
+# from source against Debian's D-Bus headers (deploy/ensure-bluez-mock.sh installs them).
+$(VENV)/.installed-dev: $(VENV)/.installed
+	@bash deploy/ensure-bluez-mock.sh "$(BIN)/python"
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,bench]'
 	@touch $@
 
@@ -23,24 +32,24 @@ browser:
 demo: setup
 	$(BIN)/proxima up --duration $${DEMO_SECONDS:-120}
 
-test: setup browser
-	PROXIMA_REQUIRE_BROWSER=1 $(BIN)/pytest
+test: setup-dev browser
+	PROXIMA_REQUIRE_BROWSER=1 PROXIMA_REQUIRE_BLUEZ_MOCK=1 $(BIN)/pytest
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 
-typecheck: $(VENV)/.installed
+typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
-check: setup browser lint typecheck
-	PROXIMA_REQUIRE_BROWSER=1 $(BIN)/pytest
+check: setup-dev browser lint typecheck
+	PROXIMA_REQUIRE_BROWSER=1 PROXIMA_REQUIRE_BLUEZ_MOCK=1 $(BIN)/pytest
 
-fmt: $(VENV)/.installed
+fmt: $(VENV)/.installed-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: setup
+bench: setup-dev
 	$(BIN)/proxima bench beacons
 
 clean:
