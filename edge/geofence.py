@@ -233,6 +233,31 @@ class GeofenceEngine:
     def __len__(self) -> int:
         return len(self._devices)
 
+    def replace_geofences(self, geofences: Iterable[Geofence]) -> list[GeofenceTransition]:
+        """Swap in a new set of geofences (live configuration).
+
+        A fence kept under the same id keeps every device's state (the next fix settles a
+        moved boundary through the usual hysteresis); devices inside a fence that is gone
+        get its ``geofence_exit`` now, with confidence 0.5, so no visit is left open.
+        """
+        fences = list(geofences)
+        ids = [g.id for g in fences]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise GeofenceError(f"duplicate geofence ids: {', '.join(dupes)}", dupes[0])
+        now = self.clock()
+        out: list[GeofenceTransition] = []
+        kept = set(ids)
+        for device_id, state in self._devices.items():
+            for gid in [g for g in state.fences if g not in kept]:
+                if state.fences.pop(gid).inside:
+                    at = max(now, state.last_at)
+                    out.append(
+                        GeofenceTransition(device_id, gid, "geofence_exit", at, confidence=0.5)
+                    )
+        self.geofences = {g.id: g for g in fences}
+        return out
+
     def is_inside(self, device_id: str, geofence_id: str) -> bool:
         state = self._devices.get(device_id)
         return bool(state and geofence_id in state.fences and state.fences[geofence_id].inside)

@@ -663,21 +663,35 @@ class IngestServer:
             except Exception:
                 log.exception("geofence tick failed; going on")
 
+    async def update_store(self, store: StoreIngestConfig) -> list[Event]:
+        """Apply a new store configuration live (geofences, beacon regions); see
+        :meth:`GeofenceEngine.replace_geofences` for what happens to devices inside."""
+        geofences = store.build_geofences()
+        async with self._engine_lock:
+            transitions = self.engine.replace_geofences(geofences)
+            self.store = store
+            self._regions = {(r.type, r.id): r.zone_id for r in store.beacon_regions}
+            return await self._put_unrequested(transitions, "configuration change")
+
+    async def _put_unrequested(
+        self, transitions: list[GeofenceTransition], why: str
+    ) -> list[Event]:
+        if not transitions:
+            return []
+        drafts = [self._geofence_draft(tr, None, i) for i, tr in enumerate(transitions)]
+        try:
+            stored = await self.sink.put(drafts)
+        except OutboxError as exc:
+            self.metrics.tick_events_lost += len(drafts)
+            log.error("%d geofence event(s) from a %s not stored: %s", len(drafts), why, exc)
+            return []
+        self.metrics.tick_events += len(stored)
+        return stored
+
     async def tick(self) -> list[Event]:
         """Emit due dwells and stale exits to the sink (the ticker calls this every second)."""
         async with self._engine_lock:
-            transitions = self.engine.tick()
-            if not transitions:
-                return []
-            drafts = [self._geofence_draft(tr, None, i) for i, tr in enumerate(transitions)]
-            try:
-                stored = await self.sink.put(drafts)
-            except OutboxError as exc:
-                self.metrics.tick_events_lost += len(drafts)
-                log.error("%d geofence event(s) from the tick not stored: %s", len(drafts), exc)
-                return []
-        self.metrics.tick_events += len(stored)
-        return stored
+            return await self._put_unrequested(self.engine.tick(), "tick")
 
     # -- HTTP --
     async def _handle(self, request: web.Request) -> web.Response:

@@ -340,3 +340,22 @@ def test_per_fence_output_alternates_enter_dwell_exit(
                 assert inside, f"{gid}: exit without enter"
                 inside = False
         assert eng.is_inside(DEVICE, gid) is inside
+
+
+def test_replacing_geofences_exits_devices_of_removed_fences_and_keeps_the_rest() -> None:
+    clock = Clock(50.0)
+    shop, sq = Circle("shop", LAT0, LON0, 100.0), square("square", 60.0)
+    eng = engine(shop, sq, clock=clock)
+    kinds = [(t.geofence_id, t.kind) for t in eng.observe(fix(offset(0, 0), 5.0, 10.0))]
+    assert sorted(kinds) == [("shop", "geofence_enter"), ("square", "geofence_enter")]
+    [exit_] = eng.replace_geofences([Circle("shop", LAT0, LON0, 150.0)])
+    assert (exit_.geofence_id, exit_.kind, exit_.at, exit_.confidence) == (
+        "square",
+        "geofence_exit",
+        50.0,
+        0.5,
+    )
+    assert eng.is_inside(DEVICE, "shop")
+    assert eng.observe(fix(offset(0, 0), 5.0, 60.0)) == []  # still inside, no second enter
+    with pytest.raises(GeofenceError, match="duplicate"):
+        eng.replace_geofences([shop, shop])

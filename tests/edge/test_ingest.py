@@ -710,3 +710,32 @@ async def test_an_unexpected_error_costs_one_request_not_the_server(
         assert (status, [e["kind"] for e in resp["events"]]) == (202, ["geofence_enter"])
     finally:
         await server.stop()
+
+
+async def test_a_live_store_update_exits_removed_fences_and_adds_regions(
+    app: App, outbox: Outbox
+) -> None:
+    await app.post("locations", fixes((0.0, 5.0, 0)))
+    new_region = "aa" * 20
+    stored = await app.server.update_store(
+        StoreIngestConfig.model_validate(
+            {
+                "geofences": [
+                    {"kind": "circle", "id": "mall", "lat": LAT0, "lon": LON0, "radius_m": 500}
+                ],
+                "beacon_regions": [{"type": "ibeacon", "id": new_region, "zone_id": "fitting-1"}],
+            }
+        )
+    )
+    assert [(e.kind.value, e.zone_id, e.confidence) for e in stored] == [
+        ("geofence_exit", "shop", 0.5)
+    ]
+    event = {"region": {"type": "ibeacon", "id": new_region}, "transition": "enter", "at": iso(T0)}
+    status, resp, _ = await app.post("beacon-regions", {"events": [event]})
+    assert (status, resp["events"][0]["kind"]) == (202, "zone_enter")
+    old = {"region": {"type": "ibeacon", "id": REGION_ID}, "transition": "enter", "at": iso(T0)}
+    status, resp, _ = await app.post("beacon-regions", {"events": [old]})
+    assert (status, resp["reason"]) == (422, "invalid_body")
+    status, resp, _ = await app.post("locations", fixes((0.0, 5.0, 1)))
+    assert [e["kind"] for e in resp["events"]] == ["geofence_enter"]
+    assert [e.zone_id for e in await outbox.pending()][-1] == "mall"
