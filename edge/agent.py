@@ -41,7 +41,8 @@ from contracts.models import GatewayState, GatewayStatus
 from contracts.signing import sign
 from contracts.topics import Topics
 from edge.backoff import backoff_delay
-from edge.exceptions import EventRejected, OutboxError, OutboxFull
+from edge.exceptions import ConfigError, EventRejected, OutboxError, OutboxFull
+from edge.live import merge_live_config
 from edge.outbox import EventDraft, Outbox
 from edge.pipeline import Pipeline, to_draft
 from edge.settings import EdgeSettings
@@ -109,6 +110,11 @@ class EdgeAgent:
         self.mqtt_url = _with_credentials(mqtt_url, settings)
         self.events_topic = topics.gateway_events(settings.store_id, settings.gateway_id)
         self.status_topic = topics.gateway_status(settings.store_id, settings.gateway_id)
+        self.config_topic = topics.gateway_config(settings.store_id, settings.gateway_id)
+        self.config_version: str | None = None
+        self.config_error: str | None = None
+        self.configs_applied = 0
+        self.configs_rejected = 0
         self._secret = settings.signing_secret
         self._buffer: list[Transition] = []
         self._wake_writer = asyncio.Event()
@@ -184,7 +190,6 @@ class EdgeAgent:
     async def _consume(self) -> None:
         pipeline = self.pipeline
         buffer = self._buffer
-        tick_s = self.settings.tick_s
         next_tick = 0.0
         source = self.source
         try:
@@ -192,7 +197,7 @@ class EdgeAgent:
                 pipeline.handle(advert, buffer)
                 now = source.now()
                 if now >= next_tick:
-                    next_tick = now + tick_s
+                    next_tick = now + self.settings.tick_s
                     pipeline.tick(now, buffer)
                 if buffer:
                     self._wake_writer.set()
@@ -263,11 +268,7 @@ class EdgeAgent:
 
     def _on_connected(self) -> None:
         # After paho reconnects on its own, the broker has published our will: say online.
-        task = asyncio.get_running_loop().create_task(
-            self._publish_status(GatewayState.ONLINE), name="edge-status-online"
-        )
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._spawn(self._publish_status(GatewayState.ONLINE), "edge-status-online")
 
     async def _uplink(self) -> None:
         s = self.settings
@@ -285,17 +286,54 @@ class EdgeAgent:
                 continue
             attempt = 0
             self._mqtt = client
+            reader = asyncio.create_task(self._read_config(client), name="edge-config")
             try:
+                await client.subscribe(self.config_topic, qos=1)
                 await self._publish_batches(client)
             except MqttError as exc:
                 self.stats.publish_failures += 1
                 self.stats.reconnects += 1
                 log.warning("MQTT publish failed (%s); reconnecting", exc)
             finally:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
                 self._mqtt = None
                 with contextlib.suppress(MqttError):
                     await client.disconnect()
             await asyncio.sleep(backoff_delay(0, s.reconnect_min_s, s.reconnect_max_s, self.rng))
+
+    async def _read_config(self, client: MqttClient) -> None:
+        while True:
+            msg = await client.messages.get()
+            if msg.topic == self.config_topic and msg.payload:
+                self.apply_config(msg.payload)
+                self._spawn(self._publish_status(GatewayState.ONLINE), "edge-status-config")
+
+    def apply_config(self, payload: bytes) -> bool:
+        """Apply a live config (edge.live); a bad one is reported and the last good one stays."""
+        try:
+            updated, version = merge_live_config(self.settings, payload)
+        except ConfigError as exc:
+            self.configs_rejected += 1
+            self.config_error = "; ".join(f"{path}: {reason}" for path, reason in exc.errors)
+            log.error("live config rejected, keeping the last good one: %s", self.config_error)
+            return False
+        self.settings = updated
+        self.pipeline.reconfigure(updated)
+        if isinstance(self.source, WatchdogSource):
+            self.source.timeout_s = updated.watchdog_s
+        self.outbox.warn_fraction = updated.outbox_warn_fraction
+        self.config_version = version
+        self.config_error = None
+        self.configs_applied += 1
+        log.info("live config %s applied", version or "(no version)")
+        return True
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _publish_batches(self, client: MqttClient) -> None:
         s = self.settings
@@ -351,6 +389,8 @@ class EdgeAgent:
             out.append(
                 f"outbox cap hit: dropped {ob.dropped} and refused {self.stats.refused} events"
             )
+        if self.config_error is not None:
+            out.append(f"live config rejected, keeping the last good one: {self.config_error}")
         if self.source.state == "failed":
             out.append("scanner failed to start")
         if isinstance(self.source, WatchdogSource) and self.source.restarts:

@@ -9,6 +9,7 @@ pipeline never sees an identity key: it forwards the 8-byte EID as heard.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -69,6 +70,23 @@ class Pipeline:
         self.stats = PipelineStats()
         self.beacons: OrderedDict[str, BeaconHealth] = OrderedDict()
         self.last_decode_error: str | None = None
+
+    def reconfigure(self, settings: EdgeSettings) -> None:
+        """New thresholds and zone for subjects first heard from now on (see edge.live)."""
+        tracker = self.tracker
+        tracker.config = dataclasses.replace(
+            tracker.config,
+            enter_rssi=settings.enter_rssi,
+            exit_rssi=settings.exit_rssi,
+            enter_min_s=settings.enter_min_s,
+            enter_min_sightings=settings.enter_min_sightings,
+            exit_min_s=settings.exit_min_s,
+            exit_timeout_s=settings.exit_timeout_s,
+            dwell_s=settings.dwell_s,
+        )
+        tracker.zone_id = self.zone_id = settings.zone_id
+        tracker.evict_after_s = settings.exit_timeout_s
+        self.rssi_offset = settings.rssi_offset_db
 
     def handle(self, advert: Advertisement, out: list[Transition]) -> None:
         """Decode one advertisement; append the transitions it causes to ``out``."""
