@@ -123,6 +123,7 @@ class EdgeAgent:
         self._stop = asyncio.Event()
         self._source_done = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
+        self.http_bound: asyncio.Future[int | None] | None = None  # set when /metrics is up
         self._rate_mark = (time.monotonic(), 0, 0)
         self.rates = (0.0, 0.0)  # adverts/s, events/s over the last status interval
 
@@ -150,6 +151,7 @@ class EdgeAgent:
                     if self.settings.http_port is not None:
                         from edge.health import serve_health
 
+                        self.http_bound = asyncio.get_running_loop().create_future()
                         tasks.append(
                             tg.create_task(serve_health(self, self._stop), name="edge-http")
                         )

@@ -126,6 +126,9 @@ async def serve_health(agent: EdgeAgent, stop: asyncio.Event) -> None:
     await runner.setup()
     site = web.TCPSite(runner, agent.settings.http_host, agent.settings.http_port)
     await site.start()
+    addresses = runner.addresses  # the bound port when 0 asked for any free one
+    assert agent.http_bound is not None
+    agent.http_bound.set_result(int(addresses[0][1]) if addresses else agent.settings.http_port)
     try:
         await stop.wait()
     finally:

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from beacons.frames import encode_eddystone_eid
+from beacons.frames import EddystoneTlmFrame, encode_eddystone_eid, encode_eddystone_tlm
 from contracts.models import Event, parse_batch
 from transport.mqtt import MqttClient
 
@@ -35,7 +35,13 @@ FAST_PRESENCE = {
 
 
 def write_trace(
-    path: Path, visitors: int, *, every_s: float = 0.05, first: int = 0, gateway: str = GATEWAY
+    path: Path,
+    visitors: int,
+    *,
+    every_s: float = 0.05,
+    first: int = 0,
+    gateway: str = GATEWAY,
+    tlm_battery_mv: int | None = None,
 ) -> Path:
     """One visitor (its own EID) every ``every_s``: two strong adverts 0.3 s apart, then gone."""
     header = {
@@ -61,6 +67,21 @@ def write_trace(
                         "gateway_id": gateway,
                         "address": f"C0:00:00:00:{(first + i) >> 8 & 0xFF:02X}:{(first + i) & 0xFF:02X}",
                         "rssi": -50,
+                        "service_data": {uuid: data.hex()},
+                    },
+                )
+            )
+    if tlm_battery_mv is not None:  # a store beacon's telemetry every second
+        for k in range(int(visitors * every_s) + 1):
+            uuid, data = encode_eddystone_tlm(EddystoneTlmFrame(tlm_battery_mv, 20.0, k, float(k)))
+            lines.append(
+                (
+                    float(k),
+                    {
+                        "kind": "adv",
+                        "gateway_id": gateway,
+                        "address": "D0:00:00:00:00:01",
+                        "rssi": -70,
                         "service_data": {uuid: data.hex()},
                     },
                 )

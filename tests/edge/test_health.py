@@ -1,0 +1,69 @@
+"""/healthz and /metrics of a running agent, and store-beacon TLM in its retained status."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from contracts.models import GatewayStatus, parse_model
+from contracts.services import ServiceSettings
+from contracts.topics import Topics
+from edge.agent import EdgeAgent
+from edge.settings import EdgeSettings
+from edge.sources import TraceSource
+from tests.edge.support import GATEWAY, STORE, write_trace
+from transport.mqtt import MqttClient
+
+pytestmark = pytest.mark.integration
+
+
+async def test_metrics_healthz_and_beacon_health(namespace: str, tmp_path: Path) -> None:
+    mqtt = ServiceSettings().mqtt
+    topics = Topics(namespace)
+    trace = write_trace(tmp_path / "t.jsonl", 200, every_s=0.05, tlm_battery_mv=2875)
+    settings = EdgeSettings(store_id=STORE, gateway_id=GATEWAY, http_port=0, status_interval_s=0.2)
+    agent = EdgeAgent(
+        settings,
+        TraceSource.from_file(trace, GATEWAY, speed=2.0),
+        topics,
+        mqtt_url=mqtt,
+        outbox_path=tmp_path / "outbox.sqlite",
+    )
+    run = asyncio.create_task(agent.run())
+    try:
+        async with MqttClient(mqtt) as watcher:
+            await watcher.subscribe(topics.gateway_status(STORE, GATEWAY))
+            async with asyncio.timeout(15):
+                while True:
+                    status = parse_model(GatewayStatus, (await watcher.messages.get()).payload)
+                    if status.beacons:
+                        break
+        assert status.beacons[0].address == "D0:00:00:00:00:01"
+        assert status.beacons[0].battery_mv == 2875
+        assert status.beacons[0].temperature_c == 20.0
+
+        while agent.http_bound is None:  # noqa: ASYNC110 - set by run() right away
+            await asyncio.sleep(0.01)
+        port = await agent.http_bound
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                assert resp.status == 200
+                assert await resp.text() == "ok\n"
+            async with http.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                assert resp.status == 200
+                text = await resp.text()
+    finally:
+        agent.stop()
+        await run
+    labels = f'{{store="{STORE}",gateway="{GATEWAY}"}}'
+    values = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in text.splitlines()
+        if not line.startswith("#")
+    }
+    assert values[f"proxima_edge_adverts_total{labels}"] > 0
+    assert values[f"proxima_edge_outbox_near_cap{labels}"] == 0
+    assert "# TYPE proxima_edge_events_published_total counter" in text
