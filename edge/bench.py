@@ -7,6 +7,8 @@ Figures (the caller prints them):
 - ``agent_adverts_per_s`` / ``agent_adverts_per_cpu_s``: the whole agent, source →
   pipeline → SQLite outbox → signed MQTT batches to the broker on loopback, as fast as
   the agent takes it; per CPU-second of this process is the "per core" figure;
+- ``agent_busy_events_per_s``: the whole agent on a flood of distinct visitors (each gives
+  an enter and an exit), so the outbox and the publisher set the pace;
 - ``outbox_put1_events_per_s`` / ``outbox_put100_events_per_s``: sustained durable writes
   (``synchronous=FULL``), one event per transaction and 100 per transaction;
 - ``publish_events_per_s`` / ``publish_batches_per_s``: a pre-filled outbox drained to the
@@ -117,6 +119,49 @@ async def bench_agent(
     }
 
 
+def _visitors(n: int) -> list[Advertisement]:
+    """A flood of distinct EIDs, two sightings each 0.2 s apart: every one enters and exits."""
+    from beacons.frames import encode_eddystone_eid
+
+    out = []
+    for i in range(n):
+        uuid_, data = encode_eddystone_eid(i.to_bytes(8, "big"), -20)
+        for dt in (0.0, 0.2):
+            out.append(Advertisement(f"visitor-{i}", -50, T0 + i * 0.01 + dt, {}, {uuid_: data}))
+    out.sort(key=lambda a: a.at)
+    return out
+
+
+async def bench_agent_events(
+    visitors: int, settings: EdgeSettings, mqtt: str, workdir: Path
+) -> dict[str, float]:
+    """Event-heavy: every advert pair is an enter and an exit, so the outbox and the
+    publisher set the pace (events/s written, signed, published and acked)."""
+    busy = settings.model_copy(
+        update={
+            "enter_min_s": 0.0,
+            "enter_min_sightings": 1,
+            "exit_timeout_s": 1.0,
+            "exit_min_s": 0.5,
+        }
+    )
+    topics = Topics(f"bench{uuid.uuid4().hex[:8]}")
+    agent = EdgeAgent(
+        busy,
+        ListSource(_visitors(visitors)),
+        topics,
+        mqtt_url=mqtt,
+        outbox_path=workdir / "busy.sqlite",
+    )
+    start = time.perf_counter()
+    await agent.run(until_drained=True)
+    wall = time.perf_counter() - start
+    return {
+        "agent_busy_events": float(agent.stats.events_published),
+        "agent_busy_events_per_s": agent.stats.events_published / wall,
+    }
+
+
 def _drafts(n: int) -> list[EventDraft]:
     at = datetime.fromtimestamp(T0, tz=UTC)
     return [
@@ -212,6 +257,7 @@ def run_edge_bench(
     passes: int = 10,
     publish_events: int = 20_000,
     recovery_rows: int = 100_000,
+    busy_visitors: int = 10_000,
 ) -> dict[str, Any]:
     """Every edge figure; needs the MQTT broker of PROXIMA_MQTT."""
     mqtt = ServiceSettings().mqtt
@@ -230,6 +276,7 @@ def run_edge_bench(
 
         async def main() -> None:
             figures.update(await bench_agent(stream, settings, mqtt, work))
+            figures.update(await bench_agent_events(busy_visitors, settings, mqtt, work))
             figures.update(await bench_outbox_writes(work, seconds))
             figures.update(await bench_publish(work, mqtt, publish_events, settings))
 
