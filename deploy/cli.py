@@ -228,7 +228,7 @@ async def _replay(trace: Path, speed: float | None) -> dict[str, tuple[int, int]
     from contracts.trace import read_trace
     from edge.agent import EdgeAgent
     from edge.settings import EdgeSettings
-    from edge.sources import TraceSource
+    from simulators.replay import ConsentReplay
 
     with trace.open(encoding="utf-8") as fh:
         header, _ = read_trace(fh)
@@ -236,6 +236,8 @@ async def _replay(trace: Path, speed: float | None) -> dict[str, tuple[int, int]
         raise OSError(f"{trace}: header has no layout; replay needs the gateways and their zones")
     services = ServiceSettings()
     agents = []
+    # consent_revoke/grant app lines reach the registry at their place in the trace.
+    consent = ConsentReplay(services)
     # Each replayed gateway signs with a key of its own from the keyring (reused across
     # replays), so a bridge that requires signatures accepts it.
     keys = await provision_keys(
@@ -253,7 +255,7 @@ async def _replay(trace: Path, speed: float | None) -> dict[str, tuple[int, int]
                 signing_kid=key.kid,
                 signing_key=key.secret,
             )
-            src = TraceSource.from_file(trace, gw.id, speed)
+            src = consent.source(trace, gw.id, speed)
             agents.append(
                 EdgeAgent(
                     settings,
@@ -263,7 +265,10 @@ async def _replay(trace: Path, speed: float | None) -> dict[str, tuple[int, int]
                     outbox_path=Path(tmp) / f"outbox-{gw.id}.sqlite",
                 )
             )
-        await asyncio.gather(*(a.run(until_drained=True) for a in agents))
+        try:
+            await asyncio.gather(*(a.run(until_drained=True) for a in agents))
+        finally:
+            consent.close()
     return {a.settings.gateway_id: (a.stats.adverts, a.stats.events_published) for a in agents}
 
 

@@ -660,7 +660,7 @@ LAYOUT_SCENARIOS: dict[str, LayoutScenario] = {
             "p_lingerer": 0.1,
             "p_between": 0.1,
             "p_return": 0.0,
-            "p_revoke": 0.0,
+            "p_revoke": 0.1,
             "customers": 60,
         },
         arrivals={"hourly": [180]},

@@ -89,6 +89,7 @@ async def test_simulated_boutique_and_hand_written_trace_score_through_the_real_
     trace = procs.log_dir / "rush.jsonl"
     procs.run("simulate", "simulate", "--scenario", "boutique-rush", "--seed", "21",
               "--enroll", "--out", str(trace))  # fmt: skip
+    assert trace.read_text().count('"consent_revoke"') >= 1  # someone revokes mid-replay
     out = procs.run("replay-rush", "replay", str(trace), "--speed", "max", timeout=300)
     published += _published(out)
     await _wait_processed(services, published, procs, timeout=240)
