@@ -1,0 +1,268 @@
+"""``proxima bench stream``: events per second through one Faust worker, against a bare
+aiokafka consume→produce loop on the same broker in the same run.
+
+Both sides get the same protocol: the consumer is started and warmed up (a small batch it
+must finish first, so group join and partition assignment are out of the figure), then
+``events`` events are produced as fast as the producer goes, and the clock runs from the
+first send until the consumer is done with the last event:
+
+- **baseline**: an ``AIOKafkaConsumer`` reads the events topic and produces every value
+  to a sink topic (``acks=all``), awaiting each batch's acks, nothing else;
+- **worker**: ``proxima stream worker`` (a child process) does the whole chain —
+  validate → resolve EID → consent → visit → rules → dedupe → alert — with its Redis
+  round trips; it is done when its consumer group has committed the last offset.
+
+The events: ``customers`` enrolled customers (arrival alerts and analytics consent) and as
+many unknown phones, each seen ``events / (2 × customers)`` times in one store, with real
+rotating EIDs. Latency from gateway publish to alert is not measured here yet.
+
+The broker is the embedded Tansu unless ``PROXIMA_KAFKA`` names one; everything runs in a
+scratch namespace that is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer
+
+from beacons.eid import compute_eid
+from contracts.models import Event, EventKind, Subject, SubjectType
+from contracts.services import ServiceSettings
+from deploy.embedded_kafka import EmbeddedKafka
+from stream.registry import CustomerProfile, Purpose, Registry
+from stream.settings import StreamSettings
+from transport.kafka import ensure_topics, make_producer
+
+WARMUP = 200
+
+
+def make_events(n: int, customers: int, start: datetime, seed: int = 7) -> list[bytes]:
+    """``n`` zone events: half from enrolled customers, half from unknown phones."""
+    import random
+
+    rng = random.Random(seed)
+    keys = [bytes.fromhex(f"{i:032x}") for i in range(1, 2 * customers + 1)]
+    out = []
+    for i in range(n):
+        key = keys[rng.randrange(len(keys))]
+        at = start + timedelta(milliseconds=50 * i)
+        eid = compute_eid(key, 10, int(at.timestamp()))
+        event = Event(
+            schema_="proxima.zone.v1",
+            event_id=uuid.uuid4(),
+            store_id="bench-store",
+            gateway_id="gw-door",
+            observed_at=at,
+            seq=i + 1,
+            kind=EventKind.ZONE_ENTER if i % 3 == 0 else EventKind.ZONE_DWELL,
+            subject=Subject(type=SubjectType.EDDYSTONE_EID, id=eid.hex()),
+            zone_id=rng.choice(["entrance", "floor", "fitting-rooms"]),
+            rssi=-60.0,
+            confidence=0.9,
+        )
+        out.append(event.to_json())
+    return out
+
+
+async def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    producer = make_producer(bootstrap, idempotent=False, client_id="bench-feeder")
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, key=b"bench-store", value=v) for v in values]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def _baseline(bootstrap: str, src: str, sink: str, events: list[bytes]) -> float:
+    """Seconds for a bare consume→produce loop to move ``events`` (after a warm-up)."""
+    consumer = AIOKafkaConsumer(
+        src,
+        bootstrap_servers=bootstrap,
+        group_id=f"{src}-baseline",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    producer = make_producer(bootstrap, idempotent=False, client_id="bench-baseline")
+    await consumer.start()
+    await producer.start()
+    done = 0
+    progressed = asyncio.Event()
+
+    async def loop() -> None:
+        nonlocal done
+        while True:
+            batch = await consumer.getmany(timeout_ms=100, max_records=2000)
+            futures = []
+            for tp, records in batch.items():
+                for r in records:
+                    futures.append(await producer.send(sink, key=r.key, value=r.value))
+                if records:
+                    await asyncio.gather(*futures)
+                    await consumer.commit({tp: records[-1].offset + 1})
+                    done += len(records)
+                    futures = []
+            progressed.set()
+
+    task = asyncio.create_task(loop())
+    try:
+        await _produce(bootstrap, src, events[:WARMUP])
+        await _until(lambda: done >= WARMUP, 120, "baseline warm-up")
+        t0 = time.perf_counter()
+        await _produce(bootstrap, src, events[WARMUP:])
+        await _until(lambda: done >= len(events), 300, "baseline")
+        return time.perf_counter() - t0
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await producer.stop()
+        await consumer.stop()
+
+
+async def _until(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.perf_counter() + timeout
+    while not predicate():
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"bench: {what} did not finish within {timeout}s")
+        await asyncio.sleep(0.005)
+
+
+async def _worker(
+    services: ServiceSettings, settings: StreamSettings, events: list[bytes], log: Path
+) -> float:
+    """Seconds for one ``proxima stream worker`` to process ``events`` (after a warm-up).
+
+    Every event has the same key (one store), so one partition holds them in order: the
+    worker is done when it has recorded the last event as processed (``event:{id}``).
+    """
+    env = dict(
+        os.environ,
+        PROXIMA_KAFKA=services.kafka,
+        PROXIMA_NAMESPACE=services.namespace,
+        PROXIMA_STREAM_DATA_DIR=str(settings.data_dir),
+    )
+    topic = services.topics.events
+    redis = aioredis.from_url(services.redis)
+    fh = log.open("wb")
+    proc = await asyncio.to_thread(
+        subprocess.Popen,
+        [sys.executable, "-m", "deploy.cli", "stream", "worker", "--loglevel", "warn"],
+        env=env,
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+    )
+
+    async def wait(raw: bytes, timeout: float) -> None:
+        key = f"{services.redis_prefix}event:{json.loads(raw)['event_id']}"
+        deadline = time.perf_counter() + timeout
+        while not await redis.exists(key):
+            if proc.poll() is not None:
+                raise RuntimeError(f"bench: the worker exited ({proc.returncode}); see {log}")
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"bench: the worker did not finish within {timeout}s")
+            await asyncio.sleep(0.005)
+
+    try:
+        await _produce(services.kafka_bootstrap, topic, events[:WARMUP])
+        await wait(events[WARMUP - 1], 180)
+        t0 = time.perf_counter()
+        await _produce(services.kafka_bootstrap, topic, events[WARMUP:])
+        await wait(events[-1], 600)
+        return time.perf_counter() - t0
+    finally:
+        proc.terminate()
+        try:
+            await asyncio.to_thread(proc.wait, 20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            await asyncio.to_thread(proc.wait, 5)
+        fh.close()
+        await redis.aclose()
+
+
+async def _enroll(services: ServiceSettings, customers: int) -> None:
+    redis = aioredis.from_url(services.redis)
+    try:
+        registry = Registry(redis, services.redis_prefix)
+        for i in range(1, customers + 1):
+            await registry.enroll(
+                CustomerProfile(
+                    customer_id=f"bench-{i}",
+                    identity_key=f"{i:032x}",
+                    rotation_exponent=10,
+                    name=f"Customer {i}",
+                    tier="gold" if i % 10 == 0 else None,
+                    wishlist=["scarf"],
+                    visible_fields=["name", "wishlist"],
+                ),
+                [Purpose.ARRIVAL_ALERTS, Purpose.ANALYTICS],
+            )
+    finally:
+        await redis.aclose()
+
+
+async def _drop(services: ServiceSettings) -> None:
+    redis = aioredis.from_url(services.redis)
+    try:
+        keys = [k async for k in redis.scan_iter(f"{services.redis_prefix}*", count=1000)]
+        for i in range(0, len(keys), 500):
+            await redis.delete(*keys[i : i + 500])
+    finally:
+        await redis.aclose()
+
+
+async def run_stream_bench(events: int = 20_000, customers: int = 500) -> dict[str, float]:
+    base = ServiceSettings()
+    kafka: EmbeddedKafka | None = None
+    tmp = Path(tempfile.mkdtemp(prefix="proxima-bench-stream-"))
+    if not base.kafka:
+        kafka = EmbeddedKafka(log_path=tmp / "kafka.log")
+        await kafka.start()
+    url = kafka.url if kafka else base.kafka
+    services = ServiceSettings(kafka=url, namespace=f"bench{uuid.uuid4().hex[:8]}")
+    settings = StreamSettings(data_dir=tmp / "stream-data")
+    try:
+        topics = (
+            *services.topics.all_kafka,
+            services.topics.kafka("bench.in"),
+            services.topics.kafka("bench.out"),
+        )
+        await ensure_topics(services.kafka_bootstrap, topics, settings.partitions)
+        values = make_events(events + WARMUP, customers, datetime(2026, 1, 5, 10, tzinfo=UTC))
+        await _enroll(services, customers)
+        baseline_s = await _baseline(
+            services.kafka_bootstrap,
+            services.topics.kafka("bench.in"),
+            services.topics.kafka("bench.out"),
+            values,
+        )
+        worker_s = await _worker(services, settings, values, tmp / "worker.log")
+    finally:
+        await _drop(services)
+        if kafka is not None:
+            kafka.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    baseline = events / baseline_s
+    worker = events / worker_s
+    return {
+        "events": float(events),
+        "events_per_s": round(worker, 1),
+        "baseline_per_s": round(baseline, 1),
+        "ratio": round(worker / baseline, 3),
+        "partitions": float(settings.partitions),
+    }
