@@ -572,9 +572,10 @@ def beacons_eid(
 # --- bench ----------------------------------------------------------------------------
 @app.command()
 def bench(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="beacons, edge")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="beacons, edge, stream")],
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     seconds: Annotated[float, typer.Option(help="measuring time per figure")] = 2.0,
+    events: Annotated[int, typer.Option(help="events per run (stream)", min=1000)] = 20_000,
 ) -> None:
     """Run a benchmark and print a table (or JSON)."""
     from rich.table import Table
@@ -587,8 +588,12 @@ def bench(
         from edge.bench import run_edge_bench
 
         results = run_edge_bench(seconds)
+    elif name == "stream":
+        from stream.bench import run_stream_bench
+
+        results = asyncio.run(run_stream_bench(events=events))
     else:
-        raise _fail(f"unknown benchmark {name!r}; available: beacons, edge")
+        raise _fail(f"unknown benchmark {name!r}; available: beacons, edge, stream")
     if as_json:
         sys.stdout.write(json.dumps(results) + "\n")
         return
