@@ -109,3 +109,11 @@ def test_outbox_defaults_to_the_systemd_state_directory(
     monkeypatch.delenv("STATE_DIRECTORY")
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
     assert settings.resolved_outbox_path() == tmp_path / "xdg" / "proxima" / "outbox-s1-gw-1.sqlite"
+
+
+def test_the_shipped_example_config_is_valid() -> None:
+    example = Path(__file__).parents[2] / "deploy" / "edge" / "edge.example.toml"
+    settings = load_settings(example)
+    assert settings.mqtt_url is not None
+    assert settings.mqtt_url.startswith("mqtts://")
+    assert settings.signing_kid is None  # secrets live in the environment file
