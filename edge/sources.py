@@ -109,6 +109,7 @@ class TraceSource(ScannerSource):
         self.skipped_other_gateways = 0
         self._file: IO[str] | None = None
         self.delivered = 0
+        self.bad_records = 0
 
     @classmethod
     def from_file(cls, path: Path, gateway_id: str, speed: float | None = None) -> TraceSource:
@@ -172,7 +173,14 @@ class TraceSource(ScannerSource):
                 if n % 512 == 0:
                     await asyncio.sleep(0)  # let the publisher run during a max-speed replay
             self._now = self.start + record.t
-            yield advert_from_record(record, self.start)
+            try:
+                advert = advert_from_record(record, self.start)
+            except SourceError as exc:
+                # One bad line is counted and skipped; the adverts around it still count.
+                self.bad_records += 1
+                log.warning("%s; skipped", exc)
+                continue
+            yield advert
 
 
 class SimulatorSource(TraceSource):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -20,7 +22,7 @@ from edge.backoff import backoff_delay
 from edge.exceptions import SourceError
 from edge.pipeline import Pipeline, to_draft
 from edge.settings import EdgeSettings
-from edge.sources import Advertisement, ScannerSource, WatchdogSource
+from edge.sources import Advertisement, ScannerSource, TraceSource, WatchdogSource
 
 EID = bytes.fromhex("a9b76a71c5f89290")
 T0 = 1_767_261_600.0  # 2026-01-01T10:00:00Z
@@ -191,3 +193,37 @@ def test_backoff_is_jittered_and_capped() -> None:
     assert backoff_delay(20, 0.5, 30.0, lambda: 1.0) == 30.0
     assert backoff_delay(20, 0.5, 30.0, lambda: 0.25) == 7.5
     assert backoff_delay(500, 0.5, 30.0, lambda: 0.0) == 0.0
+
+
+async def test_replay_skips_and_counts_a_bad_line_and_keeps_its_neighbours(tmp_path: Path) -> None:
+    uuid, data = encode_eddystone_eid(EID, -20)
+    lines = [
+        json.dumps(
+            {
+                "format": "proxima-trace",
+                "version": 1,
+                "store_id": "s1",
+                "start": "2026-01-01T10:00:00Z",
+            }
+        )
+    ]
+    for t, payload in ((0.0, data.hex()), (0.5, "zz-not-hex"), (1.0, data.hex())):
+        lines.append(
+            json.dumps(
+                {
+                    "t": t,
+                    "kind": "adv",
+                    "gateway_id": "gw-1",
+                    "address": "C0:00:00:00:00:01",
+                    "rssi": -60,
+                    "service_data": {uuid: payload},
+                }
+            )
+        )
+    trace = tmp_path / "t.jsonl"
+    trace.write_text("\n".join(lines) + "\n")
+    source = TraceSource.from_file(trace, "gw-1")
+    got = [a async for a in source.adverts()]
+    assert [a.at - source.start for a in got] == [0.0, 1.0]
+    assert source.bad_records == 1
+    assert source.state == "finished"
