@@ -98,6 +98,7 @@ class Device:
     traj: Trajectory | None = None
     static_pos: tuple[float, float, float] = (0.0, 0.0, PHONE_HEIGHT_M)
     static_outside: bool = False
+    static_level: float = 0.0
     carry_db: float = 0.0
     body: bool = True
     tx_offset_db: float = 0.0
@@ -229,6 +230,7 @@ class Simulation:
             t_off=self.duration_s,
             payload=payload,
             static_pos=(spec.x, spec.y, spec.floor * FLOOR_HEIGHT_M + 2.2),
+            static_level=float(spec.floor),
             carry_db=0.0,
             body=False,
             address=_random_address(rng),
@@ -242,12 +244,12 @@ class Simulation:
         if outside:  # a speaker in the shop next door, a tracker in a parked car
             x = rng.uniform(street.rect[0] + 2, street.rect[2] - 2)
             y = rng.uniform(street.rect[1] + 0.5, -0.5)
-            z = PHONE_HEIGHT_M
+            z, level = PHONE_HEIGHT_M, 0.0
         else:  # a till's card reader, a speaker, a forgotten tracker
             zone = rng.choice([z for z in self.layout.zones if z.kind != "outside"])
             x = rng.uniform(zone.rect[0], zone.rect[2])
             y = rng.uniform(zone.rect[1], zone.rect[3])
-            z = zone.floor * FLOOR_HEIGHT_M + 1.0
+            z, level = zone.floor * FLOOR_HEIGHT_M + 1.0, float(zone.floor)
         kind = rng.choice(["speaker", "tracker", "fastpair"])
         if kind == "speaker":
             frag = _fragment(
@@ -268,6 +270,7 @@ class Simulation:
             payload=lambda dev, t: frag,
             static_pos=(x, y, z),
             static_outside=outside,
+            static_level=level,
             body=False,
             carry_db=rng.uniform(0, 6),
             address=_random_address(rng),
@@ -565,15 +568,15 @@ class Simulation:
         if dev.traj is not None:
             x, y, z, zone, heading = dev.traj.at(t)
             outside = zone == self.layout.street.id
+            level = (z - PHONE_HEIGHT_M) / FLOOR_HEIGHT_M  # continuous on an escalator
         else:
             x, y, z = dev.static_pos
-            heading, outside = None, dev.static_outside
+            heading, outside, level = None, dev.static_outside, dev.static_level
         facade = 0.0
         if outside and not any(
             abs(x - dx) < DOOR_OPENING_M and abs(y - dy) < 2.0 for dx, dy in self._door_xs
         ):
             facade = self.radio.env.facade_loss_db
-        level = (z - PHONE_HEIGHT_M) / FLOOR_HEIGHT_M
         advertisers = bisect.bisect_right(self._ons, t) - bisect.bisect_right(self._offs, t)
         env = self.radio.env
         radio = self.radio
