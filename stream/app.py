@@ -7,6 +7,7 @@ and because every step downstream is idempotent anyway (see stream.processor).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from datetime import UTC, datetime
@@ -85,28 +86,45 @@ def create_app(services: ServiceSettings, settings: StreamSettings) -> faust.App
     @app.agent(events_topic)
     async def decide(stream: faust.StreamT[bytes]) -> None:
         proc = await processor()
-        async for raw in stream:
-            try:
-                event = parse_model(Event, raw)
-            except ContractError as exc:
-                proc.stats.counts["rejected"] += 1
-                log.warning("event rejected to DLQ: %s", exc)
-                record = DlqRecord(
-                    reason=str(exc),
-                    source="stream.worker",
-                    received_at=datetime.now(UTC),
-                    original_b64=base64.b64encode(raw).decode(),
-                )
-                await (await dlq_topic.send(value=record.model_dump_json(by_alias=True).encode()))
-                continue
-            decision = await proc.decide(event)
-            await send_visits(decision.visits)
-            for alert in decision.alerts:
-                # Wait for Kafka's ack before recording the alert as sent.
-                await (await alerts_topic.send(key=alert.store_id.encode(), value=alert.to_json()))
-                await proc.mark_sent(alert)
+        # Batches: the Kafka acks of a batch's alerts and visits are awaited together and
+        # its events are marked processed in one Redis round trip, after they are on Kafka.
+        async for batch in stream.take(settings.batch_max, within=settings.batch_within_s):
+            done: list[Event] = []
+            pending: list[Any] = []
+            alerts = []
+            for raw in batch:
+                try:
+                    done.append(parse_model(Event, raw))
+                except ContractError as exc:
+                    proc.stats.counts["rejected"] += 1
+                    log.warning("event rejected to DLQ: %s", exc)
+                    record = DlqRecord(
+                        reason=str(exc),
+                        source="stream.worker",
+                        received_at=datetime.now(UTC),
+                        original_b64=base64.b64encode(raw).decode(),
+                    )
+                    pending.append(
+                        await dlq_topic.send(value=record.model_dump_json(by_alias=True).encode())
+                    )
+            for decision in await proc.decide_batch(done):
+                for visit in decision.visits:
+                    pending.append(
+                        await visits_topic.send(
+                            key=visit.customer_id.encode(), value=visit.to_json()
+                        )
+                    )
+                for alert in decision.alerts:
+                    pending.append(
+                        await alerts_topic.send(key=alert.store_id.encode(), value=alert.to_json())
+                    )
+                    alerts.append(alert)
+            # Wait for Kafka's acks before recording anything as sent or processed.
+            await asyncio.gather(*pending)
+            for alert in alerts:
                 log.info("alert %s: %s", alert.alert_id, alert.title)
-            await proc.mark_processed(event)
+            await proc.mark_sent_many(alerts)
+            await proc.mark_processed_many(done)
 
     @app.timer(interval=settings.departure_check_s)  # type: ignore[untyped-decorator]
     async def departures() -> None:

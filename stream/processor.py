@@ -27,7 +27,7 @@ import json
 import logging
 import time
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -90,56 +90,119 @@ class EventProcessor:
         self.stats = ProcessorStats()
         # store → (latest event time seen, monotonic time it was seen): the departure clock
         self._watermarks: dict[str, tuple[float, float]] = {}
+        self._checked: dict[str, float] = {}
+        self._claimed: OrderedDict[str, None] = OrderedDict()
+        self.departure_every_s = 1.0  # event time between departure checks on the event path
 
     async def process(self, event: Event) -> list[Alert]:
         """The alerts this event causes (usually none)."""
         return (await self.decide(event)).alerts
 
     async def decide(self, event: Event) -> Decision:
-        c = self.stats.counts
-        c["events"] += 1
-        decision = Decision()
-        if await self._seen(event):
-            c["duplicate_events"] += 1
-            return decision
-        customer_id = await self._resolve(event)
-        if customer_id is None:
-            c["unresolved"] += 1  # dropped here, never stored
-            return decision
-        if event.kind is EventKind.LOCATION:
-            c["location_dropped"] += 1  # location trails are not kept
-            return decision
-        store = event.store_id
-        alerts_ok, analytics_ok = await self._consents(customer_id, store)
-        if not (alerts_ok or analytics_ok):
-            c["no_consent"] += 1
-            return decision
-        obs = await self.visits.observe(customer_id, event)
-        self._advance(store, event.observed_at.timestamp())
-        if obs.late:
-            c["late_events"] += 1
-        if obs.arrival:
-            c["arrivals"] += 1
-        if analytics_ok:
-            decision.visits.extend(obs.updates)
-        elif obs.updates:
-            c["visits_withheld"] += len(obs.updates)
-        decision.visits.extend(await self.departures(store))
-        if not alerts_ok:
-            c["no_consent"] += 1
-            return decision
-        if obs.late or not obs.visit_id:
-            return decision
-        triggers = []
-        if obs.arrival:
-            triggers.append(Trigger.ARRIVAL)
-        if obs.entered_zone is not None:
-            triggers.append(Trigger.ZONE_ENTER)
-        if not triggers:
-            c["visit_continues"] += 1
-            return decision
-        decision.alerts.extend(await self._alerts(customer_id, event, obs, triggers))
+        """One event on its own (tests, tools); the worker uses :meth:`decide_batch`."""
+        (decision,) = await self.decide_batch([event])
         return decision
+
+    async def decide_batch(self, events: list[Event]) -> list[Decision]:
+        """Decide a batch in order, reading and writing Redis once for all of it.
+
+        Everything the batch needs (duplicate marks, consent, visit state) is read in one
+        pipeline, visit writes are queued on another and executed before any alert is
+        built, so a batch costs two round trips plus the alert path (profile, consent
+        re-check, dedupe claim), which reads Redis afresh.
+        """
+        c = self.stats.counts
+        c["events"] += len(events)
+        decisions = [Decision() for _ in events]
+        todo: list[tuple[int, Event, str]] = []
+        for i, event in enumerate(events):
+            customer_id = await self._resolve(event)
+            if customer_id is None:
+                # Dropped here, never stored; resolving first spares Redis for most of the
+                # traffic (phones of people who never enrolled).
+                c["unresolved"] += 1
+            elif event.kind is EventKind.LOCATION:
+                c["location_dropped"] += 1  # location trails are not kept
+            else:
+                todo.append((i, event, customer_id))
+        if not todo:
+            return decisions
+        reg = self.registry
+        pairs = sorted({(cid, e.store_id) for _, e, cid in todo})
+        async with self.r.pipeline(transaction=False) as pipe:
+            for _, event, _ in todo:
+                pipe.exists(self._k("event", str(event.event_id)))
+            for cid, store in pairs:
+                pipe.hmget(
+                    reg.consent_key(cid),
+                    [
+                        *reg.consent_fields(Purpose.ARRIVAL_ALERTS, store),
+                        *reg.consent_fields(Purpose.ANALYTICS, store),
+                    ],
+                )
+                pipe.get(self.visits.state_key(cid, store))
+            got = await pipe.execute()
+        seen = {str(e.event_id) for (_, e, _), hit in zip(todo, got, strict=False) if hit}
+        rest = got[len(todo) :]
+        consent = {pair: rest[2 * j] for j, pair in enumerate(pairs)}
+        states: dict[tuple[str, str], bytes | str | None] = {
+            pair: rest[2 * j + 1] for j, pair in enumerate(pairs)
+        }
+        triggered: list[tuple[int, Event, str, Observation, list[Trigger]]] = []
+        stores: set[str] = set()
+        async with self.r.pipeline(transaction=False) as writes:
+            for i, event, cid in todo:
+                eid = str(event.event_id)
+                if eid in seen:
+                    c["duplicate_events"] += 1
+                    continue
+                seen.add(eid)
+                store = event.store_id
+                values = consent[(cid, store)]
+                alerts_ok = reg.consent_from(values[:2])
+                analytics_ok = reg.consent_from(values[2:])
+                if not (alerts_ok or analytics_ok):
+                    c["no_consent"] += 1
+                    continue
+                obs = await self.visits.observe(
+                    cid, event, state_raw=states[(cid, store)], pipe=writes
+                )
+                if self.visits.last_written is not None:
+                    states[(cid, store)] = self.visits.last_written
+                self._advance(store, event.observed_at.timestamp())
+                stores.add(store)
+                if obs.late:
+                    c["late_events"] += 1
+                if obs.arrival:
+                    c["arrivals"] += 1
+                if analytics_ok:
+                    decisions[i].visits.extend(obs.updates)
+                elif obs.updates:
+                    c["visits_withheld"] += len(obs.updates)
+                if not alerts_ok:
+                    c["no_consent"] += 1
+                    continue
+                if obs.late or not obs.visit_id:
+                    continue
+                triggers = []
+                if obs.arrival:
+                    triggers.append(Trigger.ARRIVAL)
+                if obs.entered_zone is not None:
+                    triggers.append(Trigger.ZONE_ENTER)
+                if not triggers:
+                    c["visit_continues"] += 1
+                    continue
+                triggered.append((i, event, cid, obs, triggers))
+            await writes.execute()
+        for i, event, cid, obs, triggers in triggered:
+            decisions[i].alerts.extend(await self._alerts(cid, event, obs, triggers))
+        last = max(i for i, _, _ in todo)
+        for store in sorted(stores):
+            t = self._watermarks[store][0]
+            if t - self._checked.get(store, float("-inf")) >= self.departure_every_s:
+                self._checked[store] = t
+                decisions[last].visits.extend(await self.departures(store))
+        return decisions
 
     async def _alerts(
         self, customer_id: str, event: Event, obs: Observation, triggers: list[Trigger]
@@ -237,6 +300,22 @@ class EventProcessor:
     async def mark_processed(self, event: Event) -> None:
         await self.r.set(self._k("event", str(event.event_id)), 1, ex=self.dedupe_ttl_s)
 
+    async def mark_processed_many(self, events: list[Event]) -> None:
+        if not events:
+            return
+        async with self.r.pipeline(transaction=False) as pipe:
+            for event in events:
+                pipe.set(self._k("event", str(event.event_id)), 1, ex=self.dedupe_ttl_s)
+            await pipe.execute()
+
+    async def mark_sent_many(self, alerts: list[Alert]) -> None:
+        if not alerts:
+            return
+        async with self.r.pipeline(transaction=False) as pipe:
+            for alert in alerts:
+                pipe.set(self._dedupe_key(alert), f"sent:{alert.alert_id}", ex=self.dedupe_ttl_s)
+            await pipe.execute()
+
     @staticmethod
     def alert_id(customer_id: str, store_id: str, visit_id: str, kind: AlertKind) -> uuid.UUID:
         return uuid.uuid5(ALERT_NS, f"{customer_id}|{store_id}|{visit_id}|{kind.value}")
@@ -271,12 +350,23 @@ class EventProcessor:
     async def _claim(self, alert: Alert) -> bool:
         """SET NX EX the dedupe key; True if this alert should be produced."""
         key = self._dedupe_key(alert)
+        if key in self._claimed:
+            return False  # claimed by this worker already (its send may still be in flight)
         if await self.r.set(key, f"pending:{alert.alert_id}", nx=True, ex=self.dedupe_ttl_s):
+            self._remember(key)
             return True
         held = await self.r.get(key)
         held_s = held.decode() if isinstance(held, bytes) else str(held)
-        # Produced before but not confirmed (worker died in between): produce the same id again.
-        return held_s == f"pending:{alert.alert_id}"
+        # Claimed by an earlier worker that died before Kafka confirmed: the same id again.
+        if held_s == f"pending:{alert.alert_id}":
+            self._remember(key)
+            return True
+        return False
+
+    def _remember(self, key: str) -> None:
+        self._claimed[key] = None
+        while len(self._claimed) > 100_000:
+            self._claimed.popitem(last=False)
 
     async def _cooling(
         self,

@@ -193,8 +193,21 @@ class Registry:
     async def has_consent(self, customer_id: str, purpose: Purpose, store: str) -> bool:
         """Store-specific consent wins over the global one; no record means no."""
         values = await self.r.hmget(
-            self._k("consent", customer_id), [f"{purpose.value}@{store}", purpose.value]
+            self.consent_key(customer_id), self.consent_fields(purpose, store)
         )
+        return self.consent_from(values)
+
+    def consent_key(self, customer_id: str) -> str:
+        return self._k("consent", customer_id)
+
+    @staticmethod
+    def consent_fields(purpose: Purpose, store: str) -> list[str]:
+        """The hash fields that decide ``purpose`` at ``store``, the deciding one first."""
+        return [f"{purpose.value}@{store}", purpose.value]
+
+    @staticmethod
+    def consent_from(values: list[bytes | str | None]) -> bool:
+        """The decision from :meth:`consent_fields`' values (as HMGET returns them)."""
         for raw in values:
             if raw:
                 return bool(json.loads(raw)["granted"])

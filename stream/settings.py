@@ -28,6 +28,12 @@ class StreamSettings(BaseSettings):
         default=None,
         description="directory of rules files ({store}.yaml, chain.yaml); none = stream/default_rules.yaml",
     )
+    batch_max: int = Field(
+        default=500, ge=1, description="most events the worker takes per batch (one Redis write)"
+    )
+    batch_within_s: float = Field(
+        default=0.02, gt=0, description="longest the worker waits to fill a batch"
+    )
     drift_windows: int = Field(
         default=1, ge=0, le=8, description="EID rotation windows of clock drift tolerated each side"
     )

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 from contracts.models import Event, EventKind, SubjectType, VisitChange, VisitSource, VisitUpdate
 
@@ -68,6 +69,7 @@ class VisitState:
     source: str = VisitSource.BLE.value
     zone_event: str | None = None
     """The event that moved the visit into its current zone (so a replay of it re-fires)."""
+    departing: bool = False
 
     def dump(self) -> str:
         return json.dumps(
@@ -81,6 +83,7 @@ class VisitState:
                 "first_event": self.first_event,
                 "source": self.source,
                 "zone_event": self.zone_event,
+                "departing": self.departing,
             }
         )
 
@@ -119,6 +122,7 @@ class VisitTracker:
         self.p = prefix
         self.revisit_gap_s = revisit_gap_s
         self.exit_timeout_s = exit_timeout_s
+        self.last_written: str | None = None
 
     def _state_key(self, customer_id: str, store_id: str) -> str:
         return f"{self.p}visit:{customer_id}:{store_id}"
@@ -126,11 +130,28 @@ class VisitTracker:
     def _departing_key(self, store_id: str) -> str:
         return f"{self.p}departing:{store_id}"
 
-    async def observe(self, customer_id: str, event: Event) -> Observation:
+    def state_key(self, customer_id: str, store_id: str) -> str:
+        return self._state_key(customer_id, store_id)
+
+    async def observe(
+        self,
+        customer_id: str,
+        event: Event,
+        *,
+        state_raw: bytes | str | None = "load",
+        pipe: Pipeline | None = None,
+    ) -> Observation:
+        """Apply one event.
+
+        ``state_raw`` is the state as already read and ``pipe`` a pipeline to queue the
+        writes on (the caller executes it), so a batch of events costs two round trips;
+        :attr:`last_written` is the state as queued, for the next event of the batch.
+        """
+        self.last_written = None
         t = event.observed_at.timestamp()
         store = event.store_id
         key = self._state_key(customer_id, store)
-        raw = await self.r.get(key)
+        raw = await self.r.get(key) if state_raw == "load" else state_raw
         state = VisitState.load(raw) if raw else None
         source = source_of(event)
         signal = "geofence" if source is VisitSource.GEOFENCE else f"zone:{event.zone_id or '-'}"
@@ -176,7 +197,9 @@ class VisitTracker:
             # An exit with no visit to leave: nothing to start.
             return Observation("", t, None, False, None, None, (), True)
         entered_zone = None
+        unmark = False
         if new:
+            unmark = state is not None and state.departing
             state = VisitState(
                 visit_id=str(uuid.uuid5(VISIT_NS, f"visit|{customer_id}|{store}|{round(t, 3)}")),
                 started=t,
@@ -195,7 +218,8 @@ class VisitTracker:
                 if signal not in state.open:
                     state.open.append(signal)
                 state.departed = False
-                await self.r.zrem(self._departing_key(store), customer_id)
+                unmark = state.departing
+                state.departing = False
                 if zone is not None and zone != state.zone:
                     prev, state.zone = state.zone, zone
                     state.zone_event = str(event.event_id)
@@ -204,9 +228,19 @@ class VisitTracker:
             elif signal in state.open:
                 state.open.remove(signal)
         state.source = source.value
+        own = pipe is None
+        p = self.r.pipeline(transaction=False) if pipe is None else pipe
+        if unmark:
+            p.zrem(self._departing_key(store), customer_id)
         if not state.open and not state.departed:
-            await self.r.zadd(self._departing_key(store), {customer_id: state.last_seen})
-        await self.r.set(key, state.dump(), ex=int(self.revisit_gap_s * 2) + 1)
+            state.departing = True
+            p.zadd(self._departing_key(store), {customer_id: state.last_seen})
+        dumped = state.dump()
+        p.set(key, dumped, ex=int(self.revisit_gap_s * 2) + 1)
+        if own:
+            async with p:
+                await p.execute()
+        self.last_written = dumped
         return Observation(
             state.visit_id,
             state.started,
@@ -233,6 +267,7 @@ class VisitTracker:
             if state.open or state.departed:
                 continue
             state.departed = True
+            state.departing = False
             ttl = await self.r.ttl(key)
             await self.r.set(key, state.dump(), ex=max(int(ttl), 1))
             out.append(
