@@ -33,6 +33,7 @@ from beacons.frames import (
     encode_eddystone_uid,
     encode_ibeacon,
 )
+from simulators.exceptions import SimulatorError
 from simulators.layout import FLOOR_HEIGHT_M, BeaconSpec, StoreLayout, load_layout
 from simulators.movement import Trajectory
 from simulators.population import Crowd, Customer, Person
@@ -712,7 +713,8 @@ def build_scenario(
     try:
         sc = LAYOUT_SCENARIOS[name]
     except KeyError:
-        raise KeyError(name) from None
+        known = ", ".join(["skeleton", *sorted(LAYOUT_SCENARIOS)])
+        raise SimulatorError(f"unknown scenario {name!r}; known: {known}") from None
     return build(
         sc.layout,
         hours=hours or sc.hours,

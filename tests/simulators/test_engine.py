@@ -175,3 +175,18 @@ def test_a_store_beacon_is_heard_at_its_path_loss_mean() -> None:
     ]
     assert len(heard) > 600  # ~900 adverts at 1 s, less scan duty and loss
     assert abs(statistics.fmean(heard) - expected) < 1.0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--scenario", "atlantis"], "unknown scenario 'atlantis'; known: skeleton, boutique-day"),
+        (["--layout", "atlantis"], "layout atlantis: no such layout; shipped: boutique, flagship"),
+        (["--layout", "boutique", "--hours", "-1"], "hours must be > 0"),
+        (["--layout", "boutique", "--scenario", "boutique-hour"], "not both"),
+    ],
+)
+def test_simulate_names_what_is_wrong(args: list[str], message: str, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["simulate", *args, "--out", str(tmp_path / "t.jsonl")])
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
