@@ -164,6 +164,7 @@ class EdgeAgent:
                     for task in tasks:
                         task.cancel()
             finally:
+                self.source.close()
                 for task in list(self._background):
                     task.cancel()
                 if self._mqtt is not None:

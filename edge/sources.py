@@ -61,6 +61,9 @@ class ScannerSource(ABC):
     def finite(self) -> bool:
         return False
 
+    def close(self) -> None:  # noqa: B027 - optional hook, most sources hold nothing
+        """Release what the source holds (an open trace file) if it never ran to its end."""
+
 
 def advert_from_record(record: AdvRecord, start: float) -> Advertisement:
     """Map a trace ``adv`` line to an Advertisement (hex strings become bytes)."""
@@ -154,6 +157,10 @@ class TraceSource(ScannerSource):
                 self.gateway_id,
                 ", ".join(known) or "no gateways",
             )
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
 
     async def _replay(self) -> AsyncIterator[Advertisement]:
         assert self._wall0 is not None
@@ -341,6 +348,9 @@ class WatchdogSource(ScannerSource):
 
     def now(self) -> float:
         return self.inner.now()
+
+    def close(self) -> None:
+        self.inner.close()
 
     async def adverts(self) -> AsyncIterator[Advertisement]:
         while True:

@@ -67,3 +67,22 @@ async def test_metrics_healthz_and_beacon_health(namespace: str, tmp_path: Path)
     assert values[f"proxima_edge_adverts_total{labels}"] > 0
     assert values[f"proxima_edge_outbox_near_cap{labels}"] == 0
     assert "# TYPE proxima_edge_events_published_total counter" in text
+
+
+def test_healthz_reports_waiting_events_without_a_broker(tmp_path: Path) -> None:
+    from edge.health import health_problems
+
+    trace = write_trace(tmp_path / "t.jsonl", 1)
+    agent = EdgeAgent(
+        EdgeSettings(store_id=STORE, gateway_id=GATEWAY),
+        TraceSource.from_file(trace, GATEWAY),
+        Topics("unit"),
+        mqtt_url="mqtt://127.0.0.1:9",
+        outbox_path=tmp_path / "outbox.sqlite",
+    )
+    assert health_problems(agent) == []
+    agent.outbox.stats.depth = 3  # events waiting, and never connected
+    assert health_problems(agent) == ["not connected to the MQTT broker and events are waiting"]
+    agent.source.state = "failed"
+    assert "scanner failed" in health_problems(agent)
+    agent.source.close()
