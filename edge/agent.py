@@ -289,22 +289,39 @@ class EdgeAgent:
                 continue
             attempt = 0
             self._mqtt = client
-            reader = asyncio.create_task(self._read_config(client), name="edge-config")
             try:
-                await client.subscribe(self.config_topic, qos=1)
-                await self._publish_batches(client)
-            except MqttError as exc:
+                async with asyncio.TaskGroup() as session:
+                    session.create_task(self._read_config(client), name="edge-config")
+                    session.create_task(self._watch_connection(client), name="edge-link")
+                    await client.subscribe(self.config_topic, qos=1)
+                    await self._publish_batches(client)
+            except* MqttError as group:
                 self.stats.publish_failures += 1
                 self.stats.reconnects += 1
-                log.warning("MQTT publish failed (%s); reconnecting", exc)
+                log.warning("MQTT session failed (%s); reconnecting", group.exceptions[0])
             finally:
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reader
                 self._mqtt = None
                 with contextlib.suppress(MqttError):
                     await client.disconnect()
             await asyncio.sleep(backoff_delay(0, s.reconnect_min_s, s.reconnect_max_s, self.rng))
+
+    async def _watch_connection(self, client: MqttClient) -> None:
+        """End the session when the link stays down for the publish timeout.
+
+        paho reconnects on its own without jitter; past that grace the agent drops the
+        client and reconnects with its own full-jitter backoff, also when idle.
+        """
+        lost_since: float | None = None
+        while True:
+            await asyncio.sleep(0.25)
+            if client.is_connected:
+                lost_since = None
+                continue
+            now = time.monotonic()
+            if lost_since is None:
+                lost_since = now
+            elif now - lost_since >= self.settings.mqtt_publish_timeout_s:
+                raise MqttError(f"connection down for {now - lost_since:.1f} s")
 
     async def _read_config(self, client: MqttClient) -> None:
         while True:

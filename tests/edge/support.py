@@ -152,6 +152,8 @@ def outbox_meta(path: Path) -> tuple[int, int]:
     try:
         rows = conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
         next_seq = int(conn.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0])
+    except sqlite3.OperationalError:  # the agent has created the file, not yet its tables
+        return 0, 1
     finally:
         conn.close()
     return int(rows), next_seq
