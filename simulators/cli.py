@@ -12,6 +12,7 @@ import json
 import signal
 import sys
 import time
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -135,10 +136,25 @@ def score(
         float | None, typer.Option(help="seconds away that make a new visit (default: stream's)")
     ] = None,
     check: Annotated[bool, typer.Option(help="exit 1 when a target is missed")] = False,
+    live: Annotated[
+        bool,
+        typer.Option(
+            help="first record alerts (and --events) into those files from MQTT while a "
+            "replay runs, until --idle seconds pass without any; then score"
+        ),
+    ] = False,
+    idle: Annotated[float, typer.Option(help="--live: quiet seconds that end the run")] = 30.0,
 ) -> None:
     """Score alerts against a trace's ground truth: recall, precision, consent, latency."""
     from simulators.score import TARGETS, load_alerts, load_event_times, load_truth
     from simulators.score import score as run_score
+
+    if live:
+        try:
+            n_alerts, n_batches = asyncio.run(_record(alerts, events, None, idle, False))
+        except OSError as exc:
+            raise _fail(str(exc), 1) from exc
+        err.print(f"recorded {n_alerts} alerts, {n_batches} event batches", highlight=False)
 
     if revisit_gap is None:
         from stream.settings import StreamSettings
@@ -241,7 +257,11 @@ async def _record(
             await mqtt.subscribe(topics.all_store_alerts(), qos=1)
             if events_fh is not None:
                 await mqtt.subscribe(topics.all_gateway_events(), qos=1)
-            err.print("recording; Ctrl-C to stop", highlight=False)
+            # The broker handles our SUBSCRIBEs before this PUBLISH: once the probe comes
+            # back, every subscription is live and "recording" is true.
+            probe = f"{topics.mqtt_root}/probes/recorder-{uuid.uuid4().hex}"
+            await mqtt.subscribe(probe, qos=1)
+            await mqtt.publish(probe, b"{}", qos=1)
             began = last = loop.time()
             while not stop.is_set():
                 now = loop.time()
@@ -252,6 +272,9 @@ async def _record(
                 with contextlib.suppress(TimeoutError):
                     msg = await asyncio.wait_for(mqtt.messages.get(), 0.5)
                     last = loop.time()
+                    if msg.topic == probe:
+                        err.print("recording; Ctrl-C to stop", highlight=False)
+                        continue
                     try:
                         payload = json.loads(msg.payload)
                     except (json.JSONDecodeError, UnicodeDecodeError):

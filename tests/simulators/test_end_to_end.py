@@ -74,6 +74,12 @@ async def test_simulated_boutique_and_hand_written_trace_score_through_the_real_
     procs.log_dir.mkdir(parents=True, exist_ok=True)
     alerts, events = procs.log_dir / "alerts.jsonl", procs.log_dir / "events.jsonl"
     procs.start("recorder", "alerts", "record", "--out", str(alerts), "--events", str(events))
+    for _ in range(120):  # its subscriptions are live once it says so
+        if "recording" in procs.log("recorder"):
+            break
+        await asyncio.sleep(0.25)
+    else:
+        pytest.fail(f"the recorder did not start:\n{procs.log('recorder')}")
 
     # 1. A trace written by hand in the contract format (not by our simulator).
     for cid, key, consent in (
