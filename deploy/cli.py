@@ -19,7 +19,7 @@ from rich.console import Console
 from contracts.services import ServiceSettings
 from edge import cli as edge_cli
 from edge.cli import app as edge_app
-from notifier.cli import associates_app
+from notifier.cli import associates_app, channels_app
 from simulators.cli import alerts_app
 from simulators.cli import score as score_command
 from stream.cli import customers_device, customers_import, gateways_app, provision_keys
@@ -44,6 +44,7 @@ app.add_typer(notifier_app, name="notifier")
 app.add_typer(customers_app, name="customers")
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(associates_app, name="associates")
+app.add_typer(channels_app, name="channels")
 app.add_typer(alerts_app, name="alerts")
 app.command("score")(score_command)
 app.add_typer(gateways_app, name="gateways")
@@ -572,7 +573,7 @@ def beacons_eid(
 # --- bench ----------------------------------------------------------------------------
 @app.command()
 def bench(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="beacons, edge, stream")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="beacons, notifier, edge, stream")],
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     seconds: Annotated[float, typer.Option(help="measuring time per figure")] = 2.0,
     events: Annotated[int, typer.Option(help="events per run (stream)", min=1000)] = 20_000,
@@ -584,6 +585,8 @@ def bench(
         from beacons.bench import run_beacons_bench
 
         results = run_beacons_bench(seconds)
+    elif name == "notifier":
+        results = _bench_notifier()
     elif name == "edge":
         from edge.bench import run_edge_bench
 
@@ -593,7 +596,7 @@ def bench(
 
         results = asyncio.run(run_stream_bench(events=events))
     else:
-        raise _fail(f"unknown benchmark {name!r}; available: beacons, edge, stream")
+        raise _fail(f"unknown benchmark {name!r}; available: beacons, notifier, edge, stream")
     if as_json:
         sys.stdout.write(json.dumps(results) + "\n")
         return
@@ -603,6 +606,22 @@ def bench(
     for key, value in results.items():
         table.add_row(key, _fmt(value))
     out.print(table)
+
+
+def _bench_notifier() -> dict[str, Any]:
+    """The notifier bench needs Kafka: PROXIMA_KAFKA, or an embedded broker for the run."""
+    from deploy.embedded_kafka import EmbeddedKafka
+    from notifier.bench import run_notifier_bench
+
+    services = ServiceSettings()
+    if services.kafka:
+        return run_notifier_bench(services.kafka)
+    broker = EmbeddedKafka(log_path=None)
+    asyncio.run(broker.start())
+    try:
+        return run_notifier_bench(broker.url)
+    finally:
+        broker.stop()
 
 
 def _fmt(value: object) -> str:

@@ -15,6 +15,8 @@ INDEX_HTML = """<!doctype html>
 <meta name="color-scheme" content="light dark">
 <title>Proxima console</title>
 <link rel="stylesheet" href="/static/console.css">
+<link rel="manifest" href="/manifest.webmanifest">
+<link rel="icon" href="/static/icon.svg" type="image/svg+xml">
 <script src="/static/console.js" defer></script>
 </head>
 <body>
@@ -38,6 +40,7 @@ INDEX_HTML = """<!doctype html>
       <div class="actions">
         <span id="live" class="pill" data-state="connecting">connecting</span>
         <button id="shift-toggle" type="button" aria-pressed="false">Start shift</button>
+        <button id="push-toggle" type="button" hidden>Notify me</button>
         <button id="logout" type="button" class="link">Sign out</button>
       </div>
     </header>
@@ -346,6 +349,52 @@ CONSOLE_JS = r"""'use strict';
       renderTeam();
     });
     source.addEventListener('signed-out', () => showLogin());
+    source.addEventListener('notify', () => ring());
+  }
+
+  // --- sound and vibration when an alert is routed to me -------------------------------
+  let audio = null;
+  function ring() {
+    if (navigator.vibrate) navigator.vibrate([200, 100, 200]);
+    try {
+      audio = audio || new (window.AudioContext || window.webkitAudioContext)();
+      const osc = audio.createOscillator();
+      const gain = audio.createGain();
+      osc.frequency.value = 880;
+      gain.gain.setValueAtTime(0.2, audio.currentTime);
+      gain.gain.exponentialRampToValueAtTime(0.001, audio.currentTime + 0.4);
+      osc.connect(gain).connect(audio.destination);
+      osc.start();
+      osc.stop(audio.currentTime + 0.4);
+    } catch (e) { /* no audio before the first tap: vibration still works */ }
+  }
+
+  // --- Web Push (the console installed as a PWA) --------------------------------------
+  function b64ToBytes(value) {
+    const pad = '='.repeat((4 - (value.length % 4)) % 4);
+    const raw = atob((value + pad).replace(/-/g, '+').replace(/_/g, '/'));
+    return Uint8Array.from(raw, (c) => c.charCodeAt(0));
+  }
+
+  async function subscribePush() {
+    const registration = await navigator.serviceWorker.register('/sw.js');
+    const key = (await api('GET', '/api/push/key')).public_key;
+    const subscription = await registration.pushManager.subscribe({
+      userVisibleOnly: true, applicationServerKey: b64ToBytes(key),
+    });
+    await api('POST', '/api/channels/push', subscription.toJSON());
+    $('push-toggle').textContent = 'Notifications on';
+    $('push-toggle').disabled = true;
+  }
+
+  if ('serviceWorker' in navigator && 'PushManager' in window) {
+    $('push-toggle').hidden = false;
+    $('push-toggle').addEventListener('click', () => {
+      Notification.requestPermission().then((p) => {
+        if (p !== 'granted') { toast('notifications are blocked in this browser'); return; }
+        return subscribePush();
+      }).catch((e) => toast(e.message));
+    });
   }
 
   function start(data) {
@@ -363,4 +412,48 @@ CONSOLE_JS = r"""'use strict';
 
   api('GET', '/api/me').then(start).catch(showLogin);
 })();
+"""
+
+MANIFEST = """{
+  "name": "Proxima console",
+  "short_name": "Proxima",
+  "start_url": "/",
+  "scope": "/",
+  "display": "standalone",
+  "background_color": "#ffffff",
+  "theme_color": "#1f4e79",
+  "icons": [{"src": "/static/icon.svg", "sizes": "any", "type": "image/svg+xml"}]
+}
+"""
+
+# Shows a push as a notification and opens (or focuses) the console when tapped. The
+# payload is decrypted by the browser; it carries only the alert's title and body.
+SERVICE_WORKER = """'use strict';
+self.addEventListener('push', (event) => {
+  let data = {};
+  try { data = event.data ? event.data.json() : {}; } catch (e) { data = {}; }
+  event.waitUntil(self.registration.showNotification(data.title || 'Proxima alert', {
+    body: data.body || '',
+    tag: data.alert_id || 'proxima',
+    renotify: true,
+    requireInteraction: data.priority === 'high' || data.priority === 'urgent',
+    vibrate: [200, 100, 200],
+    data: { url: data.url || '/' },
+  }));
+});
+self.addEventListener('notificationclick', (event) => {
+  event.notification.close();
+  const url = (event.notification.data && event.notification.data.url) || '/';
+  event.waitUntil(self.clients.matchAll({ type: 'window' }).then((windows) => {
+    for (const w of windows) { if ('focus' in w) return w.focus(); }
+    return self.clients.openWindow(url);
+  }));
+});
+"""
+
+ICON_SVG = """<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64">
+<rect width="64" height="64" rx="12" fill="#1f4e79"/>
+<circle cx="32" cy="32" r="10" fill="#fff"/>
+<circle cx="32" cy="32" r="20" fill="none" stroke="#fff" stroke-width="4" opacity=".6"/>
+</svg>
 """

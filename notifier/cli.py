@@ -15,6 +15,8 @@ import redis.asyncio as aioredis
 import typer
 
 from contracts.services import ServiceSettings
+from notifier.channels import Destination
+from notifier.destinations import Destinations
 from notifier.directory import Associate, Directory
 from notifier.exceptions import NotifierError
 
@@ -22,6 +24,12 @@ T = TypeVar("T")
 
 associates_app = typer.Typer(
     help="Store associates: accounts, roles and zones for routing and the console.",
+    no_args_is_help=True,
+)
+
+
+channels_app = typer.Typer(
+    help="Extra delivery channels: signed webhooks per store or per associate.",
     no_args_is_help=True,
 )
 
@@ -135,3 +143,79 @@ def remove_command(
     """Remove an associate; their console sessions stop working at the next request."""
     _run(remove_associate(ServiceSettings(), store, associate_id))
     typer.echo(f"removed {associate_id} from {store}")
+
+
+async def _with_destinations(
+    services: ServiceSettings, fn: Callable[[Destinations], Awaitable[T]]
+) -> T:
+    return await _with_directory(
+        services, lambda d: fn(Destinations(d.redis, services.redis_prefix, d))
+    )
+
+
+async def add_webhook(
+    services: ServiceSettings,
+    store: str,
+    url: str,
+    *,
+    associate_id: str | None = None,
+    secret: str | None = None,
+    key_id: str | None = None,
+) -> Destination:
+    return await _with_destinations(
+        services,
+        lambda d: d.add_webhook(
+            store, url, associate_id=associate_id, secret=secret, key_id=key_id
+        ),
+    )
+
+
+@channels_app.command("add-webhook")
+def add_webhook_command(
+    store: Annotated[str, typer.Option("--store", help="store id")],
+    url: Annotated[str, typer.Option("--url", help="https:// URL that receives signed POSTs")],
+    associate: Annotated[
+        str | None, typer.Option("--associate", help="only alerts routed to this associate")
+    ] = None,
+    secret: Annotated[
+        str | None,
+        typer.Option("--secret", help="HMAC key (>= 16 characters); default: a random one"),
+    ] = None,
+    key_id: Annotated[
+        str | None, typer.Option("--key-id", help="names the key in X-Proxima-Key-Id")
+    ] = None,
+) -> None:
+    """Add a webhook; prints its id and its secret (shown only now)."""
+    dest = _run(
+        add_webhook(
+            ServiceSettings(), store, url, associate_id=associate, secret=secret, key_id=key_id
+        )
+    )
+    typer.echo(json.dumps({**dest.public(), "secret": dest.secret}))
+
+
+@channels_app.command("list")
+def list_channels_command(
+    store: Annotated[str, typer.Option("--store", help="store id")],
+    associate: Annotated[
+        str | None, typer.Option("--associate", help="this associate's (default: the store's)")
+    ] = None,
+) -> None:
+    """List webhooks and push subscriptions, one JSON object per line (never secrets)."""
+    services = ServiceSettings()
+    for dest in _run(_with_destinations(services, lambda d: d.list(store, associate))):
+        typer.echo(json.dumps(dest.public()))
+
+
+@channels_app.command("remove")
+def remove_channel_command(
+    store: Annotated[str, typer.Option("--store", help="store id")],
+    destination_id: Annotated[str, typer.Argument(help="the id shown by 'list'")],
+    associate: Annotated[
+        str | None, typer.Option("--associate", help="the associate it belongs to")
+    ] = None,
+) -> None:
+    """Remove a webhook or push subscription."""
+    services = ServiceSettings()
+    _run(_with_destinations(services, lambda d: d.remove(store, destination_id, associate)))
+    typer.echo(f"removed {destination_id}")

@@ -44,3 +44,30 @@ class AlertConflict(NotifierError):
         self.alert_id = alert_id
         self.state = state
         self.claimed_by = claimed_by
+
+
+class UnknownScheme(NotifierError):
+    """No channel is registered for a destination's URL scheme."""
+
+    def __init__(self, url: str, scheme: str, known: tuple[str, ...]) -> None:
+        super().__init__(
+            f"no delivery channel for {scheme or 'a URL without a scheme'}:"
+            f" (known: {', '.join(known)})"
+        )
+        self.url = url
+        self.scheme = scheme
+        self.known = known
+
+
+class TooManyDestinations(NotifierError):
+    def __init__(self, owner: str, limit: int) -> None:
+        super().__init__(f"{owner} already has {limit} destinations of this kind: remove one first")
+        self.owner = owner
+        self.limit = limit
+
+
+class UnknownDestination(NotifierError):
+    def __init__(self, owner: str, destination_id: str) -> None:
+        super().__init__(f"no destination {destination_id!r} for {owner}")
+        self.owner = owner
+        self.destination_id = destination_id

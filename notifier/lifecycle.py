@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import statistics
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -26,13 +26,16 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from contracts.models import AckStatus, Alert, AlertAck, AlertKind
+from notifier.channels import Receipt
 from notifier.directory import Clock, Directory, text, text_map, utc_now
 from notifier.exceptions import AlertConflict, UnknownAlert, UnknownAssociate
+from notifier.outbox import Outbox
 from notifier.routing import Ladder, Step, Tier, escalation, next_step, plan
 
 log = logging.getLogger(__name__)
 
 NO_TIER = -1
+_ACK_OF_OP = {"claim": AckStatus.CLAIMED, "done": AckStatus.DONE, "decline": AckStatus.DECLINED}
 
 
 class AlertState(StrEnum):
@@ -244,8 +247,12 @@ class Lifecycle:
         ladder: Ladder | None = None,
         expire_after: timedelta = timedelta(minutes=15),
         retention: timedelta = timedelta(days=7),
+        acks: Outbox | None = None,
     ) -> None:
         self.redis = redis
+        self.acks = acks
+        # Who sends an escalation caused by a decline (the notifier sets it).
+        self.on_delivery: Callable[[Delivery], Awaitable[None]] | None = None
         self.prefix = prefix
         self.directory = directory
         self.clock = clock
@@ -268,6 +275,9 @@ class Lifecycle:
 
     def channel(self, store: str) -> str:
         return f"{self.prefix}notifier:store:{store}:feed"
+
+    def _receipts(self, alert_id: str) -> str:
+        return f"{self.prefix}notifier:alert:{alert_id}:receipts"
 
     # create ----------------------------------------------------------------------
     async def create(self, alert: Alert) -> Delivery | AlertRecord | None:
@@ -303,7 +313,7 @@ class Lifecycle:
         await self.redis.zadd(self._open, {str(alert.alert_id): score})
         await self._trim(alert.store_id, now)
         record = AlertRecord.from_hash(mapping)
-        await self.publish(record)
+        await self.publish(record, {a.associate_id: a.name for a in staff})
         return Delivery(record, step) if step else record
 
     async def _trim(self, store: str, now: datetime) -> None:
@@ -350,8 +360,9 @@ class Lifecycle:
     async def names(self, store_id: str) -> dict[str, str]:
         return {a.associate_id: a.name for a in await self.directory.staff(store_id)}
 
-    async def publish(self, record: AlertRecord) -> None:
-        names = await self.names(record.alert.store_id)
+    async def publish(self, record: AlertRecord, names: dict[str, str] | None = None) -> None:
+        if names is None:
+            names = await self.names(record.alert.store_id)
         message = json.dumps({"type": "alert", "alert": record.view(names)})
         await self.redis.publish(self.channel(record.alert.store_id), message)
 
@@ -376,12 +387,44 @@ class Lifecycle:
                 alert_id, state, by or None, f"alert {alert_id} is already {state}{who}"
             )
         if outcome == "ok":
+            # The ack is queued before anything else can fail, so the stream sees it.
+            await self._emit_ack(op, record, associate_id, now)
             if record.state is not AlertState.DELIVERED:
                 await self.redis.zrem(self._open, alert_id)
             else:
                 await self.redis.zadd(self._open, {alert_id: _ms(record.delivered_at)})
             await self.publish(record)
         return outcome, record
+
+    async def _emit_ack(
+        self, op: str, record: AlertRecord, associate_id: str, now: datetime
+    ) -> None:
+        """Queue the transition as an AlertAck for ``proxima.acks.v1`` (at least once)."""
+        if self.acks is None:
+            return
+        ack = AlertAck(
+            alert_id=record.alert.alert_id,
+            store_id=record.alert.store_id,
+            associate_id=associate_id,
+            status=_ACK_OF_OP[op],
+            at=now,
+        )
+        await self.acks.put({"store": ack.store_id, "ack": ack.model_dump_json(by_alias=True)})
+
+    # receipts --------------------------------------------------------------------
+    async def add_receipt(self, alert_id: str, receipt: Receipt) -> None:
+        """Keep what a channel reported for this alert, as long as the alert itself."""
+        key = self._receipts(alert_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.rpush(key, json.dumps(receipt.as_dict()))
+        pipe.ltrim(key, -500, -1)
+        pipe.expire(key, int(self.retention.total_seconds()))
+        await pipe.execute()
+
+    async def receipts(self, alert_id: str) -> list[dict[str, Any]]:
+        return [
+            json.loads(text(r)) for r in await self.redis.lrange(self._receipts(alert_id), 0, -1)
+        ]
 
     async def claim(self, alert_id: str, store_id: str, associate_id: str) -> AlertRecord:
         """First claim wins; a later claim by someone else raises AlertConflict naming them."""
@@ -406,6 +449,8 @@ class Lifecycle:
             step = next_step(steps, record.tier)
             if step is not None:
                 delivery = await self._escalate(record, record.level, step)
+                if delivery is not None and self.on_delivery is not None:
+                    await self.on_delivery(delivery)
                 return (delivery.record if delivery else record), delivery
         return record, None
 

@@ -11,8 +11,14 @@ from collections.abc import Callable
 _HELP: dict[str, tuple[str, str]] = {
     "proxima_notifier_alerts_total": ("counter", "Alerts handled, by outcome."),
     "proxima_notifier_deliveries_total": ("counter", "MQTT deliveries to associates, by tier."),
+    "proxima_notifier_channel_sends_total": (
+        "counter",
+        "Sends by channel (mqtt, sse, webhook, webpush) and result (ok, failed, gone).",
+    ),
+    "proxima_notifier_acks_produced_total": ("counter", "AlertAcks produced to Kafka."),
     "proxima_notifier_escalations_total": ("counter", "Escalations performed, by tier."),
     "proxima_notifier_acks_total": ("counter", "Claims, done and declines, by source and result."),
+    "proxima_notifier_shifts_total": ("counter", "Shift changes by source and result."),
     "proxima_notifier_logins_total": ("counter", "Console sign-ins, by result."),
     "proxima_notifier_http_requests_total": ("counter", "Console HTTP requests, by status class."),
     "proxima_notifier_sse_clients": ("gauge", "Console live feeds connected to this instance."),

@@ -15,23 +15,42 @@ associate console. All state is in Redis, so several instances can run side by s
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import socket
+import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from pydantic import BaseModel, ConfigDict, StrictBool
 
 from contracts.exceptions import ContractError
 from contracts.models import Alert, AlertAck, parse_alert, parse_model
 from contracts.services import ServiceSettings
-from notifier.directory import Clock, Directory, utc_now
+from notifier.channels import (
+    Backoff,
+    Channels,
+    ConsoleChannel,
+    MqttChannel,
+    VapidKeys,
+    WebhookChannel,
+    WebPushChannel,
+)
+from notifier.destinations import Destinations
+from notifier.directory import Associate, Clock, Directory, utc_now
+from notifier.dispatch import Dispatcher
 from notifier.exceptions import NotifierError
 from notifier.lifecycle import AlertRecord, Delivery, Lifecycle
 from notifier.metrics import Metrics
+from notifier.outbox import Entry, Outbox
 from notifier.routing import Ladder
 from notifier.settings import NotifierSettings
 from notifier.web import Console, serve
+from transport.kafka import make_producer
 from transport.mqtt import Message, MqttClient
 
 log = logging.getLogger(__name__)
@@ -55,8 +74,37 @@ class Notifier:
         self.clock = clock
         self.mqtt = MqttClient(services.mqtt)
         self.metrics = Metrics()
-        self.redis: aioredis.Redis = aioredis.from_url(services.redis, decode_responses=True)
+        # A blocking pool: 200 consoles connecting at once wait for a connection rather
+        # than fail with "Too many connections".
+        # from_pool: the client owns the pool, so aclose() closes its connections too.
+        self.redis: aioredis.Redis = aioredis.Redis.from_pool(
+            aioredis.BlockingConnectionPool.from_url(
+                services.redis,
+                max_connections=self.settings.redis_connections,
+                timeout=10,
+                decode_responses=True,
+            )
+        )
         self.directory = Directory(self.redis, services.redis_prefix, clock=clock)
+        prefix = services.redis_prefix
+        # One consumer name per process: a dead instance's pending entries are claimed by
+        # the others after ``claim_idle``.
+        self.instance = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+        self.ack_outbox = Outbox(
+            self.redis, f"{prefix}notifier:outbox:acks", group="acks", consumer=self.instance
+        )
+        s = self.settings
+        backoff = Backoff(s.webhook_attempts, s.webhook_backoff_s, s.webhook_backoff_cap_s)
+        self.send_outbox = Outbox(
+            self.redis,
+            f"{prefix}notifier:outbox:sends",
+            group="sends",
+            consumer=self.instance,
+            # Longer than one send's worst case, so a slow retry is not taken over.
+            claim_idle=timedelta(
+                seconds=backoff.worst_case_s + s.webhook_attempts * s.webhook_timeout_s + 30
+            ),
+        )
         self.lifecycle = Lifecycle(
             self.redis,
             services.redis_prefix,
@@ -69,6 +117,23 @@ class Notifier:
             ),
             expire_after=timedelta(seconds=self.settings.expire_after_s),
             retention=timedelta(seconds=self.settings.retention_s),
+            acks=self.ack_outbox,
+        )
+        self.lifecycle.on_delivery = self._deliver_escalation
+        self.destinations = Destinations(self.redis, prefix, self.directory)
+        self.vapid = VapidKeys(self.redis, prefix, s.vapid_private_key)
+        self._http: aiohttp.ClientSession | None = None
+        http = {"backoff": backoff, "timeout_s": s.webhook_timeout_s, "clock": clock}
+        self.channels = Channels(
+            MqttChannel(self.mqtt, self.topics, clock),
+            ConsoleChannel(self.redis, self.lifecycle.channel, clock),
+            WebhookChannel(self.http_session, **http),  # type: ignore[arg-type]
+            WebPushChannel(
+                self.http_session, self.vapid, s.vapid_subject, ttl_s=s.push_ttl_s, **http
+            ),
+        )
+        self.dispatcher = Dispatcher(
+            self.channels, self.destinations, self.lifecycle, self.send_outbox, self.metrics, clock
         )
         self.console = Console(
             redis=self.redis,
@@ -79,12 +144,31 @@ class Notifier:
             metrics=self.metrics,
             mqtt_connected=lambda: self.mqtt.is_connected,
             clock=clock,
+            destinations=self.destinations,
+            vapid=self.vapid,
         )
         self.http_port: int | None = None
+
+    def http_session(self) -> aiohttp.ClientSession:
+        """One HTTP client per instance for webhooks and pushes, made on first use."""
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession()
+        return self._http
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+        await self.redis.aclose()
 
     @property
     def ack_filter(self) -> str:
         flt = f"{self.topics.mqtt_root}/stores/+/alerts/+/ack"
+        return f"$share/{self.group_id}/{flt}"
+
+    @property
+    def shift_filter(self) -> str:
+        """Handhelds set their shift on ``.../stores/{store}/associates/{id}/shift``."""
+        flt = f"{self.topics.mqtt_root}/stores/+/associates/+/shift"
         return f"$share/{self.group_id}/{flt}"
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
@@ -94,20 +178,44 @@ class Notifier:
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
+        )
+        producer = make_producer(
+            self.services.kafka_bootstrap, idempotent=False, client_id="proxima-notifier"
         )
         await consumer.start()
+        await producer.start()
         try:
             async with self.mqtt, self.serving():
                 await self.mqtt.subscribe(self.ack_filter, qos=1)
+                await self.mqtt.subscribe(self.shift_filter, qos=1)
                 if ready is not None:
                     ready.set()
                 async with asyncio.TaskGroup() as tasks:
                     tasks.create_task(self._consume(consumer), name="notifier-kafka")
                     tasks.create_task(self.ack_loop(), name="notifier-acks")
                     tasks.create_task(self.tick_loop(), name="notifier-escalation")
+                    tasks.create_task(
+                        self.ack_outbox.run(lambda e: self.produce_acks(producer, e)),
+                        name="notifier-acks-to-kafka",
+                    )
+                    tasks.create_task(self.dispatcher.run_external(), name="notifier-sends")
         finally:
             await consumer.stop()
-            await self.redis.aclose()
+            await producer.stop()
+            await self.close()
+
+    async def produce_acks(self, producer: AIOKafkaProducer, entries: Sequence[Entry]) -> None:
+        """Lifecycle transitions to ``proxima.acks.v1``, keyed by store; raises to retry."""
+        futures = [
+            await producer.send(
+                self.topics.acks, fields["ack"].encode(), key=fields["store"].encode()
+            )
+            for _id, fields in entries
+        ]
+        for future in futures:
+            await future
+        self.metrics.inc("proxima_notifier_acks_produced_total", len(futures))
 
     def serving(self) -> _Serving:
         """The console for the lifetime of the block (``async with notifier.serving()``)."""
@@ -143,39 +251,33 @@ class Notifier:
         self.metrics.inc("proxima_notifier_alerts_total", outcome="delivered")
 
     async def deliver(self, alert: Alert, created: Delivery | AlertRecord) -> None:
-        payload = alert.to_json()
-        await self.mqtt.publish(self.topics.store_alerts(alert.store_id), payload, qos=1)
+        """The store's topic and store destinations, then the first tier on every channel."""
         if isinstance(created, Delivery):
-            recipients = created.step.associate_ids
+            record, recipients = created.record, created.step.associate_ids
             tier = created.step.tier.label
         else:
-            recipients = created.notified
+            record, recipients = created, created.notified
             tier = created.tier_label or "none"
-        for associate_id in recipients:
-            await self.mqtt.publish(
-                self.topics.associate_alerts(alert.store_id, associate_id), payload, qos=1
-            )
-            self.metrics.inc("proxima_notifier_deliveries_total", tier=tier)
+        await self.dispatcher.deliver(record, recipients, tier, to_store=True)
 
     # escalation --------------------------------------------------------------------
+    async def _deliver_escalation(self, delivery: Delivery) -> None:
+        tier = delivery.step.tier.label
+        self.metrics.inc("proxima_notifier_escalations_total", tier=tier)
+        await self.dispatcher.deliver(
+            delivery.record, delivery.step.associate_ids, tier, reason="escalated"
+        )
+
     async def tick(self) -> None:
         for delivery in await self.lifecycle.tick():
-            alert = delivery.record.alert
-            tier = delivery.step.tier.label
-            self.metrics.inc("proxima_notifier_escalations_total", tier=tier)
-            for associate_id in delivery.step.associate_ids:
-                await self.mqtt.publish(
-                    self.topics.associate_alerts(alert.store_id, associate_id),
-                    alert.to_json(),
-                    qos=1,
-                )
-                self.metrics.inc("proxima_notifier_deliveries_total", tier=tier)
+            await self._deliver_escalation(delivery)
 
     async def tick_loop(self) -> None:
         while True:
             try:
                 await self.tick()
             except Exception:
+                _reraise_if_cancelled()
                 # A Redis or broker hiccup must not stop escalation for good.
                 log.exception("escalation tick failed; trying again")
             await asyncio.sleep(self.settings.tick_s)
@@ -185,9 +287,36 @@ class Notifier:
         while True:
             message = await self.mqtt.messages.get()
             try:
-                await self.handle_ack(message)
+                if message.topic.endswith("/shift"):
+                    await self.handle_shift(message)
+                else:
+                    await self.handle_ack(message)
             except Exception:
-                log.exception("ack on %s failed", message.topic)
+                _reraise_if_cancelled()
+                log.exception("message on %s failed", message.topic)
+            # A cancellation swallowed inside a handler (seen with redis-py mid-command)
+            # must still end the loop.
+            _reraise_if_cancelled()
+
+    async def handle_shift(self, message: Message) -> Associate | None:
+        """A handheld starts or ends its associate's shift; bad ones are parked."""
+        try:
+            store, associate_id, update = _parse_shift(message)
+            associate = await self.directory.set_on_shift(store, associate_id, update.on_shift)
+        except (ContractError, NotifierError) as exc:
+            self.metrics.inc("proxima_notifier_shifts_total", source="mqtt", result="rejected")
+            await self._park("shift", f"{message.topic}: {exc}", message.payload)
+            return None
+        await self.redis.publish(
+            self.lifecycle.channel(store),
+            json.dumps({"type": "shift", "associate": associate.public()}),
+        )
+        self.metrics.inc(
+            "proxima_notifier_shifts_total",
+            source="mqtt",
+            result="on" if update.on_shift else "off",
+        )
+        return associate
 
     async def handle_ack(self, message: Message) -> AlertRecord | None:
         """Apply one ack; a bad one is counted, logged and parked, never fatal."""
@@ -208,6 +337,33 @@ class Notifier:
             {"what": what, "reason": reason, "raw": raw, "at": datetime.now(UTC).isoformat()},
             maxlen=10_000,
         )
+
+
+def _reraise_if_cancelled() -> None:
+    """Inside ``except Exception``: stop if the task is being cancelled.
+
+    redis-py can turn a cancellation that lands mid-command into a ConnectionError; a
+    loop that logged it and went on would never stop (seen as a hung shutdown).
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+class ShiftUpdate(BaseModel):
+    """The payload on an associate's shift topic: ``{"on_shift": true}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    on_shift: StrictBool
+
+
+def _parse_shift(message: Message) -> tuple[str, str, ShiftUpdate]:
+    """``.../stores/{store}/associates/{id}/shift`` and its payload."""
+    parts = message.topic.split("/")
+    if len(parts) < 5 or parts[-1] != "shift" or parts[-3] != "associates":
+        raise ContractError(f"topic {message.topic!r} is not a shift topic")
+    return parts[-4], parts[-2], parse_model(ShiftUpdate, message.payload)
 
 
 def _parse_ack(message: Message) -> AlertAck:

@@ -39,3 +39,37 @@ class NotifierSettings(BaseSettings):
         default=5, gt=0, description="failed sign-ins per account per window before 429"
     )
     login_window_s: int = Field(default=300, gt=0, description="sign-in rate-limit window")
+    webhook_attempts: int = Field(
+        default=5, ge=1, le=20, description="tries per webhook or push send before giving up"
+    )
+    webhook_backoff_s: float = Field(
+        default=0.5, gt=0, description="first retry pause (doubles, full jitter)"
+    )
+    webhook_backoff_cap_s: float = Field(
+        default=30.0, gt=0, description="longest pause between retries"
+    )
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0, description="timeout of one webhook or push request"
+    )
+    vapid_private_key: str = Field(
+        default="",
+        description="VAPID private key (base64url, 32 bytes); empty = one shared through Redis",
+    )
+    vapid_subject: str = Field(
+        default="mailto:ops@proxima.invalid",
+        description="VAPID 'sub' claim: how a push service reaches the operator",
+    )
+    push_ttl_s: int = Field(
+        default=300, ge=0, description="how long a push service keeps an undelivered push"
+    )
+    redis_connections: int = Field(
+        default=64,
+        ge=4,
+        description="Redis connections per instance; requests beyond it wait their turn",
+    )
+    kafka_fetch_max_wait_ms: int = Field(
+        default=50,
+        ge=1,
+        le=5000,
+        description="longest a Kafka fetch waits for alerts (brokers without long-poll wake-up)",
+    )

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
@@ -32,14 +32,19 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 from redis.exceptions import RedisError
 
-from notifier import assets
+from notifier import assets, openapi
+from notifier.channels import VapidKeys
+from notifier.destinations import Destinations
 from notifier.directory import Associate, Clock, Directory, text, text_map, utc_now
 from notifier.exceptions import (
     AlertConflict,
     InvalidInput,
     NotifierError,
+    TooManyDestinations,
     UnknownAlert,
     UnknownAssociate,
+    UnknownDestination,
+    UnknownScheme,
 )
 from notifier.lifecycle import AlertState, Lifecycle
 from notifier.metrics import Metrics
@@ -78,6 +83,27 @@ class LoginBody(_Body):
 
 class ShiftBody(_Body):
     on_shift: StrictBool
+
+
+class WebhookBody(_Body):
+    url: Annotated[str, Field(min_length=1, max_length=2048)]
+    secret: Annotated[str, Field(min_length=16, max_length=256)] | None = None
+    key_id: Annotated[str, Field(pattern=_IDENT)] | None = None
+    scope: Literal["me", "store"] = "me"
+
+
+class PushKeys(_Body):
+    p256dh: Annotated[str, Field(min_length=1, max_length=200)]
+    auth: Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class PushSubscriptionBody(BaseModel):
+    # The browser's PushSubscription.toJSON(); it may grow fields, so extras are ignored.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    endpoint: Annotated[str, Field(min_length=1, max_length=2048)]
+    keys: PushKeys
+    expirationTime: int | None = None
 
 
 # --- sessions ----------------------------------------------------------------------
@@ -255,14 +281,25 @@ async def _errors(
         return web.json_response(exc.body, status=exc.status)
     except InvalidInput as exc:
         return web.json_response({"error": str(exc), "field": exc.field}, status=400)
-    except (UnknownAlert, UnknownAssociate) as exc:
+    except (UnknownAlert, UnknownAssociate, UnknownDestination) as exc:
         return web.json_response({"error": str(exc)}, status=404)
+    except TooManyDestinations as exc:
+        return web.json_response({"error": str(exc)}, status=409)
+    except UnknownScheme as exc:
+        return web.json_response({"error": str(exc), "field": "url"}, status=400)
     except AlertConflict as exc:
         return web.json_response(
             {"error": str(exc), "state": exc.state, "claimed_by": exc.claimed_by}, status=409
         )
     except NotifierError as exc:
         return web.json_response({"error": str(exc)}, status=400)
+    except RedisError as exc:
+        log.error("%s %s: storage unavailable: %r", request.method, request.path, exc)
+        return web.json_response(
+            {"error": "storage unavailable: try again shortly"},
+            status=503,
+            headers={"Retry-After": "1"},
+        )
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
             raise
@@ -291,7 +328,11 @@ class Console:
         metrics: Metrics,
         mqtt_connected: Callable[[], bool] = lambda: False,
         clock: Clock = utc_now,
+        destinations: Destinations | None = None,
+        vapid: VapidKeys | None = None,
     ) -> None:
+        self.destinations = destinations or Destinations(redis, prefix, directory)
+        self.vapid = vapid or VapidKeys(redis, prefix, settings.vapid_private_key)
         self.redis = redis
         self.prefix = prefix
         self.directory = directory
@@ -328,6 +369,16 @@ class Console:
                 web.get("/api/shifts", self.shifts),
                 web.post("/api/shifts/{associate_id}", self.set_shift),
                 web.get("/api/summary", self.summary),
+                web.get("/api/alerts/{alert_id}/receipts", self.receipts),
+                web.get("/api/channels", self.list_channels),
+                web.post("/api/channels/webhooks", self.add_webhook),
+                web.post("/api/channels/push", self.add_push),
+                web.delete("/api/channels/{destination_id}", self.remove_channel),
+                web.get("/api/push/key", self.push_key),
+                web.get("/api/openapi.json", self.openapi_doc),
+                web.get("/manifest.webmanifest", self.manifest),
+                web.get("/sw.js", self.service_worker),
+                web.get("/static/icon.svg", self.icon),
             ]
         )
         return app
@@ -608,6 +659,12 @@ class Console:
                         await send("alert", message["alert"])
                     elif message.get("type") == "shift":
                         await send("shift", message["associate"])
+                    elif (
+                        message.get("type") == "notify"
+                        and message.get("associate_id") == session.associate_id
+                    ):
+                        # Only the associate the alert was routed to is rung.
+                        await send("notify", message)
             except ConnectionResetError:
                 log.debug("live feed of %s closed by the client", session.associate_id)
         return response
@@ -639,6 +696,91 @@ class Console:
             raise ApiError(403, "the summary is for managers")
         summary = await self.lifecycle.summary(session.store_id)
         return web.json_response({"summary": summary.as_dict()})
+
+    # alerts' receipts ----------------------------------------------------------------
+    async def receipts(self, request: web.Request) -> web.Response:
+        session, _ = await self._auth(request)
+        alert_id = self._alert_id(request)
+        await self.lifecycle.get_in_store(alert_id, session.store_id)
+        return web.json_response({"receipts": await self.lifecycle.receipts(alert_id)})
+
+    # channels ------------------------------------------------------------------------
+    async def list_channels(self, request: web.Request) -> web.Response:
+        session, me = await self._auth(request)
+        mine = await self.destinations.list(session.store_id, me.associate_id)
+        body: dict[str, Any] = {
+            "always": ["mqtt", "sse"],
+            "mine": [d.public() for d in mine],
+        }
+        if me.role == "manager":
+            store = await self.destinations.list(session.store_id)
+            body["store"] = [d.public() for d in store]
+        return web.json_response(body)
+
+    async def add_webhook(self, request: web.Request) -> web.Response:
+        session, me = await self._auth(request)
+        body = await self._body(request, WebhookBody)
+        if body.scope == "store" and me.role != "manager":
+            raise ApiError(403, "only a manager can add a store webhook")
+        dest = await self.destinations.add_webhook(
+            session.store_id,
+            body.url,
+            associate_id=None if body.scope == "store" else me.associate_id,
+            secret=body.secret,
+            key_id=body.key_id,
+        )
+        # The secret is shown once, here; listings never show it.
+        return web.json_response({"destination": dest.public(), "secret": dest.secret}, status=201)
+
+    async def add_push(self, request: web.Request) -> web.Response:
+        session, me = await self._auth(request)
+        body = await self._body(request, PushSubscriptionBody)
+        dest = await self.destinations.add_push(
+            session.store_id, me.associate_id, body.endpoint, body.keys.p256dh, body.keys.auth
+        )
+        return web.json_response({"destination": dest.public()}, status=201)
+
+    async def remove_channel(self, request: web.Request) -> web.Response:
+        session, me = await self._auth(request)
+        scope = request.query.get("scope", "me")
+        if scope not in ("me", "store"):
+            raise ApiError(400, f"scope: {scope[:20]!r} is not one of me, store", field="scope")
+        if scope == "store" and me.role != "manager":
+            raise ApiError(403, "only a manager can remove a store webhook")
+        destination_id = request.match_info["destination_id"]
+        await self.destinations.remove(
+            session.store_id, destination_id, None if scope == "store" else me.associate_id
+        )
+        return web.json_response({"removed": destination_id})
+
+    async def push_key(self, request: web.Request) -> web.Response:
+        await self._auth(request)
+        return web.json_response({"public_key": await self.vapid.public_key()})
+
+    # description and the PWA ------------------------------------------------------------
+    async def openapi_doc(self, _request: web.Request) -> web.Response:
+        return web.json_response(openapi.document(), headers={"Cache-Control": "no-cache"})
+
+    async def manifest(self, _request: web.Request) -> web.Response:
+        return web.Response(
+            text=assets.MANIFEST,
+            content_type="application/manifest+json",
+            headers={"Cache-Control": "no-cache"},
+        )
+
+    async def service_worker(self, _request: web.Request) -> web.Response:
+        return web.Response(
+            text=assets.SERVICE_WORKER,
+            content_type="text/javascript",
+            headers={"Cache-Control": "no-cache", "Service-Worker-Allowed": "/"},
+        )
+
+    async def icon(self, _request: web.Request) -> web.Response:
+        return web.Response(
+            text=assets.ICON_SVG,
+            content_type="image/svg+xml",
+            headers={"Cache-Control": "no-cache"},
+        )
 
 
 async def _security_headers(_request: web.Request, response: web.StreamResponse) -> None:

@@ -233,3 +233,68 @@ def test_ladder_comes_from_settings(services: ServiceSettings) -> None:
     n = Notifier(services, settings=NotifierSettings(escalate_after_s=30, manager_after_s=90))
     assert n.lifecycle.ladder.escalate_after == timedelta(seconds=30)
     assert n.lifecycle.ladder.manager_after == timedelta(seconds=90)
+
+
+async def test_shift_set_from_a_handheld_over_mqtt(
+    notifier: Notifier, services: ServiceSettings
+) -> None:
+    feed = notifier.redis.pubsub()
+    await feed.subscribe(notifier.lifecycle.channel("s1"))
+    await notifier.mqtt.subscribe(notifier.shift_filter, qos=1)
+    loop = asyncio.create_task(notifier.ack_loop(), name="test-shift-loop")
+    topic = f"{services.topics.mqtt_root}/stores/s1/associates/boss/shift"
+    try:
+        async with MqttClient(services.mqtt) as handheld:
+            async with asyncio.timeout(WAIT):
+                while True:  # the shared subscription is live once a message gets through
+                    await handheld.publish(topic, b'{"on_shift": true}')
+                    msg = await feed.get_message(ignore_subscribe_messages=True, timeout=0.5)
+                    if msg is not None:
+                        break
+            assert json.loads(msg["data"]) == {
+                "type": "shift",
+                "associate": json.loads(msg["data"])["associate"],
+            }
+            assert json.loads(msg["data"])["associate"]["on_shift"] is True
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+        await feed.aclose()
+    boss = await notifier.directory.get("s1", "boss")
+    assert boss is not None
+    assert boss.on_shift
+
+
+async def test_bad_shift_messages_are_parked(notifier: Notifier) -> None:
+    root = notifier.topics.mqtt_root
+    cases = [
+        (f"{root}/stores/s1/associates/boss/shift", b'{"on_shift": "yes"}', "on_shift"),
+        (f"{root}/stores/s1/associates/ghost/shift", b'{"on_shift": true}', "no associate"),
+        (f"{root}/stores/s1/associates/boss/shift", b"[]", "invalid ShiftUpdate"),
+    ]
+    for topic, payload, _ in cases:
+        assert await notifier.handle_shift(Message(topic, payload, 1, False, 1)) is None
+    parked = await notifier.redis.xrange(f"{notifier.services.redis_prefix}notifier:rejected")
+    for (_id, fields), (_t, _p, reason) in zip(parked, cases, strict=True):
+        assert fields["what"] == "shift"
+        assert reason in fields["reason"]
+    boss = await notifier.directory.get("s1", "boss")
+    assert boss is not None
+    assert not boss.on_shift
+
+
+async def test_decline_by_everyone_told_reaches_the_next_tier_at_once(
+    notifier: Notifier, listener: MqttClient, services: ServiceSettings
+) -> None:
+    await _subscribed(listener, f"{services.topics.mqtt_root}/stores/s1/x")
+    alert = make_alert(store_id="s1", target={"associate_id": "maria"}, zone_id="entrance")
+    await notifier.handle(alert.to_json())
+    for _ in range(2):
+        await _next(listener)
+    await notifier.lifecycle.decline(str(alert.alert_id), "s1", "maria")
+    assert _kinds(services, await _next(listener)) == (
+        "/stores/s1/associates/joao/alerts",
+        str(alert.alert_id),
+    )
+    assert notifier.metrics.value("proxima_notifier_escalations_total", tier="zone") == 1

@@ -431,3 +431,142 @@ async def test_malformed_and_oversized_bodies(client_factory: Any, team: str) ->
     ) as res:
         assert res.status == 400
         assert (await res.json())["error"] == "claim takes no body"
+
+
+# --- channels, receipts and the OpenAPI description ---------------------------------------
+async def test_channels_are_configured_per_associate_and_per_store(
+    client_factory: Any, team: str
+) -> None:
+    maria, boss = client_factory(), client_factory()
+    await maria.login(team, "maria")
+    await boss.login(team, "boss")
+    status, made = await maria.call(
+        "POST", "/api/channels/webhooks", json_body={"url": "https://crm.example/in?t=1"}
+    )
+    assert status == 201
+    assert len(made["secret"]) >= 16
+    assert made["destination"]["url"] == "https://crm.example/in"
+    status, _ = await maria.call(
+        "POST", "/api/channels/webhooks", json_body={"url": "https://x.example/", "scope": "store"}
+    )
+    assert status == 403
+    status, store_hook = await boss.call(
+        "POST",
+        "/api/channels/webhooks",
+        json_body={"url": "https://chat.example/hook", "scope": "store", "key_id": "k2"},
+    )
+    assert status == 201
+    status, listed = await boss.call("GET", "/api/channels")
+    assert status == 200
+    assert [d["url"] for d in listed["store"]] == ["https://chat.example/hook"]
+    assert listed["mine"] == []
+    status, mine = await maria.call("GET", "/api/channels")
+    assert [d["id"] for d in mine["mine"]] == [made["destination"]["id"]]
+    assert "store" not in mine
+    assert made["secret"] not in json.dumps(mine)
+    store_id = store_hook["destination"]["id"]
+    assert (await maria.call("DELETE", f"/api/channels/{store_id}"))[0] == 404
+    assert (await boss.call("DELETE", f"/api/channels/{store_id}?scope=store"))[0] == 200
+    status, key = await maria.call("GET", "/api/push/key")
+    assert status == 200
+    assert len(key["public_key"]) == 87  # base64url of a 65-byte uncompressed P-256 point
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "message"),
+    [
+        ("/api/channels/webhooks", {"url": "ftp://x.example/"}, 400, "url: 'ftp://x.example/'"),
+        ("/api/channels/webhooks", {"url": "https://x.example/", "secret": "short"}, 400, "secret"),
+        ("/api/channels/webhooks", {"url": "https://x.example/", "scope": "all"}, 400, "scope"),
+        ("/api/channels/webhooks", {}, 400, "url: Field required"),
+        (
+            "/api/channels/push",
+            {"endpoint": "https://push.example/1", "keys": {"p256dh": "AAAA", "auth": "AAAA"}},
+            400,
+            "keys.p256dh",
+        ),
+        (
+            "/api/channels/push",
+            {"endpoint": "http://push.example/1", "keys": {"p256dh": "A", "auth": "A"}},
+            400,
+            "must use https://",
+        ),
+        ("/api/channels/push", {"endpoint": "https://push.example/1"}, 400, "keys: Field required"),
+    ],
+)
+async def test_bad_channel_input_gets_a_4xx_that_says_why(
+    client_factory: Any, team: str, path: str, body: dict[str, Any], status: int, message: str
+) -> None:
+    maria = client_factory()
+    await maria.login(team, "maria")
+    got_status, got = await maria.call("POST", path, json_body=body)
+    assert got_status == status
+    assert message in got["error"]
+
+
+async def test_receipts_are_scoped_to_the_store(
+    client_factory: Any, team: str, lifecycle: Lifecycle, clock: FakeClock
+) -> None:
+    from notifier.channels import Receipt
+
+    alert = make_alert(store_id=team)
+    await lifecycle.create(alert)
+    await lifecycle.add_receipt(
+        str(alert.alert_id), Receipt("webhook", "https://crm.example/in", "maria", True, 2, clock())
+    )
+    maria, eve = client_factory(), client_factory()
+    await maria.login(team, "maria")
+    await eve.login("other-store", "eve")
+    status, body = await maria.call("GET", f"/api/alerts/{alert.alert_id}/receipts")
+    assert status == 200
+    assert [(r["channel"], r["attempts"]) for r in body["receipts"]] == [("webhook", 2)]
+    assert (await eve.call("GET", f"/api/alerts/{alert.alert_id}/receipts"))[0] == 404
+
+
+async def test_openapi_lists_exactly_the_routes_the_server_has(
+    console: TestServer, client_factory: Any
+) -> None:
+    """Every route is described and every description is a route: they cannot drift."""
+    served = {
+        (route.method.lower(), route.resource.canonical)
+        for route in console.app.router.routes()
+        if route.method != "HEAD" and route.resource is not None
+    }
+    status, doc = await client_factory().call("GET", "/api/openapi.json")
+    assert status == 200
+    assert doc["openapi"].startswith("3.1")
+    described = {(method, path) for path, ops in doc["paths"].items() for method in ops}
+    assert served - described == set(), "routes missing from the OpenAPI document"
+    assert described - served == set(), "documented paths the server does not have"
+    # Every reference resolves, and the request bodies are the handlers' own models.
+    schemas = doc["components"]["schemas"]
+    for ref in _refs(doc):
+        assert ref.removeprefix("#/components/schemas/") in schemas, ref
+    login = doc["paths"]["/api/session"]["post"]["requestBody"]["content"]["application/json"]
+    assert set(schemas[login["schema"]["$ref"].rsplit("/", 1)[1]]["properties"]) == {
+        "store",
+        "associate",
+        "password",
+    }
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return found + [r for v in node.values() for r in _refs(v)]
+    if isinstance(node, list):
+        return [r for v in node for r in _refs(v)]
+    return []
+
+
+async def test_pwa_manifest_and_service_worker_are_served(client_factory: Any) -> None:
+    http = client_factory().http
+    async with http.get("/manifest.webmanifest") as res:
+        assert res.status == 200
+        manifest = json.loads(await res.text())
+    assert manifest["display"] == "standalone"
+    async with http.get(manifest["icons"][0]["src"]) as res:
+        assert res.status == 200
+    async with http.get("/sw.js") as res:
+        assert res.status == 200
+        assert "showNotification" in await res.text()

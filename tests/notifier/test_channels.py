@@ -1,0 +1,415 @@
+"""Channels: the scheme registry, signed webhooks with backoff, and Web Push over loopback.
+
+The webhook receiver and the push service are real HTTP servers on 127.0.0.1: the
+receiver checks the HMAC signature the way a clienteling app would; the push service
+checks the VAPID JWT and decrypts the aes128gcm body with the subscription's private
+key, as a browser's push service and the browser would.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import http_ece
+import pytest
+from aiohttp import web
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from hypothesis import given
+from hypothesis import strategies as st
+
+from contracts.services import ServiceSettings
+from notifier.channels import (
+    DELIVERY_HEADER,
+    KEY_ID_HEADER,
+    Backoff,
+    Channels,
+    Destination,
+    MqttChannel,
+    Notice,
+    VapidKeys,
+    WebhookChannel,
+    WebPushChannel,
+    b64url,
+    unb64url,
+    verify_webhook,
+)
+from notifier.destinations import Destinations
+from notifier.directory import Directory
+from notifier.exceptions import NotifierError, TooManyDestinations, UnknownScheme
+from notifier.service import Notifier
+from notifier.settings import NotifierSettings
+from notifier.web import serve
+from tests.notifier.conftest import FAST_HASHER, FakeClock, make_alert
+
+SECRET = "a-webhook-secret-of-some-length"
+
+
+# --- unit: the registry and the backoff ----------------------------------------------------
+def test_scheme_picks_the_channel_and_unknown_schemes_are_named() -> None:
+    session = aiohttp.ClientSession  # never called: only the registry is exercised
+    webhook = WebhookChannel(session)  # type: ignore[arg-type]
+    mqtt = MqttChannel(None, None)  # type: ignore[arg-type]
+    channels = Channels(webhook, mqtt)
+    assert channels.for_url("https://hooks.example/x") is webhook
+    assert channels.for_url("HTTP://hooks.example/x") is webhook
+    assert channels.for_url("mqtt:") is mqtt
+    with pytest.raises(UnknownScheme) as info:
+        channels.for_url("ftp://files.example/x")
+    assert "no delivery channel for ftp:" in str(info.value)
+    assert "https" in str(info.value)
+
+
+@given(st.integers(1, 30), st.integers(0, 2**32))
+def test_backoff_is_jittered_below_its_cap(attempt: int, seed: int) -> None:
+    backoff = Backoff(attempts=8, base_s=0.5, cap_s=4.0)
+    delay = backoff.delay(attempt, random.Random(seed))
+    assert 0 <= delay <= min(4.0, 0.5 * 2 ** (attempt - 1))
+
+
+def test_destination_redacts_queries_and_keeps_secrets_out_of_listings() -> None:
+    dest = Destination("https://hooks.example/in?token=hidden", id="wh-1", secret=SECRET)
+    assert dest.redacted() == "https://hooks.example/in"
+    assert "hidden" not in json.dumps(dest.public())
+    assert SECRET not in json.dumps(dest.public())
+    assert Destination.from_json(dest.as_json()) == dest
+
+
+# --- a webhook receiver on loopback ------------------------------------------------------------
+@dataclass
+class Receiver:
+    """Answers with the queued statuses (then 200), and checks every signature."""
+
+    statuses: list[int] = field(default_factory=list)
+    seen: list[dict[str, Any]] = field(default_factory=list)
+    url: str = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        headers = dict(request.headers)
+        ok = verify_webhook(SECRET, headers, body, now=_now_s(headers))
+        self.seen.append(
+            {
+                "valid": ok,
+                "key_id": headers.get(KEY_ID_HEADER),
+                "delivery": headers.get(DELIVERY_HEADER),
+                "body": json.loads(body),
+            }
+        )
+        if not ok:
+            return web.Response(status=401)
+        status = self.statuses.pop(0) if self.statuses else 200
+        return web.Response(status=status, text="ok" if status == 200 else "busy")
+
+
+def _now_s(headers: dict[str, str]) -> float:
+    # The injected clock signs with its own time; the receiver checks against that time.
+    return float(headers.get("X-Proxima-Timestamp", "0"))
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    rec = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", rec.handle)
+    runner, port = await serve(app, "127.0.0.1", 0)
+    rec.url = f"http://127.0.0.1:{port}/hook"
+    try:
+        yield rec
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+class Pauses:
+    def __init__(self) -> None:
+        self.taken: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.taken.append(seconds)
+
+
+@pytest.mark.integration
+async def test_webhook_is_signed_and_retried_with_capped_backoff(
+    receiver: Receiver, http: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    pauses = Pauses()
+    channel = WebhookChannel(lambda: http, backoff=Backoff(5, 0.5, 1.0), clock=clock, sleep=pauses)
+    receiver.statuses = [503, 429]
+    dest = Destination(receiver.url, id="wh-1", secret=SECRET, key_id="k7")
+    notice = Notice(make_alert(store_id="s1"), "maria", "primary")
+    receipt = await channel.send(dest, notice)
+    assert receipt.ok
+    assert receipt.attempts == 3
+    assert receipt.status == 200
+    assert [s["valid"] for s in receiver.seen] == [True, True, True]
+    assert {s["delivery"] for s in receiver.seen} == {notice.delivery_id}
+    assert receiver.seen[0]["key_id"] == "k7"
+    assert receiver.seen[0]["body"]["alert"]["alert_id"] == str(notice.alert.alert_id)
+    assert len(pauses.taken) == 2
+    assert all(0 <= p <= 1.0 for p in pauses.taken)
+
+
+@pytest.mark.integration
+async def test_webhook_gives_up_on_a_client_error_and_on_a_wrong_secret(
+    receiver: Receiver, http: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    pauses = Pauses()
+    channel = WebhookChannel(lambda: http, backoff=Backoff(4, 0.1, 0.2), clock=clock, sleep=pauses)
+    notice = Notice(make_alert(store_id="s1"), None, "store")
+    receiver.statuses = [400]
+    refused = await channel.send(Destination(receiver.url, secret=SECRET), notice)
+    assert not refused.ok
+    assert refused.attempts == 1
+    assert refused.status == 400
+    forged = await channel.send(Destination(receiver.url, secret="x" * 20), notice)
+    assert not forged.ok
+    assert forged.status == 401
+    assert [s["valid"] for s in receiver.seen] == [True, False]
+    assert pauses.taken == []
+
+
+@pytest.mark.integration
+async def test_webhook_to_nowhere_fails_after_every_attempt(
+    http: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    pauses = Pauses()
+    channel = WebhookChannel(lambda: http, backoff=Backoff(3, 0.1, 0.2), clock=clock, sleep=pauses)
+    receipt = await channel.send(
+        Destination("http://127.0.0.1:9/hook", secret=SECRET),
+        Notice(make_alert(store_id="s1"), "maria", "primary"),
+    )
+    assert not receipt.ok
+    assert receipt.attempts == 3
+    assert receipt.status is None
+    assert "ClientConnectorError" in receipt.detail or "Connect" in receipt.detail
+    assert len(pauses.taken) == 2
+
+
+# --- a push service and a browser on loopback ------------------------------------------------
+class Browser:
+    """A subscription's key pair and auth secret, as a browser holds them."""
+
+    def __init__(self) -> None:
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.auth = os.urandom(16)
+
+    @property
+    def p256dh(self) -> str:
+        return b64url(
+            self.key.public_key().public_bytes(
+                serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+            )
+        )
+
+    def decrypt(self, body: bytes) -> dict[str, Any]:
+        plain = http_ece.decrypt(
+            body, private_key=self.key, auth_secret=self.auth, version="aes128gcm"
+        )
+        result: dict[str, Any] = json.loads(plain)
+        return result
+
+
+def check_vapid(authorization: str, origin: str, now_s: float) -> dict[str, Any]:
+    """RFC 8292: ``vapid t=JWT,k=KEY``; an ES256 JWT by KEY, for this origin, not expired."""
+    scheme, _, params = authorization.partition(" ")
+    assert scheme == "vapid", authorization
+    parts = dict(p.split("=", 1) for p in params.split(","))
+    header_b64, claims_b64, sig_b64 = parts["t"].split(".")
+    assert json.loads(unb64url(header_b64)) == {"typ": "JWT", "alg": "ES256"}
+    signature = unb64url(sig_b64)
+    assert len(signature) == 64
+    public = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), unb64url(parts["k"]))
+    der = encode_dss_signature(
+        int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+    )
+    public.verify(der, f"{header_b64}.{claims_b64}".encode(), ec.ECDSA(hashes.SHA256()))
+    claims: dict[str, Any] = json.loads(unb64url(claims_b64))
+    assert claims["aud"] == origin
+    assert claims["exp"] > now_s
+    assert claims["sub"].startswith("mailto:")
+    claims["k"] = parts["k"]
+    return claims
+
+
+@dataclass
+class PushService:
+    browsers: dict[str, Browser] = field(default_factory=dict)
+    received: list[dict[str, Any]] = field(default_factory=list)
+    origin: str = ""
+    now_s: float = 0.0
+    gone: set[str] = field(default_factory=set)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name in self.gone:
+            return web.Response(status=410)
+        try:
+            claims = check_vapid(request.headers["Authorization"], self.origin, self.now_s)
+        except (AssertionError, InvalidSignature, KeyError, ValueError) as exc:
+            return web.Response(status=403, text=f"bad VAPID: {exc!r}")
+        if request.headers.get("Content-Encoding") != "aes128gcm":
+            return web.Response(status=400, text="not aes128gcm")
+        payload = self.browsers[name].decrypt(await request.read())
+        self.received.append(
+            {"name": name, "payload": payload, "claims": claims, "ttl": request.headers.get("TTL")}
+        )
+        return web.Response(status=201)
+
+    def endpoint(self, name: str) -> str:
+        self.browsers.setdefault(name, Browser())
+        return f"{self.origin}/push/{name}"
+
+
+@pytest.fixture
+async def push_service(clock: FakeClock) -> AsyncIterator[PushService]:
+    service = PushService(now_s=clock.now.timestamp())
+    app = web.Application()
+    app.router.add_post("/push/{name}", service.handle)
+    runner, port = await serve(app, "127.0.0.1", 0)
+    service.origin = f"http://127.0.0.1:{port}"
+    try:
+        yield service
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.integration
+async def test_web_push_is_vapid_signed_and_decrypts_with_the_subscription_key(
+    push_service: PushService,
+    http: aiohttp.ClientSession,
+    redis: Any,
+    services: ServiceSettings,
+    clock: FakeClock,
+) -> None:
+    keys = VapidKeys(redis, services.redis_prefix)
+    channel = WebPushChannel(lambda: http, keys, "mailto:ops@example.com", clock=clock)
+    endpoint = push_service.endpoint("phone")
+    browser = push_service.browsers["phone"]
+    dest = Destination(f"webpush:{endpoint}", p256dh=browser.p256dh, auth=b64url(browser.auth))
+    alert = make_alert(store_id="s1", title="Ana is here", priority="high")
+    receipt = await channel.send(dest, Notice(alert, "maria", "primary"))
+    assert receipt.ok, receipt
+    assert receipt.status == 201
+    (got,) = push_service.received
+    assert got["payload"]["alert_id"] == str(alert.alert_id)
+    assert got["payload"]["title"] == "Ana is here"
+    # The key the push service saw is the one the console subscribes with, from any instance.
+    assert got["claims"]["k"] == await VapidKeys(redis, services.redis_prefix).public_key()
+    push_service.gone.add("phone")
+    gone = await channel.send(dest, Notice(alert, "maria", "primary"))
+    assert gone.gone
+    assert not gone.ok
+
+
+# --- configuration: validated, per store and per associate ------------------------------------
+async def test_destinations_reject_bad_input_with_the_reason(
+    directory: Directory, redis: Any, services: ServiceSettings
+) -> None:
+    await directory.add("s1", "Maria", "password-1", associate_id="maria")
+    dests = Destinations(redis, services.redis_prefix, directory)
+    cases = [
+        (dests.add_webhook("s1", "ftp://x/y"), "url: 'ftp://x/y' must start with https://"),
+        (dests.add_webhook("s1", "https:///nohost"), "has no host"),
+        (dests.add_webhook("s1", "https://u:p@h.example/"), "must not carry a user name"),
+        (dests.add_webhook("s1", "https://h.example/", secret="short"), "secret: must be at least"),
+        (
+            dests.add_webhook("s1", "https://h.example/", associate_id="ghost"),
+            "no associate 'ghost'",
+        ),
+        (dests.add_push("s1", "maria", "http://push.example/x", "AA", "AA"), "must use https://"),
+        (dests.add_push("s1", "maria", "https://push.example/x", "AAAA", "AA"), "keys.p256dh"),
+    ]
+    for coro, message in cases:
+        with pytest.raises(NotifierError) as info:
+            await coro
+        assert message in str(info.value), (message, str(info.value))
+    for i in range(10):
+        await dests.add_webhook("s1", f"https://h.example/{i}")
+    with pytest.raises(TooManyDestinations):
+        await dests.add_webhook("s1", "https://h.example/11")
+    assert len(await dests.list("s1")) == 10
+    assert await dests.list("s1", "maria") == []
+
+
+@pytest.mark.integration
+async def test_a_new_alert_reaches_every_channel_with_receipts(
+    services: ServiceSettings,
+    clock: FakeClock,
+    receiver: Receiver,
+    push_service: PushService,
+) -> None:
+    n = Notifier(services, settings=NotifierSettings(http_port=0), clock=clock)
+    n.directory.hasher = FAST_HASHER
+    await n.directory.add("s1", "Maria", "password-1", associate_id="maria")
+    await n.directory.set_on_shift("s1", "maria", True)
+    store_hook = await n.destinations.add_webhook("s1", receiver.url, secret=SECRET)
+    await n.destinations.add_webhook("s1", receiver.url, associate_id="maria", secret=SECRET)
+    endpoint = push_service.endpoint("maria-phone")
+    browser = push_service.browsers["maria-phone"]
+    push = await n.destinations.add_push(
+        "s1", "maria", endpoint, browser.p256dh, b64url(browser.auth)
+    )
+    alert = make_alert(store_id="s1", target={"associate_id": "maria"})
+    try:
+        async with n.mqtt:
+            await n.handle(alert.to_json())
+            # Webhooks and pushes wait in the outbox; one drain sends them.
+            assert await n.send_outbox.drain_once(n.dispatcher.send_external, block_ms=10) == 3
+            push_service.gone.add("maria-phone")
+            await n.dispatcher.deliver(
+                (await n.lifecycle.get(str(alert.alert_id))),  # type: ignore[arg-type]
+                ["maria"],
+                "zone",
+                reason="escalated",
+            )
+            await n.send_outbox.drain_once(n.dispatcher.send_external, block_ms=10)
+        assert [s["body"]["associate_id"] for s in receiver.seen[:2]] in (
+            [None, "maria"],
+            ["maria", None],
+        )
+        assert all(s["valid"] for s in receiver.seen)
+        assert push_service.received[0]["payload"]["alert_id"] == str(alert.alert_id)
+        receipts = await n.lifecycle.receipts(str(alert.alert_id))
+        ok = {(r["channel"], r["associate_id"]) for r in receipts if r["ok"]}
+        assert {
+            ("mqtt", None),
+            ("mqtt", "maria"),
+            ("sse", "maria"),
+            ("webhook", None),
+            ("webhook", "maria"),
+            ("webpush", "maria"),
+        } <= ok
+        # The push service said the subscription is gone: it is removed, the webhooks stay.
+        assert [d.id for d in await n.destinations.list("s1", "maria")] != []
+        assert push.id not in [d.id for d in await n.destinations.list("s1", "maria")]
+        assert [d.id for d in await n.destinations.list("s1")] == [store_hook.id]
+        assert (
+            n.metrics.value(
+                "proxima_notifier_channel_sends_total", channel="webpush", result="gone"
+            )
+            == 1
+        )
+    finally:
+        await n.close()
+
+
+def test_b64url_round_trip() -> None:
+    data = os.urandom(33)
+    assert unb64url(b64url(data)) == data
+    assert "=" not in b64url(data)
+    assert base64.urlsafe_b64decode(b64url(data) + "===") == data
