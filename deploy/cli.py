@@ -19,7 +19,7 @@ from rich.console import Console
 from contracts.services import ServiceSettings
 from edge import cli as edge_cli
 from edge.cli import app as edge_app
-from notifier.cli import associates_app, channels_app
+from notifier.cli import associates_app, channels_app, routing_app
 from simulators.cli import alerts_app
 from simulators.cli import score as score_command
 from stream.cli import customers_device, customers_import, gateways_app, provision_keys
@@ -41,6 +41,7 @@ contracts_app = typer.Typer(help="Wire contracts and their JSON Schemas.", no_ar
 app.add_typer(edge_app, name="edge")
 app.add_typer(stream_app, name="stream")
 app.add_typer(notifier_app, name="notifier")
+notifier_app.add_typer(routing_app, name="routing")
 app.add_typer(customers_app, name="customers")
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(associates_app, name="associates")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Annotated, TypeVar
 
 import redis.asyncio as aioredis
@@ -19,6 +20,8 @@ from notifier.channels import Destination
 from notifier.destinations import Destinations
 from notifier.directory import Associate, Directory
 from notifier.exceptions import NotifierError
+from notifier.routing import Ladder
+from notifier.store_routing import RoutingConfigs, StoreRouting
 
 T = TypeVar("T")
 
@@ -28,6 +31,10 @@ associates_app = typer.Typer(
 )
 
 
+routing_app = typer.Typer(
+    help="Per-store routing: escalation times, expiry and the tiers in use.",
+    no_args_is_help=True,
+)
 channels_app = typer.Typer(
     help="Extra delivery channels: signed webhooks per store or per associate.",
     no_args_is_help=True,
@@ -219,3 +226,89 @@ def remove_channel_command(
     services = ServiceSettings()
     _run(_with_destinations(services, lambda d: d.remove(store, destination_id, associate)))
     typer.echo(f"removed {destination_id}")
+
+
+def _routing(services: ServiceSettings) -> Callable[[Directory], RoutingConfigs]:
+    from notifier.settings import NotifierSettings
+
+    settings = NotifierSettings()
+    default = StoreRouting(
+        Ladder(
+            escalate_after=timedelta(seconds=settings.escalate_after_s),
+            manager_after=timedelta(seconds=settings.manager_after_s),
+            max_shift=timedelta(seconds=settings.max_shift_s),
+        ),
+        timedelta(seconds=settings.expire_after_s),
+    )
+    return lambda d: RoutingConfigs(d.redis, services.redis_prefix, default)
+
+
+async def set_routing(
+    services: ServiceSettings,
+    store: str,
+    *,
+    escalate_after_s: float | None = None,
+    manager_after_s: float | None = None,
+    expire_after_s: float | None = None,
+    tiers: list[str] | None = None,
+) -> StoreRouting:
+    make = _routing(services)
+    return await _with_directory(
+        services,
+        lambda d: make(d).set(
+            store,
+            escalate_after_s=escalate_after_s,
+            manager_after_s=manager_after_s,
+            expire_after_s=expire_after_s,
+            tiers=tiers,
+        ),
+    )
+
+
+@routing_app.command("show")
+def routing_show(store: Annotated[str, typer.Option("--store", help="store id")]) -> None:
+    """Print the store's routing as JSON (the default when it has no override)."""
+    services = ServiceSettings()
+    make = _routing(services)
+    routing = _run(_with_directory(services, lambda d: make(d).get(store)))
+    typer.echo(json.dumps(routing.as_dict()))
+
+
+@routing_app.command("set")
+def routing_set(
+    store: Annotated[str, typer.Option("--store", help="store id")],
+    escalate_after: Annotated[
+        float | None, typer.Option("--escalate-after", help="seconds unclaimed → next tier")
+    ] = None,
+    manager_after: Annotated[
+        float | None, typer.Option("--manager-after", help="seconds unclaimed → the manager")
+    ] = None,
+    expire_after: Annotated[
+        float | None, typer.Option("--expire-after", help="seconds unclaimed → expired")
+    ] = None,
+    tiers: Annotated[
+        str | None,
+        typer.Option("--tiers", help="comma-separated: primary,zone,on_shift,manager"),
+    ] = None,
+) -> None:
+    """Override some of a store's routing; prints the result."""
+    routing = _run(
+        set_routing(
+            ServiceSettings(),
+            store,
+            escalate_after_s=escalate_after,
+            manager_after_s=manager_after,
+            expire_after_s=expire_after,
+            tiers=[t.strip() for t in tiers.split(",")] if tiers is not None else None,
+        )
+    )
+    typer.echo(json.dumps(routing.as_dict()))
+
+
+@routing_app.command("reset")
+def routing_reset(store: Annotated[str, typer.Option("--store", help="store id")]) -> None:
+    """Drop the store's override: it follows the notifier's settings again."""
+    services = ServiceSettings()
+    make = _routing(services)
+    routing = _run(_with_directory(services, lambda d: make(d).reset(store)))
+    typer.echo(json.dumps(routing.as_dict()))

@@ -31,6 +31,7 @@ from notifier.directory import Clock, Directory, text, text_map, utc_now
 from notifier.exceptions import AlertConflict, UnknownAlert, UnknownAssociate
 from notifier.outbox import Outbox
 from notifier.routing import Ladder, Step, Tier, escalation, next_step, plan
+from notifier.store_routing import RoutingConfigs, StoreRouting
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +259,7 @@ class Lifecycle:
         self.clock = clock
         self.ladder = ladder or Ladder()
         self.expire_after = expire_after
+        self.routing = RoutingConfigs(redis, prefix, StoreRouting(self.ladder, expire_after))
         self.retention = retention
         self._create = redis.register_script(_CREATE)
         self._transition = redis.register_script(_TRANSITION)
@@ -288,7 +290,8 @@ class Lifecycle:
         """
         now = self.clock()
         staff = await self.directory.staff(alert.store_id)
-        steps = plan(alert, staff, now, self.ladder)
+        routing = await self.routing.get(alert.store_id)
+        steps = plan(alert, staff, now, routing.ladder)
         step = steps[0] if steps else None
         mapping = {
             "alert": alert.model_dump_json(by_alias=True),
@@ -445,7 +448,8 @@ class Lifecycle:
             and set(record.notified) <= set(record.declined)
         ):
             staff = await self.directory.staff(store_id)
-            steps = plan(record.alert, staff, self.clock(), self.ladder)
+            ladder = (await self.routing.get(store_id)).ladder
+            steps = plan(record.alert, staff, self.clock(), ladder)
             step = next_step(steps, record.tier)
             if step is not None:
                 delivery = await self._escalate(record, record.level, step)
@@ -492,27 +496,31 @@ class Lifecycle:
         alert's tier, so exactly one instance gets each delivery.
         """
         now = self.clock()
-        first_due = min(self.ladder.escalate_after, self.expire_after)
+        first_due = await self.routing.shortest_delay()
         ids = [
             text(i)
             for i in await self.redis.zrangebyscore(self._open, "-inf", _ms(now - first_due))
         ]
         deliveries: list[Delivery] = []
         staff_cache: dict[str, Sequence[Any]] = {}
+        routing_cache: dict[str, StoreRouting] = {}
         for alert_id in ids:
             record = await self.get(alert_id)
             if record is None or record.state is not AlertState.DELIVERED:
                 await self.redis.zrem(self._open, alert_id)
                 continue
             elapsed = now - record.delivered_at
-            if elapsed >= self.expire_after:
+            store = record.alert.store_id
+            if store not in routing_cache:
+                routing_cache[store] = await self.routing.get(store)
+            routing = routing_cache[store]
+            if elapsed >= routing.expire_after:
                 await self._expire(record, now)
                 continue
-            store = record.alert.store_id
             if store not in staff_cache:
                 staff_cache[store] = await self.directory.staff(store)
-            steps = plan(record.alert, staff_cache[store], now, self.ladder)
-            move = escalation(steps, record.tier, record.level, elapsed, self.ladder)
+            steps = plan(record.alert, staff_cache[store], now, routing.ladder)
+            move = escalation(steps, record.tier, record.level, elapsed, routing.ladder)
             if move is not None:
                 delivery = await self._escalate(record, move.level, move.step)
                 if delivery is not None:

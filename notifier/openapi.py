@@ -155,6 +155,18 @@ _VIEWS: dict[str, Any] = {
             "detail": {"type": "string"},
         },
     },
+    "Routing": {
+        "type": "object",
+        "properties": {
+            "escalate_after_s": {"type": "number"},
+            "manager_after_s": {"type": "number"},
+            "expire_after_s": {"type": "number"},
+            "tiers": {
+                "type": "array",
+                "items": {"enum": ["primary", "zone", "on_shift", "manager"]},
+            },
+        },
+    },
     "Destination": {
         "type": "object",
         "properties": {
@@ -170,7 +182,13 @@ _VIEWS: dict[str, Any] = {
 def _bodies() -> list[type[BaseModel]]:
     from notifier import web  # the handlers' own models; imported late (web imports us)
 
-    return [web.LoginBody, web.ShiftBody, web.WebhookBody, web.PushSubscriptionBody]
+    return [
+        web.LoginBody,
+        web.ShiftBody,
+        web.WebhookBody,
+        web.PushSubscriptionBody,
+        web.RoutingBody,
+    ]
 
 
 def _paths() -> dict[str, dict[str, Any]]:
@@ -352,6 +370,18 @@ def _paths() -> dict[str, dict[str, Any]]:
                     _query("scope", "me (default) or store", {"enum": ["me", "store"]}),
                 ],
             )
+        },
+        "/api/routing": {
+            "get": _op(
+                "the store's routing: ladder times, expiry, tiers in use",
+                _json(_obj(routing=_ref("Routing"))),
+            ),
+            "put": _op(
+                "change some of the store's routing (managers); checked whole",
+                _json(_obj(routing=_ref("Routing"))),
+                change=True,
+                body="RoutingBody",
+            ),
         },
         "/api/push/key": {
             "get": _op(

@@ -47,17 +47,23 @@ class Step:
             raise ValueError("a routing step needs at least one associate")
 
 
+ALL_TIERS = frozenset({Tier.PRIMARY, Tier.ZONE, Tier.ON_SHIFT, Tier.MANAGER})
+
+
 @dataclass(frozen=True, slots=True)
 class Ladder:
-    """When an unclaimed alert moves on."""
+    """When an unclaimed alert moves on, and which tiers a store uses."""
 
     escalate_after: timedelta = timedelta(seconds=45)
     manager_after: timedelta = timedelta(minutes=2)
     max_shift: timedelta = timedelta(hours=12)
+    tiers: frozenset[Tier] = ALL_TIERS
 
     def __post_init__(self) -> None:
         if not timedelta(0) < self.escalate_after <= self.manager_after:
             raise ValueError("need 0 < escalate_after <= manager_after")
+        if Tier.MANAGER not in self.tiers or not self.tiers <= ALL_TIERS:
+            raise ValueError("tiers must include the manager, the last resort")
 
 
 def plan(
@@ -72,7 +78,7 @@ def plan(
 
     def add(tier: Tier, people: Sequence[Associate]) -> None:
         ids = tuple(a.associate_id for a in people)
-        if ids:
+        if ids and tier in ladder.tiers:
             steps.append(Step(tier, ids))
 
     target = alert.target.associate_id

@@ -92,6 +92,13 @@ class WebhookBody(_Body):
     scope: Literal["me", "store"] = "me"
 
 
+class RoutingBody(_Body):
+    escalate_after_s: float | None = None
+    manager_after_s: float | None = None
+    expire_after_s: float | None = None
+    tiers: Annotated[list[str], Field(min_length=1, max_length=4)] | None = None
+
+
 class PushKeys(_Body):
     p256dh: Annotated[str, Field(min_length=1, max_length=200)]
     auth: Annotated[str, Field(min_length=1, max_length=100)]
@@ -376,6 +383,8 @@ class Console:
                 web.delete("/api/channels/{destination_id}", self.remove_channel),
                 web.get("/api/push/key", self.push_key),
                 web.get("/api/openapi.json", self.openapi_doc),
+                web.get("/api/routing", self.get_routing),
+                web.put("/api/routing", self.set_routing),
                 web.get("/manifest.webmanifest", self.manifest),
                 web.get("/sw.js", self.service_worker),
                 web.get("/static/icon.svg", self.icon),
@@ -756,6 +765,26 @@ class Console:
     async def push_key(self, request: web.Request) -> web.Response:
         await self._auth(request)
         return web.json_response({"public_key": await self.vapid.public_key()})
+
+    # the store's routing -----------------------------------------------------------------
+    async def get_routing(self, request: web.Request) -> web.Response:
+        session, _ = await self._auth(request)
+        routing = await self.lifecycle.routing.get(session.store_id)
+        return web.json_response({"routing": routing.as_dict()})
+
+    async def set_routing(self, request: web.Request) -> web.Response:
+        session, me = await self._auth(request)
+        if me.role != "manager":
+            raise ApiError(403, "only a manager can change the store's routing")
+        body = await self._body(request, RoutingBody)
+        routing = await self.lifecycle.routing.set(
+            session.store_id,
+            escalate_after_s=body.escalate_after_s,
+            manager_after_s=body.manager_after_s,
+            expire_after_s=body.expire_after_s,
+            tiers=body.tiers,
+        )
+        return web.json_response({"routing": routing.as_dict()})
 
     # description and the PWA ------------------------------------------------------------
     async def openapi_doc(self, _request: web.Request) -> web.Response:

@@ -570,3 +570,26 @@ async def test_pwa_manifest_and_service_worker_are_served(client_factory: Any) -
     async with http.get("/sw.js") as res:
         assert res.status == 200
         assert "showNotification" in await res.text()
+
+
+async def test_routing_is_read_by_all_and_changed_by_managers(
+    client_factory: Any, team: str
+) -> None:
+    maria, boss = client_factory(), client_factory()
+    await maria.login(team, "maria")
+    await boss.login(team, "boss")
+    status, got = await maria.call("GET", "/api/routing")
+    assert status == 200
+    assert got["routing"]["escalate_after_s"] == 45
+    assert (await maria.call("PUT", "/api/routing", json_body={"escalate_after_s": 30}))[0] == 403
+    status, changed = await boss.call(
+        "PUT", "/api/routing", json_body={"escalate_after_s": 30, "tiers": ["zone", "manager"]}
+    )
+    assert status == 200
+    assert changed["routing"]["tiers"] == ["zone", "manager"]
+    status, bad = await boss.call("PUT", "/api/routing", json_body={"expire_after_s": 1})
+    assert status == 400
+    assert bad["field"] == "expire_after_s"
+    status, bad = await boss.call("PUT", "/api/routing", json_body={"tiers": "manager"})
+    assert status == 400
+    assert "tiers" in bad["error"]
