@@ -44,7 +44,7 @@ def create_app(services: ServiceSettings, settings: StreamSettings) -> faust.App
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
         autodiscover=False,
-        broker_commit_every=100,
+        broker_commit_every=10_000,  # commit on the interval, not every 100 events
         broker_commit_interval=0.5,
     )
 
