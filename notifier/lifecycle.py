@@ -59,6 +59,15 @@ return 1
 # up on every change so a console can drop an update older than what it already shows.
 _TRANSITION = """
 local key, op, who, now = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+-- claim/done/decline: KEYS[2] is the ack outbox stream (optional), ARGV[4] the store,
+-- ARGV[5] the AlertAck JSON, ARGV[6] the stream's cap. The ack is queued in the same
+-- atomic step as the change, so no crash can leave a transition without its ack.
+local function acked(result)
+  if KEYS[2] then
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'store', ARGV[4], 'ack', ARGV[5])
+  end
+  return result
+end
 if redis.call('EXISTS', key) == 0 then return {'missing', '', ''} end
 local state = redis.call('HGET', key, 'state')
 local by = redis.call('HGET', key, 'claimed_by') or ''
@@ -66,7 +75,7 @@ if op == 'claim' then
   if state == 'delivered' then
     redis.call('HSET', key, 'state', 'claimed', 'claimed_by', who, 'claimed_at', now)
     redis.call('HINCRBY', key, 'rev', 1)
-    return {'ok', 'claimed', who}
+    return acked({'ok', 'claimed', who})
   end
   if state == 'claimed' and by == who then return {'same', state, by} end
   return {'conflict', state, by}
@@ -74,12 +83,12 @@ elseif op == 'done' then
   if state == 'claimed' and by == who then
     redis.call('HSET', key, 'state', 'done', 'done_at', now)
     redis.call('HINCRBY', key, 'rev', 1)
-    return {'ok', 'done', who}
+    return acked({'ok', 'done', who})
   end
   if state == 'delivered' then
     redis.call('HSET', key, 'state', 'done', 'claimed_by', who, 'claimed_at', now, 'done_at', now)
     redis.call('HINCRBY', key, 'rev', 1)
-    return {'ok', 'done', who}
+    return acked({'ok', 'done', who})
   end
   if state == 'done' and by == who then return {'same', state, by} end
   return {'conflict', state, by}
@@ -96,7 +105,7 @@ elseif op == 'decline' then
     redis.call('HSET', key, 'declined', declined)
   end
   redis.call('HINCRBY', key, 'rev', 1)
-  return {'ok', 'delivered', ''}
+  return acked({'ok', 'delivered', ''})
 elseif op == 'escalate' then
   if state ~= 'delivered' then return {'closed', state, by} end
   local tier = tonumber(redis.call('HGET', key, 'tier') or '-1')
@@ -373,13 +382,22 @@ class Lifecycle:
     async def _apply(
         self, op: str, alert_id: str, store_id: str, associate_id: str
     ) -> tuple[str, AlertRecord]:
-        await self.get_in_store(alert_id, store_id)
+        before = await self.get_in_store(alert_id, store_id)
         if await self.directory.get(store_id, associate_id) is None:
             raise UnknownAssociate(store_id, associate_id)
         now = self.clock()
-        result = await self._transition(
-            keys=[self._key(alert_id)], args=[op, associate_id, str(_ms(now))]
-        )
+        keys, args = [self._key(alert_id)], [op, associate_id, str(_ms(now))]
+        if self.acks is not None:
+            ack = AlertAck(
+                alert_id=before.alert.alert_id,
+                store_id=before.alert.store_id,
+                associate_id=associate_id,
+                status=_ACK_OF_OP[op],
+                at=now,
+            )
+            keys.append(self.acks.key)
+            args += [ack.store_id, ack.model_dump_json(by_alias=True), str(self.acks.maxlen)]
+        result = await self._transition(keys=keys, args=args)
         outcome, state, by = (v.decode() if isinstance(v, bytes) else str(v) for v in result)
         if outcome == "missing":
             raise UnknownAlert(alert_id)
@@ -390,29 +408,13 @@ class Lifecycle:
                 alert_id, state, by or None, f"alert {alert_id} is already {state}{who}"
             )
         if outcome == "ok":
-            # The ack is queued before anything else can fail, so the stream sees it.
-            await self._emit_ack(op, record, associate_id, now)
+            # The script queued the ack for proxima.acks.v1 in the same atomic step.
             if record.state is not AlertState.DELIVERED:
                 await self.redis.zrem(self._open, alert_id)
             else:
                 await self.redis.zadd(self._open, {alert_id: _ms(record.delivered_at)})
             await self.publish(record)
         return outcome, record
-
-    async def _emit_ack(
-        self, op: str, record: AlertRecord, associate_id: str, now: datetime
-    ) -> None:
-        """Queue the transition as an AlertAck for ``proxima.acks.v1`` (at least once)."""
-        if self.acks is None:
-            return
-        ack = AlertAck(
-            alert_id=record.alert.alert_id,
-            store_id=record.alert.store_id,
-            associate_id=associate_id,
-            status=_ACK_OF_OP[op],
-            at=now,
-        )
-        await self.acks.put({"store": ack.store_id, "ack": ack.model_dump_json(by_alias=True)})
 
     # receipts --------------------------------------------------------------------
     async def add_receipt(self, alert_id: str, receipt: Receipt) -> None:

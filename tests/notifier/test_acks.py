@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer
 
 from contracts.models import AckStatus, AlertAck, parse_model
 from contracts.services import ServiceSettings
-from notifier.lifecycle import Lifecycle
+from notifier.lifecycle import AlertRecord, Lifecycle
 from notifier.outbox import Entry, Outbox
 from notifier.service import Notifier
 from notifier.settings import NotifierSettings
@@ -65,6 +65,37 @@ async def test_each_transition_is_queued_as_an_ack_once(
     ]
     assert {str(a.alert_id) for a in acks} == {alert_id}
     assert acks[1].at == clock.now
+
+
+async def test_the_ack_is_queued_with_the_transition_even_if_the_process_fails_right_after(
+    redis: aioredis.Redis, services: ServiceSettings, directory: object, clock: FakeClock
+) -> None:
+    from notifier.directory import Directory
+
+    assert isinstance(directory, Directory)
+    outbox = Outbox(redis, f"{services.redis_prefix}acks", group="g", consumer="c")
+
+    class CrashAfterTransition(Lifecycle):
+        """Dies on its first Redis read after the transition script has run."""
+
+        reads = 0
+
+        async def get_in_store(self, alert_id: str, store_id: str) -> AlertRecord:
+            self.reads += 1
+            if self.reads > 1:
+                raise RuntimeError("process died after the transition")
+            return await super().get_in_store(alert_id, store_id)
+
+    lifecycle = CrashAfterTransition(
+        redis, services.redis_prefix, directory, clock=clock, acks=outbox
+    )
+    await directory.add("s1", "Maria", "password-1", associate_id="maria")
+    alert = make_alert(store_id="s1")
+    await Lifecycle(redis, services.redis_prefix, directory, clock=clock).create(alert)
+    with pytest.raises(RuntimeError, match="process died"):
+        await lifecycle.claim(str(alert.alert_id), "s1", "maria")
+    acks = await _acks(lifecycle)
+    assert [(a.associate_id, a.status) for a in acks] == [("maria", AckStatus.CLAIMED)]
 
 
 async def test_an_ack_the_sink_refused_is_delivered_again(
