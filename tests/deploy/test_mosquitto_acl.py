@@ -152,3 +152,15 @@ async def test_an_associate_cannot_publish_alerts(broker: Broker) -> None:
         await asyncio.sleep(0.2)
         await maria.publish(topic, b"spoofed " + uuid.uuid4().bytes)
         assert await _received(joao) == []
+
+
+async def test_an_associate_sets_only_their_own_shift(broker: Broker) -> None:
+    mine = "proxima/v1/stores/s1/associates/maria/shift"
+    theirs = "proxima/v1/stores/s1/associates/joao/shift"
+    async with MqttClient(broker.url("proxima-notifier")) as notifier:
+        await notifier.subscribe("proxima/v1/stores/+/associates/+/shift")
+        await asyncio.sleep(0.2)
+        async with MqttClient(broker.url("s1/associates/maria")) as maria:
+            await maria.publish(mine, b'{"on_shift": true}')
+            await maria.publish(theirs, b'{"on_shift": false}')
+        assert await _received(notifier) == [(mine, b'{"on_shift": true}')]
