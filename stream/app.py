@@ -46,6 +46,8 @@ def create_app(services: ServiceSettings, settings: StreamSettings) -> faust.App
         autodiscover=False,
         broker_commit_every=10_000,  # commit on the interval, not every 100 events
         broker_commit_interval=0.5,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.session_timeout_s / 5,
     )
 
     # Bytes in, bytes out: the contracts package validates, so a bad payload reaches our

@@ -34,6 +34,11 @@ class StreamSettings(BaseSettings):
     batch_within_s: float = Field(
         default=0.02, gt=0, description="longest the worker waits to fill a batch"
     )
+    session_timeout_s: float = Field(
+        default=10.0,
+        ge=6,
+        description="Kafka group session timeout: how soon a dead worker's partitions move",
+    )
     drift_windows: int = Field(
         default=1, ge=0, le=8, description="EID rotation windows of clock drift tolerated each side"
     )
