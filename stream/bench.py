@@ -14,7 +14,13 @@ first send until the consumer is done with the last event:
 
 The events: ``customers`` enrolled customers (arrival alerts and analytics consent) and as
 many unknown phones, each seen ``events / (2 × customers)`` times in one store, with real
-rotating EIDs. Latency from gateway publish to alert is not measured here yet.
+rotating EIDs.
+
+Then, with the worker still running, a ``proxima bridge`` child joins it and ``probes``
+signed one-event batches of customers never seen before (each an arrival) are published
+over MQTT at 20 per second: ``latency_p50_ms``/``latency_p99_ms`` run from the MQTT
+publish to the alert's arrival on ``proxima.alerts.v1`` (the notifier's hop is
+``proxima bench notifier``'s).
 
 The broker is the embedded Tansu unless ``PROXIMA_KAFKA`` names one; everything runs in a
 scratch namespace that is removed afterwards.
@@ -143,8 +149,12 @@ async def _until(predicate: Any, timeout: float, what: str) -> None:
 
 
 async def _worker(
-    services: ServiceSettings, settings: StreamSettings, events: list[bytes], log: Path
-) -> float:
+    services: ServiceSettings,
+    settings: StreamSettings,
+    events: list[bytes],
+    log: Path,
+    probes: int,
+) -> tuple[float, list[float]]:
     """Seconds for one ``proxima stream worker`` to process ``events`` (after a warm-up).
 
     Every event has the same key (one store), so one partition holds them in order: the
@@ -183,7 +193,9 @@ async def _worker(
         t0 = time.perf_counter()
         await _produce(services.kafka_bootstrap, topic, events[WARMUP:])
         await wait(events[-1], 600)
-        return time.perf_counter() - t0
+        elapsed = time.perf_counter() - t0
+        latencies = await _latency(services, env, log.with_name("bridge.log"), probes, 20.0)
+        return elapsed, latencies
     finally:
         proc.terminate()
         try:
@@ -193,6 +205,130 @@ async def _worker(
             await asyncio.to_thread(proc.wait, 5)
         fh.close()
         await redis.aclose()
+
+
+async def _latency(
+    services: ServiceSettings, env: dict[str, str], log: Path, probes: int, rate: float
+) -> list[float]:
+    """Gateway publish → alert on ``proxima.alerts.v1``, in ms, for ``probes`` arrivals.
+
+    A bridge child joins the running worker; each probe is a signed one-event batch from a
+    customer never seen before (so it is an arrival), published at ``rate`` per second.
+    """
+    from contracts.signing import sign
+    from stream.keyring import Keyring
+    from transport.mqtt import MqttClient
+
+    redis = aioredis.from_url(services.redis)
+    try:
+        key = await Keyring(redis, services.redis_prefix).add("bench-store", "gw-door")
+        registry = Registry(redis, services.redis_prefix)
+        for i in range(probes + 1):
+            await registry.enroll(
+                CustomerProfile(
+                    customer_id=f"probe-{i}",
+                    identity_key=f"{0xABC00000 + i:032x}",
+                    rotation_exponent=10,
+                    name=f"Probe {i}",
+                    visible_fields=["name"],
+                ),
+                [Purpose.ARRIVAL_ALERTS],
+            )
+    finally:
+        await redis.aclose()
+    topic = services.topics.gateway_events("bench-store", "gw-door")
+
+    def batch(i: int) -> bytes:
+        at = datetime.now(UTC)
+        eid = compute_eid(bytes.fromhex(f"{0xABC00000 + i:032x}"), 10, int(at.timestamp()))
+        event = Event(
+            schema_="proxima.zone.v1",
+            event_id=uuid.uuid4(),
+            store_id="bench-store",
+            gateway_id="gw-door",
+            observed_at=at,
+            seq=1_000_000 + i,
+            kind=EventKind.ZONE_ENTER,
+            subject=Subject(type=SubjectType.EDDYSTONE_EID, id=eid.hex()),
+            zone_id="entrance",
+        )
+        return b"[" + event.to_json() + b"]"
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=services.kafka_bootstrap, fetch_max_wait_ms=20, enable_auto_commit=False
+    )
+    await consumer.start()
+    parts = consumer.partitions_for_topic(services.topics.alerts) or set()
+    if not parts:
+        await consumer.stop()
+        raise RuntimeError("bench: no partitions for the alerts topic")
+    from aiokafka import TopicPartition
+
+    consumer.assign([TopicPartition(services.topics.alerts, p) for p in parts])
+    await consumer.seek_to_end()
+    seen: dict[str, float] = {}
+
+    async def collect() -> None:
+        while True:
+            for records in (await consumer.getmany(timeout_ms=50)).values():
+                now = time.perf_counter()
+                for r in records:
+                    seen.setdefault(json.loads(r.value or b"{}")["customer_id"], now)
+
+    fh = log.open("wb")
+    bridge = await asyncio.to_thread(
+        subprocess.Popen,
+        [sys.executable, "-m", "deploy.cli", "bridge"],
+        env=env,
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+    )
+    collector = asyncio.create_task(collect())
+    sent: dict[str, float] = {}
+    try:
+        async with MqttClient(services.mqtt) as mqtt:
+
+            async def publish(i: int) -> None:
+                payload = batch(i)
+                sent[f"probe-{i}"] = time.perf_counter()
+                props = sign(key.kid, bytes.fromhex(key.secret), topic, payload)
+                await mqtt.publish(topic, payload, user_properties=props)
+
+            # Until the bridge has subscribed nobody queues for it: repeat probe 0.
+            deadline = time.perf_counter() + 120
+            while "probe-0" not in seen:
+                if time.perf_counter() > deadline:
+                    raise TimeoutError(f"bench: no alert through the bridge in 120 s; see {log}")
+                await publish(0)
+                await asyncio.sleep(0.5)
+            for i in range(1, probes + 1):
+                await publish(i)
+                await asyncio.sleep(1 / rate)
+            deadline = time.perf_counter() + 30
+            while any(f"probe-{i}" not in seen for i in range(1, probes + 1)):
+                if time.perf_counter() > deadline:
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        collector.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await collector
+        await consumer.stop()
+        bridge.terminate()
+        try:
+            await asyncio.to_thread(bridge.wait, 20)
+        except subprocess.TimeoutExpired:
+            bridge.kill()
+            await asyncio.to_thread(bridge.wait, 5)
+        fh.close()
+    lost = [c for c in sent if c != "probe-0" and c not in seen]
+    if lost:
+        raise RuntimeError(f"bench: {len(lost)} probe alerts never arrived, e.g. {lost[:3]}")
+    return sorted((seen[c] - sent[c]) * 1000 for c in sent if c != "probe-0")
+
+
+def _pct(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))]
 
 
 async def _enroll(services: ServiceSettings, customers: int) -> None:
@@ -226,7 +362,9 @@ async def _drop(services: ServiceSettings) -> None:
         await redis.aclose()
 
 
-async def run_stream_bench(events: int = 20_000, customers: int = 500) -> dict[str, float]:
+async def run_stream_bench(
+    events: int = 20_000, customers: int = 500, probes: int = 200
+) -> dict[str, float]:
     base = ServiceSettings()
     kafka: EmbeddedKafka | None = None
     tmp = Path(tempfile.mkdtemp(prefix="proxima-bench-stream-"))
@@ -251,7 +389,7 @@ async def run_stream_bench(events: int = 20_000, customers: int = 500) -> dict[s
             services.topics.kafka("bench.out"),
             values,
         )
-        worker_s = await _worker(services, settings, values, tmp / "worker.log")
+        worker_s, latencies = await _worker(services, settings, values, tmp / "worker.log", probes)
     finally:
         await _drop(services)
         if kafka is not None:
@@ -264,5 +402,8 @@ async def run_stream_bench(events: int = 20_000, customers: int = 500) -> dict[s
         "events_per_s": round(worker, 1),
         "baseline_per_s": round(baseline, 1),
         "ratio": round(worker / baseline, 3),
+        "latency_p50_ms": round(_pct(latencies, 0.50), 1),
+        "latency_p99_ms": round(_pct(latencies, 0.99), 1),
+        "latency_probes": float(len(latencies)),
         "partitions": float(settings.partitions),
     }

@@ -39,6 +39,12 @@ class StreamSettings(BaseSettings):
         ge=6,
         description="Kafka group session timeout: how soon a dead worker's partitions move",
     )
+    fetch_max_wait_ms: int = Field(
+        default=50,
+        ge=1,
+        le=1500,
+        description="longest a worker's Kafka fetch waits for data (Faust alone uses 1500)",
+    )
     drift_windows: int = Field(
         default=1, ge=0, le=8, description="EID rotation windows of clock drift tolerated each side"
     )
