@@ -210,7 +210,8 @@ edge_cli.scenario_loader = _load_scenario
 def replay(
     trace: Annotated[Path, typer.Argument(help="trace file (JSON Lines, proxima-trace v1)")],
     speed: Annotated[
-        str, typer.Option(help="N× real time, or 'max' for the trace's own clock")
+        str,
+        typer.Option(help="N× real time, or 'max': all gateways on the trace's virtual clock"),
     ] = "max",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -229,13 +230,23 @@ def replay(
 async def _replay(trace: Path, speed: float | None) -> dict[str, tuple[int, int]]:
     from contracts.trace import read_trace
     from edge.agent import EdgeAgent
+    from edge.calibration import calibrated_thresholds
     from edge.settings import EdgeSettings
+    from edge.sources import ScannerSource
+    from edge.trace_clock import TraceClock
     from simulators.replay import ConsentReplay
 
     with trace.open(encoding="utf-8") as fh:
-        header, _ = read_trace(fh)
+        first = fh.readline()
+        header, _ = read_trace([first])
     if header.layout is None:
         raise OSError(f"{trace}: header has no layout; replay needs the gateways and their zones")
+    # Interior gateways whose layout carries a calibration (rssi_1m, path_loss_n, zone
+    # rectangles) get thresholds that cover their zone (edge.calibration).
+    defaults = EdgeSettings()
+    thresholds = calibrated_thresholds(
+        json.loads(first).get("layout") or {}, defaults.enter_rssi, defaults.exit_rssi
+    )
     services = ServiceSettings()
     agents = []
     # consent_revoke/grant app lines reach the registry at their place in the trace.
@@ -245,10 +256,21 @@ async def _replay(trace: Path, speed: float | None) -> dict[str, tuple[int, int]
     keys = await provision_keys(
         services, [(header.store_id, gw.id) for gw in header.layout.gateways]
     )
+    # --speed max: one reader and one virtual clock for every agent (edge.trace_clock),
+    # so the gateways publish in the trace's order and two replays decide the same.
+    clock = None
+    trace_file = None
+    if speed is None:
+        trace_file = trace.open(encoding="utf-8")
+        clock_header, records = read_trace(trace_file)
+        clock = TraceClock(clock_header, records, on_app=consent.on_app)
     # A replay is a dev tool: each agent gets a fresh outbox that disappears afterwards.
     with tempfile.TemporaryDirectory(prefix="proxima-replay-") as tmp:
         for gw in header.layout.gateways:
             key = keys[(header.store_id, gw.id)]
+            tuned: dict[str, Any] = dict(thresholds.get(gw.id, {}))
+            if clock is not None:  # the clock publishes a window at once: no batch to wait for
+                tuned["batch_max_latency_s"] = 0.001
             settings = EdgeSettings(
                 store_id=header.store_id,
                 gateway_id=gw.id,
@@ -256,8 +278,11 @@ async def _replay(trace: Path, speed: float | None) -> dict[str, tuple[int, int]
                 rssi_offset_db=gw.rssi_offset_db,
                 signing_kid=key.kid,
                 signing_key=key.secret,
+                **tuned,
             )
-            src = consent.source(trace, gw.id, speed)
+            src: ScannerSource = (
+                clock.source(gw.id) if clock is not None else consent.source(trace, gw.id, speed)
+            )
             agents.append(
                 EdgeAgent(
                     settings,
@@ -268,9 +293,12 @@ async def _replay(trace: Path, speed: float | None) -> dict[str, tuple[int, int]
                 )
             )
         try:
-            await asyncio.gather(*(a.run(until_drained=True) for a in agents))
+            runs = [a.run(until_drained=True) for a in agents]
+            await asyncio.gather(*runs, *([clock.run()] if clock is not None else []))
         finally:
             consent.close()
+            if trace_file is not None:
+                trace_file.close()
     return {a.settings.gateway_id: (a.stats.adverts, a.stats.events_published) for a in agents}
 
 

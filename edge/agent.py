@@ -37,7 +37,7 @@ from urllib.parse import quote
 
 from beacons.presence import Transition
 from contracts.models import BeaconHealth as BeaconHealthModel
-from contracts.models import GatewayState, GatewayStatus
+from contracts.models import Event, GatewayState, GatewayStatus
 from contracts.signing import sign
 from contracts.topics import Topics
 from edge.backoff import backoff_delay
@@ -47,6 +47,7 @@ from edge.outbox import EventDraft, Outbox
 from edge.pipeline import Pipeline, to_draft
 from edge.settings import EdgeSettings
 from edge.sources import ScannerSource, WatchdogSource
+from edge.trace_clock import ClockedTraceSource
 from transport.mqtt import MqttClient, MqttError, MqttUrl, Will
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,11 @@ class EdgeAgent:
         if not source.finite and not isinstance(source, WatchdogSource):
             source = WatchdogSource(source, settings.watchdog_s)
         self.source = source
+        # A max-speed replay's clock decides when this agent's timers fire and when its
+        # events go to the outbox, so all the gateways of a trace publish in trace order.
+        self._clocked = isinstance(source, ClockedTraceSource)
+        if isinstance(source, ClockedTraceSource):
+            source.bind(self)
         self.topics = topics
         self.clock = clock
         self.rng = rng
@@ -198,6 +204,8 @@ class EdgeAgent:
         try:
             async for advert in source.adverts():
                 pipeline.handle(advert, buffer)
+                if self._clocked:
+                    continue  # the clock ticks and publishes (see edge.trace_clock)
                 now = source.now()
                 if now >= next_tick:
                     next_tick = now + self.settings.tick_s
@@ -217,7 +225,7 @@ class EdgeAgent:
     async def _ticker(self) -> None:
         while True:
             await asyncio.sleep(self.settings.tick_s)
-            if not self._source_done.is_set():
+            if not self._source_done.is_set() and not self._clocked:
                 self.pipeline.tick(self.source.now(), self._buffer)
                 if self._buffer:
                     self._wake_writer.set()
@@ -236,22 +244,42 @@ class EdgeAgent:
                 del self._buffer[:]  # the consumer holds a reference to this list
                 await self._store([to_draft(tr) for tr in items])
 
-    async def _store(self, drafts: list[EventDraft]) -> None:
+    async def _store(self, drafts: list[EventDraft]) -> list[Event]:
         try:
             events = await self.outbox.put(drafts)
         except OutboxFull as exc:
             self.stats.refused += len(drafts)
             log.error("%s", exc)
-            return
+            return []
         except EventRejected as exc:
             if len(drafts) == 1:
                 self.stats.rejected += 1
                 log.error("pipeline produced an invalid event, not stored: %s", exc)
-                return
+                return []
+            stored = []
             for draft in drafts:  # keep the good ones next to the bad one
-                await self._store([draft])
-            return
+                stored += await self._store([draft])
+            return stored
         self.stats.events += len(events)
+        return events
+
+    # --- driven by a replay's TraceClock (edge.trace_clock.ClockedAgent) ---------------
+    def fire_timers(self, now: float) -> None:
+        """Fire presence timers due by ``now`` (trace time) into the pending transitions."""
+        self.pipeline.tick(now, self._buffer)
+
+    def take_transitions(self) -> list[Transition]:
+        """The transitions decided since the last call, in decision order."""
+        items = self._buffer[:]
+        del self._buffer[:]  # the consumer holds a reference to this list
+        return items
+
+    async def publish_transitions(self, transitions: list[Transition]) -> list[uuid.UUID]:
+        """Store ``transitions`` as events and wait until the broker has acked all of them."""
+        async with self._flush_lock:
+            events = await self._store([to_draft(tr) for tr in transitions])
+        await self.outbox.wait_empty()
+        return [e.event_id for e in events]
 
     # --- outbox → MQTT ----------------------------------------------------------------
     def _client(self) -> MqttClient:

@@ -2,11 +2,19 @@
 
 A customer who revokes consent during the day does so through the app; the trace carries
 it as an ``app`` line (``event: consent_revoke`` or ``consent_grant``, ``customer_id``,
-``purpose``). :class:`ConsentReplay` wraps each edge agent's trace records and writes the
-change into the registry when an agent's replay reaches that line, blocking the replay
-until it is stored, so no advertisement after it can be published before it holds (the
-stream checks consent when it builds an alert). Every agent reads the same line; the first
-applies it, the others find it done.
+``purpose``). The stream checks consent when it builds an alert, so the change must reach
+the registry after the stream has decided on every event before the line and before any
+event after it:
+
+* at ``--speed max`` the replay's :class:`edge.trace_clock.TraceClock` calls
+  :meth:`ConsentReplay.on_app` once everything before the line is published; it waits
+  until the stream has marked those events processed (``event:{id}`` in Redis; it gives
+  up, with a warning, after ``processed_timeout_s`` without progress, e.g. when no
+  worker runs), then writes the change, and the replay goes on;
+* at a finite speed, :meth:`ConsentReplay.source` wraps each agent's trace records and
+  writes the change when an agent's replay reaches the line, blocking that replay until
+  it is stored. Every agent reads the same line; the first applies it, the others find it
+  done.
 """
 
 from __future__ import annotations
@@ -14,9 +22,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from uuid import UUID
 
 from contracts.services import ServiceSettings
 from contracts.trace import AppRecord, TraceRecord, read_trace
@@ -30,16 +39,82 @@ CONSENT_EVENTS = {"consent_revoke": False, "consent_grant": True}
 class ConsentReplay:
     """Applies ``consent_revoke`` / ``consent_grant`` app lines to the registry, once each."""
 
-    def __init__(self, services: ServiceSettings | None = None) -> None:
+    def __init__(
+        self, services: ServiceSettings | None = None, *, processed_timeout_s: float = 10.0
+    ) -> None:
         self.services = services or ServiceSettings()
+        self.processed_timeout_s = processed_timeout_s
         self._done: set[tuple[str, str, bool, float]] = set()
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="consent-replay")
+        self._published: list[UUID] = []
         self.applied = 0
         self.failed = 0
+        self.unconfirmed = 0  # changes applied before the stream confirmed what came first
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+    async def on_app(self, record: AppRecord, published: Sequence[UUID]) -> None:
+        """The TraceClock's hook: apply a consent line once the stream has caught up."""
+        self._published.extend(published)
+        if record.event not in CONSENT_EVENTS:
+            return
+        parsed = self._parse(record)
+        if parsed is None:
+            return
+        customer, purpose = parsed
+        granted = CONSENT_EVENTS[record.event]
+        await self._wait_processed(record)
+        try:
+            await self._store(customer, purpose, granted)
+        except Exception as exc:  # a bad line must not stop the replay; say why
+            self.failed += 1
+            log.warning(
+                "trace t=%s: %s for %s not applied: %s", record.t, record.event, customer, exc
+            )
+            return
+        self.applied += 1
+        log.info("trace t=%s: %s %s for %s", record.t, record.event, purpose, customer)
+
+    async def _wait_processed(self, record: AppRecord) -> None:
+        """Until the stream has marked every event published so far as processed (or has
+        made no progress for ``processed_timeout_s``)."""
+        import redis.asyncio as aioredis
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.processed_timeout_s
+        prefix = f"{self.services.redis_prefix}event:"
+        r = aioredis.from_url(self.services.redis)
+        try:
+            while self._published:
+                # Oldest first: the stream decides in order, so most checks stop early.
+                chunk = self._published[:500]
+                async with r.pipeline(transaction=False) as pipe:
+                    for event_id in chunk:
+                        pipe.exists(f"{prefix}{event_id}")
+                    hits = await pipe.execute()
+                done = next((i for i, hit in enumerate(hits) if not hit), len(chunk))
+                del self._published[:done]
+                if done:
+                    deadline = loop.time() + self.processed_timeout_s  # it is progressing
+                if done == len(chunk):
+                    continue
+                if loop.time() >= deadline:
+                    self.unconfirmed += 1
+                    log.warning(
+                        "trace t=%s: the stream has processed none of %d event(s) published"
+                        " before this %s for %.0f s; applying it anyway",
+                        record.t,
+                        len(self._published),
+                        record.event,
+                        self.processed_timeout_s,
+                    )
+                    self._published.clear()
+                    return
+                await asyncio.sleep(0.05)
+        finally:
+            await r.aclose()
 
     def source(self, path: Path, gateway_id: str, speed: float | None) -> TraceSource:
         """A TraceSource for one gateway whose records apply consent lines as they pass."""
@@ -59,7 +134,7 @@ class ConsentReplay:
 
         return TraceSource(header, lines(), gateway_id, speed)
 
-    def _apply(self, record: AppRecord) -> None:
+    def _parse(self, record: AppRecord) -> tuple[str, str] | None:
         extra = record.model_extra or {}
         customer = extra.get("customer_id")
         purpose = extra.get("purpose", "arrival_alerts")
@@ -68,7 +143,14 @@ class ConsentReplay:
             log.warning(
                 "trace t=%s: %s without customer_id/purpose; skipped", record.t, record.event
             )
+            return None
+        return customer, purpose
+
+    def _apply(self, record: AppRecord) -> None:
+        parsed = self._parse(record)
+        if parsed is None:
             return
+        customer, purpose = parsed
         granted = CONSENT_EVENTS[record.event]
         key = (customer, purpose, granted, record.t)
         with self._lock:

@@ -2,8 +2,9 @@
 
 bridge + stream worker + notifier run as child processes (as in tests/integration);
 ``proxima alerts record`` captures alerts and the gateways' event batches; ``proxima
-replay`` drives one edge agent per gateway on the trace's clock (the hand-written trace
-at ``--speed max``, the simulated one at 100x); ``proxima score`` compares alerts with the
+replay --speed max`` drives one edge agent per gateway on the trace's virtual clock
+(edge.trace_clock: the gateways publish in trace order, and a consent change waits until
+the stream has decided everything before it); ``proxima score`` compares alerts with the
 trace's truth.
 """
 
@@ -98,11 +99,9 @@ async def test_simulated_boutique_and_hand_written_trace_score_through_the_real_
     procs.run("simulate", "simulate", "--scenario", "boutique-rush", "--seed", "21",
               "--enroll", "--out", str(trace))  # fmt: skip
     assert trace.read_text().count('"consent_revoke"') >= 1  # someone revokes mid-replay
-    # 100x real time: every gateway's agent follows the same (wall-paced) trace clock, so
-    # events reach the stream in trace order across gateways, and a revocation reaches the
-    # registry about when it happens in the trace. (At --speed max the agents race each
-    # other: see the report in the README's simulators section.)
-    out = procs.run("replay-rush", "replay", str(trace), "--speed", "100", timeout=300)
+    # The virtual clock: events reach the stream in trace order across gateways, and a
+    # revocation reaches the registry once the stream has decided everything before it.
+    out = procs.run("replay-rush", "replay", str(trace), "--speed", "max", timeout=300)
     published += _published(out)
     await _wait_processed(services, published, procs, timeout=240)
     await asyncio.sleep(5.0)  # the notifier delivers right behind the worker
@@ -123,12 +122,15 @@ async def test_simulated_boutique_and_hand_written_trace_score_through_the_real_
     assert rush["max_alerts_per_visit"] <= 1, rush  # type: ignore[operator]
     assert rush["precision"] >= 0.99, rush  # type: ignore[operator]
     if rush["recall"] < 0.99:  # type: ignore[operator]
-        # Not met yet, and said so on every run rather than hidden: pocket and bag phones
-        # near the door rarely hold the edge's -72 dBm for 1.5 s (see the timeline PNG in
-        # this test's artifacts). The test turns green by itself once the edge catches them.
+        # Not met yet, and said so on every run rather than hidden (last measured: recall
+        # 0.94, 16/17, the one miss a lingerer; latency p50 3.9 s, p95 58 s). The interior
+        # gateways now cover their zones (edge.calibration), but the door gateway cannot
+        # be made more sensitive without alerting window shoppers: a phone in a bag at the
+        # door and one held up outside the window give the same RSSI (see the timeline PNG
+        # in this test's artifacts). The test turns green by itself once the edge does.
         pytest.xfail(
             f"recall {rush['recall']} < 0.99 ({rush['alerted_expected_visits']}/"
             f"{rush['expected_visits']} consenting visits alerted; missed: "
             f"{[m['behaviour'] for m in rush['missed']]}; latency p50 "  # type: ignore[attr-defined]
-            f"{rush['latency_p50_s']} s) - see {procs.log_dir}"
+            f"{rush['latency_p50_s']} s, p95 {rush['latency_p95_s']} s) - see {procs.log_dir}"
         )

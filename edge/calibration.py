@@ -1,0 +1,143 @@
+"""Per-gateway zone thresholds from the installer's calibration and the zone's geometry.
+
+One enter threshold for every gateway (``enter_rssi``, -72 dBm by default) suits a small
+zone around its gateway, such as an entrance; it is far too deaf for a gateway in the
+middle of a 16 × 20 m shop floor, which then hears a visitor only within ~3 m of it. With
+a gateway's calibration (RSSI at 1 m and path-loss exponent, as measured at install) and
+the store's plan (zone rectangles, the street), an interior gateway's threshold can be:
+
+* the RSSI the calibration predicts at the far edge of its own zone (so the whole zone
+  counts, and not much more), but
+* never lower than the RSSI it predicts at the nearest point outside the store plus a
+  margin (one shadowing spread, 4 dB by default), so a passer-by on the pavement cannot
+  enter an interior zone even when the shop front does not attenuate them;
+* and never higher (deafer) than the default, nor lower than -85 dBm, where readings are
+  mostly packet loss and fading.
+
+An entrance gateway sits at the boundary itself: the street is nearer to it than the far
+side of its own zone, so no threshold separates the two, and it keeps the default.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+Rect = tuple[float, float, float, float]  # x0, y0, x1, y1 (metres, store plan)
+
+BOUNDARY_KINDS = frozenset({"entrance", "outside"})
+
+
+def predicted_rssi(rssi_1m: float, path_loss_n: float, distance_m: float) -> float:
+    """Median RSSI at ``distance_m`` on the log-distance model (closer than 1 m counts as 1 m)."""
+    return rssi_1m - 10.0 * path_loss_n * math.log10(max(distance_m, 1.0))
+
+
+def _rect_distance(x: float, y: float, rect: Rect) -> float:
+    x0, y0, x1, y1 = (
+        min(rect[0], rect[2]),
+        min(rect[1], rect[3]),
+        max(rect[0], rect[2]),
+        max(rect[1], rect[3]),
+    )
+    dx = max(x0 - x, 0.0, x - x1)
+    dy = max(y0 - y, 0.0, y - y1)
+    return math.hypot(dx, dy)
+
+
+def _farthest(x: float, y: float, rect: Rect) -> float:
+    return max(math.hypot(cx - x, cy - y) for cx in (rect[0], rect[2]) for cy in (rect[1], rect[3]))
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayCalibration:
+    """What the calibration needs to know about one gateway."""
+
+    gateway_id: str
+    x: float
+    y: float
+    rssi_1m: float
+    path_loss_n: float
+    zone_kind: str
+    zone_rect: Rect | None
+    outside_rects: tuple[Rect, ...] = ()
+
+    def enter_rssi(self, default: float, margin_db: float = 4.0, lowest: float = -85.0) -> float:
+        """The calibrated enter threshold (dBm), or ``default`` where none is better.
+
+        Never below ``lowest``: weaker readings are mostly packet loss and fading, and a
+        whole-floor reach would let a gateway claim people on the floors around it.
+        """
+        if self.zone_kind in BOUNDARY_KINDS or self.zone_rect is None:
+            return default
+        own_zone = predicted_rssi(
+            self.rssi_1m, self.path_loss_n, _farthest(self.x, self.y, self.zone_rect)
+        )
+        street = -math.inf
+        if self.outside_rects:
+            nearest = min(_rect_distance(self.x, self.y, r) for r in self.outside_rects)
+            street = predicted_rssi(self.rssi_1m, self.path_loss_n, nearest) + margin_db
+        return round(min(default, max(own_zone, street, lowest)), 1)
+
+
+def _rect(value: Any) -> Rect | None:
+    if (
+        isinstance(value, Sequence)
+        and len(value) == 4
+        and all(isinstance(v, int | float) for v in value)
+    ):
+        return (float(value[0]), float(value[1]), float(value[2]), float(value[3]))
+    return None
+
+
+def calibrations(layout: Mapping[str, Any]) -> dict[str, GatewayCalibration]:
+    """The gateways of a store plan (a trace header's ``layout``) that carry a calibration.
+
+    A gateway needs ``rssi_1m`` and ``path_loss_n``; its zone needs a ``rect``. Others are
+    left out (they keep the default thresholds). Outside zones count on the same floor only.
+    The gateway's ``rssi_offset_db`` is added to ``rssi_1m``: the pipeline compares the
+    thresholds with readings that already carry that offset.
+    """
+    zones = {z.get("id"): z for z in layout.get("zones") or [] if isinstance(z, Mapping)}
+    out: dict[str, GatewayCalibration] = {}
+    for gw in layout.get("gateways") or []:
+        if not isinstance(gw, Mapping):
+            continue
+        rssi_1m, n = gw.get("rssi_1m"), gw.get("path_loss_n")
+        zone = zones.get(gw.get("zone_id"))
+        if not isinstance(rssi_1m, int | float) or not isinstance(n, int | float) or zone is None:
+            continue
+        floor = gw.get("floor", 0)
+        outside = tuple(
+            r
+            for z in zones.values()
+            if z.get("kind") == "outside" and z.get("floor", 0) == floor
+            for r in [_rect(z.get("rect"))]
+            if r is not None
+        )
+        out[str(gw["id"])] = GatewayCalibration(
+            gateway_id=str(gw["id"]),
+            x=float(gw.get("x", 0.0)),
+            y=float(gw.get("y", 0.0)),
+            rssi_1m=float(rssi_1m) + float(gw.get("rssi_offset_db", 0.0)),
+            path_loss_n=float(n),
+            zone_kind=str(zone.get("kind")),
+            zone_rect=_rect(zone.get("rect")),
+            outside_rects=outside,
+        )
+    return out
+
+
+def calibrated_thresholds(
+    layout: Mapping[str, Any], enter_rssi: float, exit_rssi: float, margin_db: float = 4.0
+) -> dict[str, dict[str, float]]:
+    """``enter_rssi``/``exit_rssi`` per calibrated gateway (the hysteresis kept as given)."""
+    hysteresis = enter_rssi - exit_rssi
+    out: dict[str, dict[str, float]] = {}
+    for gateway_id, cal in calibrations(layout).items():
+        enter = cal.enter_rssi(enter_rssi, margin_db)
+        if enter != enter_rssi:
+            out[gateway_id] = {"enter_rssi": enter, "exit_rssi": round(enter - hysteresis, 1)}
+    return out

@@ -1,0 +1,100 @@
+"""Per-gateway thresholds from a gateway's calibration and its zone's geometry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from edge.calibration import calibrated_thresholds, calibrations, predicted_rssi
+
+BOUTIQUE: dict[str, Any] = {
+    "zones": [
+        {"id": "entrance", "kind": "entrance", "rect": [-3.0, 0.0, 3.0, 4.0]},
+        {"id": "floor", "kind": "floor", "rect": [-8.0, 0.0, 8.0, 20.0]},
+        {"id": "fitting", "kind": "fitting_room", "rect": [2.0, 16.0, 8.0, 20.0]},
+        {"id": "upstairs", "kind": "floor", "floor": 1, "rect": [-40.0, 0.0, 40.0, 40.0]},
+        {"id": "street", "kind": "outside", "rect": [-45.0, -8.0, 45.0, 0.0]},
+    ],
+    "gateways": [
+        {
+            "id": "gw-door",
+            "zone_id": "entrance",
+            "x": 0,
+            "y": 2.5,
+            "rssi_1m": -58,
+            "path_loss_n": 2.1,
+        },
+        {
+            "id": "gw-floor",
+            "zone_id": "floor",
+            "x": 0,
+            "y": 10,
+            "rssi_1m": -60.5,
+            "path_loss_n": 2.3,
+        },
+        {
+            "id": "gw-fit",
+            "zone_id": "fitting",
+            "x": 6,
+            "y": 18.5,
+            "rssi_1m": -61,
+            "path_loss_n": 2.6,
+        },
+        {
+            "id": "gw-up",
+            "zone_id": "upstairs",
+            "floor": 1,
+            "x": 0,
+            "y": 20,
+            "rssi_1m": -60,
+            "path_loss_n": 2.0,
+        },
+        {"id": "gw-plain", "zone_id": "floor", "x": 0, "y": 5},
+    ],
+}
+
+
+def test_predicted_rssi_follows_the_log_distance_model() -> None:
+    assert predicted_rssi(-60, 2.0, 10.0) == pytest.approx(-80.0)
+    assert predicted_rssi(-60, 2.0, 0.2) == -60  # closer than 1 m counts as 1 m
+
+
+def test_an_interior_gateway_covers_its_zone_but_not_the_street() -> None:
+    got = calibrated_thresholds(BOUTIQUE, -72.0, -80.0)
+    # Shop floor: its far corner (12.8 m) predicts -86 dBm, but the street is 10 m away
+    # (-83.5 dBm), so the street plus a 4 dB margin bounds it: -79.5.
+    assert got["gw-floor"] == {"enter_rssi": -79.5, "exit_rssi": -87.5}
+    # Fitting rooms: the street is far; the zone's own far corner (4.7 m) bounds it.
+    assert got["gw-fit"]["enter_rssi"] == pytest.approx(
+        round(predicted_rssi(-61, 2.6, (16 + 6.25) ** 0.5), 1)
+    )
+    # Upstairs a whole floor is in reach: never below -85 dBm.
+    assert got["gw-up"]["enter_rssi"] == -85.0
+
+
+def test_thresholds_are_in_the_units_the_pipeline_compares_after_the_offset() -> None:
+    # The pipeline adds rssi_offset_db to every reading (here normalising to -59 dBm at
+    # 1 m), so the threshold must carry it too: 1.5 dB less sensitive than without.
+    layout = {**BOUTIQUE, "gateways": [{**BOUTIQUE["gateways"][1], "rssi_offset_db": 1.5}]}
+    got = calibrated_thresholds(layout, -72.0, -80.0)
+    assert got["gw-floor"] == {"enter_rssi": -78.0, "exit_rssi": -86.0}
+
+
+def test_entrances_and_uncalibrated_gateways_keep_the_default() -> None:
+    got = calibrated_thresholds(BOUTIQUE, -72.0, -80.0)
+    assert "gw-door" not in got  # the street is nearer than the entrance's far side
+    assert "gw-plain" not in got
+    assert "gw-plain" not in calibrations(BOUTIQUE)
+
+
+def test_a_calibration_never_makes_a_gateway_deafer_than_the_default() -> None:
+    # A tiny zone right at the gateway would predict a threshold above the default.
+    layout = {
+        "zones": [{"id": "till", "kind": "checkout", "rect": [0.0, 0.0, 0.5, 0.5]}],
+        "gateways": [
+            {"id": "gw", "zone_id": "till", "x": 0, "y": 0, "rssi_1m": -50, "path_loss_n": 2}
+        ],
+    }
+    assert calibrations(layout)["gw"].enter_rssi(-72.0) == -72.0
+    assert calibrated_thresholds(layout, -72.0, -80.0) == {}
