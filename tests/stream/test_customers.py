@@ -177,7 +177,9 @@ async def test_forget_erases_profile_visits_dedupe_devices_and_index(
         elif kind == b"zset":
             if await r.zscore(key, "ana") is not None:
                 left.append(k)
-        elif (kind == b"string" and b"ana" in (await r.get(key) or b"")) or (kind == b"set" and await r.sismember(key, "ana")):
+        elif (kind == b"string" and b"ana" in (await r.get(key) or b"")) or (
+            kind == b"set" and await r.sismember(key, "ana")
+        ):
             left.append(k)
     assert left == []
     audit = await r.xrange(f"{prefix}audit")
