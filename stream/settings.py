@@ -32,7 +32,7 @@ class StreamSettings(BaseSettings):
         default=500, ge=1, description="most events the worker takes per batch (one Redis write)"
     )
     batch_within_s: float = Field(
-        default=0.02, gt=0, description="longest the worker waits to fill a batch"
+        default=0.005, gt=0, description="longest the worker waits to fill a batch"
     )
     session_timeout_s: float = Field(
         default=10.0,
