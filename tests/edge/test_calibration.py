@@ -14,6 +14,7 @@ BOUTIQUE: dict[str, Any] = {
         {"id": "floor", "kind": "floor", "rect": [-8.0, 0.0, 8.0, 20.0]},
         {"id": "fitting", "kind": "fitting_room", "rect": [2.0, 16.0, 8.0, 20.0]},
         {"id": "upstairs", "kind": "floor", "floor": 1, "rect": [-40.0, 0.0, 40.0, 40.0]},
+        {"id": "mezzanine", "kind": "floor", "floor": 1, "rect": [0.0, 0.0, 10.0, 10.0]},
         {"id": "street", "kind": "outside", "rect": [-45.0, -8.0, 45.0, 0.0]},
     ],
     "gateways": [
@@ -51,6 +52,15 @@ BOUTIQUE: dict[str, Any] = {
             "path_loss_n": 2.0,
         },
         {"id": "gw-plain", "zone_id": "floor", "x": 0, "y": 5},
+        {
+            "id": "gw-mezz",
+            "zone_id": "mezzanine",
+            "floor": 1,
+            "x": 5,
+            "y": 5,
+            "rssi_1m": -60,
+            "path_loss_n": 2.0,
+        },
     ],
 }
 
@@ -60,16 +70,14 @@ def test_predicted_rssi_follows_the_log_distance_model() -> None:
     assert predicted_rssi(-60, 2.0, 0.2) == -60  # closer than 1 m counts as 1 m
 
 
-def test_an_interior_gateway_covers_its_zone_but_not_the_street() -> None:
+def test_a_floor_gateway_covers_its_zone_but_not_the_street() -> None:
     got = calibrated_thresholds(BOUTIQUE, -72.0, -80.0)
     # Shop floor: its far corner (12.8 m) predicts -86 dBm, but the street is 10 m away
     # (-83.5 dBm), so the street plus a 4 dB margin bounds it: -79.5.
     assert got["gw-floor"] == {"enter_rssi": -79.5, "exit_rssi": -87.5}
-    # Fitting rooms: the street is far; the zone's own far corner (4.7 m) bounds it.
-    assert got["gw-fit"]["enter_rssi"] == pytest.approx(
-        round(predicted_rssi(-61, 2.6, (16 + 6.25) ** 0.5), 1)
-    )
-    # Upstairs a whole floor is in reach: never below -85 dBm.
+    # Upstairs there is no street; the mezzanine's own far corner (7.07 m) bounds it ...
+    assert got["gw-mezz"]["enter_rssi"] == pytest.approx(round(predicted_rssi(-60, 2, 50**0.5), 1))
+    # ... and where a whole floor is in reach, never below -85 dBm.
     assert got["gw-up"]["enter_rssi"] == -85.0
 
 
@@ -81,9 +89,11 @@ def test_thresholds_are_in_the_units_the_pipeline_compares_after_the_offset() ->
     assert got["gw-floor"] == {"enter_rssi": -78.0, "exit_rssi": -86.0}
 
 
-def test_entrances_and_uncalibrated_gateways_keep_the_default() -> None:
+def test_entrances_fitting_rooms_and_uncalibrated_gateways_keep_the_default() -> None:
     got = calibrated_thresholds(BOUTIQUE, -72.0, -80.0)
     assert "gw-door" not in got  # the street is nearer than the entrance's far side
+    assert "gw-fit" not in got  # a small zone inside the floor: wider would take the floor
+    assert calibrations(BOUTIQUE)["gw-fit"].enter_rssi(-72.0) == -72.0
     assert "gw-plain" not in got
     assert "gw-plain" not in calibrations(BOUTIQUE)
 
@@ -91,7 +101,7 @@ def test_entrances_and_uncalibrated_gateways_keep_the_default() -> None:
 def test_a_calibration_never_makes_a_gateway_deafer_than_the_default() -> None:
     # A tiny zone right at the gateway would predict a threshold above the default.
     layout = {
-        "zones": [{"id": "till", "kind": "checkout", "rect": [0.0, 0.0, 0.5, 0.5]}],
+        "zones": [{"id": "till", "kind": "floor", "rect": [0.0, 0.0, 0.5, 0.5]}],
         "gateways": [
             {"id": "gw", "zone_id": "till", "x": 0, "y": 0, "rssi_1m": -50, "path_loss_n": 2}
         ],
