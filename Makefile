@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 # from source against Debian's D-Bus headers (deploy/ensure-bluez-mock.sh installs them).
 $(VENV)/.installed-dev: $(VENV)/.installed
 	@bash deploy/ensure-bluez-mock.sh "$(BIN)/python"
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,bench]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,bench,plot]'
 	@touch $@
 
 services:

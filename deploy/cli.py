@@ -45,9 +45,9 @@ notifier_app.add_typer(routing_app, name="routing")
 app.add_typer(customers_app, name="customers")
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(associates_app, name="associates")
-app.add_typer(channels_app, name="channels")
 app.add_typer(alerts_app, name="alerts")
 app.command("score")(score_command)
+app.add_typer(channels_app, name="channels")
 app.add_typer(gateways_app, name="gateways")
 customers_app.command("import")(customers_import)
 customers_app.command("device")(customers_device)
@@ -602,7 +602,9 @@ def beacons_eid(
 # --- bench ----------------------------------------------------------------------------
 @app.command()
 def bench(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="beacons, notifier, edge, stream")],
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="beacons, notifier, ingest, edge, stream")
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     seconds: Annotated[float, typer.Option(help="measuring time per figure")] = 2.0,
     events: Annotated[int, typer.Option(help="events per run (stream)", min=1000)] = 20_000,
@@ -614,18 +616,24 @@ def bench(
         from beacons.bench import run_beacons_bench
 
         results = run_beacons_bench(seconds)
-    elif name == "notifier":
-        results = _bench_notifier()
     elif name == "edge":
         from edge.bench import run_edge_bench
 
         results = run_edge_bench(seconds)
+    elif name == "notifier":
+        results = _bench_notifier()
+    elif name == "ingest":
+        from edge.ingest_bench import run_ingest_bench
+
+        results = run_ingest_bench(seconds)
     elif name == "stream":
         from stream.bench import run_stream_bench
 
         results = asyncio.run(run_stream_bench(events=events))
     else:
-        raise _fail(f"unknown benchmark {name!r}; available: beacons, notifier, edge, stream")
+        raise _fail(
+            f"unknown benchmark {name!r}; available: beacons, notifier, ingest, edge, stream"
+        )
     if as_json:
         sys.stdout.write(json.dumps(results) + "\n")
         return
