@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 
 from contracts.models import Alert
+from notifier.cancel import reraise_if_cancelled
 from notifier.channels import CONSOLE, MQTT, Channels, Destination, Notice, Receipt
 from notifier.destinations import Destinations
 from notifier.directory import Clock, utc_now
@@ -137,6 +138,7 @@ class Dispatcher:
                 "unknown", dest.redacted(), associate_id, False, 0, self.clock(), detail=str(exc)
             )
         except Exception as exc:
+            reraise_if_cancelled()
             log.exception("sending to %s failed", dest.redacted())
             receipt = Receipt(
                 "unknown", dest.redacted(), associate_id, False, 1, self.clock(), detail=repr(exc)

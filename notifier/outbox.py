@@ -19,6 +19,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+from notifier.cancel import reraise_if_cancelled
 from notifier.directory import text, text_map
 
 log = logging.getLogger(__name__)
@@ -109,10 +110,12 @@ class Outbox:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
+                reraise_if_cancelled()
                 log.error("outbox %s: Redis error %r; retrying in 1 s", self.key, exc)
                 self._group_ready = False
                 await asyncio.sleep(1.0)
             except Exception:
+                reraise_if_cancelled()
                 # The entries stay pending and are claimed again after claim_idle.
                 log.exception("outbox %s: handler failed; entries kept for a retry", self.key)
                 await asyncio.sleep(1.0)

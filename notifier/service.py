@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, StrictBool
 from contracts.exceptions import ContractError
 from contracts.models import Alert, AlertAck, parse_alert, parse_model
 from contracts.services import ServiceSettings
+from notifier.cancel import reraise_if_cancelled
 from notifier.channels import (
     Backoff,
     Channels,
@@ -277,7 +278,7 @@ class Notifier:
             try:
                 await self.tick()
             except Exception:
-                _reraise_if_cancelled()
+                reraise_if_cancelled()
                 # A Redis or broker hiccup must not stop escalation for good.
                 log.exception("escalation tick failed; trying again")
             await asyncio.sleep(self.settings.tick_s)
@@ -292,11 +293,11 @@ class Notifier:
                 else:
                     await self.handle_ack(message)
             except Exception:
-                _reraise_if_cancelled()
+                reraise_if_cancelled()
                 log.exception("message on %s failed", message.topic)
             # A cancellation swallowed inside a handler (seen with redis-py mid-command)
             # must still end the loop.
-            _reraise_if_cancelled()
+            reraise_if_cancelled()
 
     async def handle_shift(self, message: Message) -> Associate | None:
         """A handheld starts or ends its associate's shift; bad ones are parked."""
@@ -337,17 +338,6 @@ class Notifier:
             {"what": what, "reason": reason, "raw": raw, "at": datetime.now(UTC).isoformat()},
             maxlen=10_000,
         )
-
-
-def _reraise_if_cancelled() -> None:
-    """Inside ``except Exception``: stop if the task is being cancelled.
-
-    redis-py can turn a cancellation that lands mid-command into a ConnectionError; a
-    loop that logged it and went on would never stop (seen as a hung shutdown).
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 class ShiftUpdate(BaseModel):

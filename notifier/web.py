@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 from redis.exceptions import RedisError
 
 from notifier import assets, openapi
+from notifier.cancel import reraise_if_cancelled
 from notifier.channels import VapidKeys
 from notifier.destinations import Destinations
 from notifier.directory import Associate, Clock, Directory, text, text_map, utc_now
@@ -211,6 +212,7 @@ class FeedHub:
                     if message.get("type") == "pmessage":
                         self._dispatch(text(message["channel"]), text(message["data"]))
             except (RedisError, OSError) as exc:
+                reraise_if_cancelled()
                 log.error("feed subscription to Redis lost (%r); resubscribing in 1 s", exc)
                 self.broadcast(RESYNC)
                 await asyncio.sleep(1.0)
