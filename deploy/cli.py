@@ -68,18 +68,6 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _parse_speed(value: str) -> float | None:
-    if value == "max":
-        return None
-    try:
-        speed = float(value)
-    except ValueError:
-        raise typer.BadParameter(f"speed must be a number > 0 or 'max', got {value!r}") from None
-    if speed <= 0:
-        raise typer.BadParameter(f"speed must be > 0, got {value!r}")
-    return speed
-
-
 # --- up -------------------------------------------------------------------------------
 @app.command()
 def up(
@@ -220,7 +208,7 @@ def replay(
 
     _logging(verbose)
     try:
-        stats = asyncio.run(_replay(trace, _parse_speed(speed)))
+        stats = asyncio.run(_replay(trace, edge_cli.parse_speed(speed)))
     except (ContractError, OSError) as exc:
         raise _fail(str(exc)) from exc
     for gw, (adverts, events) in sorted(stats.items()):

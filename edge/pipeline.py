@@ -9,7 +9,6 @@ pipeline never sees an identity key: it forwards the 8-byte EID as heard.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from datetime import UTC, datetime
 
 from beacons.exceptions import BeaconError
 from beacons.frames import EddystoneEidFrame, EddystoneTlmFrame, decode_fields
-from beacons.presence import PresenceTracker, Transition
+from beacons.presence import PresenceConfig, PresenceTracker, Transition
 from contracts.models import EventKind, Subject, SubjectType
 from edge.outbox import EventDraft
 from edge.settings import EdgeSettings
@@ -41,6 +40,19 @@ class BeaconHealth:
     uptime_s: float | None = None
 
 
+def presence_config(settings: EdgeSettings) -> PresenceConfig:
+    """The zone state machine's thresholds and timers, from the gateway's settings."""
+    return PresenceConfig(
+        enter_rssi=settings.enter_rssi,
+        exit_rssi=settings.exit_rssi,
+        enter_min_s=settings.enter_min_s,
+        enter_min_sightings=settings.enter_min_sightings,
+        dwell_s=settings.dwell_s,
+        exit_min_s=settings.exit_min_s,
+        exit_timeout_s=settings.exit_timeout_s,
+    )
+
+
 @dataclass(slots=True)
 class PipelineStats:
     adverts: int = 0
@@ -57,15 +69,7 @@ class Pipeline:
         self.zone_id = settings.zone_id
         self.rssi_offset = settings.rssi_offset_db
         self.tracker = PresenceTracker(
-            settings.zone_id,
-            max_subjects=settings.max_subjects,
-            enter_rssi=settings.enter_rssi,
-            exit_rssi=settings.exit_rssi,
-            enter_min_s=settings.enter_min_s,
-            enter_min_sightings=settings.enter_min_sightings,
-            exit_min_s=settings.exit_min_s,
-            exit_timeout_s=settings.exit_timeout_s,
-            dwell_s=settings.dwell_s,
+            settings.zone_id, presence_config(settings), max_subjects=settings.max_subjects
         )
         self.stats = PipelineStats()
         self.beacons: OrderedDict[str, BeaconHealth] = OrderedDict()
@@ -74,16 +78,7 @@ class Pipeline:
     def reconfigure(self, settings: EdgeSettings) -> None:
         """New thresholds and zone for subjects first heard from now on (see edge.live)."""
         tracker = self.tracker
-        tracker.config = dataclasses.replace(
-            tracker.config,
-            enter_rssi=settings.enter_rssi,
-            exit_rssi=settings.exit_rssi,
-            enter_min_s=settings.enter_min_s,
-            enter_min_sightings=settings.enter_min_sightings,
-            exit_min_s=settings.exit_min_s,
-            exit_timeout_s=settings.exit_timeout_s,
-            dwell_s=settings.dwell_s,
-        )
+        tracker.config = presence_config(settings)
         tracker.zone_id = self.zone_id = settings.zone_id
         tracker.evict_after_s = settings.exit_timeout_s
         self.rssi_offset = settings.rssi_offset_db
