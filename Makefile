@@ -50,7 +50,7 @@ fmt: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix .
 
 bench: setup-dev
-	$(BIN)/proxima bench beacons
+	for b in beacons edge ingest stream notifier; do $(BIN)/proxima bench $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) .proxima .mypy_cache .ruff_cache .pytest_cache
