@@ -36,8 +36,8 @@ import redis.asyncio as aioredis
 
 from contracts.models import Alert, AlertKind, Event, EventKind, SubjectType, VisitUpdate
 from stream.identity import IdentityIndex
-from stream.registry import Purpose, Registry
-from stream.rules import RuleBook, Trigger, render, target_for
+from stream.registry import CustomerProfile, Purpose, Registry
+from stream.rules import Rule, RuleBook, Trigger, render, target_for
 from stream.visits import Observation, VisitTracker
 
 log = logging.getLogger(__name__)
@@ -108,8 +108,9 @@ class EventProcessor:
 
         Everything the batch needs (duplicate marks, consent, visit state) is read in one
         pipeline, visit writes are queued on another and executed before any alert is
-        built, so a batch costs two round trips plus the alert path (profile, consent
-        re-check, dedupe claim), which reads Redis afresh.
+        built, so a batch costs two round trips plus the alert path (:meth:`_alerts`:
+        profiles, consent re-check, then a dedupe claim per candidate), which reads Redis
+        afresh.
         """
         c = self.stats.counts
         c["events"] += len(events)
@@ -194,8 +195,8 @@ class EventProcessor:
                     continue
                 triggered.append((i, event, cid, obs, triggers))
             await writes.execute()
-        for i, event, cid, obs, triggers in triggered:
-            decisions[i].alerts.extend(await self._alerts(cid, event, obs, triggers))
+        for i, alerts in (await self._alerts(triggered)).items():
+            decisions[i].alerts.extend(alerts)
         last = max(i for i, _, _ in todo)
         for store in sorted(stores):
             t = self._watermarks[store][0]
@@ -205,28 +206,75 @@ class EventProcessor:
         return decisions
 
     async def _alerts(
-        self, customer_id: str, event: Event, obs: Observation, triggers: list[Trigger]
-    ) -> list[Alert]:
+        self, triggered: list[tuple[int, Event, str, Observation, list[Trigger]]]
+    ) -> dict[int, list[Alert]]:
+        """The alerts of a batch's triggered events, by event index.
+
+        Read in one round trip each for the whole batch: the profiles, then — after the
+        candidates are built — consent again (a revocation in flight wins). Cooldowns and
+        dedupe claims stay in event order, one event's writes seen by the next.
+        """
+        c = self.stats.counts
+        profiles = await self.registry.get_many(sorted({cid for _, _, cid, _, _ in triggered}))
+        built: list[tuple[int, Event, str, list[tuple[Rule, Alert]]]] = []
+        for i, event, customer_id, obs, triggers in triggered:
+            profile = profiles[customer_id]
+            if profile is None:
+                c["no_profile"] += 1
+                continue
+            candidates = self._candidates(customer_id, event, obs, triggers, profile)
+            if candidates:
+                built.append((i, event, customer_id, candidates))
+        if not built:
+            return {}
+        # Check consent again as the alerts are built: a revocation in flight wins.
+        consent = await self.registry.consent_many(
+            sorted({(cid, e.store_id) for _, e, cid, _ in built}), Purpose.ARRIVAL_ALERTS
+        )
+        out: dict[int, list[Alert]] = {}
+        for i, event, customer_id, candidates in built:
+            store = event.store_id
+            if not consent[(customer_id, store)]:
+                c["revoked_in_flight"] += len(candidates)
+                continue
+            ruleset = self.rules.for_store(store)
+            t = event.observed_at.timestamp()
+            for rule, alert in candidates:
+                cooldown = ruleset.cooldown(rule)
+                if await self._cooling(customer_id, store, rule.id, t, alert.alert_id, cooldown):
+                    c["cooldown"] += 1
+                    continue
+                if not await self._claim(alert):
+                    c["deduped"] += 1
+                    continue
+                if cooldown > 0:
+                    await self.r.set(
+                        self._k("cooldown", customer_id, store, rule.id),
+                        json.dumps({"t": t, "alert_id": str(alert.alert_id)}),
+                        ex=int(cooldown + self.revisit_gap_s) + 1,
+                    )
+                c["alerts"] += 1
+                out.setdefault(i, []).append(alert)
+        return out
+
+    def _candidates(
+        self,
+        customer_id: str,
+        event: Event,
+        obs: Observation,
+        triggers: list[Trigger],
+        profile: CustomerProfile,
+    ) -> list[tuple[Rule, Alert]]:
+        """The alerts the store's rules build for this event (before cooldown and dedupe)."""
         c = self.stats.counts
         store = event.store_id
-        profile = await self.registry.get(customer_id)
-        if profile is None:
-            c["no_profile"] += 1
-            return []
         visible = profile.visible()
         ruleset = self.rules.for_store(store)
-        t = event.observed_at.timestamp()
         candidates = []
         for trigger in triggers:
             for rule in ruleset.matching(trigger, profile, visible, obs.zone, event.observed_at):
                 if ruleset.quiet(event.observed_at) and not rule.during_quiet_hours:
                     c["quiet_hours"] += 1
-                    continue
-                alert_id = self.alert_id(customer_id, store, obs.visit_id, rule.alert)
-                if await self._cooling(
-                    customer_id, store, rule.id, t, alert_id, ruleset.cooldown(rule)
-                ):
-                    c["cooldown"] += 1
                     continue
                 title, body = render(rule, visible, obs.zone)
                 caused = [event.event_id]
@@ -236,7 +284,7 @@ class EventProcessor:
                     (
                         rule,
                         Alert(
-                            alert_id=alert_id,
+                            alert_id=self.alert_id(customer_id, store, obs.visit_id, rule.alert),
                             store_id=store,
                             customer_id=customer_id,
                             visit_id=obs.visit_id,
@@ -252,26 +300,7 @@ class EventProcessor:
                         ),
                     )
                 )
-        if not candidates:
-            return []
-        # Check consent again as the alerts are built: a revocation in flight wins.
-        if not await self.registry.has_consent(customer_id, Purpose.ARRIVAL_ALERTS, store):
-            c["revoked_in_flight"] += len(candidates)
-            return []
-        out = []
-        for rule, alert in candidates:
-            if not await self._claim(alert):
-                c["deduped"] += 1
-                continue
-            if ruleset.cooldown(rule) > 0:
-                await self.r.set(
-                    self._k("cooldown", customer_id, store, rule.id),
-                    json.dumps({"t": t, "alert_id": str(alert.alert_id)}),
-                    ex=int(ruleset.cooldown(rule) + self.revisit_gap_s) + 1,
-                )
-            c["alerts"] += 1
-            out.append(alert)
-        return out
+        return candidates
 
     async def departures(self, store_id: str) -> list[VisitUpdate]:
         """Departures due at the store's watermark, for customers with ``analytics`` consent."""
@@ -301,19 +330,24 @@ class EventProcessor:
         await self.r.set(self._k("event", str(event.event_id)), 1, ex=self.dedupe_ttl_s)
 
     async def mark_processed_many(self, events: list[Event]) -> None:
-        if not events:
-            return
-        async with self.r.pipeline(transaction=False) as pipe:
-            for event in events:
-                pipe.set(self._k("event", str(event.event_id)), 1, ex=self.dedupe_ttl_s)
-            await pipe.execute()
+        await self.mark_done([], events)
 
     async def mark_sent_many(self, alerts: list[Alert]) -> None:
-        if not alerts:
+        await self.mark_done(alerts, [])
+
+    async def mark_done(self, alerts: list[Alert], events: list[Event]) -> None:
+        """After Kafka has a batch's output: its alerts as sent, its events as processed.
+
+        One round trip; the alerts' marks are queued first, so no event is marked
+        processed unless its alert is marked sent.
+        """
+        if not (alerts or events):
             return
         async with self.r.pipeline(transaction=False) as pipe:
             for alert in alerts:
                 pipe.set(self._dedupe_key(alert), f"sent:{alert.alert_id}", ex=self.dedupe_ttl_s)
+            for event in events:
+                pipe.set(self._k("event", str(event.event_id)), 1, ex=self.dedupe_ttl_s)
             await pipe.execute()
 
     @staticmethod

@@ -119,6 +119,7 @@ class Registry:
     def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
         self.r = redis
         self.p = prefix
+        self._parsed: dict[bytes, CustomerProfile] = {}
 
     def _k(self, *parts: str) -> str:
         return self.p + ":".join(parts)
@@ -150,8 +151,43 @@ class Registry:
             await pipe.execute()
 
     async def get(self, customer_id: str) -> CustomerProfile | None:
-        raw = await self.r.get(self._k("customer", customer_id))
-        return CustomerProfile.model_validate_json(raw) if raw else None
+        return (await self.get_many([customer_id]))[customer_id]
+
+    async def get_many(self, customer_ids: list[str]) -> dict[str, CustomerProfile | None]:
+        """Profiles of several customers in one round trip (None: not enrolled)."""
+        if not customer_ids:
+            return {}
+        # A pipeline rather than MGET: the keys may live on different Redis Cluster slots.
+        async with self.r.pipeline(transaction=False) as pipe:
+            for cid in customer_ids:
+                pipe.get(self._k("customer", cid))
+            raws = await pipe.execute()
+        return {
+            cid: self._parse(raw) if raw else None
+            for cid, raw in zip(customer_ids, raws, strict=True)
+        }
+
+    def _parse(self, raw: bytes) -> CustomerProfile:
+        # The worker reads the profiles of a batch's alert candidates every batch; the same
+        # bytes are the same (frozen) profile, so validate each version once.
+        profile = self._parsed.get(raw)
+        if profile is None:
+            profile = self._parsed[raw] = CustomerProfile.model_validate_json(raw)
+            if len(self._parsed) > 10_000:
+                del self._parsed[next(iter(self._parsed))]
+        return profile
+
+    async def consent_many(
+        self, pairs: list[tuple[str, str]], purpose: Purpose
+    ) -> dict[tuple[str, str], bool]:
+        """:meth:`has_consent` for several (customer, store) pairs in one round trip."""
+        if not pairs:
+            return {}
+        async with self.r.pipeline(transaction=False) as pipe:
+            for cid, store in pairs:
+                pipe.hmget(self.consent_key(cid), self.consent_fields(purpose, store))
+            got = await pipe.execute()
+        return {pair: self.consent_from(values) for pair, values in zip(pairs, got, strict=True)}
 
     async def all_profiles(self) -> list[CustomerProfile]:
         ids = sorted(

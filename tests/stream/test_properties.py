@@ -31,11 +31,12 @@ class RacingRegistry(Registry):
 
     flip_next: bool | None = None
 
-    async def get(self, customer_id: str) -> CustomerProfile | None:
+    async def get_many(self, customer_ids: list[str]) -> dict[str, CustomerProfile | None]:
         if self.flip_next is not None:
-            await self.set_consent(customer_id, Purpose.ARRIVAL_ALERTS, granted=self.flip_next)
+            for customer_id in customer_ids:
+                await self.set_consent(customer_id, Purpose.ARRIVAL_ALERTS, granted=self.flip_next)
             self.flip_next = None
-        return await super().get(customer_id)
+        return await super().get_many(customer_ids)
 
 
 def _event(minute: int, kind: str, zone: str, app: bool) -> Event:

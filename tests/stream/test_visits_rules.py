@@ -38,10 +38,11 @@ class RevokingRegistry(Registry):
 
     revoke_on_get = False
 
-    async def get(self, customer_id: str) -> CustomerProfile | None:
+    async def get_many(self, customer_ids: list[str]) -> dict[str, CustomerProfile | None]:
         if self.revoke_on_get:
-            await self.set_consent(customer_id, Purpose.ARRIVAL_ALERTS, granted=False)
-        return await super().get(customer_id)
+            for customer_id in customer_ids:
+                await self.set_consent(customer_id, Purpose.ARRIVAL_ALERTS, granted=False)
+        return await super().get_many(customer_ids)
 
 
 @pytest.fixture
