@@ -32,6 +32,7 @@ from deploy.services import check_all
 from stream.settings import StreamSettings
 from transport.kafka import ensure_topics
 from transport.mqtt import MqttClient
+from transport.redis import drop_prefix
 
 CHILD_STOP_TIMEOUT_S = 15.0
 
@@ -181,7 +182,7 @@ async def up(
         if kafka is not None:
             await asyncio.to_thread(kafka.stop)
         if scratch_namespace:
-            await _drop_namespace(services)
+            await drop_prefix(services.redis, services.redis_prefix)
 
 
 def _console_address(headless: bool) -> tuple[str, str]:
@@ -233,14 +234,3 @@ async def _demo_associate(services: ServiceSettings, console: tuple[str, str]) -
         f"associate console: http://{host}:{port}/  (store {store}, "
         f"associate {DEMO_ASSOCIATE[0]}, password {password})"
     )
-
-
-async def _drop_namespace(services: ServiceSettings) -> None:
-    """Remove a scratch namespace's Redis keys (synthetic scenario data only)."""
-    redis = aioredis.from_url(services.redis)
-    try:
-        keys = [k async for k in redis.scan_iter(f"{services.redis_prefix}*", count=1000)]
-        for i in range(0, len(keys), 500):
-            await redis.delete(*keys[i : i + 500])
-    finally:
-        await redis.aclose()

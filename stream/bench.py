@@ -52,6 +52,7 @@ from deploy.embedded_kafka import EmbeddedKafka
 from stream.registry import CustomerProfile, Purpose, Registry
 from stream.settings import StreamSettings
 from transport.kafka import ensure_topics, make_producer
+from transport.redis import drop_prefix
 
 WARMUP = 200
 
@@ -352,16 +353,6 @@ async def _enroll(services: ServiceSettings, customers: int) -> None:
         await redis.aclose()
 
 
-async def _drop(services: ServiceSettings) -> None:
-    redis = aioredis.from_url(services.redis)
-    try:
-        keys = [k async for k in redis.scan_iter(f"{services.redis_prefix}*", count=1000)]
-        for i in range(0, len(keys), 500):
-            await redis.delete(*keys[i : i + 500])
-    finally:
-        await redis.aclose()
-
-
 async def run_stream_bench(
     events: int = 20_000, customers: int = 500, probes: int = 200
 ) -> dict[str, float]:
@@ -391,7 +382,7 @@ async def run_stream_bench(
         )
         worker_s, latencies = await _worker(services, settings, values, tmp / "worker.log", probes)
     finally:
-        await _drop(services)
+        await drop_prefix(services.redis, services.redis_prefix)
         if kafka is not None:
             kafka.stop()
         shutil.rmtree(tmp, ignore_errors=True)
