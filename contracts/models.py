@@ -381,3 +381,39 @@ class VisitUpdate(_Strict):
 
     def to_json(self) -> bytes:
         return self.model_dump_json(by_alias=True, exclude_none=True).encode()
+
+
+def _aware_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("timestamp must carry a timezone (UTC)")
+    return value.astimezone(UTC)
+
+
+class ConsentDecision(_Strict):
+    """One consent decision: granted or revoked, and when (kept at full precision)."""
+
+    granted: bool
+    at: Annotated[datetime, AfterValidator(_aware_utc)]
+
+
+class ConsentRecord(_Strict):
+    """A customer's whole consent on ``proxima.consent.v1`` (compacted, key: customer id).
+
+    Each record is the customer's full consent state after a change, so the latest record
+    per key is enough to rebuild the registry; a tombstone (null value) means forgotten.
+    ``version`` is the registry version read with the state: of two records for the same
+    customer, the higher version is the newer state.
+    """
+
+    schema_: Literal["proxima.consent.v1"] = Field(default="proxima.consent.v1", alias="schema")
+    customer_id: Identifier
+    consent: dict[
+        Annotated[str, Field(pattern=r"^[a-z_]+(@[A-Za-z0-9][A-Za-z0-9_.-]{0,63})?$")],
+        ConsentDecision,
+    ] = Field(description="purpose or purpose@store -> decision")
+    version: Annotated[int, Field(ge=0)]
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()

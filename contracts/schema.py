@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from contracts.models import Alert, AlertAck, DlqRecord, Event, GatewayStatus
+from contracts.models import Alert, AlertAck, ConsentRecord, DlqRecord, Event, GatewayStatus
 from contracts.trace import AdvRecord, AppRecord, TraceHeader, TruthRecord
 
 MODELS: dict[str, type[BaseModel]] = {
@@ -16,6 +16,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "ack": AlertAck,
     "gateway_status": GatewayStatus,
     "dlq": DlqRecord,
+    "consent": ConsentRecord,
     "trace_header": TraceHeader,
     "trace_adv": AdvRecord,
     "trace_app": AppRecord,

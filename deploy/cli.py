@@ -22,7 +22,14 @@ from edge.cli import app as edge_app
 from notifier.cli import associates_app, channels_app, routing_app
 from simulators.cli import alerts_app
 from simulators.cli import score as score_command
-from stream.cli import customers_device, customers_import, gateways_app, provision_keys
+from stream.cli import (
+    customers_device,
+    customers_import,
+    customers_rebuild_consent,
+    gateways_app,
+    provision_keys,
+    publish_consent,
+)
 
 if TYPE_CHECKING:
     from simulators.scenarios import SimPerson
@@ -51,6 +58,7 @@ app.add_typer(channels_app, name="channels")
 app.add_typer(gateways_app, name="gateways")
 customers_app.command("import")(customers_import)
 customers_app.command("device")(customers_device)
+customers_app.command("rebuild-consent")(customers_rebuild_consent)
 
 out = Console()
 err = Console(stderr=True)
@@ -428,6 +436,8 @@ def customers_enroll(
         r = aioredis.from_url(services.redis)
         try:
             await Registry(r, services.redis_prefix).enroll(profile, purposes, store)
+            if purposes:
+                _consent_published(await publish_consent(r, services))
         finally:
             await r.aclose()
 
@@ -445,6 +455,15 @@ def customers_enroll(
         write_enrollment_qr(qr, customer_id, key, rotation_exponent)
         result["qr"] = str(qr)
     out.print_json(json.dumps(result))
+
+
+def _consent_published(why_not: str | None) -> None:
+    if why_not is not None:
+        err.print(
+            f"consent saved; not yet on proxima.consent.v1 ({why_not}): "
+            "the stream worker publishes it",
+            highlight=False,
+        )
 
 
 @customers_app.command("revoke")
@@ -485,6 +504,7 @@ def _set_consent(customer_id: str, purpose: str, granted: bool, store: str | Non
         r = aioredis.from_url(services.redis)
         try:
             await Registry(r, services.redis_prefix).set_consent(customer_id, p, granted, store)
+            _consent_published(await publish_consent(r, services))
         finally:
             await r.aclose()
 
@@ -506,7 +526,9 @@ def customers_forget(customer_id: Annotated[str, typer.Argument(metavar="ID")]) 
         services = ServiceSettings()
         r = aioredis.from_url(services.redis)
         try:
-            return await Registry(r, services.redis_prefix).forget(customer_id)
+            forgotten = await Registry(r, services.redis_prefix).forget(customer_id)
+            _consent_published(await publish_consent(r, services))
+            return forgotten
         finally:
             await r.aclose()
 

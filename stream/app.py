@@ -16,11 +16,14 @@ from typing import Any
 import faust
 import redis.asyncio as aioredis
 import uvloop
+from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
 
 from contracts.exceptions import ContractError
 from contracts.models import DlqRecord, Event, VisitUpdate, parse_model
 from contracts.services import ServiceSettings
-from contracts.topics import VISITS
+from contracts.topics import CONSENT, VISITS
+from stream.consent_log import pump_outbox
 from stream.processor import EventProcessor
 from stream.rules import RuleBook
 from stream.settings import StreamSettings
@@ -176,6 +179,26 @@ def create_app(services: ServiceSettings, settings: StreamSettings) -> faust.App
     @app.timer(interval=settings.departure_check_s)  # type: ignore[untyped-decorator]
     async def departures() -> None:
         await send_visits(await (await processor()).tick())
+
+    async def send_consent(topic: str, key: bytes, value: bytes | None) -> Any:
+        return await app.producer.send(
+            topic, key, value, partition=None, timestamp=None, headers=None
+        )
+
+    @app.timer(interval=settings.consent_publish_s)  # type: ignore[untyped-decorator]
+    async def consent_outbox() -> None:
+        """Publish consent changes any writer left in the outbox (stream.consent_log)."""
+        proc = await processor()
+        try:
+            published = await pump_outbox(
+                proc.r, services.redis_prefix, send_consent, topics.kafka(CONSENT)
+            )
+        except (KafkaError, RedisError, OSError) as exc:
+            # The entries stay in the outbox; the next tick publishes them.
+            log.warning("consent outbox not drained (retrying): %r", exc)
+            return
+        if published:
+            log.info("published %d consent record(s)", published)
 
     return app
 

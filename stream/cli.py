@@ -205,3 +205,72 @@ def write_enrollment_qr(
 
     write_qr(app_payload(customer_id, identity_key, rotation_exponent), path)
     path.chmod(0o600)
+
+
+async def publish_consent(redis: aioredis.Redis, services: ServiceSettings) -> str | None:
+    """Drain the consent outbox to ``proxima.consent.v1`` right after a CLI change.
+
+    Returns None when done, else why not (no Kafka configured, broker unreachable): the
+    change is in Redis and in the outbox either way, and the stream worker publishes it.
+    """
+    from aiokafka.errors import KafkaError
+
+    from contracts.topics import CONSENT
+    from stream.consent_log import aiokafka_send, pump_outbox
+    from transport.kafka import make_producer
+
+    if not services.kafka:
+        return "PROXIMA_KAFKA is not set"
+    producer = make_producer(services.kafka_bootstrap, idempotent=False, client_id="proxima-cli")
+    try:
+        async with asyncio.timeout(20):
+            await producer.start()
+            await pump_outbox(
+                redis,
+                services.redis_prefix,
+                aiokafka_send(producer),
+                services.topics.kafka(CONSENT),
+            )
+    except (KafkaError, OSError, TimeoutError) as exc:
+        return f"Kafka: {exc!r}"
+    finally:
+        await producer.stop()
+    return None
+
+
+def customers_rebuild_consent(
+    timeout: Annotated[float, typer.Option(help="seconds to read the topic to its end")] = 60.0,
+) -> None:
+    """Restore every customer's consent in Redis from proxima.consent.v1 (idempotent)."""
+    from contracts.topics import CONSENT
+    from stream.consent_log import RebuildReport, rebuild_consent
+    from stream.exceptions import ConsentLogError
+
+    services = ServiceSettings()
+    if not services.kafka:
+        _err.print("[red]error:[/red] PROXIMA_KAFKA is not set: name the broker", highlight=False)
+        raise typer.Exit(2)
+    topic = services.topics.kafka(CONSENT)
+
+    async def run() -> RebuildReport:
+        redis = aioredis.from_url(services.redis)
+        try:
+            # Changes still in the outbox go to the topic first, so the topic is current.
+            why = await publish_consent(redis, services)
+            if why is not None:
+                raise ConsentLogError(topic, f"the consent outbox could not be drained: {why}")
+            return await rebuild_consent(
+                redis, services.redis_prefix, services.kafka_bootstrap, topic, timeout
+            )
+        finally:
+            await redis.aclose()
+
+    try:
+        report = asyncio.run(run())
+    except ConsentLogError as exc:
+        _err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from exc
+    typer.echo(
+        f"{report.restored} customers' consent restored, {report.erased} erased (forgotten), "
+        f"{report.skipped} bad records skipped"
+    )

@@ -11,6 +11,15 @@ class RegistryError(StreamError):
     """A customer registry operation was refused (unknown customer, bad field)."""
 
 
+class ConsentLogError(StreamError):
+    """The consent topic could not be read (missing, or not read to its end in time)."""
+
+    def __init__(self, topic: str, reason: str) -> None:
+        self.topic = topic
+        self.reason = reason
+        super().__init__(f"consent topic {topic}: {reason}")
+
+
 class KeyringError(StreamError):
     """A gateway keyring operation was refused (unknown key id)."""
 

@@ -8,6 +8,8 @@ Keys (``p`` is the namespace prefix, e.g. ``proxima:``):
 - ``p registry:version`` — bumped on every change, so workers rebuild their EID index
 - ``p device-owner`` — hash app device id (hex) → customer id (app-reported events)
 - ``p audit`` — stream of consent changes, device registrations and erasures
+- ``p consent-outbox`` — stream of customer ids whose consent changed, written in the
+  change's own transaction and drained to ``proxima.consent.v1`` (stream.consent_log)
 """
 
 from __future__ import annotations
@@ -147,8 +149,15 @@ class Registry:
                         "at": now.isoformat(),
                     },
                 )
+            if consent:
+                pipe.xadd(self.outbox_key, {"customer_id": profile.customer_id})
             pipe.incr(self._k("registry", "version"))
             await pipe.execute()
+
+    @property
+    def outbox_key(self) -> str:
+        """The consent outbox: ids of customers whose consent changed, not yet on Kafka."""
+        return self._k("consent-outbox")
 
     async def get(self, customer_id: str) -> CustomerProfile | None:
         return (await self.get_many([customer_id]))[customer_id]
@@ -223,6 +232,7 @@ class Registry:
                     "at": now,
                 },
             )
+            pipe.xadd(self.outbox_key, {"customer_id": customer_id})
             pipe.incr(self._k("registry", "version"))
             await pipe.execute()
 
@@ -316,6 +326,7 @@ class Registry:
             for key in departing:
                 pipe.zrem(key, customer_id)
             pipe.xadd(self._k("audit"), {"customer_id": customer_id, "action": "forget", "at": now})
+            pipe.xadd(self.outbox_key, {"customer_id": customer_id})
             pipe.incr(self._k("registry", "version"))
             removed, *_ = await pipe.execute()
         return bool(removed)

@@ -45,6 +45,11 @@ class StreamSettings(BaseSettings):
         le=1500,
         description="longest a worker's Kafka fetch waits for data (Faust alone uses 1500)",
     )
+    consent_publish_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="how often the worker drains the consent outbox to proxima.consent.v1",
+    )
     drift_windows: int = Field(
         default=1, ge=0, le=8, description="EID rotation windows of clock drift tolerated each side"
     )

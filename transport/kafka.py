@@ -14,6 +14,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
+from contracts.topics import CONSENT
+
 log = logging.getLogger(__name__)
 
 
@@ -60,6 +62,14 @@ async def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> None:
     raise TimeoutError(f"Kafka broker at {bootstrap} did not answer within {timeout}s: {last!r}")
 
 
+def topic_configs(name: str) -> dict[str, str]:
+    """Broker configs a contract topic is created with: the consent topic is compacted
+    (the latest record per customer is the registry's state; DESIGN.md, consent)."""
+    if name == CONSENT or name.endswith("." + CONSENT):
+        return {"cleanup.policy": "compact"}
+    return {}
+
+
 async def ensure_topics(
     bootstrap: str, topics: tuple[str, ...], partitions: int, replication: int = 1
 ) -> None:
@@ -73,7 +83,11 @@ async def ensure_topics(
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [NewTopic(t, partitions, replication) for t in topics if t not in existing]
+        missing = [
+            NewTopic(t, partitions, replication, topic_configs=topic_configs(t))
+            for t in topics
+            if t not in existing
+        ]
         if missing:
             try:
                 await admin.create_topics(missing)

@@ -1,0 +1,218 @@
+"""Consent on Kafka: the outbox pump and the registry rebuild (``proxima.consent.v1``).
+
+Why an outbox: a consent change is written to Redis (the registry the worker reads) and
+must also reach the compacted topic, and no process may die between the two and lose it.
+So :class:`stream.registry.Registry` adds the customer id to the ``consent-outbox`` Redis
+stream *in the same transaction* as the change and its audit entry, and :func:`pump_outbox`
+drains it: for each customer it reads the current consent state (hash, enrolment and
+registry version in one transaction), produces one :class:`ConsentRecord` keyed by the
+customer id (a tombstone, null value, once the customer is forgotten) with ``acks=all``,
+and deletes the outbox entries only after Kafka has acknowledged them. A pump killed
+anywhere republishes on its next run (at least once; records are whole states, so a
+repeat is harmless). ``proxima customers grant|revoke|forget`` pump right after their
+change when Kafka is configured, and the stream worker pumps on a timer for every other
+writer (CSV import, the simulators' enrolment, a CLI run without Kafka).
+
+A lock (``consent-outbox:lock``, ``SET NX PX``) keeps pumps from racing, so records of one
+customer reach the topic in the order their states were read; :func:`rebuild_consent`
+also prefers the higher ``version`` over the later offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from contracts.exceptions import ContractError
+from contracts.models import ConsentRecord, parse_model
+from stream.exceptions import ConsentLogError
+
+log = logging.getLogger(__name__)
+
+LOCK_MS = 60_000
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def snapshot(redis: aioredis.Redis, prefix: str, customer_id: str) -> ConsentRecord | None:
+    """The customer's whole consent now, or None if the customer is not enrolled (forgotten)."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hgetall(f"{prefix}consent:{customer_id}")
+        pipe.sismember(f"{prefix}customers", customer_id)
+        pipe.get(f"{prefix}registry:version")
+        decisions, enrolled, version = await pipe.execute()
+    if not enrolled:
+        return None
+    return ConsentRecord(
+        customer_id=customer_id,
+        consent={_text(k): json.loads(v) for k, v in decisions.items()},
+        version=int(version or 0),
+    )
+
+
+SendFn = Callable[[str, bytes, bytes | None], Awaitable[Awaitable[object]]]
+"""Hand one record (topic, key, value; None = tombstone) to a producer; returns its ack."""
+
+
+def aiokafka_send(producer: AIOKafkaProducer) -> SendFn:
+    """:data:`SendFn` of an aiokafka producer (the Faust worker passes its own)."""
+
+    async def send(topic: str, key: bytes, value: bytes | None) -> Awaitable[object]:
+        ack: Awaitable[object] = await producer.send(topic, key=key, value=value)
+        return ack
+
+    return send
+
+
+async def pump_outbox(
+    redis: aioredis.Redis,
+    prefix: str,
+    send: SendFn,
+    topic: str,
+    *,
+    batch: int = 500,
+) -> int:
+    """Publish the consent of every customer in the outbox; returns how many records.
+
+    Returns 0 without reading when another pump holds the lock (it drains until the
+    outbox is empty, so it also takes entries added while it runs).
+    """
+    outbox = f"{prefix}consent-outbox"
+    lock = f"{outbox}:lock"
+    token = uuid.uuid4().hex
+    if not await redis.set(lock, token, nx=True, px=LOCK_MS):
+        return 0
+    published = 0
+    try:
+        while True:
+            entries = await redis.xrange(outbox, "-", "+", count=batch)
+            if not entries:
+                return published
+            customers: dict[str, None] = {}
+            for entry_id, fields in entries:
+                cid = (fields or {}).get(b"customer_id")
+                if cid is None:
+                    log.warning("consent outbox entry %s has no customer_id: dropped", entry_id)
+                    continue
+                customers[_text(cid)] = None
+            futures = []
+            for cid in customers:
+                record = await snapshot(redis, prefix, cid)
+                value = None if record is None else record.to_json()
+                futures.append(await send(topic, cid.encode(), value))
+            await asyncio.gather(*futures)
+            await redis.xdel(outbox, *(entry_id for entry_id, _ in entries if entry_id))
+            published += len(customers)
+    finally:
+        await redis.eval(_RELEASE, 1, lock, token)
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildReport:
+    restored: int
+    erased: int
+    skipped: int
+
+
+async def read_latest(
+    bootstrap: str, topic: str, timeout: float = 30.0
+) -> tuple[dict[str, ConsentRecord | None], int]:
+    """The latest record per customer on the topic (None: tombstone), and the bad ones' count.
+
+    Reads every partition from the beginning up to the end offsets taken at the start.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None
+    )
+    await consumer.start()
+    latest: dict[str, ConsentRecord | None] = {}
+    bad = 0
+    try:
+        await consumer.topics()  # fetch metadata for every topic
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise ConsentLogError(topic, "topic does not exist (proxima topics ensure)")
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        async with asyncio.timeout(timeout):
+            while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+                for records in (await consumer.getmany(*tps, timeout_ms=200)).values():
+                    for r in records:
+                        if r.key is None:
+                            bad += 1
+                            log.warning("consent record at offset %d has no key", r.offset)
+                            continue
+                        cid = r.key.decode()
+                        if r.value is None:
+                            latest[cid] = None  # forgotten (until a later record)
+                            continue
+                        try:
+                            rec = parse_model(ConsentRecord, r.value)
+                        except ContractError as exc:
+                            bad += 1
+                            log.warning("consent record at offset %d skipped: %s", r.offset, exc)
+                            continue
+                        if rec.customer_id != cid:
+                            bad += 1
+                            log.warning(
+                                "consent record at offset %d: key %r but customer_id %r",
+                                r.offset,
+                                cid,
+                                rec.customer_id,
+                            )
+                            continue
+                        # One key is one partition, so a later offset is a later state,
+                        # unless two pumps raced (the lock prevents it): keep the higher
+                        # version then.
+                        prev = latest.get(cid)
+                        if prev is None or rec.version >= prev.version:
+                            latest[cid] = rec
+    except TimeoutError as exc:
+        raise ConsentLogError(topic, f"not read to its end within {timeout}s") from exc
+    finally:
+        await consumer.stop()
+    return latest, bad
+
+
+async def rebuild_consent(
+    redis: aioredis.Redis, prefix: str, bootstrap: str, topic: str, timeout: float = 30.0
+) -> RebuildReport:
+    """Restore every customer's consent hash from the topic (idempotent).
+
+    Each customer on the topic gets exactly the latest record's decisions (the hash is
+    replaced, not merged); a tombstone erases the hash. Customers not on the topic are
+    left alone. Bumps the registry version so workers reload.
+    """
+    latest, bad = await read_latest(bootstrap, topic, timeout)
+    restored = erased = 0
+    async with redis.pipeline(transaction=True) as pipe:
+        for cid, rec in latest.items():
+            key = f"{prefix}consent:{cid}"
+            pipe.delete(key)
+            if rec is None:
+                erased += 1
+                continue
+            restored += 1
+            if rec.consent:
+                pipe.hset(
+                    key,
+                    mapping={
+                        field: json.dumps({"granted": d.granted, "at": d.at.isoformat()})
+                        for field, d in rec.consent.items()
+                    },
+                )
+        pipe.incr(f"{prefix}registry:version")
+        await pipe.execute()
+    return RebuildReport(restored=restored, erased=erased, skipped=bad)
