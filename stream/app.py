@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,8 +55,24 @@ def _fetch_wait(ms: int) -> None:
     cls._create_worker_consumer = create  # type: ignore[method-assign]
 
 
-def create_app(services: ServiceSettings, settings: StreamSettings) -> faust.App:
-    """Build the Faust app for one namespace; topics must already exist (see ensure_topics)."""
+RawSend = Callable[[str, bytes | None, bytes | None], Awaitable[Awaitable[Any]]]
+"""Hand one record (topic name, key, value) to a producer; returns the future of its ack."""
+
+
+def create_app(
+    services: ServiceSettings,
+    settings: StreamSettings,
+    *,
+    raw_send: RawSend | None = None,
+    processor: EventProcessor | None = None,
+) -> faust.App:
+    """Build the Faust app for one namespace; topics must already exist (see ensure_topics).
+
+    ``raw_send`` replaces the app's Kafka producer for every record the worker writes
+    (alerts, visits, DLQ, consent): the agent's unit tests record them instead.
+    ``processor`` is the decision chain the agent uses (default: one built from the
+    settings on a Redis client of its own, which lives as long as the worker).
+    """
     _fetch_wait(settings.fetch_max_wait_ms)
     topics = services.topics
     app_id = f"{services.namespace}-{settings.app_id}" if services.namespace else settings.app_id
@@ -92,7 +109,14 @@ def create_app(services: ServiceSettings, settings: StreamSettings) -> faust.App
     visits_topic = raw_topic(topics.kafka(VISITS))
     rules = RuleBook(settings.rules_dir)
     rules.check_all()  # a broken rules file stops the worker at start, naming the field
-    state: dict[str, Any] = {}
+    state: dict[str, Any] = {} if processor is None else {"processor": processor}
+
+    async def producer_send(topic: str, key: bytes | None, value: bytes | None) -> Any:
+        return await app.producer.send(
+            topic, key, value, partition=None, timestamp=None, headers=None
+        )
+
+    to_kafka: RawSend = raw_send or producer_send
 
     async def send(topic: faust.TopicT, key: bytes | None, value: bytes) -> Any:
         """Hand one record to the producer; returns the future of its Kafka ack.
@@ -101,19 +125,16 @@ def create_app(services: ServiceSettings, settings: StreamSettings) -> faust.App
         (FutureMessage, callbacks, a debug log line per message) cost as much CPU as
         aiokafka's own send, and the worker is CPU-bound (README: bench stream).
         """
-        return await app.producer.send(
-            topic.get_topic_name(), key, value, partition=None, timestamp=None, headers=None
-        )
+        return await to_kafka(topic.get_topic_name(), key, value)
 
     async def send_visits(visits: list[VisitUpdate]) -> None:
         for visit in visits:
             await (await send(visits_topic, visit.customer_id.encode(), visit.to_json()))
 
-    async def processor() -> EventProcessor:
+    async def get_processor() -> EventProcessor:
         if "processor" not in state:
-            redis = aioredis.from_url(services.redis)
             state["processor"] = EventProcessor(
-                redis,
+                aioredis.from_url(services.redis),
                 services.redis_prefix,
                 drift_windows=settings.drift_windows,
                 revisit_gap_s=settings.revisit_gap_s,
@@ -138,7 +159,7 @@ def create_app(services: ServiceSettings, settings: StreamSettings) -> faust.App
     # do-nothing agent on this path tops out at 10-12k events/s on the 2-core machine.
     @app.agent(events_topic)
     async def decide(stream: faust.StreamT[bytes]) -> None:
-        proc = await processor()
+        proc = await get_processor()
         # Batches: the Kafka acks of a batch's alerts and visits are awaited together and
         # its events are marked processed in one Redis round trip, after they are on Kafka.
         async for batch in stream.take(settings.batch_max, within=settings.batch_within_s):
@@ -178,20 +199,15 @@ def create_app(services: ServiceSettings, settings: StreamSettings) -> faust.App
 
     @app.timer(interval=settings.departure_check_s)  # type: ignore[untyped-decorator]
     async def departures() -> None:
-        await send_visits(await (await processor()).tick())
-
-    async def send_consent(topic: str, key: bytes, value: bytes | None) -> Any:
-        return await app.producer.send(
-            topic, key, value, partition=None, timestamp=None, headers=None
-        )
+        await send_visits(await (await get_processor()).tick())
 
     @app.timer(interval=settings.consent_publish_s)  # type: ignore[untyped-decorator]
     async def consent_outbox() -> None:
         """Publish consent changes any writer left in the outbox (stream.consent_log)."""
-        proc = await processor()
+        proc = await get_processor()
         try:
             published = await pump_outbox(
-                proc.r, services.redis_prefix, send_consent, topics.kafka(CONSENT)
+                proc.r, services.redis_prefix, to_kafka, topics.kafka(CONSENT)
             )
         except (KafkaError, RedisError, OSError) as exc:
             # The entries stay in the outbox; the next tick publishes them.
