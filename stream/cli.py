@@ -255,10 +255,20 @@ def customers_rebuild_consent(
     async def run() -> RebuildReport:
         redis = aioredis.from_url(services.redis)
         try:
-            # Changes still in the outbox go to the topic first, so the topic is current.
-            why = await publish_consent(redis, services)
-            if why is not None:
-                raise ConsentLogError(topic, f"the consent outbox could not be drained: {why}")
+            # Changes still in the outbox go to the topic first, so the topic is current;
+            # if a worker's pump holds the lock, wait until it has drained the outbox.
+            outbox = f"{services.redis_prefix}consent-outbox"
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while True:
+                why = await publish_consent(redis, services)
+                if why is not None:
+                    raise ConsentLogError(topic, f"the consent outbox could not be drained: {why}")
+                if not await redis.xlen(outbox):
+                    break
+                if loop.time() > deadline:
+                    raise ConsentLogError(topic, "the consent outbox was not drained in time")
+                await asyncio.sleep(0.2)
             return await rebuild_consent(
                 redis, services.redis_prefix, services.kafka_bootstrap, topic, timeout
             )
