@@ -198,12 +198,7 @@ async def _worker(
         latencies = await _latency(services, env, log.with_name("bridge.log"), probes, 20.0)
         return elapsed, latencies
     finally:
-        proc.terminate()
-        try:
-            await asyncio.to_thread(proc.wait, 20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            await asyncio.to_thread(proc.wait, 5)
+        await _stop(proc)
         fh.close()
         await redis.aclose()
 
@@ -315,12 +310,7 @@ async def _latency(
         with contextlib.suppress(asyncio.CancelledError):
             await collector
         await consumer.stop()
-        bridge.terminate()
-        try:
-            await asyncio.to_thread(bridge.wait, 20)
-        except subprocess.TimeoutExpired:
-            bridge.kill()
-            await asyncio.to_thread(bridge.wait, 5)
+        await _stop(bridge)
         fh.close()
     lost = [c for c in sent if c != "probe-0" and c not in seen]
     if lost:
@@ -398,3 +388,13 @@ async def run_stream_bench(
         "latency_probes": float(len(latencies)),
         "partitions": float(settings.partitions),
     }
+
+
+async def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a child, give it 20 s to finish cleanly, then SIGKILL."""
+    proc.terminate()
+    try:
+        await asyncio.to_thread(proc.wait, 20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        await asyncio.to_thread(proc.wait, 5)
