@@ -32,6 +32,7 @@ from deploy.services import check_all
 from stream.settings import StreamSettings
 from transport.kafka import ensure_topics
 from transport.mqtt import MqttClient
+from transport.net import free_port
 from transport.redis import drop_prefix
 
 CHILD_STOP_TIMEOUT_S = 15.0
@@ -198,9 +199,7 @@ def _console_address(headless: bool) -> tuple[str, str]:
     if headless or not _port_free(host, port):
         port = 0
     if port == 0:
-        with socket.socket() as sock:
-            sock.bind((host, 0))
-            port = sock.getsockname()[1]
+        port = free_port(host)
     return host, str(port)
 
 

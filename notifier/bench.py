@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -41,14 +40,9 @@ from notifier.directory import Directory
 from notifier.web import SESSION_COOKIE, Sessions
 from transport.kafka import ensure_topics, make_producer
 from transport.mqtt import MqttClient
+from transport.net import free_port
 
 STORE = "bench"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _alert(target: str) -> Alert:
@@ -264,7 +258,7 @@ def run_notifier_bench(
     """Start a notifier child process in a fresh namespace, measure, stop it."""
     namespace = f"bench{uuid.uuid4().hex[:8]}"
     services = ServiceSettings(namespace=namespace, kafka=kafka_url)
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ)
     env.update(
         PROXIMA_NAMESPACE=namespace,

@@ -112,11 +112,13 @@ class Associate:
         }
 
 
-def _to_ms(value: datetime) -> int:
+def to_ms(value: datetime) -> int:
+    """Epoch milliseconds, how times are stored in Redis hashes."""
     return int(value.timestamp() * 1000)
 
 
-def _from_ms(value: str | None) -> datetime | None:
+def from_ms(value: str | None) -> datetime | None:
+    """The inverse of :func:`to_ms` for a stored field (None when absent or empty)."""
     if not value:
         return None
     return datetime.fromtimestamp(int(value) / 1000, UTC)
@@ -219,7 +221,7 @@ class Directory:
             key,
             mapping={
                 "on_shift": "1" if on_shift else "0",
-                "shift_started_at": str(_to_ms(self.clock())) if on_shift else "",
+                "shift_started_at": str(to_ms(self.clock())) if on_shift else "",
             },
         )
         await self._changed(store_id)
@@ -246,7 +248,7 @@ class Directory:
             role=cast(Role, data["role"]),  # checked by __post_init__
             zones=tuple(json.loads(data.get("zones") or "[]")),
             on_shift=data.get("on_shift") == "1",
-            shift_started_at=_from_ms(data.get("shift_started_at")),
+            shift_started_at=from_ms(data.get("shift_started_at")),
             password_hash=data.get("password_hash", ""),
         )
 

@@ -27,7 +27,7 @@ import redis.asyncio as aioredis
 
 from contracts.models import AckStatus, Alert, AlertAck, AlertKind
 from notifier.channels import Receipt
-from notifier.directory import Clock, Directory, text, text_map, utc_now
+from notifier.directory import Clock, Directory, from_ms, text, text_map, to_ms, utc_now
 from notifier.exceptions import AlertConflict, UnknownAlert, UnknownAssociate
 from notifier.outbox import Outbox
 from notifier.routing import Ladder, Step, Tier, escalation, next_step, plan
@@ -129,14 +129,6 @@ return redis.error_reply('unknown op ' .. op)
 """
 
 
-def _ms(value: datetime) -> int:
-    return int(value.timestamp() * 1000)
-
-
-def _dt(value: str | None) -> datetime | None:
-    return datetime.fromtimestamp(int(value) / 1000, UTC) if value else None
-
-
 def _ids(value: str | None) -> tuple[str, ...]:
     return tuple(v for v in (value or "").split(",") if v)
 
@@ -161,7 +153,7 @@ class AlertRecord:
 
     @classmethod
     def from_hash(cls, data: dict[str, str]) -> AlertRecord:
-        delivered_at = _dt(data["delivered_at"])
+        delivered_at = from_ms(data["delivered_at"])
         assert delivered_at is not None
         return cls(
             alert=Alert.model_validate_json(data["alert"]),
@@ -172,9 +164,9 @@ class AlertRecord:
             declined=_ids(data.get("declined")),
             delivered_at=delivered_at,
             claimed_by=data.get("claimed_by") or None,
-            claimed_at=_dt(data.get("claimed_at")),
-            done_at=_dt(data.get("done_at")),
-            expired_at=_dt(data.get("expired_at")),
+            claimed_at=from_ms(data.get("claimed_at")),
+            done_at=from_ms(data.get("done_at")),
+            expired_at=from_ms(data.get("expired_at")),
             rev=int(data.get("rev", 1)),
             published=data.get("published") == "1",
         )
@@ -312,7 +304,7 @@ class Lifecycle:
             "published": "0",
             "notified": ",".join(step.associate_ids) if step else "",
             "declined": "",
-            "delivered_at": str(_ms(now)),
+            "delivered_at": str(to_ms(now)),
         }
         ttl = int(self.retention.total_seconds())
         created = await self._create(
@@ -320,7 +312,7 @@ class Lifecycle:
         )
         if not created:
             return None
-        score = _ms(now)
+        score = to_ms(now)
         await self.redis.zadd(self._feed_index(alert.store_id), {str(alert.alert_id): score})
         await self.redis.zadd(self._open, {str(alert.alert_id): score})
         await self._trim(alert.store_id, now)
@@ -329,7 +321,7 @@ class Lifecycle:
         return Delivery(record, step) if step else record
 
     async def _trim(self, store: str, now: datetime) -> None:
-        horizon = _ms(now - self.retention)
+        horizon = to_ms(now - self.retention)
         await self.redis.zremrangebyscore(self._feed_index(store), "-inf", horizon)
 
     async def mark_published(self, alert_id: str) -> None:
@@ -354,7 +346,7 @@ class Lifecycle:
         ids = [
             text(i)
             for i in await self.redis.zrevrangebyscore(
-                self._feed_index(store_id), "+inf", _ms(since), start=0, num=limit
+                self._feed_index(store_id), "+inf", to_ms(since), start=0, num=limit
             )
         ]
         pipe = self.redis.pipeline(transaction=False)
@@ -386,7 +378,7 @@ class Lifecycle:
         if await self.directory.get(store_id, associate_id) is None:
             raise UnknownAssociate(store_id, associate_id)
         now = self.clock()
-        keys, args = [self._key(alert_id)], [op, associate_id, str(_ms(now))]
+        keys, args = [self._key(alert_id)], [op, associate_id, str(to_ms(now))]
         if self.acks is not None:
             ack = AlertAck(
                 alert_id=before.alert.alert_id,
@@ -412,7 +404,7 @@ class Lifecycle:
             if record.state is not AlertState.DELIVERED:
                 await self.redis.zrem(self._open, alert_id)
             else:
-                await self.redis.zadd(self._open, {alert_id: _ms(record.delivered_at)})
+                await self.redis.zadd(self._open, {alert_id: to_ms(record.delivered_at)})
             await self.publish(record)
         return outcome, record
 
@@ -479,7 +471,7 @@ class Lifecycle:
         tier = int(step.tier) if step else record.tier
         result = await self._transition(
             keys=[self._key(alert_id)],
-            args=["escalate", str(tier), str(_ms(self.clock())), notified, str(level)],
+            args=["escalate", str(tier), str(to_ms(self.clock())), notified, str(level)],
         )
         outcome = result[0].decode() if isinstance(result[0], bytes) else str(result[0])
         if outcome != "ok" or step is None:
@@ -501,7 +493,7 @@ class Lifecycle:
         first_due = await self.routing.shortest_delay()
         ids = [
             text(i)
-            for i in await self.redis.zrangebyscore(self._open, "-inf", _ms(now - first_due))
+            for i in await self.redis.zrangebyscore(self._open, "-inf", to_ms(now - first_due))
         ]
         deliveries: list[Delivery] = []
         staff_cache: dict[str, Sequence[Any]] = {}
@@ -532,7 +524,7 @@ class Lifecycle:
     async def _expire(self, record: AlertRecord, now: datetime) -> None:
         alert_id = str(record.alert.alert_id)
         result = await self._transition(
-            keys=[self._key(alert_id)], args=["expire", "", str(_ms(now))]
+            keys=[self._key(alert_id)], args=["expire", "", str(to_ms(now))]
         )
         await self.redis.zrem(self._open, alert_id)
         outcome = result[0].decode() if isinstance(result[0], bytes) else str(result[0])

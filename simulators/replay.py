@@ -63,19 +63,8 @@ class ConsentReplay:
         parsed = self._parse(record)
         if parsed is None:
             return
-        customer, purpose = parsed
-        granted = CONSENT_EVENTS[record.event]
         await self._wait_processed(record)
-        try:
-            await self._store(customer, purpose, granted)
-        except Exception as exc:  # a bad line must not stop the replay; say why
-            self.failed += 1
-            log.warning(
-                "trace t=%s: %s for %s not applied: %s", record.t, record.event, customer, exc
-            )
-            return
-        self.applied += 1
-        log.info("trace t=%s: %s %s for %s", record.t, record.event, purpose, customer)
+        await self._store_counted(record, *parsed)
 
     async def _wait_processed(self, record: AppRecord) -> None:
         """Until the stream has marked every event published so far as processed (or has
@@ -158,8 +147,12 @@ class ConsentReplay:
                 return
             self._done.add(key)
         # The replay's event loop is this thread; the registry is async: run it beside, wait.
+        self._pool.submit(asyncio.run, self._store_counted(record, customer, purpose)).result()
+
+    async def _store_counted(self, record: AppRecord, customer: str, purpose: str) -> None:
+        """Apply one consent line; a failure is counted and logged, never raised."""
         try:
-            self._pool.submit(asyncio.run, self._store(customer, purpose, granted)).result()
+            await self._store(customer, purpose, CONSENT_EVENTS[record.event])
         except Exception as exc:  # a bad line must not stop the replay; say why
             self.failed += 1
             log.warning(

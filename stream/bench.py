@@ -67,20 +67,9 @@ def make_events(n: int, customers: int, start: datetime, seed: int = 7) -> list[
     for i in range(n):
         key = keys[rng.randrange(len(keys))]
         at = start + timedelta(milliseconds=50 * i)
-        eid = compute_eid(key, 10, int(at.timestamp()))
-        event = Event(
-            schema_="proxima.zone.v1",
-            event_id=uuid.uuid4(),
-            store_id="bench-store",
-            gateway_id="gw-door",
-            observed_at=at,
-            seq=i + 1,
-            kind=EventKind.ZONE_ENTER if i % 3 == 0 else EventKind.ZONE_DWELL,
-            subject=Subject(type=SubjectType.EDDYSTONE_EID, id=eid.hex()),
-            zone_id=rng.choice(["entrance", "floor", "fitting-rooms"]),
-            rssi=-60.0,
-            confidence=0.9,
-        )
+        kind = EventKind.ZONE_ENTER if i % 3 == 0 else EventKind.ZONE_DWELL
+        zone = rng.choice(["entrance", "floor", "fitting-rooms"])
+        event = _zone_event(key, at, i + 1, kind, zone, rssi=-60.0, confidence=0.9)
         out.append(event.to_json())
     return out
 
@@ -236,18 +225,8 @@ async def _latency(
 
     def batch(i: int) -> bytes:
         at = datetime.now(UTC)
-        eid = compute_eid(bytes.fromhex(f"{0xABC00000 + i:032x}"), 10, int(at.timestamp()))
-        event = Event(
-            schema_="proxima.zone.v1",
-            event_id=uuid.uuid4(),
-            store_id="bench-store",
-            gateway_id="gw-door",
-            observed_at=at,
-            seq=1_000_000 + i,
-            kind=EventKind.ZONE_ENTER,
-            subject=Subject(type=SubjectType.EDDYSTONE_EID, id=eid.hex()),
-            zone_id="entrance",
-        )
+        key = bytes.fromhex(f"{0xABC00000 + i:032x}")
+        event = _zone_event(key, at, 1_000_000 + i, EventKind.ZONE_ENTER, "entrance")
         return b"[" + event.to_json() + b"]"
 
     consumer = AIOKafkaConsumer(
@@ -398,3 +377,27 @@ async def _stop(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         await asyncio.to_thread(proc.wait, 5)
+
+
+def _zone_event(
+    identity_key: bytes,
+    at: datetime,
+    seq: int,
+    kind: EventKind,
+    zone: str,
+    **extra: float,
+) -> Event:
+    """One bench-store door-gateway event for the phone holding ``identity_key`` (K = 10)."""
+    eid = compute_eid(identity_key, 10, int(at.timestamp()))
+    return Event(
+        schema_="proxima.zone.v1",
+        event_id=uuid.uuid4(),
+        store_id="bench-store",
+        gateway_id="gw-door",
+        observed_at=at,
+        seq=seq,
+        kind=kind,
+        subject=Subject(type=SubjectType.EDDYSTONE_EID, id=eid.hex()),
+        zone_id=zone,
+        **extra,
+    )

@@ -33,15 +33,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from contracts.exceptions import ContractError
 from contracts.models import ConsentRecord, parse_model
 from stream.exceptions import ConsentLogError
+from stream.registry import as_text
 
 log = logging.getLogger(__name__)
 
 LOCK_MS = 60_000
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end"
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def snapshot(redis: aioredis.Redis, prefix: str, customer_id: str) -> ConsentRecord | None:
@@ -55,7 +52,7 @@ async def snapshot(redis: aioredis.Redis, prefix: str, customer_id: str) -> Cons
         return None
     return ConsentRecord(
         customer_id=customer_id,
-        consent={_text(k): json.loads(v) for k, v in decisions.items()},
+        consent={as_text(k): json.loads(v) for k, v in decisions.items()},
         version=int(version or 0),
     )
 
@@ -104,7 +101,7 @@ async def pump_outbox(
                 if cid is None:
                     log.warning("consent outbox entry %s has no customer_id: dropped", entry_id)
                     continue
-                customers[_text(cid)] = None
+                customers[as_text(cid)] = None
             futures = []
             for cid in customers:
                 record = await snapshot(redis, prefix, cid)

@@ -107,7 +107,8 @@ class CustomerProfile(BaseModel):
         return {k: every[k] for k in self.visible_fields if every.get(k) not in (None, {}, [])}
 
 
-def _text(value: bytes | str) -> str:
+def as_text(value: bytes | str) -> str:
+    """A Redis reply as str, whether the client decodes responses or not."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -268,7 +269,7 @@ class Registry:
         if not await self.r.sismember(self._k("customers"), customer_id):
             raise RegistryError(f"customer {customer_id!r} is not enrolled")
         owner = await self.r.hget(self._k("device-owner"), device_id)
-        if owner is not None and _text(owner) != customer_id:
+        if owner is not None and as_text(owner) != customer_id:
             raise RegistryError(f"device {device_id} already belongs to another customer")
         now = datetime.now(UTC).isoformat()
         async with self.r.pipeline(transaction=True) as pipe:
@@ -282,7 +283,7 @@ class Registry:
 
     async def customer_for_device(self, device_id: str) -> str | None:
         raw = await self.r.hget(self._k("device-owner"), device_id)
-        return None if raw is None else _text(raw)
+        return None if raw is None else as_text(raw)
 
     async def devices(self, customer_id: str) -> list[str]:
         return sorted(

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from transport.mqtt import MqttClient
+from transport.net import free_port
 
 ACL = Path(__file__).parents[2] / "deploy" / "mosquitto" / "proxima.acl"
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -51,12 +52,6 @@ class Broker:
         return f"mqtt://{user.replace('/', '%2F')}:{PASSWORD}@127.0.0.1:{self.port}"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     assert PASSWD is not None
@@ -65,7 +60,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     passwd.touch(mode=0o600)
     for user in USERS:
         subprocess.run([PASSWD, "-b", str(passwd), user, PASSWORD], check=True)
-    port = _free_port()
+    port = free_port()
     conf = work / "mosquitto.conf"
     conf.write_text(
         f"user {getpass.getuser()}\n"  # as root, Mosquitto would switch to a user who can't read tmp

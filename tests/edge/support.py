@@ -16,6 +16,7 @@ from pathlib import Path
 from beacons.frames import EddystoneTlmFrame, encode_eddystone_eid, encode_eddystone_tlm
 from contracts.models import Event, parse_batch
 from transport.mqtt import MqttClient
+from transport.net import free_port
 
 STORE = "store-e"
 GATEWAY = "gw-e"
@@ -157,12 +158,6 @@ def outbox_meta(path: Path) -> tuple[int, int]:
     finally:
         conn.close()
     return int(rows), next_seq
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Mosquitto:
