@@ -88,6 +88,7 @@ from edge.devices import DEVICE_ID_RE, DeviceRegistry, RegistryUnavailable, open
 from edge.exceptions import EdgeError, EventRejected, OutboxError
 from edge.geofence import Circle, Fix, Geofence, GeofenceEngine, GeofenceTransition, Polygon
 from edge.outbox import EventDraft
+from transport.cancel import reraise_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -661,6 +662,7 @@ class IngestServer:
             try:
                 await self.tick()
             except Exception:
+                reraise_if_cancelled()
                 log.exception("geofence tick failed; going on")
 
     async def update_store(self, store: StoreIngestConfig) -> list[Event]:

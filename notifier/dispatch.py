@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Iterable, Sequence
 
 from contracts.models import Alert
-from notifier.cancel import reraise_if_cancelled
 from notifier.channels import CONSOLE, MQTT, Channels, Destination, Notice, Receipt
 from notifier.destinations import Destinations
 from notifier.directory import Clock, utc_now
@@ -23,6 +22,7 @@ from notifier.exceptions import NotifierError, UnknownDestination
 from notifier.lifecycle import AlertRecord, Lifecycle
 from notifier.metrics import Metrics
 from notifier.outbox import Entry, Outbox
+from transport.cancel import reraise_if_cancelled
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from notifier.cancel import reraise_if_cancelled
 from notifier.directory import text, text_map
+from transport.cancel import reraise_if_cancelled
 
 log = logging.getLogger(__name__)
 

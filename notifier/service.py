@@ -31,7 +31,6 @@ from pydantic import BaseModel, ConfigDict, StrictBool
 from contracts.exceptions import ContractError
 from contracts.models import Alert, AlertAck, parse_alert, parse_model
 from contracts.services import ServiceSettings
-from notifier.cancel import reraise_if_cancelled
 from notifier.channels import (
     Backoff,
     Channels,
@@ -51,6 +50,7 @@ from notifier.outbox import Entry, Outbox
 from notifier.routing import Ladder
 from notifier.settings import NotifierSettings
 from notifier.web import Console, serve
+from transport.cancel import reraise_if_cancelled
 from transport.kafka import make_producer
 from transport.mqtt import Message, MqttClient
 

@@ -33,7 +33,6 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 from redis.exceptions import RedisError
 
 from notifier import assets, openapi
-from notifier.cancel import reraise_if_cancelled
 from notifier.channels import VapidKeys
 from notifier.destinations import Destinations
 from notifier.directory import Associate, Clock, Directory, text, text_map, utc_now
@@ -50,6 +49,7 @@ from notifier.exceptions import (
 from notifier.lifecycle import AlertState, Lifecycle
 from notifier.metrics import Metrics
 from notifier.settings import NotifierSettings
+from transport.cancel import reraise_if_cancelled
 
 log = logging.getLogger(__name__)
 

@@ -28,6 +28,7 @@ from contracts.services import ServiceSettings
 from contracts.signing import KID_PROPERTY, SIG_PROPERTY, SignatureError, verify
 from stream.keyring import KeyCache, Keyring
 from stream.settings import StreamSettings
+from transport.cancel import reraise_if_cancelled
 from transport.kafka import make_producer
 from transport.mqtt import Message, MqttClient
 
@@ -83,6 +84,7 @@ class Bridge:
                     try:
                         await self.handle(message)
                     except Exception:
+                        reraise_if_cancelled()
                         # Not acked: the broker redelivers it. Log loudly, keep the loop alive.
                         self.counts["errors"] += 1
                         log.exception(
