@@ -32,11 +32,16 @@ Example::
 
 from __future__ import annotations
 
+import logging
+import os
 import string
+from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, time, timedelta
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
+from time import monotonic
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -46,6 +51,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from contracts.models import AlertKind, AlertTarget, Priority
 from stream.exceptions import RulesError
 from stream.registry import CustomerProfile
+
+log = logging.getLogger(__name__)
 
 PLACEHOLDERS = frozenset(
     {"who", "name", "initials", "tier", "zone", "sizes", "wishlist", "appointment", "notes"}
@@ -252,34 +259,128 @@ def load_rules(path: Path) -> RuleSet:
         raise RulesError(str(path), msgs) from exc
 
 
-class RuleBook:
-    """Rules per store: ``{dir}/{store}.yaml``, else ``{dir}/chain.yaml``, else the default."""
+Signature = tuple[int, int, int, int]
+"""What tells one version of a rules file from the next: mtime, ctime (ns), size, inode."""
 
-    def __init__(self, rules_dir: Path | None) -> None:
+
+def _signature(st: os.stat_result) -> Signature:
+    return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
+
+
+class RuleBook:
+    """Rules per store: ``{dir}/{store}.yaml``, else ``{dir}/chain.yaml``, else the default.
+
+    Hot reload: at most once per ``check_every_s`` (on the clock given, monotonic by
+    default) a lookup stats the directory's ``*.yaml`` files, and loads each one whose
+    signature (mtime, ctime, size, inode) changed since it was last read. A file that does
+    not load (bad YAML, a field against the schema) is logged with the file and the field,
+    counted in ``counts["rules_reload_errors"]``, and changes nothing: the store keeps the
+    last good rules it had (those of its own file, or of ``chain.yaml`` or the default if
+    its own file never loaded). A deleted file stops counting: a store whose own file is
+    deleted falls back to ``chain.yaml``, and without one to the default rules. If the
+    directory cannot be listed, everything stays as it was (an error, counted). Names
+    starting with ``.`` are skipped (editors' swap files, a ConfigMap's ``..data``).
+    """
+
+    def __init__(
+        self,
+        rules_dir: Path | None,
+        *,
+        check_every_s: float = 1.0,
+        clock: Callable[[], float] = monotonic,
+        counts: Counter[str] | None = None,
+    ) -> None:
         self.rules_dir = rules_dir
-        self._cache: dict[str, RuleSet] = {}
+        self.check_every_s = check_every_s
+        self.clock = clock
+        self.counts: Counter[str] = Counter() if counts is None else counts
+        self._rules: dict[str, RuleSet] = {}  # file name → its last good rules
+        self._seen: dict[str, Signature] = {}  # file name → the version last read (good or not)
+        self._checked: float | None = None
+        self._listing_error: str | None = None
+        self._scanned = False
         self._default: RuleSet | None = None
 
     def check_all(self) -> int:
-        """Load every file now (fail fast at start); returns how many there are."""
-        files = sorted(self.rules_dir.glob("*.yaml")) if self.rules_dir else []
-        for f in files:
-            load_rules(f)
-        return len(files)
+        """Load every file now (fail fast at start); returns how many there are.
+
+        Raises :class:`RulesError` on the first file that does not load.
+        """
+        self._checked = self.clock()
+        return self._scan(strict=True)
+
+    def reload(self) -> int:
+        """Re-read the files that changed now (not waiting for the next check); how many."""
+        self._checked = self.clock()
+        return self._scan(strict=False)
 
     def for_store(self, store_id: str) -> RuleSet:
-        hit = self._cache.get(store_id)
-        if hit is None:
-            hit = self._load(store_id)
-            self._cache[store_id] = hit
-        return hit
-
-    def _load(self, store_id: str) -> RuleSet:
         if self.rules_dir is not None:
-            for name in (f"{store_id}.yaml", "chain.yaml"):
-                path = self.rules_dir / name
-                if path.is_file():
-                    return load_rules(path)
+            now = self.clock()
+            if self._checked is None or now - self._checked >= self.check_every_s:
+                self._checked = now
+                self._scan(strict=False)
+            hit = self._rules.get(f"{store_id}.yaml") or self._rules.get("chain.yaml")
+            if hit is not None:
+                return hit
         if self._default is None:
             self._default = load_rules(DEFAULT_RULES)
         return self._default
+
+    def _scan(self, *, strict: bool) -> int:
+        """Bring the loaded rules up to the directory's files; returns how many files."""
+        if self.rules_dir is None:
+            return 0
+        try:
+            found = {
+                entry.name: _signature(entry.stat())
+                for entry in os.scandir(self.rules_dir)
+                if entry.name.endswith(".yaml")
+                and not entry.name.startswith(".")  # editors' and ConfigMaps' own files
+                and entry.is_file()
+            }
+        except OSError as exc:
+            if strict:
+                raise RulesError(str(self.rules_dir), f"cannot list the directory: {exc}") from exc
+            if str(exc) != self._listing_error:  # once per distinct failure, not every second
+                self._listing_error = str(exc)
+                self.counts["rules_reload_errors"] += 1
+                log.error("rules directory %s: %s; keeping the rules loaded", self.rules_dir, exc)
+            return len(self._seen)
+        self._listing_error = None
+        scanned, self._scanned = self._scanned, True
+        for name in sorted(self._seen.keys() - found.keys()):
+            del self._seen[name]
+            if self._rules.pop(name, None) is not None:
+                log.warning(
+                    "rules file %s deleted: %s",
+                    self.rules_dir / name,
+                    "stores fall back to the default rules"
+                    if name == "chain.yaml"
+                    else f"store {name.removesuffix('.yaml')} falls back to chain.yaml or the "
+                    "default rules",
+                )
+        for name, sig in sorted(found.items()):
+            before = self._seen.get(name)
+            if before == sig:
+                continue
+            self._seen[name] = sig
+            path = self.rules_dir / name
+            try:
+                rules = load_rules(path)
+            except RulesError as exc:
+                if strict:
+                    del self._seen[name]
+                    raise
+                self.counts["rules_reload_errors"] += 1
+                log.error(
+                    "%s; %s",
+                    exc,
+                    "keeping its last good rules" if name in self._rules else "not used",
+                )
+                continue
+            if before is not None or scanned:  # not the first reading of the directory
+                self.counts["rules_reloads"] += 1
+                log.info("rules file %s loaded: %d rule(s)", path, len(rules.rules))
+            self._rules[name] = rules
+        return len(found)
