@@ -6,9 +6,15 @@ The model, for one subject near one gateway:
 * **arming → present** (``zone_enter``) once it has stayed at or above ``enter_rssi`` for
   ``enter_min_s`` *and* ``enter_min_sightings`` sightings; a sample below ``enter_rssi``
   while arming disarms;
+* **absent → present** also by *lingering* (optional, ``linger_rssi``): a slow average of
+  the filtered RSSI (time constant ``linger_min_s / 3``) that has stayed at or above the
+  lower ``linger_rssi`` for ``linger_min_s``. A phone in a bag or behind its carrier reads
+  10-15 dB weaker than a held one; it never reaches ``enter_rssi`` but stays. Someone who
+  only passes (a window shopper, a pass-by) does not stay long enough;
 * **present → dwelling** (``zone_dwell``) ``dwell_s`` after the enter;
 * **present/dwelling → absent** (``zone_exit``) when the RSSI has stayed below the lower
-  ``exit_rssi`` for ``exit_min_s``, or nothing was heard for ``exit_timeout_s``.
+  ``exit_rssi`` for ``exit_min_s`` (after an enter by lingering: the hysteresis under
+  ``linger_rssi``), or nothing was heard for ``exit_timeout_s``.
 
 ``enter_rssi − exit_rssi`` is the hysteresis: noise whose peak-to-peak swing is smaller
 than it cannot produce an exit after an enter. Time is always passed in (seconds, any
@@ -26,6 +32,7 @@ have been shadowed).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -72,11 +79,15 @@ class PresenceConfig:
     dwell_s: float = 30.0
     exit_min_s: float = 3.0
     exit_timeout_s: float = 10.0
+    linger_rssi: float | None = None
+    linger_min_s: float = 30.0
 
     def __post_init__(self) -> None:
         if not self.exit_rssi < self.enter_rssi:
             raise ValueError("exit_rssi must be below enter_rssi (hysteresis)")
-        for name in ("enter_min_s", "dwell_s", "exit_min_s"):
+        if self.linger_rssi is not None and not self.linger_rssi <= self.enter_rssi:
+            raise ValueError("linger_rssi must be at or below enter_rssi")
+        for name in ("enter_min_s", "dwell_s", "exit_min_s", "linger_min_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
         if self.exit_timeout_s <= 0:
@@ -104,8 +115,11 @@ class ZonePresence:
         "entered_at",
         "last_rssi",
         "last_seen",
+        "linger_since",
+        "lingered",
         "sightings",
         "since",
+        "slow",
         "state",
         "subject",
         "zone_id",
@@ -123,6 +137,9 @@ class ZonePresence:
         self.below_since: float | None = None
         self.last_seen = -float("inf")
         self.last_rssi = -float("inf")
+        self.slow: float | None = None
+        self.linger_since: float | None = None
+        self.lingered = False
 
     @property
     def presence_state(self) -> PresenceState:
@@ -144,6 +161,8 @@ class ZonePresence:
             state = self.state
         elif state == _ARMING and t - self.last_seen >= cfg.exit_timeout_s:
             state = self.state = _ABSENT
+        if state < _PRESENT and cfg.linger_rssi is not None and self._linger(rssi, t, out):
+            return
         self.last_seen = t
         self.last_rssi = rssi
         if state == _ABSENT:
@@ -159,7 +178,7 @@ class ZonePresence:
             else:
                 self.state = _ABSENT
         else:
-            if rssi < cfg.exit_rssi:
+            if rssi < (self._linger_exit() if self.lingered else cfg.exit_rssi):
                 if self.below_since is None:
                     self.below_since = t
                 if t - self.below_since >= cfg.exit_min_s:
@@ -194,6 +213,48 @@ class ZonePresence:
         if exit_at <= now:
             self._exit(exit_at, confidence, out)
 
+    def _linger_exit(self) -> float:
+        """Exit threshold after an enter by lingering: the hysteresis under ``linger_rssi``."""
+        cfg = self.cfg
+        assert cfg.linger_rssi is not None
+        return min(cfg.exit_rssi, cfg.linger_rssi - cfg.hysteresis_db)
+
+    def _linger(self, rssi: float, t: float, out: list[Transition]) -> bool:
+        """Update the slow average; enter (and return True) once it has lingered long enough."""
+        cfg = self.cfg
+        assert cfg.linger_rssi is not None
+        slow = self.slow
+        dt = t - self.last_seen
+        if slow is None or dt >= cfg.exit_timeout_s:
+            slow = rssi  # first sample, or after a silence: start again
+            self.linger_since = None
+        elif dt > 0.0:
+            tau = max(cfg.linger_min_s / 3.0, 1e-3)
+            slow += (rssi - slow) * (1.0 - math.exp(-dt / tau))
+        self.slow = slow
+        if slow < cfg.linger_rssi:
+            self.linger_since = None
+            return False
+        if self.linger_since is None:
+            self.linger_since = t
+        if t - self.linger_since < cfg.linger_min_s:
+            return False
+        self.last_seen = t
+        self.last_rssi = rssi
+        self.state = _PRESENT
+        self.entered_at = self.clear_since = t
+        self.below_since = None
+        self.linger_since = None
+        self.lingered = True  # it stays in at the level it came in at (see _linger_exit)
+        # Weaker evidence than a strong enter: 0.5 at the linger threshold, up to 0.75.
+        strength = _clamp01((slow - cfg.linger_rssi) / max(cfg.enter_rssi - cfg.linger_rssi, 1.0))
+        out.append(
+            Transition(
+                self.subject, self.zone_id, "zone_enter", t, rssi, round(0.5 + 0.25 * strength, 3)
+            )
+        )
+        return True
+
     def _maybe_enter(self, t: float, out: list[Transition]) -> None:
         cfg = self.cfg
         if self.sightings < cfg.enter_min_sightings or t - self.since < cfg.enter_min_s:
@@ -201,6 +262,7 @@ class ZonePresence:
         self.state = _PRESENT
         self.entered_at = self.clear_since = t
         self.below_since = None
+        self.lingered = False
         strength = _clamp01((self.last_rssi - cfg.exit_rssi) / (2.0 * cfg.hysteresis_db))
         evidence = _clamp01(self.sightings / (2.0 * cfg.enter_min_sightings))
         out.append(
@@ -237,6 +299,9 @@ class ZonePresence:
         self.state = _ABSENT
         self.below_since = None
         self.sightings = 0
+        self.slow = None
+        self.linger_since = None
+        self.lingered = False
         out.append(
             Transition(self.subject, self.zone_id, "zone_exit", at, self.last_rssi, confidence)
         )

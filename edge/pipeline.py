@@ -50,6 +50,10 @@ def presence_config(settings: EdgeSettings) -> PresenceConfig:
         dwell_s=settings.dwell_s,
         exit_min_s=settings.exit_min_s,
         exit_timeout_s=settings.exit_timeout_s,
+        linger_rssi=None
+        if settings.linger_db is None
+        else settings.enter_rssi - settings.linger_db,
+        linger_min_s=settings.linger_min_s,
     )
 
 

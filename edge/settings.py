@@ -81,6 +81,16 @@ class EdgeSettings(BaseSettings):
         default=15.0, gt=0, description="silence (s) after which a subject left"
     )
     dwell_s: float = Field(default=60.0, ge=0, description="seconds in zone before a zone_dwell")
+    linger_db: float | None = Field(
+        default=10.0,
+        ge=0,
+        description="also enter when a slow average stays this many dB under enter_rssi for linger_min_s (a phone in a bag); unset = off",
+    )
+    linger_min_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="seconds the slow average must stay there to enter by lingering",
+    )
     rssi_offset_db: float = Field(default=0.0, description="calibration offset added to every RSSI")
     max_subjects: int = Field(
         default=50_000, ge=1, description="subjects tracked at once (oldest silent are shed)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
@@ -28,6 +29,9 @@ CFG = PresenceConfig(
     exit_min_s=2.0,
     exit_timeout_s=5.0,
 )
+
+
+LINGER = dataclasses.replace(CFG, linger_rssi=-85.0, linger_min_s=10.0)
 
 
 def raw_tracker(config: PresenceConfig = CFG, **kwargs: int) -> PresenceTracker:
@@ -208,11 +212,13 @@ events = segments.map(expand)
 
 
 @settings(max_examples=200, deadline=None)
-@given(events=events, smoothing=st.booleans())
+@given(events=events, smoothing=st.booleans(), linger=st.booleans())
 def test_never_exit_without_enter_and_times_are_ordered(
-    events: list[tuple[str, float, float, str]], smoothing: bool
+    events: list[tuple[str, float, float, str]], smoothing: bool, linger: bool
 ) -> None:
-    tracker = PresenceTracker("z", CFG, filter_factory=None if smoothing else PassThroughFilter)
+    tracker = PresenceTracker(
+        "z", LINGER if linger else CFG, filter_factory=None if smoothing else PassThroughFilter
+    )
     t = 0.0
     out: list[Transition] = []
     for op, t, rssi, subject in events:
@@ -307,3 +313,50 @@ def test_contest_no_flapping_between_equal_zones(noise: list[tuple[float, float]
         out += contest.update("s", "a", -65.0 + na, t)
         out += contest.update("s", "b", -65.0 + nb, t + 0.1)
     assert [tr.kind for tr in out] == ["zone_enter"]
+
+
+def every_second(rssi: float, t0: float, t1: float) -> list[tuple[float, float]]:
+    return [(float(t), rssi) for t in range(int(t0), int(t1) + 1)]
+
+
+def test_a_weak_but_steady_signal_enters_by_lingering() -> None:
+    # -83 dBm never reaches enter_rssi (-70) but stays above linger_rssi (-85) for 10 s.
+    tracker = raw_tracker(LINGER)
+    out = feed(tracker, every_second(-83.0, 0, 12))
+    assert kinds(out) == [("zone_enter", 10.0)]
+    assert 0.5 <= out[0].confidence <= 0.75  # weaker evidence than a strong enter
+    assert tracker.state("s") is PresenceState.PRESENT
+
+
+def test_lingering_is_off_by_default_and_a_passer_by_does_not_linger() -> None:
+    assert feed(raw_tracker(), every_second(-83.0, 0, 30)) == []  # CFG has no linger tier
+    # At the linger level for 8 s (< linger_min_s), then gone: a window shopper.
+    tracker = raw_tracker(LINGER)
+    out = feed(tracker, every_second(-83.0, 0, 8)) + tracker.tick(60.0)
+    assert out == []
+
+
+def test_the_slow_average_rides_out_a_dip_that_a_raw_threshold_would_not() -> None:
+    # One reading 5 dB under the linger level (a body turned): the average barely moves.
+    tracker = raw_tracker(LINGER)
+    samples = [*every_second(-82.0, 0, 5), (6.0, -90.0), *every_second(-82.0, 7, 12)]
+    assert kinds(feed(tracker, samples)) == [("zone_enter", 10.0)]
+    # A sustained drop under the level restarts the count.
+    tracker = raw_tracker(LINGER)
+    samples = every_second(-82.0, 0, 6) + every_second(-95.0, 7, 14) + every_second(-82.0, 15, 24)
+    assert feed(tracker, samples) == []
+
+
+def test_a_lingered_subject_stays_until_it_falls_under_the_linger_hysteresis() -> None:
+    tracker = raw_tracker(LINGER)
+    feed(tracker, every_second(-83.0, 0, 10))
+    # Under exit_rssi (-80) but above linger_rssi − hysteresis (-95): still present.
+    assert kinds(feed(tracker, every_second(-88.0, 11, 30))) == [("zone_dwell", 20.0)]
+    assert tracker.state("s") is PresenceState.DWELLING
+    out = feed(tracker, every_second(-97.0, 31, 35))
+    assert kinds(out) == [("zone_exit", 33.0)]  # below since 31 s, exit_min_s 2 s
+
+
+def test_a_linger_threshold_above_enter_is_refused() -> None:
+    with pytest.raises(ValueError, match="linger_rssi"):
+        dataclasses.replace(CFG, linger_rssi=-60.0)

@@ -74,7 +74,8 @@ def test_a_floor_gateway_covers_its_zone_but_not_the_street() -> None:
     got = calibrated_thresholds(BOUTIQUE, -72.0, -80.0)
     # Shop floor: its far corner (12.8 m) predicts -86 dBm, but the street is 10 m away
     # (-83.5 dBm), so the street plus a 4 dB margin bounds it: -79.5.
-    assert got["gw-floor"] == {"enter_rssi": -79.5, "exit_rssi": -87.5}
+    assert got["gw-floor"]["enter_rssi"] == -79.5
+    assert got["gw-floor"]["exit_rssi"] == -87.5
     # Upstairs there is no street; the mezzanine's own far corner (7.07 m) bounds it ...
     assert got["gw-mezz"]["enter_rssi"] == pytest.approx(round(predicted_rssi(-60, 2, 50**0.5), 1))
     # ... and where a whole floor is in reach, never below -85 dBm.
@@ -86,13 +87,14 @@ def test_thresholds_are_in_the_units_the_pipeline_compares_after_the_offset() ->
     # 1 m), so the threshold must carry it too: 1.5 dB less sensitive than without.
     layout = {**BOUTIQUE, "gateways": [{**BOUTIQUE["gateways"][1], "rssi_offset_db": 1.5}]}
     got = calibrated_thresholds(layout, -72.0, -80.0)
-    assert got["gw-floor"] == {"enter_rssi": -78.0, "exit_rssi": -86.0}
+    assert (got["gw-floor"]["enter_rssi"], got["gw-floor"]["exit_rssi"]) == (-78.0, -86.0)
 
 
 def test_entrances_fitting_rooms_and_uncalibrated_gateways_keep_the_default() -> None:
     got = calibrated_thresholds(BOUTIQUE, -72.0, -80.0)
     assert "gw-door" not in got  # the street is nearer than the entrance's far side
-    assert "gw-fit" not in got  # a small zone inside the floor: wider would take the floor
+    # a small zone inside the floor: wider would take the floor
+    assert "enter_rssi" not in got["gw-fit"]
     assert calibrations(BOUTIQUE)["gw-fit"].enter_rssi(-72.0) == -72.0
     assert "gw-plain" not in got
     assert "gw-plain" not in calibrations(BOUTIQUE)
@@ -107,4 +109,18 @@ def test_a_calibration_never_makes_a_gateway_deafer_than_the_default() -> None:
         ],
     }
     assert calibrations(layout)["gw"].enter_rssi(-72.0) == -72.0
-    assert calibrated_thresholds(layout, -72.0, -80.0) == {}
+    assert "enter_rssi" not in calibrated_thresholds(layout, -72.0, -80.0).get("gw", {})
+
+
+def test_interior_gateways_linger_deeper_and_sooner_than_the_entrance() -> None:
+    got = calibrated_thresholds(BOUTIQUE, -72.0, -80.0, linger_db=10.0)
+    # The entrance keeps the defaults (10 dB under enter for 60 s: window shoppers pass).
+    assert "gw-door" not in got
+    # Inside, 10 dB under the enter threshold but at least down to -88 dBm, over 20 s.
+    assert got["gw-fit"] == {"linger_db": 16.0, "linger_min_s": 20.0}  # -72 - 16 = -88
+    assert got["gw-floor"]["linger_db"] == 10.0  # -79.5 - 10 = -89.5, already below -88
+    assert got["gw-floor"]["linger_min_s"] == 20.0
+    # Lingering off: interior gateways get nothing for it.
+    off = calibrated_thresholds(BOUTIQUE, -72.0, -80.0, linger_db=None)
+    assert "gw-fit" not in off
+    assert "linger_db" not in off["gw-floor"]

@@ -121,16 +121,7 @@ async def test_simulated_boutique_and_hand_written_trace_score_through_the_real_
     assert rush["alerts_without_consent"] == 0, rush
     assert rush["max_alerts_per_visit"] <= 1, rush  # type: ignore[operator]
     assert rush["precision"] >= 0.99, rush  # type: ignore[operator]
-    if rush["recall"] < 0.99:  # type: ignore[operator]
-        # Not met yet, and said so on every run rather than hidden (last measured: recall
-        # 0.88, 15/17, missed a lingerer and a visit; latency p50 3.8 s, p95 51 s). The
-        # floor gateway now covers its zone (edge.calibration), but the door gateway cannot
-        # be made more sensitive without alerting window shoppers: a phone in a bag at the
-        # door and one held up outside the window give the same RSSI (see the timeline PNG
-        # in this test's artifacts). The test turns green by itself once the edge does.
-        pytest.xfail(
-            f"recall {rush['recall']} < 0.99 ({rush['alerted_expected_visits']}/"
-            f"{rush['expected_visits']} consenting visits alerted; missed: "
-            f"{[m['behaviour'] for m in rush['missed']]}; latency p50 "  # type: ignore[attr-defined]
-            f"{rush['latency_p50_s']} s, p95 {rush['latency_p95_s']} s) - see {procs.log_dir}"
-        )
+    # The door gateway alone cannot tell a bagged phone crossing the door from a window
+    # shopper's held phone outside; lingering (beacons.presence, edge.calibration) is what
+    # catches the bagged phones and the lingerers (see the timeline PNG in the artifacts).
+    assert rush["recall"] >= 0.99, rush  # type: ignore[operator]
