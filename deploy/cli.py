@@ -241,7 +241,10 @@ async def _replay(trace: Path, speed: float | None) -> dict[str, tuple[int, int]
     # rectangles) get thresholds that cover their zone (edge.calibration).
     defaults = EdgeSettings()
     thresholds = calibrated_thresholds(
-        json.loads(first).get("layout") or {}, defaults.enter_rssi, defaults.exit_rssi
+        json.loads(first).get("layout") or {},
+        defaults.enter_rssi,
+        defaults.exit_rssi,
+        linger_db=defaults.linger_db,
     )
     services = ServiceSettings()
     agents = []
