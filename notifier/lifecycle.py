@@ -1,9 +1,12 @@
 """Alert lifecycle in Redis: delivered → claimed → done, declines, escalation, expiry.
 
-One hash per alert, ``{prefix}notifier:alert:{id}``, is the truth; every transition is one
-Lua script on that single key, so it is atomic across notifier instances (first claim
-wins, everyone else is told who has it) and stays valid on Redis Cluster. Two sorted sets
-are indexes only, rebuilt from the hashes' truth as they are read:
+One hash per alert, ``{prefix}notifier:{alerts}:alert:{id}``, is the truth; every
+transition is one Lua script on that key, so it is atomic across notifier instances (first
+claim wins, everyone else is told who has it). A claim, done or decline also queues its
+ack on the ack outbox stream in the same script, so the alert hashes and the ack outbox
+(:func:`ack_outbox_key`) share the hash tag ``{alerts}``: one Redis Cluster slot, which a
+script's keys must be in. Two sorted sets are indexes only, rebuilt from the hashes' truth
+as they are read:
 
 ``{prefix}notifier:store:{store}:alerts``  alert ids by delivery time (the store's feed)
 ``{prefix}notifier:open``                  unclaimed alert ids, scanned by ``tick``
@@ -24,6 +27,7 @@ from enum import StrEnum
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.crc import key_slot
 
 from contracts.models import AckStatus, Alert, AlertAck, AlertKind
 from notifier.channels import Receipt
@@ -37,6 +41,16 @@ log = logging.getLogger(__name__)
 
 NO_TIER = -1
 _ACK_OF_OP = {"claim": AckStatus.CLAIMED, "done": AckStatus.DONE, "decline": AckStatus.DECLINED}
+
+
+# The alert hashes and the ack outbox stream are written by one script: on Redis Cluster
+# every key of a script must be in one hash slot, so they share this hash tag.
+ALERTS_TAG = "{alerts}"
+
+
+def ack_outbox_key(prefix: str) -> str:
+    """The ack outbox stream, in the alert hashes' slot (:data:`ALERTS_TAG`)."""
+    return f"{prefix}notifier:{ALERTS_TAG}:outbox:acks"
 
 
 class AlertState(StrEnum):
@@ -252,6 +266,12 @@ class Lifecycle:
         acks: Outbox | None = None,
     ) -> None:
         self.redis = redis
+        self.prefix = prefix
+        if acks is not None and key_slot(acks.key.encode()) != key_slot(self._key("-").encode()):
+            raise ValueError(
+                f"ack outbox {acks.key!r} is not in the alert hashes' Redis Cluster slot "
+                f"(its name needs the hash tag {ALERTS_TAG}: see ack_outbox_key)"
+            )
         self.acks = acks
         # Who sends an escalation caused by a decline (the notifier sets it).
         self.on_delivery: Callable[[Delivery], Awaitable[None]] | None = None
@@ -267,7 +287,7 @@ class Lifecycle:
 
     # keys ------------------------------------------------------------------------
     def _key(self, alert_id: str) -> str:
-        return f"{self.prefix}notifier:alert:{alert_id}"
+        return f"{self.prefix}notifier:{ALERTS_TAG}:alert:{alert_id}"
 
     def _feed_index(self, store: str) -> str:
         return f"{self.prefix}notifier:store:{store}:alerts"

@@ -44,7 +44,7 @@ from notifier.destinations import Destinations
 from notifier.directory import Associate, Clock, Directory, utc_now
 from notifier.dispatch import Dispatcher
 from notifier.exceptions import NotifierError
-from notifier.lifecycle import AlertRecord, Delivery, Lifecycle
+from notifier.lifecycle import AlertRecord, Delivery, Lifecycle, ack_outbox_key
 from notifier.metrics import Metrics
 from notifier.outbox import Entry, Outbox
 from notifier.routing import Ladder
@@ -92,7 +92,7 @@ class Notifier:
         # the others after ``claim_idle``.
         self.instance = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self.ack_outbox = Outbox(
-            self.redis, f"{prefix}notifier:outbox:acks", group="acks", consumer=self.instance
+            self.redis, ack_outbox_key(prefix), group="acks", consumer=self.instance
         )
         s = self.settings
         backoff = Backoff(s.webhook_attempts, s.webhook_backoff_s, s.webhook_backoff_cap_s)

@@ -245,6 +245,7 @@ def customers_rebuild_consent(
     from contracts.topics import CONSENT
     from stream.consent_log import RebuildReport, rebuild_consent
     from stream.exceptions import ConsentLogError
+    from stream.registry import Registry
 
     services = ServiceSettings()
     if not services.kafka:
@@ -257,14 +258,14 @@ def customers_rebuild_consent(
         try:
             # Changes still in the outbox go to the topic first, so the topic is current;
             # if a worker's pump holds the lock, wait until it has drained the outbox.
-            outbox = f"{services.redis_prefix}consent-outbox"
+            registry = Registry(redis, services.redis_prefix)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout
             while True:
                 why = await publish_consent(redis, services)
                 if why is not None:
                     raise ConsentLogError(topic, f"the consent outbox could not be drained: {why}")
-                if not await redis.xlen(outbox):
+                if not await registry.outbox_len():
                     break
                 if loop.time() > deadline:
                     raise ConsentLogError(topic, "the consent outbox was not drained in time")

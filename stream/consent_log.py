@@ -2,12 +2,13 @@
 
 Why an outbox: a consent change is written to Redis (the registry the worker reads) and
 must also reach the compacted topic, and no process may die between the two and lose it.
-So :class:`stream.registry.Registry` adds the customer id to the ``consent-outbox`` Redis
-stream *in the same transaction* as the change and its audit entry, and :func:`pump_outbox`
-drains it: for each customer it reads the current consent state (hash, enrolment and
-registry version in one transaction), produces one :class:`ConsentRecord` keyed by the
-customer id (a tombstone, null value, once the customer is forgotten) with ``acks=all``,
-and deletes the outbox entries only after Kafka has acknowledged them. A pump killed
+So :class:`stream.registry.Registry` adds the customer id to its shard's ``consent-outbox``
+Redis stream *in the same transaction* as the change and its audit entry (one shard is one
+Redis Cluster slot, see :mod:`stream.registry`), and :func:`pump_outbox` drains the
+shards' outboxes: for each customer it reads the current consent state (hash, enrolment
+and the shard's version in one transaction), produces one :class:`ConsentRecord` keyed by
+the customer id (a tombstone, null value, once the customer is forgotten) with
+``acks=all``, and deletes the outbox entries only after Kafka has acknowledged them. A pump killed
 anywhere republishes on its next run (at least once; records are whole states, so a
 repeat is harmless). ``proxima customers grant|revoke|forget`` pump right after their
 change when Kafka is configured, and the stream worker pumps on a timer for every other
@@ -27,13 +28,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from contracts.exceptions import ContractError
 from contracts.models import ConsentRecord, parse_model
 from stream.exceptions import ConsentLogError
-from stream.registry import as_text
+from stream.registry import RedisClient, RegistryKeys, as_text, shard_of
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +41,18 @@ LOCK_MS = 60_000
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end"
 
 
-async def snapshot(redis: aioredis.Redis, prefix: str, customer_id: str) -> ConsentRecord | None:
-    """The customer's whole consent now, or None if the customer is not enrolled (forgotten)."""
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.hgetall(f"{prefix}consent:{customer_id}")
-        pipe.sismember(f"{prefix}customers", customer_id)
-        pipe.get(f"{prefix}registry:version")
+async def snapshot(redis: RedisClient, prefix: str, customer_id: str) -> ConsentRecord | None:
+    """The customer's whole consent now, or None if the customer is not enrolled (forgotten).
+
+    ``version`` is the customer's shard's registry version: it grows with every change of
+    this customer, which is all :func:`read_latest` compares it for.
+    """
+    keys = RegistryKeys(prefix)
+    shard = shard_of(customer_id)
+    async with redis.pipeline(transaction=True) as pipe:  # one shard: one slot
+        pipe.hgetall(keys.consent(customer_id))
+        pipe.sismember(keys.customers(shard), customer_id)
+        pipe.get(keys.version(shard))
         decisions, enrolled, version = await pipe.execute()
     if not enrolled:
         return None
@@ -72,7 +78,7 @@ def aiokafka_send(producer: AIOKafkaProducer) -> SendFn:
 
 
 async def pump_outbox(
-    redis: aioredis.Redis,
+    redis: RedisClient,
     prefix: str,
     send: SendFn,
     topic: str,
@@ -84,34 +90,47 @@ async def pump_outbox(
     Returns 0 without reading when another pump holds the lock (it drains until the
     outbox is empty, so it also takes entries added while it runs).
     """
-    outbox = f"{prefix}consent-outbox"
-    lock = f"{outbox}:lock"
+    keys = RegistryKeys(prefix)
     token = uuid.uuid4().hex
-    if not await redis.set(lock, token, nx=True, px=LOCK_MS):
+    if not await redis.set(keys.outbox_lock, token, nx=True, px=LOCK_MS):
         return 0
     published = 0
     try:
         while True:
-            entries = await redis.xrange(outbox, "-", "+", count=batch)
-            if not entries:
+            async with redis.pipeline(transaction=False) as pipe:
+                for shard in keys.shards():
+                    pipe.xlen(keys.outbox(shard))
+                lengths = await pipe.execute()
+            busy = [shard for shard, n in zip(keys.shards(), lengths, strict=True) if n]
+            if not busy:
                 return published
-            customers: dict[str, None] = {}
-            for entry_id, fields in entries:
-                cid = (fields or {}).get(b"customer_id")
-                if cid is None:
-                    log.warning("consent outbox entry %s has no customer_id: dropped", entry_id)
-                    continue
-                customers[as_text(cid)] = None
-            futures = []
-            for cid in customers:
-                record = await snapshot(redis, prefix, cid)
-                value = None if record is None else record.to_json()
-                futures.append(await send(topic, cid.encode(), value))
-            await asyncio.gather(*futures)
-            await redis.xdel(outbox, *(entry_id for entry_id, _ in entries if entry_id))
-            published += len(customers)
+            for shard in busy:
+                published += await _drain(redis, prefix, keys.outbox(shard), send, topic, batch)
     finally:
-        await redis.eval(_RELEASE, 1, lock, token)
+        await redis.eval(_RELEASE, 1, keys.outbox_lock, token)
+
+
+async def _drain(
+    redis: RedisClient, prefix: str, outbox: str, send: SendFn, topic: str, batch: int
+) -> int:
+    """Publish one batch of one shard's outbox; delete its entries after Kafka's acks."""
+    entries = await redis.xrange(outbox, "-", "+", count=batch) or []
+    customers: dict[str, None] = {}
+    for entry_id, fields in entries:
+        cid = (fields or {}).get(b"customer_id")
+        if cid is None:
+            log.warning("consent outbox entry %s has no customer_id: dropped", entry_id)
+            continue
+        customers[as_text(cid)] = None
+    futures = []
+    for cid in customers:
+        record = await snapshot(redis, prefix, cid)
+        value = None if record is None else record.to_json()
+        futures.append(await send(topic, cid.encode(), value))
+    await asyncio.gather(*futures)
+    if entries:
+        await redis.xdel(outbox, *(entry_id for entry_id, _ in entries if entry_id))
+    return len(customers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +203,7 @@ async def read_latest(
 
 
 async def rebuild_consent(
-    redis: aioredis.Redis, prefix: str, bootstrap: str, topic: str, timeout: float = 30.0
+    redis: RedisClient, prefix: str, bootstrap: str, topic: str, timeout: float = 30.0
 ) -> RebuildReport:
     """Restore every customer's consent hash from the topic (idempotent).
 
@@ -193,23 +212,41 @@ async def rebuild_consent(
     left alone. Bumps the registry version so workers reload.
     """
     latest, bad = await read_latest(bootstrap, topic, timeout)
-    restored = erased = 0
-    async with redis.pipeline(transaction=True) as pipe:
-        for cid, rec in latest.items():
-            key = f"{prefix}consent:{cid}"
-            pipe.delete(key)
-            if rec is None:
-                erased += 1
-                continue
-            restored += 1
-            if rec.consent:
-                pipe.hset(
-                    key,
-                    mapping={
-                        field: json.dumps({"granted": d.granted, "at": d.at.isoformat()})
-                        for field, d in rec.consent.items()
-                    },
-                )
-        pipe.incr(f"{prefix}registry:version")
-        await pipe.execute()
+    restored, erased = await restore_consent(redis, prefix, latest)
     return RebuildReport(restored=restored, erased=erased, skipped=bad)
+
+
+async def restore_consent(
+    redis: RedisClient, prefix: str, latest: dict[str, ConsentRecord | None]
+) -> tuple[int, int]:
+    """Write :func:`read_latest`'s records into the registry; (restored, erased).
+
+    One transaction per registry shard (one Redis Cluster slot each), with the shard's
+    version bump: a shard is restored whole or not at all, and running it again is safe.
+    """
+    keys = RegistryKeys(prefix)
+    by_shard: dict[int, list[str]] = {}
+    for cid in latest:
+        by_shard.setdefault(shard_of(cid), []).append(cid)
+    restored = erased = 0
+    for shard, cids in sorted(by_shard.items()):
+        async with redis.pipeline(transaction=True) as pipe:
+            for cid in cids:
+                rec = latest[cid]
+                key = keys.consent(cid)
+                pipe.delete(key)
+                if rec is None:
+                    erased += 1
+                    continue
+                restored += 1
+                if rec.consent:
+                    pipe.hset(
+                        key,
+                        mapping={
+                            field: json.dumps({"granted": d.granted, "at": d.at.isoformat()})
+                            for field, d in rec.consent.items()
+                        },
+                    )
+            pipe.incr(keys.version(shard))
+            await pipe.execute()
+    return restored, erased

@@ -23,11 +23,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import redis.asyncio as aioredis
 from pydantic import ValidationError
 
 from stream.exceptions import RegistryError
-from stream.registry import CustomerProfile, Purpose, Registry, new_identity_key
+from stream.registry import CustomerProfile, Purpose, RedisClient, Registry, new_identity_key
 
 COLUMNS = (
     "customer_id",
@@ -177,7 +176,7 @@ async def import_csv(registry: Registry, text: str) -> ImportReport:
 
 
 async def register_device(
-    redis: aioredis.Redis, prefix: str, customer_id: str, device_id: str, public_key: str | None
+    redis: RedisClient, prefix: str, customer_id: str, device_id: str, public_key: str | None
 ) -> None:
     """Map an app device to the customer (stream) and, with its Ed25519 public key (base64),
     publish the key where the gateways' ingest reads it (``{prefix}devices:{device_id}``)."""

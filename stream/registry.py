@@ -1,15 +1,26 @@
-"""Customers and their consent, in Redis.
+"""Customers and their consent, in Redis (a single server or a Redis Cluster).
 
-Keys (``p`` is the namespace prefix, e.g. ``proxima:``):
+The registry is split into :data:`SHARDS` shards by customer id. Every key of a shard
+carries the shard's hash tag (``{r05}``), so a shard lives in one Redis Cluster hash slot
+and each change stays one MULTI/EXEC transaction on one node, as on a single server: the
+profile, the consent, its audit entry, its consent-outbox entry and the version bump of
+one customer are written together or not at all. Keys (``p`` is the namespace prefix,
+e.g. ``proxima:``, ``t`` the customer's shard tag, see :class:`RegistryKeys`):
 
-- ``p customers`` — set of enrolled customer ids
-- ``p customer:{id}`` — the profile, JSON (identity key included: only the stream reads it)
-- ``p consent:{id}`` — hash ``purpose`` or ``purpose@store`` → JSON ``{granted, at}``
-- ``p registry:version`` — bumped on every change, so workers rebuild their EID index
-- ``p device-owner`` — hash app device id (hex) → customer id (app-reported events)
-- ``p audit`` — stream of consent changes, device registrations and erasures
-- ``p consent-outbox`` — stream of customer ids whose consent changed, written in the
+- ``p{t}customers`` — set of the shard's enrolled customer ids
+- ``p{t}customer:{id}`` — the profile, JSON (identity key included: only the stream reads it)
+- ``p{t}consent:{id}`` — hash ``purpose`` or ``purpose@store`` → JSON ``{granted, at}``
+- ``p{t}customer-devices:{id}`` — set of the customer's app device ids
+- ``p{t}registry:version`` — bumped on every change of the shard; :meth:`Registry.version`
+  is the sum over the shards, so workers rebuild their EID index
+- ``p{t}audit`` — stream of the shard's consent changes, device registrations and erasures
+- ``p{t}consent-outbox`` — stream of customer ids whose consent changed, written in the
   change's own transaction and drained to ``proxima.consent.v1`` (stream.consent_log)
+- ``p device-owner`` — hash app device id (hex) → customer id (app-reported events); one
+  key of its own, written after the customer's devices set (see :meth:`register_device`)
+
+Reads over many customers (:meth:`Registry.get_many`, :meth:`Registry.all_profiles`) are
+pipelines of single-key commands, never MGET, which Redis Cluster refuses across slots.
 """
 
 from __future__ import annotations
@@ -17,14 +28,77 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, TypeAlias
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from redis.asyncio.cluster import RedisCluster
 
 from stream.exceptions import RegistryError
+
+RedisClient: TypeAlias = aioredis.Redis | RedisCluster
+"""A single Redis server's client or a Redis Cluster's: the registry works on both."""
+
+# One hash tag per 1,024-slot range of Redis Cluster's 16,384 slots (slots 500, 1525, ...,
+# 16319), so the shards spread over the primaries of any cluster. Changing the count or a
+# tag moves customers between keys: a data migration.
+SHARD_TAGS = (
+    "r00d0", "r01e0", "r02f0", "r03g0", "r04p0", "r05", "r06b0", "r07c0",
+    "r08l0", "r09m0", "r10o0", "r11n0", "r12b0", "r13c0", "r14k0", "r15j0",
+)  # fmt: skip
+SHARDS = len(SHARD_TAGS)
+
+
+def shard_of(customer_id: str) -> int:
+    """The registry shard that holds a customer's keys (stable: CRC-32 of the id)."""
+    return zlib.crc32(customer_id.encode()) % SHARDS
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryKeys:
+    """Every registry key name; the one place that knows the layout (see the module doc)."""
+
+    prefix: str
+
+    def tag(self, shard: int) -> str:
+        return f"{self.prefix}{{{SHARD_TAGS[shard]}}}"
+
+    def customer(self, customer_id: str) -> str:
+        return f"{self.tag(shard_of(customer_id))}customer:{customer_id}"
+
+    def consent(self, customer_id: str) -> str:
+        return f"{self.tag(shard_of(customer_id))}consent:{customer_id}"
+
+    def devices(self, customer_id: str) -> str:
+        return f"{self.tag(shard_of(customer_id))}customer-devices:{customer_id}"
+
+    def customers(self, shard: int) -> str:
+        return f"{self.tag(shard)}customers"
+
+    def version(self, shard: int) -> str:
+        return f"{self.tag(shard)}registry:version"
+
+    def audit(self, shard: int) -> str:
+        return f"{self.tag(shard)}audit"
+
+    def outbox(self, shard: int) -> str:
+        return f"{self.tag(shard)}consent-outbox"
+
+    @property
+    def device_owner(self) -> str:
+        return f"{self.prefix}device-owner"
+
+    @property
+    def outbox_lock(self) -> str:
+        return f"{self.prefix}consent-outbox:lock"
+
+    def shards(self) -> range:
+        return range(SHARDS)
 
 
 class Purpose(StrEnum):
@@ -117,60 +191,65 @@ def new_identity_key() -> str:
 
 
 class Registry:
-    """The customer and consent repository (async redis-py)."""
+    """The customer and consent repository (async redis-py, single server or cluster)."""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
+    def __init__(self, redis: RedisClient, prefix: str) -> None:
         self.r = redis
         self.p = prefix
+        self.keys = RegistryKeys(prefix)
         self._parsed: dict[bytes, CustomerProfile] = {}
-
-    def _k(self, *parts: str) -> str:
-        return self.p + ":".join(parts)
 
     async def enroll(
         self, profile: CustomerProfile, consent: list[Purpose], store: str | None = None
     ) -> None:
         now = datetime.now(UTC)
-        async with self.r.pipeline(transaction=True) as pipe:
-            pipe.sadd(self._k("customers"), profile.customer_id)
-            pipe.set(self._k("customer", profile.customer_id), profile.model_dump_json())
+        cid = profile.customer_id
+        shard = shard_of(cid)
+        async with self.r.pipeline(transaction=True) as pipe:  # one shard: one slot
+            pipe.sadd(self.keys.customers(shard), cid)
+            pipe.set(self.keys.customer(cid), profile.model_dump_json())
             for purpose in consent:
                 field = f"{purpose.value}@{store}" if store else purpose.value
                 pipe.hset(
-                    self._k("consent", profile.customer_id),
+                    self.keys.consent(cid),
                     field,
                     json.dumps({"granted": True, "at": now.isoformat()}),
                 )
                 pipe.xadd(
-                    self._k("audit"),
+                    self.keys.audit(shard),
                     {
-                        "customer_id": profile.customer_id,
+                        "customer_id": cid,
                         "action": "grant",
                         "purpose": field,
                         "at": now.isoformat(),
                     },
                 )
             if consent:
-                pipe.xadd(self.outbox_key, {"customer_id": profile.customer_id})
-            pipe.incr(self._k("registry", "version"))
+                pipe.xadd(self.keys.outbox(shard), {"customer_id": cid})
+            pipe.incr(self.keys.version(shard))
             await pipe.execute()
 
-    @property
-    def outbox_key(self) -> str:
-        """The consent outbox: ids of customers whose consent changed, not yet on Kafka."""
-        return self._k("consent-outbox")
+    async def outbox_len(self) -> int:
+        """Entries in the consent outbox (all shards): changes not yet on Kafka."""
+        async with self.r.pipeline(transaction=False) as pipe:
+            for shard in self.keys.shards():
+                pipe.xlen(self.keys.outbox(shard))
+            return sum(await pipe.execute())
 
     async def get(self, customer_id: str) -> CustomerProfile | None:
         return (await self.get_many([customer_id]))[customer_id]
 
     async def get_many(self, customer_ids: list[str]) -> dict[str, CustomerProfile | None]:
         """Profiles of several customers in one round trip (None: not enrolled)."""
+        return await self._profiles(customer_ids)
+
+    async def _profiles(self, customer_ids: list[str]) -> dict[str, CustomerProfile | None]:
         if not customer_ids:
             return {}
-        # A pipeline rather than MGET: the keys may live on different Redis Cluster slots.
+        # A pipeline rather than MGET: the keys live on different Redis Cluster slots.
         async with self.r.pipeline(transaction=False) as pipe:
             for cid in customer_ids:
-                pipe.get(self._k("customer", cid))
+                pipe.get(self.keys.customer(cid))
             raws = await pipe.execute()
         return {
             cid: self._parse(raw) if raw else None
@@ -199,33 +278,46 @@ class Registry:
             got = await pipe.execute()
         return {pair: self.consent_from(values) for pair, values in zip(pairs, got, strict=True)}
 
-    async def all_profiles(self) -> list[CustomerProfile]:
-        ids = sorted(
-            m.decode() if isinstance(m, bytes) else str(m)
-            for m in await self.r.smembers(self._k("customers"))
-        )
-        if not ids:
-            return []
-        raws = await self.r.mget([self._k("customer", i) for i in ids])
-        return [CustomerProfile.model_validate_json(raw) for raw in raws if raw]
+    async def customer_ids(self) -> list[str]:
+        """Every enrolled customer id, sorted."""
+        async with self.r.pipeline(transaction=False) as pipe:
+            for shard in self.keys.shards():
+                pipe.smembers(self.keys.customers(shard))
+            members: list[set[bytes]] = await pipe.execute()
+        return sorted(as_text(m) for ids in members for m in ids)
+
+    async def all_profiles(self, chunk: int = 1000) -> list[CustomerProfile]:
+        ids = await self.customer_ids()
+        profiles: list[CustomerProfile] = []
+        for i in range(0, len(ids), chunk):
+            got = await self._profiles(ids[i : i + chunk])
+            profiles.extend(p for p in got.values() if p is not None)
+        return profiles
 
     async def version(self) -> int:
-        raw = await self.r.get(self._k("registry", "version"))
-        return int(raw) if raw else 0
+        """Goes up on every change (the sum of the shards' counters)."""
+        async with self.r.pipeline(transaction=False) as pipe:
+            for shard in self.keys.shards():
+                pipe.get(self.keys.version(shard))
+            return sum(int(raw) for raw in await pipe.execute() if raw)
+
+    async def _enrolled(self, customer_id: str) -> bool:
+        return bool(await self.r.sismember(self.keys.customers(shard_of(customer_id)), customer_id))
 
     async def set_consent(
         self, customer_id: str, purpose: Purpose, granted: bool, store: str | None = None
     ) -> None:
-        if not await self.r.sismember(self._k("customers"), customer_id):
+        if not await self._enrolled(customer_id):
             raise RegistryError(f"customer {customer_id!r} is not enrolled")
         now = datetime.now(UTC).isoformat()
         field = f"{purpose.value}@{store}" if store else purpose.value
-        async with self.r.pipeline(transaction=True) as pipe:
+        shard = shard_of(customer_id)
+        async with self.r.pipeline(transaction=True) as pipe:  # one shard: one slot
             pipe.hset(
-                self._k("consent", customer_id), field, json.dumps({"granted": granted, "at": now})
+                self.keys.consent(customer_id), field, json.dumps({"granted": granted, "at": now})
             )
             pipe.xadd(
-                self._k("audit"),
+                self.keys.audit(shard),
                 {
                     "customer_id": customer_id,
                     "action": "grant" if granted else "revoke",
@@ -233,8 +325,8 @@ class Registry:
                     "at": now,
                 },
             )
-            pipe.xadd(self.outbox_key, {"customer_id": customer_id})
-            pipe.incr(self._k("registry", "version"))
+            pipe.xadd(self.keys.outbox(shard), {"customer_id": customer_id})
+            pipe.incr(self.keys.version(shard))
             await pipe.execute()
 
     async def has_consent(self, customer_id: str, purpose: Purpose, store: str) -> bool:
@@ -245,7 +337,7 @@ class Registry:
         return self.consent_from(values)
 
     def consent_key(self, customer_id: str) -> str:
-        return self._k("consent", customer_id)
+        return self.keys.consent(customer_id)
 
     @staticmethod
     def consent_fields(purpose: Purpose, store: str) -> list[str]:
@@ -261,73 +353,103 @@ class Registry:
         return False
 
     async def register_device(self, customer_id: str, device_id: str) -> None:
-        """Map an app device id (lowercase hex, as in event subjects) to the customer."""
+        """Map an app device id (lowercase hex, as in event subjects) to the customer.
+
+        The customer's devices set (with the audit entry) is written first and the device
+        map after it: they are in different slots on a cluster, and a crash in between
+        leaves a listed device that resolves to nobody yet (registering again completes
+        it), never a mapping that :meth:`forget` would not find.
+        """
         if not re.fullmatch(r"(?:[0-9a-f]{2}){1,64}", device_id):
             raise RegistryError(
                 f"device id {device_id!r}: must be lowercase hex, an even number of digits (2..128)"
             )
-        if not await self.r.sismember(self._k("customers"), customer_id):
+        if not await self._enrolled(customer_id):
             raise RegistryError(f"customer {customer_id!r} is not enrolled")
-        owner = await self.r.hget(self._k("device-owner"), device_id)
+        owner = await self.r.hget(self.keys.device_owner, device_id)
         if owner is not None and as_text(owner) != customer_id:
             raise RegistryError(f"device {device_id} already belongs to another customer")
         now = datetime.now(UTC).isoformat()
-        async with self.r.pipeline(transaction=True) as pipe:
-            pipe.hset(self._k("device-owner"), device_id, customer_id)
-            pipe.sadd(self._k("customer-devices", customer_id), device_id)
+        async with self.r.pipeline(transaction=True) as pipe:  # one shard: one slot
+            pipe.sadd(self.keys.devices(customer_id), device_id)
             pipe.xadd(
-                self._k("audit"),
+                self.keys.audit(shard_of(customer_id)),
                 {"customer_id": customer_id, "action": "device", "device": device_id, "at": now},
             )
             await pipe.execute()
+        await self.r.hset(self.keys.device_owner, device_id, customer_id)
 
     async def customer_for_device(self, device_id: str) -> str | None:
-        raw = await self.r.hget(self._k("device-owner"), device_id)
+        raw = await self.r.hget(self.keys.device_owner, device_id)
         return None if raw is None else as_text(raw)
 
     async def devices(self, customer_id: str) -> list[str]:
-        return sorted(
-            m.decode() if isinstance(m, bytes) else str(m)
-            for m in await self.r.smembers(self._k("customer-devices", customer_id))
-        )
+        return sorted(as_text(m) for m in await self.r.smembers(self.keys.devices(customer_id)))
 
     async def consent_records(self, customer_id: str) -> dict[str, dict[str, object]]:
         """Every consent decision: ``purpose`` or ``purpose@store`` → ``{granted, at}``."""
-        raw = await self.r.hgetall(self._k("consent", customer_id))
-        return {
-            (k.decode() if isinstance(k, bytes) else str(k)): json.loads(v) for k, v in raw.items()
-        }
+        raw = await self.r.hgetall(self.keys.consent(customer_id))
+        return {as_text(k): json.loads(v) for k, v in raw.items()}
+
+    async def audit(self, customer_id: str | None = None) -> list[dict[str, str]]:
+        """Audit entries (of one customer, or of all) oldest first, by their stream ids."""
+        shards: Iterable[int] = (
+            [shard_of(customer_id)] if customer_id is not None else self.keys.shards()
+        )
+        entries: list[tuple[str, dict[str, str]]] = []
+        for shard in shards:
+            for entry_id, fields in await self.r.xrange(self.keys.audit(shard)) or []:
+                entry = {as_text(k): as_text(v) for k, v in (fields or {}).items()}
+                if entry_id and (customer_id is None or entry.get("customer_id") == customer_id):
+                    entries.append((as_text(entry_id), entry))
+        entries.sort(key=lambda e: tuple(int(n) for n in e[0].split("-")))
+        return [entry for _, entry in entries]
 
     async def forget(self, customer_id: str) -> bool:
-        """Erase the customer: profile, consent, visits and dedupe keys; audit the erasure."""
+        """Erase the customer: profile, consent, visits and dedupe keys; audit the erasure.
+
+        The customer's own keys, the audit entry, the tombstone's outbox entry and the
+        version bump are one transaction (one shard); the rest (device map, the gateways'
+        device keys, visit state, cooldowns, dedupe keys, departures) lives in other slots
+        and is swept right after. The sweep finds its keys by scanning, so running forget
+        again after a crash in between finishes it.
+        """
         now = datetime.now(UTC).isoformat()
+        shard = shard_of(customer_id)
+        devices = await self.devices(customer_id)
+        async with self.r.pipeline(transaction=True) as pipe:  # one shard: one slot
+            pipe.srem(self.keys.customers(shard), customer_id)
+            pipe.delete(
+                self.keys.customer(customer_id),
+                self.keys.consent(customer_id),
+                self.keys.devices(customer_id),
+            )
+            pipe.xadd(
+                self.keys.audit(shard),
+                {"customer_id": customer_id, "action": "forget", "at": now},
+            )
+            pipe.xadd(self.keys.outbox(shard), {"customer_id": customer_id})
+            pipe.incr(self.keys.version(shard))
+            removed, *_ = await pipe.execute()
         traces = [
             key
             for pattern in (
-                self._k("visit", customer_id, "*"),
-                self._k("alerted", customer_id, "*"),
-                self._k("cooldown", customer_id, "*"),
+                f"{self.p}visit:{customer_id}:*",
+                f"{self.p}alerted:{customer_id}:*",
+                f"{self.p}cooldown:{customer_id}:*",
             )
             async for key in self.r.scan_iter(pattern, count=1000)
         ]
-        devices = await self.devices(customer_id)
-        departing = [k async for k in self.r.scan_iter(self._k("departing", "*"), count=1000)]
-        async with self.r.pipeline(transaction=True) as pipe:
-            pipe.srem(self._k("customers"), customer_id)
-            pipe.delete(
-                self._k("customer", customer_id),
-                self._k("consent", customer_id),
-                self._k("customer-devices", customer_id),
-                *traces,
-            )
+        departing = [k async for k in self.r.scan_iter(f"{self.p}departing:*", count=1000)]
+        # Single-key commands in a plain pipeline: each goes to its own slot's node.
+        async with self.r.pipeline(transaction=False) as pipe:
+            for key in traces:
+                pipe.delete(key)
             if devices:
-                pipe.hdel(self._k("device-owner"), *devices)
-                # the gateways' copy of the devices' public keys (edge.devices)
-                pipe.delete(*(self._k(f"devices:{d}") for d in devices))
+                pipe.hdel(self.keys.device_owner, *devices)
+                for d in devices:  # the gateways' copy of the device's public key (edge.devices)
+                    pipe.delete(f"{self.p}devices:{d}")
             for key in departing:
                 pipe.zrem(key, customer_id)
-            pipe.xadd(self._k("audit"), {"customer_id": customer_id, "action": "forget", "at": now})
-            pipe.xadd(self.outbox_key, {"customer_id": customer_id})
-            pipe.incr(self._k("registry", "version"))
-            removed, *_ = await pipe.execute()
+            await pipe.execute()
         return bool(removed)

@@ -15,11 +15,12 @@ from aiokafka import AIOKafkaConsumer
 
 from contracts.models import AckStatus, AlertAck, parse_model
 from contracts.services import ServiceSettings
-from notifier.lifecycle import AlertRecord, Lifecycle
+from notifier.lifecycle import AlertRecord, Lifecycle, ack_outbox_key
 from notifier.outbox import Entry, Outbox
 from notifier.service import Notifier
 from notifier.settings import NotifierSettings
 from tests.notifier.conftest import FAST_HASHER, FakeClock, make_alert
+from tests.redis_slots import SlotCheckedRedis
 from transport.kafka import ensure_topics, make_producer
 from transport.mqtt import MqttClient
 
@@ -44,7 +45,7 @@ async def test_each_transition_is_queued_as_an_ack_once(
     from notifier.directory import Directory
 
     assert isinstance(directory, Directory)
-    outbox = Outbox(redis, f"{services.redis_prefix}acks", group="g", consumer="c")
+    outbox = Outbox(redis, ack_outbox_key(services.redis_prefix), group="g", consumer="c")
     lifecycle = Lifecycle(redis, services.redis_prefix, directory, clock=clock, acks=outbox)
     for who in ("maria", "joao"):
         await directory.add("s1", who.title(), "password-1", associate_id=who)
@@ -73,7 +74,7 @@ async def test_the_ack_is_queued_with_the_transition_even_if_the_process_fails_r
     from notifier.directory import Directory
 
     assert isinstance(directory, Directory)
-    outbox = Outbox(redis, f"{services.redis_prefix}acks", group="g", consumer="c")
+    outbox = Outbox(redis, ack_outbox_key(services.redis_prefix), group="g", consumer="c")
 
     class CrashAfterTransition(Lifecycle):
         """Dies on its first Redis read after the transition script has run."""
@@ -96,6 +97,44 @@ async def test_the_ack_is_queued_with_the_transition_even_if_the_process_fails_r
         await lifecycle.claim(str(alert.alert_id), "s1", "maria")
     acks = await _acks(lifecycle)
     assert [(a.associate_id, a.status) for a in acks] == [("maria", AckStatus.CLAIMED)]
+
+
+async def test_transitions_and_their_acks_stay_in_one_redis_cluster_slot(
+    services: ServiceSettings, directory: object, clock: FakeClock
+) -> None:
+    """Each transition script writes the alert's hash and the ack outbox: on a cluster both
+    keys must be in one slot (the client refuses a call whose keys are in two)."""
+    from notifier.directory import Directory
+
+    assert isinstance(directory, Directory)
+    checked = SlotCheckedRedis.connect(services.redis, decode_responses=True)
+    try:
+        outbox = Outbox(checked, ack_outbox_key(services.redis_prefix), group="g", consumer="c")
+        lifecycle = Lifecycle(checked, services.redis_prefix, directory, clock=clock, acks=outbox)
+        for who in ("maria", "joao"):
+            await directory.add("s1", who.title(), "password-1", associate_id=who)
+            await directory.set_on_shift("s1", who, True)
+        alert = make_alert(store_id="s1")
+        alert_id = str(alert.alert_id)
+        await lifecycle.create(alert)
+        await lifecycle.claim(alert_id, "s1", "maria")
+        await lifecycle.decline(alert_id, "s1", "maria")
+        await lifecycle.done(alert_id, "s1", "joao")
+        assert len(await _acks(lifecycle)) == 3
+        assert checked.checker.seen["multi-key EVALSHA"] == 3  # hash + outbox, one slot
+    finally:
+        await checked.aclose()
+
+
+def test_an_ack_outbox_outside_the_alerts_slot_is_refused(
+    redis: aioredis.Redis, services: ServiceSettings, directory: object
+) -> None:
+    from notifier.directory import Directory
+
+    assert isinstance(directory, Directory)
+    outbox = Outbox(redis, f"{services.redis_prefix}acks", group="g", consumer="c")
+    with pytest.raises(ValueError, match="hash tag"):
+        Lifecycle(redis, services.redis_prefix, directory, acks=outbox)
 
 
 async def test_an_ack_the_sink_refused_is_delivered_again(

@@ -111,16 +111,16 @@ async def test_registry_rebuilt_from_topic_answers_as_before_and_forgotten_stay_
     await reg.set_consent("bea", Purpose.ARRIVAL_ALERTS, False, store="s1")
     assert await reg.forget("cara")
     # Every change is in the outbox until a pump has it on Kafka.
-    assert await r.xlen(reg.outbox_key) == 8
+    assert await reg.outbox_len() == 8
     assert await _pump(services, r) == 3  # one whole-state record per customer
-    assert await r.xlen(reg.outbox_key) == 0
+    assert await reg.outbox_len() == 0
 
     # The CLI publishes its own change at once (no worker running here).
     cli_env = dict(os.environ, PROXIMA_NAMESPACE=services.namespace, PROXIMA_KAFKA=services.kafka)
     res = _cli(cli_env, "customers", "grant", "ana", "analytics", "--store", "s1")
     assert res.returncode == 0, res.stderr
     assert "not yet on" not in res.stderr
-    assert await r.xlen(reg.outbox_key) == 0
+    assert await reg.outbox_len() == 0
 
     before = await _answers(reg, ["ana", "bea", "cara"])
     assert before["ana arrival_alerts@s1"] is False
@@ -176,9 +176,9 @@ async def test_outbox_keeps_changes_kafka_did_not_acknowledge(
 
     with pytest.raises(ConnectionError):
         await pump_outbox(r, services.redis_prefix, failing, services.topics.kafka(CONSENT))
-    assert await r.xlen(reg.outbox_key) == 2  # nothing lost, the lock is released
+    assert await reg.outbox_len() == 2  # nothing lost, the lock is released
     assert await _pump(services, r) == 1
-    assert await r.xlen(reg.outbox_key) == 0
+    assert await reg.outbox_len() == 0
     latest, _ = await read_latest(services.kafka_bootstrap, services.topics.kafka(CONSENT))
     dan = latest["dan"]
     assert dan is not None
@@ -198,12 +198,12 @@ async def test_worker_publishes_changes_other_writers_left_in_the_outbox(
         # What a CSV import or the simulators do: Redis only, nobody pumps.
         await reg.enroll(_profile("eva", 5), [Purpose.ARRIVAL_ALERTS, Purpose.ANALYTICS])
         await reg.set_consent("eva", Purpose.ANALYTICS, False)
-        assert await r.xlen(reg.outbox_key) == 2
+        assert await reg.outbox_len() == 2
         procs.env["PROXIMA_STREAM_CONSENT_PUBLISH_S"] = "0.5"
         procs.start("worker", "stream", "worker")
         try:
             async with asyncio.timeout(60):
-                while await r.xlen(reg.outbox_key):  # noqa: ASYNC110 - another process drains it
+                while await reg.outbox_len():  # noqa: ASYNC110 - another process drains it
                     await asyncio.sleep(0.2)
         except TimeoutError:
             pytest.fail("the worker did not drain the outbox\n" + procs.log("worker")[-3000:])
