@@ -712,20 +712,24 @@ def topics_ensure(
     ] = 1,
     timeout: Annotated[float, typer.Option(help="seconds to wait for the broker")] = 60.0,
 ) -> None:
-    """Create every contract topic that does not exist yet (idempotent; run before the services).
+    """Create every contract topic and the stream worker's table changelogs that do not
+    exist yet (idempotent; run before the services).
 
     Faust refuses a table whose changelog partition count differs from its source
     topic's, and a topic the broker auto-creates takes the broker's default, so a
-    deployment creates the topics first (compose's init-topics, the k8s Job).
+    deployment creates the topics first (compose's init-topics, the k8s Job). The
+    changelogs ({app id}-{table}-changelog) and the consent topic are compacted.
     """
     from stream.settings import StreamSettings
+    from stream.tables import changelog_topics
     from transport.kafka import ensure_topics, wait_for_broker
 
     services = ServiceSettings()
     if not services.kafka:
         raise _fail("PROXIMA_KAFKA is not set: name the broker to create the topics on")
-    count = partitions or StreamSettings().partitions
-    names = services.topics.all_kafka
+    settings = StreamSettings()
+    count = partitions or settings.partitions
+    names = services.topics.all_kafka + changelog_topics(services, settings)
 
     async def run() -> None:
         await wait_for_broker(services.kafka_bootstrap, timeout=timeout)

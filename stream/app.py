@@ -3,6 +3,10 @@
 Processing guarantee is at-least-once (Faust commits an offset after the agent has
 handled the event); exactly-once is not used because Tansu's transactions are incomplete
 and because every step downstream is idempotent anyway (see stream.processor).
+
+State: the alert dedupe table (:mod:`stream.tables`) is a Faust table with a changelog,
+in the store ``PROXIMA_STREAM_STORE_URL`` names; customers, consent, the EID index and
+visit state live in Redis.
 """
 
 from __future__ import annotations
@@ -12,22 +16,24 @@ import base64
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import faust
 import redis.asyncio as aioredis
 import uvloop
 from aiokafka.errors import KafkaError
+from faust.types import EventT
 from redis.exceptions import RedisError
 
 from contracts.exceptions import ContractError
-from contracts.models import DlqRecord, Event, VisitUpdate, parse_model
+from contracts.models import Alert, DlqRecord, Event, VisitUpdate, parse_model
 from contracts.services import ServiceSettings
 from contracts.topics import CONSENT, VISITS
 from stream.consent_log import pump_outbox
 from stream.processor import EventProcessor
 from stream.rules import RuleBook
 from stream.settings import StreamSettings
+from stream.tables import DEDUPE_TABLE, AlertDedupe, app_id, ensure_changelogs
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +77,16 @@ def create_app(
     ``raw_send`` replaces the app's Kafka producer for every record the worker writes
     (alerts, visits, DLQ, consent): the agent's unit tests record them instead.
     ``processor`` is the decision chain the agent uses (default: one built from the
-    settings on a Redis client of its own, which lives as long as the worker).
+    settings on a Redis client of its own, which lives as long as the worker); the app
+    attaches its dedupe table to it as :attr:`EventProcessor.sent_log`.
     """
     _fetch_wait(settings.fetch_max_wait_ms)
     topics = services.topics
-    app_id = f"{services.namespace}-{settings.app_id}" if services.namespace else settings.app_id
-    datadir = settings.data_dir / app_id
+    name = app_id(services, settings)
+    datadir = settings.data_dir / name
     datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     app = faust.App(
-        app_id,
+        name,
         broker=f"kafka://{services.kafka_bootstrap}",
         store=settings.store_url,
         datadir=str(datadir),
@@ -109,6 +116,14 @@ def create_app(
     visits_topic = raw_topic(topics.kafka(VISITS))
     rules = RuleBook(settings.rules_dir)
     rules.check_all()  # a broken rules file stops the worker at start, naming the field
+    dedupe = AlertDedupe(
+        app.Table(
+            DEDUPE_TABLE,
+            key_type=str,  # values: JSON objects (value_type=dict would not decode)
+            help="alert dedupe key (customer:store:visit:kind) -> the alert sent for it",
+        ),
+        ttl_s=settings.dedupe_ttl_s,
+    )
     state: dict[str, Any] = {} if processor is None else {"processor": processor}
 
     async def producer_send(topic: str, key: bytes | None, value: bytes | None) -> Any:
@@ -143,6 +158,7 @@ def create_app(
                 rules=rules,
             )
         proc: EventProcessor = state["processor"]
+        proc.sent_log = dedupe
         return proc
 
     # How Faust 0.15 feeds this agent (read from its source; measured by `proxima bench
@@ -160,15 +176,24 @@ def create_app(
     @app.agent(events_topic)
     async def decide(stream: faust.StreamT[bytes]) -> None:
         proc = await get_processor()
+        purge_at = 0.0
         # Batches: the Kafka acks of a batch's alerts and visits are awaited together and
         # its events are marked processed in one Redis round trip, after they are on Kafka.
-        async for batch in stream.take(settings.batch_max, within=settings.batch_within_s):
+        # Events rather than values: a table write needs the Faust event that caused it.
+        # (StreamT does not declare take_events; the Stream every agent gets has it)
+        batches = cast(faust.Stream[bytes], stream).take_events(
+            settings.batch_max, within=settings.batch_within_s
+        )
+        async for batch in batches:
             done: list[Event] = []
+            sources: list[EventT[bytes]] = []  # the Faust event of each of `done`
             pending: list[Any] = []
-            alerts = []
-            for raw in batch:
+            sent: list[tuple[Alert, EventT[bytes]]] = []
+            for source in batch:
+                raw = source.value
                 try:
                     done.append(parse_model(Event, raw))
+                    sources.append(source)
                 except ContractError as exc:
                     proc.stats.counts["rejected"] += 1
                     log.warning("event rejected to DLQ: %s", exc)
@@ -181,7 +206,8 @@ def create_app(
                     pending.append(
                         await send(dlq_topic, None, record.model_dump_json(by_alias=True).encode())
                     )
-            for decision in await proc.decide_batch(done):
+            decisions = await proc.decide_batch(done)
+            for decision, source in zip(decisions, sources, strict=True):
                 for visit in decision.visits:
                     pending.append(
                         await send(visits_topic, visit.customer_id.encode(), visit.to_json())
@@ -190,12 +216,20 @@ def create_app(
                     pending.append(
                         await send(alerts_topic, alert.store_id.encode(), alert.to_json())
                     )
-                    alerts.append(alert)
+                    sent.append((alert, source))
             # Wait for Kafka's acks before recording anything as sent or processed.
             await asyncio.gather(*pending)
-            for alert in alerts:
+            for alert, _ in sent:
                 log.info("alert %s: %s", alert.alert_id, alert.title)
-            await proc.mark_done(alerts, done)
+            await proc.mark_done([alert for alert, _ in sent], done)
+            now = proc.now().timestamp()
+            for alert, source in sent:
+                # The source's partition is the store's: the entry's changelog partition.
+                dedupe.record(proc.dedupe_id(alert), str(alert.alert_id), source, now)
+            if now >= purge_at:
+                if purged := dedupe.purge(now):
+                    log.info("purged %d expired alert dedupe entries", purged)
+                purge_at = now + settings.table_purge_s
 
     @app.timer(interval=settings.departure_check_s)  # type: ignore[untyped-decorator]
     async def departures() -> None:
@@ -240,6 +274,15 @@ def run_worker(loglevel: str = "warn") -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     services = ServiceSettings()
     settings = StreamSettings()
+    # Faust may not declare topics (a broker's auto-created topic has the wrong partition
+    # count): create the tables' changelogs before it starts, like the contract topics.
+    # A loop of its own, not asyncio.run(): that would leave the main thread with "no current
+    # loop" set, which the worker's own get_event_loop() would then refuse.
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(ensure_changelogs(services, settings))
+    finally:
+        loop.close()
     app = create_app(services, settings)
     worker = _Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

@@ -18,7 +18,11 @@ producing but before committing). The visit id derives from the visit's first ev
 alert id from the dedupe key (customer, store, visit, kind). The key is claimed with
 ``SET NX EX`` as ``pending:<id>`` before the alert is produced and becomes ``sent:<id>``
 once Kafka has it; a replay finding ``pending`` with the same id produces the same alert
-again (the notifier drops the copy), one finding ``sent`` stays silent.
+again (the notifier drops the copy), one finding ``sent`` stays silent. The worker also
+keeps the sent keys in a changelog-backed Faust table (:mod:`stream.tables`), consulted
+first as :attr:`EventProcessor.sent_log`: a hit stays silent without asking Redis, and a
+restarted worker knows what it sent even if Redis lost the key. Redis stays the authority
+across workers (only it sees another worker's claim still pending).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 import redis.asyncio as aioredis
 
@@ -43,6 +48,14 @@ from stream.visits import Observation, VisitTracker
 log = logging.getLogger(__name__)
 
 ALERT_NS = uuid.UUID("6f2b8a52-3a3c-4c1e-9a55-0d3c1f6e8b10")
+
+
+class SentLog(Protocol):
+    """Where the worker records alerts as sent, besides Redis (:class:`stream.tables.AlertDedupe`)."""
+
+    def sent(self, key: str, now: float) -> str | None:
+        """The id of the alert sent for dedupe key ``key`` (:meth:`EventProcessor.dedupe_id`)."""
+        ...
 
 
 @dataclass(slots=True)
@@ -72,6 +85,7 @@ class EventProcessor:
         dedupe_ttl_s: int = 2 * 86400,
         rules: RuleBook | None = None,
         registry: Registry | None = None,
+        sent_log: SentLog | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -85,6 +99,8 @@ class EventProcessor:
         self.rules = rules or RuleBook(None)
         self.revisit_gap_s = revisit_gap_s
         self.dedupe_ttl_s = dedupe_ttl_s
+        self.sent_log = sent_log
+        """Consulted before Redis's dedupe key; the Faust app attaches its table here."""
         self.now = now
         self.monotonic = monotonic
         self.stats = ProcessorStats()
@@ -240,6 +256,9 @@ class EventProcessor:
             ruleset = self.rules.for_store(store)
             t = event.observed_at.timestamp()
             for rule, alert in candidates:
+                if self._sent_before(alert):
+                    c["deduped"] += 1
+                    continue
                 cooldown = ruleset.cooldown(rule)
                 if await self._cooling(customer_id, store, rule.id, t, alert.alert_id, cooldown):
                     c["cooldown"] += 1
@@ -354,13 +373,31 @@ class EventProcessor:
     def alert_id(customer_id: str, store_id: str, visit_id: str, kind: AlertKind) -> uuid.UUID:
         return uuid.uuid5(ALERT_NS, f"{customer_id}|{store_id}|{visit_id}|{kind.value}")
 
+    @staticmethod
+    def dedupe_id(alert: Alert) -> str:
+        """The alert's dedupe key (customer, store, visit, kind), as the table holds it."""
+        return ":".join(
+            (alert.customer_id, alert.store_id, alert.visit_id or "-", alert.kind.value)
+        )
+
     def _k(self, *parts: str) -> str:
         return self.p + ":".join(parts)
 
     def _dedupe_key(self, alert: Alert) -> str:
-        return self._k(
-            "alerted", alert.customer_id, alert.store_id, alert.visit_id or "-", alert.kind.value
-        )
+        return self._k("alerted", self.dedupe_id(alert))
+
+    def _sent_before(self, alert: Alert) -> bool:
+        """True if the local table knows this alert as sent (no Redis round trip then).
+
+        Checked before the cooldown and the claim: a replayed alert has the same id, which
+        the cooldown would let through anyway, and the claim would refuse.
+        """
+        if self.sent_log is None:
+            return False
+        if self.sent_log.sent(self.dedupe_id(alert), self.now().timestamp()) is None:
+            return False
+        self.stats.counts["dedupe_table_hits"] += 1
+        return True
 
     def _advance(self, store: str, t: float) -> None:
         mark = self._watermarks.get(store)

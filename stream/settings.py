@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+STORE_SCHEMES = frozenset({"memory", "rocksdb"})
+"""Faust table stores the worker supports (faust/stores/__init__.py has more)."""
 
 
 class StreamSettings(BaseSettings):
@@ -57,10 +60,17 @@ class StreamSettings(BaseSettings):
         default=2 * 86400, gt=0, description="how long alert dedupe keys live"
     )
     data_dir: Path = Field(
-        default=Path(".proxima/stream-data"), description="Faust's table directory"
+        default=Path(".proxima/stream-data"),
+        description="the worker's local state (rocksdb:// table files) under {data_dir}/{app id}",
     )
     store_url: str = Field(
-        default="memory://", description="Faust table store: memory:// or rocksdb://"
+        default="memory://",
+        description="Faust table store: memory:// (rebuilt from the changelog at start) or rocksdb:// (on disk, needs the rocksdb extra)",
+    )
+    table_purge_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="how often the worker deletes expired entries from its tables (changelog tombstones)",
     )
     bridge_share_group: str = Field(
         default="proxima-bridge", description="MQTT shared subscription group"
@@ -81,3 +91,13 @@ class StreamSettings(BaseSettings):
         default=False,
         description="idempotent Kafka producer (needs InitProducerId: real Kafka/Redpanda, not Tansu)",
     )
+
+    @field_validator("store_url")
+    @classmethod
+    def _known_store(cls, url: str) -> str:
+        scheme = url.partition("://")[0]
+        if "://" not in url or scheme not in STORE_SCHEMES:
+            raise ValueError(
+                f"store_url {url!r}: the scheme must be one of {sorted(STORE_SCHEMES)}"
+            )
+        return url

@@ -63,11 +63,25 @@ async def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> None:
 
 
 def topic_configs(name: str) -> dict[str, str]:
-    """Broker configs a contract topic is created with: the consent topic is compacted
-    (the latest record per customer is the registry's state; DESIGN.md, consent)."""
-    if name == CONSENT or name.endswith("." + CONSENT):
+    """Broker configs a topic is created with: compacted for the consent topic (the latest
+    record per customer is the registry's state; DESIGN.md, consent) and for Faust table
+    changelogs (``{app id}-{table}-changelog``: the latest record per key is the table)."""
+    if name == CONSENT or name.endswith(("." + CONSENT, "-changelog")):
         return {"cleanup.policy": "compact"}
     return {}
+
+
+async def partition_count(bootstrap: str, topic: str) -> int | None:
+    """How many partitions ``topic`` has, or None if it does not exist."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        if topic not in set(await admin.list_topics()):
+            return None
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return len(described["partitions"]) or None
 
 
 async def ensure_topics(

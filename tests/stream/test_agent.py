@@ -1,21 +1,26 @@
 """The worker's Faust agent driven through ``agent.test_context()``: no Kafka broker, the
 app's producer replaced by a recorder of what the worker would write, real Redis (the
-agent's identity, consent and dedupe state live there)."""
+agent's identity, consent and dedupe state live there), the real Faust dedupe table
+(memory:// and rocksdb://); its changelog records stay in Faust's producer buffer, which
+never starts here, so the tests read them there."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import faust
 import pytest
 import redis.asyncio as aioredis
+from faust.stores.rocksdb import Store as RocksStore
+from faust.types import TP
 
 from beacons.eid import compute_eid
 from contracts.services import ServiceSettings
@@ -23,6 +28,7 @@ from stream.app import create_app
 from stream.processor import EventProcessor
 from stream.registry import CustomerProfile, Purpose, Registry
 from stream.settings import StreamSettings
+from stream.tables import DEDUPE_TABLE, AlertDedupe
 from tests.factories import event_dict
 
 pytestmark = pytest.mark.integration  # Redis
@@ -63,17 +69,43 @@ class Harness:
     registry: Registry
     processor: EventProcessor
 
+    @property
+    def dedupe(self) -> AlertDedupe:
+        sent_log = self.processor.sent_log
+        assert isinstance(sent_log, AlertDedupe)  # attached when the agent starts
+        return sent_log
 
-@pytest.fixture
-async def harness(namespace: str, tmp_path: Path) -> AsyncIterator[Harness]:
+    def changelog(self) -> list[tuple[int | None, Any, Any]]:
+        """(partition, key, value) of the table changes sent since the last call."""
+        pending = self.app.producer.buffer.pending
+        out = []
+        while not pending.empty():
+            message = pending.get_nowait().message
+            assert message.channel.get_topic_name().endswith(f"-{DEDUPE_TABLE}-changelog")
+            # serialised already (the table asks for eager partitioning): JSON, or None
+            value = None if message.value is None else json.loads(message.value)
+            out.append((message.partition, json.loads(message.key), value))
+        return out
+
+
+@asynccontextmanager
+async def _harness(
+    namespace: str,
+    data_dir: Path,
+    *,
+    now: Callable[[], datetime] | None = None,
+    **settings: Any,
+) -> AsyncIterator[Harness]:
     # The bootstrap address is only a string here: nothing connects to it.
     services = ServiceSettings(namespace=namespace, kafka="kafka://127.0.0.1:9")
     recorder = Recorder()
     r = aioredis.from_url(services.redis)
-    processor = EventProcessor(r, services.redis_prefix)
+    processor = EventProcessor(r, services.redis_prefix, **({"now": now} if now else {}))
     app = create_app(
         services,
-        StreamSettings(data_dir=tmp_path, departure_check_s=3600, consent_publish_s=3600),
+        StreamSettings(
+            data_dir=data_dir, departure_check_s=3600, consent_publish_s=3600, **settings
+        ),
         raw_send=recorder.send,
         processor=processor,
     )
@@ -88,16 +120,24 @@ async def harness(namespace: str, tmp_path: Path) -> AsyncIterator[Harness]:
         visible_fields=["name"],
     )
     await registry.enroll(profile, [Purpose.ARRIVAL_ALERTS])
-    yield Harness(app, services, recorder, registry, processor)
-    # The agent's stream asks for app.consumer (to track offsets), which builds Faust's
-    # Kafka consumer thread object with an event loop of its own; it never starts here.
-    consumer: Any = app._consumer
-    if consumer is not None:
-        consumer._thread.thread_loop.close()
-    keys = [k async for k in r.scan_iter(f"{services.redis_prefix}*")]
-    if keys:
-        await r.delete(*keys)
-    await r.aclose()
+    try:
+        yield Harness(app, services, recorder, registry, processor)
+    finally:
+        # The agent's stream asks for app.consumer (to track offsets), which builds Faust's
+        # Kafka consumer thread object with an event loop of its own; it never starts here.
+        consumer: Any = app._consumer
+        if consumer is not None:
+            consumer._thread.thread_loop.close()
+        keys = [k async for k in r.scan_iter(f"{services.redis_prefix}*")]
+        if keys:
+            await r.delete(*keys)
+        await r.aclose()
+
+
+@pytest.fixture
+async def harness(namespace: str, tmp_path: Path) -> AsyncIterator[Harness]:
+    async with _harness(namespace, tmp_path) as h:
+        yield h
 
 
 def _agent(app: faust.App) -> Any:
@@ -163,3 +203,104 @@ async def test_a_repeated_event_id_is_decided_once_in_a_batch_and_after_it(
     assert alerts[0]["caused_by"] == [json.loads(event)["event_id"]]
     counts = harness.processor.stats.counts
     assert (counts["events"], counts["duplicate_events"], counts["unresolved"]) == (5, 2, 2)
+
+
+def _dedupe_key(alert: dict[str, Any]) -> str:
+    return f"{alert['customer_id']}:{alert['store_id']}:{alert['visit_id']}:{alert['kind']}"
+
+
+async def test_a_sent_alert_is_recorded_in_the_dedupe_table_on_its_events_partition(
+    harness: Harness,
+) -> None:
+    topics = harness.services.topics
+    event = _ana_event()
+    stranger = json.dumps(event_dict(store_id="store-9")).encode()
+    async with _agent(harness.app).test_context() as agent:
+        # One batch, two partitions: the entry must go to the partition of Ana's store.
+        await agent.put(stranger, key=b"store-9", partition=1, wait=False)
+        await agent.put(event, key=b"store-1", partition=2, wait=False)
+        (alert,) = await harness.recorder.wait_for(topics.alerts, 1)
+        await _processed(harness, event)
+    key = _dedupe_key(alert)
+    now = datetime.now(UTC).timestamp()
+    assert harness.dedupe.sent(key, now) == alert["alert_id"]
+    (change,) = harness.changelog()
+    partition, changed_key, value = change
+    assert (partition, changed_key) == (2, key)
+    assert value["alert_id"] == alert["alert_id"]
+    assert value["partition"] == 2
+
+
+async def test_a_replay_the_dedupe_table_knows_stays_silent_without_asking_redis(
+    harness: Harness,
+) -> None:
+    topics = harness.services.topics
+    r = harness.processor.r
+    prefix = harness.services.redis_prefix
+    event = _ana_event()
+    async with _agent(harness.app).test_context() as agent:
+        await agent.put(event, key=b"store-1", wait=False)
+        (alert,) = await harness.recorder.wait_for(topics.alerts, 1)
+        await _processed(harness, event)
+        # Redis forgets that the event was processed and that its alert was sent (a Redis
+        # restart without persistence, an eviction): only the table still knows.
+        alerted = f"{prefix}alerted:{_dedupe_key(alert)}"
+        assert await r.get(alerted) == f"sent:{alert['alert_id']}".encode()
+        await r.delete(alerted, f"{prefix}event:{json.loads(event)['event_id']}")
+        await agent.put(event, key=b"store-1", wait=False)
+        await _processed(harness, event)
+    assert len(harness.recorder.on(topics.alerts)) == 1
+    counts = harness.processor.stats.counts
+    assert (counts["dedupe_table_hits"], counts["deduped"]) == (1, 1)
+    assert not await r.exists(alerted)  # the table answered: no claim was made in Redis
+
+
+async def test_expired_dedupe_entries_are_purged_with_a_tombstone_on_their_partition(
+    namespace: str, tmp_path: Path
+) -> None:
+    clock = [T0]
+    async with _harness(
+        namespace, tmp_path, now=lambda: clock[0], dedupe_ttl_s=3600, table_purge_s=60
+    ) as harness:
+        event = _ana_event()
+        sentinel = json.dumps(event_dict()).encode()
+        async with _agent(harness.app).test_context() as agent:
+            await agent.put(event, key=b"store-1", partition=3, wait=False)
+            (alert,) = await harness.recorder.wait_for(harness.services.topics.alerts, 1)
+            await _processed(harness, event)
+            key = _dedupe_key(alert)
+            assert [(p, k) for p, k, _ in harness.changelog()] == [(3, key)]
+            clock[0] = T0 + timedelta(seconds=3601)
+            assert harness.dedupe.sent(key, clock[0].timestamp()) is None  # expired
+            await agent.put(sentinel, key=b"store-1", wait=False)  # a batch runs the purge
+            await _processed(harness, sentinel)
+        assert key not in harness.dedupe.table
+        assert harness.changelog() == [(3, key, None)]
+
+
+async def test_the_rocksdb_store_keeps_the_dedupe_table_on_disk_across_apps(
+    namespace: str, tmp_path: Path
+) -> None:
+    """rocksdb:// through the real rocksdict: the entry is in the partition's database, which
+    a new app on the same data directory opens when the partition is assigned to it."""
+    async with _harness(namespace, tmp_path, store_url="rocksdb://") as harness:
+        event = _ana_event()
+        async with _agent(harness.app).test_context() as agent:
+            await agent.put(event, key=b"store-1", partition=1, wait=False)
+            (alert,) = await harness.recorder.wait_for(harness.services.topics.alerts, 1)
+            await _processed(harness, event)
+        table = harness.dedupe.table
+        changelog = table.changelog_topic_name
+        db_path = table.data.partition_path(1)  # type: ignore[attr-defined]
+        assert db_path.is_dir(), db_path
+        await table.data.stop()  # closes the databases (releases RocksDB's lock)
+        again = create_app(
+            harness.services, StreamSettings(data_dir=tmp_path, store_url="rocksdb://")
+        )
+        again.finalize()
+        table_again = again.tables[DEDUPE_TABLE]
+        assert isinstance(table_again.data, RocksStore)
+        assert table_again.data.use_rocksdict  # the rocksdict driver, not python-rocksdb
+        await table_again.data.assign_partitions(table_again, {TP(changelog, 1)})
+        reread = AlertDedupe(table_again, ttl_s=3600)
+        assert reread.sent(_dedupe_key(alert), datetime.now(UTC).timestamp()) == alert["alert_id"]
