@@ -225,7 +225,14 @@ def create_app(
             now = proc.now().timestamp()
             for alert, source in sent:
                 # The source's partition is the store's: the entry's changelog partition.
-                dedupe.record(proc.dedupe_id(alert), str(alert.alert_id), source, now)
+                dedupe.record(
+                    proc.dedupe_id(alert), str(alert.alert_id), alert.customer_id, source, now
+                )
+            # `proxima customers forget` reaches the table here: the identity index sees
+            # the customer leave the registry (checked at most every 0.5 s).
+            await proc.identity.refresh()
+            if erased := dedupe.forget(proc.identity.take_forgotten()):
+                log.info("erased %d alert dedupe entries of forgotten customers", erased)
             if now >= purge_at:
                 if purged := dedupe.purge(now):
                     log.info("purged %d expired alert dedupe entries", purged)

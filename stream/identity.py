@@ -26,6 +26,7 @@ class IdentityIndex:
         self._version = -1
         self._known: dict[str, tuple[bytes, int]] = {}
         self._checked = 0.0
+        self._forgotten: set[str] = set()
 
     async def refresh(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -42,6 +43,7 @@ class IdentityIndex:
         }
         for gone in self._known.keys() - wanted.keys():
             self._resolver.remove(gone)
+            self._forgotten.add(gone)
         for cid, (key, k) in wanted.items():
             if self._known.get(cid) != (key, k):
                 if cid in self._known:
@@ -49,6 +51,15 @@ class IdentityIndex:
                 self._resolver.add(cid, key, k)
         self._known = wanted
         self._version = version
+
+    def take_forgotten(self) -> set[str]:
+        """Customers removed from the registry (forgotten) since the last call.
+
+        The worker erases them from its tables; only removals this index saw count (a
+        customer forgotten before the index first loaded is not known here).
+        """
+        gone, self._forgotten = self._forgotten, set()
+        return gone
 
     async def resolve(self, subject: Subject, observed_at: float) -> str | None:
         await self.refresh()

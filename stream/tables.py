@@ -38,13 +38,14 @@ table.py, stores/rocksdb.py, streams.py) — the reason for :func:`writing_as`:
   partition count (``PartitionsMismatch``) and, since the app may not declare topics, exist
   before the worker starts (:func:`ensure_changelogs`, ``proxima topics ensure``).
 - A plain table never expires keys (only windowed ones do), so :meth:`AlertDedupe.purge`
-  deletes expired entries itself, with a tombstone on the partition each entry records.
+  deletes expired entries itself, with a tombstone on the partition each entry records;
+  :meth:`AlertDedupe.forget` does the same for customers erased from the registry.
 """
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypedDict
 
@@ -97,6 +98,8 @@ def writing_as(event: EventT[Any]) -> Iterator[None]:
 
 class DedupeEntry(TypedDict):
     alert_id: str
+    customer: str
+    """Whose alert it was, so ``proxima customers forget`` can erase the entry."""
     until: float
     """Unix time after which the entry is ignored and purged (Redis's key has the same TTL)."""
     partition: int
@@ -120,28 +123,41 @@ class AlertDedupe:
             return None
         return entry["alert_id"]
 
-    def record(self, key: str, alert_id: str, event: EventT[Any], now: float) -> None:
+    def record(
+        self, key: str, alert_id: str, customer: str, event: EventT[Any], now: float
+    ) -> None:
         """Record ``alert_id`` as sent; ``event`` is the one that caused it (its partition)."""
         entry = DedupeEntry(
-            alert_id=alert_id, until=now + self.ttl_s, partition=event.message.partition
+            alert_id=alert_id,
+            customer=customer,
+            until=now + self.ttl_s,
+            partition=event.message.partition,
         )
         with writing_as(event):
             self.table[key] = entry
 
     def purge(self, now: float) -> int:
-        """Delete expired entries: from the local store and, by tombstone, the changelog.
+        """Delete expired entries: from the local store and, by tombstone, the changelog."""
+        return self._delete(lambda entry: entry["until"] <= now)
+
+    def forget(self, customers: set[str]) -> int:
+        """Delete the entries of forgotten customers (tombstones on the changelog)."""
+        return self._delete(lambda entry: entry["customer"] in customers) if customers else 0
+
+    def _delete(self, doomed: Callable[[DedupeEntry], bool]) -> int:
+        """Delete the entries ``doomed`` picks, locally and by tombstone.
 
         A scan of the local store (entries live ``ttl_s``, one per alert sent). The
         tombstone goes to the partition the entry records: no current event is needed for
         a delete that names its partition (``Collection.send_changelog``), and the stores
         delete a key without one.
         """
-        expired = [
+        gone = [
             (key, entry["partition"])
             for key, entry in list(self.table.data.items())
-            if entry["until"] <= now
+            if doomed(entry)
         ]
-        for key, partition in expired:
+        for key, partition in gone:
             self.table.data.pop(key, None)
             self.table.send_changelog(partition, key, None, value_serializer="raw")
-        return len(expired)
+        return len(gone)

@@ -304,3 +304,22 @@ async def test_the_rocksdb_store_keeps_the_dedupe_table_on_disk_across_apps(
         await table_again.data.assign_partitions(table_again, {TP(changelog, 1)})
         reread = AlertDedupe(table_again, ttl_s=3600)
         assert reread.sent(_dedupe_key(alert), datetime.now(UTC).timestamp()) == alert["alert_id"]
+
+
+async def test_a_forgotten_customers_dedupe_entries_are_erased_with_tombstones(
+    harness: Harness,
+) -> None:
+    event = _ana_event()
+    sentinel = json.dumps(event_dict()).encode()
+    harness.processor.identity.check_every_s = 0  # see the registry change at the next batch
+    async with _agent(harness.app).test_context() as agent:
+        await agent.put(event, key=b"store-1", partition=2, wait=False)
+        (alert,) = await harness.recorder.wait_for(harness.services.topics.alerts, 1)
+        await _processed(harness, event)
+        key = _dedupe_key(alert)
+        assert [(p, k) for p, k, _ in harness.changelog()] == [(2, key)]
+        assert await harness.registry.forget("ana")
+        await agent.put(sentinel, key=b"store-1", wait=False)  # the next batch erases
+        await _processed(harness, sentinel)
+    assert key not in harness.dedupe.table
+    assert harness.changelog() == [(2, key, None)]
