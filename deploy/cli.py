@@ -616,11 +616,16 @@ def beacons_eid(
 @app.command()
 def bench(
     name: Annotated[
-        str, typer.Argument(metavar="NAME", help="beacons, notifier, ingest, edge, stream")
+        str,
+        typer.Argument(metavar="NAME", help="beacons, notifier, ingest, edge, stream, detection"),
     ],
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     seconds: Annotated[float, typer.Option(help="measuring time per figure")] = 2.0,
     events: Annotated[int, typer.Option(help="events per run (stream)", min=1000)] = 20_000,
+    seeds: Annotated[
+        str, typer.Option(help="simulation seeds, comma-separated (detection)")
+    ] = "21,22,23,24,25,26,27",
+    scenario: Annotated[str, typer.Option(help="simulated scenario (detection)")] = "boutique-rush",
 ) -> None:
     """Run a benchmark and print a table (or JSON)."""
     from rich.table import Table
@@ -643,9 +648,22 @@ def bench(
         from stream.bench import run_stream_bench
 
         results = asyncio.run(run_stream_bench(events=events))
+    elif name == "detection":
+        from simulators.detection import run_detection_bench
+        from simulators.exceptions import SimulatorError
+
+        try:
+            seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+        except ValueError as exc:
+            raise _fail(f"--seeds must be integers separated by commas: {seeds!r}") from exc
+        try:
+            results = run_detection_bench(seed_list, scenario)
+        except SimulatorError as exc:
+            raise _fail(str(exc)) from exc
     else:
         raise _fail(
-            f"unknown benchmark {name!r}; available: beacons, notifier, ingest, edge, stream"
+            f"unknown benchmark {name!r}; available: beacons, notifier, ingest, edge, stream, "
+            "detection"
         )
     if as_json:
         sys.stdout.write(json.dumps(results) + "\n")
@@ -679,6 +697,8 @@ def _fmt(value: object) -> str:
         return str(value)
     if value != value:  # NaN: the figure could not be measured here
         return "n/a"
+    if isinstance(value, int):
+        return f"{value:,}"
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3f}"
 
 

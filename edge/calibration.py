@@ -29,10 +29,11 @@ What tells the two apart is time, so every gateway also enters by *lingering*
 ``linger_min_s``). The defaults (10 dB, 60 s) suit an entrance: a lingerer stays minutes,
 a window shopper ~20 s. Inside the store (floor, fitting room, checkout) nobody is on the
 pavement, and walls and distance keep the street out, so interior gateways linger down to
-``INTERIOR_LINGER_DBM`` over ``INTERIOR_LINGER_S``. Measured on the boutique with
-``edge.calibration`` tuned on boutique-rush seeds 21-27 and checked on seeds 31-35 and two
-boutique hours (262 consenting visits): recall 0.95 → 0.99, no false arrival; at -90 dBm
-the floor gateway starts taking window shoppers at the shop front (8 false in 146).
+``INTERIOR_LINGER_DBM`` over ``INTERIOR_LINGER_S``. Chosen with ``proxima bench
+detection`` on boutique-rush seeds 21-27 and checked on seeds 31-35, hard-cases 1-5 and
+boutique-hour 1-3 (339 consenting visits): recall 0.94 → 0.99, one false arrival (a window
+shopper at the shop front, hard-cases). At -90 dBm or 15 s the floor gateway takes window
+shoppers (8 false in 141 visits); at 30 s one more bagged visitor is missed.
 """
 
 from __future__ import annotations
