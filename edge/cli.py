@@ -67,6 +67,12 @@ def make_source(settings: EdgeSettings) -> ScannerSource:
         if scenario_loader is None:
             raise EdgeError("simulated sources are not available in this installation")
         header, records = scenario_loader(spec.removeprefix("sim:"))
+        gateways = [gw.id for gw in header.layout.gateways] if header.layout else []
+        if gateways and settings.gateway_id not in gateways:
+            raise EdgeError(
+                f"{spec}: gateway {settings.gateway_id!r} is not in the scenario's layout; "
+                f"use one of {', '.join(gateways)}"
+            )
         return SimulatorSource(header, iter(records), settings.gateway_id, settings.speed)
     raise EdgeError(f"unknown source {spec!r}: use bleak, replay:PATH or sim:NAME")
 
@@ -76,7 +82,7 @@ def run(
     config: Annotated[Optional[Path], typer.Option(help="TOML config file")] = None,  # noqa: UP045
     source: Annotated[
         Optional[str],  # noqa: UP045
-        typer.Option(help="bleak | replay:PATH | sim:NAME"),
+        typer.Option(help="bleak | replay:PATH | sim:NAME[@SEED] (skeleton, boutique-rush, ...)"),
     ] = None,
     store: Annotated[Optional[str], typer.Option(help="store id")] = None,  # noqa: UP045
     gateway: Annotated[Optional[str], typer.Option(help="gateway id")] = None,  # noqa: UP045

@@ -107,3 +107,41 @@ def test_topics_ensure_without_a_broker_says_so() -> None:
     result = proxima("topics", "ensure", env=env)
     assert result.returncode == 2
     assert "PROXIMA_KAFKA is not set" in result.stderr
+
+
+async def test_edge_sim_source_plays_a_layout_scenario_for_one_of_its_gateways() -> None:
+    from deploy.cli import _load_scenario
+    from edge.cli import make_source
+    from edge.exceptions import EdgeError
+    from edge.settings import EdgeSettings
+
+    header, _ = _load_scenario("boutique-rush@3")
+    assert header.layout is not None
+    assert "gw-floor" in [gw.id for gw in header.layout.gateways]
+    source = make_source(EdgeSettings(source="sim:boutique-rush@3", gateway_id="gw-floor"))
+    heard = []
+    async for advert in source.adverts():
+        heard.append(advert)
+        if len(heard) == 50:
+            break
+    assert len(heard) == 50
+    assert source.now() >= header.start.timestamp()
+    with pytest.raises(EdgeError, match="'gw-nope' is not in the scenario's layout; use one of"):
+        make_source(EdgeSettings(source="sim:boutique-rush", gateway_id="gw-nope"))
+
+
+def test_edge_sim_source_names_unknown_scenarios_and_bad_seeds(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import typer
+
+    from deploy.cli import _load_scenario
+
+    with pytest.raises(typer.Exit):
+        _load_scenario("nowhere")
+    assert (
+        "unknown scenario 'nowhere'; known: boutique-day, boutique-hour" in capsys.readouterr().err
+    )
+    with pytest.raises(typer.Exit):
+        _load_scenario("boutique-rush@x")
+    assert "the seed after @ must be an integer" in capsys.readouterr().err
