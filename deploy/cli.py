@@ -628,6 +628,54 @@ def beacons_eid(
     sys.stdout.write(eid.hex() + "\n")
 
 
+# --- stats ----------------------------------------------------------------------------
+@app.command()
+def stats(
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON array")] = False,
+) -> None:
+    """Counters of the running bridges and stream workers (totals since each started)."""
+    import time
+
+    import redis.asyncio as aioredis
+    from rich.table import Table
+
+    from transport.stats import as_json as stats_json
+    from transport.stats import read_all
+
+    services = ServiceSettings()
+
+    async def read() -> Any:
+        r = aioredis.from_url(services.redis)
+        try:
+            return await read_all(r, services.redis_prefix)
+        finally:
+            await r.aclose()
+
+    try:
+        snapshot = asyncio.run(read())
+    except OSError as exc:
+        raise _fail(f"cannot read {services.redis}: {exc}") from exc
+    if as_json:
+        sys.stdout.write(stats_json(snapshot) + "\n")
+        return
+    if not snapshot:
+        out.print("no bridge or stream worker has reported (they write every 10 s)")
+        return
+    table = Table(title="proxima stats")
+    for col in ("component", "instance", "age", "counter", "value"):
+        table.add_column(col, justify="right" if col in ("age", "value") else "left")
+    now = time.time()
+    for (component, instance), (updated, counts) in sorted(snapshot.items()):
+        age = f"{now - updated:.0f} s"
+        for i, (name, value) in enumerate(sorted(counts.items()) or [("-", 0)]):
+            first = i == 0
+            table.add_row(
+                component if first else "", instance if first else "", age if first else "",
+                name, f"{value:,}",
+            )  # fmt: skip
+    out.print(table)
+
+
 # --- bench ----------------------------------------------------------------------------
 @app.command()
 def bench(

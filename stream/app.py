@@ -34,6 +34,7 @@ from stream.processor import EventProcessor
 from stream.rules import RuleBook
 from stream.settings import StreamSettings
 from stream.tables import DEDUPE_TABLE, AlertDedupe, app_id, ensure_changelogs
+from transport.stats import publish as publish_stats
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ def create_app(
     dlq_topic = raw_topic(topics.events_dlq)
 
     visits_topic = raw_topic(topics.kafka(VISITS))
-    rules = RuleBook(settings.rules_dir)
+    rules = RuleBook(settings.rules_dir, check_every_s=settings.rules_check_s)
     rules.check_all()  # a broken rules file stops the worker at start, naming the field
     dedupe = AlertDedupe(
         app.Table(
@@ -256,6 +257,21 @@ def create_app(
             return
         if published:
             log.info("published %d consent record(s)", published)
+
+    @app.timer(interval=settings.stats_interval_s)  # type: ignore[untyped-decorator]
+    async def publish_counters() -> None:
+        """The worker's counters for ``proxima stats`` (transport.stats)."""
+        proc = await get_processor()
+        try:
+            await publish_stats(
+                proc.r,
+                services.redis_prefix,
+                "stream-worker",
+                proc.stats.counts,
+                ttl_s=int(settings.stats_interval_s * 3) + 1,
+            )
+        except (RedisError, OSError) as exc:
+            log.warning("counters not published (retrying): %r", exc)
 
     return app
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import re
 from collections import Counter
@@ -21,6 +22,7 @@ from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
+from redis.exceptions import RedisError
 
 from contracts.exceptions import ContractError
 from contracts.models import DlqRecord, GatewayStatus, parse_model, split_batch
@@ -31,6 +33,7 @@ from stream.settings import StreamSettings
 from transport.cancel import reraise_if_cancelled
 from transport.kafka import make_producer
 from transport.mqtt import Message, MqttClient
+from transport.stats import publish as publish_stats
 
 log = logging.getLogger(__name__)
 _KID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -69,6 +72,7 @@ class Bridge:
             Keyring(self._redis, self.services.redis_prefix), ttl_s=self.settings.key_cache_ttl_s
         )
         await producer.start()
+        counters = asyncio.create_task(self._publish_counters(), name="bridge-counters")
         try:
             async with self.mqtt:
                 await self.mqtt.subscribe(
@@ -94,8 +98,29 @@ class Bridge:
                         continue
                     self.mqtt.ack(message)
         finally:
+            counters.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await counters
             await producer.stop()
             await self._redis.aclose()
+
+    async def _publish_counters(self) -> None:
+        """Every ``stats_interval_s``: this bridge's counters for ``proxima stats``."""
+        interval = self.settings.stats_interval_s
+        while True:
+            assert self._redis is not None
+            try:
+                await publish_stats(
+                    self._redis,
+                    self.services.redis_prefix,
+                    "bridge",
+                    self.counts,
+                    ttl_s=int(interval * 3) + 1,
+                )
+            except (RedisError, OSError) as exc:
+                reraise_if_cancelled()
+                log.warning("bridge counters not published (retrying): %r", exc)
+            await asyncio.sleep(interval)
 
     async def handle(self, message: Message) -> None:
         """Move one MQTT message to Kafka; returns once Kafka has acknowledged it all."""

@@ -103,7 +103,8 @@ class EventProcessor:
         """Consulted before Redis's dedupe key; the Faust app attaches its table here."""
         self.now = now
         self.monotonic = monotonic
-        self.stats = ProcessorStats()
+        # One counter for the chain and its rule book (rules_reload_errors): `proxima stats`.
+        self.stats = ProcessorStats(counts=self.rules.counts)
         # store → (latest event time seen, monotonic time it was seen): the departure clock
         self._watermarks: dict[str, tuple[float, float]] = {}
         self._checked: dict[str, float] = {}

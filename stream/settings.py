@@ -67,6 +67,16 @@ class StreamSettings(BaseSettings):
         default="memory://",
         description="Faust table store: memory:// (rebuilt from the changelog at start) or rocksdb:// (on disk, needs the rocksdb extra)",
     )
+    stats_interval_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="how often the worker and the bridge write their counters to Redis (proxima stats)",
+    )
+    rules_check_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="how often the worker looks for changed rules files (hot reload)",
+    )
     table_purge_s: float = Field(
         default=600.0,
         gt=0,

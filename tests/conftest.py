@@ -46,6 +46,7 @@ def proxima_env(kafka_url: str, namespace: str, tmp_path: Path) -> dict[str, str
         PROXIMA_KAFKA=kafka_url,
         PROXIMA_NAMESPACE=namespace,
         PROXIMA_STREAM_DATA_DIR=str(tmp_path / "stream-data"),
+        PROXIMA_STREAM_STATS_INTERVAL_S="1",
     )
     return env
 

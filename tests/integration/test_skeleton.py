@@ -11,6 +11,7 @@ import asyncio
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -101,3 +102,15 @@ async def test_consenting_customer_gets_exactly_one_arrival_alert(
     assert "identity_key" not in json.dumps(alert.model_dump(mode="json"))
     assert [a.alert_id for a in received["associate"]] == [alert.alert_id]
     assert alert.target.associate_id == "assoc-maria"
+
+    # The operator's view: both services' counters (`proxima stats`, written every 1 s here).
+    stats: list[dict[str, Any]] = []
+    for _ in range(40):
+        stats = json.loads(procs.run("stats", "stats", "--json"))
+        done = {row["component"]: row["counts"] for row in stats}
+        if done.get("stream-worker", {}).get("events", 0) >= published:
+            break
+        await asyncio.sleep(0.5)
+    counts = {row["component"]: row["counts"] for row in stats}
+    assert counts["stream-worker"]["events"] >= published, stats
+    assert counts["bridge"]["events"] >= published, stats

@@ -10,6 +10,7 @@ import json
 from collections.abc import AsyncIterator
 
 import pytest
+import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 
 from contracts.models import DlqRecord, parse_model
@@ -19,6 +20,7 @@ from stream.settings import StreamSettings
 from tests.factories import event_dict
 from transport.kafka import ensure_topics
 from transport.mqtt import MqttClient
+from transport.stats import read_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -27,7 +29,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 async def bridge(kafka_url: str, namespace: str) -> AsyncIterator[Bridge]:
     services = ServiceSettings(kafka=kafka_url, namespace=namespace)
     # Unsigned on purpose: this test is about everything but signatures (see test_bridge_signatures).
-    settings = StreamSettings(partitions=1, bridge_max_payload=4096, require_signatures=False)
+    settings = StreamSettings(
+        partitions=1, bridge_max_payload=4096, require_signatures=False, stats_interval_s=0.2
+    )
     await ensure_topics(services.kafka_bootstrap, services.topics.all_kafka, 1)
     b = Bridge(services, settings, client_id="test-bridge")
     ready = asyncio.Event()
@@ -83,3 +87,16 @@ async def test_bad_input_goes_to_dlq_and_good_neighbours_get_through(bridge: Bri
     assert all(d.store_id == "store-1" and d.gateway_id == "gw-door" for d in dlq)
     assert bridge.counts["rejected"] == 5
     assert bridge.counts["events"] == 2
+    # ... and an operator reads the same counters from Redis (`proxima stats`).
+    redis = aioredis.from_url(services.redis)
+    try:
+        async with asyncio.timeout(10):
+            while True:
+                published = await read_all(redis, services.redis_prefix)
+                mine = [n for (component, _), (_, n) in published.items() if component == "bridge"]
+                if mine and mine[0]["rejected"] == 5:
+                    break
+                await asyncio.sleep(0.1)
+    finally:
+        await redis.aclose()
+    assert mine[0]["events"] == 2
