@@ -60,9 +60,10 @@ def _score(
     return json.loads(output.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-async def test_simulated_boutique_and_hand_written_trace_score_through_the_real_pipeline(
-    procs: Procs, proxima_env: dict[str, str], tmp_path: Path
-) -> None:
+async def _pipeline(
+    procs: Procs, proxima_env: dict[str, str]
+) -> tuple[ServiceSettings, Path, Path]:
+    """bridge, worker, notifier and an alert recorder on this test's namespace."""
     services = ServiceSettings(
         kafka=proxima_env["PROXIMA_KAFKA"], namespace=proxima_env["PROXIMA_NAMESPACE"]
     )
@@ -81,6 +82,41 @@ async def test_simulated_boutique_and_hand_written_trace_score_through_the_real_
         await asyncio.sleep(0.25)
     else:
         pytest.fail(f"the recorder did not start:\n{procs.log('recorder')}")
+    return services, alerts, events
+
+
+def _assert_targets(figures: dict[str, object]) -> None:
+    """DESIGN.md's detection targets the issue's end-to-end test holds (latency: README)."""
+    assert figures["alerts_without_consent"] == 0, figures
+    assert figures["max_alerts_per_visit"] <= 1, figures  # type: ignore[operator]
+    assert figures["precision"] >= 0.99, figures  # type: ignore[operator]
+    # The door gateway alone cannot tell a bagged phone crossing the door from a window
+    # shopper's held phone outside; lingering (beacons.presence, edge.calibration) is what
+    # catches the bagged phones and the lingerers (see the timeline PNG in the artifacts).
+    assert figures["recall"] >= 0.99, figures  # type: ignore[operator]
+
+
+async def test_simulated_boutique_hour_scores_through_the_real_pipeline(
+    procs: Procs, proxima_env: dict[str, str]
+) -> None:
+    services, alerts, events = await _pipeline(procs, proxima_env)
+    trace = procs.log_dir / "hour.jsonl"
+    procs.run("simulate", "simulate", "--layout", "boutique", "--hours", "1", "--seed", "9",
+              "--enroll", "--out", str(trace))  # fmt: skip
+    out = procs.run("replay-hour", "replay", str(trace), "--speed", "max", timeout=300)
+    await _wait_processed(services, _published(out), procs, timeout=240)
+    await asyncio.sleep(5.0)  # the notifier delivers right behind the worker
+    procs.kill("recorder", signal.SIGTERM)
+    hour = _score(procs, trace, alerts, events, "hour")
+    (procs.log_dir / "hour-score.json").write_text(json.dumps(hour, indent=1))
+    assert hour["expected_visits"] >= 5  # type: ignore[operator]
+    _assert_targets(hour)
+
+
+async def test_simulated_boutique_and_hand_written_trace_score_through_the_real_pipeline(
+    procs: Procs, proxima_env: dict[str, str]
+) -> None:
+    services, alerts, events = await _pipeline(procs, proxima_env)
 
     # 1. A trace written by hand in the contract format (not by our simulator).
     for cid, key, consent in (
@@ -118,10 +154,4 @@ async def test_simulated_boutique_and_hand_written_trace_score_through_the_real_
     rush = _score(procs, trace, alerts, events, "rush", *plot)
     (procs.log_dir / "rush-score.json").write_text(json.dumps(rush, indent=1))
     assert rush["expected_visits"] >= 10  # type: ignore[operator]
-    assert rush["alerts_without_consent"] == 0, rush
-    assert rush["max_alerts_per_visit"] <= 1, rush  # type: ignore[operator]
-    assert rush["precision"] >= 0.99, rush  # type: ignore[operator]
-    # The door gateway alone cannot tell a bagged phone crossing the door from a window
-    # shopper's held phone outside; lingering (beacons.presence, edge.calibration) is what
-    # catches the bagged phones and the lingerers (see the timeline PNG in the artifacts).
-    assert rush["recall"] >= 0.99, rush  # type: ignore[operator]
+    _assert_targets(rush)
