@@ -447,12 +447,11 @@ def customers_enroll(
         raise _fail(f"customer {customer_id!r}: {msgs}") from exc
 
     async def go() -> None:
-        import redis.asyncio as aioredis
-
         from stream.registry import Registry
+        from transport.redis import connect_redis
 
         services = ServiceSettings()
-        r = aioredis.from_url(services.redis)
+        r = connect_redis(services.redis)
         try:
             await Registry(r, services.redis_prefix).enroll(profile, purposes, store)
             if purposes:
@@ -506,10 +505,9 @@ def customers_grant(
 
 
 def _set_consent(customer_id: str, purpose: str, granted: bool, store: str | None) -> None:
-    import redis.asyncio as aioredis
-
     from stream.exceptions import RegistryError
     from stream.registry import Purpose, Registry
+    from transport.redis import connect_redis
 
     try:
         p = Purpose(purpose)
@@ -520,7 +518,7 @@ def _set_consent(customer_id: str, purpose: str, granted: bool, store: str | Non
 
     async def go() -> None:
         services = ServiceSettings()
-        r = aioredis.from_url(services.redis)
+        r = connect_redis(services.redis)
         try:
             await Registry(r, services.redis_prefix).set_consent(customer_id, p, granted, store)
             _consent_published(await publish_consent(r, services))
@@ -537,13 +535,12 @@ def _set_consent(customer_id: str, purpose: str, granted: bool, store: str | Non
 @customers_app.command("forget")
 def customers_forget(customer_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Erase a customer everywhere: profile, consent, EID index, visits."""
-    import redis.asyncio as aioredis
-
     from stream.registry import Registry
+    from transport.redis import connect_redis
 
     async def go() -> bool:
         services = ServiceSettings()
-        r = aioredis.from_url(services.redis)
+        r = connect_redis(services.redis)
         try:
             forgotten = await Registry(r, services.redis_prefix).forget(customer_id)
             _consent_published(await publish_consent(r, services))
@@ -559,13 +556,12 @@ def customers_forget(customer_id: Annotated[str, typer.Argument(metavar="ID")]) 
 @customers_app.command("show")
 def customers_show(customer_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Show a customer's profile (without the identity key) and consent."""
-    import redis.asyncio as aioredis
-
     from stream.registry import Purpose, Registry
+    from transport.redis import connect_redis
 
     async def go() -> dict[str, object] | None:
         services = ServiceSettings()
-        r = aioredis.from_url(services.redis)
+        r = connect_redis(services.redis)
         try:
             reg = Registry(r, services.redis_prefix)
             profile = await reg.get(customer_id)
@@ -636,16 +632,16 @@ def stats(
     """Counters of the running bridges and stream workers (totals since each started)."""
     import time
 
-    import redis.asyncio as aioredis
     from rich.table import Table
 
+    from transport.redis import connect_redis
     from transport.stats import as_json as stats_json
     from transport.stats import read_all
 
     services = ServiceSettings()
 
     async def read() -> Any:
-        r = aioredis.from_url(services.redis)
+        r = connect_redis(services.redis)
         try:
             return await read_all(r, services.redis_prefix)
         finally:

@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-import redis.asyncio as aioredis
-
 from contracts.exceptions import ContractError
 from contracts.models import parse_alert
 from contracts.services import ServiceSettings
@@ -33,7 +31,7 @@ from stream.settings import StreamSettings
 from transport.kafka import ensure_topics
 from transport.mqtt import MqttClient
 from transport.net import free_port
-from transport.redis import drop_prefix
+from transport.redis import connect_redis, drop_prefix
 
 CHILD_STOP_TIMEOUT_S = 15.0
 
@@ -219,7 +217,7 @@ async def _demo_associate(services: ServiceSettings, console: tuple[str, str]) -
 
     store = DEMO_STORE
     password = secrets.token_urlsafe(9)
-    redis = aioredis.from_url(services.redis, decode_responses=True)
+    redis = connect_redis(services.redis, decode_responses=True)
     try:
         directory = Directory(redis, services.redis_prefix)
         await directory.add(

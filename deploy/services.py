@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import urlsplit
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from transport.mqtt import MqttClient, MqttError
+from transport.redis import connect_redis
 
 
 class ServiceUnavailable(RuntimeError):
@@ -29,7 +29,7 @@ async def check_mqtt(url: str, timeout: float = 5.0) -> None:
 
 
 async def check_redis(url: str, timeout: float = 5.0) -> None:
-    client = aioredis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    client = connect_redis(url, socket_connect_timeout=timeout, socket_timeout=timeout)
     try:
         await client.ping()
     except (RedisError, OSError, ValueError) as exc:

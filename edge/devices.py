@@ -33,13 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import redis.asyncio as aioredis
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from redis.exceptions import RedisError
 
 from edge.exceptions import EdgeError
+from transport.redis import REDIS_SCHEMES, RedisClient, connect_redis, scheme_of
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ class RedisDeviceRegistry:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         prefix: str,
         *,
         cache_s: float = 30.0,
@@ -280,9 +280,10 @@ class RedisDeviceRegistry:
 def open_registry(
     url: str, *, redis_prefix: str = "proxima:", cache_s: float = 30.0
 ) -> FileDeviceRegistry | RedisDeviceRegistry:
-    """A registry from a URL: ``file:PATH`` or a path, or ``redis://``/``rediss://``."""
-    if url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisDeviceRegistry(aioredis.from_url(url), redis_prefix, cache_s=cache_s)
+    """A registry from a URL: ``file:PATH`` or a path, or any Redis URL (``redis://``,
+    ``rediss://``, ``unix://``, ``redis+cluster://``: see :func:`transport.redis.connect_redis`)."""
+    if scheme_of(url) in REDIS_SCHEMES:
+        return RedisDeviceRegistry(connect_redis(url), redis_prefix, cache_s=cache_s)
     path = url.removeprefix("file://").removeprefix("file:")
     if not path:
         raise DeviceRegistryError(url, "no registry given: use file:PATH or redis://HOST")

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import redis.asyncio as aioredis
 from argon2 import PasswordHasher
 
 from contracts.models import Alert
@@ -41,6 +40,7 @@ from notifier.web import SESSION_COOKIE, Sessions
 from transport.kafka import ensure_topics, make_producer
 from transport.mqtt import MqttClient
 from transport.net import free_port
+from transport.redis import connect_redis
 
 STORE = "bench"
 
@@ -120,7 +120,7 @@ def _pct(values: list[float], q: float) -> float:
 async def _bench(
     services: ServiceSettings, port: int, associates: int, alerts: int, interval_s: float
 ) -> dict[str, Any]:
-    redis = aioredis.from_url(services.redis, decode_responses=True)
+    redis = connect_redis(services.redis, decode_responses=True)
     directory = Directory(
         redis,
         services.redis_prefix,

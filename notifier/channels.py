@@ -35,7 +35,6 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import http_ece
-import redis.asyncio as aioredis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid02
@@ -45,6 +44,7 @@ from contracts.topics import Topics
 from notifier.directory import Clock, text, utc_now
 from notifier.exceptions import UnknownScheme
 from transport.mqtt import MqttClient
+from transport.redis import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +275,7 @@ class ConsoleChannel(Channel):
     inline = True
 
     def __init__(
-        self, redis: aioredis.Redis, channel_of: Callable[[str], str], clock: Clock = utc_now
+        self, redis: RedisClient, channel_of: Callable[[str], str], clock: Clock = utc_now
     ) -> None:
         self.redis = redis
         self.channel_of = channel_of
@@ -488,7 +488,7 @@ class VapidKeys:
     subscriptions made through any instance stay valid on all of them.
     """
 
-    def __init__(self, redis: aioredis.Redis, prefix: str, configured: str = "") -> None:
+    def __init__(self, redis: RedisClient, prefix: str, configured: str = "") -> None:
         self.redis = redis
         self.key = f"{prefix}notifier:vapid-private-key"
         self.configured = configured

@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Annotated, TypeVar
 
-import redis.asyncio as aioredis
 import typer
 
 from contracts.services import ServiceSettings
@@ -22,6 +21,7 @@ from notifier.directory import Associate, Directory
 from notifier.exceptions import NotifierError
 from notifier.routing import Ladder
 from notifier.store_routing import RoutingConfigs, StoreRouting
+from transport.redis import connect_redis
 
 T = TypeVar("T")
 
@@ -42,7 +42,7 @@ channels_app = typer.Typer(
 
 
 async def _with_directory(services: ServiceSettings, fn: Callable[[Directory], Awaitable[T]]) -> T:
-    redis = aioredis.from_url(services.redis, decode_responses=True)
+    redis = connect_redis(services.redis, decode_responses=True)
     try:
         return await fn(Directory(redis, services.redis_prefix))
     finally:

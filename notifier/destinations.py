@@ -15,7 +15,6 @@ import ipaddress
 import secrets
 from urllib.parse import urlsplit
 
-import redis.asyncio as aioredis
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from notifier.channels import Destination, unb64url
@@ -26,6 +25,7 @@ from notifier.exceptions import (
     UnknownAssociate,
     UnknownDestination,
 )
+from transport.redis import RedisClient
 
 MAX_URL = 2048
 MIN_SECRET = 16
@@ -83,7 +83,7 @@ def check_push_keys(p256dh: str, auth: str) -> None:
 class Destinations:
     """Webhooks and push subscriptions of stores and associates."""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str, directory: Directory) -> None:
+    def __init__(self, redis: RedisClient, prefix: str, directory: Directory) -> None:
         self.redis = redis
         self.prefix = prefix
         self.directory = directory

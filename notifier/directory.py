@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal, cast
 
-import redis.asyncio as aioredis
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from notifier.exceptions import AssociateExists, InvalidInput, UnknownAssociate
+from transport.redis import RedisClient
 
 Role = Literal["associate", "manager"]
 ROLES: tuple[Role, ...] = ("associate", "manager")
@@ -129,7 +129,7 @@ class Directory:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         prefix: str,
         *,
         hasher: PasswordHasher | None = None,

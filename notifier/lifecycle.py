@@ -26,7 +26,6 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.crc import key_slot
 
 from contracts.models import AckStatus, Alert, AlertAck, AlertKind
@@ -36,6 +35,7 @@ from notifier.exceptions import AlertConflict, UnknownAlert, UnknownAssociate
 from notifier.outbox import Outbox
 from notifier.routing import Ladder, Step, Tier, escalation, next_step, plan
 from notifier.store_routing import RoutingConfigs, StoreRouting
+from transport.redis import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +255,7 @@ class Lifecycle:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         prefix: str,
         directory: Directory,
         *,

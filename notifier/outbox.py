@@ -16,11 +16,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from notifier.directory import text, text_map
 from transport.cancel import reraise_if_cancelled
+from transport.redis import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class Outbox:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         key: str,
         *,
         group: str,

@@ -53,6 +53,7 @@ from notifier.web import Console, serve
 from transport.cancel import reraise_if_cancelled
 from transport.kafka import make_producer
 from transport.mqtt import Message, MqttClient
+from transport.redis import RedisClient, connect_redis, is_cluster_url
 
 log = logging.getLogger(__name__)
 
@@ -75,17 +76,27 @@ class Notifier:
         self.clock = clock
         self.mqtt = MqttClient(services.mqtt)
         self.metrics = Metrics()
-        # A blocking pool: 200 consoles connecting at once wait for a connection rather
-        # than fail with "Too many connections".
-        # from_pool: the client owns the pool, so aclose() closes its connections too.
-        self.redis: aioredis.Redis = aioredis.Redis.from_pool(
-            aioredis.BlockingConnectionPool.from_url(
+        self.redis: RedisClient
+        if is_cluster_url(services.redis):
+            # redis-py's cluster client has no blocking pool: ``redis_connections`` is per
+            # node, and a command past it fails (MaxConnectionsError) instead of waiting.
+            self.redis = connect_redis(
                 services.redis,
                 max_connections=self.settings.redis_connections,
-                timeout=10,
                 decode_responses=True,
             )
-        )
+        else:
+            # A blocking pool: 200 consoles connecting at once wait for a connection rather
+            # than fail with "Too many connections".
+            # from_pool: the client owns the pool, so aclose() closes its connections too.
+            self.redis = aioredis.Redis.from_pool(
+                aioredis.BlockingConnectionPool.from_url(
+                    services.redis,
+                    max_connections=self.settings.redis_connections,
+                    timeout=10,
+                    decode_responses=True,
+                )
+            )
         self.directory = Directory(self.redis, services.redis_prefix, clock=clock)
         prefix = services.redis_prefix
         # One consumer name per process: a dead instance's pending entries are claimed by

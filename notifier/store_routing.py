@@ -14,11 +14,10 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from notifier.directory import check_id, text, text_map
 from notifier.exceptions import InvalidInput
 from notifier.routing import ALL_TIERS, Ladder, Tier
+from transport.redis import RedisClient
 
 MIN_DELAY_S = 5.0
 MAX_DELAY_S = 24 * 3600.0
@@ -60,7 +59,7 @@ def parse_tiers(names: list[str]) -> frozenset[Tier]:
 class RoutingConfigs:
     """Per-store overrides over the notifier-wide default."""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str, default: StoreRouting) -> None:
+    def __init__(self, redis: RedisClient, prefix: str, default: StoreRouting) -> None:
         self.redis = redis
         self.prefix = prefix
         self.default = default

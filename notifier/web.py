@@ -27,7 +27,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-import redis.asyncio as aioredis
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 from redis.exceptions import RedisError
@@ -50,6 +49,7 @@ from notifier.lifecycle import AlertState, Lifecycle
 from notifier.metrics import Metrics
 from notifier.settings import NotifierSettings
 from transport.cancel import reraise_if_cancelled
+from transport.redis import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class Session:
 class Sessions:
     """Console sessions in Redis, keyed by the token's hash so a dump of Redis holds none."""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str, ttl: timedelta) -> None:
+    def __init__(self, redis: RedisClient, prefix: str, ttl: timedelta) -> None:
         self.redis = redis
         self.prefix = prefix
         self.ttl = ttl
@@ -172,7 +172,7 @@ CLOSE: dict[str, Any] = {"type": "close"}
 class FeedHub:
     """One Redis pattern subscription per instance, fanned out to local SSE streams."""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str, queue_size: int = 1000) -> None:
+    def __init__(self, redis: RedisClient, prefix: str, queue_size: int = 1000) -> None:
         self.redis = redis
         self.prefix = prefix
         self.queue_size = queue_size
@@ -329,7 +329,7 @@ class Console:
     def __init__(
         self,
         *,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         prefix: str,
         directory: Directory,
         lifecycle: Lifecycle,

@@ -35,12 +35,11 @@ class Enrollable(Protocol):
 
 async def enroll_all(people: Sequence[Enrollable], services: ServiceSettings | None = None) -> int:
     """Write every enrolled person's profile and consent; returns how many."""
-    import redis.asyncio as aioredis
-
     from stream.registry import CustomerProfile, Purpose, Registry
+    from transport.redis import connect_redis
 
     services = services or ServiceSettings()
-    r = aioredis.from_url(services.redis)
+    r = connect_redis(services.redis)
     n = 0
     try:
         registry = Registry(r, services.redis_prefix)

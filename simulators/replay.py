@@ -69,12 +69,12 @@ class ConsentReplay:
     async def _wait_processed(self, record: AppRecord) -> None:
         """Until the stream has marked every event published so far as processed (or has
         made no progress for ``processed_timeout_s``)."""
-        import redis.asyncio as aioredis
+        from transport.redis import connect_redis
 
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.processed_timeout_s
         prefix = f"{self.services.redis_prefix}event:"
-        r = aioredis.from_url(self.services.redis)
+        r = connect_redis(self.services.redis)
         try:
             while self._published:
                 # Oldest first: the stream decides in order, so most checks stop early.
@@ -163,11 +163,10 @@ class ConsentReplay:
         log.info("trace t=%s: %s %s for %s", record.t, record.event, purpose, customer)
 
     async def _store(self, customer: str, purpose: str, granted: bool) -> None:
-        import redis.asyncio as aioredis
-
         from stream.registry import Purpose, Registry
+        from transport.redis import connect_redis
 
-        r = aioredis.from_url(self.services.redis)
+        r = connect_redis(self.services.redis)
         try:
             await Registry(r, self.services.redis_prefix).set_consent(
                 customer, Purpose(purpose), granted

@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import faust
-import redis.asyncio as aioredis
 import uvloop
 from aiokafka.errors import KafkaError
 from faust.types import EventT
@@ -34,6 +33,7 @@ from stream.processor import EventProcessor
 from stream.rules import RuleBook
 from stream.settings import StreamSettings
 from stream.tables import DEDUPE_TABLE, AlertDedupe, app_id, ensure_changelogs
+from transport.redis import connect_redis
 from transport.stats import publish as publish_stats
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ def create_app(
     async def get_processor() -> EventProcessor:
         if "processor" not in state:
             state["processor"] = EventProcessor(
-                aioredis.from_url(services.redis),
+                connect_redis(services.redis),
                 services.redis_prefix,
                 drift_windows=settings.drift_windows,
                 revisit_gap_s=settings.revisit_gap_s,

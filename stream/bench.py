@@ -42,7 +42,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 
 from beacons.eid import compute_eid
@@ -52,7 +51,7 @@ from deploy.embedded_kafka import EmbeddedKafka
 from stream.registry import CustomerProfile, Purpose, Registry
 from stream.settings import StreamSettings
 from transport.kafka import ensure_topics, make_producer
-from transport.redis import drop_prefix
+from transport.redis import connect_redis, drop_prefix
 
 WARMUP = 200
 
@@ -157,7 +156,7 @@ async def _worker(
         PROXIMA_STREAM_DATA_DIR=str(settings.data_dir),
     )
     topic = services.topics.events
-    redis = aioredis.from_url(services.redis)
+    redis = connect_redis(services.redis)
     fh = log.open("wb")
     proc = await asyncio.to_thread(
         subprocess.Popen,
@@ -204,7 +203,7 @@ async def _latency(
     from stream.keyring import Keyring
     from transport.mqtt import MqttClient
 
-    redis = aioredis.from_url(services.redis)
+    redis = connect_redis(services.redis)
     try:
         key = await Keyring(redis, services.redis_prefix).add("bench-store", "gw-door")
         registry = Registry(redis, services.redis_prefix)
@@ -302,7 +301,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 async def _enroll(services: ServiceSettings, customers: int) -> None:
-    redis = aioredis.from_url(services.redis)
+    redis = connect_redis(services.redis)
     try:
         registry = Registry(redis, services.redis_prefix)
         for i in range(1, customers + 1):

@@ -20,7 +20,6 @@ import re
 from collections import Counter
 from datetime import UTC, datetime
 
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from redis.exceptions import RedisError
 
@@ -33,6 +32,7 @@ from stream.settings import StreamSettings
 from transport.cancel import reraise_if_cancelled
 from transport.kafka import make_producer
 from transport.mqtt import Message, MqttClient
+from transport.redis import RedisClient, connect_redis
 from transport.stats import publish as publish_stats
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class Bridge:
         )
         self.counts: Counter[str] = Counter()
         self._producer: AIOKafkaProducer | None = None
-        self._redis: aioredis.Redis | None = None
+        self._redis: RedisClient | None = None
         self._keys: KeyCache | None = None
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
@@ -67,7 +67,7 @@ class Bridge:
             client_id="proxima-bridge",
         )
         self._producer = producer
-        self._redis = aioredis.from_url(self.services.redis)
+        self._redis = connect_redis(self.services.redis)
         self._keys = KeyCache(
             Keyring(self._redis, self.services.redis_prefix), ttl_s=self.settings.key_cache_ttl_s
         )

@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
-import redis.asyncio as aioredis
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -21,6 +20,7 @@ from rich.table import Table
 from contracts.services import ServiceSettings
 from stream.exceptions import KeyringError
 from stream.keyring import KeyRecord, Keyring
+from transport.redis import RedisClient, connect_redis
 
 if TYPE_CHECKING:
     from stream.customers import ImportReport
@@ -36,7 +36,7 @@ _err = Console(stderr=True)
 
 
 async def with_keyring(services: ServiceSettings, fn: Callable[[Keyring], Awaitable[T]]) -> T:
-    redis = aioredis.from_url(services.redis)
+    redis = connect_redis(services.redis)
     try:
         return await fn(Keyring(redis, services.redis_prefix))
     finally:
@@ -138,7 +138,7 @@ def customers_import(
 
     async def run() -> ImportReport:
         services = ServiceSettings()
-        redis = aioredis.from_url(services.redis)
+        redis = connect_redis(services.redis)
         try:
             return await import_csv(Registry(redis, services.redis_prefix), text)
         finally:
@@ -183,7 +183,7 @@ def customers_device(
 
     async def run() -> None:
         services = ServiceSettings()
-        redis = aioredis.from_url(services.redis)
+        redis = connect_redis(services.redis)
         try:
             await register_device(redis, services.redis_prefix, customer_id, device_id, public_key)
         finally:
@@ -207,7 +207,7 @@ def write_enrollment_qr(
     path.chmod(0o600)
 
 
-async def publish_consent(redis: aioredis.Redis, services: ServiceSettings) -> str | None:
+async def publish_consent(redis: RedisClient, services: ServiceSettings) -> str | None:
     """Drain the consent outbox to ``proxima.consent.v1`` right after a CLI change.
 
     Returns None when done, else why not (no Kafka configured, broker unreachable): the
@@ -254,7 +254,7 @@ def customers_rebuild_consent(
     topic = services.topics.kafka(CONSENT)
 
     async def run() -> RebuildReport:
-        redis = aioredis.from_url(services.redis)
+        redis = connect_redis(services.redis)
         try:
             # Changes still in the outbox go to the topic first, so the topic is current;
             # if a worker's pump holds the lock, wait until it has drained the outbox.

@@ -33,7 +33,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from contracts.exceptions import ContractError
 from contracts.models import ConsentRecord, parse_model
 from stream.exceptions import ConsentLogError
-from stream.registry import RedisClient, RegistryKeys, as_text, shard_of
+from stream.registry import RegistryKeys, as_text, shard_of
+from transport.redis import RedisClient
 
 log = logging.getLogger(__name__)
 

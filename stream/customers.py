@@ -26,7 +26,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from stream.exceptions import RegistryError
-from stream.registry import CustomerProfile, Purpose, RedisClient, Registry, new_identity_key
+from stream.registry import CustomerProfile, Purpose, Registry, new_identity_key
+from transport.redis import RedisClient
 
 COLUMNS = (
     "customer_id",

@@ -20,12 +20,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.models import Identifier
 from contracts.signing import GatewayKey
 from stream.exceptions import KeyringError
+from transport.redis import RedisClient
 
 SECRET_BYTES = 32
 
@@ -61,7 +61,7 @@ class KeyRecord(BaseModel):
 class Keyring:
     """Add, list, revoke and read gateway keys (async redis-py)."""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
+    def __init__(self, redis: RedisClient, prefix: str) -> None:
         self.r = redis
         self.key = f"{prefix}gateway-keys"
 

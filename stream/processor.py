@@ -37,13 +37,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
-import redis.asyncio as aioredis
-
 from contracts.models import Alert, AlertKind, Event, EventKind, SubjectType, VisitUpdate
 from stream.identity import IdentityIndex
 from stream.registry import CustomerProfile, Purpose, Registry
 from stream.rules import Rule, RuleBook, Trigger, render, target_for
 from stream.visits import Observation, VisitTracker
+from transport.redis import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +75,7 @@ class EventProcessor:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         prefix: str,
         *,
         drift_windows: int = 1,

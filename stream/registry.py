@@ -33,16 +33,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, TypeAlias
+from typing import Annotated
 
-import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from redis.asyncio.cluster import RedisCluster
 
 from stream.exceptions import RegistryError
-
-RedisClient: TypeAlias = aioredis.Redis | RedisCluster
-"""A single Redis server's client or a Redis Cluster's: the registry works on both."""
+from transport.redis import RedisClient
 
 # One hash tag per 1,024-slot range of Redis Cluster's 16,384 slots (slots 500, 1525, ...,
 # 16319), so the shards spread over the primaries of any cluster. Changing the count or a

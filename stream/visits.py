@@ -24,10 +24,8 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
-
 from contracts.models import Event, EventKind, SubjectType, VisitChange, VisitSource, VisitUpdate
+from transport.redis import RedisClient, RedisPipeline
 
 VISIT_NS = uuid.UUID("6f2b8a52-3a3c-4c1e-9a55-0d3c1f6e8b10")
 ENTER_KINDS = frozenset(
@@ -112,7 +110,7 @@ class VisitTracker:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         prefix: str,
         *,
         revisit_gap_s: float,
@@ -139,7 +137,7 @@ class VisitTracker:
         event: Event,
         *,
         state_raw: bytes | str | None = "load",
-        pipe: Pipeline | None = None,
+        pipe: RedisPipeline | None = None,
     ) -> Observation:
         """Apply one event.
 

@@ -1,18 +1,142 @@
-"""Redis helpers shared by the launcher and the benchmarks."""
+"""Redis clients chosen by URL scheme, and helpers shared by the launcher and the benchmarks.
+
+:func:`connect_redis` is the one place a Proxima process builds its Redis client:
+
+- ``redis://[user:pass@]host:port/db``, ``rediss://...`` (TLS), ``unix:///path.sock`` — one
+  server: redis-py's :class:`redis.asyncio.Redis`;
+- ``redis+cluster://[user:pass@]host:port[,host:port...]``, ``rediss+cluster://...`` (TLS)
+  — a Redis Cluster: redis-py's :class:`redis.asyncio.cluster.RedisCluster`. The listed
+  nodes are the startup nodes; the client discovers the rest (``CLUSTER SLOTS``) and follows
+  MOVED/ASK redirections. A cluster has database 0 only and no Unix sockets.
+
+Both kinds take the same query options (``?socket_timeout=5``, ...) and keyword arguments
+(``decode_responses``, ``socket_timeout``, ``max_connections`` — per node on a cluster).
+The code on top works on both because no command, transaction or script of ours crosses a
+hash slot (``tests/redis_slots.py`` checks it); what a cluster client does differently:
+
+- ``pipeline(transaction=True)`` is MULTI/EXEC on the node of its keys' one slot (redis-py
+  raises ``CrossSlotTransactionError`` for keys of two slots); ``transaction=False``
+  pipelines are split by node;
+- ``scan_iter`` walks every primary in turn; a multi-key ``DEL`` is split by slot;
+- Lua scripts run on the node of their keys, which must share one slot;
+- ``PUBLISH`` reaches every node's subscribers (classic pub/sub is cluster-wide), and a
+  ``pubsub()`` holds one connection to one node;
+- a cluster client has no blocking pool: past ``max_connections`` to one node a command
+  fails with ``MaxConnectionsError`` instead of waiting.
+"""
 
 from __future__ import annotations
 
+from typing import Any, TypeAlias
+
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.asyncio.connection import SSLConnection, parse_url
+
+RedisClient: TypeAlias = aioredis.Redis | RedisCluster
+"""A single Redis server's client or a Redis Cluster's: every Proxima store takes either."""
+
+RedisPipeline: TypeAlias = Pipeline | ClusterPipeline
+"""What ``RedisClient.pipeline()`` returns."""
+
+# cluster scheme -> the single-server scheme redis-py parses the rest of the URL with
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+REDIS_SCHEMES = ("redis", "rediss", "unix", *CLUSTER_SCHEMES)
+"""Every scheme :func:`connect_redis` takes."""
+
+
+def scheme_of(url: str) -> str:
+    return url.partition("://")[0].lower() if "://" in url else ""
+
+
+def is_cluster_url(url: str) -> bool:
+    """True for ``redis+cluster://`` and ``rediss+cluster://``."""
+    return scheme_of(url) in CLUSTER_SCHEMES
+
+
+def connect_redis(url: str, **kwargs: Any) -> RedisClient:
+    """The Redis client for ``url``: one server or a cluster, by the URL's scheme.
+
+    ``kwargs`` go to the client as for redis-py's ``from_url`` (query options win).
+    Raises ValueError for an unknown scheme or a cluster URL that cannot be a cluster's.
+    """
+    scheme = scheme_of(url)
+    if scheme in CLUSTER_SCHEMES:
+        return RedisCluster(**cluster_kwargs(url), **kwargs)
+    if scheme in ("redis", "rediss", "unix"):
+        return aioredis.Redis.from_url(url, **kwargs)
+    raise ValueError(
+        f"unsupported Redis URL {_redacted(url)!r}: use redis://, rediss://, unix://, "
+        "redis+cluster://host:port[,host:port...] or rediss+cluster://"
+    )
+
+
+def cluster_kwargs(url: str) -> dict[str, Any]:
+    """``RedisCluster`` keyword arguments (``startup_nodes`` and the connection options)
+    from a ``redis+cluster://`` or ``rediss+cluster://`` URL."""
+    scheme, _, rest = url.partition("://")
+    base = CLUSTER_SCHEMES.get(scheme.lower())
+    if base is None:
+        raise ValueError(f"not a Redis Cluster URL: {_redacted(url)!r}")
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    netloc, tail = rest[:cut], rest[cut:]
+    userinfo, at, hosts = netloc.rpartition("@")
+    nodes = [_host_port(part, url) for part in hosts.split(",")]
+    # redis-py parses one node's URL; credentials, TLS, db and query options apply to all.
+    options: dict[str, Any] = dict(parse_url(f"{base}://{userinfo}{at}{_netloc(*nodes[0])}{tail}"))
+    options.pop("host", None)
+    options.pop("port", None)
+    if options.pop("db", 0) not in (0, None):
+        raise ValueError(
+            f"a Redis Cluster has database 0 only: drop the database from {_redacted(url)!r}"
+        )
+    if options.pop("connection_class", None) is SSLConnection:
+        options["ssl"] = True
+    options["startup_nodes"] = [ClusterNode(host, port) for host, port in nodes]
+    return options
+
+
+def _host_port(part: str, url: str) -> tuple[str, int]:
+    part = part.strip()
+    if part.startswith("["):  # [IPv6]:port
+        host, _, after = part[1:].partition("]")
+        port = after.removeprefix(":")
+    else:
+        host, _, port = part.rpartition(":") if ":" in part else (part, "", "")
+    if not host:
+        raise ValueError(f"Redis Cluster URL {_redacted(url)!r} has an empty node {part!r}")
+    try:
+        return host, int(port) if port else 6379
+    except ValueError:
+        raise ValueError(
+            f"Redis Cluster URL {_redacted(url)!r}: node {part!r} has no valid port"
+        ) from None
+
+
+def _netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, for error messages."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hosts = rest.partition("@")
+    if not at:
+        return url
+    user = userinfo.partition(":")[0]
+    return f"{scheme}{sep}{user}:***@{hosts}" if ":" in userinfo else url
 
 
 async def drop_prefix(url: str, prefix: str, *, chunk: int = 500) -> int:
     """Delete every key under ``prefix`` (a scratch namespace's data); returns how many.
 
-    Refuses an empty prefix: that would be the whole database.
+    Refuses an empty prefix: that would be the whole database. On a cluster the scan walks
+    every primary and each ``DEL`` is split by slot.
     """
     if not prefix:
         raise ValueError("refusing to drop every key: the prefix is empty")
-    redis = aioredis.from_url(url)
+    redis = connect_redis(url)
     try:
         keys = [k async for k in redis.scan_iter(f"{prefix}*", count=1000)]
         for i in range(0, len(keys), chunk):

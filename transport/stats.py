@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-import redis.asyncio as aioredis
+from transport.redis import RedisClient
 
 UPDATED_AT = "_updated_at"
 
@@ -32,7 +32,7 @@ def _key(prefix: str, component: str, instance: str) -> str:
 
 
 async def publish(
-    redis: aioredis.Redis,
+    redis: RedisClient,
     prefix: str,
     component: str,
     counts: Mapping[str, int],
@@ -52,7 +52,7 @@ async def publish(
 
 
 async def read_all(
-    redis: aioredis.Redis, prefix: str
+    redis: RedisClient, prefix: str
 ) -> dict[tuple[str, str], tuple[float, Counter[str]]]:
     """(component, instance) → (updated at, counts) for every live instance."""
     out: dict[tuple[str, str], tuple[float, Counter[str]]] = {}
