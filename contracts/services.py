@@ -20,7 +20,11 @@ class ServiceSettings(BaseSettings):
         default="mqtt://127.0.0.1:1883",
         description="MQTT broker URL (mqtt:// or mqtts://, user:password@ allowed)",
     )
-    redis: str = Field(default="redis://127.0.0.1:6379/0", description="Redis URL")
+    redis: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description="Redis URL: redis://host:port/db, rediss:// (TLS), unix:///path, or a Redis "
+        "Cluster as redis+cluster://host:port[,host:port...] (rediss+cluster:// with TLS)",
+    )
     kafka: str = Field(
         default="",
         description="Kafka bootstrap URL kafka://host:port[,host:port]; empty = embedded broker",

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import urlsplit
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from transport.mqtt import MqttClient, MqttError
-from transport.redis import connect_redis
+from transport.redis import connect_redis, is_cluster_url
 
 
 class ServiceUnavailable(RuntimeError):
@@ -29,15 +29,28 @@ async def check_mqtt(url: str, timeout: float = 5.0) -> None:
 
 
 async def check_redis(url: str, timeout: float = 5.0) -> None:
-    client = connect_redis(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    """Redis answers at ``url``; a cluster node behind a single-server URL is refused."""
+    host = urlsplit(url).netloc.rpartition("@")[2]  # never print the password
+    try:
+        client = connect_redis(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    except ValueError as exc:
+        raise ServiceUnavailable(f"PROXIMA_REDIS: {exc}") from exc
     try:
         await client.ping()
-    except (RedisError, OSError, ValueError) as exc:
-        host = urlsplit(url).netloc
+        if not is_cluster_url(url):
+            info = await client.info("cluster")
+            if str(info.get("cluster_enabled", 0)) == "1":
+                raise ServiceUnavailable(
+                    f"Redis at {host} is a Redis Cluster node: a single-server client would "
+                    f"be refused (MOVED) for most keys. Set "
+                    f"PROXIMA_REDIS=redis+cluster://{host}[,host:port...]."
+                )
+    except (RedisError, RedisClusterException, OSError, ValueError) as exc:
         raise ServiceUnavailable(
             f"Redis at {host} does not answer ({exc}). Start Redis "
             "(Debian/Ubuntu: sudo apt-get install redis-server && sudo systemctl start redis-server) "
-            "or set PROXIMA_REDIS=redis://host:port/db."
+            "or set PROXIMA_REDIS=redis://host:port/db (redis+cluster://host:port,... for a "
+            "Redis Cluster)."
         ) from exc
     finally:
         await client.aclose()

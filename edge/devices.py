@@ -36,7 +36,7 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from edge.exceptions import EdgeError
 from transport.redis import REDIS_SCHEMES, RedisClient, connect_redis, scheme_of
@@ -259,7 +259,7 @@ class RedisDeviceRegistry:
             raw_key, raw_revoked = await self.redis.hmget(
                 self.key(device_id), ["public_key", "revoked"]
             )
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
             raise RegistryUnavailable(f"redis {self.key(device_id)}", str(exc)) from exc
         found: DeviceKey | None = None
         if raw_key is not None:

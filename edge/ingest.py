@@ -123,7 +123,8 @@ class IngestSettings(BaseSettings):
     port: int = Field(default=8471, ge=0, le=65535, description="TCP port (0 = any free port)")
     devices: str = Field(
         default="file:devices.json",
-        description="device registry: file:PATH (JSON/TOML synced by store IT) or redis://...",
+        description="device registry: file:PATH (JSON/TOML synced by store IT) or a Redis URL "
+        "(redis://..., redis+cluster://...)",
     )
     store_file: str = Field(
         default="", description="JSON/TOML file with the store's geofences and beacon regions"

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from notifier.directory import text, text_map
 from transport.cancel import reraise_if_cancelled
@@ -109,7 +109,7 @@ class Outbox:
                 await self.drain_once(handler, count)
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except (RedisError, RedisClusterException, OSError) as exc:
                 reraise_if_cancelled()
                 log.error("outbox %s: Redis error %r; retrying in 1 s", self.key, exc)
                 self._group_ready = False
@@ -121,5 +121,5 @@ class Outbox:
                 await asyncio.sleep(1.0)
 
     async def clear(self) -> None:
-        with contextlib.suppress(RedisError):
+        with contextlib.suppress(RedisError, RedisClusterException):
             await self.redis.delete(self.key)

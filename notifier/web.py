@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from notifier import assets, openapi
 from notifier.channels import VapidKeys
@@ -211,13 +211,13 @@ class FeedHub:
                 async for message in pubsub.listen():
                     if message.get("type") == "pmessage":
                         self._dispatch(text(message["channel"]), text(message["data"]))
-            except (RedisError, OSError) as exc:
+            except (RedisError, RedisClusterException, OSError) as exc:
                 reraise_if_cancelled()
                 log.error("feed subscription to Redis lost (%r); resubscribing in 1 s", exc)
                 self.broadcast(RESYNC)
                 await asyncio.sleep(1.0)
             finally:
-                with contextlib.suppress(RedisError, OSError):
+                with contextlib.suppress(RedisError, RedisClusterException, OSError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _dispatch(self, channel: str, data: str) -> None:
@@ -302,7 +302,7 @@ async def _errors(
         )
     except NotifierError as exc:
         return web.json_response({"error": str(exc)}, status=400)
-    except RedisError as exc:
+    except (RedisError, RedisClusterException) as exc:
         log.error("%s %s: storage unavailable: %r", request.method, request.path, exc)
         return web.json_response(
             {"error": "storage unavailable: try again shortly"},
@@ -490,7 +490,7 @@ class Console:
         try:
             async with asyncio.timeout(1.0):
                 redis_ok = bool(await self.redis.ping())
-        except (RedisError, OSError, TimeoutError):
+        except (RedisError, RedisClusterException, OSError, TimeoutError):
             redis_ok = False
         body = {
             "status": "ok" if redis_ok else "unavailable",

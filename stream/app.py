@@ -22,7 +22,7 @@ import faust
 import uvloop
 from aiokafka.errors import KafkaError
 from faust.types import EventT
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from contracts.exceptions import ContractError
 from contracts.models import Alert, DlqRecord, Event, VisitUpdate, parse_model
@@ -251,7 +251,7 @@ def create_app(
             published = await pump_outbox(
                 proc.r, services.redis_prefix, to_kafka, topics.kafka(CONSENT)
             )
-        except (KafkaError, RedisError, OSError) as exc:
+        except (KafkaError, RedisError, RedisClusterException, OSError) as exc:
             # The entries stay in the outbox; the next tick publishes them.
             log.warning("consent outbox not drained (retrying): %r", exc)
             return
@@ -270,7 +270,7 @@ def create_app(
                 proc.stats.counts,
                 ttl_s=int(settings.stats_interval_s * 3) + 1,
             )
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
             log.warning("counters not published (retrying): %r", exc)
 
     return app

@@ -21,7 +21,7 @@ from collections import Counter
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from contracts.exceptions import ContractError
 from contracts.models import DlqRecord, GatewayStatus, parse_model, split_batch
@@ -117,7 +117,7 @@ class Bridge:
                     self.counts,
                     ttl_s=int(interval * 3) + 1,
                 )
-            except (RedisError, OSError) as exc:
+            except (RedisError, RedisClusterException, OSError) as exc:
                 reraise_if_cancelled()
                 log.warning("bridge counters not published (retrying): %r", exc)
             await asyncio.sleep(interval)

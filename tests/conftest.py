@@ -18,6 +18,9 @@ from deploy.embedded_kafka import EmbeddedKafka
 
 ARTIFACTS = Path(os.environ.get("PROXIMA_TEST_ARTIFACTS", "artifacts"))
 
+# redis_cluster_nodes / redis_cluster_url: one real Redis Cluster per session
+pytest_plugins = ("tests.redis_cluster",)
+
 
 @pytest.fixture(scope="session")
 def kafka_url() -> Iterator[str]:

@@ -6,28 +6,18 @@ fall in more than one hash slot. It asks the server which arguments are keys (``
 GETKEYS``), so it knows every command and script the way the server does. Our Redis code
 runs through it in tests, so a cross-slot pattern (an MGET of several customers, a
 transaction over two shards) fails here, not first on a production cluster.
-
-:func:`redis_cluster` starts a real three-node Redis Cluster from the installed
-``redis-server`` for the tests that run against one.
 """
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import subprocess
-import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.crc import key_slot
 from redis.exceptions import ResponseError
-
-from transport.net import free_port
 
 # Outside a transaction, redis-py's RedisCluster splits these over the slots by itself.
 SPLIT_BY_CLUSTER_CLIENT = frozenset({"DEL", "UNLINK", "EXISTS", "TOUCH"})
@@ -110,83 +100,3 @@ class _CheckedPipeline(Pipeline):
             transaction=self.is_transaction or self.explicit_transaction,
         )
         return await super().execute(raise_on_error)
-
-
-@contextlib.contextmanager
-def redis_cluster(workdir: Path, nodes: int = 3) -> Iterator[list[tuple[str, int]]]:
-    """A Redis Cluster of ``nodes`` primaries on free ports (no replicas, no persistence).
-
-    Yields the nodes' (host, port); stops exactly the processes it started.
-    """
-    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
-    if server is None or cli is None:
-        raise FileNotFoundError("redis-server and redis-cli are needed for a Redis Cluster")
-    procs: list[subprocess.Popen[bytes]] = []
-    addrs: list[tuple[str, int]] = []
-    try:
-        for i in range(nodes):
-            port, bus = free_port(), free_port()
-            node_dir = workdir / f"node-{i}"
-            node_dir.mkdir(parents=True)
-            log = (node_dir / "server.log").open("wb")
-            command = [
-                server,
-                "--bind", "127.0.0.1", "--port", str(port), "--cluster-port", str(bus),
-                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                "--cluster-node-timeout", "5000", "--save", "", "--appendonly", "no",
-                "--dir", str(node_dir),
-            ]  # fmt: skip
-            procs.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
-            log.close()
-            addrs.append(("127.0.0.1", port))
-        for host, port in addrs:
-            _wait_ping(cli, host, port, procs)
-        nodes_arg = [f"{h}:{p}" for h, p in addrs]
-        create = [
-            cli,
-            "--cluster",
-            "create",
-            *nodes_arg,
-            "--cluster-replicas",
-            "0",
-            "--cluster-yes",
-        ]
-        subprocess.run(create, check=True, capture_output=True, timeout=60)
-        for host, port in addrs:
-            _wait_cluster_ok(cli, host, port)
-        yield addrs
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def _wait_ping(cli: str, host: str, port: int, procs: list[subprocess.Popen[bytes]]) -> None:
-    deadline = time.monotonic() + 20
-    while True:
-        done = subprocess.run(
-            [cli, "-h", host, "-p", str(port), "ping"], capture_output=True, timeout=10
-        )
-        if done.stdout.strip() == b"PONG":
-            return
-        if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
-            raise RuntimeError(f"redis-server on {host}:{port} did not start")
-        time.sleep(0.05)
-
-
-def _wait_cluster_ok(cli: str, host: str, port: int) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        info = subprocess.run(
-            [cli, "-h", host, "-p", str(port), "cluster", "info"], capture_output=True, timeout=10
-        ).stdout
-        if b"cluster_state:ok" in info:
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"cluster node {host}:{port} never reported cluster_state:ok")
-        time.sleep(0.1)

@@ -15,14 +15,15 @@ The code on top works on both because no command, transaction or script of ours 
 hash slot (``tests/redis_slots.py`` checks it); what a cluster client does differently:
 
 - ``pipeline(transaction=True)`` is MULTI/EXEC on the node of its keys' one slot (redis-py
-  raises ``CrossSlotTransactionError`` for keys of two slots); ``transaction=False``
-  pipelines are split by node;
+  raises ``CrossSlotTransactionError`` for keys of two slots); a ``transaction=False``
+  pipeline is split by node and the nodes' parts run concurrently: order holds per node;
 - ``scan_iter`` walks every primary in turn; a multi-key ``DEL`` is split by slot;
 - Lua scripts run on the node of their keys, which must share one slot;
 - ``PUBLISH`` reaches every node's subscribers (classic pub/sub is cluster-wide), and a
   ``pubsub()`` holds one connection to one node;
 - a cluster client has no blocking pool: past ``max_connections`` to one node a command
-  fails with ``MaxConnectionsError`` instead of waiting.
+  fails with ``MaxConnectionsError`` instead of waiting;
+- a cluster no node of which answers raises ``RedisClusterException``, not a ``RedisError``.
 """
 
 from __future__ import annotations

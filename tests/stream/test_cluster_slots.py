@@ -6,10 +6,8 @@ them), and on a real three-node Redis Cluster started from the installed redis-s
 from __future__ import annotations
 
 import asyncio
-import shutil
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -27,11 +25,11 @@ from stream.registry import (
     SHARDS,
     CustomerProfile,
     Purpose,
-    RedisClient,
     Registry,
     shard_of,
 )
-from tests.redis_slots import CrossSlotError, SlotCheckedRedis, redis_cluster
+from tests.redis_slots import CrossSlotError, SlotCheckedRedis
+from transport.redis import RedisClient
 
 CUSTOMERS = [f"c{i}" for i in range(48)]
 T = 1_773_000_000  # an EID time counter (Unix seconds)
@@ -181,17 +179,9 @@ async def test_registry_consent_log_and_index_never_cross_a_hash_slot(
 # --- a real Redis Cluster ----------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[tuple[str, int]]]:
-    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
-        pytest.skip("redis-server/redis-cli not installed: no Redis Cluster to start")
-    with redis_cluster(Path(tmp_path_factory.mktemp("redis-cluster"))) as nodes:
-        yield nodes
-
-
 @pytest.fixture
-async def cluster_client(cluster: list[tuple[str, int]]) -> AsyncIterator[RedisCluster]:
-    client = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in cluster])
+async def cluster_client(redis_cluster_nodes: list[tuple[str, int]]) -> AsyncIterator[RedisCluster]:
+    client = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in redis_cluster_nodes])
     await client.initialize()
     yield client
     await client.aclose()

@@ -1,4 +1,4 @@
-"""drop_prefix deletes a scratch namespace's keys and nothing else."""
+"""The Redis client chosen by URL scheme, and drop_prefix deleting only a scratch namespace."""
 
 from __future__ import annotations
 
@@ -6,13 +6,20 @@ import uuid
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from contracts.services import ServiceSettings
-from transport.redis import drop_prefix
+from transport.redis import (
+    REDIS_SCHEMES,
+    cluster_kwargs,
+    connect_redis,
+    drop_prefix,
+    is_cluster_url,
+    scheme_of,
+)
 
-pytestmark = pytest.mark.integration
 
-
+@pytest.mark.integration
 async def test_drops_only_keys_under_the_prefix() -> None:
     url = ServiceSettings().redis
     prefix, other = f"t{uuid.uuid4().hex[:8]}:", f"t{uuid.uuid4().hex[:8]}:"
@@ -30,3 +37,65 @@ async def test_drops_only_keys_under_the_prefix() -> None:
 async def test_refuses_an_empty_prefix() -> None:
     with pytest.raises(ValueError, match="prefix is empty"):
         await drop_prefix(ServiceSettings().redis, "")
+
+
+# --- the client by URL scheme (no server needed: clients connect on first command) -----
+
+
+async def test_single_server_schemes_give_a_plain_client() -> None:
+    for url in ("redis://127.0.0.1:6379/2", "rediss://h:6380/0", "unix:///run/redis.sock"):
+        client = connect_redis(url)
+        assert isinstance(client, aioredis.Redis), url
+        await client.aclose()
+
+
+async def test_a_cluster_url_gives_a_cluster_client_with_every_listed_startup_node() -> None:
+    client = connect_redis("redis+cluster://10.0.0.1:7000,10.0.0.2:7001,[::1]:7002,10.0.0.4")
+    assert isinstance(client, RedisCluster)
+    assert [(n.host, n.port) for n in client.startup_nodes] == [
+        ("10.0.0.1", 7000),
+        ("10.0.0.2", 7001),
+        ("::1", 7002),
+        ("10.0.0.4", 6379),
+    ]
+    await client.aclose()
+
+
+def test_cluster_credentials_tls_and_options_apply_to_every_node() -> None:
+    kwargs = cluster_kwargs(
+        "rediss+cluster://app:s%40cret@a:7000,b:7001/0?socket_timeout=2.5&client_name=px"
+    )
+    nodes = kwargs.pop("startup_nodes")
+    assert [(n.host, n.port) for n in nodes] == [("a", 7000), ("b", 7001)]
+    assert kwargs == {
+        "username": "app",
+        "password": "s@cret",
+        "ssl": True,
+        "socket_timeout": 2.5,
+        "client_name": "px",
+    }
+    assert "ssl" not in cluster_kwargs("redis+cluster://a:7000")
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis+cluster://a:7000/3", "database 0 only"),
+        ("redis+cluster://a:7000,,b:7001", "empty node"),
+        ("redis+cluster://a:port", "no valid port"),
+        ("memcached://a:11211", "unsupported Redis URL"),
+        ("redis-cluster://user:hunter2@a:7000", r"user:\*\*\*@a:7000"),
+    ],
+)
+def test_a_url_that_cannot_be_a_client_is_refused_naming_why(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as caught:
+        connect_redis(url)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_schemes_are_told_apart() -> None:
+    assert is_cluster_url("redis+cluster://a:1")
+    assert is_cluster_url("REDISS+CLUSTER://a:1")
+    assert not is_cluster_url("redis://a:1/0")
+    assert scheme_of("redis+cluster://a:1") in REDIS_SCHEMES
+    assert scheme_of("file:devices.toml") == ""
