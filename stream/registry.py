@@ -402,17 +402,40 @@ class Registry:
         return [entry for _, entry in entries]
 
     async def forget(self, customer_id: str) -> bool:
-        """Erase the customer: profile, consent, visits and dedupe keys; audit the erasure.
+        """Erase the customer: profile, consent, devices, visits and dedupe keys; audit it.
 
-        The customer's own keys, the audit entry, the tombstone's outbox entry and the
-        version bump are one transaction (one shard); the rest (device map, the gateways'
-        device keys, visit state, cooldowns, dedupe keys, departures) lives in other slots
-        and is swept right after. The sweep finds its keys by scanning, so running forget
-        again after a crash in between finishes it.
+        In three steps, each safe to die after, so running forget again finishes it:
+
+        1. the customer's devices: each ``device-owner`` entry naming the customer (found by
+           scanning that hash, so also entries whose devices set is gone, as an older
+           forget that died after its transaction left them) loses the gateways' copy of
+           its public key (``{prefix}devices:{id}``) first and then itself, the latter only
+           if it still names the customer (a script on that one key: a device registered
+           to someone else since is theirs);
+        2. one transaction on the customer's shard: the customer's own keys, the audit
+           entry, the tombstone's outbox entry and the version bump;
+        3. what lives in other slots and is found by scanning: visit state, cooldowns,
+           dedupe keys, departures.
+
+        True if there was anything of the customer to erase.
         """
         now = datetime.now(UTC).isoformat()
         shard = shard_of(customer_id)
-        devices = await self.devices(customer_id)
+        owned = sorted(
+            {
+                as_text(device)
+                async for device, owner in self.r.hscan_iter(self.keys.device_owner, count=1000)
+                if as_text(owner) == customer_id
+            }
+        )
+        if owned:
+            # Single-key commands in a plain pipeline: each goes to its own slot's node.
+            async with self.r.pipeline(transaction=False) as pipe:
+                for d in owned:  # the gateways' copy of the device's public key (edge.devices)
+                    pipe.delete(f"{self.p}devices:{d}")
+                await pipe.execute()
+            # Only now that the keys are gone: the entry is what finds them again.
+            await self.r.eval(_RELEASE_DEVICES, 1, self.keys.device_owner, customer_id, *owned)
         async with self.r.pipeline(transaction=True) as pipe:  # one shard: one slot
             pipe.srem(self.keys.customers(shard), customer_id)
             pipe.delete(
@@ -437,15 +460,18 @@ class Registry:
             async for key in self.r.scan_iter(pattern, count=1000)
         ]
         departing = [k async for k in self.r.scan_iter(f"{self.p}departing:*", count=1000)]
-        # Single-key commands in a plain pipeline: each goes to its own slot's node.
         async with self.r.pipeline(transaction=False) as pipe:
             for key in traces:
                 pipe.delete(key)
-            if devices:
-                pipe.hdel(self.keys.device_owner, *devices)
-                for d in devices:  # the gateways' copy of the device's public key (edge.devices)
-                    pipe.delete(f"{self.p}devices:{d}")
             for key in departing:
                 pipe.zrem(key, customer_id)
-            await pipe.execute()
-        return bool(removed)
+            swept = await pipe.execute()
+        return bool(removed or owned or any(swept))
+
+
+_RELEASE_DEVICES = """
+for i = 2, #ARGV do
+  if redis.call('hget', KEYS[1], ARGV[i]) == ARGV[1] then redis.call('hdel', KEYS[1], ARGV[i]) end
+end
+"""
+"""Remove the ``device-owner`` entries ARGV[2..] that still name customer ARGV[1]."""

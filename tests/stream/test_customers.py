@@ -13,10 +13,12 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 import segno
+from redis.asyncio.client import Pipeline
 
 from beacons.eid import compute_eid
 from contracts.models import Event
@@ -79,6 +81,34 @@ async def test_import_enrolls_good_rows_and_reports_each_bad_one(
     assert report.generated_keys["bea"] == (bea.identity_key, 10)
     again = await import_csv(registry, CSV)
     assert (2, "ana") in {(b.line, b.customer_id) for b in again.rejected}  # already enrolled
+
+
+async def _traces(r: aioredis.Redis, prefix: str, *needles: str) -> list[str]:
+    """Keys under ``prefix`` that still name one of ``needles`` in their name, a hash field
+    or value, a set or sorted-set member or a string value (the audit streams aside)."""
+    marks = [n.encode() for n in needles]
+
+    def named(raw: bytes | None) -> bool:
+        return raw is not None and any(m in raw for m in marks)
+
+    left = []
+    async for key in r.scan_iter(f"{prefix}*"):
+        if key.endswith(b"}audit"):  # the erasure's record (one audit stream per shard)
+            continue
+        kind = await r.type(key)
+        if (
+            named(key)
+            or (kind == b"hash" and any(map(named, _flat(await r.hgetall(key)))))
+            or (kind == b"zset" and any(map(named, await r.zrange(key, 0, -1))))
+            or (kind == b"set" and any(map(named, await r.smembers(key))))
+            or (kind == b"string" and named(await r.get(key)))
+        ):
+            left.append(key.decode())
+    return sorted(left)
+
+
+def _flat(fields: dict[bytes, bytes]) -> list[bytes]:
+    return [*fields, *fields.values()]
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -163,28 +193,116 @@ async def test_forget_erases_profile_visits_dedupe_devices_and_index(
 
     assert await proc.registry.forget("ana")
 
-    left = []
-    async for key in r.scan_iter(f"{prefix}*"):
-        k = key.decode()
-        if k.endswith("}audit"):  # the erasure's record (one audit stream per registry shard)
-            continue
-        kind = await r.type(key)
-        if b"ana" in key or b"d00dfeed" in key:
-            left.append(k)
-        elif kind == b"hash":
-            if any(b"ana" in f or b"ana" in v for f, v in (await r.hgetall(key)).items()):
-                left.append(k)
-        elif kind == b"zset":
-            if await r.zscore(key, "ana") is not None:
-                left.append(k)
-        elif (kind == b"string" and b"ana" in (await r.get(key) or b"")) or (
-            kind == b"set" and await r.sismember(key, "ana")
-        ):
-            left.append(k)
-    assert left == []
+    assert await _traces(r, prefix, "ana", "d00dfeed") == []
     audit = await proc.registry.audit("ana")
     assert audit[-1]["action"] == "forget"
     await proc.identity.refresh(force=True)
     assert await proc.registry.customer_for_device("d00dfeed00000001") is None
     assert await proc.process(event) == []
     assert proc.stats.counts["unresolved"] == 1  # the EID no longer resolves
+
+
+class Crash(Exception):
+    """The process died here."""
+
+
+class CrashingRedis(aioredis.Redis):
+    """A real client whose process dies (:class:`Crash`) just before its ``crash_at``-th
+    call (a command or a whole pipeline). SCAN and HSCAN pages do not count: they only
+    read, so dying before one is dying after the call before it."""
+
+    crash_at = 0
+    calls = 0
+
+    def tick(self, name: object) -> None:
+        if str(name).upper() in {"SCAN", "HSCAN"}:
+            return
+        self.calls += 1
+        if self.calls == self.crash_at:
+            raise Crash
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.tick(args[0])
+        return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Pipeline:
+        pipe = _CrashingPipeline(
+            self.connection_pool, self.response_callbacks, transaction, shard_hint
+        )
+        pipe.owner = self
+        return pipe
+
+
+class _CrashingPipeline(Pipeline):
+    owner: CrashingRedis
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        self.owner.tick("pipeline")
+        return await super().execute(raise_on_error)
+
+
+async def test_forget_interrupted_anywhere_is_finished_by_forget_again(
+    redis: tuple[aioredis.Redis, str], namespace: str
+) -> None:
+    r, prefix = redis
+    registry = Registry(r, prefix)
+    # Someone else's device, which no erasure of another customer may touch.
+    await registry.enroll(
+        CustomerProfile(customer_id="keep", identity_key=KEY, rotation_exponent=10), []
+    )
+    await register_device(r, prefix, "keep", "0a0a", base64.b64encode(bytes(32)).decode())
+    crashing = CrashingRedis.from_url(ServiceSettings(namespace=namespace).redis)
+    died_after_the_transaction = []
+    try:
+        for k in range(1, 60):
+            cid, phone, watch = f"crash{k:02d}x", f"c0ffee{k:02x}", f"beef{k:02x}"
+            profile = CustomerProfile(customer_id=cid, identity_key=KEY, rotation_exponent=10)
+            await registry.enroll(profile, [Purpose.ARRIVAL_ALERTS])
+            await register_device(r, prefix, cid, phone, base64.b64encode(bytes(32)).decode())
+            await registry.register_device(cid, watch)
+            await r.set(f"{prefix}visit:{cid}:s1", "state")
+            await r.set(f"{prefix}cooldown:{cid}:s1:vip", "1")
+            await r.zadd(f"{prefix}departing:s1", {cid: 1.0})
+
+            crashing.calls, crashing.crash_at = 0, k
+            try:
+                await Registry(crashing, prefix).forget(cid)
+            except Crash:
+                died_after_the_transaction.append(await registry.get(cid) is None)
+            else:
+                break  # forget made fewer than k calls: every crash point was tried
+            await registry.forget(cid)  # the operator runs it again
+
+            assert await _traces(r, prefix, cid, phone, watch) == [], f"died before call {k}"
+            assert await registry.customer_for_device(phone) is None
+        else:
+            pytest.fail("forget never finished without a crash")
+    finally:
+        await crashing.aclose()
+    assert True in died_after_the_transaction  # the window between the two parts was tried
+    assert await registry.customer_for_device("0a0a") == "keep"
+    assert await r.exists(f"{prefix}devices:0a0a")
+
+
+async def test_forget_leaves_a_device_that_now_belongs_to_someone_else(
+    redis: tuple[aioredis.Redis, str],
+) -> None:
+    r, prefix = redis
+    registry = Registry(r, prefix)
+    for cid in ("ana", "bea"):
+        profile = CustomerProfile(customer_id=cid, identity_key=KEY, rotation_exponent=10)
+        await registry.enroll(profile, [])
+    await register_device(r, prefix, "ana", "d00d", base64.b64encode(bytes(32)).decode())
+    # An erasure of ana died after releasing her device and before her own keys went: the
+    # device is still in her set, and bea has registered it since, with her own key.
+    await r.hdel(registry.keys.device_owner, "d00d")
+    await r.delete(f"{prefix}devices:d00d")
+    assert await registry.devices("ana") == ["d00d"]
+    bea_key = base64.b64encode(bytes(range(32))).decode()
+    await register_device(r, prefix, "bea", "d00d", bea_key)
+
+    assert await registry.forget("ana")
+
+    assert await registry.devices("ana") == []
+    assert await registry.customer_for_device("d00d") == "bea"
+    assert await r.hget(f"{prefix}devices:d00d", "public_key") == bea_key.encode()
