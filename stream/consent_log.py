@@ -14,9 +14,12 @@ repeat is harmless). ``proxima customers grant|revoke|forget`` pump right after 
 change when Kafka is configured, and the stream worker pumps on a timer for every other
 writer (CSV import, the simulators' enrolment, a CLI run without Kafka).
 
-A lock (``consent-outbox:lock``, ``SET NX PX``) keeps pumps from racing, so records of one
-customer reach the topic in the order their states were read; :func:`rebuild_consent`
-also prefers the higher ``version`` over the later offset.
+A lock (``consent-outbox:lock``, ``SET NX PX``, renewed before each batch) keeps pumps from
+racing, so records of one customer reach the topic in the order their states were read, and
+:func:`rebuild_consent` takes each customer's last record on the topic, as compaction keeps
+it. It does not compare ``version``: after Redis lost data the shards' counters start again
+lower, and an older record would outrank every change made since. A rebuild raises each
+shard's counter past the versions it restored, so versions keep growing after one.
 """
 
 from __future__ import annotations
@@ -40,13 +43,24 @@ log = logging.getLogger(__name__)
 
 LOCK_MS = 60_000
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end"
+_RENEW = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then"
+    " return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+)
+_RAISE_VERSION = """
+local version = tonumber(redis.call('get', KEYS[1]) or '0')
+if version < tonumber(ARGV[1]) then redis.call('set', KEYS[1], ARGV[1]) end
+return redis.call('incr', KEYS[1])
+"""
+"""Bump a shard's version to above ARGV[1] (the highest version restored into the shard)."""
 
 
 async def snapshot(redis: RedisClient, prefix: str, customer_id: str) -> ConsentRecord | None:
     """The customer's whole consent now, or None if the customer is not enrolled (forgotten).
 
     ``version`` is the customer's shard's registry version: it grows with every change of
-    this customer, which is all :func:`read_latest` compares it for.
+    this customer, and a rebuild moves it past the versions it restored; but Redis may
+    lose data, so :func:`read_latest` orders records by offset, not by version.
     """
     keys = RegistryKeys(prefix)
     shard = shard_of(customer_id)
@@ -89,7 +103,9 @@ async def pump_outbox(
     """Publish the consent of every customer in the outbox; returns how many records.
 
     Returns 0 without reading when another pump holds the lock (it drains until the
-    outbox is empty, so it also takes entries added while it runs).
+    outbox is empty, so it also takes entries added while it runs). The lock is renewed
+    before each batch; a pump that finds it lost (it stalled for ``LOCK_MS``, and another
+    pump may have started) stops and leaves the rest to the holder.
     """
     keys = RegistryKeys(prefix)
     token = uuid.uuid4().hex
@@ -106,6 +122,9 @@ async def pump_outbox(
             if not busy:
                 return published
             for shard in busy:
+                if not await redis.eval(_RENEW, 1, keys.outbox_lock, token, LOCK_MS):
+                    log.warning("consent outbox lock lost (pump too slow?): stopping this pump")
+                    return published
                 published += await _drain(redis, prefix, keys.outbox(shard), send, topic, batch)
     finally:
         await redis.eval(_RELEASE, 1, keys.outbox_lock, token)
@@ -144,7 +163,7 @@ class RebuildReport:
 async def read_latest(
     bootstrap: str, topic: str, timeout: float = 30.0
 ) -> tuple[dict[str, ConsentRecord | None], int]:
-    """The latest record per customer on the topic (None: tombstone), and the bad ones' count.
+    """The last record per customer on the topic (None: tombstone), and the bad ones' count.
 
     Reads every partition from the beginning up to the end offsets taken at the start.
     """
@@ -190,12 +209,15 @@ async def read_latest(
                                 rec.customer_id,
                             )
                             continue
-                        # One key is one partition, so a later offset is a later state,
-                        # unless two pumps raced (the lock prevents it): keep the higher
-                        # version then.
-                        prev = latest.get(cid)
-                        if prev is None or rec.version >= prev.version:
-                            latest[cid] = rec
+                        # The last record read is the customer's latest state: one key is
+                        # one partition (the CLI's aiokafka producer and the worker's Faust
+                        # one both leave the partition to aiokafka's DefaultPartitioner,
+                        # murmur2 of the key, and ensure_topics never changes a topic's
+                        # partition count), read in offset order; each producer keeps a
+                        # partition's order (one request in flight per partition); and
+                        # only the holder of the outbox lock publishes (pump_outbox). No
+                        # version comparison: see the module doc.
+                        latest[cid] = rec
     except TimeoutError as exc:
         raise ConsentLogError(topic, f"not read to its end within {timeout}s") from exc
     finally:
@@ -224,6 +246,8 @@ async def restore_consent(
 
     One transaction per registry shard (one Redis Cluster slot each), with the shard's
     version bump: a shard is restored whole or not at all, and running it again is safe.
+    The bump takes the shard's counter past the highest version restored into it, so the
+    customers' next records have higher versions than any on the topic.
     """
     keys = RegistryKeys(prefix)
     by_shard: dict[int, list[str]] = {}
@@ -231,6 +255,7 @@ async def restore_consent(
         by_shard.setdefault(shard_of(cid), []).append(cid)
     restored = erased = 0
     for shard, cids in sorted(by_shard.items()):
+        highest = 0
         async with redis.pipeline(transaction=True) as pipe:
             for cid in cids:
                 rec = latest[cid]
@@ -240,6 +265,7 @@ async def restore_consent(
                     erased += 1
                     continue
                 restored += 1
+                highest = max(highest, rec.version)
                 if rec.consent:
                     pipe.hset(
                         key,
@@ -248,6 +274,6 @@ async def restore_consent(
                             for field, d in rec.consent.items()
                         },
                     )
-            pipe.incr(keys.version(shard))
+            pipe.eval(_RAISE_VERSION, 1, keys.version(shard), highest)
             await pipe.execute()
     return restored, erased

@@ -19,7 +19,7 @@ from contracts.models import ConsentRecord
 from contracts.services import ServiceSettings
 from contracts.topics import CONSENT
 from stream.consent_log import aiokafka_send, pump_outbox, read_latest, rebuild_consent
-from stream.registry import CustomerProfile, Purpose, Registry
+from stream.registry import CustomerProfile, Purpose, Registry, shard_of
 from tests.conftest import Procs
 from transport.kafka import ensure_topics, make_producer
 
@@ -158,6 +158,93 @@ async def test_registry_rebuilt_from_topic_answers_as_before_and_forgotten_stay_
     )
     assert (report.restored, report.erased, report.skipped) == (2, 1, 0)
     assert await _answers(reg, ["ana", "bea", "cara"]) == before
+
+
+async def _lose_everything(r: aioredis.Redis, prefix: str) -> None:
+    keys = [k async for k in r.scan_iter(f"{prefix}*")]
+    if keys:
+        await r.delete(*keys)
+
+
+async def test_a_revocation_after_redis_lost_its_data_stays_revoked_through_rebuilds(
+    env: tuple[ServiceSettings, aioredis.Redis],
+) -> None:
+    services, r = env
+    prefix, topic = services.redis_prefix, services.topics.kafka(CONSENT)
+    reg = Registry(r, prefix)
+    # A long history: ana's shard is at version 500 when she grants (record version 501).
+    await r.set(reg.keys.version(shard_of("ana")), 500)
+    await reg.enroll(_profile("ana", 1), [Purpose.ARRIVAL_ALERTS])
+    assert await _pump(services, r) == 1
+
+    # Redis loses its data: profiles come back (an import), consent from the topic.
+    await _lose_everything(r, prefix)
+    await reg.enroll(_profile("ana", 1), [])
+    await rebuild_consent(r, prefix, services.kafka_bootstrap, topic)
+    assert await reg.has_consent("ana", Purpose.ARRIVAL_ALERTS, "s1")
+
+    await reg.set_consent("ana", Purpose.ARRIVAL_ALERTS, False)
+    assert await _pump(services, r) == 1
+    latest, _ = await read_latest(services.kafka_bootstrap, topic)
+    ana = latest["ana"]
+    assert ana is not None
+    assert ana.consent["arrival_alerts"].granted is False
+    assert ana.version > 501  # the rebuild moved the shard past every version it restored
+
+    await rebuild_consent(r, prefix, services.kafka_bootstrap, topic)
+    assert not await reg.has_consent("ana", Purpose.ARRIVAL_ALERTS, "s1")
+
+
+async def test_the_later_record_wins_the_rebuild_over_an_older_one_with_a_higher_version(
+    env: tuple[ServiceSettings, aioredis.Redis],
+) -> None:
+    services, r = env
+    prefix, topic = services.redis_prefix, services.topics.kafka(CONSENT)
+    reg = Registry(r, prefix)
+    await r.set(reg.keys.version(shard_of("bea")), 500)
+    await reg.enroll(_profile("bea", 2), [Purpose.ARRIVAL_ALERTS])
+    assert await _pump(services, r) == 1  # granted, version 501
+
+    # Redis comes back from an old backup (her grant in it, the counter far behind) and
+    # she revokes before anyone rebuilds: the revocation goes out with version 2.
+    await _lose_everything(r, prefix)
+    await reg.enroll(_profile("bea", 2), [Purpose.ARRIVAL_ALERTS])
+    await reg.set_consent("bea", Purpose.ARRIVAL_ALERTS, False)
+    assert await _pump(services, r) == 1
+
+    report = await rebuild_consent(r, prefix, services.kafka_bootstrap, topic)
+    assert (report.restored, report.erased, report.skipped) == (1, 0, 0)
+    assert not await reg.has_consent("bea", Purpose.ARRIVAL_ALERTS, "s1")
+    assert (await reg.consent_records("bea"))["arrival_alerts"]["granted"] is False
+
+
+async def test_a_pump_that_lost_its_lock_stops_before_its_next_batch(namespace: str) -> None:
+    services = ServiceSettings(namespace=namespace)
+    prefix = services.redis_prefix
+    r = aioredis.from_url(services.redis)
+    reg = Registry(r, prefix)
+    first = "ana"
+    second = next(c for c in ("bea", "cara", "dan", "eva") if shard_of(c) > shard_of(first))
+    try:
+        for n, cid in enumerate((first, second)):
+            await reg.enroll(_profile(cid, n + 1), [Purpose.ARRIVAL_ALERTS])
+        sent: list[bytes] = []
+
+        async def stalls(topic: str, key: bytes, value: bytes | None) -> Awaitable[object]:
+            # This pump stalled past LOCK_MS: the lock expired and another pump holds it.
+            await r.set(reg.keys.outbox_lock, "another pump")
+            sent.append(key)
+            done: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+
+        assert await pump_outbox(r, prefix, stalls, "consent") == 1
+        assert sent == [first.encode()]
+        assert await reg.outbox_len() == 1  # the second shard's change, left to the holder
+        assert await r.get(reg.keys.outbox_lock) == b"another pump"
+    finally:
+        await _lose_everything(r, prefix)
+        await r.aclose()
 
 
 async def test_outbox_keeps_changes_kafka_did_not_acknowledge(
