@@ -13,7 +13,7 @@ The model, for one subject near one gateway:
   only passes (a window shopper, a pass-by) does not stay long enough;
 * **present → dwelling** (``zone_dwell``) ``dwell_s`` after the enter;
 * **present/dwelling → absent** (``zone_exit``) when the RSSI has stayed below the lower
-  ``exit_rssi`` for ``exit_min_s`` (after an enter by lingering: the hysteresis under
+  ``exit_rssi`` for ``exit_min_s`` (with lingering on: the hysteresis under
   ``linger_rssi``), or nothing was heard for ``exit_timeout_s``.
 
 ``enter_rssi − exit_rssi`` is the hysteresis: noise whose peak-to-peak swing is smaller
@@ -87,6 +87,8 @@ class PresenceConfig:
             raise ValueError("exit_rssi must be below enter_rssi (hysteresis)")
         if self.linger_rssi is not None and not self.linger_rssi <= self.enter_rssi:
             raise ValueError("linger_rssi must be at or below enter_rssi")
+        if self.linger_rssi is not None and self.linger_min_s <= 0:
+            raise ValueError("linger_min_s must be > 0 (one sample must not enter)")
         for name in ("enter_min_s", "dwell_s", "exit_min_s", "linger_min_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
@@ -116,7 +118,6 @@ class ZonePresence:
         "last_rssi",
         "last_seen",
         "linger_since",
-        "lingered",
         "sightings",
         "since",
         "slow",
@@ -139,7 +140,6 @@ class ZonePresence:
         self.last_rssi = -float("inf")
         self.slow: float | None = None
         self.linger_since: float | None = None
-        self.lingered = False
 
     @property
     def presence_state(self) -> PresenceState:
@@ -178,7 +178,7 @@ class ZonePresence:
             else:
                 self.state = _ABSENT
         else:
-            if rssi < (self._linger_exit() if self.lingered else cfg.exit_rssi):
+            if rssi < (cfg.exit_rssi if cfg.linger_rssi is None else self._linger_exit()):
                 if self.below_since is None:
                     self.below_since = t
                 if t - self.below_since >= cfg.exit_min_s:
@@ -214,7 +214,12 @@ class ZonePresence:
             self._exit(exit_at, confidence, out)
 
     def _linger_exit(self) -> float:
-        """Exit threshold after an enter by lingering: the hysteresis under ``linger_rssi``."""
+        """Exit threshold where lingering is on: the hysteresis under ``linger_rssi``.
+
+        Whichever way the subject entered: lingering says a subject heard at the linger
+        level stays, so exiting at ``exit_rssi`` would only make it enter again by lingering
+        (enter, exit, enter for someone standing between the two levels).
+        """
         cfg = self.cfg
         assert cfg.linger_rssi is not None
         return min(cfg.exit_rssi, cfg.linger_rssi - cfg.hysteresis_db)
@@ -245,7 +250,6 @@ class ZonePresence:
         self.entered_at = self.clear_since = t
         self.below_since = None
         self.linger_since = None
-        self.lingered = True  # it stays in at the level it came in at (see _linger_exit)
         # Weaker evidence than a strong enter: 0.5 at the linger threshold, up to 0.75.
         strength = _clamp01((slow - cfg.linger_rssi) / max(cfg.enter_rssi - cfg.linger_rssi, 1.0))
         out.append(
@@ -262,7 +266,6 @@ class ZonePresence:
         self.state = _PRESENT
         self.entered_at = self.clear_since = t
         self.below_since = None
-        self.lingered = False
         strength = _clamp01((self.last_rssi - cfg.exit_rssi) / (2.0 * cfg.hysteresis_db))
         evidence = _clamp01(self.sightings / (2.0 * cfg.enter_min_sightings))
         out.append(
@@ -301,7 +304,6 @@ class ZonePresence:
         self.sightings = 0
         self.slow = None
         self.linger_since = None
-        self.lingered = False
         out.append(
             Transition(self.subject, self.zone_id, "zone_exit", at, self.last_rssi, confidence)
         )

@@ -401,8 +401,9 @@ class ConsentRecord(_Strict):
 
     Each record is the customer's full consent state after a change, so the latest record
     per key is enough to rebuild the registry; a tombstone (null value) means forgotten.
-    ``version`` is the registry version read with the state: of two records for the same
-    customer, the higher version is the newer state.
+    ``version`` is the registry shard's version read with the state (it grows, also across
+    a rebuild); which record is newer is decided by its place on the topic: one customer
+    is one partition, and ``rebuild-consent`` keeps the last offset per key.
     """
 
     schema_: Literal["proxima.consent.v1"] = Field(default="proxima.consent.v1", alias="schema")

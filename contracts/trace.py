@@ -23,13 +23,20 @@ class _Open(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
-class Zone(_Open):
+class _Kept(BaseModel):
+    """Unknown fields are kept (and ignored by the replay): a layout's calibration
+    (``rssi_1m``, ``path_loss_n``, zone ``rect``) travels with it to edge.calibration."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class Zone(_Kept):
     id: str
     kind: ZoneKind
     name: str | None = None
 
 
-class GatewayPlacement(_Open):
+class GatewayPlacement(_Kept):
     id: str
     zone_id: str
     x: float = 0.0
@@ -38,7 +45,7 @@ class GatewayPlacement(_Open):
     rssi_offset_db: float = Field(default=0.0, description="per-gateway calibration offset")
 
 
-class Layout(_Open):
+class Layout(_Kept):
     zones: list[Zone]
     gateways: list[GatewayPlacement]
 

@@ -634,6 +634,7 @@ def stats(
 
     from rich.table import Table
 
+    from stream.settings import StreamSettings
     from transport.redis import connect_redis
     from transport.stats import as_json as stats_json
     from transport.stats import read_all
@@ -655,7 +656,8 @@ def stats(
         sys.stdout.write(stats_json(snapshot) + "\n")
         return
     if not snapshot:
-        out.print("no bridge or stream worker has reported (they write every 10 s)")
+        every = StreamSettings().stats_interval_s
+        out.print(f"no bridge or stream worker has reported (they write every {every:g} s)")
         return
     table = Table(title="proxima stats")
     for col in ("component", "instance", "age", "counter", "value"):

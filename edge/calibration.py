@@ -27,13 +27,17 @@ without reaching an enter threshold a window shopper's held phone outside also r
 What tells the two apart is time, so every gateway also enters by *lingering*
 (``beacons.presence``: a slow average ``linger_db`` under ``enter_rssi`` for
 ``linger_min_s``). The defaults (10 dB, 60 s) suit an entrance: a lingerer stays minutes,
-a window shopper ~20 s. Inside the store (floor, fitting room, checkout) nobody is on the
-pavement, and walls and distance keep the street out, so interior gateways linger down to
-``INTERIOR_LINGER_DBM`` over ``INTERIOR_LINGER_S``. Chosen with ``proxima bench
-detection`` on boutique-rush seeds 21-27 and checked on seeds 31-35, hard-cases 1-5 and
-boutique-hour 1-3 (339 consenting visits): recall 0.94 → 0.99, one false arrival (a window
-shopper at the shop front, hard-cases). At -90 dBm or 15 s the floor gateway takes window
-shoppers (8 false in 141 visits); at 30 s one more bagged visitor is missed.
+a window shopper ~20 s. On the sales floor nobody is on the pavement, and walls and
+distance keep the street out, so floor gateways linger down to ``INTERIOR_LINGER_DBM``
+over ``INTERIOR_LINGER_S``. Chosen with ``proxima bench detection`` on boutique-rush seeds
+21-27 and checked on seeds 31-35, hard-cases 1-5, boutique-hour 1-3 and flagship-hour 1
+(354 consenting visits): recall 0.966 → 0.989, one false arrival (a window shopper at the
+shop front, hard-cases). At -90 dBm or 15 s the floor gateway takes window shoppers (8 false in 141
+visits); at 30 s one more bagged visitor is missed. Small zones (fitting rooms, checkout)
+do not linger at all: the floor around them is full of shoppers lingering at their level
+(boutique-rush 21-25: fitting-room enters of people not in a fitting room 12 without
+lingering, 15 with the default tier, 112 with the floor's), and a fitting-room enter
+readies a fitting room.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from typing import Any
 Rect = tuple[float, float, float, float]  # x0, y0, x1, y1 (metres, store plan)
 
 WIDENED_KINDS = frozenset({"floor"})
-INTERIOR_KINDS = frozenset({"floor", "fitting_room", "checkout"})
+SMALL_KINDS = frozenset({"fitting_room", "checkout"})
 INTERIOR_LINGER_DBM = -88.0
 INTERIOR_LINGER_S = 20.0
 
@@ -157,22 +161,25 @@ def calibrated_thresholds(
     exit_rssi: float,
     margin_db: float = 4.0,
     linger_db: float | None = 10.0,
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, float | None]]:
     """Presence settings per calibrated gateway that differ from the defaults given.
 
     ``enter_rssi``/``exit_rssi`` (the hysteresis kept as given) for widened zones;
-    ``linger_db``/``linger_min_s`` for interior zones (see the module docstring).
+    ``linger_db``/``linger_min_s`` for floors, ``linger_db=None`` (off) for small zones
+    (see the module docstring).
     """
     hysteresis = enter_rssi - exit_rssi
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, float | None]] = {}
     for gateway_id, cal in calibrations(layout).items():
-        tuned: dict[str, float] = {}
+        tuned: dict[str, float | None] = {}
         enter = cal.enter_rssi(enter_rssi, margin_db)
         if enter != enter_rssi:
             tuned.update(enter_rssi=enter, exit_rssi=round(enter - hysteresis, 1))
-        if linger_db is not None and cal.zone_kind in INTERIOR_KINDS:
+        if linger_db is not None and cal.zone_kind in WIDENED_KINDS:
             tuned["linger_db"] = round(max(linger_db, enter - INTERIOR_LINGER_DBM), 1)
             tuned["linger_min_s"] = INTERIOR_LINGER_S
+        elif linger_db is not None and cal.zone_kind in SMALL_KINDS:
+            tuned["linger_db"] = None
         if tuned:
             out[gateway_id] = tuned
     return out

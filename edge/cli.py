@@ -20,6 +20,7 @@ from rich.table import Table
 
 from contracts.services import ServiceSettings
 from contracts.trace import TraceHeader, TraceRecord
+from edge.calibration import calibrated_thresholds
 from edge.config import describe_settings, load_settings
 from edge.exceptions import ConfigError, EdgeError
 from edge.outbox import Outbox
@@ -77,6 +78,42 @@ def make_source(settings: EdgeSettings) -> ScannerSource:
     raise EdgeError(f"unknown source {spec!r}: use bleak, replay:PATH or sim:NAME")
 
 
+def from_trace_layout(
+    settings: EdgeSettings, header: TraceHeader, *, zone: str | None, store: str | None
+) -> EdgeSettings:
+    """A replayed or simulated gateway as the trace's layout places it (as ``proxima replay``).
+
+    Store, zone, RSSI offset and the layout's calibrated thresholds (edge.calibration) come
+    from the trace; a ``--zone``/``--store`` that contradicts it is refused.
+    """
+    layout = header.layout
+    if layout is None:
+        return settings
+    placed = next((gw for gw in layout.gateways if gw.id == settings.gateway_id), None)
+    if placed is None:
+        return settings
+    if zone is not None and zone != placed.zone_id:
+        raise EdgeError(
+            f"--zone {zone!r} contradicts the trace: {placed.id} watches {placed.zone_id!r}"
+        )
+    if store is not None and store != header.store_id:
+        raise EdgeError(f"--store {store!r} contradicts the trace's store {header.store_id!r}")
+    tuned = calibrated_thresholds(
+        layout.model_dump(mode="json"),
+        settings.enter_rssi,
+        settings.exit_rssi,
+        linger_db=settings.linger_db,
+    ).get(placed.id, {})
+    return settings.model_copy(
+        update={
+            "store_id": header.store_id,
+            "zone_id": placed.zone_id,
+            "rssi_offset_db": placed.rssi_offset_db,
+            **tuned,
+        }
+    )
+
+
 @app.command("run")
 def run(
     config: Annotated[Optional[Path], typer.Option(help="TOML config file")] = None,  # noqa: UP045
@@ -124,6 +161,8 @@ def run(
             http_port=http_port,
         )
         src = make_source(settings)
+        if isinstance(src, TraceSource):
+            settings = from_trace_layout(settings, src.header, zone=zone, store=store)
     except EdgeError as exc:
         raise _fail(str(exc)) from exc
     services = ServiceSettings()

@@ -88,7 +88,7 @@ class EdgeSettings(BaseSettings):
     )
     linger_min_s: float = Field(
         default=60.0,
-        ge=0,
+        gt=0,
         description="seconds the slow average must stay there to enter by lingering",
     )
     rssi_offset_db: float = Field(default=0.0, description="calibration offset added to every RSSI")

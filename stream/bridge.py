@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 import re
 from collections import Counter
@@ -98,9 +97,10 @@ class Bridge:
                         continue
                     self.mqtt.ack(message)
         finally:
+            # Stop the counters task and wait for it, without letting its end (or an error in
+            # it) replace the exception this block is unwinding with.
             counters.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await counters
+            await asyncio.wait([counters])
             await producer.stop()
             await self._redis.aclose()
 

@@ -40,11 +40,12 @@ async def publish(
     ttl_s: int,
     instance: str | None = None,
 ) -> None:
-    """Replace this instance's snapshot (one hash, one round trip)."""
+    """Replace this instance's snapshot (one hash, one round trip, one transaction: a
+    crash never leaves it without its expiry, and a reader never sees it half written)."""
     key = _key(prefix, component, instance or instance_id())
     mapping: dict[Any, Any] = {k: int(v) for k, v in counts.items()}
     mapping[UPDATED_AT] = round(time.time(), 3)
-    async with redis.pipeline(transaction=False) as pipe:
+    async with redis.pipeline(transaction=True) as pipe:  # one key: one slot on a cluster
         pipe.delete(key)
         pipe.hset(key, mapping=mapping)
         pipe.expire(key, max(1, ttl_s))
@@ -76,7 +77,7 @@ async def read_all(
 
 
 def as_json(stats: Mapping[tuple[str, str], tuple[float, Counter[str]]]) -> str:
-    """The snapshot as one JSON object (``proxima stats --json``)."""
+    """The snapshot as one JSON array, an object per instance (``proxima stats --json``)."""
     return json.dumps(
         [
             {"component": c, "instance": i, "updated_at": t, "counts": dict(sorted(n.items()))}

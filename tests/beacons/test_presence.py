@@ -360,3 +360,20 @@ def test_a_lingered_subject_stays_until_it_falls_under_the_linger_hysteresis() -
 def test_a_linger_threshold_above_enter_is_refused() -> None:
     with pytest.raises(ValueError, match="linger_rssi"):
         dataclasses.replace(CFG, linger_rssi=-60.0)
+
+
+def test_with_lingering_on_a_strong_enter_does_not_flap_between_the_two_levels() -> None:
+    # Entered the strong way, then heard between exit_rssi (-80) and linger_rssi (-85):
+    # lingering says such a subject stays, so no exit (and no enter again a minute later).
+    tracker = raw_tracker(LINGER)
+    assert kinds(feed(tracker, every_second(-60.0, 0, 3))) == [("zone_enter", 2.0)]
+    assert kinds(feed(tracker, every_second(-83.0, 4, 12))) == [("zone_dwell", 12.0)]
+    # Without lingering the same readings leave the zone.
+    plain = raw_tracker()
+    feed(plain, every_second(-60.0, 0, 3))
+    assert ("zone_exit", 6.0) in kinds(feed(plain, every_second(-83.0, 4, 12)))
+
+
+def test_a_linger_hold_of_zero_is_refused() -> None:
+    with pytest.raises(ValueError, match="linger_min_s must be > 0"):
+        dataclasses.replace(LINGER, linger_min_s=0.0)

@@ -145,3 +145,23 @@ def test_edge_sim_source_names_unknown_scenarios_and_bad_seeds(
     with pytest.raises(typer.Exit):
         _load_scenario("boutique-rush@x")
     assert "the seed after @ must be an integer" in capsys.readouterr().err
+
+
+def test_a_simulated_gateway_takes_its_place_and_calibration_from_the_layout() -> None:
+    from deploy.cli import _load_scenario
+    from edge.cli import from_trace_layout
+    from edge.exceptions import EdgeError
+    from edge.settings import EdgeSettings
+
+    header, _ = _load_scenario("boutique-rush@3")
+    floor = from_trace_layout(EdgeSettings(gateway_id="gw-floor"), header, zone=None, store=None)
+    assert (floor.store_id, floor.zone_id) == ("boutique-01", "floor")
+    assert floor.rssi_offset_db == 1.5  # the layout's per-gateway offset
+    assert floor.enter_rssi == -78.0  # calibrated to cover the floor (edge.calibration)
+    assert floor.linger_min_s == 20.0
+    fitting = from_trace_layout(
+        EdgeSettings(gateway_id="gw-fitting"), header, zone=None, store=None
+    )
+    assert fitting.linger_db is None  # small zones do not linger
+    with pytest.raises(EdgeError, match="--zone 'entrance' contradicts the trace"):
+        from_trace_layout(EdgeSettings(gateway_id="gw-floor"), header, zone="entrance", store=None)

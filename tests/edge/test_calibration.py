@@ -112,15 +112,16 @@ def test_a_calibration_never_makes_a_gateway_deafer_than_the_default() -> None:
     assert "enter_rssi" not in calibrated_thresholds(layout, -72.0, -80.0).get("gw", {})
 
 
-def test_interior_gateways_linger_deeper_and_sooner_than_the_entrance() -> None:
+def test_floors_linger_deeper_and_sooner_small_zones_not_at_all() -> None:
     got = calibrated_thresholds(BOUTIQUE, -72.0, -80.0, linger_db=10.0)
     # The entrance keeps the defaults (10 dB under enter for 60 s: window shoppers pass).
     assert "gw-door" not in got
-    # Inside, 10 dB under the enter threshold but at least down to -88 dBm, over 20 s.
-    assert got["gw-fit"] == {"linger_db": 16.0, "linger_min_s": 20.0}  # -72 - 16 = -88
+    # A floor: 10 dB under its enter threshold but at least down to -88 dBm, over 20 s.
     assert got["gw-floor"]["linger_db"] == 10.0  # -79.5 - 10 = -89.5, already below -88
     assert got["gw-floor"]["linger_min_s"] == 20.0
-    # Lingering off: interior gateways get nothing for it.
+    # A fitting room inside the floor does not linger: floor shoppers linger at its level.
+    assert got["gw-fit"] == {"linger_db": None}
+    # Lingering off everywhere: no gateway gets anything for it.
     off = calibrated_thresholds(BOUTIQUE, -72.0, -80.0, linger_db=None)
     assert "gw-fit" not in off
     assert "linger_db" not in off["gw-floor"]
