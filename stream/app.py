@@ -14,13 +14,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, cast
+from functools import partial
+from typing import Any, TypeVar, cast
 
 import faust
 import uvloop
 from aiokafka.errors import KafkaError
+from faust.exceptions import ProducerSendError
 from faust.types import EventT
 from redis.exceptions import RedisClusterException, RedisError
 
@@ -33,6 +36,7 @@ from stream.processor import EventProcessor
 from stream.rules import RuleBook
 from stream.settings import StreamSettings
 from stream.tables import DEDUPE_TABLE, AlertDedupe, app_id, ensure_changelogs
+from transport.cancel import reraise_if_cancelled
 from transport.redis import connect_redis
 from transport.stats import publish as publish_stats
 
@@ -60,6 +64,35 @@ def _fetch_wait(ms: int) -> None:
 
     create.__wrapped__ = original  # type: ignore[attr-defined]
     cls._create_worker_consumer = create  # type: ignore[method-assign]
+
+
+TRANSIENT: tuple[type[Exception], ...] = (
+    RedisError,
+    RedisClusterException,
+    KafkaError,
+    ProducerSendError,
+    OSError,
+)
+"""Errors of a service that comes back (a Redis restart, a broker away): the worker retries.
+redis-py's ConnectionError and TimeoutError are RedisErrors; a cluster client with no node
+answering raises RedisClusterException, which is not; Faust's producer wraps KafkaError in
+ProducerSendError; OSError covers sockets."""
+
+T = TypeVar("T")
+
+
+def backoff(attempt: int, first: float, cap: float) -> float:
+    """The wait before retry ``attempt`` (1, 2, ...): doubling from ``first`` up to ``cap``,
+    times a random 0.5-1 so workers that failed together do not retry together."""
+    step: float = first * 2.0 ** min(attempt - 1, 32)
+    return min(cap, step) * random.uniform(0.5, 1.0)
+
+
+async def all_acked(acks: list[Awaitable[Any]]) -> None:
+    """Wait for every ack, then raise the first error if any (so none fails unobserved)."""
+    for result in await asyncio.gather(*acks, return_exceptions=True):
+        if isinstance(result, BaseException):
+            raise result
 
 
 RawSend = Callable[[str, bytes | None, bytes | None], Awaitable[Awaitable[Any]]]
@@ -174,41 +207,62 @@ def create_app(
     # event and the queue fills. So batches are what the drainer moves in `within` (~115
     # events at 5 ms, ~350 at 20 ms, same throughput): the worker is CPU-bound, and a
     # do-nothing agent on this path tops out at 10-12k events/s on the 2-core machine.
-    @app.agent(events_topic)
-    async def decide(stream: faust.StreamT[bytes]) -> None:
-        proc = await get_processor()
-        purge_at = 0.0
-        # Batches: the Kafka acks of a batch's alerts and visits are awaited together and
-        # its events are marked processed in one Redis round trip, after they are on Kafka.
-        # Events rather than values: a table write needs the Faust event that caused it.
-        # (StreamT does not declare take_events; the Stream every agent gets has it)
-        batches = cast(faust.Stream[bytes], stream).take_events(
-            settings.batch_max, within=settings.batch_within_s
+    Sent = list[tuple[Alert, EventT[bytes]]]
+    """Alerts on Kafka, each with the Faust event that caused it (its partition)."""
+
+    async def retrying(
+        proc: EventProcessor,
+        what: str,
+        step: Callable[[], Awaitable[T]],
+        retry: tuple[type[Exception], ...] = TRANSIENT,
+    ) -> T:
+        """Run ``step`` until it succeeds, after each error in ``retry`` waiting a capped,
+        jittered backoff (counted as ``batch_retries``); other errors are raised."""
+        attempt = 0
+        while True:
+            try:
+                return await step()
+            except retry as exc:
+                reraise_if_cancelled()  # redis-py turns a cancellation into ConnectionError
+                attempt += 1
+                proc.stats.counts["batch_retries"] += 1
+                delay = backoff(attempt, settings.retry_backoff_s, settings.retry_backoff_max_s)
+                log.error(
+                    "%s failed (%s: %s): retry %d in %.2f s",
+                    what,
+                    type(exc).__name__,
+                    exc,
+                    attempt,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+
+    async def park(records: list[DlqRecord]) -> None:
+        """Put records on the DLQ and wait for Kafka's acks."""
+        await all_acked(
+            [
+                await send(dlq_topic, None, record.model_dump_json(by_alias=True).encode())
+                for record in records
+            ]
         )
-        async for batch in batches:
-            done: list[Event] = []
-            sources: list[EventT[bytes]] = []  # the Faust event of each of `done`
-            pending: list[Any] = []
-            sent: list[tuple[Alert, EventT[bytes]]] = []
-            for source in batch:
-                raw = source.value
-                try:
-                    done.append(parse_model(Event, raw))
-                    sources.append(source)
-                except ContractError as exc:
-                    proc.stats.counts["rejected"] += 1
-                    log.warning("event rejected to DLQ: %s", exc)
-                    record = DlqRecord(
-                        reason=str(exc),
-                        source="stream.worker",
-                        received_at=datetime.now(UTC),
-                        original_b64=base64.b64encode(raw).decode(),
-                    )
-                    pending.append(
-                        await send(dlq_topic, None, record.model_dump_json(by_alias=True).encode())
-                    )
-            decisions = await proc.decide_batch(done)
-            for decision, source in zip(decisions, sources, strict=True):
+
+    async def attempt(
+        proc: EventProcessor, events: list[tuple[Event, EventT[bytes]]], rejected: list[DlqRecord]
+    ) -> Sent:
+        """One try at a batch: decide, hand everything to Kafka, wait for the acks, mark done.
+
+        Every step may run again (stream.processor: visit state, dedupe claims and event
+        marks are built for replays), so a try that fails is run again whole; the claims it
+        made are released first, or this worker would refuse its own alerts on the retry.
+        """
+        try:
+            pending = [
+                await send(dlq_topic, None, record.model_dump_json(by_alias=True).encode())
+                for record in rejected
+            ]
+            decisions = await proc.decide_batch([event for event, _ in events])
+            sent: Sent = []
+            for decision, (_, source) in zip(decisions, events, strict=True):
                 for visit in decision.visits:
                     pending.append(
                         await send(visits_topic, visit.customer_id.encode(), visit.to_json())
@@ -219,25 +273,130 @@ def create_app(
                     )
                     sent.append((alert, source))
             # Wait for Kafka's acks before recording anything as sent or processed.
-            await asyncio.gather(*pending)
+            await all_acked(pending)
+            await proc.mark_done([alert for alert, _ in sent], [event for event, _ in events])
+        except BaseException:
+            proc.release_claims()
+            raise
+        return sent
+
+    async def one_at_a_time(
+        proc: EventProcessor,
+        events: list[tuple[Event, EventT[bytes]]],
+        rejected: list[DlqRecord],
+        error: Exception,
+    ) -> Sent:
+        """A batch failed with an error that retrying does not cure (a bug, or an input our
+        code cannot handle): its events are tried one at a time, and one that fails on its
+        own goes to the DLQ with the error as its reason. One poisoned event then costs one
+        DLQ record instead of stalling its partition (bad input never stops the loop); the
+        DLQ keeps the event for a replay once the bug is fixed. Parking is retried on any
+        error: it is the last place an event can go."""
+        proc.stats.counts["batch_errors"] += 1
+        log.error(
+            "batch of %d events failed (%r): deciding them one at a time",
+            len(events),
+            error,
+            exc_info=error,
+        )
+        if rejected:
+            await retrying(proc, "DLQ", partial(park, rejected), retry=(Exception,))
+        sent: Sent = []
+        for one in events:
+            try:
+                sent += await retrying(proc, "event", partial(attempt, proc, [one], []))
+            except Exception as exc:
+                reraise_if_cancelled()
+                proc.stats.counts["failed_events"] += 1
+                log.exception("event %s failed on its own: parked on the DLQ", one[0].event_id)
+                record = DlqRecord(
+                    reason=f"processing failed: {exc!r}",
+                    source="stream.worker",
+                    received_at=datetime.now(UTC),
+                    original_b64=base64.b64encode(one[1].value).decode(),
+                )
+                await retrying(proc, "DLQ", partial(park, [record]), retry=(Exception,))
+        return sent
+
+    # How Faust 0.15 feeds this agent (read from its source; measured by `proxima bench
+    # stream`, README): aiokafka runs in a thread of its own and its fetches are not the
+    # limit (that thread is ~95% idle; `broker_max_poll_records`, `consumer_max_fetch_size`
+    # do not bind). Records then go through the main loop one at a time: `_drain_messages`
+    # awaits `wait_first(callback(message), suspend_flow.wait())` per message (tasks and
+    # futures per record), the conductor decodes it onto the stream's queue (at most
+    # `stream_buffer_maxsize`), the stream's passive drainer runs `take()`'s processor.
+    # `take()` yields when `batch_max` events are in or `within` has passed since it began
+    # waiting (not since the first event); while we process a batch its drainer holds one
+    # event and the queue fills. So batches are what the drainer moves in `within` (~115
+    # events at 5 ms, ~350 at 20 ms, same throughput): the worker is CPU-bound, and a
+    # do-nothing agent on this path tops out at 10-12k events/s on the 2-core machine.
+    @app.agent(events_topic)
+    async def decide(stream: faust.StreamT[bytes]) -> None:
+        """Decide batches of events; no error ends this loop (Faust would not restart it).
+
+        A Redis or Kafka error (a Redis restart, a broker away) retries the batch until it
+        goes through: its offsets are not committed meanwhile, so nothing is lost. Any
+        other error sends the batch through :func:`one_at_a_time`. The dedupe table is a
+        cache: its errors are logged and counted (``dedupe_table_errors``), never fatal.
+        Cancellation (the worker stopping) ends the loop.
+        """
+        proc = await get_processor()
+        purge_at = 0.0
+        # Batches: the Kafka acks of a batch's alerts and visits are awaited together and
+        # its events are marked processed in one Redis round trip, after they are on Kafka.
+        # Events rather than values: a table write needs the Faust event that caused it.
+        # (StreamT does not declare take_events; the Stream every agent gets has it)
+        batches = cast(faust.Stream[bytes], stream).take_events(
+            settings.batch_max, within=settings.batch_within_s
+        )
+        async for batch in batches:
+            events: list[tuple[Event, EventT[bytes]]] = []
+            rejected: list[DlqRecord] = []
+            for source in batch:
+                raw = source.value
+                try:
+                    events.append((parse_model(Event, raw), source))
+                except ContractError as exc:
+                    proc.stats.counts["rejected"] += 1
+                    log.warning("event rejected to DLQ: %s", exc)
+                    rejected.append(
+                        DlqRecord(
+                            reason=str(exc),
+                            source="stream.worker",
+                            received_at=datetime.now(UTC),
+                            original_b64=base64.b64encode(raw).decode(),
+                        )
+                    )
+            try:
+                sent = await retrying(
+                    proc, f"batch of {len(batch)}", partial(attempt, proc, events, rejected)
+                )
+            except Exception as exc:
+                reraise_if_cancelled()
+                sent = await one_at_a_time(proc, events, rejected, exc)
             for alert, _ in sent:
                 log.info("alert %s: %s", alert.alert_id, alert.title)
-            await proc.mark_done([alert for alert, _ in sent], done)
             now = proc.now().timestamp()
-            for alert, source in sent:
-                # The source's partition is the store's: the entry's changelog partition.
-                dedupe.record(
-                    proc.dedupe_id(alert), str(alert.alert_id), alert.customer_id, source, now
-                )
-            # `proxima customers forget` reaches the table here: the identity index sees
-            # the customer leave the registry (checked at most every 0.5 s).
-            await proc.identity.refresh()
-            if erased := dedupe.forget(proc.identity.take_forgotten()):
-                log.info("erased %d alert dedupe entries of forgotten customers", erased)
-            if now >= purge_at:
-                if purged := dedupe.purge(now):
-                    log.info("purged %d expired alert dedupe entries", purged)
-                purge_at = now + settings.table_purge_s
+            try:
+                for alert, source in sent:
+                    # The source's partition is the store's: the entry's changelog partition.
+                    dedupe.record(
+                        proc.dedupe_id(alert), str(alert.alert_id), alert.customer_id, source, now
+                    )
+                # `proxima customers forget` reaches the table here: the identity index sees
+                # the customer leave the registry (checked at most every 0.5 s).
+                await proc.identity.refresh()
+                if erased := dedupe.forget(proc.identity.take_forgotten()):
+                    log.info("erased %d alert dedupe entries of forgotten customers", erased)
+                if now >= purge_at:
+                    purge_at = now + settings.table_purge_s
+                    if purged := dedupe.purge(now):
+                        log.info("purged %d expired alert dedupe entries", purged)
+            except Exception:
+                # The batch is done (on Kafka, marked in Redis); Redis stays the authority.
+                reraise_if_cancelled()
+                proc.stats.counts["dedupe_table_errors"] += 1
+                log.exception("alert dedupe table not updated")
 
     @app.timer(interval=settings.departure_check_s)  # type: ignore[untyped-decorator]
     async def departures() -> None:

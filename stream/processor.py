@@ -108,6 +108,7 @@ class EventProcessor:
         self._watermarks: dict[str, tuple[float, float]] = {}
         self._checked: dict[str, float] = {}
         self._claimed: OrderedDict[str, None] = OrderedDict()
+        self._batch_claims: list[str] = []  # the claims of the latest decide_batch
         self.departure_every_s = 1.0  # event time between departure checks on the event path
 
     async def process(self, event: Event) -> list[Alert]:
@@ -130,6 +131,7 @@ class EventProcessor:
         """
         c = self.stats.counts
         c["events"] += len(events)
+        self._batch_claims = []
         decisions = [Decision() for _ in events]
         todo: list[tuple[int, Event, str]] = []
         for i, event in enumerate(events):
@@ -394,7 +396,14 @@ class EventProcessor:
         """
         if self.sent_log is None:
             return False
-        if self.sent_log.sent(self.dedupe_id(alert), self.now().timestamp()) is None:
+        try:
+            sent = self.sent_log.sent(self.dedupe_id(alert), self.now().timestamp())
+        except Exception:
+            # The table is a cache: a store that cannot be read is a miss (Redis decides).
+            log.exception("alert dedupe table not readable; asking Redis")
+            self.stats.counts["dedupe_table_errors"] += 1
+            return False
+        if sent is None:
             return False
         self.stats.counts["dedupe_table_hits"] += 1
         return True
@@ -434,8 +443,20 @@ class EventProcessor:
             return True
         return False
 
+    def release_claims(self) -> None:
+        """Forget the claims of the latest :meth:`decide_batch`: its batch failed.
+
+        The worker retries a failed batch whole. An alert claimed by the failed try may
+        never have reached Kafka, and this worker's memory of the claim would refuse it
+        (:meth:`_claim`); Redis still holds ``pending:<id>``, which the retry takes again.
+        """
+        for key in self._batch_claims:
+            self._claimed.pop(key, None)
+        self._batch_claims = []
+
     def _remember(self, key: str) -> None:
         self._claimed[key] = None
+        self._batch_claims.append(key)
         while len(self._claimed) > 100_000:
             self._claimed.popitem(last=False)
 

@@ -37,6 +37,16 @@ class StreamSettings(BaseSettings):
     batch_within_s: float = Field(
         default=0.005, gt=0, description="longest the worker waits to fill a batch"
     )
+    retry_backoff_s: float = Field(
+        default=0.1,
+        gt=0,
+        description="first wait before the worker retries a batch after a Redis or Kafka error (doubles)",
+    )
+    retry_backoff_max_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="longest wait between the worker's retries of a batch (jittered)",
+    )
     session_timeout_s: float = Field(
         default=10.0,
         ge=6,

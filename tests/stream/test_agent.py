@@ -7,8 +7,10 @@ never starts here, so the tests read them there."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -19,13 +21,16 @@ from typing import Any
 import faust
 import pytest
 import redis.asyncio as aioredis
+from aiokafka.errors import KafkaConnectionError
 from faust.stores.rocksdb import Store as RocksStore
 from faust.types import TP
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from beacons.eid import compute_eid
+from contracts.models import Alert, Event
 from contracts.services import ServiceSettings
 from stream.app import create_app
-from stream.processor import EventProcessor
+from stream.processor import Decision, EventProcessor
 from stream.registry import CustomerProfile, Purpose, Registry
 from stream.settings import StreamSettings
 from stream.tables import DEDUPE_TABLE, AlertDedupe
@@ -38,15 +43,23 @@ T0 = datetime(2026, 3, 14, 10, 0, 0, tzinfo=UTC)
 
 @dataclass
 class Recorder:
-    """What the worker hands to Kafka: (topic, key, value), acknowledged at once."""
+    """What the worker hands to Kafka: (topic, key, value), acknowledged at once.
+
+    ``refuse`` maps a topic to how many of its next records the broker refuses (the ack
+    fails with a KafkaError, as when a broker goes away); refused records are not kept."""
 
     records: list[tuple[str, bytes | None, bytes | None]] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    refuse: dict[str, int] = field(default_factory=dict)
 
     async def send(self, topic: str, key: bytes | None, value: bytes | None) -> Awaitable[Any]:
+        ack: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self.refuse.get(topic, 0) > 0:
+            self.refuse[topic] -= 1
+            ack.set_exception(KafkaConnectionError("broker away"))
+            return ack
         self.records.append((topic, key, value))
         self.changed.set()
-        ack: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         ack.set_result(None)
         return ack
 
@@ -67,7 +80,7 @@ class Harness:
     services: ServiceSettings
     recorder: Recorder
     registry: Registry
-    processor: EventProcessor
+    processor: FailingProcessor
 
     @property
     def dedupe(self) -> AlertDedupe:
@@ -88,6 +101,34 @@ class Harness:
         return out
 
 
+class FailingProcessor(EventProcessor):
+    """Our processor with faults injected at its interface to the agent: each name in
+    ``failures`` (a method) raises the paired error at its next calls, one per entry, as
+    Redis does while it restarts; ``poisoned`` event ids make ``decide_batch`` fail (a bug
+    that a particular input triggers) whatever batch they are in."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.failures: dict[str, list[Exception]] = {}
+        self.poisoned: set[str] = set()
+        self.calls: Counter[str] = Counter()
+
+    def _fault(self, method: str) -> None:
+        self.calls[method] += 1
+        if self.failures.get(method):
+            raise self.failures[method].pop(0)
+
+    async def decide_batch(self, events: list[Event]) -> list[Decision]:
+        self._fault("decide_batch")
+        if any(str(e.event_id) in self.poisoned for e in events):
+            raise ValueError("a rule cannot handle this event")
+        return await super().decide_batch(events)
+
+    async def mark_done(self, alerts: list[Alert], events: list[Event]) -> None:
+        self._fault("mark_done")
+        await super().mark_done(alerts, events)
+
+
 @asynccontextmanager
 async def _harness(
     namespace: str,
@@ -100,7 +141,8 @@ async def _harness(
     services = ServiceSettings(namespace=namespace, kafka="kafka://127.0.0.1:9")
     recorder = Recorder()
     r = aioredis.from_url(services.redis)
-    processor = EventProcessor(r, services.redis_prefix, **({"now": now} if now else {}))
+    processor = FailingProcessor(r, services.redis_prefix, **({"now": now} if now else {}))
+    settings.setdefault("retry_backoff_s", 0.001)
     app = create_app(
         services,
         StreamSettings(
@@ -323,3 +365,97 @@ async def test_a_forgotten_customers_dedupe_entries_are_erased_with_tombstones(
         await _processed(harness, sentinel)
     assert key not in harness.dedupe.table
     assert harness.changelog() == [(2, key, None)]
+
+
+@pytest.mark.parametrize("method", ["decide_batch", "mark_done"])
+async def test_a_redis_error_in_a_batch_is_retried_and_the_next_event_is_processed_too(
+    harness: Harness, method: str
+) -> None:
+    topics = harness.services.topics
+    harness.processor.failures[method] = [RedisConnectionError("Redis is restarting")]
+    event = _ana_event()
+    sentinel = json.dumps(event_dict()).encode()  # nobody's: processed after the retry
+    async with _agent(harness.app).test_context() as agent:
+        await agent.put(event, key=b"store-1", wait=False)
+        await _processed(harness, event)
+        await agent.put(sentinel, key=b"store-1", wait=False)
+        await _processed(harness, sentinel)
+    alerts = harness.recorder.on(topics.alerts)
+    # A retry after Kafka had the alert sends it again: the same id, which the notifier drops.
+    assert {(a["customer_id"], a["alert_id"]) for a in alerts} == {("ana", alerts[0]["alert_id"])}
+    assert harness.processor.calls[method] >= 3  # the failed try, its retry, the sentinel
+    assert harness.processor.stats.counts["batch_retries"] == 1
+
+
+async def test_an_alert_kafka_refused_is_sent_on_the_retry_despite_the_claim_already_made(
+    harness: Harness,
+) -> None:
+    """The failed try claimed the alert's dedupe key; the retry must not take that claim
+    for another's and stay silent: the alert never reached Kafka."""
+    topics = harness.services.topics
+    harness.recorder.refuse[topics.alerts] = 1
+    event = _ana_event()
+    async with _agent(harness.app).test_context() as agent:
+        await agent.put(event, key=b"store-1", wait=False)
+        await _processed(harness, event)
+    (alert,) = harness.recorder.on(topics.alerts)
+    assert alert["customer_id"] == "ana"
+    counts = harness.processor.stats.counts
+    assert (counts["batch_retries"], counts["deduped"]) == (1, 0)
+
+
+async def test_a_poisoned_event_goes_to_the_dlq_with_the_error_and_its_neighbour_alerts(
+    harness: Harness,
+) -> None:
+    topics = harness.services.topics
+    poisoned = json.dumps(event_dict(store_id="store-1")).encode()
+    harness.processor.poisoned.add(json.loads(poisoned)["event_id"])
+    event = _ana_event()
+    sentinel = json.dumps(event_dict()).encode()
+    async with _agent(harness.app).test_context() as agent:
+        await agent.put(poisoned, key=b"store-1", wait=False)
+        await agent.put(event, key=b"store-1", wait=False)
+        (dlq,) = await harness.recorder.wait_for(topics.events_dlq, 1)
+        (alert,) = await harness.recorder.wait_for(topics.alerts, 1)
+        await _processed(harness, event)
+        await agent.put(sentinel, key=b"store-1", wait=False)  # the loop goes on
+        await _processed(harness, sentinel)
+    assert dlq["source"] == "stream.worker"
+    assert "ValueError" in dlq["reason"]
+    assert "a rule cannot handle this event" in dlq["reason"]
+    assert base64.b64decode(dlq["original_b64"]) == poisoned
+    assert alert["customer_id"] == "ana"
+    assert not await harness.processor.r.exists(
+        f"{harness.services.redis_prefix}event:{json.loads(poisoned)['event_id']}"
+    )  # parked, not marked processed
+    assert harness.processor.stats.counts["failed_events"] == 1
+
+
+async def test_a_cancellation_redis_py_turns_into_a_connection_error_stops_the_agent(
+    harness: Harness,
+) -> None:
+    """redis-py raises ConnectionError when a cancellation lands mid-command; the retry
+    loop must let the worker stop instead of retrying (a hang would hit the timeout)."""
+    started = asyncio.Event()
+    calls = 0
+
+    async def hang(events: list[Event]) -> list[Decision]:
+        nonlocal calls
+        calls += 1
+        if calls > 1:  # a retry: should not happen, and must not hang the test either
+            return [Decision() for _ in events]
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise RedisConnectionError("Connection closed by server.") from None
+        raise AssertionError("unreachable")
+
+    harness.processor.decide_batch = hang  # type: ignore[method-assign]
+    async with asyncio.timeout(30):
+        async with _agent(harness.app).test_context() as agent:
+            await agent.put(_ana_event(), key=b"store-1", wait=False)
+            await started.wait()
+        # leaving the context stops the agent: its task is cancelled mid-"command"
+    assert calls == 1
+    assert harness.processor.stats.counts["batch_retries"] == 0
