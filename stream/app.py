@@ -398,6 +398,55 @@ def create_app(
                 proc.stats.counts["dedupe_table_errors"] += 1
                 log.exception("alert dedupe table not updated")
 
+    async def sweep_table() -> None:
+        """Erase the dedupe entries of customers no longer enrolled, and purge expired ones.
+
+        The backstop for ``proxima customers forget`` (stream.tables): it does not rely on
+        this worker having seen the customer leave. Profiles are read in pipelined chunks
+        (cluster-safe) for the customers the table holds, not the whole registry. Errors
+        are logged and counted; the next sweep tries again.
+        """
+        proc = await get_processor()
+        as_of = proc.now().timestamp()
+        try:
+            customers = sorted(dedupe.customers())
+            enrolled_at: dict[str, float | None] = {}
+            for i in range(0, len(customers), 1000):
+                profiles = await proc.registry.get_many(customers[i : i + 1000])
+                enrolled_at.update(
+                    (cid, None if p is None else p.enrolled_at.timestamp())
+                    for cid, p in profiles.items()
+                )
+            erased = dedupe.erase_unenrolled(enrolled_at, as_of)
+            purged = dedupe.purge(as_of)
+        except Exception:
+            reraise_if_cancelled()
+            proc.stats.counts["dedupe_table_errors"] += 1
+            log.exception(
+                "alert dedupe table sweep failed (next one in %s s)", settings.table_purge_s
+            )
+            return
+        if erased:
+            log.info("erased %d alert dedupe entries of customers no longer enrolled", erased)
+        if purged:
+            log.info("purged %d expired alert dedupe entries", purged)
+
+    sweeps: set[asyncio.Task[None]] = set()
+
+    @dedupe.table.on_recover
+    async def sweep_after_recovery() -> None:
+        """The entries a recovery read back may be of customers forgotten meanwhile.
+
+        In a task of its own: Faust awaits this before resuming the partitions, and the
+        sweep waits on Redis."""
+        task = asyncio.create_task(sweep_table(), name="alert-dedupe-sweep")
+        sweeps.add(task)
+        task.add_done_callback(sweeps.discard)
+
+    @app.timer(interval=settings.table_purge_s)  # type: ignore[untyped-decorator]
+    async def table_sweep() -> None:
+        await sweep_table()
+
     @app.timer(interval=settings.departure_check_s)  # type: ignore[untyped-decorator]
     async def departures() -> None:
         await send_visits(await (await get_processor()).tick())

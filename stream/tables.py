@@ -40,14 +40,23 @@ table.py, stores/rocksdb.py, streams.py) — the reason for :func:`writing_as`:
 - A plain table never expires keys (only windowed ones do), so :meth:`AlertDedupe.purge`
   deletes expired entries itself, with a tombstone on the partition each entry records;
   :meth:`AlertDedupe.forget` does the same for customers erased from the registry.
+
+``proxima customers forget`` reaches the table two ways. At once: the worker's identity
+index sees the customer leave the registry and the next batch calls ``forget``; that
+misses removals the index never saw (a worker restarted, or taking over a partition, reads
+the entries back from the changelog or its RocksDB; a worker with no traffic; a customer
+forgotten and enrolled again before the index looked). So, as a backstop, every
+``table_purge_s`` and after each recovery the worker sweeps the table
+(:meth:`AlertDedupe.erase_unenrolled`): entries of customers not enrolled now, or
+enrolled again since the entry was written, are deleted with tombstones.
 """
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from faust.streams import _current_event
 from faust.types import EventT, TableT
@@ -104,6 +113,8 @@ class DedupeEntry(TypedDict):
     """Unix time after which the entry is ignored and purged (Redis's key has the same TTL)."""
     partition: int
     """The changelog partition the entry lives in, for its tombstone."""
+    at: NotRequired[float]
+    """Unix time the entry was written (entries of older workers: ``until - ttl``)."""
 
 
 class AlertDedupe:
@@ -132,6 +143,7 @@ class AlertDedupe:
             customer=customer,
             until=now + self.ttl_s,
             partition=event.message.partition,
+            at=now,
         )
         with writing_as(event):
             self.table[key] = entry
@@ -143,6 +155,30 @@ class AlertDedupe:
     def forget(self, customers: set[str]) -> int:
         """Delete the entries of forgotten customers (tombstones on the changelog)."""
         return self._delete(lambda entry: entry["customer"] in customers) if customers else 0
+
+    def customers(self) -> set[str]:
+        """The customers this worker's store holds entries of (its active partitions)."""
+        return {entry["customer"] for entry in list(self.table.data.values())}
+
+    def erase_unenrolled(self, enrolled_at: Mapping[str, float | None], as_of: float) -> int:
+        """Delete the entries of customers no longer enrolled (tombstones on the changelog).
+
+        ``enrolled_at`` maps customers (those of :meth:`customers`) to when their current
+        enrollment began, None for not enrolled, as read from the registry at ``as_of``.
+        An entry written before its customer's enrollment is another incarnation's: the
+        customer was forgotten and enrolled again. Entries written after ``as_of`` are
+        left to the next sweep (their customer may have enrolled after the read); so are
+        customers missing from ``enrolled_at``.
+        """
+
+        def doomed(entry: DedupeEntry) -> bool:
+            at = entry.get("at", entry["until"] - self.ttl_s)
+            if at > as_of or entry["customer"] not in enrolled_at:
+                return False
+            since = enrolled_at[entry["customer"]]
+            return since is None or at < since
+
+        return self._delete(doomed)
 
     def _delete(self, doomed: Callable[[DedupeEntry], bool]) -> int:
         """Delete the entries ``doomed`` picks, locally and by tombstone.

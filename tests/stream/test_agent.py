@@ -22,6 +22,7 @@ import faust
 import pytest
 import redis.asyncio as aioredis
 from aiokafka.errors import KafkaConnectionError
+from faust.assignor.client_assignment import ClientAssignment
 from faust.stores.rocksdb import Store as RocksStore
 from faust.types import TP
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -90,15 +91,32 @@ class Harness:
 
     def changelog(self) -> list[tuple[int | None, Any, Any]]:
         """(partition, key, value) of the table changes sent since the last call."""
-        pending = self.app.producer.buffer.pending
-        out = []
-        while not pending.empty():
-            message = pending.get_nowait().message
-            assert message.channel.get_topic_name().endswith(f"-{DEDUPE_TABLE}-changelog")
-            # serialised already (the table asks for eager partitioning): JSON, or None
-            value = None if message.value is None else json.loads(message.value)
-            out.append((message.partition, json.loads(message.key), value))
-        return out
+        return _changelog(self.app)
+
+
+def _changelog(app: faust.App) -> list[tuple[int | None, Any, Any]]:
+    """(partition, key, value) of the app's table changes sent since the last call."""
+    pending = app.producer.buffer.pending
+    out = []
+    while not pending.empty():
+        message = pending.get_nowait().message
+        assert message.channel.get_topic_name().endswith(f"-{DEDUPE_TABLE}-changelog")
+        # serialised already (the table asks for eager partitioning): JSON, or None
+        value = None if message.value is None else json.loads(message.value)
+        out.append((message.partition, json.loads(message.key), value))
+    return out
+
+
+async def _assign(app: faust.App, partitions: set[int]) -> None:
+    """Assign the dedupe table's partitions to the app, as a rebalance would: the store's
+    scans (``items()``) walk only assigned partitions, and RocksDB opens their databases."""
+    table = app.tables[DEDUPE_TABLE]
+    changelog = table.changelog_topic_name  # type: ignore[attr-defined]
+    app.assignor._assignment = ClientAssignment(  # type: ignore[attr-defined]
+        actives={changelog: sorted(partitions)}, standbys={}
+    )
+    if isinstance(table.data, RocksStore):
+        await table.data.assign_partitions(table, {TP(changelog, p) for p in partitions})
 
 
 class FailingProcessor(EventProcessor):
@@ -187,8 +205,9 @@ def _agent(app: faust.App) -> Any:
     return agent
 
 
-def _ana_event(event_id: str | None = None, **overrides: Any) -> bytes:
-    eid = compute_eid(KEY, 10, int(T0.timestamp()))
+def _ana_event(event_id: str | None = None, key: bytes = KEY, **overrides: Any) -> bytes:
+    """An arrival of Ana (or of whoever has identity ``key``) at store-1."""
+    eid = compute_eid(key, 10, int(T0.timestamp()))
     data = event_dict(
         observed_at=T0.isoformat(),
         subject={"type": "eddystone_eid", "id": eid.hex()},
@@ -459,3 +478,77 @@ async def test_a_cancellation_redis_py_turns_into_a_connection_error_stops_the_a
         # leaving the context stops the agent: its task is cancelled mid-"command"
     assert calls == 1
     assert harness.processor.stats.counts["batch_retries"] == 0
+
+
+BOB_KEY = bytes.fromhex("a1a2a3a4a5a6a7a8a9aab1b2b3b4b5b6")
+
+
+@pytest.mark.parametrize("store_url", ["memory://", "rocksdb://"])
+@pytest.mark.parametrize("meanwhile", ["forgotten", "forgotten and enrolled again"])
+async def test_a_fresh_worker_erases_the_entries_of_a_customer_forgotten_while_it_was_away(
+    namespace: str, tmp_path: Path, store_url: str, meanwhile: str
+) -> None:
+    """A restarted worker reads the table back (changelog, or RocksDB on disk); its identity
+    index never saw the customer leave, so only the sweep after recovery can erase them."""
+    async with _harness(namespace, tmp_path, store_url=store_url) as harness:
+        bob = CustomerProfile(
+            customer_id="bob", identity_key=BOB_KEY.hex(), rotation_exponent=10, name="Bob"
+        )
+        await harness.registry.enroll(bob, [Purpose.ARRIVAL_ALERTS])
+        ana, bobs = _ana_event(), _ana_event(key=BOB_KEY)
+        async with _agent(harness.app).test_context() as agent:
+            await agent.put(ana, key=b"store-1", partition=2, wait=False)
+            await agent.put(bobs, key=b"store-1", partition=2, wait=False)
+            alerts = await harness.recorder.wait_for(harness.services.topics.alerts, 2)
+            await _processed(harness, bobs)
+        keys = {a["customer_id"]: _dedupe_key(a) for a in alerts}
+        written = {key: value for _, key, value in harness.changelog()}
+        assert set(written) == set(keys.values())
+        # While no worker runs:
+        ana_profile = await harness.registry.get("ana")
+        assert ana_profile is not None
+        assert await harness.registry.forget("ana")
+        if meanwhile == "forgotten and enrolled again":
+            again = ana_profile.model_copy(update={"enrolled_at": datetime.now(UTC)})
+            await harness.registry.enroll(again, [Purpose.ARRIVAL_ALERTS])
+        if store_url == "rocksdb://":
+            await harness.dedupe.table.data.stop()  # releases RocksDB's lock for the new app
+
+        processor = EventProcessor(harness.processor.r, harness.services.redis_prefix)
+        fresh = create_app(
+            harness.services,
+            StreamSettings(data_dir=tmp_path, store_url=store_url, consent_publish_s=3600),
+            raw_send=harness.recorder.send,
+            processor=processor,
+        )
+        fresh.finalize()
+        await _assign(fresh, {2})
+        table = fresh.tables[DEDUPE_TABLE]
+        if store_url == "memory://":
+            for key, value in written.items():  # what recovery from the changelog does
+                table.data[key] = value
+        assert set(table.data.keys()) == set(keys.values())  # read back
+        await table.call_recover_callbacks()  # recovery done: the sweep starts
+        async with asyncio.timeout(30):
+            while keys["ana"] in table.data:  # noqa: ASYNC110 - erased by the sweep task
+                await asyncio.sleep(0.01)
+        assert set(table.data.keys()) == {keys["bob"]}  # enrolled all along: kept
+        assert _changelog(fresh) == [(2, keys["ana"], None)]
+
+
+async def test_the_sweep_leaves_entries_written_after_it_read_the_registry(
+    harness: Harness,
+) -> None:
+    """The customer may have enrolled after the sweep's read: the next sweep decides."""
+    event = _ana_event()
+    async with _agent(harness.app).test_context() as agent:
+        await agent.put(event, key=b"store-1", partition=1, wait=False)
+        (alert,) = await harness.recorder.wait_for(harness.services.topics.alerts, 1)
+        await _processed(harness, event)
+    key = _dedupe_key(alert)
+    (_, _, entry), *_ = harness.changelog()
+    assert harness.dedupe.customers() == {"ana"}
+    assert harness.dedupe.erase_unenrolled({"ana": None}, as_of=entry["at"] - 1) == 0
+    assert key in harness.dedupe.table
+    assert harness.dedupe.erase_unenrolled({"ana": None}, as_of=entry["at"]) == 1
+    assert key not in harness.dedupe.table
