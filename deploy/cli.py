@@ -800,26 +800,33 @@ def topics_ensure(
     Faust refuses a table whose changelog partition count differs from its source
     topic's, and a topic the broker auto-creates takes the broker's default, so a
     deployment creates the topics first (compose's init-topics, the k8s Job). The
-    changelogs ({app id}-{table}-changelog) and the consent topic are compacted.
+    changelogs ({app id}-{table}-changelog) and the consent topic are compacted; a
+    changelog takes the events topic's partition count and replication factor as they
+    are on the broker (which may differ from --partitions/--replication on an upgrade).
     """
     from stream.settings import StreamSettings
-    from stream.tables import changelog_topics
-    from transport.kafka import ensure_topics, wait_for_broker
+    from stream.tables import ensure_changelogs
+    from transport.kafka import TopicShape, describe_topics, ensure_topics, wait_for_broker
 
     services = ServiceSettings()
     if not services.kafka:
         raise _fail("PROXIMA_KAFKA is not set: name the broker to create the topics on")
     settings = StreamSettings()
     count = partitions or settings.partitions
-    names = services.topics.all_kafka + changelog_topics(services, settings)
 
-    async def run() -> None:
+    async def run() -> dict[str, TopicShape]:
         await wait_for_broker(services.kafka_bootstrap, timeout=timeout)
+        names = services.topics.all_kafka
         await ensure_topics(services.kafka_bootstrap, names, count, replication)
+        names += await ensure_changelogs(services, settings)
+        shapes = await describe_topics(services.kafka_bootstrap, list(names))
+        return {name: shapes[name] for name in names if name in shapes}
 
-    asyncio.run(run())
-    for name in names:
-        out.print(f"{name} ({count} partitions)", highlight=False)
+    for name, shape in asyncio.run(run()).items():
+        out.print(
+            f"{name} ({shape.partitions} partitions, replication {shape.replication})",
+            highlight=False,
+        )
 
 
 def main() -> None:

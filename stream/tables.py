@@ -53,6 +53,7 @@ enrolled again since the entry was written, are deleted with tombstones.
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -63,6 +64,8 @@ from faust.types import EventT, TableT
 
 from contracts.services import ServiceSettings
 from stream.settings import StreamSettings
+
+log = logging.getLogger(__name__)
 
 DEDUPE_TABLE = "alert-dedupe"
 TABLES = (DEDUPE_TABLE,)
@@ -78,20 +81,32 @@ def changelog_topics(services: ServiceSettings, settings: StreamSettings) -> tup
     return tuple(f"{app_id(services, settings)}-{table}-changelog" for table in TABLES)
 
 
-async def ensure_changelogs(
-    services: ServiceSettings, settings: StreamSettings, replication: int = 1
-) -> tuple[str, ...]:
-    """Create missing changelog topics with the events topic's partition count.
+async def ensure_changelogs(services: ServiceSettings, settings: StreamSettings) -> tuple[str, ...]:
+    """Create missing changelog topics shaped like the events topic.
 
-    The worker runs this before Faust starts, so a deployment whose topics were created
-    before the tables existed (or a test that creates only the contract topics) works;
-    ``proxima topics ensure`` creates them with the rest.
+    Faust refuses a changelog whose partition count differs from its source topic's
+    (``PartitionsMismatch``), and a changelog is as much the worker's state as the events
+    are its input, so it takes the events topic's replication factor too (a changelog with
+    one replica on a production cluster loses the table with one broker). The worker runs
+    this before Faust starts, so a deployment whose topics were created before the tables
+    existed (or a test that creates only the contract topics) works; ``proxima topics
+    ensure`` creates them the same way after the contract topics. Existing changelogs are
+    left as they are.
     """
-    from transport.kafka import ensure_topics, partition_count
+    from transport.kafka import TopicShape, describe_topic, ensure_topics
 
     names = changelog_topics(services, settings)
-    count = await partition_count(services.kafka_bootstrap, services.topics.events)
-    await ensure_topics(services.kafka_bootstrap, names, count or settings.partitions, replication)
+    events = services.topics.events
+    shape = await describe_topic(services.kafka_bootstrap, events)
+    if shape is None:
+        shape = TopicShape(settings.partitions, 1)
+        log.warning(
+            "topic %s does not exist: creating %s with %d partitions, 1 replica",
+            events,
+            ", ".join(names),
+            shape.partitions,
+        )
+    await ensure_topics(services.kafka_bootstrap, names, shape.partitions, shape.replication)
     return names
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -71,17 +72,42 @@ def topic_configs(name: str) -> dict[str, str]:
     return {}
 
 
-async def partition_count(bootstrap: str, topic: str) -> int | None:
-    """How many partitions ``topic`` has, or None if it does not exist."""
+@dataclass(frozen=True, slots=True)
+class TopicShape:
+    """What a topic was created with: its partition count and replication factor."""
+
+    partitions: int
+    replication: int
+
+
+async def describe_topics(bootstrap: str, topics: list[str]) -> dict[str, TopicShape]:
+    """The shape of each of ``topics`` that exists (missing ones are left out)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
     await admin.start()
     try:
-        if topic not in set(await admin.list_topics()):
-            return None
-        (described,) = await admin.describe_topics([topic])
+        existing = [t for t in topics if t in set(await admin.list_topics())]
+        described = await admin.describe_topics(existing) if existing else []
     finally:
         await admin.close()
-    return len(described["partitions"]) or None
+    return {
+        d["topic"]: TopicShape(
+            partitions=len(d["partitions"]),
+            replication=max(len(p["replicas"]) for p in d["partitions"]),
+        )
+        for d in described
+        if d["partitions"]
+    }
+
+
+async def describe_topic(bootstrap: str, topic: str) -> TopicShape | None:
+    """The shape of ``topic``, or None if it does not exist."""
+    return (await describe_topics(bootstrap, [topic])).get(topic)
+
+
+async def partition_count(bootstrap: str, topic: str) -> int | None:
+    """How many partitions ``topic`` has, or None if it does not exist."""
+    shape = await describe_topic(bootstrap, topic)
+    return shape.partitions if shape else None
 
 
 async def ensure_topics(

@@ -23,10 +23,10 @@ from beacons.eid import compute_eid
 from contracts.services import ServiceSettings
 from stream.registry import CustomerProfile, Purpose, Registry
 from stream.settings import StreamSettings
-from stream.tables import changelog_topics
+from stream.tables import changelog_topics, ensure_changelogs
 from tests.conftest import Procs
 from tests.factories import event_dict
-from transport.kafka import ensure_topics, make_producer
+from transport.kafka import TopicShape, describe_topic, ensure_topics, make_producer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -180,3 +180,44 @@ async def test_the_worker_creates_its_changelog_compacted_like_the_events_topic(
         await admin.close()
     assert len(described["partitions"]) == PARTITIONS
     assert {e[0]: e[1] for e in resp.resources[0][4]}.get("cleanup.policy") == "compact"
+
+
+# Tansu accepts a replication factor above its one broker and reports it (each partition
+# lists its one node that many times), so a changelog's replication can be checked here.
+EVENTS_SHAPE = TopicShape(partitions=3, replication=2)
+
+
+async def _events_topic_shaped(proxima_env: dict[str, str]) -> ServiceSettings:
+    """A namespace whose events topic already exists, shaped unlike the defaults."""
+    services = ServiceSettings(
+        kafka=proxima_env["PROXIMA_KAFKA"], namespace=proxima_env["PROXIMA_NAMESPACE"]
+    )
+    bootstrap = services.kafka_bootstrap
+    await ensure_topics(
+        bootstrap, (services.topics.events,), EVENTS_SHAPE.partitions, EVENTS_SHAPE.replication
+    )
+    assert await describe_topic(bootstrap, services.topics.events) == EVENTS_SHAPE
+    return services
+
+
+async def test_the_worker_creates_a_changelog_with_the_events_topics_partitions_and_replicas(
+    proxima_env: dict[str, str],
+) -> None:
+    services = await _events_topic_shaped(proxima_env)
+    settings = StreamSettings(partitions=4)
+    (changelog,) = await ensure_changelogs(services, settings)
+    assert await describe_topic(services.kafka_bootstrap, changelog) == EVENTS_SHAPE
+
+
+async def test_topics_ensure_shapes_a_new_changelog_like_the_existing_events_topic(
+    proxima_env: dict[str, str], procs: Procs
+) -> None:
+    """An upgrade: the events topic was created before the tables existed, with another
+    partition count than the one ``--partitions`` names now."""
+    services = await _events_topic_shaped(proxima_env)
+    printed = procs.run("topics", "topics", "ensure", "--partitions", "2")
+    (changelog,) = changelog_topics(services, StreamSettings())
+    assert await describe_topic(services.kafka_bootstrap, changelog) == EVENTS_SHAPE
+    assert f"{changelog} (3 partitions, replication 2)" in printed
+    assert f"{services.topics.events} (3 partitions, replication 2)" in printed
+    assert f"{services.topics.alerts} (2 partitions, replication 1)" in printed
