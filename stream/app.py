@@ -32,7 +32,6 @@ from contracts.models import Alert, DlqRecord, Event, VisitUpdate, parse_model
 from contracts.services import ServiceSettings
 from contracts.topics import CONSENT, VISITS
 from stream.consent_log import pump_outbox
-from stream.delivery import use_proxima_consumer
 from stream.processor import EventProcessor
 from stream.rules import RuleBook
 from stream.settings import StreamSettings
@@ -135,11 +134,7 @@ def create_app(
         broker_commit_interval=0.5,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.session_timeout_s / 5,
-        stream_buffer_maxsize=settings.buffer_maxsize,
     )
-    # Records reach the agent without four tasks each, and a full stream buffer no longer
-    # stalls the fetch for a second (stream.delivery; README: bench stream).
-    use_proxima_consumer(app, poll_s=settings.fetch_max_wait_ms / 1000)
 
     # Bytes in, bytes out: the contracts package validates, so a bad payload reaches our
     # code (and the DLQ) instead of failing inside Faust's deserialiser.

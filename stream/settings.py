@@ -58,11 +58,6 @@ class StreamSettings(BaseSettings):
         le=1500,
         description="longest a worker's Kafka fetch waits for data (Faust alone uses 1500)",
     )
-    buffer_maxsize: int = Field(
-        default=4096,
-        ge=2,
-        description="records the worker buffers for its agent; Faust pauses fetching at 80% and resumes at 40% (stream_buffer_maxsize)",
-    )
     consent_publish_s: float = Field(
         default=2.0,
         gt=0,
