@@ -316,13 +316,25 @@ async def test_a_replay_the_dedupe_table_knows_stays_silent_without_asking_redis
     assert not await r.exists(alerted)  # the table answered: no claim was made in Redis
 
 
+STORES = pytest.mark.parametrize("store_url", ["memory://", "rocksdb://"])
+"""The table's deletions scan the store, and RocksDB's scan walks only assigned partitions
+(test_context() assigns none): tests that delete assign the table's partitions first."""
+
+
+@STORES
 async def test_expired_dedupe_entries_are_purged_with_a_tombstone_on_their_partition(
-    namespace: str, tmp_path: Path
+    namespace: str, tmp_path: Path, store_url: str
 ) -> None:
     clock = [T0]
     async with _harness(
-        namespace, tmp_path, now=lambda: clock[0], dedupe_ttl_s=3600, table_purge_s=60
+        namespace,
+        tmp_path,
+        now=lambda: clock[0],
+        dedupe_ttl_s=3600,
+        table_purge_s=60,
+        store_url=store_url,
     ) as harness:
+        await _assign(harness.app, {3})
         event = _ana_event()
         sentinel = json.dumps(event_dict()).encode()
         async with _agent(harness.app).test_context() as agent:
@@ -367,23 +379,27 @@ async def test_the_rocksdb_store_keeps_the_dedupe_table_on_disk_across_apps(
         assert reread.sent(_dedupe_key(alert), datetime.now(UTC).timestamp()) == alert["alert_id"]
 
 
+@STORES
 async def test_a_forgotten_customers_dedupe_entries_are_erased_with_tombstones(
-    harness: Harness,
+    namespace: str, tmp_path: Path, store_url: str
 ) -> None:
-    event = _ana_event()
-    sentinel = json.dumps(event_dict()).encode()
-    harness.processor.identity.check_every_s = 0  # see the registry change at the next batch
-    async with _agent(harness.app).test_context() as agent:
-        await agent.put(event, key=b"store-1", partition=2, wait=False)
-        (alert,) = await harness.recorder.wait_for(harness.services.topics.alerts, 1)
-        await _processed(harness, event)
-        key = _dedupe_key(alert)
-        assert [(p, k) for p, k, _ in harness.changelog()] == [(2, key)]
-        assert await harness.registry.forget("ana")
-        await agent.put(sentinel, key=b"store-1", wait=False)  # the next batch erases
-        await _processed(harness, sentinel)
-    assert key not in harness.dedupe.table
-    assert harness.changelog() == [(2, key, None)]
+    async with _harness(namespace, tmp_path, store_url=store_url) as harness:
+        await _assign(harness.app, {2})
+        event = _ana_event()
+        sentinel = json.dumps(event_dict()).encode()
+        harness.processor.identity.check_every_s = 0  # see the registry change at once
+        async with _agent(harness.app).test_context() as agent:
+            await agent.put(event, key=b"store-1", partition=2, wait=False)
+            (alert,) = await harness.recorder.wait_for(harness.services.topics.alerts, 1)
+            await _processed(harness, event)
+            key = _dedupe_key(alert)
+            assert [(p, k) for p, k, _ in harness.changelog()] == [(2, key)]
+            assert key in harness.dedupe.table
+            assert await harness.registry.forget("ana")
+            await agent.put(sentinel, key=b"store-1", wait=False)  # the next batch erases
+            await _processed(harness, sentinel)
+        assert key not in harness.dedupe.table
+        assert harness.changelog() == [(2, key, None)]
 
 
 @pytest.mark.parametrize("method", ["decide_batch", "mark_done"])
@@ -483,7 +499,7 @@ async def test_a_cancellation_redis_py_turns_into_a_connection_error_stops_the_a
 BOB_KEY = bytes.fromhex("a1a2a3a4a5a6a7a8a9aab1b2b3b4b5b6")
 
 
-@pytest.mark.parametrize("store_url", ["memory://", "rocksdb://"])
+@STORES
 @pytest.mark.parametrize("meanwhile", ["forgotten", "forgotten and enrolled again"])
 async def test_a_fresh_worker_erases_the_entries_of_a_customer_forgotten_while_it_was_away(
     namespace: str, tmp_path: Path, store_url: str, meanwhile: str
@@ -536,19 +552,23 @@ async def test_a_fresh_worker_erases_the_entries_of_a_customer_forgotten_while_i
         assert _changelog(fresh) == [(2, keys["ana"], None)]
 
 
+@STORES
 async def test_the_sweep_leaves_entries_written_after_it_read_the_registry(
-    harness: Harness,
+    namespace: str, tmp_path: Path, store_url: str
 ) -> None:
     """The customer may have enrolled after the sweep's read: the next sweep decides."""
-    event = _ana_event()
-    async with _agent(harness.app).test_context() as agent:
-        await agent.put(event, key=b"store-1", partition=1, wait=False)
-        (alert,) = await harness.recorder.wait_for(harness.services.topics.alerts, 1)
-        await _processed(harness, event)
-    key = _dedupe_key(alert)
-    (_, _, entry), *_ = harness.changelog()
-    assert harness.dedupe.customers() == {"ana"}
-    assert harness.dedupe.erase_unenrolled({"ana": None}, as_of=entry["at"] - 1) == 0
-    assert key in harness.dedupe.table
-    assert harness.dedupe.erase_unenrolled({"ana": None}, as_of=entry["at"]) == 1
-    assert key not in harness.dedupe.table
+    async with _harness(namespace, tmp_path, store_url=store_url) as harness:
+        await _assign(harness.app, {1})
+        event = _ana_event()
+        async with _agent(harness.app).test_context() as agent:
+            await agent.put(event, key=b"store-1", partition=1, wait=False)
+            (alert,) = await harness.recorder.wait_for(harness.services.topics.alerts, 1)
+            await _processed(harness, event)
+        key = _dedupe_key(alert)
+        ((_, _, entry),) = harness.changelog()
+        assert harness.dedupe.customers() == {"ana"}
+        assert harness.dedupe.erase_unenrolled({"ana": None}, as_of=entry["at"] - 1) == 0
+        assert key in harness.dedupe.table
+        assert harness.dedupe.erase_unenrolled({"ana": None}, as_of=entry["at"]) == 1
+        assert key not in harness.dedupe.table
+        assert harness.changelog() == [(1, key, None)]
