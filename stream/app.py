@@ -1,7 +1,8 @@
 """The Faust app: ``proxima.events.v1`` → decisions → ``proxima.alerts.v1``.
 
-Processing guarantee is at-least-once (Faust commits an offset after the agent has
-handled the event); exactly-once is not used because Tansu's transactions are incomplete
+Processing guarantee is at-least-once: an event's offset is committed only after its
+batch's alerts and visits are on Kafka and the batch is marked in Redis (by this module,
+not by Faust's acks: see ``commit_offsets`` in :func:`create_app`); exactly-once is not used because Tansu's transactions are incomplete
 and because every step downstream is idempotent anyway (see stream.processor).
 
 State: the alert dedupe table (:mod:`stream.tables`) is a Faust table with a changelog,
@@ -15,7 +16,7 @@ import asyncio
 import base64
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar, cast
@@ -24,7 +25,7 @@ import faust
 import uvloop
 from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
-from faust.types import EventT
+from faust.types import TP, EventT
 from redis.exceptions import RedisClusterException, RedisError
 
 from contracts.exceptions import ContractError
@@ -98,6 +99,13 @@ async def all_acked(acks: list[Awaitable[Any]]) -> None:
 RawSend = Callable[[str, bytes | None, bytes | None], Awaitable[Awaitable[Any]]]
 """Hand one record (topic name, key, value) to a producer; returns the future of its ack."""
 
+Commit = Callable[[Mapping[TP, int]], Awaitable[bool]]
+"""Commit consumer offsets (partition → next offset to read); False if not committed."""
+
+COMMIT_INTERVAL_S = 0.5
+"""How often finished events' offsets are committed (a restart replays at most this much
+finished work; replays are idempotent)."""
+
 
 def create_app(
     services: ServiceSettings,
@@ -105,6 +113,7 @@ def create_app(
     *,
     raw_send: RawSend | None = None,
     processor: EventProcessor | None = None,
+    commit: Commit | None = None,
 ) -> faust.App:
     """Build the Faust app for one namespace; topics must already exist (see ensure_topics).
 
@@ -113,6 +122,7 @@ def create_app(
     ``processor`` is the decision chain the agent uses (default: one built from the
     settings on a Redis client of its own, which lives as long as the worker); the app
     attaches its dedupe table to it as :attr:`EventProcessor.sent_log`.
+    ``commit`` replaces the consumer's offset commit (the agent's unit tests record it).
     """
     _fetch_wait(settings.fetch_max_wait_ms)
     topics = services.topics
@@ -131,19 +141,26 @@ def create_app(
         web_enabled=False,
         autodiscover=False,
         broker_commit_every=10_000,  # commit on the interval, not every 100 events
-        broker_commit_interval=0.5,
+        broker_commit_interval=COMMIT_INTERVAL_S,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.session_timeout_s / 5,
     )
 
     # Bytes in, bytes out: the contracts package validates, so a bad payload reaches our
     # code (and the DLQ) instead of failing inside Faust's deserialiser.
-    def raw_topic(name: str) -> faust.TopicT:
+    def raw_topic(name: str, *, acks: bool = True) -> faust.TopicT:
         return app.topic(
-            name, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw"
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            value_serializer="raw",
+            key_serializer="raw",
+            acks=acks,
         )
 
-    events_topic = raw_topic(topics.events)
+    # The events' offsets are committed by this module, not by Faust's acks (acks=False):
+    # see commit_offsets for why.
+    events_topic = raw_topic(topics.events, acks=False)
     alerts_topic = raw_topic(topics.alerts)
     dlq_topic = raw_topic(topics.events_dlq)
 
@@ -195,18 +212,6 @@ def create_app(
         proc.sent_log = dedupe
         return proc
 
-    # How Faust 0.15 feeds this agent (read from its source; measured by `proxima bench
-    # stream`, README): aiokafka runs in a thread of its own and its fetches are not the
-    # limit (that thread is ~95% idle; `broker_max_poll_records`, `consumer_max_fetch_size`
-    # do not bind). Records then go through the main loop one at a time: `_drain_messages`
-    # awaits `wait_first(callback(message), suspend_flow.wait())` per message (tasks and
-    # futures per record), the conductor decodes it onto the stream's queue (at most
-    # `stream_buffer_maxsize`), the stream's passive drainer runs `take()`'s processor.
-    # `take()` yields when `batch_max` events are in or `within` has passed since it began
-    # waiting (not since the first event); while we process a batch its drainer holds one
-    # event and the queue fills. So batches are what the drainer moves in `within` (~115
-    # events at 5 ms, ~350 at 20 ms, same throughput): the worker is CPU-bound, and a
-    # do-nothing agent on this path tops out at 10-12k events/s on the 2-core machine.
     Sent = list[tuple[Alert, EventT[bytes]]]
     """Alerts on Kafka, each with the Faust event that caused it (its partition)."""
 
@@ -318,6 +323,55 @@ def create_app(
                 await retrying(proc, "DLQ", partial(park, [record]), retry=(Exception,))
         return sent
 
+    async def handle(proc: EventProcessor, batch: Sequence[EventT[bytes]], purge: bool) -> None:
+        """Decide one batch, hand its results to Kafka, mark it done; then the table (and,
+        if ``purge``, its expired entries)."""
+        events: list[tuple[Event, EventT[bytes]]] = []
+        rejected: list[DlqRecord] = []
+        for source in batch:
+            raw = source.value
+            try:
+                events.append((parse_model(Event, raw), source))
+            except ContractError as exc:
+                proc.stats.counts["rejected"] += 1
+                log.warning("event rejected to DLQ: %s", exc)
+                rejected.append(
+                    DlqRecord(
+                        reason=str(exc),
+                        source="stream.worker",
+                        received_at=datetime.now(UTC),
+                        original_b64=base64.b64encode(raw).decode(),
+                    )
+                )
+        try:
+            sent = await retrying(
+                proc, f"batch of {len(batch)}", partial(attempt, proc, events, rejected)
+            )
+        except Exception as exc:
+            reraise_if_cancelled()
+            sent = await one_at_a_time(proc, events, rejected, exc)
+        for alert, _ in sent:
+            log.info("alert %s: %s", alert.alert_id, alert.title)
+        now = proc.now().timestamp()
+        try:
+            for alert, source in sent:
+                # The source's partition is the store's: the entry's changelog partition.
+                dedupe.record(
+                    proc.dedupe_id(alert), str(alert.alert_id), alert.customer_id, source, now
+                )
+            # `proxima customers forget` reaches the table here: the identity index sees
+            # the customer leave the registry (checked at most every 0.5 s).
+            await proc.identity.refresh()
+            if erased := dedupe.forget(proc.identity.take_forgotten()):
+                log.info("erased %d alert dedupe entries of forgotten customers", erased)
+            if purge and (purged := dedupe.purge(now)):
+                log.info("purged %d expired alert dedupe entries", purged)
+        except Exception:
+            # The batch is done (on Kafka, marked in Redis); Redis stays the authority.
+            reraise_if_cancelled()
+            proc.stats.counts["dedupe_table_errors"] += 1
+            log.exception("alert dedupe table not updated")
+
     # How Faust 0.15 feeds this agent (read from its source; measured by `proxima bench
     # stream`, README): aiokafka runs in a thread of its own and its fetches are not the
     # limit (that thread is ~95% idle; `broker_max_poll_records`, `consumer_max_fetch_size`
@@ -330,6 +384,9 @@ def create_app(
     # event and the queue fills. So batches are what the drainer moves in `within` (~115
     # events at 5 ms, ~350 at 20 ms, same throughput): the worker is CPU-bound, and a
     # do-nothing agent on this path tops out at 10-12k events/s on the 2-core machine.
+    finished: dict[TP, int] = {}
+    """Per partition: the offset after the last event of the last batch the agent finished."""
+
     @app.agent(events_topic)
     async def decide(stream: faust.StreamT[bytes]) -> None:
         """Decide batches of events; no error ends this loop (Faust would not restart it).
@@ -350,53 +407,13 @@ def create_app(
             settings.batch_max, within=settings.batch_within_s
         )
         async for batch in batches:
-            events: list[tuple[Event, EventT[bytes]]] = []
-            rejected: list[DlqRecord] = []
+            if purge := (now := proc.now().timestamp()) >= purge_at:
+                purge_at = now + settings.table_purge_s
+            await handle(proc, batch, purge)
+            # Only now is every event of the batch on Kafka and marked: its offsets may be
+            # committed (by commit_offsets). A batch cut off mid-way never gets here.
             for source in batch:
-                raw = source.value
-                try:
-                    events.append((parse_model(Event, raw), source))
-                except ContractError as exc:
-                    proc.stats.counts["rejected"] += 1
-                    log.warning("event rejected to DLQ: %s", exc)
-                    rejected.append(
-                        DlqRecord(
-                            reason=str(exc),
-                            source="stream.worker",
-                            received_at=datetime.now(UTC),
-                            original_b64=base64.b64encode(raw).decode(),
-                        )
-                    )
-            try:
-                sent = await retrying(
-                    proc, f"batch of {len(batch)}", partial(attempt, proc, events, rejected)
-                )
-            except Exception as exc:
-                reraise_if_cancelled()
-                sent = await one_at_a_time(proc, events, rejected, exc)
-            for alert, _ in sent:
-                log.info("alert %s: %s", alert.alert_id, alert.title)
-            now = proc.now().timestamp()
-            try:
-                for alert, source in sent:
-                    # The source's partition is the store's: the entry's changelog partition.
-                    dedupe.record(
-                        proc.dedupe_id(alert), str(alert.alert_id), alert.customer_id, source, now
-                    )
-                # `proxima customers forget` reaches the table here: the identity index sees
-                # the customer leave the registry (checked at most every 0.5 s).
-                await proc.identity.refresh()
-                if erased := dedupe.forget(proc.identity.take_forgotten()):
-                    log.info("erased %d alert dedupe entries of forgotten customers", erased)
-                if now >= purge_at:
-                    purge_at = now + settings.table_purge_s
-                    if purged := dedupe.purge(now):
-                        log.info("purged %d expired alert dedupe entries", purged)
-            except Exception:
-                # The batch is done (on Kafka, marked in Redis); Redis stays the authority.
-                reraise_if_cancelled()
-                proc.stats.counts["dedupe_table_errors"] += 1
-                log.exception("alert dedupe table not updated")
+                finished[source.message.tp] = source.message.offset + 1
 
     async def sweep_table() -> None:
         """Erase the dedupe entries of customers no longer enrolled, and purge expired ones.
@@ -430,6 +447,44 @@ def create_app(
             log.info("erased %d alert dedupe entries of customers no longer enrolled", erased)
         if purged:
             log.info("purged %d expired alert dedupe entries", purged)
+
+    committed: dict[TP, int] = {}
+
+    @app.timer(interval=COMMIT_INTERVAL_S)  # type: ignore[untyped-decorator]
+    async def commit_offsets() -> None:
+        """Commit the offsets of the events the agent has finished (``finished``).
+
+        Why not Faust's acks (read from faust-streaming 0.15's streams.py and app/base.py;
+        test_worker_faults' SIGTERM case lost 30 of 6,000 events with them): on a graceful
+        stop Faust suspends flow control, and ``Stream.__aiter__`` then acks every event
+        it still drains as *skipped* without handing it to the agent ("otherwise the lag
+        would increase"); ``Stream.on_stop`` also closes ``take_events``, whose
+        ``finally`` acks the batch the agent is still deciding. The last commit of the
+        stopping worker then moves past events nobody decided, and no worker sees them
+        again. So the events topic has ``acks=False`` (Faust tracks and commits nothing
+        for it) and an offset is committed here only once its whole batch is done.
+        Within a partition the agent gets events in order, and after a rebalance or a
+        recovery Faust seeks to the committed offset before delivering more, so "the
+        last finished offset + 1" never passes an undecided event. A commit for a
+        partition no longer assigned is dropped by Faust's consumer (and retried if the
+        partition comes back).
+        """
+        due = {tp: offset for tp, offset in finished.items() if committed.get(tp) != offset}
+        if due and await (commit or consumer_commit)(due):
+            committed.update(due)
+
+    async def consumer_commit(offsets: Mapping[TP, int]) -> bool:
+        """What Faust's own commit does, for these offsets: flush the producer (the table's
+        changelog records are buffered), commit, tell the tables. ``Consumer._commit`` is
+        the hook Faust's commits end in (ConsumerT does not declare it): it goes through
+        the consumer's thread, drops offsets of unassigned partitions and returns False
+        when the group has rebalanced meanwhile."""
+        consumer: Any = app.consumer
+        await app.producer.flush()
+        if not await consumer._commit(offsets):
+            return False
+        app.tables.on_commit(dict(offsets))
+        return True
 
     sweeps: set[asyncio.Task[None]] = set()
 

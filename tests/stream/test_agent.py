@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import inspect
 import json
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -52,6 +53,11 @@ class Recorder:
     records: list[tuple[str, bytes | None, bytes | None]] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     refuse: dict[str, int] = field(default_factory=dict)
+    commits: list[dict[TP, int]] = field(default_factory=list)
+
+    async def commit(self, offsets: Mapping[TP, int]) -> bool:
+        self.commits.append(dict(offsets))
+        return True
 
     async def send(self, topic: str, key: bytes | None, value: bytes | None) -> Awaitable[Any]:
         ack: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -168,6 +174,7 @@ async def _harness(
         ),
         raw_send=recorder.send,
         processor=processor,
+        commit=recorder.commit,
     )
     app.finalize()
     registry = processor.registry
@@ -572,3 +579,46 @@ async def test_the_sweep_leaves_entries_written_after_it_read_the_registry(
         assert harness.dedupe.erase_unenrolled({"ana": None}, as_of=entry["at"]) == 1
         assert key not in harness.dedupe.table
         assert harness.changelog() == [(1, key, None)]
+
+
+def _timer(app: faust.App, name: str) -> Callable[[], Awaitable[None]]:
+    """The function behind one of the app's timers (it does not run under test_context)."""
+    (task,) = [t for t in app._app_tasks if t.__name__ == name]
+    fun: Callable[[], Awaitable[None]] = inspect.unwrap(task)
+    return fun
+
+
+@pytest.mark.parametrize("finished", [True, False], ids=["finished", "cut-off"])
+async def test_an_events_offset_is_committed_only_once_its_batch_is_done(
+    harness: Harness, finished: bool
+) -> None:
+    """A worker stopped mid-batch (SIGTERM) must not commit the batch's offsets: a
+    committed event is never delivered again. Faust's own acks would (its take_events
+    acks a batch in a ``finally`` that runs when the stream stops under the agent); the
+    worker commits the offsets of finished batches itself. (The real worker, through
+    Tansu: test_worker_faults' SIGTERM case.)"""
+    started = asyncio.Event()
+    decide = harness.processor.decide_batch
+
+    async def hang(events: list[Event]) -> list[Decision]:
+        started.set()
+        if not finished:
+            await asyncio.Event().wait()  # cancelled when the agent stops
+        return await decide(events)
+
+    harness.processor.decide_batch = hang  # type: ignore[method-assign]
+    commit_offsets = _timer(harness.app, "commit_offsets")
+    raw = _ana_event()
+    async with asyncio.timeout(30):
+        async with _agent(harness.app).test_context() as agent:
+            event = await agent.put(raw, key=b"store-1", wait=False)
+            await started.wait()
+            if finished:
+                while not harness.recorder.commits:
+                    await commit_offsets()
+                    await asyncio.sleep(0.01)
+            await commit_offsets()
+        await commit_offsets()  # the agent has stopped; the stream's generators are closed
+    tp = event.message.tp
+    assert harness.recorder.commits == ([{tp: event.message.offset + 1}] if finished else [])
+    assert event.message.acked  # Faust's ack: what the worker no longer commits by
