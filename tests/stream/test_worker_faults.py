@@ -1,5 +1,5 @@
-"""The worker killed with kill -9, or stopped with SIGTERM, in the middle of a stream: once
-a new worker is up, every event is processed and every consenting customer has exactly one
+"""The worker killed with kill -9, or stopped with SIGTERM, in the middle of a stream, or
+joined by a second worker (a rebalance): once a new worker is up, every event is processed and every consenting customer has exactly one
 arrival alert (copies on Kafka carry the same alert id, which the notifier drops). Real
 Tansu, Redis and Faust.
 
@@ -58,10 +58,14 @@ def _events() -> list[Event]:
     return out
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGKILL, signal.SIGTERM, None], ids=["kill-9", "sigterm", "a-second-joins"]
+)
 async def test_worker_killed_mid_stream_processes_everything_and_alerts_once(
-    procs: Procs, proxima_env: dict[str, str], sig: signal.Signals
+    procs: Procs, proxima_env: dict[str, str], sig: signal.Signals | None
 ) -> None:
+    """``sig`` None: the first worker keeps running and a second one joins the group (a
+    rebalance mid-stream, the path on which Faust suspends flow control too)."""
     services = ServiceSettings(
         kafka=proxima_env["PROXIMA_KAFKA"], namespace=proxima_env["PROXIMA_NAMESPACE"]
     )
@@ -95,32 +99,41 @@ async def test_worker_killed_mid_stream_processes_everything_and_alerts_once(
         deadline = loop.time() + timeout
         while (n := await processed()) < target:
             if loop.time() > deadline:
-                pytest.fail(
-                    f"{what}: {n} of {target} events processed\n{procs.log(log)[-3000:]}"
-                )
+                pytest.fail(f"{what}: {n} of {target} events processed\n{procs.log(log)[-3000:]}")
             await asyncio.sleep(0.1)
+
+    async def send(batch: list[Event]) -> None:
+        await asyncio.gather(
+            *[
+                await producer.send(services.topics.events, key=b"store-1", value=e.to_json())
+                for e in batch
+            ]
+        )
 
     try:
         head, tail = events[:200], events[200:]
-        await asyncio.gather(
-            *[
-                await producer.send(services.topics.events, key=b"store-1", value=e.to_json())
-                for e in head
-            ]
-        )
+        await send(head)
         await wait(200, 120, "worker start")
-        await asyncio.gather(
-            *[
-                await producer.send(services.topics.events, key=b"store-1", value=e.to_json())
-                for e in tail
-            ]
-        )
-        await wait(1200, 60, "worker under load")
-        procs.kill("worker", sig)
-        killed_at = await processed()
-        assert killed_at < EVENTS, "the worker finished before it was killed; nothing tested"
-        procs.start("worker-2", "stream", "worker")
-        await wait(EVENTS, 120, "after restart", "worker-2")
+        if sig is None:
+            # The stream keeps coming while the second worker joins (~5 s of rebalance).
+            procs.start("worker-2", "stream", "worker")
+            ready_at = None
+            for i in range(0, len(tail), 100):
+                await send(tail[i : i + 100])
+                await asyncio.sleep(0.2)
+                if ready_at is None and "Worker]: Ready" in procs.log("worker-2"):
+                    ready_at = await processed()
+            assert ready_at is not None, "the second worker never became ready"
+            assert ready_at < EVENTS, "the rebalance did not happen mid-stream; nothing tested"
+            await wait(EVENTS, 120, "after a rebalance")
+        else:
+            await send(tail)
+            await wait(1200, 60, "worker under load")
+            procs.kill("worker", sig)
+            killed_at = await processed()
+            assert killed_at < EVENTS, "the worker finished before it was stopped; nothing tested"
+            procs.start("worker-2", "stream", "worker")
+            await wait(EVENTS, 120, "after restart", "worker-2")
     finally:
         await producer.stop()
 
