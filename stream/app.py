@@ -280,6 +280,7 @@ def create_app(
             # Wait for Kafka's acks before recording anything as sent or processed.
             await all_acked(pending)
             await proc.mark_done([alert for alert, _ in sent], [event for event, _ in events])
+            await proc.settle_departures([v for d in decisions for v in d.visits])
         except BaseException:
             proc.release_claims()
             raise
@@ -504,7 +505,10 @@ def create_app(
 
     @app.timer(interval=settings.departure_check_s)  # type: ignore[untyped-decorator]
     async def departures() -> None:
-        await send_visits(await (await get_processor()).tick())
+        proc = await get_processor()
+        due = await proc.tick()
+        await send_visits(due)  # each on Kafka before it is recorded as done
+        await proc.settle_departures(due)
 
     @app.timer(interval=settings.consent_publish_s)  # type: ignore[untyped-decorator]
     async def consent_outbox() -> None:

@@ -37,7 +37,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
-from contracts.models import Alert, AlertKind, Event, EventKind, SubjectType, VisitUpdate
+from contracts.models import (
+    Alert,
+    AlertKind,
+    Event,
+    EventKind,
+    SubjectType,
+    VisitChange,
+    VisitUpdate,
+)
 from stream.identity import IdentityIndex
 from stream.registry import CustomerProfile, Purpose, Registry
 from stream.rules import Rule, RuleBook, Trigger, render, target_for
@@ -324,20 +332,30 @@ class EventProcessor:
         return candidates
 
     async def departures(self, store_id: str) -> list[VisitUpdate]:
-        """Departures due at the store's watermark, for customers with ``analytics`` consent."""
+        """Departures due at the store's watermark, for customers with ``analytics`` consent.
+
+        They stay due until :meth:`settle_departures` (after their records are on Kafka);
+        those withheld for want of consent are settled here."""
         mark = self._watermarks.get(store_id)
         if mark is None:
             return []
         event_t, seen_at = mark
         watermark = event_t + max(0.0, self.monotonic() - seen_at)
-        out = []
+        out, withheld = [], []
         for update in await self.visits.departures(store_id, watermark):
-            self.stats.counts["departures"] += 1
             if await self.registry.has_consent(update.customer_id, Purpose.ANALYTICS, store_id):
                 out.append(update)
             else:
-                self.stats.counts["visits_withheld"] += 1
+                withheld.append(update)
+        self.stats.counts["departures"] += len(out) + len(withheld)
+        self.stats.counts["visits_withheld"] += len(withheld)
+        await self.visits.settle(withheld)  # nothing to publish: done now
         return out
+
+    async def settle_departures(self, visits: list[VisitUpdate]) -> None:
+        """Record the departures among ``visits`` as done: call once they are on Kafka.
+        Until then they stay due, and the next check returns them again."""
+        await self.visits.settle([v for v in visits if v.change is VisitChange.DEPARTURE])
 
     async def tick(self) -> list[VisitUpdate]:
         """Departures of every store this worker has seen (run from a timer)."""

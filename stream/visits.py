@@ -250,24 +250,22 @@ class VisitTracker:
         )
 
     async def departures(self, store_id: str, watermark: float) -> list[VisitUpdate]:
-        """Visits of the store whose last signal closed ``exit_timeout`` before ``watermark``."""
+        """Visits of the store whose last signal closed ``exit_timeout`` before ``watermark``.
+
+        Nothing is recorded here: a departure stays due until :meth:`settle` (called once
+        its record is on Kafka, or when it is not to be published), so a worker that dies
+        in between publishes it after the restart (at least once; a repeat has the same
+        ``visit_id``). Only members with nothing left to depart are dropped."""
         dkey = self._departing_key(store_id)
         due = await self.r.zrangebyscore(dkey, "-inf", watermark - self.exit_timeout_s)
         out: list[VisitUpdate] = []
         for member in due:
             cid = member.decode() if isinstance(member, bytes) else str(member)
-            await self.r.zrem(dkey, cid)
-            key = self._state_key(cid, store_id)
-            raw = await self.r.get(key)
-            if not raw:
+            raw = await self.r.get(self._state_key(cid, store_id))
+            state = VisitState.load(raw) if raw else None
+            if state is None or state.open or state.departed:
+                await self.r.zrem(dkey, cid)
                 continue
-            state = VisitState.load(raw)
-            if state.open or state.departed:
-                continue
-            state.departed = True
-            state.departing = False
-            ttl = await self.r.ttl(key)
-            await self.r.set(key, state.dump(), ex=max(int(ttl), 1))
             out.append(
                 VisitUpdate(
                     visit_id=state.visit_id,
@@ -281,3 +279,20 @@ class VisitTracker:
                 )
             )
         return out
+
+    async def settle(self, departures: list[VisitUpdate]) -> None:
+        """Record departures as done: the visit's state first, then the departing set (a
+        crash in between leaves a member that :meth:`departures` drops). A visit that
+        came back or changed since (another ``visit_id``, open again) is left alone."""
+        for update in departures:
+            key = self._state_key(update.customer_id, update.store_id)
+            raw = await self.r.get(key)
+            if raw:
+                state = VisitState.load(raw)
+                if state.visit_id != update.visit_id or state.open or state.departed:
+                    continue
+                state.departed = True
+                state.departing = False
+                ttl = await self.r.ttl(key)
+                await self.r.set(key, state.dump(), ex=max(int(ttl), 1))
+            await self.r.zrem(self._departing_key(update.store_id), update.customer_id)

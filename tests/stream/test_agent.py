@@ -31,6 +31,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from beacons.eid import compute_eid
 from contracts.models import Alert, Event
 from contracts.services import ServiceSettings
+from contracts.topics import VISITS
 from stream.app import create_app
 from stream.processor import Decision, EventProcessor
 from stream.registry import CustomerProfile, Purpose, Registry
@@ -622,3 +623,36 @@ async def test_an_events_offset_is_committed_only_once_its_batch_is_done(
     tp = event.message.tp
     assert harness.recorder.commits == ([{tp: event.message.offset + 1}] if finished else [])
     assert event.message.acked  # Faust's ack: what the worker no longer commits by
+
+
+async def test_a_departure_kafka_refused_is_published_on_the_retry(harness: Harness) -> None:
+    """A departure is recorded as done only once its visit record is on Kafka: after Kafka
+    refused the record, the store's next departure check finds it still due. (Before, it
+    was taken off the departing set when it was decided: lost for good.)"""
+    topics = harness.services.topics
+    visits = topics.kafka(VISITS)
+    await harness.registry.set_consent("ana", Purpose.ANALYTICS, granted=True)
+    enter = _ana_event()
+    leave = _ana_event(kind="zone_exit", observed_at=(T0 + timedelta(seconds=10)).isoformat())
+    # Bob's later event moves the store's event clock past Ana's exit timeout (300 s).
+    bob = CustomerProfile(
+        customer_id="bob", identity_key=BOB_KEY.hex(), rotation_exponent=10, name="Bob"
+    )
+    await harness.registry.enroll(bob, [Purpose.ARRIVAL_ALERTS])
+    later = T0 + timedelta(seconds=10 + 300 + 60)
+    sentinel = _ana_event(key=BOB_KEY, observed_at=later.isoformat())
+    async with _agent(harness.app).test_context() as agent:
+        for raw in (enter, leave):
+            await agent.put(raw, key=b"store-1", wait=False)
+            await _processed(harness, raw)
+        harness.recorder.refuse[visits] = 1  # the departure's record, the first time
+        await agent.put(sentinel, key=b"store-1", wait=False)
+        await _processed(harness, sentinel)
+        # The store's next departure check (a second of event time on) finds it still due.
+        again = _ana_event(key=BOB_KEY, observed_at=(later + timedelta(seconds=2)).isoformat())
+        await agent.put(again, key=b"store-1", wait=False)
+        await _processed(harness, again)
+    changes = [(v["customer_id"], v["change"]) for v in harness.recorder.on(visits)]
+    assert changes == [("ana", "arrival"), ("ana", "departure")]
+    assert harness.processor.stats.counts["batch_retries"] == 1
+    assert await harness.processor.tick() == []  # settled: published once

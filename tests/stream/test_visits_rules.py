@@ -172,6 +172,8 @@ async def test_departure_after_exit_timeout_and_return_within_it_continues(
     (gone,) = await proc.tick()
     assert gone.change is VisitChange.DEPARTURE
     assert gone.at == T0 + timedelta(seconds=320)
+    assert await proc.tick() == [gone]  # due until its record is on Kafka
+    await proc.settle_departures([gone])
     assert await proc.tick() == []  # once
     # Back after revisit_gap: a new visit and a new arrival.
     later = await proc.decide(ble(T0 + timedelta(hours=5)))
