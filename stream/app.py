@@ -260,6 +260,8 @@ def create_app(
         marks are built for replays), so a try that fails is run again whole; the claims it
         made are released first, or this worker would refuse its own alerts on the retry.
         """
+        counts = proc.stats.counts
+        before = counts.copy()
         try:
             pending = [
                 await send(dlq_topic, None, record.model_dump_json(by_alias=True).encode())
@@ -283,6 +285,9 @@ def create_app(
             await proc.settle_departures([v for d in decisions for v in d.visits])
         except BaseException:
             proc.release_claims()
+            # The try is run again whole: what it counted would be counted twice.
+            counts.clear()
+            counts.update(before)
             raise
         return sent
 
