@@ -1,7 +1,7 @@
-"""The bridge killed with kill -9 while batches are in flight loses nothing: its MQTT 5
-session outlives it (clean start off, session expiry) and it acks MQTT only after Kafka, so
-the broker redelivers whatever the dead bridge had not finished. Checked at the Kafka topic,
-event by event."""
+"""The bridge killed with kill -9, or stopped with SIGTERM, while batches are in flight
+loses nothing: its MQTT 5 session outlives it (clean start off, session expiry) and it acks
+MQTT only after Kafka, so the broker redelivers whatever the bridge had not finished.
+Checked at the Kafka topic, event by event."""
 
 from __future__ import annotations
 
@@ -27,8 +27,9 @@ BATCHES = 300
 PER_BATCH = 5
 
 
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
 async def test_bridge_killed_mid_stream_loses_no_event(
-    procs: Procs, proxima_env: dict[str, str]
+    procs: Procs, proxima_env: dict[str, str], sig: signal.Signals
 ) -> None:
     services = ServiceSettings(
         kafka=proxima_env["PROXIMA_KAFKA"], namespace=proxima_env["PROXIMA_NAMESPACE"]
@@ -89,7 +90,7 @@ async def test_bridge_killed_mid_stream_loses_no_event(
 
             publisher = asyncio.create_task(publish_rest())
             await drain(PER_BATCH * 40, 40, "bridge under load")
-            procs.kill("bridge", signal.SIGKILL)
+            procs.kill("bridge", sig)
             killed_at = len(seen)
             await publisher  # the rest queue in the dead bridge's session
         assert killed_at < len(sent), "the bridge finished before it was killed; nothing tested"
