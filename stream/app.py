@@ -2,8 +2,9 @@
 
 Processing guarantee is at-least-once: an event's offset is committed only after its
 batch's alerts and visits are on Kafka and the batch is marked in Redis (by this module,
-not by Faust's acks: see ``commit_offsets`` in :func:`create_app`); exactly-once is not used because Tansu's transactions are incomplete
-and because every step downstream is idempotent anyway (see stream.processor).
+not by Faust's acks: see ``commit_offsets`` in :func:`create_app`). Exactly-once is not
+used because Tansu's transactions are incomplete and because every step downstream is
+idempotent anyway (see stream.processor).
 
 State: the alert dedupe table (:mod:`stream.tables`) is a Faust table with a changelog,
 in the store ``PROXIMA_STREAM_STORE_URL`` names; customers, consent, the EID index and
@@ -378,6 +379,9 @@ def create_app(
             proc.stats.counts["dedupe_table_errors"] += 1
             log.exception("alert dedupe table not updated")
 
+    finished: dict[TP, int] = {}
+    """Per partition: the offset after the last event of the last batch the agent finished."""
+
     # How Faust 0.15 feeds this agent (read from its source; measured by `proxima bench
     # stream`, README): aiokafka runs in a thread of its own and its fetches are not the
     # limit (that thread is ~95% idle; `broker_max_poll_records`, `consumer_max_fetch_size`
@@ -390,9 +394,6 @@ def create_app(
     # event and the queue fills. So batches are what the drainer moves in `within` (~115
     # events at 5 ms, ~350 at 20 ms, same throughput): the worker is CPU-bound, and a
     # do-nothing agent on this path tops out at 10-12k events/s on the 2-core machine.
-    finished: dict[TP, int] = {}
-    """Per partition: the offset after the last event of the last batch the agent finished."""
-
     @app.agent(events_topic)
     async def decide(stream: faust.StreamT[bytes]) -> None:
         """Decide batches of events; no error ends this loop (Faust would not restart it).
@@ -471,9 +472,9 @@ def create_app(
         for it) and an offset is committed here only once its whole batch is done.
         Within a partition the agent gets events in order, and after a rebalance or a
         recovery Faust seeks to the committed offset before delivering more, so "the
-        last finished offset + 1" never passes an undecided event. A commit for a
-        partition no longer assigned is dropped by Faust's consumer (and retried if the
-        partition comes back).
+        last finished offset + 1" never passes an undecided event. Faust's consumer
+        drops the offsets of partitions no longer assigned: their next owner decides
+        those events again (a repeat, never a loss).
         """
         due = {tp: offset for tp, offset in finished.items() if committed.get(tp) != offset}
         if due and await (commit or consumer_commit)(due):
