@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-dev services browser demo test check lint typecheck fmt bench clean
+.PHONY: setup setup-dev services browser demo test check lint typecheck imports fmt bench clean
 
 setup: $(VENV)/.installed services
 setup-dev: $(VENV)/.installed-dev services
@@ -42,7 +42,11 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
-check: setup-dev browser lint typecheck
+# DESIGN.md's package boundaries and no import cycles (contracts in pyproject.toml).
+imports: $(VENV)/.installed-dev
+	$(BIN)/lint-imports --no-cache
+
+check: setup-dev browser lint typecheck imports
 	PROXIMA_REQUIRE_BROWSER=1 PROXIMA_REQUIRE_BLUEZ_MOCK=1 $(BIN)/pytest
 
 fmt: $(VENV)/.installed-dev
