@@ -271,7 +271,7 @@ class MqttClient:
         self._subscriptions[topic_filter] = qos
         fut: asyncio.Future[list[ReasonCode]] = self._loop.create_future()
         result, mid = client.subscribe(topic_filter, qos=qos)
-        if result != paho.MQTT_ERR_SUCCESS:
+        if result != paho.MQTT_ERR_SUCCESS or mid is None:
             raise MqttError(f"subscribe {topic_filter!r} failed: {paho.error_string(result)}")
         with self._lock:
             early = self._early_sub.pop(mid, None)
@@ -324,8 +324,9 @@ class MqttClient:
         # waits for these SUBACKs; their mids are noted so _on_subscribe does not keep them.
         for flt, qos in list(self._subscriptions.items()):
             _result, mid = client.subscribe(flt, qos=qos)
-            with self._lock:
-                self._resubscribe_mids.add(mid)
+            if mid is not None:
+                with self._lock:
+                    self._resubscribe_mids.add(mid)
         self._call(self._set_connected)
 
     def _set_connected(self) -> None:
