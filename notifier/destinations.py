@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from notifier.channels import Destination, unb64url
-from notifier.directory import Directory, check_id, text, text_map
+from notifier.directory import Directory, check_id, destinations_key, text, text_map
 from notifier.exceptions import (
     InvalidInput,
     TooManyDestinations,
@@ -89,8 +89,7 @@ class Destinations:
         self.directory = directory
 
     def _key(self, store: str, associate_id: str | None) -> str:
-        owner = f"associate:{associate_id}" if associate_id else "store"
-        return f"{self.prefix}notifier:store:{store}:destinations:{owner}"
+        return destinations_key(self.prefix, store, associate_id)
 
     @staticmethod
     def _owner(store: str, associate_id: str | None) -> str:

@@ -97,7 +97,12 @@ class Notifier:
                     decode_responses=True,
                 )
             )
-        self.directory = Directory(self.redis, services.redis_prefix, clock=clock)
+        self.directory = Directory(
+            self.redis,
+            services.redis_prefix,
+            clock=clock,
+            hash_concurrency=self.settings.password_hash_concurrency,
+        )
         prefix = services.redis_prefix
         # One consumer name per process: a dead instance's pending entries are claimed by
         # the others after ``claim_idle``.

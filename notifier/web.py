@@ -39,6 +39,7 @@ from notifier.exceptions import (
     AlertConflict,
     InvalidInput,
     NotifierError,
+    SignInThrottled,
     TooManyDestinations,
     UnknownAlert,
     UnknownAssociate,
@@ -48,6 +49,7 @@ from notifier.exceptions import (
 from notifier.lifecycle import AlertState, Lifecycle
 from notifier.metrics import Metrics
 from notifier.settings import NotifierSettings
+from notifier.signin import SignInLimits
 from transport.cancel import reraise_if_cancelled
 from transport.redis import RedisClient
 
@@ -294,6 +296,12 @@ async def _errors(
         return web.json_response({"error": str(exc)}, status=404)
     except TooManyDestinations as exc:
         return web.json_response({"error": str(exc)}, status=409)
+    except SignInThrottled as exc:
+        return web.json_response(
+            {"error": str(exc), "retry_after_s": exc.retry_after_s},
+            status=429,
+            headers={"Retry-After": str(exc.retry_after_s)},
+        )
     except UnknownScheme as exc:
         return web.json_response({"error": str(exc), "field": "url"}, status=400)
     except AlertConflict as exc:
@@ -351,6 +359,7 @@ class Console:
         self.mqtt_connected = mqtt_connected
         self.clock = clock
         self.sessions = Sessions(redis, prefix, timedelta(seconds=settings.session_ttl_s))
+        self.limits = SignInLimits(redis, prefix, settings)
         self.hub = FeedHub(redis, prefix)
         self.closing = asyncio.Event()
         metrics.gauge("proxima_notifier_sse_clients", lambda: float(self.hub.clients))
@@ -511,22 +520,19 @@ class Console:
     async def login(self, request: web.Request) -> web.Response:
         self._check_origin(request)
         body = await self._body(request, LoginBody)
-        fails_key = f"{self.prefix}notifier:login-fail:{body.store}:{body.associate}"
-        fails = int(text(await self.redis.get(fails_key) or 0))
-        if fails >= self.settings.login_attempts:
-            ttl = await self.redis.ttl(fails_key)
-            self.metrics.inc("proxima_notifier_logins_total", result="throttled")
-            raise ApiError(
-                429, f"too many failed sign-ins for this account: try again in {max(ttl, 1)} s"
+        try:
+            attempt = await self.limits.admit(
+                body.store, body.associate, request.remote or "unknown"
             )
+        except SignInThrottled:
+            self.metrics.inc("proxima_notifier_logins_total", result="throttled")
+            raise
         associate = await self.directory.authenticate(body.store, body.associate, body.password)
         if associate is None:
-            await self.redis.incr(fails_key)
-            await self.redis.expire(fails_key, self.settings.login_window_s, nx=True)
             self.metrics.inc("proxima_notifier_logins_total", result="failed")
             # One message for a wrong store, name or password: no account probing.
             raise ApiError(401, "wrong store, associate or password")
-        await self.redis.delete(fails_key)
+        await self.limits.succeeded(attempt)
         token, session = await self.sessions.create(associate)
         self.metrics.inc("proxima_notifier_logins_total", result="ok")
         response = web.json_response({"associate": associate.public(), "csrf": session.csrf})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -34,6 +36,36 @@ class FakeClock:
 
 # Cheap argon2 parameters: the tests check behaviour, not the hash's cost.
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+
+class CountingHasher:
+    """Our ``Hasher`` interface over the fast argon2 one: counts the checks, and how many
+    run at once (each held ``pause_s`` in its thread, so that overlapping checks overlap)."""
+
+    def __init__(self, pause_s: float = 0.0) -> None:
+        self.pause_s = pause_s
+        self._lock = threading.Lock()
+        self.running = 0
+        self.peak = 0
+        self.verified = 0
+
+    def hash(self, password: str) -> str:
+        return FAST_HASHER.hash(password)
+
+    def verify(self, hash: str, password: str) -> bool:
+        with self._lock:
+            self.verified += 1
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        try:
+            time.sleep(self.pause_s)  # in the hashing thread, as argon2 would take it
+            return FAST_HASHER.verify(hash, password)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+    def check_needs_rehash(self, hash: str) -> bool:
+        return FAST_HASHER.check_needs_rehash(hash)
 
 
 def make_alert(**overrides: Any) -> Alert:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from notifier.lifecycle import Lifecycle
 from notifier.metrics import Metrics
 from notifier.settings import NotifierSettings
 from notifier.web import CSRF_HEADER, SESSION_COOKIE, Console
-from tests.notifier.conftest import FakeClock, make_alert
+from tests.notifier.conftest import CountingHasher, FakeClock, make_alert
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -49,20 +50,31 @@ class Client:
 
 
 @pytest.fixture
+def settings(request: pytest.FixtureRequest) -> NotifierSettings:
+    """The console's settings; a test passes its own with ``indirect=True``."""
+    given: NotifierSettings = getattr(request, "param", NotifierSettings(login_attempts=3))
+    return given
+
+
+@pytest.fixture
 async def console(
-    redis: aioredis.Redis, directory: Directory, lifecycle: Lifecycle, clock: FakeClock
+    redis: aioredis.Redis,
+    directory: Directory,
+    lifecycle: Lifecycle,
+    clock: FakeClock,
+    settings: NotifierSettings,
 ) -> AsyncIterator[TestServer]:
     app = Console(
         redis=redis,
         prefix=lifecycle.prefix,
         directory=directory,
         lifecycle=lifecycle,
-        settings=NotifierSettings(login_attempts=3),
+        settings=settings,
         metrics=Metrics(),
         mqtt_connected=lambda: True,
         clock=clock,
     ).app()
-    server = TestServer(app)
+    server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
         yield server
@@ -74,9 +86,12 @@ async def console(
 async def client_factory(console: TestServer) -> AsyncIterator[Any]:
     sessions: list[aiohttp.ClientSession] = []
 
-    def make() -> Client:
+    def make(address: str = "127.0.0.1") -> Client:
+        """A browser at ``address``: any 127.x.y.z is this machine, seen as another client."""
         http = aiohttp.ClientSession(
-            base_url=str(console.make_url("")), cookie_jar=aiohttp.CookieJar(unsafe=True)
+            base_url=str(console.make_url("")),
+            cookie_jar=aiohttp.CookieJar(unsafe=True),
+            connector=aiohttp.TCPConnector(local_addr=(address, 0)),
         )
         sessions.append(http)
         return Client(http)
@@ -158,6 +173,96 @@ async def test_wrong_credentials_say_the_same_thing_then_throttle(
     )
     assert status == 429
     assert "too many failed sign-ins" in body["error"]
+
+
+async def _guess(c: Client, store: str, who: str, password: str = "wrong") -> tuple[int, Any]:  # noqa: S107
+    async with c.http.post(
+        "/api/session", json={"store": store, "associate": who, "password": password}
+    ) as res:
+        return res.status, res.headers.get("Retry-After")
+
+
+async def test_concurrent_guesses_are_counted_before_any_password_is_checked(
+    client_factory: Any, team: str, directory: Directory
+) -> None:
+    hasher = CountingHasher(pause_s=0.05)
+    directory.hasher = hasher
+    attacker = client_factory("127.0.0.9")
+    results = await asyncio.gather(*(_guess(attacker, team, "maria") for _ in range(40)))
+    # login_attempts=3: three guesses checked, the other 37 refused before hashing.
+    assert hasher.verified <= 3
+    assert sorted(status for status, _ in results) == [401] * hasher.verified + [429] * (
+        40 - hasher.verified
+    )
+    assert all(int(after) >= 1 for status, after in results if status == 429)
+    # The real user, on their own handheld, is not locked out by someone else's guesses.
+    assert (await _guess(client_factory("127.0.0.2"), team, "maria", PASSWORD))[0] == 200
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [NotifierSettings(login_attempts=3, login_backoff_s=1.0, login_backoff_cap_s=4.0)],
+    indirect=True,
+)
+async def test_guesses_from_many_addresses_back_off_per_account(
+    client_factory: Any, team: str, directory: Directory, settings: NotifierSettings
+) -> None:
+    hasher = CountingHasher(pause_s=0.05)
+    directory.hasher = hasher
+    guessers = [client_factory(f"127.0.1.{i}") for i in range(1, 9)]
+    results = await asyncio.gather(*(_guess(g, team, "maria") for g in guessers for _ in range(5)))
+    # Three free tries on the account, then one per pause: four checks of 40 guesses.
+    assert hasher.verified <= settings.login_attempts + 1
+    assert sum(status == 429 for status, _ in results) >= 40 - settings.login_attempts - 1
+    # The account backs off to at most the cap instead of a whole window's lock-out.
+    status, after = await _guess(client_factory("127.0.0.2"), team, "maria", PASSWORD)
+    assert status in (200, 429)
+    if status == 429:
+        assert 1 <= int(after) <= settings.login_backoff_cap_s
+
+
+@pytest.mark.parametrize(
+    "settings", [NotifierSettings(login_attempts=3, login_client_attempts=4)], indirect=True
+)
+async def test_one_address_is_limited_over_all_accounts(
+    client_factory: Any, team: str, directory: Directory
+) -> None:
+    hasher = CountingHasher()
+    directory.hasher = hasher
+    sprayer = client_factory("127.0.0.3")
+    for who in ("maria", "joao", "boss", "nobody"):
+        assert (await _guess(sprayer, team, who))[0] == 401
+    async with sprayer.http.post(
+        "/api/session", json={"store": team, "associate": "someone", "password": "x"}
+    ) as res:
+        body = await res.json()
+        assert res.status == 429
+    assert body["error"].startswith("too many failed sign-ins from this address: try again in")
+    assert hasher.verified == 4
+    assert (await _guess(client_factory("127.0.0.4"), team, "maria", PASSWORD))[0] == 200
+
+
+async def test_a_success_gives_the_address_its_try_back(client_factory: Any, team: str) -> None:
+    c = client_factory("127.0.0.5")
+    for _ in range(10):
+        # Ten sign-ins from one address (a store's shared handheld) are not ten failures.
+        assert (await _guess(c, team, "maria", PASSWORD))[0] == 200
+    assert (await _guess(c, team, "maria"))[0] == 401
+
+
+async def test_no_more_argon2_hashes_run_at_once_than_the_bound(
+    client_factory: Any, team: str, directory: Directory
+) -> None:
+    hasher = CountingHasher(pause_s=0.05)
+    directory.hasher = hasher
+    c = client_factory("127.0.0.6")
+    # Unknown names cost a full (dummy) check too, so that names cannot be probed.
+    results = await asyncio.gather(*(_guess(c, team, f"ghost-{i}") for i in range(24)))
+    assert [status for status, _ in results] == [401] * 24
+    assert hasher.verified == 24
+    assert hasher.peak <= 2
+    assert directory.passwords.concurrency == 2
+    assert directory.passwords.peak <= 2
 
 
 async def test_form_posts_are_refused(client_factory: Any, team: str) -> None:
