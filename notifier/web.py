@@ -34,7 +34,16 @@ from redis.exceptions import RedisClusterException, RedisError
 from notifier import assets, openapi
 from notifier.channels import VapidKeys
 from notifier.destinations import Destinations
-from notifier.directory import Associate, Clock, Directory, text, text_map, utc_now
+from notifier.directory import (
+    Associate,
+    Clock,
+    Directory,
+    revocations_channel,
+    sessions_key,
+    text,
+    text_map,
+    utc_now,
+)
 from notifier.exceptions import (
     AlertConflict,
     InvalidInput,
@@ -122,10 +131,17 @@ class Session:
     store_id: str
     associate_id: str
     csrf: str
+    sid: str = ""  # names the session in revocation messages (never the token or its hash)
+    incarnation: str = ""  # the associate's when signed in: a re-created id does not fit
 
 
 class Sessions:
-    """Console sessions in Redis, keyed by the token's hash so a dump of Redis holds none."""
+    """Console sessions in Redis, keyed by the token's hash so a dump of Redis holds none.
+
+    Each associate's session keys are also listed in a set, so that removing the
+    associate ends them all; a sign-out or removal is published so that live feeds on
+    every instance close at once.
+    """
 
     def __init__(self, redis: RedisClient, prefix: str, ttl: timedelta) -> None:
         self.redis = redis
@@ -138,7 +154,13 @@ class Sessions:
 
     async def create(self, associate: Associate) -> tuple[str, Session]:
         token = secrets.token_urlsafe(32)
-        session = Session(associate.store_id, associate.associate_id, secrets.token_urlsafe(32))
+        session = Session(
+            associate.store_id,
+            associate.associate_id,
+            secrets.token_urlsafe(32),
+            sid=secrets.token_urlsafe(12),
+            incarnation=associate.incarnation,
+        )
         key = self._key(token)
         # One transaction, so a session can never be left behind without its expiry.
         pipe = self.redis.pipeline(transaction=True)
@@ -148,9 +170,18 @@ class Sessions:
                 "store": session.store_id,
                 "associate": session.associate_id,
                 "csrf": session.csrf,
+                "sid": session.sid,
+                "incarnation": session.incarnation,
             },
         )
         pipe.expire(key, self.ttl)
+        await pipe.execute()
+        index = sessions_key(self.prefix, session.store_id, session.associate_id)
+        # Listed after it exists: a removal that misses it still leaves a session whose
+        # incarnation no longer fits, refused by every request.
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.sadd(index, key)
+        pipe.expire(index, self.ttl)
         await pipe.execute()
         return token, session
 
@@ -160,10 +191,29 @@ class Sessions:
         data = text_map(await self.redis.hgetall(self._key(token)))
         if not {"store", "associate", "csrf"} <= data.keys():
             return None
-        return Session(data["store"], data["associate"], data["csrf"])
+        return Session(
+            data["store"],
+            data["associate"],
+            data["csrf"],
+            sid=data.get("sid", ""),
+            incarnation=data.get("incarnation", ""),
+        )
 
     async def delete(self, token: str) -> None:
-        await self.redis.delete(self._key(token))
+        """End a session and close its live feeds on every instance."""
+        session = await self.get(token)
+        key = self._key(token)
+        await self.redis.delete(key)
+        if session is None:
+            return
+        await self.redis.srem(
+            sessions_key(self.prefix, session.store_id, session.associate_id), key
+        )
+        if session.sid:
+            await self.redis.publish(
+                revocations_channel(self.prefix, session.store_id),
+                json.dumps({"type": "revoke", "sid": session.sid}),
+            )
 
 
 # --- live feed fan-out -------------------------------------------------------------
@@ -188,9 +238,12 @@ class FeedHub:
 
     def _store_of(self, channel: str) -> str | None:
         head = f"{self.prefix}notifier:store:"
-        if not channel.startswith(head) or not channel.endswith(":feed"):
+        if not channel.startswith(head):
             return None
-        return channel[len(head) : -len(":feed")]
+        for tail in (":feed", ":revoked"):
+            if channel.endswith(tail):
+                return channel[len(head) : -len(tail)]
+        return None
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._pump(), name="notifier-feed-hub")
@@ -204,11 +257,12 @@ class FeedHub:
             self._task = None
 
     async def _pump(self) -> None:
-        pattern = f"{self.prefix}notifier:store:*:feed"
+        feeds = f"{self.prefix}notifier:store:*:feed"
+        revocations = revocations_channel(self.prefix, "*")
         while True:
             pubsub = self.redis.pubsub()
             try:
-                await pubsub.psubscribe(pattern)
+                await pubsub.psubscribe(feeds, revocations)
                 self._ready.set()
                 async for message in pubsub.listen():
                     if message.get("type") == "pmessage":
@@ -443,7 +497,7 @@ class Console:
         session = await self.sessions.get(token)
         if session is None:
             raise ApiError(401, "session expired or signed out: sign in again")
-        associate = await self.directory.get(session.store_id, session.associate_id)
+        associate = await self._associate_of(session)
         if associate is None:
             await self.sessions.delete(token)
             raise ApiError(401, "this account no longer exists")
@@ -455,6 +509,17 @@ class Console:
             if not hmac.compare_digest(sent.encode(), session.csrf.encode()):
                 raise ApiError(403, f"wrong {CSRF_HEADER} header")
         return session, associate
+
+    async def _associate_of(self, session: Session) -> Associate | None:
+        """The session's associate, unless removed (or removed and re-created since)."""
+        associate = await self.directory.get(session.store_id, session.associate_id)
+        if associate is None or associate.incarnation != session.incarnation:
+            return None
+        return associate
+
+    async def _still_signed_in(self, token: str) -> bool:
+        session = await self.sessions.get(token)
+        return session is not None and await self._associate_of(session) is not None
 
     async def _body(self, request: web.Request, model: type[B]) -> B:
         if request.content_type != "application/json":
@@ -624,7 +689,12 @@ class Console:
         return web.json_response({"alert": record.view(names)})
 
     async def events(self, request: web.Request) -> web.StreamResponse:
-        """Server-sent events: a snapshot of the store's feed, then every change."""
+        """Server-sent events: a snapshot of the store's feed, then every change.
+
+        The session is checked again every ``session_recheck_s`` however busy the store
+        (a sign-out or removal elsewhere also closes the stream at once), so an expired
+        session does not keep receiving customers' names.
+        """
         session, _ = await self._auth(request)
         token = request.cookies.get(SESSION_COOKIE, "")
         response = web.StreamResponse(
@@ -635,51 +705,55 @@ class Console:
             }
         )
         await response.prepare(request)
+        loop = asyncio.get_running_loop()
+        recheck_s = self.settings.session_recheck_s
+        next_check = loop.time() + recheck_s
+        next_keepalive = loop.time() + KEEPALIVE_S
 
         async def send(event: str, data: dict[str, Any]) -> None:
+            nonlocal next_keepalive
             await response.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
+            next_keepalive = loop.time() + KEEPALIVE_S
+
+        async def snapshot() -> None:
+            since = self.clock() - timedelta(hours=12)
+            await send("snapshot", {"alerts": await self._views(session.store_id, since)})
 
         # Listen before taking the snapshot, so no change falls between the two; the
         # console drops an update older (lower ``rev``) than what it already shows.
         with self.hub.listen(session.store_id) as queue:
             try:
-                await send(
-                    "snapshot",
-                    {
-                        "alerts": await self._views(
-                            session.store_id, self.clock() - timedelta(hours=12)
-                        )
-                    },
-                )
+                await snapshot()
                 while not self.closing.is_set():
-                    try:
-                        async with asyncio.timeout(KEEPALIVE_S):
-                            message = await queue.get()
-                    except TimeoutError:
-                        if await self.sessions.get(token) is None:
+                    if loop.time() >= next_check:
+                        if not await self._still_signed_in(token):
                             await send("signed-out", {})
                             break
+                        next_check = loop.time() + recheck_s
+                    if loop.time() >= next_keepalive:
                         await response.write(b": keepalive\n\n")
+                        next_keepalive = loop.time() + KEEPALIVE_S
+                    try:
+                        async with asyncio.timeout_at(min(next_check, next_keepalive)):
+                            message = await queue.get()
+                    except TimeoutError:
                         continue
-                    if message.get("type") == "close":
+                    kind = message.get("type")
+                    if kind == "close":
                         break
-                    if message.get("type") == "resync":
-                        await send(
-                            "snapshot",
-                            {
-                                "alerts": await self._views(
-                                    session.store_id, self.clock() - timedelta(hours=12)
-                                )
-                            },
-                        )
-                    elif message.get("type") == "alert":
-                        await send("alert", message["alert"])
-                    elif message.get("type") == "shift":
-                        await send("shift", message["associate"])
-                    elif (
-                        message.get("type") == "notify"
-                        and message.get("associate_id") == session.associate_id
+                    if kind == "revoke" and (
+                        message.get("sid") == session.sid
+                        or message.get("associate_id") == session.associate_id
                     ):
+                        await send("signed-out", {})
+                        break
+                    if kind == "resync":
+                        await snapshot()
+                    elif kind == "alert":
+                        await send("alert", message["alert"])
+                    elif kind == "shift":
+                        await send("shift", message["associate"])
+                    elif kind == "notify" and message.get("associate_id") == session.associate_id:
                         # Only the associate the alert was routed to is rung.
                         await send("notify", message)
             except ConnectionResetError:

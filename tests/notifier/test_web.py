@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestServer
 
+from notifier.destinations import Destinations
 from notifier.directory import Directory
 from notifier.lifecycle import Lifecycle
 from notifier.metrics import Metrics
@@ -405,7 +406,8 @@ async def test_sign_out_and_removed_accounts_end_the_session(
     await c.login(team, "joao")
     await directory.remove(team, "joao")
     status, body = await c.call("GET", "/api/me")
-    assert (status, body["error"]) == (401, "this account no longer exists")
+    # The removal deleted the session itself.
+    assert (status, body["error"]) == (401, "session expired or signed out: sign in again")
 
 
 async def test_shift_toggle_and_manager_view(
@@ -445,9 +447,13 @@ async def test_shift_toggle_and_manager_view(
 
 
 async def _next_event(res: aiohttp.ClientResponse) -> tuple[str, dict[str, Any]]:
+    """The next server-sent event; ``("", {})`` once the server has closed the stream."""
     event = ""
     while True:
-        line = (await res.content.readline()).decode().rstrip("\n")
+        raw = await res.content.readline()
+        if not raw:
+            return "", {}
+        line = raw.decode().rstrip("\n")
         if line.startswith("event: "):
             event = line[len("event: ") :]
         elif line.startswith("data: "):
@@ -487,6 +493,91 @@ async def test_live_feed_is_store_scoped(
         await lifecycle.claim(str(ours.alert_id), team, "joao")
         kind, data = await _next_event(mine)
         assert (data["state"], data["claimed_by_name"], data["rev"]) == ("claimed", "Joao", 2)
+
+
+@pytest.mark.parametrize("settings", [NotifierSettings(session_recheck_s=3600)], indirect=True)
+async def test_sign_out_closes_that_sessions_live_feed_at_once(
+    client_factory: Any, team: str, lifecycle: Lifecycle
+) -> None:
+    leaving, staying = client_factory(), client_factory("127.0.0.2")
+    await leaving.login(team, "maria")
+    await staying.login(team, "maria")
+    async with leaving.http.get("/api/events") as gone, staying.http.get("/api/events") as kept:
+        assert (await _next_event(gone))[0] == "snapshot"
+        assert (await _next_event(kept))[0] == "snapshot"
+        assert (await leaving.call("DELETE", "/api/session"))[0] == 200
+        alert = make_alert(store_id=team, fields={"name": "Ana", "sizes": {"dress": "38"}})
+        await lifecycle.create(alert)
+        # The re-check is an hour away: the sign-out itself closed the stream, before
+        # the alert (published after it) could reach it.
+        assert await _next_event(gone) == ("signed-out", {})
+        assert await _next_event(gone) == ("", {})
+        kind, data = await _next_event(kept)
+        assert (kind, data["alert_id"]) == ("alert", str(alert.alert_id))
+
+
+@pytest.mark.parametrize("settings", [NotifierSettings(session_recheck_s=3600)], indirect=True)
+async def test_removing_an_associate_closes_their_feed_and_the_id_starts_clean(
+    client_factory: Any,
+    team: str,
+    lifecycle: Lifecycle,
+    directory: Directory,
+    redis: aioredis.Redis,
+) -> None:
+    prefix = lifecycle.prefix
+    destinations = Destinations(redis, prefix, directory)
+    await destinations.add_webhook(team, "https://crm.example/joao", associate_id="joao")
+    joao = client_factory()
+    await joao.login(team, "joao")
+    (session_key,) = [k async for k in redis.scan_iter(f"{prefix}notifier:session:*")]
+    stolen = await redis.hgetall(session_key)
+    async with joao.http.get("/api/events") as feed:
+        assert (await _next_event(feed))[0] == "snapshot"
+        await directory.remove(team, "joao")
+        await lifecycle.create(make_alert(store_id=team, fields={"name": "Ana"}))
+        assert await _next_event(feed) == ("signed-out", {})
+        assert await _next_event(feed) == ("", {})
+
+    # A new person given the same id inherits no session and no webhook.
+    await directory.add(team, "Joao Novo", PASSWORD, associate_id="joao")
+    assert await destinations.list(team, "joao") == []
+    assert [k async for k in redis.scan_iter(f"{prefix}notifier:session:*")] == []
+    assert await redis.exists(f"{prefix}notifier:store:{team}:associate:joao:sessions") == 0
+    assert (await joao.call("GET", "/api/me"))[0] == 401
+    # Even a session that escaped the removal (made while it ran) does not fit the new one.
+    await redis.hset(session_key, mapping=stolen)
+    status, body = await joao.call("GET", "/api/me")
+    assert (status, body["error"]) == (401, "this account no longer exists")
+
+
+@pytest.mark.parametrize("settings", [NotifierSettings(session_recheck_s=0.05)], indirect=True)
+async def test_the_live_feed_rechecks_its_session_however_busy_the_store(
+    client_factory: Any, team: str, lifecycle: Lifecycle, redis: aioredis.Redis
+) -> None:
+    maria = client_factory()
+    await maria.login(team, "maria")
+    stop = asyncio.Event()
+
+    async def busy_store() -> None:
+        while not stop.is_set():
+            await lifecycle.create(make_alert(store_id=team))
+            await asyncio.sleep(0.01)
+
+    async with maria.http.get("/api/events") as feed:
+        assert (await _next_event(feed))[0] == "snapshot"
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(busy_store(), name="busy-store")
+            assert (await _next_event(feed))[0] == "alert"
+            # The session expires in Redis (no sign-out message): only the re-check sees it.
+            async for key in redis.scan_iter(f"{lifecycle.prefix}notifier:session:*"):
+                await redis.delete(key)
+            kinds = []
+            async with asyncio.timeout(10):
+                while (kind := (await _next_event(feed))[0]) not in ("signed-out", ""):
+                    kinds.append(kind)
+            stop.set()
+        assert kind == "signed-out"
+        assert await _next_event(feed) == ("", {})
 
 
 async def test_pages_health_and_metrics(client_factory: Any, team: str) -> None:
