@@ -20,6 +20,7 @@ import hmac
 import json
 import logging
 import secrets
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -810,9 +811,10 @@ class Console:
 
     async def add_webhook(self, request: web.Request) -> web.Response:
         session, me = await self._auth(request)
+        # A webhook makes this server send requests where it is told: managers only.
+        if me.role != "manager":
+            raise ApiError(403, "only a manager can add a webhook")
         body = await self._body(request, WebhookBody)
-        if body.scope == "store" and me.role != "manager":
-            raise ApiError(403, "only a manager can add a store webhook")
         dest = await self.destinations.add_webhook(
             session.store_id,
             body.url,
@@ -900,11 +902,13 @@ async def _security_headers(_request: web.Request, response: web.StreamResponse)
     response.headers.setdefault("Cache-Control", "no-store")
 
 
-async def serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+async def serve(
+    app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+) -> tuple[web.AppRunner, int]:
     """Start the console; returns the runner and the bound port (useful with port 0)."""
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     try:
         await site.start()
     except OSError:

@@ -636,16 +636,20 @@ async def test_channels_are_configured_per_associate_and_per_store(
     maria, boss = client_factory(), client_factory()
     await maria.login(team, "maria")
     await boss.login(team, "boss")
-    status, made = await maria.call(
+    # A webhook makes the server send requests where it is told: managers only.
+    for scope in ("me", "store"):
+        status, refused = await maria.call(
+            "POST",
+            "/api/channels/webhooks",
+            json_body={"url": "https://x.example/", "scope": scope},
+        )
+        assert (status, refused["error"]) == (403, "only a manager can add a webhook")
+    status, made = await boss.call(
         "POST", "/api/channels/webhooks", json_body={"url": "https://crm.example/in?t=1"}
     )
     assert status == 201
     assert len(made["secret"]) >= 16
     assert made["destination"]["url"] == "https://crm.example/in"
-    status, _ = await maria.call(
-        "POST", "/api/channels/webhooks", json_body={"url": "https://x.example/", "scope": "store"}
-    )
-    assert status == 403
     status, store_hook = await boss.call(
         "POST",
         "/api/channels/webhooks",
@@ -655,11 +659,11 @@ async def test_channels_are_configured_per_associate_and_per_store(
     status, listed = await boss.call("GET", "/api/channels")
     assert status == 200
     assert [d["url"] for d in listed["store"]] == ["https://chat.example/hook"]
-    assert listed["mine"] == []
+    assert [d["id"] for d in listed["mine"]] == [made["destination"]["id"]]
+    assert made["secret"] not in json.dumps(listed)
     status, mine = await maria.call("GET", "/api/channels")
-    assert [d["id"] for d in mine["mine"]] == [made["destination"]["id"]]
+    assert mine["mine"] == []
     assert "store" not in mine
-    assert made["secret"] not in json.dumps(mine)
     store_id = store_hook["destination"]["id"]
     assert (await maria.call("DELETE", f"/api/channels/{store_id}"))[0] == 404
     assert (await boss.call("DELETE", f"/api/channels/{store_id}?scope=store"))[0] == 200
@@ -675,6 +679,7 @@ async def test_channels_are_configured_per_associate_and_per_store(
         ("/api/channels/webhooks", {"url": "https://x.example/", "secret": "short"}, 400, "secret"),
         ("/api/channels/webhooks", {"url": "https://x.example/", "scope": "all"}, 400, "scope"),
         ("/api/channels/webhooks", {}, 400, "url: Field required"),
+        ("/api/channels/webhooks", {"url": "http://10.0.0.1/"}, 400, "must use https://"),
         (
             "/api/channels/push",
             {"endpoint": "https://push.example/1", "keys": {"p256dh": "AAAA", "auth": "AAAA"}},
@@ -693,9 +698,9 @@ async def test_channels_are_configured_per_associate_and_per_store(
 async def test_bad_channel_input_gets_a_4xx_that_says_why(
     client_factory: Any, team: str, path: str, body: dict[str, Any], status: int, message: str
 ) -> None:
-    maria = client_factory()
-    await maria.login(team, "maria")
-    got_status, got = await maria.call("POST", path, json_body=body)
+    boss = client_factory()
+    await boss.login(team, "boss")
+    got_status, got = await boss.call("POST", path, json_body=body)
     assert got_status == status
     assert message in got["error"]
 
