@@ -32,6 +32,7 @@ from stream.cli import (
 )
 
 if TYPE_CHECKING:
+    from contracts.trace import TraceProblems
     from simulators.scenarios import SimPerson
 
 app = typer.Typer(
@@ -229,18 +230,27 @@ def replay(
 ) -> None:
     """Feed a trace through one edge agent per gateway into the running system."""
     from contracts.exceptions import ContractError
+    from contracts.trace import TraceProblems
 
     _logging(verbose)
+    problems = TraceProblems(str(trace))
     try:
-        stats = asyncio.run(_replay(trace, edge_cli.parse_speed(speed)))
+        stats = asyncio.run(_replay(trace, edge_cli.parse_speed(speed), problems))
     except (ContractError, OSError) as exc:
         raise _fail(str(exc)) from exc
     for gw, (adverts, events) in sorted(stats.items()):
         out.print(f"{gw}: {adverts} adverts → {events} events published", highlight=False)
+    # A trace from another tool may hold lines this one cannot read: say how many were
+    # skipped, once, after the replay went on without them.
+    if summary := problems.summary():
+        err.print(summary, highlight=False, markup=False, soft_wrap=True)
 
 
-async def _replay(trace: Path, speed: float | None) -> dict[str, tuple[int, int]]:
-    from contracts.trace import read_trace
+async def _replay(
+    trace: Path, speed: float | None, problems: TraceProblems | None = None
+) -> dict[str, tuple[int, int]]:
+    """Replay ``trace``; the lines it skips are recorded in ``problems`` (see TraceProblems)."""
+    from contracts.trace import PIPELINE_KINDS, TraceProblems, read_trace
     from edge.agent import EdgeAgent
     from edge.calibration import calibrated_thresholds
     from edge.settings import EdgeSettings
@@ -248,7 +258,8 @@ async def _replay(trace: Path, speed: float | None) -> dict[str, tuple[int, int]
     from edge.trace_clock import TraceClock
     from simulators.replay import ConsentReplay
 
-    with trace.open(encoding="utf-8") as fh:
+    problems = problems if problems is not None else TraceProblems(str(trace))
+    with trace.open("rb") as fh:
         first = fh.readline()
         header, _ = read_trace([first])
     if header.layout is None:
@@ -265,7 +276,7 @@ async def _replay(trace: Path, speed: float | None) -> dict[str, tuple[int, int]
     services = ServiceSettings()
     agents = []
     # consent_revoke/grant app lines reach the registry at their place in the trace.
-    consent = ConsentReplay(services)
+    consent = ConsentReplay(services, problems=problems)
     # Each replayed gateway signs with a key of its own from the keyring (reused across
     # replays), so a bridge that requires signatures accepts it.
     keys = await provision_keys(
@@ -276,8 +287,8 @@ async def _replay(trace: Path, speed: float | None) -> dict[str, tuple[int, int]
     clock = None
     trace_file = None
     if speed is None:
-        trace_file = trace.open(encoding="utf-8")
-        clock_header, records = read_trace(trace_file)
+        trace_file = trace.open("rb")
+        clock_header, records = read_trace(trace_file, problems, kinds=PIPELINE_KINDS)
         clock = TraceClock(clock_header, records, on_app=consent.on_app)
     # A replay is a dev tool: each agent gets a fresh outbox that disappears afterwards.
     with tempfile.TemporaryDirectory(prefix="proxima-replay-") as tmp:
