@@ -80,21 +80,42 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 # --- up -------------------------------------------------------------------------------
 @app.command()
 def up(
-    headless: Annotated[bool, typer.Option(help="no associate console")] = False,
+    headless: Annotated[
+        bool, typer.Option(help="no console account for the scenario (the console is served)")
+    ] = False,
     duration: Annotated[Optional[float], typer.Option(help="stop after SECONDS")] = None,  # noqa: UP045
     scenario: Annotated[str, typer.Option(help="simulated traffic NAME, or 'none'")] = "skeleton",
+    namespace: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="put every topic and key under NAME, alerts included (default "
+            "PROXIMA_NAMESPACE; a scenario without one keeps its data in a scratch namespace "
+            "removed at exit and alerts on the contract's topics)"
+        ),
+    ] = None,
 ) -> None:
-    """Run the whole system on this machine and print alerts as they arrive."""
+    """Run the whole system on this machine and print alerts as they arrive.
+
+    The associate console is served on http://127.0.0.1:8080/ (PROXIMA_NOTIFIER_HTTP_PORT),
+    or on a free port when that one is taken; its address is printed once it answers.
+    """
+    from contracts.topics import Topics
     from deploy.launcher import up as run_up
     from deploy.services import ServiceUnavailable
 
+    try:
+        Topics(namespace or "")
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+
+    # soft_wrap: a line stays one line (an address or an env to copy is not cut in two).
     def alert(line: str) -> None:
         out.print("[bold green]ALERT[/bold green] ", end="")
-        out.print(line, highlight=False, markup=False)
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
 
     def info(line: str) -> None:
         out.print("[dim]proxima:[/dim] ", end="")
-        out.print(line, highlight=False, markup=False)
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
 
     try:
         code = asyncio.run(
@@ -104,6 +125,7 @@ def up(
                 headless=headless,
                 on_alert=alert,
                 on_info=info,
+                namespace=namespace,
             )
         )
     except ServiceUnavailable as exc:
