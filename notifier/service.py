@@ -183,13 +183,13 @@ class Notifier:
 
     @property
     def ack_filter(self) -> str:
-        flt = f"{self.topics.mqtt_root}/stores/+/alerts/+/ack"
+        flt = f"{self.topics.alerts_root}/stores/+/alerts/+/ack"
         return f"$share/{self.group_id}/{flt}"
 
     @property
     def shift_filter(self) -> str:
         """Handhelds set their shift on ``.../stores/{store}/associates/{id}/shift``."""
-        flt = f"{self.topics.mqtt_root}/stores/+/associates/+/shift"
+        flt = f"{self.topics.alerts_root}/stores/+/associates/+/shift"
         return f"$share/{self.group_id}/{flt}"
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
