@@ -35,6 +35,7 @@ from tests.edge.support import (
     outbox_meta,
     write_trace,
 )
+from tests.kit.require import unavailable
 from transport.mqtt import MqttClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -220,7 +221,7 @@ class Agent:
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     if MOSQUITTO is None:
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+        unavailable("mosquitto is not installed (apt-get install mosquitto)")
     broker = Mosquitto(tmp_path / "mosquitto")
     broker.start()
     try:
