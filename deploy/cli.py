@@ -169,6 +169,12 @@ def notifier_serve(
     out.print(
         f"notifier: console on http://{settings.http_host}:{settings.http_port}/", highlight=False
     )
+    if settings.cookie_secure:
+        out.print(
+            "notifier: the session cookie is Secure: open the console through HTTPS (a TLS "
+            "proxy) or http://localhost; PROXIMA_NOTIFIER_COOKIE_SECURE=false turns it off",
+            highlight=False,
+        )
     _run_forever(Notifier(services, settings=settings).run())
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Any
+
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from transport.net import is_loopback
 
 
 class NotifierSettings(BaseSettings):
@@ -33,7 +37,9 @@ class NotifierSettings(BaseSettings):
         default=7 * 86400, gt=0, description="how long alert state is kept in Redis"
     )
     cookie_secure: bool = Field(
-        default=False, description="mark the session cookie Secure (set when served over HTTPS)"
+        default=False,
+        description="mark the session cookie Secure (browsers then send it over HTTPS and to "
+        "localhost only); unset = on unless http_host is loopback",
     )
     login_attempts: int = Field(
         default=5, gt=0, description="failed sign-ins per account per window before 429"
@@ -73,3 +79,14 @@ class NotifierSettings(BaseSettings):
         le=5000,
         description="longest a Kafka fetch waits for alerts (brokers without long-poll wake-up)",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secure_cookie_beyond_loopback(cls, data: Any) -> Any:
+        # A console reachable beyond this machine is served through TLS (directly or by a
+        # proxy): its session cookie must never travel in clear, so Secure unless told.
+        if isinstance(data, dict) and data.get("cookie_secure") is None:
+            host = data.get("http_host")
+            host = str(cls.model_fields["http_host"].default if host is None else host)
+            return {**data, "cookie_secure": not is_loopback(host)}
+        return data
