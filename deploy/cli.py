@@ -26,6 +26,7 @@ from stream.cli import (
     customers_device,
     customers_import,
     customers_rebuild_consent,
+    customers_seal_keys,
     gateways_app,
     provision_keys,
     publish_consent,
@@ -59,6 +60,7 @@ app.add_typer(gateways_app, name="gateways")
 customers_app.command("import")(customers_import)
 customers_app.command("device")(customers_device)
 customers_app.command("rebuild-consent")(customers_rebuild_consent)
+customers_app.command("seal-keys")(customers_seal_keys)
 
 out = Console()
 err = Console(stderr=True)
