@@ -1,4 +1,4 @@
-"""deploy/compose: nothing anonymous, nothing published beyond the host.
+"""deploy/: nothing anonymous, nothing published beyond the host, secrets where they are used.
 
 The compose file's own Mosquitto configuration and password-file script are run here with
 the Debian binaries (no container engine): its paths are pointed at a temporary directory
@@ -21,11 +21,15 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
+from stream.settings import StreamSettings
 from transport.mqtt import MqttClient
 from transport.net import free_port
 
 COMPOSE = Path(__file__).parents[2] / "deploy" / "compose" / "compose.yaml"
+K8S = COMPOSE.parents[1] / "k8s"
+SEAL = "PROXIMA_STREAM_IDENTITY_SEAL_KEYS"
 ENV_EXAMPLE = COMPOSE.with_name(".env.example")
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 PASSWD = shutil.which("mosquitto_passwd")
@@ -63,6 +67,29 @@ def test_compose_publishes_ports_on_the_loopback_interface_only() -> None:
 def test_the_console_cookie_is_secure_in_compose() -> None:
     env = _compose()["services"]["notifier"]["environment"]
     assert str(env.get("PROXIMA_NOTIFIER_COOKIE_SECURE", "true")).lower() == "true"
+
+
+def test_only_the_stream_worker_holds_the_identity_seal_key() -> None:
+    holders = {
+        name
+        for name, service in _compose()["services"].items()
+        if SEAL in (service.get("environment") or {})
+    }
+    assert holders == {"stream-worker"}
+    docs = [d for p in sorted(K8S.glob("*.yaml")) for d in yaml.safe_load_all(p.read_text()) if d]
+    secret = next(d for d in docs if d["metadata"]["name"] == "proxima-identity-seal")
+    assert set(secret["stringData"]) == {SEAL}
+    readers = {
+        d["metadata"]["name"]
+        for d in docs
+        if d["kind"] == "Deployment"
+        for c in d["spec"]["template"]["spec"]["containers"]
+        for ref in c.get("envFrom", [])
+        if ref.get("secretRef", {}).get("name") == "proxima-identity-seal"
+    }
+    assert readers == {"proxima-stream-worker"}
+    with pytest.raises(ValidationError, match="not hex"):  # a placeholder left fails at start
+        StreamSettings(identity_seal_keys=secret["stringData"][SEAL])
 
 
 def test_every_variable_compose_needs_is_in_the_env_example() -> None:
