@@ -212,9 +212,7 @@ def customers_seal_keys(
         services = ServiceSettings()
         redis = connect_redis(services.redis)
         try:
-            return await Registry(redis, services.redis_prefix).seal_identity_keys(
-                dry_run=dry_run
-            )
+            return await Registry(redis, services.redis_prefix).seal_identity_keys(dry_run=dry_run)
         finally:
             await redis.aclose()
 
