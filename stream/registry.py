@@ -39,7 +39,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from stream.exceptions import RegistryError
-from stream.sealing import IdentitySealer, SealError, is_sealed
+from stream.sealing import SEALED_PREFIX, IdentitySealer, SealError, is_sealed
 from transport.redis import RedisClient
 
 # One hash tag per 1,024-slot range of Redis Cluster's 16,384 slots (slots 500, 1525, ...,
@@ -188,6 +188,19 @@ def new_identity_key() -> str:
     return secrets.token_bytes(16).hex()
 
 
+_SEALED_MARK = f'"{SEALED_PREFIX}'.encode()
+"""How a sealed identity key starts in a profile's JSON (a JSON string value)."""
+
+
+_IDENTITY_KEY = re.compile(r"[0-9a-f]{32}")
+
+
+class _SealedProfile(CustomerProfile):
+    """A profile as stored, its identity key possibly sealed (checked once opened)."""
+
+    identity_key: str
+
+
 def sealer_from_settings() -> IdentitySealer | None:
     """The identity-key sealer the stream's settings name (None: keys stored in plain)."""
     from stream.settings import StreamSettings
@@ -237,6 +250,22 @@ class Registry:
         data = profile.model_dump(mode="json")
         data["identity_key"] = self.sealer.seal(profile.identity_key, profile.customer_id)
         return json.dumps(data, separators=(",", ":"))
+
+    def _open_profile(self, stored: _SealedProfile) -> CustomerProfile:
+        if not is_sealed(stored.identity_key):
+            return CustomerProfile.model_validate(stored.model_dump())
+        if self.sealer is None:
+            raise SealError(
+                stored.customer_id, "sealed, and PROXIMA_STREAM_IDENTITY_SEAL_KEYS is not set here"
+            )
+        key = self.sealer.open(stored.identity_key, stored.customer_id)
+        if not _IDENTITY_KEY.fullmatch(key):
+            raise SealError(stored.customer_id, "sealed value is not a 16-byte identity key")
+        # Every other field was validated by _SealedProfile, which differs only in this one.
+        fields = {name: getattr(stored, name) for name in CustomerProfile.model_fields}
+        return CustomerProfile.model_construct(
+            stored.model_fields_set, **{**fields, "identity_key": key}
+        )
 
     def _opened(self, data: dict[str, Any]) -> dict[str, Any]:
         stored = data.get("identity_key")
@@ -309,10 +338,10 @@ class Registry:
         # bytes are the same (frozen) profile, so validate each version once.
         profile = self._parsed.get(raw)
         if profile is None:
-            data = json.loads(raw)
-            profile = CustomerProfile.model_validate(
-                self._opened(data) if isinstance(data, dict) else data
-            )
+            if _SEALED_MARK in (raw if isinstance(raw, bytes) else str(raw).encode()):
+                profile = self._open_profile(_SealedProfile.model_validate_json(raw))
+            else:
+                profile = CustomerProfile.model_validate_json(raw)
             self._parsed[raw] = profile
             if len(self._parsed) > 10_000:
                 del self._parsed[next(iter(self._parsed))]
