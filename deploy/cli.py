@@ -26,6 +26,7 @@ from stream.cli import (
     customers_device,
     customers_import,
     customers_rebuild_consent,
+    customers_seal_keys,
     gateways_app,
     provision_keys,
     publish_consent,
@@ -60,6 +61,7 @@ app.add_typer(gateways_app, name="gateways")
 customers_app.command("import")(customers_import)
 customers_app.command("device")(customers_device)
 customers_app.command("rebuild-consent")(customers_rebuild_consent)
+customers_app.command("seal-keys")(customers_seal_keys)
 
 out = Console()
 err = Console(stderr=True)
@@ -192,6 +194,12 @@ def notifier_serve(
     out.print(
         f"notifier: console on http://{settings.http_host}:{settings.http_port}/", highlight=False
     )
+    if settings.cookie_secure:
+        out.print(
+            "notifier: the session cookie is Secure: open the console through HTTPS (a TLS "
+            "proxy) or http://localhost; PROXIMA_NOTIFIER_COOKIE_SECURE=false turns it off",
+            highlight=False,
+        )
     _run_forever(Notifier(services, settings=settings).run())
 
 

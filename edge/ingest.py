@@ -1,4 +1,10 @@
-"""App-event ingest: the customer's app reports to the gateway over HTTP on the store network.
+"""App-event ingest: the customer's app reports to the gateway over HTTPS on the store network.
+
+**Transport**: TLS with ``tls_cert_file``/``tls_key_file``. Without them the server binds a
+loopback address only, unless ``tls_terminated_by_proxy`` says a TLS front end on this
+host (a reverse proxy) terminates HTTPS for it; anything else is refused at start
+(:meth:`IngestSettings.server_ssl_context`), so request bodies (location fixes) and
+headers never cross the store network in clear.
 
 Three endpoints, all ``POST`` with a JSON body, for this gateway's store only:
 
@@ -26,10 +32,13 @@ registered under its ``device_id`` (:mod:`edge.devices`). A request carries
 :func:`sign_request` computes these headers, as the app does.
 
 **Checks, in order** (each rejection answers JSON ``{"status": "rejected", "reason",
-"detail"}``, is counted by reason in :class:`IngestMetrics` and parked in the
+"detail"}``, is counted by its cause in :class:`IngestMetrics` and parked in the
 :class:`Quarantine`): ``body_too_large`` 413; ``unknown_store`` 404; ``missing_signature``
-401; ``unknown_device`` 401 (not registered, or revoked); ``clock_skew`` 401 (timestamp more
-than ``clock_skew_s`` off); ``bad_signature`` 401; ``replayed_nonce`` 409; ``rate_limited``
+401; ``clock_skew`` 401 (timestamp more than ``clock_skew_s`` off); ``bad_signature`` 401
+(also for a device that is not registered, or revoked, unless the request is signed with
+its key: registration is told only to the key's holder; the cause ``unknown_device`` is
+counted and parked); ``unknown_device`` 401 (revoked, correctly signed); ``replayed_nonce``
+409; ``rate_limited``
 429 with ``Retry-After`` (token bucket per device, after authentication so nobody can
 exhaust another device's bucket); ``invalid_body`` 422 naming every bad field;
 ``unavailable`` 503 (registry unreachable, nonce cache full, outbox full or failing).
@@ -60,6 +69,7 @@ import logging
 import math
 import re
 import secrets
+import ssl
 import time
 import tomllib
 import uuid
@@ -80,6 +90,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -89,6 +100,7 @@ from edge.exceptions import EdgeError, EventRejected, OutboxError
 from edge.geofence import Circle, Fix, Geofence, GeofenceEngine, GeofenceTransition, Polygon
 from edge.outbox import EventDraft
 from transport.cancel import reraise_if_cancelled
+from transport.net import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +113,13 @@ H_SIGNATURE = "X-Proxima-Signature"
 _NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _TS_RE = re.compile(r"^[0-9]{1,12}$")
 _EVENT_NS = uuid.UUID("6f1b3c52-5d0a-4f7e-9a51-2f0c6c1e7d30")
+# Verifies nothing (its private key is never kept): an unregistered device's request costs
+# the same signature check as a registered one's.
+_NOBODY = Ed25519PrivateKey.generate().public_key()
+_NOT_VERIFIED = (
+    "the signature does not verify for this device (wrong key, version, path, timestamp, "
+    "nonce or body, or the device is not registered)"
+)
 QUARANTINE_BODY_MAX = 4096
 
 ROUTES = {
@@ -121,6 +140,15 @@ class IngestSettings(BaseSettings):
     )
     host: str = Field(default="0.0.0.0", description="address to listen on (the store network)")
     port: int = Field(default=8471, ge=0, le=65535, description="TCP port (0 = any free port)")
+    tls_cert_file: Path | None = Field(
+        default=None, description="PEM certificate (chain) served over HTTPS; unset = plain HTTP"
+    )
+    tls_key_file: Path | None = Field(default=None, description="PEM private key of tls_cert_file")
+    tls_terminated_by_proxy: bool = Field(
+        default=False,
+        description="a TLS front end terminates HTTPS for this port: plain HTTP may then listen "
+        "beyond loopback (bind it where only the proxy reaches it)",
+    )
     devices: str = Field(
         default="file:devices.json",
         description="device registry: file:PATH (JSON/TOML synced by store IT) or a Redis URL "
@@ -166,6 +194,37 @@ class IngestSettings(BaseSettings):
     registry_cache_s: float = Field(
         default=30.0, ge=0, description="Redis registry: how long an answer is cached"
     )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> IngestSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file must be set together")
+        return self
+
+    def server_ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context to serve with, or None for plain HTTP where that is allowed.
+
+        Raises :class:`IngestConfigError` for plain HTTP beyond loopback without
+        ``tls_terminated_by_proxy``, or a certificate/key that does not load.
+        """
+        if self.tls_cert_file is None or self.tls_key_file is None:
+            if not is_loopback(self.host) and not self.tls_terminated_by_proxy:
+                raise IngestConfigError(
+                    f"refusing to serve the app-event ingest over plain HTTP on {self.host!r} "
+                    "(beyond loopback): set PROXIMA_INGEST_TLS_CERT_FILE and "
+                    "PROXIMA_INGEST_TLS_KEY_FILE, or PROXIMA_INGEST_TLS_TERMINATED_BY_PROXY=true "
+                    "if a TLS front end terminates HTTPS for it, or bind 127.0.0.1"
+                )
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            ctx.load_cert_chain(self.tls_cert_file, self.tls_key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise IngestConfigError(
+                f"TLS certificate {self.tls_cert_file} / key {self.tls_key_file} do not load: {exc}"
+            ) from exc
+        return ctx
 
 
 class _Cfg(BaseModel):
@@ -511,16 +570,29 @@ class EventSink(Protocol):
 
 
 class Rejection(EdgeError):
-    """One rejected request: HTTP status, reason code, detail (and Retry-After for 429)."""
+    """One rejected request: HTTP status, reason code, detail (and Retry-After for 429).
+
+    ``cause`` and ``note`` are what operators see (metrics, quarantine, log) when the
+    client must be told less: an unregistered device answers like a bad signature.
+    """
 
     def __init__(
-        self, status: int, reason: str, detail: str, *, retry_after: float | None = None
+        self,
+        status: int,
+        reason: str,
+        detail: str,
+        *,
+        retry_after: float | None = None,
+        cause: str | None = None,
+        note: str | None = None,
     ) -> None:
         self.status = status
         self.reason = reason
         self.detail = detail
         self.retry_after = retry_after
-        super().__init__(f"{status} {reason}: {detail}")
+        self.cause = cause or reason
+        self.note = note or detail
+        super().__init__(f"{status} {self.cause}: {self.note}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -577,6 +649,7 @@ class IngestServer:
         self._runner: web.AppRunner | None = None
         self._ticker: asyncio.Task[None] | None = None
         self.port: int | None = None
+        self.scheme = "http"
         self.started = asyncio.Event()
         self.app = self._make_app()
 
@@ -635,13 +708,30 @@ class IngestServer:
 
         ``tick_s=None`` leaves ticking to the caller (:meth:`tick`), as tests on a fake clock do.
         """
+        ssl_context = self.settings.server_ssl_context()  # refuses before binding anything
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
-        await site.start()
+        site = web.TCPSite(
+            self._runner, self.settings.host, self.settings.port, ssl_context=ssl_context
+        )
+        try:
+            await site.start()
+        except BaseException:
+            await self._runner.cleanup()
+            self._runner = None
+            raise
         addresses = self._runner.addresses  # the bound port, when port 0 asked for any
         self.port = int(addresses[0][1]) if addresses else self.settings.port
-        log.info("app-event ingest on %s:%s", self.settings.host, self.port)
+        self.scheme = "https" if ssl_context is not None else "http"
+        log.info(
+            "app-event ingest on %s://%s:%s%s",
+            self.scheme,
+            self.settings.host,
+            self.port,
+            " (TLS terminated by a front end)"
+            if ssl_context is None and self.settings.tls_terminated_by_proxy
+            else "",
+        )
         self.started.set()
         if tick_s is not None:
             self._ticker = asyncio.create_task(self._tick_loop(tick_s), name="ingest-geofence-tick")
@@ -785,14 +875,6 @@ class IngestServer:
         device_id, ts, nonce, sig = h[H_DEVICE], h[H_TIMESTAMP], h[H_NONCE], h[H_SIGNATURE]
         if not DEVICE_ID_RE.match(device_id):
             raise Rejection(401, "unknown_device", f"{H_DEVICE} must be 16-64 lowercase hex digits")
-        try:
-            key = await self.registry.get(device_id)
-        except RegistryUnavailable as exc:
-            raise Rejection(503, "unavailable", f"device registry unreachable: {exc}") from exc
-        if key is None:
-            raise Rejection(401, "unknown_device", f"device {device_id} is not registered")
-        if key.revoked:
-            raise Rejection(401, "unknown_device", f"device {device_id} is revoked")
         if not _TS_RE.match(ts):
             raise Rejection(401, "clock_skew", f"{H_TIMESTAMP} must be Unix time in whole seconds")
         off = int(ts) - self.clock()
@@ -805,9 +887,37 @@ class IngestServer:
             )
         if not _NONCE_RE.match(nonce):
             raise Rejection(401, "bad_signature", f"{H_NONCE} must be 16-64 of [A-Za-z0-9_-]")
-        verify_signature(
-            key.public_key, request.method, request.raw_path, ts, nonce, device_id, body, sig
-        )
+        try:
+            key = await self.registry.get(device_id)
+        except RegistryUnavailable as exc:
+            raise Rejection(503, "unavailable", f"device registry unreachable: {exc}") from exc
+        # Whether a device is registered or revoked is told only to whoever holds its key:
+        # anyone else gets the one answer of a wrong signature, after the same work.
+        try:
+            verify_signature(
+                key.public_key if key is not None else _NOBODY,
+                request.method,
+                request.raw_path,
+                ts,
+                nonce,
+                device_id,
+                body,
+                sig,
+            )
+        except Rejection as rej:
+            if key is None:
+                cause, note = "unknown_device", f"device {device_id} is not registered"
+            elif key.revoked:
+                cause, note = "unknown_device", f"device {device_id} is revoked ({rej.detail})"
+            else:
+                cause, note = rej.reason, rej.detail
+            raise Rejection(401, "bad_signature", _NOT_VERIFIED, cause=cause, note=note) from rej
+        if key is None:  # unreachable: nothing verifies against _NOBODY
+            raise Rejection(401, "bad_signature", _NOT_VERIFIED, cause="unknown_device")
+        if key.revoked:
+            raise Rejection(
+                401, "unknown_device", f"device {device_id} is revoked: enroll the app again"
+            )
         claimed = self.nonces.claim(device_id, nonce)
         if claimed == "replayed":
             raise Rejection(409, "replayed_nonce", f"nonce {nonce} was already used")
@@ -958,14 +1068,15 @@ class IngestServer:
     def _reject(
         self, request: web.Request, rej: Rejection, body: bytes, auth: _Auth | None
     ) -> web.Response:
-        self.metrics.rejected[rej.reason] += 1
+        self.metrics.rejected[rej.cause] += 1
         log.info("ingest rejected %s %s: %s", request.method, request.path, rej)
         self.quarantine.park(
             {
                 "at": _dt(self.clock()).isoformat(),
                 "status": rej.status,
-                "reason": rej.reason,
-                "detail": rej.detail,
+                "reason": rej.cause,
+                "answered": rej.reason,
+                "detail": rej.note,
                 "method": request.method,
                 "path": request.path,
                 "device_id": auth.device_id if auth else request.headers.get(H_DEVICE, "")[:64],

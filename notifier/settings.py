@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from transport.net import is_loopback
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -42,7 +45,9 @@ class NotifierSettings(BaseSettings):
         default=7 * 86400, gt=0, description="how long alert state is kept in Redis"
     )
     cookie_secure: bool = Field(
-        default=False, description="mark the session cookie Secure (set when served over HTTPS)"
+        default=False,
+        description="mark the session cookie Secure (browsers then send it over HTTPS and to "
+        "localhost only); unset = on unless http_host is loopback",
     )
     login_attempts: int = Field(
         default=5,
@@ -126,6 +131,17 @@ class NotifierSettings(BaseSettings):
     @property
     def webhook_networks(self) -> tuple[Network, ...]:
         return parse_networks(self.webhook_allow_networks)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secure_cookie_beyond_loopback(cls, data: Any) -> Any:
+        # A console reachable beyond this machine is served through TLS (directly or by a
+        # proxy): its session cookie must never travel in clear, so Secure unless told.
+        if isinstance(data, dict) and data.get("cookie_secure") is None:
+            host = data.get("http_host")
+            host = str(cls.model_fields["http_host"].default if host is None else host)
+            return {**data, "cookie_secure": not is_loopback(host)}
+        return data
 
 
 def parse_networks(value: str) -> tuple[Network, ...]:

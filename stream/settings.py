@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 STORE_SCHEMES = frozenset({"memory", "rocksdb"})
@@ -69,6 +69,14 @@ class StreamSettings(BaseSettings):
     dedupe_ttl_s: int = Field(
         default=2 * 86400, gt=0, description="how long alert dedupe keys live"
     )
+    identity_seal_keys: SecretStr = Field(
+        default=SecretStr(""),
+        description="AES-256 keys (64 hex digits, comma-separated) sealing customers' identity "
+        "keys in Redis: the first seals, all open; '' = stored in plain text",
+    )
+    identity_seal_keys_file: Path | None = Field(
+        default=None, description="a file of more seal keys (same form), e.g. a mounted secret"
+    )
     data_dir: Path = Field(
         default=Path(".proxima/stream-data"),
         description="the worker's local state (rocksdb:// table files) under {data_dir}/{app id}",
@@ -111,6 +119,14 @@ class StreamSettings(BaseSettings):
         default=False,
         description="idempotent Kafka producer (needs InitProducerId: real Kafka/Redpanda, not Tansu)",
     )
+
+    @field_validator("identity_seal_keys")
+    @classmethod
+    def _seal_keys_shape(cls, value: SecretStr) -> SecretStr:
+        from stream.sealing import parse_seal_keys
+
+        parse_seal_keys(value.get_secret_value())
+        return value
 
     @field_validator("store_url")
     @classmethod
