@@ -60,58 +60,102 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
-import hashlib
 import hmac
-import json
 import logging
 import math
-import re
-import secrets
-import ssl
 import time
-import tomllib
 import uuid
-from collections import Counter, OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import (
-    AwareDatetime,
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    model_validator,
-)
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import ValidationError
 
-from contracts.models import Event, EventKind, Identifier, Subject, SubjectType
+from contracts.models import Event, EventKind, Subject, SubjectType
 from edge.devices import DEVICE_ID_RE, DeviceRegistry, RegistryUnavailable, open_registry
-from edge.exceptions import EdgeError, EventRejected, OutboxError
-from edge.geofence import Circle, Fix, Geofence, GeofenceEngine, GeofenceTransition, Polygon
+from edge.exceptions import EventRejected, OutboxError
+from edge.geofence import Fix, GeofenceEngine, GeofenceTransition
+from edge.ingest.bodies import (
+    BeaconRegionIn,
+    BeaconReport,
+    FixIn,
+    GeofenceReport,
+    GeofenceTransitionIn,
+    LocationReport,
+    RegionRef,
+    Report,
+)
+from edge.ingest.exceptions import IngestConfigError, Rejection, describe
+from edge.ingest.metrics import IngestMetrics
+from edge.ingest.nonces import NonceCache
+from edge.ingest.quarantine import QUARANTINE_BODY_MAX, Quarantine
+from edge.ingest.ratelimit import RateLimiter
+from edge.ingest.settings import IngestSettings
+from edge.ingest.signing import (
+    H_DEVICE,
+    H_NONCE,
+    H_SIGNATURE,
+    H_TIMESTAMP,
+    NONCE_RE,
+    SIG_VERSION,
+    TIMESTAMP_RE,
+    canonical_string,
+    sign_request,
+    verify_signature,
+)
+from edge.ingest.store import (
+    BeaconRegionSpec,
+    CircleSpec,
+    PolygonSpec,
+    StoreIngestConfig,
+    load_store_config,
+)
 from edge.outbox import EventDraft
 from transport.cancel import reraise_if_cancelled
-from transport.net import is_loopback
+
+__all__ = [
+    "H_DEVICE",
+    "H_NONCE",
+    "H_SIGNATURE",
+    "H_TIMESTAMP",
+    "QUARANTINE_BODY_MAX",
+    "ROUTES",
+    "SIG_VERSION",
+    "BeaconRegionIn",
+    "BeaconRegionSpec",
+    "BeaconReport",
+    "CircleSpec",
+    "EventSink",
+    "FixIn",
+    "GeofenceReport",
+    "GeofenceTransitionIn",
+    "IngestConfigError",
+    "IngestMetrics",
+    "IngestServer",
+    "IngestSettings",
+    "LocationReport",
+    "NonceCache",
+    "PolygonSpec",
+    "Quarantine",
+    "RateLimiter",
+    "RegionRef",
+    "Rejection",
+    "Report",
+    "StoreIngestConfig",
+    "canonical_string",
+    "load_store_config",
+    "sign_request",
+    "verify_signature",
+]
 
 log = logging.getLogger(__name__)
 
-SIG_VERSION = "v1"
-_DOMAIN = "proxima-app-v1"
-H_DEVICE = "X-Proxima-Device"
-H_TIMESTAMP = "X-Proxima-Timestamp"
-H_NONCE = "X-Proxima-Nonce"
-H_SIGNATURE = "X-Proxima-Signature"
-_NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
-_TS_RE = re.compile(r"^[0-9]{1,12}$")
+B = TypeVar("B", bound=Report)
+
 _EVENT_NS = uuid.UUID("6f1b3c52-5d0a-4f7e-9a51-2f0c6c1e7d30")
 # Verifies nothing (its private key is never kept): an unregistered device's request costs
 # the same signature check as a registered one's.
@@ -120,7 +164,6 @@ _NOT_VERIFIED = (
     "the signature does not verify for this device (wrong key, version, path, timestamp, "
     "nonce or body, or the device is not registered)"
 )
-QUARANTINE_BODY_MAX = 4096
 
 ROUTES = {
     "geofence-transitions": "geofence_transitions",
@@ -129,470 +172,11 @@ ROUTES = {
 }
 
 
-# --- settings and store configuration ---------------------------------------------------
-class IngestSettings(BaseSettings):
-    """The app-event ingest server: where it listens, what it accepts, how hard it limits."""
-
-    model_config = SettingsConfigDict(env_prefix="PROXIMA_INGEST_", extra="forbid")
-
-    enabled: bool = Field(
-        default=False, description="serve the app-event ingest beside the scanner"
-    )
-    host: str = Field(default="0.0.0.0", description="address to listen on (the store network)")
-    port: int = Field(default=8471, ge=0, le=65535, description="TCP port (0 = any free port)")
-    tls_cert_file: Path | None = Field(
-        default=None, description="PEM certificate (chain) served over HTTPS; unset = plain HTTP"
-    )
-    tls_key_file: Path | None = Field(default=None, description="PEM private key of tls_cert_file")
-    tls_terminated_by_proxy: bool = Field(
-        default=False,
-        description="a TLS front end terminates HTTPS for this port: plain HTTP may then listen "
-        "beyond loopback (bind it where only the proxy reaches it)",
-    )
-    devices: str = Field(
-        default="file:devices.json",
-        description="device registry: file:PATH (JSON/TOML synced by store IT) or a Redis URL "
-        "(redis://..., redis+cluster://...)",
-    )
-    store_file: str = Field(
-        default="", description="JSON/TOML file with the store's geofences and beacon regions"
-    )
-    max_body_bytes: int = Field(default=16_384, ge=256, description="largest request body (413)")
-    max_items: int = Field(default=100, ge=1, le=500, description="items per request body")
-    clock_skew_s: float = Field(
-        default=300.0, gt=0, description="how far X-Proxima-Timestamp may be from our clock"
-    )
-    max_report_age_s: float = Field(
-        default=6 * 3600.0, gt=0, description="oldest 'at' accepted in a body (app buffering)"
-    )
-    rate_per_s: float = Field(default=2.0, gt=0, description="requests/s per device, sustained")
-    rate_burst: int = Field(default=20, ge=1, description="requests per device in a burst")
-    nonce_cache_max: int = Field(
-        default=200_000, ge=100, description="nonces remembered at most (503 when full)"
-    )
-    quarantine_max: int = Field(
-        default=1000, ge=1, description="rejected requests kept in memory for operators"
-    )
-    quarantine_path: str = Field(
-        default="", description="also append rejections to this JSON-lines file ('' = memory only)"
-    )
-    quarantine_file_max_bytes: int = Field(
-        default=10 * 1024 * 1024, ge=4096, description="rotate the quarantine file at this size"
-    )
-    admin_token: SecretStr = Field(
-        default=SecretStr(""), description="bearer token for /admin/* ('' disables them)"
-    )
-    geofence_margin_m: float = Field(
-        default=5.0, ge=0, description="hysteresis margin beyond a fix's accuracy radius"
-    )
-    geofence_dwell_s: float = Field(
-        default=120.0, gt=0, description="time inside a geofence before geofence_dwell"
-    )
-    geofence_stale_s: float = Field(
-        default=3600.0, gt=0, description="forget (and exit) a device not heard for this long"
-    )
-    registry_cache_s: float = Field(
-        default=30.0, ge=0, description="Redis registry: how long an answer is cached"
-    )
-
-    @model_validator(mode="after")
-    def _tls_pair(self) -> IngestSettings:
-        if (self.tls_cert_file is None) != (self.tls_key_file is None):
-            raise ValueError("tls_cert_file and tls_key_file must be set together")
-        return self
-
-    def server_ssl_context(self) -> ssl.SSLContext | None:
-        """The TLS context to serve with, or None for plain HTTP where that is allowed.
-
-        Raises :class:`IngestConfigError` for plain HTTP beyond loopback without
-        ``tls_terminated_by_proxy``, or a certificate/key that does not load.
-        """
-        if self.tls_cert_file is None or self.tls_key_file is None:
-            if not is_loopback(self.host) and not self.tls_terminated_by_proxy:
-                raise IngestConfigError(
-                    f"refusing to serve the app-event ingest over plain HTTP on {self.host!r} "
-                    "(beyond loopback): set PROXIMA_INGEST_TLS_CERT_FILE and "
-                    "PROXIMA_INGEST_TLS_KEY_FILE, or PROXIMA_INGEST_TLS_TERMINATED_BY_PROXY=true "
-                    "if a TLS front end terminates HTTPS for it, or bind 127.0.0.1"
-                )
-            return None
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        try:
-            ctx.load_cert_chain(self.tls_cert_file, self.tls_key_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise IngestConfigError(
-                f"TLS certificate {self.tls_cert_file} / key {self.tls_key_file} do not load: {exc}"
-            ) from exc
-        return ctx
-
-
-class _Cfg(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CircleSpec(_Cfg):
-    kind: Literal["circle"]
-    id: Identifier
-    lat: Annotated[float, Field(ge=-90, le=90)]
-    lon: Annotated[float, Field(ge=-180, le=180)]
-    radius_m: Annotated[float, Field(gt=0, le=50_000)]
-
-
-class PolygonSpec(_Cfg):
-    kind: Literal["polygon"]
-    id: Identifier
-    vertices: Annotated[
-        list[
-            tuple[Annotated[float, Field(ge=-90, le=90)], Annotated[float, Field(ge=-180, le=180)]]
-        ],
-        Field(min_length=3, max_length=1000, description="[lat, lon] pairs in order"),
-    ]
-
-
-class BeaconRegionSpec(_Cfg):
-    """A store beacon region the app monitors, and the zone it stands for."""
-
-    type: Literal["ibeacon", "altbeacon", "eddystone_uid"]
-    id: Annotated[str, Field(pattern=r"^(?:[0-9a-f]{2}){1,64}$")]
-    zone_id: Identifier
-
-
-class StoreIngestConfig(_Cfg):
-    """What the ingest needs to know about its store: geofences and beacon regions."""
-
-    geofences: list[Annotated[CircleSpec | PolygonSpec, Field(discriminator="kind")]] = Field(
-        default_factory=list
-    )
-    beacon_regions: list[BeaconRegionSpec] = Field(default_factory=list)
-
-    def build_geofences(self) -> list[Geofence]:
-        out: list[Geofence] = []
-        for spec in self.geofences:
-            if isinstance(spec, CircleSpec):
-                out.append(Circle(spec.id, spec.lat, spec.lon, spec.radius_m))
-            else:
-                out.append(Polygon(spec.id, tuple(spec.vertices)))
-        return out
-
-
-class IngestConfigError(EdgeError):
-    """A store ingest file is invalid; the message names each bad field."""
-
-
-def load_store_config(path: str | Path) -> StoreIngestConfig:
-    """Read a JSON or TOML store ingest file (geofences and beacon regions)."""
-    p = Path(path)
-    try:
-        raw = p.read_bytes()
-        data: Any = tomllib.loads(raw.decode()) if p.suffix == ".toml" else json.loads(raw)
-        return StoreIngestConfig.model_validate(data)
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise IngestConfigError(f"{p}: {exc}") from exc
-    except ValidationError as exc:
-        raise IngestConfigError(f"{p}: {_describe(exc)}") from exc
-
-
-# --- request bodies ----------------------------------------------------------------------
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-B = TypeVar("B", bound=_Body)
-
-
-class GeofenceTransitionIn(_Body):
-    geofence_id: Identifier
-    transition: Literal["enter", "exit"]
-    at: AwareDatetime
-
-
-class RegionRef(_Body):
-    type: Literal["ibeacon", "altbeacon", "eddystone_uid"]
-    id: Annotated[str, Field(pattern=r"^(?:[0-9a-f]{2}){1,64}$")]
-
-
-class BeaconRegionIn(_Body):
-    region: RegionRef
-    transition: Literal["enter", "exit"]
-    at: AwareDatetime
-    rssi: Annotated[float, Field(ge=-127, le=20)] | None = None
-
-
-class FixIn(_Body):
-    lat: Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
-    lon: Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
-    accuracy_m: Annotated[float, Field(ge=0, le=10_000, allow_inf_nan=False)]
-    at: AwareDatetime
-
-
-class GeofenceReport(_Body):
-    transitions: Annotated[list[GeofenceTransitionIn], Field(min_length=1, max_length=500)]
-
-
-class BeaconReport(_Body):
-    events: Annotated[list[BeaconRegionIn], Field(min_length=1, max_length=500)]
-
-
-class LocationReport(_Body):
-    fixes: Annotated[list[FixIn], Field(min_length=1, max_length=500)]
-
-
-def _describe(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or '(body)'}: {e['msg']}"
-        for e in exc.errors(include_url=False)
-    )
-
-
-# --- signing -----------------------------------------------------------------------------
-def canonical_string(
-    method: str, path: str, timestamp: str, nonce: str, device_id: str, body: bytes
-) -> bytes:
-    """The bytes a device signs (see the module doc)."""
-    digest = hashlib.sha256(body).hexdigest()
-    return "\n".join((_DOMAIN, method.upper(), path, timestamp, nonce, device_id, digest)).encode()
-
-
-def sign_request(
-    private_key: Ed25519PrivateKey,
-    device_id: str,
-    method: str,
-    path: str,
-    body: bytes,
-    *,
-    timestamp: int | None = None,
-    nonce: str | None = None,
-) -> dict[str, str]:
-    """The headers the app sends with one request (for simulators, tests and the bench)."""
-    ts = str(int(time.time()) if timestamp is None else timestamp)
-    nonce = secrets.token_urlsafe(18) if nonce is None else nonce
-    sig = private_key.sign(canonical_string(method, path, ts, nonce, device_id, body))
-    return {
-        H_DEVICE: device_id,
-        H_TIMESTAMP: ts,
-        H_NONCE: nonce,
-        H_SIGNATURE: f"{SIG_VERSION}=" + base64.urlsafe_b64encode(sig).rstrip(b"=").decode(),
-        "Content-Type": "application/json",
-    }
-
-
-def verify_signature(
-    public_key: Ed25519PublicKey,
-    method: str,
-    path: str,
-    timestamp: str,
-    nonce: str,
-    device_id: str,
-    body: bytes,
-    signature_header: str,
-) -> None:
-    """Check an ``X-Proxima-Signature`` value; raise a 401 ``bad_signature`` :class:`Rejection`."""
-    if not signature_header.startswith(f"{SIG_VERSION}="):
-        raise Rejection(
-            401, "bad_signature", f"unsupported signature version {signature_header[:6]!r}"
-        )
-    raw = signature_header[len(SIG_VERSION) + 1 :]
-    try:
-        signature = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise Rejection(401, "bad_signature", "signature is not base64url") from exc
-    try:
-        public_key.verify(
-            signature, canonical_string(method, path, timestamp, nonce, device_id, body)
-        )
-    except InvalidSignature as exc:
-        raise Rejection(
-            401,
-            "bad_signature",
-            "signature does not match the method, path, timestamp, nonce and body",
-        ) from exc
-
-
-# --- the pieces: metrics, quarantine, nonces, rate limit ----------------------------------
-class IngestMetrics:
-    """Counters for health and /metrics: requests, acceptances and rejections by reason."""
-
-    def __init__(self) -> None:
-        self.requests = 0
-        self.accepted = 0
-        self.events = 0
-        self.tick_events = 0
-        self.tick_events_lost = 0
-        self.rejected: Counter[str] = Counter()
-
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "requests": self.requests,
-            "accepted": self.accepted,
-            "events": self.events,
-            "tick_events": self.tick_events,
-            "tick_events_lost": self.tick_events_lost,
-            "rejected": dict(sorted(self.rejected.items())),
-            "rejected_total": sum(self.rejected.values()),
-        }
-
-    def prometheus(self, labels: str = "") -> str:
-        """The counters in Prometheus text format; ``labels`` like ``store="s",gateway="g"``."""
-        base = f"{{{labels}}}" if labels else ""
-        sep = "," if labels else ""
-        counters = [
-            ("proxima_ingest_requests_total", "app-event requests received", self.requests),
-            ("proxima_ingest_accepted_total", "app-event requests accepted", self.accepted),
-            (
-                "proxima_ingest_events_total",
-                "events the ingest stored in the outbox (requests and geofence ticks)",
-                self.events + self.tick_events,
-            ),
-            (
-                "proxima_ingest_tick_events_lost_total",
-                "geofence dwell/stale-exit events the outbox refused",
-                self.tick_events_lost,
-            ),
-        ]
-        lines: list[str] = []
-        for name, doc, value in counters:
-            lines += [f"# HELP {name} {doc}", f"# TYPE {name} counter", f"{name}{base} {value}"]
-        name = "proxima_ingest_rejected_total"
-        lines += [f"# HELP {name} app-event requests rejected, by reason", f"# TYPE {name} counter"]
-        lines += [
-            f'{name}{{{labels}{sep}reason="{r}"}} {n}' for r, n in sorted(self.rejected.items())
-        ]
-        return "\n".join(lines) + "\n"
-
-
-class Quarantine:
-    """The last ``max_items`` rejected requests in memory, optionally also a rotated JSONL file.
-
-    Bodies are kept up to 4 KiB (base64). They may hold a location fix: the ring is bounded
-    and memory-only unless a file is configured, which rotates to one ``.1`` backup.
-    """
-
-    def __init__(
-        self, max_items: int = 1000, path: str | Path | None = None, max_file_bytes: int = 10 << 20
-    ) -> None:
-        self.records: deque[dict[str, Any]] = deque(maxlen=max_items)
-        self.path = Path(path) if path else None
-        self.max_file_bytes = max_file_bytes
-        self.write_errors = 0
-
-    def park(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
-        if self.path is None:
-            return
-        line = json.dumps(record, separators=(",", ":")) + "\n"
-        try:
-            if self.path.exists() and self.path.stat().st_size + len(line) > self.max_file_bytes:
-                self.path.replace(self.path.with_name(self.path.name + ".1"))
-            with self.path.open("a", encoding="utf-8") as fh:
-                fh.write(line)
-        except OSError as exc:
-            self.write_errors += 1
-            log.error("quarantine file %s not written: %s", self.path, exc)
-
-    def recent(self, limit: int = 100) -> list[dict[str, Any]]:
-        return list(self.records)[-limit:]
-
-
-class NonceCache:
-    """``(device, nonce)`` pairs seen in the last ``ttl_s`` (clock injected), at most ``max_items``."""
-
-    def __init__(self, ttl_s: float, max_items: int, clock: Callable[[], float]) -> None:
-        self.ttl_s = ttl_s
-        self.max_items = max_items
-        self.clock = clock
-        self._expiry: dict[tuple[str, str], float] = {}
-        self._order: deque[tuple[float, tuple[str, str]]] = deque()
-
-    def __len__(self) -> int:
-        return len(self._expiry)
-
-    def _purge(self, now: float) -> None:
-        while self._order and self._order[0][0] <= now:
-            exp, key = self._order.popleft()
-            if self._expiry.get(key) == exp:
-                del self._expiry[key]
-
-    def claim(self, device_id: str, nonce: str) -> Literal["ok", "replayed", "full"]:
-        now = self.clock()
-        self._purge(now)
-        key = (device_id, nonce)
-        if key in self._expiry:
-            return "replayed"
-        if len(self._expiry) >= self.max_items:
-            return "full"
-        exp = now + self.ttl_s
-        self._expiry[key] = exp
-        self._order.append((exp, key))
-        return "ok"
-
-    def release(self, device_id: str, nonce: str) -> None:
-        self._expiry.pop((device_id, nonce), None)
-
-
-class RateLimiter:
-    """A token bucket per device (clock injected); idle full buckets are forgotten."""
-
-    def __init__(
-        self, rate_per_s: float, burst: int, clock: Callable[[], float], max_keys: int = 100_000
-    ) -> None:
-        self.rate = rate_per_s
-        self.burst = float(burst)
-        self.clock = clock
-        self.max_keys = max_keys
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-
-    def take(self, key: str) -> float:
-        """Take one token: 0.0 if allowed, else the seconds until one is available."""
-        now = self.clock()
-        tokens, last = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + max(0.0, now - last) * self.rate)
-        if tokens < 1.0:
-            self._buckets[key] = (tokens, now)
-            return (1.0 - tokens) / self.rate
-        self._buckets[key] = (tokens - 1.0, now)
-        self._buckets.move_to_end(key)
-        if len(self._buckets) > self.max_keys:
-            self._buckets.popitem(last=False)  # least recently allowed: worst case a fresh bucket
-        return 0.0
-
-    def refund(self, key: str) -> None:
-        if key in self._buckets:
-            tokens, last = self._buckets[key]
-            self._buckets[key] = (min(self.burst, tokens + 1.0), last)
-
-
 # --- the server --------------------------------------------------------------------------
 class EventSink(Protocol):
     """Where accepted events go: :class:`edge.outbox.Outbox` (all or nothing per call)."""
 
     async def put(self, drafts: Sequence[EventDraft]) -> list[Event]: ...
-
-
-class Rejection(EdgeError):
-    """One rejected request: HTTP status, reason code, detail (and Retry-After for 429).
-
-    ``cause`` and ``note`` are what operators see (metrics, quarantine, log) when the
-    client must be told less: an unregistered device answers like a bad signature.
-    """
-
-    def __init__(
-        self,
-        status: int,
-        reason: str,
-        detail: str,
-        *,
-        retry_after: float | None = None,
-        cause: str | None = None,
-        note: str | None = None,
-    ) -> None:
-        self.status = status
-        self.reason = reason
-        self.detail = detail
-        self.retry_after = retry_after
-        self.cause = cause or reason
-        self.note = note or detail
-        super().__init__(f"{status} {self.cause}: {self.note}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -875,7 +459,7 @@ class IngestServer:
         device_id, ts, nonce, sig = h[H_DEVICE], h[H_TIMESTAMP], h[H_NONCE], h[H_SIGNATURE]
         if not DEVICE_ID_RE.match(device_id):
             raise Rejection(401, "unknown_device", f"{H_DEVICE} must be 16-64 lowercase hex digits")
-        if not _TS_RE.match(ts):
+        if not TIMESTAMP_RE.match(ts):
             raise Rejection(401, "clock_skew", f"{H_TIMESTAMP} must be Unix time in whole seconds")
         off = int(ts) - self.clock()
         if abs(off) > self.settings.clock_skew_s:
@@ -885,7 +469,7 @@ class IngestServer:
                 f"timestamp is {off:+.0f} s from the gateway's clock "
                 f"(allowed ±{self.settings.clock_skew_s:g} s)",
             )
-        if not _NONCE_RE.match(nonce):
+        if not NONCE_RE.match(nonce):
             raise Rejection(401, "bad_signature", f"{H_NONCE} must be 16-64 of [A-Za-z0-9_-]")
         try:
             key = await self.registry.get(device_id)
@@ -930,7 +514,7 @@ class IngestServer:
         try:
             parsed = model.model_validate_json(body)
         except ValidationError as exc:
-            raise Rejection(422, "invalid_body", _describe(exc)) from exc
+            raise Rejection(422, "invalid_body", describe(exc)) from exc
         items: list[Any] = getattr(parsed, name)
         if len(items) > self.settings.max_items:
             raise Rejection(
