@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 
 from aiohttp import web
 from pydantic import SecretStr
@@ -11,13 +12,13 @@ from edge.ingest.metrics import IngestMetrics
 from edge.ingest.quarantine import Quarantine
 
 
+@dataclass(frozen=True, slots=True, eq=False)
 class AdminEndpoints:
     """The rejected requests and the counters, for ``Authorization: Bearer <admin_token>``."""
 
-    def __init__(self, token: SecretStr, quarantine: Quarantine, metrics: IngestMetrics) -> None:
-        self.token = token
-        self.quarantine = quarantine
-        self.metrics = metrics
+    token: SecretStr
+    quarantine: Quarantine
+    metrics: IngestMetrics
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         router.add_get("/admin/quarantine", self.get_quarantine)

@@ -49,20 +49,14 @@ class _Signed:
     signature: str
 
 
+@dataclass(frozen=True, slots=True, eq=False)
 class Authenticator:
     """Checks a request's signature headers (clock injected) and claims its nonce."""
 
-    def __init__(
-        self,
-        registry: DeviceRegistry,
-        nonces: NonceCache,
-        clock: Callable[[], float],
-        clock_skew_s: float,
-    ) -> None:
-        self.registry = registry
-        self.nonces = nonces
-        self.clock = clock
-        self.clock_skew_s = clock_skew_s
+    registry: DeviceRegistry
+    nonces: NonceCache
+    clock: Callable[[], float]
+    clock_skew_s: float
 
     async def authenticate(
         self, method: str, path: str, headers: Mapping[str, str], body: bytes

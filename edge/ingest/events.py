@@ -10,6 +10,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -61,25 +62,21 @@ def _geofence_draft(tr: GeofenceTransition, auth: Auth | None, index: int) -> Ev
     )
 
 
+@dataclass(eq=False)
 class IngestEvents:
     """One store's reports into the sink: geofence state and the outbox change together."""
 
-    def __init__(
-        self,
-        store_id: str,
-        store: StoreIngestConfig,
-        engine: GeofenceEngine,
-        sink: EventSink,
-        metrics: IngestMetrics,
-    ) -> None:
-        self.store_id = store_id
-        self.store = store
-        self.engine = engine
-        self.sink = sink
-        self.metrics = metrics
-        self._regions = store.zones_by_region()
-        # Geofence state and the outbox write change together, one request at a time.
-        self._engine_lock = asyncio.Lock()
+    store_id: str
+    store: StoreIngestConfig
+    engine: GeofenceEngine
+    sink: EventSink
+    metrics: IngestMetrics
+    _regions: dict[tuple[str, str], str] = field(init=False)
+    # Geofence state and the outbox write change together, one request at a time.
+    _engine_lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
+
+    def __post_init__(self) -> None:
+        self._regions = self.store.zones_by_region()
 
     async def geofence_transitions(self, auth: Auth, report: GeofenceReport) -> list[Event]:
         for i, t in enumerate(report.transitions):
