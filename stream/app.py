@@ -14,11 +14,9 @@ visit state live in Redis.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar, cast
 
@@ -40,6 +38,7 @@ from stream.settings import StreamSettings
 from stream.tables import DEDUPE_TABLE, AlertDedupe, app_id, ensure_changelogs
 from transport.cancel import reraise_if_cancelled
 from transport.redis import connect_redis
+from transport.retry import backoff_delay
 from transport.stats import publish as publish_stats
 
 log = logging.getLogger(__name__)
@@ -81,13 +80,6 @@ answering raises RedisClusterException, which is not; Faust's producer wraps Kaf
 ProducerSendError; OSError covers sockets."""
 
 T = TypeVar("T")
-
-
-def backoff(attempt: int, first: float, cap: float) -> float:
-    """The wait before retry ``attempt`` (1, 2, ...): doubling from ``first`` up to ``cap``,
-    times a random 0.5-1 so workers that failed together do not retry together."""
-    step: float = first * 2.0 ** min(attempt - 1, 32)
-    return min(cap, step) * random.uniform(0.5, 1.0)
 
 
 async def all_acked(acks: list[Awaitable[Any]]) -> None:
@@ -232,7 +224,12 @@ def create_app(
                 reraise_if_cancelled()  # redis-py turns a cancellation into ConnectionError
                 attempt += 1
                 proc.stats.counts["batch_retries"] += 1
-                delay = backoff(attempt, settings.retry_backoff_s, settings.retry_backoff_max_s)
+                delay = backoff_delay(
+                    attempt - 1,
+                    settings.retry_backoff_s,
+                    settings.retry_backoff_max_s,
+                    random.random,
+                )
                 log.error(
                     "%s failed (%s: %s): retry %d in %.2f s",
                     what,
@@ -245,12 +242,7 @@ def create_app(
 
     async def park(records: list[DlqRecord]) -> None:
         """Put records on the DLQ and wait for Kafka's acks."""
-        await all_acked(
-            [
-                await send(dlq_topic, None, record.model_dump_json(by_alias=True).encode())
-                for record in records
-            ]
-        )
+        await all_acked([await send(dlq_topic, None, record.to_json()) for record in records])
 
     async def attempt(
         proc: EventProcessor, events: list[tuple[Event, EventT[bytes]]], rejected: list[DlqRecord]
@@ -264,10 +256,7 @@ def create_app(
         counts = proc.stats.counts
         before = counts.copy()
         try:
-            pending = [
-                await send(dlq_topic, None, record.model_dump_json(by_alias=True).encode())
-                for record in rejected
-            ]
+            pending = [await send(dlq_topic, None, record.to_json()) for record in rejected]
             decisions = await proc.decide_batch([event for event, _ in events])
             sent: Sent = []
             for decision, (_, source) in zip(decisions, events, strict=True):
@@ -321,11 +310,8 @@ def create_app(
                 reraise_if_cancelled()
                 proc.stats.counts["failed_events"] += 1
                 log.exception("event %s failed on its own: parked on the DLQ", one[0].event_id)
-                record = DlqRecord(
-                    reason=f"processing failed: {exc!r}",
-                    source="stream.worker",
-                    received_at=datetime.now(UTC),
-                    original_b64=base64.b64encode(one[1].value).decode(),
+                record = DlqRecord.of(
+                    f"processing failed: {exc!r}", one[1].value, source="stream.worker"
                 )
                 await retrying(proc, "DLQ", partial(park, [record]), retry=(Exception,))
         return sent
@@ -342,14 +328,7 @@ def create_app(
             except ContractError as exc:
                 proc.stats.counts["rejected"] += 1
                 log.warning("event rejected to DLQ: %s", exc)
-                rejected.append(
-                    DlqRecord(
-                        reason=str(exc),
-                        source="stream.worker",
-                        received_at=datetime.now(UTC),
-                        original_b64=base64.b64encode(raw).decode(),
-                    )
-                )
+                rejected.append(DlqRecord.of(str(exc), raw, source="stream.worker"))
         try:
             sent = await retrying(
                 proc, f"batch of {len(batch)}", partial(attempt, proc, events, rejected)

@@ -5,19 +5,27 @@ the load), checks each batch's gateway signature (:mod:`contracts.signing`, keys
 :mod:`stream.keyring`; required when ``PROXIMA_STREAM_REQUIRE_SIGNATURES`` is true, and a
 signed batch is always verified), validates it event by event, produces good events to
 ``proxima.events.v1`` keyed by store, and parks bad ones in ``proxima.events.dlq.v1`` with
-the reason and the original bytes. The MQTT message is acknowledged (paho ``manual_ack``)
-only after Kafka has acknowledged every write it caused, so a bridge killed at any moment
-loses nothing: the broker redelivers to the persistent session.
+the reason and the original bytes (bounded: :meth:`contracts.models.DlqRecord.of`).
+
+Every message is acknowledged (paho ``manual_ack``), and only after Kafka has acknowledged
+every write it caused, so a bridge killed at any moment loses nothing: the broker
+redelivers what was not acked when the persistent session resumes. It does so *only* then:
+an unacked message is not sent again while the connection lasts, and once the broker's
+in-flight window is full of them it sends nothing more. So no message is ever left unacked
+to go on with the next one: a transient failure (Kafka or Redis away) retries the same
+message with backoff until it goes through, and anything else parks it on the DLQ.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
+import contextlib
 import logging
+import random
 import re
 from collections import Counter
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 from aiokafka import AIOKafkaProducer
 from redis.exceptions import RedisClusterException, RedisError
@@ -32,6 +40,7 @@ from transport.cancel import reraise_if_cancelled
 from transport.kafka import make_producer
 from transport.mqtt import Message, MqttClient
 from transport.redis import RedisClient, connect_redis
+from transport.retry import retry_transient
 from transport.stats import publish as publish_stats
 
 log = logging.getLogger(__name__)
@@ -46,9 +55,14 @@ class Bridge:
         services: ServiceSettings,
         settings: StreamSettings,
         client_id: str = "proxima-bridge-1",
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: Callable[[], float] = random.random,
     ) -> None:
         self.services = services
         self.settings = settings
+        self.sleep = sleep
+        self.rng = rng
         self.topics = services.topics
         ns = f"{services.namespace}-" if services.namespace else ""
         self.mqtt = MqttClient(
@@ -58,12 +72,14 @@ class Bridge:
         self._producer: AIOKafkaProducer | None = None
         self._redis: RedisClient | None = None
         self._keys: KeyCache | None = None
+        self._in_hand = 0  # messages taken from the queue and not acked yet (0 or 1)
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         producer = make_producer(
             self.services.kafka_bootstrap,
             idempotent=self.settings.kafka_idempotent,
             client_id="proxima-bridge",
+            max_request_size=self.settings.kafka_max_request_size,
         )
         self._producer = producer
         self._redis = connect_redis(self.services.redis)
@@ -84,18 +100,11 @@ class Bridge:
                     ready.set()
                 while True:
                     message = await self.mqtt.messages.get()
-                    try:
-                        await self.handle(message)
-                    except Exception:
-                        reraise_if_cancelled()
-                        # Not acked: the broker redelivers it. Log loudly, keep the loop alive.
-                        self.counts["errors"] += 1
-                        log.exception(
-                            "bridge failed on a message from %s; left unacked", message.topic
-                        )
-                        await asyncio.sleep(1.0)
-                        continue
+                    self._in_hand = 1
+                    await self.deliver(message)
                     self.mqtt.ack(message)
+                    self._in_hand = 0
+                    self.counts["acked"] += 1
         finally:
             # Stop the counters task and wait for it, without letting its end (or an error in
             # it) replace the exception this block is unwinding with.
@@ -109,6 +118,9 @@ class Bridge:
         interval = self.settings.stats_interval_s
         while True:
             assert self._redis is not None
+            # A gauge beside the totals: messages the broker has given this bridge that it
+            # has not acked yet (its in-flight window; stuck high = the bridge is retrying).
+            self.counts["unacked"] = self.mqtt.messages.qsize() + self._in_hand
             try:
                 await publish_stats(
                     self._redis,
@@ -121,6 +133,72 @@ class Bridge:
                 reraise_if_cancelled()
                 log.warning("bridge counters not published (retrying): %r", exc)
             await asyncio.sleep(interval)
+
+    async def deliver(self, message: Message) -> None:
+        """Move one message to Kafka or park it on the DLQ; returns once it may be acked.
+
+        Transient errors retry the same message (counted as ``retries``), never skip it;
+        any other error parks it with the error as its reason (``failed``). A try that
+        fails is run again whole, so its counts are taken back first.
+        """
+        s = self.settings
+
+        async def attempt() -> None:
+            before = self.counts.copy()
+            try:
+                await self.handle(message)
+            except BaseException:
+                self.counts.clear()
+                self.counts.update(before)
+                raise
+
+        try:
+            await retry_transient(
+                attempt,
+                what=f"message from {message.topic}",
+                base_s=s.retry_backoff_s,
+                cap_s=s.retry_backoff_max_s,
+                on_retry=lambda _exc: self.counts.update(retries=1),
+                sleep=self.sleep,
+                rng=self.rng,
+            )
+        except Exception as exc:
+            reraise_if_cancelled()
+            self.counts["failed"] += 1
+            log.exception("bridge failed on a message from %s: parking it", message.topic)
+            await self._park_failed(message, exc)
+
+    async def _park_failed(self, message: Message, exc: Exception) -> None:
+        """Park a message that :meth:`handle` failed on; if even that fails for a reason
+        other than a service away, say so loudly and let it be acked (the last resort:
+        only a bug gets here, and holding the message would stop the bridge)."""
+        store: str | None = None
+        gateway: str | None = None
+        with contextlib.suppress(ValueError):  # else parked without: the reason names the topic
+            store, gateway, _ = self.topics.parse_gateway_topic(message.topic)
+        reason = (
+            f"the bridge failed on this message from {message.topic}: {type(exc).__name__}: {exc}"
+        )
+        s = self.settings
+        try:
+            await retry_transient(
+                partial(self._dlq, reason, message.payload, store, gateway),
+                what="DLQ write",
+                base_s=s.retry_backoff_s,
+                cap_s=s.retry_backoff_max_s,
+                on_retry=lambda _exc: self.counts.update(retries=1),
+                sleep=self.sleep,
+                rng=self.rng,
+            )
+        except Exception:
+            reraise_if_cancelled()
+            self.counts["unparked"] += 1
+            log.critical(
+                "message from %s (%d bytes) could not be parked either; acked and dropped",
+                message.topic,
+                len(message.payload),
+                exc_info=True,
+            )
 
     async def handle(self, message: Message) -> None:
         """Move one MQTT message to Kafka; returns once Kafka has acknowledged it all."""
@@ -195,18 +273,9 @@ class Bridge:
         assert self._producer is not None
         self.counts["rejected"] += 1
         log.warning("rejected to DLQ (store=%s gateway=%s): %s", store, gateway, reason)
-        record = DlqRecord(
-            reason=reason,
-            source="bridge",
-            received_at=datetime.now(UTC),
-            original_b64=base64.b64encode(raw).decode(),
-            store_id=store,
-            gateway_id=gateway,
-        )
-        key = (store or "-").encode()
-        await self._producer.send_and_wait(
-            self.topics.events_dlq, key=key, value=record.model_dump_json(by_alias=True).encode()
-        )
+        record = DlqRecord.of(reason, raw, source="bridge", store_id=store, gateway_id=gateway)
+        key = (store or "-").encode()[:200]
+        await self._producer.send_and_wait(self.topics.events_dlq, key=key, value=record.to_json())
 
     async def _status(self, store: str, gateway: str, payload: bytes) -> None:
         assert self._redis is not None

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contracts.models import DLQ_RECORD_MAX
 
 STORE_SCHEMES = frozenset({"memory", "rocksdb"})
 """Faust table stores the worker supports (faust/stores/__init__.py has more)."""
@@ -40,12 +42,12 @@ class StreamSettings(BaseSettings):
     retry_backoff_s: float = Field(
         default=0.1,
         gt=0,
-        description="first wait before the worker retries a batch after a Redis or Kafka error (doubles)",
+        description="first wait before the worker or the bridge retries after a Redis or Kafka error (doubles, jittered)",
     )
     retry_backoff_max_s: float = Field(
         default=5.0,
         gt=0,
-        description="longest wait between the worker's retries of a batch (jittered)",
+        description="longest wait between retries of the worker and the bridge (jittered)",
     )
     session_timeout_s: float = Field(
         default=10.0,
@@ -96,7 +98,14 @@ class StreamSettings(BaseSettings):
         default="proxima-bridge", description="MQTT shared subscription group"
     )
     bridge_max_payload: int = Field(
-        default=1_000_000, gt=0, description="largest accepted MQTT batch (bytes)"
+        default=512 * 1024,
+        gt=0,
+        description="largest accepted MQTT batch (bytes); at most half of kafka_max_request_size",
+    )
+    kafka_max_request_size: int = Field(
+        default=1024 * 1024,
+        ge=2 * DLQ_RECORD_MAX,
+        description="largest Kafka request the bridge's producer sends (bytes); keep it at most the broker's message.max.bytes",
     )
     require_signatures: bool = Field(
         default=True,
@@ -121,3 +130,14 @@ class StreamSettings(BaseSettings):
                 f"store_url {url!r}: the scheme must be one of {sorted(STORE_SCHEMES)}"
             )
         return url
+
+    @model_validator(mode="after")
+    def _fits_kafka(self) -> StreamSettings:
+        # A batch's largest event is nearly the whole batch: with room to spare for the
+        # record's overhead, every event the bridge accepts is writable to Kafka.
+        if self.bridge_max_payload * 2 > self.kafka_max_request_size:
+            raise ValueError(
+                f"bridge_max_payload ({self.bridge_max_payload}) must be at most half of "
+                f"kafka_max_request_size ({self.kafka_max_request_size})"
+            )
+        return self
