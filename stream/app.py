@@ -14,6 +14,7 @@ visit state live in Redis.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -37,8 +38,8 @@ from stream.rules import RuleBook
 from stream.settings import StreamSettings
 from stream.tables import DEDUPE_TABLE, AlertDedupe, app_id, ensure_changelogs
 from transport.cancel import reraise_if_cancelled
-from transport.redis import connect_redis
-from transport.retry import backoff_delay
+from transport.redis import connect_redis, warn_if_not_persistent
+from transport.retry import backoff_delay, run_guarded
 from transport.stats import publish as publish_stats
 
 log = logging.getLogger(__name__)
@@ -358,6 +359,38 @@ def create_app(
             proc.stats.counts["dedupe_table_errors"] += 1
             log.exception("alert dedupe table not updated")
 
+    Job = Callable[[], Awaitable[None]]
+
+    def timer(interval: float) -> Callable[[Job], Job]:
+        """``app.timer`` for a job that must not end the worker: Faust stops the worker when
+        a timer raises (a Redis restart under the departures timer did). Each run goes
+        through :func:`transport.retry.run_guarded`: transient errors are retried with
+        backoff until the run succeeds, others are logged and counted."""
+
+        def register(body: Job) -> Job:
+            @functools.wraps(body)
+            async def run() -> None:
+                proc = await get_processor()
+                await run_guarded(
+                    body,
+                    what=f"timer {body.__name__}",
+                    base_s=settings.retry_backoff_s,
+                    cap_s=settings.retry_backoff_max_s,
+                    counts=proc.stats.counts,
+                )
+
+            registered: Job = app.timer(interval=interval)(run)
+            return registered
+
+        return register
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def check_redis() -> None:
+        """Gateway keys, customers, consent and identity keys live in Redis: say loudly at
+        start when it keeps nothing across a restart (transport.redis)."""
+        proc = await get_processor()
+        await warn_if_not_persistent(proc.r, "stream-worker", proc.stats.counts)
+
     finished: dict[TP, int] = {}
     """Per partition: the offset after the last event of the last batch the agent finished."""
 
@@ -436,7 +469,7 @@ def create_app(
 
     committed: dict[TP, int] = {}
 
-    @app.timer(interval=COMMIT_INTERVAL_S)  # type: ignore[untyped-decorator]
+    @timer(COMMIT_INTERVAL_S)
     async def commit_offsets() -> None:
         """Commit the offsets of the events the agent has finished (``finished``).
 
@@ -484,18 +517,18 @@ def create_app(
         sweeps.add(task)
         task.add_done_callback(sweeps.discard)
 
-    @app.timer(interval=settings.table_purge_s)  # type: ignore[untyped-decorator]
+    @timer(settings.table_purge_s)
     async def table_sweep() -> None:
         await sweep_table()
 
-    @app.timer(interval=settings.departure_check_s)  # type: ignore[untyped-decorator]
+    @timer(settings.departure_check_s)
     async def departures() -> None:
         proc = await get_processor()
         due = await proc.tick()
         await send_visits(due)  # each on Kafka before it is recorded as done
         await proc.settle_departures(due)
 
-    @app.timer(interval=settings.consent_publish_s)  # type: ignore[untyped-decorator]
+    @timer(settings.consent_publish_s)
     async def consent_outbox() -> None:
         """Publish consent changes any writer left in the outbox (stream.consent_log)."""
         proc = await get_processor()
@@ -510,7 +543,7 @@ def create_app(
         if published:
             log.info("published %d consent record(s)", published)
 
-    @app.timer(interval=settings.stats_interval_s)  # type: ignore[untyped-decorator]
+    @timer(settings.stats_interval_s)
     async def publish_counters() -> None:
         """The worker's counters for ``proxima stats`` (transport.stats)."""
         proc = await get_processor()

@@ -28,7 +28,6 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 
 from aiokafka import AIOKafkaProducer
-from redis.exceptions import RedisClusterException, RedisError
 
 from contracts.exceptions import ContractError
 from contracts.models import DlqRecord, GatewayStatus, parse_model, split_batch
@@ -39,8 +38,8 @@ from stream.settings import StreamSettings
 from transport.cancel import reraise_if_cancelled
 from transport.kafka import make_producer
 from transport.mqtt import Message, MqttClient
-from transport.redis import RedisClient, connect_redis
-from transport.retry import retry_transient
+from transport.redis import RedisClient, connect_redis, warn_if_not_persistent
+from transport.retry import retry_transient, run_guarded
 from transport.stats import publish as publish_stats
 
 log = logging.getLogger(__name__)
@@ -87,6 +86,7 @@ class Bridge:
             Keyring(self._redis, self.services.redis_prefix), ttl_s=self.settings.key_cache_ttl_s
         )
         await producer.start()
+        await warn_if_not_persistent(self._redis, "bridge", self.counts)
         counters = asyncio.create_task(self._publish_counters(), name="bridge-counters")
         try:
             async with self.mqtt:
@@ -116,22 +116,29 @@ class Bridge:
     async def _publish_counters(self) -> None:
         """Every ``stats_interval_s``: this bridge's counters for ``proxima stats``."""
         interval = self.settings.stats_interval_s
-        while True:
-            assert self._redis is not None
+        redis = self._redis
+        assert redis is not None
+
+        async def publish() -> None:
             # A gauge beside the totals: messages the broker has given this bridge that it
             # has not acked yet (its in-flight window; stuck high = the bridge is retrying).
             self.counts["unacked"] = self.mqtt.messages.qsize() + self._in_hand
-            try:
-                await publish_stats(
-                    self._redis,
-                    self.services.redis_prefix,
-                    "bridge",
-                    self.counts,
-                    ttl_s=int(interval * 3) + 1,
-                )
-            except (RedisError, RedisClusterException, OSError) as exc:
-                reraise_if_cancelled()
-                log.warning("bridge counters not published (retrying): %r", exc)
+            await publish_stats(
+                redis,
+                self.services.redis_prefix,
+                "bridge",
+                self.counts,
+                ttl_s=int(interval * 3) + 1,
+            )
+
+        while True:
+            await run_guarded(
+                publish,
+                what="bridge counters",
+                base_s=self.settings.retry_backoff_s,
+                cap_s=self.settings.retry_backoff_max_s,
+                counts=self.counts,
+            )
             await asyncio.sleep(interval)
 
     async def deliver(self, message: Message) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -96,3 +97,32 @@ async def retry_transient(
                 delay,
             )
             await sleep(delay)
+
+
+async def run_guarded(
+    step: Callable[[], Awaitable[None]],
+    *,
+    what: str,
+    base_s: float,
+    cap_s: float,
+    counts: Counter[str],
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    rng: Callable[[], float] = random.random,
+) -> None:
+    """One run of a periodic job that must never end its process: transient errors are
+    retried with backoff until the run succeeds (``timer_retries``); any other error is
+    logged and counted (``timer_errors``) and the next run tries again."""
+    try:
+        await retry_transient(
+            step,
+            what=what,
+            base_s=base_s,
+            cap_s=cap_s,
+            on_retry=lambda _exc: counts.update(timer_retries=1),
+            sleep=sleep,
+            rng=rng,
+        )
+    except Exception:
+        reraise_if_cancelled()
+        counts["timer_errors"] += 1
+        log.exception("%s failed; its next run tries again", what)
