@@ -54,4 +54,5 @@ def test_records_written_before_the_size_fields_still_parse() -> None:
         b'"store_id":null,"gateway_id":null}'
     )
     record = parse_model(DlqRecord, old)
-    assert record.original_size is None and not record.original_truncated
+    assert record.original_size is None
+    assert not record.original_truncated

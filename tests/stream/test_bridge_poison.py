@@ -53,7 +53,7 @@ async def until(check: Callable[[], bool], what: str, timeout: float = 60) -> No
     """Wait for a condition the bridge reaches (polled; fails naming it after ``timeout``)."""
     try:
         async with asyncio.timeout(timeout):
-            while not check():
+            while not check():  # noqa: ASYNC110 - counters of the bridge, no event to wait on
                 await asyncio.sleep(0.05)
     except TimeoutError:
         pytest.fail(f"not reached in {timeout} s: {what}")
