@@ -111,6 +111,25 @@ class StreamSettings(BaseSettings):
         default=True,
         description="bridge rejects event batches without a valid gateway signature (contracts.signing)",
     )
+    event_max_age_s: float = Field(
+        default=86400.0,
+        gt=0,
+        description="the bridge parks events observed, and signed batches published, longer ago than this (a clock far off, or an old batch replayed); shorter than dedupe_ttl_s",
+    )
+    event_max_skew_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="the bridge parks events observed, and signed batches published, further ahead of its clock than this",
+    )
+    batch_reorder_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="a signed batch published this much earlier than its gateway's latest is refused as a replay (the high-water mark's allowance for batches out of order)",
+    )
+    require_signed_time: bool = Field(
+        default=False,
+        description="bridge refuses v1 signatures (no signed publish time); turn on once every gateway signs v2",
+    )
     key_cache_ttl_s: float = Field(
         default=30.0,
         gt=0,
@@ -139,5 +158,16 @@ class StreamSettings(BaseSettings):
             raise ValueError(
                 f"bridge_max_payload ({self.bridge_max_payload}) must be at most half of "
                 f"kafka_max_request_size ({self.kafka_max_request_size})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _replays_are_deduped(self) -> StreamSettings:
+        # An event the bridge lets through is at most event_max_age_s old, so a copy of it
+        # arrives while its dedupe marks (dedupe_ttl_s) still stand.
+        if self.event_max_age_s >= self.dedupe_ttl_s:
+            raise ValueError(
+                f"event_max_age_s ({self.event_max_age_s}) must be shorter than dedupe_ttl_s "
+                f"({self.dedupe_ttl_s}): an older event could be decided twice"
             )
         return self

@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import json
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -24,16 +23,11 @@ from contracts.services import ServiceSettings
 from deploy.embedded_kafka import EmbeddedKafka
 from stream.bridge import Bridge
 from stream.settings import StreamSettings
-from tests.factories import event_dict
+from tests.stream.test_bridge import fresh
 from transport.kafka import ensure_topics
 from transport.mqtt import MqttClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
-
-
-def fresh(**overrides: Any) -> dict[str, Any]:
-    """An event observed now (the bridge parks events far from its clock)."""
-    return event_dict(observed_at=datetime.now(UTC).isoformat(), **overrides)
 
 
 @contextlib.asynccontextmanager
