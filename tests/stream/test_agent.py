@@ -343,6 +343,7 @@ async def test_expired_dedupe_entries_are_purged_with_a_tombstone_on_their_parti
         tmp_path,
         now=lambda: clock[0],
         dedupe_ttl_s=3600,
+        event_max_age_s=1800,  # shorter than the dedupe TTL (settings check it)
         table_purge_s=60,
         store_url=store_url,
     ) as harness:
