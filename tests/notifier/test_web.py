@@ -18,7 +18,9 @@ from notifier.directory import Directory
 from notifier.lifecycle import Lifecycle
 from notifier.metrics import Metrics
 from notifier.settings import NotifierSettings
-from notifier.web import CSRF_HEADER, SESSION_COOKIE, Console
+from notifier.web.app import Console
+from notifier.web.auth import CSRF_HEADER
+from notifier.web.sessions import SESSION_COOKIE
 from tests.notifier.conftest import CountingHasher, FakeClock, make_alert
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
