@@ -113,8 +113,12 @@ class AssociateView(_View):
     shift_started_at: Time | None
 
 
-class ReceiptView(_View):
+class ReceiptView(BaseModel):
     """What one channel reported for one send."""
+
+    # Read back from Redis, where an instance of a newer version may have written a field
+    # this one does not know (a rolling deploy): left out of the reply, not an error.
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     channel: str = Field(description="mqtt, sse, webhook, webpush or unknown")
     destination: str = Field(description="the host only")
