@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from aiohttp import web
@@ -40,12 +41,12 @@ async def alert_views(
     ]
 
 
+@dataclass(frozen=True, slots=True, eq=False)
 class AlertHandlers:
-    def __init__(self, auth: Auth, lifecycle: Lifecycle, metrics: Metrics, clock: Clock) -> None:
-        self.auth = auth
-        self.lifecycle = lifecycle
-        self.metrics = metrics
-        self.clock = clock
+    auth: Auth
+    lifecycle: Lifecycle
+    metrics: Metrics
+    clock: Clock
 
     async def _reply(self, record: AlertRecord) -> web.Response:
         names = await self.lifecycle.names(record.alert.store_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from aiohttp import web
 
 from notifier.channels import Destination, VapidKeys
@@ -28,11 +30,11 @@ def _views(destinations: list[Destination]) -> list[DestinationView]:
     return [DestinationView.model_validate(d.public()) for d in destinations]
 
 
+@dataclass(frozen=True, slots=True, eq=False)
 class ChannelHandlers:
-    def __init__(self, auth: Auth, destinations: Destinations, vapid: VapidKeys) -> None:
-        self.auth = auth
-        self.destinations = destinations
-        self.vapid = vapid
+    auth: Auth
+    destinations: Destinations
+    vapid: VapidKeys
 
     async def list(self, request: web.Request) -> web.Response:
         session, me = await self.auth(request)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -50,22 +51,14 @@ class _Stream:
             self.next_keepalive = self.loop.time() + KEEPALIVE_S
 
 
+@dataclass(frozen=True, slots=True, eq=False)
 class EventHandlers:
-    def __init__(
-        self,
-        auth: Auth,
-        hub: FeedHub,
-        lifecycle: Lifecycle,
-        clock: Clock,
-        recheck_s: float,
-        closing: asyncio.Event,
-    ) -> None:
-        self.auth = auth
-        self.hub = hub
-        self.lifecycle = lifecycle
-        self.clock = clock
-        self.recheck_s = recheck_s
-        self.closing = closing  # set when the server shuts down
+    auth: Auth
+    hub: FeedHub
+    lifecycle: Lifecycle
+    clock: Clock
+    recheck_s: float
+    closing: asyncio.Event  # set when the server shuts down
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         session, _ = await self.auth(request)

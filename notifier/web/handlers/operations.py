@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 from redis.exceptions import RedisClusterException, RedisError
@@ -14,13 +15,11 @@ from notifier.web.wire import reply
 from transport.redis import RedisClient
 
 
+@dataclass(frozen=True, slots=True, eq=False)
 class OperationHandlers:
-    def __init__(
-        self, redis: RedisClient, metrics: Metrics, mqtt_connected: Callable[[], bool]
-    ) -> None:
-        self.redis = redis
-        self.metrics = metrics
-        self.mqtt_connected = mqtt_connected
+    redis: RedisClient
+    metrics: Metrics
+    mqtt_connected: Callable[[], bool]
 
     async def healthz(self, _request: web.Request) -> web.Response:
         try:

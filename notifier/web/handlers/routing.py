@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from aiohttp import web
 
 from notifier.lifecycle import Lifecycle
@@ -10,10 +12,10 @@ from notifier.web.models import RoutingBody, RoutingReply, RoutingView
 from notifier.web.wire import read_body, reply
 
 
+@dataclass(frozen=True, slots=True, eq=False)
 class RoutingHandlers:
-    def __init__(self, auth: Auth, lifecycle: Lifecycle) -> None:
-        self.auth = auth
-        self.lifecycle = lifecycle
+    auth: Auth
+    lifecycle: Lifecycle
 
     async def get(self, request: web.Request) -> web.Response:
         session, _ = await self.auth(request)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from aiohttp import web
 
 from notifier.directory import Directory
@@ -16,22 +18,14 @@ from notifier.web.sessions import SESSION_COOKIE, Sessions
 from notifier.web.wire import read_body, reply
 
 
+@dataclass(frozen=True, slots=True, eq=False)
 class SessionHandlers:
-    def __init__(
-        self,
-        auth: Auth,
-        sessions: Sessions,
-        limits: SignInLimits,
-        directory: Directory,
-        metrics: Metrics,
-        settings: NotifierSettings,
-    ) -> None:
-        self.auth = auth
-        self.sessions = sessions
-        self.limits = limits
-        self.directory = directory
-        self.metrics = metrics
-        self.settings = settings
+    auth: Auth
+    sessions: Sessions
+    limits: SignInLimits
+    directory: Directory
+    metrics: Metrics
+    settings: NotifierSettings
 
     async def login(self, request: web.Request) -> web.Response:
         check_origin(request)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -15,14 +16,12 @@ from notifier.web.wire import read_body, reply
 from transport.redis import RedisClient
 
 
+@dataclass(frozen=True, slots=True, eq=False)
 class ShiftHandlers:
-    def __init__(
-        self, auth: Auth, directory: Directory, lifecycle: Lifecycle, redis: RedisClient
-    ) -> None:
-        self.auth = auth
-        self.directory = directory
-        self.lifecycle = lifecycle
-        self.redis = redis
+    auth: Auth
+    directory: Directory
+    lifecycle: Lifecycle
+    redis: RedisClient
 
     async def list(self, request: web.Request) -> web.Response:
         session, _ = await self.auth(request)
