@@ -21,6 +21,14 @@ _HELP: dict[str, tuple[str, str]] = {
     "proxima_notifier_shifts_total": ("counter", "Shift changes by source and result."),
     "proxima_notifier_logins_total": ("counter", "Console sign-ins, by result."),
     "proxima_notifier_http_requests_total": ("counter", "Console HTTP requests, by status class."),
+    "proxima_notifier_retries_total": (
+        "counter",
+        "Steps tried again because Redis, Kafka or MQTT was away, by loop and step.",
+    ),
+    "proxima_notifier_records_parked_total": (
+        "counter",
+        "Kafka records parked after failing kafka_record_attempts times, by loop.",
+    ),
     "proxima_notifier_sse_clients": ("gauge", "Console live feeds connected to this instance."),
 }
 

@@ -19,13 +19,15 @@ import json
 import logging
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from pydantic import BaseModel, ConfigDict, StrictBool
 
 from contracts.exceptions import ContractError
@@ -54,6 +56,7 @@ from transport.cancel import reraise_if_cancelled
 from transport.kafka import make_producer
 from transport.mqtt import Message, MqttClient
 from transport.redis import RedisClient, connect_redis, is_cluster_url
+from transport.retry import backoff, retrying
 
 log = logging.getLogger(__name__)
 
@@ -234,13 +237,86 @@ class Notifier:
         return _Serving(self)
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        await self.follow(consumer, "alerts", lambda record: self.handle(record.value or b""))
+
+    async def follow(
+        self,
+        consumer: AIOKafkaConsumer,
+        what: str,
+        handle: Callable[[ConsumerRecord[bytes, bytes]], Awaitable[object]],
+    ) -> None:
+        """Hand every record to ``handle`` and commit after each batch, for ever.
+
+        Redis, Kafka or the MQTT broker being away is waited out with backoff (the same
+        record is tried again, nothing is committed past it); a record that fails for any
+        other reason ``kafka_record_attempts`` times is parked with the error, so no record
+        can stop the loop.
+        """
         while True:
-            batches = await consumer.getmany(timeout_ms=500, max_records=200)
+            reraise_if_cancelled()
+            batches = await retrying(
+                f"fetching {what}",
+                lambda: consumer.getmany(timeout_ms=500, max_records=200),
+                **self._retry(what, "fetch"),
+            )
             for _tp, records in batches.items():
                 for record in records:
-                    await self.handle(record.value or b"")
+                    await self._handle_record(what, handle, record)
+                    # redis-py can swallow a cancellation that lands mid-command (it
+                    # retries the command): the loop must still end.
+                    reraise_if_cancelled()
             if batches:
-                await consumer.commit()
+                await retrying(
+                    f"committing {what}",
+                    lambda: self._commit(consumer, what),
+                    **self._retry(what, "commit"),
+                )
+
+    def _retry(self, loop: str, step: str) -> dict[str, Any]:
+        """``retrying``'s pacing and a counter of its retries, for one step of one loop."""
+        s = self.settings
+
+        def count(_exc: Exception) -> None:
+            self.metrics.inc("proxima_notifier_retries_total", loop=loop, step=step)
+
+        return {"first_s": s.retry_backoff_s, "cap_s": s.retry_backoff_max_s, "on_retry": count}
+
+    async def _handle_record(
+        self,
+        what: str,
+        handle: Callable[[ConsumerRecord[bytes, bytes]], Awaitable[object]],
+        record: ConsumerRecord[bytes, bytes],
+    ) -> None:
+        where = f"{what} at {record.topic}[{record.partition}]@{record.offset}"
+        s = self.settings
+        error: Exception | None = None
+        for attempt in range(1, s.kafka_record_attempts + 1):
+            try:
+                await retrying(where, lambda: handle(record), **self._retry(what, "handle"))
+            except Exception as exc:
+                reraise_if_cancelled()
+                error = exc
+                log.exception("%s failed (try %d of %d)", where, attempt, s.kafka_record_attempts)
+                if attempt < s.kafka_record_attempts:
+                    await asyncio.sleep(backoff(attempt, s.retry_backoff_s, s.retry_backoff_max_s))
+            else:
+                return
+        self.metrics.inc("proxima_notifier_records_parked_total", loop=what)
+        reason = f"{where}: {type(error).__name__}: {error}"
+        await retrying(
+            f"parking {where}",
+            lambda: self._park(what, reason, record.value or b""),
+            **self._retry(what, "park"),
+        )
+
+    @staticmethod
+    async def _commit(consumer: AIOKafkaConsumer, what: str) -> None:
+        try:
+            await consumer.commit()
+        except (CommitFailedError, IllegalStateError) as exc:
+            # Not transient: the group moved these partitions while we waited for a
+            # service. Their new owner reads the batch again; handling is idempotent.
+            log.warning("%s offsets not committed (%s): the group rebalanced", what, exc)
 
     # alerts ------------------------------------------------------------------------
     async def handle(self, raw: bytes) -> None:

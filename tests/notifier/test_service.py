@@ -7,10 +7,12 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
+from aiokafka import ConsumerRecord
 
 from contracts.models import AckStatus, Alert, AlertAck
 from contracts.services import ServiceSettings
@@ -18,6 +20,7 @@ from notifier.lifecycle import AlertState
 from notifier.service import Notifier
 from notifier.settings import NotifierSettings
 from tests.notifier.conftest import FAST_HASHER, FakeClock, make_alert
+from tests.private_redis import private_redis
 from transport.kafka import ensure_topics, make_producer
 from transport.mqtt import Message, MqttClient
 
@@ -299,3 +302,71 @@ async def test_decline_by_everyone_told_reaches_the_next_tier_at_once(
         str(alert.alert_id),
     )
     assert notifier.metrics.value("proxima_notifier_escalations_total", tier="zone") == 1
+
+
+async def test_the_kafka_loop_waits_out_a_redis_restart(
+    kafka_url: str, namespace: str, tmp_path: Path
+) -> None:
+    """Redis stopped while an alert arrives: the loop retries it, then delivers it."""
+    with private_redis(tmp_path) as server:
+        services = ServiceSettings(namespace=namespace, kafka=kafka_url, redis=server.url)
+        await ensure_topics(services.kafka_bootstrap, services.topics.all_kafka, 1)
+        settings = NotifierSettings(
+            http_port=0, tick_s=0.2, retry_backoff_s=0.05, retry_backoff_max_s=0.2
+        )
+        notifier = Notifier(services, settings=settings)
+        ready = asyncio.Event()
+        task = asyncio.create_task(notifier.run(ready), name="test-notifier")
+        alert = make_alert(store_id="s1")
+        producer = make_producer(services.kafka_bootstrap, idempotent=False, client_id="test")
+        try:
+            async with asyncio.timeout(90), MqttClient(services.mqtt) as listener:
+                await listener.subscribe(services.topics.store_alerts("s1"), qos=1)
+                await _subscribed(listener, services.topics.store_alerts("s1"))
+                await ready.wait()
+                server.stop()
+                await producer.start()
+                await producer.send_and_wait(services.topics.alerts, alert.to_json(), key=b"s1")
+                retried = {"loop": "alerts", "step": "handle"}
+                while not notifier.metrics.value("proxima_notifier_retries_total", **retried):
+                    assert not task.done(), "the notifier stopped while Redis was away"
+                    await asyncio.sleep(0.05)
+                server.start()
+                msg = await listener.messages.get()
+                assert json.loads(msg.payload)["alert_id"] == str(alert.alert_id)
+                assert not task.done()
+        finally:
+            await producer.stop()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def test_a_record_that_keeps_failing_is_parked_and_the_loop_goes_on(
+    services: ServiceSettings,
+) -> None:
+    settings = NotifierSettings(kafka_record_attempts=2, retry_backoff_s=0.01)
+    notifier = Notifier(services, settings=settings)
+    record: ConsumerRecord[bytes, bytes] = ConsumerRecord(
+        topic="alerts-topic", partition=0, offset=7, timestamp=0, timestamp_type=0,
+        key=None, value=b'{"some": "alert"}', checksum=None, serialized_key_size=0,
+        serialized_value_size=17, headers=(),
+    )  # fmt: skip
+    tries: list[int] = []
+
+    async def broken(_record: ConsumerRecord[bytes, bytes]) -> None:
+        tries.append(1)
+        raise ValueError("a bug, not a service away")
+
+    try:
+        await notifier._handle_record("alerts", broken, record)
+        parked = await notifier.redis.xrange(f"{services.redis_prefix}notifier:rejected")
+    finally:
+        await notifier.close()
+    assert len(tries) == 2
+    ((_id, fields),) = parked
+    assert fields["reason"] == (
+        "alerts at alerts-topic[0]@7: ValueError: a bug, not a service away"
+    )
+    assert fields["raw"] == '{"some": "alert"}'
+    assert notifier.metrics.value("proxima_notifier_records_parked_total", loop="alerts") == 1
