@@ -71,3 +71,15 @@ class UnknownDestination(NotifierError):
         super().__init__(f"no destination {destination_id!r} for {owner}")
         self.owner = owner
         self.destination_id = destination_id
+
+
+class AckRefused(NotifierError):
+    """An MQTT ack the notifier will not apply; ``reason`` is a short code for metrics.
+
+    ``associate_mismatch`` is the one that matters: the body names another associate than
+    the topic it came on (the topic is what the broker's ACL vouches for).
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason

@@ -18,6 +18,10 @@ _HELP: dict[str, tuple[str, str]] = {
     "proxima_notifier_acks_produced_total": ("counter", "AlertAcks produced to Kafka."),
     "proxima_notifier_escalations_total": ("counter", "Escalations performed, by tier."),
     "proxima_notifier_acks_total": ("counter", "Claims, done and declines, by source and result."),
+    "proxima_notifier_acks_refused_total": (
+        "counter",
+        "MQTT acks refused, by reason (associate_mismatch: the body names someone else).",
+    ),
     "proxima_notifier_shifts_total": ("counter", "Shift changes by source and result."),
     "proxima_notifier_logins_total": ("counter", "Console sign-ins, by result."),
     "proxima_notifier_http_requests_total": ("counter", "Console HTTP requests, by status class."),

@@ -7,8 +7,9 @@ offset is committed only after the broker's PUBACKs, so a killed notifier re-del
 rather than loses; an alert already published (same ``alert_id``) is not published twice.
 
 Beside that loop the same process takes acks from handhelds on
-``.../stores/{store}/alerts/{alert_id}/ack`` (a shared subscription, so one instance
-handles each), escalates and expires unclaimed alerts every ``tick_s``, and serves the
+``.../stores/{store}/associates/{associate}/acks/{alert_id}`` (a shared subscription, so
+one instance handles each; a body naming another associate than the topic is refused),
+escalates and expires unclaimed alerts every ``tick_s``, and serves the
 associate console. All state is in Redis, so several instances can run side by side.
 """
 
@@ -45,7 +46,13 @@ from notifier.channels import (
 from notifier.destinations import Destinations
 from notifier.directory import Associate, Clock, Directory, utc_now
 from notifier.dispatch import Dispatcher
-from notifier.exceptions import NotifierError
+from notifier.exceptions import (
+    AckRefused,
+    AlertConflict,
+    NotifierError,
+    UnknownAlert,
+    UnknownAssociate,
+)
 from notifier.lifecycle import AlertRecord, Delivery, Lifecycle, ack_outbox_key
 from notifier.metrics import Metrics
 from notifier.outbox import Entry, Outbox
@@ -109,7 +116,7 @@ class Notifier:
             self.redis, ack_outbox_key(prefix), group="acks", consumer=self.instance
         )
         s = self.settings
-        backoff = Backoff(s.webhook_attempts, s.webhook_backoff_s, s.webhook_backoff_cap_s)
+        webhook_backoff = Backoff(s.webhook_attempts, s.webhook_backoff_s, s.webhook_backoff_cap_s)
         self.send_outbox = Outbox(
             self.redis,
             f"{prefix}notifier:outbox:sends",
@@ -117,7 +124,7 @@ class Notifier:
             consumer=self.instance,
             # Longer than one send's worst case, so a slow retry is not taken over.
             claim_idle=timedelta(
-                seconds=backoff.worst_case_s + s.webhook_attempts * s.webhook_timeout_s + 30
+                seconds=webhook_backoff.worst_case_s + s.webhook_attempts * s.webhook_timeout_s + 30
             ),
         )
         self.lifecycle = Lifecycle(
@@ -138,7 +145,7 @@ class Notifier:
         self.destinations = Destinations(self.redis, prefix, self.directory)
         self.vapid = VapidKeys(self.redis, prefix, s.vapid_private_key)
         self._http: aiohttp.ClientSession | None = None
-        http = {"backoff": backoff, "timeout_s": s.webhook_timeout_s, "clock": clock}
+        http = {"backoff": webhook_backoff, "timeout_s": s.webhook_timeout_s, "clock": clock}
         self.channels = Channels(
             MqttChannel(self.mqtt, self.topics, clock),
             ConsoleChannel(self.redis, self.lifecycle.channel, clock),
@@ -176,9 +183,14 @@ class Notifier:
         await self.redis.aclose()
 
     @property
-    def ack_filter(self) -> str:
-        flt = f"{self.topics.mqtt_root}/stores/+/alerts/+/ack"
-        return f"$share/{self.group_id}/{flt}"
+    def ack_filters(self) -> list[str]:
+        """Each associate's ack topics (``.../associates/{id}/acks/{alert_id}``), and the
+        0.1 store-wide one only with ``legacy_ack_topic``; shared, so one instance takes
+        each ack."""
+        filters = [self.topics.all_associate_acks(self.group_id)]
+        if self.settings.legacy_ack_topic:
+            filters.append(self.topics.all_legacy_acks(self.group_id))
+        return filters
 
     @property
     def shift_filter(self) -> str:
@@ -202,7 +214,8 @@ class Notifier:
         await producer.start()
         try:
             async with self.mqtt, self.serving():
-                await self.mqtt.subscribe(self.ack_filter, qos=1)
+                for ack_filter in self.ack_filters:
+                    await self.mqtt.subscribe(ack_filter, qos=1)
                 await self.mqtt.subscribe(self.shift_filter, qos=1)
                 if ready is not None:
                     ready.set()
@@ -407,16 +420,53 @@ class Notifier:
         return associate
 
     async def handle_ack(self, message: Message) -> AlertRecord | None:
-        """Apply one ack; a bad one is counted, logged and parked, never fatal."""
+        """Apply one ack; a bad or refused one is counted, logged and parked, never fatal."""
         try:
-            ack = _parse_ack(message)
+            ack, legacy = self._parse_ack(message)
             record = await self.lifecycle.apply_ack(ack)
         except (ContractError, NotifierError) as exc:
             self.metrics.inc("proxima_notifier_acks_total", source="mqtt", result="rejected")
-            await self._park("ack", f"{message.topic}: {exc}", message.payload)
+            reason = (
+                exc.reason if isinstance(exc, AckRefused) else _REFUSAL.get(type(exc), "invalid")
+            )
+            self.metrics.inc("proxima_notifier_acks_refused_total", reason=reason)
+            await self._park("ack", f"{message.topic}: {reason}: {exc}", message.payload)
             return None
-        self.metrics.inc("proxima_notifier_acks_total", source="mqtt", result=ack.status.value)
+        source = "mqtt-legacy" if legacy else "mqtt"
+        self.metrics.inc("proxima_notifier_acks_total", source=source, result=ack.status.value)
         return record
+
+    def _parse_ack(self, message: Message) -> tuple[AlertAck, bool]:
+        """The ack, if its payload agrees with the topic it came on; and if that topic was
+        the legacy store-wide one.
+
+        On ``.../stores/{store}/associates/{associate}/acks/{alert_id}`` the body must name
+        that store, alert and associate: the broker's ACL lets a handheld write only its own
+        associate's topic, so the topic is who sent it, whatever the body says.
+        """
+        try:
+            store, associate, alert_id = self.topics.parse_ack_topic(message.topic)
+        except ValueError as exc:
+            raise AckRefused("topic", str(exc)) from None
+        if associate is None and not self.settings.legacy_ack_topic:
+            raise AckRefused(
+                "legacy_topic",
+                "the store-wide ack topic is off (PROXIMA_NOTIFIER_LEGACY_ACK_TOPIC)",
+            )
+        ack = parse_model(AlertAck, message.payload)
+        if ack.store_id != store or str(ack.alert_id) != alert_id:
+            raise AckRefused(
+                "topic_mismatch",
+                f"ack for store {ack.store_id!r}, alert {ack.alert_id} "
+                f"sent on the topic of store {store!r}, alert {alert_id!r}",
+            )
+        if associate is not None and ack.associate_id != associate:
+            raise AckRefused(
+                "associate_mismatch",
+                f"ack naming associate {ack.associate_id!r} sent on the topic of "
+                f"associate {associate!r}",
+            )
+        return ack, associate is None
 
     async def _park(self, what: str, reason: str, raw: bytes) -> None:
         log.warning("%s rejected: %s", what, reason)
@@ -443,19 +493,13 @@ def _parse_shift(message: Message) -> tuple[str, str, ShiftUpdate]:
     return parts[-4], parts[-2], parse_model(ShiftUpdate, message.payload)
 
 
-def _parse_ack(message: Message) -> AlertAck:
-    """The ack, if its payload agrees with the topic it came on (``.../{store}/alerts/{id}/ack``)."""
-    parts = message.topic.split("/")
-    if len(parts) < 5 or parts[-1] != "ack" or parts[-3] != "alerts":
-        raise ContractError(f"topic {message.topic!r} is not an ack topic")
-    store, alert_id = parts[-4], parts[-2]
-    ack = parse_model(AlertAck, message.payload)
-    if ack.store_id != store or str(ack.alert_id) != alert_id:
-        raise ContractError(
-            f"ack for store {ack.store_id!r}, alert {ack.alert_id} "
-            f"sent on the topic of store {store!r}, alert {alert_id!r}"
-        )
-    return ack
+_REFUSAL: dict[type[Exception], str] = {
+    ContractError: "payload",
+    UnknownAssociate: "unknown_associate",
+    UnknownAlert: "unknown_alert",
+    AlertConflict: "conflict",
+}
+"""Metric reasons of the errors an ack can meet after its topic checked out."""
 
 
 class _Serving:

@@ -67,6 +67,11 @@ class NotifierSettings(BaseSettings):
         ge=4,
         description="Redis connections per instance; requests beyond it wait their turn",
     )
+    legacy_ack_topic: bool = Field(
+        default=False,
+        description="also take acks on the 0.1 topic .../stores/{store}/alerts/{id}/ack "
+        "(deprecated: it cannot tell who sent an ack; removed in the next release)",
+    )
     retry_backoff_s: float = Field(
         default=0.2, gt=0, description="first pause when Redis, Kafka or MQTT is away (doubles)"
     )

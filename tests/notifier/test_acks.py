@@ -218,7 +218,7 @@ async def test_console_and_mqtt_acks_reach_the_acks_topic(
             )
             async with MqttClient(services.mqtt) as handheld:
                 await handheld.publish(
-                    services.topics.alert_ack("s1", str(alert.alert_id)),
+                    services.topics.associate_ack("s1", "maria", str(alert.alert_id)),
                     done.model_dump_json(by_alias=True).encode(),
                 )
             seen: list[tuple[bytes | None, dict[str, str]]] = []

@@ -146,9 +146,10 @@ async def test_acks_over_mqtt_claim_and_close(
     await notifier.handle(alert.to_json())
     feed = notifier.redis.pubsub()
     await feed.subscribe(notifier.lifecycle.channel("s1"))
-    await notifier.mqtt.subscribe(notifier.ack_filter, qos=1)
+    for ack_filter in notifier.ack_filters:
+        await notifier.mqtt.subscribe(ack_filter, qos=1)
     loop = asyncio.create_task(notifier.ack_loop(), name="test-ack-loop")
-    topic = services.topics.alert_ack("s1", str(alert.alert_id))
+    topic = services.topics.associate_ack("s1", "joao", str(alert.alert_id))
     try:
         async with MqttClient(services.mqtt) as handheld:
             # A shared subscription is live once an ack sent through it is applied.
@@ -177,17 +178,14 @@ async def test_bad_acks_are_parked_with_a_reason(notifier: Notifier, clock: Fake
     alert = make_alert(store_id="s1")
     await notifier.handle(alert.to_json())
     topics = notifier.topics
+    alert_id = str(alert.alert_id)
     cases = [
-        (
-            topics.alert_ack("s2", str(alert.alert_id)),
-            _ack(alert, "joao", AckStatus.CLAIMED, clock),
-        ),
-        (topics.alert_ack("s1", str(alert.alert_id)), b"{not json"),
-        (
-            topics.alert_ack("s1", str(alert.alert_id)),
-            _ack(alert, "nobody", AckStatus.CLAIMED, clock),
-        ),
-    ]
+        (topics.associate_ack("s2", "joao", alert_id), _ack(alert, "joao", AckStatus.CLAIMED, clock)),
+        (topics.associate_ack("s1", "joao", alert_id), b"{not json"),
+        (topics.associate_ack("s1", "nobody", alert_id), _ack(alert, "nobody", AckStatus.CLAIMED, clock)),
+        # The 0.1 store-wide topic says nothing of who sent it: off unless configured.
+        (topics.alert_ack("s1", alert_id), _ack(alert, "joao", AckStatus.CLAIMED, clock)),
+    ]  # fmt: skip
     for topic, payload in cases:
         assert await notifier.handle_ack(Message(topic, payload, 1, False, 1)) is None
     parked = await notifier.redis.xrange(f"{notifier.services.redis_prefix}notifier:rejected")
@@ -195,9 +193,88 @@ async def test_bad_acks_are_parked_with_a_reason(notifier: Notifier, clock: Fake
     assert "sent on the topic of store 's2'" in reasons[0]
     assert "invalid AlertAck" in reasons[1]
     assert "no associate 'nobody' in store 's1'" in reasons[2]
-    record = await notifier.lifecycle.get(str(alert.alert_id))
+    assert "legacy_topic" in reasons[3]
+    record = await notifier.lifecycle.get(alert_id)
     assert record is not None
     assert record.state is AlertState.DELIVERED
+    refused = {r: notifier.metrics.value("proxima_notifier_acks_refused_total", reason=r)
+               for r in ("topic_mismatch", "payload", "unknown_associate", "legacy_topic")}  # fmt: skip
+    assert refused == dict.fromkeys(refused, 1)
+
+
+async def test_an_ack_naming_another_associate_than_its_topic_is_refused(
+    notifier: Notifier, services: ServiceSettings, clock: FakeClock
+) -> None:
+    """Joao may write only his own ack topic (the shipped ACL): he cannot claim as Maria."""
+    alert = make_alert(store_id="s1")
+    await notifier.handle(alert.to_json())
+    alert_id = str(alert.alert_id)
+    for ack_filter in notifier.ack_filters:
+        await notifier.mqtt.subscribe(ack_filter, qos=1)
+    loop = asyncio.create_task(notifier.ack_loop(), name="test-ack-loop")
+    rejected = f"{services.redis_prefix}notifier:rejected"
+    joao_as_maria = _ack(alert, "maria", AckStatus.CLAIMED, clock)
+    try:
+        async with MqttClient(services.mqtt) as handheld:
+            # Over the real broker: a shared subscription is live once a message gets through.
+            async with asyncio.timeout(WAIT):
+                while not await notifier.redis.xlen(rejected):
+                    topic = services.topics.associate_ack("s1", "joao", alert_id)
+                    await handheld.publish(topic, joao_as_maria)
+                    await asyncio.sleep(0.2)
+            # ... and the other way round: Joao's own name on Maria's topic.
+            await handheld.publish(
+                services.topics.associate_ack("s1", "maria", alert_id),
+                _ack(alert, "joao", AckStatus.CLAIMED, clock),
+            )
+            async with asyncio.timeout(WAIT):
+                while True:
+                    parked = await notifier.redis.xrange(rejected)
+                    if "topic of associate 'maria'" in parked[-1][1]["reason"]:
+                        break
+                    await asyncio.sleep(0.05)
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+    record = await notifier.lifecycle.get(alert_id)
+    assert record is not None
+    assert record.state is AlertState.DELIVERED
+    assert record.claimed_by is None
+    assert all("associate_mismatch" in fields["reason"] for _id, fields in parked)
+    refused = notifier.metrics.value(
+        "proxima_notifier_acks_refused_total", reason="associate_mismatch"
+    )
+    assert refused == len(parked)
+    assert (
+        "naming associate 'maria' sent on the topic of associate 'joao'" in parked[0][1]["reason"]
+    )
+    assert (
+        "naming associate 'joao' sent on the topic of associate 'maria'" in parked[-1][1]["reason"]
+    )
+
+
+async def test_the_legacy_store_wide_ack_topic_works_only_when_turned_on(
+    services: ServiceSettings, clock: FakeClock
+) -> None:
+    settings = NotifierSettings(http_port=0, legacy_ack_topic=True)
+    notifier = Notifier(services, settings=settings, clock=clock)
+    notifier.directory.hasher = FAST_HASHER
+    try:
+        await notifier.directory.add("s1", "Joao", "password-1", associate_id="joao")
+        await notifier.directory.set_on_shift("s1", "joao", True)
+        alert = make_alert(store_id="s1")
+        await notifier.lifecycle.create(alert)
+        assert notifier.topics.all_legacy_acks(notifier.group_id) in notifier.ack_filters
+        topic = notifier.topics.alert_ack("s1", str(alert.alert_id))
+        payload = _ack(alert, "joao", AckStatus.CLAIMED, clock)
+        record = await notifier.handle_ack(Message(topic, payload, 1, False, 1))
+    finally:
+        await notifier.close()
+    assert record is not None
+    assert record.claimed_by == "joao"
+    counted = {"source": "mqtt-legacy", "result": "claimed"}
+    assert notifier.metrics.value("proxima_notifier_acks_total", **counted) == 1
 
 
 async def test_run_consumes_kafka_and_serves_the_console(
