@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO
 
 from contracts.exceptions import ContractError
-from contracts.models import parse_alert
+from contracts.models import AlertWithdrawn, parse_alert_message
 from contracts.services import ServiceSettings
 from deploy.embedded_kafka import EmbeddedKafka
 from deploy.services import check_all
@@ -158,9 +158,12 @@ async def up(
                 with contextlib.suppress(TimeoutError):
                     message = await asyncio.wait_for(mqtt.messages.get(), timeout)
                     try:
-                        alert = parse_alert(message.payload)
+                        alert = parse_alert_message(message.payload)
                     except ContractError as exc:
                         on_info(f"unreadable alert on {message.topic}: {exc}")
+                        continue
+                    if isinstance(alert, AlertWithdrawn):
+                        on_alert(f"[{alert.store_id}] alert {alert.alert_id} withdrawn")
                         continue
                     on_alert(
                         f"[{alert.store_id}] {alert.title}"

@@ -53,6 +53,21 @@ def ack_outbox_key(prefix: str) -> str:
     return f"{prefix}notifier:{ALERTS_TAG}:outbox:acks"
 
 
+def alert_key(prefix: str, alert_id: str) -> str:
+    """The hash that is the truth about one alert (in :data:`ALERTS_TAG`'s slot)."""
+    return f"{prefix}notifier:{ALERTS_TAG}:alert:{alert_id}"
+
+
+async def stored_alert(redis: RedisClient, prefix: str, alert_id: str) -> Alert | None:
+    """The wire alert (customer id included) the notifier keeps; None once it is gone.
+
+    For tools with Redis access that need what the associates' view leaves out, such as
+    ``proxima alerts record``, which scores alerts against a trace's customers.
+    """
+    raw = await redis.hget(alert_key(prefix, alert_id), "alert")
+    return None if raw is None else Alert.model_validate_json(raw)
+
+
 class AlertState(StrEnum):
     DELIVERED = "delivered"
     CLAIMED = "claimed"
@@ -287,7 +302,7 @@ class Lifecycle:
 
     # keys ------------------------------------------------------------------------
     def _key(self, alert_id: str) -> str:
-        return f"{self.prefix}notifier:{ALERTS_TAG}:alert:{alert_id}"
+        return alert_key(self.prefix, alert_id)
 
     def _feed_index(self, store: str) -> str:
         return f"{self.prefix}notifier:store:{store}:alerts"

@@ -413,3 +413,11 @@ def test_b64url_round_trip() -> None:
     assert unb64url(b64url(data)) == data
     assert "=" not in b64url(data)
     assert base64.urlsafe_b64decode(b64url(data) + "===") == data
+
+
+def test_a_webhook_carries_the_associates_view_of_the_alert() -> None:
+    alert = make_alert(store_id="s1", visit_id="visit-ana-1")
+    body = json.loads(Notice(alert, "maria", "primary").webhook_body())
+    assert body["alert"] == json.loads(alert.view().to_json())
+    assert not {"customer_id", "visit_id", "caused_by"} & set(body["alert"])
+    assert b"cust-ana" not in Notice(alert, None, "store").webhook_body()

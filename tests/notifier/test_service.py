@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiokafka import ConsumerRecord
 
-from contracts.models import AckStatus, Alert, AlertAck
+from contracts.models import AckStatus, Alert, AlertAck, AlertView, parse_model
 from contracts.services import ServiceSettings
 from notifier.lifecycle import AlertState
 from notifier.service import Notifier
@@ -447,3 +447,19 @@ async def test_a_record_that_keeps_failing_is_parked_and_the_loop_goes_on(
     )
     assert fields["raw"] == '{"some": "alert"}'
     assert notifier.metrics.value("proxima_notifier_records_parked_total", loop="alerts") == 1
+
+
+async def test_handhelds_and_store_screens_get_no_customer_visit_or_event_ids(
+    notifier: Notifier, listener: MqttClient, services: ServiceSettings
+) -> None:
+    await _subscribed(listener, f"{services.topics.mqtt_root}/stores/s1/x")
+    alert = make_alert(store_id="s1", visit_id="visit-ana-1", target={"associate_id": "maria"})
+    await notifier.handle(alert.to_json())
+    for _ in range(2):  # the store's topic and Maria's
+        msg = await _next(listener)
+        assert b"cust-ana" not in msg.payload
+        assert b"visit-ana-1" not in msg.payload
+        assert str(alert.caused_by[0]).encode() not in msg.payload
+        view = parse_model(AlertView, msg.payload)
+        assert view == alert.view()
+        assert view.fields == {"name": "Ana"}  # what the customer made visible still is there
