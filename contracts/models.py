@@ -493,5 +493,14 @@ class ConsentRecord(_Strict):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
+    def allows(self, purpose: str, store: str) -> bool:
+        """The decision for ``purpose`` at ``store``: the store's own wins over the global
+        one; no decision means no (as the stream decides)."""
+        for key in (f"{purpose}@{store}", purpose):
+            decision = self.consent.get(key)
+            if decision is not None:
+                return decision.granted
+        return False
+
     def to_json(self) -> bytes:
         return self.model_dump_json(by_alias=True).encode()

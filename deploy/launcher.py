@@ -113,7 +113,10 @@ async def up(
         loop.add_signal_handler(sig, stop.set)
     try:
         await ensure_topics(
-            services.kafka_bootstrap, services.topics.all_kafka, settings.partitions
+            services.kafka_bootstrap,
+            services.topics.all_kafka,
+            settings.partitions,
+            retention_ms=settings.kafka_retention_s * 1000,
         )
         children.start("bridge", "bridge")
         children.start("stream-worker", "stream", "worker")

@@ -83,3 +83,12 @@ class AckRefused(NotifierError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
+
+
+class AlertWithheld(NotifierError):
+    """An alert not created: its customer was forgotten or revoked arrival alerts there."""
+
+    def __init__(self, alert_id: str, reason: object) -> None:
+        super().__init__(f"alert {alert_id} withheld: {reason}")
+        self.alert_id = alert_id
+        self.reason = reason

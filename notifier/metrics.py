@@ -33,6 +33,14 @@ _HELP: dict[str, tuple[str, str]] = {
         "counter",
         "Kafka records parked after failing kafka_record_attempts times, by loop.",
     ),
+    "proxima_notifier_consent_total": (
+        "counter",
+        "proxima.consent.v1 records followed, by change (erased, changed, rejected).",
+    ),
+    "proxima_notifier_alerts_withdrawn_total": (
+        "counter",
+        "Open alerts withdrawn, by reason (consent_revoked, erased).",
+    ),
     "proxima_notifier_sse_clients": ("gauge", "Console live feeds connected to this instance."),
 }
 

@@ -133,12 +133,16 @@ _VIEWS: dict[str, Any] = {
             },
             "zone_id": {"type": ["string", "null"]},
             "priority": {"enum": ["low", "normal", "high", "urgent"]},
-            "state": {"enum": ["delivered", "claimed", "done", "expired"]},
+            "state": {"enum": ["delivered", "claimed", "done", "expired", "withdrawn"]},
             "tier": {"type": ["string", "null"]},
             "notified": {"type": "array", "items": {"type": "string"}},
             "declined": {"type": "array", "items": {"type": "string"}},
             "claimed_by": {"type": ["string", "null"]},
             "claimed_by_name": {"type": ["string", "null"]},
+            "withdrawn_reason": {
+                "enum": ["consent_revoked", "erased", None],
+                "description": "why a withdrawn alert was withdrawn (its fields are gone)",
+            },
             "rev": {"type": "integer"},
         },
     },
@@ -263,7 +267,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                     _query(
                         "state",
                         "only alerts in this state",
-                        {"enum": ["delivered", "claimed", "done", "expired"]},
+                        {"enum": ["delivered", "claimed", "done", "expired", "withdrawn"]},
                     ),
                     _query(
                         "since",

@@ -32,8 +32,17 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from pydantic import BaseModel, ConfigDict, StrictBool
 
 from contracts.exceptions import ContractError
-from contracts.models import Alert, AlertAck, parse_alert, parse_model
+from contracts.models import (
+    Alert,
+    AlertAck,
+    AlertWithdrawn,
+    ConsentRecord,
+    WithdrawReason,
+    parse_alert,
+    parse_model,
+)
 from contracts.services import ServiceSettings
+from contracts.topics import CONSENT
 from notifier.channels import (
     Backoff,
     Channels,
@@ -44,11 +53,12 @@ from notifier.channels import (
     WebPushChannel,
 )
 from notifier.destinations import Destinations
-from notifier.directory import Associate, Clock, Directory, utc_now
+from notifier.directory import Associate, Clock, Directory, text, text_map, utc_now
 from notifier.dispatch import Dispatcher
 from notifier.exceptions import (
     AckRefused,
     AlertConflict,
+    AlertWithheld,
     NotifierError,
     UnknownAlert,
     UnknownAssociate,
@@ -207,10 +217,21 @@ class Notifier:
             auto_offset_reset="earliest",
             fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
         )
+        # Its own group: consent changes are followed from where this group left off, so
+        # a forget or revocation made while every notifier was down still arrives.
+        consent = AIOKafkaConsumer(
+            self.topics.kafka(CONSENT),
+            bootstrap_servers=self.services.kafka_bootstrap,
+            group_id=f"{self.group_id}-consent",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
+        )
         producer = make_producer(
             self.services.kafka_bootstrap, idempotent=False, client_id="proxima-notifier"
         )
         await consumer.start()
+        await consent.start()
         await producer.start()
         try:
             async with self.mqtt, self.serving():
@@ -221,6 +242,10 @@ class Notifier:
                     ready.set()
                 async with asyncio.TaskGroup() as tasks:
                     tasks.create_task(self._consume(consumer), name="notifier-kafka")
+                    tasks.create_task(
+                        self.follow(consent, "consent", self.handle_consent),
+                        name="notifier-consent",
+                    )
                     tasks.create_task(self.ack_loop(), name="notifier-acks")
                     tasks.create_task(self.tick_loop(), name="notifier-escalation")
                     tasks.create_task(
@@ -230,6 +255,7 @@ class Notifier:
                     tasks.create_task(self.dispatcher.run_external(), name="notifier-sends")
         finally:
             await consumer.stop()
+            await consent.stop()
             await producer.stop()
             await self.close()
 
@@ -339,7 +365,13 @@ class Notifier:
             self.metrics.inc("proxima_notifier_alerts_total", outcome="rejected")
             await self._park("alert", str(exc), raw)
             return
-        created = await self.lifecycle.create(alert)
+        try:
+            created = await self.lifecycle.create(alert)
+        except AlertWithheld as exc:
+            # Produced before the customer left or revoked; read after we learnt it.
+            log.info("%s", exc)
+            self.metrics.inc("proxima_notifier_alerts_total", outcome="withheld")
+            return
         if created is None:
             existing = await self.lifecycle.get(str(alert.alert_id))
             if existing is None or existing.published:
@@ -360,6 +392,82 @@ class Notifier:
             record, recipients = created, created.notified
             tier = created.tier_label or "none"
         await self.dispatcher.deliver(record, recipients, tier, to_store=True)
+
+    # consent -----------------------------------------------------------------------
+    async def handle_consent(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        """One record of ``proxima.consent.v1``: a tombstone erases the customer's alerts,
+        a state without arrival alerts in a store withdraws the open ones there."""
+        if record.key is None:
+            self.metrics.inc("proxima_notifier_consent_total", change="rejected")
+            await self._park("consent", f"offset {record.offset}: no key", record.value or b"")
+            return
+        customer_id = record.key.decode(errors="replace")
+        if record.value is None:
+            withdrawn = await self.lifecycle.erase_customer(customer_id)
+            await self._forget_pending(customer_id, withdrawn)
+            await self._announce_withdrawn(withdrawn, WithdrawReason.ERASED)
+            self.metrics.inc("proxima_notifier_consent_total", change="erased")
+            return
+        try:
+            consent = parse_model(ConsentRecord, record.value)
+        except ContractError as exc:
+            why = str(exc)
+        else:
+            why = (
+                ""
+                if consent.customer_id == customer_id
+                else f"key {customer_id!r} but customer_id {consent.customer_id!r}"
+            )
+        if why:
+            self.metrics.inc("proxima_notifier_consent_total", change="rejected")
+            await self._park("consent", f"offset {record.offset}: {why}", record.value)
+            return
+        withdrawn = await self.lifecycle.follow_consent(consent)
+        await self._announce_withdrawn(withdrawn, WithdrawReason.CONSENT_REVOKED)
+        self.metrics.inc("proxima_notifier_consent_total", change="changed")
+
+    async def _announce_withdrawn(
+        self, records: Sequence[AlertRecord], reason: WithdrawReason
+    ) -> None:
+        """Tell the store's screens and every handheld that had it: drop this alert."""
+        for record in records:
+            store = record.alert.store_id
+            message = AlertWithdrawn(
+                alert_id=record.alert.alert_id, store_id=store, reason=reason, at=self.clock()
+            ).to_json()
+            who = dict.fromkeys(
+                [*record.notified, *([record.claimed_by] if record.claimed_by else [])]
+            )
+            for topic in [
+                self.topics.store_alerts(store),
+                *(self.topics.associate_alerts(store, a) for a in who),
+            ]:
+                await self.mqtt.publish(topic, message, qos=1)
+            self.metrics.inc("proxima_notifier_alerts_withdrawn_total", reason=reason.value)
+
+    async def _forget_pending(self, customer_id: str, withdrawn: Sequence[AlertRecord]) -> None:
+        """A forgotten customer's alerts leave the sends outbox and the rejected stream too."""
+        gone = {str(r.alert.alert_id) for r in withdrawn}
+        quoted = json.dumps(customer_id)
+
+        def pending_send(fields: dict[str, str]) -> bool:
+            try:
+                alert = json.loads(fields.get("alert", "{}"))
+            except ValueError:
+                return False
+            return bool(alert.get("customer_id") == customer_id or alert.get("alert_id") in gone)
+
+        for key, about in (
+            (self.send_outbox.key, pending_send),
+            (self._rejected, lambda fields: quoted in fields.get("raw", "")),
+        ):
+            drop = [
+                text(entry_id)
+                for entry_id, fields in await self.redis.xrange(key) or []
+                if entry_id is not None and about(text_map(fields or {}))
+            ]
+            if drop:
+                await self.redis.xdel(key, *drop)
 
     # escalation --------------------------------------------------------------------
     async def _deliver_escalation(self, delivery: Delivery) -> None:
@@ -468,11 +576,17 @@ class Notifier:
             )
         return ack, associate is None
 
+    @property
+    def _rejected(self) -> str:
+        return f"{self.services.redis_prefix}notifier:rejected"
+
     async def _park(self, what: str, reason: str, raw: bytes) -> None:
         log.warning("%s rejected: %s", what, reason)
+        # As text (bad bytes escaped): the stream is read with decoded responses.
+        shown = raw.decode("utf-8", "backslashreplace")
         await self.redis.xadd(
-            f"{self.services.redis_prefix}notifier:rejected",
-            {"what": what, "reason": reason, "raw": raw, "at": datetime.now(UTC).isoformat()},
+            self._rejected,
+            {"what": what, "reason": reason, "raw": shown, "at": datetime.now(UTC).isoformat()},
             maxlen=10_000,
         )
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -14,13 +17,23 @@ import pytest
 import redis.asyncio as aioredis
 from aiokafka import ConsumerRecord
 
-from contracts.models import AckStatus, Alert, AlertAck, AlertView, parse_model
+from contracts.models import (
+    AckStatus,
+    Alert,
+    AlertAck,
+    AlertView,
+    AlertWithdrawn,
+    parse_alert_message,
+    parse_model,
+)
 from contracts.services import ServiceSettings
 from notifier.lifecycle import AlertState
 from notifier.service import Notifier
 from notifier.settings import NotifierSettings
+from stream.registry import CustomerProfile, Purpose, Registry
 from tests.notifier.conftest import FAST_HASHER, FakeClock, make_alert
 from tests.private_redis import private_redis
+from tests.redis_traces import redis_traces
 from transport.kafka import ensure_topics, make_producer
 from transport.mqtt import Message, MqttClient
 
@@ -463,3 +476,80 @@ async def test_handhelds_and_store_screens_get_no_customer_visit_or_event_ids(
         view = parse_model(AlertView, msg.payload)
         assert view == alert.view()
         assert view.fields == {"name": "Ana"}  # what the customer made visible still is there
+
+
+async def test_forget_and_revocation_reach_the_notifier_through_kafka(
+    kafka_url: str, namespace: str, redis: aioredis.Redis, clock: FakeClock
+) -> None:
+    """`proxima customers forget` and `revoke`, as an operator runs them, withdraw the
+    customer's open alerts on every channel; forget leaves nothing of them in Redis."""
+    services = ServiceSettings(namespace=namespace, kafka=kafka_url)
+    await ensure_topics(services.kafka_bootstrap, services.topics.all_kafka, 1)
+    registry = Registry(redis, services.redis_prefix)
+    gone, revoking = f"cust-gone-{namespace}", f"cust-rev-{namespace}"
+    for cid in (gone, revoking):
+        profile = CustomerProfile(
+            customer_id=cid, identity_key="11" * 16, rotation_exponent=10, name="Zelda Quux"
+        )
+        await registry.enroll(profile, [Purpose.ARRIVAL_ALERTS])
+    notifier = Notifier(services, settings=NotifierSettings(http_port=0, tick_s=0.2), clock=clock)
+    notifier.directory.hasher = FAST_HASHER
+    for who in ("maria", "joao"):
+        await notifier.directory.add("s1", who.title(), "password-1", associate_id=who)
+        await notifier.directory.set_on_shift("s1", who, True)
+    alerts = {
+        cid: make_alert(
+            store_id="s1", customer_id=cid, fields={"name": "Zelda Quux"},
+            target={"associate_id": "maria"},
+        )
+        for cid in (gone, revoking)
+    }  # fmt: skip
+    ready = asyncio.Event()
+    task = asyncio.create_task(notifier.run(ready), name="test-notifier")
+    producer = make_producer(services.kafka_bootstrap, idempotent=False, client_id="test")
+    env = dict(os.environ, PROXIMA_KAFKA=kafka_url, PROXIMA_NAMESPACE=namespace)
+    try:
+        async with asyncio.timeout(100), MqttClient(services.mqtt) as listener:
+            await listener.subscribe(services.topics.store_alerts("s1"), qos=1)
+            await _subscribed(listener, services.topics.store_alerts("s1"))
+            await ready.wait()
+            await producer.start()
+            for alert in alerts.values():
+                await producer.send_and_wait(services.topics.alerts, alert.to_json(), key=b"s1")
+            for _ in alerts:
+                assert isinstance(
+                    parse_alert_message((await listener.messages.get()).payload), AlertView
+                )
+            for args in (["forget", gone], ["revoke", revoking, "arrival_alerts"]):
+                done = await asyncio.to_thread(
+                    subprocess.run,
+                    [sys.executable, "-m", "deploy.cli", "customers", *args],
+                    env=env, capture_output=True, text=True, check=False,
+                )  # fmt: skip
+                assert done.returncode == 0, done.stderr
+                assert "not yet on proxima.consent.v1" not in done.stderr
+            withdrawn = set()
+            for _ in alerts:
+                message = parse_alert_message((await listener.messages.get()).payload)
+                assert isinstance(message, AlertWithdrawn)
+                withdrawn.add((str(message.alert_id), message.reason.value))
+            expected = {
+                (str(alerts[gone].alert_id), "erased"),
+                (str(alerts[revoking].alert_id), "consent_revoked"),
+            }
+            assert withdrawn == expected
+        clock.advance(600)  # escalation and the manager would have been due long ago
+        assert await notifier.lifecycle.tick() == []
+        record = await notifier.lifecycle.get(str(alerts[revoking].alert_id))
+        assert record is not None
+        assert record.state is AlertState.WITHDRAWN
+        assert "Zelda" not in record.alert.model_dump_json()
+        assert await notifier.lifecycle.get(str(alerts[gone].alert_id)) is None
+    finally:
+        await producer.stop()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    # Nothing of the forgotten customer anywhere under the prefix (the registry's audit
+    # stream keeps the erasure's record, by design).
+    assert await redis_traces(redis, services.redis_prefix, gone, skip_suffixes=("}audit",)) == []
