@@ -668,14 +668,24 @@ class Lifecycle:
         Safe to run again: the customer's index is deleted last, so a run that died midway
         finds what is left.
         """
-        # First the mark that stops new alerts (checked in the create script), then what
-        # the index finds: an alert created before the mark is in the index by then.
+        await self.mark_erased(customer_id)
+        withdrawn = await self.withdraw_customer(customer_id, WithdrawReason.ERASED)
+        await self.delete_customer(customer_id)
+        return withdrawn
+
+    async def mark_erased(self, customer_id: str) -> None:
+        """From now on no alert of this customer is created (checked in the create script).
+
+        Set before the customer's index is read: an alert created before the mark is in
+        the index by then, and one after it is refused.
+        """
         await self.redis.set(
             erased_key(self.prefix, customer_id), "1", ex=int(self.retention.total_seconds())
         )
-        records = await self.customer_alerts(customer_id)
-        withdrawn = await self.withdraw_customer(customer_id, WithdrawReason.ERASED)
-        for record in records:
+
+    async def delete_customer(self, customer_id: str) -> None:
+        """Delete the customer's alerts, their receipts and index entries, and the index."""
+        for record in await self.customer_alerts(customer_id):
             alert_id = str(record.alert.alert_id)
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.delete(self._key(alert_id))
@@ -686,7 +696,6 @@ class Lifecycle:
         await self.redis.delete(
             consent_key(self.prefix, customer_id), customer_alerts_key(self.prefix, customer_id)
         )
-        return withdrawn
 
     # time ------------------------------------------------------------------------
     async def tick(self) -> list[Delivery]:

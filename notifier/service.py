@@ -16,6 +16,7 @@ associate console. All state is in Redis, so several instances can run side by s
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import socket
@@ -63,7 +64,13 @@ from notifier.exceptions import (
     UnknownAlert,
     UnknownAssociate,
 )
-from notifier.lifecycle import AlertRecord, Delivery, Lifecycle, ack_outbox_key
+from notifier.lifecycle import (
+    ARRIVAL_ALERTS,
+    AlertRecord,
+    Delivery,
+    Lifecycle,
+    ack_outbox_key,
+)
 from notifier.metrics import Metrics
 from notifier.outbox import Entry, Outbox
 from notifier.routing import Ladder
@@ -71,7 +78,7 @@ from notifier.settings import NotifierSettings
 from notifier.web import Console, serve
 from transport.cancel import reraise_if_cancelled
 from transport.kafka import make_producer
-from transport.mqtt import Message, MqttClient
+from transport.mqtt import Message, MqttClient, MqttError
 from transport.redis import RedisClient, connect_redis, is_cluster_url
 from transport.retry import backoff, retrying
 
@@ -402,10 +409,19 @@ class Notifier:
             await self._park("consent", f"offset {record.offset}: no key", record.value or b"")
             return
         customer_id = record.key.decode(errors="replace")
+        lifecycle = self.lifecycle
         if record.value is None:
-            withdrawn = await self.lifecycle.erase_customer(customer_id)
-            await self._forget_pending(customer_id, withdrawn)
-            await self._announce_withdrawn(withdrawn, WithdrawReason.ERASED)
+            await lifecycle.mark_erased(customer_id)
+            await lifecycle.withdraw_customer(customer_id, WithdrawReason.ERASED)
+            # Every alert withdrawn for this erasure, also by a try that failed after it
+            # withdrew them (the records are deleted only below): tried again, told again.
+            records = await lifecycle.customer_alerts(customer_id)
+            await self._announce_withdrawn(
+                [r for r in records if r.withdrawn_reason is WithdrawReason.ERASED],
+                WithdrawReason.ERASED,
+            )
+            await lifecycle.delete_customer(customer_id)
+            await self._forget_pending(customer_id, records)
             self.metrics.inc("proxima_notifier_consent_total", change="erased")
             return
         try:
@@ -422,32 +438,49 @@ class Notifier:
             self.metrics.inc("proxima_notifier_consent_total", change="rejected")
             await self._park("consent", f"offset {record.offset}: {why}", record.value)
             return
-        withdrawn = await self.lifecycle.follow_consent(consent)
-        await self._announce_withdrawn(withdrawn, WithdrawReason.CONSENT_REVOKED)
+        await lifecycle.follow_consent(consent)
+        revoked = WithdrawReason.CONSENT_REVOKED
+        await self._announce_withdrawn(
+            [
+                r
+                for r in await lifecycle.customer_alerts(customer_id)
+                if r.withdrawn_reason is revoked
+                and not consent.allows(ARRIVAL_ALERTS, r.alert.store_id)
+            ],
+            revoked,
+        )
         self.metrics.inc("proxima_notifier_consent_total", change="changed")
 
     async def _announce_withdrawn(
         self, records: Sequence[AlertRecord], reason: WithdrawReason
     ) -> None:
-        """Tell the store's screens and every handheld that had it: drop this alert."""
+        """Tell the store's screens and every handheld that had it: drop this alert.
+
+        A broker away is waited for here, not by trying the whole record again: by then
+        the alerts are withdrawn and a new try would find nothing left to announce.
+        """
         for record in records:
             store = record.alert.store_id
             message = AlertWithdrawn(
                 alert_id=record.alert.alert_id, store_id=store, reason=reason, at=self.clock()
             ).to_json()
-            who = dict.fromkeys(
-                [*record.notified, *([record.claimed_by] if record.claimed_by else [])]
-            )
-            for topic in [
+            told = [*record.notified, *([record.claimed_by] if record.claimed_by else [])]
+            topics = [
                 self.topics.store_alerts(store),
-                *(self.topics.associate_alerts(store, a) for a in who),
-            ]:
-                await self.mqtt.publish(topic, message, qos=1)
+                *(self.topics.associate_alerts(store, a) for a in dict.fromkeys(told)),
+            ]
+            for topic in topics:
+                await retrying(
+                    f"announcing withdrawn alert {record.alert.alert_id}",
+                    functools.partial(self.mqtt.publish, topic, message, qos=1),
+                    retry=(MqttError,),
+                    **self._retry("consent", "announce"),
+                )
             self.metrics.inc("proxima_notifier_alerts_withdrawn_total", reason=reason.value)
 
-    async def _forget_pending(self, customer_id: str, withdrawn: Sequence[AlertRecord]) -> None:
+    async def _forget_pending(self, customer_id: str, records: Sequence[AlertRecord]) -> None:
         """A forgotten customer's alerts leave the sends outbox and the rejected stream too."""
-        gone = {str(r.alert.alert_id) for r in withdrawn}
+        gone = {str(r.alert.alert_id) for r in records}
         quoted = json.dumps(customer_id)
 
         def pending_send(fields: dict[str, str]) -> bool:
