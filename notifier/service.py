@@ -9,8 +9,10 @@ rather than loses; an alert already published (same ``alert_id``) is not publish
 Beside that loop the same process takes acks from handhelds on
 ``.../stores/{store}/associates/{associate}/acks/{alert_id}`` (a shared subscription, so
 one instance handles each; a body naming another associate than the topic is refused),
-escalates and expires unclaimed alerts every ``tick_s``, and serves the
-associate console. All state is in Redis, so several instances can run side by side.
+follows ``proxima.consent.v1`` (a forget erases the customer's alerts, a revocation
+withdraws the open ones), escalates and expires unclaimed alerts every ``tick_s``, and
+serves the associate console. All state is in Redis, so several instances can run side by
+side. Both Kafka loops wait out Redis, Kafka or MQTT being away (:meth:`Notifier.follow`).
 """
 
 from __future__ import annotations
