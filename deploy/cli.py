@@ -531,7 +531,8 @@ def customers_revoke(
     purpose: Annotated[str, typer.Argument(metavar="PURPOSE")],
     store: Annotated[Optional[str], typer.Option(help="revoke only for this store")] = None,  # noqa: UP045
 ) -> None:
-    """Withdraw consent for a purpose; takes effect at once."""
+    """Withdraw consent for a purpose; takes effect at once (the notifier withdraws the
+    customer's open alerts there when it reads proxima.consent.v1)."""
     _set_consent(customer_id, purpose, False, store)
 
 
@@ -575,7 +576,8 @@ def _set_consent(customer_id: str, purpose: str, granted: bool, store: str | Non
 
 @customers_app.command("forget")
 def customers_forget(customer_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
-    """Erase a customer everywhere: profile, consent, EID index, visits."""
+    """Erase a customer everywhere: profile, consent, EID index, visits, and (through
+    proxima.consent.v1) the notifier's alerts about them."""
     from stream.registry import Registry
     from transport.redis import connect_redis
 
@@ -844,6 +846,8 @@ def topics_ensure(
     changelogs ({app id}-{table}-changelog) and the consent topic are compacted; a
     changelog takes the events topic's partition count and replication factor as they
     are on the broker (which may differ from --partitions/--replication on an upgrade).
+    The alerts and visits topics, which name customers, keep records for
+    PROXIMA_STREAM_KAFKA_RETENTION_S (7 days), also set on topics that already exist.
     """
     from stream.settings import StreamSettings
     from stream.tables import ensure_changelogs
@@ -858,7 +862,20 @@ def topics_ensure(
     async def run() -> dict[str, TopicShape]:
         await wait_for_broker(services.kafka_bootstrap, timeout=timeout)
         names = services.topics.all_kafka
-        await ensure_topics(services.kafka_bootstrap, names, count, replication)
+        not_set = await ensure_topics(
+            services.kafka_bootstrap,
+            names,
+            count,
+            replication,
+            retention_ms=settings.kafka_retention_s * 1000,
+        )
+        for name in not_set:
+            err.print(
+                f"[yellow]warning:[/yellow] {name}: the broker did not take the retention "
+                f"(PROXIMA_STREAM_KAFKA_RETENTION_S={settings.kafka_retention_s}); "
+                "set it with the broker's tools",
+                highlight=False,
+            )
         names += await ensure_changelogs(services, settings)
         shapes = await describe_topics(services.kafka_bootstrap, list(names))
         return {name: shapes[name] for name in names if name in shapes}

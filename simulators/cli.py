@@ -15,7 +15,7 @@ import time
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -23,6 +23,9 @@ from rich.table import Table
 
 from contracts.services import ServiceSettings
 from simulators.exceptions import SimulatorError
+
+if TYPE_CHECKING:
+    from transport.redis import RedisClient
 
 out = Console()
 err = Console(stderr=True)
@@ -243,6 +246,7 @@ async def _record(
     out_path: Path, events: Path | None, duration: float | None, idle: float | None, append: bool
 ) -> tuple[int, int]:
     from transport.mqtt import MqttClient
+    from transport.redis import connect_redis
 
     services = ServiceSettings()
     topics = services.topics
@@ -254,6 +258,7 @@ async def _record(
     mode = "a" if append else "w"
     alerts_fh = out_path.open(mode, encoding="utf-8")
     events_fh = events.open(mode, encoding="utf-8") if events else None
+    redis = connect_redis(services.redis)
     try:
         async with MqttClient(services.mqtt, queue_size=1_000_000) as mqtt:
             await mqtt.subscribe(topics.all_store_alerts(), qos=1)
@@ -282,6 +287,10 @@ async def _record(
                     except (json.JSONDecodeError, UnicodeDecodeError):
                         err.print(f"skipped a non-JSON message on {msg.topic}", highlight=False)
                         continue
+                    if not msg.topic.endswith("/events"):
+                        payload = await _wire_alert(redis, services.redis_prefix, payload)
+                        if payload is None:
+                            continue
                     line = json.dumps(payload, separators=(",", ":")) + "\n"
                     if msg.topic.endswith("/events"):
                         if events_fh is not None:
@@ -292,7 +301,28 @@ async def _record(
                         alerts_fh.flush()
                         n_alerts += 1
     finally:
+        await redis.aclose()
         alerts_fh.close()
         if events_fh is not None:
             events_fh.close()
     return n_alerts, n_batches
+
+
+async def _wire_alert(redis: RedisClient, prefix: str, payload: Any) -> Any:
+    """The alert to score: the store's topic carries the associates' view (no customer id),
+    so the wire alert is read where the notifier keeps it. None: a withdrawal, or an
+    alert already gone (erased); skipped."""
+    if not isinstance(payload, dict) or payload.get("schema") not in (
+        "proxima.alert_view.v1",
+        "proxima.alert_withdrawn.v1",
+    ):
+        return payload  # a full alert (another publisher), or junk that score will report
+    if payload["schema"] == "proxima.alert_withdrawn.v1":
+        return None
+    from notifier.lifecycle import stored_alert
+
+    alert = await stored_alert(redis, prefix, str(payload.get("alert_id")))
+    if alert is None:
+        err.print(f"alert {payload.get('alert_id')} is no longer stored: skipped", highlight=False)
+        return None
+    return json.loads(alert.to_json())

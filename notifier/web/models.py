@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from contracts.models import AlertKind, Priority
+from contracts.models import AlertKind, Priority, WithdrawReason
 from notifier.directory import Role
 from notifier.lifecycle import AlertState
 from notifier.store_routing import TIER_NAMES
@@ -98,6 +98,10 @@ class AlertView(_View):
     claimed_at: Time | None
     done_at: Time | None
     expired_at: Time | None
+    withdrawn_at: Time | None = None
+    withdrawn_reason: WithdrawReason | None = Field(
+        default=None, description="why a withdrawn alert was withdrawn (its fields are gone)"
+    )
     rev: int = Field(description="grows with every change: a console keeps the highest")
 
 
