@@ -60,13 +60,26 @@ def simulate_layout(
         raise _fail(str(exc)) from exc
     except ValueError as exc:
         raise _fail(str(exc)) from exc
+    device_keys: dict[str, bytes] = {}
     if enroll:
-        from simulators.enroll import enroll_all
+        from simulators.enroll import enroll_all, register_devices
 
         n = asyncio.run(enroll_all(sim.customers))
-        out.print(f"enrolled {n} customers", highlight=False)
+        device_keys = asyncio.run(register_devices(sim.customers))
+        out.print(
+            f"enrolled {n} customers and registered {len(device_keys)} app devices",
+            highlight=False,
+        )
     if out_path is None:
         return
+    if enroll:
+        from simulators.app_replay import device_keys_path, write_device_keys
+
+        # The trace never holds keys: the app devices' private keys go beside it, for
+        # `proxima replay TRACE --device-keys TRACE.device-keys.json`.
+        keys_file = device_keys_path(out_path)
+        write_device_keys(keys_file, device_keys)
+        out.print(f"app device keys: {keys_file}", highlight=False)
     began = time.perf_counter()
     if progress and sys.stderr.isatty():
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -95,7 +108,8 @@ def simulate_layout(
 
 
 def _write_sidecar(sim: Any, trace: Path) -> None:
-    """``TRACE.customers.json``: the simulated customers' keys, for enrollment and timelines."""
+    """``TRACE.customers.json``: the simulated customers' identity keys, device classes and app
+    device ids, for enrollment, timelines and scoring (device keys: ``--enroll`` only)."""
     from simulators.timeline import sidecar_path
 
     data = {
@@ -110,6 +124,9 @@ def _write_sidecar(sim: Any, trace: Path) -> None:
                 "revoke_at": c.revoke_at,
                 "tier": c.tier,
                 "assigned_associate": c.assigned_associate,
+                "device_class": c.device_class,
+                "device_id": c.device_id,
+                "shares_location": c.shares_location,
             }
             for c in sim.customers
         ],
