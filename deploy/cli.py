@@ -445,10 +445,17 @@ def simulate(
             "with --out also write the devices' keys to TRACE.device-keys.json"
         ),
     ] = False,
+    device_classes: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="CLASS=SHARE,... of enrolled customers instead of the layout's (classes: "
+            "iphone_app, android_app, vip_tag, no_app), e.g. iphone_app=1"
+        ),
+    ] = None,
 ) -> None:
     """Write a simulated trace (and optionally enroll its customers)."""
     from contracts.trace import dump_line
-    from simulators.cli import simulate_layout
+    from simulators.cli import parse_shares, simulate_layout
     from simulators.scenarios import scenario as make_scenario
 
     begin = datetime.fromisoformat(start.replace("Z", "+00:00")) if start else None
@@ -465,8 +472,11 @@ def simulate(
             out_path=out_path,
             start=begin,
             enroll=enroll,
+            device_classes=parse_shares(device_classes) if device_classes else None,
         )
         return
+    if device_classes:
+        raise _fail("--device-classes needs a layout or a layout scenario, not the skeleton")
     scenario = scenario or "skeleton"
     begin = begin or datetime.now(UTC)
     try:

@@ -46,18 +46,28 @@ def simulate_layout(
     start: datetime | None,
     enroll: bool,
     progress: bool = True,
+    device_classes: dict[str, float] | None = None,
 ) -> None:
     """``proxima simulate --layout NAME`` or a layout-based ``--scenario``."""
+    from pydantic import ValidationError
+
     from simulators.engine import build, build_scenario
 
+    population = {"device_classes": device_classes} if device_classes else None
     try:
         if scenario is not None:
-            sim = build_scenario(scenario, seed, start, hours)
+            sim = build_scenario(scenario, seed, start, hours, population)
         else:
             assert layout is not None
-            sim = build(layout, hours=hours or 1.0, seed=seed, start=start)
+            sim = build(layout, hours=hours or 1.0, seed=seed, start=start, population=population)
     except SimulatorError as exc:
         raise _fail(str(exc)) from exc
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = "".join(f"{p}: " for p in first["loc"])
+        raise _fail(
+            f"--device-classes: {where}{first['msg'].removeprefix('Value error, ')}"
+        ) from exc
     except ValueError as exc:
         raise _fail(str(exc)) from exc
     device_keys: dict[str, bytes] = {}
@@ -105,6 +115,21 @@ def simulate_layout(
         f"{sim.duration_s / 3600:g} h simulated in {elapsed:.1f} s",
         highlight=False,
     )
+
+
+def parse_shares(text: str) -> dict[str, float]:
+    """``CLASS=SHARE,...`` (``--device-classes``) as a dict; a bad item is named."""
+    out: dict[str, float] = {}
+    for item in text.split(","):
+        name, sep, value = (x.strip() for x in item.partition("="))
+        try:
+            share = float(value) if sep and name else None
+        except ValueError:
+            share = None
+        if share is None:
+            raise _fail(f"--device-classes: {item!r} is not CLASS=SHARE (e.g. iphone_app=0.5)")
+        out[name] = share
+    return out
 
 
 def _write_sidecar(sim: Any, trace: Path) -> None:

@@ -40,7 +40,14 @@ from simulators.devices import (
     region_transitions,
 )
 from simulators.exceptions import SimulatorError
-from simulators.layout import FLOOR_HEIGHT_M, BeaconSpec, GatewaySpec, StoreLayout, load_layout
+from simulators.layout import (
+    FLOOR_HEIGHT_M,
+    BeaconSpec,
+    GatewaySpec,
+    Population,
+    StoreLayout,
+    load_layout,
+)
 from simulators.movement import Trajectory
 from simulators.population import Crowd, Customer, Person
 from simulators.radio import BODY_LOSS_DB, CARRY_LOSS_DB, PHONE_HEIGHT_M, RadioModel
@@ -715,8 +722,9 @@ def build(
     arrivals: dict[str, Any] | None = None,
 ) -> Simulation:
     lay = layout if isinstance(layout, StoreLayout) else load_layout(layout)
-    if population:
-        lay = lay.model_copy(update={"population": lay.population.model_copy(update=population)})
+    if population:  # validated: a share of a class no customer can have is refused
+        pop = Population.model_validate({**lay.population.model_dump(), **population})
+        lay = lay.model_copy(update={"population": pop})
     if arrivals:
         lay = lay.model_copy(update={"arrivals": lay.arrivals.model_copy(update=arrivals)})
     begin = start or datetime.fromisoformat(DEFAULT_START)
@@ -727,8 +735,14 @@ def build(
 
 
 def build_scenario(
-    name: str, seed: int, start: datetime | None = None, hours: float | None = None
+    name: str,
+    seed: int,
+    start: datetime | None = None,
+    hours: float | None = None,
+    population: dict[str, Any] | None = None,
 ) -> Simulation:
+    """A named scenario; ``population`` overrides some of its population's fields (e.g.
+    ``device_classes``)."""
     try:
         sc = LAYOUT_SCENARIOS[name]
     except KeyError:
@@ -739,7 +753,7 @@ def build_scenario(
         hours=hours or sc.hours,
         seed=seed,
         start=start,
-        population=sc.population,
+        population={**sc.population, **(population or {})},
         arrivals=sc.arrivals,
     )
 

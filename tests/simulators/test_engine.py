@@ -196,6 +196,12 @@ def test_a_store_beacon_is_heard_at_its_path_loss_mean() -> None:
         (["--layout", "atlantis"], "layout atlantis: no such layout; shipped: boutique, flagship"),
         (["--layout", "boutique", "--hours", "-1"], "hours must be > 0"),
         (["--layout", "boutique", "--scenario", "boutique-hour"], "not both"),
+        (["--layout", "boutique", "--device-classes", "iphone"], "'iphone' is not CLASS=SHARE"),
+        (
+            ["--layout", "boutique", "--device-classes", "staff=1"],
+            "device_classes: staff are not classes of enrolled customers",
+        ),
+        (["--device-classes", "iphone_app=1"], "needs a layout or a layout scenario"),
     ],
 )
 def test_simulate_names_what_is_wrong(args: list[str], message: str, tmp_path: Path) -> None:
