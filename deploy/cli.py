@@ -256,20 +256,35 @@ def replay(
         str,
         typer.Option(help="N× real time, or 'max': all gateways on the trace's virtual clock"),
     ] = "max",
+    device_keys: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            help='JSON {"DEVICE_ID": "<Ed25519 private key, 32 raw bytes, base64>"}: app '
+            "lines are signed with these and sent to an ingest on loopback (a device without "
+            "a key: its lines are skipped and counted)"
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Feed a trace through one edge agent per gateway into the running system."""
+    """Feed a trace through one edge agent per gateway, and its app lines through the
+    app-event ingest, into the running system."""
     from contracts.exceptions import ContractError
     from contracts.trace import TraceProblems
+    from simulators.exceptions import SimulatorError
 
     _logging(verbose)
     problems = TraceProblems(str(trace))
+    app_summary: list[str] = []
     try:
-        stats = asyncio.run(_replay(trace, edge_cli.parse_speed(speed), problems))
-    except (ContractError, OSError) as exc:
+        stats = asyncio.run(
+            _replay(trace, edge_cli.parse_speed(speed), problems, device_keys, app_summary)
+        )
+    except (ContractError, OSError, SimulatorError) as exc:
         raise _fail(str(exc)) from exc
     for gw, (adverts, events) in sorted(stats.items()):
         out.print(f"{gw}: {adverts} adverts → {events} events published", highlight=False)
+    for line in app_summary:
+        err.print(line, highlight=False, markup=False, soft_wrap=True)
     # A trace from another tool may hold lines this one cannot read: say how many were
     # skipped, once, after the replay went on without them.
     if summary := problems.summary():
@@ -277,15 +292,21 @@ def replay(
 
 
 async def _replay(
-    trace: Path, speed: float | None, problems: TraceProblems | None = None
+    trace: Path,
+    speed: float | None,
+    problems: TraceProblems | None = None,
+    device_keys: Path | None = None,
+    app_summary: list[str] | None = None,
 ) -> dict[str, tuple[int, int]]:
-    """Replay ``trace``; the lines it skips are recorded in ``problems`` (see TraceProblems)."""
-    from contracts.trace import PIPELINE_KINDS, TraceProblems, read_trace
+    """Replay ``trace``; the lines it skips are recorded in ``problems`` (see TraceProblems),
+    and what became of its app lines is appended to ``app_summary`` (simulators.app_replay)."""
+    from contracts.trace import PIPELINE_KINDS, AppRecord, TraceProblems, read_trace
     from edge.agent import EdgeAgent
     from edge.calibration import calibrated_thresholds
     from edge.settings import EdgeSettings
     from edge.sources import ScannerSource
     from edge.trace_clock import TraceClock
+    from simulators.app_replay import AppReplay, HeldSource, device_keys_path, load_device_keys
     from simulators.replay import ConsentReplay
 
     problems = problems if problems is not None else TraceProblems(str(trace))
@@ -294,11 +315,13 @@ async def _replay(
         header, _ = read_trace([first])
     if header.layout is None:
         raise OSError(f"{trace}: header has no layout; replay needs the gateways and their zones")
+    app_keys = load_device_keys(device_keys) if device_keys is not None else {}
+    layout_raw = json.loads(first).get("layout") or {}
     # Interior gateways whose layout carries a calibration (rssi_1m, path_loss_n, zone
     # rectangles) get thresholds that cover their zone (edge.calibration).
     defaults = EdgeSettings()
     thresholds = calibrated_thresholds(
-        json.loads(first).get("layout") or {},
+        layout_raw,
         defaults.enter_rssi,
         defaults.exit_rssi,
         linger_db=defaults.linger_db,
@@ -316,10 +339,37 @@ async def _replay(
     # so the gateways publish in the trace's order and two replays decide the same.
     clock = None
     trace_file = None
+    hint = device_keys_path(trace)
+    apps = AppReplay(
+        header,
+        layout_raw,
+        app_keys,
+        None,
+        services,
+        keys_hint=hint if device_keys is None and hint.exists() else None,
+    )
     if speed is None:
         trace_file = trace.open("rb")
         clock_header, records = read_trace(trace_file, problems, kinds=PIPELINE_KINDS)
-        clock = TraceClock(clock_header, records, on_app=consent.on_app)
+        app_ids: list[Any] = []  # the ingest's events since the last app line
+
+        async def on_app(record: AppRecord, published: Sequence[Any]) -> None:
+            # A consent change waits for the stream to have decided the app events too.
+            await consent.on_app(record, [*published, *app_ids])
+            app_ids[:] = await apps.on_app(record)
+
+        clock = TraceClock(clock_header, records, on_app=on_app)
+        apps.clock = clock.now
+    # The store's app-event ingest runs in one gateway's agent, as on a real store: the
+    # first entrance gateway's. At a finite speed that agent waits for the last app line.
+    kinds = {z.id: z.kind for z in header.layout.zones}
+    host = next(
+        (g.id for g in header.layout.gateways if kinds.get(g.zone_id) == "entrance"),
+        header.layout.gateways[0].id,
+    )
+    apps.host = host
+    fed = asyncio.Event()
+    app_lines: asyncio.Queue[AppRecord | None] = asyncio.Queue()
     # A replay is a dev tool: each agent gets a fresh outbox that disappears afterwards.
     with tempfile.TemporaryDirectory(prefix="proxima-replay-") as tmp:
         for gw in header.layout.gateways:
@@ -336,9 +386,13 @@ async def _replay(
                 signing_key=key.secret,
                 **tuned,
             )
-            src: ScannerSource = (
-                clock.source(gw.id) if clock is not None else consent.source(trace, gw.id, speed)
-            )
+            src: ScannerSource
+            if clock is not None:
+                src = clock.source(gw.id)
+            elif gw.id == host:
+                src = HeldSource(consent.source(trace, gw.id, speed, app_lines.put_nowait), fed)
+            else:
+                src = consent.source(trace, gw.id, speed)
             agents.append(
                 EdgeAgent(
                     settings,
@@ -346,15 +400,27 @@ async def _replay(
                     services.topics,
                     mqtt_url=settings.mqtt_url or services.mqtt,
                     outbox_path=Path(tmp) / f"outbox-{gw.id}.sqlite",
+                    services=[apps.serve] if gw.id == host else (),
                 )
             )
+
+        async def feed() -> None:
+            try:
+                assert speed is not None
+                await apps.feed(app_lines, speed)
+            finally:
+                fed.set()
+
         try:
             runs = [a.run(until_drained=True) for a in agents]
-            await asyncio.gather(*runs, *([clock.run()] if clock is not None else []))
+            driver = clock.run() if clock is not None else feed()
+            await asyncio.gather(*runs, driver)
         finally:
             consent.close()
             if trace_file is not None:
                 trace_file.close()
+    if app_summary is not None and (said := apps.summary()):
+        app_summary.append(said)
     return {a.settings.gateway_id: (a.stats.adverts, a.stats.events_published) for a in agents}
 
 
@@ -381,12 +447,23 @@ def simulate(
         ),
     ] = None,
     enroll: Annotated[
-        bool, typer.Option(help="enroll the scenario's customers into Redis")
+        bool,
+        typer.Option(
+            help="enroll the scenario's customers and register their app devices (Redis); "
+            "with --out also write the devices' keys to TRACE.device-keys.json"
+        ),
     ] = False,
+    device_classes: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="CLASS=SHARE,... of enrolled customers instead of the layout's (classes: "
+            "iphone_app, android_app, vip_tag, no_app), e.g. iphone_app=1"
+        ),
+    ] = None,
 ) -> None:
     """Write a simulated trace (and optionally enroll its customers)."""
     from contracts.trace import dump_line
-    from simulators.cli import simulate_layout
+    from simulators.cli import parse_shares, simulate_layout
     from simulators.scenarios import scenario as make_scenario
 
     begin = datetime.fromisoformat(start.replace("Z", "+00:00")) if start else None
@@ -403,8 +480,11 @@ def simulate(
             out_path=out_path,
             start=begin,
             enroll=enroll,
+            device_classes=parse_shares(device_classes) if device_classes else None,
         )
         return
+    if device_classes:
+        raise _fail("--device-classes needs a layout or a layout scenario, not the skeleton")
     scenario = scenario or "skeleton"
     begin = begin or datetime.now(UTC)
     try:

@@ -184,7 +184,11 @@ async def up(
                     only_store = _trace_store(trace)
                 if not headless:
                     on_info(await _demo_associate(services, console))
-                children.start("edge-sim", "replay", str(trace), "--speed", "1")
+                # The scenario's app users reach the ingest the replay serves on loopback,
+                # signed with the keys `simulate --enroll` wrote beside the trace.
+                keys = trace.with_name(trace.name + ".device-keys.json")
+                with_keys = ("--device-keys", str(keys)) if keys.exists() else ()
+                children.start("edge-sim", "replay", str(trace), "--speed", "1", *with_keys)
                 on_info(
                     f"scenario {scenario!r}: customers enrolled; edge agents replaying {trace} in real time"
                 )

@@ -49,27 +49,50 @@ def simulate_layout(
     start: datetime | None,
     enroll: bool,
     progress: bool = True,
+    device_classes: dict[str, float] | None = None,
 ) -> None:
     """``proxima simulate --layout NAME`` or a layout-based ``--scenario``."""
+    from pydantic import ValidationError
+
     from simulators.engine import build, build_scenario
 
+    population = {"device_classes": device_classes} if device_classes else None
     try:
         if scenario is not None:
-            sim = build_scenario(scenario, seed, start, hours)
+            sim = build_scenario(scenario, seed, start, hours, population)
         else:
             assert layout is not None
-            sim = build(layout, hours=hours or 1.0, seed=seed, start=start)
+            sim = build(layout, hours=hours or 1.0, seed=seed, start=start, population=population)
     except SimulatorError as exc:
         raise _fail(str(exc)) from exc
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = "".join(f"{p}: " for p in first["loc"])
+        raise _fail(
+            f"--device-classes: {where}{first['msg'].removeprefix('Value error, ')}"
+        ) from exc
     except ValueError as exc:
         raise _fail(str(exc)) from exc
+    device_keys: dict[str, bytes] = {}
     if enroll:
-        from simulators.enroll import enroll_all
+        from simulators.enroll import enroll_all, register_devices
 
         n = asyncio.run(enroll_all(sim.customers))
-        out.print(f"enrolled {n} customers", highlight=False)
+        device_keys = asyncio.run(register_devices(sim.customers))
+        out.print(
+            f"enrolled {n} customers and registered {len(device_keys)} app devices",
+            highlight=False,
+        )
     if out_path is None:
         return
+    if enroll:
+        from simulators.app_replay import device_keys_path, write_device_keys
+
+        # The trace never holds keys: the app devices' private keys go beside it, for
+        # `proxima replay TRACE --device-keys TRACE.device-keys.json`.
+        keys_file = device_keys_path(out_path)
+        write_device_keys(keys_file, device_keys)
+        out.print(f"app device keys: {keys_file}", highlight=False)
     began = time.perf_counter()
     if progress and sys.stderr.isatty():
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -97,8 +120,24 @@ def simulate_layout(
     )
 
 
+def parse_shares(text: str) -> dict[str, float]:
+    """``CLASS=SHARE,...`` (``--device-classes``) as a dict; a bad item is named."""
+    out: dict[str, float] = {}
+    for item in text.split(","):
+        name, sep, value = (x.strip() for x in item.partition("="))
+        try:
+            share = float(value) if sep and name else None
+        except ValueError:
+            share = None
+        if share is None:
+            raise _fail(f"--device-classes: {item!r} is not CLASS=SHARE (e.g. iphone_app=0.5)")
+        out[name] = share
+    return out
+
+
 def _write_sidecar(sim: Any, trace: Path) -> None:
-    """``TRACE.customers.json``: the simulated customers' keys, for enrollment and timelines."""
+    """``TRACE.customers.json``: the simulated customers' identity keys, device classes and app
+    device ids, for enrollment, timelines and scoring (device keys: ``--enroll`` only)."""
     from simulators.timeline import sidecar_path
 
     data = {
@@ -113,6 +152,9 @@ def _write_sidecar(sim: Any, trace: Path) -> None:
                 "revoke_at": c.revoke_at,
                 "tier": c.tier,
                 "assigned_associate": c.assigned_associate,
+                "device_class": c.device_class,
+                "device_id": c.device_id,
+                "shares_location": c.shares_location,
             }
             for c in sim.customers
         ],
