@@ -50,7 +50,7 @@ from simulators.layout import (
 )
 from simulators.movement import Trajectory
 from simulators.population import Crowd, Customer, Person
-from simulators.radio import BODY_LOSS_DB, CARRY_LOSS_DB, PHONE_HEIGHT_M, RadioModel
+from simulators.radio import BODY_LOSS_DB, CARRY_LOSS_DB, PHONE_HEIGHT_M, LinkState, RadioModel
 
 TILE_UUID = "0000feed-0000-1000-8000-00805f9b34fb"
 FAST_PAIR_UUID = "0000fe2c-0000-1000-8000-00805f9b34fb"
@@ -120,8 +120,7 @@ class Device:
     address_next: float = math.inf
     clock: float = 1.0
     count: int = 0
-    shadow: list[float | None] = field(default_factory=list)
-    shadow_t: list[float] = field(default_factory=list)
+    links: list[LinkState] = field(default_factory=list)
     cache: dict[int, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -513,10 +512,10 @@ class Simulation:
         )  # fmt: skip
         traj = person.walker.traj
         carry_db = CARRY_LOSS_DB[person.carry]
-        sens = env.sensitivity_dbm
+        # The same measured reception as a gateway's (soft edge, bursts, a per-position
+        # offset that stays while the phone stands still), one link state per beacon.
+        state = LinkState()
         heard: list[float] = []
-        shadow: float | None = None
-        last = traj.start
         t = traj.start + rng.uniform(0.0, b.interval_s)
         while t <= traj.end:
             x, y, z, zone, heading = traj.at(t)
@@ -526,16 +525,10 @@ class Simulation:
             loss = carry_db + self._facade_db(x, y, zone) + env.floor_loss_db * abs(level - b.floor)
             loss += radio.body_loss_db(heading, dx, dy, BODY_LOSS_DB)
             mean = radio.mean_rssi(link, d, loss)
-            if mean + 3 * link.shadowing_db + 6 < sens:
-                shadow = None
-            else:
-                shadow = radio.shadowing_step(
-                    shadow, t - last, link.shadowing_db, env.shadowing_tau_s, rng
-                )
-                last = t
-                rssi = mean + shadow + radio.fading_db(rng)
-                if rssi >= sens and rng.random() < radio.reception_probability(link, 0):
-                    heard.append(t)
+            if radio.out_of_reach(link, mean):
+                state = LinkState()  # out of reach: the link starts afresh when back
+            elif radio.receive(link, state, t, (x, y, z), mean, 0, rng) is not None:
+                heard.append(t)
             t += b.interval_s
         return heard
 
@@ -555,15 +548,12 @@ class Simulation:
         si = 0
         heap: list[tuple[float, int, int]] = []
         for i, dev in enumerate(self.devices):
-            dev.shadow = [None] * len(self.links)
-            dev.shadow_t = [0.0] * len(self.links)
+            dev.links = [LinkState() for _ in self.links]
             if dev.address_period is not None:
                 dev.address_next = dev.t_on + dev.rng.uniform(0, dev.address_period)
             first = dev.t_on + dev.rng.uniform(0, dev.interval)
             heapq.heappush(heap, (first, i, i))
         seq = len(self.devices)
-        env = self.radio.env
-        sens = env.sensitivity_dbm
         next_progress = 0.0
         while heap:
             t, _, i = heapq.heappop(heap)
@@ -577,7 +567,7 @@ class Simulation:
             if progress is not None and t >= next_progress:
                 progress(t)
                 next_progress = t + 60.0
-            yield from self._advertise(dev, t, tr, sens)
+            yield from self._advertise(dev, t, tr)
             dev.count += 1
             seq += 1
             nxt = t + dev.interval * dev.clock + dev.rng.uniform(0.0, 0.01)
@@ -588,7 +578,7 @@ class Simulation:
         if progress is not None:
             progress(self.duration_s)
 
-    def _advertise(self, dev: Device, t: float, tr: float, sens: float) -> Iterator[str]:
+    def _advertise(self, dev: Device, t: float, tr: float) -> Iterator[str]:
         rng = dev.rng
         if dev.address_period is not None and t >= dev.address_next:
             dev.address = _random_address(rng)
@@ -619,15 +609,12 @@ class Simulation:
             if dev.body:
                 loss += radio.body_loss_db(heading, dx, dy, BODY_LOSS_DB)
             mean = radio.mean_rssi(link, d, loss)
-            if mean + 3 * link.shadowing_db + 6 < sens:
-                dev.shadow[j] = None
+            if radio.out_of_reach(link, mean):
+                if dev.links[j].shadow is not None:
+                    dev.links[j] = LinkState()
                 continue
-            shadow = radio.shadowing_step(
-                dev.shadow[j], t - dev.shadow_t[j], link.shadowing_db, env.shadowing_tau_s, rng
-            )
-            dev.shadow[j], dev.shadow_t[j] = shadow, t
-            rssi = mean + shadow + radio.fading_db(rng)
-            if rssi < sens or rng.random() > radio.reception_probability(link, advertisers):
+            rssi = radio.receive(link, dev.links[j], t, (x, y, z), mean, advertisers, rng)
+            if rssi is None:
                 continue
             if frag is None:
                 frag = dev.payload(dev, t)
@@ -743,10 +730,14 @@ def build_scenario(
 ) -> Simulation:
     """A named scenario; ``population`` overrides some of its population's fields (e.g.
     ``device_classes``)."""
+    if name == "radio-survey":
+        from simulators.survey import radio_survey
+
+        return radio_survey(seed, start)
     try:
         sc = LAYOUT_SCENARIOS[name]
     except KeyError:
-        known = ", ".join(["skeleton", *sorted(LAYOUT_SCENARIOS)])
+        known = ", ".join(["skeleton", *sorted([*LAYOUT_SCENARIOS, "radio-survey"])])
         raise SimulatorError(f"unknown scenario {name!r}; known: {known}") from None
     return build(
         sc.layout,

@@ -230,11 +230,21 @@ class Population(_Spec):
 
 
 class RadioEnv(_Spec):
-    """The store's radio environment (see :mod:`simulators.radio`)."""
+    """The store's radio environment (see :mod:`simulators.radio`).
 
-    shadowing_db: Annotated[float, Field(ge=0, le=15)] = 4.0
+    The defaults reproduce a measured indoor link (tests/simulators/test_radio.py).
+    """
+
+    shadowing_db: Annotated[float, Field(ge=0, le=15)] = 2.5
     shadowing_tau_s: Annotated[float, Field(gt=0)] = 3.0
-    rician_k: Annotated[float, Field(ge=0)] = 4.0
+    rician_k: Annotated[float, Field(ge=0)] = 6.0
+    spot_db: Annotated[float, Field(ge=0, le=15)] = 3.2
+    spot_decorrelation_m: Annotated[float, Field(gt=0)] = 2.0
+    edge_dbm: float = -83.0
+    edge_width_db: Annotated[float, Field(gt=0, le=10)] = 2.5
+    burst_db: Annotated[float, Field(ge=0, le=40)] = 9.0
+    burst_share: Annotated[float, Field(ge=0, lt=1)] = 0.4
+    burst_mean_s: Annotated[float, Field(gt=0)] = 1.5
     floor_loss_db: Annotated[float, Field(ge=0)] = 18.0
     facade_loss_db: Annotated[float, Field(ge=0)] = 6.0
     base_loss: Annotated[float, Field(ge=0, lt=1)] = 0.03

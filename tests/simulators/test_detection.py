@@ -25,15 +25,28 @@ def test_detection_bench_scores_a_simulated_rush_like_the_real_pipeline() -> Non
     assert got["latency_p50_s"] > 0
 
 
-def test_without_lingering_the_bagged_phone_and_the_lingerer_are_missed() -> None:
-    got = run_detection_bench(
-        [21, 27], defaults=EdgeSettings(linger_db=None), population=ADVERTISING
-    )  # seed 21 has the bagged phone, 27 the lingerer
-    assert got["recall"] < 1.0
-    assert "lingerer" in got["missed"]
+def test_without_lingering_the_lingerer_is_missed() -> None:
+    # Rush seed 30 (advertising classes): cust-bout-0059 lingers at the entrance, never
+    # close enough to the door gateway for its strong enter; lingering catches them.
+    without = run_detection_bench(
+        [30], defaults=EdgeSettings(linger_db=None), population=ADVERTISING
+    )
+    assert without["recall"] < 1.0
+    assert "cust-bout-0059@837s (lingerer)" in without["missed"]
+    with_lingering = run_detection_bench([30], population=ADVERTISING)
+    assert "cust-bout-0059" not in str(with_lingering["missed"])
 
 
 def test_bench_detection_command_names_a_bad_seed_list() -> None:
     result = CliRunner().invoke(app, ["bench", "detection", "--seeds", "21,x"])
     assert result.exit_code == 2
     assert "--seeds must be integers" in result.output
+
+
+def test_a_window_shopper_at_the_shop_front_is_not_put_on_the_floor() -> None:
+    # Rush seed 47: a window shopper (cust-bout-0056) at the shop front is heard now and
+    # then by the floor gateway; lingering 10 dB under the floor's enter threshold
+    # (-92 dBm, over 20 s) took them in, as it takes in anyone the gateway hears at all.
+    got = run_detection_bench([47])
+    assert got["false_alerts"] == 0
+    assert got["precision"] == 1.0

@@ -172,21 +172,25 @@ def test_arrivals_follow_the_hourly_rates() -> None:
     assert second > 4 * first
 
 
-def test_a_store_beacon_is_heard_at_its_path_loss_mean() -> None:
-    """End to end through the engine: a fixed beacon's RSSI averages the model's median."""
+def test_a_store_beacon_is_heard_at_its_path_loss_mean_plus_its_spot_offset() -> None:
+    """End to end through the engine: a fixed beacon's RSSI averages the model's median plus
+    the offset its position keeps (it never moves, so the offset never changes)."""
     sim = build("boutique", hours=0.25, seed=8, start=START)
     beacon = next(b for b in sim.layout.beacons if b.id == "bcn-entrance")
-    gw = next(g for g in sim.layout.gateways if g.id == "gw-door")
+    j, gw = next((j, g) for j, g in enumerate(sim.layout.gateways) if g.id == "gw-door")
     d = math.dist((beacon.x, beacon.y, 2.2), (gw.x, gw.y, gw.height_m))
-    expected = gw.rssi_1m - 10 * gw.path_loss_n * math.log10(d)
-    address = next(dev.address for dev in sim.devices if dev.did == "bcn-entrance")
+    median = gw.rssi_1m - 10 * gw.path_loss_n * math.log10(d)
+    dev = next(dev for dev in sim.devices if dev.did == "bcn-entrance")
     heard = [
         json.loads(line)["rssi"]
         for line in sim.lines()
-        if f'"address":"{address}"' in line and '"gateway_id":"gw-door"' in line
+        if f'"address":"{dev.address}"' in line and '"gateway_id":"gw-door"' in line
     ]
-    assert len(heard) > 600  # ~900 adverts at 1 s, less scan duty and loss
-    assert abs(statistics.fmean(heard) - expected) < 1.0
+    offset = dev.links[j].spot
+    assert offset is not None
+    assert offset != 0.0
+    assert len(heard) > 600  # ~900 adverts at 1 s, less scan duty, loss and bursts
+    assert abs(statistics.fmean(heard) - (median + offset)) < 1.0
 
 
 @pytest.mark.parametrize(
