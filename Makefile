@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-dev services browser demo test check lint typecheck imports fmt bench clean
+.PHONY: setup setup-dev services browser demo test check lint typecheck imports docs fmt bench clean
 
 setup: $(VENV)/.installed services
 setup-dev: $(VENV)/.installed-dev services
@@ -46,6 +46,12 @@ typecheck: $(VENV)/.installed-dev
 # DESIGN.md's package boundaries and no import cycles (contracts in pyproject.toml).
 imports: $(VENV)/.installed-dev
 	$(BIN)/lint-imports --no-cache
+
+# docs/ as a site in build/site; the settings page is regenerated from the code first, and
+# --strict makes a broken link or a page missing from the nav an error.
+docs: $(VENV)/.installed-dev
+	$(BIN)/proxima docs settings --out docs/operators/settings.md
+	$(BIN)/mkdocs build --strict
 
 check: setup-dev browser lint typecheck imports
 	PROXIMA_REQUIRE_BROWSER=1 PROXIMA_REQUIRE_BLUEZ_MOCK=1 PROXIMA_REQUIRE_TEST_TOOLS=1 $(BIN)/pytest

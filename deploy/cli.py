@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from contracts.services import ServiceSettings
+from deploy.docs import docs_app
 from edge import cli as edge_cli
 from edge.cli import app as edge_app
 from notifier.cli import associates_app, channels_app, routing_app
@@ -965,6 +966,9 @@ def topics_ensure(
             f"{name} ({shape.partitions} partitions, replication {shape.replication})",
             highlight=False,
         )
+
+
+app.add_typer(docs_app, name="docs")
 
 
 def main() -> None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import importlib
 import json
-from typing import Any, Literal, get_args, get_origin
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args, get_origin
 
+import typer
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
@@ -79,3 +82,22 @@ def settings_reference() -> str:
             out.append(f"| `{prefix}{name.upper()}` | {_type(field)} | {_default(field)} | {doc} |")
         out.append("")
     return "\n".join(out)
+
+
+docs_app = typer.Typer(
+    help="Pages of docs/ that are generated from the code.", no_args_is_help=True
+)
+
+
+@docs_app.command("settings")
+def docs_settings(
+    out: Annotated[
+        Path | None, typer.Option(help="write the page here (default: print it)")
+    ] = None,
+) -> None:
+    """The settings reference (docs/operators/settings.md): every environment variable."""
+    page = settings_reference() + "\n"
+    if out is None:
+        sys.stdout.write(page)
+    else:
+        out.write_text(page, encoding="utf-8")
