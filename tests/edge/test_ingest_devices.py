@@ -21,17 +21,10 @@ from edge.devices import (
     open_registry,
     parse_device_file,
 )
+from tests.kit.clock import FakeClock
 
 DEV_A = "aa" * 16
 DEV_B = "bb" * 16
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def write(path: Path, devices: list[dict[str, object]], mtime_ns: int) -> None:
@@ -46,7 +39,7 @@ async def test_file_registry_reloads_on_change_and_keeps_the_last_good_file(
     _, pub_b = new_device_key()
     path = tmp_path / "devices.json"
     write(path, [{"device_id": DEV_A, "public_key": pub_a}], 1_000_000_000)
-    clock = Clock()
+    clock = FakeClock(0.0)
     reg = FileDeviceRegistry(path, reload_s=5.0, clock=clock)
     found = await reg.get(DEV_A)
     assert found is not None
@@ -118,7 +111,7 @@ async def test_redis_registry_reads_registers_caches_and_revokes(
     redis_client: aioredis.Redis, namespace: str
 ) -> None:
     prefix = f"{namespace}:proxima:"
-    clock = Clock()
+    clock = FakeClock(0.0)
     reg = RedisDeviceRegistry(redis_client, prefix, cache_s=30.0, clock=clock)
     try:
         assert await reg.get(DEV_A) is None

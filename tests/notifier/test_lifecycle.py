@@ -12,7 +12,8 @@ from notifier.directory import Directory
 from notifier.exceptions import AlertConflict, UnknownAlert, UnknownAssociate
 from notifier.lifecycle import AlertState, Delivery, Lifecycle
 from notifier.routing import Tier
-from tests.notifier.conftest import FakeClock, make_alert
+from tests.kit.clock import FakeUtcClock
+from tests.notifier.conftest import make_alert
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -69,7 +70,7 @@ async def test_first_claim_wins_atomically(
 
 
 async def test_claim_then_done_and_done_needs_the_claimer(
-    lifecycle: Lifecycle, directory: Directory, store: str, clock: FakeClock
+    lifecycle: Lifecycle, directory: Directory, store: str, clock: FakeUtcClock
 ) -> None:
     await _team(directory, store)
     alert = make_alert(store_id=store)
@@ -104,7 +105,7 @@ async def test_other_store_cannot_touch_an_alert(
 
 
 async def test_escalation_ladder_with_injected_clock(
-    lifecycle: Lifecycle, directory: Directory, store: str, clock: FakeClock
+    lifecycle: Lifecycle, directory: Directory, store: str, clock: FakeUtcClock
 ) -> None:
     await _team(directory, store)
     alert = make_alert(store_id=store, target={"associate_id": "maria"}, zone_id="entrance")
@@ -125,7 +126,7 @@ async def test_escalation_ladder_with_injected_clock(
 
 
 async def test_claimed_alert_does_not_escalate(
-    lifecycle: Lifecycle, directory: Directory, store: str, clock: FakeClock
+    lifecycle: Lifecycle, directory: Directory, store: str, clock: FakeUtcClock
 ) -> None:
     await _team(directory, store)
     alert = make_alert(store_id=store, target={"associate_id": "maria"})
@@ -136,7 +137,11 @@ async def test_claimed_alert_does_not_escalate(
 
 
 async def test_two_instances_escalate_once(
-    redis: aioredis.Redis, lifecycle: Lifecycle, directory: Directory, store: str, clock: FakeClock
+    redis: aioredis.Redis,
+    lifecycle: Lifecycle,
+    directory: Directory,
+    store: str,
+    clock: FakeUtcClock,
 ) -> None:
     await _team(directory, store)
     other = Lifecycle(redis, lifecycle.prefix, directory, clock=clock)
@@ -148,7 +153,7 @@ async def test_two_instances_escalate_once(
 
 
 async def test_unclaimed_alert_expires(
-    lifecycle: Lifecycle, directory: Directory, store: str, clock: FakeClock
+    lifecycle: Lifecycle, directory: Directory, store: str, clock: FakeUtcClock
 ) -> None:
     await _team(directory, store)
     alert = make_alert(store_id=store)
@@ -182,7 +187,7 @@ async def test_decline_releases_claim_and_escalates_when_all_declined(
 
 
 async def test_acks_from_mqtt_payloads(
-    lifecycle: Lifecycle, directory: Directory, store: str, clock: FakeClock
+    lifecycle: Lifecycle, directory: Directory, store: str, clock: FakeUtcClock
 ) -> None:
     await _team(directory, store)
     alert = make_alert(store_id=store)
@@ -222,7 +227,7 @@ async def test_changes_are_published_on_the_store_feed(
 
 
 async def test_manager_summary(
-    lifecycle: Lifecycle, directory: Directory, store: str, clock: FakeClock
+    lifecycle: Lifecycle, directory: Directory, store: str, clock: FakeUtcClock
 ) -> None:
     await _team(directory, store)
     ids = []

@@ -17,7 +17,8 @@ from contracts.services import ServiceSettings
 from notifier.lifecycle import AlertState
 from notifier.service import Notifier
 from notifier.settings import NotifierSettings
-from tests.notifier.conftest import FAST_HASHER, FakeClock, make_alert
+from tests.kit.clock import FakeUtcClock
+from tests.notifier.conftest import FAST_HASHER, make_alert
 from transport.kafka import ensure_topics, make_producer
 from transport.mqtt import Message, MqttClient
 
@@ -27,7 +28,7 @@ WAIT = 10.0  # a deadline for things that must happen, never a speed assertion
 
 
 @pytest.fixture
-async def notifier(services: ServiceSettings, clock: FakeClock) -> AsyncIterator[Notifier]:
+async def notifier(services: ServiceSettings, clock: FakeUtcClock) -> AsyncIterator[Notifier]:
     n = Notifier(services, settings=NotifierSettings(http_port=0), clock=clock)
     n.directory.hasher = FAST_HASHER
     for who, zones, role in [
@@ -107,7 +108,7 @@ async def test_alert_stored_but_never_published_is_published_on_redelivery(
 
 
 async def test_escalation_publishes_to_the_next_tier(
-    notifier: Notifier, listener: MqttClient, services: ServiceSettings, clock: FakeClock
+    notifier: Notifier, listener: MqttClient, services: ServiceSettings, clock: FakeUtcClock
 ) -> None:
     await _subscribed(listener, f"{services.topics.mqtt_root}/stores/s1/x")
     alert = make_alert(store_id="s1", target={"associate_id": "maria"}, zone_id="entrance")
@@ -126,7 +127,9 @@ async def test_escalation_publishes_to_the_next_tier(
     assert notifier.metrics.value("proxima_notifier_escalations_total", tier="manager") == 1
 
 
-def _ack(alert: Alert, who: str, status: AckStatus, clock: FakeClock, store: str = "s1") -> bytes:
+def _ack(
+    alert: Alert, who: str, status: AckStatus, clock: FakeUtcClock, store: str = "s1"
+) -> bytes:
     return (
         AlertAck(
             alert_id=alert.alert_id, store_id=store, associate_id=who, status=status, at=clock.now
@@ -137,7 +140,7 @@ def _ack(alert: Alert, who: str, status: AckStatus, clock: FakeClock, store: str
 
 
 async def test_acks_over_mqtt_claim_and_close(
-    notifier: Notifier, services: ServiceSettings, clock: FakeClock
+    notifier: Notifier, services: ServiceSettings, clock: FakeUtcClock
 ) -> None:
     alert = make_alert(store_id="s1")
     await notifier.handle(alert.to_json())
@@ -170,7 +173,7 @@ async def test_acks_over_mqtt_claim_and_close(
     assert notifier.metrics.value("proxima_notifier_acks_total", source="mqtt", result="done") == 1
 
 
-async def test_bad_acks_are_parked_with_a_reason(notifier: Notifier, clock: FakeClock) -> None:
+async def test_bad_acks_are_parked_with_a_reason(notifier: Notifier, clock: FakeUtcClock) -> None:
     alert = make_alert(store_id="s1")
     await notifier.handle(alert.to_json())
     topics = notifier.topics

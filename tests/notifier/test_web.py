@@ -19,7 +19,8 @@ from notifier.lifecycle import Lifecycle
 from notifier.metrics import Metrics
 from notifier.settings import NotifierSettings
 from notifier.web import CSRF_HEADER, SESSION_COOKIE, Console
-from tests.notifier.conftest import CountingHasher, FakeClock, make_alert
+from tests.kit.clock import FakeUtcClock
+from tests.notifier.conftest import CountingHasher, make_alert
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -62,7 +63,7 @@ async def console(
     redis: aioredis.Redis,
     directory: Directory,
     lifecycle: Lifecycle,
-    clock: FakeClock,
+    clock: FakeUtcClock,
     settings: NotifierSettings,
 ) -> AsyncIterator[TestServer]:
     app = Console(
@@ -411,7 +412,7 @@ async def test_sign_out_and_removed_accounts_end_the_session(
 
 
 async def test_shift_toggle_and_manager_view(
-    client_factory: Any, team: str, lifecycle: Lifecycle, clock: FakeClock
+    client_factory: Any, team: str, lifecycle: Lifecycle, clock: FakeUtcClock
 ) -> None:
     maria, boss = client_factory(), client_factory()
     await maria.login(team, "maria")
@@ -706,7 +707,7 @@ async def test_bad_channel_input_gets_a_4xx_that_says_why(
 
 
 async def test_receipts_are_scoped_to_the_store(
-    client_factory: Any, team: str, lifecycle: Lifecycle, clock: FakeClock
+    client_factory: Any, team: str, lifecycle: Lifecycle, clock: FakeUtcClock
 ) -> None:
     from notifier.channels import Receipt
 

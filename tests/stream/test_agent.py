@@ -38,6 +38,7 @@ from stream.registry import CustomerProfile, Purpose, Registry
 from stream.settings import StreamSettings
 from stream.tables import DEDUPE_TABLE, AlertDedupe
 from tests.factories import event_dict
+from tests.kit.clock import FakeUtcClock
 
 pytestmark = pytest.mark.integration  # Redis
 KEY = bytes.fromhex("0102030405060708090a111213141516")
@@ -337,11 +338,11 @@ STORES = pytest.mark.parametrize("store_url", ["memory://", "rocksdb://"])
 async def test_expired_dedupe_entries_are_purged_with_a_tombstone_on_their_partition(
     namespace: str, tmp_path: Path, store_url: str
 ) -> None:
-    clock = [T0]
+    clock = FakeUtcClock(T0)
     async with _harness(
         namespace,
         tmp_path,
-        now=lambda: clock[0],
+        now=clock,
         dedupe_ttl_s=3600,
         event_max_age_s=1800,  # shorter than the dedupe TTL (settings check it)
         table_purge_s=60,
@@ -356,8 +357,8 @@ async def test_expired_dedupe_entries_are_purged_with_a_tombstone_on_their_parti
             await _processed(harness, event)
             key = _dedupe_key(alert)
             assert [(p, k) for p, k, _ in harness.changelog()] == [(3, key)]
-            clock[0] = T0 + timedelta(seconds=3601)
-            assert harness.dedupe.sent(key, clock[0].timestamp()) is None  # expired
+            clock.now = T0 + timedelta(seconds=3601)
+            assert harness.dedupe.sent(key, clock.now.timestamp()) is None  # expired
             await agent.put(sentinel, key=b"store-1", wait=False)  # a batch runs the purge
             await _processed(harness, sentinel)
         assert key not in harness.dedupe.table

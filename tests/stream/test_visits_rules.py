@@ -18,18 +18,11 @@ from stream.processor import EventProcessor
 from stream.registry import Appointment, CustomerProfile, Purpose, Registry
 from stream.rules import RuleBook
 from tests.factories import event_dict
+from tests.kit.clock import FakeClock
 
 KEY = bytes.fromhex("0102030405060708090a111213141516")
 PHONE = "d00dfeed0001"
 T0 = datetime(2026, 3, 14, 10, 0, 0, tzinfo=UTC)
-
-
-class Mono:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 class RevokingRegistry(Registry):
@@ -156,19 +149,19 @@ async def test_geofence_ble_and_app_beacon_fuse_into_one_visit(
 async def test_departure_after_exit_timeout_and_return_within_it_continues(
     redis: tuple[aioredis.Redis, str],
 ) -> None:
-    mono = Mono()
+    mono = FakeClock(0.0)
     proc = make(redis, monotonic=mono)
     await enroll(proc, ALL, ["name"])
     await proc.decide(ble(T0))
     await proc.decide(ble(T0 + timedelta(seconds=60), "zone_exit"))
-    mono.t += 100  # 100 s of idle event time after the exit: not yet 120
+    mono.advance(100)  # 100 s of idle event time after the exit: not yet 120
     assert await proc.tick() == []
     back = await proc.decide(ble(T0 + timedelta(seconds=150)))
     assert back.alerts == []  # the same visit
     await proc.decide(ble(T0 + timedelta(seconds=200), "zone_exit"))
-    mono.t += 119
+    mono.advance(119)
     assert await proc.tick() == []
-    mono.t += 2
+    mono.advance(2)
     (gone,) = await proc.tick()
     assert gone.change is VisitChange.DEPARTURE
     assert gone.at == T0 + timedelta(seconds=320)
