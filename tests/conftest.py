@@ -18,8 +18,9 @@ from deploy.embedded_kafka import EmbeddedKafka
 
 ARTIFACTS = Path(os.environ.get("PROXIMA_TEST_ARTIFACTS", "artifacts"))
 
-# redis_cluster_nodes / redis_cluster_url: one real Redis Cluster per session
-pytest_plugins = ("tests.redis_cluster",)
+# redis_cluster_nodes / redis_cluster_url: one real Redis Cluster per session;
+# redis_ns: the test's own Redis namespace, dropped after it
+pytest_plugins = ("tests.redis_cluster", "tests.kit.services")
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,7 @@ from notifier.directory import Directory
 from notifier.lifecycle import Lifecycle
 from tests.factories import alert_dict
 from tests.kit.clock import FakeUtcClock
+from tests.kit.services import redis_dropped_after
 
 # Cheap argon2 parameters: the tests check behaviour, not the hash's cost.
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
@@ -162,14 +163,8 @@ def services(namespace: str) -> ServiceSettings:
 
 @pytest.fixture
 async def redis(services: ServiceSettings) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(services.redis, decode_responses=True)
-    try:
+    async with redis_dropped_after(services, decode_responses=True) as client:
         yield client
-    finally:
-        keys = [k async for k in client.scan_iter(f"{services.redis_prefix}*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
 
 
 @pytest.fixture

@@ -39,6 +39,7 @@ from stream.settings import StreamSettings
 from stream.tables import DEDUPE_TABLE, AlertDedupe
 from tests.factories import event_dict
 from tests.kit.clock import FakeUtcClock
+from transport.redis import drop_prefix
 
 pytestmark = pytest.mark.integration  # Redis
 KEY = bytes.fromhex("0102030405060708090a111213141516")
@@ -201,9 +202,7 @@ async def _harness(
         consumer: Any = app._consumer
         if consumer is not None:
             consumer._thread.thread_loop.close()
-        keys = [k async for k in r.scan_iter(f"{services.redis_prefix}*")]
-        if keys:
-            await r.delete(*keys)
+        await drop_prefix(services.redis, services.redis_prefix)
         await r.aclose()
 
 

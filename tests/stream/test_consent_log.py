@@ -21,7 +21,9 @@ from contracts.topics import CONSENT
 from stream.consent_log import aiokafka_send, pump_outbox, read_latest, rebuild_consent
 from stream.registry import CustomerProfile, Purpose, Registry, shard_of
 from tests.conftest import Procs
+from tests.kit.services import redis_dropped_after
 from transport.kafka import ensure_topics, make_producer
+from transport.redis import drop_prefix
 
 pytestmark = pytest.mark.integration
 STORES = ("s1", "s2")
@@ -37,12 +39,8 @@ async def env(
 ) -> AsyncIterator[tuple[ServiceSettings, aioredis.Redis]]:
     services = ServiceSettings(namespace=namespace, kafka=kafka_url)
     await ensure_topics(services.kafka_bootstrap, services.topics.all_kafka, 2)
-    r = aioredis.from_url(services.redis)
-    yield services, r
-    keys = [k async for k in r.scan_iter(f"{services.redis_prefix}*")]
-    if keys:
-        await r.delete(*keys)
-    await r.aclose()
+    async with redis_dropped_after(services) as r:
+        yield services, r
 
 
 async def _pump(services: ServiceSettings, r: aioredis.Redis) -> int:
@@ -160,12 +158,6 @@ async def test_registry_rebuilt_from_topic_answers_as_before_and_forgotten_stay_
     assert await _answers(reg, ["ana", "bea", "cara"]) == before
 
 
-async def _lose_everything(r: aioredis.Redis, prefix: str) -> None:
-    keys = [k async for k in r.scan_iter(f"{prefix}*")]
-    if keys:
-        await r.delete(*keys)
-
-
 async def test_a_revocation_after_redis_lost_its_data_stays_revoked_through_rebuilds(
     env: tuple[ServiceSettings, aioredis.Redis],
 ) -> None:
@@ -178,7 +170,7 @@ async def test_a_revocation_after_redis_lost_its_data_stays_revoked_through_rebu
     assert await _pump(services, r) == 1
 
     # Redis loses its data: profiles come back (an import), consent from the topic.
-    await _lose_everything(r, prefix)
+    await drop_prefix(services.redis, prefix)
     await reg.enroll(_profile("ana", 1), [])
     await rebuild_consent(r, prefix, services.kafka_bootstrap, topic)
     assert await reg.has_consent("ana", Purpose.ARRIVAL_ALERTS, "s1")
@@ -207,7 +199,7 @@ async def test_the_later_record_wins_the_rebuild_over_an_older_one_with_a_higher
 
     # Redis comes back from an old backup (her grant in it, the counter far behind) and
     # she revokes before anyone rebuilds: the revocation goes out with version 2.
-    await _lose_everything(r, prefix)
+    await drop_prefix(services.redis, prefix)
     await reg.enroll(_profile("bea", 2), [Purpose.ARRIVAL_ALERTS])
     await reg.set_consent("bea", Purpose.ARRIVAL_ALERTS, False)
     assert await _pump(services, r) == 1
@@ -243,7 +235,7 @@ async def test_a_pump_that_lost_its_lock_stops_before_its_next_batch(namespace: 
         assert await reg.outbox_len() == 1  # the second shard's change, left to the holder
         assert await r.get(reg.keys.outbox_lock) == b"another pump"
     finally:
-        await _lose_everything(r, prefix)
+        await drop_prefix(services.redis, prefix)
         await r.aclose()
 
 
@@ -302,7 +294,5 @@ async def test_worker_publishes_changes_other_writers_left_in_the_outbox(
             "analytics": False,
         }
     finally:
-        keys = [k async for k in r.scan_iter(f"{services.redis_prefix}*")]
-        if keys:
-            await r.delete(*keys)
+        await drop_prefix(services.redis, services.redis_prefix)
         await r.aclose()

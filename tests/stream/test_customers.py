@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -27,6 +26,7 @@ from stream.customers import app_payload, import_csv, register_device
 from stream.processor import EventProcessor
 from stream.registry import CustomerProfile, Purpose, Registry
 from tests.factories import event_dict
+from tests.kit.services import RedisNs
 
 KEY = "0102030405060708090a111213141516"
 T0 = datetime(2026, 3, 14, 10, 0, 0, tzinfo=UTC)
@@ -44,21 +44,10 @@ bad-k,,twenty,X,,,,name,arrival_alerts
 """
 
 
-@pytest.fixture
-async def redis(namespace: str) -> AsyncIterator[tuple[aioredis.Redis, str]]:
-    services = ServiceSettings(namespace=namespace)
-    r = aioredis.from_url(services.redis)
-    yield r, services.redis_prefix
-    keys = [k async for k in r.scan_iter(f"{services.redis_prefix}*")]
-    if keys:
-        await r.delete(*keys)
-    await r.aclose()
-
-
 async def test_import_enrolls_good_rows_and_reports_each_bad_one(
-    redis: tuple[aioredis.Redis, str],
+    redis_ns: RedisNs,
 ) -> None:
-    r, prefix = redis
+    r, prefix = redis_ns
     registry = Registry(r, prefix)
     report = await import_csv(registry, CSV)
     assert report.enrolled == ["ana", "bea"]
@@ -155,9 +144,9 @@ def test_cli_import_exit_code_report_and_enroll_qr(namespace: str, tmp_path: Pat
 
 
 async def test_forget_erases_profile_visits_dedupe_devices_and_index(
-    redis: tuple[aioredis.Redis, str],
+    redis_ns: RedisNs,
 ) -> None:
-    r, prefix = redis
+    r, prefix = redis_ns
     proc = EventProcessor(r, prefix)
     profile = CustomerProfile(
         customer_id="ana",
@@ -242,9 +231,9 @@ class _CrashingPipeline(Pipeline):
 
 
 async def test_forget_interrupted_anywhere_is_finished_by_forget_again(
-    redis: tuple[aioredis.Redis, str], namespace: str
+    redis_ns: RedisNs, namespace: str
 ) -> None:
-    r, prefix = redis
+    r, prefix = redis_ns
     registry = Registry(r, prefix)
     # Someone else's device, which no erasure of another customer may touch.
     await registry.enroll(
@@ -287,9 +276,9 @@ async def test_forget_interrupted_anywhere_is_finished_by_forget_again(
 
 
 async def test_forget_leaves_a_device_that_now_belongs_to_someone_else(
-    redis: tuple[aioredis.Redis, str],
+    redis_ns: RedisNs,
 ) -> None:
-    r, prefix = redis
+    r, prefix = redis_ns
     registry = Registry(r, prefix)
     for cid in ("ana", "bea"):
         profile = CustomerProfile(customer_id=cid, identity_key=KEY, rotation_exponent=10)

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import redis.asyncio as aioredis
 
 from beacons.eid import compute_eid
 from contracts.models import Event
@@ -15,6 +14,7 @@ from contracts.services import ServiceSettings
 from stream.processor import EventProcessor
 from stream.registry import CustomerProfile, Purpose
 from tests.factories import event_dict
+from tests.kit.services import redis_dropped_after
 
 KEY_ANA = bytes.fromhex("0102030405060708090a111213141516")
 KEY_BRUNO = bytes.fromhex("11111111111111111111111111111111")
@@ -24,13 +24,8 @@ T0 = datetime(2026, 3, 14, 10, 0, 0, tzinfo=UTC)
 @pytest.fixture
 async def processor(namespace: str) -> AsyncIterator[EventProcessor]:
     services = ServiceSettings(namespace=namespace)
-    r = aioredis.from_url(services.redis)
-    proc = EventProcessor(r, services.redis_prefix, revisit_gap_s=4 * 3600)
-    yield proc
-    keys = [k async for k in r.scan_iter(f"{services.redis_prefix}*")]
-    if keys:
-        await r.delete(*keys)
-    await r.aclose()
+    async with redis_dropped_after(services) as r:
+        yield EventProcessor(r, services.redis_prefix, revisit_gap_s=4 * 3600)
 
 
 async def _enroll(

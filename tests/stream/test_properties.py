@@ -19,6 +19,7 @@ from contracts.services import ServiceSettings
 from stream.processor import EventProcessor
 from stream.registry import CustomerProfile, Purpose, Registry
 from tests.factories import event_dict
+from transport.redis import drop_prefix
 
 KEY = bytes.fromhex("0102030405060708090a111213141516")
 PHONE = "d00dfeed00000042"
@@ -137,9 +138,7 @@ async def _check(program: list[tuple[object, ...]]) -> None:
             registry.flip_next = None
             await proc.mark_processed(event)
     finally:
-        keys = [k async for k in r.scan_iter(f"{prefix}*")]
-        if keys:
-            await r.delete(*keys)
+        await drop_prefix(services.redis, prefix)
         await r.aclose()
 
 

@@ -27,6 +27,7 @@ from stream.tables import changelog_topics, ensure_changelogs
 from tests.conftest import Procs
 from tests.factories import event_dict
 from transport.kafka import TopicShape, describe_topic, ensure_topics, make_producer
+from transport.redis import drop_prefix
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -79,9 +80,7 @@ async def env(proxima_env: dict[str, str]) -> AsyncIterator[Env]:
         yield Env(services, redis, producer)
     finally:
         await producer.stop()
-        keys = [k async for k in redis.scan_iter(f"{services.redis_prefix}*")]
-        if keys:
-            await redis.delete(*keys)
+        await drop_prefix(services.redis, services.redis_prefix)
         await redis.aclose()
 
 

@@ -25,6 +25,7 @@ from contracts.services import ServiceSettings
 from stream.registry import CustomerProfile, Purpose, Registry
 from tests.conftest import Procs
 from transport.kafka import ensure_topics, make_producer
+from transport.redis import drop_prefix
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -155,9 +156,7 @@ async def test_worker_killed_mid_stream_processes_everything_and_alerts_once(
                 break
     finally:
         await consumer.stop()
-        keys = [k async for k in redis.scan_iter(f"{services.redis_prefix}*", count=5000)]
-        for i in range(0, len(keys), 1000):
-            await redis.delete(*keys[i : i + 1000])
+        await drop_prefix(services.redis, services.redis_prefix)
         await redis.aclose()
     consenting = {f"c{c}" for c in range(CUSTOMERS) if c % 4}
     assert set(alerts) == consenting  # nobody without arrival consent, nobody missed
