@@ -19,7 +19,8 @@ import pytest
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
 from edge.devices import RedisDeviceRegistry, new_device_key
-from stream.registry import CustomerProfile, Purpose, Registry
+from stream.registry import Purpose, Registry
+from tests.kit.customers import make_customer
 from transport.net import free_port
 from transport.redis import RedisClient, connect_redis
 
@@ -101,9 +102,7 @@ async def test_the_gateway_user_reads_device_keys_and_nothing_of_the_customers(
     services: RedisClient, gateway: RedisClient
 ) -> None:
     registry = Registry(services, PREFIX)
-    profile = CustomerProfile(
-        customer_id="ana", identity_key="0f" * 16, rotation_exponent=10, name="Ana"
-    )
+    profile = make_customer(identity_key="0f" * 16, name="Ana")
     await registry.enroll(profile, [Purpose.ARRIVAL_ALERTS])
     await registry.register_device("ana", DEVICE)
     private, public = new_device_key()

@@ -37,9 +37,11 @@ from notifier.web import CSRF_HEADER
 from stream.customers import register_device
 from stream.keyring import Keyring
 from stream.processor import EventProcessor
-from stream.registry import SHARDS, CustomerProfile, Purpose, Registry
+from stream.registry import SHARDS, Purpose, Registry
 from tests.factories import event_dict
-from tests.notifier.conftest import FAST_HASHER, FakeClock, make_alert
+from tests.kit.clock import FakeUtcClock
+from tests.kit.customers import make_customer
+from tests.notifier.conftest import FAST_HASHER, make_alert
 from transport.redis import connect_redis, drop_prefix
 from transport.stats import publish, read_all
 
@@ -169,19 +171,11 @@ async def test_the_processor_decides_an_arrival_on_a_cluster_and_forget_sweeps_e
     others = [f"c{i}" for i in range(40)]  # customers on every shard, so every primary
     for cid in others:
         await proc.registry.enroll(
-            CustomerProfile(
-                customer_id=cid, identity_key=f"{len(cid):02x}" * 16, rotation_exponent=10
-            ),
+            make_customer(customer_id=cid, identity_key=f"{len(cid):02x}" * 16),
             [Purpose.ARRIVAL_ALERTS],
         )
     await proc.registry.enroll(
-        CustomerProfile(
-            customer_id="ana",
-            identity_key=KEY_ANA.hex(),
-            rotation_exponent=10,
-            name="Ana Lima",
-            visible_fields=["name"],
-        ),
+        make_customer(identity_key=KEY_ANA.hex(), name="Ana Lima", visible_fields=["name"]),
         [Purpose.ARRIVAL_ALERTS, Purpose.ANALYTICS],
     )
     assert len(await _nodes_of(cluster, f"{prefix}*")) == 3  # the registry spans the cluster
@@ -221,7 +215,7 @@ async def test_the_processor_decides_an_arrival_on_a_cluster_and_forget_sweeps_e
 @pytest.fixture
 async def notifier(redis_cluster_url: str, namespace: str) -> AsyncIterator[Notifier]:
     services = ServiceSettings(redis=redis_cluster_url, namespace=namespace)
-    n = Notifier(services, settings=NotifierSettings(login_attempts=3), clock=FakeClock())
+    n = Notifier(services, settings=NotifierSettings(login_attempts=3), clock=FakeUtcClock())
     n.directory.hasher = FAST_HASHER
     yield n
     await drop_prefix(redis_cluster_url, f"{namespace}:")
@@ -298,9 +292,7 @@ async def test_gateway_keys_device_keys_counters_and_drop_prefix_on_a_cluster(
     assert (await keyring.get(record.kid)) == record
     assert (await keyring.revoke(record.kid)).revoked
 
-    await Registry(cluster, prefix).enroll(
-        CustomerProfile(customer_id="ana", identity_key=KEY_ANA.hex(), rotation_exponent=10), []
-    )
+    await Registry(cluster, prefix).enroll(make_customer(), [])
     _, public = new_device_key()
     await register_device(cluster, prefix, "ana", "d00d01", public_key=public)
     devices = open_registry(redis_cluster_url, redis_prefix=prefix)

@@ -34,11 +34,12 @@ from contracts.services import ServiceSettings
 from contracts.topics import VISITS
 from stream.app import create_app
 from stream.processor import Decision, EventProcessor
-from stream.registry import CustomerProfile, Purpose, Registry
+from stream.registry import Purpose, Registry
 from stream.settings import StreamSettings
 from stream.tables import DEDUPE_TABLE, AlertDedupe
 from tests.factories import event_dict
 from tests.kit.clock import FakeUtcClock
+from tests.kit.customers import make_customer
 from transport.redis import drop_prefix
 
 pytestmark = pytest.mark.integration  # Redis
@@ -185,13 +186,8 @@ async def _harness(
     )
     app.finalize()
     registry = processor.registry
-    profile = CustomerProfile(
-        customer_id="ana",
-        identity_key=KEY.hex(),
-        rotation_exponent=10,
-        name="Ana Lima",
-        tier="gold",
-        visible_fields=["name"],
+    profile = make_customer(
+        identity_key=KEY.hex(), name="Ana Lima", tier="gold", visible_fields=["name"]
     )
     await registry.enroll(profile, [Purpose.ARRIVAL_ALERTS])
     try:
@@ -522,9 +518,7 @@ async def test_a_fresh_worker_erases_the_entries_of_a_customer_forgotten_while_i
     """A restarted worker reads the table back (changelog, or RocksDB on disk); its identity
     index never saw the customer leave, so only the sweep after recovery can erase them."""
     async with _harness(namespace, tmp_path, store_url=store_url) as harness:
-        bob = CustomerProfile(
-            customer_id="bob", identity_key=BOB_KEY.hex(), rotation_exponent=10, name="Bob"
-        )
+        bob = make_customer(customer_id="bob", identity_key=BOB_KEY.hex(), name="Bob")
         await harness.registry.enroll(bob, [Purpose.ARRIVAL_ALERTS])
         ana, bobs = _ana_event(), _ana_event(key=BOB_KEY)
         async with _agent(harness.app).test_context() as agent:
@@ -642,9 +636,7 @@ async def test_a_departure_kafka_refused_is_published_on_the_retry(harness: Harn
     enter = _ana_event()
     leave = _ana_event(kind="zone_exit", observed_at=(T0 + timedelta(seconds=10)).isoformat())
     # Bob's later event moves the store's event clock past Ana's exit timeout (300 s).
-    bob = CustomerProfile(
-        customer_id="bob", identity_key=BOB_KEY.hex(), rotation_exponent=10, name="Bob"
-    )
+    bob = make_customer(customer_id="bob", identity_key=BOB_KEY.hex(), name="Bob")
     await harness.registry.enroll(bob, [Purpose.ARRIVAL_ALERTS])
     later = T0 + timedelta(seconds=10 + 300 + 60)
     sentinel = _ana_event(key=BOB_KEY, observed_at=later.isoformat())

@@ -28,6 +28,7 @@ from stream.registry import (
     Registry,
     shard_of,
 )
+from tests.kit.customers import make_customer
 from tests.redis_slots import CrossSlotError, SlotCheckedRedis
 from transport.redis import RedisClient, drop_prefix
 
@@ -36,9 +37,7 @@ T = 1_773_000_000  # an EID time counter (Unix seconds)
 
 
 def _profile(i: int) -> CustomerProfile:
-    return CustomerProfile(
-        customer_id=CUSTOMERS[i], identity_key=f"{i + 1:02x}" * 16, rotation_exponent=10
-    )
+    return make_customer(customer_id=CUSTOMERS[i], identity_key=f"{i + 1:02x}" * 16)
 
 
 async def exercise(r: RedisClient, prefix: str) -> None:

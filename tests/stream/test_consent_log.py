@@ -21,6 +21,7 @@ from contracts.topics import CONSENT
 from stream.consent_log import aiokafka_send, pump_outbox, read_latest, rebuild_consent
 from stream.registry import CustomerProfile, Purpose, Registry, shard_of
 from tests.conftest import Procs
+from tests.kit.customers import make_customer
 from tests.kit.services import redis_dropped_after
 from transport.kafka import ensure_topics, make_producer
 from transport.redis import drop_prefix
@@ -30,7 +31,7 @@ STORES = ("s1", "s2")
 
 
 def _profile(cid: str, n: int) -> CustomerProfile:
-    return CustomerProfile(customer_id=cid, identity_key=f"{n:02x}" * 16, rotation_exponent=10)
+    return make_customer(customer_id=cid, identity_key=f"{n:02x}" * 16)
 
 
 @pytest.fixture

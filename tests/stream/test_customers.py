@@ -24,8 +24,9 @@ from contracts.models import Event
 from contracts.services import ServiceSettings
 from stream.customers import app_payload, import_csv, register_device
 from stream.processor import EventProcessor
-from stream.registry import CustomerProfile, Purpose, Registry
+from stream.registry import Purpose, Registry
 from tests.factories import event_dict
+from tests.kit.customers import make_customer
 from tests.kit.services import RedisNs
 
 KEY = "0102030405060708090a111213141516"
@@ -148,13 +149,7 @@ async def test_forget_erases_profile_visits_dedupe_devices_and_index(
 ) -> None:
     r, prefix = redis_ns
     proc = EventProcessor(r, prefix)
-    profile = CustomerProfile(
-        customer_id="ana",
-        identity_key=KEY,
-        rotation_exponent=10,
-        name="Ana",
-        visible_fields=["name"],
-    )
+    profile = make_customer(identity_key=KEY, name="Ana", visible_fields=["name"])
     await proc.registry.enroll(profile, [Purpose.ARRIVAL_ALERTS, Purpose.ANALYTICS])
     pub = base64.b64encode(bytes(32)).decode()
     await register_device(r, prefix, "ana", "d00dfeed00000001", pub)
@@ -236,9 +231,7 @@ async def test_forget_interrupted_anywhere_is_finished_by_forget_again(
     r, prefix = redis_ns
     registry = Registry(r, prefix)
     # Someone else's device, which no erasure of another customer may touch.
-    await registry.enroll(
-        CustomerProfile(customer_id="keep", identity_key=KEY, rotation_exponent=10), []
-    )
+    await registry.enroll(make_customer(customer_id="keep", identity_key=KEY), [])
     await register_device(r, prefix, "keep", "0a0a", base64.b64encode(bytes(32)).decode())
     crashing = cast(
         CrashingRedis, CrashingRedis.from_url(ServiceSettings(namespace=namespace).redis)
@@ -247,7 +240,7 @@ async def test_forget_interrupted_anywhere_is_finished_by_forget_again(
     try:
         for k in range(1, 60):
             cid, phone, watch = f"crash{k:02d}x", f"c0ffee{k:02x}", f"beef{k:02x}"
-            profile = CustomerProfile(customer_id=cid, identity_key=KEY, rotation_exponent=10)
+            profile = make_customer(customer_id=cid, identity_key=KEY)
             await registry.enroll(profile, [Purpose.ARRIVAL_ALERTS])
             await register_device(r, prefix, cid, phone, base64.b64encode(bytes(32)).decode())
             await registry.register_device(cid, watch)
@@ -281,7 +274,7 @@ async def test_forget_leaves_a_device_that_now_belongs_to_someone_else(
     r, prefix = redis_ns
     registry = Registry(r, prefix)
     for cid in ("ana", "bea"):
-        profile = CustomerProfile(customer_id=cid, identity_key=KEY, rotation_exponent=10)
+        profile = make_customer(customer_id=cid, identity_key=KEY)
         await registry.enroll(profile, [])
     await register_device(r, prefix, "ana", "d00d", base64.b64encode(bytes(32)).decode())
     # An erasure of ana died after releasing her device and before her own keys went: the

@@ -17,6 +17,7 @@ from stream.identity import IdentityIndex
 from stream.registry import _REPLACE_IF_SAME, CustomerProfile, Purpose, Registry
 from stream.sealing import IdentitySealer, SealError, new_seal_key
 from stream.settings import StreamSettings
+from tests.kit.customers import make_customer
 from tests.kit.services import RedisNs
 
 pytestmark = pytest.mark.integration
@@ -32,7 +33,7 @@ def sealer(*keys: str) -> IdentitySealer:
 
 
 def profile(cid: str = "ana", key: str = KEY) -> CustomerProfile:
-    return CustomerProfile(customer_id=cid, identity_key=key, rotation_exponent=10, name="Ana")
+    return make_customer(customer_id=cid, identity_key=key, name="Ana")
 
 
 async def raw_profile(r: aioredis.Redis, registry: Registry, cid: str) -> bytes:

@@ -12,8 +12,9 @@ from beacons.eid import compute_eid
 from contracts.models import Event
 from contracts.services import ServiceSettings
 from stream.processor import EventProcessor
-from stream.registry import CustomerProfile, Purpose
+from stream.registry import Purpose
 from tests.factories import event_dict
+from tests.kit.customers import make_customer
 from tests.kit.services import redis_dropped_after
 
 KEY_ANA = bytes.fromhex("0102030405060708090a111213141516")
@@ -31,10 +32,9 @@ async def processor(namespace: str) -> AsyncIterator[EventProcessor]:
 async def _enroll(
     proc: EventProcessor, cid: str, key: bytes, consent: list[Purpose], visible: list[str]
 ) -> None:
-    profile = CustomerProfile(
+    profile = make_customer(
         customer_id=cid,
         identity_key=key.hex(),
-        rotation_exponent=10,
         name="Ana Lima",
         tier="gold",
         sizes={"dress": "38"},

@@ -19,6 +19,7 @@ from contracts.services import ServiceSettings
 from stream.processor import EventProcessor
 from stream.registry import CustomerProfile, Purpose, Registry
 from tests.factories import event_dict
+from tests.kit.customers import make_customer
 from transport.redis import drop_prefix
 
 KEY = bytes.fromhex("0102030405060708090a111213141516")
@@ -91,10 +92,8 @@ async def _check(program: list[tuple[object, ...]]) -> None:
     proc = worker()
     try:
         await registry.enroll(
-            CustomerProfile(
-                customer_id="ana",
+            make_customer(
                 identity_key=KEY.hex(),
-                rotation_exponent=10,
                 name="Ana",
                 wishlist=["scarf"],
                 visible_fields=["name", "wishlist"],

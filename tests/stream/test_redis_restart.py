@@ -19,9 +19,10 @@ from contracts.services import ServiceSettings
 from contracts.signing import sign
 from stream.bridge import Bridge
 from stream.keyring import Keyring
-from stream.registry import CustomerProfile, Purpose, Registry
+from stream.registry import Purpose, Registry
 from stream.settings import StreamSettings
 from tests.conftest import Procs
+from tests.kit.customers import make_customer
 from tests.redis_server import RedisServer
 from tests.stream.test_bridge import fresh
 from tests.stream.test_bridge_poison import Reader, running, until
@@ -101,7 +102,7 @@ async def test_the_worker_keeps_running_through_a_redis_restart(
 
     # A consenting customer: the worker watches the departures of stores it saw her in.
     await Registry(r, services.redis_prefix).enroll(
-        CustomerProfile(customer_id="ana", identity_key=KEY.hex(), rotation_exponent=10),
+        make_customer(identity_key=KEY.hex()),
         [Purpose.ARRIVAL_ALERTS],
     )
 

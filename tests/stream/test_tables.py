@@ -21,11 +21,12 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from beacons.eid import compute_eid
 from contracts.services import ServiceSettings
-from stream.registry import CustomerProfile, Purpose, Registry
+from stream.registry import Purpose, Registry
 from stream.settings import StreamSettings
 from stream.tables import changelog_topics, ensure_changelogs
 from tests.conftest import Procs
 from tests.factories import event_dict
+from tests.kit.customers import make_customer
 from transport.kafka import TopicShape, describe_topic, ensure_topics, make_producer
 from transport.redis import drop_prefix
 
@@ -65,13 +66,7 @@ async def env(proxima_env: dict[str, str]) -> AsyncIterator[Env]:
     await ensure_topics(services.kafka_bootstrap, services.topics.all_kafka, PARTITIONS)
     redis = aioredis.from_url(services.redis)
     await Registry(redis, services.redis_prefix).enroll(
-        CustomerProfile(
-            customer_id="ana",
-            identity_key=KEY.hex(),
-            rotation_exponent=10,
-            name="Ana Lima",
-            visible_fields=["name"],
-        ),
+        make_customer(identity_key=KEY.hex(), name="Ana Lima", visible_fields=["name"]),
         [Purpose.ARRIVAL_ALERTS],
     )
     producer = make_producer(services.kafka_bootstrap, idempotent=False, client_id="test")

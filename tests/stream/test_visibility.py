@@ -14,9 +14,10 @@ import pytest
 from beacons.eid import compute_eid
 from contracts.models import Event
 from stream.processor import EventProcessor
-from stream.registry import VISIBLE_FIELDS, Appointment, CustomerProfile, Purpose
+from stream.registry import VISIBLE_FIELDS, Appointment, Purpose
 from stream.rules import DEFAULT_RULES, PLACEHOLDERS, RuleBook, load_rules
 from tests.factories import event_dict
+from tests.kit.customers import make_customer
 from tests.kit.services import RedisNs
 
 KEY = bytes.fromhex("00112233445566778899aabbccddeeff")
@@ -74,10 +75,9 @@ async def test_no_rule_ever_shows_a_hidden_field(
     ]
     for i, visible in enumerate(subsets):
         proc = EventProcessor(r, f"{prefix}{i}:", rules=RuleBook(rules_dir))
-        profile = CustomerProfile(
+        profile = make_customer(
             customer_id=f"c{i}",
             identity_key=KEY.hex(),
-            rotation_exponent=10,
             name=SENTINELS["name"],
             tier=SENTINELS["tier"] if i % 2 else "silver",  # with and without the VIP rule
             sizes={"dress": SENTINELS["sizes"]},

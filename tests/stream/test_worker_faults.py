@@ -22,8 +22,9 @@ from aiokafka import AIOKafkaConsumer
 from beacons.eid import compute_eid
 from contracts.models import Event, EventKind, Subject, SubjectType
 from contracts.services import ServiceSettings
-from stream.registry import CustomerProfile, Purpose, Registry
+from stream.registry import Purpose, Registry
 from tests.conftest import Procs
+from tests.kit.customers import make_customer
 from transport.kafka import ensure_topics, make_producer
 from transport.redis import drop_prefix
 
@@ -75,10 +76,9 @@ async def test_worker_killed_mid_stream_processes_everything_and_alerts_once(
     registry = Registry(redis, services.redis_prefix)
     for c in range(CUSTOMERS):
         await registry.enroll(
-            CustomerProfile(
+            make_customer(
                 customer_id=f"c{c}",
                 identity_key=f"{c + 1:032x}",
-                rotation_exponent=10,
                 name=f"C {c}",
                 visible_fields=["name"],
             ),
