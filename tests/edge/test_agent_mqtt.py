@@ -28,14 +28,12 @@ from edge.sources import TraceSource
 from tests.edge.support import (
     FAST_PRESENCE,
     GATEWAY,
-    MOSQUITTO,
     STORE,
     Collector,
-    Mosquitto,
     outbox_meta,
     write_trace,
 )
-from tests.kit.require import unavailable
+from tests.kit.mosquitto import Mosquitto, private_mosquitto
 from transport.mqtt import MqttClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -223,14 +221,8 @@ class Agent:
 
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
-    if MOSQUITTO is None:
-        unavailable("mosquitto is not installed (apt-get install mosquitto)")
-    broker = Mosquitto(tmp_path / "mosquitto")
-    broker.start()
-    try:
+    with private_mosquitto(tmp_path / "mosquitto", persistent=True) as broker:
         yield broker
-    finally:
-        broker.close()
 
 
 async def wait_rows(outbox: Path, n: int, timeout: float = 30) -> None:
@@ -303,7 +295,7 @@ async def test_broker_stopped_mid_replay_then_restarted_every_seq_arrives(
     # A persistent session on a persistent broker: what is published while the collector
     # reconnects is queued for it, so the check sees what the broker accepted.
     collector = Collector(
-        mosquitto.url,
+        mosquitto.url(),
         topics.gateway_events(STORE, GATEWAY),
         client_id=f"{namespace}-c",
         clean=False,
@@ -315,7 +307,7 @@ async def test_broker_stopped_mid_replay_then_restarted_every_seq_arrives(
             f"--source=replay:{trace}",
             "--speed=1",
             f"--outbox={outbox}",
-            f"--mqtt={mosquitto.url}",
+            f"--mqtt={mosquitto.url()}",
             "--until-drained",
         )
         try:
