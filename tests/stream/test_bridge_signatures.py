@@ -19,7 +19,8 @@ from contracts.signing import sign
 from stream.bridge import Bridge
 from stream.keyring import KeyRecord, Keyring
 from stream.settings import StreamSettings
-from tests.stream.test_bridge import _consume, fresh
+from tests.kit.kafka import read_topic
+from tests.stream.test_bridge import fresh
 from transport.kafka import ensure_topics
 from transport.mqtt import MqttClient
 
@@ -82,12 +83,12 @@ async def test_only_correctly_signed_batches_pass(strict_bridge: Bridge, keyring
         tail = batch(8)
         await mqtt.publish(topic, tail, user_properties=_props(door, topic, tail))
 
-    events = await _consume(services.kafka_bootstrap, services.topics.events, 2)
+    events = await read_topic(services.kafka_bootstrap, services.topics.events, 2)
     assert sorted(json.loads(e)["seq"] for e in events) == [1, 8]
 
     dlq = [
         parse_model(DlqRecord, raw)
-        for raw in await _consume(services.kafka_bootstrap, services.topics.events_dlq, 6)
+        for raw in await read_topic(services.kafka_bootstrap, services.topics.events_dlq, 6)
     ]
     by_payload = {base64.b64decode(d.original_b64): d.reason for d in dlq}
     assert "signature does not match" in by_payload[wrong_key]

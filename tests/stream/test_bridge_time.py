@@ -24,7 +24,7 @@ from stream.bridge import Bridge
 from stream.keyring import REPLAY_LABEL, KeyRecord, Keyring
 from stream.settings import StreamSettings
 from tests.factories import event_dict
-from tests.stream.test_bridge import _consume
+from tests.kit.kafka import read_topic
 from tests.stream.test_bridge_poison import until
 from tests.stream.test_bridge_signatures import keyring  # noqa: F401 - a fixture
 from transport.kafka import ensure_topics
@@ -69,12 +69,12 @@ def signed(key: KeyRecord, topic: str, batch: list[dict[str, Any]], **kw: Any) -
 
 
 async def _dlq(services: ServiceSettings, n: int) -> list[DlqRecord]:
-    raws = await _consume(services.kafka_bootstrap, services.topics.events_dlq, n)
+    raws = await read_topic(services.kafka_bootstrap, services.topics.events_dlq, n)
     return [parse_model(DlqRecord, raw) for raw in raws]
 
 
 async def _seqs(services: ServiceSettings, n: int) -> list[int]:
-    raws = await _consume(services.kafka_bootstrap, services.topics.events, n)
+    raws = await read_topic(services.kafka_bootstrap, services.topics.events, n)
     return sorted(json.loads(raw)["seq"] for raw in raws)
 
 

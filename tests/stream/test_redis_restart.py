@@ -23,9 +23,10 @@ from stream.registry import Purpose, Registry
 from stream.settings import StreamSettings
 from tests.conftest import Procs
 from tests.kit.customers import make_customer
+from tests.kit.kafka import TopicReader
 from tests.redis_server import RedisServer
 from tests.stream.test_bridge import fresh
-from tests.stream.test_bridge_poison import Reader, running, until
+from tests.stream.test_bridge_poison import running, until
 from transport.kafka import ensure_topics, make_producer
 from transport.mqtt import MqttClient
 from transport.redis import connect_redis
@@ -65,7 +66,7 @@ async def test_the_bridge_holds_its_batches_while_redis_is_away(
         await mqtt.publish(topic, payload, user_properties=sign(key.kid, secret, topic, payload))
 
     async with (
-        Reader(services.kafka_bootstrap, topics.events) as events,
+        TopicReader(services.kafka_bootstrap, topics.events) as events,
         running(Bridge(services, settings, client_id="redis-bridge")) as bridge,
         MqttClient(services.mqtt) as mqtt,
     ):
