@@ -183,7 +183,7 @@ async def test_a_replay_on_the_virtual_clock_alerts_as_a_paced_replay_does(
     got: dict[str, dict[str, object]] = {}
     for speed in ("max", "20"):
         if speed != "max":
-            procs.stop_all()
+            procs.stop()
             procs.env["PROXIMA_NAMESPACE"] = f"{proxima_env['PROXIMA_NAMESPACE']}p"
             procs.log_dir = procs.log_dir / "paced"
         services, _, _ = await _pipeline(procs, procs.env)
