@@ -93,11 +93,15 @@ async def test_an_associate_cannot_publish_alerts(broker: Mosquitto) -> None:
     async with (
         MqttClient(broker.url("s1/associates/joao")) as joao,
         MqttClient(broker.url("s1/associates/maria")) as maria,
+        MqttClient(broker.url("proxima-notifier")) as notifier,
     ):
         await joao.subscribe(topic)
         await asyncio.sleep(0.2)
         await maria.publish(topic, b"spoofed " + uuid.uuid4().bytes)
-        assert await _received(joao) == []
+        # The broker acknowledged maria's publish before the notifier's was sent: had it
+        # passed, it would reach joao first. The notifier's shows that joao does listen.
+        await notifier.publish(topic, b"from the notifier")
+        assert await _received(joao) == [(topic, b"from the notifier")]
 
 
 async def test_an_associate_sets_only_their_own_shift(broker: Mosquitto) -> None:

@@ -134,6 +134,11 @@ async def test_claimed_alert_does_not_escalate(
     await lifecycle.claim(str(alert.alert_id), store, "maria")
     clock.advance(600)
     assert await lifecycle.tick() == []
+    # The same alert unclaimed, created now, does move on once its time has come.
+    unclaimed = make_alert(store_id=store, target={"associate_id": "maria"})
+    await lifecycle.create(unclaimed)
+    clock.advance(45)
+    assert [d.record.alert.alert_id for d in await lifecycle.tick()] == [unclaimed.alert_id]
 
 
 async def test_two_instances_escalate_once(

@@ -330,6 +330,12 @@ async def test_another_stores_associate_sees_and_touches_nothing(
 ) -> None:
     alert = make_alert(store_id=team)
     await lifecycle.create(alert)
+    # The store's own associate sees it, and can open it.
+    maria = client_factory()
+    await maria.login(team, "maria")
+    _, listed = await maria.call("GET", "/api/alerts")
+    assert [a["alert_id"] for a in listed["alerts"]] == [str(alert.alert_id)]
+    assert (await maria.call("GET", f"/api/alerts/{alert.alert_id}"))[0] == 200
     eve = client_factory()
     await eve.login("other-store", "eve")
     assert (await eve.call("GET", "/api/alerts"))[1] == {"alerts": []}

@@ -116,8 +116,11 @@ async def test_duplicate_event_id_is_ignored_once_processed(processor: EventProc
 
 async def test_revocation_takes_effect_at_once(processor: EventProcessor) -> None:
     await _enroll(processor, "ana", KEY_ANA, [Purpose.ARRIVAL_ALERTS], ["name"])
+    # Before the revocation her beacon alerts (in another store: a visit of its own).
+    assert len(await processor.process(_event(KEY_ANA, T0, store_id="store-2"))) == 1
     await processor.registry.set_consent("ana", Purpose.ARRIVAL_ALERTS, granted=False)
     assert await processor.process(_event(KEY_ANA, T0)) == []
+    assert processor.stats.counts["no_consent"] == 1
 
 
 async def test_store_specific_revocation_overrides_global_grant(processor: EventProcessor) -> None:
@@ -132,6 +135,8 @@ async def test_store_specific_revocation_overrides_global_grant(processor: Event
 
 async def test_forgotten_customer_is_never_identified_again(processor: EventProcessor) -> None:
     await _enroll(processor, "ana", KEY_ANA, [Purpose.ARRIVAL_ALERTS], ["name"])
+    # Before she is forgotten her beacon is identified (in another store: a visit of its own).
+    assert len(await processor.process(_event(KEY_ANA, T0, store_id="store-2"))) == 1
     assert await processor.registry.forget("ana")
     await processor.identity.refresh(force=True)
     assert await processor.process(_event(KEY_ANA, T0)) == []

@@ -183,6 +183,10 @@ async def test_no_consent_at_all_stores_no_visit(redis_ns: RedisNs) -> None:
     assert decision.visits == []
     r, prefix = redis_ns
     assert [k async for k in r.scan_iter(f"{prefix}visit:*")] == []
+    # The same setup with analytics consent does store a visit: only consent was missing.
+    await proc.registry.set_consent("ana", Purpose.ANALYTICS, granted=True)
+    assert [v.change for v in (await proc.decide(ble(T0))).visits] == [VisitChange.ARRIVAL]
+    assert [k async for k in r.scan_iter(f"{prefix}visit:*")] != []
 
 
 async def test_revocation_in_flight_wins_over_the_alert(
