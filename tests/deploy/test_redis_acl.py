@@ -21,6 +21,7 @@ from redis.exceptions import AuthenticationError, NoPermissionError, ResponseErr
 from edge.devices import RedisDeviceRegistry, new_device_key
 from stream.registry import Purpose, Registry
 from tests.kit.customers import make_customer
+from tests.kit.require import unavailable
 from transport.net import free_port
 from transport.redis import RedisClient, connect_redis
 
@@ -30,10 +31,7 @@ PREFIX = "proxima:"
 DEVICE = "00112233445566778899aabbccddeeff"
 PASSWORDS = {"SERVICES": "services-pw", "GATEWAYS": "gateways-pw"}
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(REDIS_SERVER is None, reason="needs redis-server"),
-]
+pytestmark = pytest.mark.integration
 
 
 def acl_with_passwords() -> str:
@@ -46,7 +44,8 @@ def acl_with_passwords() -> str:
 
 
 def start_redis(workdir: Path, acl: str) -> tuple[subprocess.Popen[bytes], int, Path]:
-    assert REDIS_SERVER is not None
+    if REDIS_SERVER is None:
+        unavailable("needs redis-server (apt-get install redis-server)")
     (workdir / "users.acl").write_text(acl)
     port = free_port()
     log = workdir / "redis.log"
