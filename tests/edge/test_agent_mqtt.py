@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +19,7 @@ from contracts.models import Event, GatewayState, GatewayStatus, parse_model
 from contracts.services import ServiceSettings
 from contracts.signing import GatewayKey, SignatureError, verify
 from contracts.topics import Topics
+from deploy.children import Children
 from edge.agent import EdgeAgent
 from edge.settings import EdgeSettings
 from edge.sources import TraceSource
@@ -176,47 +174,34 @@ class Agent:
     """``proxima edge run`` as a child process with its log under artifacts/edge."""
 
     def __init__(self, name: str, env: dict[str, str], *args: str) -> None:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        self.log_path = ARTIFACTS / f"{name}.log"
-        self.log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "deploy.cli",
-                "edge",
-                "run",
-                f"--store={STORE}",
-                f"--gateway={GATEWAY}",
-                "--zone=entrance",
-                *args,
-            ],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
+        self.name = name
+        self.children = Children(env, ARTIFACTS, append=False)
+        self.proc = self.children.start(
+            name,
+            "edge",
+            "run",
+            f"--store={STORE}",
+            f"--gateway={GATEWAY}",
+            "--zone=entrance",
+            *args,
         )
 
     def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-        self.log.close()
+        self.children.kill(self.name)
 
     async def wait(self, timeout: float = 60) -> int:
         async with asyncio.timeout(timeout):
             while self.proc.poll() is None:  # noqa: ASYNC110 - a child process, no event
                 await asyncio.sleep(0.1)
-        self.log.close()
         return self.proc.returncode
 
     def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.children.log_path(self.name).read_text(errors="replace")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait(timeout=10)
-        if not self.log.closed:
-            self.log.close()
+        self.children.stop()
 
 
 @pytest.fixture
