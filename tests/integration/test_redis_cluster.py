@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -39,6 +37,7 @@ from stream.keyring import Keyring
 from stream.processor import EventProcessor
 from stream.registry import SHARDS, Purpose, Registry
 from tests.factories import event_dict
+from tests.kit.cli import proxima
 from tests.kit.clock import FakeUtcClock
 from tests.kit.customers import make_customer
 from tests.notifier.conftest import FAST_HASHER, make_alert
@@ -84,17 +83,6 @@ async def _customer_keys(r: RedisCluster, prefix: str, cid: str) -> list[str]:
 # --- the customer CLI ------------------------------------------------------------------
 
 
-def _proxima(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "deploy.cli", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=env,
-        timeout=90,
-    )
-
-
 def test_customer_cli_enrolls_grants_revokes_and_forgets_on_a_cluster(
     redis_cluster_url: str, proxima_env: dict[str, str], namespace: str
 ) -> None:
@@ -107,11 +95,11 @@ def test_customer_cli_enrolls_grants_revokes_and_forgets_on_a_cluster(
         ("customers", "revoke", "ana", "arrival_alerts"),
     ]
     for args in steps:
-        done = _proxima(env, *args)
+        done = proxima(*args, env=env)
         assert done.returncode == 0, (args, done.stderr)
         # PROXIMA_KAFKA is set: the consent outbox went to Kafka through the cluster
         assert "not yet on proxima.consent.v1" not in done.stderr, done.stderr
-    shown = _proxima(env, "customers", "show", "ana")
+    shown = proxima("customers", "show", "ana", env=env)
     assert shown.returncode == 0, shown.stderr
     data = json.loads(shown.stdout)
     assert data["consent"] == {
@@ -136,14 +124,14 @@ def test_customer_cli_enrolls_grants_revokes_and_forgets_on_a_cluster(
     assert keys, "the customer's keys are on the cluster"
     assert pending == 0
     assert audited == 3  # grant at enroll, grant at s1, revoke
-    forget = _proxima(env, "customers", "forget", "ana")
+    forget = proxima("customers", "forget", "ana", env=env)
     assert forget.returncode == 0, forget.stderr
     assert "not yet on proxima.consent.v1" not in forget.stderr, forget.stderr
-    assert _proxima(env, "customers", "show", "ana").returncode == 1
+    assert proxima("customers", "show", "ana", env=env).returncode == 1
     keys, audited, pending = asyncio.run(check())
     assert keys == []  # profile, consent and devices gone; the audit stream keeps "forget"
     assert pending == 0
-    other = _proxima(env, "customers", "show", "bia")
+    other = proxima("customers", "show", "bia", env=env)
     assert other.returncode == 0, other.stderr
 
 

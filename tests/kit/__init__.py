@@ -1,5 +1,6 @@
 """The test kit: one place for the fakes and fixtures the suite shares.
 
+- :mod:`tests.kit.cli`: ``proxima(*args, env=...)``, the command run to its end;
 - :mod:`tests.kit.clock`: settable fake clocks for time-injected code;
 - :mod:`tests.kit.customers`: ``make_customer(**overrides)``;
 - :mod:`tests.kit.kafka`: read a topic from its start, until enough records or until idle;

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable
 
 import pytest
@@ -21,6 +19,7 @@ from contracts.topics import CONSENT
 from stream.consent_log import aiokafka_send, pump_outbox, read_latest, rebuild_consent
 from stream.registry import CustomerProfile, Purpose, Registry, shard_of
 from tests.conftest import Procs
+from tests.kit.cli import proxima
 from tests.kit.customers import make_customer
 from tests.kit.services import redis_dropped_after
 from transport.kafka import ensure_topics, make_producer
@@ -66,17 +65,6 @@ async def _answers(reg: Registry, cids: list[str]) -> dict[str, object]:
     return out
 
 
-def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "deploy.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-
-
 async def test_consent_topic_is_created_compacted(
     env: tuple[ServiceSettings, aioredis.Redis],
 ) -> None:
@@ -116,7 +104,7 @@ async def test_registry_rebuilt_from_topic_answers_as_before_and_forgotten_stay_
 
     # The CLI publishes its own change at once (no worker running here).
     cli_env = dict(os.environ, PROXIMA_NAMESPACE=services.namespace, PROXIMA_KAFKA=services.kafka)
-    res = _cli(cli_env, "customers", "grant", "ana", "analytics", "--store", "s1")
+    res = proxima("customers", "grant", "ana", "analytics", "--store", "s1", env=cli_env)
     assert res.returncode == 0, res.stderr
     assert "not yet on" not in res.stderr
     assert await reg.outbox_len() == 0
@@ -144,7 +132,7 @@ async def test_registry_rebuilt_from_topic_answers_as_before_and_forgotten_stay_
     assert await reg.has_consent("cara", Purpose.ARRIVAL_ALERTS, "s1")
     version = await reg.version()
 
-    res = _cli(cli_env, "customers", "rebuild-consent")
+    res = proxima("customers", "rebuild-consent", env=cli_env)
     assert res.returncode == 0, res.stderr
     assert "2 customers' consent restored, 1 erased" in res.stdout
     assert await _answers(reg, ["ana", "bea", "cara"]) == before

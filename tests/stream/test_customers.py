@@ -7,8 +7,6 @@ import base64
 import io
 import json
 import os
-import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +24,7 @@ from stream.customers import app_payload, import_csv, register_device
 from stream.processor import EventProcessor
 from stream.registry import Purpose, Registry
 from tests.factories import event_dict
+from tests.kit.cli import proxima
 from tests.kit.customers import make_customer
 from tests.kit.services import RedisNs
 
@@ -101,24 +100,13 @@ def _flat(fields: dict[Any, Any]) -> list[object]:
     return [*fields, *fields.values()]
 
 
-def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "deploy.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 @pytest.mark.integration
 def test_cli_import_exit_code_report_and_enroll_qr(namespace: str, tmp_path: Path) -> None:
     env = dict(os.environ, PROXIMA_NAMESPACE=namespace)
     src = tmp_path / "customers.csv"
     src.write_text(CSV)
     keys = tmp_path / "keys.csv"
-    res = _cli(env, "customers", "import", str(src), "--keys-out", str(keys))
+    res = proxima("customers", "import", str(src), "--keys-out", str(keys), env=env)
     assert res.returncode == 1, res.stderr
     assert "2 enrolled, 7 rejected" in res.stdout
     assert "line 5 (bad-purpose): consent:" in res.stdout
@@ -126,7 +114,9 @@ def test_cli_import_exit_code_report_and_enroll_qr(namespace: str, tmp_path: Pat
     assert keys.stat().st_mode & 0o077 == 0
 
     png = tmp_path / "cara.png"
-    res = _cli(env, "customers", "enroll", "cara", "--consent", "arrival_alerts", "--qr", str(png))
+    res = proxima(
+        "customers", "enroll", "cara", "--consent", "arrival_alerts", "--qr", str(png), env=env
+    )
     assert res.returncode == 0, res.stderr
     printed = json.loads(res.stdout)
     # The PNG is exactly the QR code of the app payload (same symbol, same rendering).
@@ -135,13 +125,13 @@ def test_cli_import_exit_code_report_and_enroll_qr(namespace: str, tmp_path: Pat
     segno.make(payload, error="m", micro=False).save(want, kind="png", scale=6)
     assert png.read_bytes() == want.getvalue()
     assert png.read_bytes().startswith(b"\x89PNG")
-    res = _cli(env, "customers", "show", "cara")
+    res = proxima("customers", "show", "cara", env=env)
     shown = json.loads(res.stdout)
     assert shown["consent_records"]["arrival_alerts"]["granted"] is True
     assert "identity_key" not in res.stdout
-    _cli(env, "customers", "forget", "ana")
-    _cli(env, "customers", "forget", "bea")
-    _cli(env, "customers", "forget", "cara")
+    proxima("customers", "forget", "ana", env=env)
+    proxima("customers", "forget", "bea", env=env)
+    proxima("customers", "forget", "cara", env=env)
 
 
 async def test_forget_erases_profile_visits_dedupe_devices_and_index(

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import redis.asyncio as aioredis
@@ -17,6 +15,7 @@ from stream.identity import IdentityIndex
 from stream.registry import _REPLACE_IF_SAME, CustomerProfile, Purpose, Registry
 from stream.sealing import IdentitySealer, SealError, new_seal_key
 from stream.settings import StreamSettings
+from tests.kit.cli import proxima
 from tests.kit.customers import make_customer
 from tests.kit.services import RedisNs
 
@@ -136,17 +135,6 @@ def test_seal_keys_settings_name_a_bad_key() -> None:
         StreamSettings(identity_seal_keys="zz")
 
 
-def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "deploy.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 async def test_the_cli_enrolls_sealed_under_the_setting_and_seal_keys_migrates(
     redis_ns: RedisNs, namespace: str
 ) -> None:
@@ -154,21 +142,21 @@ async def test_the_cli_enrolls_sealed_under_the_setting_and_seal_keys_migrates(
     plain_env = dict(os.environ, PROXIMA_NAMESPACE=namespace)
     plain_env.pop("PROXIMA_STREAM_IDENTITY_SEAL_KEYS", None)
     sealed_env = dict(plain_env, PROXIMA_STREAM_IDENTITY_SEAL_KEYS=K1)
-    res = _cli(plain_env, "customers", "enroll", "ana", "--identity-key", KEY)
+    res = proxima("customers", "enroll", "ana", "--identity-key", KEY, env=plain_env)
     assert res.returncode == 0, res.stderr
-    res = _cli(sealed_env, "customers", "enroll", "bea", "--identity-key", OTHER_KEY)
+    res = proxima("customers", "enroll", "bea", "--identity-key", OTHER_KEY, env=sealed_env)
     assert res.returncode == 0, res.stderr
     registry = Registry(r, prefix, sealer=sealer(K1))
     assert OTHER_KEY.encode() not in await raw_profile(r, registry, "bea")
     assert KEY.encode() in await raw_profile(r, registry, "ana")
 
-    res = _cli(plain_env, "customers", "seal-keys")
+    res = proxima("customers", "seal-keys", env=plain_env)
     assert res.returncode == 1
     assert "PROXIMA_STREAM_IDENTITY_SEAL_KEYS" in res.stderr
-    res = _cli(sealed_env, "customers", "seal-keys")
+    res = proxima("customers", "seal-keys", env=sealed_env)
     assert res.returncode == 0, res.stderr
     assert "2 customers: sealed 1 plain and 0 with an older key; 1 already sealed" in res.stdout
     assert KEY.encode() not in await raw_profile(r, registry, "ana")
-    shown = _cli(sealed_env, "customers", "show", "ana")
+    shown = proxima("customers", "show", "ana", env=sealed_env)
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["customer_id"] == "ana"
