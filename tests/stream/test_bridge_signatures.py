@@ -11,7 +11,6 @@ import json
 from collections.abc import AsyncIterator
 
 import pytest
-import redis.asyncio as aioredis
 
 from contracts.models import DlqRecord, parse_model
 from contracts.services import ServiceSettings
@@ -20,6 +19,7 @@ from stream.bridge import Bridge
 from stream.keyring import KeyRecord, Keyring
 from stream.settings import StreamSettings
 from tests.kit.kafka import read_topic
+from tests.kit.services import RedisNs
 from tests.stream.test_bridge import fresh
 from transport.kafka import ensure_topics
 from transport.mqtt import MqttClient
@@ -28,12 +28,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 @pytest.fixture
-async def keyring(namespace: str) -> AsyncIterator[Keyring]:
-    services = ServiceSettings(namespace=namespace)
-    r = aioredis.from_url(services.redis)
-    yield Keyring(r, services.redis_prefix)
-    await r.delete(f"{services.redis_prefix}gateway-keys")
-    await r.aclose()
+def keyring(redis_ns: RedisNs) -> Keyring:
+    return Keyring(*redis_ns)
 
 
 @pytest.fixture

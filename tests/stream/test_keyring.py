@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-import redis.asyncio as aioredis
 
-from contracts.services import ServiceSettings
 from stream.exceptions import KeyringError
 from stream.keyring import KeyCache, Keyring
 from tests.kit.clock import FakeClock
+from tests.kit.services import RedisNs
 
 
 @pytest.fixture
-async def keyring(namespace: str) -> AsyncIterator[Keyring]:
-    services = ServiceSettings(namespace=namespace)
-    r = aioredis.from_url(services.redis)
-    yield Keyring(r, services.redis_prefix)
-    await r.delete(f"{services.redis_prefix}gateway-keys")
-    await r.aclose()
+def keyring(redis_ns: RedisNs) -> Keyring:
+    return Keyring(*redis_ns)
 
 
 async def test_add_list_revoke(keyring: Keyring) -> None:
