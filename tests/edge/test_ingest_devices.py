@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
-from contracts.services import ServiceSettings
 from edge.devices import (
     DeviceRegistryError,
     FileDeviceRegistry,
@@ -22,6 +20,7 @@ from edge.devices import (
     parse_device_file,
 )
 from tests.kit.clock import FakeClock
+from tests.kit.services import RedisNs
 
 DEV_A = "aa" * 16
 DEV_B = "bb" * 16
@@ -99,37 +98,25 @@ def test_a_missing_file_fails_at_start(tmp_path: Path) -> None:
         open_registry(f"file:{tmp_path / 'devices.json'}")
 
 
-@pytest.fixture
-async def redis_client() -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(ServiceSettings().redis)
-    yield client
-    await client.aclose()
-
-
 @pytest.mark.integration
-async def test_redis_registry_reads_registers_caches_and_revokes(
-    redis_client: aioredis.Redis, namespace: str
-) -> None:
-    prefix = f"{namespace}:proxima:"
+async def test_redis_registry_reads_registers_caches_and_revokes(redis_ns: RedisNs) -> None:
+    redis_client, prefix = redis_ns
     clock = FakeClock(0.0)
     reg = RedisDeviceRegistry(redis_client, prefix, cache_s=30.0, clock=clock)
-    try:
-        assert await reg.get(DEV_A) is None
-        _, pub = new_device_key()
-        await reg.register(DEV_A, pub)
-        assert await reg.get(DEV_A) is None  # the negative answer is cached
-        clock.t = 30.0
-        found = await reg.get(DEV_A)
-        assert found is not None
-        assert encode_public_key(found.public_key) == pub
-        assert not found.revoked
-        await redis_client.hset(f"{prefix}devices:{DEV_A}", "revoked", "1")
-        clock.t = 60.0
-        revoked = await reg.get(DEV_A)
-        assert revoked is not None
-        assert revoked.revoked
-    finally:
-        await redis_client.delete(f"{prefix}devices:{DEV_A}")
+    assert await reg.get(DEV_A) is None
+    _, pub = new_device_key()
+    await reg.register(DEV_A, pub)
+    assert await reg.get(DEV_A) is None  # the negative answer is cached
+    clock.t = 30.0
+    found = await reg.get(DEV_A)
+    assert found is not None
+    assert encode_public_key(found.public_key) == pub
+    assert not found.revoked
+    await redis_client.hset(f"{prefix}devices:{DEV_A}", "revoked", "1")
+    clock.t = 60.0
+    revoked = await reg.get(DEV_A)
+    assert revoked is not None
+    assert revoked.revoked
 
 
 @pytest.mark.integration

@@ -29,6 +29,7 @@ from tests.stream.test_bridge_poison import until
 from tests.stream.test_bridge_signatures import keyring  # noqa: F401 - a fixture
 from transport.kafka import ensure_topics
 from transport.mqtt import MqttClient
+from transport.redis import drop_prefix
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 DAY = timedelta(days=1)
@@ -206,8 +207,8 @@ async def test_gateway_status_is_signature_checked(
     r = aioredis.from_url(services.redis)
     try:
         recorded = await r.hget(f"{services.redis_prefix}gateways", "store-1/gw-door")
-        await r.delete(f"{services.redis_prefix}gateways")
     finally:
+        await drop_prefix(services.redis, services.redis_prefix)
         await r.aclose()
     assert recorded is not None
     assert parse_model(GatewayStatus, recorded).state is GatewayState.ONLINE
