@@ -21,14 +21,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 from contracts.exceptions import ContractError
 from contracts.models import AlertWithdrawn, parse_alert_message
 from contracts.services import ServiceSettings
 from contracts.trace import parse_header
+from deploy.children import Children
 from deploy.embedded_kafka import EmbeddedKafka
 from deploy.services import check_all
 from stream.settings import StreamSettings
@@ -36,47 +35,6 @@ from transport.kafka import ensure_topics
 from transport.mqtt import MqttClient
 from transport.net import free_port
 from transport.redis import connect_redis, drop_prefix
-
-CHILD_STOP_TIMEOUT_S = 15.0
-
-
-@dataclass
-class Children:
-    """Child processes owned by the launcher; stopped in reverse start order."""
-
-    env: dict[str, str]
-    log_dir: Path
-    procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
-    logs: list[IO[bytes]] = field(default_factory=list)
-
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = (self.log_dir / f"{name}.log").open("ab")
-        self.logs.append(log)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "deploy.cli", *args],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        self.procs.append((name, proc))
-        return proc
-
-    def dead(self) -> list[str]:
-        return [f"{n} (exit {p.returncode})" for n, p in self.procs if p.poll() not in (None, 0)]
-
-    def stop(self) -> None:
-        for _name, proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for _name, proc in reversed(self.procs):
-            try:
-                proc.wait(timeout=CHILD_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        for log in self.logs:
-            log.close()
 
 
 async def up(

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 import pytest
 
+from deploy.children import Children
 from deploy.embedded_kafka import EmbeddedKafka
 
 ARTIFACTS = Path(os.environ.get("PROXIMA_TEST_ARTIFACTS", "artifacts"))
 
-# redis_cluster_nodes / redis_cluster_url: one real Redis Cluster per session
-pytest_plugins = ("tests.redis_cluster",)
+# redis_cluster_nodes / redis_cluster_url: one real Redis Cluster per session;
+# redis_ns: the test's own Redis namespace, dropped after it
+pytest_plugins = ("tests.redis_cluster", "tests.kit.services")
 
 
 @pytest.fixture(scope="session")
@@ -54,27 +54,11 @@ def proxima_env(kafka_url: str, namespace: str, tmp_path: Path) -> dict[str, str
     return env
 
 
-class Procs:
+class Procs(Children):
     """``proxima`` child processes started by a test, stopped (and logs kept) after it."""
 
     def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        self.env = env
-        self.log_dir = log_dir
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._logs: list[IO[bytes]] = []
-
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = (self.log_dir / f"{name}.log").open("wb")
-        self._logs.append(log)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "deploy.cli", *args],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        self.procs[name] = proc
-        return proc
+        super().__init__(env, log_dir, append=False)
 
     def run(self, name: str, *args: str, timeout: float = 120) -> str:
         """Run a command to completion; fail with its output if it exits non-zero."""
@@ -87,7 +71,7 @@ class Procs:
             check=False,
         )
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        (self.log_dir / f"{name}.log").write_text(result.stdout + result.stderr)
+        self.log_path(name).write_text(result.stdout + result.stderr)
         if result.returncode != 0:
             pytest.fail(
                 f"proxima {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
@@ -95,28 +79,8 @@ class Procs:
         return result.stdout
 
     def log(self, name: str) -> str:
-        path = self.log_dir / f"{name}.log"
+        path = self.log_path(name)
         return path.read_text(errors="replace") if path.exists() else ""
-
-    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        proc = self.procs.pop(name)
-        proc.send_signal(sig)
-        proc.wait(timeout=20)
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-        self.procs.clear()
-        for log in self._logs:
-            log.close()
-        self._logs.clear()
 
 
 @pytest.fixture
@@ -125,4 +89,4 @@ def procs(proxima_env: dict[str, str], request: pytest.FixtureRequest) -> Iterat
     try:
         yield p
     finally:
-        p.stop_all()
+        p.stop()

@@ -8,8 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
+from tests.kit.require import unavailable
 from tests.redis_cluster import _wait_ping
 from transport.net import free_port
 
@@ -20,7 +19,9 @@ class RedisServer:
     def __init__(self, workdir: Path, *args: str, port: int | None = None) -> None:
         server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
         if server is None or cli is None:
-            pytest.skip("redis-server/redis-cli not installed")
+            unavailable(
+                "needs redis-server and redis-cli (apt-get install redis-server redis-tools)"
+            )
         self.server, self.cli = server, cli
         self.workdir = workdir
         self.args = args

@@ -8,12 +8,9 @@ and its listener at a free loopback port, the rest is the file's text as shipped
 from __future__ import annotations
 
 import asyncio
-import getpass
 import re
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +21,8 @@ import yaml
 from pydantic import ValidationError
 
 from stream.settings import StreamSettings
+from tests.kit.mosquitto import Mosquitto, add_user, require_mosquitto, running
+from tests.kit.require import unavailable
 from transport.mqtt import MqttClient
 from transport.net import free_port
 
@@ -31,8 +30,6 @@ COMPOSE = Path(__file__).parents[2] / "deploy" / "compose" / "compose.yaml"
 K8S = COMPOSE.parents[1] / "k8s"
 SEAL = "PROXIMA_STREAM_IDENTITY_SEAL_KEYS"
 ENV_EXAMPLE = COMPOSE.with_name(".env.example")
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-PASSWD = shutil.which("mosquitto_passwd")
 MOSQUITTO_PUB = shutil.which("mosquitto_pub")
 LOOPBACK = {"127.0.0.1", "::1", "[::1]"}
 
@@ -101,11 +98,15 @@ def test_every_variable_compose_needs_is_in_the_env_example() -> None:
 
 @dataclass(frozen=True)
 class Broker:
-    port: int
+    mosquitto: Mosquitto
     passwords: dict[str, str]
 
+    @property
+    def port(self) -> int:
+        return self.mosquitto.port
+
     def url(self, user: str) -> str:
-        return f"mqtt://{user.replace('/', '%2F')}:{self.passwords[user]}@127.0.0.1:{self.port}"
+        return self.mosquitto.url(user, self.passwords[user])
 
 
 def _unescape(text: str) -> str:
@@ -115,8 +116,7 @@ def _unescape(text: str) -> str:
 @pytest.fixture(scope="module")
 def compose_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     """Mosquitto with compose's config and the password file compose's script writes."""
-    if not (Path(MOSQUITTO).exists() and PASSWD):
-        pytest.skip("needs mosquitto and mosquitto_passwd (apt-get install mosquitto)")
+    require_mosquitto()
     compose = _compose()
     work = tmp_path_factory.mktemp("compose-mosquitto")
     passwd = work / "passwd"
@@ -136,41 +136,26 @@ def compose_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]
         )
     # A gateway added later, as .env.example tells the operator to.
     passwords["s1/gateways/gw-door"] = "gateway-pw"
-    subprocess.run([PASSWD, "-b", str(passwd), "s1/gateways/gw-door", "gateway-pw"], check=True)
+    add_user(passwd, "s1/gateways/gw-door", "gateway-pw")
     text = compose["configs"]["mosquitto-conf"]["content"]
     acl_file = compose["configs"].get("mosquitto-acl", {}).get("file", "")
     acl = (COMPOSE.parent / acl_file).resolve()
     port = free_port()
     assert re.search(r"^listener 1883$", text, re.M)
-    conf = work / "mosquitto.conf"
-    conf.write_text(
-        f"user {getpass.getuser()}\n"
-        + text.replace("/mosquitto/auth/passwd", str(passwd))
+    config = (
+        text.replace("/mosquitto/auth/passwd", str(passwd))
         .replace("/mosquitto/config/proxima.acl", str(acl))
         .replace("/mosquitto/data/", f"{work}/")
         .replace("listener 1883", f"listener {port} 127.0.0.1")
     )
-    log = work / "mosquitto.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=out, stderr=out)
-    try:
-        for _ in range(50):
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited: {log.read_text()}")
-            time.sleep(0.1)
-        yield Broker(port, passwords)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with running(Mosquitto(work, port, config)) as mosquitto:
+        yield Broker(mosquitto, passwords)
 
 
 @pytest.mark.integration
-@pytest.mark.skipif(MOSQUITTO_PUB is None, reason="needs mosquitto_pub (mosquitto-clients)")
 def test_compose_mosquitto_refuses_anonymous_clients(compose_broker: Broker) -> None:
-    assert MOSQUITTO_PUB is not None
+    if MOSQUITTO_PUB is None:
+        unavailable("needs mosquitto_pub (apt-get install mosquitto-clients)")
     args = [MOSQUITTO_PUB, "-h", "127.0.0.1", "-p", str(compose_broker.port), "-q", "1"]
     anonymous = subprocess.run(
         [*args, "-t", "proxima/v1/stores/s1/gateways/gw-door/events", "-m", "[]"],

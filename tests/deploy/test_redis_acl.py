@@ -19,7 +19,9 @@ import pytest
 from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
 from edge.devices import RedisDeviceRegistry, new_device_key
-from stream.registry import CustomerProfile, Purpose, Registry
+from stream.registry import Purpose, Registry
+from tests.kit.customers import make_customer
+from tests.kit.require import unavailable
 from transport.net import free_port
 from transport.redis import RedisClient, connect_redis
 
@@ -29,10 +31,7 @@ PREFIX = "proxima:"
 DEVICE = "00112233445566778899aabbccddeeff"
 PASSWORDS = {"SERVICES": "services-pw", "GATEWAYS": "gateways-pw"}
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(REDIS_SERVER is None, reason="needs redis-server"),
-]
+pytestmark = pytest.mark.integration
 
 
 def acl_with_passwords() -> str:
@@ -45,7 +44,8 @@ def acl_with_passwords() -> str:
 
 
 def start_redis(workdir: Path, acl: str) -> tuple[subprocess.Popen[bytes], int, Path]:
-    assert REDIS_SERVER is not None
+    if REDIS_SERVER is None:
+        unavailable("needs redis-server (apt-get install redis-server)")
     (workdir / "users.acl").write_text(acl)
     port = free_port()
     log = workdir / "redis.log"
@@ -101,9 +101,7 @@ async def test_the_gateway_user_reads_device_keys_and_nothing_of_the_customers(
     services: RedisClient, gateway: RedisClient
 ) -> None:
     registry = Registry(services, PREFIX)
-    profile = CustomerProfile(
-        customer_id="ana", identity_key="0f" * 16, rotation_exponent=10, name="Ana"
-    )
+    profile = make_customer(identity_key="0f" * 16, name="Ana")
     await registry.enroll(profile, [Purpose.ARRIVAL_ALERTS])
     await registry.register_device("ana", DEVICE)
     private, public = new_device_key()

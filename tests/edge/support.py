@@ -1,28 +1,19 @@
-"""Helpers for the edge integration tests: synthetic traces, an event collector, Mosquitto."""
+"""Helpers for the edge integration tests: synthetic traces, an event collector."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
-import socket
 import sqlite3
-import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from beacons.frames import EddystoneTlmFrame, encode_eddystone_eid, encode_eddystone_tlm
 from contracts.models import Event, parse_batch
 from transport.mqtt import MqttClient
-from transport.net import free_port
 
 STORE = "store-e"
 GATEWAY = "gw-e"
-MOSQUITTO = shutil.which("mosquitto") or (
-    "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-)
 
 # Presence tuned so each synthetic visitor gives exactly one enter and one exit.
 FAST_PRESENCE = {
@@ -157,54 +148,3 @@ def outbox_meta(path: Path) -> tuple[int, int]:
     finally:
         conn.close()
     return int(rows), next_seq
-
-
-class Mosquitto:
-    """A private Mosquitto child on its own port, with persistence, that can be stopped."""
-
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
-        if MOSQUITTO is None:
-            raise RuntimeError("mosquitto is not installed")
-        self.port = port or free_port()
-        self.workdir = workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-            f"persistence true\npersistence_location {workdir}/\n"
-            "max_queued_messages 100000\n" + ("user root\n" if os.geteuid() == 0 else "")
-            # As root, mosquitto drops to user "mosquitto", which cannot write in tmp_path.
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = (workdir / "mosquitto.log").open("ab")
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        assert MOSQUITTO is not None
-        self.proc = subprocess.Popen(
-            [MOSQUITTO, "-c", str(self.conf)], stdout=self.log, stderr=subprocess.STDOUT
-        )
-        for _ in range(100):
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(
-                        f"mosquitto exited: see {self.workdir}/mosquitto.log"
-                    ) from None
-                time.sleep(0.05)
-        raise RuntimeError("mosquitto did not listen")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()  # graceful: it writes its persistence file
-            self.proc.wait(timeout=10)
-        self.proc = None
-
-    def close(self) -> None:
-        self.stop()
-        self.log.close()

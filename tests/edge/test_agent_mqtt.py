@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,20 +19,19 @@ from contracts.models import Event, GatewayState, GatewayStatus, parse_model
 from contracts.services import ServiceSettings
 from contracts.signing import GatewayKey, SignatureError, verify
 from contracts.topics import Topics
+from deploy.children import Children
 from edge.agent import EdgeAgent
 from edge.settings import EdgeSettings
 from edge.sources import TraceSource
 from tests.edge.support import (
     FAST_PRESENCE,
     GATEWAY,
-    MOSQUITTO,
     STORE,
     Collector,
-    Mosquitto,
     outbox_meta,
     write_trace,
 )
-from tests.kit.require import unavailable
+from tests.kit.mosquitto import Mosquitto, private_mosquitto
 from transport.mqtt import MqttClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -178,59 +174,40 @@ class Agent:
     """``proxima edge run`` as a child process with its log under artifacts/edge."""
 
     def __init__(self, name: str, env: dict[str, str], *args: str) -> None:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        self.log_path = ARTIFACTS / f"{name}.log"
-        self.log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "deploy.cli",
-                "edge",
-                "run",
-                f"--store={STORE}",
-                f"--gateway={GATEWAY}",
-                "--zone=entrance",
-                *args,
-            ],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
+        self.name = name
+        self.children = Children(env, ARTIFACTS, append=False)
+        self.proc = self.children.start(
+            name,
+            "edge",
+            "run",
+            f"--store={STORE}",
+            f"--gateway={GATEWAY}",
+            "--zone=entrance",
+            *args,
         )
 
     def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-        self.log.close()
+        self.children.kill(self.name)
 
     async def wait(self, timeout: float = 60) -> int:
         async with asyncio.timeout(timeout):
             while self.proc.poll() is None:  # noqa: ASYNC110 - a child process, no event
                 await asyncio.sleep(0.1)
-        self.log.close()
         return self.proc.returncode
 
     def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.children.log_path(self.name).read_text(errors="replace")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait(timeout=10)
-        if not self.log.closed:
-            self.log.close()
+        self.children.stop()
 
 
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
-    if MOSQUITTO is None:
-        unavailable("mosquitto is not installed (apt-get install mosquitto)")
-    broker = Mosquitto(tmp_path / "mosquitto")
-    broker.start()
-    try:
+    with private_mosquitto(tmp_path / "mosquitto", persistent=True) as broker:
         yield broker
-    finally:
-        broker.close()
 
 
 async def wait_rows(outbox: Path, n: int, timeout: float = 30) -> None:
@@ -303,7 +280,7 @@ async def test_broker_stopped_mid_replay_then_restarted_every_seq_arrives(
     # A persistent session on a persistent broker: what is published while the collector
     # reconnects is queued for it, so the check sees what the broker accepted.
     collector = Collector(
-        mosquitto.url,
+        mosquitto.url(),
         topics.gateway_events(STORE, GATEWAY),
         client_id=f"{namespace}-c",
         clean=False,
@@ -315,7 +292,7 @@ async def test_broker_stopped_mid_replay_then_restarted_every_seq_arrives(
             f"--source=replay:{trace}",
             "--speed=1",
             f"--outbox={outbox}",
-            f"--mqtt={mosquitto.url}",
+            f"--mqtt={mosquitto.url()}",
             "--until-drained",
         )
         try:

@@ -31,6 +31,7 @@ from edge.ingest import (
     sign_request,
 )
 from edge.outbox import Outbox
+from tests.kit.clock import T0, FakeClock
 
 pytestmark = pytest.mark.integration
 
@@ -39,17 +40,8 @@ GW = "gw-door"
 DEVICE = "00112233445566778899aabbccddeeff"
 OTHER = "ffeeddccbbaa99887766554433221100"
 LAT0, LON0 = 48.8566, 2.3522
-T0 = 1_767_261_600.0  # 2026-01-01T10:00:00Z
 REGION_ID = "f7826da64fa24e988024bc5b71e0893e" + "0001" + "0002"
 TOKEN = "admin-secret-token"
-
-
-class Clock:
-    def __init__(self, t: float = T0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def north(dy_m: float) -> tuple[float, float]:
@@ -134,8 +126,8 @@ def settings(**overrides: Any) -> IngestSettings:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture
@@ -149,13 +141,13 @@ def registry(device_key: Ed25519PrivateKey) -> MemoryDeviceRegistry:
 
 
 @pytest.fixture
-async def outbox(tmp_path: Path, clock: Clock) -> AsyncIterator[Outbox]:
+async def outbox(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Outbox]:
     async with Outbox(tmp_path / "outbox.db", store_id=STORE, gateway_id=GW, clock=clock) as box:
         yield box
 
 
 async def _serve(
-    outbox: Outbox, registry: MemoryDeviceRegistry, clock: Clock, **overrides: Any
+    outbox: Outbox, registry: MemoryDeviceRegistry, clock: FakeClock, **overrides: Any
 ) -> IngestServer:
     server = IngestServer(
         settings(**overrides),
@@ -171,7 +163,7 @@ async def _serve(
 
 @pytest.fixture
 async def app(
-    outbox: Outbox, registry: MemoryDeviceRegistry, clock: Clock, device_key: Ed25519PrivateKey
+    outbox: Outbox, registry: MemoryDeviceRegistry, clock: FakeClock, device_key: Ed25519PrivateKey
 ) -> AsyncIterator[App]:
     server = await _serve(outbox, registry, clock)
     async with aiohttp.ClientSession() as session:
@@ -230,7 +222,7 @@ async def test_noise_near_the_boundary_changes_nothing(app: App, outbox: Outbox)
 
 
 async def test_dwell_comes_from_the_tick_on_the_injected_clock(
-    app: App, outbox: Outbox, clock: Clock
+    app: App, outbox: Outbox, clock: FakeClock
 ) -> None:
     await app.post("locations", fixes((0.0, 5.0, 0)))
     clock.t += 59
@@ -403,7 +395,7 @@ async def test_a_replayed_nonce_is_409_and_stores_nothing_twice(app: App, outbox
 
 
 async def test_the_nonce_is_remembered_for_the_whole_skew_window(
-    app: App, clock: Clock, outbox: Outbox
+    app: App, clock: FakeClock, outbox: Outbox
 ) -> None:
     path = f"/v1/stores/{STORE}/beacon-regions"
     payload = {
@@ -514,7 +506,7 @@ async def test_invalid_bodies_are_422_naming_the_field(
 
 
 async def test_rate_limit_per_device_is_429_with_retry_after(
-    app: App, clock: Clock, registry: MemoryDeviceRegistry
+    app: App, clock: FakeClock, registry: MemoryDeviceRegistry
 ) -> None:
     other_key = Ed25519PrivateKey.generate()
     registry.add(OTHER, other_key.public_key())
@@ -532,7 +524,7 @@ async def test_rate_limit_per_device_is_429_with_retry_after(
 
 
 async def test_outbox_full_is_503_nothing_half_written_and_state_rolled_back(
-    tmp_path: Path, registry: MemoryDeviceRegistry, clock: Clock, device_key: Ed25519PrivateKey
+    tmp_path: Path, registry: MemoryDeviceRegistry, clock: FakeClock, device_key: Ed25519PrivateKey
 ) -> None:
     async with Outbox(
         tmp_path / "small.db", store_id=STORE, gateway_id=GW, clock=clock, max_rows=2
@@ -628,7 +620,7 @@ async def test_admin_endpoints_need_the_token_and_show_rejections(app: App) -> N
 
 
 async def test_admin_endpoints_are_off_without_a_token(
-    outbox: Outbox, registry: MemoryDeviceRegistry, clock: Clock
+    outbox: Outbox, registry: MemoryDeviceRegistry, clock: FakeClock
 ) -> None:
     server = await _serve(outbox, registry, clock, admin_token="")
     url = f"http://127.0.0.1:{server.port}/admin/quarantine"
@@ -654,7 +646,7 @@ async def test_quarantine_file_rotates(tmp_path: Path) -> None:
 
 
 async def test_an_unreachable_registry_is_503_and_the_request_may_be_retried(
-    outbox: Outbox, clock: Clock, device_key: Ed25519PrivateKey
+    outbox: Outbox, clock: FakeClock, device_key: Ed25519PrivateKey
 ) -> None:
     import redis.asyncio as aioredis
 
@@ -727,7 +719,7 @@ class BrokenOnceSink:
 
 
 async def test_an_unexpected_error_costs_one_request_not_the_server(
-    outbox: Outbox, registry: MemoryDeviceRegistry, clock: Clock, device_key: Ed25519PrivateKey
+    outbox: Outbox, registry: MemoryDeviceRegistry, clock: FakeClock, device_key: Ed25519PrivateKey
 ) -> None:
     server = IngestServer(
         settings(),

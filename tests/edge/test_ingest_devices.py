@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
-from contracts.services import ServiceSettings
 from edge.devices import (
     DeviceRegistryError,
     FileDeviceRegistry,
@@ -21,17 +19,11 @@ from edge.devices import (
     open_registry,
     parse_device_file,
 )
+from tests.kit.clock import FakeClock
+from tests.kit.services import RedisNs
 
 DEV_A = "aa" * 16
 DEV_B = "bb" * 16
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def write(path: Path, devices: list[dict[str, object]], mtime_ns: int) -> None:
@@ -46,7 +38,7 @@ async def test_file_registry_reloads_on_change_and_keeps_the_last_good_file(
     _, pub_b = new_device_key()
     path = tmp_path / "devices.json"
     write(path, [{"device_id": DEV_A, "public_key": pub_a}], 1_000_000_000)
-    clock = Clock()
+    clock = FakeClock(0.0)
     reg = FileDeviceRegistry(path, reload_s=5.0, clock=clock)
     found = await reg.get(DEV_A)
     assert found is not None
@@ -106,37 +98,25 @@ def test_a_missing_file_fails_at_start(tmp_path: Path) -> None:
         open_registry(f"file:{tmp_path / 'devices.json'}")
 
 
-@pytest.fixture
-async def redis_client() -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(ServiceSettings().redis)
-    yield client
-    await client.aclose()
-
-
 @pytest.mark.integration
-async def test_redis_registry_reads_registers_caches_and_revokes(
-    redis_client: aioredis.Redis, namespace: str
-) -> None:
-    prefix = f"{namespace}:proxima:"
-    clock = Clock()
+async def test_redis_registry_reads_registers_caches_and_revokes(redis_ns: RedisNs) -> None:
+    redis_client, prefix = redis_ns
+    clock = FakeClock(0.0)
     reg = RedisDeviceRegistry(redis_client, prefix, cache_s=30.0, clock=clock)
-    try:
-        assert await reg.get(DEV_A) is None
-        _, pub = new_device_key()
-        await reg.register(DEV_A, pub)
-        assert await reg.get(DEV_A) is None  # the negative answer is cached
-        clock.t = 30.0
-        found = await reg.get(DEV_A)
-        assert found is not None
-        assert encode_public_key(found.public_key) == pub
-        assert not found.revoked
-        await redis_client.hset(f"{prefix}devices:{DEV_A}", "revoked", "1")
-        clock.t = 60.0
-        revoked = await reg.get(DEV_A)
-        assert revoked is not None
-        assert revoked.revoked
-    finally:
-        await redis_client.delete(f"{prefix}devices:{DEV_A}")
+    assert await reg.get(DEV_A) is None
+    _, pub = new_device_key()
+    await reg.register(DEV_A, pub)
+    assert await reg.get(DEV_A) is None  # the negative answer is cached
+    clock.t = 30.0
+    found = await reg.get(DEV_A)
+    assert found is not None
+    assert encode_public_key(found.public_key) == pub
+    assert not found.revoked
+    await redis_client.hset(f"{prefix}devices:{DEV_A}", "revoked", "1")
+    clock.t = 60.0
+    revoked = await reg.get(DEV_A)
+    assert revoked is not None
+    assert revoked.revoked
 
 
 @pytest.mark.integration

@@ -17,18 +17,11 @@ from edge.ingest import (
     sign_request,
     verify_signature,
 )
+from tests.kit.clock import FakeClock
 
 KEY = Ed25519PrivateKey.generate()
 DEVICE = "00112233445566778899aabbccddeeff"
 PATH = "/v1/stores/demo-store/locations"
-
-
-class Clock:
-    def __init__(self, t: float = 0.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def signed(body: bytes) -> dict[str, str]:
@@ -88,7 +81,7 @@ def test_malformed_signature_headers_are_bad_signature(value: str) -> None:
 
 
 def test_nonce_cache_forgets_after_ttl_and_refuses_when_full() -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     cache = NonceCache(ttl_s=600.0, max_items=2, clock=clock)
     assert cache.claim(DEVICE, "n1") == "ok"
     assert cache.claim(DEVICE, "n1") == "replayed"
@@ -111,7 +104,7 @@ def test_nonce_cache_forgets_after_ttl_and_refuses_when_full() -> None:
 def test_token_bucket_never_allows_more_than_burst_plus_rate_times_elapsed(
     rate: float, burst: int, gaps: list[float]
 ) -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     limiter = RateLimiter(rate, burst, clock)
     allowed = 0
     for gap in gaps:
@@ -125,7 +118,7 @@ def test_token_bucket_never_allows_more_than_burst_plus_rate_times_elapsed(
 
 
 def test_token_bucket_retry_after_is_exact() -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     limiter = RateLimiter(2.0, 2, clock)
     assert limiter.take(DEVICE) == 0.0
     assert limiter.take(DEVICE) == 0.0

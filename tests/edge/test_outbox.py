@@ -13,6 +13,7 @@ import pytest
 from contracts.models import EventKind, Subject, SubjectType, parse_batch
 from edge.exceptions import EventRejected, OutboxError, OutboxFull, OutboxMismatch
 from edge.outbox import EventDraft, Outbox
+from tests.kit.clock import FakeClock
 
 T0 = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
 
@@ -201,11 +202,11 @@ async def test_an_outbox_of_another_gateway_is_refused(tmp_path: Path) -> None:
 
 
 async def test_oldest_age_follows_the_injected_clock(tmp_path: Path) -> None:
-    now = [1000.0]
-    async with outbox(tmp_path / "o.sqlite", clock=lambda: now[0]) as ob:
+    clock = FakeClock(1000.0)
+    async with outbox(tmp_path / "o.sqlite", clock=clock) as ob:
         assert ob.oldest_age_s() == 0.0
         await ob.put([draft()])
-        now[0] = 1042.5
+        clock.t = 1042.5
         await ob.put([draft()])
         assert ob.oldest_age_s() == pytest.approx(42.5)
         await ob.ack(await ob.next_batch(max_events=1, max_latency_s=0.001))

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -37,9 +35,12 @@ from notifier.web.auth import CSRF_HEADER
 from stream.customers import register_device
 from stream.keyring import Keyring
 from stream.processor import EventProcessor
-from stream.registry import SHARDS, CustomerProfile, Purpose, Registry
+from stream.registry import SHARDS, Purpose, Registry
 from tests.factories import event_dict
-from tests.notifier.conftest import FAST_HASHER, FakeClock, make_alert
+from tests.kit.cli import proxima
+from tests.kit.clock import FakeUtcClock
+from tests.kit.customers import make_customer
+from tests.notifier.conftest import FAST_HASHER, make_alert
 from transport.redis import connect_redis, drop_prefix
 from transport.stats import publish, read_all
 
@@ -82,17 +83,6 @@ async def _customer_keys(r: RedisCluster, prefix: str, cid: str) -> list[str]:
 # --- the customer CLI ------------------------------------------------------------------
 
 
-def _proxima(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "deploy.cli", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=env,
-        timeout=90,
-    )
-
-
 def test_customer_cli_enrolls_grants_revokes_and_forgets_on_a_cluster(
     redis_cluster_url: str, proxima_env: dict[str, str], namespace: str
 ) -> None:
@@ -105,11 +95,11 @@ def test_customer_cli_enrolls_grants_revokes_and_forgets_on_a_cluster(
         ("customers", "revoke", "ana", "arrival_alerts"),
     ]
     for args in steps:
-        done = _proxima(env, *args)
+        done = proxima(*args, env=env)
         assert done.returncode == 0, (args, done.stderr)
         # PROXIMA_KAFKA is set: the consent outbox went to Kafka through the cluster
         assert "not yet on proxima.consent.v1" not in done.stderr, done.stderr
-    shown = _proxima(env, "customers", "show", "ana")
+    shown = proxima("customers", "show", "ana", env=env)
     assert shown.returncode == 0, shown.stderr
     data = json.loads(shown.stdout)
     assert data["consent"] == {
@@ -134,14 +124,14 @@ def test_customer_cli_enrolls_grants_revokes_and_forgets_on_a_cluster(
     assert keys, "the customer's keys are on the cluster"
     assert pending == 0
     assert audited == 3  # grant at enroll, grant at s1, revoke
-    forget = _proxima(env, "customers", "forget", "ana")
+    forget = proxima("customers", "forget", "ana", env=env)
     assert forget.returncode == 0, forget.stderr
     assert "not yet on proxima.consent.v1" not in forget.stderr, forget.stderr
-    assert _proxima(env, "customers", "show", "ana").returncode == 1
+    assert proxima("customers", "show", "ana", env=env).returncode == 1
     keys, audited, pending = asyncio.run(check())
     assert keys == []  # profile, consent and devices gone; the audit stream keeps "forget"
     assert pending == 0
-    other = _proxima(env, "customers", "show", "bia")
+    other = proxima("customers", "show", "bia", env=env)
     assert other.returncode == 0, other.stderr
 
 
@@ -169,19 +159,11 @@ async def test_the_processor_decides_an_arrival_on_a_cluster_and_forget_sweeps_e
     others = [f"c{i}" for i in range(40)]  # customers on every shard, so every primary
     for cid in others:
         await proc.registry.enroll(
-            CustomerProfile(
-                customer_id=cid, identity_key=f"{len(cid):02x}" * 16, rotation_exponent=10
-            ),
+            make_customer(customer_id=cid, identity_key=f"{len(cid):02x}" * 16),
             [Purpose.ARRIVAL_ALERTS],
         )
     await proc.registry.enroll(
-        CustomerProfile(
-            customer_id="ana",
-            identity_key=KEY_ANA.hex(),
-            rotation_exponent=10,
-            name="Ana Lima",
-            visible_fields=["name"],
-        ),
+        make_customer(identity_key=KEY_ANA.hex(), name="Ana Lima", visible_fields=["name"]),
         [Purpose.ARRIVAL_ALERTS, Purpose.ANALYTICS],
     )
     assert len(await _nodes_of(cluster, f"{prefix}*")) == 3  # the registry spans the cluster
@@ -221,7 +203,7 @@ async def test_the_processor_decides_an_arrival_on_a_cluster_and_forget_sweeps_e
 @pytest.fixture
 async def notifier(redis_cluster_url: str, namespace: str) -> AsyncIterator[Notifier]:
     services = ServiceSettings(redis=redis_cluster_url, namespace=namespace)
-    n = Notifier(services, settings=NotifierSettings(login_attempts=3), clock=FakeClock())
+    n = Notifier(services, settings=NotifierSettings(login_attempts=3), clock=FakeUtcClock())
     n.directory.hasher = FAST_HASHER
     yield n
     await drop_prefix(redis_cluster_url, f"{namespace}:")
@@ -298,9 +280,7 @@ async def test_gateway_keys_device_keys_counters_and_drop_prefix_on_a_cluster(
     assert (await keyring.get(record.kid)) == record
     assert (await keyring.revoke(record.kid)).revoked
 
-    await Registry(cluster, prefix).enroll(
-        CustomerProfile(customer_id="ana", identity_key=KEY_ANA.hex(), rotation_exponent=10), []
-    )
+    await Registry(cluster, prefix).enroll(make_customer(), [])
     _, public = new_device_key()
     await register_device(cluster, prefix, "ana", "d00d01", public_key=public)
     devices = open_registry(redis_cluster_url, redis_prefix=prefix)

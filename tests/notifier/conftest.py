@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,20 +26,8 @@ from contracts.services import ServiceSettings
 from notifier.directory import Directory
 from notifier.lifecycle import Lifecycle
 from tests.factories import alert_dict
-
-
-@dataclass
-class FakeClock:
-    """Injected time: tests advance it instead of sleeping."""
-
-    now: datetime = field(default_factory=lambda: datetime(2026, 1, 1, 10, 0, 0, tzinfo=UTC))
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
+from tests.kit.clock import FakeUtcClock
+from tests.kit.services import redis_dropped_after
 
 # Cheap argon2 parameters: the tests check behaviour, not the hash's cost.
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
@@ -164,8 +152,8 @@ def make_alert(**overrides: Any) -> Alert:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> FakeUtcClock:
+    return FakeUtcClock()
 
 
 @pytest.fixture
@@ -175,24 +163,18 @@ def services(namespace: str) -> ServiceSettings:
 
 @pytest.fixture
 async def redis(services: ServiceSettings) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(services.redis, decode_responses=True)
-    try:
+    async with redis_dropped_after(services, decode_responses=True) as client:
         yield client
-    finally:
-        keys = [k async for k in client.scan_iter(f"{services.redis_prefix}*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
 
 
 @pytest.fixture
-def directory(redis: aioredis.Redis, services: ServiceSettings, clock: FakeClock) -> Directory:
+def directory(redis: aioredis.Redis, services: ServiceSettings, clock: FakeUtcClock) -> Directory:
     return Directory(redis, services.redis_prefix, hasher=FAST_HASHER, clock=clock)
 
 
 @pytest.fixture
 def lifecycle(
-    redis: aioredis.Redis, services: ServiceSettings, directory: Directory, clock: FakeClock
+    redis: aioredis.Redis, services: ServiceSettings, directory: Directory, clock: FakeUtcClock
 ) -> Lifecycle:
     return Lifecycle(redis, services.redis_prefix, directory, clock=clock)
 

@@ -19,7 +19,8 @@ from notifier.lifecycle import AlertRecord, Lifecycle, ack_outbox_key
 from notifier.outbox import Entry, Outbox
 from notifier.service import Notifier
 from notifier.settings import NotifierSettings
-from tests.notifier.conftest import FAST_HASHER, FakeClock, make_alert
+from tests.kit.clock import FakeUtcClock
+from tests.notifier.conftest import FAST_HASHER, make_alert
 from tests.redis_slots import SlotCheckedRedis
 from transport.kafka import ensure_topics, make_producer
 from transport.mqtt import MqttClient
@@ -40,7 +41,7 @@ async def _acks(lifecycle: Lifecycle) -> list[AlertAck]:
 
 
 async def test_each_transition_is_queued_as_an_ack_once(
-    redis: aioredis.Redis, services: ServiceSettings, directory: object, clock: FakeClock
+    redis: aioredis.Redis, services: ServiceSettings, directory: object, clock: FakeUtcClock
 ) -> None:
     from notifier.directory import Directory
 
@@ -69,7 +70,7 @@ async def test_each_transition_is_queued_as_an_ack_once(
 
 
 async def test_the_ack_is_queued_with_the_transition_even_if_the_process_fails_right_after(
-    redis: aioredis.Redis, services: ServiceSettings, directory: object, clock: FakeClock
+    redis: aioredis.Redis, services: ServiceSettings, directory: object, clock: FakeUtcClock
 ) -> None:
     from notifier.directory import Directory
 
@@ -100,7 +101,7 @@ async def test_the_ack_is_queued_with_the_transition_even_if_the_process_fails_r
 
 
 async def test_transitions_and_their_acks_stay_in_one_redis_cluster_slot(
-    services: ServiceSettings, directory: object, clock: FakeClock
+    services: ServiceSettings, directory: object, clock: FakeUtcClock
 ) -> None:
     """Each transition script writes the alert's hash and the ack outbox: on a cluster both
     keys must be in one slot (the client refuses a call whose keys are in two)."""

@@ -24,7 +24,8 @@ from notifier.lifecycle import Lifecycle
 from notifier.metrics import Metrics
 from notifier.settings import NotifierSettings
 from notifier.web.app import Console, serve
-from tests.notifier.conftest import FakeClock, make_alert
+from tests.kit.clock import FakeUtcClock
+from tests.notifier.conftest import make_alert
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -56,7 +57,7 @@ pytestmark = [
 
 @pytest.fixture
 async def base_url(
-    redis: aioredis.Redis, directory: Directory, lifecycle: Lifecycle, clock: FakeClock
+    redis: aioredis.Redis, directory: Directory, lifecycle: Lifecycle, clock: FakeUtcClock
 ) -> AsyncIterator[str]:
     app = Console(
         redis=redis,

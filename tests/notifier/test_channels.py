@@ -56,7 +56,8 @@ from notifier.exceptions import InvalidInput, NotifierError, TooManyDestinations
 from notifier.service import Notifier
 from notifier.settings import NotifierSettings
 from notifier.web.app import serve
-from tests.notifier.conftest import FAST_HASHER, FakeClock, Tls, make_alert
+from tests.kit.clock import FakeUtcClock
+from tests.notifier.conftest import FAST_HASHER, Tls, make_alert
 
 SECRET = "a-webhook-secret-of-some-length"
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
@@ -178,7 +179,7 @@ class Pauses:
 
 @pytest.mark.integration
 async def test_webhook_is_signed_and_retried_with_capped_backoff(
-    receiver: Receiver, http: aiohttp.ClientSession, clock: FakeClock
+    receiver: Receiver, http: aiohttp.ClientSession, clock: FakeUtcClock
 ) -> None:
     pauses = Pauses()
     channel = WebhookChannel(lambda: http, backoff=Backoff(5, 0.5, 1.0), clock=clock, sleep=pauses)
@@ -199,7 +200,7 @@ async def test_webhook_is_signed_and_retried_with_capped_backoff(
 
 @pytest.mark.integration
 async def test_webhook_gives_up_on_a_client_error_and_on_a_wrong_secret(
-    receiver: Receiver, http: aiohttp.ClientSession, clock: FakeClock
+    receiver: Receiver, http: aiohttp.ClientSession, clock: FakeUtcClock
 ) -> None:
     pauses = Pauses()
     channel = WebhookChannel(lambda: http, backoff=Backoff(4, 0.1, 0.2), clock=clock, sleep=pauses)
@@ -218,7 +219,7 @@ async def test_webhook_gives_up_on_a_client_error_and_on_a_wrong_secret(
 
 @pytest.mark.integration
 async def test_webhook_to_nowhere_fails_after_every_attempt(
-    http: aiohttp.ClientSession, clock: FakeClock
+    http: aiohttp.ClientSession, clock: FakeUtcClock
 ) -> None:
     pauses = Pauses()
     channel = WebhookChannel(lambda: http, backoff=Backoff(3, 0.1, 0.2), clock=clock, sleep=pauses)
@@ -309,7 +310,7 @@ class PushService:
 
 
 @pytest.fixture
-async def push_service(clock: FakeClock, tls: Tls) -> AsyncIterator[PushService]:
+async def push_service(clock: FakeUtcClock, tls: Tls) -> AsyncIterator[PushService]:
     service = PushService(now_s=clock.now.timestamp())
     runner, service.origin = await _serve("/push/{name}", service.handle, tls)
     try:
@@ -324,7 +325,7 @@ async def test_web_push_is_vapid_signed_and_decrypts_with_the_subscription_key(
     http: aiohttp.ClientSession,
     redis: Any,
     services: ServiceSettings,
-    clock: FakeClock,
+    clock: FakeUtcClock,
 ) -> None:
     keys = VapidKeys(redis, services.redis_prefix)
     channel = WebPushChannel(lambda: http, keys, "mailto:ops@example.com", clock=clock)
@@ -380,7 +381,7 @@ async def test_destinations_reject_bad_input_with_the_reason(
 @pytest.mark.integration
 async def test_a_new_alert_reaches_every_channel_with_receipts(
     services: ServiceSettings,
-    clock: FakeClock,
+    clock: FakeUtcClock,
     receiver: Receiver,
     push_service: PushService,
     tls: Tls,
@@ -459,7 +460,7 @@ def _notice() -> Notice:
 async def test_plain_http_is_refused_when_added_and_when_sent(
     plain_receiver: Receiver,
     http: aiohttp.ClientSession,
-    clock: FakeClock,
+    clock: FakeUtcClock,
     directory: Directory,
     redis: Any,
     services: ServiceSettings,
@@ -488,7 +489,7 @@ async def test_plain_http_is_refused_when_added_and_when_sent(
     ],
 )
 async def test_webhooks_to_non_public_addresses_are_refused_at_connect_time(
-    receiver: Receiver, guarded: aiohttp.ClientSession, clock: FakeClock, host: str, reason: str
+    receiver: Receiver, guarded: aiohttp.ClientSession, clock: FakeUtcClock, host: str, reason: str
 ) -> None:
     port = receiver.url.split(":")[2].split("/")[0]
     pauses = Pauses()
@@ -506,7 +507,7 @@ async def test_webhooks_to_non_public_addresses_are_refused_at_connect_time(
 
 @pytest.mark.integration
 async def test_the_notifier_refuses_loopback_unless_its_network_is_allowed(
-    services: ServiceSettings, clock: FakeClock, receiver: Receiver, tls: Tls
+    services: ServiceSettings, clock: FakeUtcClock, receiver: Receiver, tls: Tls
 ) -> None:
     dest = Destination(receiver.url, secret=SECRET)
     shipped = Notifier(services, settings=NotifierSettings(webhook_ca_file=tls.ca_file))
@@ -564,7 +565,7 @@ class Chatty:
 
 @pytest.mark.integration
 async def test_a_reply_is_read_at_most_a_kilobyte_and_only_its_status_is_kept(
-    http: aiohttp.ClientSession, clock: FakeClock, tls: Tls
+    http: aiohttp.ClientSession, clock: FakeUtcClock, tls: Tls
 ) -> None:
     chatty = Chatty()
     runner, origin = await _serve("/hook", chatty.handle, tls)
@@ -585,7 +586,7 @@ async def test_a_reply_is_read_at_most_a_kilobyte_and_only_its_status_is_kept(
 
 @pytest.mark.integration
 async def test_receipts_name_only_the_host_of_a_destination(
-    receiver: Receiver, http: aiohttp.ClientSession, clock: FakeClock
+    receiver: Receiver, http: aiohttp.ClientSession, clock: FakeUtcClock
 ) -> None:
     token = "T0AAAAAAA/B0BBBBBBB/ZZZZsecrettokenZZZZZZZZ"
     origin = receiver.url.rsplit("/", 1)[0]

@@ -6,7 +6,7 @@ import pytest
 
 from notifier.directory import Associate, Directory
 from notifier.exceptions import AssociateExists, InvalidInput, UnknownAssociate
-from tests.notifier.conftest import FakeClock
+from tests.kit.clock import FakeUtcClock
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -75,7 +75,7 @@ async def test_authenticate(directory: Directory) -> None:
     assert await directory.authenticate("store-1", "nobody", "secret-pass") is None
 
 
-async def test_shift_toggle_and_stale_shift(directory: Directory, clock: FakeClock) -> None:
+async def test_shift_toggle_and_stale_shift(directory: Directory, clock: FakeUtcClock) -> None:
     await directory.add("store-1", "Ana", "secret-pass")
     ana = await directory.set_on_shift("store-1", "ana", True)
     assert ana.on_shift

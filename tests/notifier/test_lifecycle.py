@@ -19,7 +19,8 @@ from notifier.directory import Directory
 from notifier.exceptions import AlertConflict, AlertWithheld, UnknownAlert, UnknownAssociate
 from notifier.lifecycle import AlertState, Delivery, Lifecycle
 from notifier.routing import Tier
-from tests.notifier.conftest import FakeClock, make_alert
+from tests.kit.clock import FakeUtcClock
+from tests.notifier.conftest import make_alert
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -76,7 +77,7 @@ async def test_first_claim_wins_atomically(
 
 
 async def test_claim_then_done_and_done_needs_the_claimer(
-    lifecycle: Lifecycle, directory: Directory, store: str, clock: FakeClock
+    lifecycle: Lifecycle, directory: Directory, store: str, clock: FakeUtcClock
 ) -> None:
     await _team(directory, store)
     alert = make_alert(store_id=store)
@@ -111,7 +112,7 @@ async def test_other_store_cannot_touch_an_alert(
 
 
 async def test_escalation_ladder_with_injected_clock(
-    lifecycle: Lifecycle, directory: Directory, store: str, clock: FakeClock
+    lifecycle: Lifecycle, directory: Directory, store: str, clock: FakeUtcClock
 ) -> None:
     await _team(directory, store)
     alert = make_alert(store_id=store, target={"associate_id": "maria"}, zone_id="entrance")
@@ -132,7 +133,7 @@ async def test_escalation_ladder_with_injected_clock(
 
 
 async def test_claimed_alert_does_not_escalate(
-    lifecycle: Lifecycle, directory: Directory, store: str, clock: FakeClock
+    lifecycle: Lifecycle, directory: Directory, store: str, clock: FakeUtcClock
 ) -> None:
     await _team(directory, store)
     alert = make_alert(store_id=store, target={"associate_id": "maria"})
@@ -140,10 +141,19 @@ async def test_claimed_alert_does_not_escalate(
     await lifecycle.claim(str(alert.alert_id), store, "maria")
     clock.advance(600)
     assert await lifecycle.tick() == []
+    # The same alert unclaimed, created now, does move on once its time has come.
+    unclaimed = make_alert(store_id=store, target={"associate_id": "maria"})
+    await lifecycle.create(unclaimed)
+    clock.advance(45)
+    assert [d.record.alert.alert_id for d in await lifecycle.tick()] == [unclaimed.alert_id]
 
 
 async def test_two_instances_escalate_once(
-    redis: aioredis.Redis, lifecycle: Lifecycle, directory: Directory, store: str, clock: FakeClock
+    redis: aioredis.Redis,
+    lifecycle: Lifecycle,
+    directory: Directory,
+    store: str,
+    clock: FakeUtcClock,
 ) -> None:
     await _team(directory, store)
     other = Lifecycle(redis, lifecycle.prefix, directory, clock=clock)
@@ -155,7 +165,7 @@ async def test_two_instances_escalate_once(
 
 
 async def test_unclaimed_alert_expires(
-    lifecycle: Lifecycle, directory: Directory, store: str, clock: FakeClock
+    lifecycle: Lifecycle, directory: Directory, store: str, clock: FakeUtcClock
 ) -> None:
     await _team(directory, store)
     alert = make_alert(store_id=store)
@@ -189,7 +199,7 @@ async def test_decline_releases_claim_and_escalates_when_all_declined(
 
 
 async def test_acks_from_mqtt_payloads(
-    lifecycle: Lifecycle, directory: Directory, store: str, clock: FakeClock
+    lifecycle: Lifecycle, directory: Directory, store: str, clock: FakeUtcClock
 ) -> None:
     await _team(directory, store)
     alert = make_alert(store_id=store)
@@ -229,7 +239,7 @@ async def test_changes_are_published_on_the_store_feed(
 
 
 async def test_manager_summary(
-    lifecycle: Lifecycle, directory: Directory, store: str, clock: FakeClock
+    lifecycle: Lifecycle, directory: Directory, store: str, clock: FakeUtcClock
 ) -> None:
     await _team(directory, store)
     ids = []
@@ -250,7 +260,7 @@ async def test_manager_summary(
     assert (await lifecycle.summary(store)).alerts_today == 0
 
 
-def _consent(customer_id: str, clock: FakeClock, **decisions: bool) -> ConsentRecord:
+def _consent(customer_id: str, clock: FakeUtcClock, **decisions: bool) -> ConsentRecord:
     """A consent state; ``arrival_alerts__s1=False`` is the decision ``arrival_alerts@s1``."""
     return ConsentRecord(
         customer_id=customer_id,
@@ -267,7 +277,7 @@ async def test_revoking_arrival_alerts_in_a_store_withdraws_its_open_alerts_and_
     lifecycle: Lifecycle,
     directory: Directory,
     store: str,
-    clock: FakeClock,
+    clock: FakeUtcClock,
 ) -> None:
     other = f"{store}-b"
     await _team(directory, store)
@@ -334,7 +344,7 @@ async def test_erasing_a_customer_deletes_every_alert_of_theirs_and_refuses_late
     lifecycle: Lifecycle,
     directory: Directory,
     store: str,
-    clock: FakeClock,
+    clock: FakeUtcClock,
 ) -> None:
     await _team(directory, store)
     gone = [

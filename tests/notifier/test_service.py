@@ -31,7 +31,8 @@ from notifier.lifecycle import AlertState
 from notifier.service import Notifier
 from notifier.settings import NotifierSettings
 from stream.registry import CustomerProfile, Purpose, Registry
-from tests.notifier.conftest import FAST_HASHER, FakeClock, make_alert
+from tests.kit.clock import FakeUtcClock
+from tests.notifier.conftest import FAST_HASHER, make_alert
 from tests.private_redis import private_redis
 from tests.redis_traces import redis_traces
 from transport.kafka import ensure_topics, make_producer
@@ -43,7 +44,7 @@ WAIT = 10.0  # a deadline for things that must happen, never a speed assertion
 
 
 @pytest.fixture
-async def notifier(services: ServiceSettings, clock: FakeClock) -> AsyncIterator[Notifier]:
+async def notifier(services: ServiceSettings, clock: FakeUtcClock) -> AsyncIterator[Notifier]:
     n = Notifier(services, settings=NotifierSettings(http_port=0), clock=clock)
     n.directory.hasher = FAST_HASHER
     for who, zones, role in [
@@ -123,7 +124,7 @@ async def test_alert_stored_but_never_published_is_published_on_redelivery(
 
 
 async def test_escalation_publishes_to_the_next_tier(
-    notifier: Notifier, listener: MqttClient, services: ServiceSettings, clock: FakeClock
+    notifier: Notifier, listener: MqttClient, services: ServiceSettings, clock: FakeUtcClock
 ) -> None:
     await _subscribed(listener, f"{services.topics.mqtt_root}/stores/s1/x")
     alert = make_alert(store_id="s1", target={"associate_id": "maria"}, zone_id="entrance")
@@ -142,7 +143,9 @@ async def test_escalation_publishes_to_the_next_tier(
     assert notifier.metrics.value("proxima_notifier_escalations_total", tier="manager") == 1
 
 
-def _ack(alert: Alert, who: str, status: AckStatus, clock: FakeClock, store: str = "s1") -> bytes:
+def _ack(
+    alert: Alert, who: str, status: AckStatus, clock: FakeUtcClock, store: str = "s1"
+) -> bytes:
     return (
         AlertAck(
             alert_id=alert.alert_id, store_id=store, associate_id=who, status=status, at=clock.now
@@ -153,7 +156,7 @@ def _ack(alert: Alert, who: str, status: AckStatus, clock: FakeClock, store: str
 
 
 async def test_acks_over_mqtt_claim_and_close(
-    notifier: Notifier, services: ServiceSettings, clock: FakeClock
+    notifier: Notifier, services: ServiceSettings, clock: FakeUtcClock
 ) -> None:
     alert = make_alert(store_id="s1")
     await notifier.handle(alert.to_json())
@@ -187,7 +190,7 @@ async def test_acks_over_mqtt_claim_and_close(
     assert notifier.metrics.value("proxima_notifier_acks_total", source="mqtt", result="done") == 1
 
 
-async def test_bad_acks_are_parked_with_a_reason(notifier: Notifier, clock: FakeClock) -> None:
+async def test_bad_acks_are_parked_with_a_reason(notifier: Notifier, clock: FakeUtcClock) -> None:
     alert = make_alert(store_id="s1")
     await notifier.handle(alert.to_json())
     topics = notifier.topics
@@ -216,7 +219,7 @@ async def test_bad_acks_are_parked_with_a_reason(notifier: Notifier, clock: Fake
 
 
 async def test_an_ack_naming_another_associate_than_its_topic_is_refused(
-    notifier: Notifier, services: ServiceSettings, clock: FakeClock
+    notifier: Notifier, services: ServiceSettings, clock: FakeUtcClock
 ) -> None:
     """Joao may write only his own ack topic (the shipped ACL): he cannot claim as Maria."""
     alert = make_alert(store_id="s1")
@@ -268,7 +271,7 @@ async def test_an_ack_naming_another_associate_than_its_topic_is_refused(
 
 
 async def test_the_legacy_store_wide_ack_topic_works_only_when_turned_on(
-    services: ServiceSettings, clock: FakeClock
+    services: ServiceSettings, clock: FakeUtcClock
 ) -> None:
     settings = NotifierSettings(http_port=0, legacy_ack_topic=True)
     notifier = Notifier(services, settings=settings, clock=clock)
@@ -479,7 +482,7 @@ async def test_handhelds_and_store_screens_get_no_customer_visit_or_event_ids(
 
 
 async def test_forget_and_revocation_reach_the_notifier_through_kafka(
-    kafka_url: str, namespace: str, redis: aioredis.Redis, clock: FakeClock
+    kafka_url: str, namespace: str, redis: aioredis.Redis, clock: FakeUtcClock
 ) -> None:
     """`proxima customers forget` and `revoke`, as an operator runs them, withdraw the
     customer's open alerts on every channel; forget leaves nothing of them in Redis."""

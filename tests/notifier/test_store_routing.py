@@ -13,7 +13,8 @@ from notifier.directory import Associate, Directory
 from notifier.exceptions import InvalidInput
 from notifier.lifecycle import Delivery, Lifecycle
 from notifier.routing import Ladder, Tier, plan
-from tests.notifier.conftest import FakeClock, make_alert
+from tests.kit.clock import FakeUtcClock
+from tests.notifier.conftest import make_alert
 
 NOW = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
 
@@ -46,7 +47,7 @@ async def _team(directory: Directory, store: str) -> None:
 
 @pytest.mark.integration
 async def test_each_store_escalates_and_expires_on_its_own_clock(
-    lifecycle: Lifecycle, directory: Directory, clock: FakeClock
+    lifecycle: Lifecycle, directory: Directory, clock: FakeUtcClock
 ) -> None:
     for store in ("fast", "slow"):
         await _team(directory, store)

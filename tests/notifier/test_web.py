@@ -21,7 +21,8 @@ from notifier.settings import NotifierSettings
 from notifier.web.app import Console
 from notifier.web.auth import CSRF_HEADER
 from notifier.web.sessions import SESSION_COOKIE
-from tests.notifier.conftest import CountingHasher, FakeClock, make_alert
+from tests.kit.clock import FakeUtcClock
+from tests.notifier.conftest import CountingHasher, make_alert
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -64,7 +65,7 @@ async def console(
     redis: aioredis.Redis,
     directory: Directory,
     lifecycle: Lifecycle,
-    clock: FakeClock,
+    clock: FakeUtcClock,
     settings: NotifierSettings,
 ) -> AsyncIterator[TestServer]:
     app = Console(
@@ -331,6 +332,12 @@ async def test_another_stores_associate_sees_and_touches_nothing(
 ) -> None:
     alert = make_alert(store_id=team)
     await lifecycle.create(alert)
+    # The store's own associate sees it, and can open it.
+    maria = client_factory()
+    await maria.login(team, "maria")
+    _, listed = await maria.call("GET", "/api/alerts")
+    assert [a["alert_id"] for a in listed["alerts"]] == [str(alert.alert_id)]
+    assert (await maria.call("GET", f"/api/alerts/{alert.alert_id}"))[0] == 200
     eve = client_factory()
     await eve.login("other-store", "eve")
     assert (await eve.call("GET", "/api/alerts"))[1] == {"alerts": []}
@@ -413,7 +420,7 @@ async def test_sign_out_and_removed_accounts_end_the_session(
 
 
 async def test_shift_toggle_and_manager_view(
-    client_factory: Any, team: str, lifecycle: Lifecycle, clock: FakeClock
+    client_factory: Any, team: str, lifecycle: Lifecycle, clock: FakeUtcClock
 ) -> None:
     maria, boss = client_factory(), client_factory()
     await maria.login(team, "maria")
@@ -708,7 +715,7 @@ async def test_bad_channel_input_gets_a_4xx_that_says_why(
 
 
 async def test_receipts_are_scoped_to_the_store(
-    client_factory: Any, team: str, lifecycle: Lifecycle, clock: FakeClock
+    client_factory: Any, team: str, lifecycle: Lifecycle, clock: FakeUtcClock
 ) -> None:
     from notifier.channels import Receipt
 
@@ -754,7 +761,7 @@ async def test_openapi_lists_exactly_the_routes_the_server_has(
 
 
 async def test_every_json_reply_is_what_the_openapi_document_describes(
-    client_factory: Any, team: str, lifecycle: Lifecycle, clock: FakeClock
+    client_factory: Any, team: str, lifecycle: Lifecycle, clock: FakeUtcClock
 ) -> None:
     """Each JSON endpoint's actual reply validates against its documented schema, with no
     key the document does not name, so the description cannot drift from the handlers."""

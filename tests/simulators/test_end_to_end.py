@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer
 
 from contracts.services import ServiceSettings
 from stream.settings import StreamSettings
 from tests.conftest import Procs
+from tests.kit.kafka import Record, TopicReader
 from transport.kafka import ensure_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
@@ -167,24 +167,13 @@ async def _alerts_on_kafka(
     services: ServiceSettings, customer_id: str, n: int, timeout: float = 120
 ) -> list[dict[str, object]]:
     """The first ``n`` records about ``customer_id`` on proxima.alerts.v1 (the worker's output)."""
-    consumer = AIOKafkaConsumer(
-        services.topics.alerts,
-        bootstrap_servers=services.kafka_bootstrap,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    found: list[dict[str, object]] = []
-    try:
-        async with asyncio.timeout(timeout):
-            while len(found) < n:
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    for record in records:
-                        alert = json.loads(record.value or b"{}")
-                        if alert.get("customer_id") == customer_id:
-                            found.append(alert)
-    finally:
-        await consumer.stop()
-    return found
+
+    def about(records: list[Record]) -> list[dict[str, object]]:
+        alerts = (json.loads(r.value or b"{}") for r in records)
+        return [a for a in alerts if a.get("customer_id") == customer_id]
+
+    async with TopicReader(services.kafka_bootstrap, services.topics.alerts) as reader:
+        return about(await reader.until(lambda rs: len(about(rs)) >= n, timeout))
 
 
 async def test_a_replay_on_the_virtual_clock_alerts_as_a_paced_replay_does(
@@ -199,7 +188,7 @@ async def test_a_replay_on_the_virtual_clock_alerts_as_a_paced_replay_does(
     got: dict[str, dict[str, object]] = {}
     for speed in ("max", "20"):
         if speed != "max":
-            procs.stop_all()
+            procs.stop()
             procs.env["PROXIMA_NAMESPACE"] = f"{proxima_env['PROXIMA_NAMESPACE']}p"
             procs.log_dir = procs.log_dir / "paced"
         services, _, _ = await _pipeline(procs, procs.env)

@@ -12,7 +12,8 @@ import redis.asyncio as aioredis
 from contracts.services import ServiceSettings
 from contracts.trace import AppRecord
 from simulators.replay import ConsentReplay
-from stream.registry import CustomerProfile, Purpose, Registry
+from stream.registry import Purpose, Registry
+from tests.kit.customers import make_customer
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +33,7 @@ async def test_revocation_is_stored_before_any_later_advert_is_replayed(
     services = ServiceSettings(namespace=namespace)
     r = aioredis.from_url(services.redis)
     registry = Registry(r, services.redis_prefix)
-    profile = CustomerProfile(customer_id="c1", identity_key="11" * 16, rotation_exponent=10)
+    profile = make_customer(customer_id="c1", identity_key="11" * 16)
     await registry.enroll(profile, [Purpose.ARRIVAL_ALERTS])
     trace = tmp_path / "t.jsonl"
     trace.write_text(
@@ -79,7 +80,7 @@ async def test_at_max_speed_a_revocation_waits_until_the_stream_has_decided_what
     r = aioredis.from_url(services.redis)
     registry = Registry(r, services.redis_prefix)
     await registry.enroll(
-        CustomerProfile(customer_id="c1", identity_key="11" * 16, rotation_exponent=10),
+        make_customer(customer_id="c1", identity_key="11" * 16),
         [Purpose.ARRIVAL_ALERTS],
     )
     published = [uuid.uuid4() for _ in range(3)]
@@ -114,7 +115,7 @@ async def test_without_a_stream_the_revocation_is_applied_after_the_timeout(
     r = aioredis.from_url(services.redis)
     registry = Registry(r, services.redis_prefix)
     await registry.enroll(
-        CustomerProfile(customer_id="c1", identity_key="11" * 16, rotation_exponent=10),
+        make_customer(customer_id="c1", identity_key="11" * 16),
         [Purpose.ARRIVAL_ALERTS],
     )
     replay = ConsentReplay(services, processed_timeout_s=0.3)

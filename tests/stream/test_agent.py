@@ -34,10 +34,13 @@ from contracts.services import ServiceSettings
 from contracts.topics import VISITS
 from stream.app import create_app
 from stream.processor import Decision, EventProcessor
-from stream.registry import CustomerProfile, Purpose, Registry
+from stream.registry import Purpose, Registry
 from stream.settings import StreamSettings
 from stream.tables import DEDUPE_TABLE, AlertDedupe
 from tests.factories import event_dict
+from tests.kit.clock import FakeUtcClock
+from tests.kit.customers import make_customer
+from transport.redis import drop_prefix
 
 pytestmark = pytest.mark.integration  # Redis
 KEY = bytes.fromhex("0102030405060708090a111213141516")
@@ -183,13 +186,8 @@ async def _harness(
     )
     app.finalize()
     registry = processor.registry
-    profile = CustomerProfile(
-        customer_id="ana",
-        identity_key=KEY.hex(),
-        rotation_exponent=10,
-        name="Ana Lima",
-        tier="gold",
-        visible_fields=["name"],
+    profile = make_customer(
+        identity_key=KEY.hex(), name="Ana Lima", tier="gold", visible_fields=["name"]
     )
     await registry.enroll(profile, [Purpose.ARRIVAL_ALERTS])
     try:
@@ -200,9 +198,7 @@ async def _harness(
         consumer: Any = app._consumer
         if consumer is not None:
             consumer._thread.thread_loop.close()
-        keys = [k async for k in r.scan_iter(f"{services.redis_prefix}*")]
-        if keys:
-            await r.delete(*keys)
+        await drop_prefix(services.redis, services.redis_prefix)
         await r.aclose()
 
 
@@ -337,11 +333,11 @@ STORES = pytest.mark.parametrize("store_url", ["memory://", "rocksdb://"])
 async def test_expired_dedupe_entries_are_purged_with_a_tombstone_on_their_partition(
     namespace: str, tmp_path: Path, store_url: str
 ) -> None:
-    clock = [T0]
+    clock = FakeUtcClock(T0)
     async with _harness(
         namespace,
         tmp_path,
-        now=lambda: clock[0],
+        now=clock,
         dedupe_ttl_s=3600,
         event_max_age_s=1800,  # shorter than the dedupe TTL (settings check it)
         table_purge_s=60,
@@ -356,8 +352,8 @@ async def test_expired_dedupe_entries_are_purged_with_a_tombstone_on_their_parti
             await _processed(harness, event)
             key = _dedupe_key(alert)
             assert [(p, k) for p, k, _ in harness.changelog()] == [(3, key)]
-            clock[0] = T0 + timedelta(seconds=3601)
-            assert harness.dedupe.sent(key, clock[0].timestamp()) is None  # expired
+            clock.now = T0 + timedelta(seconds=3601)
+            assert harness.dedupe.sent(key, clock.now.timestamp()) is None  # expired
             await agent.put(sentinel, key=b"store-1", wait=False)  # a batch runs the purge
             await _processed(harness, sentinel)
         assert key not in harness.dedupe.table
@@ -522,9 +518,7 @@ async def test_a_fresh_worker_erases_the_entries_of_a_customer_forgotten_while_i
     """A restarted worker reads the table back (changelog, or RocksDB on disk); its identity
     index never saw the customer leave, so only the sweep after recovery can erase them."""
     async with _harness(namespace, tmp_path, store_url=store_url) as harness:
-        bob = CustomerProfile(
-            customer_id="bob", identity_key=BOB_KEY.hex(), rotation_exponent=10, name="Bob"
-        )
+        bob = make_customer(customer_id="bob", identity_key=BOB_KEY.hex(), name="Bob")
         await harness.registry.enroll(bob, [Purpose.ARRIVAL_ALERTS])
         ana, bobs = _ana_event(), _ana_event(key=BOB_KEY)
         async with _agent(harness.app).test_context() as agent:
@@ -642,9 +636,7 @@ async def test_a_departure_kafka_refused_is_published_on_the_retry(harness: Harn
     enter = _ana_event()
     leave = _ana_event(kind="zone_exit", observed_at=(T0 + timedelta(seconds=10)).isoformat())
     # Bob's later event moves the store's event clock past Ana's exit timeout (300 s).
-    bob = CustomerProfile(
-        customer_id="bob", identity_key=BOB_KEY.hex(), rotation_exponent=10, name="Bob"
-    )
+    bob = make_customer(customer_id="bob", identity_key=BOB_KEY.hex(), name="Bob")
     await harness.registry.enroll(bob, [Purpose.ARRIVAL_ALERTS])
     later = T0 + timedelta(seconds=10 + 300 + 60)
     sentinel = _ana_event(key=BOB_KEY, observed_at=later.isoformat())

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer
 
 from contracts.models import DlqRecord, parse_model
 from contracts.services import ServiceSettings
 from stream.bridge import Bridge
 from stream.settings import StreamSettings
 from tests.factories import event_dict
+from tests.kit.kafka import read_topic
 from transport.kafka import ensure_topics
 from transport.mqtt import MqttClient
 from transport.stats import read_all
@@ -50,20 +50,6 @@ def fresh(**overrides: Any) -> dict[str, Any]:
     return event_dict(observed_at=datetime.now(UTC).isoformat(), **overrides)
 
 
-async def _consume(bootstrap: str, topic: str, n: int, timeout: float = 30) -> list[bytes]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
-    await consumer.start()
-    got: list[bytes] = []
-    try:
-        async with asyncio.timeout(timeout):
-            while len(got) < n:
-                for records in (await consumer.getmany(timeout_ms=500)).values():
-                    got.extend(r.value or b"" for r in records)
-    finally:
-        await consumer.stop()
-    return got
-
-
 async def test_bad_input_goes_to_dlq_and_good_neighbours_get_through(bridge: Bridge) -> None:
     services = bridge.services
     topic = services.topics.gateway_events("store-1", "gw-door")
@@ -76,12 +62,12 @@ async def test_bad_input_goes_to_dlq_and_good_neighbours_get_through(bridge: Bri
         await mqtt.publish(topic, json.dumps([fresh(store_id="store-2")]).encode(), qos=1)
         await mqtt.publish(topic, json.dumps(mixed).encode(), qos=1)
 
-    events = await _consume(services.kafka_bootstrap, services.topics.events, 2)
+    events = await read_topic(services.kafka_bootstrap, services.topics.events, 2)
     assert sorted(json.loads(e)["seq"] for e in events) == [1, 3]
 
     dlq = [
         parse_model(DlqRecord, raw)
-        for raw in await _consume(services.kafka_bootstrap, services.topics.events_dlq, 5)
+        for raw in await read_topic(services.kafka_bootstrap, services.topics.events_dlq, 5)
     ]
     reasons = [d.reason for d in dlq]
     assert any("not JSON" in r for r in reasons), reasons

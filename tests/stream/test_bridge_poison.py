@@ -16,13 +16,13 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from contracts.models import DLQ_ORIGINAL_MAX, DlqRecord, parse_model
 from contracts.services import ServiceSettings
 from deploy.embedded_kafka import EmbeddedKafka
 from stream.bridge import Bridge
 from stream.settings import StreamSettings
+from tests.kit.kafka import TopicReader
 from tests.stream.test_bridge import fresh
 from transport.kafka import ensure_topics
 from transport.mqtt import MqttClient
@@ -53,33 +53,6 @@ async def until(check: Callable[[], bool], what: str, timeout: float = 60) -> No
         pytest.fail(f"not reached in {timeout} s: {what}")
 
 
-class Reader:
-    """Everything on one Kafka topic from the start, read as it comes."""
-
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.consumer = AIOKafkaConsumer(
-            topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest"
-        )
-        self.values: list[bytes] = []
-
-    async def __aenter__(self) -> Reader:
-        await self.consumer.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.consumer.stop()
-
-    async def at_least(self, n: int, timeout: float = 60) -> list[bytes]:
-        try:
-            async with asyncio.timeout(timeout):
-                while len(self.values) < n:
-                    for records in (await self.consumer.getmany(timeout_ms=200)).values():
-                        self.values.extend(r.value or b"" for r in records)
-        except TimeoutError:
-            pytest.fail(f"{len(self.values)} of {n} records on Kafka after {timeout} s")
-        return self.values
-
-
 def _settings(**overrides: Any) -> StreamSettings:
     # Unsigned: these tests are about payloads and outages (signatures: test_bridge_signatures).
     base: dict[str, Any] = {"partitions": 1, "require_signatures": False, "retry_backoff_max_s": 1}
@@ -103,8 +76,8 @@ async def test_four_bad_payloads_reach_the_dlq_and_are_all_acked(
     good = json.dumps([fresh(seq=1)]).encode()
 
     async with (
-        Reader(services.kafka_bootstrap, topics.events_dlq) as dlq,
-        Reader(services.kafka_bootstrap, topics.events) as events,
+        TopicReader(services.kafka_bootstrap, topics.events_dlq) as dlq,
+        TopicReader(services.kafka_bootstrap, topics.events) as events,
     ):
         first = Bridge(services, _settings(), client_id="poison-bridge")
         async with running(first), MqttClient(services.mqtt) as mqtt:
@@ -148,7 +121,7 @@ async def test_one_gateways_oversized_batches_do_not_stop_another_stores(
     # Big enough that a DLQ record holding the whole payload would exceed Kafka's limit.
     oversized = b"y" * (settings.kafka_max_request_size - 1000)
     async with (
-        Reader(services.kafka_bootstrap, topics.events) as events,
+        TopicReader(services.kafka_bootstrap, topics.events) as events,
         running(Bridge(services, settings, client_id="poison-bridge-2")) as bridge,
         MqttClient(services.mqtt) as mqtt,
     ):
@@ -191,7 +164,7 @@ async def test_a_kafka_outage_retries_the_same_batch_and_loses_none(namespace: s
             kafka = EmbeddedKafka(port=kafka.port, log_path=None)
             await kafka.start()
             await ensure_topics(services.kafka_bootstrap, topics.all_kafka, 1)
-            async with Reader(services.kafka_bootstrap, topics.events) as events:
+            async with TopicReader(services.kafka_bootstrap, topics.events) as events:
                 got = await events.at_least(len(batches) - 1, timeout=90)
             await until(lambda: bridge.counts["acked"] == len(batches), "every batch acked")
         assert {json.loads(v)["seq"] for v in got} == set(range(2, 31))

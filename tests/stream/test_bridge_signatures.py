@@ -11,7 +11,6 @@ import json
 from collections.abc import AsyncIterator
 
 import pytest
-import redis.asyncio as aioredis
 
 from contracts.models import DlqRecord, parse_model
 from contracts.services import ServiceSettings
@@ -19,7 +18,9 @@ from contracts.signing import sign
 from stream.bridge import Bridge
 from stream.keyring import KeyRecord, Keyring
 from stream.settings import StreamSettings
-from tests.stream.test_bridge import _consume, fresh
+from tests.kit.kafka import read_topic
+from tests.kit.services import RedisNs
+from tests.stream.test_bridge import fresh
 from transport.kafka import ensure_topics
 from transport.mqtt import MqttClient
 
@@ -27,12 +28,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
 @pytest.fixture
-async def keyring(namespace: str) -> AsyncIterator[Keyring]:
-    services = ServiceSettings(namespace=namespace)
-    r = aioredis.from_url(services.redis)
-    yield Keyring(r, services.redis_prefix)
-    await r.delete(f"{services.redis_prefix}gateway-keys")
-    await r.aclose()
+def keyring(redis_ns: RedisNs) -> Keyring:
+    return Keyring(*redis_ns)
 
 
 @pytest.fixture
@@ -82,12 +79,12 @@ async def test_only_correctly_signed_batches_pass(strict_bridge: Bridge, keyring
         tail = batch(8)
         await mqtt.publish(topic, tail, user_properties=_props(door, topic, tail))
 
-    events = await _consume(services.kafka_bootstrap, services.topics.events, 2)
+    events = await read_topic(services.kafka_bootstrap, services.topics.events, 2)
     assert sorted(json.loads(e)["seq"] for e in events) == [1, 8]
 
     dlq = [
         parse_model(DlqRecord, raw)
-        for raw in await _consume(services.kafka_bootstrap, services.topics.events_dlq, 6)
+        for raw in await read_topic(services.kafka_bootstrap, services.topics.events_dlq, 6)
     ]
     by_payload = {base64.b64decode(d.original_b64): d.reason for d in dlq}
     assert "signature does not match" in by_payload[wrong_key]

@@ -24,11 +24,12 @@ from stream.bridge import Bridge
 from stream.keyring import REPLAY_LABEL, KeyRecord, Keyring
 from stream.settings import StreamSettings
 from tests.factories import event_dict
-from tests.stream.test_bridge import _consume
+from tests.kit.kafka import read_topic
 from tests.stream.test_bridge_poison import until
 from tests.stream.test_bridge_signatures import keyring  # noqa: F401 - a fixture
 from transport.kafka import ensure_topics
 from transport.mqtt import MqttClient
+from transport.redis import drop_prefix
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 DAY = timedelta(days=1)
@@ -69,12 +70,12 @@ def signed(key: KeyRecord, topic: str, batch: list[dict[str, Any]], **kw: Any) -
 
 
 async def _dlq(services: ServiceSettings, n: int) -> list[DlqRecord]:
-    raws = await _consume(services.kafka_bootstrap, services.topics.events_dlq, n)
+    raws = await read_topic(services.kafka_bootstrap, services.topics.events_dlq, n)
     return [parse_model(DlqRecord, raw) for raw in raws]
 
 
 async def _seqs(services: ServiceSettings, n: int) -> list[int]:
-    raws = await _consume(services.kafka_bootstrap, services.topics.events, n)
+    raws = await read_topic(services.kafka_bootstrap, services.topics.events, n)
     return sorted(json.loads(raw)["seq"] for raw in raws)
 
 
@@ -206,8 +207,8 @@ async def test_gateway_status_is_signature_checked(
     r = aioredis.from_url(services.redis)
     try:
         recorded = await r.hget(f"{services.redis_prefix}gateways", "store-1/gw-door")
-        await r.delete(f"{services.redis_prefix}gateways")
     finally:
+        await drop_prefix(services.redis, services.redis_prefix)
         await r.aclose()
     assert recorded is not None
     assert parse_model(GatewayStatus, recorded).state is GatewayState.ONLINE

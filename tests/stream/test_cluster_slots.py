@@ -28,17 +28,16 @@ from stream.registry import (
     Registry,
     shard_of,
 )
+from tests.kit.customers import make_customer
 from tests.redis_slots import CrossSlotError, SlotCheckedRedis
-from transport.redis import RedisClient
+from transport.redis import RedisClient, drop_prefix
 
 CUSTOMERS = [f"c{i}" for i in range(48)]
 T = 1_773_000_000  # an EID time counter (Unix seconds)
 
 
 def _profile(i: int) -> CustomerProfile:
-    return CustomerProfile(
-        customer_id=CUSTOMERS[i], identity_key=f"{i + 1:02x}" * 16, rotation_exponent=10
-    )
+    return make_customer(customer_id=CUSTOMERS[i], identity_key=f"{i + 1:02x}" * 16)
 
 
 async def exercise(r: RedisClient, prefix: str) -> None:
@@ -129,10 +128,7 @@ async def checked(namespace: str) -> AsyncIterator[tuple[SlotCheckedRedis, str]]
     services = ServiceSettings(namespace=namespace)
     r = SlotCheckedRedis.connect(services.redis)
     yield r, services.redis_prefix
-    plain = r.checker.oracle
-    keys = [k async for k in plain.scan_iter(f"{services.redis_prefix}*")]
-    if keys:
-        await plain.delete(*keys)
+    await drop_prefix(services.redis, services.redis_prefix)
     await r.aclose()
 
 

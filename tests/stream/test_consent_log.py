@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable
 
 import pytest
@@ -21,14 +19,18 @@ from contracts.topics import CONSENT
 from stream.consent_log import aiokafka_send, pump_outbox, read_latest, rebuild_consent
 from stream.registry import CustomerProfile, Purpose, Registry, shard_of
 from tests.conftest import Procs
+from tests.kit.cli import proxima
+from tests.kit.customers import make_customer
+from tests.kit.services import redis_dropped_after
 from transport.kafka import ensure_topics, make_producer
+from transport.redis import drop_prefix
 
 pytestmark = pytest.mark.integration
 STORES = ("s1", "s2")
 
 
 def _profile(cid: str, n: int) -> CustomerProfile:
-    return CustomerProfile(customer_id=cid, identity_key=f"{n:02x}" * 16, rotation_exponent=10)
+    return make_customer(customer_id=cid, identity_key=f"{n:02x}" * 16)
 
 
 @pytest.fixture
@@ -37,12 +39,8 @@ async def env(
 ) -> AsyncIterator[tuple[ServiceSettings, aioredis.Redis]]:
     services = ServiceSettings(namespace=namespace, kafka=kafka_url)
     await ensure_topics(services.kafka_bootstrap, services.topics.all_kafka, 2)
-    r = aioredis.from_url(services.redis)
-    yield services, r
-    keys = [k async for k in r.scan_iter(f"{services.redis_prefix}*")]
-    if keys:
-        await r.delete(*keys)
-    await r.aclose()
+    async with redis_dropped_after(services) as r:
+        yield services, r
 
 
 async def _pump(services: ServiceSettings, r: aioredis.Redis) -> int:
@@ -65,17 +63,6 @@ async def _answers(reg: Registry, cids: list[str]) -> dict[str, object]:
             for store in STORES:
                 out[f"{cid} {p.value}@{store}"] = await reg.has_consent(cid, p, store)
     return out
-
-
-def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "deploy.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
 
 
 async def test_consent_topic_is_created_compacted(
@@ -117,7 +104,7 @@ async def test_registry_rebuilt_from_topic_answers_as_before_and_forgotten_stay_
 
     # The CLI publishes its own change at once (no worker running here).
     cli_env = dict(os.environ, PROXIMA_NAMESPACE=services.namespace, PROXIMA_KAFKA=services.kafka)
-    res = _cli(cli_env, "customers", "grant", "ana", "analytics", "--store", "s1")
+    res = proxima("customers", "grant", "ana", "analytics", "--store", "s1", env=cli_env)
     assert res.returncode == 0, res.stderr
     assert "not yet on" not in res.stderr
     assert await reg.outbox_len() == 0
@@ -145,7 +132,7 @@ async def test_registry_rebuilt_from_topic_answers_as_before_and_forgotten_stay_
     assert await reg.has_consent("cara", Purpose.ARRIVAL_ALERTS, "s1")
     version = await reg.version()
 
-    res = _cli(cli_env, "customers", "rebuild-consent")
+    res = proxima("customers", "rebuild-consent", env=cli_env)
     assert res.returncode == 0, res.stderr
     assert "2 customers' consent restored, 1 erased" in res.stdout
     assert await _answers(reg, ["ana", "bea", "cara"]) == before
@@ -160,12 +147,6 @@ async def test_registry_rebuilt_from_topic_answers_as_before_and_forgotten_stay_
     assert await _answers(reg, ["ana", "bea", "cara"]) == before
 
 
-async def _lose_everything(r: aioredis.Redis, prefix: str) -> None:
-    keys = [k async for k in r.scan_iter(f"{prefix}*")]
-    if keys:
-        await r.delete(*keys)
-
-
 async def test_a_revocation_after_redis_lost_its_data_stays_revoked_through_rebuilds(
     env: tuple[ServiceSettings, aioredis.Redis],
 ) -> None:
@@ -178,7 +159,7 @@ async def test_a_revocation_after_redis_lost_its_data_stays_revoked_through_rebu
     assert await _pump(services, r) == 1
 
     # Redis loses its data: profiles come back (an import), consent from the topic.
-    await _lose_everything(r, prefix)
+    await drop_prefix(services.redis, prefix)
     await reg.enroll(_profile("ana", 1), [])
     await rebuild_consent(r, prefix, services.kafka_bootstrap, topic)
     assert await reg.has_consent("ana", Purpose.ARRIVAL_ALERTS, "s1")
@@ -207,7 +188,7 @@ async def test_the_later_record_wins_the_rebuild_over_an_older_one_with_a_higher
 
     # Redis comes back from an old backup (her grant in it, the counter far behind) and
     # she revokes before anyone rebuilds: the revocation goes out with version 2.
-    await _lose_everything(r, prefix)
+    await drop_prefix(services.redis, prefix)
     await reg.enroll(_profile("bea", 2), [Purpose.ARRIVAL_ALERTS])
     await reg.set_consent("bea", Purpose.ARRIVAL_ALERTS, False)
     assert await _pump(services, r) == 1
@@ -243,7 +224,7 @@ async def test_a_pump_that_lost_its_lock_stops_before_its_next_batch(namespace: 
         assert await reg.outbox_len() == 1  # the second shard's change, left to the holder
         assert await r.get(reg.keys.outbox_lock) == b"another pump"
     finally:
-        await _lose_everything(r, prefix)
+        await drop_prefix(services.redis, prefix)
         await r.aclose()
 
 
@@ -302,7 +283,5 @@ async def test_worker_publishes_changes_other_writers_left_in_the_outbox(
             "analytics": False,
         }
     finally:
-        keys = [k async for k in r.scan_iter(f"{services.redis_prefix}*")]
-        if keys:
-            await r.delete(*keys)
+        await drop_prefix(services.redis, services.redis_prefix)
         await r.aclose()

@@ -7,10 +7,7 @@ import base64
 import io
 import json
 import os
-import subprocess
-import sys
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -25,8 +22,11 @@ from contracts.models import Event
 from contracts.services import ServiceSettings
 from stream.customers import app_payload, import_csv, register_device
 from stream.processor import EventProcessor
-from stream.registry import CustomerProfile, Purpose, Registry
+from stream.registry import Purpose, Registry
 from tests.factories import event_dict
+from tests.kit.cli import proxima
+from tests.kit.customers import make_customer
+from tests.kit.services import RedisNs
 
 KEY = "0102030405060708090a111213141516"
 T0 = datetime(2026, 3, 14, 10, 0, 0, tzinfo=UTC)
@@ -44,21 +44,10 @@ bad-k,,twenty,X,,,,name,arrival_alerts
 """
 
 
-@pytest.fixture
-async def redis(namespace: str) -> AsyncIterator[tuple[aioredis.Redis, str]]:
-    services = ServiceSettings(namespace=namespace)
-    r = aioredis.from_url(services.redis)
-    yield r, services.redis_prefix
-    keys = [k async for k in r.scan_iter(f"{services.redis_prefix}*")]
-    if keys:
-        await r.delete(*keys)
-    await r.aclose()
-
-
 async def test_import_enrolls_good_rows_and_reports_each_bad_one(
-    redis: tuple[aioredis.Redis, str],
+    redis_ns: RedisNs,
 ) -> None:
-    r, prefix = redis
+    r, prefix = redis_ns
     registry = Registry(r, prefix)
     report = await import_csv(registry, CSV)
     assert report.enrolled == ["ana", "bea"]
@@ -111,24 +100,13 @@ def _flat(fields: dict[Any, Any]) -> list[object]:
     return [*fields, *fields.values()]
 
 
-def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "deploy.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 @pytest.mark.integration
 def test_cli_import_exit_code_report_and_enroll_qr(namespace: str, tmp_path: Path) -> None:
     env = dict(os.environ, PROXIMA_NAMESPACE=namespace)
     src = tmp_path / "customers.csv"
     src.write_text(CSV)
     keys = tmp_path / "keys.csv"
-    res = _cli(env, "customers", "import", str(src), "--keys-out", str(keys))
+    res = proxima("customers", "import", str(src), "--keys-out", str(keys), env=env)
     assert res.returncode == 1, res.stderr
     assert "2 enrolled, 7 rejected" in res.stdout
     assert "line 5 (bad-purpose): consent:" in res.stdout
@@ -136,7 +114,9 @@ def test_cli_import_exit_code_report_and_enroll_qr(namespace: str, tmp_path: Pat
     assert keys.stat().st_mode & 0o077 == 0
 
     png = tmp_path / "cara.png"
-    res = _cli(env, "customers", "enroll", "cara", "--consent", "arrival_alerts", "--qr", str(png))
+    res = proxima(
+        "customers", "enroll", "cara", "--consent", "arrival_alerts", "--qr", str(png), env=env
+    )
     assert res.returncode == 0, res.stderr
     printed = json.loads(res.stdout)
     # The PNG is exactly the QR code of the app payload (same symbol, same rendering).
@@ -145,27 +125,21 @@ def test_cli_import_exit_code_report_and_enroll_qr(namespace: str, tmp_path: Pat
     segno.make(payload, error="m", micro=False).save(want, kind="png", scale=6)
     assert png.read_bytes() == want.getvalue()
     assert png.read_bytes().startswith(b"\x89PNG")
-    res = _cli(env, "customers", "show", "cara")
+    res = proxima("customers", "show", "cara", env=env)
     shown = json.loads(res.stdout)
     assert shown["consent_records"]["arrival_alerts"]["granted"] is True
     assert "identity_key" not in res.stdout
-    _cli(env, "customers", "forget", "ana")
-    _cli(env, "customers", "forget", "bea")
-    _cli(env, "customers", "forget", "cara")
+    proxima("customers", "forget", "ana", env=env)
+    proxima("customers", "forget", "bea", env=env)
+    proxima("customers", "forget", "cara", env=env)
 
 
 async def test_forget_erases_profile_visits_dedupe_devices_and_index(
-    redis: tuple[aioredis.Redis, str],
+    redis_ns: RedisNs,
 ) -> None:
-    r, prefix = redis
+    r, prefix = redis_ns
     proc = EventProcessor(r, prefix)
-    profile = CustomerProfile(
-        customer_id="ana",
-        identity_key=KEY,
-        rotation_exponent=10,
-        name="Ana",
-        visible_fields=["name"],
-    )
+    profile = make_customer(identity_key=KEY, name="Ana", visible_fields=["name"])
     await proc.registry.enroll(profile, [Purpose.ARRIVAL_ALERTS, Purpose.ANALYTICS])
     pub = base64.b64encode(bytes(32)).decode()
     await register_device(r, prefix, "ana", "d00dfeed00000001", pub)
@@ -242,14 +216,12 @@ class _CrashingPipeline(Pipeline):
 
 
 async def test_forget_interrupted_anywhere_is_finished_by_forget_again(
-    redis: tuple[aioredis.Redis, str], namespace: str
+    redis_ns: RedisNs, namespace: str
 ) -> None:
-    r, prefix = redis
+    r, prefix = redis_ns
     registry = Registry(r, prefix)
     # Someone else's device, which no erasure of another customer may touch.
-    await registry.enroll(
-        CustomerProfile(customer_id="keep", identity_key=KEY, rotation_exponent=10), []
-    )
+    await registry.enroll(make_customer(customer_id="keep", identity_key=KEY), [])
     await register_device(r, prefix, "keep", "0a0a", base64.b64encode(bytes(32)).decode())
     crashing = cast(
         CrashingRedis, CrashingRedis.from_url(ServiceSettings(namespace=namespace).redis)
@@ -258,7 +230,7 @@ async def test_forget_interrupted_anywhere_is_finished_by_forget_again(
     try:
         for k in range(1, 60):
             cid, phone, watch = f"crash{k:02d}x", f"c0ffee{k:02x}", f"beef{k:02x}"
-            profile = CustomerProfile(customer_id=cid, identity_key=KEY, rotation_exponent=10)
+            profile = make_customer(customer_id=cid, identity_key=KEY)
             await registry.enroll(profile, [Purpose.ARRIVAL_ALERTS])
             await register_device(r, prefix, cid, phone, base64.b64encode(bytes(32)).decode())
             await registry.register_device(cid, watch)
@@ -287,12 +259,12 @@ async def test_forget_interrupted_anywhere_is_finished_by_forget_again(
 
 
 async def test_forget_leaves_a_device_that_now_belongs_to_someone_else(
-    redis: tuple[aioredis.Redis, str],
+    redis_ns: RedisNs,
 ) -> None:
-    r, prefix = redis
+    r, prefix = redis_ns
     registry = Registry(r, prefix)
     for cid in ("ana", "bea"):
-        profile = CustomerProfile(customer_id=cid, identity_key=KEY, rotation_exponent=10)
+        profile = make_customer(customer_id=cid, identity_key=KEY)
         await registry.enroll(profile, [])
     await register_device(r, prefix, "ana", "d00d", base64.b64encode(bytes(32)).decode())
     # An erasure of ana died after releasing her device and before her own keys went: the

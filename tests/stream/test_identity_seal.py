@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -14,11 +11,13 @@ from pydantic import ValidationError
 
 from beacons.eid import compute_eid
 from contracts.models import Subject, SubjectType
-from contracts.services import ServiceSettings
 from stream.identity import IdentityIndex
 from stream.registry import _REPLACE_IF_SAME, CustomerProfile, Purpose, Registry
 from stream.sealing import IdentitySealer, SealError, new_seal_key
 from stream.settings import StreamSettings
+from tests.kit.cli import proxima
+from tests.kit.customers import make_customer
+from tests.kit.services import RedisNs
 
 pytestmark = pytest.mark.integration
 
@@ -28,23 +27,12 @@ K1, K2 = new_seal_key(), new_seal_key()
 T = 1_767_261_600
 
 
-@pytest.fixture
-async def redis(namespace: str) -> AsyncIterator[tuple[aioredis.Redis, str]]:
-    services = ServiceSettings(namespace=namespace)
-    r = aioredis.from_url(services.redis)
-    yield r, services.redis_prefix
-    keys = [k async for k in r.scan_iter(f"{services.redis_prefix}*")]
-    if keys:
-        await r.delete(*keys)
-    await r.aclose()
-
-
 def sealer(*keys: str) -> IdentitySealer:
     return IdentitySealer([bytes.fromhex(k) for k in keys])
 
 
 def profile(cid: str = "ana", key: str = KEY) -> CustomerProfile:
-    return CustomerProfile(customer_id=cid, identity_key=key, rotation_exponent=10, name="Ana")
+    return make_customer(customer_id=cid, identity_key=key, name="Ana")
 
 
 async def raw_profile(r: aioredis.Redis, registry: Registry, cid: str) -> bytes:
@@ -54,9 +42,9 @@ async def raw_profile(r: aioredis.Redis, registry: Registry, cid: str) -> bytes:
 
 
 async def test_a_sealed_identity_key_is_not_in_redis_and_still_resolves_eids(
-    redis: tuple[aioredis.Redis, str],
+    redis_ns: RedisNs,
 ) -> None:
-    r, prefix = redis
+    r, prefix = redis_ns
     registry = Registry(r, prefix, sealer=sealer(K1))
     await registry.enroll(profile(), [Purpose.ARRIVAL_ALERTS])
     raw = await raw_profile(r, registry, "ana")
@@ -72,9 +60,9 @@ async def test_a_sealed_identity_key_is_not_in_redis_and_still_resolves_eids(
 
 
 async def test_without_the_seal_key_a_reader_gets_a_clear_error_not_the_key(
-    redis: tuple[aioredis.Redis, str],
+    redis_ns: RedisNs,
 ) -> None:
-    r, prefix = redis
+    r, prefix = redis_ns
     await Registry(r, prefix, sealer=sealer(K1)).enroll(profile(), [])
     with pytest.raises(SealError, match=r"'ana'.*PROXIMA_STREAM_IDENTITY_SEAL_KEYS is not set"):
         await Registry(r, prefix, sealer=None).get("ana")
@@ -83,9 +71,9 @@ async def test_without_the_seal_key_a_reader_gets_a_clear_error_not_the_key(
 
 
 async def test_a_sealed_key_copied_onto_another_customer_does_not_open(
-    redis: tuple[aioredis.Redis, str],
+    redis_ns: RedisNs,
 ) -> None:
-    r, prefix = redis
+    r, prefix = redis_ns
     registry = Registry(r, prefix, sealer=sealer(K1))
     await registry.enroll(profile("ana"), [])
     await registry.enroll(profile("bea", OTHER_KEY), [])
@@ -99,9 +87,9 @@ async def test_a_sealed_key_copied_onto_another_customer_does_not_open(
 
 
 async def test_plain_keys_stay_readable_and_seal_keys_seals_them_then_rotates(
-    redis: tuple[aioredis.Redis, str],
+    redis_ns: RedisNs,
 ) -> None:
-    r, prefix = redis
+    r, prefix = redis_ns
     await Registry(r, prefix, sealer=None).enroll(profile("ana"), [Purpose.ARRIVAL_ALERTS])
     await Registry(r, prefix, sealer=sealer(K1)).enroll(profile("bea", OTHER_KEY), [])
     registry = Registry(r, prefix, sealer=sealer(K1))
@@ -129,9 +117,9 @@ async def test_plain_keys_stay_readable_and_seal_keys_seals_them_then_rotates(
 
 
 async def test_the_seal_write_never_overwrites_a_profile_that_changed(
-    redis: tuple[aioredis.Redis, str],
+    redis_ns: RedisNs,
 ) -> None:
-    r, prefix = redis
+    r, prefix = redis_ns
     key = f"{prefix}cas-probe"
     await r.set(key, b"enrolled again meanwhile")
     assert await r.eval(_REPLACE_IF_SAME, 1, key, b"what seal-keys read", b"sealed") == 0
@@ -147,39 +135,28 @@ def test_seal_keys_settings_name_a_bad_key() -> None:
         StreamSettings(identity_seal_keys="zz")
 
 
-def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "deploy.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 async def test_the_cli_enrolls_sealed_under_the_setting_and_seal_keys_migrates(
-    redis: tuple[aioredis.Redis, str], namespace: str
+    redis_ns: RedisNs, namespace: str
 ) -> None:
-    r, prefix = redis
+    r, prefix = redis_ns
     plain_env = dict(os.environ, PROXIMA_NAMESPACE=namespace)
     plain_env.pop("PROXIMA_STREAM_IDENTITY_SEAL_KEYS", None)
     sealed_env = dict(plain_env, PROXIMA_STREAM_IDENTITY_SEAL_KEYS=K1)
-    res = _cli(plain_env, "customers", "enroll", "ana", "--identity-key", KEY)
+    res = proxima("customers", "enroll", "ana", "--identity-key", KEY, env=plain_env)
     assert res.returncode == 0, res.stderr
-    res = _cli(sealed_env, "customers", "enroll", "bea", "--identity-key", OTHER_KEY)
+    res = proxima("customers", "enroll", "bea", "--identity-key", OTHER_KEY, env=sealed_env)
     assert res.returncode == 0, res.stderr
     registry = Registry(r, prefix, sealer=sealer(K1))
     assert OTHER_KEY.encode() not in await raw_profile(r, registry, "bea")
     assert KEY.encode() in await raw_profile(r, registry, "ana")
 
-    res = _cli(plain_env, "customers", "seal-keys")
+    res = proxima("customers", "seal-keys", env=plain_env)
     assert res.returncode == 1
     assert "PROXIMA_STREAM_IDENTITY_SEAL_KEYS" in res.stderr
-    res = _cli(sealed_env, "customers", "seal-keys")
+    res = proxima("customers", "seal-keys", env=sealed_env)
     assert res.returncode == 0, res.stderr
     assert "2 customers: sealed 1 plain and 0 with an older key; 1 already sealed" in res.stdout
     assert KEY.encode() not in await raw_profile(r, registry, "ana")
-    shown = _cli(sealed_env, "customers", "show", "ana")
+    shown = proxima("customers", "show", "ana", env=sealed_env)
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["customer_id"] == "ana"

@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-import redis.asyncio as aioredis
 
-from contracts.services import ServiceSettings
 from stream.exceptions import KeyringError
 from stream.keyring import KeyCache, Keyring
+from tests.kit.clock import FakeClock
+from tests.kit.services import RedisNs
 
 
 @pytest.fixture
-async def keyring(namespace: str) -> AsyncIterator[Keyring]:
-    services = ServiceSettings(namespace=namespace)
-    r = aioredis.from_url(services.redis)
-    yield Keyring(r, services.redis_prefix)
-    await r.delete(f"{services.redis_prefix}gateway-keys")
-    await r.aclose()
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+def keyring(redis_ns: RedisNs) -> Keyring:
+    return Keyring(*redis_ns)
 
 
 async def test_add_list_revoke(keyring: Keyring) -> None:
@@ -48,7 +34,7 @@ async def test_add_list_revoke(keyring: Keyring) -> None:
 
 
 async def test_cache_refreshes_stale_keys_and_remembers_unknown_ones(keyring: Keyring) -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     cache = KeyCache(keyring, ttl_s=30, negative_ttl_s=5, max_entries=2, clock=clock)
     a = await keyring.add("store-1", "gw-door")
     key = await cache.get(a.kid)
@@ -58,7 +44,7 @@ async def test_cache_refreshes_stale_keys_and_remembers_unknown_ones(keyring: Ke
     still = await cache.get(a.kid)
     assert still is not None
     assert not still.revoked
-    clock.now += 31
+    clock.advance(31)
     stale = await cache.get(a.kid)
     assert stale is not None
     assert stale.revoked
@@ -66,7 +52,7 @@ async def test_cache_refreshes_stale_keys_and_remembers_unknown_ones(keyring: Ke
     for _ in range(10):
         assert await cache.get("gk-forged") is None
     assert cache.fetches == fetches + 1  # an unknown kid costs one read per negative ttl
-    clock.now += 6
+    clock.advance(6)
     assert await cache.get("gk-forged") is None
     assert cache.fetches == fetches + 2
     await cache.get("gk-x")

@@ -7,14 +7,15 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import redis.asyncio as aioredis
 
 from beacons.eid import compute_eid
 from contracts.models import Event
 from contracts.services import ServiceSettings
 from stream.processor import EventProcessor
-from stream.registry import CustomerProfile, Purpose
+from stream.registry import Purpose
 from tests.factories import event_dict
+from tests.kit.customers import make_customer
+from tests.kit.services import redis_dropped_after
 
 KEY_ANA = bytes.fromhex("0102030405060708090a111213141516")
 KEY_BRUNO = bytes.fromhex("11111111111111111111111111111111")
@@ -24,22 +25,16 @@ T0 = datetime(2026, 3, 14, 10, 0, 0, tzinfo=UTC)
 @pytest.fixture
 async def processor(namespace: str) -> AsyncIterator[EventProcessor]:
     services = ServiceSettings(namespace=namespace)
-    r = aioredis.from_url(services.redis)
-    proc = EventProcessor(r, services.redis_prefix, revisit_gap_s=4 * 3600)
-    yield proc
-    keys = [k async for k in r.scan_iter(f"{services.redis_prefix}*")]
-    if keys:
-        await r.delete(*keys)
-    await r.aclose()
+    async with redis_dropped_after(services) as r:
+        yield EventProcessor(r, services.redis_prefix, revisit_gap_s=4 * 3600)
 
 
 async def _enroll(
     proc: EventProcessor, cid: str, key: bytes, consent: list[Purpose], visible: list[str]
 ) -> None:
-    profile = CustomerProfile(
+    profile = make_customer(
         customer_id=cid,
         identity_key=key.hex(),
-        rotation_exponent=10,
         name="Ana Lima",
         tier="gold",
         sizes={"dress": "38"},
@@ -121,8 +116,11 @@ async def test_duplicate_event_id_is_ignored_once_processed(processor: EventProc
 
 async def test_revocation_takes_effect_at_once(processor: EventProcessor) -> None:
     await _enroll(processor, "ana", KEY_ANA, [Purpose.ARRIVAL_ALERTS], ["name"])
+    # Before the revocation her beacon alerts (in another store: a visit of its own).
+    assert len(await processor.process(_event(KEY_ANA, T0, store_id="store-2"))) == 1
     await processor.registry.set_consent("ana", Purpose.ARRIVAL_ALERTS, granted=False)
     assert await processor.process(_event(KEY_ANA, T0)) == []
+    assert processor.stats.counts["no_consent"] == 1
 
 
 async def test_store_specific_revocation_overrides_global_grant(processor: EventProcessor) -> None:
@@ -137,6 +135,8 @@ async def test_store_specific_revocation_overrides_global_grant(processor: Event
 
 async def test_forgotten_customer_is_never_identified_again(processor: EventProcessor) -> None:
     await _enroll(processor, "ana", KEY_ANA, [Purpose.ARRIVAL_ALERTS], ["name"])
+    # Before she is forgotten her beacon is identified (in another store: a visit of its own).
+    assert len(await processor.process(_event(KEY_ANA, T0, store_id="store-2"))) == 1
     assert await processor.registry.forget("ana")
     await processor.identity.refresh(force=True)
     assert await processor.process(_event(KEY_ANA, T0)) == []

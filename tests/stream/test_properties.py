@@ -19,6 +19,8 @@ from contracts.services import ServiceSettings
 from stream.processor import EventProcessor
 from stream.registry import CustomerProfile, Purpose, Registry
 from tests.factories import event_dict
+from tests.kit.customers import make_customer
+from transport.redis import drop_prefix
 
 KEY = bytes.fromhex("0102030405060708090a111213141516")
 PHONE = "d00dfeed00000042"
@@ -90,10 +92,8 @@ async def _check(program: list[tuple[object, ...]]) -> None:
     proc = worker()
     try:
         await registry.enroll(
-            CustomerProfile(
-                customer_id="ana",
+            make_customer(
                 identity_key=KEY.hex(),
-                rotation_exponent=10,
                 name="Ana",
                 wishlist=["scarf"],
                 visible_fields=["name", "wishlist"],
@@ -137,9 +137,7 @@ async def _check(program: list[tuple[object, ...]]) -> None:
             registry.flip_next = None
             await proc.mark_processed(event)
     finally:
-        keys = [k async for k in r.scan_iter(f"{prefix}*")]
-        if keys:
-            await r.delete(*keys)
+        await drop_prefix(services.redis, prefix)
         await r.aclose()
 
 

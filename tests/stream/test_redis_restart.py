@@ -19,12 +19,14 @@ from contracts.services import ServiceSettings
 from contracts.signing import sign
 from stream.bridge import Bridge
 from stream.keyring import Keyring
-from stream.registry import CustomerProfile, Purpose, Registry
+from stream.registry import Purpose, Registry
 from stream.settings import StreamSettings
 from tests.conftest import Procs
+from tests.kit.customers import make_customer
+from tests.kit.kafka import TopicReader
 from tests.redis_server import RedisServer
 from tests.stream.test_bridge import fresh
-from tests.stream.test_bridge_poison import Reader, running, until
+from tests.stream.test_bridge_poison import running, until
 from transport.kafka import ensure_topics, make_producer
 from transport.mqtt import MqttClient
 from transport.redis import connect_redis
@@ -64,7 +66,7 @@ async def test_the_bridge_holds_its_batches_while_redis_is_away(
         await mqtt.publish(topic, payload, user_properties=sign(key.kid, secret, topic, payload))
 
     async with (
-        Reader(services.kafka_bootstrap, topics.events) as events,
+        TopicReader(services.kafka_bootstrap, topics.events) as events,
         running(Bridge(services, settings, client_id="redis-bridge")) as bridge,
         MqttClient(services.mqtt) as mqtt,
     ):
@@ -101,7 +103,7 @@ async def test_the_worker_keeps_running_through_a_redis_restart(
 
     # A consenting customer: the worker watches the departures of stores it saw her in.
     await Registry(r, services.redis_prefix).enroll(
-        CustomerProfile(customer_id="ana", identity_key=KEY.hex(), rotation_exponent=10),
+        make_customer(identity_key=KEY.hex()),
         [Purpose.ARRIVAL_ALERTS],
     )
 

@@ -15,18 +15,21 @@ from datetime import UTC, datetime
 
 import pytest
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from beacons.eid import compute_eid
 from contracts.services import ServiceSettings
-from stream.registry import CustomerProfile, Purpose, Registry
+from stream.registry import Purpose, Registry
 from stream.settings import StreamSettings
 from stream.tables import changelog_topics, ensure_changelogs
 from tests.conftest import Procs
 from tests.factories import event_dict
+from tests.kit.customers import make_customer
+from tests.kit.kafka import TopicReader, read_topic
 from transport.kafka import TopicShape, describe_topic, ensure_topics, make_producer
+from transport.redis import drop_prefix
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -64,13 +67,7 @@ async def env(proxima_env: dict[str, str]) -> AsyncIterator[Env]:
     await ensure_topics(services.kafka_bootstrap, services.topics.all_kafka, PARTITIONS)
     redis = aioredis.from_url(services.redis)
     await Registry(redis, services.redis_prefix).enroll(
-        CustomerProfile(
-            customer_id="ana",
-            identity_key=KEY.hex(),
-            rotation_exponent=10,
-            name="Ana Lima",
-            visible_fields=["name"],
-        ),
+        make_customer(identity_key=KEY.hex(), name="Ana Lima", visible_fields=["name"]),
         [Purpose.ARRIVAL_ALERTS],
     )
     producer = make_producer(services.kafka_bootstrap, idempotent=False, client_id="test")
@@ -79,47 +76,20 @@ async def env(proxima_env: dict[str, str]) -> AsyncIterator[Env]:
         yield Env(services, redis, producer)
     finally:
         await producer.stop()
-        keys = [k async for k in redis.scan_iter(f"{services.redis_prefix}*")]
-        if keys:
-            await redis.delete(*keys)
+        await drop_prefix(services.redis, services.redis_prefix)
         await redis.aclose()
 
 
 async def _alerts(services: ServiceSettings) -> list[dict[str, str]]:
-    consumer = AIOKafkaConsumer(
-        services.topics.alerts,
-        bootstrap_servers=services.kafka_bootstrap,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    out: list[dict[str, str]] = []
-    try:
-        for _ in range(10):
-            batch = await consumer.getmany(timeout_ms=500)
-            out += [json.loads(r.value or b"{}") for rs in batch.values() for r in rs]
-            if not batch and out:
-                break
-    finally:
-        await consumer.stop()
-    return out
+    values = await read_topic(services.kafka_bootstrap, services.topics.alerts, idle_s=0.5)
+    return [json.loads(v or b"{}") for v in values]
 
 
 async def _changelog_entries(services: ServiceSettings, topic: str, want: int) -> list[str]:
-    """The keys on the changelog, once there are ``want`` of them (or after ~20 s)."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=services.kafka_bootstrap, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    keys: list[str] = []
-    try:
-        for _ in range(40):
-            batch = await consumer.getmany(timeout_ms=500)
-            keys += [json.loads(r.key or b"null") for rs in batch.values() for r in rs]
-            if len(keys) >= want:
-                break
-    finally:
-        await consumer.stop()
-    return keys
+    """The keys on the changelog, once there are ``want`` of them."""
+    async with TopicReader(services.kafka_bootstrap, topic) as reader:
+        await reader.at_least(want, timeout=20)
+    return [json.loads(r.key or b"null") for r in reader.records]
 
 
 @pytest.mark.parametrize("store_url", ["memory://", "rocksdb://"])

@@ -6,20 +6,19 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 
 from beacons.eid import compute_eid
 from contracts.models import Event
-from contracts.services import ServiceSettings
 from stream.processor import EventProcessor
-from stream.registry import VISIBLE_FIELDS, Appointment, CustomerProfile, Purpose
+from stream.registry import VISIBLE_FIELDS, Appointment, Purpose
 from stream.rules import DEFAULT_RULES, PLACEHOLDERS, RuleBook, load_rules
 from tests.factories import event_dict
+from tests.kit.customers import make_customer
+from tests.kit.services import RedisNs
 
 KEY = bytes.fromhex("00112233445566778899aabbccddeeff")
 T0 = datetime(2026, 3, 14, 10, 0, 0, tzinfo=UTC)
@@ -44,17 +43,6 @@ rules:
 """
 
 
-@pytest.fixture
-async def redis(namespace: str) -> AsyncIterator[tuple[aioredis.Redis, str]]:
-    services = ServiceSettings(namespace=namespace)
-    r = aioredis.from_url(services.redis)
-    yield r, services.redis_prefix
-    keys = [k async for k in r.scan_iter(f"{services.redis_prefix}*")]
-    for i in range(0, len(keys), 500):
-        await r.delete(*keys[i : i + 500])
-    await r.aclose()
-
-
 def _event(at: datetime, zone: str) -> Event:
     eid = compute_eid(KEY, 10, int(at.timestamp()))
     return Event.model_validate(
@@ -69,7 +57,7 @@ def _event(at: datetime, zone: str) -> Event:
 
 @pytest.mark.parametrize("ruleset", ["default", "kitchen-sink"])
 async def test_no_rule_ever_shows_a_hidden_field(
-    redis: tuple[aioredis.Redis, str], tmp_path: Path, ruleset: str
+    redis_ns: RedisNs, tmp_path: Path, ruleset: str
 ) -> None:
     rules_dir = None
     if ruleset == "kitchen-sink":
@@ -78,7 +66,7 @@ async def test_no_rule_ever_shows_a_hidden_field(
     rule_ids = {
         r.id for r in load_rules((rules_dir / "chain.yaml") if rules_dir else DEFAULT_RULES).rules
     }
-    r, prefix = redis
+    r, prefix = redis_ns
     fired: set[tuple[str, str]] = set()
     subsets = [
         list(c)
@@ -87,10 +75,9 @@ async def test_no_rule_ever_shows_a_hidden_field(
     ]
     for i, visible in enumerate(subsets):
         proc = EventProcessor(r, f"{prefix}{i}:", rules=RuleBook(rules_dir))
-        profile = CustomerProfile(
+        profile = make_customer(
             customer_id=f"c{i}",
             identity_key=KEY.hex(),
-            rotation_exponent=10,
             name=SENTINELS["name"],
             tier=SENTINELS["tier"] if i % 2 else "silver",  # with and without the VIP rule
             sizes={"dress": SENTINELS["sizes"]},
@@ -123,13 +110,13 @@ async def test_no_rule_ever_shows_a_hidden_field(
     assert fired == kinds, (fired, kinds, rule_ids)
 
 
-async def test_a_priority_never_tells_a_hidden_tier(redis: tuple[aioredis.Redis, str]) -> None:
+async def test_a_priority_never_tells_a_hidden_tier(redis_ns: RedisNs) -> None:
     """The default rules' VIP arrival is "high": only if the customer shows the tier."""
-    r, prefix = redis
+    r, prefix = redis_ns
     priorities: dict[tuple[str, bool], str] = {}
     for i, (tier, shown) in enumerate(itertools.product(["gold", "silver"], [False, True])):
         proc = EventProcessor(r, f"{prefix}p{i}:", rules=RuleBook(None))
-        profile = CustomerProfile(
+        profile = make_customer(
             customer_id=f"p{i}",
             identity_key=KEY.hex(),
             rotation_exponent=10,

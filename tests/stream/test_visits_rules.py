@@ -4,32 +4,23 @@ time, minimisation, and the declarative rules, against real Redis."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 
 from beacons.eid import compute_eid
 from contracts.models import AlertKind, Event, Priority, VisitChange, VisitSource
-from contracts.services import ServiceSettings
 from stream.processor import EventProcessor
 from stream.registry import Appointment, CustomerProfile, Purpose, Registry
 from stream.rules import RuleBook
 from tests.factories import event_dict
+from tests.kit.clock import FakeClock
+from tests.kit.services import RedisNs
 
 KEY = bytes.fromhex("0102030405060708090a111213141516")
 PHONE = "d00dfeed0001"
 T0 = datetime(2026, 3, 14, 10, 0, 0, tzinfo=UTC)
-
-
-class Mono:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 class RevokingRegistry(Registry):
@@ -45,21 +36,8 @@ class RevokingRegistry(Registry):
         return await super().get_many(customer_ids)
 
 
-@pytest.fixture
-async def redis(namespace: str) -> AsyncIterator[tuple[aioredis.Redis, str]]:
-    services = ServiceSettings(namespace=namespace)
-    r = aioredis.from_url(services.redis)
-    yield r, services.redis_prefix
-    keys = [k async for k in r.scan_iter(f"{services.redis_prefix}*")]
-    if keys:
-        await r.delete(*keys)
-    await r.aclose()
-
-
-def make(
-    redis: tuple[aioredis.Redis, str], rules_dir: Path | None = None, **kw: object
-) -> EventProcessor:
-    r, prefix = redis
+def make(redis_ns: RedisNs, rules_dir: Path | None = None, **kw: object) -> EventProcessor:
+    r, prefix = redis_ns
     return EventProcessor(
         r,
         prefix,
@@ -128,9 +106,9 @@ ALL = [Purpose.ARRIVAL_ALERTS, Purpose.ANALYTICS]
 
 
 async def test_geofence_ble_and_app_beacon_fuse_into_one_visit(
-    redis: tuple[aioredis.Redis, str],
+    redis_ns: RedisNs,
 ) -> None:
-    proc = make(redis)
+    proc = make(redis_ns)
     await enroll(proc, ALL, ["name", "sizes", "wishlist"])
     first = await proc.decide(app_event(T0, "geofence_enter"))
     door = await proc.decide(ble(T0 + timedelta(seconds=20)))
@@ -154,21 +132,21 @@ async def test_geofence_ble_and_app_beacon_fuse_into_one_visit(
 
 
 async def test_departure_after_exit_timeout_and_return_within_it_continues(
-    redis: tuple[aioredis.Redis, str],
+    redis_ns: RedisNs,
 ) -> None:
-    mono = Mono()
-    proc = make(redis, monotonic=mono)
+    mono = FakeClock(0.0)
+    proc = make(redis_ns, monotonic=mono)
     await enroll(proc, ALL, ["name"])
     await proc.decide(ble(T0))
     await proc.decide(ble(T0 + timedelta(seconds=60), "zone_exit"))
-    mono.t += 100  # 100 s of idle event time after the exit: not yet 120
+    mono.advance(100)  # 100 s of idle event time after the exit: not yet 120
     assert await proc.tick() == []
     back = await proc.decide(ble(T0 + timedelta(seconds=150)))
     assert back.alerts == []  # the same visit
     await proc.decide(ble(T0 + timedelta(seconds=200), "zone_exit"))
-    mono.t += 119
+    mono.advance(119)
     assert await proc.tick() == []
-    mono.t += 2
+    mono.advance(2)
     (gone,) = await proc.tick()
     assert gone.change is VisitChange.DEPARTURE
     assert gone.at == T0 + timedelta(seconds=320)
@@ -182,9 +160,9 @@ async def test_departure_after_exit_timeout_and_return_within_it_continues(
 
 
 async def test_visits_published_only_with_analytics_consent(
-    redis: tuple[aioredis.Redis, str],
+    redis_ns: RedisNs,
 ) -> None:
-    proc = make(redis)
+    proc = make(redis_ns)
     await enroll(proc, [Purpose.ARRIVAL_ALERTS], ["name"])
     d = await proc.decide(ble(T0))
     assert len(d.alerts) == 1
@@ -197,43 +175,47 @@ async def test_visits_published_only_with_analytics_consent(
     assert [v.change for v in d2.visits] == [VisitChange.ARRIVAL]
 
 
-async def test_no_consent_at_all_stores_no_visit(redis: tuple[aioredis.Redis, str]) -> None:
-    proc = make(redis)
+async def test_no_consent_at_all_stores_no_visit(redis_ns: RedisNs) -> None:
+    proc = make(redis_ns)
     await enroll(proc, [Purpose.PERSONALIZATION], ["name"])
     decision = await proc.decide(ble(T0))
     assert decision.alerts == []
     assert decision.visits == []
-    r, prefix = redis
+    r, prefix = redis_ns
     assert [k async for k in r.scan_iter(f"{prefix}visit:*")] == []
+    # The same setup with analytics consent does store a visit: only consent was missing.
+    await proc.registry.set_consent("ana", Purpose.ANALYTICS, granted=True)
+    assert [v.change for v in (await proc.decide(ble(T0))).visits] == [VisitChange.ARRIVAL]
+    assert [k async for k in r.scan_iter(f"{prefix}visit:*")] != []
 
 
 async def test_revocation_in_flight_wins_over_the_alert(
-    redis: tuple[aioredis.Redis, str],
+    redis_ns: RedisNs,
 ) -> None:
-    proc = make(redis)
+    proc = make(redis_ns)
     await enroll(proc, [Purpose.ARRIVAL_ALERTS], ["name"])
     assert isinstance(proc.registry, RevokingRegistry)
     proc.registry.revoke_on_get = True
     assert await proc.process(ble(T0)) == []
     assert proc.stats.counts["revoked_in_flight"] == 1
-    r, prefix = redis
+    r, prefix = redis_ns
     assert [k async for k in r.scan_iter(f"{prefix}alerted:*")] == []
 
 
 async def test_dedupe_key_is_set_nx_and_a_sent_alert_is_not_repeated(
-    redis: tuple[aioredis.Redis, str],
+    redis_ns: RedisNs,
 ) -> None:
-    proc = make(redis)
+    proc = make(redis_ns)
     await enroll(proc, [Purpose.ARRIVAL_ALERTS], ["name"])
     event = ble(T0)
     (a1,) = await proc.process(event)
     assert await proc.process(event) == []  # this worker claimed it already
-    restarted = make(redis)  # a new worker after a crash, before Kafka confirmed
+    restarted = make(redis_ns)  # a new worker after a crash, before Kafka confirmed
     (a2,) = await restarted.process(event)
     assert a1.alert_id == a2.alert_id  # the same alert again; the notifier drops the copy
     await restarted.mark_sent(a2)
-    assert await make(redis).process(event) == []
-    r, prefix = redis
+    assert await make(redis_ns).process(event) == []
+    r, prefix = redis_ns
     key = f"{prefix}alerted:ana:store-1:{a1.visit_id}:arrival"
     assert await r.get(key) == f"sent:{a1.alert_id}".encode()
     assert await r.ttl(key) > 0
@@ -276,9 +258,9 @@ def rules_dir(tmp_path: Path) -> Path:
 
 
 async def test_tier_rule_wins_by_priority_and_cooldown_spans_visits(
-    redis: tuple[aioredis.Redis, str], rules_dir: Path
+    redis_ns: RedisNs, rules_dir: Path
 ) -> None:
-    proc = make(redis, rules_dir)
+    proc = make(redis_ns, rules_dir)
     await enroll(proc, [Purpose.ARRIVAL_ALERTS], ["name"])
     (a,) = await proc.process(ble(T0))  # 10:00 UTC = 10:00 Lisbon
     assert a.title == "VIP Ana Lima at the entrance"
@@ -295,10 +277,8 @@ async def test_tier_rule_wins_by_priority_and_cooldown_spans_visits(
     assert b.title.startswith("VIP")
 
 
-async def test_quiet_hours_silence_all_but_exempt_rules(
-    redis: tuple[aioredis.Redis, str], rules_dir: Path
-) -> None:
-    proc = make(redis, rules_dir)
+async def test_quiet_hours_silence_all_but_exempt_rules(redis_ns: RedisNs, rules_dir: Path) -> None:
+    proc = make(redis_ns, rules_dir)
     night = datetime(2026, 3, 14, 22, 30, tzinfo=UTC)  # 22:30 in Lisbon (UTC+0 in March)
     appt = Appointment(at=night + timedelta(minutes=10), note="bridal fitting")
     await enroll(proc, [Purpose.ARRIVAL_ALERTS], ["name", "appointment"], appointment=appt)
@@ -309,10 +289,8 @@ async def test_quiet_hours_silence_all_but_exempt_rules(
     assert proc.stats.counts["quiet_hours"] == 1  # the VIP arrival was silenced
 
 
-async def test_appointment_only_within_its_window(
-    redis: tuple[aioredis.Redis, str], rules_dir: Path
-) -> None:
-    proc = make(redis, rules_dir)
+async def test_appointment_only_within_its_window(redis_ns: RedisNs, rules_dir: Path) -> None:
+    proc = make(redis_ns, rules_dir)
     appt = Appointment(at=T0 + timedelta(minutes=30))  # window opens 15 min before
     await enroll(proc, [Purpose.ARRIVAL_ALERTS], ["name", "appointment"], appointment=appt)
     kinds = [a.kind for a in await proc.process(ble(T0))]
@@ -334,9 +312,9 @@ async def test_broken_rules_file_names_the_field(tmp_path: Path) -> None:
 
 
 async def test_a_batch_decides_like_the_same_events_one_by_one(
-    redis: tuple[aioredis.Redis, str],
+    redis_ns: RedisNs,
 ) -> None:
-    r, prefix = redis
+    r, prefix = redis_ns
     events = [
         app_event(T0, "geofence_enter"),
         ble(T0 + timedelta(seconds=20)),

@@ -17,14 +17,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer
 
 from beacons.eid import compute_eid
 from contracts.models import Event, EventKind, Subject, SubjectType
 from contracts.services import ServiceSettings
-from stream.registry import CustomerProfile, Purpose, Registry
+from stream.registry import Purpose, Registry
 from tests.conftest import Procs
+from tests.kit.customers import make_customer
+from tests.kit.kafka import read_topic
 from transport.kafka import ensure_topics, make_producer
+from transport.redis import drop_prefix
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -74,10 +76,9 @@ async def test_worker_killed_mid_stream_processes_everything_and_alerts_once(
     registry = Registry(redis, services.redis_prefix)
     for c in range(CUSTOMERS):
         await registry.enroll(
-            CustomerProfile(
+            make_customer(
                 customer_id=f"c{c}",
                 identity_key=f"{c + 1:032x}",
-                rotation_exponent=10,
                 name=f"C {c}",
                 visible_fields=["name"],
             ),
@@ -137,27 +138,13 @@ async def test_worker_killed_mid_stream_processes_everything_and_alerts_once(
     finally:
         await producer.stop()
 
-    consumer = AIOKafkaConsumer(
-        services.topics.alerts,
-        bootstrap_servers=services.kafka_bootstrap,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
     alerts: dict[str, set[str]] = defaultdict(set)
     try:
-        for _ in range(20):  # drain what is there
-            batch = await consumer.getmany(timeout_ms=500)
-            for records in batch.values():
-                for r in records:
-                    a = json.loads(r.value or b"{}")
-                    alerts[a["customer_id"]].add(f"{a['kind']}:{a['alert_id']}")
-            if not batch and alerts:
-                break
+        for value in await read_topic(services.kafka_bootstrap, services.topics.alerts, idle_s=0.5):
+            a = json.loads(value or b"{}")
+            alerts[a["customer_id"]].add(f"{a['kind']}:{a['alert_id']}")
     finally:
-        await consumer.stop()
-        keys = [k async for k in redis.scan_iter(f"{services.redis_prefix}*", count=5000)]
-        for i in range(0, len(keys), 1000):
-            await redis.delete(*keys[i : i + 1000])
+        await drop_prefix(services.redis, services.redis_prefix)
         await redis.aclose()
     consenting = {f"c{c}" for c in range(CUSTOMERS) if c % 4}
     assert set(alerts) == consenting  # nobody without arrival consent, nobody missed
