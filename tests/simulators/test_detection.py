@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
 from typer.testing import CliRunner
 
+from contracts.models import AlertKind
 from deploy.cli import app
 from edge.settings import EdgeSettings
-from simulators.detection import run_detection_bench
+from simulators.detection import Signal, app_signals, run_detection_bench, visit_alerts
+from simulators.layout import load_layout
 
 
 def test_detection_bench_scores_a_simulated_rush_like_the_real_pipeline() -> None:
@@ -22,8 +29,8 @@ def test_detection_bench_scores_a_simulated_rush_like_the_real_pipeline() -> Non
     assert got["latency_p50_s"] > 0
 
 
-def test_without_lingering_the_bagged_phone_and_the_lingerer_are_missed() -> None:
-    got = run_detection_bench([21], defaults=EdgeSettings(linger_db=None))
+def test_without_lingering_the_gateways_miss_the_bagged_phone_and_the_lingerer() -> None:
+    got = run_detection_bench([21], defaults=EdgeSettings(linger_db=None), app=False)
     assert got["recall"] < 1.0
     assert "lingerer" in got["missed"]
 
@@ -32,3 +39,85 @@ def test_bench_detection_command_names_a_bad_seed_list() -> None:
     result = CliRunner().invoke(app, ["bench", "detection", "--seeds", "21,x"])
     assert result.exit_code == 2
     assert "--seeds must be integers" in result.output
+
+
+def _signal(at: float, cid: str, in_store: bool, zone: str | None = None) -> Signal:
+    return Signal(T0 + at, cid, in_store, zone, uuid.uuid4())
+
+
+T0 = 1_770_000_000.0
+CONSENT = {"ana": (True, None), "bea": (False, None), "cal": (True, 100.0)}
+
+
+def test_the_bench_visit_rule_is_approach_then_one_arrival() -> None:
+    signals = [
+        _signal(0, "ana", False),  # the geofence
+        _signal(60, "ana", True, "entrance"),
+        _signal(70, "ana", True, "floor"),
+        _signal(80, "ana", False),
+        _signal(5, "bea", True, "entrance"),  # no consent: nothing
+        _signal(150, "cal", True, "entrance"),  # revoked at 100 s: nothing
+        _signal(20_000, "ana", False),  # after the revisit gap: a new visit, approaching
+    ]
+    alerts, times = visit_alerts(CONSENT, T0, "s1", signals)
+    assert [(a.customer_id, a.kind, times[str(a.caused_by[0])] - T0) for a in alerts] == [
+        ("ana", AlertKind.APPROACH, 0),
+        ("ana", AlertKind.ARRIVAL, 60),
+        ("ana", AlertKind.APPROACH, 20_000),
+    ]
+
+
+def test_in_store_evidence_first_is_the_arrival_and_a_later_geofence_adds_nothing() -> None:
+    alerts, _ = visit_alerts(
+        CONSENT, T0, "s1", [_signal(0, "ana", True, "floor"), _signal(30, "ana", False)]
+    )
+    assert [a.kind for a in alerts] == [AlertKind.ARRIVAL]
+
+
+def test_app_lines_become_signals_by_device_and_beacon_zone(tmp_path: Path) -> None:
+    layout = load_layout("boutique")
+    entrance = next(b for b in layout.beacons if b.zone_id == "entrance")
+    header = {"format": "proxima-trace", "version": 1, "store_id": layout.store_id,
+              "start": "2026-02-01T09:00:00Z"}  # fmt: skip
+    region = {"uuid": entrance.uuid, "major": entrance.major, "minor": entrance.minor}
+    lines = [
+        header,
+        {"t": 1.0, "kind": "app", "device_id": "dev-ana", "event": "geofence_enter"},
+        {"t": 2.0, "kind": "app", "device_id": "dev-ana", "event": "location", "lat": 1, "lon": 2},
+        {"t": 9.0, "kind": "app", "device_id": "dev-ana", "event": "beacon_region_enter", **region},
+        {"t": 9.5, "kind": "app", "device_id": "dev-zed", "event": "geofence_enter"},  # nobody
+        {  # a region the store does not know (the ingest refuses it)
+            "t": 10.0,
+            "kind": "app",
+            "device_id": "dev-ana",
+            "event": "beacon_region_enter",
+            "uuid": "00" * 16,
+            "major": 1,
+            "minor": 1,
+        },
+        {
+            "t": 12.0,
+            "kind": "app",
+            "device_id": "old",
+            "event": "geofence_enter",
+            "customer_id": "bea",
+        },
+    ]
+    trace = tmp_path / "t.jsonl"
+    trace.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    got = app_signals(trace, {"dev-ana": "ana"}, layout)
+    start = datetime(2026, 2, 1, 9, 0, tzinfo=UTC).timestamp()
+    assert [(s.at - start, s.customer_id, s.in_store, s.zone_id) for s in got] == [
+        (1.0, "ana", False, None),
+        (9.0, "ana", True, "entrance"),
+        (12.0, "bea", False, None),  # an older trace names the customer on the line
+    ]
+
+
+def test_the_bench_reports_per_device_class_and_the_approach_lead() -> None:
+    got = run_detection_bench([21])
+    assert set(got["by_class"]) <= {
+        "android_app", "iphone_app", "vip_tag", "no_app", "staff", "unknown"
+    }  # fmt: skip
+    assert sum(f["expected_visits"] for f in got["by_class"].values()) == got["expected_visits"]
+    assert got["approach_lead_p50_s"] is not None
