@@ -463,6 +463,8 @@ def score(
     tallies: dict[str, Tally] = defaultdict(Tally)
 
     def consent_broken(cid: str, t: float | None, match: Visit | None) -> bool:
+        """Sent without consent: never given, revoked before ``t``, or (``match``: an
+        arrival) not held at the visit's door crossing."""
         revoked_before = cid in truth.revoke_at and t is not None and truth.revoke_at[cid] <= t
         return (
             cid in truth.no_consent or revoked_before or (match is not None and not match.consent)
@@ -518,7 +520,8 @@ def score(
             match = min(cands, key=lambda v: v.arrive_t) if cands else None  # the next one in
         tally = tallies[class_of(cid, match)]
         tally.approach_alerts += 1
-        if consent_broken(cid, t, match):
+        # Judged when it was sent: the door crossing may come after a revocation.
+        if consent_broken(cid, t, None):
             tally.without_consent += 1
         if match is None:
             tally.approach_without_visit += 1

@@ -159,3 +159,20 @@ def test_score_command_prints_the_class_table_and_json(tmp_path: Path) -> None:
     as_json = runner.invoke(app, ["score", str(trace), "--alerts", str(alerts), "--json"])
     figures = json.loads(as_json.stdout.strip().splitlines()[-1])
     assert figures["by_class"]["android_app"]["recall"] == pytest.approx(1.0)
+
+
+def test_an_approach_before_a_revocation_is_not_an_alert_without_consent(tmp_path: Path) -> None:
+    header = {**HEADER, "customers": [{"customer_id": "iph", "consent": ["arrival_alerts"]}]}
+    lines = [
+        truth(10, "iph", "enter_geofence", "iphone_app"),
+        truth(40, "iph", "revoke", "iphone_app"),  # on the way, she revokes
+        truth(100, "iph", "arrive", "iphone_app"),
+        truth(500, "iph", "leave", "iphone_app"),
+    ]
+    trace = load_truth(write_trace(tmp_path / "t.jsonl", lines, header))
+    assert (
+        score(trace, [alert("iph", 20, AlertKind.APPROACH)]).figures["alerts_without_consent"] == 0
+    )
+    assert (
+        score(trace, [alert("iph", 50, AlertKind.APPROACH)]).figures["alerts_without_consent"] == 1
+    )
