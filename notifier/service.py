@@ -50,7 +50,7 @@ from notifier.metrics import Metrics
 from notifier.outbox import Entry, Outbox
 from notifier.routing import Ladder
 from notifier.settings import NotifierSettings
-from notifier.web import Console, serve
+from notifier.web.app import Console, serve
 from transport.cancel import reraise_if_cancelled
 from transport.kafka import make_producer
 from transport.mqtt import Message, MqttClient

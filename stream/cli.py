@@ -19,7 +19,7 @@ from rich.table import Table
 
 from contracts.services import ServiceSettings
 from stream.exceptions import KeyringError
-from stream.keyring import KeyRecord, Keyring
+from stream.keyring import REPLAY_LABEL, KeyRecord, Keyring
 from transport.redis import RedisClient, connect_redis
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ async def with_keyring(services: ServiceSettings, fn: Callable[[Keyring], Awaita
 
 
 async def provision_keys(
-    services: ServiceSettings, gateways: Iterable[tuple[str, str]], label: str = "replay"
+    services: ServiceSettings, gateways: Iterable[tuple[str, str]], label: str = REPLAY_LABEL
 ) -> dict[tuple[str, str], KeyRecord]:
     """A signing key per (store, gateway) for a tool's agents (``proxima replay``/``up``).
 

@@ -92,6 +92,7 @@ class Will:
     payload: bytes
     qos: int = 1
     retain: bool = True
+    user_properties: dict[str, str] | None = None  # MQTT 5 only (e.g. a gateway's signature)
 
 
 class MqttClient:
@@ -181,8 +182,16 @@ class MqttClient:
                 ca_certs=ca, certfile=cert, keyfile=key, tls_version=ssl.PROTOCOL_TLS_CLIENT
             )
         if self._will:
+            will_props: Properties | None = None
+            if self._will.user_properties and v5:
+                will_props = Properties(PacketTypes.WILLMESSAGE)  # type: ignore[no-untyped-call]
+                will_props.UserProperty = list(self._will.user_properties.items())
             client.will_set(
-                self._will.topic, self._will.payload, qos=self._will.qos, retain=self._will.retain
+                self._will.topic,
+                self._will.payload,
+                qos=self._will.qos,
+                retain=self._will.retain,
+                properties=will_props,
             )
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect

@@ -114,6 +114,9 @@ async def test_batches_are_signed_and_a_forged_one_is_detectable(
     assert msg.retain
     assert status.state is GatewayState.OFFLINE
     assert status.events_published == 120
+    # signed like the batches, so the bridge can refuse another's status
+    props = msg.user_properties
+    assert verify(msg.topic, msg.payload, props, {KID: key}.get, store_id=STORE, gateway_id=GATEWAY)
     assert status.outbox_depth == 0
 
 

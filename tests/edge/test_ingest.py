@@ -427,6 +427,16 @@ async def test_unknown_store_is_404(app: App) -> None:
     assert "'other-store'" in resp["detail"]
 
 
+async def test_an_endpoint_the_store_does_not_have_is_404_naming_the_ones_it_has(app: App) -> None:
+    status, resp, _ = await app.post("heartbeats", {"beat": 1})
+    assert_rejected(app, 404, resp, status, "unknown_endpoint", sent=b'{"beat": 1}')
+    assert resp["detail"] == (
+        "no endpoint 'heartbeats'; use one of geofence-transitions, beacon-regions, locations"
+    )
+    status, resp, _ = await app.post("heartbeats", {"beat": 1}, store="other-store")
+    assert_rejected(app, 404, resp, status, "unknown_store")  # the store is checked first
+
+
 async def test_an_oversized_body_is_413_declared_or_streamed(app: App, outbox: Outbox) -> None:
     big = b'{"fixes": [' + b" " * 5000 + b"]}"
     status, resp, _ = await app.post("locations", big)

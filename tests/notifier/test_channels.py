@@ -55,7 +55,7 @@ from notifier.directory import Directory
 from notifier.exceptions import InvalidInput, NotifierError, TooManyDestinations, UnknownScheme
 from notifier.service import Notifier
 from notifier.settings import NotifierSettings
-from notifier.web import serve
+from notifier.web.app import serve
 from tests.notifier.conftest import FAST_HASHER, FakeClock, Tls, make_alert
 
 SECRET = "a-webhook-secret-of-some-length"

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from contracts.services import ServiceSettings
-from transport.mqtt import MqttClient, MqttUrl
+from transport.mqtt import MqttClient, MqttUrl, Will
 
 pytestmark = pytest.mark.integration
 
@@ -97,3 +97,25 @@ async def test_subscribe_returns_only_once_the_broker_has_granted_it() -> None:
         async with asyncio.timeout(5):
             message = await sub.messages.get()
     assert message.payload == b"right after"
+
+
+async def test_the_last_will_carries_its_user_properties() -> None:
+    """A gateway signs its will (the offline status) like any status message."""
+    topic = f"proxima-test/{uuid.uuid4().hex}/status"
+    url = ServiceSettings().mqtt
+    will = Will(topic, b"offline", retain=False, user_properties={"proxima-kid": "k1"})
+    async with MqttClient(url) as sub:
+        await sub.subscribe(topic, qos=1)
+        gone = MqttClient(url, will=will)
+        await gone.connect()
+        paho = gone._client
+        assert paho is not None
+        # Drop the connection without DISCONNECT, as a power cut does: the broker sends the will.
+        paho.loop_stop()
+        sock = paho.socket()
+        assert sock is not None
+        sock.close()
+        async with asyncio.timeout(20):
+            message = await sub.messages.get()
+    assert message.payload == b"offline"
+    assert message.user_properties == (("proxima-kid", "k1"),)
