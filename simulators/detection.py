@@ -37,6 +37,7 @@ from beacons.resolver import EidResolver
 from contracts.models import Alert, AlertKind
 from contracts.trace import AdvRecord, AppRecord, read_trace
 from edge.calibration import calibrated_thresholds
+from edge.geofence import Circle, Fix, GeofenceEngine, GeofenceError
 from edge.pipeline import Pipeline
 from edge.settings import EdgeSettings
 from edge.sources import advert_from_record
@@ -123,12 +124,18 @@ def devices_of(sim: Simulation) -> dict[str, str]:
 
 def app_signals(trace: Path, devices: dict[str, str], layout: StoreLayout) -> list[Signal]:
     """What the app path gives the stream: a trace's ``app`` lines of enrolled customers'
-    devices, as the ingest turns them into events (a geofence entry; a beacon region's entry
-    in the zone of the layout's beacon, ``outside`` or in the store). Exits and location
-    fixes start nothing, so they are left out, as gateways' exits are."""
+    devices, as the ingest turns them into events. Geofence entries come from the ingest's
+    own engine (``edge.geofence``) over the OS's reports and the location fixes, whichever
+    is first; a beacon region's entry is in the zone of the layout's beacon (``outside``: an
+    approach; any other: in-store). Exits start nothing, so they are left out, as gateways'
+    exits are."""
     regions: dict[tuple[object, object, object], str] = {
         (b.uuid, b.major, b.minor): b.zone_id for b in layout.beacons if b.kind == "ibeacon"
     }
+    gf = layout.geofence
+    fence_id = str(getattr(gf, "id", None) or layout.store_id)
+    now = 0.0
+    engine = GeofenceEngine([Circle(fence_id, gf.lat, gf.lon, gf.radius_m)], clock=lambda: now)
     out: list[Signal] = []
     with trace.open(encoding="utf-8") as fh:
         header, records = read_trace(fh)
@@ -141,26 +148,25 @@ def app_signals(trace: Path, devices: dict[str, str], layout: StoreLayout) -> li
             cid = devices.get(rec.device_id) or extra.get("customer_id")
             if not isinstance(cid, str):
                 continue
-            zone: str | None = None
-            if rec.event == "geofence_enter":
-                in_store = False
-            elif rec.event == "beacon_region_enter":
+            now = at = start + rec.t
+            event_id = uuid.uuid5(EVENT_NS, f"app|{rec.device_id}|{rec.event}|{rec.t}")
+            try:
+                if rec.event in ("geofence_enter", "geofence_exit"):
+                    entered = rec.event == "geofence_enter"
+                    moves = engine.report(rec.device_id, fence_id, entered, at)
+                elif rec.event == "location":
+                    fix = Fix(rec.device_id, extra["lat"], extra["lon"], extra["accuracy_m"], at)
+                    moves = engine.observe(fix)
+                else:
+                    moves = []
+            except (GeofenceError, KeyError, TypeError):
+                continue  # what the ingest refuses with a 422
+            if any(m.kind == "geofence_enter" for m in moves):
+                out.append(Signal(at, cid, False, None, event_id))
+            if rec.event == "beacon_region_enter":
                 zone = regions.get((extra.get("uuid"), extra.get("major"), extra.get("minor")))
-                if zone is None:
-                    continue  # a region the store does not know: the ingest refuses it
-                in_store = layout.zone(zone).kind != OUTSIDE
-            else:
-                continue
-            at = start + rec.t
-            out.append(
-                Signal(
-                    at,
-                    cid,
-                    in_store,
-                    zone,
-                    uuid.uuid5(EVENT_NS, f"app|{rec.device_id}|{rec.event}|{rec.t}"),
-                )
-            )
+                if zone is not None:  # else a region the store does not know: refused
+                    out.append(Signal(at, cid, layout.zone(zone).kind != OUTSIDE, zone, event_id))
     return out
 
 

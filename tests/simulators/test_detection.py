@@ -82,8 +82,19 @@ def test_app_lines_become_signals_by_device_and_beacon_zone(tmp_path: Path) -> N
     region = {"uuid": entrance.uuid, "major": entrance.major, "minor": entrance.minor}
     lines = [
         header,
-        {"t": 1.0, "kind": "app", "device_id": "dev-ana", "event": "geofence_enter"},
-        {"t": 2.0, "kind": "app", "device_id": "dev-ana", "event": "location", "lat": 1, "lon": 2},
+        # The fix is well inside the 100 m circle: the ingest's engine enters on it, and the
+        # OS's late report that follows is a repeat.
+        {
+            "t": 1.0,
+            "kind": "app",
+            "device_id": "dev-ana",
+            "event": "location",
+            "lat": layout.geofence.lat,
+            "lon": layout.geofence.lon,
+            "accuracy_m": 20.0,
+        },
+        {"t": 2.0, "kind": "app", "device_id": "dev-ana", "event": "geofence_enter"},
+        {"t": 3.0, "kind": "app", "device_id": "dev-ana", "event": "location", "lat": 1},
         {"t": 9.0, "kind": "app", "device_id": "dev-ana", "event": "beacon_region_enter", **region},
         {"t": 9.5, "kind": "app", "device_id": "dev-zed", "event": "geofence_enter"},  # nobody
         {  # a region the store does not know (the ingest refuses it)
