@@ -28,7 +28,8 @@ latency door → alert; overall and, under ``by_class``, per **device class**: t
 visit's ``arrive`` truth line names in ``device_class`` (``android_app``, ``iphone_app``,
 ``vip_tag``, ``no_app``, ``staff``, ``unknown``), else one the customer's other truth lines
 name, else ``unknown`` (older and foreign traces score whole, under ``unknown``). An alert
-that matches no visit counts in its customer's class.
+that matches no visit counts in its customer's class. A ``no_app`` customer carries nothing
+a store can hear: their visits are counted but expect no alert.
 
 **Approach lead time**: how long before the door crossing a visit's first ``approach``
 alert came (negative: after it), for customers who share their location: those with an
@@ -71,6 +72,7 @@ MATCH_BEFORE_S = 30.0  # an alert may come from a sighting just before the door 
 MATCH_AFTER_S = 120.0  # ... or from the edge's exit timeout just after the leave truth
 APPROACH_BEFORE_S = 900.0  # an approach alert may precede the door crossing by this much
 UNKNOWN_CLASS = "unknown"
+UNDETECTABLE = frozenset({"no_app"})  # classes whose visits expect no alert
 TARGETS = {
     "recall": (">=", 0.99),
     "precision": (">=", 0.99),
@@ -226,6 +228,8 @@ def load_truth(
                 cls if isinstance(cls, str) and cls else classes.get(cid, UNKNOWN_CLASS)
             )
             visit.shares_location = cid in sharing or not sharing
+            if visit.device_class in UNDETECTABLE:
+                visit.expected = False  # nothing on them a store can hear
             visit.zones.append((rec.t, rec.zone_id or "entrance"))
             open_visits[cid] = visit
             visits.append(visit)

@@ -55,7 +55,7 @@ def alert(cid: str, t: float, kind: AlertKind = AlertKind.ARRIVAL) -> Alert:
 
 # One of each: an Android phone alerted 2 s after the door; an iPhone whose owner shares
 # her location (geofence at 10 s, approach alert at 20 s, door at 100 s, arrival 6 s later);
-# a VIP tag alerted twice; a no-app customer missed; a line with no class (an older trace);
+# a VIP tag alerted twice; a no-app customer (not alerted); a line with no class (an older trace);
 # an iPhone without consent alerted; a location sharer who walks by (approach, no visit).
 LINES = [
     truth(100, "and", "arrive", "android_app"),
@@ -104,9 +104,11 @@ def test_figures_per_device_class_and_overall(tmp_path: Path) -> None:
         1.0,
         0.5,
     )
-    assert (by["no_app"]["recall"], by["no_app"]["latency_p50_s"]) == (0.0, None)
+    # Nothing on her to hear: her visit is counted, and expects no alert.
+    assert (by["no_app"]["visits"], by["no_app"]["expected_visits"]) == (1, 0)
+    assert by["no_app"]["recall"] is None
     assert by["unknown"]["recall"] == 1.0  # a truth line without a class still scores
-    assert (f["expected_visits"], f["recall"]) == (5, 0.8)
+    assert (f["visits"], f["expected_visits"], f["recall"]) == (6, 4, 1.0)
     assert f["alerts_without_consent"] == 1
     assert (f["arrival_alerts"], f["precision"]) == (6, round(4 / 6, 4))
     assert (f["duplicate_alerts"], f["duplicates_per_visit"]) == (1, 0.2)
@@ -127,7 +129,7 @@ def test_an_approach_after_the_door_has_a_negative_lead_and_misses_the_target(
 def test_without_geofence_truth_every_customer_counts_as_sharing(tmp_path: Path) -> None:
     lines = [line for line in LINES if line["event"] != "enter_geofence"]
     result = score(load_truth(write_trace(tmp_path / "t.jsonl", lines, HEADER)), ALERTS)
-    assert result.figures["location_sharing_visits"] == 5  # every expected visit
+    assert result.figures["location_sharing_visits"] == 4  # every expected visit
     assert result.figures["approached_visits"] == 1
 
 
