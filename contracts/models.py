@@ -189,9 +189,17 @@ class BeaconHealth(_Strict):
 
 class AlertKind(StrEnum):
     ARRIVAL = "arrival"
+    APPROACH = "approach"  # alert v1 revision 2: near the store, not yet in it
     FITTING_ROOM = "fitting_room"
     APPOINTMENT = "appointment"
     DEPARTURE = "departure"
+
+
+REVISIONS: dict[str, int] = {"proxima.alert.v1": 2, "proxima.visit.v1": 2}
+"""Compatible revisions of a schema: values added, none removed or changed, so every record
+valid under an earlier revision is valid under this one and the schema name stays. A
+reader of an earlier revision rejects the new values (models forbid unknown ones): upgrade
+readers first (CHANGELOG's migration notes). A schema not listed is at revision 1."""
 
 
 class Priority(StrEnum):
@@ -477,6 +485,7 @@ def split_batch(
 
 
 class VisitChange(StrEnum):
+    APPROACH = "approach"  # visit v1 revision 2: a geofence or storefront beacon, not yet inside
     ARRIVAL = "arrival"
     ZONE_MOVE = "zone_move"
     DEPARTURE = "departure"

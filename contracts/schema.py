@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from contracts.models import (
+    REVISIONS,
     Alert,
     AlertAck,
     AlertView,
@@ -16,6 +17,7 @@ from contracts.models import (
     DlqRecord,
     Event,
     GatewayStatus,
+    VisitUpdate,
 )
 from contracts.trace import AdvRecord, AppRecord, TraceHeader, TruthRecord
 
@@ -28,6 +30,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "gateway_status": GatewayStatus,
     "dlq": DlqRecord,
     "consent": ConsentRecord,
+    "visit": VisitUpdate,
     "trace_header": TraceHeader,
     "trace_adv": AdvRecord,
     "trace_app": AppRecord,
@@ -40,6 +43,9 @@ def schemas() -> dict[str, dict[str, object]]:
     for name, model in MODELS.items():
         schema = model.model_json_schema(by_alias=True)
         schema["$id"] = f"https://proxima.dev/schemas/{name}.v1.json"
+        wire = model.model_fields["schema_"].default if "schema_" in model.model_fields else None
+        # A compatible revision keeps the name and $id; readers can tell it by this.
+        schema["x-proxima-revision"] = REVISIONS.get(wire, 1) if isinstance(wire, str) else 1
         out[name] = schema
     # The batch is a list of events, 1..MAX_BATCH_EVENTS long.
     from contracts.models import MAX_BATCH_EVENTS

@@ -858,8 +858,13 @@ def bench(
     table.add_column("figure")
     table.add_column("value", justify="right")
     for key, value in results.items():
-        table.add_row(key, _fmt(value))
+        if key != "by_class":
+            table.add_row(key, _fmt(value))
     out.print(table)
+    if "by_class" in results:
+        from simulators.cli import class_table
+
+        out.print(class_table(results, f"proxima bench {name}, per device class"))
 
 
 def _bench_notifier() -> dict[str, Any]:

@@ -237,9 +237,12 @@ def score(
         table.add_column("value", justify="right")
         table.add_column("target", justify="right")
         for key, value in result.figures.items():
+            if key == "by_class":
+                continue
             target = TARGETS.get(key)
             table.add_row(key, _fmt(value), f"{target[0]} {target[1]}" if target else "")
         out.print(table)
+        out.print(class_table(result.figures, f"per device class: {trace.name}"))
         for v in result.missed[:10]:
             out.print(
                 f"missed: {v.customer_id} arrived t={v.arrive_t:.1f}s ({v.behaviour})",
@@ -253,6 +256,33 @@ def score(
         for failure in result.failures():
             err.print(f"[red]target missed:[/red] {failure}", highlight=False)
         raise typer.Exit(1)
+
+
+CLASS_ROWS = {
+    "expected_visits": "expected visits",
+    "recall": "recall",
+    "precision": "precision",
+    "alerts_without_consent": "without consent",
+    "duplicates_per_visit": "duplicates/visit",
+    "max_alerts_per_visit": "max alerts/visit",
+    "latency_p50_s": "latency p50 s",
+    "latency_p95_s": "latency p95 s",
+    "location_sharing_visits": "sharing location",
+    "approached_visits": "approached",
+    "approach_lead_p50_s": "lead p50 s",
+}
+
+
+def class_table(figures: dict[str, Any], title: str) -> Table:
+    """The figures that matter per device class: one column overall, one per class."""
+    by_class: dict[str, dict[str, Any]] = figures.get("by_class") or {}
+    table = Table(title=title)
+    table.add_column("figure")
+    for name in ("overall", *by_class):
+        table.add_column(name, justify="right")
+    for key, label in CLASS_ROWS.items():
+        table.add_row(label, _fmt(figures.get(key)), *(_fmt(f.get(key)) for f in by_class.values()))
+    return table
 
 
 def _fmt(value: object) -> str:

@@ -3,17 +3,21 @@
 For each seed it simulates a scenario, runs every gateway's real decision path
 (``edge.pipeline.Pipeline`` with the thresholds ``proxima replay`` gives it from the
 layout's calibration, timers ticked each second of trace time), resolves the EIDs the way
-the stream does (``beacons.resolver`` over the enrolled customers' keys), applies the
-stream's arrival rule (the first in-store signal of a customer not seen for
-``revisit_gap_s`` starts a visit; alerts only with ``arrival_alerts`` consent at that
-moment) and scores the arrivals with ``simulators.score`` against the trace's truth.
+the stream does (``beacons.resolver`` over the enrolled customers' keys), adds what the
+customers' apps report (geofence entries, beacon regions), applies the stream's visit rule
+(:func:`visit_alerts`: a signal of a customer not seen for ``revisit_gap_s`` starts a
+visit, an approach unless it is in-store evidence; the first in-store evidence is the
+arrival; alerts only with ``arrival_alerts`` consent at that moment) and scores arrivals
+and approaches with ``simulators.score`` against the trace's truth, overall and per device
+class.
 
 No broker is involved, so it measures what the radio and the zone logic allow, quickly
 (~5 s per boutique-rush seed) and for many seeds; the end-to-end test
 (tests/simulators/test_end_to_end.py) scores one of these traces through the real
-Mosquitto, Kafka and Redis pipeline and gets the same alerts. Latency is from the truth's
-door crossing to the ``observed_at`` of the event that caused the alert (the pipeline
-adds ~20-50 ms, ``proxima bench stream``/``notifier``).
+Mosquitto, Kafka and Redis pipeline. Latency is from the truth's door crossing to the
+``observed_at`` of the event that caused the alert (the pipeline adds ~20-50 ms,
+``proxima bench stream``/``notifier``); an app event's ``observed_at`` is when the OS told
+the app, so iOS's delays are in it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from __future__ import annotations
 import json
 import tempfile
 import uuid
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,15 +35,26 @@ from typing import Any
 from beacons.presence import Transition
 from beacons.resolver import EidResolver
 from contracts.models import Alert, AlertKind
-from contracts.trace import AdvRecord, read_trace
+from contracts.trace import AdvRecord, AppRecord, read_trace
 from edge.calibration import calibrated_thresholds
+from edge.geofence import Circle, Fix, GeofenceEngine, GeofenceError
 from edge.pipeline import Pipeline
 from edge.settings import EdgeSettings
 from edge.sources import advert_from_record
 from simulators.engine import Simulation, build_scenario
-from simulators.score import DEFAULT_REVISIT_GAP_S, Visit, load_truth, score
+from simulators.layout import StoreLayout
+from simulators.score import (
+    DEFAULT_REVISIT_GAP_S,
+    Score,
+    Tally,
+    Visit,
+    by_class,
+    load_truth,
+    score,
+)
 
 EVENT_NS = uuid.UUID("0d5e6c1e-7f43-4f0e-9a7c-3b1f2f1c9a11")
+OUTSIDE = "outside"  # the street's zone kind: evidence of an approach (stream.visits)
 
 
 def gateway_transitions(
@@ -84,46 +101,153 @@ def gateway_transitions(
     return start, found
 
 
-def arrival_alerts(
-    sim: Simulation,
-    store_id: str,
-    transitions: Iterable[tuple[str, Transition]],
-    revisit_gap_s: float = DEFAULT_REVISIT_GAP_S,
-) -> tuple[list[Alert], dict[str, float]]:
-    """The arrival alerts the stream's rule makes of these transitions, and their causes' times."""
-    resolver = EidResolver(drift_windows=1)
-    consent: dict[str, tuple[bool, float | None]] = {}
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """One piece of evidence about a customer, as the stream's sessionizer weighs it."""
+
+    at: float  # Unix s
+    customer_id: str
+    in_store: bool  # False: an approach (a geofence, a storefront beacon's region)
+    zone_id: str | None
+    event_id: uuid.UUID
+
+
+def devices_of(sim: Simulation) -> dict[str, str]:
+    """App device id → customer id, as ``proxima simulate --enroll`` registers them."""
+    devices: dict[str, str] = {}
     for c in sim.customers:
-        if c.customer_id is None:
-            continue
-        resolver.add(c.customer_id, c.identity_key, c.rotation_exponent)
-        consent[c.customer_id] = ("arrival_alerts" in c.consent, c.revoke_at)
-    start = sim.start.timestamp()
-    last_seen: dict[str, float] = {}
-    alerts: list[Alert] = []
-    times: dict[str, float] = {}
-    for gateway_id, tr in sorted(transitions, key=lambda p: p[1].at):
+        device = getattr(c, "device_id", None)  # traces before device classes: none
+        if c.customer_id is not None and isinstance(device, str):
+            devices[device] = c.customer_id
+    return devices
+
+
+def app_signals(trace: Path, devices: dict[str, str], layout: StoreLayout) -> list[Signal]:
+    """What the app path gives the stream: a trace's ``app`` lines of enrolled customers'
+    devices, as the ingest turns them into events. Geofence entries come from the ingest's
+    own engine (``edge.geofence``) over the OS's reports and the location fixes, whichever
+    is first; a beacon region's entry is in the zone of the layout's beacon (``outside``: an
+    approach; any other: in-store). Exits start nothing, so they are left out, as gateways'
+    exits are."""
+    regions: dict[tuple[object, object, object], str] = {
+        (b.uuid, b.major, b.minor): b.zone_id for b in layout.beacons if b.kind == "ibeacon"
+    }
+    gf = layout.geofence
+    fence_id = str(getattr(gf, "id", None) or layout.store_id)
+    now = 0.0
+    engine = GeofenceEngine([Circle(fence_id, gf.lat, gf.lon, gf.radius_m)], clock=lambda: now)
+    out: list[Signal] = []
+    with trace.open(encoding="utf-8") as fh:
+        header, records = read_trace(fh)
+        start = header.start.timestamp()
+        for rec in records:
+            if not isinstance(rec, AppRecord):
+                continue
+            extra = rec.model_extra or {}
+            # Older traces name the customer on the app line; newer ones the device only.
+            cid = devices.get(rec.device_id) or extra.get("customer_id")
+            if not isinstance(cid, str):
+                continue
+            now = at = start + rec.t
+            event_id = uuid.uuid5(EVENT_NS, f"app|{rec.device_id}|{rec.event}|{rec.t}")
+            try:
+                if rec.event in ("geofence_enter", "geofence_exit"):
+                    entered = rec.event == "geofence_enter"
+                    moves = engine.report(rec.device_id, fence_id, entered, at)
+                elif rec.event == "location":
+                    fix = Fix(rec.device_id, extra["lat"], extra["lon"], extra["accuracy_m"], at)
+                    moves = engine.observe(fix)
+                else:
+                    moves = []
+            except (GeofenceError, KeyError, TypeError):
+                continue  # what the ingest refuses with a 422
+            if any(m.kind == "geofence_enter" for m in moves):
+                out.append(Signal(at, cid, False, None, event_id))
+            if rec.event == "beacon_region_enter":
+                zone = regions.get((extra.get("uuid"), extra.get("major"), extra.get("minor")))
+                if zone is not None:  # else a region the store does not know: refused
+                    out.append(Signal(at, cid, layout.zone(zone).kind != OUTSIDE, zone, event_id))
+    return out
+
+
+def gateway_signals(sim: Simulation, transitions: Iterable[tuple[str, Transition]]) -> list[Signal]:
+    """The gateways' zone entries of enrolled customers' EIDs, resolved as the stream does."""
+    resolver = EidResolver(drift_windows=1)
+    for c in sim.customers:
+        if c.customer_id is not None:
+            resolver.add(c.customer_id, c.identity_key, c.rotation_exponent)
+    out: list[Signal] = []
+    for gateway_id, tr in transitions:
         match = resolver.resolve(bytes.fromhex(tr.subject), int(tr.at))
         if match is None or tr.kind == "zone_exit":
             continue
-        cid = match.identity_id
-        new = cid not in last_seen or tr.at - last_seen[cid] >= revisit_gap_s
-        last_seen[cid] = tr.at
-        granted, revoke_at = consent.get(cid, (False, None))
-        if not new or not granted or (revoke_at is not None and start + revoke_at <= tr.at):
+        zone_kind = sim.layout.zone(tr.zone_id).kind if tr.zone_id else None
+        out.append(
+            Signal(
+                tr.at,
+                match.identity_id,
+                zone_kind != OUTSIDE,
+                tr.zone_id,
+                uuid.uuid5(EVENT_NS, f"{gateway_id}|{tr.subject}|{tr.kind}|{tr.at}"),
+            )
+        )
+    return out
+
+
+Consent = dict[str, tuple[bool, float | None]]
+"""customer → (granted ``arrival_alerts``, revoked at: seconds of trace time, or None)."""
+
+
+def consent_of(sim: Simulation) -> Consent:
+    return {
+        c.customer_id: ("arrival_alerts" in c.consent, c.revoke_at)
+        for c in sim.customers
+        if c.customer_id is not None
+    }
+
+
+def visit_alerts(
+    consent: Consent,
+    start: float,
+    store_id: str,
+    signals: Iterable[Signal],
+    revisit_gap_s: float = DEFAULT_REVISIT_GAP_S,
+) -> tuple[list[Alert], dict[str, float]]:
+    """The approach and arrival alerts the stream makes of these signals, and their causes'
+    times (``stream.visits``: a signal after ``revisit_gap_s`` of silence starts a visit, an
+    approach unless it is in-store evidence; the first in-store evidence is the arrival).
+    Every consenting customer gets the approach alert here, as if each had an appointment:
+    the bench measures what detection allows, not which rules a store runs."""
+    last_seen: dict[str, float] = {}
+    arrived: dict[str, bool] = {}
+    alerts: list[Alert] = []
+    times: dict[str, float] = {}
+    for sig in sorted(signals, key=lambda s: (s.at, str(s.event_id))):
+        cid = sig.customer_id
+        new = cid not in last_seen or sig.at - last_seen[cid] >= revisit_gap_s
+        last_seen[cid] = sig.at
+        if new:
+            arrived[cid] = sig.in_store
+            kind = AlertKind.ARRIVAL if sig.in_store else AlertKind.APPROACH
+        elif sig.in_store and not arrived[cid]:
+            arrived[cid] = True
+            kind = AlertKind.ARRIVAL
+        else:
             continue
-        event_id = uuid.uuid5(EVENT_NS, f"{gateway_id}|{tr.subject}|{tr.kind}|{tr.at}")
-        times[str(event_id)] = tr.at
+        granted, revoke_at = consent.get(cid, (False, None))
+        if not granted or (revoke_at is not None and start + revoke_at <= sig.at):
+            continue
+        times[str(sig.event_id)] = sig.at
         alerts.append(
             Alert(
-                alert_id=uuid.uuid5(EVENT_NS, f"alert|{event_id}"),
+                alert_id=uuid.uuid5(EVENT_NS, f"alert|{kind.value}|{sig.event_id}"),
                 store_id=store_id,
                 customer_id=cid,
-                kind=AlertKind.ARRIVAL,
-                title=f"{cid} is at the {tr.zone_id}",
-                zone_id=tr.zone_id,
-                caused_by=[event_id],
-                created_at=datetime.fromtimestamp(tr.at, UTC),
+                kind=kind,
+                title=f"{cid} is at the {sig.zone_id or 'store'}",
+                zone_id=sig.zone_id,
+                caused_by=[sig.event_id],
+                created_at=datetime.fromtimestamp(sig.at, UTC),
             )
         )
     return alerts, times
@@ -135,38 +259,29 @@ def score_seed(
     workdir: Path,
     defaults: EdgeSettings | None = None,
     population: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """One seed's score figures (``proxima score`` names), plus its missed visits."""
+    *,
+    app: bool = True,
+) -> Score:
+    """One seed's score (``proxima score``'s figures and per-class tallies); ``population``
+    overrides fields of the scenario's (e.g. ``device_classes``); ``app=False`` leaves the
+    app path out (the gateways alone)."""
     sim = build_scenario(scenario, seed, population=population)
     trace = workdir / f"{scenario}-{seed}.jsonl"
     sim.write(trace)
     try:
         _, transitions = gateway_transitions(trace, defaults)
-        alerts, times = arrival_alerts(sim, sim.layout.store_id, transitions)
-        result = score(load_truth(trace), alerts, times)
+        signals = gateway_signals(sim, transitions)
+        if app:
+            signals += app_signals(trace, devices_of(sim), sim.layout)
+        store = sim.layout.store_id
+        alerts, times = visit_alerts(consent_of(sim), sim.start.timestamp(), store, signals)
+        return score(load_truth(trace), alerts, times)
     finally:
         trace.unlink()
-    latencies = [
-        min(t for t in v.alerts) - v.arrive_t for v in result.visits if v.expected and v.alerts
-    ]
-    return {
-        **result.figures,
-        "latencies": latencies,
-        "missed": [_missed(v) for v in result.missed],
-    }
 
 
 def _missed(v: Visit) -> str:
-    return f"{v.customer_id}@{v.arrive_t:.0f}s ({v.behaviour})"
-
-
-def _percentile(values: Sequence[float], q: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    k = (len(s) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
-    return round(s[lo] + (s[hi] - s[lo]) * (k - lo), 2)
+    return f"{v.customer_id}@{v.arrive_t:.0f}s ({v.behaviour}, {v.device_class})"
 
 
 def run_detection_bench(
@@ -174,37 +289,27 @@ def run_detection_bench(
     scenario: str = "boutique-rush",
     defaults: EdgeSettings | None = None,
     population: dict[str, Any] | None = None,
+    *,
+    app: bool = True,
 ) -> dict[str, Any]:
-    """Detection figures summed over ``seeds`` of ``scenario`` (see the module docstring);
-    ``population`` overrides fields of the scenario's (e.g. ``device_classes``)."""
-    expected = alerted = arrivals = false = without = dup_visits = 0
-    max_per_visit = 0
-    latencies: list[float] = []
+    """Detection figures summed over ``seeds`` of ``scenario``, overall and per device class
+    (see the module docstring); ``population`` overrides fields of the scenario's (e.g.
+    ``device_classes``); ``app=False``: the gateways alone."""
+    tallies: dict[str, Tally] = defaultdict(Tally)
     missed: list[str] = []
     with tempfile.TemporaryDirectory(prefix="proxima-detection-") as tmp:
         for seed in seeds:
-            fig = score_seed(scenario, seed, Path(tmp), defaults, population)
-            expected += fig["expected_visits"]
-            alerted += fig["alerted_expected_visits"]
-            arrivals += fig["arrival_alerts"]
-            false += fig["false_alerts"]
-            without += fig["alerts_without_consent"]
-            dup_visits += fig["visits_with_duplicates"]
-            max_per_visit = max(max_per_visit, fig["max_alerts_per_visit"])
-            latencies += fig["latencies"]
-            missed += [f"seed {seed}: {m}" for m in fig["missed"]]
+            result = score_seed(scenario, seed, Path(tmp), defaults, population, app=app)
+            for cls, tally in result.tallies.items():
+                tallies[cls].add(tally)
+            missed += [f"seed {seed}: {_missed(v)}" for v in result.missed]
+    overall = Tally()
+    for tally in tallies.values():
+        overall.add(tally)
     return {
         "scenario": scenario,
         "seeds": ",".join(str(s) for s in seeds),
-        "expected_visits": expected,
-        "recall": round(alerted / expected, 4) if expected else None,
-        "precision": round((arrivals - false) / arrivals, 4) if arrivals else None,
-        "false_alerts": false,
-        "alerts_without_consent": without,
-        "max_alerts_per_visit": max_per_visit,
-        "visits_with_duplicates": dup_visits,
-        "latency_p50_s": _percentile(latencies, 0.5),
-        "latency_p95_s": _percentile(latencies, 0.95),
-        "latency_max_s": round(max(latencies), 2) if latencies else None,
+        **overall.figures(),
         "missed": "; ".join(missed) or "-",
+        "by_class": by_class(tallies),
     }

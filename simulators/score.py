@@ -23,7 +23,20 @@ alerts are matched to visits in order and no latency is reported.
 
 Figures: recall (expected visits alerted / expected visits), precision (distinct visits
 rightly alerted / arrival alerts: duplicates and false alerts both count against it),
-alerts without consent (must be 0), duplicates per visit, latency door → alert.
+alerts without consent (arrival and approach alerts; must be 0), duplicates per visit,
+latency door → alert; overall and, under ``by_class``, per **device class**: the class a
+visit's ``arrive`` truth line names in ``device_class`` (``android_app``, ``iphone_app``,
+``vip_tag``, ``no_app``, ``staff``, ``unknown``), else one the customer's other truth lines
+name, else ``unknown`` (older and foreign traces score whole, under ``unknown``). An alert
+that matches no visit counts in its customer's class. A ``no_app`` customer carries nothing
+a store can hear: their visits are counted but expect no alert.
+
+**Approach lead time**: how long before the door crossing a visit's first ``approach``
+alert came (negative: after it), for customers who share their location: those with an
+``enter_geofence`` truth line (a trace without any such line does not say, and then every
+customer counts). An approach alert belongs to the visit it precedes by up to
+``APPROACH_BEFORE_S`` or falls in; one that precedes no visit is counted, not false (an
+approach that never came in).
 """
 
 from __future__ import annotations
@@ -32,7 +45,7 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -57,6 +70,9 @@ from simulators.exceptions import ScoreInputError
 DEFAULT_REVISIT_GAP_S = 4 * 3600.0
 MATCH_BEFORE_S = 30.0  # an alert may come from a sighting just before the door truth
 MATCH_AFTER_S = 120.0  # ... or from the edge's exit timeout just after the leave truth
+APPROACH_BEFORE_S = 900.0  # an approach alert may precede the door crossing by this much
+UNKNOWN_CLASS = "unknown"
+UNDETECTABLE = frozenset({"no_app"})  # classes whose visits expect no alert
 TARGETS = {
     "recall": (">=", 0.99),
     "precision": (">=", 0.99),
@@ -64,6 +80,7 @@ TARGETS = {
     "max_alerts_per_visit": ("<=", 1),
     "latency_p50_s": ("<=", 3.0),
     "latency_p95_s": ("<=", 6.0),
+    "approach_lead_p50_s": (">=", 60.0),
 }
 
 
@@ -77,6 +94,10 @@ class Visit:
     behaviour: str | None
     alerts: list[float] = field(default_factory=list)
     zones: list[tuple[float, str]] = field(default_factory=list)
+    device_class: str = UNKNOWN_CLASS
+    shares_location: bool = False
+    approaches: list[float] = field(default_factory=list)
+    """Trace times of the approach alerts that belong to this visit."""
 
     @property
     def key(self) -> str:
@@ -94,6 +115,8 @@ class Truth:
     pass_by: dict[str, list[float]]
     problems: TraceProblems = field(default_factory=TraceProblems)
     unknown_people: int = 0  # truth lines with "customer_id": null
+    classes: dict[str, str] = field(default_factory=dict)
+    """customer → device class, from any of their truth lines (for alerts with no visit)."""
 
 
 def _customers(header_raw: dict[str, Any]) -> tuple[dict[str, bool], dict[str, float]]:
@@ -166,6 +189,15 @@ def load_truth(
             truth.append((rec, data))
     end_t = float(header_raw.get("duration_s") or last_t)
     no_consent: set[str] = {c for c, ok in consents.items() if not ok}
+    classes: dict[str, str] = {}
+    sharing: set[str] = set()
+    for rec, data in truth:
+        assert rec.customer_id is not None
+        cls = data.get("device_class")
+        if isinstance(cls, str) and cls:
+            classes.setdefault(rec.customer_id, cls)
+        if rec.event == "enter_geofence":
+            sharing.add(rec.customer_id)
     open_visits: dict[str, Visit] = {}
     visits: list[Visit] = []
     pass_by: dict[str, list[float]] = defaultdict(list)
@@ -191,6 +223,13 @@ def load_truth(
                 continue  # not enrolled: nobody to alert about
             expected = consent and not (cid in revokes and revokes[cid] <= rec.t + revoke_grace_s)
             visit = Visit(cid, rec.t, math.inf, consent, expected, data.get("behaviour"))
+            cls = data.get("device_class")
+            visit.device_class = (
+                cls if isinstance(cls, str) and cls else classes.get(cid, UNKNOWN_CLASS)
+            )
+            visit.shares_location = cid in sharing or not sharing
+            if visit.device_class in UNDETECTABLE:
+                visit.expected = False  # nothing on them a store can hear
             visit.zones.append((rec.t, rec.zone_id or "entrance"))
             open_visits[cid] = visit
             visits.append(visit)
@@ -223,6 +262,7 @@ def load_truth(
         dict(pass_by),
         problems,
         unknown_people,
+        classes,
     )
 
 
@@ -304,11 +344,76 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 
 @dataclass(slots=True)
+class Tally:
+    """The counts behind the figures, of one device class or of all; tallies of several
+    traces (seeds) add up with :meth:`add` before :meth:`figures` makes ratios of them."""
+
+    visits: int = 0
+    expected: int = 0
+    alerted: int = 0  # expected visits with an arrival alert
+    arrival_alerts: int = 0
+    rightly: int = 0  # distinct consenting visits with an arrival alert
+    false_alerts: int = 0
+    without_consent: int = 0
+    alerted_visits: int = 0  # visits with any arrival alert
+    dup_visits: int = 0
+    dup_alerts: int = 0
+    max_per_visit: int = 0
+    latencies: list[float] = field(default_factory=list)
+    approach_alerts: int = 0
+    approach_without_visit: int = 0
+    sharing_visits: int = 0  # expected visits of customers who share their location
+    approached: int = 0  # ... with an approach alert
+    leads: list[float] = field(default_factory=list)
+
+    def add(self, other: Tally) -> None:
+        for name in (f.name for f in fields(self)):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if name == "max_per_visit":
+                setattr(self, name, max(mine, theirs))
+            elif isinstance(mine, list):
+                mine.extend(theirs)
+            else:
+                setattr(self, name, mine + theirs)
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "visits": self.visits,
+            "expected_visits": self.expected,
+            "alerted_expected_visits": self.alerted,
+            "recall": round(self.alerted / self.expected, 4) if self.expected else None,
+            "arrival_alerts": self.arrival_alerts,
+            "precision": round(self.rightly / self.arrival_alerts, 4)
+            if self.arrival_alerts
+            else None,
+            "false_alerts": self.false_alerts,
+            "alerts_without_consent": self.without_consent,
+            "visits_with_duplicates": self.dup_visits,
+            "duplicate_alerts": self.dup_alerts,
+            "duplicates_per_visit": round(self.dup_alerts / self.alerted_visits, 4)
+            if self.alerted_visits
+            else None,
+            "max_alerts_per_visit": self.max_per_visit,
+            "latency_p50_s": _round(_percentile(self.latencies, 0.5)),
+            "latency_p95_s": _round(_percentile(self.latencies, 0.95)),
+            "latency_max_s": _round(max(self.latencies) if self.latencies else None),
+            "approach_alerts": self.approach_alerts,
+            "approach_alerts_without_visit": self.approach_without_visit,
+            "location_sharing_visits": self.sharing_visits,
+            "approached_visits": self.approached,
+            "approach_lead_p50_s": _round(_percentile(self.leads, 0.5)),
+            "approach_lead_p10_s": _round(_percentile(self.leads, 0.1)),
+        }
+
+
+@dataclass(slots=True)
 class Score:
     figures: dict[str, Any]
     missed: list[Visit]
     false_alerts: list[dict[str, Any]]
     visits: list[Visit]
+    tallies: dict[str, Tally] = field(default_factory=dict)
+    """Per device class (the figures' ``by_class`` before the ratios)."""
 
     def failures(self) -> list[str]:
         out = []
@@ -322,38 +427,56 @@ class Score:
         return out
 
 
+def by_class(tallies: dict[str, Tally]) -> dict[str, dict[str, Any]]:
+    """Each device class's figures, classes in name order."""
+    return {cls: tallies[cls].figures() for cls in sorted(tallies)}
+
+
 def score(
     truth: Truth,
     alerts: Iterable[Alert],
     event_times: dict[str, float] | None = None,
     rejected: int = 0,
 ) -> Score:
-    """Match arrival alerts to visits and compute the figures (see module docstring)."""
+    """Match arrival and approach alerts to visits and compute the figures (see the module
+    docstring)."""
     by_customer: dict[str, list[Visit]] = defaultdict(list)
     for v in truth.visits:
         by_customer[v.customer_id].append(v)
     store = truth.header.store_id
     alerts = [a for a in alerts if a.store_id == store]  # the file may hold other stores'
     arrival = [a for a in alerts if a.kind == AlertKind.ARRIVAL]
+    approach = [a for a in alerts if a.kind == AlertKind.APPROACH]
     other: dict[str, int] = defaultdict(int)
     for a in alerts:
-        if a.kind != AlertKind.ARRIVAL:
+        if a.kind not in (AlertKind.ARRIVAL, AlertKind.APPROACH):
             other[a.kind.value] += 1
-    basis = "event_time" if event_times else "created_at"
-    timed: list[tuple[Alert, float | None]] = []
-    for a in arrival:
-        t: float | None = None
+
+    def trace_time(a: Alert, before: float = MATCH_BEFORE_S) -> float | None:
         if event_times:
             causes = [event_times[str(c)] for c in a.caused_by if str(c) in event_times]
             if causes:
-                t = max(causes) - truth.start
-        if t is None:
-            rel = a.created_at.timestamp() - truth.start
-            t = rel if -MATCH_BEFORE_S <= rel <= truth.end_t + 3600 else None
-        timed.append((a, t))
+                return max(causes) - truth.start
+        rel = a.created_at.timestamp() - truth.start
+        return rel if -before <= rel <= truth.end_t + 3600 else None
+
+    basis = "event_time" if event_times else "created_at"
+    timed = [(a, trace_time(a)) for a in arrival]
     if arrival and all(t is None for _, t in timed):
         basis = "order"
-    without_consent = 0
+    tallies: dict[str, Tally] = defaultdict(Tally)
+
+    def consent_broken(cid: str, t: float | None, match: Visit | None) -> bool:
+        """Sent without consent: never given, revoked before ``t``, or (``match``: an
+        arrival) not held at the visit's door crossing."""
+        revoked_before = cid in truth.revoke_at and t is not None and truth.revoke_at[cid] <= t
+        return (
+            cid in truth.no_consent or revoked_before or (match is not None and not match.consent)
+        )
+
+    def class_of(cid: str, match: Visit | None) -> str:
+        return match.device_class if match else truth.classes.get(cid, UNKNOWN_CLASS)
+
     false_alerts: list[dict[str, Any]] = []
     order_next: dict[str, int] = defaultdict(int)
     for a, t in sorted(timed, key=lambda p: (p[1] is None, p[1] or 0.0, str(p[0].alert_id))):
@@ -370,51 +493,83 @@ def score(
                 v for v in visits if v.arrive_t - MATCH_BEFORE_S <= t <= v.leave_t + MATCH_AFTER_S
             ]
             match = max(cands, key=lambda v: v.arrive_t) if cands else None
-        revoked_before = cid in truth.revoke_at and t is not None and truth.revoke_at[cid] <= t
-        no_consent = (
-            cid in truth.no_consent or revoked_before or (match is not None and not match.consent)
-        )
-        if no_consent:
-            without_consent += 1
+        tally = tallies[class_of(cid, match)]
+        tally.arrival_alerts += 1
+        if consent_broken(cid, t, match):
+            tally.without_consent += 1
         if match is None:
             why = "passed by the door" if cid in truth.pass_by else "no visit at that time"
             false_alerts.append(
                 {"customer_id": cid, "t": t, "why": why, "alert_id": str(a.alert_id)}
             )
+            tally.false_alerts += 1
             continue
         match.alerts.append(t if t is not None else math.nan)
-    expected = [v for v in truth.visits if v.expected]
-    alerted = [v for v in expected if v.alerts]
-    rightly = [v for v in truth.visits if v.alerts and v.consent]
-    latencies = [
-        min(x for x in v.alerts if not math.isnan(x)) - v.arrive_t
-        for v in alerted
-        if basis != "order" and any(not math.isnan(x) for x in v.alerts)
-    ]
-    per_visit = [len(v.alerts) for v in truth.visits if v.alerts]
+    approach_next: dict[str, int] = defaultdict(int)
+    for a in sorted(approach, key=lambda a: (a.created_at, str(a.alert_id))):
+        cid, t = a.customer_id, trace_time(a, APPROACH_BEFORE_S)
+        visits = by_customer.get(cid, [])
+        match = None
+        if t is None:
+            i = approach_next[cid]
+            if i < len(visits):
+                match = visits[i]
+                approach_next[cid] = i + 1
+        else:
+            cands = [
+                v
+                for v in visits
+                if v.arrive_t - APPROACH_BEFORE_S <= t <= v.leave_t + MATCH_AFTER_S
+            ]
+            match = min(cands, key=lambda v: v.arrive_t) if cands else None  # the next one in
+        tally = tallies[class_of(cid, match)]
+        tally.approach_alerts += 1
+        # Judged when it was sent: the door crossing may come after a revocation.
+        if consent_broken(cid, t, None):
+            tally.without_consent += 1
+        if match is None:
+            tally.approach_without_visit += 1
+        else:
+            match.approaches.append(t if t is not None else math.nan)
+    for v in truth.visits:
+        tally = tallies[v.device_class]
+        tally.visits += 1
+        timely = [x for x in v.alerts if not math.isnan(x)]
+        if v.expected:
+            tally.expected += 1
+            if v.alerts:
+                tally.alerted += 1
+                if basis != "order" and timely:
+                    tally.latencies.append(min(timely) - v.arrive_t)
+            if v.shares_location:
+                tally.sharing_visits += 1
+                if v.approaches:
+                    tally.approached += 1
+                    leads = [x for x in v.approaches if not math.isnan(x)]
+                    if leads:
+                        tally.leads.append(v.arrive_t - min(leads))
+        if v.alerts:
+            tally.alerted_visits += 1
+            if v.consent:
+                tally.rightly += 1
+            if len(v.alerts) > 1:
+                tally.dup_visits += 1
+                tally.dup_alerts += len(v.alerts) - 1
+            tally.max_per_visit = max(tally.max_per_visit, len(v.alerts))
+    overall = Tally()
+    for tally in tallies.values():
+        overall.add(tally)
     figures: dict[str, Any] = {
-        "visits": len(truth.visits),
-        "expected_visits": len(expected),
-        "alerted_expected_visits": len(alerted),
-        "recall": round(len(alerted) / len(expected), 4) if expected else None,
-        "arrival_alerts": len(arrival),
-        "precision": round(len(rightly) / len(arrival), 4) if arrival else None,
-        "false_alerts": len(false_alerts),
-        "alerts_without_consent": without_consent,
-        "visits_with_duplicates": sum(1 for n in per_visit if n > 1),
-        "duplicate_alerts": sum(n - 1 for n in per_visit if n > 1),
-        "max_alerts_per_visit": max(per_visit, default=0),
+        **overall.figures(),
         "latency_basis": basis,
-        "latency_p50_s": _round(_percentile(latencies, 0.5)),
-        "latency_p95_s": _round(_percentile(latencies, 0.95)),
-        "latency_max_s": _round(max(latencies) if latencies else None),
         "other_alerts": dict(other),
         "rejected_alert_lines": rejected,
         "skipped_trace_lines": truth.problems.total_skipped,
         "truth_without_customer": truth.unknown_people,
+        "by_class": by_class(tallies),
     }
-    missed = [v for v in expected if not v.alerts]
-    return Score(figures, missed, false_alerts, truth.visits)
+    missed = [v for v in truth.visits if v.expected and not v.alerts]
+    return Score(figures, missed, false_alerts, truth.visits, dict(tallies))
 
 
 def _round(x: float | None) -> float | None:

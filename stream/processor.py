@@ -10,8 +10,10 @@ Plain async code, independent of Faust, so it is unit-tested directly; the Faust
   without ``analytics`` the event stops here. ``arrival_alerts`` is checked again as the
   alert is built, so a revocation that lands while the event is in flight wins.
 - **Visits** (:mod:`stream.visits`): visit changes are returned for ``proxima.visits.v1``
-  only when the customer granted ``analytics``.
-- **Rules** (:mod:`stream.rules`) decide which alerts a visit's arrival or a zone entry causes.
+  only when the customer granted ``analytics``. The store's rules file says which zones are
+  ``outside`` (a storefront beacon's region): evidence of an approach, not an arrival.
+- **Rules** (:mod:`stream.rules`) decide which alerts a visit's approach, its arrival or a
+  zone entry causes.
 
 At least once, exactly one alert: an event may be processed twice (a worker killed after
 producing but before committing). The visit id derives from the visit's first event, the
@@ -192,7 +194,11 @@ class EventProcessor:
                     c["no_consent"] += 1
                     continue
                 obs = await self.visits.observe(
-                    cid, event, state_raw=states[(cid, store)], pipe=writes
+                    cid,
+                    event,
+                    zone_kind=self._zone_kind(event),
+                    state_raw=states[(cid, store)],
+                    pipe=writes,
                 )
                 if self.visits.last_written is not None:
                     states[(cid, store)] = self.visits.last_written
@@ -202,6 +208,8 @@ class EventProcessor:
                     c["late_events"] += 1
                 if obs.arrival:
                     c["arrivals"] += 1
+                if obs.approach:
+                    c["approaches"] += 1
                 if analytics_ok:
                     decisions[i].visits.extend(obs.updates)
                 elif obs.updates:
@@ -212,6 +220,8 @@ class EventProcessor:
                 if obs.late or not obs.visit_id:
                     continue
                 triggers = []
+                if obs.approach:
+                    triggers.append(Trigger.APPROACH)
                 if obs.arrival:
                     triggers.append(Trigger.ARRIVAL)
                 if obs.entered_zone is not None:
@@ -425,6 +435,12 @@ class EventProcessor:
             return False
         self.stats.counts["dedupe_table_hits"] += 1
         return True
+
+    def _zone_kind(self, event: Event) -> str | None:
+        """The kind of the event's zone in its store's rules (``outside``: an approach)."""
+        if event.zone_id is None:
+            return None
+        return self.rules.for_store(event.store_id).zones.get(event.zone_id)
 
     def _advance(self, store: str, t: float) -> None:
         mark = self._watermarks.get(store)

@@ -1,8 +1,11 @@
 """Declarative alert rules: a YAML file per store (``{store}.yaml``) or chain (``chain.yaml``).
 
-A rule says *when* (a visit's ``arrival``, or entering a zone), *for whom* (tiers, zones or
-zone kinds, what the customer has shown: a wishlist, an appointment, its window), and
-*what* (alert kind, priority, target, a title and body). Rules are tried in priority order
+A rule says *when* (a visit's ``approach``, its ``arrival``, or entering a zone), *for whom*
+(tiers, zones or zone kinds, what the customer has shown: a wishlist, an appointment; whether
+a visible booking *expects* them now), and *what* (alert kind, priority, target, a title and
+body). An approach is a geofence crossing or a storefront beacon (a zone the file's
+``zones`` map gives the kind ``outside``) before any in-store evidence; the arrival follows
+with the first in-store signal (:mod:`stream.visits`). Rules are tried in priority order
 (then file order); for each alert kind the first matching rule wins, and the alert dedupe
 key (customer, store, visit, kind) keeps it to one per visit. Quiet hours (in the file's
 time zone) silence every rule not marked ``during_quiet_hours``; ``cooldown_s`` keeps a
@@ -18,9 +21,16 @@ Example::
 
     version: 1
     timezone: Europe/Lisbon
-    zones: {fitting-1: fitting_room, entrance: entrance}
+    zones: {fitting-1: fitting_room, entrance: entrance, storefront: outside}
     quiet_hours: [{start: "21:00", end: "08:00"}]
     rules:
+      - id: expected-approach
+        when: approach
+        expected: [appointment]
+        alert: approach
+        priority: high
+        title: "{who} is on the way"
+        body: ["appointment {appointment}"]
       - id: vip-arrival
         when: arrival
         tiers: [gold, platinum]
@@ -63,8 +73,14 @@ DEFAULT_RULES = Path(__file__).with_name("default_rules.yaml")
 
 
 class Trigger(StrEnum):
+    APPROACH = "approach"
     ARRIVAL = "arrival"
     ZONE_ENTER = "zone_enter"
+
+
+Booking = Literal["appointment"]
+"""What can make a customer *expected* (``Rule.expected``): each names a visible field of
+the profile with a window. A new kind (a reservation) joins here and in :data:`BOOKINGS`."""
 
 
 def _check_template(value: str) -> str:
@@ -105,7 +121,9 @@ class Rule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
-    when: Trigger = Field(description="arrival | zone_enter (not 'on': YAML 1.1 reads it as true)")
+    when: Trigger = Field(
+        description="approach | arrival | zone_enter (not 'on': YAML 1.1 reads it as true)"
+    )
     alert: AlertKind
     priority: Priority = Priority.NORMAL
     tiers: list[str] = Field(default_factory=list, description="empty = any tier")
@@ -117,7 +135,13 @@ class Rule(BaseModel):
     appointment_window: bool = Field(
         default=False, description="only within the visible appointment's window"
     )
-    window_before_min: Annotated[int, Field(ge=0)] = 30
+    expected: list[Booking] = Field(
+        default_factory=list,
+        description="only while one of these visible bookings expects the customer (its window)",
+    )
+    window_before_min: Annotated[int, Field(ge=0)] = Field(
+        default=30, description="a booking's window opens this many minutes before it starts"
+    )
     target: Literal["assigned_associate", "zone", "store", "manager"] = "assigned_associate"
     cooldown_s: Annotated[float, Field(ge=0)] | None = None
     during_quiet_hours: bool = False
@@ -190,6 +214,10 @@ class RuleSet(BaseModel):
                 continue
             if rule.appointment_window and not _in_window(profile, visible, at, rule):
                 continue
+            if rule.expected and not any(
+                BOOKINGS[b](profile, visible, at, rule) for b in rule.expected
+            ):
+                continue
             chosen[rule.alert] = rule
         return list(chosen.values())
 
@@ -202,6 +230,12 @@ def _in_window(
         return False
     start = appt.at - timedelta(minutes=rule.window_before_min)
     return start <= at <= appt.at + timedelta(minutes=appt.duration_min)
+
+
+BOOKINGS: dict[str, Callable[[CustomerProfile, dict[str, object], datetime, Rule], bool]] = {
+    "appointment": _in_window,
+}
+"""Booking kind → whether a visible booking of that kind expects the customer at a moment."""
 
 
 def render(rule: Rule, visible: dict[str, object], zone: str | None) -> tuple[str, str]:

@@ -1,20 +1,30 @@
 """The visit sessionizer: one visit per customer and store, whichever radio saw them.
 
 BLE zone events, OS geofence transitions and app-reported beacon regions of the same
-customer land on the same state (``p visit:{customer}:{store}``): the first signal starts the
-visit (an *arrival*), later ones refine it (a *zone move* when the zone changes), none
-doubles it. The customer is *present* while any signal is open (a zone or the geofence
-entered and not yet left); once none is, the visit is *departing*, and becomes a
-*departure* when ``exit_timeout`` of event time passes without a new signal. Coming back
-within ``revisit_gap`` of the last signal continues the same visit; later, it is a new one.
+customer land on the same state (``p visit:{customer}:{store}``); the first signal starts
+the visit, later ones refine it, none doubles it. Signals are of two kinds of evidence:
+
+- *approach*: a geofence crossing (a 100 m circle, iOS's practical minimum, holds the
+  pavement and the shop next door) or a zone of kind ``outside`` (a storefront beacon's
+  region: the store's rules file says which zones are ``outside``);
+- *in-store*: any other zone (a gateway's zone event, an interior beacon's region).
+
+A visit that starts with approach evidence is *approaching* (a visit change ``approach``);
+its *arrival* comes with the first in-store evidence, whenever that is, and only then: an
+approach that never comes in departs without one. A visit that starts in the store arrives
+at once. Either way a visit arrives at most once (what makes "one arrival alert per visit"
+hold), and a zone move follows in-store zones only. The customer is *present* while any
+signal is open (a zone or the geofence entered and not yet left); once none is, the visit is
+*departing*, and becomes a *departure* when ``exit_timeout`` of event time passes without a
+new signal. Coming back within ``revisit_gap`` of the last signal continues the same visit;
+later, it is a new one.
 
 Time is the events' own ``observed_at`` (so a replayed trace sessionizes the same); for
 departures the caller passes a watermark, the latest event time it has seen for the store
 (advanced by idle wall time, see :class:`stream.processor.EventProcessor`).
 
-This state is operational (it is what makes "one arrival alert per visit" hold) and lives
-only ``2 × revisit_gap``; the visit record on ``proxima.visits.v1`` is published only with
-``analytics`` consent, by the processor.
+This state is operational and lives only ``2 × revisit_gap``; the visit record on
+``proxima.visits.v1`` is published only with ``analytics`` consent, by the processor.
 """
 
 from __future__ import annotations
@@ -23,6 +33,8 @@ import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
 
 from contracts.models import Event, EventKind, SubjectType, VisitChange, VisitSource, VisitUpdate
 from transport.redis import RedisClient, RedisPipeline
@@ -41,6 +53,24 @@ EXIT_KINDS = frozenset({EventKind.ZONE_EXIT, EventKind.GEOFENCE_EXIT})
 GEOFENCE_KINDS = frozenset(
     {EventKind.GEOFENCE_ENTER, EventKind.GEOFENCE_DWELL, EventKind.GEOFENCE_EXIT}
 )
+
+
+OUTSIDE = "outside"  # the zone kind of the street in front of the store (layouts, rules files)
+
+
+class Evidence(StrEnum):
+    APPROACH = "approach"
+    IN_STORE = "in_store"
+
+
+def evidence_of(event: Event, zone_kind: str | None) -> Evidence:
+    """Whether an event puts its subject near the store or in it (see the module docstring).
+
+    ``zone_kind`` is the kind of the event's zone as the store's rules file knows it; a zone
+    it does not know counts as in-store, as every zone did before approaches existed."""
+    if event.kind in GEOFENCE_KINDS or zone_kind == OUTSIDE:
+        return Evidence.APPROACH
+    return Evidence.IN_STORE
 
 
 def source_of(event: Event) -> VisitSource:
@@ -68,6 +98,10 @@ class VisitState:
     zone_event: str | None = None
     """The event that moved the visit into its current zone (so a replay of it re-fires)."""
     departing: bool = False
+    arrived: bool = True
+    """False while the visit is only approaching (no in-store evidence yet)."""
+    arrival_event: str | None = None
+    """The event that made the visit arrive (its first, unless it started approaching)."""
 
     def dump(self) -> str:
         return json.dumps(
@@ -82,12 +116,18 @@ class VisitState:
                 "source": self.source,
                 "zone_event": self.zone_event,
                 "departing": self.departing,
+                "arrived": self.arrived,
+                "arrival_event": self.arrival_event,
             }
         )
 
     @classmethod
     def load(cls, raw: bytes | str) -> VisitState:
-        return cls(**json.loads(raw))
+        data: dict[str, Any] = json.loads(raw)
+        if "arrived" not in data:  # written before approaches: every visit began arrived
+            data["arrived"] = True
+            data["arrival_event"] = data.get("first_event")
+        return cls(**data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +143,8 @@ class Observation:
     """The zone this event entered (a zone_enter into a new zone), for zone rules."""
     updates: tuple[VisitUpdate, ...]
     late: bool = False
+    approach: bool = False
+    """This event started the visit as an approach (no in-store evidence yet)."""
 
 
 class VisitTracker:
@@ -136,24 +178,30 @@ class VisitTracker:
         customer_id: str,
         event: Event,
         *,
+        zone_kind: str | None = None,
         state_raw: bytes | str | None = "load",
         pipe: RedisPipeline | None = None,
     ) -> Observation:
         """Apply one event.
 
-        ``state_raw`` is the state as already read and ``pipe`` a pipeline to queue the
-        writes on (the caller executes it), so a batch of events costs two round trips;
-        :attr:`last_written` is the state as queued, for the next event of the batch.
+        ``zone_kind`` is the kind of the event's zone in the store's rules (``outside``
+        makes it approach evidence). ``state_raw`` is the state as already read and ``pipe``
+        a pipeline to queue the writes on (the caller executes it), so a batch of events
+        costs two round trips; :attr:`last_written` is the state as queued, for the next
+        event of the batch.
         """
         self.last_written = None
         t = event.observed_at.timestamp()
+        eid = str(event.event_id)
         store = event.store_id
         key = self._state_key(customer_id, store)
         raw = await self.r.get(key) if state_raw == "load" else state_raw
         state = VisitState.load(raw) if raw else None
         source = source_of(event)
+        inside = evidence_of(event, zone_kind) is Evidence.IN_STORE
         signal = "geofence" if source is VisitSource.GEOFENCE else f"zone:{event.zone_id or '-'}"
-        zone = None if source is VisitSource.GEOFENCE else event.zone_id
+        # The visit's zone is where in the store it is: approach evidence never sets it.
+        zone = event.zone_id if inside else None
         updates: list[VisitUpdate] = []
         entering = event.kind in ENTER_KINDS
 
@@ -171,31 +219,52 @@ class VisitTracker:
                 caused_by=[event.event_id],
             )
 
+        def seen(
+            st: VisitState,
+            *,
+            late: bool = False,
+            arrival: bool = False,
+            approach: bool = False,
+            entered_zone: str | None = None,
+            updates: list[VisitUpdate] | None = None,
+        ) -> Observation:
+            return Observation(
+                visit_id=st.visit_id,
+                started=st.started,
+                first_event=st.first_event,
+                arrival=arrival,
+                zone=st.zone,
+                entered_zone=entered_zone,
+                updates=tuple(updates or ()),
+                late=late,
+                approach=approach,
+            )
+
         if state is not None and t < state.started - self.revisit_gap_s:
             # Older than the visit by more than a gap: a straggler of an earlier visit.
-            return Observation(
-                state.visit_id, state.started, state.first_event, False, state.zone, None, (), True
-            )
-        if state is not None and str(event.event_id) in (state.first_event, state.zone_event):
+            return seen(state, late=True)
+        if state is not None and eid in (state.first_event, state.arrival_event, state.zone_event):
             # A replay (worker died before committing): say again what the event did, so
             # an alert that never reached Kafka is built again with the same id.
-            replay_arrival = str(event.event_id) == state.first_event
-            replayed = [update(VisitChange.ARRIVAL, state)] if replay_arrival else []
-            return Observation(
-                state.visit_id,
-                state.started,
-                state.first_event,
-                replay_arrival,
-                state.zone,
-                state.zone if str(event.event_id) == state.zone_event else None,
-                tuple(replayed),
+            arrival = eid == state.arrival_event
+            approach = eid == state.first_event and not arrival
+            return seen(
+                state,
+                arrival=arrival,
+                approach=approach,
+                entered_zone=state.zone if eid == state.zone_event else None,
+                updates=[update(VisitChange.ARRIVAL, state)]
+                if arrival
+                else [update(VisitChange.APPROACH, state)]
+                if approach
+                else [],
             )
         new = state is None or t - state.last_seen >= self.revisit_gap_s
         if new and not entering:
             # An exit with no visit to leave: nothing to start.
             return Observation("", t, None, False, None, None, (), True)
         entered_zone = None
-        unmark = False
+        arrival = approach = unmark = False
         if new:
             unmark = state is not None and state.departing
             state = VisitState(
@@ -204,10 +273,13 @@ class VisitTracker:
                 last_seen=t,
                 zone=zone,
                 open=[signal],
-                first_event=str(event.event_id),
-                zone_event=str(event.event_id) if zone else None,
+                first_event=eid,
+                zone_event=eid if zone else None,
+                arrived=inside,
+                arrival_event=eid if inside else None,
             )
-            updates.append(update(VisitChange.ARRIVAL, state))
+            arrival, approach = inside, not inside
+            updates.append(update(VisitChange.ARRIVAL if inside else VisitChange.APPROACH, state))
             entered_zone = zone
         else:
             assert state is not None
@@ -218,9 +290,16 @@ class VisitTracker:
                 state.departed = False
                 unmark = state.departing
                 state.departing = False
-                if zone is not None and zone != state.zone:
+                if inside and not state.arrived:
+                    # The first in-store evidence of an approaching visit: its arrival.
+                    state.arrived, state.arrival_event, arrival = True, eid, True
+                    state.zone = zone
+                    state.zone_event = eid if zone else None
+                    updates.append(update(VisitChange.ARRIVAL, state))
+                    entered_zone = zone
+                elif zone is not None and zone != state.zone:
                     prev, state.zone = state.zone, zone
-                    state.zone_event = str(event.event_id)
+                    state.zone_event = eid
                     updates.append(update(VisitChange.ZONE_MOVE, state, prev))
                     entered_zone = zone
             elif signal in state.open:
@@ -239,14 +318,12 @@ class VisitTracker:
             async with p:
                 await p.execute()
         self.last_written = dumped
-        return Observation(
-            state.visit_id,
-            state.started,
-            state.first_event,
-            new,
-            state.zone,
-            entered_zone,
-            tuple(updates),
+        return seen(
+            state,
+            arrival=arrival,
+            approach=approach,
+            entered_zone=entered_zone,
+            updates=updates,
         )
 
     async def departures(self, store_id: str, watermark: float) -> list[VisitUpdate]:

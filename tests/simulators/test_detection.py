@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
 from typer.testing import CliRunner
 
+from contracts.models import AlertKind
 from deploy.cli import app
 from edge.settings import EdgeSettings
-from simulators.detection import run_detection_bench
+from simulators.detection import Signal, app_signals, run_detection_bench, visit_alerts
+from simulators.layout import load_layout
 
 # The advertising classes only: this offline bench reads adverts, not app lines.
 ADVERTISING = {"device_classes": {"android_app": 0.9, "vip_tag": 0.1}}
@@ -29,11 +36,11 @@ def test_without_lingering_the_lingerer_is_missed() -> None:
     # Rush seed 30 (advertising classes): cust-bout-0059 lingers at the entrance, never
     # close enough to the door gateway for its strong enter; lingering catches them.
     without = run_detection_bench(
-        [30], defaults=EdgeSettings(linger_db=None), population=ADVERTISING
+        [30], defaults=EdgeSettings(linger_db=None), population=ADVERTISING, app=False
     )
     assert without["recall"] < 1.0
-    assert "cust-bout-0059@837s (lingerer)" in without["missed"]
-    with_lingering = run_detection_bench([30], population=ADVERTISING)
+    assert "cust-bout-0059@837s (lingerer, android_app)" in without["missed"]
+    with_lingering = run_detection_bench([30], population=ADVERTISING, app=False)
     assert "cust-bout-0059" not in str(with_lingering["missed"])
 
 
@@ -44,9 +51,104 @@ def test_bench_detection_command_names_a_bad_seed_list() -> None:
 
 
 def test_a_window_shopper_at_the_shop_front_is_not_put_on_the_floor() -> None:
-    # Rush seed 47: a window shopper (cust-bout-0056) at the shop front is heard now and
-    # then by the floor gateway; lingering 10 dB under the floor's enter threshold
-    # (-92 dBm, over 20 s) took them in, as it takes in anyone the gateway hears at all.
-    got = run_detection_bench([47])
+    # Rush seed 47, the gateways alone: lingering 10 dB under the floor's enter threshold
+    # (-92 dBm, over 20 s) took in a window shopper at the shop front, as it takes in
+    # anyone the floor gateway hears at all. (Found on the draw before device classes; on
+    # today's draw of the advertising classes the old level no longer shows it: the test
+    # still holds the floor to no false arrival there.)
+    got = run_detection_bench([47], population=ADVERTISING, app=False)
     assert got["false_alerts"] == 0
     assert got["precision"] == 1.0
+
+
+def _signal(at: float, cid: str, in_store: bool, zone: str | None = None) -> Signal:
+    return Signal(T0 + at, cid, in_store, zone, uuid.uuid4())
+
+
+T0 = 1_770_000_000.0
+CONSENT = {"ana": (True, None), "bea": (False, None), "cal": (True, 100.0)}
+
+
+def test_the_bench_visit_rule_is_approach_then_one_arrival() -> None:
+    signals = [
+        _signal(0, "ana", False),  # the geofence
+        _signal(60, "ana", True, "entrance"),
+        _signal(70, "ana", True, "floor"),
+        _signal(80, "ana", False),
+        _signal(5, "bea", True, "entrance"),  # no consent: nothing
+        _signal(150, "cal", True, "entrance"),  # revoked at 100 s: nothing
+        _signal(20_000, "ana", False),  # after the revisit gap: a new visit, approaching
+    ]
+    alerts, times = visit_alerts(CONSENT, T0, "s1", signals)
+    assert [(a.customer_id, a.kind, times[str(a.caused_by[0])] - T0) for a in alerts] == [
+        ("ana", AlertKind.APPROACH, 0),
+        ("ana", AlertKind.ARRIVAL, 60),
+        ("ana", AlertKind.APPROACH, 20_000),
+    ]
+
+
+def test_in_store_evidence_first_is_the_arrival_and_a_later_geofence_adds_nothing() -> None:
+    alerts, _ = visit_alerts(
+        CONSENT, T0, "s1", [_signal(0, "ana", True, "floor"), _signal(30, "ana", False)]
+    )
+    assert [a.kind for a in alerts] == [AlertKind.ARRIVAL]
+
+
+def test_app_lines_become_signals_by_device_and_beacon_zone(tmp_path: Path) -> None:
+    layout = load_layout("boutique")
+    entrance = next(b for b in layout.beacons if b.zone_id == "entrance")
+    header = {"format": "proxima-trace", "version": 1, "store_id": layout.store_id,
+              "start": "2026-02-01T09:00:00Z"}  # fmt: skip
+    region = {"uuid": entrance.uuid, "major": entrance.major, "minor": entrance.minor}
+    lines = [
+        header,
+        # The fix is well inside the 100 m circle: the ingest's engine enters on it, and the
+        # OS's late report that follows is a repeat.
+        {
+            "t": 1.0,
+            "kind": "app",
+            "device_id": "dev-ana",
+            "event": "location",
+            "lat": layout.geofence.lat,
+            "lon": layout.geofence.lon,
+            "accuracy_m": 20.0,
+        },
+        {"t": 2.0, "kind": "app", "device_id": "dev-ana", "event": "geofence_enter"},
+        {"t": 3.0, "kind": "app", "device_id": "dev-ana", "event": "location", "lat": 1},
+        {"t": 9.0, "kind": "app", "device_id": "dev-ana", "event": "beacon_region_enter", **region},
+        {"t": 9.5, "kind": "app", "device_id": "dev-zed", "event": "geofence_enter"},  # nobody
+        {  # a region the store does not know (the ingest refuses it)
+            "t": 10.0,
+            "kind": "app",
+            "device_id": "dev-ana",
+            "event": "beacon_region_enter",
+            "uuid": "00" * 16,
+            "major": 1,
+            "minor": 1,
+        },
+        {
+            "t": 12.0,
+            "kind": "app",
+            "device_id": "old",
+            "event": "geofence_enter",
+            "customer_id": "bea",
+        },
+    ]
+    trace = tmp_path / "t.jsonl"
+    trace.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    got = app_signals(trace, {"dev-ana": "ana"}, layout)
+    start = datetime(2026, 2, 1, 9, 0, tzinfo=UTC).timestamp()
+    assert [(s.at - start, s.customer_id, s.in_store, s.zone_id) for s in got] == [
+        (1.0, "ana", False, None),
+        (9.0, "ana", True, "entrance"),
+        (12.0, "bea", False, None),  # an older trace names the customer on the line
+    ]
+
+
+def test_the_bench_reports_per_device_class_and_the_approach_lead() -> None:
+    got = run_detection_bench([21])
+    assert set(got["by_class"]) <= {
+        "android_app", "iphone_app", "vip_tag", "no_app", "staff", "unknown"
+    }  # fmt: skip
+    assert sum(f["expected_visits"] for f in got["by_class"].values()) == got["expected_visits"]
+    assert got["approach_lead_p50_s"] is not None

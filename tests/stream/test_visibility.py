@@ -89,7 +89,10 @@ async def test_no_rule_ever_shows_a_hidden_field(
             visible_fields=visible,
         )
         await proc.registry.enroll(profile, [Purpose.ARRIVAL_ALERTS])
-        alerts = await proc.process(_event(T0, "entrance"))
+        # The shop front first (a zone of kind outside: an approach, for the expected-approach
+        # rule), then in through the entrance to the fitting rooms.
+        alerts = await proc.process(_event(T0 - timedelta(minutes=2), "street"))
+        alerts += await proc.process(_event(T0, "entrance"))
         alerts += await proc.process(_event(T0 + timedelta(minutes=1), "fitting-rooms"))
         for alert in alerts:
             assert set(alert.fields) <= set(visible), (visible, alert.fields)

@@ -117,18 +117,171 @@ async def test_geofence_ble_and_app_beacon_fuse_into_one_visit(
     )
     changes = [(v.change, v.source, v.zone_id) for d in (first, door, fitting) for v in d.visits]
     assert changes == [
-        (VisitChange.ARRIVAL, VisitSource.GEOFENCE, None),
-        (VisitChange.ZONE_MOVE, VisitSource.BLE, "entrance"),
+        (VisitChange.APPROACH, VisitSource.GEOFENCE, None),
+        (VisitChange.ARRIVAL, VisitSource.BLE, "entrance"),
         (VisitChange.ZONE_MOVE, VisitSource.APP_BEACON, "fitting-rooms"),
     ]
     assert len({v.visit_id for d in (first, door, fitting) for v in d.visits}) == 1
-    # One arrival (at the geofence), no second arrival from BLE; the fitting room rule fires.
-    assert [a.kind for a in first.alerts] == [AlertKind.ARRIVAL]
-    assert door.alerts == []
+    # The geofence is an approach (no appointment: no alert); the door's BLE is the
+    # arrival, once; the fitting room rule fires.
+    assert first.alerts == []
+    (arrived,) = door.alerts
+    assert arrived.kind is AlertKind.ARRIVAL
+    assert arrived.title == "Ana Lima is at the entrance"
     (ready,) = fitting.alerts
     assert ready.kind is AlertKind.FITTING_ROOM
     assert ready.body == "sizes dress 38; items: green dress"
-    assert ready.caused_by[0] == first.alerts[0].caused_by[0]  # the visit's first event
+    assert ready.caused_by[0] == arrived.caused_by[0] == first.visits[0].caused_by[0]
+
+
+async def test_a_geofence_alone_is_an_approach_that_departs_without_an_arrival(
+    redis_ns: RedisNs,
+) -> None:
+    # Across the street: the 100 m circle holds the pavement, the door never sees her.
+    mono = FakeClock(0.0)
+    proc = make(redis_ns, monotonic=mono)
+    await enroll(proc, ALL, ["name"])
+    near = await proc.decide(app_event(T0, "geofence_enter"))
+    assert [(v.change, v.source, v.zone_id) for v in near.visits] == [
+        (VisitChange.APPROACH, VisitSource.GEOFENCE, None)
+    ]
+    assert near.alerts == []  # no appointment, no approach alert; and no arrival
+    assert (await proc.decide(app_event(T0 + timedelta(seconds=30), "geofence_dwell"))).alerts == []
+    gone = await proc.decide(app_event(T0 + timedelta(seconds=90), "geofence_exit"))
+    assert (gone.alerts, gone.visits) == ([], [])
+    mono.t += 121
+    (departure,) = await proc.tick()
+    assert departure.change is VisitChange.DEPARTURE
+    assert departure.visit_id == near.visits[0].visit_id
+    assert (proc.stats.counts["approaches"], proc.stats.counts["arrivals"]) == (1, 0)
+    r, prefix = redis_ns
+    assert [k async for k in r.scan_iter(f"{prefix}alerted:*")] == []
+
+
+async def test_an_approach_arrives_once_with_the_first_in_store_evidence(
+    redis_ns: RedisNs,
+) -> None:
+    proc = make(redis_ns)
+    await enroll(proc, ALL, ["name"])
+    steps = [
+        app_event(T0, "geofence_enter"),
+        app_event(T0 + timedelta(seconds=40), "zone_enter", "floor"),  # an interior region
+        ble(T0 + timedelta(seconds=45)),  # the door's gateway, a moment later
+        app_event(T0 + timedelta(seconds=60), "geofence_dwell"),
+        ble(T0 + timedelta(seconds=70), zone="fitting-rooms"),
+    ]
+    decisions = [await proc.decide(e) for e in steps]
+    assert [(v.change, v.source, v.zone_id) for d in decisions for v in d.visits] == [
+        (VisitChange.APPROACH, VisitSource.GEOFENCE, None),
+        (VisitChange.ARRIVAL, VisitSource.APP_BEACON, "floor"),
+        (VisitChange.ZONE_MOVE, VisitSource.BLE, "entrance"),
+        (VisitChange.ZONE_MOVE, VisitSource.BLE, "fitting-rooms"),
+    ]
+    kinds = [[a.kind for a in d.alerts] for d in decisions]
+    assert kinds == [[], [AlertKind.ARRIVAL], [], [], []]  # fitting room: no wishlist visible
+    (arrival,) = decisions[1].alerts
+    assert arrival.zone_id == "floor"
+    assert arrival.caused_by == [steps[0].event_id, steps[1].event_id]
+
+
+async def test_a_storefront_beacon_region_is_an_approach_not_an_arrival(
+    redis_ns: RedisNs,
+) -> None:
+    # The default rules give the zone `street` the kind `outside`: a beacon in the shop
+    # window is heard from the pavement.
+    proc = make(redis_ns)
+    await enroll(proc, ALL, ["name", "wishlist"])
+    window = await proc.decide(app_event(T0, "zone_enter", "street"))
+    assert [(v.change, v.source, v.zone_id) for v in window.visits] == [
+        (VisitChange.APPROACH, VisitSource.APP_BEACON, None)
+    ]
+    assert window.alerts == []
+    left = await proc.decide(app_event(T0 + timedelta(seconds=20), "zone_exit", "street"))
+    assert left.alerts == []
+    back = await proc.decide(app_event(T0 + timedelta(seconds=50), "zone_enter", "street"))
+    assert (back.alerts, back.visits) == ([], [])  # still approaching, no zone move
+    inside = await proc.decide(app_event(T0 + timedelta(seconds=60), "zone_enter", "fitting-1"))
+    assert [v.change for v in inside.visits] == [VisitChange.ARRIVAL]
+    assert {a.kind for a in inside.alerts} == {AlertKind.ARRIVAL, AlertKind.FITTING_ROOM}
+
+
+async def test_an_expected_customer_gets_an_approach_alert_then_her_arrival(
+    redis_ns: RedisNs,
+) -> None:
+    proc = make(redis_ns)
+    appt = Appointment(at=T0 + timedelta(minutes=20), note="Reserve & Try")
+    await enroll(proc, ALL, ["name", "sizes", "appointment"], appointment=appt, tier="silver")
+    near = await proc.decide(app_event(T0, "geofence_enter"))
+    (approach,) = near.alerts
+    assert approach.kind is AlertKind.APPROACH
+    assert approach.priority is Priority.HIGH
+    assert approach.title == "Ana Lima is on the way"
+    assert approach.body == "appointment at 10:20 UTC (Reserve & Try); sizes dress 38"
+    assert approach.target.associate_id == "assoc-1"
+    await proc.mark_sent(approach)
+    door = await proc.decide(ble(T0 + timedelta(seconds=80)))
+    assert {a.kind for a in door.alerts} == {AlertKind.ARRIVAL, AlertKind.APPOINTMENT}
+    assert {a.visit_id for a in door.alerts} == {approach.visit_id}
+    # Out and back within the visit: neither an approach nor an arrival again.
+    await proc.decide(app_event(T0 + timedelta(seconds=600), "geofence_exit"))
+    again = await proc.decide(app_event(T0 + timedelta(seconds=700), "geofence_enter"))
+    assert again.alerts == []
+
+
+async def test_no_approach_alert_outside_the_appointments_window(
+    redis_ns: RedisNs,
+) -> None:
+    proc = make(redis_ns)
+    appt = Appointment(at=T0 + timedelta(days=1))
+    await enroll(proc, ALL, ["name", "appointment"], appointment=appt)
+    assert (await proc.decide(app_event(T0, "geofence_enter"))).alerts == []
+    door = await proc.decide(ble(T0 + timedelta(seconds=60)))
+    assert [a.kind for a in door.alerts] == [AlertKind.ARRIVAL]
+
+
+async def test_a_replayed_approach_and_arrival_build_the_same_alerts_again(
+    redis_ns: RedisNs,
+) -> None:
+    proc = make(redis_ns)
+    appt = Appointment(at=T0 + timedelta(minutes=10))
+    await enroll(proc, ALL, ["name", "appointment"], appointment=appt)
+    near, door = app_event(T0, "geofence_enter"), ble(T0 + timedelta(seconds=60))
+    (a1,) = (await proc.decide(near)).alerts
+    first_door = sorted((await proc.decide(door)).alerts, key=lambda a: a.kind)
+    # A worker killed before Kafka confirmed either: the next one builds them again.
+    restarted = make(redis_ns)
+    replay_near = await restarted.decide(near)
+    assert [(a.kind, a.alert_id) for a in replay_near.alerts] == [(a1.kind, a1.alert_id)]
+    assert [v.change for v in replay_near.visits] == [VisitChange.APPROACH]
+    again = sorted((await restarted.decide(door)).alerts, key=lambda a: a.kind)
+    assert [a.alert_id for a in again] == [a.alert_id for a in first_door]
+    for a in [a1, *first_door]:
+        await restarted.mark_sent(a)
+    assert (await make(redis_ns).decide(door)).alerts == []
+
+
+def test_visit_state_written_before_approaches_reads_as_arrived() -> None:
+    from stream.visits import VisitState
+
+    old = (
+        '{"visit_id": "v1", "started": 1.0, "last_seen": 2.0, "zone": "entrance", "open": '
+        '["zone:entrance"], "departed": false, "first_event": "e1", "source": "ble", '
+        '"zone_event": "e1", "departing": false}'
+    )
+    state = VisitState.load(old)
+    assert (state.arrived, state.arrival_event) == (True, "e1")
+    assert VisitState.load(state.dump()) == state
+
+
+def test_rules_expect_only_the_bookings_that_exist(tmp_path: Path) -> None:
+    from stream.exceptions import RulesError
+
+    (tmp_path / "chain.yaml").write_text(
+        "version: 1\nrules:\n  - {id: r, when: approach, expected: [reservation], "
+        "alert: approach, title: '{who}'}\n"
+    )
+    with pytest.raises(RulesError, match=r"rules.0.expected.0: Input should be 'appointment'"):
+        RuleBook(tmp_path).check_all()
 
 
 async def test_departure_after_exit_timeout_and_return_within_it_continues(
