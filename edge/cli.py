@@ -195,6 +195,73 @@ def run(
     )
 
 
+@app.command("fuse")
+def fuse(
+    layout: Annotated[
+        Path,
+        typer.Option(
+            help="the store plan: a layout JSON (zones, gateways with calibration) or a trace"
+            " whose header holds one"
+        ),
+    ],
+    config: Annotated[Optional[Path], typer.Option(help="TOML config file")] = None,  # noqa: UP045
+    store: Annotated[Optional[str], typer.Option(help="store id")] = None,  # noqa: UP045
+    gateway: Annotated[
+        str, typer.Option(help="the coordinator's own gateway id (its events' publisher)")
+    ] = "fusion",
+    mqtt: Annotated[Optional[str], typer.Option(help="MQTT URL (default PROXIMA_MQTT)")] = None,  # noqa: UP045
+    outbox: Annotated[Optional[Path], typer.Option(help="SQLite outbox file")] = None,  # noqa: UP045
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run a store's presence coordinator: its gateways' evidence in, the store's zone events
+    out (gateways run with fused = true; docs/presence.md)."""
+    from edge.coordinator import coordinator_agent
+    from edge.fusion import fusion_roles, load_layout
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        plan, plan_store = load_layout(layout)
+        settings = load_settings(
+            config,
+            store_id=store or plan_store,
+            gateway_id=gateway,
+            mqtt_url=mqtt,
+            outbox_path=outbox,
+        )
+    except EdgeError as exc:
+        raise _fail(str(exc)) from exc
+    roles = fusion_roles(plan, settings)
+    if not any(r.kind == "entrance" for r in roles):
+        raise _fail(f"{layout}: no gateway in an entrance zone; nothing to fuse at the door")
+    services = ServiceSettings()
+    agent, coordinator = coordinator_agent(
+        settings.model_copy(update={"fused": False, "zone_id": roles[0].zone_id}),
+        roles,
+        services.topics,
+        mqtt_url=settings.mqtt_url or services.mqtt,
+    )
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, agent.stop)
+        await agent.run()
+
+    try:
+        asyncio.run(main())
+    except* EdgeError as group:
+        raise _fail("; ".join(str(e) for e in group.exceptions), code=1) from None
+    c = coordinator.stats
+    out.print(
+        f"fusion: {c.evidence} evidence events, {c.rejected} rejected,"
+        f" {agent.stats.events_published} events published",
+        highlight=False,
+    )
+
+
 def _ingest_service(
     store_id: str, redis_prefix: str
 ) -> list[Callable[[Outbox], Coroutine[Any, Any, None]]]:
