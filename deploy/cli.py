@@ -225,24 +225,42 @@ def replay(
         str,
         typer.Option(help="N× real time, or 'max': all gateways on the trace's virtual clock"),
     ] = "max",
+    fusion: Annotated[
+        bool,
+        typer.Option(
+            help="the store's presence coordinator places people from every gateway's evidence"
+            " (docs/presence.md); --no-fusion: each gateway decides its own zone alone"
+        ),
+    ] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Feed a trace through one edge agent per gateway into the running system."""
     from contracts.exceptions import ContractError
+    from edge.fusion import FUSION_GATEWAY_ID
 
     _logging(verbose)
     try:
-        stats = asyncio.run(_replay(trace, edge_cli.parse_speed(speed)))
+        stats = asyncio.run(_replay(trace, edge_cli.parse_speed(speed), fusion=fusion))
     except (ContractError, OSError) as exc:
         raise _fail(str(exc)) from exc
+    fused = FUSION_GATEWAY_ID in stats
     for gw, (adverts, events) in sorted(stats.items()):
-        out.print(f"{gw}: {adverts} adverts → {events} events published", highlight=False)
+        # "N events published" counts what reaches the stream (scripts wait for those).
+        what = (
+            "evidence events to the store's coordinator"
+            if fused and gw != FUSION_GATEWAY_ID
+            else "events published"
+        )
+        out.print(f"{gw}: {adverts} adverts → {events} {what}", highlight=False)
 
 
-async def _replay(trace: Path, speed: float | None) -> dict[str, tuple[int, int]]:
+async def _replay(
+    trace: Path, speed: float | None, *, fusion: bool = True
+) -> dict[str, tuple[int, int]]:
     from contracts.trace import read_trace
     from edge.agent import EdgeAgent
-    from edge.calibration import calibrated_thresholds
+    from edge.coordinator import coordinator_agent
+    from edge.fusion import FUSION_GATEWAY_ID, fusion_roles, gateway_settings
     from edge.settings import EdgeSettings
     from edge.sources import ScannerSource
     from edge.trace_clock import TraceClock
@@ -253,47 +271,67 @@ async def _replay(trace: Path, speed: float | None) -> dict[str, tuple[int, int]
         header, _ = read_trace([first])
     if header.layout is None:
         raise OSError(f"{trace}: header has no layout; replay needs the gateways and their zones")
+    layout = json.loads(first).get("layout") or {}
     # Interior gateways whose layout carries a calibration (rssi_1m, path_loss_n, zone
     # rectangles) get thresholds that cover their zone (edge.calibration).
     defaults = EdgeSettings()
-    thresholds = calibrated_thresholds(
-        json.loads(first).get("layout") or {},
-        defaults.enter_rssi,
-        defaults.exit_rssi,
-        linger_db=defaults.linger_db,
-    )
+    per_gateway = gateway_settings(layout, defaults)
+    roles = fusion_roles(layout, defaults) if fusion else []
+    # Fusion needs a door to peak and somewhere inside to rise: a store plan without an
+    # entrance gateway, or with one gateway, is replayed gateway by gateway.
+    fused = any(r.kind == "entrance" for r in roles) and len(roles) > 1
     services = ServiceSettings()
     agents = []
     # consent_revoke/grant app lines reach the registry at their place in the trace.
     consent = ConsentReplay(services)
     # Each replayed gateway signs with a key of its own from the keyring (reused across
     # replays), so a bridge that requires signatures accepts it.
-    keys = await provision_keys(
-        services, [(header.store_id, gw.id) for gw in header.layout.gateways]
-    )
+    ids = [gw.id for gw in header.layout.gateways] + ([FUSION_GATEWAY_ID] if fused else [])
+    keys = await provision_keys(services, [(header.store_id, g) for g in ids])
     # --speed max: one reader and one virtual clock for every agent (edge.trace_clock),
     # so the gateways publish in the trace's order and two replays decide the same.
     clock = None
     trace_file = None
-    if speed is None:
-        trace_file = trace.open(encoding="utf-8")
-        clock_header, records = read_trace(trace_file)
-        clock = TraceClock(clock_header, records, on_app=consent.on_app)
+    coordinator = fusion_agent = None
     # A replay is a dev tool: each agent gets a fresh outbox that disappears afterwards.
     with tempfile.TemporaryDirectory(prefix="proxima-replay-") as tmp:
+        if fused:
+            key = keys[(header.store_id, FUSION_GATEWAY_ID)]
+            fusion_settings = EdgeSettings(
+                store_id=header.store_id,
+                gateway_id=FUSION_GATEWAY_ID,
+                zone_id=roles[0].zone_id,
+                signing_kid=key.kid,
+                signing_key=key.secret,
+                # Stepped by the clock: publish each step at once, no batch to wait for.
+                batch_max_latency_s=0.001 if speed is None else 0.1,
+            )
+            fusion_agent, coordinator = coordinator_agent(
+                fusion_settings,
+                roles,
+                services.topics,
+                mqtt_url=fusion_settings.mqtt_url or services.mqtt,
+                outbox_path=Path(tmp) / "outbox-fusion.sqlite",
+                clocked=speed is None,
+                persistent=False,
+            )
+        if speed is None:
+            trace_file = trace.open(encoding="utf-8")
+            clock_header, records = read_trace(trace_file)
+            clock = TraceClock(
+                clock_header, records, on_app=consent.on_app, coordinator=coordinator
+            )
         for gw in header.layout.gateways:
             key = keys[(header.store_id, gw.id)]
-            tuned: dict[str, Any] = dict(thresholds.get(gw.id, {}))
+            tuned: dict[str, Any] = dict(per_gateway.get(gw.id, {}))
             if clock is not None:  # the clock publishes a window at once: no batch to wait for
                 tuned["batch_max_latency_s"] = 0.001
             settings = EdgeSettings(
                 store_id=header.store_id,
-                gateway_id=gw.id,
-                zone_id=gw.zone_id,
-                rssi_offset_db=gw.rssi_offset_db,
                 signing_kid=key.kid,
                 signing_key=key.secret,
-                **tuned,
+                fused=fused,
+                **{"gateway_id": gw.id, "zone_id": gw.zone_id, **tuned},
             )
             src: ScannerSource = (
                 clock.source(gw.id) if clock is not None else consent.source(trace, gw.id, speed)
@@ -308,13 +346,41 @@ async def _replay(trace: Path, speed: float | None) -> dict[str, tuple[int, int]
                 )
             )
         try:
-            runs = [a.run(until_drained=True) for a in agents]
-            await asyncio.gather(*runs, *([clock.run()] if clock is not None else []))
+            if coordinator is None:
+                runs = [a.run(until_drained=True) for a in agents]
+                await asyncio.gather(*runs, *([clock.run()] if clock is not None else []))
+            else:
+                await _replay_fused(agents, fusion_agent, coordinator, clock)
         finally:
             consent.close()
             if trace_file is not None:
                 trace_file.close()
-    return {a.settings.gateway_id: (a.stats.adverts, a.stats.events_published) for a in agents}
+    result = {a.settings.gateway_id: (a.stats.adverts, a.stats.events_published) for a in agents}
+    if fusion_agent is not None:
+        result[FUSION_GATEWAY_ID] = (0, fusion_agent.stats.events_published)
+    return result
+
+
+async def _replay_fused(
+    agents: Sequence[Any], fusion_agent: Any, coordinator: Any, clock: Any | None
+) -> None:
+    """Gateways publish evidence; the store's coordinator (subscribed first) publishes
+    events: stepped by the clock at --speed max, live at a finite speed."""
+    fusion_run = asyncio.ensure_future(fusion_agent.run())
+    try:
+        ready = asyncio.ensure_future(coordinator.ready.wait())
+        await asyncio.wait({ready, fusion_run}, return_when=asyncio.FIRST_COMPLETED)
+        if fusion_run.done():
+            await fusion_run  # it failed before subscribing: say why
+        runs = [a.run(until_drained=True) for a in agents]
+        await asyncio.gather(*runs, *([clock.run()] if clock is not None else []))
+        if clock is None:
+            published = sum(a.stats.events_published for a in agents)
+            await coordinator.finish(published)
+        await fusion_agent.outbox.wait_empty()
+    finally:
+        fusion_agent.stop()
+        await fusion_run
 
 
 @app.command()

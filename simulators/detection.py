@@ -19,18 +19,20 @@ adds ~20-50 ms, ``proxima bench stream``/``notifier``).
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from beacons.fusion import FusionConfig, StorePresence
 from beacons.presence import Transition
 from beacons.resolver import EidResolver
 from contracts.models import Alert, AlertKind
-from contracts.trace import AdvRecord, read_trace
-from edge.calibration import calibrated_thresholds
+from contracts.trace import AdvRecord, AppRecord, read_trace
+from edge.fusion import FUSION_GATEWAY_ID, evidence_of_transition, fusion_roles, gateway_settings
 from edge.pipeline import Pipeline
 from edge.settings import EdgeSettings
 from edge.sources import advert_from_record
@@ -40,48 +42,89 @@ from simulators.score import DEFAULT_REVISIT_GAP_S, Visit, load_truth, score
 EVENT_NS = uuid.UUID("0d5e6c1e-7f43-4f0e-9a7c-3b1f2f1c9a11")
 
 
-def gateway_transitions(
+def gateway_windows(
     trace: Path, defaults: EdgeSettings | None = None
-) -> tuple[float, list[tuple[str, Transition]]]:
-    """Every gateway's presence transitions for a trace, as ``proxima replay`` decides them."""
+) -> Iterator[tuple[float | None, list[tuple[str, Transition]]]]:
+    """Every gateway's transitions for a trace, one tick window at a time, as replay decides.
+
+    Windows are 1 s of trace time (the agents' ``tick_s``); each is yielded with the time
+    its timers fired, as :class:`edge.trace_clock.TraceClock` does at ``--speed max``; an
+    ``app`` line cuts a window there (yielded with None: no timers fired).
+    """
     defaults = defaults or EdgeSettings()
     with trace.open(encoding="utf-8") as fh:
         first = fh.readline()
     layout = json.loads(first).get("layout") or {}
-    tuned = calibrated_thresholds(
-        layout, defaults.enter_rssi, defaults.exit_rssi, linger_db=defaults.linger_db
-    )
-    pipes: dict[str, Pipeline] = {}
-    for gw in layout.get("gateways") or []:
-        settings = defaults.model_copy(
-            update={
-                "gateway_id": gw["id"],
-                "zone_id": gw["zone_id"],
-                "rssi_offset_db": float(gw.get("rssi_offset_db", 0.0)),
-                **tuned.get(gw["id"], {}),
-            }
-        )
-        pipes[gw["id"]] = Pipeline(settings)
+    pipes = {
+        gid: Pipeline(defaults.model_copy(update=tuned))
+        for gid, tuned in gateway_settings(layout, defaults).items()
+    }
     found: list[tuple[str, Transition]] = []
     out: list[Transition] = []
+
+    def tick(at: float) -> list[tuple[str, Transition]]:
+        for gid, pipe in pipes.items():
+            pipe.tick(at, out)
+            found.extend((gid, tr) for tr in out)
+            out.clear()
+        window = found[:]
+        found.clear()
+        return window
+
     with trace.open(encoding="utf-8") as fh:
         header, records = read_trace(fh)
         start = header.start.timestamp()
-        next_tick = 1.0
+        window = 0
         for rec in records:
-            while rec.t >= next_tick:  # the agents' presence timers, once a second
-                for gid, pipe in pipes.items():
-                    pipe.tick(start + next_tick, out)
-                    found += [(gid, tr) for tr in out]
-                    out.clear()
-                next_tick += 1.0
+            k = math.floor(rec.t)
+            if k > window:
+                # As the TraceClock: timers fire at the start of the next window that has
+                # records (they carry their due times, so empty windows need no tick).
+                window = k
+                yield start + k, tick(start + k)
             if isinstance(rec, AdvRecord):
                 heard_by = pipes.get(rec.gateway_id)
                 if heard_by is not None:
                     heard_by.handle(advert_from_record(rec, start), out)
-                    found += [(rec.gateway_id, tr) for tr in out]
+                    found.extend((rec.gateway_id, tr) for tr in out)
                     out.clear()
-    return start, found
+            elif isinstance(rec, AppRecord):
+                # The replay publishes what came before an app line first (no timers).
+                yield None, found[:]
+                found.clear()
+        yield start + window + 1, tick(start + window + 1)
+        # The trace is over: everyone present leaves when their timers say.
+        yield math.inf, tick(math.inf)
+
+
+def gateway_transitions(
+    trace: Path, defaults: EdgeSettings | None = None
+) -> tuple[float, list[tuple[str, Transition]]]:
+    """Every gateway's presence transitions for a trace, as ``proxima replay`` decides them."""
+    with trace.open(encoding="utf-8") as fh:
+        header, _ = read_trace([fh.readline()])
+    found = [p for _, window in gateway_windows(trace, defaults) for p in window]
+    return header.start.timestamp(), found
+
+
+def fused_transitions(
+    trace: Path, defaults: EdgeSettings | None = None, config: FusionConfig | None = None
+) -> tuple[float, list[tuple[str, Transition]]]:
+    """The store coordinator's decisions for a trace (gateways with ``fused`` on).
+
+    Each window's evidence goes through :meth:`StorePresence.window` as the coordinator
+    gets it in a replay: the gateways' events, rounded as the contract carries them.
+    """
+    defaults = (defaults or EdgeSettings()).model_copy(update={"fused": True})
+    with trace.open(encoding="utf-8") as fh:
+        first = fh.readline()
+    header, _ = read_trace([first])
+    presence = StorePresence(fusion_roles(json.loads(first).get("layout") or {}, defaults), config)
+    found: list[tuple[str, Transition]] = []
+    for end, window in gateway_windows(trace, defaults):
+        evidence = [evidence_of_transition(gid, tr) for gid, tr in window]
+        found += [(FUSION_GATEWAY_ID, tr) for tr in presence.window(evidence, end)]
+    return header.start.timestamp(), found
 
 
 def arrival_alerts(
@@ -103,8 +146,10 @@ def arrival_alerts(
     alerts: list[Alert] = []
     times: dict[str, float] = {}
     for gateway_id, tr in sorted(transitions, key=lambda p: p[1].at):
+        if tr.kind in ("zone_exit", "sighting"):
+            continue
         match = resolver.resolve(bytes.fromhex(tr.subject), int(tr.at))
-        if match is None or tr.kind == "zone_exit":
+        if match is None:
             continue
         cid = match.identity_id
         new = cid not in last_seen or tr.at - last_seen[cid] >= revisit_gap_s
@@ -130,16 +175,31 @@ def arrival_alerts(
 
 
 def score_seed(
-    scenario: str, seed: int, workdir: Path, defaults: EdgeSettings | None = None
+    scenario: str,
+    seed: int,
+    workdir: Path,
+    defaults: EdgeSettings | None = None,
+    *,
+    fusion: bool = True,
+    config: FusionConfig | None = None,
 ) -> dict[str, Any]:
-    """One seed's score figures (``proxima score`` names), plus its missed visits."""
+    """One seed's score figures (``proxima score`` names), plus its missed visits.
+
+    ``fusion``: the store's coordinator decides (as ``proxima replay`` runs it); off, each
+    gateway's own decisions go to the stream, as before fusion.
+    """
     sim = build_scenario(scenario, seed)
     trace = workdir / f"{scenario}-{seed}.jsonl"
     sim.write(trace)
     try:
-        _, transitions = gateway_transitions(trace, defaults)
+        if fusion:
+            _, transitions = fused_transitions(trace, defaults, config)
+        else:
+            _, transitions = gateway_transitions(trace, defaults)
         alerts, times = arrival_alerts(sim, sim.layout.store_id, transitions)
-        result = score(load_truth(trace), alerts, times)
+        truth = load_truth(trace)
+        result = score(truth, alerts, times)
+        door_arrivals = _door_arrivals(trace)
     finally:
         trace.unlink()
     latencies = [
@@ -149,7 +209,17 @@ def score_seed(
         **result.figures,
         "latencies": latencies,
         "missed": [_missed(v) for v in result.missed],
+        "false": [f"{f['customer_id']}@{f['t']:.0f}s ({f['why']})" for f in result.false_alerts],
+        # What reaches Kafka: every event but the gateways' sightings (store-local evidence).
+        "kafka_events": sum(1 for _, tr in transitions if tr.kind != "sighting"),
+        "door_arrivals": door_arrivals,
     }
+
+
+def _door_arrivals(trace: Path) -> int:
+    """Everyone's door crossings in the trace's truth (customers, unknown phones, all)."""
+    with trace.open(encoding="utf-8") as fh:
+        return sum(1 for line in fh if '"truth"' in line and '"arrive"' in line)
 
 
 def _missed(v: Visit) -> str:
@@ -169,15 +239,20 @@ def run_detection_bench(
     seeds: Sequence[int] = (21, 22, 23, 24, 25, 26, 27),
     scenario: str = "boutique-rush",
     defaults: EdgeSettings | None = None,
+    *,
+    fusion: bool = True,
+    config: FusionConfig | None = None,
 ) -> dict[str, Any]:
     """Detection figures summed over ``seeds`` of ``scenario`` (see the module docstring)."""
     expected = alerted = arrivals = false = without = dup_visits = 0
+    kafka_events = door_arrivals = 0
     max_per_visit = 0
     latencies: list[float] = []
     missed: list[str] = []
+    false_alerts: list[str] = []
     with tempfile.TemporaryDirectory(prefix="proxima-detection-") as tmp:
         for seed in seeds:
-            fig = score_seed(scenario, seed, Path(tmp), defaults)
+            fig = score_seed(scenario, seed, Path(tmp), defaults, fusion=fusion, config=config)
             expected += fig["expected_visits"]
             alerted += fig["alerted_expected_visits"]
             arrivals += fig["arrival_alerts"]
@@ -187,9 +262,13 @@ def run_detection_bench(
             max_per_visit = max(max_per_visit, fig["max_alerts_per_visit"])
             latencies += fig["latencies"]
             missed += [f"seed {seed}: {m}" for m in fig["missed"]]
+            false_alerts += [f"seed {seed}: {m}" for m in fig["false"]]
+            kafka_events += fig["kafka_events"]
+            door_arrivals += fig["door_arrivals"]
     return {
         "scenario": scenario,
         "seeds": ",".join(str(s) for s in seeds),
+        "fusion": fusion,
         "expected_visits": expected,
         "recall": round(alerted / expected, 4) if expected else None,
         "precision": round((arrivals - false) / arrivals, 4) if arrivals else None,
@@ -201,4 +280,9 @@ def run_detection_bench(
         "latency_p95_s": _percentile(latencies, 0.95),
         "latency_max_s": round(max(latencies), 2) if latencies else None,
         "missed": "; ".join(missed) or "-",
+        "false": "; ".join(false_alerts) or "-",
+        "door_arrivals": door_arrivals,
+        "kafka_events_per_arrival": round(kafka_events / door_arrivals, 2)
+        if door_arrivals
+        else None,
     }
