@@ -20,6 +20,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 # from source against Debian's D-Bus headers (deploy/ensure-bluez-mock.sh installs them).
 $(VENV)/.installed-dev: $(VENV)/.installed
 	@bash deploy/ensure-bluez-mock.sh "$(BIN)/python"
+	@bash deploy/ensure-test-tools.sh
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,bench,plot]'
 	@touch $@
 
@@ -33,7 +34,7 @@ demo: setup
 	$(BIN)/proxima up --duration $${DEMO_SECONDS:-120}
 
 test: setup-dev browser
-	PROXIMA_REQUIRE_BROWSER=1 PROXIMA_REQUIRE_BLUEZ_MOCK=1 $(BIN)/pytest
+	PROXIMA_REQUIRE_BROWSER=1 PROXIMA_REQUIRE_BLUEZ_MOCK=1 PROXIMA_REQUIRE_TEST_TOOLS=1 $(BIN)/pytest
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check .
@@ -47,7 +48,7 @@ imports: $(VENV)/.installed-dev
 	$(BIN)/lint-imports --no-cache
 
 check: setup-dev browser lint typecheck imports
-	PROXIMA_REQUIRE_BROWSER=1 PROXIMA_REQUIRE_BLUEZ_MOCK=1 $(BIN)/pytest
+	PROXIMA_REQUIRE_BROWSER=1 PROXIMA_REQUIRE_BLUEZ_MOCK=1 PROXIMA_REQUIRE_TEST_TOOLS=1 $(BIN)/pytest
 
 fmt: $(VENV)/.installed-dev
 	$(BIN)/ruff format .

@@ -6,6 +6,8 @@ whole or rejected with an error that names the offending field, never half-accep
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -277,8 +279,27 @@ class AlertAck(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+DLQ_ORIGINAL_MAX = 16 * 1024
+"""Most bytes of the original input a DLQ record keeps (a prefix; its size and hash say
+what the whole was)."""
+DLQ_TEXT_MAX = 1000
+"""Most characters of a DLQ record's reason, source, store and gateway."""
+DLQ_RECORD_MAX = 64 * 1024
+"""No DLQ record made by :meth:`DlqRecord.of` is larger than this serialised (bytes)."""
+
+
+def _clip(text: str, limit: int = DLQ_TEXT_MAX) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class DlqRecord(_Strict):
-    """Rejected input on ``proxima.events.dlq.v1``: why, where from, and the original bytes."""
+    """Rejected input on ``proxima.events.dlq.v1``: why, where from, and the original bytes.
+
+    ``original_b64`` is the whole input when it is at most :data:`DLQ_ORIGINAL_MAX` bytes,
+    else its first that many bytes with ``original_truncated`` set; ``original_size`` and
+    ``original_sha256`` always describe the whole input. Build records with :meth:`of`,
+    which bounds every field, so a DLQ write never exceeds a broker's message limit.
+    """
 
     schema_: Literal["proxima.dlq.v1"] = Field(default="proxima.dlq.v1", alias="schema")
     reason: str
@@ -287,8 +308,39 @@ class DlqRecord(_Strict):
     original_b64: str
     store_id: str | None = None
     gateway_id: str | None = None
+    # Added compatibly (optional): records written before them simply do not have them.
+    original_size: Annotated[int, Field(ge=0)] | None = None
+    original_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    original_truncated: bool = False
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @classmethod
+    def of(
+        cls,
+        reason: str,
+        raw: bytes,
+        *,
+        source: str,
+        received_at: datetime | None = None,
+        store_id: str | None = None,
+        gateway_id: str | None = None,
+    ) -> DlqRecord:
+        """A record for ``raw`` rejected with ``reason``, every field bounded."""
+        return cls(
+            reason=_clip(reason),
+            source=_clip(source),
+            received_at=received_at or datetime.now(UTC),
+            original_b64=base64.b64encode(raw[:DLQ_ORIGINAL_MAX]).decode(),
+            store_id=None if store_id is None else _clip(store_id, 200),
+            gateway_id=None if gateway_id is None else _clip(gateway_id, 200),
+            original_size=len(raw),
+            original_sha256=hashlib.sha256(raw).hexdigest(),
+            original_truncated=len(raw) > DLQ_ORIGINAL_MAX,
+        )
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
 
 
 _BATCH = TypeAdapter(Annotated[list[Event], Field(min_length=1, max_length=MAX_BATCH_EVENTS)])

@@ -34,9 +34,15 @@ class ServiceSettings(BaseSettings):
         description="prefix for topics and keys, so several systems can share brokers",
     )
 
+    alerts_namespace: str | None = Field(
+        default=None,
+        description="namespace of the MQTT topics handhelds and store screens use (alerts, "
+        "acks, shifts); unset: PROXIMA_NAMESPACE's, empty: the contract's own names",
+    )
+
     @property
     def topics(self) -> Topics:
-        return Topics(self.namespace)
+        return Topics(self.namespace, self.alerts_namespace)
 
     @property
     def redis_prefix(self) -> str:

@@ -1,21 +1,28 @@
-"""Gateway batch signatures: HMAC-SHA256 over the topic and the payload, in MQTT 5 user properties.
+"""Gateway message signatures: HMAC-SHA256 over the topic, the publish time and the payload,
+in MQTT 5 user properties.
 
-A gateway holds one secret per key id (``kid``), issued by the operator. Each event batch it
-publishes on ``.../stores/{store}/gateways/{gw}/events`` carries two MQTT 5 user properties:
+A gateway holds one secret per key id (``kid``), issued by the operator. Each message it
+publishes under ``.../stores/{store}/gateways/{gw}/`` (event batches, status, its last
+will) carries MQTT 5 user properties:
 
 - ``proxima-kid``: the key id (``[A-Za-z0-9._-]{1,64}``);
-- ``proxima-sig``: ``v1=`` + lowercase hex of
-  ``HMAC-SHA256(secret, b"proxima-batch-v1\\n" + topic + b"\\n" + payload)``.
+- ``proxima-ts``: the publish time, Unix milliseconds (decimal digits);
+- ``proxima-sig``: ``v2=`` + lowercase hex of
+  ``HMAC-SHA256(secret, b"proxima-batch-v2\n" + topic + b"\n" + ts + b"\n" + payload)``.
 
-The topic is signed so a batch copied onto another gateway's topic fails; the payload is
-signed byte for byte (no re-serialisation), so the contract's JSON list travels unchanged
-and tools that do not sign keep working where the bridge does not require signatures.
-Replays of a whole signed batch are harmless by design: every event has its ``event_id``,
-which the pipeline deduplicates end to end. The ``v1=`` prefix leaves room for another
-algorithm without a topic change.
+The topic is signed so a message copied onto another gateway's topic fails; the payload
+is signed byte for byte (no re-serialisation), so the contract's JSON list travels
+unchanged and tools that do not sign keep working where the bridge does not require
+signatures. The signed publish time lets the bridge refuse an old signed batch replayed
+after the pipeline's dedupe window (a window around its clock, and a per-gateway
+high-water mark: stream.bridge).
+
+``v1=`` signatures (``HMAC(secret, b"proxima-batch-v1\n" + topic + b"\n" + payload)``, no
+``proxima-ts``), as gateways before v2 send them, still verify; such a batch has no
+signed time (:attr:`Verified.published_at_ms` is None).
 
 The verifier needs, per key id, the secret and the store and gateway that own it
-(:class:`GatewayKey`); a key is only good for its own gateway's topic.
+(:class:`GatewayKey`); a key is only good for its own gateway's topics.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -30,8 +38,11 @@ from contracts.exceptions import ContractError
 
 KID_PROPERTY = "proxima-kid"
 SIG_PROPERTY = "proxima-sig"
-SIG_VERSION = "v1"
-_DOMAIN = b"proxima-batch-v1\n"
+TS_PROPERTY = "proxima-ts"
+SIG_VERSION = "v2"
+"""What :func:`sign` writes; :func:`verify` also takes ``v1``."""
+_DOMAINS = {"v1": b"proxima-batch-v1\n", "v2": b"proxima-batch-v2\n"}
+_TS = re.compile(r"[0-9]{1,15}")
 _KID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 MIN_SECRET_BYTES = 16
 
@@ -54,6 +65,10 @@ class GatewayKey:
     gateway_id: str
     secret: bytes = field(repr=False)
     revoked: bool = False
+    trace_time: bool = False
+    """A tool's key (``proxima replay``): its events carry a recorded trace's time, so the
+    bridge does not hold their ``observed_at`` to its own clock (the publish time it still
+    does)."""
 
     def __post_init__(self) -> None:
         if not _KID.fullmatch(self.kid):
@@ -62,17 +77,37 @@ class GatewayKey:
             raise ValueError(f"key {self.kid!r}: secret must be at least {MIN_SECRET_BYTES} bytes")
 
 
-def signature(secret: bytes, topic: str, payload: bytes) -> str:
-    """The ``proxima-sig`` value for ``payload`` published on ``topic``."""
-    mac = hmac.new(secret, _DOMAIN + topic.encode() + b"\n" + payload, hashlib.sha256)
-    return f"{SIG_VERSION}={mac.hexdigest()}"
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """A message whose signature verified: the key, and the signed publish time (v2)."""
+
+    key: GatewayKey
+    published_at_ms: int | None
 
 
-def sign(kid: str, secret: bytes, topic: str, payload: bytes) -> dict[str, str]:
-    """The user properties a gateway attaches to one batch."""
+def signature(secret: bytes, topic: str, payload: bytes, ts: str | None = None) -> str:
+    """The ``proxima-sig`` value for ``payload`` published on ``topic``: v2 with the publish
+    time ``ts`` (Unix ms, decimal), v1 without."""
+    if ts is None:
+        mac = hmac.new(secret, _DOMAINS["v1"] + topic.encode() + b"\n" + payload, hashlib.sha256)
+        return f"v1={mac.hexdigest()}"
+    signed = _DOMAINS["v2"] + topic.encode() + b"\n" + ts.encode() + b"\n" + payload
+    return f"v2={hmac.new(secret, signed, hashlib.sha256).hexdigest()}"
+
+
+def sign(
+    kid: str, secret: bytes, topic: str, payload: bytes, *, published_at: float | None = None
+) -> dict[str, str]:
+    """The user properties a gateway attaches to one message published at ``published_at``
+    (Unix seconds; default now)."""
     if not _KID.fullmatch(kid):
         raise ValueError(f"key id {kid!r}: must match [A-Za-z0-9._-]{{1,64}}")
-    return {KID_PROPERTY: kid, SIG_PROPERTY: signature(secret, topic, payload)}
+    ts = str(round((time.time() if published_at is None else published_at) * 1000))
+    return {
+        KID_PROPERTY: kid,
+        TS_PROPERTY: ts,
+        SIG_PROPERTY: signature(secret, topic, payload, ts),
+    }
 
 
 def verify(
@@ -84,7 +119,23 @@ def verify(
     store_id: str,
     gateway_id: str,
 ) -> GatewayKey:
-    """Check one batch; return the key that signed it or raise :class:`SignatureError`.
+    """Check one message; return the key that signed it or raise :class:`SignatureError`."""
+    return verify_message(
+        topic, payload, properties, lookup, store_id=store_id, gateway_id=gateway_id
+    ).key
+
+
+def verify_message(
+    topic: str,
+    payload: bytes,
+    properties: Iterable[tuple[str, str]],
+    lookup: Callable[[str], GatewayKey | None],
+    *,
+    store_id: str,
+    gateway_id: str,
+) -> Verified:
+    """Check one message (v1 or v2); return its key and signed time or raise
+    :class:`SignatureError`.
 
     ``store_id``/``gateway_id`` are the ones in the topic; the key must belong to them.
     """
@@ -94,11 +145,15 @@ def verify(
     kid = props.get(KID_PROPERTY)
     sig = props.get(SIG_PROPERTY)
     if kid is None or sig is None:
-        raise SignatureError(f"unsigned batch (no {KID_PROPERTY}/{SIG_PROPERTY} user property)")
+        raise SignatureError(f"unsigned message (no {KID_PROPERTY}/{SIG_PROPERTY} user property)")
     if not _KID.fullmatch(kid):
         raise SignatureError("malformed key id")
-    if not sig.startswith(f"{SIG_VERSION}="):
+    version = sig.partition("=")[0]
+    if version not in _DOMAINS or "=" not in sig:
         raise SignatureError(f"unsupported signature version in {sig[:8]!r}", kid)
+    ts = props.get(TS_PROPERTY) if version == "v2" else None
+    if version == "v2" and (ts is None or not _TS.fullmatch(ts)):
+        raise SignatureError(f"v2 signature without a valid {TS_PROPERTY} (Unix ms)", kid)
     key = lookup(kid)
     if key is None:
         raise SignatureError("unknown key id", kid)
@@ -108,6 +163,6 @@ def verify(
         raise SignatureError(
             f"key belongs to {key.store_id}/{key.gateway_id}, not {store_id}/{gateway_id}", kid
         )
-    if not hmac.compare_digest(sig, signature(key.secret, topic, payload)):
-        raise SignatureError("signature does not match the topic and payload", kid)
-    return key
+    if not hmac.compare_digest(sig, signature(key.secret, topic, payload, ts)):
+        raise SignatureError("signature does not match the topic, time and payload", kid)
+    return Verified(key, None if ts is None else int(ts))

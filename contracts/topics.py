@@ -3,6 +3,9 @@
 ``namespace`` (``PROXIMA_NAMESPACE``, empty by default) prefixes every name so that
 tests and several demo systems can share one broker without seeing each other's
 traffic; with an empty namespace the names are exactly the contract's.
+``alerts_namespace`` (``PROXIMA_ALERTS_NAMESPACE``), when set, replaces it for the topics
+people's devices use (alerts, acks, shifts): ``proxima up``'s demo keeps its data in a
+namespace of its own and still delivers on the contract's alert topics.
 """
 
 from __future__ import annotations
@@ -25,12 +28,12 @@ class Topics:
     """Every topic name for one namespace."""
 
     namespace: str = ""
+    alerts_namespace: str | None = None  # None: the namespace's; "": the contract's names
 
     def __post_init__(self) -> None:
-        if any(c in self.namespace for c in "/+#. \t"):
-            raise ValueError(
-                f"namespace {self.namespace!r} may not contain '/', '+', '#', '.' or spaces"
-            )
+        for ns in (self.namespace, self.alerts_namespace or ""):
+            if any(c in ns for c in "/+#. \t"):
+                raise ValueError(f"namespace {ns!r} may not contain '/', '+', '#', '.' or spaces")
 
     # Kafka
     def kafka(self, name: str) -> str:
@@ -78,14 +81,20 @@ class Topics:
     def gateway_config(self, store: str, gateway: str) -> str:
         return f"{self.mqtt_root}/stores/{store}/gateways/{gateway}/config"
 
+    @property
+    def alerts_root(self) -> str:
+        """Root of the topics handhelds and store screens use (alerts, acks, shifts)."""
+        ns = self.namespace if self.alerts_namespace is None else self.alerts_namespace
+        return f"{ns}/{MQTT_ROOT}" if ns else MQTT_ROOT
+
     def associate_alerts(self, store: str, associate: str) -> str:
-        return f"{self.mqtt_root}/stores/{store}/associates/{associate}/alerts"
+        return f"{self.alerts_root}/stores/{store}/associates/{associate}/alerts"
 
     def store_alerts(self, store: str) -> str:
-        return f"{self.mqtt_root}/stores/{store}/alerts"
+        return f"{self.alerts_root}/stores/{store}/alerts"
 
     def alert_ack(self, store: str, alert_id: str) -> str:
-        return f"{self.mqtt_root}/stores/{store}/alerts/{alert_id}/ack"
+        return f"{self.alerts_root}/stores/{store}/alerts/{alert_id}/ack"
 
     def all_gateway_events(self, share_group: str | None = None) -> str:
         """Subscription filter for every gateway's events, shared when a group is given."""
@@ -93,7 +102,7 @@ class Topics:
         return f"$share/{share_group}/{flt}" if share_group else flt
 
     def all_store_alerts(self) -> str:
-        return f"{self.mqtt_root}/stores/+/alerts"
+        return f"{self.alerts_root}/stores/+/alerts"
 
     def parse_gateway_topic(self, topic: str) -> tuple[str, str, str]:
         """Split a gateway topic into (store, gateway, leaf) or raise ValueError."""

@@ -1,14 +1,18 @@
 """The trace format (DESIGN.md, Contract: trace format, version 1).
 
 JSON Lines, UTF-8. Line 1 is the header; every other line has ``t`` (seconds since
-``start``, non-decreasing) and ``kind``. Unknown extra fields are ignored so other tools
-can add their own; a line whose known fields are wrong is an error naming line and field.
+``start``, non-decreasing) and ``kind``. Unknown extra fields and kinds are ignored so other
+tools can add their own. A body line that is not JSON, or whose known fields are wrong, is
+an error naming line and field; a reader given :class:`TraceProblems` skips it instead,
+reports it once and counts it, so one bad line of a long recording costs that line only.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+import logging
+from collections import Counter
+from collections.abc import Collection, Iterable, Iterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -16,6 +20,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, V
 
 from contracts.exceptions import ContractError
 
+log = logging.getLogger(__name__)
 ZoneKind = Literal["entrance", "fitting_room", "floor", "checkout", "outside"]
 
 
@@ -95,7 +100,9 @@ class AppRecord(_Open):
 class TruthRecord(_Open):
     t: Annotated[float, Field(ge=0)]
     kind: Literal["truth"]
-    customer_id: str
+    customer_id: str | None = Field(
+        default=None, description="null: a person nobody can name (an unknown phone)"
+    )
     event: str
     zone_id: str | None = None
 
@@ -105,6 +112,7 @@ _RECORD: TypeAdapter[TraceRecord] = TypeAdapter(
     Annotated[AdvRecord | AppRecord | TruthRecord, Field(discriminator="kind")]
 )
 KNOWN_KINDS = frozenset({"adv", "app", "truth"})
+PIPELINE_KINDS = frozenset({"adv", "app"})  # truth lines are for scoring only (DESIGN.md)
 
 
 def parse_header(line: str | bytes) -> TraceHeader:
@@ -114,25 +122,151 @@ def parse_header(line: str | bytes) -> TraceHeader:
         raise ContractError(f"trace line 1 (header): {_first(exc)}") from exc
 
 
+# Why a lenient reader skipped a line (TraceProblems.skipped's keys).
+NOT_UTF8 = "not UTF-8"
+NOT_JSON = "not JSON"  # a recording cut off mid-line is the usual case
+NOT_AN_OBJECT = "not a JSON object"
+BAD_FIELDS = "known fields wrong"
+T_BACKWARDS = "t before the previous line's"
+
+
+class TraceProblems:
+    """The lines lenient readers of one trace skipped, each reported once, counted by reason.
+
+    Several readers of the same file (one per gateway at a finite replay speed) share one:
+    every reader goes through the file in order, so a line is new exactly when it lies past
+    the furthest line reported so far. The first ``log_limit`` lines of each reason are
+    logged with their number and why; the rest are counted for :meth:`summary`.
+    """
+
+    def __init__(self, source: str = "trace", log_limit: int = 10) -> None:
+        self.source = source
+        self.log_limit = log_limit
+        self.skipped: Counter[str] = Counter()
+        self.first_line: dict[str, int] = {}
+        self.ignored_kinds: Counter[str] = Counter()
+        self._furthest = 0
+
+    def _new(self, lineno: int) -> bool:
+        if lineno <= self._furthest:
+            return False
+        self._furthest = lineno
+        return True
+
+    def skip(self, lineno: int, reason: str, detail: str) -> None:
+        if not self._new(lineno):
+            return
+        self.skipped[reason] += 1
+        self.first_line.setdefault(reason, lineno)
+        n = self.skipped[reason]
+        if n <= self.log_limit:
+            log.warning("%s line %d: %s; line skipped", self.source, lineno, detail)
+        if n == self.log_limit:
+            log.warning(
+                "%s: further lines %s are counted, not logged (see the summary)",
+                self.source,
+                reason,
+            )
+
+    def ignore_kind(self, lineno: int, kind: object) -> None:
+        if self._new(lineno):
+            self.ignored_kinds[str(kind)[:40]] += 1
+
+    @property
+    def total_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+    def summary(self) -> str | None:
+        """One sentence for the end of a run, or None when every line was read."""
+        parts = []
+        if self.skipped:
+            reasons = ", ".join(
+                f"{n} {reason} (first at line {self.first_line[reason]})"
+                for reason, n in sorted(self.skipped.items())
+            )
+            parts.append(f"skipped {self.total_skipped} malformed line(s): {reasons}")
+        if self.ignored_kinds:
+            kinds = ", ".join(f"{n} {kind!r}" for kind, n in sorted(self.ignored_kinds.items()))
+            parts.append(f"ignored lines of kinds this version does not know: {kinds}")
+        return f"{self.source}: " + "; ".join(parts) if parts else None
+
+
 def parse_record(line: str | bytes, lineno: int) -> TraceRecord | None:
     """One body line; ``None`` for a kind this version does not know (skipped, not fatal)."""
-    try:
-        data: Any = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise ContractError(f"trace line {lineno}: not JSON: {exc.msg}") from exc
-    if not isinstance(data, dict):
-        raise ContractError(f"trace line {lineno}: expected an object")
+    data = load_line(line, lineno)
     if data.get("kind") not in KNOWN_KINDS:
         return None
+    return _validate(data, lineno)
+
+
+class TraceLineError(ContractError):
+    """One body line that cannot be read: ``reason`` is one of the constants above."""
+
+    def __init__(self, lineno: int, reason: str, detail: str) -> None:
+        super().__init__(f"trace line {lineno}: {detail}")
+        self.lineno = lineno
+        self.reason = reason
+        self.detail = detail
+
+
+def load_line(line: str | bytes, lineno: int) -> dict[str, Any]:
+    """One body line as a JSON object, or :class:`TraceLineError` saying why not."""
+    if isinstance(line, bytes):
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise TraceLineError(lineno, NOT_UTF8, f"not UTF-8: {exc.reason}") from exc
+    try:
+        data: Any = json.loads(line.rstrip("\r\n"))
+    except json.JSONDecodeError as exc:
+        raise TraceLineError(lineno, NOT_JSON, f"not JSON: {exc.msg}") from exc
+    if not isinstance(data, dict):
+        raise TraceLineError(lineno, NOT_AN_OBJECT, "expected an object, not JSON of another type")
+    return data
+
+
+def _validate(data: dict[str, Any], lineno: int) -> TraceRecord:
     try:
         return _RECORD.validate_python(data)
     except ValidationError as exc:
-        raise ContractError(f"trace line {lineno}: {_first(exc)}") from exc
+        raise TraceLineError(lineno, BAD_FIELDS, _first(exc)) from exc
 
 
-def read_trace(lines: Iterable[str]) -> tuple[TraceHeader, Iterator[TraceRecord]]:
-    """Header and a lazy iterator over the records; checks that ``t`` never decreases."""
-    it = iter(lines)
+def _body_record(
+    line: str | bytes,
+    lineno: int,
+    last_t: float,
+    kinds: Collection[str],
+    problems: TraceProblems | None,
+) -> TraceRecord | None:
+    data = load_line(line, lineno)
+    kind = data.get("kind")
+    if kind not in KNOWN_KINDS:
+        if problems is not None:
+            problems.ignore_kind(lineno, kind)
+        return None
+    if kind not in kinds:
+        return None
+    record = _validate(data, lineno)
+    if record.t < last_t:
+        raise TraceLineError(lineno, T_BACKWARDS, f"t={record.t} is before {last_t}")
+    return record
+
+
+def read_trace(
+    lines: Iterable[str] | Iterable[bytes],
+    problems: TraceProblems | None = None,
+    *,
+    kinds: Collection[str] = KNOWN_KINDS,
+) -> tuple[TraceHeader, Iterator[TraceRecord]]:
+    """Header and a lazy iterator over the records; checks that ``t`` never decreases.
+
+    Without ``problems`` a bad body line raises :class:`ContractError`; with it the line is
+    skipped and recorded there. Only records of ``kinds`` are validated and yielded: the
+    pipeline reads ``adv`` and ``app`` and never looks inside a ``truth`` line. A bad
+    header is always an error: without it nothing can be replayed.
+    """
+    it: Iterator[str | bytes] = iter(lines)
     try:
         first = next(it)
     except StopIteration:
@@ -144,13 +278,16 @@ def read_trace(lines: Iterable[str]) -> tuple[TraceHeader, Iterator[TraceRecord]
         for lineno, line in enumerate(it, start=2):
             if not line.strip():
                 continue
-            record = parse_record(line, lineno)
-            if record is None:
+            try:
+                record = _body_record(line, lineno, last_t, kinds, problems)
+            except TraceLineError as exc:
+                if problems is None:
+                    raise
+                problems.skip(lineno, exc.reason, exc.detail)
                 continue
-            if record.t < last_t:
-                raise ContractError(f"trace line {lineno}: t={record.t} is before {last_t}")
-            last_t = record.t
-            yield record
+            if record is not None:
+                last_t = record.t
+                yield record
 
     return header, body()
 

@@ -26,12 +26,14 @@ from stream.cli import (
     customers_device,
     customers_import,
     customers_rebuild_consent,
+    customers_seal_keys,
     gateways_app,
     provision_keys,
     publish_consent,
 )
 
 if TYPE_CHECKING:
+    from contracts.trace import TraceProblems
     from simulators.scenarios import SimPerson
 
 app = typer.Typer(
@@ -59,6 +61,7 @@ app.add_typer(gateways_app, name="gateways")
 customers_app.command("import")(customers_import)
 customers_app.command("device")(customers_device)
 customers_app.command("rebuild-consent")(customers_rebuild_consent)
+customers_app.command("seal-keys")(customers_seal_keys)
 
 out = Console()
 err = Console(stderr=True)
@@ -79,21 +82,42 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 # --- up -------------------------------------------------------------------------------
 @app.command()
 def up(
-    headless: Annotated[bool, typer.Option(help="no associate console")] = False,
+    headless: Annotated[
+        bool, typer.Option(help="no console account for the scenario (the console is served)")
+    ] = False,
     duration: Annotated[Optional[float], typer.Option(help="stop after SECONDS")] = None,  # noqa: UP045
     scenario: Annotated[str, typer.Option(help="simulated traffic NAME, or 'none'")] = "skeleton",
+    namespace: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="put every topic and key under NAME, alerts included (default "
+            "PROXIMA_NAMESPACE; a scenario without one keeps its data in a scratch namespace "
+            "removed at exit and alerts on the contract's topics)"
+        ),
+    ] = None,
 ) -> None:
-    """Run the whole system on this machine and print alerts as they arrive."""
+    """Run the whole system on this machine and print alerts as they arrive.
+
+    The associate console is served on http://127.0.0.1:8080/ (PROXIMA_NOTIFIER_HTTP_PORT),
+    or on a free port when that one is taken; its address is printed once it answers.
+    """
+    from contracts.topics import Topics
     from deploy.launcher import up as run_up
     from deploy.services import ServiceUnavailable
 
+    try:
+        Topics(namespace or "")
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+
+    # soft_wrap: a line stays one line (an address or an env to copy is not cut in two).
     def alert(line: str) -> None:
         out.print("[bold green]ALERT[/bold green] ", end="")
-        out.print(line, highlight=False, markup=False)
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
 
     def info(line: str) -> None:
         out.print("[dim]proxima:[/dim] ", end="")
-        out.print(line, highlight=False, markup=False)
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
 
     try:
         code = asyncio.run(
@@ -103,6 +127,7 @@ def up(
                 headless=headless,
                 on_alert=alert,
                 on_info=info,
+                namespace=namespace,
             )
         )
     except ServiceUnavailable as exc:
@@ -169,6 +194,12 @@ def notifier_serve(
     out.print(
         f"notifier: console on http://{settings.http_host}:{settings.http_port}/", highlight=False
     )
+    if settings.cookie_secure:
+        out.print(
+            "notifier: the session cookie is Secure: open the console through HTTPS (a TLS "
+            "proxy) or http://localhost; PROXIMA_NOTIFIER_COOKIE_SECURE=false turns it off",
+            highlight=False,
+        )
     _run_forever(Notifier(services, settings=settings).run())
 
 
@@ -236,11 +267,13 @@ def replay(
 ) -> None:
     """Feed a trace through one edge agent per gateway into the running system."""
     from contracts.exceptions import ContractError
+    from contracts.trace import TraceProblems
     from edge.fusion import FUSION_GATEWAY_ID
 
     _logging(verbose)
+    problems = TraceProblems(str(trace))
     try:
-        stats = asyncio.run(_replay(trace, edge_cli.parse_speed(speed), fusion=fusion))
+        stats = asyncio.run(_replay(trace, edge_cli.parse_speed(speed), problems, fusion=fusion))
     except (ContractError, OSError) as exc:
         raise _fail(str(exc)) from exc
     fused = FUSION_GATEWAY_ID in stats
@@ -252,12 +285,21 @@ def replay(
             else "events published"
         )
         out.print(f"{gw}: {adverts} adverts → {events} {what}", highlight=False)
+    # A trace from another tool may hold lines this one cannot read: say how many were
+    # skipped, once, after the replay went on without them.
+    if summary := problems.summary():
+        err.print(summary, highlight=False, markup=False, soft_wrap=True)
 
 
 async def _replay(
-    trace: Path, speed: float | None, *, fusion: bool = True
+    trace: Path,
+    speed: float | None,
+    problems: TraceProblems | None = None,
+    *,
+    fusion: bool = True,
 ) -> dict[str, tuple[int, int]]:
-    from contracts.trace import read_trace
+    """Replay ``trace``; the lines it skips are recorded in ``problems`` (see TraceProblems)."""
+    from contracts.trace import PIPELINE_KINDS, TraceProblems, read_trace
     from edge.agent import EdgeAgent
     from edge.coordinator import coordinator_agent
     from edge.fusion import FUSION_GATEWAY_ID, fusion_roles, gateway_settings
@@ -266,7 +308,8 @@ async def _replay(
     from edge.trace_clock import TraceClock
     from simulators.replay import ConsentReplay
 
-    with trace.open(encoding="utf-8") as fh:
+    problems = problems if problems is not None else TraceProblems(str(trace))
+    with trace.open("rb") as fh:
         first = fh.readline()
         header, _ = read_trace([first])
     if header.layout is None:
@@ -283,7 +326,7 @@ async def _replay(
     services = ServiceSettings()
     agents = []
     # consent_revoke/grant app lines reach the registry at their place in the trace.
-    consent = ConsentReplay(services)
+    consent = ConsentReplay(services, problems=problems)
     # Each replayed gateway signs with a key of its own from the keyring (reused across
     # replays), so a bridge that requires signatures accepts it.
     ids = [gw.id for gw in header.layout.gateways] + ([FUSION_GATEWAY_ID] if fused else [])
@@ -316,8 +359,8 @@ async def _replay(
                 persistent=False,
             )
         if speed is None:
-            trace_file = trace.open(encoding="utf-8")
-            clock_header, records = read_trace(trace_file)
+            trace_file = trace.open("rb")
+            clock_header, records = read_trace(trace_file, problems, kinds=PIPELINE_KINDS)
             clock = TraceClock(
                 clock_header, records, on_app=consent.on_app, coordinator=coordinator
             )

@@ -4,6 +4,9 @@ Starts the embedded Kafka-protocol broker unless PROXIMA_KAFKA names one, create
 topics, then runs the bridge, the stream worker and the notifier as children, optionally
 a simulated scenario through a real edge agent, and prints every alert as it arrives on
 ``proxima/v1/stores/+/alerts``. Ctrl-C (or ``--duration``) stops every child cleanly.
+
+A scenario's data lives in a namespace of its own, dropped at exit (see :func:`up`); its
+alerts still go out on the contract's topics, where store screens listen.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import IO
 from contracts.exceptions import ContractError
 from contracts.models import parse_alert
 from contracts.services import ServiceSettings
+from contracts.trace import parse_header
 from deploy.embedded_kafka import EmbeddedKafka
 from deploy.services import check_all
 from stream.settings import StreamSettings
@@ -83,44 +87,72 @@ async def up(
     on_alert: Callable[[str], None],
     on_info: Callable[[str], None],
     log_dir: Path = Path(".proxima/logs"),
+    namespace: str | None = None,
 ) -> int:
+    """Run everything until Ctrl-C or ``duration``; the exit code for ``proxima up``.
+
+    ``namespace`` (``--namespace``) puts every name under it, alerts included. Without one
+    (and without PROXIMA_NAMESPACE) a scenario runs in a scratch namespace ``demo…``: its
+    Redis keys, Kafka topics and consumer groups and its gateways' MQTT topics cannot mix
+    with a system sharing these brokers, and last run's visits and dedupe keys (a visit
+    lasts revisit_gap, 4 h) cannot silence this run's alerts. Only the topics people's
+    devices use (alerts, acks, shifts) keep the contract's names, so a store screen or
+    ``mosquitto_sub -t 'proxima/v1/stores/+/alerts'`` sees the demo's alerts; they are
+    the store ``demo-store``'s. The scratch namespace's Redis keys are deleted at exit.
+    """
     services = ServiceSettings()
+    if namespace is not None:
+        services = services.model_copy(update={"namespace": namespace})
     settings = StreamSettings()
     await check_all(services.mqtt, services.redis)
     kafka: EmbeddedKafka | None = None
     env = dict(os.environ)
+    if namespace is not None:
+        env["PROXIMA_NAMESPACE"] = namespace
     scratch_namespace = scenario != "none" and not services.namespace
     if scratch_namespace:
-        # A simulated scenario runs in a namespace of its own, so last run's visits and
-        # dedupe keys (a visit lasts revisit_gap, 4 h) do not silence this run's alerts.
-        services = ServiceSettings(namespace=f"demo{int(time.time())}")
+        alerts_ns = services.alerts_namespace if services.alerts_namespace is not None else ""
+        services = services.model_copy(
+            update={
+                "namespace": f"demo{int(time.time())}{secrets.token_hex(2)}",
+                "alerts_namespace": alerts_ns,
+            }
+        )
         env["PROXIMA_NAMESPACE"] = services.namespace
+        env["PROXIMA_ALERTS_NAMESPACE"] = alerts_ns
         on_info(
-            f"scenario data in namespace {services.namespace!r} "
-            f"(PROXIMA_NAMESPACE={services.namespace} to talk to this system)"
+            f"scenario data (Redis keys, Kafka topics, gateway topics) in namespace "
+            f"{services.namespace!r}, removed at exit; alerts on "
+            f"{services.topics.all_store_alerts()}. To talk to this system: "
+            f"PROXIMA_NAMESPACE={services.namespace} PROXIMA_ALERTS_NAMESPACE={alerts_ns}"
         )
     if not services.kafka:
         log_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, at start
         kafka = EmbeddedKafka(log_path=log_dir / "kafka.log")
         await kafka.start()
         env["PROXIMA_KAFKA"] = kafka.url
-        services = ServiceSettings(kafka=kafka.url, namespace=services.namespace)
+        services = services.model_copy(update={"kafka": kafka.url})
         on_info(f"embedded Kafka-protocol broker (Tansu) on {kafka.bootstrap}")
     children = Children(env=env, log_dir=log_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    announce: asyncio.Task[None] | None = None
+    only_store: str | None = None
     try:
         await ensure_topics(
             services.kafka_bootstrap, services.topics.all_kafka, settings.partitions
         )
         children.start("bridge", "bridge")
         children.start("stream-worker", "stream", "worker")
-        console = _console_address(headless)
+        console = _console_address()
         env["PROXIMA_NOTIFIER_HTTP_HOST"], env["PROXIMA_NOTIFIER_HTTP_PORT"] = console
         children.start("notifier", "notifier", "serve")
         on_info(f"bridge, stream worker and notifier started (logs in {log_dir})")
+        announce = asyncio.create_task(
+            _announce_console(console, on_info, log_dir), name="up-console-address"
+        )
         async with MqttClient(services.mqtt) as mqtt:
             await mqtt.subscribe(services.topics.all_store_alerts(), qos=1)
             on_info(f"watching {services.topics.all_store_alerts()}")
@@ -144,6 +176,9 @@ async def up(
                 if code != 0:
                     on_info(f"scenario {scenario!r} could not be prepared (exit {code})")
                     return 2
+                if scratch_namespace:
+                    # The contract's alert topics may carry a real system's alerts too.
+                    only_store = _trace_store(trace)
                 if not headless:
                     on_info(await _demo_associate(services, console))
                 children.start("edge-sim", "replay", str(trace), "--speed", "1")
@@ -162,6 +197,8 @@ async def up(
                     except ContractError as exc:
                         on_info(f"unreadable alert on {message.topic}: {exc}")
                         continue
+                    if only_store is not None and alert.store_id != only_store:
+                        continue
                     on_alert(
                         f"[{alert.store_id}] {alert.title}"
                         + (f" — {alert.body}" if alert.body else "")
@@ -176,27 +213,62 @@ async def up(
                     return 1
         return 0
     finally:
+        if announce is not None:
+            announce.cancel()
         on_info("stopping")
         await asyncio.to_thread(children.stop)
         if kafka is not None:
             await asyncio.to_thread(kafka.stop)
         if scratch_namespace:
-            await drop_prefix(services.redis, services.redis_prefix)
+            await _drop_scratch(services, on_info, own_kafka=kafka is not None)
 
 
-def _console_address(headless: bool) -> tuple[str, str]:
-    """Where the notifier serves the console: the configured port, or a free one if taken.
+async def _drop_scratch(
+    services: ServiceSettings, on_info: Callable[[str], None], *, own_kafka: bool
+) -> None:
+    """Delete what the scratch namespace left: its Redis keys and, on a Kafka that outlives
+    this run (PROXIMA_KAFKA), its topics. Committed offsets of its consumer groups expire
+    with the broker's offset retention (aiokafka cannot delete groups)."""
+    ns = services.namespace
+    try:
+        keys = await drop_prefix(services.redis, services.redis_prefix)
+    except Exception as exc:  # redis-py raises its own errors and OSError
+        on_info(f"could not remove the Redis keys under {services.redis_prefix!r}: {exc}")
+    else:
+        on_info(f"removed {keys} Redis keys of namespace {ns!r}")
+    if own_kafka:
+        return  # the embedded broker keeps topics in memory: they went with it
+    try:
+        topics = await drop_topics(services.kafka_bootstrap, (f"{ns}.", f"{ns}-"))
+    except Exception as exc:  # aiokafka's KafkaError and OSError
+        on_info(f"could not delete the Kafka topics of namespace {ns!r}: {exc}")
+    else:
+        on_info(f"deleted {len(topics)} Kafka topics of namespace {ns!r}")
 
-    Headless runs still start the notifier (it delivers over MQTT) on a free port, so
-    they never collide with a console already running on this machine.
-    """
+
+async def drop_topics(bootstrap: str, prefixes: tuple[str, ...]) -> list[str]:
+    """Delete every topic whose name starts with one of ``prefixes``; their names."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        names = sorted(t for t in await admin.list_topics() if t.startswith(prefixes))
+        if names:
+            await admin.delete_topics(names)
+        return names
+    finally:
+        await admin.close()
+
+
+def _console_address() -> tuple[str, str]:
+    """Where the notifier serves the console: the configured port (8080), or a free one
+    when another process holds it (a second ``proxima up``, a console already running)."""
     from notifier.settings import NotifierSettings
 
     settings = NotifierSettings()
     host, port = settings.http_host, settings.http_port
-    if headless or not _port_free(host, port):
-        port = 0
-    if port == 0:
+    if port == 0 or not _port_free(host, port):
         port = free_port(host)
     return host, str(port)
 
@@ -208,6 +280,49 @@ def _port_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def _trace_store(trace: Path) -> str:
+    with trace.open("rb") as fh:
+        return parse_header(fh.readline()).store_id
+
+
+def _reachable(host: str) -> str:
+    """The address a browser on this machine uses for a bind address (bind-all → loopback)."""
+    return {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+
+
+def console_url(console: tuple[str, str]) -> str:
+    host, port = _reachable(console[0]), console[1]
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+async def _announce_console(
+    console: tuple[str, str], on_info: Callable[[str], None], log_dir: Path, timeout: float = 60
+) -> None:
+    """Print the console's address once the notifier listens there (a link that works)."""
+    from notifier.settings import NotifierSettings
+
+    url = console_url(console)
+    wanted = NotifierSettings().http_port
+    note = "" if str(wanted) == console[1] else f" (port {wanted} is taken)"
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        try:
+            _, writer = await asyncio.open_connection(_reachable(console[0]), int(console[1]))
+        except OSError:
+            await asyncio.sleep(0.2)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        on_info(f"associate console on {url}{note}")
+        return
+    on_info(
+        f"associate console on {url}{note}: not answering after {timeout:.0f} s "
+        f"(see {log_dir / 'notifier.log'})"
+    )
 
 
 async def _demo_associate(services: ServiceSettings, console: tuple[str, str]) -> str:
@@ -226,8 +341,7 @@ async def _demo_associate(services: ServiceSettings, console: tuple[str, str]) -
         await directory.set_on_shift(store, DEMO_ASSOCIATE[0], on_shift=True)
     finally:
         await redis.aclose()
-    host, port = console
     return (
-        f"associate console: http://{host}:{port}/  (store {store}, "
-        f"associate {DEMO_ASSOCIATE[0]}, password {password})"
+        f"console account: store {store}, associate {DEMO_ASSOCIATE[0]}, password {password}"
+        f" (sign in at {console_url(console)})"
     )

@@ -293,11 +293,13 @@ class EdgeAgent:
     # --- outbox → MQTT ----------------------------------------------------------------
     def _client(self) -> MqttClient:
         s = self.settings
-        offline = self._status(GatewayState.OFFLINE).model_dump_json(by_alias=True)
+        offline = self._status(GatewayState.OFFLINE).model_dump_json(by_alias=True).encode()
         client = MqttClient(
             self.mqtt_url,
             client_id=f"proxima-gw-{s.store_id}-{s.gateway_id}-{uuid.uuid4().hex[:6]}",
-            will=Will(self.status_topic, offline.encode()),
+            will=Will(
+                self.status_topic, offline, user_properties=self._sign(self.status_topic, offline)
+            ),
             ca_file=str(s.mqtt_ca_file) if s.mqtt_ca_file else None,
             cert_file=str(s.mqtt_cert_file) if s.mqtt_cert_file else None,
             key_file=str(s.mqtt_key_file) if s.mqtt_key_file else None,
@@ -387,6 +389,13 @@ class EdgeAgent:
         log.info("live config %s applied", version or "(no version)")
         return True
 
+    def _sign(self, topic: str, payload: bytes) -> dict[str, str] | None:
+        """The signature properties of a message (contracts.signing), or None without a key."""
+        s = self.settings
+        if self._secret is None or s.signing_kid is None:
+            return None
+        return sign(s.signing_kid, self._secret, topic, payload, published_at=self.clock())
+
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._background.add(task)
@@ -401,9 +410,7 @@ class EdgeAgent:
                 max_bytes=s.batch_max_bytes,
                 max_latency_s=s.batch_max_latency_s,
             )
-            props = None
-            if self._secret is not None and s.signing_kid is not None:
-                props = sign(s.signing_kid, self._secret, self.events_topic, batch.payload)
+            props = self._sign(self.events_topic, batch.payload)
             try:
                 await client.publish(self.events_topic, batch.payload, qos=1, user_properties=props)
             except BaseException:
@@ -505,7 +512,9 @@ class EdgeAgent:
         except OutboxError:
             return
         try:
-            await client.publish(self.status_topic, payload.encode(), qos=1, retain=True)
+            body = payload.encode()
+            props = self._sign(self.status_topic, body)
+            await client.publish(self.status_topic, body, qos=1, retain=True, user_properties=props)
         except MqttError as exc:
             log.warning("status publish failed: %s", exc)
 

@@ -1,10 +1,9 @@
-"""Reconnect backoff: exponential, capped, with full jitter (so a store's gateways spread out)."""
+"""Reconnect backoff: exponential, capped, with full jitter (so a store's gateways spread out).
+
+One implementation for every retry loop lives in :mod:`transport.retry`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from transport.retry import backoff_delay
 
-
-def backoff_delay(attempt: int, base: float, cap: float, rng: Callable[[], float]) -> float:
-    """Uniform in [0, min(cap, base·2^attempt)] for ``rng`` uniform in [0, 1)."""
-    return rng() * min(cap, base * (2.0 ** min(attempt, 30)))
+__all__ = ["backoff_delay"]

@@ -271,6 +271,7 @@ def _ingest_service(
     ingest = IngestSettings()
     if not ingest.enabled:
         return []
+    ingest.server_ssl_context()  # no TLS beyond loopback, or a bad certificate: fail before the scan
 
     async def serve(outbox: Outbox) -> None:
         server = IngestServer.from_settings(

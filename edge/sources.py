@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from contracts.trace import AdvRecord, TraceHeader, TraceRecord, read_trace
+from contracts.trace import (
+    PIPELINE_KINDS,
+    AdvRecord,
+    TraceHeader,
+    TraceProblems,
+    TraceRecord,
+    read_trace,
+)
 from edge.exceptions import SourceError
 
 log = logging.getLogger(__name__)
@@ -110,23 +117,37 @@ class TraceSource(ScannerSource):
         self._now = self.start
         self._wall0: float | None = None
         self.skipped_other_gateways = 0
-        self._file: IO[str] | None = None
+        self._file: IO[bytes] | None = None
         self.delivered = 0
         self.bad_records = 0
+        # Set when this source alone reads its file: it then says at the end what it skipped.
+        self.problems: TraceProblems | None = None
 
     @classmethod
-    def from_file(cls, path: Path, gateway_id: str, speed: float | None = None) -> TraceSource:
+    def from_file(
+        cls,
+        path: Path,
+        gateway_id: str,
+        speed: float | None = None,
+        problems: TraceProblems | None = None,
+    ) -> TraceSource:
+        """A gateway's adverts from a trace file; a malformed line is skipped and counted in
+        ``problems`` (shared by the readers of one replay; a fresh one if not given)."""
         try:
-            fh = path.open(encoding="utf-8")
+            fh = path.open("rb")  # bytes: a line that is not UTF-8 costs that line only
         except OSError as exc:
             raise SourceError(f"cannot open trace {path}: {exc.strerror}") from exc
+        own = problems is None
+        problems = problems or TraceProblems(str(path))
         try:
-            header, records = read_trace(fh)
+            header, records = read_trace(fh, problems, kinds=PIPELINE_KINDS)
         except BaseException:
             fh.close()
             raise
         source = cls(header, records, gateway_id, speed)
         source._file = fh
+        if own:
+            source.problems = problems
         return source
 
     @property
@@ -150,6 +171,8 @@ class TraceSource(ScannerSource):
             if self._file is not None:
                 self._file.close()
         self.state = "finished"
+        if self.problems is not None and (summary := self.problems.summary()):
+            log.warning("%s", summary)
         if n_before == self.delivered:
             known = [g.id for g in self.header.layout.gateways] if self.header.layout else []
             log.warning(

@@ -6,10 +6,15 @@ Like Faust's store registry, a destination's URL scheme picks the backend:
 ``mqtt:``          the associate's contract topic (handhelds); the store's topic
                    when the notice is for the whole store
 ``sse:``           the web console's live feed (server-sent events via Redis)
-``http(s)://``     a webhook, signed with HMAC-SHA256 and retried with backoff
+``https://``       a webhook, signed with HMAC-SHA256 and retried with backoff
+                   (``http://`` ones, stored before https was required, are refused)
 ``webpush:URL``    a Web Push subscription (VAPID, aes128gcm), for the console
                    installed as a PWA; ``URL`` is the push service's endpoint
 =================  ==============================================================
+
+Webhooks and pushes connect only to public addresses (``notifier.egress``), keep only the
+status of a response (at most ``MAX_RESPONSE_READ`` bytes of it are read), and their
+receipts name only the destination's host: a path often holds a token (Slack, push).
 
 Every send returns a :class:`Receipt`; the dispatcher records receipts in the alert's
 lifecycle. MQTT and the console run inline with the Kafka loop (their failure means
@@ -42,6 +47,7 @@ from py_vapid import Vapid02
 from contracts.models import Alert
 from contracts.topics import Topics
 from notifier.directory import Clock, text, utc_now
+from notifier.egress import BlockedAddress
 from notifier.exceptions import UnknownScheme
 from transport.mqtt import MqttClient
 from transport.redis import RedisClient
@@ -83,6 +89,11 @@ class Destination:
     def endpoint(self) -> str:
         """The push service URL of a ``webpush:`` destination."""
         return self.url.split(":", 1)[1] if self.scheme == "webpush" else self.url
+
+    @property
+    def host(self) -> str:
+        """The host alone: what receipts and logs show of a destination."""
+        return urlsplit(self.endpoint).hostname or "?"
 
     def redacted(self) -> str:
         """Scheme, host and path only: never a token hidden in a query string."""
@@ -325,6 +336,8 @@ class Backoff:
 
 
 RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
+# Enough to finish a small reply (so the connection is reused); a larger one is dropped.
+MAX_RESPONSE_READ = 1024
 
 
 class _HttpChannel(Channel):
@@ -356,6 +369,9 @@ class _HttpChannel(Channel):
     async def send(self, destination: Destination, notice: Notice) -> Receipt:
         status: int | None = None
         detail = ""
+        if urlsplit(destination.endpoint).scheme.lower() != "https":
+            # Stored before https was required: never sent in the clear, never retried.
+            return self._receipt(destination, notice, False, 0, None, "refused: not https://")
         for attempt in range(1, self.backoff.attempts + 1):
             url, body, headers = await self.request(destination, notice)
             retry_after: float | None = None
@@ -364,13 +380,18 @@ class _HttpChannel(Channel):
                     url, data=body, headers=headers, timeout=self.timeout, allow_redirects=False
                 ) as res:
                     status = res.status
-                    detail = (await res.text())[:200]
+                    # Only the status is kept: a body can hold what an internal service
+                    # said, and only a bounded prefix is ever read into memory.
+                    await res.content.read(MAX_RESPONSE_READ)
+                    if not res.content.at_eof():
+                        res.close()
+                    detail = f"HTTP {status}"
                     if 200 <= status < 300:
                         return self._receipt(destination, notice, True, attempt, status, "")
                     if status in (404, 410) and destination.scheme == "webpush":
                         return Receipt(
                             self.name,
-                            destination.redacted(),
+                            destination.host,
                             notice.associate_id,
                             False,
                             attempt,
@@ -382,8 +403,13 @@ class _HttpChannel(Channel):
                     if status not in RETRYABLE:
                         return self._receipt(destination, notice, False, attempt, status, detail)
                     retry_after = _retry_after(res.headers.get("Retry-After"))
+            except aiohttp.ClientConnectorError as exc:
+                status, detail = None, _error_detail(exc, destination)
+                if isinstance(exc.os_error, BlockedAddress):
+                    log.warning("%s to %s: %s", self.name, destination.host, exc.os_error)
+                    return self._receipt(destination, notice, False, attempt, None, detail)
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                status, detail = None, f"{type(exc).__name__}: {exc}"[:200]
+                status, detail = None, _error_detail(exc, destination)
             if attempt < self.backoff.attempts:
                 pause = self.backoff.delay(attempt, self.rng)
                 if retry_after is not None:
@@ -391,8 +417,8 @@ class _HttpChannel(Channel):
                 log.info(
                     "%s to %s failed (%s); attempt %d in %.2f s",
                     self.name,
-                    destination.redacted(),
-                    status or detail,
+                    destination.host,
+                    detail,
                     attempt + 1,
                     pause,
                 )
@@ -410,7 +436,7 @@ class _HttpChannel(Channel):
     ) -> Receipt:
         return Receipt(
             self.name,
-            destination.redacted(),
+            destination.host,
             notice.associate_id,
             ok,
             attempts,
@@ -418,6 +444,19 @@ class _HttpChannel(Channel):
             status,
             detail,
         )
+
+
+def _error_detail(exc: BaseException, destination: Destination) -> str:
+    """The error's type and text, with the destination's URL (its token) cut out."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        text_ = f"cannot connect to {destination.host}: {exc.os_error}"
+    else:
+        text_ = str(exc)
+        parts = urlsplit(destination.endpoint)
+        for secret in (destination.endpoint, parts.path, parts.query):
+            if len(secret) > 1:
+                text_ = text_.replace(secret, "…")
+    return f"{type(exc).__name__}: {text_}"[:200]
 
 
 def _retry_after(value: str | None) -> float | None:

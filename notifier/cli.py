@@ -147,7 +147,7 @@ def remove_command(
     store: Annotated[str, typer.Option("--store", help="store id")],
     associate_id: Annotated[str, typer.Argument(help="the associate's id")],
 ) -> None:
-    """Remove an associate; their console sessions stop working at the next request."""
+    """Remove an associate: their console sessions end, live feeds close, webhooks go."""
     _run(remove_associate(ServiceSettings(), store, associate_id))
     typer.echo(f"removed {associate_id} from {store}")
 

@@ -4,21 +4,20 @@
 ``{prefix}notifier:store:{store}:destinations:associate:{id}``   hash id → Destination JSON
 
 Every associate is always reachable on MQTT and the console; these are the extra
-destinations. Store destinations (a Slack relay, a clienteling app's endpoint) get every
+destinations (https only; the directory deletes an associate's when removing them). Store destinations (a Slack relay, a clienteling app's endpoint) get every
 new alert of the store once; an associate's get the alerts routed to them.
 """
 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import secrets
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from notifier.channels import Destination, unb64url
-from notifier.directory import Directory, check_id, text, text_map
+from notifier.directory import Directory, check_id, destinations_key, text, text_map
 from notifier.exceptions import (
     InvalidInput,
     TooManyDestinations,
@@ -32,34 +31,27 @@ MIN_SECRET = 16
 MAX_PER_OWNER = 10
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def check_https_url(field: str, url: str) -> str:
+    """An absolute https URL with a host and no credentials.
 
-
-def check_http_url(field: str, url: str, *, https_only: bool) -> str:
-    """An absolute http(s) URL with a host and no credentials; plain http only to loopback
-    when ``https_only``."""
+    Plain http is refused (it would carry alerts and signatures in the clear); which
+    addresses the URL may reach is checked when connecting (``notifier.egress``).
+    """
     if len(url) > MAX_URL:
         raise InvalidInput(field, f"longer than {MAX_URL} characters")
     try:
         parts = urlsplit(url)
-        port = parts.port
+        parts.port  # noqa: B018  (raises ValueError for a bad port)
     except ValueError as exc:
         raise InvalidInput(field, f"{url[:80]!r} is not a valid URL: {exc}") from exc
-    if parts.scheme not in ("http", "https"):
-        raise InvalidInput(field, f"{url[:80]!r} must start with https:// or http://")
+    if parts.scheme == "http":
+        raise InvalidInput(field, f"{url[:80]!r} must use https:// (plain http is refused)")
+    if parts.scheme != "https":
+        raise InvalidInput(field, f"{url[:80]!r} must start with https://")
     if not parts.hostname:
         raise InvalidInput(field, f"{url[:80]!r} has no host")
     if parts.username or parts.password:
         raise InvalidInput(field, "must not carry a user name or password; the HMAC secret signs")
-    if https_only and parts.scheme != "https" and not _is_loopback(parts.hostname):
-        raise InvalidInput(field, f"{url[:80]!r} must use https:// (plain http only to loopback)")
-    del port
     return url
 
 
@@ -89,8 +81,7 @@ class Destinations:
         self.directory = directory
 
     def _key(self, store: str, associate_id: str | None) -> str:
-        owner = f"associate:{associate_id}" if associate_id else "store"
-        return f"{self.prefix}notifier:store:{store}:destinations:{owner}"
+        return destinations_key(self.prefix, store, associate_id)
 
     @staticmethod
     def _owner(store: str, associate_id: str | None) -> str:
@@ -129,7 +120,7 @@ class Destinations:
     ) -> Destination:
         """Add a webhook; without a secret one is generated (shown once by the caller)."""
         await self._check_owner(store, associate_id)
-        check_http_url("url", url, https_only=False)
+        check_https_url("url", url)
         if secret is not None and len(secret) < MIN_SECRET:
             raise InvalidInput("secret", f"must be at least {MIN_SECRET} characters")
         if key_id is not None:
@@ -147,7 +138,7 @@ class Destinations:
     ) -> Destination:
         """Add (or refresh) a push subscription; the same endpoint keeps its id."""
         await self._check_owner(store, associate_id)
-        check_http_url("endpoint", endpoint, https_only=True)
+        check_https_url("endpoint", endpoint)
         check_push_keys(p256dh, auth)
         dest = Destination(
             url=f"webpush:{endpoint}",
@@ -170,6 +161,3 @@ class Destinations:
             check_id("associate", associate_id)
         data = text_map(await self.redis.hgetall(self._key(store, associate_id)))
         return sorted((Destination.from_json(v) for v in data.values()), key=lambda d: d.id)
-
-    async def forget_associate(self, store: str, associate_id: str) -> None:
-        await self.redis.delete(self._key(store, associate_id))

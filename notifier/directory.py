@@ -7,8 +7,10 @@ Per store, a set of associate ids and one hash per associate:
 ``{prefix}notifier:store:{store}:associate:{id}``    hash: name, role, zones, on_shift, ...
 ``{prefix}notifier:stores``                          set of stores that have associates
 
-Passwords are stored only as argon2id hashes (argon2-cffi); verification runs in a thread
-because a hash is deliberately slow.
+Passwords are stored only as argon2id hashes (argon2-cffi). Each hash or check takes
+~64 MiB for its duration, so :class:`Passwords` runs a bounded number at once, in threads.
+Removing an associate also removes their console sessions and delivery destinations, and
+a new ``incarnation`` tells a person re-created with the same id from the one removed.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Literal, cast
+from typing import Literal, Protocol, TypeVar, cast
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -36,6 +39,25 @@ MIN_PASSWORD = 8
 # A real hash of a throwaway password, verified on unknown accounts so that a sign-in
 # for a name that does not exist costs as long as one that does (no account probing).
 _DUMMY_PASSWORD = "not-a-real-password"  # noqa: S105
+
+
+T = TypeVar("T")
+
+
+def sessions_key(prefix: str, store: str, associate: str) -> str:
+    """The set of an associate's console session keys, so removal can end them all."""
+    return f"{prefix}notifier:store:{store}:associate:{associate}:sessions"
+
+
+def destinations_key(prefix: str, store: str, associate: str | None) -> str:
+    """The hash of a store's (``associate`` None) or an associate's delivery destinations."""
+    owner = f"associate:{associate}" if associate else "store"
+    return f"{prefix}notifier:store:{store}:destinations:{owner}"
+
+
+def revocations_channel(prefix: str, store: str) -> str:
+    """Pub/sub channel on which sign-outs and removals reach every instance's live feeds."""
+    return f"{prefix}notifier:store:{store}:revoked"
 
 
 def text(value: object) -> str:
@@ -78,6 +100,9 @@ class Associate:
     on_shift: bool = False
     shift_started_at: datetime | None = None
     password_hash: str = field(default="", repr=False, compare=False)
+    # Random per creation: a session made for a removed associate never fits the new
+    # person given the same id ("" for associates stored before incarnations existed).
+    incarnation: str = field(default="", repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_id("store", self.store_id)
@@ -124,6 +149,62 @@ def from_ms(value: str | None) -> datetime | None:
     return datetime.fromtimestamp(int(value) / 1000, UTC)
 
 
+class Hasher(Protocol):
+    """What :class:`Passwords` needs of a password hasher (argon2's ``PasswordHasher``)."""
+
+    def hash(self, password: str) -> str: ...
+
+    def verify(self, hash: str, password: str) -> bool: ...
+
+    def check_needs_rehash(self, hash: str) -> bool: ...
+
+
+class Passwords:
+    """Password hashing with at most ``concurrency`` hashes running at once.
+
+    argon2id's defaults take 64 MiB per hash: run unbounded in the default thread pool,
+    24 concurrent sign-ins took a notifier from 130 to 452 MiB. Callers past the bound wait
+    their turn here (the sign-in limits keep that queue short).
+    """
+
+    def __init__(self, hasher: Hasher | None = None, concurrency: int = 2) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.hasher: Hasher = hasher or PasswordHasher()
+        self.concurrency = concurrency
+        self._slots: asyncio.Semaphore | None = None
+        self.running = 0
+        self.peak = 0  # most hashes ever running at once (metrics, tests)
+        self.verified = 0  # passwords checked, including the dummy check of unknown names
+
+    async def _run(self, fn: Callable[..., T], *args: str) -> T:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.concurrency)
+        async with self._slots:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+            try:
+                return await asyncio.to_thread(fn, *args)
+            finally:
+                self.running -= 1
+
+    async def hash(self, password: str) -> str:
+        return await self._run(self.hasher.hash, password)
+
+    async def verify(self, hashed: str, password: str) -> bool:
+        self.verified += 1
+        return await self._run(self._verify, hashed, password)
+
+    def needs_rehash(self, hashed: str) -> bool:
+        return bool(self.hasher.check_needs_rehash(hashed))
+
+    def _verify(self, hashed: str, password: str) -> bool:
+        try:
+            return bool(self.hasher.verify(hashed, password))
+        except (VerificationError, InvalidHashError):
+            return False
+
+
 class Directory:
     """Associates per store, in Redis."""
 
@@ -132,17 +213,26 @@ class Directory:
         redis: RedisClient,
         prefix: str,
         *,
-        hasher: PasswordHasher | None = None,
+        hasher: Hasher | None = None,
         clock: Clock = utc_now,
+        hash_concurrency: int = 2,
     ) -> None:
         self.redis = redis
         self.prefix = prefix
-        self.hasher = hasher or PasswordHasher()
+        self.passwords = Passwords(hasher, hash_concurrency)
         self.clock = clock
         self._dummy_hash: str | None = None
         # staff() per store, tagged with the store's revision in Redis: reused only while
         # that revision is unchanged, so every instance still sees every write at once.
         self._staff: dict[str, tuple[str, tuple[Associate, ...]]] = {}
+
+    @property
+    def hasher(self) -> Hasher:
+        return self.passwords.hasher
+
+    @hasher.setter
+    def hasher(self, hasher: Hasher) -> None:
+        self.passwords.hasher = hasher
 
     # keys ------------------------------------------------------------------------
     def _members(self, store: str) -> str:
@@ -184,12 +274,16 @@ class Directory:
             name=name.strip(),
             role=role,
             zones=tuple(dict.fromkeys(zones)),
-            password_hash=await asyncio.to_thread(self.hasher.hash, password),
+            password_hash=await self.passwords.hash(password),
+            incarnation=secrets.token_urlsafe(12),
         )
         key = self._key(store_id, associate.associate_id)
         # HSETNX on the name makes "add" race-free between two admins or instances.
         if not await self.redis.hsetnx(key, "name", associate.name):
             raise AssociateExists(store_id, associate.associate_id)
+        # Whatever a former holder of this id left (a webhook added while they were being
+        # removed) is not the new person's.
+        await self._forget_leftovers(store_id, associate.associate_id)
         await self.redis.hset(
             key,
             mapping={
@@ -197,6 +291,7 @@ class Directory:
                 "zones": json.dumps(list(associate.zones)),
                 "on_shift": "0",
                 "password_hash": associate.password_hash,
+                "incarnation": associate.incarnation,
             },
         )
         await self.redis.sadd(self._members(store_id), associate.associate_id)
@@ -205,13 +300,29 @@ class Directory:
         return associate
 
     async def remove(self, store_id: str, associate_id: str) -> None:
+        """Remove an associate, their sessions (live feeds close) and their destinations."""
         check_id("store", store_id)
         check_id("associate", associate_id)
         deleted = await self.redis.delete(self._key(store_id, associate_id))
         await self.redis.srem(self._members(store_id), associate_id)
         await self._changed(store_id)
+        await self._forget_leftovers(store_id, associate_id)
+        await self.redis.publish(
+            revocations_channel(self.prefix, store_id),
+            json.dumps({"type": "revoke", "associate_id": associate_id}),
+        )
         if not deleted:
             raise UnknownAssociate(store_id, associate_id)
+
+    async def _forget_leftovers(self, store_id: str, associate_id: str) -> None:
+        """Delete an associate id's sessions and webhooks/push subscriptions."""
+        index = sessions_key(self.prefix, store_id, associate_id)
+        sessions = [text(k) for k in await self.redis.smembers(index)]
+        # One key per DEL: the keys may live on different Redis Cluster nodes.
+        pipe = self.redis.pipeline(transaction=False)
+        for key in [*sessions, index, destinations_key(self.prefix, store_id, associate_id)]:
+            pipe.delete(key)
+        await pipe.execute()
 
     async def set_on_shift(self, store_id: str, associate_id: str, on_shift: bool) -> Associate:
         key = self._key(check_id("store", store_id), check_id("associate", associate_id))
@@ -250,6 +361,7 @@ class Directory:
             on_shift=data.get("on_shift") == "1",
             shift_started_at=from_ms(data.get("shift_started_at")),
             password_hash=data.get("password_hash", ""),
+            incarnation=data.get("incarnation", ""),
         )
 
     async def staff(self, store_id: str) -> list[Associate]:
@@ -287,18 +399,12 @@ class Directory:
         associate = await self.get(store_id, associate_id)
         if associate is None or not associate.password_hash:
             if self._dummy_hash is None:
-                self._dummy_hash = await asyncio.to_thread(self.hasher.hash, _DUMMY_PASSWORD)
-            await asyncio.to_thread(self._verify, self._dummy_hash, password + "x")
+                self._dummy_hash = await self.passwords.hash(_DUMMY_PASSWORD)
+            await self.passwords.verify(self._dummy_hash, password + "x")
             return None
-        if not await asyncio.to_thread(self._verify, associate.password_hash, password):
+        if not await self.passwords.verify(associate.password_hash, password):
             return None
-        if self.hasher.check_needs_rehash(associate.password_hash):
-            new_hash = await asyncio.to_thread(self.hasher.hash, password)
+        if self.passwords.needs_rehash(associate.password_hash):
+            new_hash = await self.passwords.hash(password)
             await self.redis.hset(self._key(store_id, associate_id), "password_hash", new_hash)
         return associate
-
-    def _verify(self, hashed: str, password: str) -> bool:
-        try:
-            return bool(self.hasher.verify(hashed, password))
-        except (VerificationError, InvalidHashError):
-            return False

@@ -135,17 +135,24 @@ class Dispatcher:
             receipt = await self.channels.for_url(dest.url).send(dest, notice)
         except NotifierError as exc:
             receipt = Receipt(
-                "unknown", dest.redacted(), associate_id, False, 0, self.clock(), detail=str(exc)
+                "unknown", dest.host, associate_id, False, 0, self.clock(), detail=str(exc)
             )
         except Exception as exc:
             reraise_if_cancelled()
-            log.exception("sending to %s failed", dest.redacted())
+            log.exception("sending to %s failed", dest.host)
+            # The type only: an exception's text can carry the URL, and with it a token.
             receipt = Receipt(
-                "unknown", dest.redacted(), associate_id, False, 1, self.clock(), detail=repr(exc)
+                "unknown",
+                dest.host,
+                associate_id,
+                False,
+                1,
+                self.clock(),
+                detail=type(exc).__name__,
             )
         await self._record(alert, receipt)
         if receipt.gone and associate_id is not None:
-            log.info("push subscription %s ended; removed", dest.redacted())
+            log.info("push subscription %s ended; removed", dest.host)
             with contextlib.suppress(UnknownDestination):
                 await self.destinations.remove(alert.store_id, dest.id, associate_id)
 

@@ -71,3 +71,13 @@ class UnknownDestination(NotifierError):
         super().__init__(f"no destination {destination_id!r} for {owner}")
         self.owner = owner
         self.destination_id = destination_id
+
+
+class SignInThrottled(NotifierError):
+    """Too many sign-in tries: refused before any password is checked."""
+
+    def __init__(self, scope: str, retry_after_s: float) -> None:
+        wait = max(1, int(retry_after_s + 0.999))
+        super().__init__(f"too many failed sign-ins {scope}: try again in {wait} s")
+        self.scope = scope
+        self.retry_after_s = wait

@@ -146,7 +146,7 @@ _VIEWS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "channel": {"enum": ["mqtt", "sse", "webhook", "webpush", "unknown"]},
-            "destination": {"type": "string"},
+            "destination": {"type": "string", "description": "the host only"},
             "associate_id": {"type": ["string", "null"]},
             "ok": {"type": "boolean"},
             "attempts": {"type": "integer"},
@@ -249,7 +249,10 @@ def _paths() -> dict[str, dict[str, Any]]:
                 body="LoginBody",
                 extra={
                     "401": _json(_ref("Error"), "wrong store, associate or password"),
-                    "429": _json(_ref("Error"), "too many failed sign-ins"),
+                    "429": _json(
+                        _ref("Error"),
+                        "too many sign-in tries (account, address or both); see Retry-After",
+                    ),
                 },
             ),
             "delete": _op("sign out", _json(_obj(signed_out={"type": "boolean"})), change=True),
@@ -341,13 +344,16 @@ def _paths() -> dict[str, dict[str, Any]]:
         },
         "/api/channels/webhooks": {
             "post": _op(
-                "add a signed webhook for me, or for the store (managers); the secret is "
-                "returned only here",
+                "managers: add a signed https webhook for me or for the store (public "
+                "addresses only, checked when connecting); the secret is returned only here",
                 _json(_obj(destination=_ref("Destination"), secret={"type": "string"}), "Created"),
                 change=True,
                 body="WebhookBody",
                 status="201",
-                extra={"409": _json(_ref("Error"), "too many webhooks")},
+                extra={
+                    "403": _json(_ref("Error"), "not a manager"),
+                    "409": _json(_ref("Error"), "too many webhooks"),
+                },
             )
         },
         "/api/channels/push": {

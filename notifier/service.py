@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, StrictBool
 from contracts.exceptions import ContractError
 from contracts.models import Alert, AlertAck, parse_alert, parse_model
 from contracts.services import ServiceSettings
+from notifier import egress
 from notifier.channels import (
     Backoff,
     Channels,
@@ -97,7 +98,12 @@ class Notifier:
                     decode_responses=True,
                 )
             )
-        self.directory = Directory(self.redis, services.redis_prefix, clock=clock)
+        self.directory = Directory(
+            self.redis,
+            services.redis_prefix,
+            clock=clock,
+            hash_concurrency=self.settings.password_hash_concurrency,
+        )
         prefix = services.redis_prefix
         # One consumer name per process: a dead instance's pending entries are claimed by
         # the others after ``claim_idle``.
@@ -164,7 +170,10 @@ class Notifier:
     def http_session(self) -> aiohttp.ClientSession:
         """One HTTP client per instance for webhooks and pushes, made on first use."""
         if self._http is None or self._http.closed:
-            self._http = aiohttp.ClientSession()
+            self._http = egress.client_session(
+                egress.EgressPolicy(self.settings.webhook_networks),
+                ca_file=self.settings.webhook_ca_file,
+            )
         return self._http
 
     async def close(self) -> None:
@@ -174,13 +183,13 @@ class Notifier:
 
     @property
     def ack_filter(self) -> str:
-        flt = f"{self.topics.mqtt_root}/stores/+/alerts/+/ack"
+        flt = f"{self.topics.alerts_root}/stores/+/alerts/+/ack"
         return f"$share/{self.group_id}/{flt}"
 
     @property
     def shift_filter(self) -> str:
         """Handhelds set their shift on ``.../stores/{store}/associates/{id}/shift``."""
-        flt = f"{self.topics.mqtt_root}/stores/+/associates/+/shift"
+        flt = f"{self.topics.alerts_root}/stores/+/associates/+/shift"
         return f"$share/{self.group_id}/{flt}"
 
     async def run(self, ready: asyncio.Event | None = None) -> None:

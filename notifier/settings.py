@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import ipaddress
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from transport.net import is_loopback
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class NotifierSettings(BaseSettings):
@@ -28,17 +35,47 @@ class NotifierSettings(BaseSettings):
         description="an on-shift toggle older than this counts as off (forgotten toggles)",
     )
     session_ttl_s: int = Field(default=12 * 3600, gt=0, description="console session lifetime")
+    session_recheck_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="how often a live feed re-checks its session (expiry), whatever the traffic",
+    )
     tick_s: float = Field(default=1.0, gt=0, description="how often escalation is checked")
     retention_s: int = Field(
         default=7 * 86400, gt=0, description="how long alert state is kept in Redis"
     )
     cookie_secure: bool = Field(
-        default=False, description="mark the session cookie Secure (set when served over HTTPS)"
+        default=False,
+        description="mark the session cookie Secure (browsers then send it over HTTPS and to "
+        "localhost only); unset = on unless http_host is loopback",
     )
     login_attempts: int = Field(
-        default=5, gt=0, description="failed sign-ins per account per window before 429"
+        default=5,
+        gt=0,
+        description="sign-in tries per account from one client address per window before 429",
+    )
+    login_client_attempts: int = Field(
+        default=30,
+        gt=0,
+        description="failed sign-ins from one client address per window, over all accounts",
     )
     login_window_s: int = Field(default=300, gt=0, description="sign-in rate-limit window")
+    login_backoff_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="past login_attempts tries on an account from all addresses: first pause",
+    )
+    login_backoff_cap_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="longest pause an account's sign-ins back off to (doubling per failure)",
+    )
+    password_hash_concurrency: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="argon2 hashes running at once per instance (each takes ~64 MiB)",
+    )
     webhook_attempts: int = Field(
         default=5, ge=1, le=20, description="tries per webhook or push send before giving up"
     )
@@ -50,6 +87,17 @@ class NotifierSettings(BaseSettings):
     )
     webhook_timeout_s: float = Field(
         default=10.0, gt=0, description="timeout of one webhook or push request"
+    )
+    webhook_allow_networks: str = Field(
+        default="",
+        description=(
+            "comma-separated networks (CIDR) webhooks and pushes may reach although not public,"
+            " e.g. an internal relay; empty = public addresses only"
+        ),
+    )
+    webhook_ca_file: str = Field(
+        default="",
+        description="extra CA certificates (PEM) trusted for webhook TLS, e.g. an internal CA",
     )
     vapid_private_key: str = Field(
         default="",
@@ -73,3 +121,38 @@ class NotifierSettings(BaseSettings):
         le=5000,
         description="longest a Kafka fetch waits for alerts (brokers without long-poll wake-up)",
     )
+
+    @field_validator("webhook_allow_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    @property
+    def webhook_networks(self) -> tuple[Network, ...]:
+        return parse_networks(self.webhook_allow_networks)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secure_cookie_beyond_loopback(cls, data: Any) -> Any:
+        # A console reachable beyond this machine is served through TLS (directly or by a
+        # proxy): its session cookie must never travel in clear, so Secure unless told.
+        if isinstance(data, dict) and data.get("cookie_secure") is None:
+            host = data.get("http_host")
+            host = str(cls.model_fields["http_host"].default if host is None else host)
+            return {**data, "cookie_secure": not is_loopback(host)}
+        return data
+
+
+def parse_networks(value: str) -> tuple[Network, ...]:
+    """``10.0.0.0/8, 192.0.2.7`` → networks; a bad entry raises ValueError naming it."""
+    out = []
+    for raw in value.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        try:
+            out.append(ipaddress.ip_network(item, strict=True))
+        except ValueError as exc:
+            raise ValueError(f"{item!r} is not a network such as 10.20.0.0/16: {exc}") from None
+    return tuple(out)

@@ -20,6 +20,7 @@ import hmac
 import json
 import logging
 import secrets
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -34,11 +35,21 @@ from redis.exceptions import RedisClusterException, RedisError
 from notifier import assets, openapi
 from notifier.channels import VapidKeys
 from notifier.destinations import Destinations
-from notifier.directory import Associate, Clock, Directory, text, text_map, utc_now
+from notifier.directory import (
+    Associate,
+    Clock,
+    Directory,
+    revocations_channel,
+    sessions_key,
+    text,
+    text_map,
+    utc_now,
+)
 from notifier.exceptions import (
     AlertConflict,
     InvalidInput,
     NotifierError,
+    SignInThrottled,
     TooManyDestinations,
     UnknownAlert,
     UnknownAssociate,
@@ -48,6 +59,7 @@ from notifier.exceptions import (
 from notifier.lifecycle import AlertState, Lifecycle
 from notifier.metrics import Metrics
 from notifier.settings import NotifierSettings
+from notifier.signin import SignInLimits
 from transport.cancel import reraise_if_cancelled
 from transport.redis import RedisClient
 
@@ -120,10 +132,17 @@ class Session:
     store_id: str
     associate_id: str
     csrf: str
+    sid: str = ""  # names the session in revocation messages (never the token or its hash)
+    incarnation: str = ""  # the associate's when signed in: a re-created id does not fit
 
 
 class Sessions:
-    """Console sessions in Redis, keyed by the token's hash so a dump of Redis holds none."""
+    """Console sessions in Redis, keyed by the token's hash so a dump of Redis holds none.
+
+    Each associate's session keys are also listed in a set, so that removing the
+    associate ends them all; a sign-out or removal is published so that live feeds on
+    every instance close at once.
+    """
 
     def __init__(self, redis: RedisClient, prefix: str, ttl: timedelta) -> None:
         self.redis = redis
@@ -136,7 +155,13 @@ class Sessions:
 
     async def create(self, associate: Associate) -> tuple[str, Session]:
         token = secrets.token_urlsafe(32)
-        session = Session(associate.store_id, associate.associate_id, secrets.token_urlsafe(32))
+        session = Session(
+            associate.store_id,
+            associate.associate_id,
+            secrets.token_urlsafe(32),
+            sid=secrets.token_urlsafe(12),
+            incarnation=associate.incarnation,
+        )
         key = self._key(token)
         # One transaction, so a session can never be left behind without its expiry.
         pipe = self.redis.pipeline(transaction=True)
@@ -146,9 +171,18 @@ class Sessions:
                 "store": session.store_id,
                 "associate": session.associate_id,
                 "csrf": session.csrf,
+                "sid": session.sid,
+                "incarnation": session.incarnation,
             },
         )
         pipe.expire(key, self.ttl)
+        await pipe.execute()
+        index = sessions_key(self.prefix, session.store_id, session.associate_id)
+        # Listed after it exists: a removal that misses it still leaves a session whose
+        # incarnation no longer fits, refused by every request.
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.sadd(index, key)
+        pipe.expire(index, self.ttl)
         await pipe.execute()
         return token, session
 
@@ -158,10 +192,29 @@ class Sessions:
         data = text_map(await self.redis.hgetall(self._key(token)))
         if not {"store", "associate", "csrf"} <= data.keys():
             return None
-        return Session(data["store"], data["associate"], data["csrf"])
+        return Session(
+            data["store"],
+            data["associate"],
+            data["csrf"],
+            sid=data.get("sid", ""),
+            incarnation=data.get("incarnation", ""),
+        )
 
     async def delete(self, token: str) -> None:
-        await self.redis.delete(self._key(token))
+        """End a session and close its live feeds on every instance."""
+        session = await self.get(token)
+        key = self._key(token)
+        await self.redis.delete(key)
+        if session is None:
+            return
+        await self.redis.srem(
+            sessions_key(self.prefix, session.store_id, session.associate_id), key
+        )
+        if session.sid:
+            await self.redis.publish(
+                revocations_channel(self.prefix, session.store_id),
+                json.dumps({"type": "revoke", "sid": session.sid}),
+            )
 
 
 # --- live feed fan-out -------------------------------------------------------------
@@ -186,9 +239,12 @@ class FeedHub:
 
     def _store_of(self, channel: str) -> str | None:
         head = f"{self.prefix}notifier:store:"
-        if not channel.startswith(head) or not channel.endswith(":feed"):
+        if not channel.startswith(head):
             return None
-        return channel[len(head) : -len(":feed")]
+        for tail in (":feed", ":revoked"):
+            if channel.endswith(tail):
+                return channel[len(head) : -len(tail)]
+        return None
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._pump(), name="notifier-feed-hub")
@@ -202,11 +258,12 @@ class FeedHub:
             self._task = None
 
     async def _pump(self) -> None:
-        pattern = f"{self.prefix}notifier:store:*:feed"
+        feeds = f"{self.prefix}notifier:store:*:feed"
+        revocations = revocations_channel(self.prefix, "*")
         while True:
             pubsub = self.redis.pubsub()
             try:
-                await pubsub.psubscribe(pattern)
+                await pubsub.psubscribe(feeds, revocations)
                 self._ready.set()
                 async for message in pubsub.listen():
                     if message.get("type") == "pmessage":
@@ -294,6 +351,12 @@ async def _errors(
         return web.json_response({"error": str(exc)}, status=404)
     except TooManyDestinations as exc:
         return web.json_response({"error": str(exc)}, status=409)
+    except SignInThrottled as exc:
+        return web.json_response(
+            {"error": str(exc), "retry_after_s": exc.retry_after_s},
+            status=429,
+            headers={"Retry-After": str(exc.retry_after_s)},
+        )
     except UnknownScheme as exc:
         return web.json_response({"error": str(exc), "field": "url"}, status=400)
     except AlertConflict as exc:
@@ -351,6 +414,7 @@ class Console:
         self.mqtt_connected = mqtt_connected
         self.clock = clock
         self.sessions = Sessions(redis, prefix, timedelta(seconds=settings.session_ttl_s))
+        self.limits = SignInLimits(redis, prefix, settings)
         self.hub = FeedHub(redis, prefix)
         self.closing = asyncio.Event()
         metrics.gauge("proxima_notifier_sse_clients", lambda: float(self.hub.clients))
@@ -434,7 +498,7 @@ class Console:
         session = await self.sessions.get(token)
         if session is None:
             raise ApiError(401, "session expired or signed out: sign in again")
-        associate = await self.directory.get(session.store_id, session.associate_id)
+        associate = await self._associate_of(session)
         if associate is None:
             await self.sessions.delete(token)
             raise ApiError(401, "this account no longer exists")
@@ -446,6 +510,17 @@ class Console:
             if not hmac.compare_digest(sent.encode(), session.csrf.encode()):
                 raise ApiError(403, f"wrong {CSRF_HEADER} header")
         return session, associate
+
+    async def _associate_of(self, session: Session) -> Associate | None:
+        """The session's associate, unless removed (or removed and re-created since)."""
+        associate = await self.directory.get(session.store_id, session.associate_id)
+        if associate is None or associate.incarnation != session.incarnation:
+            return None
+        return associate
+
+    async def _still_signed_in(self, token: str) -> bool:
+        session = await self.sessions.get(token)
+        return session is not None and await self._associate_of(session) is not None
 
     async def _body(self, request: web.Request, model: type[B]) -> B:
         if request.content_type != "application/json":
@@ -511,22 +586,19 @@ class Console:
     async def login(self, request: web.Request) -> web.Response:
         self._check_origin(request)
         body = await self._body(request, LoginBody)
-        fails_key = f"{self.prefix}notifier:login-fail:{body.store}:{body.associate}"
-        fails = int(text(await self.redis.get(fails_key) or 0))
-        if fails >= self.settings.login_attempts:
-            ttl = await self.redis.ttl(fails_key)
-            self.metrics.inc("proxima_notifier_logins_total", result="throttled")
-            raise ApiError(
-                429, f"too many failed sign-ins for this account: try again in {max(ttl, 1)} s"
+        try:
+            attempt = await self.limits.admit(
+                body.store, body.associate, request.remote or "unknown"
             )
+        except SignInThrottled:
+            self.metrics.inc("proxima_notifier_logins_total", result="throttled")
+            raise
         associate = await self.directory.authenticate(body.store, body.associate, body.password)
         if associate is None:
-            await self.redis.incr(fails_key)
-            await self.redis.expire(fails_key, self.settings.login_window_s, nx=True)
             self.metrics.inc("proxima_notifier_logins_total", result="failed")
             # One message for a wrong store, name or password: no account probing.
             raise ApiError(401, "wrong store, associate or password")
-        await self.redis.delete(fails_key)
+        await self.limits.succeeded(attempt)
         token, session = await self.sessions.create(associate)
         self.metrics.inc("proxima_notifier_logins_total", result="ok")
         response = web.json_response({"associate": associate.public(), "csrf": session.csrf})
@@ -618,7 +690,12 @@ class Console:
         return web.json_response({"alert": record.view(names)})
 
     async def events(self, request: web.Request) -> web.StreamResponse:
-        """Server-sent events: a snapshot of the store's feed, then every change."""
+        """Server-sent events: a snapshot of the store's feed, then every change.
+
+        The session is checked again every ``session_recheck_s`` however busy the store
+        (a sign-out or removal elsewhere also closes the stream at once), so an expired
+        session does not keep receiving customers' names.
+        """
         session, _ = await self._auth(request)
         token = request.cookies.get(SESSION_COOKIE, "")
         response = web.StreamResponse(
@@ -629,51 +706,55 @@ class Console:
             }
         )
         await response.prepare(request)
+        loop = asyncio.get_running_loop()
+        recheck_s = self.settings.session_recheck_s
+        next_check = loop.time() + recheck_s
+        next_keepalive = loop.time() + KEEPALIVE_S
 
         async def send(event: str, data: dict[str, Any]) -> None:
+            nonlocal next_keepalive
             await response.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
+            next_keepalive = loop.time() + KEEPALIVE_S
+
+        async def snapshot() -> None:
+            since = self.clock() - timedelta(hours=12)
+            await send("snapshot", {"alerts": await self._views(session.store_id, since)})
 
         # Listen before taking the snapshot, so no change falls between the two; the
         # console drops an update older (lower ``rev``) than what it already shows.
         with self.hub.listen(session.store_id) as queue:
             try:
-                await send(
-                    "snapshot",
-                    {
-                        "alerts": await self._views(
-                            session.store_id, self.clock() - timedelta(hours=12)
-                        )
-                    },
-                )
+                await snapshot()
                 while not self.closing.is_set():
-                    try:
-                        async with asyncio.timeout(KEEPALIVE_S):
-                            message = await queue.get()
-                    except TimeoutError:
-                        if await self.sessions.get(token) is None:
+                    if loop.time() >= next_check:
+                        if not await self._still_signed_in(token):
                             await send("signed-out", {})
                             break
+                        next_check = loop.time() + recheck_s
+                    if loop.time() >= next_keepalive:
                         await response.write(b": keepalive\n\n")
+                        next_keepalive = loop.time() + KEEPALIVE_S
+                    try:
+                        async with asyncio.timeout_at(min(next_check, next_keepalive)):
+                            message = await queue.get()
+                    except TimeoutError:
                         continue
-                    if message.get("type") == "close":
+                    kind = message.get("type")
+                    if kind == "close":
                         break
-                    if message.get("type") == "resync":
-                        await send(
-                            "snapshot",
-                            {
-                                "alerts": await self._views(
-                                    session.store_id, self.clock() - timedelta(hours=12)
-                                )
-                            },
-                        )
-                    elif message.get("type") == "alert":
-                        await send("alert", message["alert"])
-                    elif message.get("type") == "shift":
-                        await send("shift", message["associate"])
-                    elif (
-                        message.get("type") == "notify"
-                        and message.get("associate_id") == session.associate_id
+                    if kind == "revoke" and (
+                        message.get("sid") == session.sid
+                        or message.get("associate_id") == session.associate_id
                     ):
+                        await send("signed-out", {})
+                        break
+                    if kind == "resync":
+                        await snapshot()
+                    elif kind == "alert":
+                        await send("alert", message["alert"])
+                    elif kind == "shift":
+                        await send("shift", message["associate"])
+                    elif kind == "notify" and message.get("associate_id") == session.associate_id:
                         # Only the associate the alert was routed to is rung.
                         await send("notify", message)
             except ConnectionResetError:
@@ -730,9 +811,10 @@ class Console:
 
     async def add_webhook(self, request: web.Request) -> web.Response:
         session, me = await self._auth(request)
+        # A webhook makes this server send requests where it is told: managers only.
+        if me.role != "manager":
+            raise ApiError(403, "only a manager can add a webhook")
         body = await self._body(request, WebhookBody)
-        if body.scope == "store" and me.role != "manager":
-            raise ApiError(403, "only a manager can add a store webhook")
         dest = await self.destinations.add_webhook(
             session.store_id,
             body.url,
@@ -820,11 +902,13 @@ async def _security_headers(_request: web.Request, response: web.StreamResponse)
     response.headers.setdefault("Cache-Control", "no-store")
 
 
-async def serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+async def serve(
+    app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+) -> tuple[web.AppRunner, int]:
     """Start the console; returns the runner and the bound port (useful with port 0)."""
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     try:
         await site.start()
     except OSError:

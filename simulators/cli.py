@@ -166,6 +166,8 @@ def score(
         times = load_event_times(events) if events else None
     except SimulatorError as exc:
         raise _fail(str(exc)) from exc
+    if summary := truth.problems.summary():
+        err.print(summary, highlight=False, markup=False, soft_wrap=True)
     for line in loaded.rejected:
         err.print(f"[yellow]skipped:[/yellow] {line}", highlight=False, markup=True)
     result = run_score(truth, loaded.alerts, times, rejected=len(loaded.rejected))

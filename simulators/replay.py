@@ -28,7 +28,7 @@ from pathlib import Path
 from uuid import UUID
 
 from contracts.services import ServiceSettings
-from contracts.trace import AppRecord, TraceRecord, read_trace
+from contracts.trace import PIPELINE_KINDS, AppRecord, TraceProblems, TraceRecord, read_trace
 from edge.sources import TraceSource
 
 log = logging.getLogger(__name__)
@@ -40,9 +40,15 @@ class ConsentReplay:
     """Applies ``consent_revoke`` / ``consent_grant`` app lines to the registry, once each."""
 
     def __init__(
-        self, services: ServiceSettings | None = None, *, processed_timeout_s: float = 10.0
+        self,
+        services: ServiceSettings | None = None,
+        *,
+        processed_timeout_s: float = 10.0,
+        problems: TraceProblems | None = None,
     ) -> None:
         self.services = services or ServiceSettings()
+        # The malformed lines the agents' readers skipped, shared so each is reported once.
+        self.problems = problems or TraceProblems()
         self.processed_timeout_s = processed_timeout_s
         self._done: set[tuple[str, str, bool, float]] = set()
         self._lock = threading.Lock()
@@ -107,9 +113,9 @@ class ConsentReplay:
 
     def source(self, path: Path, gateway_id: str, speed: float | None) -> TraceSource:
         """A TraceSource for one gateway whose records apply consent lines as they pass."""
-        fh = path.open(encoding="utf-8")
+        fh = path.open("rb")
         try:
-            header, records = read_trace(fh)
+            header, records = read_trace(fh, self.problems, kinds=PIPELINE_KINDS)
         except BaseException:
             fh.close()
             raise

@@ -7,6 +7,11 @@ them (a customer who pops out and comes back within the hour is greeted once). A
 door crossing (and did not revoke within ``revoke_grace_s`` of it); a visit of a
 customer without consent at that moment **forbids** one.
 
+A trace from another tool scores too: a malformed line is skipped, reported once and
+counted (``skipped_trace_lines``), unknown kinds and fields are ignored, and a ``truth``
+line with ``"customer_id": null`` is a person nobody can name: no visit to alert about,
+so it counts for neither recall nor precision, only in ``truth_without_customer``.
+
 Consent comes from the header's ``customers`` list (``consent``, ``revoke_at``), else from
 ``consent`` on the truth lines, else every customer counts as consenting; ``revoke``
 truth lines and ``consent_revoke`` app lines add revocations.
@@ -32,9 +37,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from contracts.exceptions import ContractError
 from contracts.models import Alert, AlertKind, parse_alert
-from contracts.trace import TraceHeader, TruthRecord, parse_header
+from contracts.trace import (
+    BAD_FIELDS,
+    KNOWN_KINDS,
+    T_BACKWARDS,
+    TraceHeader,
+    TraceLineError,
+    TraceProblems,
+    TruthRecord,
+    load_line,
+    parse_header,
+)
 from simulators.exceptions import ScoreInputError
 
 DEFAULT_REVISIT_GAP_S = 4 * 3600.0
@@ -75,6 +92,8 @@ class Truth:
     revoke_at: dict[str, float]
     no_consent: set[str]
     pass_by: dict[str, list[float]]
+    problems: TraceProblems = field(default_factory=TraceProblems)
+    unknown_people: int = 0  # truth lines with "customer_id": null
 
 
 def _customers(header_raw: dict[str, Any]) -> tuple[dict[str, bool], dict[str, float]]:
@@ -103,41 +122,47 @@ def load_truth(
     """
     src = str(path)
     try:
-        fh = path.open(encoding="utf-8")
+        fh = path.open("rb")  # bytes: a line that is not UTF-8 costs that line only
     except OSError as exc:
         raise ScoreInputError(src, None, f"cannot open: {exc.strerror}") from exc
+    problems = TraceProblems(src)
+    unknown_people = 0
     with fh:
         first = fh.readline()
         try:
             header = parse_header(first)
             header_raw = json.loads(first)
-        except (ContractError, json.JSONDecodeError) as exc:
+        except (ContractError, ValueError) as exc:
             raise ScoreInputError(src, 1, str(exc)) from exc
         consents, revokes = _customers(header_raw)
         truth: list[tuple[TruthRecord, dict[str, Any]]] = []
         last_t = 0.0
         for lineno, line in enumerate(fh, start=2):
-            if '"truth"' not in line and '"consent_revoke"' not in line:
-                if line.strip():
-                    last_t = _t_of(line, lineno, src, last_t)
+            if not line.strip():
                 continue
             try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ScoreInputError(src, lineno, f"not JSON: {exc.msg}") from exc
-            t = _check_t(data, lineno, src, last_t)
-            last_t = t
-            if data.get("kind") == "app" and data.get("event") == "consent_revoke":
+                data = load_line(line, lineno)
+                if data.get("kind") not in KNOWN_KINDS:
+                    problems.ignore_kind(lineno, data.get("kind"))
+                    continue
+                last_t = _check_t(data, lineno, last_t)
+                rec = TruthRecord.model_validate(data) if data["kind"] == "truth" else None
+            except TraceLineError as exc:
+                problems.skip(lineno, exc.reason, exc.detail)
+                continue
+            except ValidationError as exc:  # a truth line's fields
+                problems.skip(lineno, BAD_FIELDS, f"truth: {_first_error(exc)}")
+                continue
+            if data["kind"] == "app" and data.get("event") == "consent_revoke":
                 cid = data.get("customer_id")
                 if isinstance(cid, str):
-                    revokes.setdefault(cid, t)
+                    revokes.setdefault(cid, last_t)
                 continue
-            if data.get("kind") != "truth":
+            if rec is None:
                 continue
-            try:
-                rec = TruthRecord.model_validate(data)
-            except ValueError as exc:
-                raise ScoreInputError(src, lineno, f"bad truth line: {exc}") from exc
+            if rec.customer_id is None:
+                unknown_people += 1
+                continue
             truth.append((rec, data))
     end_t = float(header_raw.get("duration_s") or last_t)
     no_consent: set[str] = {c for c, ok in consents.items() if not ok}
@@ -146,6 +171,7 @@ def load_truth(
     pass_by: dict[str, list[float]] = defaultdict(list)
     for rec, data in truth:
         cid = rec.customer_id
+        assert cid is not None  # the loop above set those lines aside
         if rec.event == "revoke":
             revokes.setdefault(cid, rec.t)
             continue
@@ -188,25 +214,30 @@ def load_truth(
         merged.append(v)
         last[v.customer_id] = v
     return Truth(
-        header, header.start.timestamp(), end_t, merged, revokes, no_consent, dict(pass_by)
+        header,
+        header.start.timestamp(),
+        end_t,
+        merged,
+        revokes,
+        no_consent,
+        dict(pass_by),
+        problems,
+        unknown_people,
     )
 
 
-def _check_t(data: Any, lineno: int, src: str, last_t: float) -> float:
-    if not isinstance(data, dict) or not isinstance(data.get("t"), int | float):
-        raise ScoreInputError(src, lineno, "every line needs a numeric 't'")
-    t = float(data["t"])
+def _check_t(data: dict[str, Any], lineno: int, last_t: float) -> float:
+    t = data.get("t")
+    if isinstance(t, bool) or not isinstance(t, int | float) or t < 0:
+        raise TraceLineError(lineno, BAD_FIELDS, f"t: a number >= 0 is needed, not {t!r}")
     if t < last_t:
-        raise ScoreInputError(src, lineno, f"t={t} is before {last_t}")
-    return t
+        raise TraceLineError(lineno, T_BACKWARDS, f"t={t} is before {last_t}")
+    return float(t)
 
 
-def _t_of(line: str, lineno: int, src: str, last_t: float) -> float:
-    try:
-        data = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise ScoreInputError(src, lineno, f"not JSON: {exc.msg}") from exc
-    return _check_t(data, lineno, src, last_t)
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False)[0]
+    return f"{'.'.join(str(p) for p in err['loc']) or '(line)'}: {err['msg']}"
 
 
 @dataclass(slots=True)
@@ -379,6 +410,8 @@ def score(
         "latency_max_s": _round(max(latencies) if latencies else None),
         "other_alerts": dict(other),
         "rejected_alert_lines": rejected,
+        "skipped_trace_lines": truth.problems.total_skipped,
+        "truth_without_customer": truth.unknown_people,
     }
     missed = [v for v in expected if not v.alerts]
     return Score(figures, missed, false_alerts, truth.visits)

@@ -15,7 +15,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from beacons.eid import compute_eid
+from contracts.trace import AdvRecord
 from simulators.exceptions import SimulatorError
 from simulators.score import Score, Visit
 
@@ -81,18 +84,21 @@ def render(
             marks[compute_eid(key, k, int(start + t)).hex()] = i
             t += 1 << k
     rssi: dict[int, dict[str, list[tuple[float, int]]]] = defaultdict(lambda: defaultdict(list))
-    with trace.open(encoding="utf-8") as fh:
-        fh.readline()
-        for line in fh:
-            if '"adv"' not in line or "feaa" not in line:
+    with trace.open("rb") as raw:
+        raw.readline()
+        for data_line in raw:
+            if b'"adv"' not in data_line or b"feaa" not in data_line:
                 continue
-            rec = json.loads(line)
-            for data in rec.get("service_data", {}).values():
+            try:
+                rec = AdvRecord.model_validate_json(data_line)
+            except ValidationError:
+                continue  # load_truth has reported the malformed lines already
+            for data in rec.service_data.values():
                 if data.startswith("30") and len(data) >= 20 and data[4:20] in marks:
                     i = marks[data[4:20]]
                     v = visits[i]
-                    if v.arrive_t - PAD_S <= rec["t"] <= v.leave_t + PAD_S:
-                        rssi[i][rec["gateway_id"]].append((rec["t"], rec["rssi"]))
+                    if v.arrive_t - PAD_S <= rec.t <= v.leave_t + PAD_S:
+                        rssi[i][rec.gateway_id].append((rec.t, rec.rssi))
     decisions: dict[int, list[tuple[float, str, str]]] = defaultdict(list)
     if events is not None and events.exists():
         with events.open(encoding="utf-8") as fh:

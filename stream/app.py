@@ -14,11 +14,10 @@ visit state live in Redis.
 from __future__ import annotations
 
 import asyncio
-import base64
+import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar, cast
 
@@ -39,7 +38,8 @@ from stream.rules import RuleBook
 from stream.settings import StreamSettings
 from stream.tables import DEDUPE_TABLE, AlertDedupe, app_id, ensure_changelogs
 from transport.cancel import reraise_if_cancelled
-from transport.redis import connect_redis
+from transport.redis import connect_redis, warn_if_not_persistent
+from transport.retry import backoff_delay, run_guarded
 from transport.stats import publish as publish_stats
 
 log = logging.getLogger(__name__)
@@ -81,13 +81,6 @@ answering raises RedisClusterException, which is not; Faust's producer wraps Kaf
 ProducerSendError; OSError covers sockets."""
 
 T = TypeVar("T")
-
-
-def backoff(attempt: int, first: float, cap: float) -> float:
-    """The wait before retry ``attempt`` (1, 2, ...): doubling from ``first`` up to ``cap``,
-    times a random 0.5-1 so workers that failed together do not retry together."""
-    step: float = first * 2.0 ** min(attempt - 1, 32)
-    return min(cap, step) * random.uniform(0.5, 1.0)
 
 
 async def all_acked(acks: list[Awaitable[Any]]) -> None:
@@ -232,7 +225,12 @@ def create_app(
                 reraise_if_cancelled()  # redis-py turns a cancellation into ConnectionError
                 attempt += 1
                 proc.stats.counts["batch_retries"] += 1
-                delay = backoff(attempt, settings.retry_backoff_s, settings.retry_backoff_max_s)
+                delay = backoff_delay(
+                    attempt - 1,
+                    settings.retry_backoff_s,
+                    settings.retry_backoff_max_s,
+                    random.random,
+                )
                 log.error(
                     "%s failed (%s: %s): retry %d in %.2f s",
                     what,
@@ -245,12 +243,7 @@ def create_app(
 
     async def park(records: list[DlqRecord]) -> None:
         """Put records on the DLQ and wait for Kafka's acks."""
-        await all_acked(
-            [
-                await send(dlq_topic, None, record.model_dump_json(by_alias=True).encode())
-                for record in records
-            ]
-        )
+        await all_acked([await send(dlq_topic, None, record.to_json()) for record in records])
 
     async def attempt(
         proc: EventProcessor, events: list[tuple[Event, EventT[bytes]]], rejected: list[DlqRecord]
@@ -264,10 +257,7 @@ def create_app(
         counts = proc.stats.counts
         before = counts.copy()
         try:
-            pending = [
-                await send(dlq_topic, None, record.model_dump_json(by_alias=True).encode())
-                for record in rejected
-            ]
+            pending = [await send(dlq_topic, None, record.to_json()) for record in rejected]
             decisions = await proc.decide_batch([event for event, _ in events])
             sent: Sent = []
             for decision, (_, source) in zip(decisions, events, strict=True):
@@ -321,11 +311,8 @@ def create_app(
                 reraise_if_cancelled()
                 proc.stats.counts["failed_events"] += 1
                 log.exception("event %s failed on its own: parked on the DLQ", one[0].event_id)
-                record = DlqRecord(
-                    reason=f"processing failed: {exc!r}",
-                    source="stream.worker",
-                    received_at=datetime.now(UTC),
-                    original_b64=base64.b64encode(one[1].value).decode(),
+                record = DlqRecord.of(
+                    f"processing failed: {exc!r}", one[1].value, source="stream.worker"
                 )
                 await retrying(proc, "DLQ", partial(park, [record]), retry=(Exception,))
         return sent
@@ -342,14 +329,7 @@ def create_app(
             except ContractError as exc:
                 proc.stats.counts["rejected"] += 1
                 log.warning("event rejected to DLQ: %s", exc)
-                rejected.append(
-                    DlqRecord(
-                        reason=str(exc),
-                        source="stream.worker",
-                        received_at=datetime.now(UTC),
-                        original_b64=base64.b64encode(raw).decode(),
-                    )
-                )
+                rejected.append(DlqRecord.of(str(exc), raw, source="stream.worker"))
         try:
             sent = await retrying(
                 proc, f"batch of {len(batch)}", partial(attempt, proc, events, rejected)
@@ -378,6 +358,38 @@ def create_app(
             reraise_if_cancelled()
             proc.stats.counts["dedupe_table_errors"] += 1
             log.exception("alert dedupe table not updated")
+
+    Job = Callable[[], Awaitable[None]]
+
+    def timer(interval: float) -> Callable[[Job], Job]:
+        """``app.timer`` for a job that must not end the worker: Faust stops the worker when
+        a timer raises (a Redis restart under the departures timer did). Each run goes
+        through :func:`transport.retry.run_guarded`: transient errors are retried with
+        backoff until the run succeeds, others are logged and counted."""
+
+        def register(body: Job) -> Job:
+            @functools.wraps(body)
+            async def run() -> None:
+                proc = await get_processor()
+                await run_guarded(
+                    body,
+                    what=f"timer {body.__name__}",
+                    base_s=settings.retry_backoff_s,
+                    cap_s=settings.retry_backoff_max_s,
+                    counts=proc.stats.counts,
+                )
+
+            registered: Job = app.timer(interval=interval)(run)
+            return registered
+
+        return register
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def check_redis() -> None:
+        """Gateway keys, customers, consent and identity keys live in Redis: say loudly at
+        start when it keeps nothing across a restart (transport.redis)."""
+        proc = await get_processor()
+        await warn_if_not_persistent(proc.r, "stream-worker", proc.stats.counts)
 
     finished: dict[TP, int] = {}
     """Per partition: the offset after the last event of the last batch the agent finished."""
@@ -457,7 +469,7 @@ def create_app(
 
     committed: dict[TP, int] = {}
 
-    @app.timer(interval=COMMIT_INTERVAL_S)  # type: ignore[untyped-decorator]
+    @timer(COMMIT_INTERVAL_S)
     async def commit_offsets() -> None:
         """Commit the offsets of the events the agent has finished (``finished``).
 
@@ -505,18 +517,18 @@ def create_app(
         sweeps.add(task)
         task.add_done_callback(sweeps.discard)
 
-    @app.timer(interval=settings.table_purge_s)  # type: ignore[untyped-decorator]
+    @timer(settings.table_purge_s)
     async def table_sweep() -> None:
         await sweep_table()
 
-    @app.timer(interval=settings.departure_check_s)  # type: ignore[untyped-decorator]
+    @timer(settings.departure_check_s)
     async def departures() -> None:
         proc = await get_processor()
         due = await proc.tick()
         await send_visits(due)  # each on Kafka before it is recorded as done
         await proc.settle_departures(due)
 
-    @app.timer(interval=settings.consent_publish_s)  # type: ignore[untyped-decorator]
+    @timer(settings.consent_publish_s)
     async def consent_outbox() -> None:
         """Publish consent changes any writer left in the outbox (stream.consent_log)."""
         proc = await get_processor()
@@ -531,7 +543,7 @@ def create_app(
         if published:
             log.info("published %d consent record(s)", published)
 
-    @app.timer(interval=settings.stats_interval_s)  # type: ignore[untyped-decorator]
+    @timer(settings.stats_interval_s)
     async def publish_counters() -> None:
         """The worker's counters for ``proxima stats`` (transport.stats)."""
         proc = await get_processor()

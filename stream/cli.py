@@ -19,7 +19,7 @@ from rich.table import Table
 
 from contracts.services import ServiceSettings
 from stream.exceptions import KeyringError
-from stream.keyring import KeyRecord, Keyring
+from stream.keyring import REPLAY_LABEL, KeyRecord, Keyring
 from transport.redis import RedisClient, connect_redis
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ async def with_keyring(services: ServiceSettings, fn: Callable[[Keyring], Awaita
 
 
 async def provision_keys(
-    services: ServiceSettings, gateways: Iterable[tuple[str, str]], label: str = "replay"
+    services: ServiceSettings, gateways: Iterable[tuple[str, str]], label: str = REPLAY_LABEL
 ) -> dict[tuple[str, str], KeyRecord]:
     """A signing key per (store, gateway) for a tool's agents (``proxima replay``/``up``).
 
@@ -195,6 +195,40 @@ def customers_device(
         _err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from exc
     typer.echo(f"{customer_id}: device {device_id} registered")
+
+
+def customers_seal_keys(
+    dry_run: Annotated[bool, typer.Option(help="count only; write nothing")] = False,
+) -> None:
+    """Seal identity keys stored in plain text (or with an older seal key) with the current key.
+
+    The key is the first of PROXIMA_STREAM_IDENTITY_SEAL_KEYS (and _FILE); keep the older
+    ones listed until this has run. Safe to run again and beside running workers.
+    """
+    from stream.exceptions import RegistryError
+    from stream.registry import Registry, SealReport
+
+    async def run() -> SealReport:
+        services = ServiceSettings()
+        redis = connect_redis(services.redis)
+        try:
+            return await Registry(redis, services.redis_prefix).seal_identity_keys(dry_run=dry_run)
+        finally:
+            await redis.aclose()
+
+    try:
+        report = asyncio.run(run())
+    except RegistryError as exc:
+        _err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from exc
+    verb = "would seal" if dry_run else "sealed"
+    typer.echo(
+        f"{report.customers} customers: {verb} {report.sealed} plain and {report.resealed} "
+        f"with an older key; {report.current} already sealed with the current key"
+    )
+    if report.changed:
+        typer.echo(f"{report.changed} changed while being sealed: run again")
+        raise typer.Exit(1)
 
 
 def write_enrollment_qr(

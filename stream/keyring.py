@@ -28,6 +28,9 @@ from stream.exceptions import KeyringError
 from transport.redis import RedisClient
 
 SECRET_BYTES = 32
+REPLAY_LABEL = "replay"
+"""The label of the keys ``proxima replay`` and ``proxima up`` provision for replayed
+gateways: their events carry the trace's recorded time (GatewayKey.trace_time)."""
 
 
 class KeyRecord(BaseModel):
@@ -51,6 +54,7 @@ class KeyRecord(BaseModel):
             gateway_id=self.gateway_id,
             secret=bytes.fromhex(self.secret),
             revoked=self.revoked,
+            trace_time=self.label == REPLAY_LABEL,
         )
 
     def env_lines(self) -> str:

@@ -8,7 +8,8 @@ one customer are written together or not at all. Keys (``p`` is the namespace pr
 e.g. ``proxima:``, ``t`` the customer's shard tag, see :class:`RegistryKeys`):
 
 - ``p{t}customers`` — set of the shard's enrolled customer ids
-- ``p{t}customer:{id}`` — the profile, JSON (identity key included: only the stream reads it)
+- ``p{t}customer:{id}`` — the profile, JSON; its identity key sealed with the stream's key
+  when ``PROXIMA_STREAM_IDENTITY_SEAL_KEYS`` is set (:mod:`stream.sealing`), else plain
 - ``p{t}consent:{id}`` — hash ``purpose`` or ``purpose@store`` → JSON ``{granted, at}``
 - ``p{t}customer-devices:{id}`` — set of the customer's app device ids
 - ``p{t}registry:version`` — bumped on every change of the shard; :meth:`Registry.version`
@@ -33,11 +34,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from stream.exceptions import RegistryError
+from stream.sealing import SEALED_PREFIX, IdentitySealer, SealError, is_sealed
 from transport.redis import RedisClient
 
 # One hash tag per 1,024-slot range of Redis Cluster's 16,384 slots (slots 500, 1525, ...,
@@ -186,14 +188,93 @@ def new_identity_key() -> str:
     return secrets.token_bytes(16).hex()
 
 
-class Registry:
-    """The customer and consent repository (async redis-py, single server or cluster)."""
+_SEALED_MARK = f'"{SEALED_PREFIX}'.encode()
+"""How a sealed identity key starts in a profile's JSON (a JSON string value)."""
 
-    def __init__(self, redis: RedisClient, prefix: str) -> None:
+
+_IDENTITY_KEY = re.compile(r"[0-9a-f]{32}")
+
+
+class _SealedProfile(CustomerProfile):
+    """A profile as stored, its identity key possibly sealed (checked once opened)."""
+
+    identity_key: str
+
+
+def sealer_from_settings() -> IdentitySealer | None:
+    """The identity-key sealer the stream's settings name (None: keys stored in plain)."""
+    from stream.settings import StreamSettings
+
+    settings = StreamSettings()
+    return IdentitySealer.from_settings(
+        settings.identity_seal_keys.get_secret_value(), settings.identity_seal_keys_file
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SealReport:
+    """What :meth:`Registry.seal_identity_keys` did (or, dry, would do)."""
+
+    customers: int
+    sealed: int  # plain before
+    resealed: int  # sealed with an older key before
+    current: int  # already sealed with the current key
+    changed: int  # changed under us every try: run again
+
+
+class Registry:
+    """The customer and consent repository (async redis-py, single server or cluster).
+
+    ``sealer``: how identity keys are sealed at rest; by default the one
+    ``PROXIMA_STREAM_IDENTITY_SEAL_KEYS`` names, so every process that enrolls or
+    resolves customers agrees (``None``: plain text).
+    """
+
+    def __init__(
+        self,
+        redis: RedisClient,
+        prefix: str,
+        *,
+        sealer: IdentitySealer | Literal["settings"] | None = "settings",
+    ) -> None:
         self.r = redis
         self.p = prefix
         self.keys = RegistryKeys(prefix)
+        self.sealer = sealer_from_settings() if sealer == "settings" else sealer
         self._parsed: dict[bytes, CustomerProfile] = {}
+
+    def _stored(self, profile: CustomerProfile) -> str:
+        """The profile as kept in Redis: its identity key sealed when a sealer is set."""
+        if self.sealer is None:
+            return profile.model_dump_json()
+        data = profile.model_dump(mode="json")
+        data["identity_key"] = self.sealer.seal(profile.identity_key, profile.customer_id)
+        return json.dumps(data, separators=(",", ":"))
+
+    def _open_profile(self, stored: _SealedProfile) -> CustomerProfile:
+        if not is_sealed(stored.identity_key):
+            return CustomerProfile.model_validate(stored.model_dump())
+        if self.sealer is None:
+            raise SealError(
+                stored.customer_id, "sealed, and PROXIMA_STREAM_IDENTITY_SEAL_KEYS is not set here"
+            )
+        key = self.sealer.open(stored.identity_key, stored.customer_id)
+        if not _IDENTITY_KEY.fullmatch(key):
+            raise SealError(stored.customer_id, "sealed value is not a 16-byte identity key")
+        # Every other field was validated by _SealedProfile, which differs only in this one.
+        fields = {name: getattr(stored, name) for name in CustomerProfile.model_fields}
+        return CustomerProfile.model_construct(
+            stored.model_fields_set, **{**fields, "identity_key": key}
+        )
+
+    def _opened(self, data: dict[str, Any]) -> dict[str, Any]:
+        stored = data.get("identity_key")
+        if not (isinstance(stored, str) and is_sealed(stored)):
+            return data  # plain: written before sealing was on (seal-keys seals it)
+        cid = str(data.get("customer_id", ""))
+        if self.sealer is None:
+            raise SealError(cid, "sealed, and PROXIMA_STREAM_IDENTITY_SEAL_KEYS is not set here")
+        return {**data, "identity_key": self.sealer.open(stored, cid)}
 
     async def enroll(
         self, profile: CustomerProfile, consent: list[Purpose], store: str | None = None
@@ -203,7 +284,7 @@ class Registry:
         shard = shard_of(cid)
         async with self.r.pipeline(transaction=True) as pipe:  # one shard: one slot
             pipe.sadd(self.keys.customers(shard), cid)
-            pipe.set(self.keys.customer(cid), profile.model_dump_json())
+            pipe.set(self.keys.customer(cid), self._stored(profile))
             for purpose in consent:
                 field = f"{purpose.value}@{store}" if store else purpose.value
                 pipe.hset(
@@ -257,10 +338,54 @@ class Registry:
         # bytes are the same (frozen) profile, so validate each version once.
         profile = self._parsed.get(raw)
         if profile is None:
-            profile = self._parsed[raw] = CustomerProfile.model_validate_json(raw)
+            if _SEALED_MARK in (raw if isinstance(raw, bytes) else str(raw).encode()):
+                profile = self._open_profile(_SealedProfile.model_validate_json(raw))
+            else:
+                profile = CustomerProfile.model_validate_json(raw)
+            self._parsed[raw] = profile
             if len(self._parsed) > 10_000:
                 del self._parsed[next(iter(self._parsed))]
         return profile
+
+    async def seal_identity_keys(self, *, dry_run: bool = False, tries: int = 3) -> SealReport:
+        """Seal every identity key stored plain or with an older seal key, with the current one.
+
+        Each profile is replaced only if it is still the bytes that were read (a script on
+        its one key), so an enrollment racing this is never overwritten; a profile that
+        changed is read again, up to ``tries`` times. The identity keys themselves do not
+        change, so the registry version is not bumped and workers keep their EID index.
+        """
+        if self.sealer is None:
+            raise RegistryError(
+                "no seal key: set PROXIMA_STREAM_IDENTITY_SEAL_KEYS (64 hex digits, e.g. "
+                "`openssl rand -hex 32`) or PROXIMA_STREAM_IDENTITY_SEAL_KEYS_FILE"
+            )
+        ids = await self.customer_ids()
+        counts = {"sealed": 0, "resealed": 0, "current": 0, "changed": 0}
+        for cid in ids:
+            key = self.keys.customer(cid)
+            for _ in range(tries):
+                raw = await self.r.get(key)
+                if raw is None:
+                    break  # forgotten meanwhile
+                data = json.loads(raw)
+                stored = str(data.get("identity_key", ""))
+                if self.sealer.is_current(stored):
+                    counts["current"] += 1
+                    break
+                kind = "resealed" if is_sealed(stored) else "sealed"
+                if dry_run:
+                    counts[kind] += 1
+                    break
+                plain = self._opened(data)["identity_key"]
+                sealed = {**data, "identity_key": self.sealer.seal(str(plain), cid)}
+                new = json.dumps(sealed, separators=(",", ":"))
+                if await self.r.eval(_REPLACE_IF_SAME, 1, key, raw, new):
+                    counts[kind] += 1
+                    break
+            else:
+                counts["changed"] += 1
+        return SealReport(customers=len(ids), **counts)
 
     async def consent_many(
         self, pairs: list[tuple[str, str]], purpose: Purpose
@@ -475,3 +600,10 @@ for i = 2, #ARGV do
 end
 """
 """Remove the ``device-owner`` entries ARGV[2..] that still name customer ARGV[1]."""
+
+
+_REPLACE_IF_SAME = """
+if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('set', KEYS[1], ARGV[2]) return 1 end
+return 0
+"""
+"""Set KEYS[1] to ARGV[2] only if it still holds ARGV[1]."""

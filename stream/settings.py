@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contracts.models import DLQ_RECORD_MAX
 
 STORE_SCHEMES = frozenset({"memory", "rocksdb"})
 """Faust table stores the worker supports (faust/stores/__init__.py has more)."""
@@ -40,12 +42,12 @@ class StreamSettings(BaseSettings):
     retry_backoff_s: float = Field(
         default=0.1,
         gt=0,
-        description="first wait before the worker retries a batch after a Redis or Kafka error (doubles)",
+        description="first wait before the worker or the bridge retries after a Redis or Kafka error (doubles, jittered)",
     )
     retry_backoff_max_s: float = Field(
         default=5.0,
         gt=0,
-        description="longest wait between the worker's retries of a batch (jittered)",
+        description="longest wait between retries of the worker and the bridge (jittered)",
     )
     session_timeout_s: float = Field(
         default=10.0,
@@ -68,6 +70,14 @@ class StreamSettings(BaseSettings):
     )
     dedupe_ttl_s: int = Field(
         default=2 * 86400, gt=0, description="how long alert dedupe keys live"
+    )
+    identity_seal_keys: SecretStr = Field(
+        default=SecretStr(""),
+        description="AES-256 keys (64 hex digits, comma-separated) sealing customers' identity "
+        "keys in Redis: the first seals, all open; '' = stored in plain text",
+    )
+    identity_seal_keys_file: Path | None = Field(
+        default=None, description="a file of more seal keys (same form), e.g. a mounted secret"
     )
     data_dir: Path = Field(
         default=Path(".proxima/stream-data"),
@@ -96,11 +106,37 @@ class StreamSettings(BaseSettings):
         default="proxima-bridge", description="MQTT shared subscription group"
     )
     bridge_max_payload: int = Field(
-        default=1_000_000, gt=0, description="largest accepted MQTT batch (bytes)"
+        default=512 * 1024,
+        gt=0,
+        description="largest accepted MQTT batch (bytes); at most half of kafka_max_request_size",
+    )
+    kafka_max_request_size: int = Field(
+        default=1024 * 1024,
+        ge=2 * DLQ_RECORD_MAX,
+        description="largest Kafka request the bridge's producer sends (bytes); keep it at most the broker's message.max.bytes",
     )
     require_signatures: bool = Field(
         default=True,
         description="bridge rejects event batches without a valid gateway signature (contracts.signing)",
+    )
+    event_max_age_s: float = Field(
+        default=86400.0,
+        gt=0,
+        description="the bridge parks events observed, and signed batches published, longer ago than this (a clock far off, or an old batch replayed); shorter than dedupe_ttl_s",
+    )
+    event_max_skew_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="the bridge parks events observed, and signed batches published, further ahead of its clock than this",
+    )
+    batch_reorder_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="a signed batch published this much earlier than its gateway's latest is refused as a replay (the high-water mark's allowance for batches out of order)",
+    )
+    require_signed_time: bool = Field(
+        default=False,
+        description="bridge refuses v1 signatures (no signed publish time); turn on once every gateway signs v2",
     )
     key_cache_ttl_s: float = Field(
         default=30.0,
@@ -112,6 +148,14 @@ class StreamSettings(BaseSettings):
         description="idempotent Kafka producer (needs InitProducerId: real Kafka/Redpanda, not Tansu)",
     )
 
+    @field_validator("identity_seal_keys")
+    @classmethod
+    def _seal_keys_shape(cls, value: SecretStr) -> SecretStr:
+        from stream.sealing import parse_seal_keys
+
+        parse_seal_keys(value.get_secret_value())
+        return value
+
     @field_validator("store_url")
     @classmethod
     def _known_store(cls, url: str) -> str:
@@ -121,3 +165,25 @@ class StreamSettings(BaseSettings):
                 f"store_url {url!r}: the scheme must be one of {sorted(STORE_SCHEMES)}"
             )
         return url
+
+    @model_validator(mode="after")
+    def _fits_kafka(self) -> StreamSettings:
+        # A batch's largest event is nearly the whole batch: with room to spare for the
+        # record's overhead, every event the bridge accepts is writable to Kafka.
+        if self.bridge_max_payload * 2 > self.kafka_max_request_size:
+            raise ValueError(
+                f"bridge_max_payload ({self.bridge_max_payload}) must be at most half of "
+                f"kafka_max_request_size ({self.kafka_max_request_size})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _replays_are_deduped(self) -> StreamSettings:
+        # An event the bridge lets through is at most event_max_age_s old, so a copy of it
+        # arrives while its dedupe marks (dedupe_ttl_s) still stand.
+        if self.event_max_age_s >= self.dedupe_ttl_s:
+            raise ValueError(
+                f"event_max_age_s ({self.event_max_age_s}) must be shorter than dedupe_ttl_s "
+                f"({self.dedupe_ttl_s}): an older event could be decided twice"
+            )
+        return self

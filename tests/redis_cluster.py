@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.kit.require import unavailable
 from transport.net import free_port
 
 
@@ -28,7 +29,7 @@ def redis_cluster_nodes(
 ) -> Iterator[list[tuple[str, int]]]:
     """The (host, port) of a three-primary Redis Cluster, started once per test session."""
     if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
-        pytest.skip("redis-server/redis-cli not installed: no Redis Cluster to start")
+        unavailable("redis-server/redis-cli not installed: no Redis Cluster to start")
     with redis_cluster(Path(tmp_path_factory.mktemp("redis-cluster"))) as nodes:
         yield nodes
 

@@ -20,8 +20,15 @@ from contracts.topics import CONSENT
 log = logging.getLogger(__name__)
 
 
-def make_producer(bootstrap: str, *, idempotent: bool, client_id: str) -> AIOKafkaProducer:
-    """A producer that waits for every in-sync replica (``acks=all``)."""
+def make_producer(
+    bootstrap: str,
+    *,
+    idempotent: bool,
+    client_id: str,
+    max_request_size: int = 1024 * 1024,
+) -> AIOKafkaProducer:
+    """A producer that waits for every in-sync replica (``acks=all``); a record larger
+    than ``max_request_size`` fails at once with MessageSizeTooLargeError."""
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         client_id=client_id,
@@ -29,6 +36,7 @@ def make_producer(bootstrap: str, *, idempotent: bool, client_id: str) -> AIOKaf
         enable_idempotence=idempotent,
         linger_ms=2,
         request_timeout_ms=15_000,
+        max_request_size=max_request_size,
     )
 
 

@@ -92,6 +92,7 @@ class Will:
     payload: bytes
     qos: int = 1
     retain: bool = True
+    user_properties: dict[str, str] | None = None  # MQTT 5 only (e.g. a gateway's signature)
 
 
 class MqttClient:
@@ -130,6 +131,11 @@ class MqttClient:
         self._lock = threading.Lock()
         self._pending: dict[int, asyncio.Future[None]] = {}
         self._early: set[int] = set()
+        # SUBACKs: a waiting subscribe's future, or the reason codes of a SUBACK that came
+        # back before its future was registered (paho's network thread can be that fast).
+        self._pending_sub: dict[int, asyncio.Future[list[ReasonCode]]] = {}
+        self._early_sub: dict[int, list[ReasonCode]] = {}
+        self._resubscribe_mids: set[int] = set()
         self._connected = asyncio.Event()
         self._subscriptions: dict[str, int] = {}
         self.messages: asyncio.Queue[Message] = asyncio.Queue(maxsize=queue_size)
@@ -176,12 +182,21 @@ class MqttClient:
                 ca_certs=ca, certfile=cert, keyfile=key, tls_version=ssl.PROTOCOL_TLS_CLIENT
             )
         if self._will:
+            will_props: Properties | None = None
+            if self._will.user_properties and v5:
+                will_props = Properties(PacketTypes.WILLMESSAGE)  # type: ignore[no-untyped-call]
+                will_props.UserProperty = list(self._will.user_properties.items())
             client.will_set(
-                self._will.topic, self._will.payload, qos=self._will.qos, retain=self._will.retain
+                self._will.topic,
+                self._will.payload,
+                qos=self._will.qos,
+                retain=self._will.retain,
+                properties=will_props,
             )
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         self._client = client
         connect_kwargs: dict[str, Any] = {}
@@ -254,12 +269,37 @@ class MqttClient:
                 self._pending.pop(info.mid, None)
             raise MqttError(f"no PUBACK for {topic!r} within {self._publish_timeout}s") from exc
 
-    async def subscribe(self, topic_filter: str, qos: int = 1) -> None:
+    async def subscribe(self, topic_filter: str, qos: int = 1, timeout: float = 10.0) -> None:
+        """Subscribe and return once the broker's SUBACK grants it (raises if refused).
+
+        After this returns, every message the broker routes to ``topic_filter`` reaches
+        :attr:`messages`: callers need no sleep before publishing to it.
+        """
         client = self._require()
+        assert self._loop is not None
         self._subscriptions[topic_filter] = qos
-        result, _mid = client.subscribe(topic_filter, qos=qos)
-        if result != paho.MQTT_ERR_SUCCESS:
+        fut: asyncio.Future[list[ReasonCode]] = self._loop.create_future()
+        result, mid = client.subscribe(topic_filter, qos=qos)
+        if result != paho.MQTT_ERR_SUCCESS or mid is None:
             raise MqttError(f"subscribe {topic_filter!r} failed: {paho.error_string(result)}")
+        with self._lock:
+            early = self._early_sub.pop(mid, None)
+            if early is None:
+                self._pending_sub[mid] = fut
+        try:
+            if early is not None:
+                codes = early
+            else:
+                async with asyncio.timeout(timeout):
+                    codes = await fut
+        except TimeoutError as exc:
+            with self._lock:
+                self._pending_sub.pop(mid, None)
+            raise MqttError(f"no SUBACK for {topic_filter!r} within {timeout}s") from exc
+        refused = [code for code in codes if code.is_failure]
+        if refused:
+            self._subscriptions.pop(topic_filter, None)
+            raise MqttError(f"subscribe {topic_filter!r} refused by the broker: {refused[0]}")
 
     def ack(self, message: Message) -> None:
         """Acknowledge a QoS 1 message received with ``manual_ack=True``."""
@@ -289,9 +329,13 @@ class MqttClient:
         if reason_code.is_failure:
             log.warning("MQTT connect to %s refused: %s", self.url.host, reason_code)
             return
-        # Re-subscribe after every reconnect: a clean session forgets subscriptions.
-        for flt, qos in self._subscriptions.items():
-            client.subscribe(flt, qos=qos)
+        # Re-subscribe after every reconnect: a clean session forgets subscriptions. Nobody
+        # waits for these SUBACKs; their mids are noted so _on_subscribe does not keep them.
+        for flt, qos in list(self._subscriptions.items()):
+            _result, mid = client.subscribe(flt, qos=qos)
+            if mid is not None:
+                with self._lock:
+                    self._resubscribe_mids.add(mid)
         self._call(self._set_connected)
 
     def _set_connected(self) -> None:
@@ -329,6 +373,26 @@ class MqttClient:
                 return
         self._call(_resolve, fut)
 
+    def _on_subscribe(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        with self._lock:
+            if mid in self._resubscribe_mids:
+                self._resubscribe_mids.discard(mid)
+                if any(code.is_failure for code in reason_codes):
+                    log.warning("MQTT re-subscribe refused after reconnect: %s", reason_codes)
+                return
+            fut = self._pending_sub.pop(mid, None)
+            if fut is None:
+                self._early_sub[mid] = list(reason_codes)
+                return
+        self._call(_resolve_with, fut, list(reason_codes))
+
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         props = getattr(msg, "properties", None)
         user = getattr(props, "UserProperty", None) or ()
@@ -355,3 +419,8 @@ class MqttClient:
 def _resolve(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+def _resolve_with(fut: asyncio.Future[list[ReasonCode]], codes: list[ReasonCode]) -> None:
+    if not fut.done():
+        fut.set_result(codes)

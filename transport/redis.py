@@ -28,12 +28,18 @@ hash slot (``tests/redis_slots.py`` checks it); what a cluster client does diffe
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.connection import SSLConnection, parse_url
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
+
+log = logging.getLogger(__name__)
 
 RedisClient: TypeAlias = aioredis.Redis | RedisCluster
 """A single Redis server's client or a Redis Cluster's: every Proxima store takes either."""
@@ -145,3 +151,85 @@ async def drop_prefix(url: str, prefix: str, *, chunk: int = 500) -> int:
         return len(keys)
     finally:
         await redis.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class Persistence:
+    """Whether a Redis server (every primary of a cluster) keeps its data across a restart:
+    AOF (``appendonly yes``) or RDB snapshots (a non-empty ``save``). ``unknown`` says why
+    it could not be told (managed services often refuse CONFIG GET)."""
+
+    aof: bool = False
+    rdb: bool = False
+    unknown: str | None = None
+
+    @property
+    def persistent(self) -> bool | None:
+        """True or False, or None when unknown."""
+        return None if self.unknown is not None else (self.aof or self.rdb)
+
+
+async def redis_persistence(redis: RedisClient) -> Persistence:
+    """Ask the server(s) with CONFIG GET; a refusal or an error is ``unknown``, never raised."""
+    try:
+        if isinstance(redis, RedisCluster):
+            per_node = await redis.config_get(
+                "appendonly", "save", target_nodes=RedisCluster.PRIMARIES
+            )
+            answers: list[dict[Any, Any]] = list(_cluster_answers(per_node))
+        else:
+            answers = [await redis.config_get("appendonly", "save")]
+    except ResponseError as exc:  # NOPERM, unknown command (renamed or disabled), ...
+        return Persistence(unknown=f"CONFIG GET refused: {exc}")
+    except (RedisError, RedisClusterException, OSError) as exc:
+        return Persistence(unknown=f"Redis did not answer CONFIG GET: {exc!r}")
+    if not answers:
+        return Persistence(unknown="CONFIG GET answered nothing")
+    aof = all(_text(a.get("appendonly")) == "yes" for a in answers)
+    rdb = all(_text(a.get("save")).strip() != "" for a in answers)
+    return Persistence(aof=aof, rdb=rdb)
+
+
+def _cluster_answers(per_node: Any) -> list[dict[Any, Any]]:
+    """A cluster client answers ``{node: {name: value}}`` for several nodes; keys and values
+    may be bytes (no ``decode_responses``)."""
+    if (
+        isinstance(per_node, dict)
+        and per_node
+        and all(isinstance(v, dict) for v in per_node.values())
+    ):
+        return [{_text(k): v for k, v in answer.items()} for answer in per_node.values()]
+    return [{_text(k): v for k, v in dict(per_node).items()}]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else "" if value is None else str(value)
+
+
+async def warn_if_not_persistent(
+    redis: RedisClient, component: str, counts: Counter[str] | None = None
+) -> Persistence:
+    """At a process's start: say loudly (log and the counter ``redis_not_persistent``) when
+    Redis keeps nothing across a restart. Gateway keys, customers, consent, associates and
+    identity keys live there: a restart without AOF or RDB loses them all. When it cannot
+    be told (``redis_persistence_unknown``), say so; never fail the start."""
+    found = await redis_persistence(redis)
+    if found.persistent is None:
+        log.warning(
+            "%s: cannot tell whether Redis is persistent (%s); make sure it keeps its data "
+            "across a restart (AOF or RDB, or replicas): README, services",
+            component,
+            found.unknown,
+        )
+        if counts is not None:
+            counts["redis_persistence_unknown"] = 1
+    elif not found.persistent:
+        log.error(
+            "%s: Redis keeps NO data across a restart (appendonly no, save empty): gateway "
+            "keys, customers, consent, associates and identity keys would be lost. Turn on "
+            "AOF (appendonly yes) or RDB snapshots (save ...): README, services",
+            component,
+        )
+        if counts is not None:
+            counts["redis_not_persistent"] = 1
+    return found

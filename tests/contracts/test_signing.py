@@ -10,10 +10,12 @@ import pytest
 from contracts.signing import (
     KID_PROPERTY,
     SIG_PROPERTY,
+    TS_PROPERTY,
     GatewayKey,
     SignatureError,
     sign,
     verify,
+    verify_message,
 )
 
 SECRET = bytes(range(32))
@@ -30,14 +32,51 @@ def check(props: dict[str, str], topic: str = TOPIC, payload: bytes = PAYLOAD) -
     return verify(topic, payload, props.items(), lookup, store_id="s1", gateway_id="gw-door")
 
 
-def test_signature_is_hmac_sha256_of_domain_topic_and_payload() -> None:
+def test_signature_is_hmac_sha256_of_domain_topic_time_and_payload() -> None:
     expected = hmac.new(
+        SECRET,
+        b"proxima-batch-v2\n" + TOPIC.encode() + b"\n1767261600123\n" + PAYLOAD,
+        hashlib.sha256,
+    ).hexdigest()
+    assert sign(KEY.kid, SECRET, TOPIC, PAYLOAD, published_at=1767261600.123) == {
+        KID_PROPERTY: "gw-door-1",
+        TS_PROPERTY: "1767261600123",
+        SIG_PROPERTY: f"v2={expected}",
+    }
+
+
+def test_the_signed_time_is_returned_and_cannot_be_changed() -> None:
+    props = sign(KEY.kid, SECRET, TOPIC, PAYLOAD, published_at=1767261600.5)
+    verified = verify_message(
+        TOPIC, PAYLOAD, props.items(), lookup, store_id="s1", gateway_id="gw-door"
+    )
+    assert verified.published_at_ms == 1767261600500
+    assert verified.key is KEY
+    with pytest.raises(SignatureError, match="does not match"):
+        check(props | {TS_PROPERTY: "1767261699999"})  # a replayer moving the time on
+    with pytest.raises(SignatureError, match="without a valid proxima-ts"):
+        check({k: v for k, v in props.items() if k != TS_PROPERTY})
+    with pytest.raises(SignatureError, match="without a valid proxima-ts"):
+        check(props | {TS_PROPERTY: "soon"})
+
+
+def test_a_v1_signature_of_an_older_gateway_still_verifies_without_a_time() -> None:
+    v1 = hmac.new(
         SECRET, b"proxima-batch-v1\n" + TOPIC.encode() + b"\n" + PAYLOAD, hashlib.sha256
     ).hexdigest()
-    assert sign(KEY.kid, SECRET, TOPIC, PAYLOAD) == {
-        KID_PROPERTY: "gw-door-1",
-        SIG_PROPERTY: f"v1={expected}",
-    }
+    props = {KID_PROPERTY: KEY.kid, SIG_PROPERTY: f"v1={v1}"}
+    verified = verify_message(
+        TOPIC, PAYLOAD, props.items(), lookup, store_id="s1", gateway_id="gw-door"
+    )
+    assert verified.published_at_ms is None
+    # A time added to a v1 signature is not signed, so it is not taken.
+    with_ts = props | {TS_PROPERTY: "1767261600000"}
+    assert (
+        verify_message(
+            TOPIC, PAYLOAD, with_ts.items(), lookup, store_id="s1", gateway_id="gw-door"
+        ).published_at_ms
+        is None
+    )
 
 
 def test_a_signed_batch_verifies_and_names_its_key() -> None:
@@ -47,8 +86,8 @@ def test_a_signed_batch_verifies_and_names_its_key() -> None:
 @pytest.mark.parametrize(
     ("props", "payload", "reason"),
     [
-        ({}, PAYLOAD, "unsigned batch"),
-        ({KID_PROPERTY: "gw-door-1"}, PAYLOAD, "unsigned batch"),
+        ({}, PAYLOAD, "unsigned message"),
+        ({KID_PROPERTY: "gw-door-1"}, PAYLOAD, "unsigned message"),
         ({KID_PROPERTY: "bad kid!", SIG_PROPERTY: "v1=00"}, PAYLOAD, "malformed key id"),
         ({KID_PROPERTY: "gw-door-1", SIG_PROPERTY: "v9=00"}, PAYLOAD, "unsupported signature"),
         ({KID_PROPERTY: "other", SIG_PROPERTY: "v1=00"}, PAYLOAD, "unknown key id"),

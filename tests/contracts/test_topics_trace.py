@@ -33,6 +33,19 @@ def test_namespace_prefixes_every_name() -> None:
         t.parse_gateway_topic("proxima/v1/stores/s1/gateways/g/events")
 
 
+def test_an_alerts_namespace_moves_only_the_topics_people_use() -> None:
+    t = Topics("demo1", alerts_namespace="")  # proxima up's demo
+    assert t.store_alerts("s1") == "proxima/v1/stores/s1/alerts"
+    assert t.all_store_alerts() == "proxima/v1/stores/+/alerts"
+    assert t.associate_alerts("s1", "a1") == "proxima/v1/stores/s1/associates/a1/alerts"
+    assert t.alert_ack("s1", "x") == "proxima/v1/stores/s1/alerts/x/ack"
+    assert t.gateway_events("s1", "g") == "demo1/proxima/v1/stores/s1/gateways/g/events"
+    assert t.alerts == "demo1.proxima.alerts.v1"
+    assert Topics("demo1").store_alerts("s1") == "demo1/proxima/v1/stores/s1/alerts"
+    with pytest.raises(ValueError, match="may not contain"):
+        Topics("demo1", alerts_namespace="a/b")
+
+
 def test_namespace_may_not_contain_wildcards() -> None:
     with pytest.raises(ValueError, match="may not contain"):
         Topics("a/#")

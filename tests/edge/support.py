@@ -111,7 +111,6 @@ class Collector:
         self._client = MqttClient(self.url, client_id=self.client_id, clean_session=self.clean)
         await self._client.connect()
         await self._client.subscribe(self.topic, qos=1)
-        await asyncio.sleep(0.2)  # SUBACK is not awaited by the client
         self._task = asyncio.create_task(self._collect(), name="collector")
         return self
 

@@ -35,6 +35,7 @@ from tests.edge.support import (
     outbox_meta,
     write_trace,
 )
+from tests.kit.require import unavailable
 from transport.mqtt import MqttClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -113,6 +114,9 @@ async def test_batches_are_signed_and_a_forged_one_is_detectable(
     assert msg.retain
     assert status.state is GatewayState.OFFLINE
     assert status.events_published == 120
+    # signed like the batches, so the bridge can refuse another's status
+    props = msg.user_properties
+    assert verify(msg.topic, msg.payload, props, {KID: key}.get, store_id=STORE, gateway_id=GATEWAY)
     assert status.outbox_depth == 0
 
 
@@ -220,7 +224,7 @@ class Agent:
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     if MOSQUITTO is None:
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+        unavailable("mosquitto is not installed (apt-get install mosquitto)")
     broker = Mosquitto(tmp_path / "mosquitto")
     broker.start()
     try:

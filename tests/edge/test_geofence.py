@@ -20,17 +20,10 @@ from edge.geofence import (
     Polygon,
     haversine_m,
 )
+from tests.kit.clock import FakeClock
 
 LAT0, LON0 = 48.8566, 2.3522
 DEVICE = "00112233445566778899aabbccddeeff"
-
-
-class Clock:
-    def __init__(self, t: float = 1_767_261_600.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def offset(dx_m: float, dy_m: float, lat0: float = LAT0, lon0: float = LON0) -> tuple[float, float]:
@@ -53,9 +46,11 @@ def fix(lat_lon: tuple[float, float], accuracy: float, at: float) -> Fix:
     return Fix(DEVICE, lat_lon[0], lat_lon[1], accuracy, at)
 
 
-def engine(*fences: Circle | Polygon, clock: Clock | None = None, **kw: float) -> GeofenceEngine:
+def engine(
+    *fences: Circle | Polygon, clock: FakeClock | None = None, **kw: float
+) -> GeofenceEngine:
     return GeofenceEngine(
-        fences or (Circle("shop", LAT0, LON0, 100.0),), clock=clock or Clock(), **kw
+        fences or (Circle("shop", LAT0, LON0, 100.0),), clock=clock or FakeClock(), **kw
     )  # type: ignore[arg-type]
 
 
@@ -165,7 +160,7 @@ def test_coarse_fix_over_a_small_fence_never_enters() -> None:
 
 
 def test_dwell_fires_once_on_tick_dated_enter_plus_dwell() -> None:
-    clock = Clock(0.0)
+    clock = FakeClock(0.0)
     eng = engine(clock=clock, dwell_s=120.0)
     eng.observe(fix(offset(0, 0), 5.0, 10.0))
     clock.t = 129.0
@@ -186,7 +181,7 @@ def test_a_late_fix_emits_the_pending_dwell_before_its_exit() -> None:
 
 
 def test_exit_before_dwell_time_means_no_dwell() -> None:
-    clock = Clock(0.0)
+    clock = FakeClock(0.0)
     eng = engine(clock=clock, dwell_s=60.0)
     eng.observe(fix(offset(0, 0), 5.0, 0.0))
     eng.observe(fix(offset(0, 400), 5.0, 30.0))
@@ -218,7 +213,7 @@ def test_report_of_an_unknown_geofence_raises() -> None:
 
 
 def test_stale_device_is_forgotten_with_a_low_confidence_exit() -> None:
-    clock = Clock(1000.0)
+    clock = FakeClock(1000.0)
     eng = engine(clock=clock, stale_s=600.0, dwell_s=10_000.0)
     eng.observe(fix(offset(0, 0), 5.0, 1000.0))
     clock.t = 1599.0
@@ -309,7 +304,7 @@ def test_per_fence_output_alternates_enter_dwell_exit(
     steps: list[tuple[str, float, float, float, float]],
 ) -> None:
     dwell_s = 120.0
-    clock = Clock(0.0)
+    clock = FakeClock(0.0)
     eng = engine(*FENCES, clock=clock, margin_m=MARGIN, dwell_s=dwell_s, stale_s=1e9)
     out: list[GeofenceTransition] = []
     for op, a, b, acc, dt in steps:
@@ -343,7 +338,7 @@ def test_per_fence_output_alternates_enter_dwell_exit(
 
 
 def test_replacing_geofences_exits_devices_of_removed_fences_and_keeps_the_rest() -> None:
-    clock = Clock(50.0)
+    clock = FakeClock(50.0)
     shop, sq = Circle("shop", LAT0, LON0, 100.0), square("square", 60.0)
     eng = engine(shop, sq, clock=clock)
     kinds = [(t.geofence_id, t.kind) for t in eng.observe(fix(offset(0, 0), 5.0, 10.0))]

@@ -338,17 +338,45 @@ async def test_a_signature_for_another_path_is_401(app: App) -> None:
     assert_rejected(app, 401, resp, status, "bad_signature")
 
 
-async def test_unknown_and_revoked_devices_are_401(
+async def test_without_its_key_nobody_learns_whether_a_device_is_registered_or_revoked(
     app: App, registry: MemoryDeviceRegistry
 ) -> None:
-    status, resp, _ = await app.post("locations", fixes((0.0, 5.0, 0)), device=OTHER)
-    assert_rejected(app, 401, resp, status, "unknown_device")
-    assert "not registered" in resp["detail"]
+    stranger = Ed25519PrivateKey.generate()
+    wrong_key = await app.post("locations", fixes((0.0, 5.0, 0)), key=stranger)
+    unregistered = await app.post("locations", fixes((0.0, 5.0, 0)), device=OTHER, key=stranger)
+    registry.add(DEVICE, app.key.public_key(), revoked=True)
+    revoked = await app.post("locations", fixes((0.0, 5.0, 0)), key=stranger)
+    answers = [(status, resp) for status, resp, _ in (wrong_key, unregistered, revoked)]
+    assert answers == [answers[0]] * 3
+    assert answers[0][0] == 401
+    assert answers[0][1]["reason"] == "bad_signature"
+    # Operators see the cause: counted and parked as such.
+    assert app.server.metrics.rejected == {"bad_signature": 1, "unknown_device": 2}
+    parked = app.server.quarantine.recent(2)
+    assert [(r["reason"], r["answered"]) for r in parked] == [
+        ("unknown_device", "bad_signature")
+    ] * 2
+    assert "not registered" in parked[0]["detail"]
+    assert "revoked" in parked[1]["detail"]
+
+
+async def test_a_revoked_device_signing_with_its_own_key_is_told_it_is_revoked(
+    app: App, registry: MemoryDeviceRegistry, outbox: Outbox
+) -> None:
     registry.add(DEVICE, app.key.public_key(), revoked=True)
     status, resp, _ = await app.post("locations", fixes((0.0, 5.0, 0)))
     assert_rejected(app, 401, resp, status, "unknown_device")
     assert "revoked" in resp["detail"]
-    assert app.server.metrics.rejected["unknown_device"] == 2
+    assert await outbox.pending() == []
+
+
+async def test_an_unregistered_device_with_a_skewed_clock_hears_about_the_clock(app: App) -> None:
+    path = f"/v1/stores/{STORE}/locations"
+    body = json.dumps(fixes((0.0, 5.0, 0))).encode()
+    key = Ed25519PrivateKey.generate()
+    headers = sign_request(key, OTHER, "POST", path, body, timestamp=int(app.server.clock()) - 900)
+    status, resp, _ = await app.post("locations", body, headers=headers)
+    assert_rejected(app, 401, resp, status, "clock_skew")
 
 
 @pytest.mark.parametrize("offset_s", [-301, 301])
@@ -397,6 +425,16 @@ async def test_unknown_store_is_404(app: App) -> None:
     status, resp, _ = await app.post("locations", fixes((0.0, 5.0, 0)), store="other-store")
     assert_rejected(app, 404, resp, status, "unknown_store")
     assert "'other-store'" in resp["detail"]
+
+
+async def test_an_endpoint_the_store_does_not_have_is_404_naming_the_ones_it_has(app: App) -> None:
+    status, resp, _ = await app.post("heartbeats", {"beat": 1})
+    assert_rejected(app, 404, resp, status, "unknown_endpoint", sent=b'{"beat": 1}')
+    assert resp["detail"] == (
+        "no endpoint 'heartbeats'; use one of geofence-transitions, beacon-regions, locations"
+    )
+    status, resp, _ = await app.post("heartbeats", {"beat": 1}, store="other-store")
+    assert_rejected(app, 404, resp, status, "unknown_store")  # the store is checked first
 
 
 async def test_an_oversized_body_is_413_declared_or_streamed(app: App, outbox: Outbox) -> None:

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import ipaddress
+import ssl
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 from argon2 import PasswordHasher
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from contracts.models import Alert
 from contracts.services import ServiceSettings
@@ -34,6 +43,120 @@ class FakeClock:
 
 # Cheap argon2 parameters: the tests check behaviour, not the hash's cost.
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+
+class CountingHasher:
+    """Our ``Hasher`` interface over the fast argon2 one: counts the checks, and how many
+    run at once (each held ``pause_s`` in its thread, so that overlapping checks overlap)."""
+
+    def __init__(self, pause_s: float = 0.0) -> None:
+        self.pause_s = pause_s
+        self._lock = threading.Lock()
+        self.running = 0
+        self.peak = 0
+        self.verified = 0
+
+    def hash(self, password: str) -> str:
+        return FAST_HASHER.hash(password)
+
+    def verify(self, hash: str, password: str) -> bool:
+        with self._lock:
+            self.verified += 1
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        try:
+            time.sleep(self.pause_s)  # in the hashing thread, as argon2 would take it
+            return FAST_HASHER.verify(hash, password)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+    def check_needs_rehash(self, hash: str) -> bool:
+        return FAST_HASHER.check_needs_rehash(hash)
+
+
+@dataclass(frozen=True)
+class Tls:
+    """A throwaway CA and a certificate it signed for localhost, 127.0.0.1 and ::1."""
+
+    ca_file: str
+    cert_file: str
+    key_file: str
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert_file, self.key_file)
+        return context
+
+
+def _certificate(
+    subject: x509.Name,
+    issuer: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    signer: ec.EllipticCurvePrivateKey,
+    *,
+    ca: bool,
+) -> x509.Certificate:
+    now = datetime.now(UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), critical=False
+        )
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=ca,
+                crl_sign=ca,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+    )
+    if not ca:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    x509.IPAddress(ipaddress.ip_address("::1")),
+                ]
+            ),
+            critical=False,
+        ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    return builder.sign(signer, hashes.SHA256())
+
+
+@pytest.fixture(scope="session")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
+    """For https servers on loopback (webhook receivers, a push service) in tests."""
+    directory: Path = tmp_path_factory.mktemp("tls")
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "proxima test CA")])
+    ca = _certificate(ca_name, ca_name, ca_key, ca_key, ca=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    cert = _certificate(name, ca_name, key, ca_key, ca=False)
+    pem = serialization.Encoding.PEM
+    (directory / "ca.pem").write_bytes(ca.public_bytes(pem))
+    (directory / "cert.pem").write_bytes(cert.public_bytes(pem))
+    (directory / "key.pem").write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return Tls(str(directory / "ca.pem"), str(directory / "cert.pem"), str(directory / "key.pem"))
 
 
 def make_alert(**overrides: Any) -> Alert:

@@ -1,17 +1,22 @@
 """Channels: the scheme registry, signed webhooks with backoff, and Web Push over loopback.
 
-The webhook receiver and the push service are real HTTP servers on 127.0.0.1: the
-receiver checks the HMAC signature the way a clienteling app would; the push service
-checks the VAPID JWT and decrypts the aes128gcm body with the subscription's private
-key, as a browser's push service and the browser would.
+The webhook receiver and the push service are real HTTPS servers on 127.0.0.1 (a test CA
+signed their certificate): the receiver checks the HMAC signature the way a clienteling
+app would; the push service checks the VAPID JWT and decrypts the aes128gcm body with the
+subscription's private key, as a browser's push service and the browser would. Loopback
+is refused by default; the tests that deliver allow 127.0.0.0/8, as an operator would
+allow an internal relay's network.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import ipaddress
 import json
 import os
 import random
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,9 +33,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from contracts.services import ServiceSettings
+from notifier import egress
 from notifier.channels import (
     DELIVERY_HEADER,
     KEY_ID_HEADER,
+    MAX_RESPONSE_READ,
     Backoff,
     Channels,
     Destination,
@@ -45,13 +52,14 @@ from notifier.channels import (
 )
 from notifier.destinations import Destinations
 from notifier.directory import Directory
-from notifier.exceptions import NotifierError, TooManyDestinations, UnknownScheme
+from notifier.exceptions import InvalidInput, NotifierError, TooManyDestinations, UnknownScheme
 from notifier.service import Notifier
 from notifier.settings import NotifierSettings
 from notifier.web import serve
-from tests.notifier.conftest import FAST_HASHER, FakeClock, make_alert
+from tests.notifier.conftest import FAST_HASHER, FakeClock, Tls, make_alert
 
 SECRET = "a-webhook-secret-of-some-length"
+LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 
 
 # --- unit: the registry and the backoff ----------------------------------------------------
@@ -116,13 +124,18 @@ def _now_s(headers: dict[str, str]) -> float:
     return float(headers.get("X-Proxima-Timestamp", "0"))
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    rec = Receiver()
+async def _serve(route: str, handler: Any, tls: Tls | None) -> tuple[web.AppRunner, str]:
     app = web.Application()
-    app.router.add_post("/hook", rec.handle)
-    runner, port = await serve(app, "127.0.0.1", 0)
-    rec.url = f"http://127.0.0.1:{port}/hook"
+    app.router.add_post(route, handler)
+    runner, port = await serve(app, "127.0.0.1", 0, tls.server_context() if tls else None)
+    return runner, f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+
+
+@pytest.fixture
+async def receiver(tls: Tls) -> AsyncIterator[Receiver]:
+    rec = Receiver()
+    runner, origin = await _serve("/{path:.*}", rec.handle, tls)
+    rec.url = f"{origin}/hook"
     try:
         yield rec
     finally:
@@ -130,8 +143,28 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
+async def plain_receiver() -> AsyncIterator[Receiver]:
+    """A receiver on plain http, which nothing may be sent to."""
+    rec = Receiver()
+    runner, origin = await _serve("/{path:.*}", rec.handle, None)
+    rec.url = f"{origin}/hook"
+    try:
+        yield rec
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def http(tls: Tls) -> AsyncIterator[aiohttp.ClientSession]:
+    """The notifier's own client, allowed to reach the loopback test servers."""
+    async with egress.client_session(egress.EgressPolicy((LOOPBACK,)), ca_file=tls.ca_file) as s:
+        yield s
+
+
+@pytest.fixture
+async def guarded(tls: Tls) -> AsyncIterator[aiohttp.ClientSession]:
+    """The notifier's client as shipped: public addresses only (it trusts the test CA)."""
+    async with egress.client_session(ca_file=tls.ca_file) as session:
         yield session
 
 
@@ -190,7 +223,7 @@ async def test_webhook_to_nowhere_fails_after_every_attempt(
     pauses = Pauses()
     channel = WebhookChannel(lambda: http, backoff=Backoff(3, 0.1, 0.2), clock=clock, sleep=pauses)
     receipt = await channel.send(
-        Destination("http://127.0.0.1:9/hook", secret=SECRET),
+        Destination("https://127.0.0.1:9/hook", secret=SECRET),
         Notice(make_alert(store_id="s1"), "maria", "primary"),
     )
     assert not receipt.ok
@@ -276,12 +309,9 @@ class PushService:
 
 
 @pytest.fixture
-async def push_service(clock: FakeClock) -> AsyncIterator[PushService]:
+async def push_service(clock: FakeClock, tls: Tls) -> AsyncIterator[PushService]:
     service = PushService(now_s=clock.now.timestamp())
-    app = web.Application()
-    app.router.add_post("/push/{name}", service.handle)
-    runner, port = await serve(app, "127.0.0.1", 0)
-    service.origin = f"http://127.0.0.1:{port}"
+    runner, service.origin = await _serve("/push/{name}", service.handle, tls)
     try:
         yield service
     finally:
@@ -324,6 +354,7 @@ async def test_destinations_reject_bad_input_with_the_reason(
     dests = Destinations(redis, services.redis_prefix, directory)
     cases = [
         (dests.add_webhook("s1", "ftp://x/y"), "url: 'ftp://x/y' must start with https://"),
+        (dests.add_webhook("s1", "http://h.example/"), "must use https:// (plain http is refused)"),
         (dests.add_webhook("s1", "https:///nohost"), "has no host"),
         (dests.add_webhook("s1", "https://u:p@h.example/"), "must not carry a user name"),
         (dests.add_webhook("s1", "https://h.example/", secret="short"), "secret: must be at least"),
@@ -352,8 +383,12 @@ async def test_a_new_alert_reaches_every_channel_with_receipts(
     clock: FakeClock,
     receiver: Receiver,
     push_service: PushService,
+    tls: Tls,
 ) -> None:
-    n = Notifier(services, settings=NotifierSettings(http_port=0), clock=clock)
+    settings = NotifierSettings(
+        http_port=0, webhook_allow_networks="127.0.0.0/8", webhook_ca_file=tls.ca_file
+    )
+    n = Notifier(services, settings=settings, clock=clock)
     n.directory.hasher = FAST_HASHER
     await n.directory.add("s1", "Maria", "password-1", associate_id="maria")
     await n.directory.set_on_shift("s1", "maria", True)
@@ -413,3 +448,158 @@ def test_b64url_round_trip() -> None:
     assert unb64url(b64url(data)) == data
     assert "=" not in b64url(data)
     assert base64.urlsafe_b64decode(b64url(data) + "===") == data
+
+
+# --- webhooks cannot reach inside: https only, public addresses, bounded replies -----------
+def _notice() -> Notice:
+    return Notice(make_alert(store_id="s1"), "maria", "primary")
+
+
+@pytest.mark.integration
+async def test_plain_http_is_refused_when_added_and_when_sent(
+    plain_receiver: Receiver,
+    http: aiohttp.ClientSession,
+    clock: FakeClock,
+    directory: Directory,
+    redis: Any,
+    services: ServiceSettings,
+) -> None:
+    dests = Destinations(redis, services.redis_prefix, directory)
+    with pytest.raises(InvalidInput) as info:
+        await dests.add_webhook("s1", plain_receiver.url)
+    assert "must use https://" in str(info.value)
+    # A webhook stored before https was required is refused when sent, not retried.
+    channel = WebhookChannel(lambda: http, clock=clock, sleep=Pauses())
+    receipt = await channel.send(Destination(plain_receiver.url, secret=SECRET), _notice())
+    assert (receipt.ok, receipt.attempts, receipt.detail) == (False, 0, "refused: not https://")
+    assert plain_receiver.seen == []
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("host", "reason"),
+    [
+        ("127.0.0.1", "127.0.0.1 is loopback"),
+        ("localhost", "is loopback"),  # a name: checked after it is resolved
+        ("[::ffff:127.0.0.1]", "7f00:1 is loopback"),  # IPv4 inside IPv6
+        ("169.254.169.254", "169.254.169.254 is link-local"),  # cloud metadata
+        ("10.1.2.3", "10.1.2.3 is private"),
+        ("192.168.0.10", "192.168.0.10 is private"),
+    ],
+)
+async def test_webhooks_to_non_public_addresses_are_refused_at_connect_time(
+    receiver: Receiver, guarded: aiohttp.ClientSession, clock: FakeClock, host: str, reason: str
+) -> None:
+    port = receiver.url.split(":")[2].split("/")[0]
+    pauses = Pauses()
+    channel = WebhookChannel(
+        lambda: guarded, backoff=Backoff(2, 0.1, 0.2), timeout_s=5, clock=clock, sleep=pauses
+    )
+    receipt = await channel.send(
+        Destination(f"https://{host}:{port}/hook", secret=SECRET), _notice()
+    )
+    assert not receipt.ok
+    assert reason in receipt.detail
+    assert "not a public address" in receipt.detail
+    assert receiver.seen == []
+
+
+@pytest.mark.integration
+async def test_the_notifier_refuses_loopback_unless_its_network_is_allowed(
+    services: ServiceSettings, clock: FakeClock, receiver: Receiver, tls: Tls
+) -> None:
+    dest = Destination(receiver.url, secret=SECRET)
+    shipped = Notifier(services, settings=NotifierSettings(webhook_ca_file=tls.ca_file))
+    allowed = Notifier(
+        services,
+        settings=NotifierSettings(
+            webhook_ca_file=tls.ca_file, webhook_allow_networks="127.0.0.1/32"
+        ),
+    )
+    try:
+        refused = await shipped.channels.for_url(dest.url).send(dest, _notice())
+        assert (refused.ok, refused.attempts) == (False, 1)
+        assert "refused: 127.0.0.1 is loopback" in refused.detail
+        assert receiver.seen == []
+        sent = await allowed.channels.for_url(dest.url).send(dest, _notice())
+        assert sent.ok, sent
+        assert len(receiver.seen) == 1
+    finally:
+        await shipped.close()
+        await allowed.close()
+
+
+def test_allowed_networks_are_checked_when_configured() -> None:
+    with pytest.raises(ValueError, match=re.escape("'10.0.0.1/8' is not a network")):
+        NotifierSettings(webhook_allow_networks="10.0.0.0/8, 10.0.0.1/8")
+    assert NotifierSettings(webhook_allow_networks=" 10.0.0.0/8 ,").webhook_networks == (
+        ipaddress.ip_network("10.0.0.0/8"),
+    )
+
+
+@dataclass
+class Chatty:
+    """Answers 400 with a 64 MiB body, and counts what it managed to send."""
+
+    total: int = 64 * 1024 * 1024
+    sent: int = 0
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(status=400)
+        response.content_length = self.total
+        chunk = b"internal-secret " * 4096
+        try:
+            await response.prepare(request)
+            while self.sent < self.total:
+                await response.write(chunk)
+                self.sent += len(chunk)
+        except ConnectionError:
+            pass  # the client went away: what we want
+        finally:
+            self.done.set()
+        return response
+
+
+@pytest.mark.integration
+async def test_a_reply_is_read_at_most_a_kilobyte_and_only_its_status_is_kept(
+    http: aiohttp.ClientSession, clock: FakeClock, tls: Tls
+) -> None:
+    chatty = Chatty()
+    runner, origin = await _serve("/hook", chatty.handle, tls)
+    try:
+        channel = WebhookChannel(lambda: http, clock=clock, sleep=Pauses())
+        receipt = await channel.send(Destination(f"{origin}/hook", secret=SECRET), _notice())
+        async with asyncio.timeout(10):
+            await chatty.done.wait()
+    finally:
+        await runner.cleanup()
+    # The client stopped after MAX_RESPONSE_READ bytes; what the server got out before
+    # noticing is what the socket buffers held, far from the 64 MiB it offered.
+    assert MAX_RESPONSE_READ == 1024
+    assert chatty.sent < 16 * 1024 * 1024
+    assert (receipt.ok, receipt.status, receipt.detail) == (False, 400, "HTTP 400")
+    assert "internal-secret" not in json.dumps(receipt.as_dict())
+
+
+@pytest.mark.integration
+async def test_receipts_name_only_the_host_of_a_destination(
+    receiver: Receiver, http: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    token = "T0AAAAAAA/B0BBBBBBB/ZZZZsecrettokenZZZZZZZZ"
+    origin = receiver.url.rsplit("/", 1)[0]
+    channel = WebhookChannel(lambda: http, backoff=Backoff(1, 0.1, 0.1), clock=clock)
+    delivered = await channel.send(
+        Destination(f"{origin}/services/{token}?k=v", secret=SECRET), _notice()
+    )
+    failed = await channel.send(
+        Destination(f"https://127.0.0.1:9/services/{token}", secret=SECRET), _notice()
+    )
+    assert delivered.ok
+    assert not failed.ok
+    for receipt in (delivered, failed):
+        assert receipt.destination == "127.0.0.1"
+        shown = json.dumps(receipt.as_dict())
+        assert "secrettoken" not in shown
+        assert "services" not in shown

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -12,12 +13,13 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestServer
 
+from notifier.destinations import Destinations
 from notifier.directory import Directory
 from notifier.lifecycle import Lifecycle
 from notifier.metrics import Metrics
 from notifier.settings import NotifierSettings
 from notifier.web import CSRF_HEADER, SESSION_COOKIE, Console
-from tests.notifier.conftest import FakeClock, make_alert
+from tests.notifier.conftest import CountingHasher, FakeClock, make_alert
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -49,20 +51,31 @@ class Client:
 
 
 @pytest.fixture
+def settings(request: pytest.FixtureRequest) -> NotifierSettings:
+    """The console's settings; a test passes its own with ``indirect=True``."""
+    given: NotifierSettings = getattr(request, "param", NotifierSettings(login_attempts=3))
+    return given
+
+
+@pytest.fixture
 async def console(
-    redis: aioredis.Redis, directory: Directory, lifecycle: Lifecycle, clock: FakeClock
+    redis: aioredis.Redis,
+    directory: Directory,
+    lifecycle: Lifecycle,
+    clock: FakeClock,
+    settings: NotifierSettings,
 ) -> AsyncIterator[TestServer]:
     app = Console(
         redis=redis,
         prefix=lifecycle.prefix,
         directory=directory,
         lifecycle=lifecycle,
-        settings=NotifierSettings(login_attempts=3),
+        settings=settings,
         metrics=Metrics(),
         mqtt_connected=lambda: True,
         clock=clock,
     ).app()
-    server = TestServer(app)
+    server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
         yield server
@@ -74,9 +87,12 @@ async def console(
 async def client_factory(console: TestServer) -> AsyncIterator[Any]:
     sessions: list[aiohttp.ClientSession] = []
 
-    def make() -> Client:
+    def make(address: str = "127.0.0.1") -> Client:
+        """A browser at ``address``: any 127.x.y.z is this machine, seen as another client."""
         http = aiohttp.ClientSession(
-            base_url=str(console.make_url("")), cookie_jar=aiohttp.CookieJar(unsafe=True)
+            base_url=str(console.make_url("")),
+            cookie_jar=aiohttp.CookieJar(unsafe=True),
+            connector=aiohttp.TCPConnector(local_addr=(address, 0)),
         )
         sessions.append(http)
         return Client(http)
@@ -158,6 +174,96 @@ async def test_wrong_credentials_say_the_same_thing_then_throttle(
     )
     assert status == 429
     assert "too many failed sign-ins" in body["error"]
+
+
+async def _guess(c: Client, store: str, who: str, password: str = "wrong") -> tuple[int, Any]:  # noqa: S107
+    async with c.http.post(
+        "/api/session", json={"store": store, "associate": who, "password": password}
+    ) as res:
+        return res.status, res.headers.get("Retry-After")
+
+
+async def test_concurrent_guesses_are_counted_before_any_password_is_checked(
+    client_factory: Any, team: str, directory: Directory
+) -> None:
+    hasher = CountingHasher(pause_s=0.05)
+    directory.hasher = hasher
+    attacker = client_factory("127.0.0.9")
+    results = await asyncio.gather(*(_guess(attacker, team, "maria") for _ in range(40)))
+    # login_attempts=3: three guesses checked, the other 37 refused before hashing.
+    assert hasher.verified <= 3
+    assert sorted(status for status, _ in results) == [401] * hasher.verified + [429] * (
+        40 - hasher.verified
+    )
+    assert all(int(after) >= 1 for status, after in results if status == 429)
+    # The real user, on their own handheld, is not locked out by someone else's guesses.
+    assert (await _guess(client_factory("127.0.0.2"), team, "maria", PASSWORD))[0] == 200
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [NotifierSettings(login_attempts=3, login_backoff_s=1.0, login_backoff_cap_s=4.0)],
+    indirect=True,
+)
+async def test_guesses_from_many_addresses_back_off_per_account(
+    client_factory: Any, team: str, directory: Directory, settings: NotifierSettings
+) -> None:
+    hasher = CountingHasher(pause_s=0.05)
+    directory.hasher = hasher
+    guessers = [client_factory(f"127.0.1.{i}") for i in range(1, 9)]
+    results = await asyncio.gather(*(_guess(g, team, "maria") for g in guessers for _ in range(5)))
+    # Three free tries on the account, then one per pause: four checks of 40 guesses.
+    assert hasher.verified <= settings.login_attempts + 1
+    assert sum(status == 429 for status, _ in results) >= 40 - settings.login_attempts - 1
+    # The account backs off to at most the cap instead of a whole window's lock-out.
+    status, after = await _guess(client_factory("127.0.0.2"), team, "maria", PASSWORD)
+    assert status in (200, 429)
+    if status == 429:
+        assert 1 <= int(after) <= settings.login_backoff_cap_s
+
+
+@pytest.mark.parametrize(
+    "settings", [NotifierSettings(login_attempts=3, login_client_attempts=4)], indirect=True
+)
+async def test_one_address_is_limited_over_all_accounts(
+    client_factory: Any, team: str, directory: Directory
+) -> None:
+    hasher = CountingHasher()
+    directory.hasher = hasher
+    sprayer = client_factory("127.0.0.3")
+    for who in ("maria", "joao", "boss", "nobody"):
+        assert (await _guess(sprayer, team, who))[0] == 401
+    async with sprayer.http.post(
+        "/api/session", json={"store": team, "associate": "someone", "password": "x"}
+    ) as res:
+        body = await res.json()
+        assert res.status == 429
+    assert body["error"].startswith("too many failed sign-ins from this address: try again in")
+    assert hasher.verified == 4
+    assert (await _guess(client_factory("127.0.0.4"), team, "maria", PASSWORD))[0] == 200
+
+
+async def test_a_success_gives_the_address_its_try_back(client_factory: Any, team: str) -> None:
+    c = client_factory("127.0.0.5")
+    for _ in range(10):
+        # Ten sign-ins from one address (a store's shared handheld) are not ten failures.
+        assert (await _guess(c, team, "maria", PASSWORD))[0] == 200
+    assert (await _guess(c, team, "maria"))[0] == 401
+
+
+async def test_no_more_argon2_hashes_run_at_once_than_the_bound(
+    client_factory: Any, team: str, directory: Directory
+) -> None:
+    hasher = CountingHasher(pause_s=0.05)
+    directory.hasher = hasher
+    c = client_factory("127.0.0.6")
+    # Unknown names cost a full (dummy) check too, so that names cannot be probed.
+    results = await asyncio.gather(*(_guess(c, team, f"ghost-{i}") for i in range(24)))
+    assert [status for status, _ in results] == [401] * 24
+    assert hasher.verified == 24
+    assert hasher.peak <= 2
+    assert directory.passwords.concurrency == 2
+    assert directory.passwords.peak <= 2
 
 
 async def test_form_posts_are_refused(client_factory: Any, team: str) -> None:
@@ -300,7 +406,8 @@ async def test_sign_out_and_removed_accounts_end_the_session(
     await c.login(team, "joao")
     await directory.remove(team, "joao")
     status, body = await c.call("GET", "/api/me")
-    assert (status, body["error"]) == (401, "this account no longer exists")
+    # The removal deleted the session itself.
+    assert (status, body["error"]) == (401, "session expired or signed out: sign in again")
 
 
 async def test_shift_toggle_and_manager_view(
@@ -340,9 +447,13 @@ async def test_shift_toggle_and_manager_view(
 
 
 async def _next_event(res: aiohttp.ClientResponse) -> tuple[str, dict[str, Any]]:
+    """The next server-sent event; ``("", {})`` once the server has closed the stream."""
     event = ""
     while True:
-        line = (await res.content.readline()).decode().rstrip("\n")
+        raw = await res.content.readline()
+        if not raw:
+            return "", {}
+        line = raw.decode().rstrip("\n")
         if line.startswith("event: "):
             event = line[len("event: ") :]
         elif line.startswith("data: "):
@@ -382,6 +493,91 @@ async def test_live_feed_is_store_scoped(
         await lifecycle.claim(str(ours.alert_id), team, "joao")
         kind, data = await _next_event(mine)
         assert (data["state"], data["claimed_by_name"], data["rev"]) == ("claimed", "Joao", 2)
+
+
+@pytest.mark.parametrize("settings", [NotifierSettings(session_recheck_s=3600)], indirect=True)
+async def test_sign_out_closes_that_sessions_live_feed_at_once(
+    client_factory: Any, team: str, lifecycle: Lifecycle
+) -> None:
+    leaving, staying = client_factory(), client_factory("127.0.0.2")
+    await leaving.login(team, "maria")
+    await staying.login(team, "maria")
+    async with leaving.http.get("/api/events") as gone, staying.http.get("/api/events") as kept:
+        assert (await _next_event(gone))[0] == "snapshot"
+        assert (await _next_event(kept))[0] == "snapshot"
+        assert (await leaving.call("DELETE", "/api/session"))[0] == 200
+        alert = make_alert(store_id=team, fields={"name": "Ana", "sizes": {"dress": "38"}})
+        await lifecycle.create(alert)
+        # The re-check is an hour away: the sign-out itself closed the stream, before
+        # the alert (published after it) could reach it.
+        assert await _next_event(gone) == ("signed-out", {})
+        assert await _next_event(gone) == ("", {})
+        kind, data = await _next_event(kept)
+        assert (kind, data["alert_id"]) == ("alert", str(alert.alert_id))
+
+
+@pytest.mark.parametrize("settings", [NotifierSettings(session_recheck_s=3600)], indirect=True)
+async def test_removing_an_associate_closes_their_feed_and_the_id_starts_clean(
+    client_factory: Any,
+    team: str,
+    lifecycle: Lifecycle,
+    directory: Directory,
+    redis: aioredis.Redis,
+) -> None:
+    prefix = lifecycle.prefix
+    destinations = Destinations(redis, prefix, directory)
+    await destinations.add_webhook(team, "https://crm.example/joao", associate_id="joao")
+    joao = client_factory()
+    await joao.login(team, "joao")
+    (session_key,) = [k async for k in redis.scan_iter(f"{prefix}notifier:session:*")]
+    stolen = await redis.hgetall(session_key)
+    async with joao.http.get("/api/events") as feed:
+        assert (await _next_event(feed))[0] == "snapshot"
+        await directory.remove(team, "joao")
+        await lifecycle.create(make_alert(store_id=team, fields={"name": "Ana"}))
+        assert await _next_event(feed) == ("signed-out", {})
+        assert await _next_event(feed) == ("", {})
+
+    # A new person given the same id inherits no session and no webhook.
+    await directory.add(team, "Joao Novo", PASSWORD, associate_id="joao")
+    assert await destinations.list(team, "joao") == []
+    assert [k async for k in redis.scan_iter(f"{prefix}notifier:session:*")] == []
+    assert await redis.exists(f"{prefix}notifier:store:{team}:associate:joao:sessions") == 0
+    assert (await joao.call("GET", "/api/me"))[0] == 401
+    # Even a session that escaped the removal (made while it ran) does not fit the new one.
+    await redis.hset(session_key, mapping=stolen)
+    status, body = await joao.call("GET", "/api/me")
+    assert (status, body["error"]) == (401, "this account no longer exists")
+
+
+@pytest.mark.parametrize("settings", [NotifierSettings(session_recheck_s=0.05)], indirect=True)
+async def test_the_live_feed_rechecks_its_session_however_busy_the_store(
+    client_factory: Any, team: str, lifecycle: Lifecycle, redis: aioredis.Redis
+) -> None:
+    maria = client_factory()
+    await maria.login(team, "maria")
+    stop = asyncio.Event()
+
+    async def busy_store() -> None:
+        while not stop.is_set():
+            await lifecycle.create(make_alert(store_id=team))
+            await asyncio.sleep(0.01)
+
+    async with maria.http.get("/api/events") as feed:
+        assert (await _next_event(feed))[0] == "snapshot"
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(busy_store(), name="busy-store")
+            assert (await _next_event(feed))[0] == "alert"
+            # The session expires in Redis (no sign-out message): only the re-check sees it.
+            async for key in redis.scan_iter(f"{lifecycle.prefix}notifier:session:*"):
+                await redis.delete(key)
+            kinds = []
+            async with asyncio.timeout(10):
+                while (kind := (await _next_event(feed))[0]) not in ("signed-out", ""):
+                    kinds.append(kind)
+            stop.set()
+        assert kind == "signed-out"
+        assert await _next_event(feed) == ("", {})
 
 
 async def test_pages_health_and_metrics(client_factory: Any, team: str) -> None:
@@ -440,16 +636,20 @@ async def test_channels_are_configured_per_associate_and_per_store(
     maria, boss = client_factory(), client_factory()
     await maria.login(team, "maria")
     await boss.login(team, "boss")
-    status, made = await maria.call(
+    # A webhook makes the server send requests where it is told: managers only.
+    for scope in ("me", "store"):
+        status, refused = await maria.call(
+            "POST",
+            "/api/channels/webhooks",
+            json_body={"url": "https://x.example/", "scope": scope},
+        )
+        assert (status, refused["error"]) == (403, "only a manager can add a webhook")
+    status, made = await boss.call(
         "POST", "/api/channels/webhooks", json_body={"url": "https://crm.example/in?t=1"}
     )
     assert status == 201
     assert len(made["secret"]) >= 16
     assert made["destination"]["url"] == "https://crm.example/in"
-    status, _ = await maria.call(
-        "POST", "/api/channels/webhooks", json_body={"url": "https://x.example/", "scope": "store"}
-    )
-    assert status == 403
     status, store_hook = await boss.call(
         "POST",
         "/api/channels/webhooks",
@@ -459,11 +659,11 @@ async def test_channels_are_configured_per_associate_and_per_store(
     status, listed = await boss.call("GET", "/api/channels")
     assert status == 200
     assert [d["url"] for d in listed["store"]] == ["https://chat.example/hook"]
-    assert listed["mine"] == []
+    assert [d["id"] for d in listed["mine"]] == [made["destination"]["id"]]
+    assert made["secret"] not in json.dumps(listed)
     status, mine = await maria.call("GET", "/api/channels")
-    assert [d["id"] for d in mine["mine"]] == [made["destination"]["id"]]
+    assert mine["mine"] == []
     assert "store" not in mine
-    assert made["secret"] not in json.dumps(mine)
     store_id = store_hook["destination"]["id"]
     assert (await maria.call("DELETE", f"/api/channels/{store_id}"))[0] == 404
     assert (await boss.call("DELETE", f"/api/channels/{store_id}?scope=store"))[0] == 200
@@ -479,6 +679,7 @@ async def test_channels_are_configured_per_associate_and_per_store(
         ("/api/channels/webhooks", {"url": "https://x.example/", "secret": "short"}, 400, "secret"),
         ("/api/channels/webhooks", {"url": "https://x.example/", "scope": "all"}, 400, "scope"),
         ("/api/channels/webhooks", {}, 400, "url: Field required"),
+        ("/api/channels/webhooks", {"url": "http://10.0.0.1/"}, 400, "must use https://"),
         (
             "/api/channels/push",
             {"endpoint": "https://push.example/1", "keys": {"p256dh": "AAAA", "auth": "AAAA"}},
@@ -497,9 +698,9 @@ async def test_channels_are_configured_per_associate_and_per_store(
 async def test_bad_channel_input_gets_a_4xx_that_says_why(
     client_factory: Any, team: str, path: str, body: dict[str, Any], status: int, message: str
 ) -> None:
-    maria = client_factory()
-    await maria.login(team, "maria")
-    got_status, got = await maria.call("POST", path, json_body=body)
+    boss = client_factory()
+    await boss.login(team, "boss")
+    got_status, got = await boss.call("POST", path, json_body=body)
     assert got_status == status
     assert message in got["error"]
 

@@ -163,12 +163,15 @@ def test_score_command_prints_json_and_checks_targets(tmp_path: Path) -> None:
     assert "alerts_without_consent" in result.output
 
 
-def test_score_command_names_a_bad_trace_line(tmp_path: Path) -> None:
+def test_score_command_names_a_bad_trace_line_and_scores_the_rest(tmp_path: Path) -> None:
     trace = tmp_path / "bad.jsonl"
     lines = HAND.read_text().splitlines()
-    lines[5] = '{"t": 1.0, "kind": "truth"'
+    lines[5] = '{"t": 1.0, "kind": "truth"'  # a note line, cut off
     trace.write_text("\n".join(lines) + "\n")
-    alerts = write_alerts(tmp_path / "a.jsonl", [])
-    result = CliRunner().invoke(app, ["score", str(trace), "--alerts", str(alerts)])
-    assert result.exit_code == 2
-    assert "line 6" in result.output
+    alerts = write_alerts(tmp_path / "a.jsonl", [make_alert("cust-hand-1", 11.0)])
+    result = CliRunner().invoke(app, ["score", str(trace), "--alerts", str(alerts), "--json"])
+    assert result.exit_code == 0, result.output
+    assert "not JSON (first at line 6)" in result.stderr
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["skipped_trace_lines"] == 1
+    assert figures["recall"] == 1.0

@@ -29,7 +29,7 @@ from faust.types import TP
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from beacons.eid import compute_eid
-from contracts.models import Alert, Event
+from contracts.models import Alert, Event, VisitUpdate
 from contracts.services import ServiceSettings
 from contracts.topics import VISITS
 from stream.app import create_app
@@ -153,6 +153,10 @@ class FailingProcessor(EventProcessor):
         self._fault("mark_done")
         await super().mark_done(alerts, events)
 
+    async def tick(self) -> list[VisitUpdate]:
+        self._fault("tick")
+        return await super().tick()
+
 
 @asynccontextmanager
 async def _harness(
@@ -168,11 +172,11 @@ async def _harness(
     r = aioredis.from_url(services.redis)
     processor = FailingProcessor(r, services.redis_prefix, **({"now": now} if now else {}))
     settings.setdefault("retry_backoff_s", 0.001)
+    settings.setdefault("departure_check_s", 3600)
+    settings.setdefault("consent_publish_s", 3600)
     app = create_app(
         services,
-        StreamSettings(
-            data_dir=data_dir, departure_check_s=3600, consent_publish_s=3600, **settings
-        ),
+        StreamSettings(data_dir=data_dir, **settings),
         raw_send=recorder.send,
         processor=processor,
         commit=recorder.commit,
@@ -339,6 +343,7 @@ async def test_expired_dedupe_entries_are_purged_with_a_tombstone_on_their_parti
         tmp_path,
         now=lambda: clock[0],
         dedupe_ttl_s=3600,
+        event_max_age_s=1800,  # shorter than the dedupe TTL (settings check it)
         table_purge_s=60,
         store_url=store_url,
     ) as harness:

@@ -8,6 +8,8 @@ import base64
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -43,6 +45,11 @@ async def bridge(kafka_url: str, namespace: str) -> AsyncIterator[Bridge]:
         await task
 
 
+def fresh(**overrides: Any) -> dict[str, Any]:
+    """An event observed now: the bridge parks events far from its clock."""
+    return event_dict(observed_at=datetime.now(UTC).isoformat(), **overrides)
+
+
 async def _consume(bootstrap: str, topic: str, n: int, timeout: float = 30) -> list[bytes]:
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
     await consumer.start()
@@ -60,13 +67,13 @@ async def _consume(bootstrap: str, topic: str, n: int, timeout: float = 30) -> l
 async def test_bad_input_goes_to_dlq_and_good_neighbours_get_through(bridge: Bridge) -> None:
     services = bridge.services
     topic = services.topics.gateway_events("store-1", "gw-door")
-    good = [event_dict(seq=1), event_dict(seq=3)]
-    mixed = [good[0], event_dict(seq=2, kind="teleport"), good[1]]
+    good = [fresh(seq=1), fresh(seq=3)]
+    mixed = [good[0], fresh(seq=2, kind="teleport"), good[1]]
     async with MqttClient(services.mqtt) as mqtt:
         await mqtt.publish(topic, b"\x00garbage", qos=1)
         await mqtt.publish(topic, json.dumps({"events": []}).encode(), qos=1)
         await mqtt.publish(topic, b"[" + b" " * 5000 + b"]", qos=1)
-        await mqtt.publish(topic, json.dumps([event_dict(store_id="store-2")]).encode(), qos=1)
+        await mqtt.publish(topic, json.dumps([fresh(store_id="store-2")]).encode(), qos=1)
         await mqtt.publish(topic, json.dumps(mixed).encode(), qos=1)
 
     events = await _consume(services.kafka_bootstrap, services.topics.events, 2)

@@ -17,7 +17,7 @@ from contracts.services import ServiceSettings
 from contracts.signing import sign
 from stream.cli import with_keyring
 from tests.conftest import Procs
-from tests.factories import event_dict
+from tests.stream.test_bridge import fresh
 from transport.kafka import ensure_topics
 from transport.mqtt import MqttClient
 
@@ -39,9 +39,7 @@ async def test_bridge_killed_mid_stream_loses_no_event(
     key = await with_keyring(services, lambda ring: ring.add("store-1", "gw-door"))
     procs.start("bridge", "bridge")
 
-    batches = [
-        [event_dict(seq=b * PER_BATCH + i + 1) for i in range(PER_BATCH)] for b in range(BATCHES)
-    ]
+    batches = [[fresh(seq=b * PER_BATCH + i + 1) for i in range(PER_BATCH)] for b in range(BATCHES)]
     sent = {e["event_id"] for batch in batches for e in batch}
     seen: set[str] = set()
     copies = 0

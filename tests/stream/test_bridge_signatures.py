@@ -19,8 +19,7 @@ from contracts.signing import sign
 from stream.bridge import Bridge
 from stream.keyring import KeyRecord, Keyring
 from stream.settings import StreamSettings
-from tests.factories import event_dict
-from tests.stream.test_bridge import _consume
+from tests.stream.test_bridge import _consume, fresh
 from transport.kafka import ensure_topics
 from transport.mqtt import MqttClient
 
@@ -64,7 +63,7 @@ async def test_only_correctly_signed_batches_pass(strict_bridge: Bridge, keyring
     await keyring.revoke(old.kid)
 
     def batch(seq: int) -> bytes:
-        return json.dumps([event_dict(seq=seq)]).encode()
+        return json.dumps([fresh(seq=seq)]).encode()
 
     good, wrong_key, other_gw, unsigned, revoked, unknown, after = (batch(i) for i in range(1, 8))
     forged_secret = KeyRecord.model_validate(door.model_dump() | {"secret": "ab" * 32})
@@ -93,7 +92,7 @@ async def test_only_correctly_signed_batches_pass(strict_bridge: Bridge, keyring
     by_payload = {base64.b64decode(d.original_b64): d.reason for d in dlq}
     assert "signature does not match" in by_payload[wrong_key]
     assert "key belongs to store-1/gw-till, not store-1/gw-door" in by_payload[other_gw]
-    assert "unsigned batch" in by_payload[unsigned]
+    assert "unsigned message" in by_payload[unsigned]
     assert "revoked key" in by_payload[revoked]
     assert "unknown key id" in by_payload[unknown]
     assert "signature does not match" in by_payload[after]

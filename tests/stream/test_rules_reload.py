@@ -11,15 +11,7 @@ import pytest
 
 from stream.exceptions import RulesError
 from stream.rules import DEFAULT_RULES, RuleBook, load_rules
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
+from tests.kit.clock import FakeClock
 
 RULE = """version: 1
 rules:
@@ -47,7 +39,7 @@ def rule_ids(book: RuleBook, store: str) -> list[str]:
 
 
 def test_an_edit_is_picked_up_at_the_next_check_not_before(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     write(tmp_path / "chain.yaml", "first")
     book = RuleBook(tmp_path, clock=clock)
     assert book.check_all() == 1
@@ -64,7 +56,7 @@ def test_an_edit_is_picked_up_at_the_next_check_not_before(tmp_path: Path) -> No
 
 
 def test_a_new_store_file_overrides_chain_for_that_store_only(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     write(tmp_path / "chain.yaml", "chain-rule")
     book = RuleBook(tmp_path, clock=clock)
     assert rule_ids(book, "s1") == ["chain-rule"]  # the first lookup reads the directory
@@ -77,7 +69,7 @@ def test_a_new_store_file_overrides_chain_for_that_store_only(tmp_path: Path) ->
 def test_a_bad_edit_keeps_the_last_good_rules_and_is_reported_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     path = tmp_path / "s1.yaml"
     write(path, "good")
     book = RuleBook(tmp_path, clock=clock)
@@ -109,7 +101,7 @@ def test_a_bad_edit_keeps_the_last_good_rules_and_is_reported_once(
 
 
 def test_a_store_file_bad_from_the_start_leaves_the_store_on_chain_rules(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     write(tmp_path / "chain.yaml", "chain-rule")
     book = RuleBook(tmp_path, clock=clock)
     book.check_all()
@@ -122,7 +114,7 @@ def test_a_store_file_bad_from_the_start_leaves_the_store_on_chain_rules(tmp_pat
 def test_a_deleted_store_file_falls_back_to_chain_and_a_deleted_chain_to_the_default(
     tmp_path: Path,
 ) -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     write(tmp_path / "chain.yaml", "chain-rule")
     write(tmp_path / "s1.yaml", "s1-rule")
     book = RuleBook(tmp_path, clock=clock)
@@ -141,7 +133,7 @@ def test_a_deleted_store_file_falls_back_to_chain_and_a_deleted_chain_to_the_def
 
 
 def test_a_deleted_bad_store_file_falls_back_to_chain(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     write(tmp_path / "chain.yaml", "chain-rule")
     write(tmp_path / "s1.yaml", "s1-rule")
     book = RuleBook(tmp_path, clock=clock)
@@ -157,7 +149,7 @@ def test_a_deleted_bad_store_file_falls_back_to_chain(tmp_path: Path) -> None:
 def test_an_unreadable_directory_keeps_the_rules_and_counts_one_error(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     rules_dir = tmp_path / "rules"
     rules_dir.mkdir()
     write(rules_dir / "chain.yaml", "chain-rule")
@@ -175,7 +167,7 @@ def test_an_unreadable_directory_keeps_the_rules_and_counts_one_error(
 def test_editor_and_configmap_files_starting_with_a_dot_are_ignored(tmp_path: Path) -> None:
     write(tmp_path / "chain.yaml", "chain-rule")
     (tmp_path / ".s1.yaml").write_text("half-written: [", "utf-8")
-    book = RuleBook(tmp_path, clock=Clock())
+    book = RuleBook(tmp_path, clock=FakeClock())
     assert book.check_all() == 1
     assert rule_ids(book, "s1") == ["chain-rule"]
 
@@ -183,7 +175,7 @@ def test_editor_and_configmap_files_starting_with_a_dot_are_ignored(tmp_path: Pa
 def test_a_bad_file_at_start_still_stops_the_worker_naming_the_field(tmp_path: Path) -> None:
     write(tmp_path / "s1.yaml", "s1-rule", priority="whenever")
     with pytest.raises(RulesError) as err:
-        RuleBook(tmp_path, clock=Clock()).check_all()
+        RuleBook(tmp_path, clock=FakeClock()).check_all()
     assert err.value.path == str(tmp_path / "s1.yaml")
     assert "rules.0.priority" in err.value.reason
 
@@ -192,7 +184,7 @@ def test_counts_can_be_shared_with_the_processors_stats(tmp_path: Path) -> None:
     from collections import Counter
 
     stats: Counter[str] = Counter(events=3)
-    clock = Clock()
+    clock = FakeClock(1000.0)
     write(tmp_path / "chain.yaml", "chain-rule")
     book = RuleBook(tmp_path, clock=clock, counts=stats)
     book.check_all()

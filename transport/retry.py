@@ -1,0 +1,128 @@
+"""Retrying what a service that comes back made fail: which errors, how long to wait, the loop.
+
+A Redis restart, a Kafka broker away or a socket reset is *transient*: the same operation
+succeeds once the service is back, so it is tried again, never skipped. An error that
+names the data (a record over Kafka's size limit) fails the same way every time: retrying
+it would stop the loop for ever, so it is the caller's to park (DLQ) instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidMessageError,
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+)
+from redis.exceptions import RedisClusterException, RedisError
+
+from transport.cancel import reraise_if_cancelled
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+TRANSIENT: tuple[type[BaseException], ...] = (
+    RedisError,
+    RedisClusterException,
+    KafkaError,
+    OSError,
+    TimeoutError,
+)
+"""Errors of a service, not of the data. redis-py's ConnectionError and TimeoutError are
+RedisErrors; a cluster client with no node answering raises RedisClusterException, which
+is not; aiokafka raises KafkaTimeoutError (not retriable by its own flag) while a broker is
+away; OSError covers sockets."""
+
+OF_THE_RECORD: tuple[type[BaseException], ...] = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    InvalidMessageError,
+    CorruptRecordException,
+    InvalidTopicError,
+)
+"""Kafka errors about one record (its size, its bytes, its topic name): the same record
+fails again however long one waits."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True if trying the same operation again later can succeed."""
+    return isinstance(exc, TRANSIENT) and not isinstance(exc, OF_THE_RECORD)
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: Callable[[], float]) -> float:
+    """Full jitter: uniform in [0, min(cap, base·2^attempt)] for ``rng`` uniform in [0, 1),
+    so processes that failed together do not retry together."""
+    return rng() * min(cap, base * (2.0 ** min(attempt, 30)))
+
+
+async def retry_transient(
+    step: Callable[[], Awaitable[T]],
+    *,
+    what: str,
+    base_s: float,
+    cap_s: float,
+    on_retry: Callable[[BaseException], None] | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    rng: Callable[[], float] = random.random,
+) -> T:
+    """Run ``step`` until it succeeds; after each transient error, log it, call ``on_retry``
+    and wait a capped, jittered backoff. Any other error is raised to the caller."""
+    attempt = 0
+    while True:
+        try:
+            return await step()
+        except Exception as exc:
+            reraise_if_cancelled()  # redis-py turns a cancellation into ConnectionError
+            if not is_transient(exc):
+                raise
+            if on_retry is not None:
+                on_retry(exc)
+            delay = backoff_delay(attempt, base_s, cap_s, rng)
+            attempt += 1
+            log.error(
+                "%s failed (%s: %s): retry %d in %.2f s",
+                what,
+                type(exc).__name__,
+                exc,
+                attempt,
+                delay,
+            )
+            await sleep(delay)
+
+
+async def run_guarded(
+    step: Callable[[], Awaitable[None]],
+    *,
+    what: str,
+    base_s: float,
+    cap_s: float,
+    counts: Counter[str],
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    rng: Callable[[], float] = random.random,
+) -> None:
+    """One run of a periodic job that must never end its process: transient errors are
+    retried with backoff until the run succeeds (``timer_retries``); any other error is
+    logged and counted (``timer_errors``) and the next run tries again."""
+    try:
+        await retry_transient(
+            step,
+            what=what,
+            base_s=base_s,
+            cap_s=cap_s,
+            on_retry=lambda _exc: counts.update(timer_retries=1),
+            sleep=sleep,
+            rng=rng,
+        )
+    except Exception:
+        reraise_if_cancelled()
+        counts["timer_errors"] += 1
+        log.exception("%s failed; its next run tries again", what)
