@@ -79,9 +79,11 @@ class FusionConfig:
     hold_s: float = 3.0
     keep_s: float = 15.0
     dwell_s: float = 60.0
+    stale_s: float = 60.0
 
     def __post_init__(self) -> None:
-        for name in ("peak_window_s", "gain_db", "door_confirm_s", "keep_s", "dwell_s"):
+        names = ("peak_window_s", "gain_db", "door_confirm_s", "keep_s", "dwell_s", "stale_s")
+        for name in names:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
         if self.hold_s < 0 or self.interior_margin_db < 0:
@@ -110,6 +112,7 @@ class _Gateway:
 
     present: bool = False
     since: float = 0.0
+    last: float = -math.inf
     lingered: bool = False
     confidence: float = 0.5
     levels: deque[tuple[float, float]] = field(default_factory=deque)
@@ -211,7 +214,11 @@ class StorePresence:
         if gw is None:
             gw = state.gateways[ev.gateway_id] = _Gateway()
         state.last_heard = max(state.last_heard, ev.at)
+        gw.last = max(gw.last, ev.at)
         if ev.kind == "zone_exit":
+            if gw.present and state.zone is not None:
+                # It held the subject inside until now: keep from here, not from a tick.
+                state.keep_until = max(state.keep_until, ev.at + self.config.keep_s)
             gw.present = False
         elif ev.kind == "zone_enter" or (ev.kind == "zone_dwell" and not gw.present):
             gw.present = True
@@ -239,7 +246,7 @@ class StorePresence:
                 self._decide(subject, state, now, out)
             if (
                 state.zone is None
-                and not self._still_present(state)
+                and not self._still_present(state, now)
                 and now - state.last_heard >= horizon
             ):
                 idle.append(subject)
@@ -261,7 +268,7 @@ class StorePresence:
         cfg = self.config
         best: tuple[int, float, str, _Gateway] | None = None
         for gid, gw in state.gateways.items():
-            if not gw.present:
+            if not self._present(gw, t):
                 continue
             role = self.roles[gid]
             unconfirmed = not gw.lingered and t - gw.since < cfg.door_confirm_s
@@ -439,7 +446,7 @@ class StorePresence:
                     subject, state.zone, "zone_dwell", dwell_at, self._level(state), 1.0, why
                 )
             )
-        if exit_at > now or self._still_present(state):
+        if exit_at > now or self._still_present(state, now):
             return
         zone = state.zone
         state.zone = None
@@ -449,8 +456,13 @@ class StorePresence:
         why = Why("quiet", (), f"no gateway placed it inside for {cfg.keep_s:.0f} s")
         out.append(Transition(subject, zone, "zone_exit", exit_at, self._level(state), 0.9, why))
 
-    def _still_present(self, state: _Subject) -> bool:
-        return any(g.present for g in state.gateways.values())
+    def _present(self, gw: _Gateway, t: float) -> bool:
+        # A gateway that said "present" and then nothing for stale_s lost its exit (or
+        # its power): its word no longer counts.
+        return gw.present and t - gw.last < self.config.stale_s
+
+    def _still_present(self, state: _Subject, t: float) -> bool:
+        return any(self._present(g, t) for g in state.gateways.values())
 
     # --- helpers ------------------------------------------------------------------------
     def _level(self, state: _Subject) -> float:
