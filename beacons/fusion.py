@@ -2,27 +2,36 @@
 
 A single gateway decides only "near me or not". At the door that is not enough: a phone
 in a bag crossing into the entrance reads like a held phone outside the window. What tells
-them apart is the other gateways: someone who walks in is heard *rising* at an interior
-gateway right after the door gateway's peak; someone outside fades everywhere after it.
-:class:`StorePresence` takes each gateway's evidence about a subject (its own zone
-machine's enters and exits, :mod:`beacons.presence`, and a filtered level per window, a
-``sighting``) and places the subject in at most one zone of the store:
+them apart is the other gateways: someone who walks in gets farther from the door gateway
+and nearer an interior one; someone outside fades everywhere. :class:`StorePresence`
+takes each gateway's evidence about a subject (its own zone machine's enters and exits,
+:mod:`beacons.presence`, and its strongest filtered level per window, a ``sighting``) and
+places the subject in at most one zone of the store. From outside, inside is:
 
-* **inside by an interior gateway**: an interior gateway's own machine is present (its
-  calibrated threshold is one the street cannot reach, ``edge.calibration``). Small zones
-  (fitting rooms, checkout) win over the floor around them, the floor over the entrance;
-* **inside by door then interior** (``door_then_interior``): the door gateway's level
-  peaked at ``peak_min_rssi`` or more within ``peak_window_s``, and since that peak an
-  interior gateway's level rose by ``rise_db`` or more (an unheard gateway counts as
-  ``unheard_rssi``) to at least its enter threshold − ``interior_margin_db``;
-* **inside by staying at the door** (``door_stay``): the door gateway's machine entered
-  by lingering, or has been present for ``door_confirm_s``. A door enter alone is *not*
-  inside: a window shopper's held phone reaches the door threshold too;
-* **inside is kept** while any of the above holds or an interior gateway hears the
-  subject at its enter threshold − ``interior_margin_db``; ``keep_s`` after the last such
-  evidence the subject exits (at that due time);
-* **hysteresis**: two zone changes of a subject (enter, move, exit) are at least
-  ``hold_s`` apart, and a move needs its new zone to stay the best for ``hold_s``.
+* ``door_then_interior``: the door gateway peaked at ``peak_min_rssi`` or more within
+  ``peak_window_s``; since that peak it fell by ``drop_db`` or more while an interior
+  gateway rose by ``rise_db`` or more (unheard counts as ``unheard_rssi``) to at least its
+  enter threshold − ``interior_margin_db``, together ``gain_db`` or more, for
+  ``confirm_s``. The gain does not depend on how loud the phone is, only on where it went;
+  holding it for ``confirm_s`` keeps one noisy window of someone standing still from
+  counting;
+* ``interior_gateway`` / ``small_gateway``: an interior gateway's own machine is present
+  (its calibrated threshold is one the street cannot reach, ``edge.calibration``), unless
+  a door gateway heard the subject ``door_margin_db`` louder meanwhile: that is the
+  doorway, not inside. An interior machine that entered by lingering is judged so once, as
+  it enters (over ``peak_window_s``, on average);
+* ``door_strong``: a door level ``strong_margin_db`` above the strongest the calibration
+  predicts anywhere outside (``GatewayRole.street_rssi``), held ``strong_s``;
+* ``door_linger``: the door's machine entered by lingering, or stayed ``door_stay_s``. A
+  door enter alone is *not* inside: a window shopper's held phone reaches it too.
+
+Once inside, the zone is the present machine of highest priority (small zones over the
+floor around them, the floor over the entrance). Inside is kept while a machine is present
+or an interior gateway hears the subject at its enter threshold − ``interior_margin_db``;
+``keep_s`` after the last such evidence the subject exits, at that due time. A machine
+silent for ``stale_s`` no longer counts (its exit was lost). Hysteresis: two zone changes
+of a subject (enter, move, exit) are at least ``hold_s`` apart, and a move needs its zone
+to stay the best for ``hold_s``.
 
 Every decision carries a :class:`~beacons.presence.Why`: the rule and the readings of
 the gateways it used. Time is the evidence's own (seconds, any epoch); :meth:`window`
@@ -68,12 +77,15 @@ class FusionConfig:
 
     peak_min_rssi: float = -80.0
     peak_window_s: float = 20.0
-    rise_db: float = 2.0
+    rise_db: float = 3.0
     drop_db: float = 3.0
-    gain_db: float = 10.0
-    interior_margin_db: float = 8.0
+    gain_db: float = 12.0
+    confirm_s: float = 1.0
+    interior_margin_db: float = 6.0
     unheard_rssi: float = -100.0
-    door_confirm_s: float = 20.0
+    door_margin_db: float = 3.0
+    door_stay_s: float = 60.0
+    door_window_s: float = 4.0
     strong_margin_db: float | None = 2.0
     strong_s: float = 1.5
     hold_s: float = 3.0
@@ -82,7 +94,7 @@ class FusionConfig:
     stale_s: float = 60.0
 
     def __post_init__(self) -> None:
-        names = ("peak_window_s", "gain_db", "door_confirm_s", "keep_s", "dwell_s", "stale_s")
+        names = ("peak_window_s", "gain_db", "door_stay_s", "keep_s", "dwell_s", "stale_s")
         for name in names:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
@@ -114,6 +126,7 @@ class _Gateway:
     since: float = 0.0
     last: float = -math.inf
     lingered: bool = False
+    vetoed: bool = False
     confidence: float = 0.5
     levels: deque[tuple[float, float]] = field(default_factory=deque)
 
@@ -132,6 +145,7 @@ class _Subject:
     last_heard: float = -math.inf
     pending: str | None = None
     pending_since: float = 0.0
+    rise_since: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +164,14 @@ class FusionStats:
     exits: int = 0
     evicted: int = 0
     by_rule: dict[str, int] = field(default_factory=dict)
+
+
+def _mean(values: Iterable[float]) -> float | None:
+    total = n = 0.0
+    for v in values:
+        total += v
+        n += 1
+    return total / n if n else None
 
 
 class StorePresence:
@@ -223,9 +245,14 @@ class StorePresence:
         elif ev.kind == "zone_enter" or (ev.kind == "zone_dwell" and not gw.present):
             gw.present = True
             gw.since = ev.at
+            # A machine enters at its threshold, or below it by lingering (beacons.presence).
             gw.lingered = ev.kind == "zone_enter" and ev.rssi < role.enter_rssi
             gw.confidence = 0.5 if ev.confidence is None else ev.confidence
         self._record(gw, ev.at, ev.rssi)
+        if ev.kind == "zone_enter" and gw.lingered and role.kind != "entrance":
+            # Slow evidence is judged once, as it comes: a weak level held outside the
+            # door must not count later, when the door has forgotten it.
+            gw.vetoed = state.zone is None and self._door_louder(state, gw, ev.at)
         if (
             state.zone is not None
             and role.kind != "entrance"
@@ -265,15 +292,16 @@ class StorePresence:
 
     def _candidate(self, state: _Subject, t: float) -> _Candidate | None:
         """Where the evidence places the subject now, or None if nothing says inside."""
-        cfg = self.config
         best: tuple[int, float, str, _Gateway] | None = None
+        outside = state.zone is None
         for gid, gw in state.gateways.items():
             if not self._present(gw, t):
                 continue
             role = self.roles[gid]
-            unconfirmed = not gw.lingered and t - gw.since < cfg.door_confirm_s
-            if role.kind == "entrance" and state.zone is None and unconfirmed:
+            if outside and role.kind == "entrance" and not self._stayed(gw, t):
                 continue  # a door enter alone: could be a window shopper
+            if outside and role.kind != "entrance" and self._doorway(state, gw, t):
+                continue  # heard better at the door: from the doorway, not from inside
             margin = (gw.level() or role.enter_rssi) - role.enter_rssi
             key = (_PRIORITY[role.kind], margin, gid, gw)
             if best is None or key[:3] > best[:3]:
@@ -283,24 +311,60 @@ class StorePresence:
             role = self.roles[gid]
             level = gw.level()
             reading = ((gid, round(level, 1)),) if level is not None else ()
-            if role.kind == "entrance" and state.zone is None:
-                rule = "door_linger" if gw.lingered else "door_stay"
-                detail = (
-                    f"{gid} heard at its linger level long enough"
-                    if gw.lingered
-                    else f"{gid} present for {t - gw.since:.0f} s"
-                )
-                return _Candidate(
-                    role.zone_id, min(gw.confidence, 0.75), Why(rule, reading, detail)
-                )
-            return _Candidate(
-                role.zone_id,
-                gw.confidence,
-                Why(f"{role.kind}_gateway", reading, f"{gid} entered its zone"),
-            )
-        if state.zone is None:
-            return self._door_strong(state, t) or self._door_then_interior(state, t)
+            if role.kind == "entrance" and outside:
+                detail = f"{gid} heard at the door for {t - gw.since:.0f} s"
+                why = Why("door_linger", reading, detail)
+                return _Candidate(role.zone_id, min(gw.confidence, 0.75), why)
+            why = Why(f"{role.kind}_gateway", reading, f"{gid} entered its zone")
+            return _Candidate(role.zone_id, gw.confidence, why)
+        if outside:
+            return self._door_strong(state, t) or self._confirmed(state, t)
         return None
+
+    def _stayed(self, door: _Gateway, t: float) -> bool:
+        """A door machine that entered by lingering, or has been present ``door_stay_s``."""
+        return door.lingered or t - door.since >= self.config.door_stay_s
+
+    def _doorway(self, state: _Subject, inner: _Gateway, t: float) -> bool:
+        """True if an interior machine's presence is better explained by the doorway."""
+        return inner.vetoed if inner.lingered else self._door_louder(state, inner, t)
+
+    def _door_louder(self, state: _Subject, inner: _Gateway, t: float) -> bool:
+        """True if a door gateway hears the subject ``door_margin_db`` louder than ``inner``.
+
+        The difference does not depend on how loud the phone is, only on where it is: just
+        outside the door the door gateway is far nearer than any interior one.
+        """
+        cfg = self.config
+        if inner.lingered:
+            # Slow evidence (a weak level held for long): weigh it against the door's over
+            # as long, both on average.
+            since = t - cfg.peak_window_s
+            level = _mean(lv for lt, lv in inner.levels if lt >= since)
+        else:
+            since = t - cfg.door_window_s
+            level = inner.level()
+        if level is None:
+            return False
+        for door in self._entrances:
+            gw = state.gateways.get(door.gateway_id)
+            if gw is None:
+                continue
+            recent = [lv for lt, lv in gw.levels if lt >= since]
+            door_level = _mean(recent) if inner.lingered else max(recent, default=None)
+            if door_level is not None and door_level - level > cfg.door_margin_db:
+                return True
+        return False
+
+    def _confirmed(self, state: _Subject, t: float) -> _Candidate | None:
+        """Door then interior, once it has held for ``confirm_s`` (one noisy window is not)."""
+        found = self._door_then_interior(state, t)
+        if found is None:
+            state.rise_since = None
+            return None
+        if state.rise_since is None:
+            state.rise_since = t
+        return found if t - state.rise_since >= self.config.confirm_s else None
 
     def _door_strong(self, state: _Subject, t: float) -> _Candidate | None:
         """A door level the street cannot produce, held for ``strong_s``."""

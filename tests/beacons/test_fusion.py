@@ -82,14 +82,36 @@ def test_a_door_peak_with_no_interior_evidence_is_outside() -> None:
     assert run(window_shopper(), until=40) == []
 
 
-def test_a_door_presence_that_stays_is_inside_after_door_confirm_s() -> None:
+def test_a_door_presence_that_stays_is_inside_after_door_stay_s() -> None:
+    # An entrance lingerer: the door's machine present for a minute is someone inside.
     ev = [machine("gw-door", "zone_enter", 0.5, -70.0)]
-    ev += [sight("gw-door", t + 0.5, -71.0) for t in range(30)]
+    ev += [sight("gw-door", t + 0.5, -71.0) for t in range(80)]
     out = run(ev, dataclasses.replace(CFG, strong_margin_db=None))
     assert [(tr.kind, tr.zone_id) for tr in out][:1] == [("zone_enter", "entrance")]
-    assert out[0].at == pytest.approx(0.5 + CFG.door_confirm_s, abs=1.0)
+    assert out[0].at == pytest.approx(0.5 + CFG.door_stay_s, abs=1.0)
     assert out[0].why is not None
-    assert out[0].why.rule == "door_stay"
+    assert out[0].why.rule == "door_linger"
+
+
+def test_a_door_presence_shorter_than_door_stay_s_is_not_inside() -> None:
+    ev = [machine("gw-door", "zone_enter", 0.5, -70.0)]
+    ev += [sight("gw-door", t + 0.5, -71.0) for t in range(40)]
+    ev += [machine("gw-door", "zone_exit", 40.6, -82.0)]
+    assert run(ev, dataclasses.replace(CFG, strong_margin_db=None), until=120) == []
+
+
+def test_an_interior_linger_heard_louder_at_the_door_is_the_doorway_not_inside() -> None:
+    # A held phone outside the window: the floor's slow average creeps up to its linger
+    # level, but the door hears it louder all along.
+    ev = []
+    for t in range(40):
+        ev += [sight("gw-door", t + 0.5, -80.0), sight("gw-floor", t + 0.6, -87.0)]
+    ev += [machine("gw-floor", "zone_enter", 30.6, -87.0)]
+    assert run(ev, until=60) == []
+    # The same floor evidence with the door silent: someone deep inside, in a bag.
+    alone = [e for e in ev if e.gateway_id == "gw-floor"]
+    out = run(alone, until=60)
+    assert [(tr.kind, tr.zone_id) for tr in out][:1] == [("zone_enter", "floor")]
 
 
 def test_a_door_level_the_street_cannot_reach_is_inside() -> None:
@@ -180,7 +202,7 @@ evidence_items = st.tuples(
 def test_a_fused_zone_machine_never_exits_without_an_enter_nor_changes_zone_faster_than_hold(
     items: list[tuple[float, str, str, float, str]], hold: float
 ) -> None:
-    config = dataclasses.replace(CFG, hold_s=hold, door_confirm_s=5.0, keep_s=4.0)
+    config = dataclasses.replace(CFG, hold_s=hold, door_stay_s=5.0, keep_s=4.0)
     t = 0.0
     evidence = []
     for step, gw, kind, rssi, subject in items:
