@@ -29,7 +29,8 @@ Once inside, the zone is the present machine of highest priority (small zones ov
 floor around them, the floor over the entrance). Inside is kept while a machine is present
 or an interior gateway hears the subject at its enter threshold − ``interior_margin_db``;
 ``keep_s`` after the last such evidence the subject exits, at that due time. A machine
-silent for ``stale_s`` no longer counts (its exit was lost). Hysteresis: two zone changes
+silent for ``stale_s`` no longer counts (its exit was lost), a level older than ``fresh_s``
+is not "now". Hysteresis: two zone changes
 of a subject (enter, move, exit) are at least ``hold_s`` apart, and a move needs its zone
 to stay the best for ``hold_s``.
 
@@ -92,6 +93,7 @@ class FusionConfig:
     keep_s: float = 15.0
     dwell_s: float = 60.0
     stale_s: float = 60.0
+    fresh_s: float = 2.0
 
     def __post_init__(self) -> None:
         names = ("peak_window_s", "gain_db", "door_stay_s", "keep_s", "dwell_s", "stale_s")
@@ -381,7 +383,8 @@ class StorePresence:
                 if lv < strong:
                     break
                 first = lt
-            if first is None or gw.levels[-1][0] - first < cfg.strong_s:
+            last = gw.levels[-1][0]
+            if first is None or last - first < cfg.strong_s or t - last > cfg.fresh_s:
                 continue
             level = gw.levels[-1][1]
             return _Candidate(
@@ -423,7 +426,11 @@ class StorePresence:
                 if igw is None or not igw.levels:
                     continue
                 now_t, now_level = igw.levels[-1]
-                if now_t <= peak_t or now_level < inner.enter_rssi - cfg.interior_margin_db:
+                if (
+                    now_t <= peak_t
+                    or t - now_t > cfg.fresh_s
+                    or now_level < inner.enter_rssi - cfg.interior_margin_db
+                ):
                     continue
                 ref = cfg.unheard_rssi
                 door_now = cfg.unheard_rssi
