@@ -302,7 +302,7 @@ async def _replay(
     from contracts.trace import PIPELINE_KINDS, TraceProblems, read_trace
     from edge.agent import EdgeAgent
     from edge.coordinator import coordinator_agent
-    from edge.fusion import FUSION_GATEWAY_ID, fusion_roles, gateway_settings
+    from edge.fusion import FUSION_GATEWAY_ID, fusable, fusion_roles, gateway_settings
     from edge.settings import EdgeSettings
     from edge.sources import ScannerSource
     from edge.trace_clock import TraceClock
@@ -320,9 +320,9 @@ async def _replay(
     defaults = EdgeSettings()
     per_gateway = gateway_settings(layout, defaults)
     roles = fusion_roles(layout, defaults) if fusion else []
-    # Fusion needs a door to peak and somewhere inside to rise: a store plan without an
-    # entrance gateway, or with one gateway, is replayed gateway by gateway.
-    fused = any(r.kind == "entrance" for r in roles) and len(roles) > 1
+    # Fusion needs a calibrated door and somewhere inside: other store plans are replayed
+    # gateway by gateway (edge.fusion.fusable).
+    fused = fusable(roles)
     services = ServiceSettings()
     agents = []
     # consent_revoke/grant app lines reach the registry at their place in the trace.

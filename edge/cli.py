@@ -216,7 +216,7 @@ def fuse(
     """Run a store's presence coordinator: its gateways' evidence in, the store's zone events
     out (gateways run with fused = true; docs/presence.md)."""
     from edge.coordinator import coordinator_agent
-    from edge.fusion import fusion_roles, load_layout
+    from edge.fusion import fusable, fusion_roles, load_layout
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -234,8 +234,11 @@ def fuse(
     except EdgeError as exc:
         raise _fail(str(exc)) from exc
     roles = fusion_roles(plan, settings)
-    if not any(r.kind == "entrance" for r in roles):
-        raise _fail(f"{layout}: no gateway in an entrance zone; nothing to fuse at the door")
+    if not fusable(roles):
+        raise _fail(
+            f"{layout}: fusion needs a calibrated entrance gateway (rssi_1m, path_loss_n,"
+            " an outside zone with a rect) and another gateway"
+        )
     services = ServiceSettings()
     agent, coordinator = coordinator_agent(
         settings.model_copy(update={"fused": False, "zone_id": roles[0].zone_id}),

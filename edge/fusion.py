@@ -119,6 +119,17 @@ def load_layout(path: Path) -> tuple[dict[str, Any], str | None]:
     return layout, store if isinstance(store, str) else None
 
 
+def fusable(roles: list[GatewayRole]) -> bool:
+    """Whether a store plan can be fused: a calibrated entrance gateway and one more.
+
+    Without the entrance's calibration (its ``rssi_1m``, path-loss exponent and the street
+    on the plan) nothing says what the street can produce at the door; such a store (a
+    trace written by hand, say) is decided gateway by gateway, as before fusion.
+    """
+    door = any(r.kind == "entrance" and r.street_rssi is not None for r in roles)
+    return door and len(roles) > 1
+
+
 def _ms(at: datetime) -> float:
     """A timestamp as the contract carries it (UTC, whole milliseconds)."""
     at = at.astimezone(UTC)

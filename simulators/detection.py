@@ -32,7 +32,13 @@ from beacons.presence import Transition
 from beacons.resolver import EidResolver
 from contracts.models import Alert, AlertKind
 from contracts.trace import AdvRecord, AppRecord, read_trace
-from edge.fusion import FUSION_GATEWAY_ID, evidence_of_transition, fusion_roles, gateway_settings
+from edge.fusion import (
+    FUSION_GATEWAY_ID,
+    evidence_of_transition,
+    fusable,
+    fusion_roles,
+    gateway_settings,
+)
 from edge.pipeline import Pipeline
 from edge.settings import EdgeSettings
 from edge.sources import advert_from_record
@@ -192,7 +198,8 @@ def score_seed(
     trace = workdir / f"{scenario}-{seed}.jsonl"
     sim.write(trace)
     try:
-        if fusion:
+        roles = fusion_roles(sim.layout.trace_layout(), defaults)
+        if fusion and fusable(roles):  # as proxima replay decides
             _, transitions = fused_transitions(trace, defaults, config)
         else:
             _, transitions = gateway_transitions(trace, defaults)
