@@ -29,6 +29,7 @@ PASSWD = shutil.which("mosquitto_passwd")
 PASSWORD = "s3cret-pw"
 USERS = [
     "s1/gateways/gw-door",
+    "s1/gateways/fusion",
     "s1/associates/maria",
     "s1/associates/joao",
     "proxima-bridge",
@@ -60,12 +61,18 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     passwd.touch(mode=0o600)
     for user in USERS:
         subprocess.run([PASSWD, "-b", str(passwd), user, PASSWORD], check=True)
+    # The shipped file, plus the per-store block it says a fused store's coordinator needs.
+    acl = work / "proxima.acl"
+    acl.write_text(
+        ACL.read_text()
+        + "\nuser s1/gateways/fusion\ntopic read proxima/v1/stores/s1/gateways/+/evidence\n"
+    )
     port = free_port()
     conf = work / "mosquitto.conf"
     conf.write_text(
         f"user {getpass.getuser()}\n"  # as root, Mosquitto would switch to a user who can't read tmp
         f"listener {port} 127.0.0.1\nallow_anonymous false\n"
-        f"password_file {passwd}\nacl_file {ACL}\npersistence false\n"
+        f"password_file {passwd}\nacl_file {acl}\npersistence false\n"
     )
     log = work / "mosquitto.log"
     with log.open("wb") as out:
@@ -117,6 +124,22 @@ async def test_a_gateway_publishes_only_under_its_own_topic(
         await gateway.publish(other, b"forged")
         await gateway.publish(other_store, b"forged")
     assert await _received(bridge) == [(own, b"own")]
+
+
+async def test_a_fused_stores_gateway_sends_evidence_only_to_its_coordinator(
+    broker: Broker, bridge: MqttClient
+) -> None:
+    own = "proxima/v1/stores/s1/gateways/gw-door/evidence"
+    forged = "proxima/v1/stores/s1/gateways/gw-fitting/evidence"
+    async with MqttClient(broker.url("s1/gateways/fusion")) as coordinator:
+        await coordinator.subscribe("proxima/v1/stores/s1/gateways/+/evidence")
+        await asyncio.sleep(0.2)
+        async with MqttClient(broker.url("s1/gateways/gw-door")) as gateway:
+            await gateway.publish(own, b"evidence")
+            await gateway.publish(forged, b"forged")
+        assert await _received(coordinator) == [(own, b"evidence")]
+    # Store-local: the bridge (subscribed to events) never sees it.
+    assert await _received(bridge, 0.3) == []
 
 
 async def test_an_associate_reads_only_their_own_alerts(broker: Broker) -> None:
