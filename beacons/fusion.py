@@ -314,7 +314,11 @@ class StorePresence:
             level = gw.level()
             reading = ((gid, round(level, 1)),) if level is not None else ()
             if role.kind == "entrance" and outside:
-                detail = f"{gid} heard at the door for {t - gw.since:.0f} s"
+                detail = (
+                    f"{gid} entered by lingering"
+                    if gw.lingered
+                    else f"{gid} present for {t - gw.since:.0f} s"
+                )
                 why = Why("door_linger", reading, detail)
                 return _Candidate(role.zone_id, min(gw.confidence, 0.75), why)
             why = Why(f"{role.kind}_gateway", reading, f"{gid} entered its zone")
