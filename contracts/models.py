@@ -259,6 +259,72 @@ class Alert(_Strict):
     def to_json(self) -> bytes:
         return self.model_dump_json(by_alias=True).encode()
 
+    def view(self) -> AlertView:
+        """What associates' devices get: the alert without the customer's and the visit's
+        ids and the causing events (the console shows none of them either)."""
+        return AlertView(
+            alert_id=self.alert_id,
+            store_id=self.store_id,
+            kind=self.kind,
+            title=self.title,
+            body=self.body,
+            fields=self.fields,
+            zone_id=self.zone_id,
+            created_at=self.created_at,
+            priority=self.priority,
+            target=self.target,
+        )
+
+
+class AlertView(_Strict):
+    """An alert as handhelds, store screens and webhooks get it (DESIGN.md, Contract: MQTT
+    topics): :class:`Alert` without ``customer_id``, ``visit_id`` and ``caused_by``, which
+    would let anyone holding a handheld link a customer's visits. The wire alert on
+    ``proxima.alerts.v1`` keeps them for the services."""
+
+    schema_: Literal["proxima.alert_view.v1"] = Field(
+        default="proxima.alert_view.v1", alias="schema"
+    )
+    alert_id: UUID
+    store_id: Identifier
+    kind: AlertKind
+    title: Annotated[str, Field(min_length=1, max_length=200)]
+    body: Annotated[str, Field(max_length=2000)] = ""
+    fields: dict[FieldName, Any] = Field(
+        default_factory=dict, description="only the fields the customer made visible"
+    )
+    zone_id: Identifier | None = None
+    created_at: UtcMillis
+    priority: Priority = Priority.NORMAL
+    target: AlertTarget = Field(default_factory=AlertTarget)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
+
+
+class WithdrawReason(StrEnum):
+    CONSENT_REVOKED = "consent_revoked"  # the customer withdrew arrival_alerts
+    ERASED = "erased"  # the customer was forgotten
+
+
+class AlertWithdrawn(_Strict):
+    """On the same MQTT topics as the alert: drop it, do not act on it any more."""
+
+    schema_: Literal["proxima.alert_withdrawn.v1"] = Field(
+        default="proxima.alert_withdrawn.v1", alias="schema"
+    )
+    alert_id: UUID
+    store_id: Identifier
+    reason: WithdrawReason
+    at: UtcMillis
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
+
 
 class AckStatus(StrEnum):
     CLAIMED = "claimed"
@@ -368,6 +434,17 @@ def parse_batch(raw: bytes | str) -> list[Event]:
 def parse_alert(raw: bytes | str) -> Alert:
     """Parse one alert, raising ContractError that names the offending field."""
     return parse_model(Alert, raw)
+
+
+def parse_alert_message(raw: bytes | str) -> AlertView | AlertWithdrawn:
+    """One message of an MQTT alert topic: an alert's view, or its withdrawal."""
+    try:
+        schema = json.loads(raw).get("schema")
+    except (ValueError, AttributeError):
+        schema = None
+    if schema == "proxima.alert_withdrawn.v1":
+        return parse_model(AlertWithdrawn, raw)
+    return parse_model(AlertView, raw)
 
 
 def parse_model(model: type[M], raw: bytes | str) -> M:
@@ -489,6 +566,15 @@ class ConsentRecord(_Strict):
     version: Annotated[int, Field(ge=0)]
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def allows(self, purpose: str, store: str) -> bool:
+        """The decision for ``purpose`` at ``store``: the store's own wins over the global
+        one; no decision means no (as the stream decides)."""
+        for key in (f"{purpose}@{store}", purpose):
+            decision = self.consent.get(key)
+            if decision is not None:
+                return decision.granted
+        return False
 
     def to_json(self) -> bytes:
         return self.model_dump_json(by_alias=True).encode()

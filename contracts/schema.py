@@ -7,12 +7,23 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from contracts.models import Alert, AlertAck, ConsentRecord, DlqRecord, Event, GatewayStatus
+from contracts.models import (
+    Alert,
+    AlertAck,
+    AlertView,
+    AlertWithdrawn,
+    ConsentRecord,
+    DlqRecord,
+    Event,
+    GatewayStatus,
+)
 from contracts.trace import AdvRecord, AppRecord, TraceHeader, TruthRecord
 
 MODELS: dict[str, type[BaseModel]] = {
     "event": Event,
     "alert": Alert,
+    "alert_view": AlertView,
+    "alert_withdrawn": AlertWithdrawn,
     "ack": AlertAck,
     "gateway_status": GatewayStatus,
     "dlq": DlqRecord,

@@ -93,8 +93,23 @@ class Topics:
     def store_alerts(self, store: str) -> str:
         return f"{self.alerts_root}/stores/{store}/alerts"
 
+    def associate_ack(self, store: str, associate: str, alert_id: str) -> str:
+        """Where an associate's handheld acks an alert: under the associate's own topics,
+        so the broker's ACL can hold each handheld to its own acks."""
+        return f"{self.alerts_root}/stores/{store}/associates/{associate}/acks/{alert_id}"
+
     def alert_ack(self, store: str, alert_id: str) -> str:
+        """The store-wide ack topic of 0.1 (deprecated): it cannot say who sent an ack, so
+        the notifier takes it only with ``PROXIMA_NOTIFIER_LEGACY_ACK_TOPIC``."""
         return f"{self.alerts_root}/stores/{store}/alerts/{alert_id}/ack"
+
+    def all_associate_acks(self, share_group: str | None = None) -> str:
+        flt = f"{self.alerts_root}/stores/+/associates/+/acks/+"
+        return f"$share/{share_group}/{flt}" if share_group else flt
+
+    def all_legacy_acks(self, share_group: str | None = None) -> str:
+        flt = f"{self.alerts_root}/stores/+/alerts/+/ack"
+        return f"$share/{share_group}/{flt}" if share_group else flt
 
     def all_gateway_events(self, share_group: str | None = None) -> str:
         """Subscription filter for every gateway's events, shared when a group is given."""
@@ -103,6 +118,17 @@ class Topics:
 
     def all_store_alerts(self) -> str:
         return f"{self.alerts_root}/stores/+/alerts"
+
+    def parse_ack_topic(self, topic: str) -> tuple[str, str | None, str]:
+        """(store, associate, alert id) of an ack topic; the associate is None on the
+        legacy store-wide topic. Raises ValueError for any other topic."""
+        prefix = f"{self.alerts_root}/stores/"
+        parts = topic[len(prefix) :].split("/") if topic.startswith(prefix) else []
+        if len(parts) == 5 and parts[1] == "associates" and parts[3] == "acks":
+            return parts[0], parts[2], parts[4]
+        if len(parts) == 4 and parts[1] == "alerts" and parts[3] == "ack":
+            return parts[0], None, parts[2]
+        raise ValueError(f"topic {topic!r} is not an ack topic")
 
     def parse_gateway_topic(self, topic: str) -> tuple[str, str, str]:
         """Split a gateway topic into (store, gateway, leaf) or raise ValueError."""

@@ -105,6 +105,11 @@ class TruthRecord(_Open):
     )
     event: str
     zone_id: str | None = None
+    device_class: str | None = Field(
+        default=None,
+        description="what the person carries: android_app, iphone_app, vip_tag, no_app, "
+        "staff or unknown (for scoring per class; absent in older traces)",
+    )
 
 
 TraceRecord = AdvRecord | AppRecord | TruthRecord

@@ -256,6 +256,14 @@ def replay(
         str,
         typer.Option(help="N× real time, or 'max': all gateways on the trace's virtual clock"),
     ] = "max",
+    device_keys: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            help='JSON {"DEVICE_ID": "<Ed25519 private key, 32 raw bytes, base64>"}: app '
+            "lines are signed with these and sent to an ingest on loopback (a device without "
+            "a key: its lines are skipped and counted)"
+        ),
+    ] = None,
     fusion: Annotated[
         bool,
         typer.Option(
@@ -265,16 +273,21 @@ def replay(
     ] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Feed a trace through one edge agent per gateway into the running system."""
+    """Feed a trace through one edge agent per gateway, and its app lines through the
+    app-event ingest, into the running system."""
     from contracts.exceptions import ContractError
     from contracts.trace import TraceProblems
     from edge.fusion import FUSION_GATEWAY_ID
+    from simulators.exceptions import SimulatorError
 
     _logging(verbose)
     problems = TraceProblems(str(trace))
+    app_summary: list[str] = []
     try:
-        stats = asyncio.run(_replay(trace, edge_cli.parse_speed(speed), problems, fusion=fusion))
-    except (ContractError, OSError) as exc:
+        stats = asyncio.run(
+            _replay(trace, edge_cli.parse_speed(speed), problems, device_keys, app_summary, fusion)
+        )
+    except (ContractError, OSError, SimulatorError) as exc:
         raise _fail(str(exc)) from exc
     fused = FUSION_GATEWAY_ID in stats
     for gw, (adverts, events) in sorted(stats.items()):
@@ -285,6 +298,8 @@ def replay(
             else "events published"
         )
         out.print(f"{gw}: {adverts} adverts → {events} {what}", highlight=False)
+    for line in app_summary:
+        err.print(line, highlight=False, markup=False, soft_wrap=True)
     # A trace from another tool may hold lines this one cannot read: say how many were
     # skipped, once, after the replay went on without them.
     if summary := problems.summary():
@@ -295,17 +310,22 @@ async def _replay(
     trace: Path,
     speed: float | None,
     problems: TraceProblems | None = None,
-    *,
+    device_keys: Path | None = None,
+    app_summary: list[str] | None = None,
     fusion: bool = True,
 ) -> dict[str, tuple[int, int]]:
-    """Replay ``trace``; the lines it skips are recorded in ``problems`` (see TraceProblems)."""
-    from contracts.trace import PIPELINE_KINDS, TraceProblems, read_trace
+    """Replay ``trace``; the lines it skips are recorded in ``problems`` (see TraceProblems),
+    and what became of its app lines is appended to ``app_summary`` (simulators.app_replay).
+    With ``fusion`` a store plan that can be fused (edge.fusion.fusable) gets its presence
+    coordinator: the gateways send it evidence, it publishes the store's zone events."""
+    from contracts.trace import PIPELINE_KINDS, AppRecord, TraceProblems, read_trace
     from edge.agent import EdgeAgent
     from edge.coordinator import coordinator_agent
     from edge.fusion import FUSION_GATEWAY_ID, fusable, fusion_roles, gateway_settings
     from edge.settings import EdgeSettings
     from edge.sources import ScannerSource
     from edge.trace_clock import TraceClock
+    from simulators.app_replay import AppReplay, HeldSource, device_keys_path, load_device_keys
     from simulators.replay import ConsentReplay
 
     problems = problems if problems is not None else TraceProblems(str(trace))
@@ -314,12 +334,13 @@ async def _replay(
         header, _ = read_trace([first])
     if header.layout is None:
         raise OSError(f"{trace}: header has no layout; replay needs the gateways and their zones")
-    layout = json.loads(first).get("layout") or {}
+    app_keys = load_device_keys(device_keys) if device_keys is not None else {}
+    layout_raw = json.loads(first).get("layout") or {}
     # Interior gateways whose layout carries a calibration (rssi_1m, path_loss_n, zone
     # rectangles) get thresholds that cover their zone (edge.calibration).
     defaults = EdgeSettings()
-    per_gateway = gateway_settings(layout, defaults)
-    roles = fusion_roles(layout, defaults) if fusion else []
+    per_gateway = gateway_settings(layout_raw, defaults)
+    roles = fusion_roles(layout_raw, defaults) if fusion else []
     # Fusion needs a calibrated door and somewhere inside: other store plans are replayed
     # gateway by gateway (edge.fusion.fusable).
     fused = fusable(roles)
@@ -336,34 +357,63 @@ async def _replay(
     clock = None
     trace_file = None
     coordinator = fusion_agent = None
+    hint = device_keys_path(trace)
+    apps = AppReplay(
+        header,
+        layout_raw,
+        app_keys,
+        None,
+        services,
+        keys_hint=hint if device_keys is None and hint.exists() else None,
+    )
+    tmp = tempfile.TemporaryDirectory(prefix="proxima-replay-")
+    if fused:
+        key = keys[(header.store_id, FUSION_GATEWAY_ID)]
+        fusion_settings = EdgeSettings(
+            store_id=header.store_id,
+            gateway_id=FUSION_GATEWAY_ID,
+            zone_id=roles[0].zone_id,
+            signing_kid=key.kid,
+            signing_key=key.secret,
+            # Stepped by the clock: publish each step at once, no batch to wait for.
+            batch_max_latency_s=0.001 if speed is None else 0.1,
+        )
+        fusion_agent, coordinator = coordinator_agent(
+            fusion_settings,
+            roles,
+            services.topics,
+            mqtt_url=fusion_settings.mqtt_url or services.mqtt,
+            outbox_path=Path(tmp.name) / "outbox-fusion.sqlite",
+            clocked=speed is None,
+            persistent=False,
+            services=[apps.serve],
+        )
+    if speed is None:
+        trace_file = trace.open("rb")
+        clock_header, records = read_trace(trace_file, problems, kinds=PIPELINE_KINDS)
+        app_ids: list[Any] = []  # the ingest's events since the last app line
+
+        async def on_app(record: AppRecord, published: Sequence[Any]) -> None:
+            # A consent change waits for the stream to have decided the app events too.
+            await consent.on_app(record, [*published, *app_ids])
+            app_ids[:] = await apps.on_app(record)
+
+        clock = TraceClock(clock_header, records, on_app=on_app, coordinator=coordinator)
+        apps.clock = clock.now
+    # The store's app-event ingest runs in one gateway's agent, as on a real store: the
+    # first entrance gateway's (its reader hands over the app lines; at a finite speed that
+    # agent waits for the last one). In a fused store the gateways send evidence, so the
+    # coordinator's agent, which publishes the store's events, serves it.
+    kinds = {z.id: z.kind for z in header.layout.zones}
+    host = next(
+        (g.id for g in header.layout.gateways if kinds.get(g.zone_id) == "entrance"),
+        header.layout.gateways[0].id,
+    )
+    apps.host = FUSION_GATEWAY_ID if fused else host
+    fed = asyncio.Event()
+    app_lines: asyncio.Queue[AppRecord | None] = asyncio.Queue()
     # A replay is a dev tool: each agent gets a fresh outbox that disappears afterwards.
-    with tempfile.TemporaryDirectory(prefix="proxima-replay-") as tmp:
-        if fused:
-            key = keys[(header.store_id, FUSION_GATEWAY_ID)]
-            fusion_settings = EdgeSettings(
-                store_id=header.store_id,
-                gateway_id=FUSION_GATEWAY_ID,
-                zone_id=roles[0].zone_id,
-                signing_kid=key.kid,
-                signing_key=key.secret,
-                # Stepped by the clock: publish each step at once, no batch to wait for.
-                batch_max_latency_s=0.001 if speed is None else 0.1,
-            )
-            fusion_agent, coordinator = coordinator_agent(
-                fusion_settings,
-                roles,
-                services.topics,
-                mqtt_url=fusion_settings.mqtt_url or services.mqtt,
-                outbox_path=Path(tmp) / "outbox-fusion.sqlite",
-                clocked=speed is None,
-                persistent=False,
-            )
-        if speed is None:
-            trace_file = trace.open("rb")
-            clock_header, records = read_trace(trace_file, problems, kinds=PIPELINE_KINDS)
-            clock = TraceClock(
-                clock_header, records, on_app=consent.on_app, coordinator=coordinator
-            )
+    with tmp:
         for gw in header.layout.gateways:
             key = keys[(header.store_id, gw.id)]
             tuned: dict[str, Any] = dict(per_gateway.get(gw.id, {}))
@@ -376,28 +426,44 @@ async def _replay(
                 fused=fused,
                 **{"gateway_id": gw.id, "zone_id": gw.zone_id, **tuned},
             )
-            src: ScannerSource = (
-                clock.source(gw.id) if clock is not None else consent.source(trace, gw.id, speed)
-            )
+            src: ScannerSource
+            if clock is not None:
+                src = clock.source(gw.id)
+            elif gw.id == host:
+                src = HeldSource(consent.source(trace, gw.id, speed, app_lines.put_nowait), fed)
+            else:
+                src = consent.source(trace, gw.id, speed)
             agents.append(
                 EdgeAgent(
                     settings,
                     src,
                     services.topics,
                     mqtt_url=settings.mqtt_url or services.mqtt,
-                    outbox_path=Path(tmp) / f"outbox-{gw.id}.sqlite",
+                    outbox_path=Path(tmp.name) / f"outbox-{gw.id}.sqlite",
+                    services=[apps.serve] if gw.id == host and not fused else (),
                 )
             )
+
+        async def feed() -> None:
+            try:
+                assert speed is not None
+                await apps.feed(app_lines, speed)
+            finally:
+                fed.set()
+
         try:
+            runs = [a.run(until_drained=True) for a in agents]
+            driver = clock.run() if clock is not None else feed()
             if coordinator is None:
-                runs = [a.run(until_drained=True) for a in agents]
-                await asyncio.gather(*runs, *([clock.run()] if clock is not None else []))
+                await asyncio.gather(*runs, driver)
             else:
-                await _replay_fused(agents, fusion_agent, coordinator, clock)
+                await _replay_fused(runs, driver, fusion_agent, coordinator, agents, clock)
         finally:
             consent.close()
             if trace_file is not None:
                 trace_file.close()
+    if app_summary is not None and (said := apps.summary()):
+        app_summary.append(said)
     result = {a.settings.gateway_id: (a.stats.adverts, a.stats.events_published) for a in agents}
     if fusion_agent is not None:
         result[FUSION_GATEWAY_ID] = (0, fusion_agent.stats.events_published)
@@ -405,7 +471,12 @@ async def _replay(
 
 
 async def _replay_fused(
-    agents: Sequence[Any], fusion_agent: Any, coordinator: Any, clock: Any | None
+    runs: Sequence[Coroutine[Any, Any, None]],
+    driver: Coroutine[Any, Any, Any],
+    fusion_agent: Any,
+    coordinator: Any,
+    agents: Sequence[Any],
+    clock: Any | None,
 ) -> None:
     """Gateways publish evidence; the store's coordinator (subscribed first) publishes
     events: stepped by the clock at --speed max, live at a finite speed."""
@@ -415,11 +486,9 @@ async def _replay_fused(
         await asyncio.wait({ready, fusion_run}, return_when=asyncio.FIRST_COMPLETED)
         if fusion_run.done():
             await fusion_run  # it failed before subscribing: say why
-        runs = [a.run(until_drained=True) for a in agents]
-        await asyncio.gather(*runs, *([clock.run()] if clock is not None else []))
+        await asyncio.gather(*runs, driver)
         if clock is None:
-            published = sum(a.stats.events_published for a in agents)
-            await coordinator.finish(published)
+            await coordinator.finish(sum(a.stats.events_published for a in agents))
         await fusion_agent.outbox.wait_empty()
     finally:
         fusion_agent.stop()
@@ -449,12 +518,23 @@ def simulate(
         ),
     ] = None,
     enroll: Annotated[
-        bool, typer.Option(help="enroll the scenario's customers into Redis")
+        bool,
+        typer.Option(
+            help="enroll the scenario's customers and register their app devices (Redis); "
+            "with --out also write the devices' keys to TRACE.device-keys.json"
+        ),
     ] = False,
+    device_classes: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="CLASS=SHARE,... of enrolled customers instead of the layout's (classes: "
+            "iphone_app, android_app, vip_tag, no_app), e.g. iphone_app=1"
+        ),
+    ] = None,
 ) -> None:
     """Write a simulated trace (and optionally enroll its customers)."""
     from contracts.trace import dump_line
-    from simulators.cli import simulate_layout
+    from simulators.cli import parse_shares, simulate_layout
     from simulators.scenarios import scenario as make_scenario
 
     begin = datetime.fromisoformat(start.replace("Z", "+00:00")) if start else None
@@ -471,8 +551,11 @@ def simulate(
             out_path=out_path,
             start=begin,
             enroll=enroll,
+            device_classes=parse_shares(device_classes) if device_classes else None,
         )
         return
+    if device_classes:
+        raise _fail("--device-classes needs a layout or a layout scenario, not the skeleton")
     scenario = scenario or "skeleton"
     begin = begin or datetime.now(UTC)
     try:
@@ -599,7 +682,8 @@ def customers_revoke(
     purpose: Annotated[str, typer.Argument(metavar="PURPOSE")],
     store: Annotated[Optional[str], typer.Option(help="revoke only for this store")] = None,  # noqa: UP045
 ) -> None:
-    """Withdraw consent for a purpose; takes effect at once."""
+    """Withdraw consent for a purpose; takes effect at once (the notifier withdraws the
+    customer's open alerts there when it reads proxima.consent.v1)."""
     _set_consent(customer_id, purpose, False, store)
 
 
@@ -643,7 +727,8 @@ def _set_consent(customer_id: str, purpose: str, granted: bool, store: str | Non
 
 @customers_app.command("forget")
 def customers_forget(customer_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
-    """Erase a customer everywhere: profile, consent, EID index, visits."""
+    """Erase a customer everywhere: profile, consent, EID index, visits, and (through
+    proxima.consent.v1) the notifier's alerts about them."""
     from stream.registry import Registry
     from transport.redis import connect_redis
 
@@ -912,6 +997,8 @@ def topics_ensure(
     changelogs ({app id}-{table}-changelog) and the consent topic are compacted; a
     changelog takes the events topic's partition count and replication factor as they
     are on the broker (which may differ from --partitions/--replication on an upgrade).
+    The alerts and visits topics, which name customers, keep records for
+    PROXIMA_STREAM_KAFKA_RETENTION_S (7 days), also set on topics that already exist.
     """
     from stream.settings import StreamSettings
     from stream.tables import ensure_changelogs
@@ -926,7 +1013,20 @@ def topics_ensure(
     async def run() -> dict[str, TopicShape]:
         await wait_for_broker(services.kafka_bootstrap, timeout=timeout)
         names = services.topics.all_kafka
-        await ensure_topics(services.kafka_bootstrap, names, count, replication)
+        not_set = await ensure_topics(
+            services.kafka_bootstrap,
+            names,
+            count,
+            replication,
+            retention_ms=settings.kafka_retention_s * 1000,
+        )
+        for name in not_set:
+            err.print(
+                f"[yellow]warning:[/yellow] {name}: the broker did not take the retention "
+                f"(PROXIMA_STREAM_KAFKA_RETENTION_S={settings.kafka_retention_s}); "
+                "set it with the broker's tools",
+                highlight=False,
+            )
         names += await ensure_changelogs(services, settings)
         shapes = await describe_topics(services.kafka_bootstrap, list(names))
         return {name: shapes[name] for name in names if name in shapes}

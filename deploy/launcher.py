@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO
 
 from contracts.exceptions import ContractError
-from contracts.models import parse_alert
+from contracts.models import AlertWithdrawn, parse_alert_message
 from contracts.services import ServiceSettings
 from contracts.trace import parse_header
 from deploy.embedded_kafka import EmbeddedKafka
@@ -142,7 +142,10 @@ async def up(
     only_store: str | None = None
     try:
         await ensure_topics(
-            services.kafka_bootstrap, services.topics.all_kafka, settings.partitions
+            services.kafka_bootstrap,
+            services.topics.all_kafka,
+            settings.partitions,
+            retention_ms=settings.kafka_retention_s * 1000,
         )
         children.start("bridge", "bridge")
         children.start("stream-worker", "stream", "worker")
@@ -181,7 +184,11 @@ async def up(
                     only_store = _trace_store(trace)
                 if not headless:
                     on_info(await _demo_associate(services, console))
-                children.start("edge-sim", "replay", str(trace), "--speed", "1")
+                # The scenario's app users reach the ingest the replay serves on loopback,
+                # signed with the keys `simulate --enroll` wrote beside the trace.
+                keys = trace.with_name(trace.name + ".device-keys.json")
+                with_keys = ("--device-keys", str(keys)) if keys.exists() else ()
+                children.start("edge-sim", "replay", str(trace), "--speed", "1", *with_keys)
                 on_info(
                     f"scenario {scenario!r}: customers enrolled; edge agents replaying {trace} in real time"
                 )
@@ -193,11 +200,14 @@ async def up(
                 with contextlib.suppress(TimeoutError):
                     message = await asyncio.wait_for(mqtt.messages.get(), timeout)
                     try:
-                        alert = parse_alert(message.payload)
+                        alert = parse_alert_message(message.payload)
                     except ContractError as exc:
                         on_info(f"unreadable alert on {message.topic}: {exc}")
                         continue
                     if only_store is not None and alert.store_id != only_store:
+                        continue
+                    if isinstance(alert, AlertWithdrawn):
+                        on_alert(f"[{alert.store_id}] alert {alert.alert_id} withdrawn")
                         continue
                     on_alert(
                         f"[{alert.store_id}] {alert.title}"

@@ -170,6 +170,12 @@ def run(
         extra = _ingest_service(settings.store_id, services.redis_prefix)
     except (ValidationError, EdgeError) as exc:
         raise _fail(f"app-event ingest settings (PROXIMA_INGEST_*): {exc}") from exc
+    if extra and settings.fused:
+        # A fused gateway publishes evidence for the coordinator, not events.
+        raise _fail(
+            "a fused gateway cannot host the app-event ingest: run it in the store's"
+            " coordinator (proxima edge fuse with PROXIMA_INGEST_ENABLED=1)"
+        )
     agent = EdgeAgent(
         settings,
         src,
@@ -240,11 +246,16 @@ def fuse(
             " an outside zone with a rect) and another gateway"
         )
     services = ServiceSettings()
+    try:
+        ingest = _ingest_service(settings.store_id, services.redis_prefix)
+    except (ValidationError, EdgeError) as exc:
+        raise _fail(f"app-event ingest settings (PROXIMA_INGEST_*): {exc}") from exc
     agent, coordinator = coordinator_agent(
         settings.model_copy(update={"fused": False, "zone_id": roles[0].zone_id}),
         roles,
         services.topics,
         mqtt_url=settings.mqtt_url or services.mqtt,
+        services=ingest,
     )
 
     async def main() -> None:

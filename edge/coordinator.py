@@ -27,7 +27,7 @@ import logging
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -263,9 +263,12 @@ def coordinator_agent(
     config: FusionConfig | None = None,
     clocked: bool = False,
     persistent: bool = True,
+    services: Sequence[Callable[[Outbox], Coroutine[Any, Any, None]]] = (),
 ) -> tuple[EdgeAgent, Coordinator]:
     """A store's coordinator and the agent that carries its decisions (no scanner unless a
-    replay's clocked source is given, which only paces it)."""
+    replay's clocked source is given, which only paces it). ``services`` are more producers
+    into that agent's outbox: the store's app-event ingest belongs here, since its
+    gateways send only evidence."""
     coordinator = Coordinator(
         settings,
         roles,
@@ -281,7 +284,7 @@ def coordinator_agent(
         topics,
         mqtt_url=mqtt_url,
         outbox_path=outbox_path,
-        services=[coordinator],
+        services=[coordinator, *services],
         service_warnings=[coordinator.warnings],
     )
     return agent, coordinator

@@ -90,7 +90,7 @@ header { display: flex; flex-wrap: wrap; gap: 8px; justify-content: space-betwee
 .card { background: var(--card); border-radius: 12px; padding: 12px; margin: 10px 0;
   box-shadow: 0 1px 3px rgba(0,0,0,.15); border-left: 6px solid var(--accent); }
 .card[data-state="claimed"] { border-left-color: #c98a00; }
-.card[data-state="done"], .card[data-state="expired"] { opacity: .65; border-left-color: #999; }
+.card[data-state="done"], .card[data-state="expired"], .card[data-state="withdrawn"] { opacity: .65; border-left-color: #999; }
 .card h3 { margin: 0 0 4px; font-size: 1.1rem; }
 .card .meta { font-size: .85rem; color: var(--muted); }
 .card .who { margin: 6px 0; font-weight: 600; }
@@ -238,6 +238,7 @@ CONSOLE_JS = r"""'use strict';
       case 'claimed': return `Claimed by ${by}`;
       case 'done': return `Done by ${by}`;
       case 'expired': return 'Expired: nobody claimed it';
+      case 'withdrawn': return 'Withdrawn: the customer no longer wants arrival alerts';
       default: return 'Waiting for someone to claim';
     }
   }

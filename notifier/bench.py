@@ -36,7 +36,7 @@ from argon2 import PasswordHasher
 from contracts.models import Alert
 from contracts.services import ServiceSettings
 from notifier.directory import Directory
-from notifier.web import SESSION_COOKIE, Sessions
+from notifier.web.sessions import SESSION_COOKIE, Sessions
 from transport.kafka import ensure_topics, make_producer
 from transport.mqtt import MqttClient
 from transport.net import free_port

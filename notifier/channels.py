@@ -4,7 +4,7 @@ Like Faust's store registry, a destination's URL scheme picks the backend:
 
 =================  ==============================================================
 ``mqtt:``          the associate's contract topic (handhelds); the store's topic
-                   when the notice is for the whole store
+                   when the notice is for the whole store (an ``AlertView``)
 ``sse:``           the web console's live feed (server-sent events via Redis)
 ``https://``       a webhook, signed with HMAC-SHA256 and retried with backoff
                    (``http://`` ones, stored before https was required, are refused)
@@ -152,7 +152,8 @@ class Notice:
                 "store_id": self.alert.store_id,
                 "associate_id": self.associate_id,
                 "tier": self.tier,
-                "alert": self.alert.model_dump(mode="json", by_alias=True),
+                # The associates' view: no customer, visit or event ids (DESIGN.md).
+                "alert": self.alert.view().model_dump(mode="json", by_alias=True),
             },
             separators=(",", ":"),
         ).encode()
@@ -270,7 +271,7 @@ class MqttChannel(Channel):
             else self.topics.store_alerts(store)
         )
         # Raises when the broker is gone: the Kafka offset must then not be committed.
-        await self.mqtt.publish(topic, notice.alert.to_json(), qos=1)
+        await self.mqtt.publish(topic, notice.alert.view().to_json(), qos=1)
         return Receipt("mqtt", topic, notice.associate_id, True, 1, self.clock(), detail="puback")
 
 

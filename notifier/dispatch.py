@@ -19,7 +19,7 @@ from notifier.channels import CONSOLE, MQTT, Channels, Destination, Notice, Rece
 from notifier.destinations import Destinations
 from notifier.directory import Clock, utc_now
 from notifier.exceptions import NotifierError, UnknownDestination
-from notifier.lifecycle import AlertRecord, Lifecycle
+from notifier.lifecycle import AlertRecord, AlertState, Lifecycle
 from notifier.metrics import Metrics
 from notifier.outbox import Entry, Outbox
 from transport.cancel import reraise_if_cancelled
@@ -113,6 +113,11 @@ class Dispatcher:
             )
         except (KeyError, ValueError) as exc:
             log.error("unreadable outbox entry dropped: %r (%s)", fields, exc)
+            return
+        record = await self.lifecycle.get(str(alert.alert_id))
+        if record is None or record.state is AlertState.WITHDRAWN:
+            # The customer revoked consent or was forgotten since it was queued.
+            log.info("send of alert %s dropped: withdrawn or erased", alert.alert_id)
             return
         dest_id = fields.get("destination", "")
         found = [

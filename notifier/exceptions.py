@@ -81,3 +81,24 @@ class SignInThrottled(NotifierError):
         super().__init__(f"too many failed sign-ins {scope}: try again in {wait} s")
         self.scope = scope
         self.retry_after_s = wait
+
+
+class AckRefused(NotifierError):
+    """An MQTT ack the notifier will not apply; ``reason`` is a short code for metrics.
+
+    ``associate_mismatch`` is the one that matters: the body names another associate than
+    the topic it came on (the topic is what the broker's ACL vouches for).
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+class AlertWithheld(NotifierError):
+    """An alert not created: its customer was forgotten or revoked arrival alerts there."""
+
+    def __init__(self, alert_id: str, reason: object) -> None:
+        super().__init__(f"alert {alert_id} withheld: {reason}")
+        self.alert_id = alert_id
+        self.reason = reason

@@ -17,6 +17,7 @@ push it to the consoles connected to it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import statistics
@@ -28,10 +29,17 @@ from typing import Any
 
 from redis.crc import key_slot
 
-from contracts.models import AckStatus, Alert, AlertAck, AlertKind
+from contracts.models import (
+    AckStatus,
+    Alert,
+    AlertAck,
+    AlertKind,
+    ConsentRecord,
+    WithdrawReason,
+)
 from notifier.channels import Receipt
 from notifier.directory import Clock, Directory, from_ms, text, text_map, to_ms, utc_now
-from notifier.exceptions import AlertConflict, UnknownAlert, UnknownAssociate
+from notifier.exceptions import AlertConflict, AlertWithheld, UnknownAlert, UnknownAssociate
 from notifier.outbox import Outbox
 from notifier.routing import Ladder, Step, Tier, escalation, next_step, plan
 from notifier.store_routing import RoutingConfigs, StoreRouting
@@ -53,18 +61,71 @@ def ack_outbox_key(prefix: str) -> str:
     return f"{prefix}notifier:{ALERTS_TAG}:outbox:acks"
 
 
+def alert_key(prefix: str, alert_id: str) -> str:
+    """The hash that is the truth about one alert (in :data:`ALERTS_TAG`'s slot)."""
+    return f"{prefix}notifier:{ALERTS_TAG}:alert:{alert_id}"
+
+
+async def stored_alert(redis: RedisClient, prefix: str, alert_id: str) -> Alert | None:
+    """The wire alert (customer id included) the notifier keeps; None once it is gone.
+
+    For tools with Redis access that need what the associates' view leaves out, such as
+    ``proxima alerts record``, which scores alerts against a trace's customers.
+    """
+    raw = await redis.hget(alert_key(prefix, alert_id), "alert")
+    return None if raw is None else Alert.model_validate_json(raw)
+
+
+def customer_alerts_key(prefix: str, customer_id: str) -> str:
+    """The set of a customer's alert ids (in :data:`ALERTS_TAG`'s slot, written with them)."""
+    return f"{prefix}notifier:{ALERTS_TAG}:customer:{customer_id}"
+
+
+def consent_key(prefix: str, customer_id: str) -> str:
+    """A revoking customer's arrival_alerts decisions: store or ``*`` → ``1``/``0``."""
+    return f"{prefix}notifier:{ALERTS_TAG}:consent:{customer_id}"
+
+
+def erased_key(prefix: str, customer_id: str) -> str:
+    """Set when the customer is forgotten; named by a hash, so it does not keep the id."""
+    digest = hashlib.sha256(customer_id.encode()).hexdigest()[:32]
+    return f"{prefix}notifier:{ALERTS_TAG}:erased:{digest}"
+
+
+ARRIVAL_ALERTS = "arrival_alerts"  # the purpose every alert is sent under (the stream's gate)
+
+
 class AlertState(StrEnum):
     DELIVERED = "delivered"
     CLAIMED = "claimed"
     DONE = "done"
     EXPIRED = "expired"
+    WITHDRAWN = "withdrawn"  # the customer revoked consent or was forgotten
 
 
+OPEN_STATES = frozenset({AlertState.DELIVERED, AlertState.CLAIMED})
+
+
+def redacted(alert: Alert) -> Alert:
+    """A withdrawn alert keeps nothing the customer showed: no name, no fields."""
+    return alert.model_copy(update={"title": "Alert withdrawn", "body": "", "fields": {}})
+
+
+# KEYS[2] indexes the customer's alerts (for erasure and revocation); KEYS[3] is set once
+# the customer is forgotten and KEYS[4] holds their arrival_alerts decisions after a
+# revocation (store or '*' -> '1'/'0', the store's own first), so an alert still on
+# Kafka when the customer left is not created after the fact. All in one slot.
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[3]) == 1 then return 2 end
+local allowed = redis.call('HGET', KEYS[4], ARGV[4])
+if not allowed then allowed = redis.call('HGET', KEYS[4], '*') end
+if allowed == '0' then return 3 end
 local m = cjson.decode(ARGV[1])
 for k, v in pairs(m) do redis.call('HSET', KEYS[1], k, v) end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[2]))
 return 1
 """
 
@@ -133,6 +194,13 @@ elseif op == 'escalate' then
              'escalated_at', now)
   redis.call('HINCRBY', key, 'rev', 1)
   return {'ok', state, by}
+elseif op == 'withdraw' then
+  -- ARGV[4] the redacted alert JSON, ARGV[5] why. Open alerts only: a done one is history.
+  if state ~= 'delivered' and state ~= 'claimed' then return {'closed', state, by} end
+  redis.call('HSET', key, 'state', 'withdrawn', 'withdrawn_at', now, 'withdrawn_reason',
+             ARGV[5], 'alert', ARGV[4])
+  redis.call('HINCRBY', key, 'rev', 1)
+  return {'ok', 'withdrawn', by}
 elseif op == 'expire' then
   if state ~= 'delivered' then return {'closed', state, by} end
   redis.call('HSET', key, 'state', 'expired', 'expired_at', now)
@@ -162,6 +230,8 @@ class AlertRecord:
     claimed_at: datetime | None = None
     done_at: datetime | None = None
     expired_at: datetime | None = None
+    withdrawn_at: datetime | None = None
+    withdrawn_reason: WithdrawReason | None = None
     rev: int = 1
     published: bool = False
 
@@ -181,6 +251,10 @@ class AlertRecord:
             claimed_at=from_ms(data.get("claimed_at")),
             done_at=from_ms(data.get("done_at")),
             expired_at=from_ms(data.get("expired_at")),
+            withdrawn_at=from_ms(data.get("withdrawn_at")),
+            withdrawn_reason=(
+                WithdrawReason(data["withdrawn_reason"]) if data.get("withdrawn_reason") else None
+            ),
             rev=int(data.get("rev", 1)),
             published=data.get("published") == "1",
         )
@@ -218,6 +292,8 @@ class AlertRecord:
             "claimed_at": self.claimed_at.isoformat() if self.claimed_at else None,
             "done_at": self.done_at.isoformat() if self.done_at else None,
             "expired_at": self.expired_at.isoformat() if self.expired_at else None,
+            "withdrawn_at": self.withdrawn_at.isoformat() if self.withdrawn_at else None,
+            "withdrawn_reason": self.withdrawn_reason.value if self.withdrawn_reason else None,
             "rev": self.rev,
         }
 
@@ -287,7 +363,7 @@ class Lifecycle:
 
     # keys ------------------------------------------------------------------------
     def _key(self, alert_id: str) -> str:
-        return f"{self.prefix}notifier:{ALERTS_TAG}:alert:{alert_id}"
+        return alert_key(self.prefix, alert_id)
 
     def _feed_index(self, store: str) -> str:
         return f"{self.prefix}notifier:store:{store}:alerts"
@@ -328,8 +404,18 @@ class Lifecycle:
         }
         ttl = int(self.retention.total_seconds())
         created = await self._create(
-            keys=[self._key(str(alert.alert_id))], args=[json.dumps(mapping), ttl]
+            keys=[
+                self._key(str(alert.alert_id)),
+                customer_alerts_key(self.prefix, alert.customer_id),
+                erased_key(self.prefix, alert.customer_id),
+                consent_key(self.prefix, alert.customer_id),
+            ],
+            args=[json.dumps(mapping), ttl, str(alert.alert_id), alert.store_id],
         )
+        if created == 2:
+            raise AlertWithheld(str(alert.alert_id), WithdrawReason.ERASED)
+        if created == 3:
+            raise AlertWithheld(str(alert.alert_id), WithdrawReason.CONSENT_REVOKED)
         if not created:
             return None
         score = to_ms(now)
@@ -501,6 +587,115 @@ class Lifecycle:
             return None
         await self.publish(updated)
         return Delivery(updated, step)
+
+    # consent -----------------------------------------------------------------------
+    async def customer_alerts(self, customer_id: str) -> list[AlertRecord]:
+        """The customer's alerts still kept (any state)."""
+        ids = sorted(
+            text(i)
+            for i in await self.redis.smembers(customer_alerts_key(self.prefix, customer_id))
+        )
+        records = [await self.get(alert_id) for alert_id in ids]
+        return [r for r in records if r is not None]
+
+    async def follow_consent(self, consent: ConsentRecord) -> list[AlertRecord]:
+        """A customer's consent changed: remember a revocation of arrival alerts (so an
+        alert still on its way is not created) and withdraw open alerts in every store
+        where arrival alerts are no longer allowed. Returns those withdrawn now."""
+        cid = consent.customer_id
+        decisions: dict[Any, str] = {
+            (key.partition("@")[2] or "*"): "1" if d.granted else "0"
+            for key, d in consent.consent.items()
+            if key.partition("@")[0] == ARRIVAL_ALERTS
+        }
+        marker = consent_key(self.prefix, cid)
+        if "0" in decisions.values():
+            decisions.setdefault("*", "0")  # no global decision: no consent (as the stream)
+            async with self.redis.pipeline(transaction=True) as pipe:  # one slot
+                pipe.delete(marker)
+                pipe.hset(marker, mapping=decisions)
+                pipe.expire(marker, int(self.retention.total_seconds()))
+                await pipe.execute()
+        else:
+            await self.redis.delete(marker)
+        return await self.withdraw_customer(
+            cid,
+            WithdrawReason.CONSENT_REVOKED,
+            lambda store: not consent.allows(ARRIVAL_ALERTS, store),
+        )
+
+    async def withdraw_customer(
+        self,
+        customer_id: str,
+        reason: WithdrawReason,
+        in_store: Callable[[str], bool] = lambda _store: True,
+    ) -> list[AlertRecord]:
+        """Withdraw the customer's open alerts (in the stores ``in_store`` picks): escalation
+        stops, consoles show them withdrawn and redacted. Returns those withdrawn now."""
+        withdrawn = []
+        for record in await self.customer_alerts(customer_id):
+            if record.state in OPEN_STATES and in_store(record.alert.store_id):
+                done = await self._withdraw(record, reason)
+                if done is not None:
+                    withdrawn.append(done)
+        return withdrawn
+
+    async def _withdraw(self, record: AlertRecord, reason: WithdrawReason) -> AlertRecord | None:
+        alert_id = str(record.alert.alert_id)
+        result = await self._transition(
+            keys=[self._key(alert_id)],
+            args=[
+                "withdraw",
+                "",
+                str(to_ms(self.clock())),
+                redacted(record.alert).model_dump_json(by_alias=True),
+                reason.value,
+            ],
+        )
+        await self.redis.zrem(self._open, alert_id)
+        outcome = result[0].decode() if isinstance(result[0], bytes) else str(result[0])
+        if outcome != "ok":
+            return None  # done or expired meanwhile: history, left as it is
+        updated = await self.get(alert_id)
+        if updated is not None:
+            await self.publish(updated)
+        return updated
+
+    async def erase_customer(self, customer_id: str) -> list[AlertRecord]:
+        """Delete every alert of a forgotten customer, with its receipts and index entries;
+        open ones are withdrawn first so consoles drop them. Returns those withdrawn.
+
+        Safe to run again: the customer's index is deleted last, so a run that died midway
+        finds what is left.
+        """
+        await self.mark_erased(customer_id)
+        withdrawn = await self.withdraw_customer(customer_id, WithdrawReason.ERASED)
+        await self.delete_customer(customer_id)
+        return withdrawn
+
+    async def mark_erased(self, customer_id: str) -> None:
+        """From now on no alert of this customer is created (checked in the create script).
+
+        Set before the customer's index is read: an alert created before the mark is in
+        the index by then, and one after it is refused.
+        """
+        await self.redis.set(
+            erased_key(self.prefix, customer_id), "1", ex=int(self.retention.total_seconds())
+        )
+
+    async def delete_customer(self, customer_id: str) -> None:
+        """Delete the customer's alerts, their receipts and index entries, and the index."""
+        for record in await self.customer_alerts(customer_id):
+            alert_id = str(record.alert.alert_id)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.delete(self._key(alert_id))
+                pipe.delete(self._receipts(alert_id))
+                pipe.zrem(self._feed_index(record.alert.store_id), alert_id)
+                pipe.zrem(self._open, alert_id)
+                await pipe.execute()
+        await self.redis.delete(
+            consent_key(self.prefix, customer_id), customer_alerts_key(self.prefix, customer_id)
+        )
 
     # time ------------------------------------------------------------------------
     async def tick(self) -> list[Delivery]:

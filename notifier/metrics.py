@@ -18,9 +18,29 @@ _HELP: dict[str, tuple[str, str]] = {
     "proxima_notifier_acks_produced_total": ("counter", "AlertAcks produced to Kafka."),
     "proxima_notifier_escalations_total": ("counter", "Escalations performed, by tier."),
     "proxima_notifier_acks_total": ("counter", "Claims, done and declines, by source and result."),
+    "proxima_notifier_acks_refused_total": (
+        "counter",
+        "MQTT acks refused, by reason (associate_mismatch: the body names someone else).",
+    ),
     "proxima_notifier_shifts_total": ("counter", "Shift changes by source and result."),
     "proxima_notifier_logins_total": ("counter", "Console sign-ins, by result."),
     "proxima_notifier_http_requests_total": ("counter", "Console HTTP requests, by status class."),
+    "proxima_notifier_retries_total": (
+        "counter",
+        "Steps tried again because Redis, Kafka or MQTT was away, by loop and step.",
+    ),
+    "proxima_notifier_records_parked_total": (
+        "counter",
+        "Kafka records parked after failing kafka_record_attempts times, by loop.",
+    ),
+    "proxima_notifier_consent_total": (
+        "counter",
+        "proxima.consent.v1 records followed, by change (erased, changed, rejected).",
+    ),
+    "proxima_notifier_alerts_withdrawn_total": (
+        "counter",
+        "Open alerts withdrawn, by reason (consent_revoked, erased).",
+    ),
     "proxima_notifier_sse_clients": ("gauge", "Console live feeds connected to this instance."),
 }
 

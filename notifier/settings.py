@@ -115,6 +115,22 @@ class NotifierSettings(BaseSettings):
         ge=4,
         description="Redis connections per instance; requests beyond it wait their turn",
     )
+    legacy_ack_topic: bool = Field(
+        default=False,
+        description="also take acks on the 0.1 topic .../stores/{store}/alerts/{id}/ack "
+        "(deprecated: it cannot tell who sent an ack; removed in the next release)",
+    )
+    retry_backoff_s: float = Field(
+        default=0.2, gt=0, description="first pause when Redis, Kafka or MQTT is away (doubles)"
+    )
+    retry_backoff_max_s: float = Field(
+        default=10.0, gt=0, description="longest pause between tries while a service is away"
+    )
+    kafka_record_attempts: int = Field(
+        default=5,
+        ge=1,
+        description="tries of a Kafka record failing for another reason before it is parked",
+    )
     kafka_fetch_max_wait_ms: int = Field(
         default=50,
         ge=1,

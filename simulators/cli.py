@@ -15,7 +15,7 @@ import time
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -23,6 +23,9 @@ from rich.table import Table
 
 from contracts.services import ServiceSettings
 from simulators.exceptions import SimulatorError
+
+if TYPE_CHECKING:
+    from transport.redis import RedisClient
 
 out = Console()
 err = Console(stderr=True)
@@ -46,27 +49,50 @@ def simulate_layout(
     start: datetime | None,
     enroll: bool,
     progress: bool = True,
+    device_classes: dict[str, float] | None = None,
 ) -> None:
     """``proxima simulate --layout NAME`` or a layout-based ``--scenario``."""
+    from pydantic import ValidationError
+
     from simulators.engine import build, build_scenario
 
+    population = {"device_classes": device_classes} if device_classes else None
     try:
         if scenario is not None:
-            sim = build_scenario(scenario, seed, start, hours)
+            sim = build_scenario(scenario, seed, start, hours, population)
         else:
             assert layout is not None
-            sim = build(layout, hours=hours or 1.0, seed=seed, start=start)
+            sim = build(layout, hours=hours or 1.0, seed=seed, start=start, population=population)
     except SimulatorError as exc:
         raise _fail(str(exc)) from exc
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = "".join(f"{p}: " for p in first["loc"])
+        raise _fail(
+            f"--device-classes: {where}{first['msg'].removeprefix('Value error, ')}"
+        ) from exc
     except ValueError as exc:
         raise _fail(str(exc)) from exc
+    device_keys: dict[str, bytes] = {}
     if enroll:
-        from simulators.enroll import enroll_all
+        from simulators.enroll import enroll_all, register_devices
 
         n = asyncio.run(enroll_all(sim.customers))
-        out.print(f"enrolled {n} customers", highlight=False)
+        device_keys = asyncio.run(register_devices(sim.customers))
+        out.print(
+            f"enrolled {n} customers and registered {len(device_keys)} app devices",
+            highlight=False,
+        )
     if out_path is None:
         return
+    if enroll:
+        from simulators.app_replay import device_keys_path, write_device_keys
+
+        # The trace never holds keys: the app devices' private keys go beside it, for
+        # `proxima replay TRACE --device-keys TRACE.device-keys.json`.
+        keys_file = device_keys_path(out_path)
+        write_device_keys(keys_file, device_keys)
+        out.print(f"app device keys: {keys_file}", highlight=False)
     began = time.perf_counter()
     if progress and sys.stderr.isatty():
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -94,8 +120,24 @@ def simulate_layout(
     )
 
 
+def parse_shares(text: str) -> dict[str, float]:
+    """``CLASS=SHARE,...`` (``--device-classes``) as a dict; a bad item is named."""
+    out: dict[str, float] = {}
+    for item in text.split(","):
+        name, sep, value = (x.strip() for x in item.partition("="))
+        try:
+            share = float(value) if sep and name else None
+        except ValueError:
+            share = None
+        if share is None:
+            raise _fail(f"--device-classes: {item!r} is not CLASS=SHARE (e.g. iphone_app=0.5)")
+        out[name] = share
+    return out
+
+
 def _write_sidecar(sim: Any, trace: Path) -> None:
-    """``TRACE.customers.json``: the simulated customers' keys, for enrollment and timelines."""
+    """``TRACE.customers.json``: the simulated customers' identity keys, device classes and app
+    device ids, for enrollment, timelines and scoring (device keys: ``--enroll`` only)."""
     from simulators.timeline import sidecar_path
 
     data = {
@@ -110,6 +152,9 @@ def _write_sidecar(sim: Any, trace: Path) -> None:
                 "revoke_at": c.revoke_at,
                 "tier": c.tier,
                 "assigned_associate": c.assigned_associate,
+                "device_class": c.device_class,
+                "device_id": c.device_id,
+                "shares_location": c.shares_location,
             }
             for c in sim.customers
         ],
@@ -248,6 +293,7 @@ async def _record(
     out_path: Path, events: Path | None, duration: float | None, idle: float | None, append: bool
 ) -> tuple[int, int]:
     from transport.mqtt import MqttClient
+    from transport.redis import connect_redis
 
     services = ServiceSettings()
     topics = services.topics
@@ -259,6 +305,7 @@ async def _record(
     mode = "a" if append else "w"
     alerts_fh = out_path.open(mode, encoding="utf-8")
     events_fh = events.open(mode, encoding="utf-8") if events else None
+    redis = connect_redis(services.redis)
     try:
         async with MqttClient(services.mqtt, queue_size=1_000_000) as mqtt:
             await mqtt.subscribe(topics.all_store_alerts(), qos=1)
@@ -287,6 +334,10 @@ async def _record(
                     except (json.JSONDecodeError, UnicodeDecodeError):
                         err.print(f"skipped a non-JSON message on {msg.topic}", highlight=False)
                         continue
+                    if not msg.topic.endswith("/events"):
+                        payload = await _wire_alert(redis, services.redis_prefix, payload)
+                        if payload is None:
+                            continue
                     line = json.dumps(payload, separators=(",", ":")) + "\n"
                     if msg.topic.endswith("/events"):
                         if events_fh is not None:
@@ -297,7 +348,28 @@ async def _record(
                         alerts_fh.flush()
                         n_alerts += 1
     finally:
+        await redis.aclose()
         alerts_fh.close()
         if events_fh is not None:
             events_fh.close()
     return n_alerts, n_batches
+
+
+async def _wire_alert(redis: RedisClient, prefix: str, payload: Any) -> Any:
+    """The alert to score: the store's topic carries the associates' view (no customer id),
+    so the wire alert is read where the notifier keeps it. None: a withdrawal, or an
+    alert already gone (erased); skipped."""
+    if not isinstance(payload, dict) or payload.get("schema") not in (
+        "proxima.alert_view.v1",
+        "proxima.alert_withdrawn.v1",
+    ):
+        return payload  # a full alert (another publisher), or junk that score will report
+    if payload["schema"] == "proxima.alert_withdrawn.v1":
+        return None
+    from notifier.lifecycle import stored_alert
+
+    alert = await stored_alert(redis, prefix, str(payload.get("alert_id")))
+    if alert is None:
+        err.print(f"alert {payload.get('alert_id')} is no longer stored: skipped", highlight=False)
+        return None
+    return json.loads(alert.to_json())

@@ -185,6 +185,7 @@ def score_seed(
     seed: int,
     workdir: Path,
     defaults: EdgeSettings | None = None,
+    population: dict[str, Any] | None = None,
     *,
     fusion: bool = True,
     config: FusionConfig | None = None,
@@ -194,7 +195,7 @@ def score_seed(
     ``fusion``: the store's coordinator decides (as ``proxima replay`` runs it); off, each
     gateway's own decisions go to the stream, as before fusion.
     """
-    sim = build_scenario(scenario, seed)
+    sim = build_scenario(scenario, seed, population=population)
     trace = workdir / f"{scenario}-{seed}.jsonl"
     sim.write(trace)
     try:
@@ -246,11 +247,13 @@ def run_detection_bench(
     seeds: Sequence[int] = (21, 22, 23, 24, 25, 26, 27),
     scenario: str = "boutique-rush",
     defaults: EdgeSettings | None = None,
+    population: dict[str, Any] | None = None,
     *,
     fusion: bool = True,
     config: FusionConfig | None = None,
 ) -> dict[str, Any]:
-    """Detection figures summed over ``seeds`` of ``scenario`` (see the module docstring)."""
+    """Detection figures summed over ``seeds`` of ``scenario`` (see the module docstring);
+    ``population`` overrides fields of the scenario's (e.g. ``device_classes``)."""
     expected = alerted = arrivals = false = without = dup_visits = 0
     kafka_events = door_arrivals = 0
     max_per_visit = 0
@@ -259,7 +262,9 @@ def run_detection_bench(
     false_alerts: list[str] = []
     with tempfile.TemporaryDirectory(prefix="proxima-detection-") as tmp:
         for seed in seeds:
-            fig = score_seed(scenario, seed, Path(tmp), defaults, fusion=fusion, config=config)
+            fig = score_seed(
+                scenario, seed, Path(tmp), defaults, population, fusion=fusion, config=config
+            )
             expected += fig["expected_visits"]
             alerted += fig["alerted_expected_visits"]
             arrivals += fig["arrival_alerts"]

@@ -33,19 +33,31 @@ from beacons.frames import (
     encode_eddystone_uid,
     encode_ibeacon,
 )
+from simulators.devices import (
+    IOS_BACKGROUND_SCAN_DUTY,
+    geofence_pass,
+    location_fixes,
+    region_transitions,
+)
 from simulators.exceptions import SimulatorError
-from simulators.layout import FLOOR_HEIGHT_M, BeaconSpec, StoreLayout, load_layout
+from simulators.layout import (
+    FLOOR_HEIGHT_M,
+    BeaconSpec,
+    GatewaySpec,
+    Population,
+    StoreLayout,
+    load_layout,
+)
 from simulators.movement import Trajectory
 from simulators.population import Crowd, Customer, Person
-from simulators.radio import BODY_LOSS_DB, CARRY_LOSS_DB, PHONE_HEIGHT_M, RadioModel
+from simulators.radio import BODY_LOSS_DB, CARRY_LOSS_DB, PHONE_HEIGHT_M, LinkState, RadioModel
 
 TILE_UUID = "0000feed-0000-1000-8000-00805f9b34fb"
 FAST_PAIR_UUID = "0000fe2c-0000-1000-8000-00805f9b34fb"
 STAFF_NAMESPACE = bytes.fromhex("50726f78696d61537466")  # "ProximaStf"
 EID_TX_AT_0M = {"phone": -18, "tag": -20}
 DOOR_OPENING_M = 1.2
-OS_GEOFENCE_DELAY = (45.0, 0.9)  # median s, sigma of log: iOS/Android region monitoring
-BEACON_REGION_DELAY = (4.0, 0.8)
+BEACON_HEIGHT_M = 2.2  # as _beacon hangs them
 
 
 def _fmt_t(t: float) -> str:
@@ -108,8 +120,7 @@ class Device:
     address_next: float = math.inf
     clock: float = 1.0
     count: int = 0
-    shadow: list[float | None] = field(default_factory=list)
-    shadow_t: list[float] = field(default_factory=list)
+    links: list[LinkState] = field(default_factory=list)
     cache: dict[int, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -302,14 +313,13 @@ class Simulation:
             "address_period": rng.uniform(600, 900),
         }
         pop = self.layout.population
-        if kind == "eid":
-            carries = person.customer.carries if person.customer else "phone"
+        if kind in ("eid", "tag"):  # our Android app, or a VIP tag: the customer's EID
             if person.customer is not None:
                 key, k = person.customer.identity_key, person.customer.rotation_exponent
             else:  # our app, but not enrolled here: an EID that resolves to nobody
                 key = rng.randbytes(16)
                 k = rng.choice([9, 10])
-            tx = EID_TX_AT_0M[carries]
+            tx = EID_TX_AT_0M["tag" if kind == "tag" else "phone"]
             t0 = self.t0
 
             def eid_payload(dev: Device, t: float) -> str:
@@ -323,18 +333,28 @@ class Simulation:
                     dev.cache[window] = frag
                 return frag
 
-            carry = rng.choices(["hand", "pocket", "bag"], [0.3, 0.4, 0.3])[0]
-            if carries == "tag":
-                carry = rng.choice(["pocket", "bag"])
+            if kind == "tag":  # on a key ring: fixed interval, in a pocket or a bag
+                return Device(
+                    **base,
+                    interval=pop.tag_interval_s,
+                    payload=eid_payload,
+                    carry_db=CARRY_LOSS_DB[rng.choice(["pocket", "bag"])],
+                )
+            # Android lets an app on screen advertise at 100-250 ms; in the background (a
+            # foreground service) apps choose 250 ms or 1 s to spare the battery.
+            on_screen = person.carry == "hand" and rng.random() < pop.p_android_on_screen
+            intervals = (
+                pop.android_foreground_intervals_s
+                if on_screen
+                else pop.android_background_intervals_s
+            )
             return Device(
                 **base,
-                interval=rng.choice(pop.phone_intervals_s)
-                if carries == "phone"
-                else pop.tag_interval_s,
+                interval=rng.choice(intervals),
                 payload=eid_payload,
-                carry_db=CARRY_LOSS_DB[carry],
+                carry_db=CARRY_LOSS_DB[person.carry],
             )
-        if kind == "phone":  # another phone: Apple nearby-info style, rotating with the address
+        if kind == "phone":  # a phone's OS (Apple Continuity style), rotating with the address
 
             def phone_payload(dev: Device, t: float) -> str:
                 return _fragment(manufacturer={0x004C: b"\x10\x05" + dev.extra["salt"]})
@@ -343,7 +363,7 @@ class Simulation:
                 **base,
                 interval=1.0,
                 payload=phone_payload,
-                carry_db=CARRY_LOSS_DB[rng.choice(["hand", "pocket", "bag"])],
+                carry_db=CARRY_LOSS_DB[person.carry],
             )
             dev.extra["salt"] = rng.randbytes(5)
             return dev
@@ -400,20 +420,23 @@ class Simulation:
                     "zone_id": ev.zone_id,
                     "role": person.role,
                     "behaviour": person.behaviour,
+                    "device_class": person.device_class,
                 }
                 if cust is not None:
                     line["consent"] = cust.consents_at(ev.t)
                 add(ev.t, line)
-            if cust is not None:
+            if cust is not None and cust.has_app:
                 self._app_lines(person, cust, add)
         for cust in self.customers:
             if cust.revoke_at is not None:
+                # A consent change is an account action that names its customer (the
+                # replay applies it to the registry); the only app line that does.
                 add(
                     cust.revoke_at,
                     {
                         "t": cust.revoke_at,
                         "kind": "app",
-                        "device_id": _device_id(cust),
+                        "device_id": cust.device_id,
                         "event": "consent_revoke",
                         "customer_id": cust.customer_id,
                         "purpose": "arrival_alerts",
@@ -427,6 +450,7 @@ class Simulation:
                         "customer_id": cust.customer_id,
                         "event": "revoke",
                         "purpose": "arrival_alerts",
+                        "device_class": cust.device_class,
                     },
                 )
         out.sort()
@@ -435,96 +459,94 @@ class Simulation:
     def _app_lines(
         self, person: Person, cust: Customer, add: Callable[[float, dict[str, Any]], None]
     ) -> None:
-        """OS geofence transitions (late, as OSes deliver them), beacon regions, location fixes."""
+        """What the app reports (simulators.devices): iOS beacon regions; OS geofence
+        transitions and location fixes for those who share their location. App lines name
+        the device only: who it belongs to is the registry's to know, and the truth's."""
         rng = random.Random(f"{self.seed}/app/{person.pid}/{person.group}")
-        dev = _device_id(cust)
-        traj = person.walker.traj
-        gf = self.layout.geofence
-        walk = 1.3
-
-        def latlon(x: float, y: float, noise_m: float) -> tuple[float, float]:
-            nx, ny = x + rng.gauss(0, noise_m), y + rng.gauss(0, noise_m)
-            lat = gf.lat + ny / 111_320.0
-            lon = gf.lon + nx / (111_320.0 * math.cos(math.radians(gf.lat)))
-            return round(lat, 6), round(lon, 6)
-
-        def os_delay(median: float, sigma: float) -> float:
-            return min(600.0, rng.lognormvariate(math.log(median), sigma))
-
-        d0 = math.hypot(traj.xs[0], traj.ys[0])
-        t_in = traj.start - max(0.0, gf.radius_m - d0) / walk
-        t_enter = t_in + os_delay(*OS_GEOFENCE_DELAY)
-        d1 = math.hypot(traj.xs[-1], traj.ys[-1])
-        t_out = traj.end + max(0.0, gf.radius_m - d1) / walk
-        t_exit = t_out + os_delay(*OS_GEOFENCE_DELAY)
-        base = {"kind": "app", "device_id": dev, "customer_id": cust.customer_id}
-        add(
-            t_enter,
-            {
-                "t": round(t_enter, 3),
-                **base,
-                "event": "geofence_enter",
-                "region": self.layout.store_id,
-                "os_delay_s": round(t_enter - t_in, 1),
-            },
-        )
-        add(
-            t_exit,
-            {
-                "t": round(t_exit, 3),
-                **base,
-                "event": "geofence_exit",
-                "region": self.layout.store_id,
-                "os_delay_s": round(t_exit - t_out, 1),
-            },
-        )
-        t = t_enter + rng.uniform(0, 60)
-        while t < t_exit:
-            x, y, _, zone, _ = traj.at(t)
-            indoor = self.layout.zone(zone).kind != "outside"
-            acc = rng.uniform(15, 65) if indoor else rng.uniform(4, 15)
-            lat, lon = latlon(x, y, acc / 1.5)
-            add(
-                t,
-                {
-                    "t": round(t, 3),
-                    **base,
-                    "event": "location",
-                    "lat": lat,
-                    "lon": lon,
-                    "accuracy_m": round(acc, 1),
-                },
-            )
-            t += rng.lognormvariate(math.log(120), 0.5)
-        beacons = [b for b in self.layout.beacons if b.kind == "ibeacon"]
-        if not beacons:
+        base: dict[str, Any] = {"kind": "app", "device_id": cust.device_id}
+        if cust.device_class == "iphone_app":
+            for b in (b for b in self.layout.beacons if b.kind == "ibeacon"):
+                heard = self._heard_by_phone(person, b, rng)
+                for tr in region_transitions(heard, rng):
+                    event = "beacon_region_enter" if tr.entered else "beacon_region_exit"
+                    add(tr.t, {"t": round(tr.t, 3), **base, "event": event,
+                               "uuid": b.uuid, "major": b.major, "minor": b.minor})  # fmt: skip
+        if not cust.shares_location:
             return
+        gf = self.layout.geofence
+        region = gf.id or self.layout.store_id
+        traj = person.walker.traj
+        gpass = geofence_pass(traj, gf.radius_m, cust.device_class, rng)
+        who = {"customer_id": person.pid, "zone_id": region, "device_class": person.device_class}
+        for t, event in ((gpass.t_in, "enter_geofence"), (gpass.t_out, "leave_geofence")):
+            add(t, {"t": round(t, 3), "kind": "truth", **who, "event": event})
+        for t, event in ((gpass.t_enter, "geofence_enter"), (gpass.t_exit, "geofence_exit")):
+            add(t, {"t": round(t, 3), **base, "event": event, "region": region})
+        indoor: list[tuple[float, float]] = []
+        arrived: float | None = None
         for ev in person.truth:
             if ev.event == "arrive":
-                b = min(beacons, key=lambda b: math.hypot(b.x, b.y))
-                te = ev.t + os_delay(*BEACON_REGION_DELAY)
-                add(
-                    te,
-                    {
-                        "t": round(te, 3),
-                        **base,
-                        "event": "beacon_region_enter",
-                        "uuid": b.uuid,
-                        "major": b.major,
-                        "minor": b.minor,
-                    },
-                )
-            elif ev.event == "leave":
-                tx = ev.t + 30.0 + os_delay(*BEACON_REGION_DELAY)
-                add(
-                    tx,
-                    {
-                        "t": round(tx, 3),
-                        **base,
-                        "event": "beacon_region_exit",
-                        "uuid": beacons[0].uuid,
-                    },
-                )
+                arrived = ev.t
+            elif ev.event == "leave" and arrived is not None:
+                indoor.append((arrived, ev.t))
+                arrived = None
+        if arrived is not None:
+            indoor.append((arrived, traj.end))
+        cos_lat = math.cos(math.radians(gf.lat))
+        for fix in location_fixes(traj, gpass, cust.device_class, indoor, rng):
+            add(
+                fix.t,
+                {
+                    "t": round(fix.t, 3),
+                    **base,
+                    "event": "location",
+                    "lat": round(gf.lat + fix.y / 111_320.0, 6),
+                    "lon": round(gf.lon + fix.x / (111_320.0 * cos_lat), 6),
+                    "accuracy_m": round(fix.accuracy_m, 1),
+                },
+            )
+
+    def _heard_by_phone(self, person: Person, b: BeaconSpec, rng: random.Random) -> list[float]:
+        """When ``person``'s phone catches a packet of store beacon ``b`` (the radio model,
+        run the other way: the beacon transmits, the phone in hand, pocket or bag listens
+        with iOS's duty-cycled background scan)."""
+        radio, env = self.radio, self.radio.env
+        link = radio.link(
+            GatewaySpec(
+                id=b.id, zone_id=b.zone_id, x=b.x, y=b.y, floor=b.floor,
+                height_m=BEACON_HEIGHT_M, rssi_1m=b.measured_power,
+                scan_duty=IOS_BACKGROUND_SCAN_DUTY,
+            )
+        )  # fmt: skip
+        traj = person.walker.traj
+        carry_db = CARRY_LOSS_DB[person.carry]
+        # The same measured reception as a gateway's (soft edge, bursts, a per-position
+        # offset that stays while the phone stands still), one link state per beacon.
+        state = LinkState()
+        heard: list[float] = []
+        t = traj.start + rng.uniform(0.0, b.interval_s)
+        while t <= traj.end:
+            x, y, z, zone, heading = traj.at(t)
+            dx, dy, dz = link.x - x, link.y - y, link.z - z
+            d = math.sqrt(dx * dx + dy * dy + dz * dz)
+            level = (z - PHONE_HEIGHT_M) / FLOOR_HEIGHT_M
+            loss = carry_db + self._facade_db(x, y, zone) + env.floor_loss_db * abs(level - b.floor)
+            loss += radio.body_loss_db(heading, dx, dy, BODY_LOSS_DB)
+            mean = radio.mean_rssi(link, d, loss)
+            if radio.out_of_reach(link, mean):
+                state = LinkState()  # out of reach: the link starts afresh when back
+            elif radio.receive(link, state, t, (x, y, z), mean, 0, rng) is not None:
+                heard.append(t)
+            t += b.interval_s
+        return heard
+
+    def _facade_db(self, x: float, y: float, zone: str) -> float:
+        """The shop front's loss for someone on the street (none in the door's opening)."""
+        if zone != self.layout.street.id:
+            return 0.0
+        if any(abs(x - dx) < DOOR_OPENING_M and abs(y - dy) < 2.0 for dx, dy in self._door_xs):
+            return 0.0
+        return self.radio.env.facade_loss_db
 
     # --- the run --------------------------------------------------------------------------
     def lines(self, progress: Callable[[float], None] | None = None) -> Iterator[str]:
@@ -534,15 +556,12 @@ class Simulation:
         si = 0
         heap: list[tuple[float, int, int]] = []
         for i, dev in enumerate(self.devices):
-            dev.shadow = [None] * len(self.links)
-            dev.shadow_t = [0.0] * len(self.links)
+            dev.links = [LinkState() for _ in self.links]
             if dev.address_period is not None:
                 dev.address_next = dev.t_on + dev.rng.uniform(0, dev.address_period)
             first = dev.t_on + dev.rng.uniform(0, dev.interval)
             heapq.heappush(heap, (first, i, i))
         seq = len(self.devices)
-        env = self.radio.env
-        sens = env.sensitivity_dbm
         next_progress = 0.0
         while heap:
             t, _, i = heapq.heappop(heap)
@@ -556,7 +575,7 @@ class Simulation:
             if progress is not None and t >= next_progress:
                 progress(t)
                 next_progress = t + 60.0
-            yield from self._advertise(dev, t, tr, sens)
+            yield from self._advertise(dev, t, tr)
             dev.count += 1
             seq += 1
             nxt = t + dev.interval * dev.clock + dev.rng.uniform(0.0, 0.01)
@@ -567,7 +586,7 @@ class Simulation:
         if progress is not None:
             progress(self.duration_s)
 
-    def _advertise(self, dev: Device, t: float, tr: float, sens: float) -> Iterator[str]:
+    def _advertise(self, dev: Device, t: float, tr: float) -> Iterator[str]:
         rng = dev.rng
         if dev.address_period is not None and t >= dev.address_next:
             dev.address = _random_address(rng)
@@ -598,15 +617,12 @@ class Simulation:
             if dev.body:
                 loss += radio.body_loss_db(heading, dx, dy, BODY_LOSS_DB)
             mean = radio.mean_rssi(link, d, loss)
-            if mean + 3 * link.shadowing_db + 6 < sens:
-                dev.shadow[j] = None
+            if radio.out_of_reach(link, mean):
+                if dev.links[j].shadow is not None:
+                    dev.links[j] = LinkState()
                 continue
-            shadow = radio.shadowing_step(
-                dev.shadow[j], t - dev.shadow_t[j], link.shadowing_db, env.shadowing_tau_s, rng
-            )
-            dev.shadow[j], dev.shadow_t[j] = shadow, t
-            rssi = mean + shadow + radio.fading_db(rng)
-            if rssi < sens or rng.random() > radio.reception_probability(link, advertisers):
+            rssi = radio.receive(link, dev.links[j], t, (x, y, z), mean, advertisers, rng)
+            if rssi is None:
                 continue
             if frag is None:
                 frag = dev.payload(dev, t)
@@ -641,12 +657,6 @@ class Simulation:
         )
 
 
-def _device_id(cust: Customer) -> str:
-    import hashlib
-
-    return "app-" + hashlib.sha256(cust.customer_id.encode()).hexdigest()[:12]
-
-
 DEFAULT_START = "2026-01-05T10:00:00+00:00"
 
 
@@ -659,6 +669,9 @@ class LayoutScenario:
     arrivals: dict[str, Any] = field(default_factory=dict)
 
 
+# Every scenario mixes device classes by its layout's shares (simulators/layouts/*.json,
+# population.device_classes: 55% iPhone app, 30% Android app, 5% VIP tag, 10% no app of
+# the enrolled customers; 60% of app users share their location) unless it says otherwise.
 LAYOUT_SCENARIOS: dict[str, LayoutScenario] = {
     "boutique-hour": LayoutScenario("boutique", 1.0, "the boutique's first opening hour"),
     "boutique-day": LayoutScenario("boutique", 9.0, "a whole boutique day, 10:00-19:00"),
@@ -704,8 +717,9 @@ def build(
     arrivals: dict[str, Any] | None = None,
 ) -> Simulation:
     lay = layout if isinstance(layout, StoreLayout) else load_layout(layout)
-    if population:
-        lay = lay.model_copy(update={"population": lay.population.model_copy(update=population)})
+    if population:  # validated: a share of a class no customer can have is refused
+        pop = Population.model_validate({**lay.population.model_dump(), **population})
+        lay = lay.model_copy(update={"population": pop})
     if arrivals:
         lay = lay.model_copy(update={"arrivals": lay.arrivals.model_copy(update=arrivals)})
     begin = start or datetime.fromisoformat(DEFAULT_START)
@@ -716,19 +730,29 @@ def build(
 
 
 def build_scenario(
-    name: str, seed: int, start: datetime | None = None, hours: float | None = None
+    name: str,
+    seed: int,
+    start: datetime | None = None,
+    hours: float | None = None,
+    population: dict[str, Any] | None = None,
 ) -> Simulation:
+    """A named scenario; ``population`` overrides some of its population's fields (e.g.
+    ``device_classes``)."""
+    if name == "radio-survey":
+        from simulators.survey import radio_survey
+
+        return radio_survey(seed, start)
     try:
         sc = LAYOUT_SCENARIOS[name]
     except KeyError:
-        known = ", ".join(["skeleton", *sorted(LAYOUT_SCENARIOS)])
+        known = ", ".join(["skeleton", *sorted([*LAYOUT_SCENARIOS, "radio-survey"])])
         raise SimulatorError(f"unknown scenario {name!r}; known: {known}") from None
     return build(
         sc.layout,
         hours=hours or sc.hours,
         seed=seed,
         start=start,
-        population=sc.population,
+        population={**sc.population, **(population or {})},
         arrivals=sc.arrivals,
     )
 

@@ -1,4 +1,5 @@
-"""Enroll a simulation's customers into the registry, so replay and scoring work end to end."""
+"""Enroll a simulation's customers (and their app devices) into the registry, so replay and
+scoring work end to end."""
 
 from __future__ import annotations
 
@@ -62,3 +63,44 @@ async def enroll_all(people: Sequence[Enrollable], services: ServiceSettings | N
     finally:
         await r.aclose()
     return n
+
+
+class AppDevice(Protocol):
+    """What registering a simulated customer's app device needs (population.Customer fits)."""
+
+    @property
+    def customer_id(self) -> str: ...
+    @property
+    def device_id(self) -> str: ...
+    @property
+    def device_key(self) -> bytes: ...
+    @property
+    def has_app(self) -> bool: ...
+
+
+async def register_devices(
+    customers: Sequence[AppDevice], services: ServiceSettings | None = None
+) -> dict[str, bytes]:
+    """Register every app user's device with its public key (as ``proxima customers device
+    ID DEVICE --public-key B64`` does); returns device id → private key for the keys file."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from edge.devices import encode_public_key
+    from stream.customers import register_device
+    from transport.redis import connect_redis
+
+    services = services or ServiceSettings()
+    r = connect_redis(services.redis)
+    keys: dict[str, bytes] = {}
+    try:
+        for c in customers:
+            if not c.has_app:
+                continue
+            public = encode_public_key(
+                Ed25519PrivateKey.from_private_bytes(c.device_key).public_key()
+            )
+            await register_device(r, services.redis_prefix, c.customer_id, c.device_id, public)
+            keys[c.device_id] = c.device_key
+    finally:
+        await r.aclose()
+    return keys

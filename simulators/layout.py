@@ -130,9 +130,13 @@ class BeaconSpec(_Spec):
 
 
 class Geofence(_Spec):
+    """The store's OS geofence (a circle the customer's phone monitors; iOS's practical
+    minimum radius is about 100 m). ``id`` defaults to the store id."""
+
     lat: float
     lon: float
     radius_m: Annotated[float, Field(gt=0)] = 100.0
+    id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class Arrivals(_Spec):
@@ -142,8 +146,24 @@ class Arrivals(_Spec):
     hourly: Annotated[list[Annotated[float, Field(ge=0)]], Field(min_length=1)]
 
 
+DeviceClass = Literal["android_app", "iphone_app", "vip_tag", "no_app", "staff", "unknown"]
+CUSTOMER_CLASSES: tuple[DeviceClass, ...] = ("iphone_app", "android_app", "vip_tag", "no_app")
+"""The classes an enrolled customer is drawn into (by ``Population.device_classes``);
+``staff`` are the staff's handhelds and ``unknown`` everyone who is not enrolled."""
+DEFAULT_DEVICE_CLASSES: dict[DeviceClass, float] = {
+    "iphone_app": 0.55,
+    "android_app": 0.30,
+    "vip_tag": 0.05,
+    "no_app": 0.10,
+}
+
+
 class Population(_Spec):
-    """Who comes in, and how often each hard case happens (probabilities per arrival)."""
+    """Who comes in, and how often each hard case happens (probabilities per arrival).
+
+    ``device_classes`` are the shares of enrolled customers by what they carry
+    (:mod:`simulators.devices` says how each class is heard); they need not sum to 1.
+    """
 
     customers: Annotated[int, Field(ge=0)] = 40
     p_enrolled: Annotated[float, Field(ge=0, le=1)] = 0.2
@@ -158,20 +178,73 @@ class Population(_Spec):
     p_return: Annotated[float, Field(ge=0, le=1)] = 0.05
     staff: Annotated[int, Field(ge=0)] = 3
     static_noise: Annotated[int, Field(ge=0)] = 4
-    phone_intervals_s: list[Annotated[float, Field(gt=0.02, le=10)]] = Field(
-        default_factory=lambda: [0.25, 0.25, 1.0],
-        description="app advertising intervals drawn per phone: Android BALANCED 250 ms, LOW_POWER 1 s",
+    device_classes: dict[DeviceClass, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=lambda: dict(DEFAULT_DEVICE_CLASSES),
+        description="shares of enrolled customers per device class (normalised)",
+    )
+    p_shares_location: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.6,
+        description="app users who let the OS monitor the store's geofence and send fixes",
+    )
+    android_foreground_intervals_s: list[Annotated[float, Field(gt=0.02, le=10)]] = Field(
+        default_factory=lambda: [0.1, 0.25],
+        description="Android app on screen: LOW_LATENCY 100 ms or BALANCED 250 ms",
+    )
+    android_background_intervals_s: list[Annotated[float, Field(gt=0.02, le=10)]] = Field(
+        default_factory=lambda: [0.25, 1.0, 1.0],
+        description="Android app in the background (a foreground service keeps advertising): "
+        "BALANCED 250 ms or LOW_POWER 1 s",
+    )
+    p_android_on_screen: Annotated[float, Field(ge=0, le=1)] = Field(
+        default=0.3, description="of the Android phones held in hand, those with the app open"
     )
     tag_interval_s: Annotated[float, Field(gt=0.02, le=10)] = 0.5
     associates: list[str] = Field(default_factory=lambda: ["assoc-maria"])
 
+    @model_validator(mode="after")
+    def _customer_classes(self) -> Population:
+        wrong = sorted(set(self.device_classes) - set(CUSTOMER_CLASSES))
+        if wrong:
+            raise ValueError(
+                f"device_classes: {', '.join(wrong)} are not classes of enrolled customers "
+                f"({', '.join(CUSTOMER_CLASSES)})"
+            )
+        if sum(self.device_classes.values()) <= 0:
+            raise ValueError("device_classes: the shares sum to 0")
+        return self
+
+    def draw_class(self, u: float) -> DeviceClass:
+        """The class a uniform draw ``u`` in [0, 1) falls in, by the shares (normalised)."""
+        total = sum(self.device_classes.values())
+        acc = 0.0
+        last: DeviceClass = CUSTOMER_CLASSES[0]
+        for cls in CUSTOMER_CLASSES:  # a fixed order: the same draw, the same class
+            share = self.device_classes.get(cls, 0.0)
+            if share <= 0:
+                continue
+            acc += share / total
+            last = cls
+            if u < acc:
+                return cls
+        return last
+
 
 class RadioEnv(_Spec):
-    """The store's radio environment (see :mod:`simulators.radio`)."""
+    """The store's radio environment (see :mod:`simulators.radio`).
 
-    shadowing_db: Annotated[float, Field(ge=0, le=15)] = 4.0
+    The defaults reproduce a measured indoor link (tests/simulators/test_radio.py).
+    """
+
+    shadowing_db: Annotated[float, Field(ge=0, le=15)] = 2.5
     shadowing_tau_s: Annotated[float, Field(gt=0)] = 3.0
-    rician_k: Annotated[float, Field(ge=0)] = 4.0
+    rician_k: Annotated[float, Field(ge=0)] = 6.0
+    spot_db: Annotated[float, Field(ge=0, le=15)] = 3.2
+    spot_decorrelation_m: Annotated[float, Field(gt=0)] = 2.0
+    edge_dbm: float = -83.0
+    edge_width_db: Annotated[float, Field(gt=0, le=10)] = 2.5
+    burst_db: Annotated[float, Field(ge=0, le=40)] = 9.0
+    burst_share: Annotated[float, Field(ge=0, lt=1)] = 0.4
+    burst_mean_s: Annotated[float, Field(gt=0)] = 1.5
     floor_loss_db: Annotated[float, Field(ge=0)] = 18.0
     facade_loss_db: Annotated[float, Field(ge=0)] = 6.0
     base_loss: Annotated[float, Field(ge=0, lt=1)] = 0.03
@@ -295,11 +368,24 @@ class StoreLayout(_Spec):
                 }
                 for g in self.gateways
             ],
+            # A beacon's identity lets a replay tell the ingest which regions are the
+            # store's (docs/trace-format.md: the app path).
             "beacons": [
-                {"id": b.id, "kind": b.kind, "zone_id": b.zone_id, "x": b.x, "y": b.y}
+                {
+                    "id": b.id,
+                    "kind": b.kind,
+                    "zone_id": b.zone_id,
+                    "x": b.x,
+                    "y": b.y,
+                    **(
+                        {"uuid": b.uuid, "major": b.major, "minor": b.minor}
+                        if b.kind == "ibeacon"
+                        else {"namespace": b.namespace, "instance": b.instance}
+                    ),
+                }
                 for b in self.beacons
             ],
-            "geofence": self.geofence.model_dump(),
+            "geofence": {**self.geofence.model_dump(), "id": self.geofence.id or self.store_id},
         }
 
 

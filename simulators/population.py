@@ -1,11 +1,13 @@
 """Who comes to the store and what they do: customers, visitors, staff, their plans.
 
 Arrivals are a non-homogeneous Poisson process (thinning over the layout's hourly rates);
-each arrival is a group; each member may carry our app (an enrolled customer who
-consents, does not, or revokes during the day, or an unknown app user), another phone,
-a wearable. The hard cases are drawn per group: window shoppers who pass the door,
-lingerers at the entrance, a customer standing between two zones, and a customer who
-leaves and comes back within the hour.
+each arrival is a group. Each enrolled customer (who consents, does not, or revokes during
+the day) has a device class drawn once by the layout's shares: our app on an Android phone
+(advertises its EID), our app on an iPhone (advertises nothing of ours; reports beacon
+regions and geofences), a VIP tag, or no app at all. Everyone else is ``unknown`` (maybe
+our app without enrollment here, another phone, a wearable); staff carry handhelds. The
+hard cases are drawn per group: window shoppers who pass the door, lingerers at the
+entrance, a customer standing between two zones, and one who comes back within the hour.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ import random
 from dataclasses import dataclass, field
 from typing import Literal
 
-from simulators.layout import StoreLayout
+from simulators.layout import DeviceClass, StoreLayout
 from simulators.movement import INDOOR_SPEED, WALK_SPEED, TruthEvent, Walker
 
 Role = Literal["customer", "unknown", "staff"]
+Carry = Literal["hand", "pocket", "bag"]
+CARRY_WEIGHTS = (0.3, 0.4, 0.3)  # hand, pocket, bag
+APP_CLASSES = frozenset({"android_app", "iphone_app"})
 Behaviour = Literal["visit", "window_shopper", "lingerer", "between", "returner", "staff"]
 
 FIRST = [
@@ -98,7 +103,16 @@ class Customer:
     wishlist: tuple[str, ...]
     assigned_associate: str | None
     revoke_at: float | None
-    carries: Literal["phone", "tag"]
+    device_class: DeviceClass
+    device_id: str
+    """The app install's id (32 hex digits): subject of its app events, signs its requests."""
+    device_key: bytes = field(repr=False)
+    """The app's Ed25519 private key (32 raw bytes); only ``--enroll`` writes it out."""
+    shares_location: bool = False
+
+    @property
+    def has_app(self) -> bool:
+        return self.device_class in APP_CLASSES
 
     @property
     def consent_class(self) -> str:
@@ -121,8 +135,10 @@ class Person:
     behaviour: Behaviour
     walker: Walker
     customer: Customer | None = None
-    carries: list[str] = field(default_factory=list)  # device kinds: eid, phone, wearable:*
+    carries: list[str] = field(default_factory=list)  # device kinds: eid, tag, phone, ...
     group: int = 0
+    device_class: DeviceClass = "unknown"
+    carry: Carry = "hand"  # where their phone is: a pocket or bag muffles it both ways
 
     @property
     def truth(self) -> list[TruthEvent]:
@@ -131,6 +147,14 @@ class Person:
 
 def key_for(seed: int, label: str) -> bytes:
     return hashlib.sha256(f"proxima-sim/{seed}/{label}".encode()).digest()[:16]
+
+
+def device_id_for(seed: int, customer_id: str) -> str:
+    return hashlib.sha256(f"proxima-sim/{seed}/device/{customer_id}".encode()).hexdigest()[:32]
+
+
+def device_key_for(seed: int, customer_id: str) -> bytes:
+    return hashlib.sha256(f"proxima-sim/{seed}/device-key/{customer_id}".encode()).digest()
 
 
 def make_customers(layout: StoreLayout, seed: int, duration_s: float) -> list[Customer]:
@@ -167,7 +191,12 @@ def make_customers(layout: StoreLayout, seed: int, duration_s: float) -> list[Cu
                 wishlist=tuple(rng.sample(WISHLIST, rng.randint(0, 3))),
                 assigned_associate=rng.choice(pop.associates) if pop.associates else None,
                 revoke_at=revoke_at,
-                carries="tag" if rng.random() < 0.1 else "phone",
+                device_class=pop.draw_class(rng.random()),
+                device_id=device_id_for(seed, cid),
+                device_key=device_key_for(seed, cid),
+                # A draw of its own, so the other attributes stay what they were per seed.
+                shares_location=random.Random(f"{seed}/location/{cid}").random()
+                < pop.p_shares_location,
             )
         )
     return out
@@ -248,11 +277,8 @@ class Crowd:
                 self._anon += 1
                 pid, role = f"anon-{self._anon:05d}", "unknown"
             prng = random.Random(f"{self.seed}/person/{g}/{m}/{pid}")
-            carries: list[str] = []
-            if customer is not None:
-                carries.append("eid")
-            elif prng.random() < pop.p_phone:
-                carries.append("eid" if prng.random() < 0.15 else "phone")
+            cls: DeviceClass = "unknown" if customer is None else customer.device_class
+            carries = self._devices_of(cls, prng)
             if prng.random() < pop.p_wearable:
                 carries.append(
                     prng.choice(["wearable:headphones", "wearable:watch", "wearable:tracker"])
@@ -261,11 +287,29 @@ class Crowd:
             walker = self._walk(
                 behaviour, start, prng, random.Random(f"{self.seed}/plan/{plan_seed}")
             )
-            person = Person(pid, role, behaviour, walker, customer, carries, g)  # type: ignore[arg-type]
+            carry: Carry = random.Random(f"{self.seed}/carry/{g}/{m}/{pid}").choices(
+                ("hand", "pocket", "bag"), CARRY_WEIGHTS
+            )[0]
+            person = Person(pid, role, behaviour, walker, customer, carries, g, cls, carry)  # type: ignore[arg-type]
             if customer is not None:
                 self._busy_until[customer.customer_id] = walker.traj.end + 60
             members.append(person)
         return members
+
+    def _devices_of(self, cls: DeviceClass, prng: random.Random) -> list[str]:
+        """What a member of ``cls`` carries that advertises (see simulators.engine)."""
+        p_phone = self.layout.population.p_phone
+        if cls == "android_app":
+            return ["eid"]  # the app advertises the customer's EID
+        if cls == "iphone_app":
+            return ["phone"]  # iOS's own Continuity frames; the app advertises nothing
+        if cls == "vip_tag":
+            return ["tag", *(["phone"] if prng.random() < p_phone else [])]
+        if cls == "no_app":
+            return ["phone"] if prng.random() < p_phone else []
+        if prng.random() < p_phone:  # unknown: maybe our app, enrolled elsewhere
+            return ["eid" if prng.random() < 0.15 else "phone"]
+        return []
 
     def _staff(self, i: int) -> Person:
         rng = random.Random(f"{self.seed}/staff/{i}")
@@ -277,7 +321,9 @@ class Crowd:
             target = rng.choice(inside)
             walker.go_to_zone(target.id, rng.uniform(*INDOOR_SPEED))
             walker.browse(rng.uniform(300, 1800))
-        return Person(f"staff-{i + 1:02d}", "staff", "staff", walker, None, ["staff"])
+        return Person(
+            f"staff-{i + 1:02d}", "staff", "staff", walker, None, ["staff"], 0, "staff", "pocket"
+        )
 
     # --- plans --------------------------------------------------------------------------
     def _walk(

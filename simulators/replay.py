@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from uuid import UUID
@@ -111,8 +111,15 @@ class ConsentReplay:
         finally:
             await r.aclose()
 
-    def source(self, path: Path, gateway_id: str, speed: float | None) -> TraceSource:
-        """A TraceSource for one gateway whose records apply consent lines as they pass."""
+    def source(
+        self,
+        path: Path,
+        gateway_id: str,
+        speed: float | None,
+        tap: Callable[[AppRecord | None], None] | None = None,
+    ) -> TraceSource:
+        """A TraceSource for one gateway whose records apply consent lines as they pass;
+        ``tap`` gets every app line this reader passes, then None at its end."""
         fh = path.open("rb")
         try:
             header, records = read_trace(fh, self.problems, kinds=PIPELINE_KINDS)
@@ -121,11 +128,18 @@ class ConsentReplay:
             raise
 
         def lines() -> Iterator[TraceRecord]:
-            with fh:
-                for record in records:
-                    if isinstance(record, AppRecord) and record.event in CONSENT_EVENTS:
-                        self._apply(record)
-                    yield record
+            try:
+                with fh:
+                    for record in records:
+                        if isinstance(record, AppRecord):
+                            if record.event in CONSENT_EVENTS:
+                                self._apply(record)
+                            if tap is not None:
+                                tap(record)
+                        yield record
+            finally:
+                if tap is not None:
+                    tap(None)
 
         return TraceSource(header, lines(), gateway_id, speed)
 

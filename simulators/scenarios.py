@@ -151,6 +151,7 @@ def _walk_in(person: SimPerson, rng: random.Random, t0: float) -> list[AdvRecord
                     customer_id=person.customer_id,
                     event="arrive",
                     zone_id="entrance",
+                    device_class="android_app",  # our app advertising the EID
                 )
             )
         if rng.random() > 0.1:  # ~10% of advertisements are lost on air

@@ -48,7 +48,7 @@ from contracts.models import (
 )
 from stream.identity import IdentityIndex
 from stream.registry import CustomerProfile, Purpose, Registry
-from stream.rules import Rule, RuleBook, Trigger, render, target_for
+from stream.rules import Rule, RuleBook, Trigger, priority_for, render, target_for
 from stream.visits import Observation, VisitTracker
 from transport.redis import RedisClient
 
@@ -324,7 +324,7 @@ class EventProcessor:
                             zone_id=obs.zone,
                             caused_by=caused,
                             created_at=self.now(),
-                            priority=rule.priority,
+                            priority=priority_for(rule, visible),
                             target=target_for(rule, profile),
                         ),
                     )

@@ -11,7 +11,8 @@ customer from being alerted by the same rule again within that much event time.
 Visibility by construction: templates see only :meth:`CustomerProfile.visible` (plus the
 zone), and conditions on a wishlist or an appointment look only at visible ones, so no
 rule can put a field into an alert that the customer did not make visible. The tier may
-select a rule (a service level), but reaches the alert only if visible.
+select a rule (a service level), but reaches the alert only if visible: neither as a
+field nor through the rule's priority (:func:`priority_for`).
 
 Example::
 
@@ -233,6 +234,14 @@ def _values(visible: dict[str, object], zone: str | None) -> dict[str, str]:
     values["who"] = values["name"] or values["initials"] or "A customer who asked to be greeted"
     values["zone"] = zone or "the store"
     return values
+
+
+def priority_for(rule: Rule, visible: dict[str, object]) -> Priority:
+    """The rule's priority, unless the rule picked the customer by a tier they did not make
+    visible: then a "high" would tell the associate the tier, so it is the default."""
+    if rule.tiers and "tier" not in visible:
+        return Priority.NORMAL
+    return rule.priority
 
 
 def target_for(rule: Rule, profile: CustomerProfile) -> AlertTarget:

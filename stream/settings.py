@@ -68,6 +68,13 @@ class StreamSettings(BaseSettings):
     drift_windows: int = Field(
         default=1, ge=0, le=8, description="EID rotation windows of clock drift tolerated each side"
     )
+    kafka_retention_s: int = Field(
+        default=7 * 86400,
+        gt=0,
+        description="how long proxima.alerts.v1 and proxima.visits.v1 keep records (they name "
+        "customers) and the consent topic keeps a forgotten customer's tombstone; set on "
+        "the topics by `proxima topics ensure`; keep it >= PROXIMA_NOTIFIER_RETENTION_S",
+    )
     dedupe_ttl_s: int = Field(
         default=2 * 86400, gt=0, description="how long alert dedupe keys live"
     )

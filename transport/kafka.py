@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
-from contracts.topics import CONSENT
+from contracts.topics import ALERTS, CONSENT, VISITS
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +72,30 @@ async def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> None:
     raise TimeoutError(f"Kafka broker at {bootstrap} did not answer within {timeout}s: {last!r}")
 
 
-def topic_configs(name: str) -> dict[str, str]:
-    """Broker configs a topic is created with: compacted for the consent topic (the latest
-    record per customer is the registry's state; DESIGN.md, consent) and for Faust table
-    changelogs (``{app id}-{table}-changelog``: the latest record per key is the table)."""
-    if name == CONSENT or name.endswith(("." + CONSENT, "-changelog")):
-        return {"cleanup.policy": "compact"}
-    return {}
+def _is(name: str, topic: str) -> bool:
+    """``name`` is ``topic``, in any namespace (``{namespace}.{topic}``)."""
+    return name == topic or name.endswith("." + topic)
+
+
+def topic_configs(name: str, retention_ms: int | None = None) -> dict[str, str]:
+    """Broker configs a topic is created with.
+
+    Compacted: the consent topic (the latest record per customer is the registry's state;
+    DESIGN.md, consent) and Faust table changelogs (``{app id}-{table}-changelog``: the
+    latest record per key is the table). With ``retention_ms``: the alerts and visits
+    topics, which name customers, keep records that long (``retention.ms``), and the
+    consent topic keeps a forgotten customer's tombstone that long (``delete.retention.ms``)
+    so a notifier that was down still reads it.
+    """
+    configs: dict[str, str] = {}
+    if _is(name, CONSENT) or name.endswith("-changelog"):
+        configs["cleanup.policy"] = "compact"
+    if retention_ms is not None:
+        if _is(name, ALERTS) or _is(name, VISITS):
+            configs["retention.ms"] = str(retention_ms)
+        elif _is(name, CONSENT):
+            configs["delete.retention.ms"] = str(retention_ms)
+    return configs
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,20 +137,28 @@ async def partition_count(bootstrap: str, topic: str) -> int | None:
 
 
 async def ensure_topics(
-    bootstrap: str, topics: tuple[str, ...], partitions: int, replication: int = 1
-) -> None:
-    """Create the topics with ``partitions`` partitions; existing ones are left as they are.
+    bootstrap: str,
+    topics: tuple[str, ...],
+    partitions: int,
+    replication: int = 1,
+    *,
+    retention_ms: int | None = None,
+) -> list[str]:
+    """Create the topics with ``partitions`` partitions; existing ones keep their shape.
 
     Topics must exist before Faust starts: a topic auto-created by the broker gets the
     broker's default partition count, and Faust then refuses a table whose changelog
-    has a different count (PartitionsMismatch).
+    has a different count (PartitionsMismatch). With ``retention_ms`` the retention of
+    :func:`topic_configs` is also brought to existing topics (an upgrade); returns the
+    topics whose retention could not be changed (a broker without AlterConfigs, such as
+    Tansu), each logged with what to do.
     """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [
-            NewTopic(t, partitions, replication, topic_configs=topic_configs(t))
+            NewTopic(t, partitions, replication, topic_configs=topic_configs(t, retention_ms))
             for t in topics
             if t not in existing
         ]
@@ -141,5 +167,58 @@ async def ensure_topics(
                 await admin.create_topics(missing)
             except TopicAlreadyExistsError:
                 log.debug("topics created concurrently by another process")
+        if retention_ms is None:
+            return []
+        return await _align_retention(admin, [t for t in topics if t in existing], retention_ms)
     finally:
         await admin.close()
+
+
+async def _align_retention(
+    admin: AIOKafkaAdminClient, topics: list[str], retention_ms: int
+) -> list[str]:
+    """Set the retention configs of existing ``topics`` that differ; the ones that failed."""
+    wanted = {
+        t: {k: v for k, v in topic_configs(t, retention_ms).items() if k.endswith("retention.ms")}
+        for t in topics
+    }
+    wanted = {t: c for t, c in wanted.items() if c}
+    if not wanted:
+        return []
+    # Every config of each topic (configs=None): Tansu drops the connection on a request
+    # that names the configs it wants.
+    resources = [ConfigResource(ConfigResourceType.TOPIC, t) for t in wanted]
+    have: dict[str, dict[str, str]] = {}
+    failed: list[str] = []
+    why = ""
+    try:
+        for response in await admin.describe_configs(resources):
+            for _err, _msg, _type, name, entries, *_ in response.resources:
+                have[name] = {entry[0]: entry[1] for entry in entries}
+    except KafkaError as exc:
+        failed, why = list(wanted), f"cannot read its configs: {exc!r}"
+    stale = [t for t, c in wanted.items() if any(have.get(t, {}).get(k) != v for k, v in c.items())]
+    if stale and not failed:
+        try:
+            responses = await admin.alter_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, t, configs=wanted[t]) for t in stale]
+            )
+        except KafkaError as exc:
+            failed, why = stale, repr(exc)
+        else:
+            for response in responses:
+                for error_code, message, _type, name in response.resources:
+                    if error_code:
+                        failed.append(name)
+                        why = message or f"error {error_code}"
+    for topic in failed:
+        log.warning(
+            "topic %s: retention not changed to %s (%s); set it with the broker's tools, "
+            "e.g. kafka-configs --alter --entity-type topics --entity-name %s --add-config %s",
+            topic,
+            wanted[topic],
+            why,
+            topic,
+            ",".join(f"{k}={v}" for k, v in wanted[topic].items()),
+        )
+    return failed

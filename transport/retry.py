@@ -26,21 +26,23 @@ from aiokafka.errors import (
 from redis.exceptions import RedisClusterException, RedisError
 
 from transport.cancel import reraise_if_cancelled
+from transport.mqtt import MqttError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-TRANSIENT: tuple[type[BaseException], ...] = (
+TRANSIENT: tuple[type[Exception], ...] = (
     RedisError,
     RedisClusterException,
     KafkaError,
+    MqttError,
     OSError,
     TimeoutError,
 )
 """Errors of a service, not of the data. redis-py's ConnectionError and TimeoutError are
 RedisErrors; a cluster client with no node answering raises RedisClusterException, which
 is not; aiokafka raises KafkaTimeoutError (not retriable by its own flag) while a broker is
-away; OSError covers sockets."""
+away; MqttError is a publish without PUBACK (broker gone); OSError covers sockets."""
 
 OF_THE_RECORD: tuple[type[BaseException], ...] = (
     MessageSizeTooLargeError,
@@ -87,6 +89,47 @@ async def retry_transient(
             if on_retry is not None:
                 on_retry(exc)
             delay = backoff_delay(attempt, base_s, cap_s, rng)
+            attempt += 1
+            log.error(
+                "%s failed (%s: %s): retry %d in %.2f s",
+                what,
+                type(exc).__name__,
+                exc,
+                attempt,
+                delay,
+            )
+            await sleep(delay)
+
+
+def backoff(
+    attempt: int, first: float, cap: float, rng: Callable[[], float] = random.random
+) -> float:
+    """The wait before retry ``attempt`` (1, 2, ...): :func:`backoff_delay` counted from 1."""
+    return backoff_delay(attempt - 1, first, cap, rng)
+
+
+async def retrying(
+    what: str,
+    step: Callable[[], Awaitable[T]],
+    *,
+    first_s: float = 0.2,
+    cap_s: float = 10.0,
+    retry: tuple[type[Exception], ...] = TRANSIENT,
+    on_retry: Callable[[Exception], None] | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    rng: Callable[[], float] = random.random,
+) -> T:
+    """Run ``step`` until it succeeds, waiting :func:`backoff_delay` after each error in
+    ``retry`` (``on_retry`` sees each one, to count it); other errors are raised."""
+    attempt = 0
+    while True:
+        try:
+            return await step()
+        except retry as exc:
+            reraise_if_cancelled()  # redis-py turns a cancellation into ConnectionError
+            if on_retry is not None:
+                on_retry(exc)
+            delay = backoff_delay(attempt, first_s, cap_s, rng)
             attempt += 1
             log.error(
                 "%s failed (%s: %s): retry %d in %.2f s",

@@ -15,7 +15,12 @@ def test_contract_topic_names_without_namespace() -> None:
     t = Topics()
     assert t.gateway_events("s1", "gw1") == "proxima/v1/stores/s1/gateways/gw1/events"
     assert t.associate_alerts("s1", "a1") == "proxima/v1/stores/s1/associates/a1/alerts"
-    assert t.alert_ack("s1", "x") == "proxima/v1/stores/s1/alerts/x/ack"
+    assert t.associate_ack("s1", "a1", "x") == "proxima/v1/stores/s1/associates/a1/acks/x"
+    assert t.alert_ack("s1", "x") == "proxima/v1/stores/s1/alerts/x/ack"  # legacy
+    assert t.parse_ack_topic(t.associate_ack("s1", "a1", "x")) == ("s1", "a1", "x")
+    assert t.parse_ack_topic(t.alert_ack("s1", "x")) == ("s1", None, "x")
+    with pytest.raises(ValueError, match="not an ack topic"):
+        t.parse_ack_topic("proxima/v1/stores/s1/associates/a1/acks/x/more")
     assert t.events == "proxima.events.v1"
     assert t.all_gateway_events("grp") == "$share/grp/proxima/v1/stores/+/gateways/+/events"
 

@@ -8,6 +8,7 @@ as each role over real sockets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import shutil
 import socket
@@ -16,6 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -182,3 +184,103 @@ async def test_an_associate_sets_only_their_own_shift(broker: Broker) -> None:
             await maria.publish(mine, b'{"on_shift": true}')
             await maria.publish(theirs, b'{"on_shift": false}')
         assert await _received(notifier) == [(mine, b'{"on_shift": true}')]
+
+
+async def test_an_associate_acks_only_on_its_own_ack_topic(broker: Broker) -> None:
+    mine = "proxima/v1/stores/s1/associates/maria/acks/a-1"
+    theirs = "proxima/v1/stores/s1/associates/joao/acks/a-1"
+    store_wide = "proxima/v1/stores/s1/alerts/a-1/ack"  # the 0.1 topic: granted to nobody
+    async with MqttClient(broker.url("proxima-notifier")) as notifier:
+        await notifier.subscribe("proxima/v1/stores/+/associates/+/acks/+")
+        await notifier.subscribe("proxima/v1/stores/+/alerts/+/ack")
+        await asyncio.sleep(0.2)
+        async with MqttClient(broker.url("s1/associates/maria")) as maria:
+            await maria.publish(theirs, b"forged")
+            await maria.publish(store_wide, b"forged")
+            await maria.publish(mine, b"mine")
+        assert await _received(notifier) == [(mine, b"mine")]
+
+
+async def test_a_handheld_cannot_ack_in_another_associates_name(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """The shipped ACL and the notifier together: Joao's forged acks change nothing."""
+    from contracts.models import AckStatus, AlertAck
+    from contracts.services import ServiceSettings
+    from notifier.lifecycle import AlertState
+    from notifier.service import Notifier
+    from notifier.settings import NotifierSettings
+    from tests.notifier.conftest import FAST_HASHER, make_alert
+    from tests.private_redis import private_redis
+
+    def ack(who: str, status: AckStatus) -> bytes:
+        return AlertAck(
+            alert_id=alert.alert_id, store_id="s1", associate_id=who, status=status,
+            at=datetime.now(UTC),
+        ).model_dump_json(by_alias=True).encode()  # fmt: skip
+
+    alert = make_alert(store_id="s1")
+    alert_id = str(alert.alert_id)
+    # The ACL names the contract's topics (no namespace), so Redis is this test's own.
+    with private_redis(tmp_path) as redis_server:
+        services = ServiceSettings(mqtt=broker.url("proxima-notifier"), redis=redis_server.url)
+        notifier = Notifier(services, settings=NotifierSettings(http_port=0))
+        notifier.directory.hasher = FAST_HASHER
+        for who in ("maria", "joao"):
+            await notifier.directory.add("s1", who.title(), "password-1", associate_id=who)
+            await notifier.directory.set_on_shift("s1", who, True)
+        topics = services.topics
+        try:
+            async with notifier.mqtt:
+                await notifier.handle(alert.to_json())
+                for ack_filter in notifier.ack_filters:
+                    await notifier.mqtt.subscribe(ack_filter, qos=1)
+                await asyncio.sleep(0.2)
+                loop = asyncio.create_task(notifier.ack_loop(), name="test-ack-loop")
+                try:
+                    async with MqttClient(broker.url("s1/associates/joao")) as joao:
+                        # Joao's own topic, Maria's name: the broker lets it through,
+                        # the notifier refuses it.
+                        own = topics.associate_ack("s1", "joao", alert_id)
+                        await joao.publish(own, ack("maria", AckStatus.CLAIMED))
+                        # Maria's topic, or the 0.1 store-wide one: the broker drops it.
+                        maria_topic = topics.associate_ack("s1", "maria", alert_id)
+                        await joao.publish(maria_topic, ack("maria", AckStatus.DONE))
+                        await joao.publish(
+                            topics.alert_ack("s1", alert_id), ack("maria", AckStatus.DONE)
+                        )
+                    refused = {"reason": "associate_mismatch"}
+                    async with asyncio.timeout(10):
+                        while True:
+                            if notifier.metrics.value(
+                                "proxima_notifier_acks_refused_total", **refused
+                            ):
+                                break
+                            await asyncio.sleep(0.05)
+                    async with MqttClient(broker.url("s1/associates/maria")) as maria:
+                        await maria.publish(
+                            topics.associate_ack("s1", "maria", alert_id),
+                            ack("maria", AckStatus.CLAIMED),
+                        )
+                    async with asyncio.timeout(10):
+                        while True:
+                            record = await notifier.lifecycle.get(alert_id)
+                            assert record is not None
+                            if record.state is not AlertState.DELIVERED:
+                                break
+                            await asyncio.sleep(0.05)
+                finally:
+                    loop.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await loop
+            acks = notifier.metrics.value(
+                "proxima_notifier_acks_total", source="mqtt", result="claimed"
+            )
+            rejected = await notifier.redis.xrange(f"{services.redis_prefix}notifier:rejected")
+        finally:
+            await notifier.close()
+    # Maria's own claim, not the forged "done" on her topic that the broker dropped.
+    assert record.state is AlertState.CLAIMED
+    assert record.claimed_by == "maria"
+    assert acks == 1
+    assert [f["reason"].split(": ")[1] for _id, f in rejected] == ["associate_mismatch"]

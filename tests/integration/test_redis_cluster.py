@@ -33,7 +33,7 @@ from edge.devices import RedisDeviceRegistry, new_device_key, open_registry
 from notifier.outbox import Entry
 from notifier.service import Notifier
 from notifier.settings import NotifierSettings
-from notifier.web import CSRF_HEADER
+from notifier.web.auth import CSRF_HEADER
 from stream.customers import register_device
 from stream.keyring import Keyring
 from stream.processor import EventProcessor

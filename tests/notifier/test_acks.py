@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 
-from contracts.models import AckStatus, AlertAck, parse_model
+from contracts.models import AckStatus, AlertAck, ConsentDecision, ConsentRecord, parse_model
 from contracts.services import ServiceSettings
 from notifier.lifecycle import AlertRecord, Lifecycle, ack_outbox_key
 from notifier.outbox import Entry, Outbox
@@ -121,7 +121,17 @@ async def test_transitions_and_their_acks_stay_in_one_redis_cluster_slot(
         await lifecycle.decline(alert_id, "s1", "maria")
         await lifecycle.done(alert_id, "s1", "joao")
         assert len(await _acks(lifecycle)) == 3
-        assert checked.checker.seen["multi-key EVALSHA"] == 3  # hash + outbox, one slot
+        # Three transitions (hash + outbox) and the create (hash + the customer's index and
+        # erasure/consent marks), each in one slot.
+        assert checked.checker.seen["multi-key EVALSHA"] == 4
+        # Following a revocation and erasing the customer also keep to the slot rule.
+        second = make_alert(store_id="s1", customer_id=alert.customer_id)
+        await lifecycle.create(second)
+        revoked = {"arrival_alerts": ConsentDecision(granted=False, at=clock.now)}
+        consent = ConsentRecord(customer_id=alert.customer_id, consent=revoked, version=1)
+        assert len(await lifecycle.follow_consent(consent)) == 1
+        await lifecycle.erase_customer(alert.customer_id)
+        assert await lifecycle.get(alert_id) is None
     finally:
         await checked.aclose()
 
@@ -218,7 +228,7 @@ async def test_console_and_mqtt_acks_reach_the_acks_topic(
             )
             async with MqttClient(services.mqtt) as handheld:
                 await handheld.publish(
-                    services.topics.alert_ack("s1", str(alert.alert_id)),
+                    services.topics.associate_ack("s1", "maria", str(alert.alert_id)),
                     done.model_dump_json(by_alias=True).encode(),
                 )
             seen: list[tuple[bytes | None, dict[str, str]]] = []

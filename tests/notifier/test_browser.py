@@ -23,7 +23,7 @@ from notifier.directory import Directory
 from notifier.lifecycle import Lifecycle
 from notifier.metrics import Metrics
 from notifier.settings import NotifierSettings
-from notifier.web import Console, serve
+from notifier.web.app import Console, serve
 from tests.notifier.conftest import FakeClock, make_alert
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -55,7 +55,7 @@ from notifier.directory import Directory
 from notifier.exceptions import InvalidInput, NotifierError, TooManyDestinations, UnknownScheme
 from notifier.service import Notifier
 from notifier.settings import NotifierSettings
-from notifier.web import serve
+from notifier.web.app import serve
 from tests.notifier.conftest import FAST_HASHER, FakeClock, Tls, make_alert
 
 SECRET = "a-webhook-secret-of-some-length"
@@ -603,3 +603,11 @@ async def test_receipts_name_only_the_host_of_a_destination(
         shown = json.dumps(receipt.as_dict())
         assert "secrettoken" not in shown
         assert "services" not in shown
+
+
+def test_a_webhook_carries_the_associates_view_of_the_alert() -> None:
+    alert = make_alert(store_id="s1", visit_id="visit-ana-1")
+    body = json.loads(Notice(alert, "maria", "primary").webhook_body())
+    assert body["alert"] == json.loads(alert.view().to_json())
+    assert not {"customer_id", "visit_id", "caused_by"} & set(body["alert"])
+    assert b"cust-ana" not in Notice(alert, None, "store").webhook_body()

@@ -7,9 +7,16 @@ from datetime import timedelta
 import pytest
 import redis.asyncio as aioredis
 
-from contracts.models import AckStatus, AlertAck
+from contracts.models import (
+    AckStatus,
+    AlertAck,
+    ConsentDecision,
+    ConsentRecord,
+    WithdrawReason,
+)
+from notifier.channels import Receipt
 from notifier.directory import Directory
-from notifier.exceptions import AlertConflict, UnknownAlert, UnknownAssociate
+from notifier.exceptions import AlertConflict, AlertWithheld, UnknownAlert, UnknownAssociate
 from notifier.lifecycle import AlertState, Delivery, Lifecycle
 from notifier.routing import Tier
 from tests.notifier.conftest import FakeClock, make_alert
@@ -241,3 +248,121 @@ async def test_manager_summary(
     assert summary.median_time_to_claim_s == pytest.approx(20.0)
     clock.advance(timedelta(days=1).total_seconds())
     assert (await lifecycle.summary(store)).alerts_today == 0
+
+
+def _consent(customer_id: str, clock: FakeClock, **decisions: bool) -> ConsentRecord:
+    """A consent state; ``arrival_alerts__s1=False`` is the decision ``arrival_alerts@s1``."""
+    return ConsentRecord(
+        customer_id=customer_id,
+        consent={
+            key.replace("__", "@"): ConsentDecision(granted=granted, at=clock.now)
+            for key, granted in decisions.items()
+        },
+        version=1,
+    )
+
+
+async def test_revoking_arrival_alerts_in_a_store_withdraws_its_open_alerts_and_stops_escalation(
+    redis: aioredis.Redis,
+    lifecycle: Lifecycle,
+    directory: Directory,
+    store: str,
+    clock: FakeClock,
+) -> None:
+    other = f"{store}-b"
+    await _team(directory, store)
+    await _team(directory, other)
+    here = make_alert(store_id=store, customer_id="cust-rev", target={"associate_id": "maria"})
+    there = make_alert(store_id=other, customer_id="cust-rev")
+    claimed = make_alert(store_id=store, customer_id="cust-rev", kind="fitting_room")
+    done = make_alert(store_id=store, customer_id="cust-rev", kind="appointment")
+    for alert in (here, there, claimed, done):
+        await lifecycle.create(alert)
+    await lifecycle.claim(str(claimed.alert_id), store, "joao")
+    await lifecycle.done(str(done.alert_id), store, "joao")
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(lifecycle.channel(store))
+    await pubsub.get_message(timeout=1)
+
+    revoked = _consent(
+        "cust-rev", clock, arrival_alerts=True, **{f"arrival_alerts__{store}": False}
+    )
+    withdrawn = await lifecycle.follow_consent(revoked)
+
+    assert {str(r.alert.alert_id) for r in withdrawn} == {str(here.alert_id), str(claimed.alert_id)}
+    for alert, state in (
+        (here, "withdrawn"),
+        (claimed, "withdrawn"),
+        (there, "delivered"),
+        (done, "done"),
+    ):
+        record = await lifecycle.get(str(alert.alert_id))
+        assert record is not None
+        assert record.state.value == state, alert.kind
+    record = await lifecycle.get(str(here.alert_id))
+    assert record is not None
+    assert record.withdrawn_reason is WithdrawReason.CONSENT_REVOKED
+    assert (record.alert.title, record.alert.body, record.alert.fields) == (
+        "Alert withdrawn",
+        "",
+        {},
+    )
+    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+    await pubsub.aclose()
+    assert msg is not None
+    assert json.loads(msg["data"])["alert"]["state"] == "withdrawn"
+    assert json.loads(msg["data"])["alert"]["fields"] == {}
+    # Escalation stops: 10 minutes later nobody else is told about it.
+    clock.advance(600)
+    assert all(d.record.alert.store_id == other for d in await lifecycle.tick())
+    with pytest.raises(AlertConflict, match="withdrawn"):
+        await lifecycle.claim(str(here.alert_id), store, "maria")
+    # An alert produced before the revocation but read after it is not created ...
+    late = make_alert(store_id=store, customer_id="cust-rev")
+    with pytest.raises(AlertWithheld):
+        await lifecycle.create(late)
+    assert isinstance(
+        await lifecycle.create(make_alert(store_id=other, customer_id="cust-rev")), Delivery
+    )
+    # ... until the customer grants arrival alerts there again.
+    await lifecycle.follow_consent(_consent("cust-rev", clock, arrival_alerts=True))
+    assert await lifecycle.create(late) is not None
+
+
+async def test_erasing_a_customer_deletes_every_alert_of_theirs_and_refuses_late_ones(
+    redis: aioredis.Redis,
+    lifecycle: Lifecycle,
+    directory: Directory,
+    store: str,
+    clock: FakeClock,
+) -> None:
+    await _team(directory, store)
+    gone = [
+        make_alert(store_id=store, customer_id="cust-gone", kind=k)
+        for k in ("arrival", "fitting_room")
+    ]
+    kept = make_alert(store_id=store, customer_id="cust-kept")
+    for alert in (*gone, kept):
+        await lifecycle.create(alert)
+    await lifecycle.done(str(gone[1].alert_id), store, "maria")
+    await lifecycle.add_receipt(
+        str(gone[0].alert_id), Receipt("mqtt", "topic", "maria", True, 1, clock.now)
+    )
+
+    withdrawn = await lifecycle.erase_customer("cust-gone")
+
+    assert [str(r.alert.alert_id) for r in withdrawn] == [str(gone[0].alert_id)]  # the open one
+    for alert in gone:
+        assert await lifecycle.get(str(alert.alert_id)) is None
+        assert await lifecycle.receipts(str(alert.alert_id)) == []
+    listed = [
+        str(r.alert.alert_id)
+        for r in await lifecycle.list_store(store, clock.now - timedelta(hours=1))
+    ]
+    assert listed == [str(kept.alert_id)]
+    assert await lifecycle.customer_alerts("cust-gone") == []
+    with pytest.raises(AlertWithheld):
+        await lifecycle.create(make_alert(store_id=store, customer_id="cust-gone"))
+    keys = [k async for k in redis.scan_iter(f"{lifecycle.prefix}*")]
+    assert not [k for k in keys if "cust-gone" in k]
+    assert await lifecycle.get(str(kept.alert_id)) is not None

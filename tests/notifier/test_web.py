@@ -18,7 +18,9 @@ from notifier.directory import Directory
 from notifier.lifecycle import Lifecycle
 from notifier.metrics import Metrics
 from notifier.settings import NotifierSettings
-from notifier.web import CSRF_HEADER, SESSION_COOKIE, Console
+from notifier.web.app import Console
+from notifier.web.auth import CSRF_HEADER
+from notifier.web.sessions import SESSION_COOKIE
 from tests.notifier.conftest import CountingHasher, FakeClock, make_alert
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
@@ -749,6 +751,112 @@ async def test_openapi_lists_exactly_the_routes_the_server_has(
         "associate",
         "password",
     }
+
+
+async def test_every_json_reply_is_what_the_openapi_document_describes(
+    client_factory: Any, team: str, lifecycle: Lifecycle, clock: FakeClock
+) -> None:
+    """Each JSON endpoint's actual reply validates against its documented schema, with no
+    key the document does not name, so the description cannot drift from the handlers."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from notifier.channels import Receipt, b64url
+
+    boss, maria = client_factory(), client_factory()
+    await boss.login(team, "boss")
+    await maria.login(team, "maria")
+    alert = make_alert(store_id=team)
+    await lifecycle.create(alert)
+    await lifecycle.add_receipt(
+        str(alert.alert_id), Receipt("webhook", "crm.example", "boss", True, 1, clock())
+    )
+    point = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    )
+    push = {
+        "endpoint": "https://push.example/1",
+        "keys": {"p256dh": b64url(point), "auth": "A" * 22},
+    }
+    one = f"/api/alerts/{alert.alert_id}"
+    joao = client_factory()
+    sign_in = {"store": team, "associate": "joao", "password": PASSWORD}
+    calls: list[tuple[Client, str, str, Any, str]] = [
+        (joao, "POST", "/api/session", {**sign_in, "password": "wrong"}, "/api/session"),
+        (joao, "POST", "/api/session", sign_in, "/api/session"),
+        (boss, "GET", "/healthz", None, "/healthz"),
+        (boss, "GET", "/api/me", None, "/api/me"),
+        (boss, "GET", "/api/alerts", None, "/api/alerts"),
+        (boss, "GET", "/api/alerts?since=yesterday", None, "/api/alerts"),
+        (boss, "GET", one, None, "/api/alerts/{alert_id}"),
+        (boss, "POST", f"{one}/claim", None, "/api/alerts/{alert_id}/{action}"),
+        (maria, "POST", f"{one}/claim", None, "/api/alerts/{alert_id}/{action}"),
+        (boss, "GET", f"{one}/receipts", None, "/api/alerts/{alert_id}/receipts"),
+        (boss, "GET", "/api/summary", None, "/api/summary"),
+        (maria, "GET", "/api/summary", None, "/api/summary"),
+        (boss, "GET", "/api/shifts", None, "/api/shifts"),
+        (boss, "POST", "/api/shifts/me", {"on_shift": True}, "/api/shifts/{associate_id}"),
+        (
+            boss,
+            "POST",
+            "/api/channels/webhooks",
+            {"url": "https://crm.example/in"},
+            "/api/channels/webhooks",
+        ),
+        (boss, "POST", "/api/channels/push", push, "/api/channels/push"),
+        (boss, "GET", "/api/channels", None, "/api/channels"),
+        (maria, "GET", "/api/channels", None, "/api/channels"),
+        (boss, "DELETE", "/api/channels/nope", None, "/api/channels/{destination_id}"),
+        (boss, "GET", "/api/push/key", None, "/api/push/key"),
+        (boss, "GET", "/api/routing", None, "/api/routing"),
+        (boss, "PUT", "/api/routing", {"escalate_after_s": 30}, "/api/routing"),
+        (boss, "PUT", "/api/routing", {"expire_after_s": 1}, "/api/routing"),
+        (boss, "DELETE", "/api/session", None, "/api/session"),
+        (boss, "GET", "/api/me", None, "/api/me"),
+    ]
+    status, doc = await boss.call("GET", "/api/openapi.json")
+    assert status == 200
+    seen: set[tuple[str, str, int]] = set()
+    for client, method, path, body, documented in calls:
+        status, got = await client.call(method, path, json_body=body)
+        responses = doc["paths"][documented][method.lower()]["responses"]
+        assert str(status) in responses, (method, path, status, got)
+        schema = responses[str(status)]["content"]["application/json"]["schema"]
+        errors = _closed_validator(schema, doc).iter_errors(got)
+        assert [e.message for e in errors] == [], (method, path, got)
+        seen.add((method.lower(), documented, status))
+    # Both kinds of answer were checked: successes and errors (400, 401, 403, 404, 409).
+    assert {s for _, _, s in seen} >= {200, 201, 400, 401, 403, 404, 409}
+    json_ops = {
+        (method, path)
+        for path, ops in doc["paths"].items()
+        for method, op in ops.items()
+        if "application/json"
+        in op["responses"].get("200", op["responses"].get("201", {})).get("content", {})
+    } - {("get", "/api/openapi.json")}
+    assert json_ops - {(m, p) for m, p, _ in seen} == set(), "JSON endpoints this test skips"
+
+
+def _closed_validator(schema: dict[str, Any], doc: dict[str, Any]) -> Any:
+    """A validator of ``schema`` (references into ``doc``) in which an object may hold
+    only the properties its schema names: an undocumented key is an error too."""
+    from jsonschema import Draft202012Validator
+
+    def close(node: Any) -> Any:
+        if isinstance(node, list):
+            return [close(v) for v in node]
+        if not isinstance(node, dict):
+            return node
+        closed = {k: close(v) for k, v in node.items()}
+        if closed.get("type") == "object" and "additionalProperties" not in closed:
+            closed["additionalProperties"] = False
+        return closed
+
+    root = {**close(schema), "components": close(doc["components"])}
+    Draft202012Validator.check_schema(root)
+    return Draft202012Validator(root)
 
 
 def _refs(node: Any) -> list[str]:

@@ -1,8 +1,9 @@
 """Staged boutique scenes on the simulator's radio: one case at a time, fixed seeds.
 
-``door_cases`` writes two consenting customers: a window shopper who stands 40 s in front
-of the shop door with the phone in hand, then walks on; and, later, a customer with the
-phone in a bag who walks in, pauses in the entrance, browses the floor and leaves.
+``door_cases`` writes two consenting customers with the Android app (it advertises their
+EID): a window shopper who stands 40 s beside the shop door with the phone in hand, then
+walks on; and, later, a customer with the phone in a bag who walks in, pauses in the
+entrance, browses the floor and leaves.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from pathlib import Path
 from simulators.engine import Simulation, build
 from simulators.movement import TruthEvent, Walker
 from simulators.population import Customer, Person
-from simulators.radio import CARRY_LOSS_DB
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +38,9 @@ def door_cases(
     door = lay.doors[0]
     street = lay.street.id
     shopper, visitor = (
-        dataclasses.replace(c, consent=("arrival_alerts",), revoke_at=None, carries="phone")
+        dataclasses.replace(
+            c, consent=("arrival_alerts",), revoke_at=None, device_class="android_app"
+        )
         for c in sim.customers
     )
     rng = random.Random(f"staged/{seed}")
@@ -64,15 +66,16 @@ def door_cases(
 
     sim.stage(
         [
-            Person(shopper.customer_id, "customer", "window_shopper", w, shopper, ["eid"], 1),
-            Person(visitor.customer_id, "customer", "visit", v, visitor, ["eid"], 2),
+            Person(
+                shopper.customer_id, "customer", "window_shopper", w, shopper, ["eid"], 1,
+                device_class="android_app", carry="hand",
+            ),
+            Person(
+                visitor.customer_id, "customer", "visit", v, visitor, ["eid"], 2,
+                device_class="android_app", carry="bag",
+            ),
         ],
         [shopper, visitor],
-    )
-    carry = {shopper.customer_id: "hand", visitor.customer_id: "bag"}
-    for dev in sim.devices:
-        owner = dev.did.split("/")[0]
-        if owner in carry:
-            dev.carry_db = CARRY_LOSS_DB[carry[owner]]
+    )  # fmt: skip
     sim.write(path)
     return DoorCases(path, shopper, visitor)

@@ -29,6 +29,11 @@ from transport.kafka import ensure_topics
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
 HAND = Path(__file__).parent / "data" / "handwritten.jsonl"
+# These runs hold the BLE path (advertising phones and tags) to the targets: replayed
+# without --device-keys, their app lines are skipped and counted. (With the keys, a
+# geofence crossing alone would start a visit, as an arrival, until a crossing only makes
+# the visit approaching.) The app path: tests/simulators/test_app_replay.py.
+ADVERTISING = ("--device-classes", "android_app=0.9,vip_tag=0.1")
 
 
 async def _wait_processed(services: ServiceSettings, n: int, procs: Procs, timeout: float) -> None:
@@ -103,7 +108,7 @@ async def test_simulated_boutique_hour_scores_through_the_real_pipeline(
     services, alerts, events = await _pipeline(procs, proxima_env)
     trace = procs.log_dir / "hour.jsonl"
     procs.run("simulate", "simulate", "--layout", "boutique", "--hours", "1", "--seed", "9",
-              "--enroll", "--out", str(trace))  # fmt: skip
+              *ADVERTISING, "--enroll", "--out", str(trace))  # fmt: skip
     out = procs.run("replay-hour", "replay", str(trace), "--speed", "max", timeout=300)
     await _wait_processed(services, _published(out), procs, timeout=240)
     await asyncio.sleep(5.0)  # the notifier delivers right behind the worker
@@ -134,7 +139,7 @@ async def test_simulated_boutique_and_hand_written_trace_score_through_the_real_
     # 2. Twenty busy simulated boutique minutes, every hard case, many enrolled customers.
     trace = procs.log_dir / "rush.jsonl"
     procs.run("simulate", "simulate", "--scenario", "boutique-rush", "--seed", "21",
-              "--enroll", "--out", str(trace))  # fmt: skip
+              *ADVERTISING, "--enroll", "--out", str(trace))  # fmt: skip
     assert trace.read_text().count('"consent_revoke"') >= 1  # someone revokes mid-replay
     # The virtual clock: events reach the stream in trace order across gateways, and a
     # revocation reaches the registry once the stream has decided everything before it.

@@ -99,7 +99,9 @@ def test_customer_adverts_carry_their_spec_eid(rush: list[str]) -> None:
     arrivals = {
         json.loads(line)["customer_id"]: json.loads(line)["t"]
         for line in rush[1:]
-        if '"event":"arrive"' in line and '"role":"customer"' in line
+        if '"event":"arrive"' in line
+        and '"role":"customer"' in line
+        and '"device_class":"android_app"' in line
     }
     cid, t_arrive = sorted(arrivals.items(), key=lambda kv: kv[1])[0]
     cust = by_id[cid]
@@ -140,7 +142,17 @@ def test_app_events_come_late_like_os_geofences_and_revocations_are_announced() 
     app_lines = [d for d in lines if d["kind"] == "app"]
     events = {d["event"] for d in app_lines}
     assert {"geofence_enter", "location", "beacon_region_enter"} <= events
-    delays = [d["os_delay_s"] for d in app_lines if d["event"] == "geofence_enter"]
+    owner = {c.device_id: c.customer_id for c in sim.customers}
+    crossed: dict[str, float] = {}  # the customer's latest true crossing, in trace order
+    delays = []
+    for d in lines:
+        if d["kind"] == "truth" and d["event"] == "enter_geofence":
+            crossed[d["customer_id"]] = d["t"]
+        elif d["kind"] == "app" and d["event"] == "geofence_enter":
+            crossed_at = crossed.get(owner[d["device_id"]])
+            if crossed_at is not None:
+                delays.append(d["t"] - crossed_at)
+    assert len(delays) >= 5
     assert min(delays) > 0
     assert max(delays) > 30  # OS region monitoring is seconds to minutes late
     revokers = {c.customer_id: c.revoke_at for c in sim.customers if c.revoke_at is not None}
@@ -160,21 +172,25 @@ def test_arrivals_follow_the_hourly_rates() -> None:
     assert second > 4 * first
 
 
-def test_a_store_beacon_is_heard_at_its_path_loss_mean() -> None:
-    """End to end through the engine: a fixed beacon's RSSI averages the model's median."""
+def test_a_store_beacon_is_heard_at_its_path_loss_mean_plus_its_spot_offset() -> None:
+    """End to end through the engine: a fixed beacon's RSSI averages the model's median plus
+    the offset its position keeps (it never moves, so the offset never changes)."""
     sim = build("boutique", hours=0.25, seed=8, start=START)
     beacon = next(b for b in sim.layout.beacons if b.id == "bcn-entrance")
-    gw = next(g for g in sim.layout.gateways if g.id == "gw-door")
+    j, gw = next((j, g) for j, g in enumerate(sim.layout.gateways) if g.id == "gw-door")
     d = math.dist((beacon.x, beacon.y, 2.2), (gw.x, gw.y, gw.height_m))
-    expected = gw.rssi_1m - 10 * gw.path_loss_n * math.log10(d)
-    address = next(dev.address for dev in sim.devices if dev.did == "bcn-entrance")
+    median = gw.rssi_1m - 10 * gw.path_loss_n * math.log10(d)
+    dev = next(dev for dev in sim.devices if dev.did == "bcn-entrance")
     heard = [
         json.loads(line)["rssi"]
         for line in sim.lines()
-        if f'"address":"{address}"' in line and '"gateway_id":"gw-door"' in line
+        if f'"address":"{dev.address}"' in line and '"gateway_id":"gw-door"' in line
     ]
-    assert len(heard) > 600  # ~900 adverts at 1 s, less scan duty and loss
-    assert abs(statistics.fmean(heard) - expected) < 1.0
+    offset = dev.links[j].spot
+    assert offset is not None
+    assert offset != 0.0
+    assert len(heard) > 600  # ~900 adverts at 1 s, less scan duty, loss and bursts
+    assert abs(statistics.fmean(heard) - (median + offset)) < 1.0
 
 
 @pytest.mark.parametrize(
@@ -184,6 +200,12 @@ def test_a_store_beacon_is_heard_at_its_path_loss_mean() -> None:
         (["--layout", "atlantis"], "layout atlantis: no such layout; shipped: boutique, flagship"),
         (["--layout", "boutique", "--hours", "-1"], "hours must be > 0"),
         (["--layout", "boutique", "--scenario", "boutique-hour"], "not both"),
+        (["--layout", "boutique", "--device-classes", "iphone"], "'iphone' is not CLASS=SHARE"),
+        (
+            ["--layout", "boutique", "--device-classes", "staff=1"],
+            "device_classes: staff are not classes of enrolled customers",
+        ),
+        (["--device-classes", "iphone_app=1"], "needs a layout or a layout scenario"),
     ],
 )
 def test_simulate_names_what_is_wrong(args: list[str], message: str, tmp_path: Path) -> None:

@@ -121,3 +121,28 @@ async def test_no_rule_ever_shows_a_hidden_field(
         for r in load_rules((rules_dir / "chain.yaml") if rules_dir else DEFAULT_RULES).rules
     }
     assert fired == kinds, (fired, kinds, rule_ids)
+
+
+async def test_a_priority_never_tells_a_hidden_tier(redis: tuple[aioredis.Redis, str]) -> None:
+    """The default rules' VIP arrival is "high": only if the customer shows the tier."""
+    r, prefix = redis
+    priorities: dict[tuple[str, bool], str] = {}
+    for i, (tier, shown) in enumerate(itertools.product(["gold", "silver"], [False, True])):
+        proc = EventProcessor(r, f"{prefix}p{i}:", rules=RuleBook(None))
+        profile = CustomerProfile(
+            customer_id=f"p{i}",
+            identity_key=KEY.hex(),
+            rotation_exponent=10,
+            name="Ana",
+            tier=tier,
+            visible_fields=["name", "tier"] if shown else ["name"],
+        )
+        await proc.registry.enroll(profile, [Purpose.ARRIVAL_ALERTS])
+        (alert,) = await proc.process(_event(T0, "entrance"))
+        priorities[tier, shown] = alert.priority.value
+    assert priorities == {
+        ("gold", True): "high",  # the customer shows the tier: the VIP rule's priority
+        ("gold", False): "normal",  # hidden: as for anyone else
+        ("silver", True): "normal",
+        ("silver", False): "normal",
+    }

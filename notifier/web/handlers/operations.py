@@ -1,0 +1,41 @@
+"""For operators and their tools: ``/healthz`` and ``/metrics``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from redis.exceptions import RedisClusterException, RedisError
+
+from notifier.metrics import Metrics
+from notifier.web.models import HealthReply
+from notifier.web.wire import reply
+from transport.redis import RedisClient
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class OperationHandlers:
+    redis: RedisClient
+    metrics: Metrics
+    mqtt_connected: Callable[[], bool]
+
+    async def healthz(self, _request: web.Request) -> web.Response:
+        try:
+            async with asyncio.timeout(1.0):
+                redis_ok = bool(await self.redis.ping())
+        except (RedisError, RedisClusterException, OSError, TimeoutError):
+            redis_ok = False
+        health = HealthReply(
+            status="ok" if redis_ok else "unavailable", redis=redis_ok, mqtt=self.mqtt_connected()
+        )
+        return reply(health, status=200 if redis_ok else 503)
+
+    async def metrics_text(self, _request: web.Request) -> web.Response:
+        return web.Response(
+            text=self.metrics.render(),
+            content_type="text/plain",
+            charset="utf-8",
+            headers={"Cache-Control": "no-store"},
+        )

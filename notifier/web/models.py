@@ -1,0 +1,241 @@
+"""What the console's API reads and writes: request bodies and response bodies (pydantic).
+
+Responses are produced through these models, and the OpenAPI description is generated
+from them, so what is documented is what is sent. The views (``AlertView``,
+``AssociateView``, ...) check the dicts of ``view()``/``public()``/``as_dict()``; they
+forbid unknown keys, so a field added there without being declared here fails the API
+tests instead of going out undocumented.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+
+from contracts.models import AlertKind, Priority, WithdrawReason
+from notifier.directory import Role
+from notifier.lifecycle import AlertState
+from notifier.store_routing import TIER_NAMES
+
+_IDENT = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+# --- request bodies ----------------------------------------------------------------
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LoginBody(_Body):
+    store: Annotated[str, Field(pattern=_IDENT)]
+    associate: Annotated[str, Field(pattern=_IDENT)]
+    password: Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+class ShiftBody(_Body):
+    on_shift: StrictBool
+
+
+class WebhookBody(_Body):
+    url: Annotated[str, Field(min_length=1, max_length=2048)]
+    secret: Annotated[str, Field(min_length=16, max_length=256)] | None = None
+    key_id: Annotated[str, Field(pattern=_IDENT)] | None = None
+    scope: Literal["me", "store"] = "me"
+
+
+class RoutingBody(_Body):
+    escalate_after_s: float | None = None
+    manager_after_s: float | None = None
+    expire_after_s: float | None = None
+    tiers: Annotated[list[str], Field(min_length=1, max_length=4)] | None = None
+
+
+class PushKeys(_Body):
+    p256dh: Annotated[str, Field(min_length=1, max_length=200)]
+    auth: Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class PushSubscriptionBody(BaseModel):
+    # The browser's PushSubscription.toJSON(); it may grow fields, so extras are ignored.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    endpoint: Annotated[str, Field(min_length=1, max_length=2048)]
+    keys: PushKeys
+    expirationTime: int | None = None
+
+
+# --- views: the objects responses are made of ------------------------------------------
+# Times and ids stay the strings view() made (isoformat, "+00:00"): parsing them into
+# datetime would send them back as "Z" times, a change for every client.
+Time = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+Uuid = Annotated[str, Field(json_schema_extra={"format": "uuid"})]
+
+
+class _View(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AlertView(_View):
+    """An alert as a console sees it: never the customer id."""
+
+    alert_id: Uuid
+    store_id: str
+    kind: AlertKind
+    title: str
+    body: str
+    fields: dict[str, Any] = Field(description="only the fields the customer made visible")
+    zone_id: str | None
+    priority: Priority
+    created_at: Time
+    delivered_at: Time
+    state: AlertState
+    tier: str | None = Field(description="the tier last told (primary, zone, ...)")
+    level: int
+    notified: list[str]
+    declined: list[str]
+    claimed_by: str | None
+    claimed_by_name: str | None
+    claimed_at: Time | None
+    done_at: Time | None
+    expired_at: Time | None
+    withdrawn_at: Time | None = None
+    withdrawn_reason: WithdrawReason | None = Field(
+        default=None, description="why a withdrawn alert was withdrawn (its fields are gone)"
+    )
+    rev: int = Field(description="grows with every change: a console keeps the highest")
+
+
+class AssociateView(_View):
+    """An associate as the console shows them: never the password hash."""
+
+    store_id: str
+    associate_id: str
+    name: str
+    role: Role
+    zones: list[str]
+    on_shift: bool
+    shift_started_at: Time | None
+
+
+class ReceiptView(BaseModel):
+    """What one channel reported for one send."""
+
+    # Read back from Redis, where an instance of a newer version may have written a field
+    # this one does not know (a rolling deploy): left out of the reply, not an error.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    channel: str = Field(description="mqtt, sse, webhook, webpush or unknown")
+    destination: str = Field(description="the host only")
+    associate_id: str | None
+    ok: bool
+    attempts: int
+    at: Time
+    status: int | None
+    detail: str
+
+
+class RoutingView(_View):
+    escalate_after_s: float
+    manager_after_s: float
+    expire_after_s: float
+    tiers: list[Annotated[str, Field(json_schema_extra={"enum": sorted(TIER_NAMES)})]]
+
+
+class DestinationView(_View):
+    id: str
+    channel: str = Field(description="webhook or webpush")
+    url: str = Field(description="scheme, host and path only")
+    key_id: str | None
+
+
+class SummaryView(_View):
+    """Today (UTC) in one store."""
+
+    arrivals_today: int
+    alerts_today: int
+    unclaimed: int
+    claimed_today: int
+    median_time_to_claim_s: float | None
+
+
+# --- responses -----------------------------------------------------------------------
+class _Reply(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ErrorReply(_Reply):
+    """Every error: a message in words, and where the input was wrong when it was."""
+
+    error: str
+    field: str | None = None
+    retry_after_s: int | None = None
+    state: str | None = None
+    claimed_by: str | None = None
+
+
+class HealthReply(_Reply):
+    status: Literal["ok", "unavailable"]
+    redis: bool
+    mqtt: bool
+
+
+class MeReply(_Reply):
+    associate: AssociateView
+    csrf: str = Field(description="echo it in X-CSRF-Token on every change")
+
+
+class SignedOutReply(_Reply):
+    signed_out: bool
+
+
+class AlertReply(_Reply):
+    alert: AlertView
+
+
+class AlertsReply(_Reply):
+    alerts: list[AlertView]
+
+
+class ReceiptsReply(_Reply):
+    receipts: list[ReceiptView]
+
+
+class StaffReply(_Reply):
+    associates: list[AssociateView]
+
+
+class AssociateReply(_Reply):
+    associate: AssociateView
+
+
+class SummaryReply(_Reply):
+    summary: SummaryView
+
+
+class ChannelsReply(_Reply):
+    always: list[str]
+    mine: list[DestinationView]
+    store: list[DestinationView] | None = Field(
+        default=None, description="the store's webhooks: managers only"
+    )
+
+
+class DestinationReply(_Reply):
+    destination: DestinationView
+
+
+class WebhookReply(_Reply):
+    destination: DestinationView
+    secret: str = Field(description="shown here once; listings never show it")
+
+
+class RemovedReply(_Reply):
+    removed: str
+
+
+class PushKeyReply(_Reply):
+    public_key: str
+
+
+class RoutingReply(_Reply):
+    routing: RoutingView

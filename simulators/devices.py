@@ -1,0 +1,164 @@
+"""How the operating system reports a customer's app: iOS beacon regions, OS geofences, fixes.
+
+What each device class puts on air is the engine's (:mod:`simulators.engine`): an Android
+app advertises the customer's EID (100-250 ms on screen, 250 ms-1 s in the background from a
+foreground service), a VIP tag at a fixed interval, an iPhone only iOS's own Continuity
+frames (CoreBluetooth gives an app no EID advertising). This module turns what a phone
+hears and where it walks into the ``app`` lines its app would send, with the delays the
+OSes add:
+
+* **iOS beacon regions** (CLBeaconRegion, one region per store iBeacon; Eddystone cannot be
+  monitored): the phone hears a beacon's packets through the radio model; iOS reports the
+  region's *enter* a few seconds after the first packet it catches, up to tens of seconds
+  in the background (log-normal, median :data:`IOS_REGION_ENTRY_DELAY`), and its *exit*
+  once it has heard nothing for ~30 s (:data:`IOS_REGION_EXIT_AFTER_S`, plus a few seconds).
+* **OS geofences** (CLCircularRegion / Android GeofencingClient), for app users who share
+  their location: *enter* when the phone's GPS position crosses the store's circle. GPS
+  outdoors is off by 5-25 m, so the circle the phone acts on is as much larger or smaller;
+  the OS then takes tens of seconds to minutes (:data:`OS_GEOFENCE_DELAY`).
+* **Location fixes**: one when the app is woken by a geofence transition (both OSes), and
+  on Android a few background fixes an hour (Android 8+ limits background location).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from simulators.movement import Trajectory
+
+IOS_REGION_ENTRY_DELAY = (6.0, 0.9, 60.0)
+"""Median s, sigma of its log, cap: iOS notices a monitored beacon within seconds, at worst
+tens of seconds with the phone asleep in a pocket."""
+IOS_REGION_EXIT_AFTER_S = 30.0
+"""iOS declares a beacon region left after about 30 s without hearing it."""
+IOS_REGION_EXIT_DELAY = (3.0, 0.6, 30.0)
+IOS_BACKGROUND_SCAN_DUTY = 0.5
+"""Share of a beacon's packets a background iPhone catches (its scan is duty-cycled)."""
+OS_GEOFENCE_DELAY = {"iphone_app": (45.0, 0.9), "android_app": (60.0, 0.9)}
+"""Median s and sigma of its log between crossing the (GPS) circle and the app hearing of it."""
+OS_GEOFENCE_DELAY_MAX_S = 600.0
+GPS_OUTDOOR_ACCURACY_M = (5.0, 25.0)
+GPS_INDOOR_ACCURACY_M = (15.0, 65.0)
+ANDROID_FIX_INTERVAL = (600.0, 0.5)
+"""Median s and sigma of its log between Android background fixes (a few per hour)."""
+APPROACH_SPEED = 1.3
+"""m/s: how fast someone walks from the geofence's edge to where the trace picks them up."""
+
+
+def os_delay(rng: random.Random, median: float, sigma: float, cap: float) -> float:
+    return min(cap, rng.lognormvariate(math.log(median), sigma))
+
+
+@dataclass(frozen=True, slots=True)
+class RegionTransition:
+    t: float
+    entered: bool
+
+
+def region_transitions(heard: Sequence[float], rng: random.Random) -> list[RegionTransition]:
+    """iOS's enter/exit reports for one beacon region, given when the phone caught its packets.
+
+    A run of packets with no gap of :data:`IOS_REGION_EXIT_AFTER_S` is one stay in the
+    region: enter reported a delay after its first packet, exit a delay after 30 s of silence
+    following its last one (and never before the enter it closes).
+    """
+    out: list[RegionTransition] = []
+    i = 0
+    while i < len(heard):
+        first = last = heard[i]
+        i += 1
+        while i < len(heard) and heard[i] - last < IOS_REGION_EXIT_AFTER_S:
+            last = heard[i]
+            i += 1
+        t_enter = first + os_delay(rng, *IOS_REGION_ENTRY_DELAY)
+        t_exit = last + IOS_REGION_EXIT_AFTER_S + os_delay(rng, *IOS_REGION_EXIT_DELAY)
+        out.append(RegionTransition(t_enter, True))
+        out.append(RegionTransition(max(t_exit, t_enter + 1.0), False))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Fix:
+    t: float
+    x: float
+    y: float
+    accuracy_m: float
+
+
+@dataclass(frozen=True, slots=True)
+class GeofencePass:
+    """One pass through the store's geofence as the phone's OS reports it."""
+
+    t_in: float  # when the phone's GPS position crossed the circle inwards (truth)
+    t_out: float
+    t_enter: float  # when the app hears of it (OS delay)
+    t_exit: float
+
+
+def position(traj: Trajectory, t: float, speed: float = APPROACH_SPEED) -> tuple[float, float]:
+    """Where someone is at ``t`` on the store's local plan (origin: the geofence's centre).
+
+    Before the trace picks them up they walk in along the line from the centre to where it
+    does; after it lets go they walk on, away from the centre.
+    """
+    if t < traj.start or t > traj.end:
+        i, dt = (0, traj.start - t) if t < traj.start else (-1, t - traj.end)
+        x, y = traj.xs[i], traj.ys[i]
+        d = math.hypot(x, y)
+        if d < 1e-6:
+            return x, y
+        scale = (d + speed * dt) / d
+        return x * scale, y * scale
+    x, y, _, _, _ = traj.at(t)
+    return x, y
+
+
+def geofence_pass(
+    traj: Trajectory, radius_m: float, os_class: str, rng: random.Random
+) -> GeofencePass:
+    """Enter and exit of the store's OS geofence for one trajectory (see module docstring)."""
+    acc = rng.uniform(*GPS_OUTDOOR_ACCURACY_M)
+    r_eff = max(10.0, radius_m + rng.gauss(0.0, acc))
+    d0 = math.hypot(traj.xs[0], traj.ys[0])
+    d1 = math.hypot(traj.xs[-1], traj.ys[-1])
+    t_in = traj.start - max(0.0, r_eff - d0) / APPROACH_SPEED
+    t_out = traj.end + max(0.0, r_eff - d1) / APPROACH_SPEED
+    median, sigma = OS_GEOFENCE_DELAY[os_class]
+    t_enter = t_in + os_delay(rng, median, sigma, OS_GEOFENCE_DELAY_MAX_S)
+    t_exit = t_out + os_delay(rng, median, sigma, OS_GEOFENCE_DELAY_MAX_S)
+    return GeofencePass(t_in, t_out, t_enter, max(t_exit, t_enter + 1.0))
+
+
+def location_fixes(
+    traj: Trajectory,
+    gpass: GeofencePass,
+    os_class: str,
+    indoor: Sequence[tuple[float, float]],
+    rng: random.Random,
+) -> list[Fix]:
+    """The fixes the app sends: one on each geofence wake-up, and Android's background ones.
+
+    ``indoor`` are the (start, end) times the person is inside the store, where GPS is
+    coarse. A fix is the true position plus GPS error of its accuracy.
+    """
+    times = [gpass.t_enter + rng.uniform(1.0, 5.0), gpass.t_exit + rng.uniform(1.0, 5.0)]
+    if os_class == "android_app":
+        t = gpass.t_enter + rng.lognormvariate(*_log(ANDROID_FIX_INTERVAL))
+        while t < gpass.t_exit:
+            times.append(t)
+            t += rng.lognormvariate(*_log(ANDROID_FIX_INTERVAL))
+    out: list[Fix] = []
+    for t in sorted(times):
+        inside = any(a <= t <= b for a, b in indoor)
+        acc = rng.uniform(*(GPS_INDOOR_ACCURACY_M if inside else GPS_OUTDOOR_ACCURACY_M))
+        x, y = position(traj, t)
+        # A fix's accuracy is its error's 68% radius: each axis off by about acc/1.5.
+        out.append(Fix(t, x + rng.gauss(0, acc / 1.5), y + rng.gauss(0, acc / 1.5), acc))
+    return out
+
+
+def _log(median_sigma: tuple[float, float]) -> tuple[float, float]:
+    return math.log(median_sigma[0]), median_sigma[1]

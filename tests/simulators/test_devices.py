@@ -1,0 +1,188 @@
+"""Device classes in the simulator: what each class puts on air and what its app reports."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import statistics
+from collections import Counter, defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from beacons.resolver import EidResolver
+from contracts.trace import AdvRecord, read_trace
+from simulators.devices import IOS_REGION_EXIT_AFTER_S, region_transitions
+from simulators.engine import Simulation, build
+from simulators.layout import CUSTOMER_CLASSES, StoreLayout, load_layout
+from simulators.population import make_customers
+from simulators.radio import CARRY_LOSS_DB
+
+START = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+BUSY = {"p_enrolled": 0.8, "customers": 80, "p_window_shopper": 0.2}
+
+
+def _sim(**population: Any) -> Simulation:
+    return build("boutique", hours=0.5, seed=5, start=START, population={**BUSY, **population},
+                 arrivals={"hourly": [120]})  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def mixed() -> tuple[Simulation, list[dict[str, Any]]]:
+    sim = _sim()
+    return sim, [json.loads(line) for line in sim.lines()][1:]
+
+
+def test_the_default_shares_are_stated_in_every_layout_and_respected_over_a_population() -> None:
+    for name in ("boutique", "flagship"):
+        shares = load_layout(name).population.device_classes
+        assert shares == {"iphone_app": 0.55, "android_app": 0.30, "vip_tag": 0.05, "no_app": 0.10}
+    layout = load_layout("boutique")
+    layout = layout.model_copy(
+        update={"population": layout.population.model_copy(update={"customers": 4000})}
+    )
+    got = Counter(c.device_class for c in make_customers(layout, 3, 3600.0))
+    for cls, share in layout.population.device_classes.items():
+        assert abs(got[cls] / 4000 - share) < 0.025, (cls, got)
+
+
+def test_a_scenario_can_state_its_own_mix() -> None:
+    sim = _sim(device_classes={"vip_tag": 1.0})
+    assert {c.device_class for c in sim.customers} == {"vip_tag"}
+    data = load_layout("boutique").model_dump()
+    data["population"]["device_classes"] = {"staff": 1.0}
+    with pytest.raises(ValidationError, match="device_classes: staff are not classes"):
+        StoreLayout.model_validate(data)
+
+
+def test_every_truth_line_about_a_person_names_their_device_class(
+    mixed: tuple[Simulation, list[dict[str, Any]]],
+) -> None:
+    sim, lines = mixed
+    cls_of = {p.pid: p.device_class for p in sim.people}
+    truth = [d for d in lines if d["kind"] == "truth"]
+    assert truth
+    for d in truth:
+        assert d["device_class"] == cls_of.get(d["customer_id"], d["device_class"]), d
+        assert d["device_class"] in (*CUSTOMER_CLASSES, "staff", "unknown")
+    seen = {d["device_class"] for d in truth}
+    assert {"iphone_app", "android_app", "no_app", "staff", "unknown"} <= seen
+
+
+def test_app_lines_name_a_device_never_a_customer(
+    mixed: tuple[Simulation, list[dict[str, Any]]],
+) -> None:
+    sim, lines = mixed
+    app = [d for d in lines if d["kind"] == "app"]
+    by_device = {c.device_id: c for c in sim.customers}
+    assert {"beacon_region_enter", "geofence_enter", "location"} <= {d["event"] for d in app}
+    for d in app:
+        assert len(d["device_id"]) == 32
+        int(d["device_id"], 16)  # hex, as the ingest wants it
+        if d["event"] in ("consent_revoke", "consent_grant"):
+            continue  # an account action: it names the customer it changes
+        assert "customer_id" not in d, d
+        cust = by_device[d["device_id"]]
+        assert cust.device_class in ("iphone_app", "android_app")  # tags and no-app: silent
+        if d["event"].startswith("geofence") or d["event"] == "location":
+            assert cust.shares_location
+        if d["event"].startswith("beacon_region"):
+            assert cust.device_class == "iphone_app"  # Android's app advertises instead
+
+
+def test_an_iphone_app_advertises_nothing_of_its_own_but_reports_beacon_regions(
+    mixed: tuple[Simulation, list[dict[str, Any]]],
+) -> None:
+    sim, lines = mixed
+    iphones = [c for c in sim.customers if c.device_class == "iphone_app"]
+    visitors = {p.pid for p in sim.people if p.device_class == "iphone_app"}
+    assert len(visitors) >= 5
+    for dev in sim.devices:
+        if dev.did.split("/")[0] in visitors:
+            assert dev.kind == "phone" or dev.kind.startswith("wearable:"), dev.did
+    resolver = EidResolver(drift_windows=1)
+    for c in iphones:
+        resolver.add(c.customer_id, c.identity_key, c.rotation_exponent)
+    _, records = read_trace(sim.lines())
+    for r in records:
+        if isinstance(r, AdvRecord):
+            for data in r.service_data.values():
+                if data.startswith("30"):  # an Eddystone-EID frame
+                    eid = bytes.fromhex(data[4:20])
+                    assert resolver.resolve(eid, sim.t0 + int(r.t)) is None
+    reporting = {
+        d["device_id"] for d in lines if d["kind"] == "app" and "beacon_region" in d["event"]
+    }
+    assert len(reporting) >= 5
+    assert {"uuid", "major", "minor"} <= next(
+        set(d) for d in lines if d["kind"] == "app" and d["event"] == "beacon_region_enter"
+    )
+
+
+def test_a_vip_tag_advertises_its_eid_at_a_fixed_interval() -> None:
+    sim = _sim(device_classes={"vip_tag": 1.0}, tag_interval_s=0.5)
+    tags = [d for d in sim.devices if d.kind == "tag"]
+    assert len(tags) >= 5
+    assert {d.interval for d in tags} == {0.5}
+    # On air: one tag's adverts heard by the door gateway come 0.5 s apart (or a multiple,
+    # when one was lost), never closer, whatever its carrier does.
+    resolver = EidResolver(drift_windows=1)
+    for c in sim.customers:
+        resolver.add(c.customer_id, c.identity_key, c.rotation_exponent)
+    times: dict[str, list[float]] = defaultdict(list)
+    _, records = read_trace(sim.lines())
+    for r in records:
+        if isinstance(r, AdvRecord) and r.gateway_id == "gw-door":
+            for data in r.service_data.values():
+                eid = bytes.fromhex(data[4:20]) if data.startswith("30") else None
+                if eid and resolver.resolve(eid, sim.t0 + int(r.t)) is not None:
+                    times[r.address].append(r.t)
+    gaps = [b - a for ts in times.values() for a, b in itertools.pairwise(ts) if b - a < 5]
+    assert len(gaps) > 200
+    assert min(gaps) >= 0.49
+    assert 0.49 <= statistics.median(gaps) <= 0.52
+
+
+def test_android_advertises_faster_on_screen_and_bags_and_pockets_muffle_every_class() -> None:
+    sim = _sim(device_classes={"android_app": 1.0})
+    pop = sim.layout.population
+    carried = [(p, kind) for p in sim.people for kind in p.carries]
+    carries: set[str] = set()
+    on_screen: set[str] = set()
+    for dev, (who, kind) in zip(sim.devices[-len(carried) :], carried, strict=True):
+        assert dev.kind == kind
+        if kind not in ("eid", "phone"):
+            continue
+        assert dev.carry_db == CARRY_LOSS_DB[who.carry]
+        carries.add(who.carry)
+        if dev.kind == "eid" and who.device_class == "android_app":
+            assert dev.interval in (
+                *pop.android_foreground_intervals_s,
+                *pop.android_background_intervals_s,
+            )
+            if who.carry != "hand":  # a phone in a pocket or bag is not on screen
+                assert dev.interval in pop.android_background_intervals_s
+            if dev.interval not in pop.android_background_intervals_s:
+                on_screen.add(who.carry)
+    assert carries == {"hand", "pocket", "bag"}
+    assert on_screen == {"hand"}  # 100 ms: only an app on screen advertises that fast
+
+
+def test_ios_reports_a_region_seconds_after_hearing_it_and_leaves_it_after_30_s_of_silence() -> (
+    None
+):
+    rng = random.Random(1)
+    assert region_transitions([], rng) == []
+    heard = [10.0, 11.0, 13.0, 40.0, 41.0, 100.0]  # a gap of 29 s stays, one of 59 s leaves
+    got = region_transitions(heard, rng)
+    assert [tr.entered for tr in got] == [True, False, True, False]
+    assert 10.0 < got[0].t <= 70.0
+    assert got[1].t >= 41.0 + IOS_REGION_EXIT_AFTER_S
+    assert got[2].t > 100.0
+    assert got[3].t >= 100.0 + IOS_REGION_EXIT_AFTER_S
+    delays = [region_transitions([0.0], random.Random(s))[0].t for s in range(500)]
+    assert 3.0 < statistics.median(delays) < 10.0  # typically a few seconds ...
+    assert max(delays) > 20.0  # ... tens of seconds at worst in the background
