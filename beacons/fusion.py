@@ -17,9 +17,9 @@ places the subject in at most one zone of the store. From outside, inside is:
   counting;
 * ``interior_gateway`` / ``small_gateway``: an interior gateway's own machine is present
   (its calibrated threshold is one the street cannot reach, ``edge.calibration``), unless
-  a door gateway heard the subject ``door_margin_db`` louder meanwhile: that is the
-  doorway, not inside. An interior machine that entered by lingering is judged so once, as
-  it enters (over ``peak_window_s``, on average);
+  a door gateway heard the subject ``door_margin_db`` louder as it entered or since: that
+  is the doorway, not inside (for a machine that entered by lingering: the best levels
+  over ``peak_window_s``, judged as it enters);
 * ``door_strong``: a door level ``strong_margin_db`` above the strongest the calibration
   predicts anywhere outside (``GatewayRole.street_rssi``), held ``strong_s``;
 * ``door_linger``: the door's machine entered by lingering, or stayed ``door_stay_s``. A
@@ -82,8 +82,8 @@ class FusionConfig:
     drop_db: float = 3.0
     gain_db: float = 12.0
     confirm_s: float = 1.0
-    interior_margin_db: float = 6.0
-    unheard_rssi: float = -100.0
+    interior_margin_db: float = 4.0
+    unheard_rssi: float = -90.0
     door_margin_db: float = 3.0
     door_stay_s: float = 60.0
     door_window_s: float = 4.0
@@ -168,14 +168,6 @@ class FusionStats:
     by_rule: dict[str, int] = field(default_factory=dict)
 
 
-def _mean(values: Iterable[float]) -> float | None:
-    total = n = 0.0
-    for v in values:
-        total += v
-        n += 1
-    return total / n if n else None
-
-
 class StorePresence:
     """The zone of every subject of one store, from its gateways' evidence (module docstring)."""
 
@@ -251,9 +243,9 @@ class StorePresence:
             gw.lingered = ev.kind == "zone_enter" and ev.rssi < role.enter_rssi
             gw.confidence = 0.5 if ev.confidence is None else ev.confidence
         self._record(gw, ev.at, ev.rssi)
-        if ev.kind == "zone_enter" and gw.lingered and role.kind != "entrance":
-            # Slow evidence is judged once, as it comes: a weak level held outside the
-            # door must not count later, when the door has forgotten it.
+        if ev.kind == "zone_enter" and role.kind != "entrance":
+            # Judged as it enters, too: heard louder at the door then, it was the doorway,
+            # and must not count later when the door no longer hears the subject.
             gw.vetoed = state.zone is None and self._door_louder(state, gw, ev.at)
         if (
             state.zone is not None
@@ -333,7 +325,7 @@ class StorePresence:
 
     def _doorway(self, state: _Subject, inner: _Gateway, t: float) -> bool:
         """True if an interior machine's presence is better explained by the doorway."""
-        return inner.vetoed if inner.lingered else self._door_louder(state, inner, t)
+        return inner.vetoed or (not inner.lingered and self._door_louder(state, inner, t))
 
     def _door_louder(self, state: _Subject, inner: _Gateway, t: float) -> bool:
         """True if a door gateway hears the subject ``door_margin_db`` louder than ``inner``.
@@ -343,10 +335,10 @@ class StorePresence:
         """
         cfg = self.config
         if inner.lingered:
-            # Slow evidence (a weak level held for long): weigh it against the door's over
-            # as long, both on average.
+            # Slow evidence (a weak level held for long, heard in runs): weigh its best
+            # against the door's best over as long.
             since = t - cfg.peak_window_s
-            level = _mean(lv for lt, lv in inner.levels if lt >= since)
+            level = max((lv for lt, lv in inner.levels if lt >= since), default=None)
         else:
             since = t - cfg.door_window_s
             level = inner.level()
@@ -356,8 +348,7 @@ class StorePresence:
             gw = state.gateways.get(door.gateway_id)
             if gw is None:
                 continue
-            recent = [lv for lt, lv in gw.levels if lt >= since]
-            door_level = _mean(recent) if inner.lingered else max(recent, default=None)
+            door_level = max((lv for lt, lv in gw.levels if lt >= since), default=None)
             if door_level is not None and door_level - level > cfg.door_margin_db:
                 return True
         return False

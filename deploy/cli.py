@@ -882,6 +882,20 @@ def bench(
         str, typer.Option(help="simulation seeds, comma-separated (detection)")
     ] = "21,22,23,24,25,26,27",
     scenario: Annotated[str, typer.Option(help="simulated scenario (detection)")] = "boutique-rush",
+    fusion: Annotated[
+        bool,
+        typer.Option(
+            help="detection: the store's coordinator decides, as replay runs it (docs/presence.md);"
+            " --no-fusion: each gateway alone"
+        ),
+    ] = True,
+    device_classes: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="detection: CLASS=SHARE,... instead of the layout's (e.g."
+            " android_app=0.9,vip_tag=0.1: the advertising classes this bench reads)"
+        ),
+    ] = None,
 ) -> None:
     """Run a benchmark and print a table (or JSON)."""
     from rich.table import Table
@@ -905,6 +919,7 @@ def bench(
 
         results = asyncio.run(run_stream_bench(events=events))
     elif name == "detection":
+        from simulators.cli import parse_shares
         from simulators.detection import run_detection_bench
         from simulators.exceptions import SimulatorError
 
@@ -913,8 +928,11 @@ def bench(
         except ValueError as exc:
             raise _fail(f"--seeds must be integers separated by commas: {seeds!r}") from exc
         try:
-            results = run_detection_bench(seed_list, scenario)
-        except SimulatorError as exc:
+            population = (
+                {"device_classes": parse_shares(device_classes)} if device_classes else None
+            )
+            results = run_detection_bench(seed_list, scenario, population=population, fusion=fusion)
+        except (SimulatorError, ValueError) as exc:
             raise _fail(str(exc)) from exc
     else:
         raise _fail(

@@ -48,7 +48,7 @@ def test_a_coordinator_decision_is_described_with_its_rule_confidence_and_readin
 
 @needs_matplotlib
 def test_score_timeline_writes_each_decision_and_why_beside_the_png(tmp_path: Path) -> None:
-    cases = door_cases(tmp_path / "door.jsonl", 6)
+    cases = door_cases(tmp_path / "door.jsonl", 10)
     sidecar_path(cases.trace).write_text(
         json.dumps(
             {
