@@ -40,12 +40,22 @@ from typing import Any, Literal
 
 from beacons.filters import KalmanRssiFilter, RssiFilter
 
-TransitionKind = Literal["zone_enter", "zone_dwell", "zone_exit"]
+TransitionKind = Literal["zone_enter", "zone_dwell", "zone_exit", "sighting"]
+
+
+@dataclass(frozen=True, slots=True)
+class Why:
+    """Why a fused zone decision was taken: the rule, and the gateways' readings it used."""
+
+    rule: str
+    readings: tuple[tuple[str, float], ...] = ()
+    """(gateway id, filtered RSSI in dBm) of each gateway that decided."""
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    """One presence event for a subject in a zone."""
+    """One presence event for a subject in a zone (``sighting``: a level, no decision)."""
 
     subject: str
     zone_id: str
@@ -53,6 +63,7 @@ class Transition:
     at: float
     rssi: float
     confidence: float
+    why: Why | None = None
 
 
 class PresenceState(IntEnum):

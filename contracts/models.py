@@ -107,6 +107,26 @@ class Subject(_Strict):
         return value
 
 
+class GatewayReading(_Strict):
+    """One gateway's filtered RSSI behind a fused zone decision."""
+
+    gateway_id: Identifier
+    rssi: Annotated[float, Field(ge=-127, le=20)]
+
+
+class ZoneEvidence(_Strict):
+    """Why a store's presence coordinator placed a subject in a zone (docs/presence.md).
+
+    ``rule`` names the evidence (``door_then_interior``, ``interior_gateway``, ...),
+    ``readings`` the gateways it used, ``detail`` says it in words; the event's
+    ``confidence`` is the decision's.
+    """
+
+    rule: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+    readings: Annotated[list[GatewayReading], Field(max_length=16)] = Field(default_factory=list)
+    detail: Annotated[str, Field(max_length=200)] = ""
+
+
 class Event(_Strict):
     """One event from a gateway or the app ingest (DESIGN.md, Contract: event fields)."""
 
@@ -122,6 +142,8 @@ class Event(_Strict):
     rssi: Annotated[float, Field(ge=-127, le=20)] | None = None
     distance_m: Annotated[float, Field(ge=0, le=10_000)] | None = None
     confidence: Annotated[float, Field(ge=0, le=1)] | None = None
+    # Added compatibly (optional): only a store's presence coordinator sends it.
+    evidence: ZoneEvidence | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -67,6 +67,14 @@ class Topics:
     def gateway_events(self, store: str, gateway: str) -> str:
         return f"{self.mqtt_root}/stores/{store}/gateways/{gateway}/events"
 
+    def gateway_evidence(self, store: str, gateway: str) -> str:
+        """A fused store's gateway → its coordinator (store-local, never bridged to Kafka)."""
+        return f"{self.mqtt_root}/stores/{store}/gateways/{gateway}/evidence"
+
+    def store_evidence(self, store: str) -> str:
+        """Subscription filter for every gateway's evidence in one store (the coordinator's)."""
+        return f"{self.mqtt_root}/stores/{store}/gateways/+/evidence"
+
     def gateway_status(self, store: str, gateway: str) -> str:
         return f"{self.mqtt_root}/stores/{store}/gateways/{gateway}/status"
 

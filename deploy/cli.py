@@ -265,12 +265,20 @@ def replay(
             "a key: its lines are skipped and counted)"
         ),
     ] = None,
+    fusion: Annotated[
+        bool,
+        typer.Option(
+            help="the store's presence coordinator places people from every gateway's evidence"
+            " (docs/presence.md); --no-fusion: each gateway decides its own zone alone"
+        ),
+    ] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Feed a trace through one edge agent per gateway, and its app lines through the
     app-event ingest, into the running system."""
     from contracts.exceptions import ContractError
     from contracts.trace import TraceProblems
+    from edge.fusion import FUSION_GATEWAY_ID
     from simulators.exceptions import SimulatorError
 
     _logging(verbose)
@@ -278,12 +286,19 @@ def replay(
     app_summary: list[str] = []
     try:
         stats = asyncio.run(
-            _replay(trace, edge_cli.parse_speed(speed), problems, device_keys, app_summary)
+            _replay(trace, edge_cli.parse_speed(speed), problems, device_keys, app_summary, fusion)
         )
     except (ContractError, OSError, SimulatorError) as exc:
         raise _fail(str(exc)) from exc
+    fused = FUSION_GATEWAY_ID in stats
     for gw, (adverts, events) in sorted(stats.items()):
-        out.print(f"{gw}: {adverts} adverts → {events} events published", highlight=False)
+        # "N events published" counts what reaches the stream (scripts wait for those).
+        what = (
+            "evidence events to the store's coordinator"
+            if fused and gw != FUSION_GATEWAY_ID
+            else "events published"
+        )
+        out.print(f"{gw}: {adverts} adverts → {events} {what}", highlight=False)
     for line in app_summary:
         err.print(line, highlight=False, markup=False, soft_wrap=True)
     # A trace from another tool may hold lines this one cannot read: say how many were
@@ -298,12 +313,16 @@ async def _replay(
     problems: TraceProblems | None = None,
     device_keys: Path | None = None,
     app_summary: list[str] | None = None,
+    fusion: bool = True,
 ) -> dict[str, tuple[int, int]]:
     """Replay ``trace``; the lines it skips are recorded in ``problems`` (see TraceProblems),
-    and what became of its app lines is appended to ``app_summary`` (simulators.app_replay)."""
+    and what became of its app lines is appended to ``app_summary`` (simulators.app_replay).
+    With ``fusion`` a store plan that can be fused (edge.fusion.fusable) gets its presence
+    coordinator: the gateways send it evidence, it publishes the store's zone events."""
     from contracts.trace import PIPELINE_KINDS, AppRecord, TraceProblems, read_trace
     from edge.agent import EdgeAgent
-    from edge.calibration import calibrated_thresholds
+    from edge.coordinator import coordinator_agent
+    from edge.fusion import FUSION_GATEWAY_ID, fusable, fusion_roles, gateway_settings
     from edge.settings import EdgeSettings
     from edge.sources import ScannerSource
     from edge.trace_clock import TraceClock
@@ -321,25 +340,24 @@ async def _replay(
     # Interior gateways whose layout carries a calibration (rssi_1m, path_loss_n, zone
     # rectangles) get thresholds that cover their zone (edge.calibration).
     defaults = EdgeSettings()
-    thresholds = calibrated_thresholds(
-        layout_raw,
-        defaults.enter_rssi,
-        defaults.exit_rssi,
-        linger_db=defaults.linger_db,
-    )
+    per_gateway = gateway_settings(layout_raw, defaults)
+    roles = fusion_roles(layout_raw, defaults) if fusion else []
+    # Fusion needs a calibrated door and somewhere inside: other store plans are replayed
+    # gateway by gateway (edge.fusion.fusable).
+    fused = fusable(roles)
     services = ServiceSettings()
     agents = []
     # consent_revoke/grant app lines reach the registry at their place in the trace.
     consent = ConsentReplay(services, problems=problems)
     # Each replayed gateway signs with a key of its own from the keyring (reused across
     # replays), so a bridge that requires signatures accepts it.
-    keys = await provision_keys(
-        services, [(header.store_id, gw.id) for gw in header.layout.gateways]
-    )
+    ids = [gw.id for gw in header.layout.gateways] + ([FUSION_GATEWAY_ID] if fused else [])
+    keys = await provision_keys(services, [(header.store_id, g) for g in ids])
     # --speed max: one reader and one virtual clock for every agent (edge.trace_clock),
     # so the gateways publish in the trace's order and two replays decide the same.
     clock = None
     trace_file = None
+    coordinator = fusion_agent = None
     hint = device_keys_path(trace)
     apps = AppReplay(
         header,
@@ -349,6 +367,28 @@ async def _replay(
         services,
         keys_hint=hint if device_keys is None and hint.exists() else None,
     )
+    tmp = tempfile.TemporaryDirectory(prefix="proxima-replay-")
+    if fused:
+        key = keys[(header.store_id, FUSION_GATEWAY_ID)]
+        fusion_settings = EdgeSettings(
+            store_id=header.store_id,
+            gateway_id=FUSION_GATEWAY_ID,
+            zone_id=roles[0].zone_id,
+            signing_kid=key.kid,
+            signing_key=key.secret,
+            # Stepped by the clock: publish each step at once, no batch to wait for.
+            batch_max_latency_s=0.001 if speed is None else 0.1,
+        )
+        fusion_agent, coordinator = coordinator_agent(
+            fusion_settings,
+            roles,
+            services.topics,
+            mqtt_url=fusion_settings.mqtt_url or services.mqtt,
+            outbox_path=Path(tmp.name) / "outbox-fusion.sqlite",
+            clocked=speed is None,
+            persistent=False,
+            services=[apps.serve],
+        )
     if speed is None:
         trace_file = trace.open("rb")
         clock_header, records = read_trace(trace_file, problems, kinds=PIPELINE_KINDS)
@@ -359,33 +399,33 @@ async def _replay(
             await consent.on_app(record, [*published, *app_ids])
             app_ids[:] = await apps.on_app(record)
 
-        clock = TraceClock(clock_header, records, on_app=on_app)
+        clock = TraceClock(clock_header, records, on_app=on_app, coordinator=coordinator)
         apps.clock = clock.now
     # The store's app-event ingest runs in one gateway's agent, as on a real store: the
-    # first entrance gateway's. At a finite speed that agent waits for the last app line.
+    # first entrance gateway's (its reader hands over the app lines; at a finite speed that
+    # agent waits for the last one). In a fused store the gateways send evidence, so the
+    # coordinator's agent, which publishes the store's events, serves it.
     kinds = {z.id: z.kind for z in header.layout.zones}
     host = next(
         (g.id for g in header.layout.gateways if kinds.get(g.zone_id) == "entrance"),
         header.layout.gateways[0].id,
     )
-    apps.host = host
+    apps.host = FUSION_GATEWAY_ID if fused else host
     fed = asyncio.Event()
     app_lines: asyncio.Queue[AppRecord | None] = asyncio.Queue()
     # A replay is a dev tool: each agent gets a fresh outbox that disappears afterwards.
-    with tempfile.TemporaryDirectory(prefix="proxima-replay-") as tmp:
+    with tmp:
         for gw in header.layout.gateways:
             key = keys[(header.store_id, gw.id)]
-            tuned: dict[str, Any] = dict(thresholds.get(gw.id, {}))
+            tuned: dict[str, Any] = dict(per_gateway.get(gw.id, {}))
             if clock is not None:  # the clock publishes a window at once: no batch to wait for
                 tuned["batch_max_latency_s"] = 0.001
             settings = EdgeSettings(
                 store_id=header.store_id,
-                gateway_id=gw.id,
-                zone_id=gw.zone_id,
-                rssi_offset_db=gw.rssi_offset_db,
                 signing_kid=key.kid,
                 signing_key=key.secret,
-                **tuned,
+                fused=fused,
+                **{"gateway_id": gw.id, "zone_id": gw.zone_id, **tuned},
             )
             src: ScannerSource
             if clock is not None:
@@ -400,8 +440,8 @@ async def _replay(
                     src,
                     services.topics,
                     mqtt_url=settings.mqtt_url or services.mqtt,
-                    outbox_path=Path(tmp) / f"outbox-{gw.id}.sqlite",
-                    services=[apps.serve] if gw.id == host else (),
+                    outbox_path=Path(tmp.name) / f"outbox-{gw.id}.sqlite",
+                    services=[apps.serve] if gw.id == host and not fused else (),
                 )
             )
 
@@ -415,14 +455,45 @@ async def _replay(
         try:
             runs = [a.run(until_drained=True) for a in agents]
             driver = clock.run() if clock is not None else feed()
-            await asyncio.gather(*runs, driver)
+            if coordinator is None:
+                await asyncio.gather(*runs, driver)
+            else:
+                await _replay_fused(runs, driver, fusion_agent, coordinator, agents, clock)
         finally:
             consent.close()
             if trace_file is not None:
                 trace_file.close()
     if app_summary is not None and (said := apps.summary()):
         app_summary.append(said)
-    return {a.settings.gateway_id: (a.stats.adverts, a.stats.events_published) for a in agents}
+    result = {a.settings.gateway_id: (a.stats.adverts, a.stats.events_published) for a in agents}
+    if fusion_agent is not None:
+        result[FUSION_GATEWAY_ID] = (0, fusion_agent.stats.events_published)
+    return result
+
+
+async def _replay_fused(
+    runs: Sequence[Coroutine[Any, Any, None]],
+    driver: Coroutine[Any, Any, Any],
+    fusion_agent: Any,
+    coordinator: Any,
+    agents: Sequence[Any],
+    clock: Any | None,
+) -> None:
+    """Gateways publish evidence; the store's coordinator (subscribed first) publishes
+    events: stepped by the clock at --speed max, live at a finite speed."""
+    fusion_run = asyncio.ensure_future(fusion_agent.run())
+    try:
+        ready = asyncio.ensure_future(coordinator.ready.wait())
+        await asyncio.wait({ready, fusion_run}, return_when=asyncio.FIRST_COMPLETED)
+        if fusion_run.done():
+            await fusion_run  # it failed before subscribing: say why
+        await asyncio.gather(*runs, driver)
+        if clock is None:
+            await coordinator.finish(sum(a.stats.events_published for a in agents))
+        await fusion_agent.outbox.wait_empty()
+    finally:
+        fusion_agent.stop()
+        await fusion_run
 
 
 @app.command()
@@ -812,6 +883,20 @@ def bench(
         str, typer.Option(help="simulation seeds, comma-separated (detection)")
     ] = "21,22,23,24,25,26,27",
     scenario: Annotated[str, typer.Option(help="simulated scenario (detection)")] = "boutique-rush",
+    fusion: Annotated[
+        bool,
+        typer.Option(
+            help="detection: the store's coordinator decides, as replay runs it (docs/presence.md);"
+            " --no-fusion: each gateway alone"
+        ),
+    ] = True,
+    device_classes: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="detection: CLASS=SHARE,... instead of the layout's (e.g."
+            " android_app=0.9,vip_tag=0.1: the advertising classes this bench reads)"
+        ),
+    ] = None,
 ) -> None:
     """Run a benchmark and print a table (or JSON)."""
     from rich.table import Table
@@ -835,6 +920,7 @@ def bench(
 
         results = asyncio.run(run_stream_bench(events=events))
     elif name == "detection":
+        from simulators.cli import parse_shares
         from simulators.detection import run_detection_bench
         from simulators.exceptions import SimulatorError
 
@@ -843,8 +929,11 @@ def bench(
         except ValueError as exc:
             raise _fail(f"--seeds must be integers separated by commas: {seeds!r}") from exc
         try:
-            results = run_detection_bench(seed_list, scenario)
-        except SimulatorError as exc:
+            population = (
+                {"device_classes": parse_shares(device_classes)} if device_classes else None
+            )
+            results = run_detection_bench(seed_list, scenario, population=population, fusion=fusion)
+        except (SimulatorError, ValueError) as exc:
             raise _fail(str(exc)) from exc
     else:
         raise _fail(

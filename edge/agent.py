@@ -84,11 +84,14 @@ class EdgeAgent:
         clock: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
         services: Sequence[Callable[[Outbox], Coroutine[Any, Any, None]]] = (),
+        service_warnings: Sequence[Callable[[], list[str]]] = (),
     ) -> None:
         """``services`` are more producers run beside the scanner while the outbox is open
-        (the app-event ingest): each is called with the outbox and runs until cancelled."""
+        (the app-event ingest, a store's presence coordinator): each is called with the
+        outbox and runs until cancelled; ``service_warnings`` add to the status warnings."""
         self.settings = settings
         self.services = tuple(services)
+        self.service_warnings = tuple(service_warnings)
         if not source.finite and not isinstance(source, WatchdogSource):
             source = WatchdogSource(source, settings.watchdog_s)
         self.source = source
@@ -114,7 +117,13 @@ class EdgeAgent:
             clock=clock,
         )
         self.mqtt_url = _with_credentials(mqtt_url, settings)
-        self.events_topic = topics.gateway_events(settings.store_id, settings.gateway_id)
+        # A fused store's gateway sends its evidence to the store's coordinator, which alone
+        # publishes the store's zone events (edge.coordinator, docs/presence.md).
+        self.events_topic = (
+            topics.gateway_evidence(settings.store_id, settings.gateway_id)
+            if settings.fused
+            else topics.gateway_events(settings.store_id, settings.gateway_id)
+        )
         self.status_topic = topics.gateway_status(settings.store_id, settings.gateway_id)
         self.config_topic = topics.gateway_config(settings.store_id, settings.gateway_id)
         self.config_version: str | None = None
@@ -450,6 +459,8 @@ class EdgeAgent:
             out.append("scanner failed to start")
         if isinstance(self.source, WatchdogSource) and self.source.restarts:
             out.append(f"scanner restarted {self.source.restarts} times by the watchdog")
+        for warnings in self.service_warnings:
+            out += warnings()
         return out
 
     def _status(self, state: GatewayState) -> GatewayStatus:

@@ -115,6 +115,17 @@ class GatewayCalibration:
             street = predicted_rssi(self.rssi_1m, self.path_loss_n, nearest) + margin_db
         return round(min(default, max(own_zone, street, lowest)), 1)
 
+    def street_rssi(self) -> float | None:
+        """The median RSSI predicted at the nearest point outside the store, if the plan has one.
+
+        An entrance gateway hears someone there about this strong; the store's presence
+        coordinator (beacons.fusion) takes a door level well above it as inside.
+        """
+        if not self.outside_rects:
+            return None
+        nearest = min(_rect_distance(self.x, self.y, r) for r in self.outside_rects)
+        return round(predicted_rssi(self.rssi_1m, self.path_loss_n, nearest), 1)
+
 
 def _rect(value: Any) -> Rect | None:
     if (

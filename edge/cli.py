@@ -170,6 +170,12 @@ def run(
         extra = _ingest_service(settings.store_id, services.redis_prefix)
     except (ValidationError, EdgeError) as exc:
         raise _fail(f"app-event ingest settings (PROXIMA_INGEST_*): {exc}") from exc
+    if extra and settings.fused:
+        # A fused gateway publishes evidence for the coordinator, not events.
+        raise _fail(
+            "a fused gateway cannot host the app-event ingest: run it in the store's"
+            " coordinator (proxima edge fuse with PROXIMA_INGEST_ENABLED=1)"
+        )
     agent = EdgeAgent(
         settings,
         src,
@@ -191,6 +197,81 @@ def run(
     s = agent.stats
     out.print(
         f"edge: {s.adverts} adverts, {s.events} events, {s.events_published} published",
+        highlight=False,
+    )
+
+
+@app.command("fuse")
+def fuse(
+    layout: Annotated[
+        Path,
+        typer.Option(
+            help="the store plan: a layout JSON (zones, gateways with calibration) or a trace"
+            " whose header holds one"
+        ),
+    ],
+    config: Annotated[Optional[Path], typer.Option(help="TOML config file")] = None,  # noqa: UP045
+    store: Annotated[Optional[str], typer.Option(help="store id")] = None,  # noqa: UP045
+    gateway: Annotated[
+        str, typer.Option(help="the coordinator's own gateway id (its events' publisher)")
+    ] = "fusion",
+    mqtt: Annotated[Optional[str], typer.Option(help="MQTT URL (default PROXIMA_MQTT)")] = None,  # noqa: UP045
+    outbox: Annotated[Optional[Path], typer.Option(help="SQLite outbox file")] = None,  # noqa: UP045
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run a store's presence coordinator: its gateways' evidence in, the store's zone events
+    out (gateways run with fused = true; docs/presence.md)."""
+    from edge.coordinator import coordinator_agent
+    from edge.fusion import fusable, fusion_roles, load_layout
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        plan, plan_store = load_layout(layout)
+        settings = load_settings(
+            config,
+            store_id=store or plan_store,
+            gateway_id=gateway,
+            mqtt_url=mqtt,
+            outbox_path=outbox,
+        )
+    except EdgeError as exc:
+        raise _fail(str(exc)) from exc
+    roles = fusion_roles(plan, settings)
+    if not fusable(roles):
+        raise _fail(
+            f"{layout}: fusion needs a calibrated entrance gateway (rssi_1m, path_loss_n,"
+            " an outside zone with a rect) and another gateway"
+        )
+    services = ServiceSettings()
+    try:
+        ingest = _ingest_service(settings.store_id, services.redis_prefix)
+    except (ValidationError, EdgeError) as exc:
+        raise _fail(f"app-event ingest settings (PROXIMA_INGEST_*): {exc}") from exc
+    agent, coordinator = coordinator_agent(
+        settings.model_copy(update={"fused": False, "zone_id": roles[0].zone_id}),
+        roles,
+        services.topics,
+        mqtt_url=settings.mqtt_url or services.mqtt,
+        services=ingest,
+    )
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, agent.stop)
+        await agent.run()
+
+    try:
+        asyncio.run(main())
+    except* EdgeError as group:
+        raise _fail("; ".join(str(e) for e in group.exceptions), code=1) from None
+    c = coordinator.stats
+    out.print(
+        f"fusion: {c.evidence} evidence events, {c.rejected} rejected,"
+        f" {agent.stats.events_published} events published",
         highlight=False,
     )
 

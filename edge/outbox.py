@@ -54,7 +54,7 @@ from uuid import UUID
 
 from pydantic import ValidationError
 
-from contracts.models import SCHEMA_FOR_KIND, Event, EventKind, Subject
+from contracts.models import SCHEMA_FOR_KIND, Event, EventKind, Subject, ZoneEvidence
 from edge.exceptions import EventRejected, OutboxError, OutboxFull, OutboxMismatch
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,7 @@ class EventDraft:
     distance_m: float | None = None
     confidence: float | None = None
     event_id: UUID | None = None
+    evidence: ZoneEvidence | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,6 +362,7 @@ class Outbox:
                     rssi=draft.rssi,
                     distance_m=draft.distance_m,
                     confidence=draft.confidence,
+                    evidence=draft.evidence,
                 )
             except (ValidationError, ValueError) as exc:
                 raise EventRejected(i, _reason(exc)) from exc

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from beacons.exceptions import BeaconError
 from beacons.frames import EddystoneEidFrame, EddystoneTlmFrame, decode_fields
 from beacons.presence import PresenceConfig, PresenceTracker, Transition
-from contracts.models import EventKind, Subject, SubjectType
+from contracts.models import EventKind, GatewayReading, Subject, SubjectType, ZoneEvidence
 from edge.outbox import EventDraft
 from edge.settings import EdgeSettings
 from edge.sources import Advertisement
@@ -78,6 +78,10 @@ class Pipeline:
         self.stats = PipelineStats()
         self.beacons: OrderedDict[str, BeaconHealth] = OrderedDict()
         self.last_decode_error: str | None = None
+        # With fusion on, each tick also reports every subject heard since the last one:
+        # its strongest filtered level and when (beacons.fusion reads the door's peak and
+        # the interior's rise from these).
+        self.sightings: dict[str, tuple[float, float]] | None = {} if settings.fused else None
 
     def reconfigure(self, settings: EdgeSettings) -> None:
         """New thresholds and zone for subjects first heard from now on (see edge.live)."""
@@ -105,7 +109,10 @@ class Pipeline:
             if ftype == "eddystone_eid":
                 if isinstance(frame, EddystoneEidFrame):
                     self.stats.eid_frames += 1
-                    out.extend(observe(frame.eid.hex(), advert.rssi + self.rssi_offset, advert.at))
+                    subject = frame.eid.hex()
+                    out.extend(observe(subject, advert.rssi + self.rssi_offset, advert.at))
+                    if self.sightings is not None:
+                        self._sighted(subject, advert.at)
             elif ftype == "eddystone_tlm":
                 self.stats.tlm_frames += 1
                 if isinstance(frame, EddystoneTlmFrame):
@@ -121,7 +128,22 @@ class Pipeline:
         """Fire presence timers due by ``now`` (dwell, exits by weak signal or silence)."""
         n0 = len(out)
         out.extend(self.tracker.tick(now))
+        sightings = self.sightings
+        if sightings:
+            zone = self.zone_id
+            for subject, (at, level) in sightings.items():
+                out.append(Transition(subject, zone, "sighting", at, level, 1.0))
+            sightings.clear()
         self.stats.transitions += len(out) - n0
+
+    def _sighted(self, subject: str, at: float) -> None:
+        assert self.sightings is not None
+        level = self.tracker.filtered_rssi(subject)
+        if level is None:
+            return
+        seen = self.sightings.get(subject)
+        if seen is None or level >= seen[1]:
+            self.sightings[subject] = (at, level)
 
     def _tlm(self, advert: Advertisement, frame: EddystoneTlmFrame) -> None:
         health = self.beacons.get(advert.address)
@@ -140,11 +162,22 @@ class Pipeline:
 
 def to_draft(tr: Transition) -> EventDraft:
     """A presence transition as an outbox draft (subject: the EID as heard)."""
+    evidence = None
+    if tr.why is not None:
+        evidence = ZoneEvidence(
+            rule=tr.why.rule,
+            readings=[
+                GatewayReading(gateway_id=g, rssi=max(-127.0, min(20.0, r)))
+                for g, r in tr.why.readings
+            ],
+            detail=tr.why.detail[:200],
+        )
     return EventDraft(
         kind=EventKind(tr.kind),
         subject=Subject(type=SubjectType.EDDYSTONE_EID, id=tr.subject),
         observed_at=datetime.fromtimestamp(tr.at, tz=UTC),
         zone_id=tr.zone_id,
         rssi=max(-127.0, min(20.0, round(tr.rssi, 1))),
-        confidence=tr.confidence,
+        confidence=None if tr.kind == "sighting" else tr.confidence,
+        evidence=evidence,
     )

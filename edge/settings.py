@@ -96,6 +96,11 @@ class EdgeSettings(BaseSettings):
         default=50_000, ge=1, description="subjects tracked at once (oldest silent are shed)"
     )
     tick_s: float = Field(default=1.0, gt=0, description="how often presence timers fire (s)")
+    fused: bool = Field(
+        default=False,
+        description="a store with a presence coordinator: publish evidence (zone decisions and"
+        " per-tick levels) on the store-local evidence topic instead of events (docs/presence.md)",
+    )
 
     # --- MQTT -----------------------------------------------------------------------
     mqtt_url: str | None = Field(

@@ -18,7 +18,11 @@ who won. :class:`TraceClock` is the one reader of the trace for all the agents o
   the trace's global order and a replay decides the same way every time;
 * an ``app`` line ends a window early: everything before it is published first, then
   ``on_app`` runs (the replay applies consent changes there, once the stream has
-  processed those events), then the window goes on.
+  processed those events), then the window goes on;
+* in a fused store the gateways publish evidence, not events: after each publish the
+  clock steps the store's coordinator (:class:`edge.coordinator.Coordinator`), which
+  applies that evidence, fires its timers at the window's end and publishes the store's
+  zone events; those are what ``on_app`` waits for.
 
 Transitions carry the time they became due, not the time they were noticed, so firing
 timers at window ends gives the same events as a live agent ticking every ``tick_s``.
@@ -42,6 +46,14 @@ from edge.sources import Advertisement, ScannerSource, advert_from_record
 log = logging.getLogger(__name__)
 
 AppHook = Callable[[AppRecord, Sequence[UUID]], Awaitable[None]]
+
+
+class SteppedCoordinator(Protocol):
+    """A fused store's coordinator as the clock drives it (edge.coordinator.Coordinator)."""
+
+    async def step(self, end: float | None, expected: int) -> list[UUID]:
+        """Apply the first ``expected`` evidence events, fire timers due by ``end`` (None:
+        none, mid-window) and return the ids of its events once the broker has them."""
 
 
 class ClockedAgent(Protocol):
@@ -155,6 +167,7 @@ class TraceClock:
         *,
         tick_s: float = 1.0,
         on_app: AppHook | None = None,
+        coordinator: SteppedCoordinator | None = None,
     ) -> None:
         if tick_s <= 0:
             raise SourceError(f"tick_s must be > 0, got {tick_s}")
@@ -162,6 +175,8 @@ class TraceClock:
         self.start = header.start.timestamp()
         self.tick_s = tick_s
         self.on_app = on_app
+        self.coordinator = coordinator
+        self._evidence = 0  # evidence events the gateways published (fused store)
         self._records = records
         self._sources: dict[str, ClockedTraceSource] = {}
         self._now = self.start
@@ -205,7 +220,7 @@ class TraceClock:
                 pending = {}
                 window = k
                 self._tick(self.start + window * tick)
-                await self._publish()
+                await self._publish(self.start + window * tick)
                 self.stats.windows += 1
             if isinstance(record, AdvRecord):
                 if record.gateway_id in self._sources:
@@ -218,18 +233,18 @@ class TraceClock:
                 if self.on_app is not None:
                     await self._turns(pending)
                     pending = {}
-                    await self._publish()
+                    await self._publish(None)
                     self._now = max(self._now, self.start + record.t)
                     ids, self._since_app = self._since_app, []
                     await self.on_app(record, ids)
         await self._turns(pending)
         self._tick(self.start + (window + 1) * tick)
-        await self._publish()
+        await self._publish(self.start + (window + 1) * tick)
         self.stats.windows += 1
         # The trace is over: nothing more will be heard, so everyone present leaves when
         # their timers say (each exit carries its own due time, not this one).
         self._tick(math.inf)
-        await self._publish()
+        await self._publish(math.inf)
 
     async def _turns(self, pending: dict[str, list[AdvRecord]]) -> None:
         # Dicts keep insertion order: gateways take turns in the order the window first
@@ -247,7 +262,22 @@ class TraceClock:
             if src.agent is not None and not src.closed:
                 src.agent.fire_timers(now)
 
-    async def _publish(self) -> None:
+    async def _publish(self, end: float | None) -> None:
+        """Publish what the agents decided; then step a fused store's coordinator to ``end``."""
+        await self._publish_agents()
+        if self.coordinator is not None:
+            ids = await self.coordinator.step(end, self._evidence)
+            self._since_app.extend(ids)
+            self.stats.published += len(ids)
+
+    async def _publish_agents(self) -> None:
+        if self.coordinator is not None:
+            # Evidence: the coordinator orders a window's evidence itself, so each agent
+            # publishes its whole window in one run.
+            for src in self._sources.values():
+                if src.agent is not None and (window := src.agent.take_transitions()):
+                    await self._publish_run(src.agent, window)
+            return
         decided: list[tuple[float, int, int, Transition]] = []
         for index, src in enumerate(self._sources.values()):
             if src.agent is None:
@@ -270,6 +300,9 @@ class TraceClock:
     async def _publish_run(self, agent: ClockedAgent | None, run: list[Transition]) -> None:
         assert agent is not None
         ids = await agent.publish_transitions(run)
+        self.stats.publish_rounds += 1
+        if self.coordinator is not None:
+            self._evidence += len(ids)  # for the coordinator, not the stream
+            return
         self._since_app.extend(ids)
         self.stats.published += len(ids)
-        self.stats.publish_rounds += 1

@@ -251,7 +251,12 @@ def score(
         for f in result.false_alerts[:10]:
             out.print(f"false alert: {f['customer_id']} t={f['t']} ({f['why']})", highlight=False)
         if timeline is not None:
-            out.print(f"timeline: {timeline}", highlight=False)
+            from simulators.timeline import decisions_path
+
+            out.print(
+                f"timeline: {timeline} (its zone decisions and why: {decisions_path(timeline)})",
+                highlight=False,
+            )
     if check and result.failures():
         for failure in result.failures():
             err.print(f"[red]target missed:[/red] {failure}", highlight=False)

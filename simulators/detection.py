@@ -23,20 +23,28 @@ the app, so iOS's delays are in it.
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from beacons.fusion import FusionConfig, StorePresence
 from beacons.presence import Transition
 from beacons.resolver import EidResolver
 from contracts.models import Alert, AlertKind
 from contracts.trace import AdvRecord, AppRecord, read_trace
-from edge.calibration import calibrated_thresholds
+from edge.fusion import (
+    FUSION_GATEWAY_ID,
+    evidence_of_transition,
+    fusable,
+    fusion_roles,
+    gateway_settings,
+)
 from edge.geofence import Circle, Fix, GeofenceEngine, GeofenceError
 from edge.pipeline import Pipeline
 from edge.settings import EdgeSettings
@@ -57,48 +65,89 @@ EVENT_NS = uuid.UUID("0d5e6c1e-7f43-4f0e-9a7c-3b1f2f1c9a11")
 OUTSIDE = "outside"  # the street's zone kind: evidence of an approach (stream.visits)
 
 
-def gateway_transitions(
+def gateway_windows(
     trace: Path, defaults: EdgeSettings | None = None
-) -> tuple[float, list[tuple[str, Transition]]]:
-    """Every gateway's presence transitions for a trace, as ``proxima replay`` decides them."""
+) -> Iterator[tuple[float | None, list[tuple[str, Transition]]]]:
+    """Every gateway's transitions for a trace, one tick window at a time, as replay decides.
+
+    Windows are 1 s of trace time (the agents' ``tick_s``); each is yielded with the time
+    its timers fired, as :class:`edge.trace_clock.TraceClock` does at ``--speed max``; an
+    ``app`` line cuts a window there (yielded with None: no timers fired).
+    """
     defaults = defaults or EdgeSettings()
     with trace.open(encoding="utf-8") as fh:
         first = fh.readline()
     layout = json.loads(first).get("layout") or {}
-    tuned = calibrated_thresholds(
-        layout, defaults.enter_rssi, defaults.exit_rssi, linger_db=defaults.linger_db
-    )
-    pipes: dict[str, Pipeline] = {}
-    for gw in layout.get("gateways") or []:
-        settings = defaults.model_copy(
-            update={
-                "gateway_id": gw["id"],
-                "zone_id": gw["zone_id"],
-                "rssi_offset_db": float(gw.get("rssi_offset_db", 0.0)),
-                **tuned.get(gw["id"], {}),
-            }
-        )
-        pipes[gw["id"]] = Pipeline(settings)
+    pipes = {
+        gid: Pipeline(defaults.model_copy(update=tuned))
+        for gid, tuned in gateway_settings(layout, defaults).items()
+    }
     found: list[tuple[str, Transition]] = []
     out: list[Transition] = []
+
+    def tick(at: float) -> list[tuple[str, Transition]]:
+        for gid, pipe in pipes.items():
+            pipe.tick(at, out)
+            found.extend((gid, tr) for tr in out)
+            out.clear()
+        window = found[:]
+        found.clear()
+        return window
+
     with trace.open(encoding="utf-8") as fh:
         header, records = read_trace(fh)
         start = header.start.timestamp()
-        next_tick = 1.0
+        window = 0
         for rec in records:
-            while rec.t >= next_tick:  # the agents' presence timers, once a second
-                for gid, pipe in pipes.items():
-                    pipe.tick(start + next_tick, out)
-                    found += [(gid, tr) for tr in out]
-                    out.clear()
-                next_tick += 1.0
+            k = math.floor(rec.t)
+            if k > window:
+                # As the TraceClock: timers fire at the start of the next window that has
+                # records (they carry their due times, so empty windows need no tick).
+                window = k
+                yield start + k, tick(start + k)
             if isinstance(rec, AdvRecord):
                 heard_by = pipes.get(rec.gateway_id)
                 if heard_by is not None:
                     heard_by.handle(advert_from_record(rec, start), out)
-                    found += [(rec.gateway_id, tr) for tr in out]
+                    found.extend((rec.gateway_id, tr) for tr in out)
                     out.clear()
-    return start, found
+            elif isinstance(rec, AppRecord):
+                # The replay publishes what came before an app line first (no timers).
+                yield None, found[:]
+                found.clear()
+        yield start + window + 1, tick(start + window + 1)
+        # The trace is over: everyone present leaves when their timers say.
+        yield math.inf, tick(math.inf)
+
+
+def gateway_transitions(
+    trace: Path, defaults: EdgeSettings | None = None
+) -> tuple[float, list[tuple[str, Transition]]]:
+    """Every gateway's presence transitions for a trace, as ``proxima replay`` decides them."""
+    with trace.open(encoding="utf-8") as fh:
+        header, _ = read_trace([fh.readline()])
+    found = [p for _, window in gateway_windows(trace, defaults) for p in window]
+    return header.start.timestamp(), found
+
+
+def fused_transitions(
+    trace: Path, defaults: EdgeSettings | None = None, config: FusionConfig | None = None
+) -> tuple[float, list[tuple[str, Transition]]]:
+    """The store coordinator's decisions for a trace (gateways with ``fused`` on).
+
+    Each window's evidence goes through :meth:`StorePresence.window` as the coordinator
+    gets it in a replay: the gateways' events, rounded as the contract carries them.
+    """
+    defaults = (defaults or EdgeSettings()).model_copy(update={"fused": True})
+    with trace.open(encoding="utf-8") as fh:
+        first = fh.readline()
+    header, _ = read_trace([first])
+    presence = StorePresence(fusion_roles(json.loads(first).get("layout") or {}, defaults), config)
+    found: list[tuple[str, Transition]] = []
+    for end, window in gateway_windows(trace, defaults):
+        evidence = [evidence_of_transition(gid, tr) for gid, tr in window]
+        found += [(FUSION_GATEWAY_ID, tr) for tr in presence.window(evidence, end)]
+    return header.start.timestamp(), found
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,8 +227,10 @@ def gateway_signals(sim: Simulation, transitions: Iterable[tuple[str, Transition
             resolver.add(c.customer_id, c.identity_key, c.rotation_exponent)
     out: list[Signal] = []
     for gateway_id, tr in transitions:
+        if tr.kind in ("zone_exit", "sighting"):
+            continue  # exits start nothing; sightings are store-local evidence
         match = resolver.resolve(bytes.fromhex(tr.subject), int(tr.at))
-        if match is None or tr.kind == "zone_exit":
+        if match is None:
             continue
         zone_kind = sim.layout.zone(tr.zone_id).kind if tr.zone_id else None
         out.append(
@@ -261,23 +312,41 @@ def score_seed(
     population: dict[str, Any] | None = None,
     *,
     app: bool = True,
-) -> Score:
-    """One seed's score (``proxima score``'s figures and per-class tallies); ``population``
-    overrides fields of the scenario's (e.g. ``device_classes``); ``app=False`` leaves the
-    app path out (the gateways alone)."""
+    fusion: bool = True,
+    config: FusionConfig | None = None,
+) -> tuple[Score, int, int]:
+    """One seed's score (``proxima score``'s figures and per-class tallies), with the
+    events that reach Kafka and the door crossings of its truth. ``population`` overrides
+    fields of the scenario's (e.g. ``device_classes``); ``app=False`` leaves the app path
+    out (the gateways alone); ``fusion``: the store's coordinator decides (as ``proxima
+    replay`` runs it); off, each gateway's own decisions go to the stream."""
     sim = build_scenario(scenario, seed, population=population)
     trace = workdir / f"{scenario}-{seed}.jsonl"
     sim.write(trace)
     try:
-        _, transitions = gateway_transitions(trace, defaults)
+        roles = fusion_roles(sim.layout.trace_layout(), defaults)
+        if fusion and fusable(roles):  # as proxima replay decides
+            _, transitions = fused_transitions(trace, defaults, config)
+        else:
+            _, transitions = gateway_transitions(trace, defaults)
         signals = gateway_signals(sim, transitions)
         if app:
             signals += app_signals(trace, devices_of(sim), sim.layout)
         store = sim.layout.store_id
         alerts, times = visit_alerts(consent_of(sim), sim.start.timestamp(), store, signals)
-        return score(load_truth(trace), alerts, times)
+        result = score(load_truth(trace), alerts, times)
+        # What reaches Kafka: every event but the gateways' sightings (store-local evidence).
+        kafka_events = sum(1 for _, tr in transitions if tr.kind != "sighting")
+        door_arrivals = _door_arrivals(trace)
     finally:
         trace.unlink()
+    return result, kafka_events, door_arrivals
+
+
+def _door_arrivals(trace: Path) -> int:
+    """Everyone's door crossings in the trace's truth (customers, unknown phones, all)."""
+    with trace.open(encoding="utf-8") as fh:
+        return sum(1 for line in fh if '"truth"' in line and '"arrive"' in line)
 
 
 def _missed(v: Visit) -> str:
@@ -291,25 +360,51 @@ def run_detection_bench(
     population: dict[str, Any] | None = None,
     *,
     app: bool = True,
+    fusion: bool = True,
+    config: FusionConfig | None = None,
 ) -> dict[str, Any]:
     """Detection figures summed over ``seeds`` of ``scenario``, overall and per device class
     (see the module docstring); ``population`` overrides fields of the scenario's (e.g.
-    ``device_classes``); ``app=False``: the gateways alone."""
+    ``device_classes``); ``app=False``: the gateways alone; ``fusion=False``: each gateway
+    decides alone (no store coordinator)."""
     tallies: dict[str, Tally] = defaultdict(Tally)
+    kafka_events = door_arrivals = 0
     missed: list[str] = []
+    false_alerts: list[str] = []
     with tempfile.TemporaryDirectory(prefix="proxima-detection-") as tmp:
         for seed in seeds:
-            result = score_seed(scenario, seed, Path(tmp), defaults, population, app=app)
+            result, events, doors = score_seed(
+                scenario,
+                seed,
+                Path(tmp),
+                defaults,
+                population,
+                app=app,
+                fusion=fusion,
+                config=config,
+            )
             for cls, tally in result.tallies.items():
                 tallies[cls].add(tally)
             missed += [f"seed {seed}: {_missed(v)}" for v in result.missed]
+            false_alerts += [
+                f"seed {seed}: {f['customer_id']}@{f['t']:.0f}s ({f['why']})"
+                for f in result.false_alerts
+            ]
+            kafka_events += events
+            door_arrivals += doors
     overall = Tally()
     for tally in tallies.values():
         overall.add(tally)
     return {
         "scenario": scenario,
         "seeds": ",".join(str(s) for s in seeds),
+        "fusion": fusion,
         **overall.figures(),
         "missed": "; ".join(missed) or "-",
+        "false": "; ".join(false_alerts) or "-",
+        "door_arrivals": door_arrivals,
+        "kafka_events_per_arrival": round(kafka_events / door_arrivals, 2)
+        if door_arrivals
+        else None,
         "by_class": by_class(tallies),
     }

@@ -163,6 +163,14 @@ class Simulation:
         self._offs = sorted(d.t_off for d in self.devices)
         self._door_xs = [(d.x, d.y) for d in layout.doors]
 
+    def stage(self, people: list[Person], customers: list[Customer]) -> None:
+        """Replace the drawn crowd with a staged scene (tests, demonstrations of one case)."""
+        self.customers = customers
+        self.people = people
+        self.devices = self._devices()
+        self._ons = sorted(d.t_on for d in self.devices)
+        self._offs = sorted(d.t_off for d in self.devices)
+
     # --- header -------------------------------------------------------------------------
     def header(self) -> dict[str, Any]:
         return {

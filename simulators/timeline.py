@@ -3,7 +3,9 @@
 Needs matplotlib (``pip install 'proxima[plot]'``). A visit's advertisements are found by
 the EIDs its customer's identity key gives over the visit (keys come from the sidecar
 ``TRACE.customers.json`` that ``proxima simulate --out`` writes); the edge's zone decisions
-come from a captured events file, matched on the same EIDs.
+come from a captured events file, matched on the same EIDs, each labelled with why when a
+store's coordinator decided it (rule, confidence, the gateways' readings); the same
+decisions are written in words beside the PNG (``TIMELINE.txt``).
 """
 
 from __future__ import annotations
@@ -99,18 +101,16 @@ def render(
                     v = visits[i]
                     if v.arrive_t - PAD_S <= rec.t <= v.leave_t + PAD_S:
                         rssi[i][rec.gateway_id].append((rec.t, rec.rssi))
-    decisions: dict[int, list[tuple[float, str, str]]] = defaultdict(list)
+    decisions: dict[int, list[tuple[float, str]]] = defaultdict(list)
     if events is not None and events.exists():
         with events.open(encoding="utf-8") as fh:
             for line in fh:
                 batch: Any = json.loads(line)
                 for ev in batch if isinstance(batch, list) else [batch]:
                     sid = (ev.get("subject") or {}).get("id")
-                    if sid in marks:
+                    if sid in marks and ev.get("kind") != "sighting":
                         ts = datetime.fromisoformat(ev["observed_at"].replace("Z", "+00:00"))
-                        decisions[marks[sid]].append(
-                            (ts.timestamp() - start, ev["kind"], ev.get("zone_id") or "?")
-                        )
+                        decisions[marks[sid]].append((ts.timestamp() - start, describe(ev)))
     fig, axes = plt.subplots(len(visits), 1, figsize=(12, 3.2 * len(visits)), squeeze=False)
     for i, v in enumerate(visits):
         ax = axes[i][0]
@@ -122,9 +122,9 @@ def render(
                 t0 - v.arrive_t, t1 - v.arrive_t, alpha=0.08, color=f"C{sum(map(ord, zone)) % 10}"
             )
             ax.text(t0 - v.arrive_t, -45, zone, fontsize=7, rotation=90, va="top")
-        for t, kind, zone in decisions[i]:
+        for t, label in decisions[i]:
             ax.axvline(t - v.arrive_t, ls=":", lw=0.8, color="grey")
-            ax.text(t - v.arrive_t, -100, f"{kind} {zone}", fontsize=6, rotation=90, va="bottom")
+            ax.text(t - v.arrive_t, -100, label, fontsize=5, rotation=90, va="bottom")
         for t in v.alerts:
             ax.axvline(t - v.arrive_t, color="red", lw=1.5, label="alert")
         ax.axvline(0, color="black", lw=1, label="door crossing")
@@ -138,4 +138,38 @@ def render(
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
+    # The same decisions in words, beside the picture: what each one was and why.
+    lines = []
+    for i, v in enumerate(visits):
+        lines.append(f"{v.customer_id}, door crossing at t={v.arrive_t:.1f}s")
+        for t, label in sorted(decisions[i]):
+            lines.append(f"  {t - v.arrive_t:+8.1f}s  {label}")
+        lines += [f"  {t - v.arrive_t:+8.1f}s  arrival alert" for t in v.alerts]
+    decisions_path(out).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return out
+
+
+def decisions_path(png: Path) -> Path:
+    """Where :func:`render` writes the timeline's decisions as text."""
+    return png.with_suffix(".txt")
+
+
+def describe(event: dict[str, Any]) -> str:
+    """One zone decision in words: kind, zone, and (from a store coordinator) why.
+
+    ``zone_enter floor · door_then_interior 0.82 · gw-door -70, gw-floor -82 dBm``
+    """
+    text = f"{event.get('kind')} {event.get('zone_id') or '?'}"
+    evidence = event.get("evidence")
+    if isinstance(evidence, dict):
+        confidence = event.get("confidence")
+        conf = f" {confidence:.2f}" if isinstance(confidence, int | float) else ""
+        readings = ", ".join(
+            f"{r.get('gateway_id')} {r.get('rssi'):.0f}"
+            for r in evidence.get("readings") or []
+            if isinstance(r, dict) and isinstance(r.get("rssi"), int | float)
+        )
+        text += f" · {evidence.get('rule')}{conf}" + (f" · {readings} dBm" if readings else "")
+    elif event.get("gateway_id"):
+        text += f" ({event['gateway_id']})"
+    return text

@@ -22,6 +22,7 @@ from transport.mqtt import MqttClient
 ACL = Path(__file__).parents[2] / "deploy" / "mosquitto" / "proxima.acl"
 USERS = [
     "s1/gateways/gw-door",
+    "s1/gateways/fusion",
     "s1/associates/maria",
     "s1/associates/joao",
     "proxima-bridge",
@@ -33,7 +34,14 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    with private_mosquitto(tmp_path_factory.mktemp("mosquitto"), users=USERS, acl=ACL) as mq:
+    work = tmp_path_factory.mktemp("mosquitto")
+    # The shipped file, plus the per-store block it says a fused store's coordinator needs.
+    acl = work / "proxima.acl"
+    acl.write_text(
+        ACL.read_text()
+        + "\nuser s1/gateways/fusion\ntopic read proxima/v1/stores/s1/gateways/+/evidence\n"
+    )
+    with private_mosquitto(work / "broker", users=USERS, acl=acl) as mq:
         yield mq
 
 
@@ -70,6 +78,22 @@ async def test_a_gateway_publishes_only_under_its_own_topic(
         await gateway.publish(other, b"forged")
         await gateway.publish(other_store, b"forged")
     assert await _received(bridge) == [(own, b"own")]
+
+
+async def test_a_fused_stores_gateway_sends_evidence_only_to_its_coordinator(
+    broker: Mosquitto, bridge: MqttClient
+) -> None:
+    own = "proxima/v1/stores/s1/gateways/gw-door/evidence"
+    forged = "proxima/v1/stores/s1/gateways/gw-fitting/evidence"
+    async with MqttClient(broker.url("s1/gateways/fusion")) as coordinator:
+        await coordinator.subscribe("proxima/v1/stores/s1/gateways/+/evidence")
+        await asyncio.sleep(0.2)
+        async with MqttClient(broker.url("s1/gateways/gw-door")) as gateway:
+            await gateway.publish(own, b"evidence")
+            await gateway.publish(forged, b"forged")
+        assert await _received(coordinator) == [(own, b"evidence")]
+    # Store-local: the bridge (subscribed to events) never sees it.
+    assert await _received(bridge, 0.3) == []
 
 
 async def test_an_associate_reads_only_their_own_alerts(broker: Mosquitto) -> None:

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from contracts.models import AlertKind
 from deploy.cli import app
+from edge.fusion import FUSION_GATEWAY_ID, evidence_of_transition
+from edge.pipeline import to_draft
 from edge.settings import EdgeSettings
-from simulators.detection import Signal, app_signals, run_detection_bench, visit_alerts
+from simulators.detection import (
+    Signal,
+    app_signals,
+    fused_transitions,
+    run_detection_bench,
+    visit_alerts,
+)
+from simulators.engine import build_scenario
 from simulators.layout import load_layout
 
 # The advertising classes only: this offline bench reads adverts, not app lines.
@@ -48,6 +59,47 @@ def test_bench_detection_command_names_a_bad_seed_list() -> None:
     result = CliRunner().invoke(app, ["bench", "detection", "--seeds", "21,x"])
     assert result.exit_code == 2
     assert "--seeds must be integers" in result.output
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(180)
+async def test_the_bench_predicts_the_fused_replay_event_for_event(
+    namespace: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The same evidence, the same windows, the same StorePresence: what the bench decides
+    # offline is what the store's coordinator publishes through Mosquitto in a replay.
+    from contracts.models import parse_batch
+    from contracts.services import ServiceSettings
+    from deploy.cli import _replay
+    from tests.edge.support import Collector
+
+    full = tmp_path / "full.jsonl"
+    build_scenario("boutique-rush", seed=21, hours=6 / 60).write(full)
+    trace = tmp_path / "rush.jsonl"  # no consent lines: there is no stream to wait for
+    with full.open(encoding="utf-8") as fh:
+        trace.write_text("".join(line for line in fh if '"consent_' not in line), encoding="utf-8")
+    monkeypatch.setenv("PROXIMA_NAMESPACE", namespace)
+    services = ServiceSettings()
+    async with Collector(services.mqtt, services.topics.all_gateway_events()) as col:
+        stats = await _replay(trace, None)
+        n = stats[FUSION_GATEWAY_ID][1]
+        async with asyncio.timeout(30):
+            while sum(len(parse_batch(b)) for _, b, _ in col.batches) < n:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+    replayed = [
+        (e.kind.value, e.subject.id, e.zone_id, e.observed_at.timestamp(), e.evidence)
+        for _, payload, _ in col.batches
+        for e in parse_batch(payload)
+    ]
+    _, fused = fused_transitions(trace)
+    predicted = [
+        (ev.kind, ev.subject, tr.zone_id, ev.at, to_draft(tr).evidence)
+        for gw, tr in fused
+        for ev in [evidence_of_transition(gw, tr)]
+    ]
+    assert len(predicted) >= 10  # a busy six minutes: 19 on this seed and radio
+    assert {e[0] for e in predicted} >= {"zone_enter", "zone_exit"}
+    assert replayed == predicted
 
 
 def test_a_window_shopper_at_the_shop_front_is_not_put_on_the_floor() -> None:

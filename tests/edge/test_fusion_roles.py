@@ -1,0 +1,62 @@
+"""What the store coordinator and the bench share: a layout's gateway roles, evidence."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from beacons.presence import Transition
+from edge.exceptions import EdgeError
+from edge.fusion import evidence_of_transition, fusable, fusion_roles, load_layout
+from simulators.layout import load_layout as load_store_layout
+
+HAND = Path(__file__).parents[1] / "simulators" / "data" / "handwritten.jsonl"
+
+
+def test_the_boutique_plan_gives_each_gateway_its_role_and_the_door_its_street_level() -> None:
+    roles = {r.gateway_id: r for r in fusion_roles(load_store_layout("boutique").trace_layout())}
+    assert {g: r.kind for g, r in roles.items()} == {
+        "gw-door": "entrance",
+        "gw-floor": "interior",
+        "gw-fitting": "small",
+        "gw-checkout": "small",
+    }
+    # The door gateway hangs 2.5 m inside: the pavement at the door reads about -69 dBm.
+    assert roles["gw-door"].street_rssi == pytest.approx(-68.9)
+    assert roles["gw-floor"].enter_rssi < -72.0  # calibrated to cover the floor
+    assert fusable(list(roles.values()))
+
+
+def test_a_plan_without_the_doors_calibration_is_not_fused() -> None:
+    # The hand-written trace's gateways carry no rssi_1m/path_loss_n: nothing says what the
+    # street can produce at its door, so it is replayed gateway by gateway.
+    layout, store = load_layout(HAND)
+    assert store == "hand-store"
+    roles = fusion_roles(layout)
+    assert [r.kind for r in roles] == ["entrance", "interior"]
+    assert not fusable(roles)
+
+
+def test_a_bad_layout_file_is_refused_with_what_is_wrong(tmp_path: Path) -> None:
+    bad = tmp_path / "plan.json"
+    bad.write_text("{not json", encoding="utf-8")
+    with pytest.raises(EdgeError, match="not JSON"):
+        load_layout(bad)
+    bad.write_text(json.dumps({"zones": []}), encoding="utf-8")
+    with pytest.raises(EdgeError, match="'gateways'"):
+        load_layout(bad)
+    with pytest.raises(EdgeError, match="cannot read"):
+        load_layout(tmp_path / "missing.json")
+
+
+def test_evidence_carries_what_the_event_will_carry_rounded_as_the_contract_does() -> None:
+    at = datetime(2026, 1, 5, 10, 0, 0, 123_456, tzinfo=UTC).timestamp()
+    ev = evidence_of_transition(
+        "gw-door", Transition("0a" * 8, "entrance", "sighting", at, -70.26, 1.0)
+    )
+    assert ev.at == datetime(2026, 1, 5, 10, 0, 0, 123_000, tzinfo=UTC).timestamp()
+    assert ev.rssi == -70.3
+    assert ev.confidence is None  # a level, not a decision
