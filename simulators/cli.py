@@ -25,6 +25,7 @@ from contracts.services import ServiceSettings
 from simulators.exceptions import SimulatorError
 
 if TYPE_CHECKING:
+    from simulators.engine import Simulation
     from transport.redis import RedisClient
 
 out = Console()
@@ -55,10 +56,14 @@ def simulate_layout(
     from pydantic import ValidationError
 
     from simulators.engine import build, build_scenario
+    from simulators.survey import radio_survey
 
     population = {"device_classes": device_classes} if device_classes else None
+    sim: Simulation
     try:
-        if scenario is not None:
+        if scenario == "radio-survey":
+            sim = radio_survey(seed, start)
+        elif scenario is not None:
             sim = build_scenario(scenario, seed, start, hours, population)
         else:
             assert layout is not None
