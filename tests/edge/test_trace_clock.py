@@ -30,7 +30,9 @@ Published = tuple[str, str, str, str, float]  # gateway, kind, subject, zone, ob
 def rush(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Five busy boutique minutes (4 gateways, ~40 k adverts, consent revocations)."""
     path = tmp_path_factory.mktemp("clock") / "rush.jsonl"
-    build_scenario("boutique-rush", seed=5, hours=5 / 60).write(path)
+    # The advertising classes: this test replays adverts (an iPhone advertises no EID).
+    population = {"device_classes": {"android_app": 0.9, "vip_tag": 0.1}}
+    build_scenario("boutique-rush", seed=5, hours=5 / 60, population=population).write(path)
     return path
 
 

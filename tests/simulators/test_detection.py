@@ -74,7 +74,7 @@ async def test_the_bench_predicts_the_fused_replay_event_for_event(
     from tests.edge.support import Collector
 
     full = tmp_path / "full.jsonl"
-    build_scenario("boutique-rush", seed=21, hours=6 / 60).write(full)
+    build_scenario("boutique-rush", seed=21, hours=6 / 60, population=ADVERTISING).write(full)
     trace = tmp_path / "rush.jsonl"  # no consent lines: there is no stream to wait for
     with full.open(encoding="utf-8") as fh:
         trace.write_text("".join(line for line in fh if '"consent_' not in line), encoding="utf-8")
