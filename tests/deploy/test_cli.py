@@ -138,6 +138,7 @@ def test_edge_sim_source_names_unknown_scenarios_and_bad_seeds(
 
 def test_a_simulated_gateway_takes_its_place_and_calibration_from_the_layout() -> None:
     from deploy.cli import _load_scenario
+    from edge.calibration import INTERIOR_LINGER_S, calibrated_thresholds
     from edge.cli import from_trace_layout
     from edge.exceptions import EdgeError
     from edge.settings import EdgeSettings
@@ -146,8 +147,10 @@ def test_a_simulated_gateway_takes_its_place_and_calibration_from_the_layout() -
     floor = from_trace_layout(EdgeSettings(gateway_id="gw-floor"), header, zone=None, store=None)
     assert (floor.store_id, floor.zone_id) == ("boutique-01", "floor")
     assert floor.rssi_offset_db == 1.5  # the layout's per-gateway offset
-    assert floor.enter_rssi == -78.0  # calibrated to cover the floor (edge.calibration)
-    assert floor.linger_min_s == 20.0
+    # Calibrated to cover the floor (edge.calibration), not the edge's default.
+    tuned = calibrated_thresholds(header.layout.model_dump(), -72.0, -80.0)["gw-floor"]
+    assert floor.enter_rssi == tuned["enter_rssi"] != EdgeSettings().enter_rssi
+    assert floor.linger_min_s == INTERIOR_LINGER_S
     fitting = from_trace_layout(
         EdgeSettings(gateway_id="gw-fitting"), header, zone=None, store=None
     )
