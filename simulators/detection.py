@@ -232,7 +232,9 @@ def gateway_signals(sim: Simulation, transitions: Iterable[tuple[str, Transition
         match = resolver.resolve(bytes.fromhex(tr.subject), int(tr.at))
         if match is None:
             continue
-        zone_kind = sim.layout.zone(tr.zone_id).kind if tr.zone_id else None
+        # A staged scene may come without a layout: its zones are then all in-store.
+        layout = getattr(sim, "layout", None)
+        zone_kind = layout.zone(tr.zone_id).kind if layout is not None and tr.zone_id else None
         out.append(
             Signal(
                 tr.at,
@@ -255,6 +257,15 @@ def consent_of(sim: Simulation) -> Consent:
         for c in sim.customers
         if c.customer_id is not None
     }
+
+
+def arrival_alerts(
+    sim: Simulation, store_id: str, transitions: Iterable[tuple[str, Transition]]
+) -> tuple[list[Alert], dict[str, float]]:
+    """The alerts the stream makes of the gateways' (or the coordinator's) transitions
+    alone: :func:`visit_alerts` over :func:`gateway_signals`, no app path."""
+    signals = gateway_signals(sim, transitions)
+    return visit_alerts(consent_of(sim), sim.start.timestamp(), store_id, signals)
 
 
 def visit_alerts(
