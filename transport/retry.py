@@ -78,13 +78,27 @@ async def retry_transient(
 ) -> T:
     """Run ``step`` until it succeeds; after each transient error, log it, call ``on_retry``
     and wait a capped, jittered backoff. Any other error is raised to the caller."""
+    return await _until_done(step, what, base_s, cap_s, is_transient, on_retry, sleep, rng)
+
+
+async def _until_done(
+    step: Callable[[], Awaitable[T]],
+    what: str,
+    base_s: float,
+    cap_s: float,
+    retryable: Callable[[Exception], bool],
+    on_retry: Callable[[Exception], None] | None,
+    sleep: Callable[[float], Awaitable[None]],
+    rng: Callable[[], float],
+) -> T:
+    """The one retry loop: ``step`` again after each ``retryable`` error, with backoff."""
     attempt = 0
     while True:
         try:
             return await step()
         except Exception as exc:
             reraise_if_cancelled()  # redis-py turns a cancellation into ConnectionError
-            if not is_transient(exc):
+            if not retryable(exc):
                 raise
             if on_retry is not None:
                 on_retry(exc)
@@ -121,25 +135,9 @@ async def retrying(
 ) -> T:
     """Run ``step`` until it succeeds, waiting :func:`backoff_delay` after each error in
     ``retry`` (``on_retry`` sees each one, to count it); other errors are raised."""
-    attempt = 0
-    while True:
-        try:
-            return await step()
-        except retry as exc:
-            reraise_if_cancelled()  # redis-py turns a cancellation into ConnectionError
-            if on_retry is not None:
-                on_retry(exc)
-            delay = backoff_delay(attempt, first_s, cap_s, rng)
-            attempt += 1
-            log.error(
-                "%s failed (%s: %s): retry %d in %.2f s",
-                what,
-                type(exc).__name__,
-                exc,
-                attempt,
-                delay,
-            )
-            await sleep(delay)
+    return await _until_done(
+        step, what, first_s, cap_s, lambda exc: isinstance(exc, retry), on_retry, sleep, rng
+    )
 
 
 async def run_guarded(
