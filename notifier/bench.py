@@ -198,7 +198,7 @@ async def _bench(
             task.cancel()
         await asyncio.gather(*feeds, return_exceptions=True)
         await producer.stop()
-        keys = [k async for k in redis.scan_iter(f"{services.redis_prefix}*", count=1000)]
+        keys = [k async for k in redis.scan_iter(f"{services.redis_prefix}*", count=10000)]
         if keys:
             await redis.delete(*keys)
         await redis.aclose()

@@ -549,7 +549,7 @@ class Registry:
         owned = sorted(
             {
                 as_text(device)
-                async for device, owner in self.r.hscan_iter(self.keys.device_owner, count=1000)
+                async for device, owner in self.r.hscan_iter(self.keys.device_owner, count=10000)
                 if as_text(owner) == customer_id
             }
         )
@@ -582,9 +582,9 @@ class Registry:
                 f"{self.p}alerted:{customer_id}:*",
                 f"{self.p}cooldown:{customer_id}:*",
             )
-            async for key in self.r.scan_iter(pattern, count=1000)
+            async for key in self.r.scan_iter(pattern, count=10000)
         ]
-        departing = [k async for k in self.r.scan_iter(f"{self.p}departing:*", count=1000)]
+        departing = [k async for k in self.r.scan_iter(f"{self.p}departing:*", count=10000)]
         async with self.r.pipeline(transaction=False) as pipe:
             for key in traces:
                 pipe.delete(key)

@@ -19,7 +19,7 @@ async def redis_traces(
     """Keys under ``prefix`` that name ``needle`` in their name or anywhere in their value
     (string, hash, set, sorted set, list or stream), but those ending in ``skip_suffixes``."""
     left = []
-    async for raw_key in r.scan_iter(f"{prefix}*", count=1000):
+    async for raw_key in r.scan_iter(f"{prefix}*", count=10000):
         key = _text(raw_key)
         if key.endswith(skip_suffixes):
             continue

@@ -145,7 +145,7 @@ async def drop_prefix(url: str, prefix: str, *, chunk: int = 500) -> int:
         raise ValueError("refusing to drop every key: the prefix is empty")
     redis = connect_redis(url)
     try:
-        keys = [k async for k in redis.scan_iter(f"{prefix}*", count=1000)]
+        keys = [k async for k in redis.scan_iter(f"{prefix}*", count=10000)]
         for i in range(0, len(keys), chunk):
             await redis.delete(*keys[i : i + chunk])
         return len(keys)

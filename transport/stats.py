@@ -58,7 +58,7 @@ async def read_all(
     """(component, instance) → (updated at, counts) for every live instance."""
     out: dict[tuple[str, str], tuple[float, Counter[str]]] = {}
     base = f"{prefix}stats:"
-    async for raw in redis.scan_iter(f"{base}*", count=1000):
+    async for raw in redis.scan_iter(f"{base}*", count=10000):
         key = raw.decode() if isinstance(raw, bytes) else str(raw)
         component, _, instance = key[len(base) :].partition(":")
         data = await redis.hgetall(key)

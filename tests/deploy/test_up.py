@@ -122,7 +122,7 @@ async def test_the_demo_alert_arrives_on_the_contract_topic_and_the_console_is_p
     assert int(m.group(1)) > 0
     r = aioredis.from_url(services.redis)
     try:
-        left = [k async for k in r.scan_iter(f"{m.group(2)}:*", count=1000)]
+        left = [k async for k in r.scan_iter(f"{m.group(2)}:*", count=10000)]
     finally:
         await r.aclose()
     assert left == []

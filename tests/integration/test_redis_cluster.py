@@ -64,7 +64,7 @@ async def cluster(redis_cluster_url: str, namespace: str) -> AsyncIterator[Redis
 async def _nodes_of(r: RedisCluster, pattern: str) -> set[str]:
     """The primaries that hold keys matching ``pattern`` (SCAN walks every primary)."""
     nodes = set()
-    async for key in r.scan_iter(pattern, count=1000):
+    async for key in r.scan_iter(pattern, count=10000):
         node = r.get_node_from_key(key)
         assert node is not None
         nodes.add(node.name)
@@ -75,7 +75,7 @@ async def _customer_keys(r: RedisCluster, prefix: str, cid: str) -> list[str]:
     """Every key that names the customer (profile, consent, visit state, dedupe, ...)."""
     keys = [
         k.decode() if isinstance(k, bytes) else str(k)
-        async for k in r.scan_iter(f"{prefix}*", count=1000)
+        async for k in r.scan_iter(f"{prefix}*", count=10000)
     ]
     return sorted(k for k in keys if f":{cid}" in k)
 
@@ -298,10 +298,10 @@ async def test_gateway_keys_device_keys_counters_and_drop_prefix_on_a_cluster(
     counted = await read_all(cluster, prefix)
     assert sorted(int(c["batches"]) for _, c in counted.values()) == list(range(6))
 
-    total = len([k async for k in cluster.scan_iter(f"{namespace}:*")])
+    total = len([k async for k in cluster.scan_iter(f"{namespace}:*", count=10000)])
     assert total > SHARDS // 4
     assert await drop_prefix(redis_cluster_url, f"{namespace}:") == total
-    assert [k async for k in cluster.scan_iter(f"{namespace}:*")] == []
+    assert [k async for k in cluster.scan_iter(f"{namespace}:*", count=10000)] == []
 
 
 # --- the URL ------------------------------------------------------------------------------

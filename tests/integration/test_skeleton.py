@@ -76,7 +76,7 @@ async def test_consenting_customer_gets_exactly_one_arrival_alert(
 
             async def all_processed() -> bool:
                 keys = [
-                    k async for k in redis.scan_iter(f"{services.redis_prefix}event:*", count=1000)
+                    k async for k in redis.scan_iter(f"{services.redis_prefix}event:*", count=10000)
                 ]
                 return len(keys) >= published
 

@@ -373,6 +373,6 @@ async def test_erasing_a_customer_deletes_every_alert_of_theirs_and_refuses_late
     assert await lifecycle.customer_alerts("cust-gone") == []
     with pytest.raises(AlertWithheld):
         await lifecycle.create(make_alert(store_id=store, customer_id="cust-gone"))
-    keys = [k async for k in redis.scan_iter(f"{lifecycle.prefix}*")]
+    keys = [k async for k in redis.scan_iter(f"{lifecycle.prefix}*", count=10000)]
     assert not [k for k in keys if "cust-gone" in k]
     assert await lifecycle.get(str(kept.alert_id)) is not None

@@ -538,7 +538,7 @@ async def test_removing_an_associate_closes_their_feed_and_the_id_starts_clean(
     await destinations.add_webhook(team, "https://crm.example/joao", associate_id="joao")
     joao = client_factory()
     await joao.login(team, "joao")
-    (session_key,) = [k async for k in redis.scan_iter(f"{prefix}notifier:session:*")]
+    (session_key,) = [k async for k in redis.scan_iter(f"{prefix}notifier:session:*", count=10000)]
     stolen = await redis.hgetall(session_key)
     async with joao.http.get("/api/events") as feed:
         assert (await _next_event(feed))[0] == "snapshot"
@@ -550,7 +550,7 @@ async def test_removing_an_associate_closes_their_feed_and_the_id_starts_clean(
     # A new person given the same id inherits no session and no webhook.
     await directory.add(team, "Joao Novo", PASSWORD, associate_id="joao")
     assert await destinations.list(team, "joao") == []
-    assert [k async for k in redis.scan_iter(f"{prefix}notifier:session:*")] == []
+    assert [k async for k in redis.scan_iter(f"{prefix}notifier:session:*", count=10000)] == []
     assert await redis.exists(f"{prefix}notifier:store:{team}:associate:joao:sessions") == 0
     assert (await joao.call("GET", "/api/me"))[0] == 401
     # Even a session that escaped the removal (made while it ran) does not fit the new one.
@@ -578,7 +578,7 @@ async def test_the_live_feed_rechecks_its_session_however_busy_the_store(
             tasks.create_task(busy_store(), name="busy-store")
             assert (await _next_event(feed))[0] == "alert"
             # The session expires in Redis (no sign-out message): only the re-check sees it.
-            async for key in redis.scan_iter(f"{lifecycle.prefix}notifier:session:*"):
+            async for key in redis.scan_iter(f"{lifecycle.prefix}notifier:session:*", count=10000):
                 await redis.delete(key)
             kinds = []
             async with asyncio.timeout(10):

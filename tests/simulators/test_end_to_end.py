@@ -42,7 +42,9 @@ async def _wait_processed(services: ServiceSettings, n: int, procs: Procs, timeo
     deadline = loop.time() + timeout
     try:
         while loop.time() < deadline:
-            keys = [k async for k in redis.scan_iter(f"{services.redis_prefix}event:*", count=5000)]
+            keys = [
+                k async for k in redis.scan_iter(f"{services.redis_prefix}event:*", count=10000)
+            ]
             if len(keys) >= n:
                 return
             await asyncio.sleep(0.5)

@@ -134,7 +134,7 @@ async def _check(program: list[tuple[object, ...]]) -> None:
         # ... and in-store evidence always makes the arrival (with its one alert).
         assert bool(arrivals) == entered_inside == bool(arrival_alerts)
     finally:
-        keys = [k async for k in r.scan_iter(f"{prefix}*")]
+        keys = [k async for k in r.scan_iter(f"{prefix}*", count=10000)]
         if keys:
             await r.delete(*keys)
         await r.aclose()

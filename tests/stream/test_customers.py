@@ -81,7 +81,7 @@ async def _traces(r: aioredis.Redis, prefix: str, *needles: str) -> list[str]:
         return isinstance(raw, bytes) and any(m in raw for m in marks)
 
     left = []
-    async for key in r.scan_iter(f"{prefix}*"):
+    async for key in r.scan_iter(f"{prefix}*", count=10000):
         if key.endswith(b"}audit"):  # the erasure's record (one audit stream per shard)
             continue
         kind = await r.type(key)

@@ -155,7 +155,7 @@ async def test_a_geofence_alone_is_an_approach_that_departs_without_an_arrival(
     assert departure.visit_id == near.visits[0].visit_id
     assert (proc.stats.counts["approaches"], proc.stats.counts["arrivals"]) == (1, 0)
     r, prefix = redis_ns
-    assert [k async for k in r.scan_iter(f"{prefix}alerted:*")] == []
+    assert [k async for k in r.scan_iter(f"{prefix}alerted:*", count=10000)] == []
 
 
 async def test_an_approach_arrives_once_with_the_first_in_store_evidence(
@@ -335,11 +335,11 @@ async def test_no_consent_at_all_stores_no_visit(redis_ns: RedisNs) -> None:
     assert decision.alerts == []
     assert decision.visits == []
     r, prefix = redis_ns
-    assert [k async for k in r.scan_iter(f"{prefix}visit:*")] == []
+    assert [k async for k in r.scan_iter(f"{prefix}visit:*", count=10000)] == []
     # The same setup with analytics consent does store a visit: only consent was missing.
     await proc.registry.set_consent("ana", Purpose.ANALYTICS, granted=True)
     assert [v.change for v in (await proc.decide(ble(T0))).visits] == [VisitChange.ARRIVAL]
-    assert [k async for k in r.scan_iter(f"{prefix}visit:*")] != []
+    assert [k async for k in r.scan_iter(f"{prefix}visit:*", count=10000)] != []
 
 
 async def test_revocation_in_flight_wins_over_the_alert(
@@ -352,7 +352,7 @@ async def test_revocation_in_flight_wins_over_the_alert(
     assert await proc.process(ble(T0)) == []
     assert proc.stats.counts["revoked_in_flight"] == 1
     r, prefix = redis_ns
-    assert [k async for k in r.scan_iter(f"{prefix}alerted:*")] == []
+    assert [k async for k in r.scan_iter(f"{prefix}alerted:*", count=10000)] == []
 
 
 async def test_dedupe_key_is_set_nx_and_a_sent_alert_is_not_repeated(

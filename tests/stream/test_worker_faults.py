@@ -91,7 +91,7 @@ async def test_worker_killed_mid_stream_processes_everything_and_alerts_once(
 
     async def processed() -> int:
         n = 0
-        async for _ in redis.scan_iter(f"{services.redis_prefix}event:*", count=5000):
+        async for _ in redis.scan_iter(f"{services.redis_prefix}event:*", count=10000):
             n += 1
         return n
 
