@@ -48,6 +48,31 @@ stream_app = typer.Typer(help="The Faust stream processor.", no_args_is_help=Tru
 notifier_app = typer.Typer(help="The associate notifier.", no_args_is_help=True)
 customers_app = typer.Typer(help="Enroll customers and manage their consent.", no_args_is_help=True)
 contracts_app = typer.Typer(help="Wire contracts and their JSON Schemas.", no_args_is_help=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"proxima {version('proxima')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the installed version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Proxima: in-store proximity and associate alerts (edge, stream, notifier, simulators)."""
+
+
 app.add_typer(edge_app, name="edge")
 app.add_typer(stream_app, name="stream")
 app.add_typer(notifier_app, name="notifier")

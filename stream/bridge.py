@@ -64,7 +64,7 @@ class Bridge:
         self,
         services: ServiceSettings,
         settings: StreamSettings,
-        client_id: str = "proxima-bridge-1",
+        client_id: str | None = None,
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: Callable[[], float] = random.random,
@@ -81,7 +81,10 @@ class Bridge:
         self.topics = services.topics
         ns = f"{services.namespace}-" if services.namespace else ""
         self.mqtt = MqttClient(
-            services.mqtt, client_id=f"{ns}{client_id}", manual_ack=True, clean_session=False
+            services.mqtt,
+            client_id=f"{ns}{client_id or settings.bridge_client_id}",
+            manual_ack=True,
+            clean_session=False,
         )
         self.counts: Counter[str] = Counter()
         self._producer: AIOKafkaProducer | None = None
@@ -112,6 +115,8 @@ class Bridge:
                 await self.mqtt.subscribe(
                     f"{self.topics.mqtt_root}/stores/+/gateways/+/status", qos=1
                 )
+                # A gauge for `proxima stats` and for tests: this replica is taking batches.
+                self.counts["subscribed"] = 1
                 if ready is not None:
                     ready.set()
                 while True:
@@ -139,6 +144,9 @@ class Bridge:
             # A gauge beside the totals: messages the broker has given this bridge that it
             # has not acked yet (its in-flight window; stuck high = the bridge is retrying).
             self.counts["unacked"] = self.mqtt.messages.qsize() + self._in_hand
+            # Connections lost since start: climbing steadily = another client with this
+            # replica's id keeps taking its session over (two replicas, one client id).
+            self.counts["mqtt_reconnects"] = self.mqtt.reconnects
             await publish_stats(
                 redis,
                 self.services.redis_prefix,

@@ -109,6 +109,11 @@ class StreamSettings(BaseSettings):
         gt=0,
         description="how often the worker deletes expired entries from its tables (changelog tombstones)",
     )
+    bridge_client_id: str = Field(
+        default="proxima-bridge-1",
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="MQTT client id of this bridge replica, unique per replica and stable across its restarts: it names the persistent session the broker keeps the replica's share of the gateways' batches in while it is down (deploy/k8s/bridge.yaml sets it from the StatefulSet's pod name)",
+    )
     bridge_share_group: str = Field(
         default="proxima-bridge", description="MQTT shared subscription group"
     )

@@ -124,7 +124,7 @@ def test_the_kustomization_renders_every_manifest() -> None:
 def test_kubernetes_pods_run_real_commands_and_create_topics_first() -> None:
     config = next(d for d in _k8s_docs() if d["kind"] == "ConfigMap")
     assert not set(config["data"]) - _declared_env(), "undeclared settings in the ConfigMap"
-    deployments = [d for d in _k8s_docs() if d["kind"] == "Deployment"]
+    deployments = [d for d in _k8s_docs() if d["kind"] in ("Deployment", "StatefulSet")]
     assert {d["metadata"]["name"] for d in deployments} == {
         "proxima-bridge",
         "proxima-stream-worker",
@@ -143,3 +143,18 @@ def test_the_image_contains_every_package() -> None:
     packages = {p.rstrip("*") for p in include}
     copied = set(re.findall(r"^COPY (\w+) \1$", (DEPLOY / "Dockerfile").read_text(), re.M))
     assert copied == packages
+
+
+def test_each_bridge_replica_has_its_own_stable_mqtt_client_id() -> None:
+    (bridge,) = [
+        d
+        for d in _k8s_docs()
+        if d["metadata"]["name"] == "proxima-bridge" and d["kind"] != "Service"
+    ]
+    assert bridge["kind"] == "StatefulSet"  # pod names survive restarts: the session too
+    assert bridge["spec"]["replicas"] >= 2
+    (container,) = bridge["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    source = env["PROXIMA_STREAM_BRIDGE_CLIENT_ID"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert source == "metadata.name"
+    assert "PROXIMA_STREAM_BRIDGE_CLIENT_ID" in _declared_env()
