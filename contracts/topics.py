@@ -1,4 +1,5 @@
-"""Topic names (DESIGN.md, Contract: MQTT topics v1 and Kafka topics v1).
+"""Topic names (DESIGN.md, Contract: MQTT topics v1 and Kafka topics v1; the batch
+topic ``proxima.events.v2``: docs/developers/events-v2.md).
 
 ``namespace`` (``PROXIMA_NAMESPACE``, empty by default) prefixes every name so that
 tests and several demo systems can share one broker without seeing each other's
@@ -13,12 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 EVENTS = "proxima.events.v1"
+EVENTS_V2 = "proxima.events.v2"
+"""One record per signed gateway batch (docs/developers/events-v2.md)."""
 EVENTS_DLQ = "proxima.events.dlq.v1"
 VISITS = "proxima.visits.v1"
 ALERTS = "proxima.alerts.v1"
 ACKS = "proxima.acks.v1"
 CONSENT = "proxima.consent.v1"
-KAFKA_TOPICS = (EVENTS, EVENTS_DLQ, VISITS, ALERTS, ACKS, CONSENT)
+KAFKA_TOPICS = (EVENTS, EVENTS_V2, EVENTS_DLQ, VISITS, ALERTS, ACKS, CONSENT)
 
 MQTT_ROOT = "proxima/v1"
 
@@ -42,6 +45,10 @@ class Topics:
     @property
     def events(self) -> str:
         return self.kafka(EVENTS)
+
+    @property
+    def events_v2(self) -> str:
+        return self.kafka(EVENTS_V2)
 
     @property
     def events_dlq(self) -> str:

@@ -1,4 +1,11 @@
-"""The Faust app: ``proxima.events.v1`` → decisions → ``proxima.alerts.v1``.
+"""The Faust app: ``proxima.events.v2`` (one record per signed gateway batch; and
+``proxima.events.v1``, one per event, while bridges still write it) → decisions →
+``proxima.alerts.v1``.
+
+A v2 batch is verified here, end to end: its gateway signature against the keyring (the
+bridge that moved it is not trusted to have checked it), then each event by the same
+rules the bridge applies to v1 (:mod:`stream.batches`); what fails goes to the DLQ with
+its reason, the rest of the batch is decided (docs/developers/events-v2.md).
 
 Processing guarantee is at-least-once: an event's offset is committed only after its
 batch's alerts and visits are on Kafka and the batch is marked in Redis (by this module,
@@ -17,6 +24,7 @@ import asyncio
 import functools
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar, cast
@@ -29,10 +37,13 @@ from faust.types import TP, EventT
 from redis.exceptions import RedisClusterException, RedisError
 
 from contracts.exceptions import ContractError
-from contracts.models import Alert, DlqRecord, Event, VisitUpdate, parse_model
+from contracts.models import Alert, DlqRecord, Event, VisitUpdate, parse_model, split_batch
 from contracts.services import ServiceSettings
+from contracts.signing import SignatureError, verify_message
 from contracts.topics import CONSENT, VISITS
+from stream.batches import BatchRecord, screen
 from stream.consent_log import pump_outbox
+from stream.keyring import KeyCache, Keyring
 from stream.processor import EventProcessor
 from stream.rules import RuleBook
 from stream.settings import StreamSettings
@@ -155,6 +166,7 @@ def create_app(
     # The events' offsets are committed by this module, not by Faust's acks (acks=False):
     # see commit_offsets for why.
     events_topic = raw_topic(topics.events, acks=False)
+    batches_topic = raw_topic(topics.events_v2, acks=False)
     alerts_topic = raw_topic(topics.alerts)
     dlq_topic = raw_topic(topics.events_dlq)
 
@@ -205,6 +217,16 @@ def create_app(
         proc: EventProcessor = state["processor"]
         proc.sent_log = dedupe
         return proc
+
+    async def get_keys() -> KeyCache:
+        """Gateway keys for verifying v2 batches (the bridge's cache, over the worker's Redis)."""
+        if "keys" not in state:
+            proc = await get_processor()
+            state["keys"] = KeyCache(
+                Keyring(proc.r, services.redis_prefix), ttl_s=settings.key_cache_ttl_s
+            )
+        keys: KeyCache = state["keys"]
+        return keys
 
     Sent = list[tuple[Alert, EventT[bytes]]]
     """Alerts on Kafka, each with the Faust event that caused it (its partition)."""
@@ -311,15 +333,16 @@ def create_app(
                 reraise_if_cancelled()
                 proc.stats.counts["failed_events"] += 1
                 log.exception("event %s failed on its own: parked on the DLQ", one[0].event_id)
-                record = DlqRecord.of(
-                    f"processing failed: {exc!r}", one[1].value, source="stream.worker"
-                )
+                raw = one[1].value if one[1].value.startswith(b"{") else one[0].to_json()
+                record = DlqRecord.of(f"processing failed: {exc!r}", raw, source="stream.worker")
                 await retrying(proc, "DLQ", partial(park, [record]), retry=(Exception,))
         return sent
 
-    async def handle(proc: EventProcessor, batch: Sequence[EventT[bytes]], purge: bool) -> None:
-        """Decide one batch, hand its results to Kafka, mark it done; then the table (and,
-        if ``purge``, its expired entries)."""
+    Parsed = tuple[list[tuple[Event, EventT[bytes]]], list[DlqRecord]]
+    """Events to decide, each with the record it came in, and DLQ records of refused input."""
+
+    def parse_events(proc: EventProcessor, batch: Sequence[EventT[bytes]]) -> Parsed:
+        """v1 records: one event each, checked by the bridge that wrote it."""
         events: list[tuple[Event, EventT[bytes]]] = []
         rejected: list[DlqRecord] = []
         for source in batch:
@@ -330,9 +353,85 @@ def create_app(
                 proc.stats.counts["rejected"] += 1
                 log.warning("event rejected to DLQ: %s", exc)
                 rejected.append(DlqRecord.of(str(exc), raw, source="stream.worker"))
+        return events, rejected
+
+    async def parse_batches(proc: EventProcessor, batch: Sequence[EventT[bytes]]) -> Parsed:
+        """v2 records: one signed gateway batch each. The signature is verified (always
+        when present; a missing one refuses the batch when signatures are required), then
+        every event as the bridge checks v1 events; each refusal is a DLQ record."""
+        counts = proc.stats.counts
+        keys = await get_keys()
+        events: list[tuple[Event, EventT[bytes]]] = []
+        rejected: list[DlqRecord] = []
+        for source in batch:
+            raw = source.value
+            info = BatchRecord.of(source.message.headers)  # type: ignore[arg-type]
+            counts["batches"] += 1
+
+            def refuse(reason: str, data: bytes, store: str | None, gateway: str | None) -> None:
+                counts["rejected"] += 1
+                log.warning("rejected to DLQ (store=%s gateway=%s): %s", store, gateway, reason)
+                rejected.append(
+                    DlqRecord.of(
+                        reason, data, source="stream.worker", store_id=store, gateway_id=gateway
+                    )
+                )
+
+            if info.mqtt_topic is None:
+                refuse("batch record without its MQTT topic header", raw, None, None)
+                continue
+            try:
+                store, gateway, _ = topics.parse_gateway_topic(info.mqtt_topic)
+            except ValueError as exc:
+                refuse(f"batch record: {exc}", raw, None, None)
+                continue
+            trace_time = False
+            if info.signed or settings.require_signatures:
+                kid = dict(info.properties).get("proxima-kid")
+                key = await keys.get(kid) if kid else None
+                try:
+                    verified = verify_message(
+                        info.mqtt_topic,
+                        raw,
+                        info.properties,
+                        lambda _kid, key=key: key,  # type: ignore[misc]
+                        store_id=store,
+                        gateway_id=gateway,
+                    )
+                except SignatureError as exc:
+                    counts["bad_signature"] += 1
+                    refuse(str(exc), raw, store, gateway)
+                    continue
+                trace_time = verified.key.trace_time
+            good, bad = split_batch(raw)
+            kept, refused = screen(
+                good,
+                store,
+                gateway,
+                now=time.time(),
+                settings=settings,
+                trace_time=trace_time,
+                clock="the worker's clock",
+            )
+            for item in refused:
+                counts["clock_off"] += item.clock_off
+                refuse(item.reason, item.raw, store, gateway)
+            for broken in bad:
+                refuse(broken.reason, broken.raw, store, gateway)
+            events += [(event, source) for event in kept]
+        return events, rejected
+
+    async def handle(
+        proc: EventProcessor,
+        events: list[tuple[Event, EventT[bytes]]],
+        rejected: list[DlqRecord],
+        purge: bool,
+    ) -> None:
+        """Decide one batch, hand its results to Kafka, mark it done; then the table (and,
+        if ``purge``, its expired entries)."""
         try:
             sent = await retrying(
-                proc, f"batch of {len(batch)}", partial(attempt, proc, events, rejected)
+                proc, f"batch of {len(events)}", partial(attempt, proc, events, rejected)
             )
         except Exception as exc:
             reraise_if_cancelled()
@@ -428,9 +527,28 @@ def create_app(
         async for batch in batches:
             if purge := (now := proc.now().timestamp()) >= purge_at:
                 purge_at = now + settings.table_purge_s
-            await handle(proc, batch, purge)
+            await handle(proc, *parse_events(proc, batch), purge)
             # Only now is every event of the batch on Kafka and marked: its offsets may be
             # committed (by commit_offsets). A batch cut off mid-way never gets here.
+            for source in batch:
+                finished[source.message.tp] = source.message.offset + 1
+
+    @app.agent(batches_topic)
+    async def decide_batches(stream: faust.StreamT[bytes]) -> None:
+        """:func:`decide` for v2 records (one gateway batch each): the same guarantees; a
+        record's offset is committed once every event in it is decided."""
+        proc = await get_processor()
+        purge_at = 0.0
+        records = cast(faust.Stream[bytes], stream).take_events(
+            settings.batch_max_records, within=settings.batch_within_s
+        )
+        async for batch in records:
+            if purge := (now := proc.now().timestamp()) >= purge_at:
+                purge_at = now + settings.table_purge_s
+            events, rejected = await retrying(
+                proc, "batch verification", partial(parse_batches, proc, batch)
+            )
+            await handle(proc, events, rejected, purge)
             for source in batch:
                 finished[source.message.tp] = source.message.offset + 1
 

@@ -1,16 +1,29 @@
 """``proxima bench stream``: events per second through one Faust worker, against a bare
-aiokafka consume→produce loop on the same broker in the same run.
+aiokafka consume→produce loop on the same broker in the same run, with gateway batches on
+``proxima.events.v2`` (one record per signed batch; docs/developers/events-v2.md).
+
+Two batch-size profiles, each measured on both sides:
+
+- **busy-hour**: sizes drawn from the batches a simulated flagship busy hour gives its
+  gateways' agents (``flagship-hour``, seed 3, fused: 274 batches of 1 event, 14 of 2;
+  an agent flushes within ``batch_max_latency_s`` = 100 ms of its first event, and a
+  store's zone events are far sparser than that). Live traffic is one event per record
+  in practice, whatever the record format.
+- **drain**: full batches of 100 events (``batch_max_events``), what an agent's outbox
+  sends after an outage or a broker away: the backlog is where batching pays.
 
 Both sides get the same protocol: the consumer is started and warmed up (a small batch it
 must finish first, so group join and partition assignment are out of the figure), then
 ``events`` events are produced as fast as the producer goes, and the clock runs from the
 first send until the consumer is done with the last event:
 
-- **baseline**: an ``AIOKafkaConsumer`` reads the events topic and produces every value
-  to a sink topic (``acks=all``), awaiting each batch's acks, nothing else;
+- **baseline**: an ``AIOKafkaConsumer`` reads the same v2 records, parses every event of
+  each with the contract model, and produces one record per batch to a sink topic
+  (``acks=all``), awaiting each poll's acks, nothing else;
 - **worker**: ``proxima stream worker`` (a child process) does the whole chain —
-  validate → resolve EID → consent → visit → rules → dedupe → alert — with its Redis
-  round trips; it is done when its consumer group has committed the last offset.
+  verify the batch's signature → validate → resolve EID → consent → visit → rules →
+  dedupe → alert — with its Redis round trips; it is done when it has marked the last
+  event processed. Its CPU seconds (user + system, /proc) per 1,000 events are reported.
 
 The events: ``customers`` enrolled customers (arrival alerts and analytics consent) and as
 many unknown phones, each seen ``events / (2 × customers)`` times in one store, with real
@@ -55,6 +68,37 @@ from transport.redis import connect_redis, drop_prefix
 
 WARMUP = 200
 
+BUSY_HOUR_SIZES = (1,) * 274 + (2,) * 14
+"""Gateway batch sizes of a simulated flagship busy hour (see the module docstring)."""
+DRAIN_SIZES = (100,)
+"""An outbox draining a backlog: full batches (``EdgeSettings.batch_max_events``)."""
+PROFILES = {"busy_hour": BUSY_HOUR_SIZES, "drain": DRAIN_SIZES}
+
+Record = tuple[bytes, list[tuple[str, bytes]], int]
+"""A v2 record as the bridge writes it: value, headers, and how many events it holds."""
+
+
+def make_records(
+    values: list[bytes], sizes: tuple[int, ...], mqtt_topic: str, kid: str, secret: bytes, seed: int
+) -> list[Record]:
+    """``values`` (events) cut into gateway batches of sizes drawn from ``sizes``, each
+    signed as its gateway would sign it, with the headers the bridge gives its record."""
+    import random
+
+    from contracts.signing import sign
+    from stream.batches import record_headers
+
+    rng = random.Random(seed)
+    out: list[Record] = []
+    i = 0
+    while i < len(values):
+        n = min(rng.choice(sizes), len(values) - i)
+        payload = b"[" + b",".join(values[i : i + n]) + b"]"
+        props = sign(kid, secret, mqtt_topic, payload)
+        out.append((payload, record_headers(mqtt_topic, props.items()), n))
+        i += n
+    return out
+
 
 def make_events(n: int, customers: int, start: datetime, seed: int = 7) -> list[bytes]:
     """``n`` zone events: half from enrolled customers, half from unknown phones."""
@@ -73,18 +117,33 @@ def make_events(n: int, customers: int, start: datetime, seed: int = 7) -> list[
     return out
 
 
-async def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
+async def _produce(bootstrap: str, topic: str, records: list[Record]) -> None:
     producer = make_producer(bootstrap, idempotent=False, client_id="bench-feeder")
     await producer.start()
     try:
-        futures = [await producer.send(topic, key=b"bench-store", value=v) for v in values]
+        futures = [
+            await producer.send(topic, key=b"bench-store", value=v, headers=h)
+            for v, h, _ in records
+        ]
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
 
 
-async def _baseline(bootstrap: str, src: str, sink: str, events: list[bytes]) -> float:
-    """Seconds for a bare consume→produce loop to move ``events`` (after a warm-up)."""
+def _warmup(records: list[Record]) -> int:
+    """How many of the first records hold :data:`WARMUP` events."""
+    n = total = 0
+    while total < WARMUP:
+        total += records[n][2]
+        n += 1
+    return n
+
+
+async def _baseline(bootstrap: str, src: str, sink: str, records: list[Record]) -> float:
+    """Seconds for a bare consume→parse→produce loop to move ``records`` after a warm-up
+    (every event parsed with the contract model, one record out per batch)."""
+    from contracts.models import split_batch
+
     consumer = AIOKafkaConsumer(
         src,
         bootstrap_servers=bootstrap,
@@ -103,23 +162,26 @@ async def _baseline(bootstrap: str, src: str, sink: str, events: list[bytes]) ->
         while True:
             batch = await consumer.getmany(timeout_ms=100, max_records=2000)
             futures = []
-            for tp, records in batch.items():
-                for r in records:
+            for tp, got in batch.items():
+                for r in got:
+                    events, _ = split_batch(r.value or b"")
                     futures.append(await producer.send(sink, key=r.key, value=r.value))
-                if records:
+                    done += len(events)
+                if got:
                     await asyncio.gather(*futures)
-                    await consumer.commit({tp: records[-1].offset + 1})
-                    done += len(records)
+                    await consumer.commit({tp: got[-1].offset + 1})
                     futures = []
             progressed.set()
 
+    warm = _warmup(records)
+    total = sum(n for _, _, n in records)
     task = asyncio.create_task(loop())
     try:
-        await _produce(bootstrap, src, events[:WARMUP])
-        await _until(lambda: done >= WARMUP, 120, "baseline warm-up")
+        await _produce(bootstrap, src, records[:warm])
+        await _until(lambda: done >= sum(n for _, _, n in records[:warm]), 120, "baseline warm-up")
         t0 = time.perf_counter()
-        await _produce(bootstrap, src, events[WARMUP:])
-        await _until(lambda: done >= len(events), 300, "baseline")
+        await _produce(bootstrap, src, records[warm:])
+        await _until(lambda: done >= total, 300, "baseline")
         return time.perf_counter() - t0
     finally:
         task.cancel()
@@ -137,17 +199,24 @@ async def _until(predicate: Any, timeout: float, what: str) -> None:
         await asyncio.sleep(0.005)
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def _worker(
     services: ServiceSettings,
     settings: StreamSettings,
-    events: list[bytes],
+    phases: dict[str, list[Record]],
     log: Path,
     probes: int,
-) -> tuple[float, list[float]]:
-    """Seconds for one ``proxima stream worker`` to process ``events`` (after a warm-up).
+) -> tuple[dict[str, tuple[float, float]], list[float]]:
+    """For each phase, the seconds and CPU seconds one ``proxima stream worker`` takes to
+    process its records (after a warm-up on the first phase's), then the latency probes.
 
-    Every event has the same key (one store), so one partition holds them in order: the
-    worker is done when it has recorded the last event as processed (``event:{id}``).
+    Every record has the same key (one store), so one partition holds them in order: a
+    phase is done when the worker has recorded its last event as processed (``event:{id}``).
     """
     env = dict(
         os.environ,
@@ -155,7 +224,7 @@ async def _worker(
         PROXIMA_NAMESPACE=services.namespace,
         PROXIMA_STREAM_DATA_DIR=str(settings.data_dir),
     )
-    topic = services.topics.events
+    topic = services.topics.events_v2
     redis = connect_redis(services.redis)
     fh = log.open("wb")
     proc = await asyncio.to_thread(
@@ -166,8 +235,8 @@ async def _worker(
         stderr=subprocess.STDOUT,
     )
 
-    async def wait(raw: bytes, timeout: float) -> None:
-        key = f"{services.redis_prefix}event:{json.loads(raw)['event_id']}"
+    async def wait(record: Record, timeout: float) -> None:
+        key = f"{services.redis_prefix}event:{json.loads(record[0])[-1]['event_id']}"
         deadline = time.perf_counter() + timeout
         while not await redis.exists(key):
             if proc.poll() is not None:
@@ -177,14 +246,18 @@ async def _worker(
             await asyncio.sleep(0.005)
 
     try:
-        await _produce(services.kafka_bootstrap, topic, events[:WARMUP])
-        await wait(events[WARMUP - 1], 180)
-        t0 = time.perf_counter()
-        await _produce(services.kafka_bootstrap, topic, events[WARMUP:])
-        await wait(events[-1], 600)
-        elapsed = time.perf_counter() - t0
+        figures: dict[str, tuple[float, float]] = {}
+        for i, (name, records) in enumerate(phases.items()):
+            warm = _warmup(records) if i == 0 else 0
+            if warm:
+                await _produce(services.kafka_bootstrap, topic, records[:warm])
+                await wait(records[warm - 1], 180)
+            cpu0, t0 = _cpu_s(proc.pid), time.perf_counter()
+            await _produce(services.kafka_bootstrap, topic, records[warm:])
+            await wait(records[-1], 600)
+            figures[name] = (time.perf_counter() - t0, _cpu_s(proc.pid) - cpu0)
         latencies = await _latency(services, env, log.with_name("bridge.log"), probes, 20.0)
-        return elapsed, latencies
+        return figures, latencies
     finally:
         await _stop(proc)
         fh.close()
@@ -324,6 +397,7 @@ async def _enroll(services: ServiceSettings, customers: int) -> None:
 async def run_stream_bench(
     events: int = 20_000, customers: int = 500, probes: int = 200
 ) -> dict[str, float]:
+    """``events`` events per profile (:data:`PROFILES`), through the baseline and the worker."""
     base = ServiceSettings()
     kafka: EmbeddedKafka | None = None
     tmp = Path(tempfile.mkdtemp(prefix="proxima-bench-stream-"))
@@ -333,39 +407,74 @@ async def run_stream_bench(
     url = kafka.url if kafka else base.kafka
     services = ServiceSettings(kafka=url, namespace=f"bench{uuid.uuid4().hex[:8]}")
     settings = StreamSettings(data_dir=tmp / "stream-data")
+    out: dict[str, float] = {"events": float(events)}
     try:
         topics = (
             *services.topics.all_kafka,
-            services.topics.kafka("bench.in"),
-            services.topics.kafka("bench.out"),
+            *(services.topics.kafka(f"bench.{d}.{p}") for p in PROFILES for d in ("in", "out")),
         )
         await ensure_topics(services.kafka_bootstrap, topics, settings.partitions)
-        values = make_events(events + WARMUP, customers, datetime(2026, 1, 5, 10, tzinfo=UTC))
         await _enroll(services, customers)
-        baseline_s = await _baseline(
-            services.kafka_bootstrap,
-            services.topics.kafka("bench.in"),
-            services.topics.kafka("bench.out"),
-            values,
-        )
-        worker_s, latencies = await _worker(services, settings, values, tmp / "worker.log", probes)
+        key = await _bench_key(services)
+        mqtt_topic = services.topics.gateway_events("bench-store", "gw-door")
+        phases: dict[str, list[Record]] = {}
+        for i, (name, sizes) in enumerate(PROFILES.items()):
+            # Distinct events per phase (the worker would skip ones it has seen), an hour apart.
+            start = datetime(2026, 1, 5, 10 + i, tzinfo=UTC)
+            values = make_events(events + (WARMUP if i == 0 else 0), customers, start, seed=7 + i)
+            phases[name] = make_records(
+                values, sizes, mqtt_topic, key.kid, bytes.fromhex(key.secret), seed=i
+            )
+        baselines = {
+            name: await _baseline(
+                services.kafka_bootstrap,
+                services.topics.kafka(f"bench.in.{name}"),
+                services.topics.kafka(f"bench.out.{name}"),
+                records,
+            )
+            for name, records in phases.items()
+        }
+        figures, latencies = await _worker(services, settings, phases, tmp / "worker.log", probes)
     finally:
         await drop_prefix(services.redis, services.redis_prefix)
         if kafka is not None:
             kafka.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    baseline = events / baseline_s
-    worker = events / worker_s
-    return {
-        "events": float(events),
-        "events_per_s": round(worker, 1),
-        "baseline_per_s": round(baseline, 1),
-        "ratio": round(worker / baseline, 3),
+    for name, records in phases.items():
+        timed = records[_warmup(records) :] if name == next(iter(phases)) else records
+        n_events = sum(n for _, _, n in timed)
+        seconds, cpu = figures[name]
+        worker = n_events / seconds
+        baseline = sum(n for _, _, n in records) / baselines[name]
+        out |= {
+            f"{name}_events_per_batch": round(n_events / len(timed), 2),
+            f"{name}_events_per_s": round(worker, 1),
+            f"{name}_records_per_s": round(len(timed) / seconds, 1),
+            f"{name}_baseline_per_s": round(baseline, 1),
+            f"{name}_ratio": round(worker / baseline, 3),
+            f"{name}_cpu_s_per_1000": round(1000 * cpu / n_events, 3),
+        }
+    return out | {
         "latency_p50_ms": round(_pct(latencies, 0.50), 1),
         "latency_p99_ms": round(_pct(latencies, 0.99), 1),
         "latency_probes": float(len(latencies)),
         "partitions": float(settings.partitions),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
     }
+
+
+async def _bench_key(services: ServiceSettings) -> Any:
+    """The bench store's door gateway's key, labelled as a replay tool's: the bench's
+    events carry a fixed date, which the worker holds to its clock otherwise."""
+    from stream.keyring import REPLAY_LABEL, Keyring
+
+    redis = connect_redis(services.redis)
+    try:
+        return await Keyring(redis, services.redis_prefix).labelled(
+            "bench-store", "gw-door", REPLAY_LABEL
+        )
+    finally:
+        await redis.aclose()
 
 
 async def _stop(proc: subprocess.Popen[bytes]) -> None:

@@ -44,6 +44,7 @@ from contracts.signing import (
     Verified,
     verify_message,
 )
+from stream.batches import off_clock, record_headers, screen
 from stream.keyring import KeyCache, Keyring
 from stream.settings import StreamSettings
 from transport.cancel import reraise_if_cancelled
@@ -257,34 +258,39 @@ class Bridge:
         # A tool's replay carries the trace's recorded time; everything else is held to
         # this bridge's clock (DESIGN: "clock far off" is parked).
         trace_time = verified is not None and verified.key.trace_time
-        events, rejected = split_batch(message.payload)
-        futures = []
-        now = self.clock()
-        for event in events:
-            if event.store_id != store or event.gateway_id != gateway:
-                rejected_reason = (
-                    f"event {event.event_id} says store {event.store_id!r}/gateway {event.gateway_id!r} "
-                    f"but was published on {store!r}/{gateway!r}"
-                )
-                await self._dlq(rejected_reason, event.to_json(), store, gateway)
-                continue
-            if not trace_time and (off := self._off_clock(event.observed_at.timestamp(), now)):
-                self.counts["clock_off"] += 1
-                reason = (
-                    f"event {event.event_id} observed at {event.observed_at.isoformat()}, {off}"
-                )
-                await self._dlq(reason, event.to_json(), store, gateway)
-                continue
-            futures.append(
+        if self.settings.bridge_events_version == "v2":
+            # The batch as its gateway signed it, one record: the worker checks its events
+            # (and its signature again) itself (stream.batches).
+            headers = record_headers(message.topic, message.user_properties)
+            await self._producer.send_and_wait(
+                self.topics.events_v2, key=store.encode(), value=message.payload, headers=headers
+            )
+            self.counts["records_v2"] += 1
+        else:
+            events, rejected = split_batch(message.payload)
+            good, refused = screen(
+                events,
+                store,
+                gateway,
+                now=self.clock(),
+                settings=self.settings,
+                trace_time=trace_time,
+                clock="the bridge's clock",
+            )
+            for item in refused:
+                self.counts["clock_off"] += item.clock_off
+                await self._dlq(item.reason, item.raw, store, gateway)
+            futures = [
                 await self._producer.send(
                     self.topics.events, key=store.encode(), value=event.to_json()
                 )
-            )
-        for item in rejected:
-            await self._dlq(item.reason, item.raw, store, gateway)
-        if futures:
-            await asyncio.gather(*futures)
-        self.counts["events"] += len(futures)
+                for event in good
+            ]
+            for bad in rejected:
+                await self._dlq(bad.reason, bad.raw, store, gateway)
+            if futures:
+                await asyncio.gather(*futures)
+            self.counts["events"] += len(futures)
         if verified is not None and verified.published_at_ms is not None:
             # Only now: a batch that failed half-way is tried again, and must not be
             # refused as a replay of itself.
@@ -292,22 +298,6 @@ class Bridge:
             await self._redis.zadd(
                 self._published_key, {f"{store}/{gateway}": verified.published_at_ms}, gt=True
             )
-
-    def _off_clock(self, at: float, now: float) -> str | None:
-        """Why ``at`` (Unix s) is too far from this bridge's clock ``now``, or None."""
-        s = self.settings
-        if at < now - s.event_max_age_s:
-            return (
-                f"{now - at:.0f} s before the bridge's clock, more than "
-                f"PROXIMA_STREAM_EVENT_MAX_AGE_S={s.event_max_age_s:g}: the gateway's clock is "
-                "far off, or this is old data replayed"
-            )
-        if at > now + s.event_max_skew_s:
-            return (
-                f"{at - now:.0f} s ahead of the bridge's clock, more than "
-                f"PROXIMA_STREAM_EVENT_MAX_SKEW_S={s.event_max_skew_s:g}: the gateway's clock is far off"
-            )
-        return None
 
     async def _time_ok(
         self, message: Message, verified: Verified | None, store: str, gateway: str
@@ -329,7 +319,7 @@ class Bridge:
             await self._dlq(reason, message.payload, store, gateway)
             return False
         published = verified.published_at_ms / 1000
-        if off := self._off_clock(published, self.clock()):
+        if off := off_clock(published, self.clock(), s, "the bridge's clock"):
             self.counts["clock_off"] += 1
             at = datetime.fromtimestamp(published, UTC).isoformat(timespec="milliseconds")
             await self._dlq(f"batch published at {at}, {off}", message.payload, store, gateway)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +36,11 @@ class StreamSettings(BaseSettings):
     )
     batch_max: int = Field(
         default=500, ge=1, description="most events the worker takes per batch (one Redis write)"
+    )
+    batch_max_records: int = Field(
+        default=16,
+        ge=1,
+        description="most gateway batches (proxima.events.v2 records) the worker takes per batch",
     )
     batch_within_s: float = Field(
         default=0.005, gt=0, description="longest the worker waits to fill a batch"
@@ -113,6 +119,10 @@ class StreamSettings(BaseSettings):
         default="proxima-bridge-1",
         pattern=r"^[A-Za-z0-9._-]{1,64}$",
         description="MQTT client id of this bridge replica, unique per replica and stable across its restarts: it names the persistent session the broker keeps the replica's share of the gateways' batches in while it is down (deploy/k8s/bridge.yaml sets it from the StatefulSet's pod name)",
+    )
+    bridge_events_version: Literal["v1", "v2"] = Field(
+        default="v2",
+        description="what the bridge writes: v2 = one record per signed gateway batch on proxima.events.v2 (the worker verifies and checks it); v1 = one record per event on proxima.events.v1, checked by the bridge (deprecated, kept for one release for consumers of v1; the worker reads both)",
     )
     bridge_share_group: str = Field(
         default="proxima-bridge", description="MQTT shared subscription group"

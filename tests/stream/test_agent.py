@@ -655,3 +655,105 @@ async def test_a_departure_kafka_refused_is_published_on_the_retry(harness: Harn
     assert changes == [("ana", "arrival"), ("ana", "departure")]
     assert harness.processor.stats.counts["batch_retries"] == 1
     assert await harness.processor.tick() == []  # settled: published once
+
+
+# proxima.events.v2: one record per signed gateway batch, verified by the worker itself.
+
+
+def _batches_agent(app: faust.App) -> Any:
+    (agent,) = [a for name, a in app.agents.items() if name.endswith(".decide_batches")]
+    return agent
+
+
+async def _signed_batch(
+    harness: Harness, events: list[bytes], *, label: str | None = "replay"
+) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """A batch of ``events`` from store-1/gw-door as its gateway signs it, and the record
+    headers the bridge gives it. ``label="replay"``: a replay tool's key, whose events keep
+    their trace's time (T0 is long ago)."""
+    from contracts.signing import sign
+    from stream.batches import record_headers
+    from stream.keyring import Keyring
+
+    ring = Keyring(harness.processor.r, harness.services.redis_prefix)
+    if label:
+        key = await ring.labelled("store-1", "gw-door", label)
+    else:
+        key = await ring.add("store-1", "gw-door")
+    topic = harness.services.topics.gateway_events("store-1", "gw-door")
+    payload = b"[" + b",".join(events) + b"]"
+    props = sign(key.kid, bytes.fromhex(key.secret), topic, payload)
+    return payload, record_headers(topic, props.items())
+
+
+async def test_a_v2_batch_is_verified_and_each_event_checked_with_good_neighbours_alerting(
+    harness: Harness,
+) -> None:
+    topics = harness.services.topics
+    bad_kind = _ana_event(kind="geofence_enter")
+    other_store = _ana_event(store_id="store-2")
+    payload, headers = await _signed_batch(harness, [bad_kind, other_store, _ana_event()])
+    async with _batches_agent(harness.app).test_context() as agent:
+        await agent.put(payload, key=b"store-1", headers=headers, wait=False)
+        dlq = await harness.recorder.wait_for(topics.events_dlq, 2)
+        alerts = await harness.recorder.wait_for(topics.alerts, 1)
+    reasons = sorted(d["reason"] for d in dlq)
+    assert any("event 0: " in r and "geofence_enter" in r for r in reasons), reasons
+    assert any("says store 'store-2'" in r for r in reasons), reasons
+    assert all(d["source"] == "stream.worker" for d in dlq)
+    assert [a["customer_id"] for a in alerts] == ["ana"]
+
+
+async def test_a_v2_batch_with_a_bad_signature_is_parked_whole(harness: Harness) -> None:
+    topics = harness.services.topics
+    payload, headers = await _signed_batch(harness, [_ana_event()])
+    tampered = payload + b" "  # one byte more than was signed
+    async with _batches_agent(harness.app).test_context() as agent:
+        await agent.put(tampered, key=b"store-1", headers=headers, wait=False)
+        # A second, good batch behind it: the refusal does not stop the loop.
+        good, good_headers = await _signed_batch(harness, [_ana_event()])
+        await agent.put(good, key=b"store-1", headers=good_headers, wait=False)
+        (parked,) = await harness.recorder.wait_for(topics.events_dlq, 1)
+        await harness.recorder.wait_for(topics.alerts, 1)
+    assert "signature does not match" in parked["reason"]
+    assert base64.b64decode(parked["original_b64"]) == tampered
+    assert harness.processor.stats.counts["bad_signature"] == 1
+
+
+async def test_an_unsigned_v2_batch_is_refused_while_signatures_are_required(
+    harness: Harness,
+) -> None:
+    topics = harness.services.topics
+    topic = topics.gateway_events("store-1", "gw-door")
+    from stream.batches import record_headers
+
+    async with _batches_agent(harness.app).test_context() as agent:
+        await agent.put(
+            b"[" + _ana_event() + b"]",
+            key=b"store-1",
+            headers=record_headers(topic, []),
+            wait=False,
+        )
+        (parked,) = await harness.recorder.wait_for(topics.events_dlq, 1)
+    assert "unsigned message" in parked["reason"]
+    assert harness.recorder.on(topics.alerts) == []
+
+
+async def test_v2_events_far_from_the_workers_clock_are_parked_unless_a_replay_key_signed(
+    harness: Harness,
+) -> None:
+    topics = harness.services.topics
+    # A gateway's own key: its events are held to the clock; T0 is months ago.
+    payload, headers = await _signed_batch(harness, [_ana_event()], label=None)
+    async with _batches_agent(harness.app).test_context() as agent:
+        await agent.put(payload, key=b"store-1", headers=headers, wait=False)
+        (parked,) = await harness.recorder.wait_for(topics.events_dlq, 1)
+        assert harness.recorder.on(topics.alerts) == []
+        # The same event signed with a replay key: its trace's time is taken as it is.
+        replayed, replay_headers = await _signed_batch(harness, [_ana_event()])
+        await agent.put(replayed, key=b"store-1", headers=replay_headers, wait=False)
+        await harness.recorder.wait_for(topics.alerts, 1)
+    assert (
+        "s before the worker's clock, more than PROXIMA_STREAM_EVENT_MAX_AGE_S" in parked["reason"]
+    )
+    assert harness.processor.stats.counts["clock_off"] == 1

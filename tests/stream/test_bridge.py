@@ -31,8 +31,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 async def bridge(kafka_url: str, namespace: str) -> AsyncIterator[Bridge]:
     services = ServiceSettings(kafka=kafka_url, namespace=namespace)
     # Unsigned on purpose: this test is about everything but signatures (see test_bridge_signatures).
+    # v1: the bridge checks every event itself (with v2 the worker does: test_batches_v2).
     settings = StreamSettings(
-        partitions=1, bridge_max_payload=4096, require_signatures=False, stats_interval_s=0.2
+        partitions=1,
+        bridge_max_payload=4096,
+        require_signatures=False,
+        stats_interval_s=0.2,
+        bridge_events_version="v1",
     )
     await ensure_topics(services.kafka_bootstrap, services.topics.all_kafka, 1)
     b = Bridge(services, settings, client_id="test-bridge")

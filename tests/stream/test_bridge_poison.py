@@ -55,7 +55,13 @@ async def until(check: Callable[[], bool], what: str, timeout: float = 60) -> No
 
 def _settings(**overrides: Any) -> StreamSettings:
     # Unsigned: these tests are about payloads and outages (signatures: test_bridge_signatures).
-    base: dict[str, Any] = {"partitions": 1, "require_signatures": False, "retry_backoff_max_s": 1}
+    # v1: what reaches Kafka is counted per event (v2 records: test_batches_v2).
+    base: dict[str, Any] = {
+        "partitions": 1,
+        "require_signatures": False,
+        "retry_backoff_max_s": 1,
+        "bridge_events_version": "v1",
+    }
     return StreamSettings(**(base | overrides))
 
 

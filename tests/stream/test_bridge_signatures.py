@@ -35,7 +35,8 @@ def keyring(redis_ns: RedisNs) -> Keyring:
 @pytest.fixture
 async def strict_bridge(kafka_url: str, namespace: str) -> AsyncIterator[Bridge]:
     services = ServiceSettings(kafka=kafka_url, namespace=namespace)
-    settings = StreamSettings(partitions=1, require_signatures=True)
+    # v1: the events that pass are read one by one (v2 records: test_batches_v2).
+    settings = StreamSettings(partitions=1, require_signatures=True, bridge_events_version="v1")
     await ensure_topics(services.kafka_bootstrap, services.topics.all_kafka, 1)
     b = Bridge(services, settings, client_id="sig-bridge")
     ready = asyncio.Event()
@@ -95,3 +96,61 @@ async def test_only_correctly_signed_batches_pass(strict_bridge: Bridge, keyring
     assert "signature does not match" in by_payload[after]
     assert strict_bridge.counts["bad_signature"] == 6
     assert strict_bridge.counts["signed"] == 2
+
+
+async def test_v2_forwards_the_batch_as_signed_so_a_consumer_can_verify_it(
+    kafka_url: str, namespace: str, keyring: Keyring
+) -> None:
+    """proxima.events.v2: one record per batch, its bytes untouched, the MQTT topic and the
+    gateway's signature in the headers; a forged batch stops at the bridge all the same."""
+    from contracts.signing import GatewayKey, verify_message
+    from stream.batches import BatchRecord
+    from tests.kit.kafka import TopicReader
+
+    services = ServiceSettings(kafka=kafka_url, namespace=namespace)
+    await ensure_topics(services.kafka_bootstrap, services.topics.all_kafka, 1)
+    settings = StreamSettings(partitions=1, require_signatures=True)
+    assert settings.bridge_events_version == "v2"  # the default
+    topic = services.topics.gateway_events("store-1", "gw-door")
+    door = await keyring.add("store-1", "gw-door")
+    # Two events and odd spacing: the record must be these bytes, not a re-serialisation.
+    payload = b"[ %s ,\n%s ]" % (
+        json.dumps(fresh(seq=1)).encode(),
+        json.dumps(fresh(seq=2)).encode(),
+    )
+    forged = json.dumps([fresh(seq=3)]).encode()
+    bridge = Bridge(services, settings, client_id="v2-bridge")
+    ready = asyncio.Event()
+    task = asyncio.create_task(bridge.run(ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 20)
+        async with (
+            TopicReader(services.kafka_bootstrap, services.topics.events_v2) as records,
+            MqttClient(services.mqtt) as mqtt,
+        ):
+            await mqtt.publish(topic, forged, user_properties=_props(door, topic, payload))
+            await mqtt.publish(topic, payload, user_properties=_props(door, topic, payload))
+            await records.at_least(1, 30)
+            await records.until_idle(idle_s=1.0)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    (record,) = records.records
+    assert record.value == payload
+    assert record.key == b"store-1"
+    info = BatchRecord.of(record.headers)
+    assert info.mqtt_topic == topic
+    secret = bytes.fromhex(door.secret)
+    key = GatewayKey(door.kid, "store-1", "gw-door", secret)
+    verified = verify_message(
+        topic,
+        record.value,
+        info.properties,
+        lambda _kid: key,
+        store_id="store-1",
+        gateway_id="gw-door",
+    )
+    assert verified.published_at_ms is not None
+    assert bridge.counts["records_v2"] == 1
+    assert bridge.counts["bad_signature"] == 1

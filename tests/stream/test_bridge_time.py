@@ -39,6 +39,8 @@ DAY = timedelta(days=1)
 async def bridge_with(namespace: str, kafka_url: str, **settings: Any) -> AsyncIterator[Bridge]:
     services = ServiceSettings(kafka=kafka_url, namespace=namespace)
     await ensure_topics(services.kafka_bootstrap, services.topics.all_kafka, 1)
+    # v1: the bridge holds each event to its clock (with v2 the worker does: test_batches_v2).
+    settings.setdefault("bridge_events_version", "v1")
     b = Bridge(services, StreamSettings(partitions=1, **settings), client_id="time-bridge")
     ready = asyncio.Event()
     task = asyncio.create_task(b.run(ready), name="time-bridge")

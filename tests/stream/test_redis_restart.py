@@ -66,7 +66,7 @@ async def test_the_bridge_holds_its_batches_while_redis_is_away(
         await mqtt.publish(topic, payload, user_properties=sign(key.kid, secret, topic, payload))
 
     async with (
-        TopicReader(services.kafka_bootstrap, topics.events) as events,
+        TopicReader(services.kafka_bootstrap, topics.events_v2) as batches,
         running(Bridge(services, settings, client_id="redis-bridge")) as bridge,
         MqttClient(services.mqtt) as mqtt,
     ):
@@ -78,9 +78,9 @@ async def test_the_bridge_holds_its_batches_while_redis_is_away(
         await until(lambda: bridge.counts["retries"] >= 2, "the bridge retrying")
         assert bridge.counts["acked"] == 1  # held, not skipped
         await asyncio.to_thread(redis_server.start)
-        got = await events.at_least(30)
+        got = await batches.at_least(30)  # one record per batch (proxima.events.v2)
         await until(lambda: bridge.counts["acked"] == 30, "every batch acked")
-    assert sorted(json.loads(v)["seq"] for v in got) == list(range(1, 31))
+    assert sorted(e["seq"] for v in got for e in json.loads(v)) == list(range(1, 31))
     assert bridge.counts["bad_signature"] == 0
 
 
