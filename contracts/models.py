@@ -36,10 +36,17 @@ _HEX_RE = re.compile(r"^[0-9a-f]+$")
 
 
 def _utc_ms(value: datetime) -> datetime:
-    if value.tzinfo is None:
+    # On every timestamp of every event: plain arithmetic, not astimezone() (3.5x slower,
+    # ~6% of the stream worker's CPU in `proxima bench stream`'s profile).
+    offset = value.utcoffset()
+    if offset is None:
         raise ValueError("timestamp must carry a timezone (UTC), e.g. 2026-01-01T10:00:00.000Z")
-    value = value.astimezone(UTC)
-    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+    if offset:
+        value = value - offset
+    ms = value.microsecond // 1000 * 1000
+    if value.tzinfo is UTC and ms == value.microsecond:
+        return value
+    return value.replace(tzinfo=UTC, microsecond=ms)
 
 
 def _iso_ms(value: datetime) -> str:
@@ -481,6 +488,16 @@ def split_batch(
     """
     data = raw.encode() if isinstance(raw, str) else raw
     try:
+        # The common case, a batch of good events, in one pass of pydantic's JSON parser
+        # (~40% faster than json.loads then one model_validate per event); anything else
+        # is taken apart item by item below, so each rejection names its event.
+        events = _EVENT_LIST.validate_json(data)
+    except ValidationError:
+        pass
+    else:
+        if events and len(events) <= max_events:
+            return events, []
+    try:
         items = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         return [], [Rejected(None, f"payload is not JSON: {exc}", data)]
@@ -504,6 +521,9 @@ def split_batch(
         except ValidationError as exc:
             bad.append(Rejected(i, f"event {i}: {_describe(exc)}", json.dumps(item).encode()))
     return good, bad
+
+
+_EVENT_LIST = TypeAdapter(list[Event])
 
 
 class VisitChange(StrEnum):

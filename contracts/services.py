@@ -5,7 +5,9 @@ Every process reads these the same way; declared once, with environment variable
 
 from __future__ import annotations
 
-from pydantic import Field
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.topics import Topics
@@ -40,6 +42,37 @@ class ServiceSettings(BaseSettings):
         "acks, shifts); unset: PROXIMA_NAMESPACE's, empty: the contract's own names",
     )
 
+    # URLs are checked as the settings are read, so a bad one is one line naming the
+    # variable (deploy.cli's main), never a traceback from deep in a client library; the
+    # messages never carry a password.
+    @field_validator("mqtt")
+    @classmethod
+    def _mqtt_url(cls, value: str) -> str:
+        _check_url(value, ("mqtt", "mqtts"), "mqtt://host:1883 or mqtts://host:8883")
+        return value
+
+    @field_validator("redis")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        schemes = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+        if value.lower().startswith("unix://"):
+            return value
+        cluster = value.lower().split("://", 1)[0].endswith("+cluster")
+        _check_url(
+            value,
+            schemes,
+            "redis://host:6379/0, rediss://, unix:///path, redis+cluster://host:port[,host:port]",
+            several_hosts=cluster,
+        )
+        return value
+
+    @field_validator("kafka")
+    @classmethod
+    def _kafka_url(cls, value: str) -> str:
+        if value:
+            _check_url(value, ("kafka", "tcp"), "kafka://host:9092[,host:9092]", several_hosts=True)
+        return value
+
     @property
     def topics(self) -> Topics:
         return Topics(self.namespace, self.alerts_namespace)
@@ -61,3 +94,37 @@ class ServiceSettings(BaseSettings):
             if url.startswith(scheme):
                 url = url[len(scheme) :]
         return url.rstrip("/")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for messages and ``config show``)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    netloc, slash, tail = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0] + ":***"
+    return f"{scheme}{sep}{userinfo}{at}{hosts}{slash}{tail}"
+
+
+def _check_url(
+    url: str, schemes: tuple[str, ...], example: str, *, several_hosts: bool = False
+) -> None:
+    """Raise ValueError naming what is wrong with ``url`` (redacted) for these schemes."""
+    shown = redact_url(url)
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in schemes:
+        wanted = ", ".join(f"{s}://" for s in schemes)
+        raise ValueError(f"{shown!r}: the scheme must be one of {wanted} (e.g. {example})")
+    netloc = rest.partition("/")[0].partition("?")[0].rpartition("@")[2]
+    for host in netloc.split(",") if several_hosts else [netloc]:
+        try:
+            parts = urlsplit(f"{scheme}://{host}")
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"{shown!r}: {exc} (e.g. {example})") from None
+        if not parts.hostname:
+            raise ValueError(f"{shown!r}: no host (e.g. {example})")
+        if port is not None and not 0 < port < 65536:
+            raise ValueError(f"{shown!r}: port {port} out of range (e.g. {example})")

@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from contracts.services import ServiceSettings
+from deploy.config import config_app
 from deploy.docs import docs_app
 from edge import cli as edge_cli
 from edge.cli import app as edge_app
@@ -74,6 +75,7 @@ def _root(
 
 
 app.add_typer(edge_app, name="edge")
+app.add_typer(config_app, name="config")
 app.add_typer(stream_app, name="stream")
 app.add_typer(notifier_app, name="notifier")
 notifier_app.add_typer(routing_app, name="routing")
@@ -1091,7 +1093,18 @@ app.add_typer(docs_app, name="docs")
 
 
 def main() -> None:
-    app()
+    """``proxima``: a bad setting or a service out of reach is one line naming the setting
+    (never a traceback, never a password) and exit 2 (deploy.config.explain)."""
+    try:
+        app()
+    except Exception as exc:
+        from deploy.config import explain
+
+        line = explain(exc)
+        if line is None:
+            raise
+        sys.stderr.write(f"proxima: {line}\n")
+        sys.exit(2)
 
 
 if __name__ == "__main__":

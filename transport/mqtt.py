@@ -33,6 +33,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from contracts.services import redact_url
+
 log = logging.getLogger(__name__)
 
 
@@ -54,9 +56,9 @@ class MqttUrl:
     def parse(cls, url: str) -> MqttUrl:
         parts = urlsplit(url)
         if parts.scheme not in ("mqtt", "mqtts"):
-            raise ValueError(f"MQTT URL {url!r}: scheme must be mqtt:// or mqtts://")
+            raise ValueError(f"MQTT URL {redact_url(url)!r}: scheme must be mqtt:// or mqtts://")
         if not parts.hostname:
-            raise ValueError(f"MQTT URL {url!r}: no host")
+            raise ValueError(f"MQTT URL {redact_url(url)!r}: no host")
         tls = parts.scheme == "mqtts"
         return cls(
             host=parts.hostname,

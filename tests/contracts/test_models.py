@@ -138,3 +138,22 @@ def test_ack_and_status_models() -> None:
         ),
     )
     assert status.state == "offline"
+
+
+def test_split_batch_reads_a_good_batch_as_the_item_by_item_path_does() -> None:
+    """The one-pass path for good batches gives the same events as validating each item."""
+    from contracts.models import Event
+
+    items = [
+        event_dict(seq=1, observed_at="2026-01-01T11:00:00.123456+01:00"),
+        event_dict(seq=2, observed_at="2026-01-01T10:00:00Z", kind="zone_exit"),
+        event_dict(seq=3, observed_at="2026-01-01T05:30:00.5-04:30"),
+    ]
+    events, rejected = split_batch(json.dumps(items))
+    assert rejected == []
+    assert events == [Event.model_validate(item) for item in items]
+    assert [e.observed_at.isoformat() for e in events] == [
+        "2026-01-01T10:00:00.123000+00:00",
+        "2026-01-01T10:00:00+00:00",
+        "2026-01-01T10:00:00.500000+00:00",
+    ]
