@@ -5,9 +5,11 @@ Every process reads these the same way; declared once, with environment variable
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.topics import Topics
@@ -34,6 +36,36 @@ class ServiceSettings(BaseSettings):
     namespace: str = Field(
         default="",
         description="prefix for topics and keys, so several systems can share brokers",
+    )
+
+    mqtt_ca_file: Path | None = Field(
+        default=None,
+        description="CA bundle the services trust for an mqtts:// broker (default: the system's)",
+    )
+    mqtt_cert_file: Path | None = Field(
+        default=None, description="client certificate for an mqtts:// broker that asks for one"
+    )
+    mqtt_key_file: Path | None = Field(
+        default=None, description="the client certificate's private key"
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        description="how every Kafka client connects (managed Kafka: SASL_SSL or SSL)",
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        default="PLAIN", description="SASL mechanism with SASL_PLAINTEXT or SASL_SSL"
+    )
+    kafka_sasl_username: str = Field(default="", description="SASL user name")
+    kafka_sasl_password: SecretStr = Field(default=SecretStr(""), description="SASL password")
+    kafka_ca_file: Path | None = Field(
+        default=None,
+        description="CA bundle the Kafka clients trust with SSL or SASL_SSL (default: the system's)",
+    )
+    kafka_cert_file: Path | None = Field(
+        default=None, description="client certificate for Kafka brokers that ask for one (mTLS)"
+    )
+    kafka_key_file: Path | None = Field(
+        default=None, description="the Kafka client certificate's private key"
     )
 
     alerts_namespace: str | None = Field(
@@ -72,6 +104,35 @@ class ServiceSettings(BaseSettings):
         if value:
             _check_url(value, ("kafka", "tcp"), "kafka://host:9092[,host:9092]", several_hosts=True)
         return value
+
+    @model_validator(mode="after")
+    def _security_complete(self) -> Self:
+        if self.kafka_security_protocol.startswith("SASL") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password.get_secret_value()
+        ):
+            raise ValueError(
+                f"PROXIMA_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                "PROXIMA_KAFKA_SASL_USERNAME and PROXIMA_KAFKA_SASL_PASSWORD"
+            )
+        for cert, key, what in (
+            (self.kafka_cert_file, self.kafka_key_file, "KAFKA"),
+            (self.mqtt_cert_file, self.mqtt_key_file, "MQTT"),
+        ):
+            if (cert is None) != (key is None):
+                raise ValueError(
+                    f"PROXIMA_{what}_CERT_FILE and PROXIMA_{what}_KEY_FILE go together"
+                )
+        for path in (
+            self.kafka_ca_file,
+            self.kafka_cert_file,
+            self.kafka_key_file,
+            self.mqtt_ca_file,
+            self.mqtt_cert_file,
+            self.mqtt_key_file,
+        ):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{path}: no such file")
+        return self
 
     @property
     def topics(self) -> Topics:

@@ -1053,7 +1053,13 @@ def topics_ensure(
     """
     from stream.settings import StreamSettings
     from stream.tables import ensure_changelogs
-    from transport.kafka import TopicShape, describe_topics, ensure_topics, wait_for_broker
+    from transport.kafka import (
+        TopicShape,
+        describe_topics,
+        ensure_topics,
+        kafka_security,
+        wait_for_broker,
+    )
 
     services = ServiceSettings()
     if not services.kafka:
@@ -1062,7 +1068,8 @@ def topics_ensure(
     count = partitions or settings.partitions
 
     async def run() -> dict[str, TopicShape]:
-        await wait_for_broker(services.kafka_bootstrap, timeout=timeout)
+        security = kafka_security(services)
+        await wait_for_broker(services.kafka_bootstrap, timeout=timeout, security=security)
         names = services.topics.all_kafka
         not_set = await ensure_topics(
             services.kafka_bootstrap,
@@ -1070,6 +1077,7 @@ def topics_ensure(
             count,
             replication,
             retention_ms=settings.kafka_retention_s * 1000,
+            security=security,
         )
         for name in not_set:
             err.print(

@@ -80,8 +80,8 @@ from notifier.routing import Ladder
 from notifier.settings import NotifierSettings
 from notifier.web.app import Console, serve
 from transport.cancel import reraise_if_cancelled
-from transport.kafka import make_producer
-from transport.mqtt import Message, MqttClient, MqttError
+from transport.kafka import kafka_security, make_producer
+from transport.mqtt import Message, MqttClient, MqttError, service_tls
 from transport.redis import RedisClient, connect_redis, is_cluster_url
 from transport.retry import backoff, retrying
 
@@ -104,7 +104,7 @@ class Notifier:
         self.topics = services.topics
         self.group_id = f"{services.namespace}-{group_id}" if services.namespace else group_id
         self.clock = clock
-        self.mqtt = MqttClient(services.mqtt)
+        self.mqtt = MqttClient(services.mqtt, **service_tls(services))
         self.metrics = Metrics()
         self.redis: RedisClient
         if is_cluster_url(services.redis):
@@ -227,8 +227,10 @@ class Notifier:
         return f"$share/{self.group_id}/{flt}"
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
+        security = kafka_security(self.services)
         consumer = AIOKafkaConsumer(
             self.topics.alerts,
+            **security,
             bootstrap_servers=self.services.kafka_bootstrap,
             group_id=self.group_id,
             enable_auto_commit=False,
@@ -239,6 +241,7 @@ class Notifier:
         # a forget or revocation made while every notifier was down still arrives.
         consent = AIOKafkaConsumer(
             self.topics.kafka(CONSENT),
+            **security,
             bootstrap_servers=self.services.kafka_bootstrap,
             group_id=f"{self.group_id}-consent",
             enable_auto_commit=False,
@@ -246,7 +249,10 @@ class Notifier:
             fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
         )
         producer = make_producer(
-            self.services.kafka_bootstrap, idempotent=False, client_id="proxima-notifier"
+            self.services.kafka_bootstrap,
+            idempotent=False,
+            client_id="proxima-notifier",
+            security=security,
         )
         await consumer.start()
         await consent.start()

@@ -49,6 +49,7 @@ from stream.rules import RuleBook
 from stream.settings import StreamSettings
 from stream.tables import DEDUPE_TABLE, AlertDedupe, app_id, ensure_changelogs
 from transport.cancel import reraise_if_cancelled
+from transport.kafka import faust_credentials
 from transport.redis import connect_redis, warn_if_not_persistent
 from transport.retry import backoff_delay, run_guarded
 from transport.stats import publish as publish_stats
@@ -149,6 +150,7 @@ def create_app(
         broker_commit_interval=COMMIT_INTERVAL_S,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.session_timeout_s / 5,
+        broker_credentials=faust_credentials(services),
     )
 
     # Bytes in, bytes out: the contracts package validates, so a bad payload reaches our

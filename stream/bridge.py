@@ -48,8 +48,8 @@ from stream.batches import off_clock, record_headers, screen
 from stream.keyring import KeyCache, Keyring
 from stream.settings import StreamSettings
 from transport.cancel import reraise_if_cancelled
-from transport.kafka import make_producer
-from transport.mqtt import Message, MqttClient
+from transport.kafka import kafka_security, make_producer
+from transport.mqtt import Message, MqttClient, service_tls
 from transport.redis import RedisClient, connect_redis, warn_if_not_persistent
 from transport.retry import retry_transient, run_guarded
 from transport.stats import publish as publish_stats
@@ -83,6 +83,7 @@ class Bridge:
         ns = f"{services.namespace}-" if services.namespace else ""
         self.mqtt = MqttClient(
             services.mqtt,
+            **service_tls(services),
             client_id=f"{ns}{client_id or settings.bridge_client_id}",
             manual_ack=True,
             clean_session=False,
@@ -99,6 +100,7 @@ class Bridge:
             idempotent=self.settings.kafka_idempotent,
             client_id="proxima-bridge",
             max_request_size=self.settings.kafka_max_request_size,
+            security=kafka_security(self.services),
         )
         self._producer = producer
         self._redis = connect_redis(self.services.redis)

@@ -93,11 +93,12 @@ async def ensure_changelogs(services: ServiceSettings, settings: StreamSettings)
     ensure`` creates them the same way after the contract topics. Existing changelogs are
     left as they are.
     """
-    from transport.kafka import TopicShape, describe_topic, ensure_topics
+    from transport.kafka import TopicShape, describe_topic, ensure_topics, kafka_security
 
     names = changelog_topics(services, settings)
     events = services.topics.events
-    shape = await describe_topic(services.kafka_bootstrap, events)
+    security = kafka_security(services)
+    shape = await describe_topic(services.kafka_bootstrap, events, security=security)
     if shape is None:
         shape = TopicShape(settings.partitions, 1)
         log.warning(
@@ -106,7 +107,13 @@ async def ensure_changelogs(services: ServiceSettings, settings: StreamSettings)
             ", ".join(names),
             shape.partitions,
         )
-    await ensure_topics(services.kafka_bootstrap, names, shape.partitions, shape.replication)
+    await ensure_topics(
+        services.kafka_bootstrap,
+        names,
+        shape.partitions,
+        shape.replication,
+        security=security,
+    )
     return names
 
 

@@ -9,16 +9,70 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
+from contracts.services import ServiceSettings
 from contracts.topics import ALERTS, CONSENT, VISITS
 
 log = logging.getLogger(__name__)
+
+
+Security = Mapping[str, Any]
+"""aiokafka's keyword arguments for TLS and SASL (:func:`kafka_security`); every client
+of a service gets the same."""
+
+
+def kafka_security(services: ServiceSettings) -> dict[str, Any]:
+    """The TLS and SASL keyword arguments every aiokafka client of ``services`` takes
+    (``PROXIMA_KAFKA_SECURITY_PROTOCOL`` and friends); empty for PLAINTEXT."""
+    protocol = services.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return {}
+    out: dict[str, Any] = {"security_protocol": protocol}
+    if protocol in ("SSL", "SASL_SSL"):
+        out["ssl_context"] = _ssl_context(services)
+    if protocol.startswith("SASL"):
+        out |= {
+            "sasl_mechanism": services.kafka_sasl_mechanism,
+            "sasl_plain_username": services.kafka_sasl_username,
+            "sasl_plain_password": services.kafka_sasl_password.get_secret_value(),
+        }
+    return out
+
+
+def faust_credentials(services: ServiceSettings) -> Any:
+    """The same security for Faust's ``broker_credentials`` (None for PLAINTEXT). Faust
+    0.15 turns these back into aiokafka's keyword arguments
+    (``faust.transport.drivers.aiokafka.credentials_to_aiokafka_auth``)."""
+    import faust
+
+    protocol = services.kafka_security_protocol
+    if protocol == "SSL":
+        return faust.SSLCredentials(_ssl_context(services))
+    if protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=services.kafka_sasl_username,
+            password=services.kafka_sasl_password.get_secret_value(),
+            mechanism=services.kafka_sasl_mechanism,
+            ssl_context=_ssl_context(services) if protocol == "SASL_SSL" else None,
+        )
+    return None
+
+
+def _ssl_context(services: ServiceSettings) -> ssl.SSLContext:
+    ca = services.kafka_ca_file
+    context = ssl.create_default_context(cafile=str(ca) if ca else None)
+    if services.kafka_cert_file and services.kafka_key_file:
+        context.load_cert_chain(str(services.kafka_cert_file), str(services.kafka_key_file))
+    return context
 
 
 def make_producer(
@@ -27,10 +81,12 @@ def make_producer(
     idempotent: bool,
     client_id: str,
     max_request_size: int = 1024 * 1024,
+    security: Security | None = None,
 ) -> AIOKafkaProducer:
     """A producer that waits for every in-sync replica (``acks=all``); a record larger
     than ``max_request_size`` fails at once with MessageSizeTooLargeError."""
     return AIOKafkaProducer(
+        **(security or {}),
         bootstrap_servers=bootstrap,
         client_id=client_id,
         acks="all",
@@ -41,7 +97,9 @@ def make_producer(
     )
 
 
-async def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> None:
+async def wait_for_broker(
+    bootstrap: str, timeout: float = 30.0, *, security: Security | None = None
+) -> None:
     """Wait until a Kafka-protocol broker answers metadata requests."""
     deadline = asyncio.get_running_loop().time() + timeout
     last: Exception | None = None
@@ -58,7 +116,9 @@ async def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> None:
         await writer.wait_closed()
         break
     while asyncio.get_running_loop().time() < deadline:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+        admin = AIOKafkaAdminClient(
+            **(security or {}), bootstrap_servers=bootstrap, request_timeout_ms=3000
+        )
         try:
             await admin.start()
             await admin.list_topics()
@@ -106,9 +166,13 @@ class TopicShape:
     replication: int
 
 
-async def describe_topics(bootstrap: str, topics: list[str]) -> dict[str, TopicShape]:
+async def describe_topics(
+    bootstrap: str, topics: list[str], *, security: Security | None = None
+) -> dict[str, TopicShape]:
     """The shape of each of ``topics`` that exists (missing ones are left out)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(
+        **(security or {}), bootstrap_servers=bootstrap, request_timeout_ms=10_000
+    )
     await admin.start()
     try:
         existing = [t for t in topics if t in set(await admin.list_topics())]
@@ -125,9 +189,11 @@ async def describe_topics(bootstrap: str, topics: list[str]) -> dict[str, TopicS
     }
 
 
-async def describe_topic(bootstrap: str, topic: str) -> TopicShape | None:
+async def describe_topic(
+    bootstrap: str, topic: str, *, security: Security | None = None
+) -> TopicShape | None:
     """The shape of ``topic``, or None if it does not exist."""
-    return (await describe_topics(bootstrap, [topic])).get(topic)
+    return (await describe_topics(bootstrap, [topic], security=security)).get(topic)
 
 
 async def partition_count(bootstrap: str, topic: str) -> int | None:
@@ -143,6 +209,7 @@ async def ensure_topics(
     replication: int = 1,
     *,
     retention_ms: int | None = None,
+    security: Security | None = None,
 ) -> list[str]:
     """Create the topics with ``partitions`` partitions; existing ones keep their shape.
 
@@ -153,7 +220,9 @@ async def ensure_topics(
     topics whose retention could not be changed (a broker without AlterConfigs, such as
     Tansu), each logged with what to do.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(
+        **(security or {}), bootstrap_servers=bootstrap, request_timeout_ms=10_000
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -23,8 +23,9 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
@@ -33,7 +34,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from contracts.services import redact_url
+from contracts.services import ServiceSettings, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,28 @@ class MqttUrl:
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
         )
+
+
+class MqttTls(TypedDict):
+    """:class:`MqttClient`'s TLS keyword arguments."""
+
+    ca_file: str | None
+    cert_file: str | None
+    key_file: str | None
+
+
+def service_tls(services: ServiceSettings) -> MqttTls:
+    """The CA and client certificate a service's :class:`MqttClient` uses for mqtts://
+    (``PROXIMA_MQTT_CA_FILE``, ``PROXIMA_MQTT_CERT_FILE``, ``PROXIMA_MQTT_KEY_FILE``)."""
+
+    def text(path: Path | None) -> str | None:
+        return None if path is None else str(path)
+
+    return MqttTls(
+        ca_file=text(services.mqtt_ca_file),
+        cert_file=text(services.mqtt_cert_file),
+        key_file=text(services.mqtt_key_file),
+    )
 
 
 @dataclass(frozen=True, slots=True)

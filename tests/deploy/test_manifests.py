@@ -158,3 +158,20 @@ def test_each_bridge_replica_has_its_own_stable_mqtt_client_id() -> None:
     source = env["PROXIMA_STREAM_BRIDGE_CLIENT_ID"]["valueFrom"]["fieldRef"]["fieldPath"]
     assert source == "metadata.name"
     assert "PROXIMA_STREAM_BRIDGE_CLIENT_ID" in _declared_env()
+
+
+def test_the_console_is_served_over_https_by_an_ingress() -> None:
+    (ingress,) = [d for d in _k8s_docs() if d["kind"] == "Ingress"]
+    (tls,) = ingress["spec"]["tls"]
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] in tls["hosts"]
+    assert tls["secretName"]
+    backend = rule["http"]["paths"][0]["backend"]["service"]
+    (service,) = [
+        d
+        for d in _k8s_docs()
+        if d["kind"] == "Service" and d["metadata"]["name"] == backend["name"]
+    ]
+    assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
+    config = next(d for d in _k8s_docs() if d["kind"] == "ConfigMap")
+    assert config["data"]["PROXIMA_NOTIFIER_COOKIE_SECURE"] == "true"
