@@ -34,6 +34,7 @@ import uvloop
 from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 from faust.types import TP, EventT
+from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisClusterException, RedisError
 
 from contracts.exceptions import ContractError
@@ -50,6 +51,7 @@ from stream.settings import StreamSettings
 from stream.tables import DEDUPE_TABLE, AlertDedupe, app_id, ensure_changelogs
 from transport.cancel import reraise_if_cancelled
 from transport.kafka import faust_credentials
+from transport.probes import CountsCollector, serving
 from transport.redis import connect_redis, warn_if_not_persistent
 from transport.retry import backoff_delay, run_guarded
 from transport.stats import publish as publish_stats
@@ -484,6 +486,23 @@ def create_app(
             return registered
 
         return register
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def probes() -> None:
+        """``/livez``, ``/readyz`` (Redis answers) and ``/metrics`` (the counters ``proxima
+        stats`` shows) on ``PROXIMA_STREAM_WORKER_HTTP_PORT`` (transport.probes)."""
+        if settings.worker_http_port is None:
+            return
+        proc = await get_processor()
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(CountsCollector("stream-worker", proc.stats.counts))
+
+        async def redis_up() -> bool:
+            return bool(await proc.r.ping())
+
+        checks = {"redis": redis_up}
+        async with serving(settings.http_host, settings.worker_http_port, registry, checks):
+            await asyncio.Event().wait()  # until the worker stops (cancelled)
 
     @app.task  # type: ignore[untyped-decorator]
     async def check_redis() -> None:

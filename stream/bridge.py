@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from functools import partial
 
 from aiokafka import AIOKafkaProducer
+from prometheus_client import CollectorRegistry
 
 from contracts.exceptions import ContractError
 from contracts.models import DlqRecord, GatewayStatus, parse_model, split_batch
@@ -50,11 +51,15 @@ from stream.settings import StreamSettings
 from transport.cancel import reraise_if_cancelled
 from transport.kafka import kafka_security, make_producer
 from transport.mqtt import Message, MqttClient, service_tls
+from transport.probes import CountsCollector, serving
 from transport.redis import RedisClient, connect_redis, warn_if_not_persistent
 from transport.retry import retry_transient, run_guarded
 from transport.stats import publish as publish_stats
 
 log = logging.getLogger(__name__)
+
+BRIDGE_GAUGES = ("unacked", "subscribed", "mqtt_reconnects")
+"""Counters of the bridge that are levels, not totals (``/metrics`` types them as gauges)."""
 _KID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
@@ -93,6 +98,9 @@ class Bridge:
         self._redis: RedisClient | None = None
         self._keys: KeyCache | None = None
         self._in_hand = 0  # messages taken from the queue and not acked yet (0 or 1)
+        self.http_port: int | None = None  # where /livez, /readyz, /metrics are served
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(CountsCollector("bridge", self.counts, gauges=BRIDGE_GAUGES))
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         producer = make_producer(
@@ -110,8 +118,14 @@ class Bridge:
         await producer.start()
         await warn_if_not_persistent(self._redis, "bridge", self.counts)
         counters = asyncio.create_task(self._publish_counters(), name="bridge-counters")
+        s = self.settings
+        checks = {"mqtt": self._mqtt_up, "redis": self._redis_up}
         try:
-            async with self.mqtt:
+            async with (
+                serving(s.http_host, s.bridge_http_port, self.registry, checks) as port,
+                self.mqtt,
+            ):
+                self.http_port = port
                 await self.mqtt.subscribe(
                     self.topics.all_gateway_events(self.settings.bridge_share_group), qos=1
                 )
@@ -136,6 +150,12 @@ class Bridge:
             await asyncio.wait([counters])
             await producer.stop()
             await self._redis.aclose()
+
+    async def _mqtt_up(self) -> bool:
+        return self.mqtt.is_connected
+
+    async def _redis_up(self) -> bool:
+        return self._redis is not None and bool(await self._redis.ping())
 
     async def _publish_counters(self) -> None:
         """Every ``stats_interval_s``: this bridge's counters for ``proxima stats``."""

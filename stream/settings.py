@@ -120,6 +120,22 @@ class StreamSettings(BaseSettings):
         pattern=r"^[A-Za-z0-9._-]{1,64}$",
         description="MQTT client id of this bridge replica, unique per replica and stable across its restarts: it names the persistent session the broker keeps the replica's share of the gateways' batches in while it is down (deploy/k8s/bridge.yaml sets it from the StatefulSet's pod name)",
     )
+    http_host: str = Field(
+        default="127.0.0.1",
+        description="bind address of the bridge's and the worker's /livez, /readyz and /metrics (0.0.0.0 in a pod)",
+    )
+    bridge_http_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="the bridge's probes and metrics port; unset = off",
+    )
+    worker_http_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="the stream worker's probes and metrics port; unset = off",
+    )
     bridge_events_version: Literal["v1", "v2"] = Field(
         default="v2",
         description="what the bridge writes: v2 = one record per signed gateway batch on proxima.events.v2 (the worker verifies and checks it); v1 = one record per event on proxima.events.v1, checked by the bridge (deprecated, kept for one release for consumers of v1; the worker reads both)",

@@ -98,6 +98,8 @@ class Console:
                 web.get("/sw.js", pages.service_worker),
                 web.get("/api/openapi.json", pages.openapi_doc),
                 web.get("/healthz", self.operations.healthz),
+                web.get("/readyz", self.operations.healthz),
+                web.get("/livez", self.operations.livez),
                 web.get("/metrics", self.operations.metrics_text),
                 web.post("/api/session", self.session.login),
                 web.delete("/api/session", self.session.logout),

@@ -165,6 +165,21 @@ def _operations() -> dict[str, dict[str, Any]]:
                 extra={"503": _json(HealthReply, "Redis unreachable")},
             )
         },
+        "/readyz": {
+            "get": _op(
+                "readiness, as /healthz: Redis reachable (503 if not); MQTT connected",
+                _json(HealthReply),
+                auth=False,
+                extra={"503": _json(HealthReply, "Redis unreachable")},
+            )
+        },
+        "/livez": {
+            "get": _op(
+                "liveness: 200 while the process answers (a Redis blip does not fail it)",
+                _json({"type": "object", "properties": {"status": {"const": "ok"}}}),
+                auth=False,
+            )
+        },
         "/metrics": {
             "get": _op("Prometheus metrics (text format 0.0.4)", _text("text/plain"), auth=False)
         },

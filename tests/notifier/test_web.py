@@ -794,6 +794,8 @@ async def test_every_json_reply_is_what_the_openapi_document_describes(
         (joao, "POST", "/api/session", {**sign_in, "password": "wrong"}, "/api/session"),
         (joao, "POST", "/api/session", sign_in, "/api/session"),
         (boss, "GET", "/healthz", None, "/healthz"),
+        (boss, "GET", "/readyz", None, "/readyz"),
+        (boss, "GET", "/livez", None, "/livez"),
         (boss, "GET", "/api/me", None, "/api/me"),
         (boss, "GET", "/api/alerts", None, "/api/alerts"),
         (boss, "GET", "/api/alerts?since=yesterday", None, "/api/alerts"),

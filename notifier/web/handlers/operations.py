@@ -1,4 +1,8 @@
-"""For operators and their tools: ``/healthz`` and ``/metrics``."""
+"""For operators and their tools: ``/livez``, ``/readyz`` (= ``/healthz``) and ``/metrics``.
+
+Liveness and readiness are separate so that a Redis blip takes a notifier out of service
+(readiness) without restarting it (liveness): ``/livez`` answers while the process's
+event loop does, ``/readyz`` also needs Redis."""
 
 from __future__ import annotations
 
@@ -20,6 +24,9 @@ class OperationHandlers:
     redis: RedisClient
     metrics: Metrics
     mqtt_connected: Callable[[], bool]
+
+    async def livez(self, _request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
 
     async def healthz(self, _request: web.Request) -> web.Response:
         try:
