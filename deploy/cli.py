@@ -231,14 +231,30 @@ def notifier_serve(
     _run_forever(Notifier(services, settings=settings).run())
 
 
+RECANCEL_S = 2.0
+"""How often a service that is stopping is cancelled again until it has stopped."""
+
+
 def _run_forever(coro: Coroutine[Any, Any, None]) -> None:
     import signal
 
     async def main() -> None:
         task = asyncio.ensure_future(coro)
         loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            # A cancellation can be swallowed on its way through a client library (seen
+            # once: a bridge in the test suite that never stopped after SIGTERM, its paho
+            # thread still running, so it never reached its MQTT disconnect; the library
+            # was not found). So until the task is done it is cancelled again every
+            # RECANCEL_S; each service's shutdown is safe to interrupt (at least once: what
+            # was not acked is delivered again).
+            if not task.done():
+                task.cancel()
+                loop.call_later(RECANCEL_S, stop)
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
+            loop.add_signal_handler(sig, stop)
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
