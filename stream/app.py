@@ -23,22 +23,20 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import faust
 import uvloop
 from aiokafka.errors import KafkaError
-from faust.exceptions import ProducerSendError
 from faust.types import TP, EventT
 from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisClusterException, RedisError
 
 from contracts.exceptions import ContractError
-from contracts.models import Alert, DlqRecord, Event, VisitUpdate, parse_model, split_batch
+from contracts.models import DlqRecord, Event, VisitUpdate, parse_model, split_batch
 from contracts.services import ServiceSettings
 from contracts.signing import SignatureError, verify_message
 from contracts.topics import CONSENT, VISITS
@@ -47,13 +45,14 @@ from stream.consent_log import pump_outbox
 from stream.keyring import KeyCache, Keyring
 from stream.processor import EventProcessor
 from stream.rules import RuleBook
+from stream.runner import BatchRunner, Commit, OffsetCommitter, RawSend
 from stream.settings import StreamSettings
 from stream.tables import DEDUPE_TABLE, AlertDedupe, app_id, ensure_changelogs
 from transport.cancel import reraise_if_cancelled
 from transport.kafka import faust_credentials
 from transport.probes import CountsCollector, serving
 from transport.redis import connect_redis, warn_if_not_persistent
-from transport.retry import backoff_delay, run_guarded
+from transport.retry import run_guarded
 from transport.stats import publish as publish_stats
 
 log = logging.getLogger(__name__)
@@ -81,34 +80,6 @@ def _fetch_wait(ms: int) -> None:
     create.__wrapped__ = original  # type: ignore[attr-defined]
     cls._create_worker_consumer = create  # type: ignore[method-assign]
 
-
-TRANSIENT: tuple[type[Exception], ...] = (
-    RedisError,
-    RedisClusterException,
-    KafkaError,
-    ProducerSendError,
-    OSError,
-)
-"""Errors of a service that comes back (a Redis restart, a broker away): the worker retries.
-redis-py's ConnectionError and TimeoutError are RedisErrors; a cluster client with no node
-answering raises RedisClusterException, which is not; Faust's producer wraps KafkaError in
-ProducerSendError; OSError covers sockets."""
-
-T = TypeVar("T")
-
-
-async def all_acked(acks: list[Awaitable[Any]]) -> None:
-    """Wait for every ack, then raise the first error if any (so none fails unobserved)."""
-    for result in await asyncio.gather(*acks, return_exceptions=True):
-        if isinstance(result, BaseException):
-            raise result
-
-
-RawSend = Callable[[str, bytes | None, bytes | None], Awaitable[Awaitable[Any]]]
-"""Hand one record (topic name, key, value) to a producer; returns the future of its ack."""
-
-Commit = Callable[[Mapping[TP, int]], Awaitable[bool]]
-"""Commit consumer offsets (partition → next offset to read); False if not committed."""
 
 COMMIT_INTERVAL_S = 0.5
 """How often finished events' offsets are committed (a restart replays at most this much
@@ -232,115 +203,27 @@ def create_app(
         keys: KeyCache = state["keys"]
         return keys
 
-    Sent = list[tuple[Alert, EventT[bytes]]]
-    """Alerts on Kafka, each with the Faust event that caused it (its partition)."""
+    def original(event: Event, source: EventT[bytes]) -> bytes:
+        """What an event that fails on its own is parked with: its v1 record, or the event
+        itself out of a v2 batch."""
+        raw: bytes = source.value
+        return raw if raw.startswith(b"{") else event.to_json()
 
-    async def retrying(
-        proc: EventProcessor,
-        what: str,
-        step: Callable[[], Awaitable[T]],
-        retry: tuple[type[Exception], ...] = TRANSIENT,
-    ) -> T:
-        """Run ``step`` until it succeeds, after each error in ``retry`` waiting a capped,
-        jittered backoff (counted as ``batch_retries``); other errors are raised."""
-        attempt = 0
-        while True:
-            try:
-                return await step()
-            except retry as exc:
-                reraise_if_cancelled()  # redis-py turns a cancellation into ConnectionError
-                attempt += 1
-                proc.stats.counts["batch_retries"] += 1
-                delay = backoff_delay(
-                    attempt - 1,
-                    settings.retry_backoff_s,
-                    settings.retry_backoff_max_s,
-                    random.random,
-                )
-                log.error(
-                    "%s failed (%s: %s): retry %d in %.2f s",
-                    what,
-                    type(exc).__name__,
-                    exc,
-                    attempt,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-
-    async def park(records: list[DlqRecord]) -> None:
-        """Put records on the DLQ and wait for Kafka's acks."""
-        await all_acked([await send(dlq_topic, None, record.to_json()) for record in records])
-
-    async def attempt(
-        proc: EventProcessor, events: list[tuple[Event, EventT[bytes]]], rejected: list[DlqRecord]
-    ) -> Sent:
-        """One try at a batch: decide, hand everything to Kafka, wait for the acks, mark done.
-
-        Every step may run again (stream.processor: visit state, dedupe claims and event
-        marks are built for replays), so a try that fails is run again whole; the claims it
-        made are released first, or this worker would refuse its own alerts on the retry.
-        """
-        counts = proc.stats.counts
-        before = counts.copy()
-        try:
-            pending = [await send(dlq_topic, None, record.to_json()) for record in rejected]
-            decisions = await proc.decide_batch([event for event, _ in events])
-            sent: Sent = []
-            for decision, (_, source) in zip(decisions, events, strict=True):
-                for visit in decision.visits:
-                    pending.append(
-                        await send(visits_topic, visit.customer_id.encode(), visit.to_json())
-                    )
-                for alert in decision.alerts:
-                    pending.append(
-                        await send(alerts_topic, alert.store_id.encode(), alert.to_json())
-                    )
-                    sent.append((alert, source))
-            # Wait for Kafka's acks before recording anything as sent or processed.
-            await all_acked(pending)
-            await proc.mark_done([alert for alert, _ in sent], [event for event, _ in events])
-            await proc.settle_departures([v for d in decisions for v in d.visits])
-        except BaseException:
-            proc.release_claims()
-            # The try is run again whole: what it counted would be counted twice.
-            counts.clear()
-            counts.update(before)
-            raise
-        return sent
-
-    async def one_at_a_time(
-        proc: EventProcessor,
-        events: list[tuple[Event, EventT[bytes]]],
-        rejected: list[DlqRecord],
-        error: Exception,
-    ) -> Sent:
-        """A batch failed with an error that retrying does not cure (a bug, or an input our
-        code cannot handle): its events are tried one at a time, and one that fails on its
-        own goes to the DLQ with the error as its reason. One poisoned event then costs one
-        DLQ record instead of stalling its partition (bad input never stops the loop); the
-        DLQ keeps the event for a replay once the bug is fixed. Parking is retried on any
-        error: it is the last place an event can go."""
-        proc.stats.counts["batch_errors"] += 1
-        log.error(
-            "batch of %d events failed (%r): deciding them one at a time",
-            len(events),
-            error,
-            exc_info=error,
-        )
-        if rejected:
-            await retrying(proc, "DLQ", partial(park, rejected), retry=(Exception,))
-        sent: Sent = []
-        for one in events:
-            try:
-                sent += await retrying(proc, "event", partial(attempt, proc, [one], []))
-            except Exception as exc:
-                reraise_if_cancelled()
-                proc.stats.counts["failed_events"] += 1
-                log.exception("event %s failed on its own: parked on the DLQ", one[0].event_id)
-                raw = one[1].value if one[1].value.startswith(b"{") else one[0].to_json()
-                record = DlqRecord.of(f"processing failed: {exc!r}", raw, source="stream.worker")
-                await retrying(proc, "DLQ", partial(park, [record]), retry=(Exception,))
-        return sent
+    async def get_runner() -> BatchRunner[EventT[bytes]]:
+        """The batch runner over the processor (stream.runner)."""
+        if "runner" not in state:
+            state["runner"] = BatchRunner[EventT[bytes]](
+                await get_processor(),
+                to_kafka,
+                alerts=alerts_topic.get_topic_name(),
+                visits=visits_topic.get_topic_name(),
+                dlq=dlq_topic.get_topic_name(),
+                original=original,
+                backoff_s=settings.retry_backoff_s,
+                backoff_max_s=settings.retry_backoff_max_s,
+            )
+        runner: BatchRunner[EventT[bytes]] = state["runner"]
+        return runner
 
     Parsed = tuple[list[tuple[Event, EventT[bytes]]], list[DlqRecord]]
     """Events to decide, each with the record it came in, and DLQ records of refused input."""
@@ -433,13 +316,7 @@ def create_app(
     ) -> None:
         """Decide one batch, hand its results to Kafka, mark it done; then the table (and,
         if ``purge``, its expired entries)."""
-        try:
-            sent = await retrying(
-                proc, f"batch of {len(events)}", partial(attempt, proc, events, rejected)
-            )
-        except Exception as exc:
-            reraise_if_cancelled()
-            sent = await one_at_a_time(proc, events, rejected, exc)
+        sent = await (await get_runner()).run(events, rejected)
         for alert, _ in sent:
             log.info("alert %s: %s", alert.alert_id, alert.title)
         now = proc.now().timestamp()
@@ -511,8 +388,21 @@ def create_app(
         proc = await get_processor()
         await warn_if_not_persistent(proc.r, "stream-worker", proc.stats.counts)
 
-    finished: dict[TP, int] = {}
-    """Per partition: the offset after the last event of the last batch the agent finished."""
+    async def consumer_commit(offsets: Mapping[TP, int]) -> bool:
+        """What Faust's own commit does, for these offsets: flush the producer (the table's
+        changelog records are buffered), commit, tell the tables. ``Consumer._commit`` is
+        the hook Faust's commits end in (ConsumerT does not declare it): it goes through
+        the consumer's thread, drops offsets of unassigned partitions and returns False
+        when the group has rebalanced meanwhile."""
+        consumer: Any = app.consumer
+        await app.producer.flush()
+        if not await consumer._commit(offsets):
+            return False
+        app.tables.on_commit(dict(offsets))
+        return True
+
+    offsets = OffsetCommitter[TP](commit or consumer_commit)
+    """Per partition: the offset after the last record of the last batch the agent finished."""
 
     # How Faust 0.15 feeds this agent (read from its source; measured by `proxima bench
     # stream`, README): aiokafka runs in a thread of its own and its fetches are not the
@@ -532,7 +422,7 @@ def create_app(
 
         A Redis or Kafka error (a Redis restart, a broker away) retries the batch until it
         goes through: its offsets are not committed meanwhile, so nothing is lost. Any
-        other error sends the batch through :func:`one_at_a_time`. The dedupe table is a
+        other error sends the batch through :meth:`BatchRunner.one_at_a_time`. The dedupe table is a
         cache: its errors are logged and counted (``dedupe_table_errors``), never fatal.
         Cancellation (the worker stopping) ends the loop.
         """
@@ -551,8 +441,7 @@ def create_app(
             await handle(proc, *parse_events(proc, batch), purge)
             # Only now is every event of the batch on Kafka and marked: its offsets may be
             # committed (by commit_offsets). A batch cut off mid-way never gets here.
-            for source in batch:
-                finished[source.message.tp] = source.message.offset + 1
+            offsets.finished((source.message.tp, source.message.offset) for source in batch)
 
     @app.agent(batches_topic)
     async def decide_batches(stream: faust.StreamT[bytes]) -> None:
@@ -566,12 +455,11 @@ def create_app(
         async for batch in records:
             if purge := (now := proc.now().timestamp()) >= purge_at:
                 purge_at = now + settings.table_purge_s
-            events, rejected = await retrying(
-                proc, "batch verification", partial(parse_batches, proc, batch)
+            events, rejected = await (await get_runner()).retrying(
+                "batch verification", partial(parse_batches, proc, batch)
             )
             await handle(proc, events, rejected, purge)
-            for source in batch:
-                finished[source.message.tp] = source.message.offset + 1
+            offsets.finished((source.message.tp, source.message.offset) for source in batch)
 
     async def sweep_table() -> None:
         """Erase the dedupe entries of customers no longer enrolled, and purge expired ones.
@@ -606,11 +494,9 @@ def create_app(
         if purged:
             log.info("purged %d expired alert dedupe entries", purged)
 
-    committed: dict[TP, int] = {}
-
     @timer(COMMIT_INTERVAL_S)
     async def commit_offsets() -> None:
-        """Commit the offsets of the events the agent has finished (``finished``).
+        """Commit the offsets of the records the agent has finished (``offsets``).
 
         Why not Faust's acks (read from faust-streaming 0.15's streams.py and app/base.py;
         test_worker_faults' SIGTERM case lost 30 of 6,000 events with them): on a graceful
@@ -627,22 +513,7 @@ def create_app(
         drops the offsets of partitions no longer assigned: their next owner decides
         those events again (a repeat, never a loss).
         """
-        due = {tp: offset for tp, offset in finished.items() if committed.get(tp) != offset}
-        if due and await (commit or consumer_commit)(due):
-            committed.update(due)
-
-    async def consumer_commit(offsets: Mapping[TP, int]) -> bool:
-        """What Faust's own commit does, for these offsets: flush the producer (the table's
-        changelog records are buffered), commit, tell the tables. ``Consumer._commit`` is
-        the hook Faust's commits end in (ConsumerT does not declare it): it goes through
-        the consumer's thread, drops offsets of unassigned partitions and returns False
-        when the group has rebalanced meanwhile."""
-        consumer: Any = app.consumer
-        await app.producer.flush()
-        if not await consumer._commit(offsets):
-            return False
-        app.tables.on_commit(dict(offsets))
-        return True
+        await offsets.commit()
 
     sweeps: set[asyncio.Task[None]] = set()
 
