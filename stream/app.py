@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, cast
@@ -36,11 +35,10 @@ from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisClusterException, RedisError
 
 from contracts.exceptions import ContractError
-from contracts.models import DlqRecord, Event, VisitUpdate, parse_model, split_batch
+from contracts.models import DlqRecord, Event, VisitUpdate, parse_model
 from contracts.services import ServiceSettings
-from contracts.signing import SignatureError, verify_message
 from contracts.topics import CONSENT, VISITS
-from stream.batches import BatchRecord, screen
+from stream.batches import BatchOpener
 from stream.consent_log import pump_outbox
 from stream.keyring import KeyCache, Keyring
 from stream.processor import EventProcessor
@@ -243,69 +241,16 @@ def create_app(
         return events, rejected
 
     async def parse_batches(proc: EventProcessor, batch: Sequence[EventT[bytes]]) -> Parsed:
-        """v2 records: one signed gateway batch each. The signature is verified (always
-        when present; a missing one refuses the batch when signatures are required), then
-        every event as the bridge checks v1 events; each refusal is a DLQ record."""
-        counts = proc.stats.counts
-        keys = await get_keys()
+        """v2 records: one signed gateway batch each, opened by :class:`BatchOpener`."""
+        if "opener" not in state:
+            state["opener"] = BatchOpener(await get_keys(), topics, settings, proc.stats.counts)
+        opener: BatchOpener = state["opener"]
         events: list[tuple[Event, EventT[bytes]]] = []
         rejected: list[DlqRecord] = []
         for source in batch:
-            raw = source.value
-            info = BatchRecord.of(source.message.headers)  # type: ignore[arg-type]
-            counts["batches"] += 1
-
-            def refuse(reason: str, data: bytes, store: str | None, gateway: str | None) -> None:
-                counts["rejected"] += 1
-                log.warning("rejected to DLQ (store=%s gateway=%s): %s", store, gateway, reason)
-                rejected.append(
-                    DlqRecord.of(
-                        reason, data, source="stream.worker", store_id=store, gateway_id=gateway
-                    )
-                )
-
-            if info.mqtt_topic is None:
-                refuse("batch record without its MQTT topic header", raw, None, None)
-                continue
-            try:
-                store, gateway, _ = topics.parse_gateway_topic(info.mqtt_topic)
-            except ValueError as exc:
-                refuse(f"batch record: {exc}", raw, None, None)
-                continue
-            trace_time = False
-            if info.signed or settings.require_signatures:
-                kid = dict(info.properties).get("proxima-kid")
-                key = await keys.get(kid) if kid else None
-                try:
-                    verified = verify_message(
-                        info.mqtt_topic,
-                        raw,
-                        info.properties,
-                        lambda _kid, key=key: key,  # type: ignore[misc]
-                        store_id=store,
-                        gateway_id=gateway,
-                    )
-                except SignatureError as exc:
-                    counts["bad_signature"] += 1
-                    refuse(str(exc), raw, store, gateway)
-                    continue
-                trace_time = verified.key.trace_time
-            good, bad = split_batch(raw)
-            kept, refused = screen(
-                good,
-                store,
-                gateway,
-                now=time.time(),
-                settings=settings,
-                trace_time=trace_time,
-                clock="the worker's clock",
-            )
-            for item in refused:
-                counts["clock_off"] += item.clock_off
-                refuse(item.reason, item.raw, store, gateway)
-            for broken in bad:
-                refuse(broken.reason, broken.raw, store, gateway)
-            events += [(event, source) for event in kept]
+            good, refused = await opener.open(source.value, source.message.headers)  # type: ignore[arg-type]
+            events += [(event, source) for event in good]
+            rejected += refused
         return events, rejected
 
     async def handle(

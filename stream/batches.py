@@ -12,12 +12,26 @@ stream worker to the events of a v2 batch.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from contracts.models import Event
-from contracts.signing import KID_PROPERTY, SIG_PROPERTY, TS_PROPERTY
+from contracts.models import DlqRecord, Event, split_batch
+from contracts.signing import (
+    KID_PROPERTY,
+    SIG_PROPERTY,
+    TS_PROPERTY,
+    GatewayKey,
+    SignatureError,
+    verify_message,
+)
+from contracts.topics import Topics
+from stream.keyring import KeyCache
 from stream.settings import StreamSettings
+
+log = logging.getLogger(__name__)
 
 TOPIC_HEADER = "proxima-mqtt-topic"
 """The MQTT topic the batch was published on: part of what its signature covers."""
@@ -115,3 +129,87 @@ def screen(
         else:
             good.append(event)
     return good, refused
+
+
+class BatchOpener:
+    """The worker's side of v2: a record's events, after its signature (verified always
+    when present; a missing one refuses the batch while signatures are required) and
+    :func:`screen`; every refusal a DLQ record, counted in ``counts``."""
+
+    def __init__(
+        self,
+        keys: KeyCache,
+        topics: Topics,
+        settings: StreamSettings,
+        counts: Counter[str],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.keys = keys
+        self.topics = topics
+        self.settings = settings
+        self.counts = counts
+        self.clock = clock
+
+    async def open(
+        self, value: bytes, headers: Sequence[tuple[str, bytes]] | None
+    ) -> tuple[list[Event], list[DlqRecord]]:
+        counts = self.counts
+        counts["batches"] += 1
+        info = BatchRecord.of(headers)
+        rejected: list[DlqRecord] = []
+
+        def refuse(reason: str, data: bytes, store: str | None, gateway: str | None) -> None:
+            counts["rejected"] += 1
+            log.warning("rejected to DLQ (store=%s gateway=%s): %s", store, gateway, reason)
+            rejected.append(
+                DlqRecord.of(
+                    reason, data, source="stream.worker", store_id=store, gateway_id=gateway
+                )
+            )
+
+        if info.mqtt_topic is None:
+            refuse("batch record without its MQTT topic header", value, None, None)
+            return [], rejected
+        try:
+            store, gateway, _ = self.topics.parse_gateway_topic(info.mqtt_topic)
+        except ValueError as exc:
+            refuse(f"batch record: {exc}", value, None, None)
+            return [], rejected
+        trace_time = False
+        if info.signed or self.settings.require_signatures:
+            kid = dict(info.properties).get(KID_PROPERTY)
+            key = await self.keys.get(kid) if kid else None
+
+            def lookup(_kid: str) -> GatewayKey | None:
+                return key
+
+            try:
+                verified = verify_message(
+                    info.mqtt_topic,
+                    value,
+                    info.properties,
+                    lookup,
+                    store_id=store,
+                    gateway_id=gateway,
+                )
+            except SignatureError as exc:
+                counts["bad_signature"] += 1
+                refuse(str(exc), value, store, gateway)
+                return [], rejected
+            trace_time = verified.key.trace_time
+        good, bad = split_batch(value)
+        kept, refused = screen(
+            good,
+            store,
+            gateway,
+            now=self.clock(),
+            settings=self.settings,
+            trace_time=trace_time,
+            clock="the worker's clock",
+        )
+        for item in refused:
+            counts["clock_off"] += item.clock_off
+            refuse(item.reason, item.raw, store, gateway)
+        for broken in bad:
+            refuse(broken.reason, broken.raw, store, gateway)
+        return kept, rejected
