@@ -28,7 +28,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from contracts.models import Alert, DlqRecord, Event
 from stream.processor import EventProcessor
 from transport.cancel import reraise_if_cancelled
-from transport.retry import backoff_delay
+from transport.retry import retrying
 
 log = logging.getLogger(__name__)
 
@@ -106,24 +106,21 @@ class BatchRunner(Generic[S]):
     ) -> T:
         """Run ``step`` until it succeeds, after each error in ``retry`` waiting a capped,
         jittered backoff (counted as ``batch_retries``); other errors are raised."""
-        attempt = 0
-        while True:
-            try:
-                return await step()
-            except retry as exc:
-                reraise_if_cancelled()  # redis-py turns a cancellation into ConnectionError
-                attempt += 1
-                self.proc.stats.counts["batch_retries"] += 1
-                delay = backoff_delay(attempt - 1, *self.backoff, self.rng)
-                log.error(
-                    "%s failed (%s: %s): retry %d in %.2f s",
-                    what,
-                    type(exc).__name__,
-                    exc,
-                    attempt,
-                    delay,
-                )
-                await self.sleep(delay)
+
+        def count(_exc: Exception) -> None:
+            self.proc.stats.counts["batch_retries"] += 1
+
+        first_s, cap_s = self.backoff
+        return await retrying(
+            what,
+            step,
+            first_s=first_s,
+            cap_s=cap_s,
+            retry=retry,
+            on_retry=count,
+            sleep=self.sleep,
+            rng=self.rng,
+        )
 
     async def park(self, records: list[DlqRecord]) -> None:
         """Put records on the DLQ and wait for Kafka's acks."""

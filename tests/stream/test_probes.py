@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -26,15 +24,6 @@ from transport.mqtt import MqttClient
 from transport.net import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis", "--appendonly", "yes", "--save", "").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def _get(url: str) -> tuple[int, str]:

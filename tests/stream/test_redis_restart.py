@@ -7,9 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -33,15 +31,6 @@ from transport.redis import connect_redis
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 KEY = bytes.fromhex("0102030405060708090a111213141516")
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis", "--appendonly", "yes", "--save", "").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_the_bridge_holds_its_batches_while_redis_is_away(
