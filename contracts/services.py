@@ -68,6 +68,10 @@ class ServiceSettings(BaseSettings):
         default=None, description="the Kafka client certificate's private key"
     )
 
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="log lines as text, or as one JSON object per line"
+    )
+
     alerts_namespace: str | None = Field(
         default=None,
         description="namespace of the MQTT topics handhelds and store screens use (alerts, "

@@ -33,6 +33,7 @@ from stream.cli import (
     provision_keys,
     publish_consent,
 )
+from transport.logs import configure_logging
 
 if TYPE_CHECKING:
     from contracts.trace import TraceProblems
@@ -96,10 +97,7 @@ err = Console(stderr=True)
 
 
 def _logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(logging.DEBUG if verbose else logging.INFO)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:

@@ -26,6 +26,7 @@ from edge.exceptions import ConfigError, EdgeError
 from edge.outbox import Outbox
 from edge.settings import EdgeSettings
 from edge.sources import BleakSource, ScannerSource, SimulatorSource, TraceSource
+from transport.logs import configure_logging
 
 app = typer.Typer(help="The gateway agent.", no_args_is_help=True)
 out = Console()
@@ -143,10 +144,7 @@ def run(
     """Run one gateway agent."""
     from edge.agent import EdgeAgent
 
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(logging.DEBUG if verbose else logging.INFO)
     try:
         settings = load_settings(
             config,
@@ -224,10 +222,7 @@ def fuse(
     from edge.coordinator import coordinator_agent
     from edge.fusion import fusable, fusion_roles, load_layout
 
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(logging.DEBUG if verbose else logging.INFO)
     try:
         plan, plan_store = load_layout(layout)
         settings = load_settings(

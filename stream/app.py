@@ -48,6 +48,7 @@ from stream.settings import StreamSettings
 from stream.tables import DEDUPE_TABLE, AlertDedupe, app_id, ensure_changelogs
 from transport.cancel import reraise_if_cancelled
 from transport.kafka import faust_credentials
+from transport.logs import JsonFormatter, configure_logging, env_log_format
 from transport.probes import CountsCollector, serving
 from transport.redis import connect_redis, warn_if_not_persistent
 from transport.retry import run_guarded
@@ -527,6 +528,10 @@ class _Worker(faust.Worker):
 
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         self.spinner = None
+        # mode has installed its handlers by now (mode/worker.py, _setup_logging).
+        if env_log_format() == "json":
+            for handler in logger.handlers:
+                handler.setFormatter(JsonFormatter())
 
 
 def run_worker(loglevel: str = "warn") -> None:
@@ -537,6 +542,12 @@ def run_worker(loglevel: str = "warn") -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     services = ServiceSettings()
     settings = StreamSettings()
+    # What is logged before Faust sets up logging (creating the changelogs) in the same
+    # format; mode then adds its handlers, which _Worker re-formats.
+    level = logging.getLevelName(
+        loglevel.upper().replace("WARN", "WARNING").replace("CRIT", "CRITICAL")
+    )
+    configure_logging(level if isinstance(level, int) else logging.WARNING, services.log_format)
     # Faust may not declare topics (a broker's auto-created topic has the wrong partition
     # count): create the tables' changelogs before it starts, like the contract topics.
     # A loop of its own, not asyncio.run(): that would leave the main thread with "no current
