@@ -44,7 +44,7 @@ app = typer.Typer(
     help="Proxima: in-store proximity and associate alerts (edge, stream, notifier, simulators).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion, --show-completion (bash, zsh, fish, PowerShell)
 )
 stream_app = typer.Typer(help="The Faust stream processor.", no_args_is_help=True)
 notifier_app = typer.Typer(help="The associate notifier.", no_args_is_help=True)

@@ -24,3 +24,17 @@ def test_the_licence_the_metadata_names_is_shipped() -> None:
     assert "Apache License" in text
     assert "Version 2.0, January 2004" in text
     assert "END OF TERMS AND CONDITIONS" in text
+
+
+def test_shell_completion_is_offered() -> None:
+    """As the installed command offers it (the program name is in the script)."""
+    import subprocess
+    import sys
+
+    script = Path(sys.executable).with_name("proxima")
+    done = subprocess.run(
+        [str(script), "--show-completion", "bash"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "_PROXIMA_COMPLETE=complete_bash" in done.stdout
+    assert "complete -o default -F _proxima_completion proxima" in done.stdout
