@@ -11,7 +11,7 @@ import csv
 import json
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 gateways_app = typer.Typer(
-    help="Gateway signing keys: the bridge accepts only batches signed with one.",
+    help="Gateway signing keys (the bridge accepts only batches signed with one) and the "
+    "fleet's status.",
     no_args_is_help=True,
 )
 _out = Console()
@@ -101,6 +102,57 @@ def gateways_list(
             rec.created_at.isoformat(timespec="seconds"),
             "revoked" if rec.revoked else "active",
             rec.label or "",
+        )
+    _out.print(table)
+
+
+@gateways_app.command("status")
+def gateways_status(
+    store: Annotated[str | None, typer.Option(help="only this store's gateways")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per gateway")] = False,
+) -> None:
+    """Every gateway's last status: online or offline since when, last batch on Kafka,
+    outbox backlog, agent version, beacons' battery and temperature (Eddystone-TLM), with
+    what needs attention flagged (offline, silent, backlog, low battery)."""
+    from stream.fleet import fleet_status
+
+    services = ServiceSettings()
+
+    async def run() -> tuple[list[Any], list[str]]:
+        redis = connect_redis(services.redis)
+        try:
+            return await fleet_status(redis, services.redis_prefix, store=store)
+        finally:
+            await redis.aclose()
+
+    views, problems = asyncio.run(run())
+    for problem in problems:
+        _err.print(f"[yellow]unreadable status:[/yellow] {problem}", highlight=False)
+    if as_json:
+        for view in views:
+            typer.echo(json.dumps(view.to_json()))
+        return
+    if not views:
+        _out.print("no gateway has reported a status (the bridge records them)")
+        return
+    table = Table(title="gateways")
+    for col in ("gateway", "state", "since", "last batch", "outbox", "version", "beacons", "flags"):
+        table.add_column(col)
+    for v in views:
+        beacons = ", ".join(
+            f"{b['beacon_id'] or b['address']} {b['battery_mv'] or '?'} mV"
+            + (f" {b['temperature_c']:.0f} °C" if b["temperature_c"] is not None else "")
+            for b in v.beacons
+        )
+        table.add_row(
+            f"{v.store_id}/{v.gateway_id}",
+            v.state,
+            v.since.isoformat(timespec="seconds"),
+            v.last_batch.isoformat(timespec="seconds") if v.last_batch else "-",
+            "-" if v.outbox_depth is None else str(v.outbox_depth),
+            v.version or "-",
+            beacons or "-",
+            "; ".join(v.flags) or "ok",
         )
     _out.print(table)
 
