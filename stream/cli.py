@@ -157,6 +157,103 @@ def gateways_status(
     _out.print(table)
 
 
+@gateways_app.command("provision")
+def gateways_provision(
+    store: Annotated[str, typer.Argument(metavar="STORE")],
+    gateway: Annotated[str, typer.Argument(metavar="GATEWAY")],
+    out: Annotated[Path, typer.Option(help="the gateway's folder (copy it to /etc/proxima/)")],
+    mqtt_url: Annotated[
+        str, typer.Option(help="the broker as the gateway reaches it (mqtts:// in a store)")
+    ],
+    ca: Annotated[
+        Path | None, typer.Option(help="CA the gateway trusts for mqtts://, copied as ca.crt")
+    ] = None,
+    passwd: Annotated[
+        Path | None, typer.Option(help="Mosquitto's password file: the line put in it")
+    ] = None,
+    acl: Annotated[
+        Path | None, typer.Option(help="a Mosquitto ACL file: the gateway's block put in it")
+    ] = None,
+) -> None:
+    """Everything a gateway needs, in one folder: a signing key (in the keyring), MQTT
+    credentials (Mosquitto password-file line), its ACL block, edge.toml and edge.env;
+    with --passwd/--acl, the broker's files too (reload Mosquitto: SIGHUP)."""
+    from stream.provision import acl_block, set_acl_block, set_password_line, write_folder
+
+    services = ServiceSettings()
+    if ca is not None and not ca.is_file():
+        raise _exit(f"--ca {ca}: no such file")
+    record = asyncio.run(with_keyring(services, lambda r: r.add(store, gateway)))
+    done, line = write_folder(
+        out,
+        store=store,
+        gateway=gateway,
+        kid=record.kid,
+        secret_hex=record.secret,
+        mqtt_url=mqtt_url,
+        topics=services.topics,
+        ca_file=ca,
+    )
+    if passwd is not None:
+        set_password_line(passwd, line, done.username)
+    if acl is not None:
+        set_acl_block(acl, acl_block(services.topics, store, gateway), done.username)
+    _err.print(
+        f"provisioned {store}/{gateway} in {out}: key {record.kid}, MQTT user {done.username}"
+        + (f"; {passwd} and {acl or 'no ACL file'} updated (reload Mosquitto)" if passwd else ""),
+        highlight=False,
+    )
+
+
+@gateways_app.command("deprovision")
+def gateways_deprovision(
+    store: Annotated[str, typer.Argument(metavar="STORE")],
+    gateway: Annotated[str, typer.Argument(metavar="GATEWAY")],
+    out: Annotated[Path | None, typer.Option(help="the gateway's folder to empty")] = None,
+    passwd: Annotated[Path | None, typer.Option(help="Mosquitto's password file")] = None,
+    acl: Annotated[Path | None, typer.Option(help="the Mosquitto ACL file")] = None,
+) -> None:
+    """Undo provision: revoke every active key of the gateway (bridges refuse its batches
+    within PROXIMA_STREAM_KEY_CACHE_TTL_S), take its password line and ACL block out of
+    the broker's files (reload Mosquitto) and delete the folder's files."""
+    from stream.provision import (
+        mqtt_username,
+        remove_folder_files,
+        set_acl_block,
+        set_password_line,
+    )
+
+    async def revoke_all(ring: Keyring) -> list[str]:
+        kids = [
+            r.kid
+            for r in await ring.all()
+            if (r.store_id, r.gateway_id) == (store, gateway) and not r.revoked
+        ]
+        for kid in kids:
+            await ring.revoke(kid)
+        return kids
+
+    revoked = asyncio.run(with_keyring(ServiceSettings(), revoke_all))
+    username = mqtt_username(store, gateway)
+    if passwd is not None:
+        set_password_line(passwd, None, username)
+    if acl is not None:
+        set_acl_block(acl, None, username)
+    gone = remove_folder_files(out) if out is not None else []
+    _err.print(
+        f"deprovisioned {store}/{gateway}: {len(revoked)} key(s) revoked"
+        + (", password line removed" if passwd else "")
+        + (", ACL block removed" if acl else "")
+        + (f", {len(gone)} file(s) deleted from {out}" if out else ""),
+        highlight=False,
+    )
+
+
+def _exit(message: str) -> typer.Exit:
+    _err.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(2)
+
+
 @gateways_app.command("revoke")
 def gateways_revoke(kid: Annotated[str, typer.Argument(metavar="KID")]) -> None:
     """Revoke a key; bridges refuse its batches within PROXIMA_STREAM_KEY_CACHE_TTL_S."""
