@@ -200,6 +200,10 @@ class GatewayStatus(_Strict):
     decode_errors: Annotated[int, Field(ge=0)] | None = None
     scanner_state: str | None = None
     beacons: list[BeaconHealth] = Field(default_factory=list)
+    # 0.3.0, compatible: the live config the agent runs (its config_version) and why the
+    # last one pushed was rejected, if it was (`proxima gateways config rollout` reads both).
+    config_version: str | None = None
+    config_error: str | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

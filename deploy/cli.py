@@ -21,6 +21,7 @@ from deploy.config import config_app
 from deploy.docs import docs_app
 from edge import cli as edge_cli
 from edge.cli import app as edge_app
+from edge.cli import config_app as gateway_config_app
 from notifier.cli import associates_app, channels_app, routing_app
 from simulators.cli import alerts_app
 from simulators.cli import score as score_command
@@ -87,6 +88,7 @@ app.add_typer(alerts_app, name="alerts")
 app.command("score")(score_command)
 app.add_typer(channels_app, name="channels")
 app.add_typer(gateways_app, name="gateways")
+gateways_app.add_typer(gateway_config_app, name="config")
 customers_app.command("import")(customers_import)
 customers_app.command("device")(customers_device)
 customers_app.command("rebuild-consent")(customers_rebuild_consent)

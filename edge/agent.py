@@ -501,6 +501,8 @@ class EdgeAgent:
             reconnects=self.stats.reconnects,
             warnings=warnings,
             beacons=beacons,
+            config_version=self.config_version,
+            config_error=self.config_error,
         )
 
     async def _publish_status(self, state: GatewayState) -> None:

@@ -7,6 +7,7 @@ code never imports: ``deploy.cli`` hands a loader in through :data:`scenario_loa
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 from collections.abc import Callable, Coroutine, Iterable
@@ -321,3 +322,124 @@ def settings_table() -> None:
     for row in describe_settings():
         table.add_row(*row)
     out.print(table)
+
+
+# --- proxima gateways config (mounted by deploy.cli under `gateways`) -------------------
+config_app = typer.Typer(
+    help="Gateways' live config (the retained config topic; edge/live.py, edge/rollout.py).",
+    no_args_is_help=True,
+)
+
+
+def _config_payload(file: Path | None, sets: list[str] | None) -> dict[str, Any]:
+    """A config from a JSON file and/or NAME=VALUE pairs (values read as JSON, else text)."""
+    config: dict[str, Any] = {}
+    if file is not None:
+        try:
+            loaded = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise _config_fail(f"{file}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise _config_fail(f"{file}: must be a JSON object of settings")
+        config |= loaded
+    for pair in sets or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise _config_fail(f"--set {pair!r}: use NAME=VALUE")
+        try:
+            config[name] = json.loads(value)
+        except json.JSONDecodeError:
+            config[name] = value
+    if not config:
+        raise _config_fail("nothing to set: give --file and/or --set NAME=VALUE")
+    return config
+
+
+def _config_fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+ConfigFile = Annotated[Path | None, typer.Option("--file", help="a JSON object of settings")]
+ConfigSet = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="NAME=VALUE (repeatable); VALUE as JSON if it parses"),
+]
+
+
+@config_app.command("get")
+def config_get(
+    store: Annotated[str, typer.Argument(metavar="STORE")],
+    gateway: Annotated[str, typer.Argument(metavar="GATEWAY")],
+) -> None:
+    """Print a gateway's retained live config (nothing if it has none)."""
+    from edge.rollout import get_config
+
+    services = ServiceSettings()
+    payload = asyncio.run(get_config(services.mqtt, services.topics, store, gateway))
+    if payload:
+        typer.echo(payload.decode("utf-8", "replace"))
+
+
+@config_app.command("set")
+def config_set(
+    store: Annotated[str, typer.Argument(metavar="STORE")],
+    gateway: Annotated[str, typer.Argument(metavar="GATEWAY")],
+    file: ConfigFile = None,
+    sets: ConfigSet = None,
+) -> None:
+    """Publish one gateway's live config (retained), without waiting for it to apply."""
+    from edge.rollout import set_config, with_version
+
+    config, version = with_version(_config_payload(file, sets))
+    services = ServiceSettings()
+    payload = json.dumps(config).encode()
+    asyncio.run(set_config(services.mqtt, services.topics, store, gateway, payload))
+    typer.echo(f"config {version} published to {store}/{gateway}", err=True)
+
+
+@config_app.command("rollout")
+def config_rollout(
+    store: Annotated[str, typer.Argument(metavar="STORE")],
+    gateways: Annotated[str, typer.Option(help="the store's gateways, comma-separated")],
+    file: ConfigFile = None,
+    sets: ConfigSet = None,
+    canary: Annotated[
+        str | None, typer.Option(help="the gateway that gets it first (default: the first)")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="seconds each gateway has to apply it")] = 60.0,
+    as_json: Annotated[bool, typer.Option("--json", help="the report as one JSON object")] = False,
+) -> None:
+    """Push a live config to a canary gateway, then, once its status shows it applied, to
+    the rest; a gateway that rejects it or times out gets its previous config back, and
+    a failed canary stops the rollout. Exit 1 unless every gateway applied it."""
+    from edge.rollout import rollout
+
+    config = _config_payload(file, sets)
+    names = [g.strip() for g in gateways.split(",") if g.strip()]
+    services = ServiceSettings()
+    try:
+        report = asyncio.run(
+            rollout(
+                services.mqtt, services.topics, store, names, config, canary=canary, timeout=timeout
+            )
+        )
+    except ValueError as exc:
+        raise _config_fail(str(exc)) from exc
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "version": report.version,
+                    "canary": report.canary,
+                    "outcomes": report.outcomes,
+                    "reasons": report.reasons,
+                }
+            )
+        )
+    else:
+        for gateway, outcome in report.outcomes.items():
+            reason = report.reasons.get(gateway, "")
+            typer.echo(f"{store}/{gateway}: {outcome}" + (f" ({reason})" if reason else ""))
+    if not report.ok:
+        raise typer.Exit(1)

@@ -28,6 +28,7 @@ class GatewayView:
     state: str
     since: datetime  # when the status was written by the gateway (or its last will)
     version: str | None
+    config_version: str | None
     last_batch: datetime | None
     outbox_depth: int | None
     outbox_oldest_s: float | None
@@ -41,6 +42,7 @@ class GatewayView:
             "state": self.state,
             "since": self.since.isoformat(),
             "version": self.version,
+            "config_version": self.config_version,
             "last_batch": self.last_batch.isoformat() if self.last_batch else None,
             "outbox_depth": self.outbox_depth,
             "outbox_oldest_s": self.outbox_oldest_s,
@@ -108,6 +110,7 @@ def _view(status: GatewayStatus, last_batch_ms: float | None, now: datetime) -> 
         state=status.state.value,
         since=status.at,
         version=status.version,
+        config_version=status.config_version,
         last_batch=None
         if last_batch_ms is None
         else datetime.fromtimestamp(last_batch_ms / 1000, UTC),
