@@ -53,6 +53,9 @@ INDEX_HTML = """<!doctype html>
         <div><dt>Median to claim</dt><dd id="stat-median">-</dd></div>
       </dl>
       <ul id="team"></ul>
+      <h2>Gateways</h2>
+      <p id="fleet-empty" class="muted">No gateway has reported.</p>
+      <ul id="fleet"></ul>
     </section>
     <h2>Alerts</h2>
     <p id="empty" class="muted">No alerts yet.</p>
@@ -83,6 +86,7 @@ button:disabled { opacity: .5; }
 header { display: flex; flex-wrap: wrap; gap: 8px; justify-content: space-between; align-items: center; }
 .actions { display: flex; gap: 6px; align-items: center; flex-wrap: wrap; }
 .muted { color: var(--muted); }
+#fleet li.flagged { color: var(--warn); }
 .error { color: var(--warn); min-height: 1.2em; }
 .pill { font-size: .8rem; padding: 2px 8px; border-radius: 999px; background: #ddd; color: #333; }
 .pill[data-state="live"] { background: #cde8dc; color: #0b4d38; }
@@ -318,6 +322,25 @@ CONSOLE_JS = r"""'use strict';
     $('team').replaceChildren(...rows);
   }
 
+  let fleetTimer = null;
+  async function loadFleet() {
+    clearTimeout(fleetTimer);
+    try {
+      const data = await api('GET', '/api/gateways');
+      const rows = data.gateways.map((g) => {
+        const beacons = g.beacons.map((b) =>
+          `${b.beacon_id || b.address} ${b.battery_mv === null ? '?' : b.battery_mv} mV`).join(', ');
+        const text = `${g.gateway_id}: ${g.state} since ${new Date(g.since).toLocaleTimeString()}`
+          + (beacons ? ` · ${beacons}` : '') + (g.flags.length ? ` · ${g.flags.join('; ')}` : ' · ok');
+        return el('li', { 'data-gateway': g.gateway_id, 'data-state': g.state,
+          class: g.flags.length ? 'flagged' : '' }, text);
+      });
+      $('fleet').replaceChildren(...rows);
+      $('fleet-empty').hidden = rows.length > 0;
+    } catch (e) { toast(e.message); }
+    fleetTimer = setTimeout(loadFleet, 10000);
+  }
+
   async function loadTeam() {
     const data = await api('GET', '/api/shifts');
     state.team = new Map(data.associates.map((a) => [a.associate_id, a]));
@@ -407,7 +430,10 @@ CONSOLE_JS = r"""'use strict';
     $('console').hidden = false;
     $('manager').hidden = state.me.role !== 'manager';
     renderShift();
-    if (state.me.role === 'manager') loadTeam().catch((e) => toast(e.message));
+    if (state.me.role === 'manager') {
+      loadTeam().catch((e) => toast(e.message));
+      loadFleet();
+    }
     connect();
   }
 

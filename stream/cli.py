@@ -114,7 +114,7 @@ def gateways_status(
     """Every gateway's last status: online or offline since when, last batch on Kafka,
     outbox backlog, agent version, beacons' battery and temperature (Eddystone-TLM), with
     what needs attention flagged (offline, silent, backlog, low battery)."""
-    from stream.fleet import fleet_status
+    from transport.fleet import fleet_status
 
     services = ServiceSettings()
 

@@ -24,6 +24,7 @@ from notifier.web.handlers import pages
 from notifier.web.handlers.alerts import AlertHandlers
 from notifier.web.handlers.channels import ChannelHandlers
 from notifier.web.handlers.events import EventHandlers
+from notifier.web.handlers.gateways import GatewayHandlers
 from notifier.web.handlers.operations import OperationHandlers
 from notifier.web.handlers.routing import RoutingHandlers
 from notifier.web.handlers.session import SessionHandlers
@@ -79,6 +80,7 @@ class Console:
         self.shifts = ShiftHandlers(auth, directory, lifecycle, redis)
         self.channels = ChannelHandlers(auth, self.destinations, self.vapid)
         self.routing = RoutingHandlers(auth, lifecycle)
+        self.gateways = GatewayHandlers(auth, redis, prefix)
 
     def app(self, max_body: int = 64 * 1024) -> web.Application:
         app = web.Application(
@@ -118,6 +120,7 @@ class Console:
                 web.delete("/api/channels/{destination_id}", self.channels.remove),
                 web.get("/api/push/key", self.channels.push_key),
                 web.get("/api/routing", self.routing.get),
+                web.get("/api/gateways", self.gateways.list),
                 web.put("/api/routing", self.routing.set),
             ]
         )

@@ -239,3 +239,36 @@ class PushKeyReply(_Reply):
 
 class RoutingReply(_Reply):
     routing: RoutingView
+
+
+class BeaconRow(_View):
+    """A store beacon as its gateway last heard its Eddystone-TLM."""
+
+    address: str
+    beacon_id: str | None
+    battery_mv: int | None
+    temperature_c: float | None
+    last_seen: str
+    low_battery: bool
+
+
+class GatewayRow(_View):
+    """One gateway of the store as the bridge last recorded it (transport.fleet)."""
+
+    store_id: str
+    gateway_id: str
+    state: str
+    since: str
+    version: str | None
+    config_version: str | None
+    last_batch: str | None
+    outbox_depth: int | None
+    outbox_oldest_s: float | None
+    beacons: list[BeaconRow]
+    flags: list[str] = Field(
+        description="what needs a person: offline, silent, backlog, low battery"
+    )
+
+
+class GatewaysReply(_Reply):
+    gateways: list[GatewayRow]

@@ -22,6 +22,7 @@ from notifier.web.models import (
     ChannelsReply,
     DestinationReply,
     ErrorReply,
+    GatewaysReply,
     HealthReply,
     LoginBody,
     MeReply,
@@ -351,6 +352,18 @@ def _routing() -> dict[str, dict[str, Any]]:
     }
 
 
+def _gateways() -> dict[str, dict[str, Any]]:
+    return {
+        "/api/gateways": {
+            "get": _op(
+                "the store's gateways as the bridge last recorded them, flagged where a person "
+                "is needed (managers)",
+                _json(GatewaysReply),
+            )
+        },
+    }
+
+
 def _models(node: Any) -> list[_Model]:
     if isinstance(node, _Model):
         return [node]
@@ -375,7 +388,7 @@ def _resolve(node: Any, refs: dict[_Model, dict[str, Any]]) -> Any:
 def document() -> dict[str, Any]:
     """The whole description (built once)."""
     paths = {**_pages(), **_operations(), **_session(), **_alerts(), **_shifts()}
-    paths |= {**_channels(), **_routing()}
+    paths |= {**_channels(), **_routing(), **_gateways()}
     wanted = list(dict.fromkeys(_models(paths)))
     keys, defs = models_json_schema([(m.model, m.mode) for m in wanted], ref_template=REF)
     refs = {m: dict(keys[(m.model, m.mode)]) for m in wanted}

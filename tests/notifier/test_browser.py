@@ -181,3 +181,63 @@ async def test_live_alert_claim_and_store_isolation(
         "alert_to_card_visible_s": {"first_session": maria_latency, "second_session": joao_latency}
     }
     (ARTIFACTS / "browser-figures.json").write_text(json.dumps(figures, indent=2))
+
+
+async def test_a_manager_sees_the_stores_gateways_flagged(
+    browser: Browser,
+    base_url: str,
+    directory: Directory,
+    lifecycle: Lifecycle,
+    redis: aioredis.Redis,
+    store: str,
+) -> None:
+    """One gateway online, one offline, one with a beacon's battery low (as the bridge
+    records their signed statuses), and another store's gateway nobody here sees."""
+    from datetime import UTC, datetime, timedelta
+
+    from contracts.models import BeaconHealth, GatewayState, GatewayStatus
+
+    now = datetime.now(UTC)
+    statuses = [
+        GatewayStatus(store_id=store, gateway_id="gw-door", state=GatewayState.ONLINE, at=now),
+        GatewayStatus(
+            store_id=store,
+            gateway_id="gw-floor",
+            state=GatewayState.OFFLINE,
+            at=now - timedelta(minutes=5),
+        ),
+        GatewayStatus(
+            store_id=store,
+            gateway_id="gw-fitting",
+            state=GatewayState.ONLINE,
+            at=now,
+            beacons=[
+                BeaconHealth(address="CC:DD", beacon_id="fr-2", battery_mv=2100, last_seen=now)
+            ],
+        ),
+        GatewayStatus(store_id=f"{store}-b", gateway_id="gw-x", state=GatewayState.ONLINE, at=now),
+    ]
+    for status in statuses:
+        await redis.hset(
+            f"{lifecycle.prefix}gateways",
+            f"{status.store_id}/{status.gateway_id}",
+            status.model_dump_json(by_alias=True),
+        )
+    await directory.add(store, "Bea Boss", PASSWORD, associate_id="boss", role="manager")
+    await directory.add(store, "Maria Silva", PASSWORD, associate_id="maria")
+    boss = await _sign_in(browser, base_url, store, "boss")
+    fleet = boss.locator("#fleet li")
+    await expect(fleet).to_have_count(3)
+    door = boss.locator('#fleet li[data-gateway="gw-door"]')
+    await expect(door).to_have_attribute("data-state", "online")
+    await expect(door).to_contain_text("ok")
+    floor = boss.locator('#fleet li[data-gateway="gw-floor"]')
+    await expect(floor).to_have_attribute("data-state", "offline")
+    await expect(floor).to_have_class("flagged")
+    fitting = boss.locator('#fleet li[data-gateway="gw-fitting"]')
+    await expect(fitting).to_contain_text("beacon fr-2 battery 2100 mV")
+    await expect(fitting).to_have_class("flagged")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await boss.screenshot(path=str(ARTIFACTS / "fleet.png"), full_page=True)
+    maria = await _sign_in(browser, base_url, store, "maria")  # not a manager: no fleet
+    await expect(maria.locator("#manager")).to_be_hidden()

@@ -820,6 +820,8 @@ async def test_every_json_reply_is_what_the_openapi_document_describes(
         (boss, "DELETE", "/api/channels/nope", None, "/api/channels/{destination_id}"),
         (boss, "GET", "/api/push/key", None, "/api/push/key"),
         (boss, "GET", "/api/routing", None, "/api/routing"),
+        (boss, "GET", "/api/gateways", None, "/api/gateways"),
+        (maria, "GET", "/api/gateways", None, "/api/gateways"),
         (boss, "PUT", "/api/routing", {"escalate_after_s": 30}, "/api/routing"),
         (boss, "PUT", "/api/routing", {"expire_after_s": 1}, "/api/routing"),
         (boss, "DELETE", "/api/session", None, "/api/session"),

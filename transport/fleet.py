@@ -1,4 +1,5 @@
-"""The fleet as the bridge sees it: every gateway's last status (signature-checked and
+"""The fleet as the bridge sees it (here, beside transport.stats, because the stream's CLI
+and the notifier's console both read it): every gateway's last status (signature-checked and
 written to Redis by the bridge, ``{prefix}gateways``), its last batch on Kafka
 (``{prefix}gateway-published``) and its beacons' health from Eddystone-TLM, with what
 needs a person flagged (``proxima gateways status``)."""
