@@ -13,7 +13,7 @@ setup-dev: $(VENV)/.installed-dev services
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@bash deploy/ensure-python.sh "$(PYTHON)" "$(VENV)"
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e .
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[services]'
 	@touch $@
 
 # What the tests need on top: dev tools, the bench extra and dbus-python, which is built
@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 $(VENV)/.installed-dev: $(VENV)/.installed
 	@bash deploy/ensure-bluez-mock.sh "$(BIN)/python"
 	@bash deploy/ensure-test-tools.sh
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,bench,plot]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[services,dev,bench,plot]'
 	@touch $@
 
 services:

@@ -55,9 +55,9 @@ contracts_app = typer.Typer(help="Wire contracts and their JSON Schemas.", no_ar
 
 def _print_version(value: bool) -> None:
     if value:
-        from importlib.metadata import version
+        from contracts.version import installed_version
 
-        typer.echo(f"proxima {version('proxima')}")
+        typer.echo(f"proxima {installed_version()}")
         raise typer.Exit()
 
 

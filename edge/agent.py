@@ -40,6 +40,7 @@ from contracts.models import BeaconHealth as BeaconHealthModel
 from contracts.models import Event, GatewayState, GatewayStatus
 from contracts.signing import sign
 from contracts.topics import Topics
+from contracts.version import installed_version
 from edge.backoff import backoff_delay
 from edge.exceptions import ConfigError, EventRejected, OutboxError, OutboxFull
 from edge.live import merge_live_config
@@ -52,7 +53,7 @@ from transport.mqtt import MqttClient, MqttError, MqttUrl, Will
 
 log = logging.getLogger(__name__)
 
-VERSION = "0.2.0"
+VERSION = installed_version()
 FLUSH_AT = 4096  # buffered transitions before the consumer waits for the writer
 
 

@@ -443,3 +443,9 @@ def config_rollout(
             typer.echo(f"{store}/{gateway}: {outcome}" + (f" ({reason})" if reason else ""))
     if not report.ok:
         raise typer.Exit(1)
+
+
+def main() -> None:
+    """``proxima-edge``: the gateway's command (runs on the base install, no services deps);
+    the same commands as ``proxima edge``."""
+    app()

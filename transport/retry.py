@@ -9,21 +9,12 @@ it would stop the loop for ever, so it is the caller's to park (DLQ) instead.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
-
-from aiokafka.errors import (
-    CorruptRecordException,
-    InvalidMessageError,
-    InvalidTopicError,
-    KafkaError,
-    MessageSizeTooLargeError,
-    RecordTooLargeError,
-)
-from redis.exceptions import RedisClusterException, RedisError
 
 from transport.cancel import reraise_if_cancelled
 from transport.mqtt import MqttError
@@ -31,10 +22,20 @@ from transport.mqtt import MqttError
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+
+def _errors(module: str, *names: str) -> tuple[type[Exception], ...]:
+    """Exception classes of a client library that may not be installed: a gateway installs
+    neither aiokafka nor redis-py (the ``edge`` extra), and their errors cannot reach it."""
+    try:
+        found = importlib.import_module(module)
+    except ImportError:
+        return ()
+    return tuple(getattr(found, name) for name in names)
+
+
 TRANSIENT: tuple[type[Exception], ...] = (
-    RedisError,
-    RedisClusterException,
-    KafkaError,
+    *_errors("redis.exceptions", "RedisError", "RedisClusterException"),
+    *_errors("aiokafka.errors", "KafkaError"),
     MqttError,
     OSError,
     TimeoutError,
@@ -44,12 +45,13 @@ RedisErrors; a cluster client with no node answering raises RedisClusterExceptio
 is not; aiokafka raises KafkaTimeoutError (not retriable by its own flag) while a broker is
 away; MqttError is a publish without PUBACK (broker gone); OSError covers sockets."""
 
-OF_THE_RECORD: tuple[type[BaseException], ...] = (
-    MessageSizeTooLargeError,
-    RecordTooLargeError,
-    InvalidMessageError,
-    CorruptRecordException,
-    InvalidTopicError,
+OF_THE_RECORD: tuple[type[BaseException], ...] = _errors(
+    "aiokafka.errors",
+    "MessageSizeTooLargeError",
+    "RecordTooLargeError",
+    "InvalidMessageError",
+    "CorruptRecordException",
+    "InvalidTopicError",
 )
 """Kafka errors about one record (its size, its bytes, its topic name): the same record
 fails again however long one waits."""

@@ -14,10 +14,10 @@ UNIT = Path(__file__).parents[2] / "deploy" / "edge" / "proxima-edge.service"
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
 def test_edge_unit_verifies(tmp_path: Path) -> None:
-    # Point ExecStart at this venv's proxima, so only the unit itself is under test.
-    proxima = Path(sys.executable).with_name("proxima")
+    # Point ExecStart at this venv's proxima-edge, so only the unit itself is under test.
+    proxima = Path(sys.executable).with_name("proxima-edge")
     unit = tmp_path / UNIT.name
-    unit.write_text(UNIT.read_text().replace("/opt/proxima/.venv/bin/proxima", str(proxima)))
+    unit.write_text(UNIT.read_text().replace("/opt/proxima/.venv/bin/proxima-edge", str(proxima)))
     result = subprocess.run(
         ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False
     )
@@ -28,8 +28,9 @@ def test_edge_unit_verifies(tmp_path: Path) -> None:
 
 def test_edge_unit_runs_the_agent_from_its_config() -> None:
     text = UNIT.read_text()
+    # proxima-edge: the gateway's command, on the base install (no services extra).
     assert (
-        "ExecStart=/opt/proxima/.venv/bin/proxima edge run --config /etc/proxima/edge.toml" in text
+        "ExecStart=/opt/proxima/.venv/bin/proxima-edge run --config /etc/proxima/edge.toml" in text
     )
     assert "StateDirectory=proxima-edge" in text  # the outbox survives restarts
     assert "Restart=always" in text
