@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import sys
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -285,15 +286,26 @@ def customers_import(
         _err.print(f"[red]error:[/red] {file}: {exc}", highlight=False)
         raise typer.Exit(2) from exc
 
-    async def run() -> ImportReport:
+    async def run(progress: Callable[[int], None] | None = None) -> ImportReport:
         services = ServiceSettings()
         redis = connect_redis(services.redis)
         try:
-            return await import_csv(Registry(redis, services.redis_prefix), text)
+            return await import_csv(Registry(redis, services.redis_prefix), text, progress)
         finally:
             await redis.aclose()
 
-    report = asyncio.run(run())
+    if sys.stderr.isatty():  # a bar for people; logs and pipes get the summary only
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        rows = max(0, text.count("\n") - 1)
+        with Progress(
+            "enrolling", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            console=_err, transient=True,
+        ) as bar:  # fmt: skip
+            task = bar.add_task("rows", total=rows)
+            report = asyncio.run(run(lambda n: bar.update(task, completed=n)))
+    else:
+        report = asyncio.run(run())
     typer.echo(f"{len(report.enrolled)} enrolled, {len(report.rejected)} rejected")
     for bad in report.rejected:
         who = f" ({bad.customer_id})" if bad.customer_id else ""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,8 +134,11 @@ def _row_profile(
     return profile, purposes, store, generated
 
 
-async def import_csv(registry: Registry, text: str) -> ImportReport:
-    """Enroll every good row; report the others with their line and reason."""
+async def import_csv(
+    registry: Registry, text: str, progress: Callable[[int], None] | None = None
+) -> ImportReport:
+    """Enroll every good row; report the others with their line and reason. ``progress``
+    is told the number of each row as it is done."""
     report = ImportReport()
     reader = csv.DictReader(io.StringIO(text))
     if reader.fieldnames is None or "customer_id" not in reader.fieldnames:
@@ -149,7 +153,9 @@ async def import_csv(registry: Registry, text: str) -> ImportReport:
         )
         return report
     seen: set[str] = set()
-    for row in reader:
+    for n, row in enumerate(reader, start=1):
+        if progress is not None:
+            progress(n)
         line = reader.line_num
         cid = (row.get("customer_id") or "").strip()
         if None in row:

@@ -49,8 +49,10 @@ async def test_import_enrolls_good_rows_and_reports_each_bad_one(
 ) -> None:
     r, prefix = redis_ns
     registry = Registry(r, prefix)
-    report = await import_csv(registry, CSV)
+    done: list[int] = []
+    report = await import_csv(registry, CSV, progress=done.append)
     assert report.enrolled == ["ana", "bea"]
+    assert done == list(range(1, 10))  # every row told to the progress bar, in order
     reasons = {(bad.line, bad.customer_id): bad.reason for bad in report.rejected}
     assert "identity_key" in reasons[(4, "bad-key")]
     assert "consent: 'marketing' is not a valid Purpose" in reasons[(5, "bad-purpose")]
