@@ -23,7 +23,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any, cast
 
@@ -31,7 +32,9 @@ import faust
 import uvloop
 from aiokafka.errors import KafkaError
 from faust.types import TP, EventT
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from redis.exceptions import RedisClusterException, RedisError
 
 from contracts.exceptions import ContractError
@@ -156,6 +159,21 @@ def create_app(
         ttl_s=settings.dedupe_ttl_s,
     )
     state: dict[str, Any] = {} if processor is None else {"processor": processor}
+    # /metrics (PROXIMA_STREAM_WORKER_HTTP_PORT): a registry of the worker's own.
+    registry = CollectorRegistry(auto_describe=False)
+    batch_events = Histogram(
+        "proxima_stream_worker_batch_events",
+        "events (and refused input) per batch the worker decided",
+        buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
+        registry=registry,
+    )
+    alert_latency = Histogram(
+        "proxima_stream_worker_event_to_alert_seconds",
+        "an alert's event observed (gateway clock) to the alert on Kafka; replays of old "
+        "traces land in +Inf",
+        buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 3, 6, 10, 30, 60),
+        registry=registry,
+    )
 
     async def producer_send(topic: str, key: bytes | None, value: bytes | None) -> Any:
         return await app.producer.send(
@@ -263,6 +281,11 @@ def create_app(
         """Decide one batch, hand its results to Kafka, mark it done; then the table (and,
         if ``purge``, its expired entries)."""
         sent = await (await get_runner()).run(events, rejected)
+        batch_events.observe(len(events) + len(rejected))
+        now_s = time.time()
+        for alert, _ in sent:
+            # The alert's time is its event's: wall clock from there to the alert on Kafka.
+            alert_latency.observe(max(0.0, now_s - alert.created_at.timestamp()))
         for alert, _ in sent:
             log.info("alert %s: %s", alert.alert_id, alert.title)
         now = proc.now().timestamp()
@@ -317,8 +340,8 @@ def create_app(
         if settings.worker_http_port is None:
             return
         proc = await get_processor()
-        registry = CollectorRegistry(auto_describe=False)
         registry.register(CountsCollector("stream-worker", proc.stats.counts))
+        registry.register(LagCollector(app, offsets, (topics.events, topics.events_v2)))
 
         async def redis_up() -> bool:
             return bool(await proc.r.ping())
@@ -515,6 +538,41 @@ def create_app(
             log.warning("counters not published (retrying): %r", exc)
 
     return app
+
+
+class LagCollector(Collector):
+    """``proxima_stream_worker_consumer_lag{topic,partition}``: per assigned partition of the
+    events topics, the broker's end offset (the highwater the consumer last fetched) minus
+    the offset after the last record the worker finished. Partitions whose highwater the
+    consumer does not know yet are left out."""
+
+    def __init__(self, app: faust.App, offsets: OffsetCommitter[TP], names: tuple[str, ...]):
+        self.app = app
+        self.offsets = offsets
+        self.names = frozenset(names)
+
+    def collect(self) -> Iterable[Metric]:
+        lag = GaugeMetricFamily(
+            "proxima_stream_worker_consumer_lag",
+            "records on the broker the worker has not finished, per partition",
+            labels=["topic", "partition"],
+        )
+        try:
+            consumer: Any = self.app.consumer
+            assigned = [tp for tp in consumer.assignment() if tp.topic in self.names]
+        except Exception:  # not started, or stopping: no partitions to report
+            assigned = []
+        for tp in sorted(assigned):
+            try:
+                high = consumer.highwater(tp)
+            except Exception:  # the consumer thread has not fetched from it yet
+                log.debug("no highwater for %s yet", tp, exc_info=True)
+                high = None
+            if high is None:
+                continue
+            done = self.offsets.done.get(tp)
+            lag.add_metric([tp.topic, str(tp.partition)], float(high - (done or 0)))
+        yield lag
 
 
 class _Worker(faust.Worker):

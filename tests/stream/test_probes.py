@@ -120,3 +120,12 @@ async def test_worker_serves_its_counters_and_probes(
     assert status == 200
     assert samples["proxima_stream_worker_batches_total"] == ("counter", 1.0)
     assert all(name.startswith("proxima_stream_worker_") for name in samples), samples
+    # The batch-size histogram saw that batch; the lag of the v2 partition is back to 0.
+    assert samples["proxima_stream_worker_batch_events_count"][1] == 1.0
+    lags = {
+        (s.labels["topic"], s.labels["partition"]): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "proxima_stream_worker_consumer_lag"
+    }
+    assert lags.get((services.topics.events_v2, "0")) == 0.0, lags
