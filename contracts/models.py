@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from contracts.exceptions import ContractError
+from contracts.validation import describe_validation
 
 MAX_BATCH_EVENTS = 500
 M = TypeVar("M", bound=BaseModel)
@@ -432,11 +433,7 @@ _BATCH = TypeAdapter(Annotated[list[Event], Field(min_length=1, max_length=MAX_B
 
 
 def _describe(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors(include_url=False):
-        where = ".".join(str(p) for p in err["loc"]) or "(payload)"
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts)
+    return describe_validation(exc, "(payload)")
 
 
 def parse_batch(raw: bytes | str) -> list[Event]:

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from contracts.exceptions import ContractError
+from contracts.validation import describe_validation
 
 log = logging.getLogger(__name__)
 ZoneKind = Literal["entrance", "fitting_room", "floor", "checkout", "outside"]
@@ -307,6 +308,4 @@ def header_start(header: TraceHeader) -> datetime:
 
 
 def _first(exc: ValidationError) -> str:
-    err = exc.errors(include_url=False)[0]
-    where = ".".join(str(p) for p in err["loc"]) or "(line)"
-    return f"{where}: {err['msg']}"
+    return describe_validation(exc, "(line)", first=True)

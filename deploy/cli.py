@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from contracts.services import ServiceSettings
+from contracts.validation import describe_validation
 from deploy.config import config_app
 from deploy.docs import docs_app
 from edge import cli as edge_cli
@@ -679,7 +680,7 @@ def customers_enroll(
             visible_fields=list(visible or []),
         )
     except ValidationError as exc:
-        msgs = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        msgs = describe_validation(exc, "")
         raise _fail(f"customer {customer_id!r}: {msgs}") from exc
 
     async def go() -> None:

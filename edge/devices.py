@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from redis.exceptions import RedisClusterException, RedisError
 
+from contracts.validation import describe_validation
 from edge.exceptions import EdgeError
 from transport.redis import REDIS_SCHEMES, RedisClient, connect_redis, scheme_of
 
@@ -160,8 +161,7 @@ def parse_device_file(raw: bytes, name: str) -> dict[str, DeviceKey]:
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DeviceRegistryError(name, f"does not parse: {exc}") from exc
     except ValidationError as exc:
-        where = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise DeviceRegistryError(name, where) from exc
+        raise DeviceRegistryError(name, describe_validation(exc, "")) from exc
     return {d.device_id: d.to_key() for d in parsed.devices}
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from contracts.validation import validation_errors
 from edge.exceptions import ConfigError
 from edge.settings import EdgeSettings
 
@@ -71,11 +72,5 @@ def merge_live_config(current: EdgeSettings, payload: bytes) -> tuple[EdgeSettin
     try:
         updated = EdgeSettings.model_validate(merged)
     except ValidationError as exc:
-        raise ConfigError(
-            SOURCE,
-            [
-                (".".join(str(p) for p in e["loc"]) or "(settings)", e["msg"])
-                for e in exc.errors(include_url=False)
-            ],
-        ) from exc
+        raise ConfigError(SOURCE, validation_errors(exc, "(settings)")) from exc
     return updated, None if version is None else str(version)

@@ -55,6 +55,7 @@ from uuid import UUID
 from pydantic import ValidationError
 
 from contracts.models import SCHEMA_FOR_KIND, Event, EventKind, Subject, ZoneEvidence
+from contracts.validation import describe_validation
 from edge.exceptions import EventRejected, OutboxError, OutboxFull, OutboxMismatch
 
 log = logging.getLogger(__name__)
@@ -496,10 +497,7 @@ class Outbox:
 
 def _reason(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
-        return "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(event)'}: {e['msg']}"
-            for e in exc.errors(include_url=False)
-        )
+        return describe_validation(exc, "(event)")
     return str(exc)
 
 

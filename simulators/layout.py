@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from contracts.trace import ZoneKind
+from contracts.validation import describe_validation
 from simulators.exceptions import LayoutError
 
 FLOOR_HEIGHT_M = 4.5
@@ -417,6 +418,4 @@ def load_layout(name_or_path: str | Path) -> StoreLayout:
     try:
         return StoreLayout.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in err["loc"]) or "(file)"
-        raise LayoutError(source, f"{where}: {err['msg']}") from exc
+        raise LayoutError(source, describe_validation(exc, "(file)", first=True)) from exc

@@ -65,6 +65,7 @@ from contracts.trace import (
     load_line,
     parse_header,
 )
+from contracts.validation import describe_validation
 from simulators.exceptions import ScoreInputError
 
 DEFAULT_REVISIT_GAP_S = 4 * 3600.0
@@ -276,8 +277,7 @@ def _check_t(data: dict[str, Any], lineno: int, last_t: float) -> float:
 
 
 def _first_error(exc: ValidationError) -> str:
-    err = exc.errors(include_url=False)[0]
-    return f"{'.'.join(str(p) for p in err['loc']) or '(line)'}: {err['msg']}"
+    return describe_validation(exc, "(line)", first=True)
 
 
 @dataclass(slots=True)

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from contracts.services import ServiceSettings
+from contracts.validation import describe_validation
 from stream.exceptions import KeyringError
 from stream.keyring import REPLAY_LABEL, KeyRecord, Keyring
 from transport.redis import RedisClient, connect_redis
@@ -71,7 +72,7 @@ def gateways_add(
     try:
         record = asyncio.run(with_keyring(ServiceSettings(), lambda r: r.add(store, gateway)))
     except ValidationError as exc:
-        msgs = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        msgs = describe_validation(exc, "")
         _err.print(f"[red]error:[/red] {msgs}", highlight=False)
         raise typer.Exit(2) from exc
     _err.print(

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from contracts.validation import describe_validation
 from stream.exceptions import RegistryError
 from stream.registry import CustomerProfile, Purpose, Registry, new_identity_key
 from transport.redis import RedisClient
@@ -125,11 +126,7 @@ def _row_profile(
             visible_fields=_split(row.get("visible")),
         )
     except ValidationError as exc:
-        raise ValueError(
-            "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)
-            )
-        ) from exc
+        raise ValueError(describe_validation(exc, "")) from exc
     store = (row.get("consent_store") or "").strip() or None
     return profile, purposes, store, generated
 

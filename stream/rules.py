@@ -60,6 +60,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from contracts.models import AlertKind, AlertTarget, Priority
+from contracts.validation import describe_validation
 from stream.exceptions import RulesError
 from stream.registry import CustomerProfile
 
@@ -295,11 +296,7 @@ def load_rules(path: Path) -> RuleSet:
     try:
         return RuleSet.model_validate(data)
     except ValidationError as exc:
-        msgs = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or '(file)'}: {e['msg']}"
-            for e in exc.errors(include_url=False)
-        )
-        raise RulesError(str(path), msgs) from exc
+        raise RulesError(str(path), describe_validation(exc, "(file)")) from exc
 
 
 Signature = tuple[int, int, int, int]

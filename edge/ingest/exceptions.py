@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
+from contracts.validation import describe_validation
 from edge.exceptions import EdgeError
 
 
@@ -39,7 +40,4 @@ class Rejection(EdgeError):
 
 def describe(exc: ValidationError) -> str:
     """Every error of ``exc`` as ``loc: msg``, joined by ``; ``."""
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or '(body)'}: {e['msg']}"
-        for e in exc.errors(include_url=False)
-    )
+    return describe_validation(exc, "(body)")

@@ -10,6 +10,7 @@ from aiohttp import web
 from pydantic import ValidationError
 from redis.exceptions import RedisClusterException, RedisError
 
+from contracts.validation import validation_errors
 from notifier.exceptions import (
     AlertConflict,
     InvalidInput,
@@ -41,13 +42,8 @@ class ApiError(Exception):
 
 def describe(exc: ValidationError) -> tuple[str, str]:
     """Every problem as "loc: msg", and the first problem's field."""
-    parts = []
-    first = ""
-    for err in exc.errors(include_url=False):
-        where = ".".join(str(p) for p in err["loc"]) or "(body)"
-        first = first or where
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts), first
+    errors = validation_errors(exc, "(body)")
+    return "; ".join(f"{where}: {msg}" for where, msg in errors), errors[0][0] if errors else ""
 
 
 def _answer(status: int, headers: dict[str, str] | None = None, **body: Any) -> web.Response:
