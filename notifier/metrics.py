@@ -1,4 +1,4 @@
-"""Counters and gauges for ``/metrics`` in the Prometheus text format (0.0.4).
+"""Counters, gauges and a histogram for ``/metrics``, through prometheus_client.
 
 Per instance, as Prometheus expects: it scrapes each notifier and sums.
 """
@@ -6,7 +6,12 @@ Per instance, as Prometheus expects: it scrapes each notifier and sums.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 _HELP: dict[str, tuple[str, str]] = {
     "proxima_notifier_alerts_total": ("counter", "Alerts handled, by outcome."),
@@ -47,16 +52,22 @@ _HELP: dict[str, tuple[str, str]] = {
 Labels = tuple[tuple[str, str], ...]
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
 class Metrics:
-    """A small registry: named counters with labels, and gauges read at scrape time."""
+    """The notifier's metrics on a prometheus_client registry of its own: named counters
+    with labels (declared in ``_HELP``; :meth:`value` reads one back), gauges read at scrape
+    time, and the alert → claim histogram."""
 
     def __init__(self) -> None:
         self.counters: defaultdict[tuple[str, Labels], float] = defaultdict(float)
         self.gauges: dict[str, Callable[[], float]] = {}
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Declared(self))
+        self.claim_seconds = Histogram(
+            "proxima_notifier_alert_to_claim_seconds",
+            "An alert delivered to associates → claimed by one (seconds).",
+            buckets=(5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600),
+            registry=self.registry,
+        )
 
     def inc(self, name: str, amount: float = 1, **labels: str) -> None:
         if name not in _HELP:
@@ -71,18 +82,33 @@ class Metrics:
             raise KeyError(f"undeclared metric {name!r}")
         self.gauges[name] = read
 
+    def claimed(self, delivered_at: datetime, claimed_at: datetime | None) -> None:
+        """An alert was claimed: its delivery → claim time into the histogram."""
+        if claimed_at is not None:
+            self.claim_seconds.observe(max(0.0, (claimed_at - delivered_at).total_seconds()))
+
     def render(self) -> str:
-        lines: list[str] = []
+        """The Prometheus text format (0.0.4), as prometheus_client writes it."""
+        return generate_latest(self.registry).decode()
+
+
+class _Declared(Collector):
+    """The counters and gauges of ``_HELP``, as :class:`Metrics` holds them."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
         for name, (kind, doc) in _HELP.items():
-            lines.append(f"# HELP {name} {doc}")
-            lines.append(f"# TYPE {name} {kind}")
             if kind == "gauge":
-                read = self.gauges.get(name)
-                lines.append(f"{name} {read() if read else 0}")
+                read = self.metrics.gauges.get(name)
+                yield GaugeMetricFamily(name, doc, value=read() if read else 0.0)
                 continue
-            for (metric, labels), count in sorted(self.counters.items()):
-                if metric != name:
-                    continue
-                label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-                lines.append(f"{name}{{{label_text}}} {count:g}" if labels else f"{name} {count:g}")
-        return "\n".join(lines) + "\n"
+            rows = sorted(
+                (labels, n) for (m, labels), n in self.metrics.counters.items() if m == name
+            )
+            keys = [k for k, _ in rows[0][0]] if rows else []
+            family = CounterMetricFamily(name, doc, labels=keys)
+            for labels, n in rows:
+                family.add_metric([v for _, v in labels], n)
+            yield family

@@ -592,6 +592,8 @@ class Notifier:
             return None
         source = "mqtt-legacy" if legacy else "mqtt"
         self.metrics.inc("proxima_notifier_acks_total", source=source, result=ack.status.value)
+        if record is not None and ack.status.value == "claimed":
+            self.metrics.claimed(record.delivered_at, record.claimed_at)
         return record
 
     def _parse_ack(self, message: Message) -> tuple[AlertAck, bool]:

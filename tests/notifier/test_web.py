@@ -325,6 +325,10 @@ async def test_claim_done_flow_and_conflict(
     assert (status, done["alert"]["state"]) == (200, "done")
     status, filtered = await joao.call("GET", "/api/alerts?state=done")
     assert [a["alert_id"] for a in filtered["alerts"]] == [str(alert.alert_id)]
+    # The one claim that went through is in the alert → claim histogram (the conflict not).
+    async with maria.http.get("/metrics") as res:
+        text = await res.text()
+    assert "proxima_notifier_alert_to_claim_seconds_count 1.0" in text
 
 
 async def test_another_stores_associate_sees_and_touches_nothing(
@@ -609,10 +613,20 @@ async def test_pages_health_and_metrics(client_factory: Any, team: str) -> None:
     async with c.http.get("/metrics") as res:
         text = await res.text()
         assert res.headers["Content-Type"].startswith("text/plain")
-    assert "# TYPE proxima_notifier_logins_total counter" in text
-    assert 'proxima_notifier_logins_total{result="failed"} 1' in text
-    assert 'proxima_notifier_http_requests_total{code="4xx"}' in text
-    assert "proxima_notifier_sse_clients 0" in text
+    # As Prometheus reads it (prometheus_client's own parser).
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["proxima_notifier_logins"].type == "counter"
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in families.values()
+        for s in f.samples
+    }
+    assert samples[("proxima_notifier_logins_total", (("result", "failed"),))] == 1.0
+    assert samples[("proxima_notifier_http_requests_total", (("code", "4xx"),))] >= 1.0
+    assert samples[("proxima_notifier_sse_clients", ())] == 0.0
+    assert families["proxima_notifier_alert_to_claim_seconds"].type == "histogram"
 
 
 async def test_malformed_and_oversized_bodies(client_factory: Any, team: str) -> None:

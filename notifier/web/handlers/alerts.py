@@ -88,6 +88,8 @@ class AlertHandlers:
             self.metrics.inc("proxima_notifier_acks_total", source="console", result="conflict")
             raise
         self.metrics.inc("proxima_notifier_acks_total", source="console", result=action)
+        if action == "claim":
+            self.metrics.claimed(record.delivered_at, record.claimed_at)
         return await self._reply(record)
 
     async def receipts(self, request: web.Request) -> web.Response:
