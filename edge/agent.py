@@ -93,6 +93,7 @@ class EdgeAgent:
         self.settings = settings
         self.services = tuple(services)
         self.service_warnings = tuple(service_warnings)
+        self.collectors: list[Any] = []  # more metrics for /metrics (the ingest's)
         if not source.finite and not isinstance(source, WatchdogSource):
             source = WatchdogSource(source, settings.watchdog_s)
         self.source = source

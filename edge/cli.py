@@ -166,7 +166,8 @@ def run(
         raise _fail(str(exc)) from exc
     services = ServiceSettings()
     try:
-        extra = _ingest_service(settings.store_id, services.redis_prefix)
+        collectors: list[Any] = []
+        extra = _ingest_service(settings.store_id, services.redis_prefix, collectors)
     except (ValidationError, EdgeError) as exc:
         raise _fail(f"app-event ingest settings (PROXIMA_INGEST_*): {exc}") from exc
     if extra and settings.fused:
@@ -182,6 +183,7 @@ def run(
         mqtt_url=settings.mqtt_url or services.mqtt,
         services=extra,
     )
+    agent.collectors = collectors
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -243,7 +245,8 @@ def fuse(
         )
     services = ServiceSettings()
     try:
-        ingest = _ingest_service(settings.store_id, services.redis_prefix)
+        collectors: list[Any] = []
+        ingest = _ingest_service(settings.store_id, services.redis_prefix, collectors)
     except (ValidationError, EdgeError) as exc:
         raise _fail(f"app-event ingest settings (PROXIMA_INGEST_*): {exc}") from exc
     agent, coordinator = coordinator_agent(
@@ -253,6 +256,7 @@ def fuse(
         mqtt_url=settings.mqtt_url or services.mqtt,
         services=ingest,
     )
+    agent.collectors = collectors
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -273,10 +277,12 @@ def fuse(
 
 
 def _ingest_service(
-    store_id: str, redis_prefix: str
+    store_id: str, redis_prefix: str, collectors: list[Any]
 ) -> list[Callable[[Outbox], Coroutine[Any, Any, None]]]:
-    """The app-event ingest (PROXIMA_INGEST_ENABLED=1) as a producer into the agent's outbox."""
+    """The app-event ingest (PROXIMA_INGEST_ENABLED=1) as a producer into the agent's outbox;
+    its counters join ``collectors`` (the agent's /metrics) once it serves."""
     from edge.ingest import IngestServer, IngestSettings
+    from edge.ingest.metrics import IngestCollector
 
     ingest = IngestSettings()
     if not ingest.enabled:
@@ -287,6 +293,7 @@ def _ingest_service(
         server = IngestServer.from_settings(
             ingest, store_id=store_id, sink=outbox, redis_prefix=redis_prefix
         )
+        collectors.append(IngestCollector(server.metrics, {"store": store_id}))
         await server.serve()
 
     return [serve]

@@ -1,25 +1,58 @@
-"""``/healthz`` and ``/metrics`` (Prometheus text format) of one agent, over aiohttp.
+"""``/livez``, ``/readyz`` (= ``/healthz``) and ``/metrics`` of one agent, over aiohttp.
 
-``/healthz`` answers 200 while the agent is connected to the broker (or has nothing to
-send) and its scanner is not failed, else 503 with the reasons, so a supervisor can act.
+``/readyz`` answers 200 while the agent is connected to the broker (or has nothing to
+send) and its scanner is not failed, else 503 with the reasons, so a supervisor can act;
+``/livez`` while the agent's loop answers. ``/metrics`` is prometheus_client's text format
+from a registry of the agent's own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from edge.agent import EdgeAgent
 
 
+class AgentCollector(Collector):
+    """The agent's counters and gauges, read at scrape time, labelled with its store and
+    gateway."""
+
+    def __init__(self, agent: EdgeAgent) -> None:
+        self.agent = agent
+
+    def collect(self) -> Iterable[Metric]:
+        agent = self.agent
+        labels = [agent.settings.store_id, agent.settings.gateway_id]
+        for name, kind, doc, value in _rows(agent):
+            family: GaugeMetricFamily | CounterMetricFamily
+            if kind == "counter":
+                family = CounterMetricFamily(name, doc, labels=["store", "gateway"])
+            else:
+                family = GaugeMetricFamily(name, doc, labels=["store", "gateway"])
+            family.add_metric(labels, float(value))
+            yield family
+
+
 def metrics_text(agent: EdgeAgent) -> str:
     """Every counter and gauge of the agent in the Prometheus exposition format."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(AgentCollector(agent))
+    for collector in agent.collectors:  # the app-event ingest's, when it runs here
+        registry.register(collector)
+    return generate_latest(registry).decode()
+
+
+def _rows(agent: EdgeAgent) -> list[tuple[str, str, str, float]]:
     s, ob, ps = agent.stats, agent.outbox.stats, agent.pipeline.stats
-    labels = f'store="{agent.settings.store_id}",gateway="{agent.settings.gateway_id}"'
     rows: list[tuple[str, str, str, float]] = [
         ("proxima_edge_adverts_total", "counter", "advertisements received", ps.adverts),
         (
@@ -92,10 +125,7 @@ def metrics_text(agent: EdgeAgent) -> str:
             time.monotonic() - s.started,
         ),
     ]
-    lines = []
-    for name, kind, doc, value in rows:
-        lines += [f"# HELP {name} {doc}", f"# TYPE {name} {kind}", f"{name}{{{labels}}} {value}"]
-    return "\n".join(lines) + "\n"
+    return rows
 
 
 def health_problems(agent: EdgeAgent) -> list[str]:
@@ -116,11 +146,18 @@ async def serve_health(agent: EdgeAgent, stop: asyncio.Event) -> None:
             return web.Response(status=503, text="; ".join(problems) + "\n")
         return web.Response(text="ok\n")
 
+    async def livez(_request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
     async def metrics(_request: web.Request) -> web.Response:
-        return web.Response(text=metrics_text(agent), content_type="text/plain")
+        return web.Response(
+            body=metrics_text(agent).encode(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", healthz)
+    app.router.add_get("/livez", livez)
     app.router.add_get("/metrics", metrics)
     runner = web.AppRunner(app)
     await runner.setup()

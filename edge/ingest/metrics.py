@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 
 class IngestMetrics:
@@ -28,11 +32,12 @@ class IngestMetrics:
             "rejected_total": sum(self.rejected.values()),
         }
 
-    def prometheus(self, labels: str = "") -> str:
-        """The counters in Prometheus text format; ``labels`` like ``store="s",gateway="g"``."""
-        base = f"{{{labels}}}" if labels else ""
-        sep = "," if labels else ""
-        counters = [
+    def families(self, labels: dict[str, str] | None = None) -> list[Metric]:
+        """The counters as Prometheus metric families, with ``labels`` on every sample."""
+        labels = labels or {}
+        names, values = list(labels), list(labels.values())
+        out: list[Metric] = []
+        for name, doc, value in (
             ("proxima_ingest_requests_total", "app-event requests received", self.requests),
             ("proxima_ingest_accepted_total", "app-event requests accepted", self.accepted),
             (
@@ -45,13 +50,27 @@ class IngestMetrics:
                 "geofence dwell/stale-exit events the outbox refused",
                 self.tick_events_lost,
             ),
-        ]
-        lines: list[str] = []
-        for name, doc, value in counters:
-            lines += [f"# HELP {name} {doc}", f"# TYPE {name} counter", f"{name}{base} {value}"]
-        name = "proxima_ingest_rejected_total"
-        lines += [f"# HELP {name} app-event requests rejected, by reason", f"# TYPE {name} counter"]
-        lines += [
-            f'{name}{{{labels}{sep}reason="{r}"}} {n}' for r, n in sorted(self.rejected.items())
-        ]
-        return "\n".join(lines) + "\n"
+        ):
+            family = CounterMetricFamily(name, doc, labels=names)
+            family.add_metric(values, float(value))
+            out.append(family)
+        rejected = CounterMetricFamily(
+            "proxima_ingest_rejected_total",
+            "app-event requests rejected, by reason",
+            labels=[*names, "reason"],
+        )
+        for reason, n in sorted(self.rejected.items()):
+            rejected.add_metric([*values, reason], float(n))
+        out.append(rejected)
+        return out
+
+
+class IngestCollector(Collector):
+    """An ingest's counters in a registry (the agent's ``/metrics``), labelled."""
+
+    def __init__(self, metrics: IngestMetrics, labels: dict[str, str]) -> None:
+        self.metrics = metrics
+        self.labels = labels
+
+    def collect(self) -> Iterable[Metric]:
+        yield from self.metrics.families(self.labels)

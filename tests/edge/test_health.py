@@ -52,21 +52,26 @@ async def test_metrics_healthz_and_beacon_health(namespace: str, tmp_path: Path)
             async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
                 assert resp.status == 200
                 assert await resp.text() == "ok\n"
+            for probe in ("/livez", "/readyz"):
+                async with http.get(f"http://127.0.0.1:{port}{probe}") as resp:
+                    assert resp.status == 200, probe
             async with http.get(f"http://127.0.0.1:{port}/metrics") as resp:
                 assert resp.status == 200
                 text = await resp.text()
     finally:
         agent.stop()
         await run
-    labels = f'{{store="{STORE}",gateway="{GATEWAY}"}}'
-    values = {
-        line.split(" ")[0]: float(line.split(" ")[1])
-        for line in text.splitlines()
-        if not line.startswith("#")
-    }
-    assert values[f"proxima_edge_adverts_total{labels}"] > 0
-    assert values[f"proxima_edge_outbox_near_cap{labels}"] == 0
-    assert "# TYPE proxima_edge_events_published_total counter" in text
+    # As Prometheus reads it (prometheus_client's own parser).
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    values = {s.name: s.value for f in families.values() for s in f.samples}
+    labels = {s.name: s.labels for f in families.values() for s in f.samples}
+    assert values["proxima_edge_adverts_total"] > 0
+    assert values["proxima_edge_outbox_near_cap"] == 0
+    assert families["proxima_edge_events_published"].type == "counter"
+    assert labels["proxima_edge_adverts_total"] == {"store": STORE, "gateway": GATEWAY}
+    assert "proxima_edge_outbox_oldest_seconds" in values
 
 
 def test_healthz_reports_waiting_events_without_a_broker(tmp_path: Path) -> None:

@@ -609,14 +609,27 @@ async def test_admin_endpoints_need_the_token_and_show_rejections(app: App) -> N
     async with app.session.get(app.base + "/admin/metrics", headers=auth) as r:
         metrics = await r.json()
     assert metrics["rejected"] == {"unknown_store": 1}
+    # In a registry, as the agent's /metrics serves them, read with prometheus_client's parser.
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from edge.ingest.metrics import IngestCollector
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(IngestCollector(app.server.metrics, {"store": "s", "gateway": "g"}))
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(generate_latest(registry).decode())
+        for s in f.samples
+    }
+    where = (("gateway", "g"), ("store", "s"))
     assert (
-        'proxima_ingest_rejected_total{reason="unknown_store"} 1' in app.server.metrics.prometheus()
+        samples[
+            ("proxima_ingest_rejected_total", (*where[:1], ("reason", "unknown_store"), where[1]))
+        ]
+        == 1.0
     )
-    labelled = app.server.metrics.prometheus('store="s",gateway="g"')
-    assert (
-        'proxima_ingest_rejected_total{store="s",gateway="g",reason="unknown_store"} 1' in labelled
-    )
-    assert 'proxima_ingest_requests_total{store="s",gateway="g"} 1' in labelled
+    assert samples[("proxima_ingest_requests_total", where)] == 1.0
 
 
 async def test_admin_endpoints_are_off_without_a_token(
