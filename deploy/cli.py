@@ -8,7 +8,7 @@ import json
 import logging
 import sys
 import tempfile
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -101,6 +101,42 @@ err = Console(stderr=True)
 
 def _logging(verbose: bool) -> None:
     configure_logging(logging.DEBUG if verbose else logging.INFO)
+
+
+@contextlib.contextmanager
+def _working(what: str) -> Iterator[None]:
+    """A spinner with the time elapsed on a terminal (stderr) while ``what`` runs; nothing
+    in a pipe or a log."""
+    if not sys.stderr.isatty():
+        yield
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        SpinnerColumn(), TextColumn(what), TimeElapsedColumn(), console=err, transient=True
+    ) as bar:
+        bar.add_task(what, total=None)
+        yield
+
+
+def _trace_span(path: Path) -> float | None:
+    """The time (s) of a trace's last line, read from its end (the trace may be GBs)."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - 65536))
+            tail = fh.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(tail):
+        try:
+            t = json.loads(line).get("t")
+        except (json.JSONDecodeError, AttributeError):
+            continue
+        if isinstance(t, int | float):
+            return float(t)
+    return None
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -496,6 +532,11 @@ async def _replay(
             finally:
                 fed.set()
 
+        progress = (
+            asyncio.create_task(_replay_progress(clock, _trace_span(trace)))
+            if clock is not None and sys.stderr.isatty()
+            else None
+        )
         try:
             runs = [a.run(until_drained=True) for a in agents]
             driver = clock.run() if clock is not None else feed()
@@ -504,6 +545,9 @@ async def _replay(
             else:
                 await _replay_fused(runs, driver, fusion_agent, coordinator, agents, clock)
         finally:
+            if progress is not None:
+                progress.cancel()
+                await asyncio.gather(progress, return_exceptions=True)
             consent.close()
             if trace_file is not None:
                 trace_file.close()
@@ -513,6 +557,24 @@ async def _replay(
     if fusion_agent is not None:
         result[FUSION_GATEWAY_ID] = (0, fusion_agent.stats.events_published)
     return result
+
+
+async def _replay_progress(clock: Any, span: float | None) -> None:
+    """A bar of the trace time replayed so far (a terminal only; until cancelled)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("replaying"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f} s of trace"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("trace", total=span)
+        while True:
+            bar.update(task, completed=max(0.0, clock.now() - clock.start))
+            await asyncio.sleep(0.5)
 
 
 async def _replay_fused(
@@ -945,45 +1007,48 @@ def bench(
     """Run a benchmark and print a table (or JSON)."""
     from rich.table import Table
 
-    if name == "beacons":
-        from beacons.bench import run_beacons_bench
+    with _working(f"proxima bench {name}"):
+        if name == "beacons":
+            from beacons.bench import run_beacons_bench
 
-        results = run_beacons_bench(seconds)
-    elif name == "edge":
-        from edge.bench import run_edge_bench
+            results = run_beacons_bench(seconds)
+        elif name == "edge":
+            from edge.bench import run_edge_bench
 
-        results = run_edge_bench(seconds)
-    elif name == "notifier":
-        results = _bench_notifier()
-    elif name == "ingest":
-        from edge.ingest_bench import run_ingest_bench
+            results = run_edge_bench(seconds)
+        elif name == "notifier":
+            results = _bench_notifier()
+        elif name == "ingest":
+            from edge.ingest_bench import run_ingest_bench
 
-        results = run_ingest_bench(seconds)
-    elif name == "stream":
-        from stream.bench import run_stream_bench
+            results = run_ingest_bench(seconds)
+        elif name == "stream":
+            from stream.bench import run_stream_bench
 
-        results = asyncio.run(run_stream_bench(events=events))
-    elif name == "detection":
-        from simulators.cli import parse_shares
-        from simulators.detection import run_detection_bench
-        from simulators.exceptions import SimulatorError
+            results = asyncio.run(run_stream_bench(events=events))
+        elif name == "detection":
+            from simulators.cli import parse_shares
+            from simulators.detection import run_detection_bench
+            from simulators.exceptions import SimulatorError
 
-        try:
-            seed_list = [int(s) for s in seeds.split(",") if s.strip()]
-        except ValueError as exc:
-            raise _fail(f"--seeds must be integers separated by commas: {seeds!r}") from exc
-        try:
-            population = (
-                {"device_classes": parse_shares(device_classes)} if device_classes else None
+            try:
+                seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+            except ValueError as exc:
+                raise _fail(f"--seeds must be integers separated by commas: {seeds!r}") from exc
+            try:
+                population = (
+                    {"device_classes": parse_shares(device_classes)} if device_classes else None
+                )
+                results = run_detection_bench(
+                    seed_list, scenario, population=population, fusion=fusion
+                )
+            except (SimulatorError, ValueError) as exc:
+                raise _fail(str(exc)) from exc
+        else:
+            raise _fail(
+                f"unknown benchmark {name!r}; available: beacons, notifier, ingest, edge, stream, "
+                "detection"
             )
-            results = run_detection_bench(seed_list, scenario, population=population, fusion=fusion)
-        except (SimulatorError, ValueError) as exc:
-            raise _fail(str(exc)) from exc
-    else:
-        raise _fail(
-            f"unknown benchmark {name!r}; available: beacons, notifier, ingest, edge, stream, "
-            "detection"
-        )
     if as_json:
         sys.stdout.write(json.dumps(results) + "\n")
         return

@@ -137,3 +137,19 @@ async def test_a_provisioned_gateway_gets_its_batch_through_and_not_after_deprov
     with running(broker), pytest.raises(MqttError):
         async with MqttClient(gateway_url):
             await asyncio.sleep(0)
+    # And were its batch to reach a bridge some other way (a broker not reloaded), the
+    # bridge refuses it: its key is revoked.
+    again = json.dumps(
+        [event_dict(store_id="s1", seq=2, observed_at=datetime.now(UTC).isoformat())]
+    ).encode()
+    props = sign(
+        toml["signing_kid"], bytes.fromhex(secrets["PROXIMA_EDGE_SIGNING_KEY"]), topic, again
+    )
+    async with (
+        TopicReader(services.kafka_bootstrap, services.topics.events_dlq) as dlq,
+        bridge_running(Bridge(services, StreamSettings(partitions=1), client_id="prov-2")),
+        MqttClient(services.mqtt) as anyone,
+    ):
+        await anyone.publish(topic, again, user_properties=props)
+        (parked,) = await dlq.at_least(1, 30)
+    assert "revoked key" in json.loads(parked)["reason"]
