@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 from redis.exceptions import RedisClusterException, RedisError
 
+from contracts.services import redact_url
 from transport.mqtt import MqttClient, MqttError
 from transport.redis import connect_redis, is_cluster_url
 
@@ -22,7 +23,7 @@ async def check_mqtt(url: str, timeout: float = 5.0) -> None:
         await client.disconnect()
     except (MqttError, ValueError) as exc:
         raise ServiceUnavailable(
-            f"MQTT broker at {url} does not answer ({exc}). Start Mosquitto "
+            f"MQTT broker at {redact_url(url)} does not answer ({exc}). Start Mosquitto "
             "(Debian/Ubuntu: sudo apt-get install mosquitto && sudo systemctl start mosquitto) "
             "or set PROXIMA_MQTT=mqtt://host:port."
         ) from exc

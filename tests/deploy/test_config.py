@@ -123,3 +123,13 @@ def test_good_service_urls_pass() -> None:
         kafka="kafka://k0:9092,k1:9092",
     )
     ServiceSettings(redis="unix:///run/redis.sock")
+
+
+@pytest.mark.integration
+def test_up_with_a_broker_out_of_reach_never_prints_its_password() -> None:
+    """The issue's case: `proxima up` printed PROXIMA_MQTT's password in its error."""
+    url = f"mqtt://bridge:{SECRET}@127.0.0.1:{free_port()}"
+    done = proxima("up", "--headless", "--duration", "1", env=_env(PROXIMA_MQTT=url))
+    assert done.returncode != 0
+    assert SECRET not in done.stdout + done.stderr
+    assert "mqtt://bridge:***@127.0.0.1" in done.stdout + done.stderr
