@@ -36,6 +36,7 @@ from stream.cli import (
     publish_consent,
 )
 from transport.logs import configure_logging
+from transport.redis import redis_for
 
 if TYPE_CHECKING:
     from contracts.trace import TraceProblems
@@ -747,16 +748,12 @@ def customers_enroll(
 
     async def go() -> None:
         from stream.registry import Registry
-        from transport.redis import connect_redis
 
         services = ServiceSettings()
-        r = connect_redis(services.redis)
-        try:
+        async with redis_for(services) as r:
             await Registry(r, services.redis_prefix).enroll(profile, purposes, store)
             if purposes:
                 _consent_published(await publish_consent(r, services))
-        finally:
-            await r.aclose()
 
     asyncio.run(go())
     result = {
@@ -807,7 +804,6 @@ def customers_grant(
 def _set_consent(customer_id: str, purpose: str, granted: bool, store: str | None) -> None:
     from stream.exceptions import RegistryError
     from stream.registry import Purpose, Registry
-    from transport.redis import connect_redis
 
     try:
         p = Purpose(purpose)
@@ -818,12 +814,9 @@ def _set_consent(customer_id: str, purpose: str, granted: bool, store: str | Non
 
     async def go() -> None:
         services = ServiceSettings()
-        r = connect_redis(services.redis)
-        try:
+        async with redis_for(services) as r:
             await Registry(r, services.redis_prefix).set_consent(customer_id, p, granted, store)
             _consent_published(await publish_consent(r, services))
-        finally:
-            await r.aclose()
 
     try:
         asyncio.run(go())
@@ -837,17 +830,13 @@ def customers_forget(customer_id: Annotated[str, typer.Argument(metavar="ID")]) 
     """Erase a customer everywhere: profile, consent, EID index, visits, and (through
     proxima.consent.v1) the notifier's alerts about them."""
     from stream.registry import Registry
-    from transport.redis import connect_redis
 
     async def go() -> bool:
         services = ServiceSettings()
-        r = connect_redis(services.redis)
-        try:
+        async with redis_for(services) as r:
             forgotten = await Registry(r, services.redis_prefix).forget(customer_id)
             _consent_published(await publish_consent(r, services))
             return forgotten
-        finally:
-            await r.aclose()
 
     if not asyncio.run(go()):
         raise _fail(f"customer {customer_id!r} is not enrolled", 1)
@@ -858,12 +847,10 @@ def customers_forget(customer_id: Annotated[str, typer.Argument(metavar="ID")]) 
 def customers_show(customer_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """Show a customer's profile (without the identity key) and consent."""
     from stream.registry import Purpose, Registry
-    from transport.redis import connect_redis
 
     async def go() -> dict[str, object] | None:
         services = ServiceSettings()
-        r = connect_redis(services.redis)
-        try:
+        async with redis_for(services) as r:
             reg = Registry(r, services.redis_prefix)
             profile = await reg.get(customer_id)
             if profile is None:
@@ -873,8 +860,6 @@ def customers_show(customer_id: Annotated[str, typer.Argument(metavar="ID")]) ->
             data["consent_records"] = await reg.consent_records(customer_id)
             data["devices"] = await reg.devices(customer_id)
             return data
-        finally:
-            await r.aclose()
 
     data = asyncio.run(go())
     if data is None:
@@ -936,18 +921,14 @@ def stats(
     from rich.table import Table
 
     from stream.settings import StreamSettings
-    from transport.redis import connect_redis
     from transport.stats import as_json as stats_json
     from transport.stats import read_all
 
     services = ServiceSettings()
 
     async def read() -> Any:
-        r = connect_redis(services.redis)
-        try:
+        async with redis_for(services) as r:
             return await read_all(r, services.redis_prefix)
-        finally:
-            await r.aclose()
 
     try:
         snapshot = asyncio.run(read())

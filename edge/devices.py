@@ -40,7 +40,7 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from contracts.validation import describe_validation
 from edge.exceptions import EdgeError
-from transport.redis import REDIS_SCHEMES, RedisClient, connect_redis, scheme_of
+from transport.redis import REDIS_SCHEMES, RedisClient, as_text, connect_redis, scheme_of
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +263,7 @@ class RedisDeviceRegistry:
             raise RegistryUnavailable(f"redis {self.key(device_id)}", str(exc)) from exc
         found: DeviceKey | None = None
         if raw_key is not None:
-            text = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
+            text = as_text(raw_key)
             revoked = raw_revoked in (b"1", "1", b"true", "true")
             try:
                 found = DeviceKey(device_id, _decode_public_key(text), revoked)

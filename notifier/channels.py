@@ -46,11 +46,12 @@ from py_vapid import Vapid02
 
 from contracts.models import Alert
 from contracts.topics import Topics
-from notifier.directory import Clock, text, utc_now
+from notifier.directory import Clock, utc_now
 from notifier.egress import BlockedAddress
 from notifier.exceptions import UnknownScheme
 from transport.mqtt import MqttClient
 from transport.redis import RedisClient
+from transport.redis import as_text as text
 
 log = logging.getLogger(__name__)
 

@@ -17,14 +17,15 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from notifier.channels import Destination, unb64url
-from notifier.directory import Directory, check_id, destinations_key, text, text_map
+from notifier.directory import Directory, check_id, destinations_key
 from notifier.exceptions import (
     InvalidInput,
     TooManyDestinations,
     UnknownAssociate,
     UnknownDestination,
 )
-from transport.redis import RedisClient
+from transport.redis import RedisClient, text_map
+from transport.redis import as_text as text
 
 MAX_URL = 2048
 MIN_SECRET = 16

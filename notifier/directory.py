@@ -28,7 +28,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from notifier.exceptions import AssociateExists, InvalidInput, UnknownAssociate
-from transport.redis import RedisClient
+from transport.redis import RedisClient, text_map
+from transport.redis import as_text as text
 
 Role = Literal["associate", "manager"]
 ROLES: tuple[Role, ...] = ("associate", "manager")
@@ -58,15 +59,6 @@ def destinations_key(prefix: str, store: str, associate: str | None) -> str:
 def revocations_channel(prefix: str, store: str) -> str:
     """Pub/sub channel on which sign-outs and removals reach every instance's live feeds."""
     return f"{prefix}notifier:store:{store}:revoked"
-
-
-def text(value: object) -> str:
-    """Redis replies as text, whether or not the client decodes responses."""
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def text_map(value: dict[bytes | str, bytes | str] | dict[str, str]) -> dict[str, str]:
-    return {text(k): text(v) for k, v in value.items()}
 
 
 def utc_now() -> datetime:

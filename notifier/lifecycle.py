@@ -38,12 +38,13 @@ from contracts.models import (
     WithdrawReason,
 )
 from notifier.channels import Receipt
-from notifier.directory import Clock, Directory, from_ms, text, text_map, to_ms, utc_now
+from notifier.directory import Clock, Directory, from_ms, to_ms, utc_now
 from notifier.exceptions import AlertConflict, AlertWithheld, UnknownAlert, UnknownAssociate
 from notifier.outbox import Outbox
 from notifier.routing import Ladder, Step, Tier, escalation, next_step, plan
 from notifier.store_routing import RoutingConfigs, StoreRouting
-from transport.redis import RedisClient
+from transport.redis import RedisClient, text_map
+from transport.redis import as_text as text
 
 log = logging.getLogger(__name__)
 
@@ -496,7 +497,7 @@ class Lifecycle:
             keys.append(self.acks.key)
             args += [ack.store_id, ack.model_dump_json(by_alias=True), str(self.acks.maxlen)]
         result = await self._transition(keys=keys, args=args)
-        outcome, state, by = (v.decode() if isinstance(v, bytes) else str(v) for v in result)
+        outcome, state, by = (text(v) for v in result)
         if outcome == "missing":
             raise UnknownAlert(alert_id)
         record = await self.get_in_store(alert_id, store_id)
@@ -579,7 +580,7 @@ class Lifecycle:
             keys=[self._key(alert_id)],
             args=["escalate", str(tier), str(to_ms(self.clock())), notified, str(level)],
         )
-        outcome = result[0].decode() if isinstance(result[0], bytes) else str(result[0])
+        outcome = text(result[0])
         if outcome != "ok" or step is None:
             return None  # another instance moved it, it was claimed meanwhile, or nobody new
         updated = await self.get(alert_id)
@@ -653,7 +654,7 @@ class Lifecycle:
             ],
         )
         await self.redis.zrem(self._open, alert_id)
-        outcome = result[0].decode() if isinstance(result[0], bytes) else str(result[0])
+        outcome = text(result[0])
         if outcome != "ok":
             return None  # done or expired meanwhile: history, left as it is
         updated = await self.get(alert_id)
@@ -742,7 +743,7 @@ class Lifecycle:
             keys=[self._key(alert_id)], args=["expire", "", str(to_ms(now))]
         )
         await self.redis.zrem(self._open, alert_id)
-        outcome = result[0].decode() if isinstance(result[0], bytes) else str(result[0])
+        outcome = text(result[0])
         if outcome == "ok":
             updated = await self.get(alert_id)
             if updated is not None:

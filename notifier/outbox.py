@@ -18,9 +18,9 @@ from typing import Any
 
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
-from notifier.directory import text, text_map
 from transport.cancel import reraise_if_cancelled
-from transport.redis import RedisClient
+from transport.redis import RedisClient, text_map
+from transport.redis import as_text as text
 
 log = logging.getLogger(__name__)
 

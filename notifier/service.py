@@ -57,7 +57,7 @@ from notifier.channels import (
     WebPushChannel,
 )
 from notifier.destinations import Destinations
-from notifier.directory import Associate, Clock, Directory, text, text_map, utc_now
+from notifier.directory import Associate, Clock, Directory, utc_now
 from notifier.dispatch import Dispatcher
 from notifier.exceptions import (
     AckRefused,
@@ -82,7 +82,8 @@ from notifier.web.app import Console, serve
 from transport.cancel import reraise_if_cancelled
 from transport.kafka import kafka_security, make_producer
 from transport.mqtt import Message, MqttClient, MqttError, service_tls
-from transport.redis import RedisClient, connect_redis, is_cluster_url
+from transport.redis import RedisClient, connect_redis, is_cluster_url, text_map
+from transport.redis import as_text as text
 from transport.retry import backoff, retrying
 
 log = logging.getLogger(__name__)

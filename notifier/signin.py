@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from notifier.directory import text
 from notifier.exceptions import SignInThrottled
 from notifier.settings import NotifierSettings
 from transport.redis import RedisClient
+from transport.redis import as_text as text
 
 
 @dataclass(frozen=True, slots=True)

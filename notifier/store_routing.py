@@ -14,10 +14,11 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
-from notifier.directory import check_id, text, text_map
+from notifier.directory import check_id
 from notifier.exceptions import InvalidInput
 from notifier.routing import ALL_TIERS, Ladder, Tier
-from transport.redis import RedisClient
+from transport.redis import RedisClient, text_map
+from transport.redis import as_text as text
 
 MIN_DELAY_S = 5.0
 MAX_DELAY_S = 24 * 3600.0

@@ -23,6 +23,7 @@ from rich.table import Table
 
 from contracts.services import ServiceSettings
 from simulators.exceptions import SimulatorError
+from transport.redis import redis_for
 
 if TYPE_CHECKING:
     from simulators.engine import Simulation
@@ -328,7 +329,6 @@ async def _record(
     out_path: Path, events: Path | None, duration: float | None, idle: float | None, append: bool
 ) -> tuple[int, int]:
     from transport.mqtt import MqttClient
-    from transport.redis import connect_redis
 
     services = ServiceSettings()
     topics = services.topics
@@ -340,8 +340,7 @@ async def _record(
     mode = "a" if append else "w"
     alerts_fh = out_path.open(mode, encoding="utf-8")
     events_fh = events.open(mode, encoding="utf-8") if events else None
-    redis = connect_redis(services.redis)
-    try:
+    async with redis_for(services) as redis:
         async with MqttClient(services.mqtt, queue_size=1_000_000) as mqtt:
             await mqtt.subscribe(topics.all_store_alerts(), qos=1)
             if events_fh is not None:
@@ -382,8 +381,6 @@ async def _record(
                         alerts_fh.write(line)
                         alerts_fh.flush()
                         n_alerts += 1
-    finally:
-        await redis.aclose()
         alerts_fh.close()
         if events_fh is not None:
             events_fh.close()

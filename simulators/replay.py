@@ -30,6 +30,7 @@ from uuid import UUID
 from contracts.services import ServiceSettings
 from contracts.trace import PIPELINE_KINDS, AppRecord, TraceProblems, TraceRecord, read_trace
 from edge.sources import TraceSource
+from transport.redis import redis_for
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +76,11 @@ class ConsentReplay:
     async def _wait_processed(self, record: AppRecord) -> None:
         """Until the stream has marked every event published so far as processed (or has
         made no progress for ``processed_timeout_s``)."""
-        from transport.redis import connect_redis
 
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.processed_timeout_s
         prefix = f"{self.services.redis_prefix}event:"
-        r = connect_redis(self.services.redis)
-        try:
+        async with redis_for(self.services) as r:
             while self._published:
                 # Oldest first: the stream decides in order, so most checks stop early.
                 chunk = self._published[:500]
@@ -108,8 +107,6 @@ class ConsentReplay:
                     self._published.clear()
                     return
                 await asyncio.sleep(0.05)
-        finally:
-            await r.aclose()
 
     def source(
         self,
@@ -184,12 +181,8 @@ class ConsentReplay:
 
     async def _store(self, customer: str, purpose: str, granted: bool) -> None:
         from stream.registry import Purpose, Registry
-        from transport.redis import connect_redis
 
-        r = connect_redis(self.services.redis)
-        try:
+        async with redis_for(self.services) as r:
             await Registry(r, self.services.redis_prefix).set_consent(
                 customer, Purpose(purpose), granted
             )
-        finally:
-            await r.aclose()

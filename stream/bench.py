@@ -64,7 +64,7 @@ from deploy.embedded_kafka import EmbeddedKafka
 from stream.registry import CustomerProfile, Purpose, Registry
 from stream.settings import StreamSettings
 from transport.kafka import ensure_topics, make_producer
-from transport.redis import connect_redis, drop_prefix
+from transport.redis import connect_redis, drop_prefix, redis_for
 
 WARMUP = 200
 
@@ -276,8 +276,7 @@ async def _latency(
     from stream.keyring import Keyring
     from transport.mqtt import MqttClient
 
-    redis = connect_redis(services.redis)
-    try:
+    async with redis_for(services) as redis:
         key = await Keyring(redis, services.redis_prefix).add("bench-store", "gw-door")
         registry = Registry(redis, services.redis_prefix)
         for i in range(probes + 1):
@@ -291,8 +290,6 @@ async def _latency(
                 ),
                 [Purpose.ARRIVAL_ALERTS],
             )
-    finally:
-        await redis.aclose()
     topic = services.topics.gateway_events("bench-store", "gw-door")
 
     def batch(i: int) -> bytes:
@@ -374,8 +371,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 async def _enroll(services: ServiceSettings, customers: int) -> None:
-    redis = connect_redis(services.redis)
-    try:
+    async with redis_for(services) as redis:
         registry = Registry(redis, services.redis_prefix)
         for i in range(1, customers + 1):
             await registry.enroll(
@@ -390,8 +386,6 @@ async def _enroll(services: ServiceSettings, customers: int) -> None:
                 ),
                 [Purpose.ARRIVAL_ALERTS, Purpose.ANALYTICS],
             )
-    finally:
-        await redis.aclose()
 
 
 async def run_stream_bench(
@@ -468,13 +462,10 @@ async def _bench_key(services: ServiceSettings) -> Any:
     events carry a fixed date, which the worker holds to its clock otherwise."""
     from stream.keyring import REPLAY_LABEL, Keyring
 
-    redis = connect_redis(services.redis)
-    try:
+    async with redis_for(services) as redis:
         return await Keyring(redis, services.redis_prefix).labelled(
             "bench-store", "gw-door", REPLAY_LABEL
         )
-    finally:
-        await redis.aclose()
 
 
 async def _stop(proc: subprocess.Popen[bytes]) -> None:

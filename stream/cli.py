@@ -22,7 +22,7 @@ from contracts.services import ServiceSettings
 from contracts.validation import describe_validation
 from stream.exceptions import KeyringError
 from stream.keyring import REPLAY_LABEL, KeyRecord, Keyring
-from transport.redis import RedisClient, connect_redis
+from transport.redis import RedisClient, redis_for
 
 if TYPE_CHECKING:
     from stream.customers import ImportReport
@@ -39,11 +39,8 @@ _err = Console(stderr=True)
 
 
 async def with_keyring(services: ServiceSettings, fn: Callable[[Keyring], Awaitable[T]]) -> T:
-    redis = connect_redis(services.redis)
-    try:
+    async with redis_for(services) as redis:
         return await fn(Keyring(redis, services.redis_prefix))
-    finally:
-        await redis.aclose()
 
 
 async def provision_keys(
@@ -121,11 +118,8 @@ def gateways_status(
     services = ServiceSettings()
 
     async def run() -> tuple[list[Any], list[str]]:
-        redis = connect_redis(services.redis)
-        try:
+        async with redis_for(services) as redis:
             return await fleet_status(redis, services.redis_prefix, store=store)
-        finally:
-            await redis.aclose()
 
     views, problems = asyncio.run(run())
     for problem in problems:
@@ -289,11 +283,8 @@ def customers_import(
 
     async def run(progress: Callable[[int], None] | None = None) -> ImportReport:
         services = ServiceSettings()
-        redis = connect_redis(services.redis)
-        try:
+        async with redis_for(services) as redis:
             return await import_csv(Registry(redis, services.redis_prefix), text, progress)
-        finally:
-            await redis.aclose()
 
     if sys.stderr.isatty():  # a bar for people; logs and pipes get the summary only
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
@@ -345,11 +336,8 @@ def customers_device(
 
     async def run() -> None:
         services = ServiceSettings()
-        redis = connect_redis(services.redis)
-        try:
+        async with redis_for(services) as redis:
             await register_device(redis, services.redis_prefix, customer_id, device_id, public_key)
-        finally:
-            await redis.aclose()
 
     try:
         asyncio.run(run())
@@ -372,11 +360,8 @@ def customers_seal_keys(
 
     async def run() -> SealReport:
         services = ServiceSettings()
-        redis = connect_redis(services.redis)
-        try:
+        async with redis_for(services) as redis:
             return await Registry(redis, services.redis_prefix).seal_identity_keys(dry_run=dry_run)
-        finally:
-            await redis.aclose()
 
     try:
         report = asyncio.run(run())
@@ -450,8 +435,7 @@ def customers_rebuild_consent(
     topic = services.topics.kafka(CONSENT)
 
     async def run() -> RebuildReport:
-        redis = connect_redis(services.redis)
-        try:
+        async with redis_for(services) as redis:
             # Changes still in the outbox go to the topic first, so the topic is current;
             # if a worker's pump holds the lock, wait until it has drained the outbox.
             registry = Registry(redis, services.redis_prefix)
@@ -469,8 +453,6 @@ def customers_rebuild_consent(
             return await rebuild_consent(
                 redis, services.redis_prefix, services.kafka_bootstrap, topic, timeout
             )
-        finally:
-            await redis.aclose()
 
     try:
         report = asyncio.run(run())

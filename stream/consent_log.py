@@ -36,8 +36,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from contracts.exceptions import ContractError
 from contracts.models import ConsentRecord, parse_model
 from stream.exceptions import ConsentLogError
-from stream.registry import RegistryKeys, as_text, shard_of
-from transport.redis import RedisClient
+from stream.registry import RegistryKeys, shard_of
+from transport.redis import RedisClient, as_text
 
 log = logging.getLogger(__name__)
 

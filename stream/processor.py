@@ -52,7 +52,7 @@ from stream.identity import IdentityIndex
 from stream.registry import CustomerProfile, Purpose, Registry
 from stream.rules import Rule, RuleBook, Trigger, priority_for, render, target_for
 from stream.visits import Observation, VisitTracker
-from transport.redis import RedisClient
+from transport.redis import RedisClient, as_text
 
 log = logging.getLogger(__name__)
 
@@ -470,7 +470,7 @@ class EventProcessor:
             self._remember(key)
             return True
         held = await self.r.get(key)
-        held_s = held.decode() if isinstance(held, bytes) else str(held)
+        held_s = as_text(held)
         # Claimed by an earlier worker that died before Kafka confirmed: the same id again.
         if held_s == f"pending:{alert.alert_id}":
             self._remember(key)

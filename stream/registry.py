@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from stream.exceptions import RegistryError
 from stream.sealing import SEALED_PREFIX, IdentitySealer, SealError, is_sealed
-from transport.redis import RedisClient
+from transport.redis import RedisClient, as_text
 
 # One hash tag per 1,024-slot range of Redis Cluster's 16,384 slots (slots 500, 1525, ...,
 # 16319), so the shards spread over the primaries of any cluster. Changing the count or a
@@ -177,11 +177,6 @@ class CustomerProfile(BaseModel):
             "photo_url": self.photo_url,
         }
         return {k: every[k] for k in self.visible_fields if every.get(k) not in (None, {}, [])}
-
-
-def as_text(value: bytes | str) -> str:
-    """A Redis reply as str, whether the client decodes responses or not."""
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def new_identity_key() -> str:

@@ -37,7 +37,7 @@ from enum import StrEnum
 from typing import Any
 
 from contracts.models import Event, EventKind, SubjectType, VisitChange, VisitSource, VisitUpdate
-from transport.redis import RedisClient, RedisPipeline
+from transport.redis import RedisClient, RedisPipeline, as_text
 
 VISIT_NS = uuid.UUID("6f2b8a52-3a3c-4c1e-9a55-0d3c1f6e8b10")
 ENTER_KINDS = frozenset(
@@ -337,7 +337,7 @@ class VisitTracker:
         due = await self.r.zrangebyscore(dkey, "-inf", watermark - self.exit_timeout_s)
         out: list[VisitUpdate] = []
         for member in due:
-            cid = member.decode() if isinstance(member, bytes) else str(member)
+            cid = as_text(member)
             raw = await self.r.get(self._state_key(cid, store_id))
             state = VisitState.load(raw) if raw else None
             if state is None or state.open or state.departed:

@@ -12,7 +12,7 @@ from typing import Any
 
 from contracts.exceptions import ContractError
 from contracts.models import GatewayState, GatewayStatus, parse_model
-from transport.redis import RedisClient
+from transport.redis import RedisClient, as_text
 
 LOW_BATTERY_MV = 2_500
 """A beacon's battery below this (Eddystone-TLM, mV) is flagged: a CR2032 falls off quickly
@@ -52,10 +52,6 @@ class GatewayView:
         }
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 async def fleet_status(
     redis: RedisClient, prefix: str, *, store: str | None = None, now: datetime | None = None
 ) -> tuple[list[GatewayView], list[str]]:
@@ -63,10 +59,10 @@ async def fleet_status(
     now = now or datetime.now(UTC)
     raw = await redis.hgetall(f"{prefix}gateways")
     published: list[Any] = await redis.zrange(f"{prefix}gateway-published", 0, -1, withscores=True)
-    last_batch = {_text(k): float(v) for k, v in published}
+    last_batch = {as_text(k): float(v) for k, v in published}
     views: list[GatewayView] = []
     problems: list[str] = []
-    for key, value in sorted((_text(k), v) for k, v in raw.items()):
+    for key, value in sorted((as_text(k), v) for k, v in raw.items()):
         if store is not None and not key.startswith(f"{store}/"):
             continue
         try:

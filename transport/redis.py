@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -38,6 +40,8 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.connection import SSLConnection, parse_url
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
+
+from contracts.services import ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +189,8 @@ async def redis_persistence(redis: RedisClient) -> Persistence:
         return Persistence(unknown=f"Redis did not answer CONFIG GET: {exc!r}")
     if not answers:
         return Persistence(unknown="CONFIG GET answered nothing")
-    aof = all(_text(a.get("appendonly")) == "yes" for a in answers)
-    rdb = all(_text(a.get("save")).strip() != "" for a in answers)
+    aof = all(as_text(a.get("appendonly")) == "yes" for a in answers)
+    rdb = all(as_text(a.get("save")).strip() != "" for a in answers)
     return Persistence(aof=aof, rdb=rdb)
 
 
@@ -198,12 +202,29 @@ def _cluster_answers(per_node: Any) -> list[dict[Any, Any]]:
         and per_node
         and all(isinstance(v, dict) for v in per_node.values())
     ):
-        return [{_text(k): v for k, v in answer.items()} for answer in per_node.values()]
-    return [{_text(k): v for k, v in dict(per_node).items()}]
+        return [{as_text(k): v for k, v in answer.items()} for answer in per_node.values()]
+    return [{as_text(k): v for k, v in dict(per_node).items()}]
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """The one decoding policy for Redis replies: text whether the client decodes responses
+    or not (bytes as UTF-8, None as "", anything else by str)."""
     return value.decode() if isinstance(value, bytes) else "" if value is None else str(value)
+
+
+def text_map(value: Mapping[Any, Any]) -> dict[str, str]:
+    """A hash reply (HGETALL) as text keys and values."""
+    return {as_text(k): as_text(v) for k, v in value.items()}
+
+
+@asynccontextmanager
+async def redis_for(services: ServiceSettings, **kwargs: Any) -> AsyncIterator[RedisClient]:
+    """A client on the services' Redis for the block, closed after it (commands, tools)."""
+    client = connect_redis(services.redis, **kwargs)
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 async def warn_if_not_persistent(

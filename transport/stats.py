@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from transport.redis import RedisClient
+from transport.redis import RedisClient, as_text
 
 UPDATED_AT = "_updated_at"
 
@@ -59,7 +59,7 @@ async def read_all(
     out: dict[tuple[str, str], tuple[float, Counter[str]]] = {}
     base = f"{prefix}stats:"
     async for raw in redis.scan_iter(f"{base}*", count=10000):
-        key = raw.decode() if isinstance(raw, bytes) else str(raw)
+        key = as_text(raw)
         component, _, instance = key[len(base) :].partition(":")
         data = await redis.hgetall(key)
         if not data:

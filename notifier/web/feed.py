@@ -16,9 +16,10 @@ from typing import Any
 
 from redis.exceptions import RedisClusterException, RedisError
 
-from notifier.directory import revocations_channel, text
+from notifier.directory import revocations_channel
 from transport.cancel import reraise_if_cancelled
 from transport.redis import RedisClient
+from transport.redis import as_text as text
 
 log = logging.getLogger(__name__)
 

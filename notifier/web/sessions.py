@@ -8,8 +8,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
-from notifier.directory import Associate, revocations_channel, sessions_key, text_map
-from transport.redis import RedisClient
+from notifier.directory import Associate, revocations_channel, sessions_key
+from transport.redis import RedisClient, text_map
 
 SESSION_COOKIE = "proxima_session"
 

@@ -99,3 +99,34 @@ def test_schemes_are_told_apart() -> None:
     assert not is_cluster_url("redis://a:1/0")
     assert scheme_of("redis+cluster://a:1") in REDIS_SCHEMES
     assert scheme_of("file:devices.toml") == ""
+
+
+def test_one_decoding_policy_for_replies() -> None:
+    from transport.redis import as_text, text_map
+
+    assert as_text(b"caf\xc3\xa9") == "café"
+    assert as_text("already") == "already"
+    assert as_text(None) == ""
+    assert as_text(3) == "3"
+    assert text_map({b"k": b"v", "n": 1}) == {"k": "v", "n": "1"}
+
+
+async def test_redis_for_closes_its_client(namespace: str) -> None:
+    """Seen from the server (CLIENT LIST): connected in the block, gone after it."""
+    from contracts.services import ServiceSettings
+    from transport.redis import connect_redis, redis_for
+
+    services = ServiceSettings(namespace=namespace)
+    name = f"redis-for-{namespace}"
+    observer = connect_redis(services.redis)
+    try:
+
+        async def connected() -> bool:
+            return any(c.get("name") == name for c in await observer.client_list())
+
+        async with redis_for(services, client_name=name) as r:
+            assert await r.ping()
+            assert await connected()
+        assert not await connected()
+    finally:
+        await observer.aclose()
