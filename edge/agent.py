@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from prometheus_client import Histogram
+
 from beacons.presence import Transition
 from contracts.models import BeaconHealth as BeaconHealthModel
 from contracts.models import Event, GatewayState, GatewayStatus
@@ -94,6 +96,19 @@ class EdgeAgent:
         self.services = tuple(services)
         self.service_warnings = tuple(service_warnings)
         self.collectors: list[Any] = []  # more metrics for /metrics (the ingest's)
+        # Histograms for /metrics (edge.health), observed as the broker acks each batch.
+        self.batch_events = Histogram(
+            "proxima_edge_batch_events",
+            "events per batch the broker acknowledged",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+            registry=None,
+        )
+        self.outbox_age = Histogram(
+            "proxima_edge_outbox_age_seconds",
+            "age of a batch's oldest event when the broker acknowledged it (time in the outbox)",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600),
+            registry=None,
+        )
         if not source.finite and not isinstance(source, WatchdogSource):
             source = WatchdogSource(source, settings.watchdog_s)
         self.source = source
@@ -421,6 +436,8 @@ class EdgeAgent:
             await outbox.ack(batch)
             self.stats.events_published += batch.count
             self.stats.batches_published += 1
+            self.batch_events.observe(batch.count)
+            self.outbox_age.observe(max(0.0, outbox.clock() - batch.oldest_created))
 
     @property
     def connected(self) -> bool:

@@ -40,6 +40,8 @@ class AgentCollector(Collector):
                 family = GaugeMetricFamily(name, doc, labels=["store", "gateway"])
             family.add_metric(labels, float(value))
             yield family
+        yield from agent.batch_events.collect()
+        yield from agent.outbox_age.collect()
 
 
 def metrics_text(agent: EdgeAgent) -> str:

@@ -24,7 +24,14 @@ async def test_metrics_healthz_and_beacon_health(namespace: str, tmp_path: Path)
     mqtt = ServiceSettings().mqtt
     topics = Topics(namespace)
     trace = write_trace(tmp_path / "t.jsonl", 200, every_s=0.05, tlm_battery_mv=2875)
-    settings = EdgeSettings(store_id=STORE, gateway_id=GATEWAY, http_port=0, status_interval_s=0.2)
+    settings = EdgeSettings(
+        store_id=STORE,
+        gateway_id=GATEWAY,
+        zone_id="entrance",
+        http_port=0,
+        status_interval_s=0.2,
+        enter_min_s=0.2,  # the trace's visitors are heard twice, 0.3 s apart: they enter
+    )
     agent = EdgeAgent(
         settings,
         TraceSource.from_file(trace, GATEWAY, speed=2.0),
@@ -47,6 +54,9 @@ async def test_metrics_healthz_and_beacon_health(namespace: str, tmp_path: Path)
 
         while agent.http_bound is None:  # noqa: ASYNC110 - set by run() right away
             await asyncio.sleep(0.01)
+        async with asyncio.timeout(15):
+            while agent.stats.batches_published == 0:  # noqa: ASYNC110 - the agent's counter
+                await asyncio.sleep(0.05)
         port = await agent.http_bound
         async with aiohttp.ClientSession() as http:
             async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
@@ -72,6 +82,13 @@ async def test_metrics_healthz_and_beacon_health(namespace: str, tmp_path: Path)
     assert families["proxima_edge_events_published"].type == "counter"
     assert labels["proxima_edge_adverts_total"] == {"store": STORE, "gateway": GATEWAY}
     assert "proxima_edge_outbox_oldest_seconds" in values
+    # Observed as the broker acked each batch: sizes, and time in the outbox.
+    assert families["proxima_edge_batch_events"].type == "histogram"
+    assert families["proxima_edge_outbox_age_seconds"].type == "histogram"
+    published = values["proxima_edge_batches_published_total"]
+    assert published > 0
+    assert values["proxima_edge_batch_events_count"] == published
+    assert values["proxima_edge_outbox_age_seconds_count"] == published
 
 
 def test_healthz_reports_waiting_events_without_a_broker(tmp_path: Path) -> None:
