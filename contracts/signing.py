@@ -43,7 +43,8 @@ SIG_VERSION = "v2"
 """What :func:`sign` writes; :func:`verify` also takes ``v1``."""
 _DOMAINS = {"v1": b"proxima-batch-v1\n", "v2": b"proxima-batch-v2\n"}
 _TS = re.compile(r"[0-9]{1,15}")
-_KID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+KID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+"""What a key id may be (it names a Redis hash field and a config value)."""
 MIN_SECRET_BYTES = 16
 
 
@@ -71,7 +72,7 @@ class GatewayKey:
     does)."""
 
     def __post_init__(self) -> None:
-        if not _KID.fullmatch(self.kid):
+        if not KID_RE.fullmatch(self.kid):
             raise ValueError(f"key id {self.kid!r}: must match [A-Za-z0-9._-]{{1,64}}")
         if len(self.secret) < MIN_SECRET_BYTES:
             raise ValueError(f"key {self.kid!r}: secret must be at least {MIN_SECRET_BYTES} bytes")
@@ -100,7 +101,7 @@ def sign(
 ) -> dict[str, str]:
     """The user properties a gateway attaches to one message published at ``published_at``
     (Unix seconds; default now)."""
-    if not _KID.fullmatch(kid):
+    if not KID_RE.fullmatch(kid):
         raise ValueError(f"key id {kid!r}: must match [A-Za-z0-9._-]{{1,64}}")
     ts = str(round((time.time() if published_at is None else published_at) * 1000))
     return {
@@ -146,7 +147,7 @@ def verify_message(
     sig = props.get(SIG_PROPERTY)
     if kid is None or sig is None:
         raise SignatureError(f"unsigned message (no {KID_PROPERTY}/{SIG_PROPERTY} user property)")
-    if not _KID.fullmatch(kid):
+    if not KID_RE.fullmatch(kid):
         raise SignatureError("malformed key id")
     version = sig.partition("=")[0]
     if version not in _DOMAINS or "=" not in sig:

@@ -9,17 +9,15 @@ the field names) and command-line overrides feed the same model; see
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from contracts.signing import MIN_SECRET_BYTES
+from contracts.signing import KID_RE, MIN_SECRET_BYTES
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-_KID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def default_state_dir() -> Path:
@@ -161,7 +159,7 @@ class EdgeSettings(BaseSettings):
     @field_validator("signing_kid")
     @classmethod
     def _kid_shape(cls, value: str | None) -> str | None:
-        if value is not None and not _KID.fullmatch(value):
+        if value is not None and not KID_RE.fullmatch(value):
             raise ValueError("must match [A-Za-z0-9._-]{1,64}")
         return value
 

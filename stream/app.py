@@ -24,8 +24,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from functools import partial
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import faust
@@ -54,7 +53,7 @@ from transport.kafka import faust_credentials
 from transport.logs import JsonFormatter, configure_logging, env_log_format
 from transport.probes import CountsCollector, serving
 from transport.redis import connect_redis, warn_if_not_persistent
-from transport.retry import run_guarded
+from transport.retry import counted_once, run_guarded
 from transport.stats import publish as publish_stats
 
 log = logging.getLogger(__name__)
@@ -245,7 +244,7 @@ def create_app(
     Parsed = tuple[list[tuple[Event, EventT[bytes]]], list[DlqRecord]]
     """Events to decide, each with the record it came in, and DLQ records of refused input."""
 
-    def parse_events(proc: EventProcessor, batch: Sequence[EventT[bytes]]) -> Parsed:
+    async def parse_events(proc: EventProcessor, batch: Sequence[EventT[bytes]]) -> Parsed:
         """v1 records: one event each, checked by the bridge that wrote it."""
         events: list[tuple[Event, EventT[bytes]]] = []
         rejected: list[DlqRecord] = []
@@ -260,17 +259,24 @@ def create_app(
         return events, rejected
 
     async def parse_batches(proc: EventProcessor, batch: Sequence[EventT[bytes]]) -> Parsed:
-        """v2 records: one signed gateway batch each, opened by :class:`BatchOpener`."""
+        """v2 records: one signed gateway batch each, opened by :class:`BatchOpener`. A key
+        lookup that fails (Redis away) opens them all again, with backoff."""
         if "opener" not in state:
             state["opener"] = BatchOpener(await get_keys(), topics, settings, proc.stats.counts)
         opener: BatchOpener = state["opener"]
-        events: list[tuple[Event, EventT[bytes]]] = []
-        rejected: list[DlqRecord] = []
-        for source in batch:
-            good, refused = await opener.open(source.value, source.message.headers)  # type: ignore[arg-type]
-            events += [(event, source) for event in good]
-            rejected += refused
-        return events, rejected
+
+        async def open_all() -> Parsed:
+            events: list[tuple[Event, EventT[bytes]]] = []
+            rejected: list[DlqRecord] = []
+            with counted_once(proc.stats.counts):
+                for source in batch:
+                    headers = source.message.headers
+                    good, refused = await opener.open(source.value, headers)  # type: ignore[arg-type]
+                    events += [(event, source) for event in good]
+                    rejected += refused
+            return events, rejected
+
+        return await (await get_runner()).retrying("batch verification", open_all)
 
     async def handle(
         proc: EventProcessor,
@@ -395,8 +401,6 @@ def create_app(
         cache: its errors are logged and counted (``dedupe_table_errors``), never fatal.
         Cancellation (the worker stopping) ends the loop.
         """
-        proc = await get_processor()
-        purge_at = 0.0
         # Batches: the Kafka acks of a batch's alerts and visits are awaited together and
         # its events are marked processed in one Redis round trip, after they are on Kafka.
         # Events rather than values: a table write needs the Faust event that caused it.
@@ -404,30 +408,30 @@ def create_app(
         batches = cast(faust.Stream[bytes], stream).take_events(
             settings.batch_max, within=settings.batch_within_s
         )
-        async for batch in batches:
-            if purge := (now := proc.now().timestamp()) >= purge_at:
-                purge_at = now + settings.table_purge_s
-            await handle(proc, *parse_events(proc, batch), purge)
-            # Only now is every event of the batch on Kafka and marked: its offsets may be
-            # committed (by commit_offsets). A batch cut off mid-way never gets here.
-            offsets.finished((source.message.tp, source.message.offset) for source in batch)
+        await decide_all(batches, parse_events)
 
     @app.agent(batches_topic)
     async def decide_batches(stream: faust.StreamT[bytes]) -> None:
         """:func:`decide` for v2 records (one gateway batch each): the same guarantees; a
         record's offset is committed once every event in it is decided."""
-        proc = await get_processor()
-        purge_at = 0.0
         records = cast(faust.Stream[bytes], stream).take_events(
             settings.batch_max_records, within=settings.batch_within_s
         )
-        async for batch in records:
+        await decide_all(records, parse_batches)
+
+    async def decide_all(
+        batches: AsyncIterable[Sequence[EventT[bytes]]],
+        parse: Callable[[EventProcessor, Sequence[EventT[bytes]]], Awaitable[Parsed]],
+    ) -> None:
+        """Both agents' loop: open each batch of records with ``parse``, decide it, then
+        mark its records finished (now every event is on Kafka and marked: their offsets
+        may be committed by commit_offsets; a batch cut off mid-way never gets here)."""
+        proc = await get_processor()
+        purge_at = 0.0
+        async for batch in batches:
             if purge := (now := proc.now().timestamp()) >= purge_at:
                 purge_at = now + settings.table_purge_s
-            events, rejected = await (await get_runner()).retrying(
-                "batch verification", partial(parse_batches, proc, batch)
-            )
-            await handle(proc, events, rejected, purge)
+            await handle(proc, *await parse(proc, batch), purge)
             offsets.finished((source.message.tp, source.message.offset) for source in batch)
 
     async def sweep_table() -> None:
@@ -543,8 +547,8 @@ def create_app(
 class LagCollector(Collector):
     """``proxima_stream_worker_consumer_lag{topic,partition}``: per assigned partition of the
     events topics, the broker's end offset (the highwater the consumer last fetched) minus
-    the offset after the last record the worker finished. Partitions whose highwater the
-    consumer does not know yet are left out."""
+    the offset after the last record the worker finished (or, before it finished one, the
+    group's committed offset). Partitions with either unknown are left out."""
 
     def __init__(self, app: faust.App, offsets: OffsetCommitter[TP], names: tuple[str, ...]):
         self.app = app
@@ -570,8 +574,14 @@ class LagCollector(Collector):
                 high = None
             if high is None:
                 continue
+            # Finished by this worker, else what the group had committed when the partition
+            # was assigned (Faust's consumer keeps it); neither known: left out.
             done = self.offsets.done.get(tp)
-            lag.add_metric([tp.topic, str(tp.partition)], float(high - (done or 0)))
+            if done is None:
+                done = consumer._committed_offset.get(tp)
+            if done is None:
+                continue
+            lag.add_metric([tp.topic, str(tp.partition)], float(high - done))
         yield lag
 
 

@@ -23,9 +23,7 @@ from contracts.signing import (
     KID_PROPERTY,
     SIG_PROPERTY,
     TS_PROPERTY,
-    GatewayKey,
     SignatureError,
-    verify_message,
 )
 from contracts.topics import Topics
 from stream.keyring import KeyCache
@@ -177,20 +175,9 @@ class BatchOpener:
             return [], rejected
         trace_time = False
         if info.signed or self.settings.require_signatures:
-            kid = dict(info.properties).get(KID_PROPERTY)
-            key = await self.keys.get(kid) if kid else None
-
-            def lookup(_kid: str) -> GatewayKey | None:
-                return key
-
             try:
-                verified = verify_message(
-                    info.mqtt_topic,
-                    value,
-                    info.properties,
-                    lookup,
-                    store_id=store,
-                    gateway_id=gateway,
+                verified = await self.keys.verify(
+                    info.mqtt_topic, value, info.properties, store_id=store, gateway_id=gateway
                 )
             except SignatureError as exc:
                 counts["bad_signature"] += 1

@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -43,7 +42,6 @@ from contracts.signing import (
     SIG_PROPERTY,
     SignatureError,
     Verified,
-    verify_message,
 )
 from stream.batches import off_clock, record_headers, screen
 from stream.keyring import KeyCache, Keyring
@@ -53,14 +51,13 @@ from transport.kafka import kafka_security, make_producer
 from transport.mqtt import Message, MqttClient, service_tls
 from transport.probes import CountsCollector, serving
 from transport.redis import RedisClient, connect_redis, warn_if_not_persistent
-from transport.retry import retry_transient, run_guarded
+from transport.retry import counted_once, retry_transient, run_guarded
 from transport.stats import publish as publish_stats
 
 log = logging.getLogger(__name__)
 
 BRIDGE_GAUGES = ("unacked", "subscribed", "mqtt_reconnects")
 """Counters of the bridge that are levels, not totals (``/metrics`` types them as gauges)."""
-_KID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class Bridge:
@@ -198,13 +195,8 @@ class Bridge:
         s = self.settings
 
         async def attempt() -> None:
-            before = self.counts.copy()
-            try:
+            with counted_once(self.counts):
                 await self.handle(message)
-            except BaseException:
-                self.counts.clear()
-                self.counts.update(before)
-                raise
 
         try:
             await retry_transient(
@@ -372,15 +364,11 @@ class Bridge:
         if not signed and not self.settings.require_signatures:
             self.counts[f"{prefix}unsigned_accepted"] += 1
             return True, None
-        kid = message.user_property(KID_PROPERTY)
-        # Only well-formed kids reach Redis; verify_message() names the malformed ones.
-        key = await self._keys.get(kid) if kid and _KID.fullmatch(kid) else None
         try:
-            verified = verify_message(
+            verified = await self._keys.verify(
                 message.topic,
                 message.payload,
                 message.user_properties,
-                lambda _kid: key,
                 store_id=store,
                 gateway_id=gateway,
             )

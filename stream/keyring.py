@@ -17,13 +17,13 @@ import json
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.models import Identifier
-from contracts.signing import GatewayKey
+from contracts.signing import KID_PROPERTY, KID_RE, GatewayKey, Verified, verify_message
 from stream.exceptions import KeyringError
 from transport.redis import RedisClient
 
@@ -137,6 +137,29 @@ class KeyCache:
         self.clock = clock
         self._entries: OrderedDict[str, tuple[float, GatewayKey | None]] = OrderedDict()
         self.fetches = 0
+
+    async def verify(
+        self,
+        topic: str,
+        payload: bytes,
+        properties: Iterable[tuple[str, str]],
+        *,
+        store_id: str,
+        gateway_id: str,
+    ) -> Verified:
+        """:func:`contracts.signing.verify_message` with this cache's keys (the bridge's
+        and the worker's one way to check a batch). Only a well-formed key id reaches Redis;
+        verify_message names a malformed one. Raises SignatureError."""
+        props = list(properties)
+        kid = next((value for name, value in props if name == KID_PROPERTY), None)
+        key = await self.get(kid) if kid is not None and KID_RE.fullmatch(kid) else None
+
+        def lookup(_kid: str) -> GatewayKey | None:
+            return key
+
+        return verify_message(
+            topic, payload, props, lookup, store_id=store_id, gateway_id=gateway_id
+        )
 
     async def get(self, kid: str) -> GatewayKey | None:
         now = self.clock()

@@ -28,7 +28,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from contracts.models import Alert, DlqRecord, Event
 from stream.processor import EventProcessor
 from transport.cancel import reraise_if_cancelled
-from transport.retry import retrying
+from transport.retry import counted_once, retrying
 
 log = logging.getLogger(__name__)
 
@@ -138,31 +138,29 @@ class BatchRunner(Generic[S]):
         """
         proc = self.proc
         alerts_topic, visits_topic, dlq = self.topics
-        counts = proc.stats.counts
-        before = counts.copy()
         try:
-            pending = [await self.send(dlq, None, record.to_json()) for record in rejected]
-            decisions = await proc.decide_batch([event for event, _ in events])
-            sent: list[tuple[Alert, S]] = []
-            for decision, (_, source) in zip(decisions, events, strict=True):
-                for visit in decision.visits:
-                    pending.append(
-                        await self.send(visits_topic, visit.customer_id.encode(), visit.to_json())
-                    )
-                for alert in decision.alerts:
-                    pending.append(
-                        await self.send(alerts_topic, alert.store_id.encode(), alert.to_json())
-                    )
-                    sent.append((alert, source))
-            # Wait for Kafka's acks before recording anything as sent or processed.
-            await all_acked(pending)
-            await proc.mark_done([alert for alert, _ in sent], [event for event, _ in events])
-            await proc.settle_departures([v for d in decisions for v in d.visits])
+            with counted_once(proc.stats.counts):  # the try is run again whole on failure
+                pending = [await self.send(dlq, None, record.to_json()) for record in rejected]
+                decisions = await proc.decide_batch([event for event, _ in events])
+                sent: list[tuple[Alert, S]] = []
+                for decision, (_, source) in zip(decisions, events, strict=True):
+                    for visit in decision.visits:
+                        pending.append(
+                            await self.send(
+                                visits_topic, visit.customer_id.encode(), visit.to_json()
+                            )
+                        )
+                    for alert in decision.alerts:
+                        pending.append(
+                            await self.send(alerts_topic, alert.store_id.encode(), alert.to_json())
+                        )
+                        sent.append((alert, source))
+                # Wait for Kafka's acks before recording anything as sent or processed.
+                await all_acked(pending)
+                await proc.mark_done([alert for alert, _ in sent], [event for event, _ in events])
+                await proc.settle_departures([v for d in decisions for v in d.visits])
         except BaseException:
-            proc.release_claims()
-            # The try is run again whole: what it counted would be counted twice.
-            counts.clear()
-            counts.update(before)
+            proc.release_claims()  # or this worker would refuse its own alerts on the retry
             raise
         return sent
 

@@ -13,7 +13,8 @@ import importlib
 import logging
 import random
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 from transport.cancel import reraise_if_cancelled
@@ -55,6 +56,19 @@ OF_THE_RECORD: tuple[type[BaseException], ...] = _errors(
 )
 """Kafka errors about one record (its size, its bytes, its topic name): the same record
 fails again however long one waits."""
+
+
+@contextmanager
+def counted_once(counts: Counter[str]) -> Iterator[None]:
+    """For one try of a step that is run again whole when it fails: if the try fails, the
+    counters go back to what they were before it, or a retry would count it all twice."""
+    before = counts.copy()
+    try:
+        yield
+    except BaseException:
+        counts.clear()
+        counts.update(before)
+        raise
 
 
 def is_transient(exc: BaseException) -> bool:
