@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
+from redis.exceptions import RedisClusterException, RedisError
+
 from transport.cancel import reraise_if_cancelled
 from transport.mqtt import MqttError
 
@@ -25,8 +27,9 @@ T = TypeVar("T")
 
 
 def _errors(module: str, *names: str) -> tuple[type[Exception], ...]:
-    """Exception classes of a client library that may not be installed: a gateway installs
-    neither aiokafka nor redis-py (the ``edge`` extra), and their errors cannot reach it."""
+    """Exception classes of a client library that may not be installed: a gateway's base
+    install has no aiokafka (it comes with the ``services`` extra), and its errors cannot
+    reach a gateway."""
     try:
         found = importlib.import_module(module)
     except ImportError:
@@ -35,7 +38,8 @@ def _errors(module: str, *names: str) -> tuple[type[Exception], ...]:
 
 
 TRANSIENT: tuple[type[Exception], ...] = (
-    *_errors("redis.exceptions", "RedisError", "RedisClusterException"),
+    RedisError,
+    RedisClusterException,
     *_errors("aiokafka.errors", "KafkaError"),
     MqttError,
     OSError,
