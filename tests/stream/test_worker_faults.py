@@ -9,6 +9,7 @@ the stopping worker counted as handled without finishing it would never be seen 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import uuid
@@ -17,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis.asyncio as aioredis
+from aiokafka.admin import AIOKafkaAdminClient
 
 from beacons.eid import compute_eid
 from contracts.models import Event, EventKind, Subject, SubjectType
@@ -58,6 +60,21 @@ def _events() -> list[Event]:
             )
         )
     return out
+
+
+async def _group_offsets(services: ServiceSettings) -> str:
+    """The worker group's committed offsets, for a failure message: a stalled worker
+    (offsets short of the end) and a lost event (offsets at the end) look alike otherwise."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=services.kafka_bootstrap)
+    try:
+        await admin.start()
+        found = await admin.list_consumer_group_offsets(f"{services.namespace}-proxima-stream")
+        return str({f"{tp.topic}[{tp.partition}]": m.offset for tp, m in found.items()})
+    except Exception as exc:  # a diagnostic only: never hide the failure it explains
+        return f"unknown ({exc!r})"
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
 
 
 @pytest.mark.parametrize(
