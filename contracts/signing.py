@@ -73,7 +73,7 @@ class GatewayKey:
 
     def __post_init__(self) -> None:
         if not KID_RE.fullmatch(self.kid):
-            raise ValueError(f"key id {self.kid!r}: must match [A-Za-z0-9._-]{{1,64}}")
+            raise ValueError(f"key id {self.kid!r}: must match {KID_RE.pattern}")
         if len(self.secret) < MIN_SECRET_BYTES:
             raise ValueError(f"key {self.kid!r}: secret must be at least {MIN_SECRET_BYTES} bytes")
 
@@ -102,7 +102,7 @@ def sign(
     """The user properties a gateway attaches to one message published at ``published_at``
     (Unix seconds; default now)."""
     if not KID_RE.fullmatch(kid):
-        raise ValueError(f"key id {kid!r}: must match [A-Za-z0-9._-]{{1,64}}")
+        raise ValueError(f"key id {kid!r}: must match {KID_RE.pattern}")
     ts = str(round((time.time() if published_at is None else published_at) * 1000))
     return {
         KID_PROPERTY: kid,

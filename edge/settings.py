@@ -160,7 +160,7 @@ class EdgeSettings(BaseSettings):
     @classmethod
     def _kid_shape(cls, value: str | None) -> str | None:
         if value is not None and not KID_RE.fullmatch(value):
-            raise ValueError("must match [A-Za-z0-9._-]{1,64}")
+            raise ValueError(f"must match {KID_RE.pattern}")
         return value
 
     @field_validator("signing_key")

@@ -24,6 +24,8 @@ from beacons.eid import compute_eid
 from contracts.models import Event, EventKind, Subject, SubjectType
 from contracts.services import ServiceSettings
 from stream.registry import Purpose, Registry
+from stream.settings import StreamSettings
+from stream.tables import app_id
 from tests.conftest import Procs
 from tests.kit.customers import make_customer
 from tests.kit.kafka import read_topic
@@ -68,7 +70,7 @@ async def _group_offsets(services: ServiceSettings) -> str:
     admin = AIOKafkaAdminClient(bootstrap_servers=services.kafka_bootstrap)
     try:
         await admin.start()
-        found = await admin.list_consumer_group_offsets(f"{services.namespace}-proxima-stream")
+        found = await admin.list_consumer_group_offsets(app_id(services, StreamSettings()))
         return str({f"{tp.topic}[{tp.partition}]": m.offset for tp, m in found.items()})
     except Exception as exc:  # a diagnostic only: never hide the failure it explains
         return f"unknown ({exc!r})"
