@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis.asyncio as aioredis
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from beacons.eid import compute_eid
 from contracts.models import Event, EventKind, Subject, SubjectType
@@ -65,18 +65,25 @@ def _events() -> list[Event]:
 
 
 async def _group_offsets(services: ServiceSettings) -> str:
-    """The worker group's committed offsets, for a failure message: a stalled worker
-    (offsets short of the end) and a lost event (offsets at the end) look alike otherwise."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=services.kafka_bootstrap)
+    """The worker group's committed offset and the end of each events partition, for a
+    failure message: a stalled worker (committed short of the end) and a lost event
+    (committed at the end) look alike otherwise. Through a consumer that joins no group
+    (aiokafka's admin client cannot decode Tansu's OffsetFetch reply)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=services.kafka_bootstrap,
+        group_id=app_id(services, StreamSettings()),
+        enable_auto_commit=False,
+    )
     try:
-        await admin.start()
-        found = await admin.list_consumer_group_offsets(app_id(services, StreamSettings()))
-        return str({f"{tp.topic}[{tp.partition}]": m.offset for tp, m in found.items()})
+        await consumer.start()
+        tps = [TopicPartition(services.topics.events, p) for p in range(4)]
+        ends = await consumer.end_offsets(tps)
+        return str({tp.partition: (await consumer.committed(tp), ends[tp]) for tp in tps})
     except Exception as exc:  # a diagnostic only: never hide the failure it explains
         return f"unknown ({exc!r})"
     finally:
         with contextlib.suppress(Exception):
-            await admin.close()
+            await consumer.stop()
 
 
 @pytest.mark.parametrize(
@@ -119,7 +126,11 @@ async def test_worker_killed_mid_stream_processes_everything_and_alerts_once(
         deadline = loop.time() + timeout
         while (n := await processed()) < target:
             if loop.time() > deadline:
-                pytest.fail(f"{what}: {n} of {target} events processed\n{procs.log(log)[-3000:]}")
+                offsets = await _group_offsets(services)
+                pytest.fail(
+                    f"{what}: {n} of {target} events processed; per partition of the"
+                    f" events topic, (committed offset, end) {offsets}\n{procs.log(log)[-3000:]}"
+                )
             await asyncio.sleep(0.1)
 
     async def send(batch: list[Event]) -> None:
