@@ -60,6 +60,11 @@ class StreamSettings(BaseSettings):
         ge=6,
         description="Kafka group session timeout: how soon a dead worker's partitions move",
     )
+    stop_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="longest a worker's graceful stop (SIGTERM, SIGINT) may take before it exits hard, printing every thread's stack",
+    )
     fetch_max_wait_ms: int = Field(
         default=50,
         ge=1,

@@ -14,6 +14,7 @@ import json
 import signal
 import uuid
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -86,19 +87,34 @@ async def _group_offsets(services: ServiceSettings) -> str:
             await consumer.stop()
 
 
+@pytest.fixture
+def services(proxima_env: dict[str, str]) -> ServiceSettings:
+    return ServiceSettings(
+        kafka=proxima_env["PROXIMA_KAFKA"], namespace=proxima_env["PROXIMA_NAMESPACE"]
+    )
+
+
+@pytest.fixture
+async def redis(services: ServiceSettings) -> AsyncIterator[aioredis.Redis]:
+    """The test's Redis client; its keys are dropped and it is closed however the test
+    ends (a failed wait used to leave it open, and the next test failed on the warning)."""
+    client = aioredis.from_url(services.redis)
+    try:
+        yield client
+    finally:
+        await drop_prefix(services.redis, services.redis_prefix)
+        await client.aclose()
+
+
 @pytest.mark.parametrize(
     "sig", [signal.SIGKILL, signal.SIGTERM, None], ids=["kill-9", "sigterm", "a-second-joins"]
 )
 async def test_worker_killed_mid_stream_processes_everything_and_alerts_once(
-    procs: Procs, proxima_env: dict[str, str], sig: signal.Signals | None
+    procs: Procs, services: ServiceSettings, redis: aioredis.Redis, sig: signal.Signals | None
 ) -> None:
     """``sig`` None: the first worker keeps running and a second one joins the group (a
     rebalance mid-stream, the path on which Faust suspends flow control too)."""
-    services = ServiceSettings(
-        kafka=proxima_env["PROXIMA_KAFKA"], namespace=proxima_env["PROXIMA_NAMESPACE"]
-    )
     await ensure_topics(services.kafka_bootstrap, services.topics.all_kafka, 4)
-    redis = aioredis.from_url(services.redis)
     registry = Registry(redis, services.redis_prefix)
     for c in range(CUSTOMERS):
         await registry.enroll(
@@ -121,15 +137,30 @@ async def test_worker_killed_mid_stream_processes_everything_and_alerts_once(
             n += 1
         return n
 
+    async def unprocessed() -> str:
+        """The events not marked processed, as runs of their indexes in the order sent: a
+        worker that stalled leaves the tail, one that skipped records leaves a hole."""
+        marks = await redis.mget([f"{services.redis_prefix}event:{e.event_id}" for e in events])
+        runs: list[list[int]] = []
+        for i, mark in enumerate(marks):
+            if mark is None:
+                if runs and runs[-1][1] == i - 1:
+                    runs[-1][1] = i
+                else:
+                    runs.append([i, i])
+        return ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in runs) or "none"
+
     async def wait(target: int, timeout: float, what: str, log: str = "worker") -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while (n := await processed()) < target:
             if loop.time() > deadline:
                 offsets = await _group_offsets(services)
+                missing = await unprocessed()
                 pytest.fail(
-                    f"{what}: {n} of {target} events processed; per partition of the"
-                    f" events topic, (committed offset, end) {offsets}\n{procs.log(log)[-3000:]}"
+                    f"{what}: {n} of {target} events processed; not processed (in the"
+                    f" order sent): {missing}; per partition of the events topic,"
+                    f" (committed offset, end) {offsets}\n{procs.log(log)[-3000:]}"
                 )
             await asyncio.sleep(0.1)
 
@@ -169,13 +200,33 @@ async def test_worker_killed_mid_stream_processes_everything_and_alerts_once(
         await producer.stop()
 
     alerts: dict[str, set[str]] = defaultdict(set)
-    try:
-        for value in await read_topic(services.kafka_bootstrap, services.topics.alerts, idle_s=0.5):
-            a = json.loads(value or b"{}")
-            alerts[a["customer_id"]].add(f"{a['kind']}:{a['alert_id']}")
-    finally:
-        await drop_prefix(services.redis, services.redis_prefix)
-        await redis.aclose()
+    for value in await read_topic(services.kafka_bootstrap, services.topics.alerts, idle_s=0.5):
+        a = json.loads(value or b"{}")
+        alerts[a["customer_id"]].add(f"{a['kind']}:{a['alert_id']}")
     consenting = {f"c{c}" for c in range(CUSTOMERS) if c % 4}
     assert set(alerts) == consenting  # nobody without arrival consent, nobody missed
     assert all(len(ids) == 1 for ids in alerts.values()), alerts  # one alert id each
+
+
+async def test_a_stop_longer_than_the_stop_timeout_ends_the_worker_hard(
+    procs: Procs, proxima_env: dict[str, str]
+) -> None:
+    """``PROXIMA_STREAM_STOP_TIMEOUT_S`` bounds a graceful stop (Faust 0.15's sometimes never
+    ends). Set far below any real stop here: SIGTERM ends the worker with status 1 and
+    every thread's stack on stderr, instead of a hang."""
+    procs.env = dict(proxima_env, PROXIMA_STREAM_STOP_TIMEOUT_S="0.05")
+    proc = procs.start("worker", "stream", "worker")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    # The app starts after mode's worker has installed its signal handlers.
+    while "[^-WorkerApp]: Starting" not in procs.log("worker"):
+        assert proc.poll() is None, procs.log("worker")
+        assert loop.time() < deadline, procs.log("worker")
+        await asyncio.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    status = await asyncio.to_thread(proc.wait, 30)
+    log = procs.log("worker")
+    assert status == 1, log
+    assert "exiting at once if not stopped in 0 s" in log
+    assert "Timeout (0:00:00" in log  # faulthandler's, then every thread's stack:
+    assert 'File "' in log
