@@ -61,7 +61,7 @@ fmt: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix .
 
 bench: setup-dev
-	for b in beacons edge ingest stream notifier detection; do $(BIN)/proxima bench $$b || exit 1; done
+	for b in beacons edge ingest stream stream-scale notifier detection; do $(BIN)/proxima bench $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) .proxima .mypy_cache .ruff_cache .pytest_cache

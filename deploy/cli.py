@@ -961,11 +961,19 @@ def stats(
 def bench(
     name: Annotated[
         str,
-        typer.Argument(metavar="NAME", help="beacons, notifier, ingest, edge, stream, detection"),
+        typer.Argument(
+            metavar="NAME",
+            help="beacons, notifier, ingest, edge, stream, stream-scale, detection",
+        ),
     ],
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     seconds: Annotated[float, typer.Option(help="measuring time per figure")] = 2.0,
-    events: Annotated[int, typer.Option(help="events per run (stream)", min=1000)] = 20_000,
+    events: Annotated[
+        int, typer.Option(help="events per run (stream, stream-scale)", min=1000)
+    ] = 20_000,
+    workers: Annotated[
+        int, typer.Option(help="workers of the scale-out run (stream-scale)", min=2, max=8)
+    ] = 2,
     seeds: Annotated[
         str, typer.Option(help="simulation seeds, comma-separated (detection)")
     ] = "21,22,23,24,25,26,27",
@@ -1007,6 +1015,10 @@ def bench(
             from stream.bench import run_stream_bench
 
             results = asyncio.run(run_stream_bench(events=events))
+        elif name == "stream-scale":
+            from stream.bench import run_scale_out_bench
+
+            results = asyncio.run(run_scale_out_bench(events=events, workers=workers))
         elif name == "detection":
             from simulators.cli import parse_shares
             from simulators.detection import run_detection_bench
@@ -1028,7 +1040,7 @@ def bench(
         else:
             raise _fail(
                 f"unknown benchmark {name!r}; available: beacons, notifier, ingest, edge, stream, "
-                "detection"
+                "stream-scale, detection"
             )
     if as_json:
         sys.stdout.write(json.dumps(results) + "\n")

@@ -100,8 +100,10 @@ def make_records(
     return out
 
 
-def make_events(n: int, customers: int, start: datetime, seed: int = 7) -> list[bytes]:
-    """``n`` zone events: half from enrolled customers, half from unknown phones."""
+def make_events(
+    n: int, customers: int, start: datetime, seed: int = 7, store: str = "bench-store"
+) -> list[bytes]:
+    """``n`` zone events in ``store``: half from enrolled customers, half from unknown phones."""
     import random
 
     rng = random.Random(seed)
@@ -112,17 +114,23 @@ def make_events(n: int, customers: int, start: datetime, seed: int = 7) -> list[
         at = start + timedelta(milliseconds=50 * i)
         kind = EventKind.ZONE_ENTER if i % 3 == 0 else EventKind.ZONE_DWELL
         zone = rng.choice(["entrance", "floor", "fitting-rooms"])
-        event = _zone_event(key, at, i + 1, kind, zone, rssi=-60.0, confidence=0.9)
+        event = _zone_event(key, at, i + 1, kind, zone, store=store, rssi=-60.0, confidence=0.9)
         out.append(event.to_json())
     return out
 
 
-async def _produce(bootstrap: str, topic: str, records: list[Record]) -> None:
+async def _produce(
+    bootstrap: str,
+    topic: str,
+    records: list[Record],
+    key: bytes = b"bench-store",
+    partition: int | None = None,
+) -> None:
     producer = make_producer(bootstrap, idempotent=False, client_id="bench-feeder")
     await producer.start()
     try:
         futures = [
-            await producer.send(topic, key=b"bench-store", value=v, headers=h)
+            await producer.send(topic, key=key, value=v, headers=h, partition=partition)
             for v, h, _ in records
         ]
         await asyncio.gather(*futures)
@@ -218,22 +226,11 @@ async def _worker(
     Every record has the same key (one store), so one partition holds them in order: a
     phase is done when the worker has recorded its last event as processed (``event:{id}``).
     """
-    env = dict(
-        os.environ,
-        PROXIMA_KAFKA=services.kafka,
-        PROXIMA_NAMESPACE=services.namespace,
-        PROXIMA_STREAM_DATA_DIR=str(settings.data_dir),
-    )
+    env = _worker_env(services, settings)
     topic = services.topics.events_v2
     redis = connect_redis(services.redis)
     fh = log.open("wb")
-    proc = await asyncio.to_thread(
-        subprocess.Popen,
-        [sys.executable, "-m", "deploy.cli", "stream", "worker", "--loglevel", "warn"],
-        env=env,
-        stdout=fh,
-        stderr=subprocess.STDOUT,
-    )
+    proc = await _spawn_worker(env, fh)
 
     async def wait(record: Record, timeout: float) -> None:
         key = f"{services.redis_prefix}event:{json.loads(record[0])[-1]['event_id']}"
@@ -262,6 +259,26 @@ async def _worker(
         await _stop(proc)
         fh.close()
         await redis.aclose()
+
+
+def _worker_env(services: ServiceSettings, settings: StreamSettings) -> dict[str, str]:
+    return dict(
+        os.environ,
+        PROXIMA_KAFKA=services.kafka,
+        PROXIMA_NAMESPACE=services.namespace,
+        PROXIMA_STREAM_DATA_DIR=str(settings.data_dir),
+    )
+
+
+async def _spawn_worker(env: dict[str, str], out: Any) -> subprocess.Popen[bytes]:
+    """A ``proxima stream worker`` child, logging warnings and worse to ``out``."""
+    return await asyncio.to_thread(
+        subprocess.Popen,
+        [sys.executable, "-m", "deploy.cli", "stream", "worker", "--loglevel", "warn"],
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
 
 
 async def _latency(
@@ -457,15 +474,121 @@ async def run_stream_bench(
     }
 
 
-async def _bench_key(services: ServiceSettings) -> Any:
+SCALE_STORES = 4
+"""Stores of the scale-out run, one per partition of the events topic."""
+
+
+async def _scale_run(
+    kafka_url: str, workers: int, events: int, customers: int, tmp: Path
+) -> dict[str, float]:
+    """One scale-out measurement in a namespace of its own: ``workers`` workers over
+    :data:`SCALE_STORES` partitions, one store each, drain-sized batches."""
+    services = ServiceSettings(kafka=kafka_url, namespace=f"bench{uuid.uuid4().hex[:8]}")
+    settings = StreamSettings(data_dir=tmp / f"stream-data-{workers}")
+    topic = services.topics.events_v2
+    redis = connect_redis(services.redis)
+    env = _worker_env(services, settings)
+    logs = [(tmp / f"worker-{workers}-{i}.log").open("wb") for i in range(workers)]
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        await ensure_topics(services.kafka_bootstrap, services.topics.all_kafka, SCALE_STORES)
+        await _enroll(services, customers)
+        stores = [f"bench-store-{p}" for p in range(SCALE_STORES)]
+        per_store = events // SCALE_STORES
+        rounds: list[dict[int, list[Record]]] = [{}, {}, {}]  # two warm-ups, then the timed run
+        for p, store in enumerate(stores):
+            key = await _bench_key(services, store)
+            mqtt_topic = services.topics.gateway_events(store, "gw-door")
+            for r, n in enumerate((WARMUP, WARMUP, per_store)):
+                start = datetime(2026, 1, 5, 10 + r, tzinfo=UTC)  # distinct events per round
+                values = make_events(n, customers, start, seed=100 * r + p, store=store)
+                rounds[r][p] = make_records(
+                    values, DRAIN_SIZES, mqtt_topic, key.kid, bytes.fromhex(key.secret), p
+                )
+        procs = [await _spawn_worker(env, log) for log in logs]
+
+        async def run(batches: dict[int, list[Record]], timeout: float) -> float:
+            """Produce every store's records to its partition; seconds until all are done."""
+            t0 = time.perf_counter()
+            await asyncio.gather(
+                *(
+                    _produce(services.kafka_bootstrap, topic, recs, stores[p].encode(), p)
+                    for p, recs in batches.items()
+                )
+            )
+            last = [
+                f"{services.redis_prefix}event:{json.loads(recs[-1][0])[-1]['event_id']}"
+                for recs in batches.values()
+            ]
+            deadline = time.perf_counter() + timeout
+            while await redis.exists(*last) < len(last):
+                if dead := [p.returncode for p in procs if p.poll() is not None]:
+                    raise RuntimeError(f"bench: a worker exited ({dead}); see {tmp}")
+                if time.perf_counter() > deadline:
+                    raise TimeoutError(f"bench: the workers did not finish within {timeout}s")
+                await asyncio.sleep(0.005)
+            return time.perf_counter() - t0
+
+        # Tansu's group coordinator takes 10-20 s to settle; the second warm-up runs once
+        # every worker has had its partitions for a while, so no rebalance lands in the timing.
+        await run(rounds[0], 180)
+        await asyncio.sleep(settings.session_timeout_s)
+        await run(rounds[1], 180)
+        cpu0 = [_cpu_s(p.pid) for p in procs]
+        seconds = await run(rounds[2], 600)
+        cpu = [_cpu_s(p.pid) - c for p, c in zip(procs, cpu0, strict=True)]
+    finally:
+        for proc in procs:
+            await _stop(proc)
+        for log in logs:
+            log.close()
+        await redis.aclose()
+        await drop_prefix(services.redis, services.redis_prefix)
+    n = per_store * SCALE_STORES
+    return {
+        f"workers_{workers}_events_per_s": round(n / seconds, 1),
+        f"workers_{workers}_cpu_s_per_1000": round(1000 * sum(cpu) / n, 3),
+        # a worker that got no partition would show ~0 here
+        f"workers_{workers}_busiest_cpu_share": round(max(cpu) / sum(cpu), 2),
+    }
+
+
+async def run_scale_out_bench(
+    events: int = 20_000, customers: int = 500, workers: int = 2
+) -> dict[str, float]:
+    """``proxima bench stream-scale``: the drain profile over :data:`SCALE_STORES` stores
+    (one partition each) through one worker, then through ``workers`` workers in one group;
+    ``scale_ratio`` is their events/s over one worker's."""
+    base = ServiceSettings()
+    tmp = Path(tempfile.mkdtemp(prefix="proxima-bench-scale-"))
+    kafka: EmbeddedKafka | None = None
+    if not base.kafka:
+        kafka = EmbeddedKafka(log_path=tmp / "kafka.log")
+        await kafka.start()
+    url = kafka.url if kafka else base.kafka
+    out: dict[str, float] = {"events": float(events), "partitions": float(SCALE_STORES)}
+    try:
+        out |= await _scale_run(url, 1, events, customers, tmp)
+        out |= await _scale_run(url, workers, events, customers, tmp)
+    finally:
+        if kafka is not None:
+            kafka.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    one = out["workers_1_events_per_s"]
+    return out | {
+        "scale_ratio": round(out[f"workers_{workers}_events_per_s"] / one, 2),
+        "cores": float(os.cpu_count() or 1),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+async def _bench_key(services: ServiceSettings, store: str = "bench-store") -> Any:
     """The bench store's door gateway's key, labelled as a replay tool's: the bench's
     events carry a fixed date, which the worker holds to its clock otherwise."""
     from stream.keyring import REPLAY_LABEL, Keyring
 
     async with redis_for(services) as redis:
-        return await Keyring(redis, services.redis_prefix).labelled(
-            "bench-store", "gw-door", REPLAY_LABEL
-        )
+        return await Keyring(redis, services.redis_prefix).labelled(store, "gw-door", REPLAY_LABEL)
 
 
 async def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -484,14 +607,15 @@ def _zone_event(
     seq: int,
     kind: EventKind,
     zone: str,
+    store: str = "bench-store",
     **extra: float,
 ) -> Event:
-    """One bench-store door-gateway event for the phone holding ``identity_key`` (K = 10)."""
+    """One door-gateway event of ``store`` for the phone holding ``identity_key`` (K = 10)."""
     eid = compute_eid(identity_key, 10, int(at.timestamp()))
     return Event(
         schema_="proxima.zone.v1",
         event_id=uuid.uuid4(),
-        store_id="bench-store",
+        store_id=store,
         gateway_id="gw-door",
         observed_at=at,
         seq=seq,
