@@ -633,8 +633,8 @@ class _Worker(faust.Worker):
         """A graceful stop, bounded: past ``stop_timeout_s`` the process exits at once.
 
         Faust 0.15's stop sometimes never ends: the agent's task is cancelled, and the stop
-        waits for it without a timeout (mode's ``Service._stop_futures``); seen in about one
-        SIGTERM of ten in test_worker_faults, cause not found yet. Exiting hard is safe:
+        waits for it without a timeout (mode's ``Service._stop_futures``); seen in 4 of about
+        60 SIGTERMs in test_worker_faults, cause not found yet. Exiting hard is safe:
         only offsets of finished batches are committed, so the next worker decides the rest
         (test_worker_faults kills workers with SIGKILL too). faulthandler prints every
         thread's stack first, to the real stderr (mode replaces ``sys.stderr``)."""

@@ -66,9 +66,9 @@ def _events() -> list[Event]:
 
 
 async def _group_offsets(services: ServiceSettings) -> str:
-    """The worker group's committed offset and the end of each events partition, for a
-    failure message: a stalled worker (committed short of the end) and a lost event
-    (committed at the end) look alike otherwise. Through a consumer that joins no group
+    """The worker group's committed offset and the broker's ListOffsets end of each events
+    partition, for a failure message (Tansu's end is the newest batch's first offset + 1,
+    so it may read low; the unprocessed events are the firmer clue). Through a consumer that joins no group
     (aiokafka's admin client cannot decode Tansu's OffsetFetch reply)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=services.kafka_bootstrap,
@@ -160,7 +160,8 @@ async def test_worker_killed_mid_stream_processes_everything_and_alerts_once(
                 pytest.fail(
                     f"{what}: {n} of {target} events processed; not processed (in the"
                     f" order sent): {missing}; per partition of the events topic,"
-                    f" (committed offset, end) {offsets}\n{procs.log(log)[-3000:]}"
+                    f" (committed offset, ListOffsets end; Tansu's is low:"
+                    f" docs/developers/stream.md) {offsets}\n{procs.log(log)[-3000:]}"
                 )
             await asyncio.sleep(0.1)
 
