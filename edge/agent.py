@@ -50,7 +50,6 @@ from edge.outbox import EventDraft, Outbox
 from edge.pipeline import Pipeline, to_draft
 from edge.settings import EdgeSettings
 from edge.sources import ScannerSource, WatchdogSource
-from edge.trace_clock import ClockedTraceSource
 from transport.mqtt import MqttClient, MqttError, MqttUrl, Will
 
 log = logging.getLogger(__name__)
@@ -109,14 +108,12 @@ class EdgeAgent:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600),
             registry=None,
         )
-        if not source.finite and not isinstance(source, WatchdogSource):
+        if not source.finite and not source.supervised:
             source = WatchdogSource(source, settings.watchdog_s)
         self.source = source
         # A max-speed replay's clock decides when this agent's timers fire and when its
         # events go to the outbox, so all the gateways of a trace publish in trace order.
-        self._clocked = isinstance(source, ClockedTraceSource)
-        if isinstance(source, ClockedTraceSource):
-            source.bind(self)
+        self._clocked = source.bind(self)
         self.topics = topics
         self.clock = clock
         self.rng = rng
@@ -397,8 +394,7 @@ class EdgeAgent:
             return False
         self.settings = updated
         self.pipeline.reconfigure(updated)
-        if isinstance(self.source, WatchdogSource):
-            self.source.timeout_s = updated.watchdog_s
+        self.source.set_stall_timeout(updated.watchdog_s)
         self.outbox.warn_fraction = updated.outbox_warn_fraction
         self.config_version = version
         self.config_error = None
@@ -476,7 +472,7 @@ class EdgeAgent:
             out.append(f"live config rejected, keeping the last good one: {self.config_error}")
         if self.source.state == "failed":
             out.append("scanner failed to start")
-        if isinstance(self.source, WatchdogSource) and self.source.restarts:
+        if self.source.restarts:
             out.append(f"scanner restarted {self.source.restarts} times by the watchdog")
         for warnings in self.service_warnings:
             out += warnings()

@@ -15,8 +15,10 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
+from uuid import UUID
 
+from beacons.presence import Transition
 from contracts.trace import (
     PIPELINE_KINDS,
     AdvRecord,
@@ -44,17 +46,45 @@ class Advertisement:
     local_name: str | None = None
 
 
+class ClockedAgent(Protocol):
+    """What a source whose clock drives its agent needs of it (EdgeAgent has these)."""
+
+    def fire_timers(self, now: float) -> None:
+        """Fire presence timers due by ``now`` into the agent's pending transitions."""
+
+    def take_transitions(self) -> list[Transition]:
+        """The transitions decided since the last call, in the order they were decided."""
+
+    async def publish_transitions(self, transitions: list[Transition]) -> list[UUID]:
+        """Store them in the outbox and return their event ids once the broker has them."""
+
+
 class ScannerSource(ABC):
     """Where advertisements come from. ``now()`` is the clock the agent decides on.
 
     ``adverts()`` opens one scanning session; closing the iterator (``aclose``) ends it,
     and calling ``adverts()`` again starts a new one (the watchdog relies on that).
     ``state`` is for the status: ``idle``, ``scanning``, ``restarting``, ``finished``,
-    ``failed``.
+    ``failed``. This class is the whole contract between a source and the agent: the
+    agent asks it, never which class it is.
     """
 
     name: str = "source"
     state: str = "idle"
+    supervised: bool = False
+    """True for a source that restarts its own stalled scans (the watchdog); the agent
+    wraps every other endless source in one."""
+    restarts: int = 0
+    """Scanning sessions restarted after a stall (the watchdog's count)."""
+
+    def bind(self, agent: ClockedAgent) -> bool:
+        """Called once by the agent that reads this source. True when the source's clock
+        drives the agent (fires its timers, publishes its events): a max-speed replay."""
+        return False
+
+    def set_stall_timeout(self, seconds: float) -> None:  # noqa: B027 - optional hook
+        """Live config: how long without an advertisement is a stalled scan, for a source
+        that watches for that (others have nothing to set)."""
 
     @abstractmethod
     def adverts(self) -> AsyncIterator[Advertisement]:
@@ -353,6 +383,7 @@ class WatchdogSource(ScannerSource):
             raise SourceError(f"watchdog timeout must be > 0, got {timeout_s}")
         self.inner = inner
         self.name = inner.name
+        self.supervised = True
         self.timeout_s = timeout_s
         self.poll_s = poll_s if poll_s is not None else min(timeout_s / 4, 5.0)
         self.restart_delay_s = restart_delay_s
@@ -368,6 +399,9 @@ class WatchdogSource(ScannerSource):
     @property
     def finite(self) -> bool:
         return self.inner.finite
+
+    def set_stall_timeout(self, seconds: float) -> None:
+        self.timeout_s = seconds
 
     def now(self) -> float:
         return self.inner.now()

@@ -41,7 +41,7 @@ from uuid import UUID
 from beacons.presence import Transition
 from contracts.trace import AdvRecord, AppRecord, TraceHeader, TraceRecord
 from edge.exceptions import SourceError
-from edge.sources import Advertisement, ScannerSource, advert_from_record
+from edge.sources import Advertisement, ClockedAgent, ScannerSource, advert_from_record
 
 log = logging.getLogger(__name__)
 
@@ -54,19 +54,6 @@ class SteppedCoordinator(Protocol):
     async def step(self, end: float | None, expected: int) -> list[UUID]:
         """Apply the first ``expected`` evidence events, fire timers due by ``end`` (None:
         none, mid-window) and return the ids of its events once the broker has them."""
-
-
-class ClockedAgent(Protocol):
-    """What the clock needs of an agent whose source it drives (EdgeAgent has these)."""
-
-    def fire_timers(self, now: float) -> None:
-        """Fire presence timers due by ``now`` into the agent's pending transitions."""
-
-    def take_transitions(self) -> list[Transition]:
-        """The transitions decided since the last call, in the order they were decided."""
-
-    async def publish_transitions(self, transitions: list[Transition]) -> list[UUID]:
-        """Store them in the outbox and return their event ids once the broker has them."""
 
 
 @dataclass(slots=True)
@@ -103,9 +90,10 @@ class ClockedTraceSource(ScannerSource):
     def now(self) -> float:
         return max(self._now, self.clock.now())
 
-    def bind(self, agent: ClockedAgent) -> None:
+    def bind(self, agent: ClockedAgent) -> bool:
         """The agent that consumes this source; the clock fires its timers and publishes."""
         self.agent = agent
+        return True
 
     async def adverts(self) -> AsyncIterator[Advertisement]:
         if self.closed:

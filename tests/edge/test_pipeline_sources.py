@@ -18,6 +18,8 @@ from beacons.frames import (
 )
 from beacons.presence import Transition
 from contracts.models import EventKind, SubjectType
+from contracts.topics import Topics
+from edge.agent import EdgeAgent
 from edge.backoff import backoff_delay
 from edge.exceptions import SourceError
 from edge.pipeline import Pipeline, to_draft
@@ -227,3 +229,47 @@ async def test_replay_skips_and_counts_a_bad_line_and_keeps_its_neighbours(tmp_p
     assert [a.at - source.start for a in got] == [0.0, 1.0]
     assert source.bad_records == 1
     assert source.state == "finished"
+
+
+class Endless(ScannerSource):
+    """A source the agent has never heard of: it must get by on the ScannerSource API."""
+
+    name = "custom"
+
+    def __init__(self, *, supervised: bool = False) -> None:
+        self.supervised = supervised
+        self.stall_timeouts: list[float] = []
+
+    def now(self) -> float:
+        return 0.0
+
+    async def adverts(self) -> AsyncIterator[Advertisement]:
+        await asyncio.Event().wait()
+        yield  # type: ignore[misc]  # never reached: an idle radio
+
+    def set_stall_timeout(self, seconds: float) -> None:
+        self.stall_timeouts.append(seconds)
+
+
+async def test_the_agent_asks_a_source_what_it_needs_and_never_its_class(tmp_path: Path) -> None:
+    settings = EdgeSettings(store_id="store-1", gateway_id="gw-door", zone_id="entrance")
+
+    def agent(source: ScannerSource, name: str) -> EdgeAgent:
+        return EdgeAgent(
+            settings,
+            source,
+            Topics("t-sources"),
+            mqtt_url="mqtt://127.0.0.1:1",  # never connected: the agent does not run here
+            outbox_path=tmp_path / f"{name}.sqlite",
+        )
+
+    watched = agent(Endless(), "watched")
+    assert isinstance(watched.source, WatchdogSource)  # an endless radio gets a watchdog
+    assert not watched._clocked
+    own = Endless(supervised=True)  # one that restarts its own stalled scans does not
+    trusted = agent(own, "trusted")
+    assert trusted.source is own
+    assert trusted.apply_config(b'{"watchdog_s": 42}')
+    assert own.stall_timeouts == [42.0]  # live config reaches it through the interface
+    for a in (watched, trusted):
+        await a.outbox.close()
