@@ -299,37 +299,6 @@ def _run_forever(coro: Coroutine[Any, Any, None]) -> None:
     asyncio.run(main())
 
 
-# --- edge -----------------------------------------------------------------------------
-def _load_scenario(name: str) -> tuple[Any, Any]:
-    """``sim:NAME[@SEED]`` for ``proxima edge run``: a scenario starting now, on this gateway.
-
-    The simulators are composed in here, not in edge. ``NAME`` is the skeleton or a layout
-    scenario (boutique-rush, flagship-hour, ...; the gateway id must be one of its layout's,
-    e.g. ``gw-door``); its lines are generated as the agent reads them.
-    """
-    from contracts.trace import read_trace
-    from simulators.engine import LAYOUT_SCENARIOS, build_scenario
-    from simulators.scenarios import SCENARIOS
-    from simulators.scenarios import scenario as make_scenario
-
-    base, _, seed_text = name.partition("@")
-    try:
-        seed = int(seed_text) if seed_text else 7
-    except ValueError:
-        raise _fail(f"sim:{name}: the seed after @ must be an integer") from None
-    now = datetime.now(UTC).replace(microsecond=0)
-    if base in LAYOUT_SCENARIOS:
-        return read_trace(build_scenario(base, seed, now).lines())
-    if base in SCENARIOS:
-        sc = make_scenario(base, now, seed)
-        return sc.header, sc.records
-    known = ", ".join(sorted([*SCENARIOS, *LAYOUT_SCENARIOS]))
-    raise _fail(f"unknown scenario {base!r}; known: {known}")
-
-
-edge_cli.scenario_loader = _load_scenario
-
-
 # --- replay & simulate ----------------------------------------------------------------
 @app.command()
 def replay(

@@ -1,7 +1,8 @@
 """``proxima edge ...``: run a gateway agent, check its configuration, list its settings.
 
 Mounted by ``deploy.cli``. ``sim:NAME`` sources need the simulators, which production
-code never imports: ``deploy.cli`` hands a loader in through :data:`scenario_loader`.
+code never imports: their loader is found through the ``proxima.scenarios`` entry point
+(pyproject.toml; :func:`scenario_loader`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import logging
 import signal
 from collections.abc import Callable, Coroutine, Iterable
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -33,8 +35,17 @@ app = typer.Typer(help="The gateway agent.", no_args_is_help=True)
 out = Console()
 err = Console(stderr=True)
 
-scenario_loader: Callable[[str], tuple[TraceHeader, Iterable[TraceRecord]]] | None = None
-"""``sim:NAME`` → (trace header, records); set by ``deploy.cli``."""
+ScenarioLoader = Callable[[str], tuple[TraceHeader, Iterable[TraceRecord]]]
+"""``NAME[@SEED]`` → (trace header, records); raises ValueError naming what is wrong."""
+
+
+def scenario_loader() -> ScenarioLoader | None:
+    """The ``sim:`` loader the installed simulators register (entry point group
+    ``proxima.scenarios``, name ``sim``), or None where they are not installed."""
+    for entry in entry_points(group="proxima.scenarios", name="sim"):
+        loader: ScenarioLoader = entry.load()
+        return loader
+    return None
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -67,9 +78,13 @@ def make_source(settings: EdgeSettings) -> ScannerSource:
             Path(spec.removeprefix("replay:")), settings.gateway_id, settings.speed
         )
     if spec.startswith("sim:"):
-        if scenario_loader is None:
+        load = scenario_loader()
+        if load is None:
             raise EdgeError("simulated sources are not available in this installation")
-        header, records = scenario_loader(spec.removeprefix("sim:"))
+        try:
+            header, records = load(spec.removeprefix("sim:"))
+        except ValueError as exc:
+            raise EdgeError(str(exc)) from exc
         gateways = [gw.id for gw in header.layout.gateways] if header.layout else []
         if gateways and settings.gateway_id not in gateways:
             raise EdgeError(

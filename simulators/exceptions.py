@@ -25,3 +25,8 @@ class ScoreInputError(SimulatorError):
         self.source = source
         self.lineno = lineno
         self.reason = reason
+
+
+class ScenarioError(SimulatorError, ValueError):
+    """A ``sim:`` scenario name or seed that does not exist (a ValueError, so edge can
+    report it without importing the simulators)."""

@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from simulators.exceptions import ScenarioError
+from simulators.sources import load_scenario
 from tests.kit.cli import proxima
 
 
@@ -99,12 +101,11 @@ def test_topics_ensure_without_a_broker_says_so() -> None:
 
 
 async def test_edge_sim_source_plays_a_layout_scenario_for_one_of_its_gateways() -> None:
-    from deploy.cli import _load_scenario
     from edge.cli import make_source
     from edge.exceptions import EdgeError
     from edge.settings import EdgeSettings
 
-    header, _ = _load_scenario("boutique-rush@3")
+    header, _ = load_scenario("boutique-rush@3")
     assert header.layout is not None
     assert "gw-floor" in [gw.id for gw in header.layout.gateways]
     source = make_source(EdgeSettings(source="sim:boutique-rush@3", gateway_id="gw-floor"))
@@ -119,31 +120,33 @@ async def test_edge_sim_source_plays_a_layout_scenario_for_one_of_its_gateways()
         make_source(EdgeSettings(source="sim:boutique-rush", gateway_id="gw-nope"))
 
 
-def test_edge_sim_source_names_unknown_scenarios_and_bad_seeds(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    import typer
+def test_edge_sim_source_names_unknown_scenarios_and_bad_seeds() -> None:
+    from edge.cli import make_source
+    from edge.exceptions import EdgeError
+    from edge.settings import EdgeSettings
 
-    from deploy.cli import _load_scenario
+    with pytest.raises(ScenarioError, match="unknown scenario 'nowhere'; known: boutique-day"):
+        load_scenario("nowhere")
+    with pytest.raises(ScenarioError, match="the seed after @ must be an integer"):
+        load_scenario("boutique-rush@x")
+    # Through the entry point, as `proxima edge run --source sim:...` meets them:
+    with pytest.raises(EdgeError, match="unknown scenario 'nowhere'"):
+        make_source(EdgeSettings(source="sim:nowhere", gateway_id="gw-door"))
 
-    with pytest.raises(typer.Exit):
-        _load_scenario("nowhere")
-    assert (
-        "unknown scenario 'nowhere'; known: boutique-day, boutique-hour" in capsys.readouterr().err
-    )
-    with pytest.raises(typer.Exit):
-        _load_scenario("boutique-rush@x")
-    assert "the seed after @ must be an integer" in capsys.readouterr().err
+
+def test_the_sim_loader_is_found_through_its_entry_point_not_a_module_global() -> None:
+    from edge.cli import scenario_loader
+
+    assert scenario_loader() is load_scenario
 
 
 def test_a_simulated_gateway_takes_its_place_and_calibration_from_the_layout() -> None:
-    from deploy.cli import _load_scenario
     from edge.calibration import INTERIOR_LINGER_S, calibrated_thresholds
     from edge.cli import from_trace_layout
     from edge.exceptions import EdgeError
     from edge.settings import EdgeSettings
 
-    header, _ = _load_scenario("boutique-rush@3")
+    header, _ = load_scenario("boutique-rush@3")
     floor = from_trace_layout(EdgeSettings(gateway_id="gw-floor"), header, zone=None, store=None)
     assert (floor.store_id, floor.zone_id) == ("boutique-01", "floor")
     assert floor.rssi_offset_db == 1.5  # the layout's per-gateway offset
