@@ -369,6 +369,8 @@ class WatchdogSource(ScannerSource):
     is retried the same way. ``clock`` and ``sleep`` are injectable for tests.
     """
 
+    supervised = True
+
     def __init__(
         self,
         inner: ScannerSource,
@@ -383,7 +385,6 @@ class WatchdogSource(ScannerSource):
             raise SourceError(f"watchdog timeout must be > 0, got {timeout_s}")
         self.inner = inner
         self.name = inner.name
-        self.supervised = True
         self.timeout_s = timeout_s
         self.poll_s = poll_s if poll_s is not None else min(timeout_s / 4, 5.0)
         self.restart_delay_s = restart_delay_s

@@ -51,6 +51,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,7 @@ from deploy.embedded_kafka import EmbeddedKafka
 from stream.registry import CustomerProfile, Purpose, Registry
 from stream.settings import StreamSettings
 from transport.kafka import ensure_topics, make_producer
-from transport.redis import connect_redis, drop_prefix, redis_for
+from transport.redis import RedisClient, connect_redis, drop_prefix, redis_for
 
 WARMUP = 200
 
@@ -233,14 +234,7 @@ async def _worker(
     proc = await _spawn_worker(env, fh)
 
     async def wait(record: Record, timeout: float) -> None:
-        key = f"{services.redis_prefix}event:{json.loads(record[0])[-1]['event_id']}"
-        deadline = time.perf_counter() + timeout
-        while not await redis.exists(key):
-            if proc.poll() is not None:
-                raise RuntimeError(f"bench: the worker exited ({proc.returncode}); see {log}")
-            if time.perf_counter() > deadline:
-                raise TimeoutError(f"bench: the worker did not finish within {timeout}s")
-            await asyncio.sleep(0.005)
+        await _until_processed(redis, [_last_event_key(services, record)], [proc], timeout, log)
 
     try:
         figures: dict[str, tuple[float, float]] = {}
@@ -259,6 +253,45 @@ async def _worker(
         await _stop(proc)
         fh.close()
         await redis.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _bench_broker(prefix: str) -> AsyncIterator[tuple[str, Path]]:
+    """The broker's URL (``PROXIMA_KAFKA``, else an embedded Tansu started here) and a
+    scratch folder; the broker is stopped and the folder removed afterwards."""
+    base = ServiceSettings()
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    kafka = None if base.kafka else EmbeddedKafka(log_path=tmp / "kafka.log")
+    try:
+        if kafka is not None:
+            await kafka.start()
+        yield (kafka.url if kafka else base.kafka), tmp
+    finally:
+        if kafka is not None:
+            kafka.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _last_event_key(services: ServiceSettings, record: Record) -> str:
+    """The Redis key the worker sets once it has decided the last event of ``record``."""
+    return f"{services.redis_prefix}event:{json.loads(record[0])[-1]['event_id']}"
+
+
+async def _until_processed(
+    redis: RedisClient,
+    keys: list[str],
+    procs: list[subprocess.Popen[bytes]],
+    timeout: float,
+    log: Path,
+) -> None:
+    """Wait until the worker(s) have set every one of ``keys``; fail if one exits first."""
+    deadline = time.perf_counter() + timeout
+    while await redis.exists(*keys) < len(keys):
+        if dead := [p.returncode for p in procs if p.poll() is not None]:
+            raise RuntimeError(f"bench: a worker exited ({dead}); see {log}")
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"bench: the worker did not finish within {timeout}s")
+        await asyncio.sleep(0.005)
 
 
 def _worker_env(services: ServiceSettings, settings: StreamSettings) -> dict[str, str]:
@@ -409,48 +442,43 @@ async def run_stream_bench(
     events: int = 20_000, customers: int = 500, probes: int = 200
 ) -> dict[str, float]:
     """``events`` events per profile (:data:`PROFILES`), through the baseline and the worker."""
-    base = ServiceSettings()
-    kafka: EmbeddedKafka | None = None
-    tmp = Path(tempfile.mkdtemp(prefix="proxima-bench-stream-"))
-    if not base.kafka:
-        kafka = EmbeddedKafka(log_path=tmp / "kafka.log")
-        await kafka.start()
-    url = kafka.url if kafka else base.kafka
-    services = ServiceSettings(kafka=url, namespace=f"bench{uuid.uuid4().hex[:8]}")
-    settings = StreamSettings(data_dir=tmp / "stream-data")
     out: dict[str, float] = {"events": float(events)}
-    try:
-        topics = (
-            *services.topics.all_kafka,
-            *(services.topics.kafka(f"bench.{d}.{p}") for p in PROFILES for d in ("in", "out")),
-        )
-        await ensure_topics(services.kafka_bootstrap, topics, settings.partitions)
-        await _enroll(services, customers)
-        key = await _bench_key(services)
-        mqtt_topic = services.topics.gateway_events("bench-store", "gw-door")
-        phases: dict[str, list[Record]] = {}
-        for i, (name, sizes) in enumerate(PROFILES.items()):
-            # Distinct events per phase (the worker would skip ones it has seen), an hour apart.
-            start = datetime(2026, 1, 5, 10 + i, tzinfo=UTC)
-            values = make_events(events + (WARMUP if i == 0 else 0), customers, start, seed=7 + i)
-            phases[name] = make_records(
-                values, sizes, mqtt_topic, key.kid, bytes.fromhex(key.secret), seed=i
+    async with _bench_broker("proxima-bench-stream-") as (url, tmp):
+        services = ServiceSettings(kafka=url, namespace=f"bench{uuid.uuid4().hex[:8]}")
+        settings = StreamSettings(data_dir=tmp / "stream-data")
+        try:
+            topics = (
+                *services.topics.all_kafka,
+                *(services.topics.kafka(f"bench.{d}.{p}") for p in PROFILES for d in ("in", "out")),
             )
-        baselines = {
-            name: await _baseline(
-                services.kafka_bootstrap,
-                services.topics.kafka(f"bench.in.{name}"),
-                services.topics.kafka(f"bench.out.{name}"),
-                records,
+            await ensure_topics(services.kafka_bootstrap, topics, settings.partitions)
+            await _enroll(services, customers)
+            key = await _bench_key(services)
+            mqtt_topic = services.topics.gateway_events("bench-store", "gw-door")
+            phases: dict[str, list[Record]] = {}
+            for i, (name, sizes) in enumerate(PROFILES.items()):
+                # Distinct events per phase (the worker would skip ones it has seen), an hour apart.
+                start = datetime(2026, 1, 5, 10 + i, tzinfo=UTC)
+                values = make_events(
+                    events + (WARMUP if i == 0 else 0), customers, start, seed=7 + i
+                )
+                phases[name] = make_records(
+                    values, sizes, mqtt_topic, key.kid, bytes.fromhex(key.secret), seed=i
+                )
+            baselines = {
+                name: await _baseline(
+                    services.kafka_bootstrap,
+                    services.topics.kafka(f"bench.in.{name}"),
+                    services.topics.kafka(f"bench.out.{name}"),
+                    records,
+                )
+                for name, records in phases.items()
+            }
+            figures, latencies = await _worker(
+                services, settings, phases, tmp / "worker.log", probes
             )
-            for name, records in phases.items()
-        }
-        figures, latencies = await _worker(services, settings, phases, tmp / "worker.log", probes)
-    finally:
-        await drop_prefix(services.redis, services.redis_prefix)
-        if kafka is not None:
-            kafka.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            await drop_prefix(services.redis, services.redis_prefix)
     for name, records in phases.items():
         timed = records[_warmup(records) :] if name == next(iter(phases)) else records
         n_events = sum(n for _, _, n in timed)
@@ -516,17 +544,8 @@ async def _scale_run(
                     for p, recs in batches.items()
                 )
             )
-            last = [
-                f"{services.redis_prefix}event:{json.loads(recs[-1][0])[-1]['event_id']}"
-                for recs in batches.values()
-            ]
-            deadline = time.perf_counter() + timeout
-            while await redis.exists(*last) < len(last):
-                if dead := [p.returncode for p in procs if p.poll() is not None]:
-                    raise RuntimeError(f"bench: a worker exited ({dead}); see {tmp}")
-                if time.perf_counter() > deadline:
-                    raise TimeoutError(f"bench: the workers did not finish within {timeout}s")
-                await asyncio.sleep(0.005)
+            last = [_last_event_key(services, recs[-1]) for recs in batches.values()]
+            await _until_processed(redis, last, procs, timeout, tmp)
             return time.perf_counter() - t0
 
         # Tansu's group coordinator takes 10-20 s to settle; the second warm-up runs once
@@ -559,21 +578,10 @@ async def run_scale_out_bench(
     """``proxima bench stream-scale``: the drain profile over :data:`SCALE_STORES` stores
     (one partition each) through one worker, then through ``workers`` workers in one group;
     ``scale_ratio`` is their events/s over one worker's."""
-    base = ServiceSettings()
-    tmp = Path(tempfile.mkdtemp(prefix="proxima-bench-scale-"))
-    kafka: EmbeddedKafka | None = None
-    if not base.kafka:
-        kafka = EmbeddedKafka(log_path=tmp / "kafka.log")
-        await kafka.start()
-    url = kafka.url if kafka else base.kafka
     out: dict[str, float] = {"events": float(events), "partitions": float(SCALE_STORES)}
-    try:
+    async with _bench_broker("proxima-bench-scale-") as (url, tmp):
         out |= await _scale_run(url, 1, events, customers, tmp)
         out |= await _scale_run(url, workers, events, customers, tmp)
-    finally:
-        if kafka is not None:
-            kafka.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
     one = out["workers_1_events_per_s"]
     return out | {
         "scale_ratio": round(out[f"workers_{workers}_events_per_s"] / one, 2),

@@ -68,8 +68,9 @@ def _events() -> list[Event]:
 async def _group_offsets(services: ServiceSettings) -> str:
     """The worker group's committed offset and the broker's ListOffsets end of each events
     partition, for a failure message (Tansu's end is the newest batch's first offset + 1,
-    so it may read low; the unprocessed events are the firmer clue). Through a consumer that joins no group
-    (aiokafka's admin client cannot decode Tansu's OffsetFetch reply)."""
+    so it may read low; the unprocessed events are the firmer clue). Read through a
+    consumer that never subscribes, so it joins no group (aiokafka's admin client cannot
+    decode Tansu's OffsetFetch reply)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=services.kafka_bootstrap,
         group_id=app_id(services, StreamSettings()),
