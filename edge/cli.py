@@ -1,56 +1,34 @@
 """``proxima edge ...``: run a gateway agent, check its configuration, list its settings.
 
-Mounted by ``deploy.cli``. ``sim:NAME`` sources need the simulators, which production
-code never imports: their loader is found through the ``proxima.scenarios`` entry point
-(pyproject.toml; :func:`scenario_loader`).
+Mounted by ``deploy.cli``. Sources are chosen by scheme (edge.source_registry);
+``sim:NAME`` sources need the simulators, which production code never imports: they
+register the scheme through the ``proxima.sources`` entry point (pyproject.toml).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import signal
-from collections.abc import Callable, Coroutine, Iterable
-from importlib.metadata import entry_points
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 
 from contracts.services import ServiceSettings
-from contracts.trace import TraceHeader, TraceRecord
+from contracts.trace import TraceHeader
 from edge.calibration import calibrated_thresholds
 from edge.config import describe_settings, load_settings
 from edge.exceptions import ConfigError, EdgeError
 from edge.outbox import Outbox
 from edge.settings import EdgeSettings
-from edge.sources import BleakSource, ScannerSource, SimulatorSource, TraceSource
-from transport.logs import configure_logging
+from edge.source_registry import make_source
+from transport.cli import err, fail, out, verbose_logging
 
 app = typer.Typer(help="The gateway agent.", no_args_is_help=True)
-out = Console()
-err = Console(stderr=True)
-
-ScenarioLoader = Callable[[str], tuple[TraceHeader, Iterable[TraceRecord]]]
-"""``NAME[@SEED]`` → (trace header, records); raises ValueError naming what is wrong."""
-
-
-def scenario_loader() -> ScenarioLoader | None:
-    """The ``sim:`` loader the installed simulators register (entry point group
-    ``proxima.scenarios``, name ``sim``), or None where they are not installed."""
-    for entry in entry_points(group="proxima.scenarios", name="sim"):
-        loader: ScenarioLoader = entry.load()
-        return loader
-    return None
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
-    return typer.Exit(code)
 
 
 def parse_speed(value: str | None) -> float | None:
@@ -64,35 +42,6 @@ def parse_speed(value: str | None) -> float | None:
     if speed <= 0:
         raise typer.BadParameter(f"speed must be > 0, got {value!r}")
     return speed
-
-
-def make_source(settings: EdgeSettings) -> ScannerSource:
-    """The source ``settings.source`` names (bleak | replay:PATH | sim:NAME)."""
-    spec = settings.source
-    if spec == "bleak":
-        return BleakSource(
-            adapter=settings.bleak_adapter, scanning_mode=settings.bleak_scanning_mode
-        )
-    if spec.startswith("replay:"):
-        return TraceSource.from_file(
-            Path(spec.removeprefix("replay:")), settings.gateway_id, settings.speed
-        )
-    if spec.startswith("sim:"):
-        load = scenario_loader()
-        if load is None:
-            raise EdgeError("simulated sources are not available in this installation")
-        try:
-            header, records = load(spec.removeprefix("sim:"))
-        except ValueError as exc:
-            raise EdgeError(str(exc)) from exc
-        gateways = [gw.id for gw in header.layout.gateways] if header.layout else []
-        if gateways and settings.gateway_id not in gateways:
-            raise EdgeError(
-                f"{spec}: gateway {settings.gateway_id!r} is not in the scenario's layout; "
-                f"use one of {', '.join(gateways)}"
-            )
-        return SimulatorSource(header, iter(records), settings.gateway_id, settings.speed)
-    raise EdgeError(f"unknown source {spec!r}: use bleak, replay:PATH or sim:NAME")
 
 
 def from_trace_layout(
@@ -160,7 +109,7 @@ def run(
     """Run one gateway agent."""
     from edge.agent import EdgeAgent
 
-    configure_logging(logging.DEBUG if verbose else logging.INFO)
+    verbose_logging(verbose)
     try:
         settings = load_settings(
             config,
@@ -175,19 +124,19 @@ def run(
             http_port=http_port,
         )
         src = make_source(settings)
-        if isinstance(src, TraceSource):
+        if src.header is not None:  # a replayed or simulated gateway: the trace places it
             settings = from_trace_layout(settings, src.header, zone=zone, store=store)
     except EdgeError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     services = ServiceSettings()
     try:
         collectors: list[Any] = []
         extra = _ingest_service(settings.store_id, services.redis_prefix, collectors)
     except (ValidationError, EdgeError) as exc:
-        raise _fail(f"app-event ingest settings (PROXIMA_INGEST_*): {exc}") from exc
+        raise fail(f"app-event ingest settings (PROXIMA_INGEST_*): {exc}") from exc
     if extra and settings.fused:
         # A fused gateway publishes evidence for the coordinator, not events.
-        raise _fail(
+        raise fail(
             "a fused gateway cannot host the app-event ingest: run it in the store's"
             " coordinator (proxima edge fuse with PROXIMA_INGEST_ENABLED=1)"
         )
@@ -209,7 +158,7 @@ def run(
     try:
         asyncio.run(main())
     except* EdgeError as group:
-        raise _fail("; ".join(str(e) for e in group.exceptions), code=1) from None
+        raise fail("; ".join(str(e) for e in group.exceptions), code=1) from None
     s = agent.stats
     out.print(
         f"edge: {s.adverts} adverts, {s.events} events, {s.events_published} published",
@@ -240,7 +189,7 @@ def fuse(
     from edge.coordinator import coordinator_agent
     from edge.fusion import fusable, fusion_roles, load_layout
 
-    configure_logging(logging.DEBUG if verbose else logging.INFO)
+    verbose_logging(verbose)
     try:
         plan, plan_store = load_layout(layout)
         settings = load_settings(
@@ -251,10 +200,10 @@ def fuse(
             outbox_path=outbox,
         )
     except EdgeError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     roles = fusion_roles(plan, settings)
     if not fusable(roles):
-        raise _fail(
+        raise fail(
             f"{layout}: fusion needs a calibrated entrance gateway (rssi_1m, path_loss_n,"
             " an outside zone with a rect) and another gateway"
         )
@@ -263,7 +212,7 @@ def fuse(
         collectors: list[Any] = []
         ingest = _ingest_service(settings.store_id, services.redis_prefix, collectors)
     except (ValidationError, EdgeError) as exc:
-        raise _fail(f"app-event ingest settings (PROXIMA_INGEST_*): {exc}") from exc
+        raise fail(f"app-event ingest settings (PROXIMA_INGEST_*): {exc}") from exc
     agent, coordinator = coordinator_agent(
         settings.model_copy(update={"fused": False, "zone_id": roles[0].zone_id}),
         roles,
@@ -282,7 +231,7 @@ def fuse(
     try:
         asyncio.run(main())
     except* EdgeError as group:
-        raise _fail("; ".join(str(e) for e in group.exceptions), code=1) from None
+        raise fail("; ".join(str(e) for e in group.exceptions), code=1) from None
     c = coordinator.stats
     out.print(
         f"fusion: {c.evidence} evidence events, {c.rejected} rejected,"
@@ -360,26 +309,21 @@ def _config_payload(file: Path | None, sets: list[str] | None) -> dict[str, Any]
         try:
             loaded = json.loads(file.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
-            raise _config_fail(f"{file}: {exc}") from exc
+            raise fail(f"{file}: {exc}") from exc
         if not isinstance(loaded, dict):
-            raise _config_fail(f"{file}: must be a JSON object of settings")
+            raise fail(f"{file}: must be a JSON object of settings")
         config |= loaded
     for pair in sets or []:
         name, sep, value = pair.partition("=")
         if not sep or not name:
-            raise _config_fail(f"--set {pair!r}: use NAME=VALUE")
+            raise fail(f"--set {pair!r}: use NAME=VALUE")
         try:
             config[name] = json.loads(value)
         except json.JSONDecodeError:
             config[name] = value
     if not config:
-        raise _config_fail("nothing to set: give --file and/or --set NAME=VALUE")
+        raise fail("nothing to set: give --file and/or --set NAME=VALUE")
     return config
-
-
-def _config_fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(2)
 
 
 ConfigFile = Annotated[Path | None, typer.Option("--file", help="a JSON object of settings")]
@@ -447,7 +391,7 @@ def config_rollout(
             )
         )
     except ValueError as exc:
-        raise _config_fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     if as_json:
         typer.echo(
             json.dumps(

@@ -182,9 +182,9 @@ class EdgeSettings(BaseSettings):
     @field_validator("source")
     @classmethod
     def _source_shape(cls, value: str) -> str:
-        if value == "bleak" or (value.startswith(("replay:", "sim:")) and value.split(":", 1)[1]):
-            return value
-        raise ValueError("must be bleak, replay:PATH or sim:NAME")
+        from edge.source_registry import check_source  # it imports the sources, they not us
+
+        return check_source(value)
 
     @field_validator("mqtt_url")
     @classmethod

@@ -76,6 +76,9 @@ class ScannerSource(ABC):
     wraps every other endless source in one."""
     restarts: int = 0
     """Scanning sessions restarted after a stall (the watchdog's count)."""
+    header: TraceHeader | None = None
+    """The trace's header for a source that replays one (its layout places the gateway:
+    ``edge.cli.from_trace_layout``); None for a radio."""
 
     def bind(self, agent: ClockedAgent) -> bool:
         """Called once by the agent that reads this source. True when the source's clock
@@ -139,7 +142,7 @@ class TraceSource(ScannerSource):
     ) -> None:
         if speed is not None and speed <= 0:
             raise SourceError(f"speed must be > 0 or max, got {speed}")
-        self.header = header
+        self.header: TraceHeader = header
         self._records = records
         self.gateway_id = gateway_id
         self.speed = speed
@@ -246,8 +249,9 @@ class TraceSource(ScannerSource):
 class SimulatorSource(TraceSource):
     """A simulated scenario's adverts for this gateway, on the scenario's own clock.
 
-    The caller builds the scenario (``simulators`` is never imported by production code;
-    ``deploy.cli`` composes them) and hands over its header and records.
+    The caller builds the scenario (``simulators`` is never imported by production code:
+    ``simulators.sources`` registers the ``sim`` scheme, edge.source_registry) and hands
+    over its header and records.
     """
 
     name = "sim"

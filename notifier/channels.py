@@ -52,6 +52,7 @@ from notifier.exceptions import UnknownScheme
 from transport.mqtt import MqttClient
 from transport.redis import RedisClient
 from transport.redis import as_text as text
+from transport.retry import backoff_delay
 
 log = logging.getLogger(__name__)
 
@@ -329,8 +330,9 @@ class Backoff:
             raise ValueError("need attempts >= 1 and 0 < base_s <= cap_s")
 
     def delay(self, attempt: int, rng: random.Random) -> float:
-        """The pause after failed attempt number ``attempt`` (1-based)."""
-        return float(rng.uniform(0, min(self.cap_s, self.base_s * 2 ** (attempt - 1))))
+        """The pause after failed attempt number ``attempt`` (1-based): the one full-jitter
+        formula of transport.retry."""
+        return backoff_delay(attempt - 1, self.base_s, self.cap_s, rng.random)
 
     @property
     def worst_case_s(self) -> float:

@@ -10,7 +10,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -21,6 +21,7 @@ from notifier.directory import Associate, Directory
 from notifier.exceptions import NotifierError
 from notifier.routing import Ladder
 from notifier.store_routing import RoutingConfigs, StoreRouting
+from transport.cli import fail, out, run_forever, verbose_logging
 from transport.redis import connect_redis
 
 T = TypeVar("T")
@@ -39,6 +40,8 @@ channels_app = typer.Typer(
     help="Extra delivery channels: signed webhooks per store or per associate.",
     no_args_is_help=True,
 )
+notifier_app = typer.Typer(help="The associate notifier.", no_args_is_help=True)
+notifier_app.add_typer(routing_app, name="routing")
 
 
 async def _with_directory(services: ServiceSettings, fn: Callable[[Directory], Awaitable[T]]) -> T:
@@ -312,3 +315,42 @@ def routing_reset(store: Annotated[str, typer.Option("--store", help="store id")
     make = _routing(services)
     routing = _run(_with_directory(services, lambda d: make(d).reset(store)))
     typer.echo(json.dumps(routing.as_dict()))
+
+
+# --- proxima notifier serve -----------------------------------------------------------
+@notifier_app.command("serve")
+def notifier_serve(
+    host: Annotated[
+        str | None, typer.Option(help="console address (default PROXIMA_NOTIFIER_HTTP_HOST)")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="console port (default PROXIMA_NOTIFIER_HTTP_PORT)")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Route, deliver and escalate alerts; serve the associate console and API."""
+    from notifier.service import Notifier
+    from notifier.settings import NotifierSettings
+
+    verbose_logging(verbose)
+    services = ServiceSettings()
+    if not services.kafka:
+        raise fail(
+            "PROXIMA_KAFKA is not set: the notifier needs a Kafka broker (proxima up starts one)"
+        )
+    overrides: dict[str, Any] = {}
+    if host is not None:
+        overrides["http_host"] = host
+    if port is not None:
+        overrides["http_port"] = port
+    settings = NotifierSettings(**overrides)
+    out.print(
+        f"notifier: console on http://{settings.http_host}:{settings.http_port}/", highlight=False
+    )
+    if settings.cookie_secure:
+        out.print(
+            "notifier: the session cookie is Secure: open the console through HTTPS (a TLS "
+            "proxy) or http://localhost; PROXIMA_NOTIFIER_COOKIE_SECURE=false turns it off",
+            highlight=False,
+        )
+    run_forever(Notifier(services, settings=settings).run())

@@ -1,7 +1,9 @@
-"""Command-line pieces of the simulators, mounted by ``deploy/cli.py``.
+"""The simulators' commands, mounted by ``deploy.cli``.
 
-``proxima simulate`` (layouts and named scenarios), ``proxima score``, and
-``proxima alerts record`` (capture alerts, and optionally the gateways' events, for scoring).
+``proxima simulate`` (layouts and named scenarios), ``proxima replay`` (a trace through
+one edge agent per gateway: :func:`simulators.replay.replay_trace`), ``proxima score``,
+and ``proxima alerts record`` (capture alerts, and optionally the gateways' events, for
+scoring).
 """
 
 from __future__ import annotations
@@ -13,34 +15,111 @@ import signal
 import sys
 import time
 import uuid
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from contracts.services import ServiceSettings
 from simulators.exceptions import SimulatorError
+from transport.cli import err, fail, out, verbose_logging
 from transport.redis import redis_for
 
 if TYPE_CHECKING:
     from simulators.engine import Simulation
+    from simulators.scenarios import SimPerson
     from transport.redis import RedisClient
 
-out = Console()
-err = Console(stderr=True)
 
 alerts_app = typer.Typer(help="Capture alerts for scoring.", no_args_is_help=True)
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
-    return typer.Exit(code)
-
-
 # --- simulate -------------------------------------------------------------------------
+def simulate(
+    scenario: Annotated[
+        str | None,
+        typer.Option(help="scenario NAME (skeleton, boutique-hour, flagship-day, ...)"),
+    ] = None,
+    layout: Annotated[
+        str | None,
+        typer.Option(help="store layout NAME (boutique, flagship) or FILE.json"),
+    ] = None,
+    hours: Annotated[
+        float | None,
+        typer.Option(help="hours to simulate from opening (layouts; default 1)"),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="random seed: same seed, same trace")] = 7,
+    out_path: Annotated[Path | None, typer.Option("--out", help="write the trace here")] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            help="trace start (ISO 8601, UTC); default now (skeleton), 2026-01-05 at opening (layouts)"
+        ),
+    ] = None,
+    enroll: Annotated[
+        bool,
+        typer.Option(
+            help="enroll the scenario's customers and register their app devices (Redis); "
+            "with --out also write the devices' keys to TRACE.device-keys.json"
+        ),
+    ] = False,
+    device_classes: Annotated[
+        str | None,
+        typer.Option(
+            help="CLASS=SHARE,... of enrolled customers instead of the layout's (classes: "
+            "iphone_app, android_app, vip_tag, no_app), e.g. iphone_app=1"
+        ),
+    ] = None,
+) -> None:
+    """Write a simulated trace (and optionally enroll its customers)."""
+    from contracts.trace import dump_line
+    from simulators.scenarios import scenario as make_scenario
+
+    begin = datetime.fromisoformat(start.replace("Z", "+00:00")) if start else None
+    if begin is not None and begin.tzinfo is None:
+        raise fail("--start must carry a timezone, e.g. 2026-01-01T10:00:00Z")
+    if layout is not None or (scenario is not None and scenario != "skeleton"):
+        if layout is not None and scenario is not None:
+            raise fail("give --layout or --scenario, not both")
+        simulate_layout(
+            layout=layout,
+            scenario=scenario,
+            hours=hours,
+            seed=seed,
+            out_path=out_path,
+            start=begin,
+            enroll=enroll,
+            device_classes=parse_shares(device_classes) if device_classes else None,
+        )
+        return
+    if device_classes:
+        raise fail("--device-classes needs a layout or a layout scenario, not the skeleton")
+    scenario = scenario or "skeleton"
+    begin = begin or datetime.now(UTC)
+    try:
+        sc = make_scenario(scenario, begin, seed)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    if enroll:
+        asyncio.run(_enroll_people(sc.enrolled))
+        out.print(f"enrolled {len(sc.enrolled)} customers", highlight=False)
+    if out_path is not None:
+        with out_path.open("w", encoding="utf-8") as fh:
+            fh.write(dump_line(sc.header.model_dump(mode="json", exclude_none=True)) + "\n")
+            for record in sc.records:
+                fh.write(dump_line(record) + "\n")
+        out.print(f"wrote {len(sc.records)} lines to {out_path}", highlight=False)
+
+
+async def _enroll_people(people: Sequence[SimPerson]) -> None:
+    from simulators.enroll import enroll_all
+
+    await enroll_all(people)
+
+
 def simulate_layout(
     *,
     layout: str | None,
@@ -70,15 +149,15 @@ def simulate_layout(
             assert layout is not None
             sim = build(layout, hours=hours or 1.0, seed=seed, start=start, population=population)
     except SimulatorError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = "".join(f"{p}: " for p in first["loc"])
-        raise _fail(
+        raise fail(
             f"--device-classes: {where}{first['msg'].removeprefix('Value error, ')}"
         ) from exc
     except ValueError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     device_keys: dict[str, bytes] = {}
     if enroll:
         from simulators.enroll import enroll_all, register_devices
@@ -136,7 +215,7 @@ def parse_shares(text: str) -> dict[str, float]:
         except ValueError:
             share = None
         if share is None:
-            raise _fail(f"--device-classes: {item!r} is not CLASS=SHARE (e.g. iphone_app=0.5)")
+            raise fail(f"--device-classes: {item!r} is not CLASS=SHARE (e.g. iphone_app=0.5)")
         out[name] = share
     return out
 
@@ -204,7 +283,7 @@ def score(
         try:
             n_alerts, n_batches = asyncio.run(_record(alerts, events, None, idle, False))
         except OSError as exc:
-            raise _fail(str(exc), 1) from exc
+            raise fail(str(exc), 1) from exc
         err.print(f"recorded {n_alerts} alerts, {n_batches} event batches", highlight=False)
 
     if revisit_gap is None:
@@ -216,7 +295,7 @@ def score(
         loaded = load_alerts(alerts)
         times = load_event_times(events) if events else None
     except SimulatorError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     if summary := truth.problems.summary():
         err.print(summary, highlight=False, markup=False, soft_wrap=True)
     for line in loaded.rejected:
@@ -233,7 +312,7 @@ def score(
             chosen = choose(result, visit or [])
             render(trace, chosen, timeline, truth.start, events)
         except SimulatorError as exc:
-            raise _fail(str(exc)) from exc
+            raise fail(str(exc)) from exc
         figures["timeline"] = str(timeline)
     if as_json:
         sys.stdout.write(json.dumps(figures) + "\n")
@@ -321,7 +400,7 @@ def alerts_record(
     try:
         n_alerts, n_batches = asyncio.run(_record(out_path, events, duration, idle, append))
     except OSError as exc:
-        raise _fail(str(exc), 1) from exc
+        raise fail(str(exc), 1) from exc
     out.print(f"recorded {n_alerts} alerts, {n_batches} event batches", highlight=False)
 
 
@@ -405,3 +484,62 @@ async def _wire_alert(redis: RedisClient, prefix: str, payload: Any) -> Any:
         err.print(f"alert {payload.get('alert_id')} is no longer stored: skipped", highlight=False)
         return None
     return json.loads(alert.to_json())
+
+
+# --- replay ---------------------------------------------------------------------------
+# --- replay & simulate ----------------------------------------------------------------
+def replay(
+    trace: Annotated[Path, typer.Argument(help="trace file (JSON Lines, proxima-trace v1)")],
+    speed: Annotated[
+        str,
+        typer.Option(help="N× real time, or 'max': all gateways on the trace's virtual clock"),
+    ] = "max",
+    device_keys: Annotated[
+        Path | None,
+        typer.Option(
+            help='JSON {"DEVICE_ID": "<Ed25519 private key, 32 raw bytes, base64>"}: app '
+            "lines are signed with these and sent to an ingest on loopback (a device without "
+            "a key: its lines are skipped and counted)"
+        ),
+    ] = None,
+    fusion: Annotated[
+        bool,
+        typer.Option(
+            help="the store's presence coordinator places people from every gateway's evidence"
+            " (docs/presence.md); --no-fusion: each gateway decides its own zone alone"
+        ),
+    ] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Feed a trace through one edge agent per gateway, and its app lines through the
+    app-event ingest, into the running system."""
+    from contracts.exceptions import ContractError
+    from contracts.trace import TraceProblems
+    from edge.cli import parse_speed
+    from edge.fusion import FUSION_GATEWAY_ID
+    from simulators.replay import replay_trace
+
+    verbose_logging(verbose)
+    problems = TraceProblems(str(trace))
+    app_summary: list[str] = []
+    try:
+        stats = asyncio.run(
+            replay_trace(trace, parse_speed(speed), problems, device_keys, app_summary, fusion)
+        )
+    except (ContractError, OSError, SimulatorError) as exc:
+        raise fail(str(exc)) from exc
+    fused = FUSION_GATEWAY_ID in stats
+    for gw, (adverts, events) in sorted(stats.items()):
+        # "N events published" counts what reaches the stream (scripts wait for those).
+        what = (
+            "evidence events to the store's coordinator"
+            if fused and gw != FUSION_GATEWAY_ID
+            else "events published"
+        )
+        out.print(f"{gw}: {adverts} adverts → {events} {what}", highlight=False)
+    for line in app_summary:
+        err.print(line, highlight=False, markup=False, soft_wrap=True)
+    # A trace from another tool may hold lines this one cannot read: say how many were
+    # skipped, once, after the replay went on without them.
+    if summary := problems.summary():
+        err.print(summary, highlight=False, markup=False, soft_wrap=True)

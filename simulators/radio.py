@@ -36,7 +36,7 @@ import random
 from dataclasses import dataclass
 from functools import lru_cache
 
-from simulators.layout import FLOOR_HEIGHT_M, GatewaySpec, RadioEnv
+from simulators.layout import FLOOR_HEIGHT_M, GatewaySpec, RadioEnv, StoreLayout
 
 PHONE_HEIGHT_M = 1.2
 CARRY_LOSS_DB = {"hand": 0.0, "pocket": 4.0, "bag": 8.0, "wrist": 1.0, "ceiling": 0.0}
@@ -237,3 +237,25 @@ class RadioModel:
             return None
         p = self.edge_probability(rssi, state.burst) * self.reception_probability(link, advertisers)
         return rssi if rng.random() < p else None
+
+
+DOOR_OPENING_M = 1.2
+"""Half the width of a door's opening (m): someone on the street this close to a door is
+heard through it, with no shop-front loss."""
+
+
+class Storefront:
+    """The shop front's loss between the street and the store (none in a door's opening);
+    the same for a gateway hearing a phone and a phone hearing a store beacon."""
+
+    def __init__(self, layout: StoreLayout) -> None:
+        self._doors = [(d.x, d.y) for d in layout.doors]
+        self._loss_db = layout.radio.facade_loss_db
+
+    def loss_db(self, x: float, y: float, outside: bool) -> float:
+        """The loss (dB) for a device at (x, y), ``outside`` on the street or not."""
+        if not outside:
+            return 0.0
+        if any(abs(x - dx) < DOOR_OPENING_M and abs(y - dy) < 2.0 for dx, dy in self._doors):
+            return 0.0
+        return self._loss_db

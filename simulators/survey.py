@@ -18,7 +18,8 @@ from datetime import datetime
 from typing import Any
 
 from beacons.frames import IBeaconFrame, encode_ibeacon
-from simulators.engine import DEFAULT_START, Device, Simulation, _fragment, _random_address
+from simulators.advertisers import Device, fragment, random_address
+from simulators.engine import DEFAULT_START, Simulation
 from simulators.layout import load_layout
 from simulators.movement import Trajectory
 from simulators.radio import PHONE_HEIGHT_M
@@ -43,7 +44,7 @@ class SurveySimulation(Simulation):
             traj.add((i + 1) * STAY_S, x, gw.y, PHONE_HEIGHT_M, zone.id)
         rng = random.Random(f"{self.seed}/survey/{SUBJECT}")
         cid, data = encode_ibeacon(IBeaconFrame(bytes.fromhex(SURVEY_UUID), 1, 1, -59))
-        frag = _fragment(manufacturer={cid: data})
+        frag = fragment(manufacturer={cid: data})
         return [
             Device(
                 did=SUBJECT,
@@ -55,7 +56,7 @@ class SurveySimulation(Simulation):
                 payload=lambda dev, t: frag,
                 traj=traj,
                 body=False,
-                address=_random_address(rng),
+                address=random_address(rng),
             )
         ]
 

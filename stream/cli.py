@@ -1,13 +1,15 @@
-"""``proxima gateways add|list|revoke``: gateway signing keys from the command line.
+"""The stream side's commands: ``proxima gateways ...`` (gateway signing keys and the
+fleet's status), ``proxima bridge``, ``proxima stream worker``, ``proxima topics ensure``
+and ``proxima stats``.
 
-``deploy/cli.py`` mounts :data:`gateways_app`; :func:`provision_keys` is what ``proxima
-replay`` and ``proxima up`` use to give each replayed gateway a key of its own.
+``deploy.cli`` mounts :data:`gateways_app`, :data:`stream_app`, :data:`topics_app`,
+:func:`bridge` and :func:`stats`; :func:`provision_keys` is what ``proxima replay`` and
+``proxima up`` use to give each replayed gateway a key of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 import sys
 from collections.abc import Awaitable, Callable, Iterable
@@ -15,17 +17,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from contracts.services import ServiceSettings
 from contracts.validation import describe_validation
 from stream.exceptions import KeyringError
 from stream.keyring import REPLAY_LABEL, KeyRecord, Keyring
-from transport.redis import RedisClient, redis_for
+from transport.cli import err, fail, out, run_forever, verbose_logging
+from transport.redis import redis_for
 
 if TYPE_CHECKING:
-    from stream.customers import ImportReport
+    pass
 
 T = TypeVar("T")
 
@@ -34,8 +36,6 @@ gateways_app = typer.Typer(
     "fleet's status.",
     no_args_is_help=True,
 )
-_out = Console()
-_err = Console(stderr=True)
 
 
 async def with_keyring(services: ServiceSettings, fn: Callable[[Keyring], Awaitable[T]]) -> T:
@@ -70,9 +70,8 @@ def gateways_add(
         record = asyncio.run(with_keyring(ServiceSettings(), lambda r: r.add(store, gateway)))
     except ValidationError as exc:
         msgs = describe_validation(exc, "")
-        _err.print(f"[red]error:[/red] {msgs}", highlight=False)
-        raise typer.Exit(2) from exc
-    _err.print(
+        raise fail(msgs) from exc
+    err.print(
         f"key {record.kid} for {store}/{gateway}; put these lines in the gateway's environment "
         "(the secret is shown only now):",
         highlight=False,
@@ -102,7 +101,7 @@ def gateways_list(
             "revoked" if rec.revoked else "active",
             rec.label or "",
         )
-    _out.print(table)
+    out.print(table)
 
 
 @gateways_app.command("status")
@@ -123,13 +122,13 @@ def gateways_status(
 
     views, problems = asyncio.run(run())
     for problem in problems:
-        _err.print(f"[yellow]unreadable status:[/yellow] {problem}", highlight=False)
+        err.print(f"[yellow]unreadable status:[/yellow] {problem}", highlight=False)
     if as_json:
         for view in views:
             typer.echo(json.dumps(view.to_json()))
         return
     if not views:
-        _out.print("no gateway has reported a status (the bridge records them)")
+        out.print("no gateway has reported a status (the bridge records them)")
         return
     table = Table(title="gateways")
     for col in ("gateway", "state", "since", "last batch", "outbox", "version", "beacons", "flags"):
@@ -150,7 +149,7 @@ def gateways_status(
             beacons or "-",
             "; ".join(v.flags) or "ok",
         )
-    _out.print(table)
+    out.print(table)
 
 
 @gateways_app.command("provision")
@@ -178,7 +177,7 @@ def gateways_provision(
 
     services = ServiceSettings()
     if ca is not None and not ca.is_file():
-        raise _exit(f"--ca {ca}: no such file")
+        raise fail(f"--ca {ca}: no such file")
     record = asyncio.run(with_keyring(services, lambda r: r.add(store, gateway)))
     done, line = write_folder(
         out,
@@ -194,7 +193,7 @@ def gateways_provision(
         set_password_line(passwd, line, done.username)
     if acl is not None:
         set_acl_block(acl, acl_block(services.topics, store, gateway), done.username)
-    _err.print(
+    err.print(
         f"provisioned {store}/{gateway} in {out}: key {record.kid}, MQTT user {done.username}"
         + (f"; {passwd} and {acl or 'no ACL file'} updated (reload Mosquitto)" if passwd else ""),
         highlight=False,
@@ -236,7 +235,7 @@ def gateways_deprovision(
     if acl is not None:
         set_acl_block(acl, None, username)
     gone = remove_folder_files(out) if out is not None else []
-    _err.print(
+    err.print(
         f"deprovisioned {store}/{gateway}: {len(revoked)} key(s) revoked"
         + (", password line removed" if passwd else "")
         + (", ACL block removed" if acl else "")
@@ -245,221 +244,160 @@ def gateways_deprovision(
     )
 
 
-def _exit(message: str) -> typer.Exit:
-    _err.print(f"[red]error:[/red] {message}", highlight=False)
-    return typer.Exit(2)
-
-
 @gateways_app.command("revoke")
 def gateways_revoke(kid: Annotated[str, typer.Argument(metavar="KID")]) -> None:
     """Revoke a key; bridges refuse its batches within PROXIMA_STREAM_KEY_CACHE_TTL_S."""
     try:
         record = asyncio.run(with_keyring(ServiceSettings(), lambda r: r.revoke(kid)))
     except KeyringError as exc:
-        _err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(1) from exc
+        raise fail(str(exc), 1) from exc
     typer.echo(f"{record.kid} ({record.store_id}/{record.gateway_id}): revoked")
 
 
-# --- customers: import and devices (mounted on ``proxima customers``) -------------------
-def customers_import(
-    file: Annotated[
-        Path, typer.Argument(metavar="FILE.csv", help="header row + one customer per row")
-    ],
-    keys_out: Annotated[
-        Path | None,
-        typer.Option(help="write generated identity keys here (CSV) for the customers' apps"),
-    ] = None,
-) -> None:
-    """Enroll customers from a CSV file; report rejected rows and why (exit 1 if any)."""
-    from stream.customers import import_csv
-    from stream.registry import Registry
-
-    try:
-        text = file.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        _err.print(f"[red]error:[/red] {file}: {exc}", highlight=False)
-        raise typer.Exit(2) from exc
-
-    async def run(progress: Callable[[int], None] | None = None) -> ImportReport:
-        services = ServiceSettings()
-        async with redis_for(services) as redis:
-            return await import_csv(Registry(redis, services.redis_prefix), text, progress)
-
-    if sys.stderr.isatty():  # a bar for people; logs and pipes get the summary only
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-        rows = max(0, text.count("\n") - 1)
-        with Progress(
-            "enrolling", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            console=_err, transient=True,
-        ) as bar:  # fmt: skip
-            task = bar.add_task("rows", total=rows)
-            report = asyncio.run(run(lambda n: bar.update(task, completed=n)))
-    else:
-        report = asyncio.run(run())
-    typer.echo(f"{len(report.enrolled)} enrolled, {len(report.rejected)} rejected")
-    for bad in report.rejected:
-        who = f" ({bad.customer_id})" if bad.customer_id else ""
-        typer.echo(f"line {bad.line}{who}: {bad.reason}")
-    if report.generated_keys:
-        if keys_out is None:
-            typer.echo(
-                f"{len(report.generated_keys)} identity keys were generated; "
-                "re-run with --keys-out FILE to keep them (they are not printed)"
-            )
-        else:
-            with keys_out.open("w", encoding="utf-8", newline="") as fh:
-                w = csv.writer(fh)
-                w.writerow(["customer_id", "identity_key", "rotation_exponent"])
-                for cid, (key, k) in sorted(report.generated_keys.items()):
-                    w.writerow([cid, key, k])
-            keys_out.chmod(0o600)
-            typer.echo(f"generated identity keys written to {keys_out}")
-    if report.rejected:
-        raise typer.Exit(1)
+# --- the services: bridge and worker (mounted as ``proxima bridge``, ``proxima stream``) ---
+stream_app = typer.Typer(help="The Faust stream processor.", no_args_is_help=True)
 
 
-def customers_device(
-    customer_id: Annotated[str, typer.Argument(metavar="ID")],
-    device_id: Annotated[str, typer.Argument(metavar="DEVICE", help="app device id, hex")],
-    public_key: Annotated[
-        str | None,
-        typer.Option(
-            help="the app's Ed25519 public key, base64 (published for the gateways' ingest)"
-        ),
-    ] = None,
-) -> None:
-    """Register a customer's app device: its geofence and beacon-region events resolve to them."""
-    from stream.customers import register_device
-    from stream.exceptions import RegistryError
+def bridge(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    """Run the MQTT → Kafka bridge until interrupted."""
+    from stream.bridge import Bridge
+    from stream.settings import StreamSettings
 
-    async def run() -> None:
-        services = ServiceSettings()
-        async with redis_for(services) as redis:
-            await register_device(redis, services.redis_prefix, customer_id, device_id, public_key)
-
-    try:
-        asyncio.run(run())
-    except RegistryError as exc:
-        _err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(1) from exc
-    typer.echo(f"{customer_id}: device {device_id} registered")
-
-
-def customers_seal_keys(
-    dry_run: Annotated[bool, typer.Option(help="count only; write nothing")] = False,
-) -> None:
-    """Seal identity keys stored in plain text (or with an older seal key) with the current key.
-
-    The key is the first of PROXIMA_STREAM_IDENTITY_SEAL_KEYS (and _FILE); keep the older
-    ones listed until this has run. Safe to run again and beside running workers.
-    """
-    from stream.exceptions import RegistryError
-    from stream.registry import Registry, SealReport
-
-    async def run() -> SealReport:
-        services = ServiceSettings()
-        async with redis_for(services) as redis:
-            return await Registry(redis, services.redis_prefix).seal_identity_keys(dry_run=dry_run)
-
-    try:
-        report = asyncio.run(run())
-    except RegistryError as exc:
-        _err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(1) from exc
-    verb = "would seal" if dry_run else "sealed"
-    typer.echo(
-        f"{report.customers} customers: {verb} {report.sealed} plain and {report.resealed} "
-        f"with an older key; {report.current} already sealed with the current key"
-    )
-    if report.changed:
-        typer.echo(f"{report.changed} changed while being sealed: run again")
-        raise typer.Exit(1)
-
-
-def write_enrollment_qr(
-    path: Path, customer_id: str, identity_key: str, rotation_exponent: int
-) -> None:
-    """``proxima customers enroll --qr PATH``: the app's enrollment payload as a QR code PNG."""
-    from stream.customers import app_payload, write_qr
-
-    write_qr(app_payload(customer_id, identity_key, rotation_exponent), path)
-    path.chmod(0o600)
-
-
-async def publish_consent(redis: RedisClient, services: ServiceSettings) -> str | None:
-    """Drain the consent outbox to ``proxima.consent.v1`` right after a CLI change.
-
-    Returns None when done, else why not (no Kafka configured, broker unreachable): the
-    change is in Redis and in the outbox either way, and the stream worker publishes it.
-    """
-    from aiokafka.errors import KafkaError
-
-    from contracts.topics import CONSENT
-    from stream.consent_log import aiokafka_send, pump_outbox
-    from transport.kafka import make_producer
-
+    verbose_logging(verbose)
+    services = ServiceSettings()
     if not services.kafka:
-        return "PROXIMA_KAFKA is not set"
-    producer = make_producer(services.kafka_bootstrap, idempotent=False, client_id="proxima-cli")
-    try:
-        async with asyncio.timeout(20):
-            await producer.start()
-            await pump_outbox(
-                redis,
-                services.redis_prefix,
-                aiokafka_send(producer),
-                services.topics.kafka(CONSENT),
-            )
-    except (KafkaError, OSError, TimeoutError) as exc:
-        return f"Kafka: {exc!r}"
-    finally:
-        await producer.stop()
-    return None
+        raise fail(
+            "PROXIMA_KAFKA is not set: the bridge needs a Kafka broker (proxima up starts one)"
+        )
+    run_forever(Bridge(services, StreamSettings()).run())
 
 
-def customers_rebuild_consent(
-    timeout: Annotated[float, typer.Option(help="seconds to read the topic to its end")] = 60.0,
+@stream_app.command("worker")
+def stream_worker(
+    loglevel: Annotated[str, typer.Option(help="crit|error|warn|info|debug")] = "info",
 ) -> None:
-    """Restore every customer's consent in Redis from proxima.consent.v1 (idempotent)."""
-    from contracts.topics import CONSENT
-    from stream.consent_log import RebuildReport, rebuild_consent
-    from stream.exceptions import ConsentLogError
-    from stream.registry import Registry
+    """Run one Faust worker (validate → resolve → consent → visit → alert)."""
+    from stream.app import run_worker
+
+    if not ServiceSettings().kafka:
+        raise fail(
+            "PROXIMA_KAFKA is not set: the worker needs a Kafka broker (proxima up starts one)"
+        )
+    run_worker(loglevel)
+
+
+def stats(
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON array")] = False,
+) -> None:
+    """Counters of the running bridges and stream workers (totals since each started)."""
+    import time
+
+    from rich.table import Table
+
+    from stream.settings import StreamSettings
+    from transport.stats import as_json as stats_json
+    from transport.stats import read_all
+
+    services = ServiceSettings()
+
+    async def read() -> Any:
+        async with redis_for(services) as r:
+            return await read_all(r, services.redis_prefix)
+
+    try:
+        snapshot = asyncio.run(read())
+    except OSError as exc:
+        raise fail(f"cannot read {services.redis}: {exc}") from exc
+    if as_json:
+        sys.stdout.write(stats_json(snapshot) + "\n")
+        return
+    if not snapshot:
+        every = StreamSettings().stats_interval_s
+        out.print(f"no bridge or stream worker has reported (they write every {every:g} s)")
+        return
+    table = Table(title="proxima stats")
+    for col in ("component", "instance", "age", "counter", "value"):
+        table.add_column(col, justify="right" if col in ("age", "value") else "left")
+    now = time.time()
+    for (component, instance), (updated, counts) in sorted(snapshot.items()):
+        age = f"{now - updated:.0f} s"
+        for i, (name, value) in enumerate(sorted(counts.items()) or [("-", 0)]):
+            first = i == 0
+            table.add_row(
+                component if first else "", instance if first else "", age if first else "",
+                name, f"{value:,}",
+            )  # fmt: skip
+    out.print(table)
+
+
+# --- topics ---------------------------------------------------------------------------
+topics_app = typer.Typer(help="Kafka topics of the contract.", no_args_is_help=True)
+
+
+@topics_app.command("ensure")
+def topics_ensure(
+    partitions: Annotated[
+        int | None,
+        typer.Option(min=1, help="partitions per topic (default PROXIMA_STREAM_PARTITIONS)"),
+    ] = None,
+    replication: Annotated[
+        int, typer.Option(min=1, help="replication factor (3 on a production cluster)")
+    ] = 1,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the broker")] = 60.0,
+) -> None:
+    """Create every contract topic and the stream worker's table changelogs that do not
+    exist yet (idempotent; run before the services).
+
+    Faust refuses a table whose changelog partition count differs from its source
+    topic's, and a topic the broker auto-creates takes the broker's default, so a
+    deployment creates the topics first (compose's init-topics, the k8s Job). The
+    changelogs ({app id}-{table}-changelog) and the consent topic are compacted; a
+    changelog takes the events topic's partition count and replication factor as they
+    are on the broker (which may differ from --partitions/--replication on an upgrade).
+    The alerts and visits topics, which name customers, keep records for
+    PROXIMA_STREAM_KAFKA_RETENTION_S (7 days), also set on topics that already exist.
+    """
+    from stream.settings import StreamSettings
+    from stream.tables import ensure_changelogs
+    from transport.kafka import (
+        TopicShape,
+        describe_topics,
+        ensure_topics,
+        kafka_security,
+        wait_for_broker,
+    )
 
     services = ServiceSettings()
     if not services.kafka:
-        _err.print("[red]error:[/red] PROXIMA_KAFKA is not set: name the broker", highlight=False)
-        raise typer.Exit(2)
-    topic = services.topics.kafka(CONSENT)
+        raise fail("PROXIMA_KAFKA is not set: name the broker to create the topics on")
+    settings = StreamSettings()
+    count = partitions or settings.partitions
 
-    async def run() -> RebuildReport:
-        async with redis_for(services) as redis:
-            # Changes still in the outbox go to the topic first, so the topic is current;
-            # if a worker's pump holds the lock, wait until it has drained the outbox.
-            registry = Registry(redis, services.redis_prefix)
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
-            while True:
-                why = await publish_consent(redis, services)
-                if why is not None:
-                    raise ConsentLogError(topic, f"the consent outbox could not be drained: {why}")
-                if not await registry.outbox_len():
-                    break
-                if loop.time() > deadline:
-                    raise ConsentLogError(topic, "the consent outbox was not drained in time")
-                await asyncio.sleep(0.2)
-            return await rebuild_consent(
-                redis, services.redis_prefix, services.kafka_bootstrap, topic, timeout
+    async def run() -> dict[str, TopicShape]:
+        security = kafka_security(services)
+        await wait_for_broker(services.kafka_bootstrap, timeout=timeout, security=security)
+        names = services.topics.all_kafka
+        not_set = await ensure_topics(
+            services.kafka_bootstrap,
+            names,
+            count,
+            replication,
+            retention_ms=settings.kafka_retention_s * 1000,
+            security=security,
+        )
+        for name in not_set:
+            err.print(
+                f"[yellow]warning:[/yellow] {name}: the broker did not take the retention "
+                f"(PROXIMA_STREAM_KAFKA_RETENTION_S={settings.kafka_retention_s}); "
+                "set it with the broker's tools",
+                highlight=False,
             )
+        names += await ensure_changelogs(services, settings)
+        shapes = await describe_topics(services.kafka_bootstrap, list(names))
+        return {name: shapes[name] for name in names if name in shapes}
 
-    try:
-        report = asyncio.run(run())
-    except ConsentLogError as exc:
-        _err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(1) from exc
-    typer.echo(
-        f"{report.restored} customers' consent restored, {report.erased} erased (forgotten), "
-        f"{report.skipped} bad records skipped"
-    )
+    for name, shape in asyncio.run(run()).items():
+        out.print(
+            f"{name} ({shape.partitions} partitions, replication {shape.replication})",
+            highlight=False,
+        )

@@ -101,9 +101,9 @@ def test_topics_ensure_without_a_broker_says_so() -> None:
 
 
 async def test_edge_sim_source_plays_a_layout_scenario_for_one_of_its_gateways() -> None:
-    from edge.cli import make_source
     from edge.exceptions import EdgeError
     from edge.settings import EdgeSettings
+    from edge.source_registry import make_source
 
     header, _ = load_scenario("boutique-rush@3")
     assert header.layout is not None
@@ -121,9 +121,9 @@ async def test_edge_sim_source_plays_a_layout_scenario_for_one_of_its_gateways()
 
 
 def test_edge_sim_source_names_unknown_scenarios_and_bad_seeds() -> None:
-    from edge.cli import make_source
     from edge.exceptions import EdgeError
     from edge.settings import EdgeSettings
+    from edge.source_registry import make_source
 
     with pytest.raises(ScenarioError, match="unknown scenario 'nowhere'; known: boutique-day"):
         load_scenario("nowhere")
@@ -134,10 +134,30 @@ def test_edge_sim_source_names_unknown_scenarios_and_bad_seeds() -> None:
         make_source(EdgeSettings(source="sim:nowhere", gateway_id="gw-door"))
 
 
-def test_the_sim_loader_is_found_through_its_entry_point_not_a_module_global() -> None:
-    from edge.cli import scenario_loader
+def test_the_sim_scheme_is_found_through_its_entry_point_not_a_module_global() -> None:
+    from edge.source_registry import scheme, scheme_names
+    from simulators.sources import SIM
 
-    assert scenario_loader() is load_scenario
+    assert scheme("sim") is SIM
+    assert scheme_names() == ["bleak", "replay", "sim"]
+
+
+def test_a_source_with_an_unknown_scheme_or_a_missing_argument_is_refused_by_name() -> None:
+    from pydantic import ValidationError
+
+    from edge.exceptions import EdgeError
+    from edge.settings import EdgeSettings
+    from edge.source_registry import scheme
+
+    with pytest.raises(ValidationError, match="unknown scheme 'usb': this installation has bleak"):
+        EdgeSettings(source="usb:/dev/ttyACM0")
+    with pytest.raises(ValidationError, match="replay needs an argument after 'replay:'"):
+        EdgeSettings(source="replay:")
+    with pytest.raises(ValidationError, match="bleak takes no argument"):
+        EdgeSettings(source="bleak:hci0")
+    with pytest.raises(EdgeError, match="unknown source scheme 'usb'; this installation has"):
+        scheme("usb")
+    assert EdgeSettings(source="sim:boutique-rush@3").source == "sim:boutique-rush@3"
 
 
 def test_a_simulated_gateway_takes_its_place_and_calibration_from_the_layout() -> None:

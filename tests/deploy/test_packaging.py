@@ -29,13 +29,21 @@ def test_the_licence_the_metadata_names_is_shipped() -> None:
 
 
 def test_shell_completion_is_offered() -> None:
-    """As the installed command offers it (the program name is in the script)."""
+    """As the installed command offers it (the program name is in the script).
+
+    Typer finds the shell by walking up the process tree (shellingham), as it would from a
+    user's terminal: the command runs under bash here, so the test does not depend on how
+    pytest was started (under nohup with no shell above it, detection finds nothing)."""
+    import shlex
     import subprocess
     import sys
 
     script = Path(sys.executable).with_name("proxima")
     done = subprocess.run(
-        [str(script), "--show-completion", "bash"], capture_output=True, text=True, check=False
+        ["bash", "-c", f"{shlex.quote(str(script))} --show-completion; exit $?"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert "_PROXIMA_COMPLETE=complete_bash" in done.stdout

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from deploy.cli import _trace_span
+from simulators.replay import trace_span as _trace_span
 
 BENCH = [sys.executable, "-m", "deploy.cli", "bench", "edge", "--seconds", "0.05", "--json"]
 

@@ -142,7 +142,7 @@ async def test_replay_at_max_speed_reaches_mosquitto_in_the_same_order_twice(
 ) -> None:
     from contracts.models import parse_batch
     from contracts.services import ServiceSettings
-    from deploy.cli import _replay
+    from simulators.replay import replay_trace
     from tests.edge.support import Collector
 
     # Without consent lines: this test has no stream to wait for (see the e2e test).
@@ -154,7 +154,7 @@ async def test_replay_at_max_speed_reaches_mosquitto_in_the_same_order_twice(
     seen: list[list[Published]] = []
     for _ in range(2):
         async with Collector(services.mqtt, services.topics.all_gateway_events()) as col:
-            stats = await _replay(trace, None)
+            stats = await replay_trace(trace, None)
             # The gateways send evidence to the store's coordinator; only it publishes events.
             n = stats["fusion"][1]
             async with asyncio.timeout(30):

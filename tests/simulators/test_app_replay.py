@@ -118,12 +118,12 @@ Seen = list[tuple[str, str, str, str, float, str]]
 
 
 async def _replayed(speed: float | None, summary: list[str]) -> Seen:
-    from deploy.cli import _replay
+    from simulators.replay import replay_trace
     from tests.edge.support import Collector
 
     services = ServiceSettings()
     async with Collector(services.mqtt, services.topics.all_gateway_events()) as col:
-        stats = await _replay(HAND_APP, speed, TraceProblems("t"), HAND_KEYS, summary)
+        stats = await replay_trace(HAND_APP, speed, TraceProblems("t"), HAND_KEYS, summary)
         await col.wait_for(sum(events for _, events in stats.values()), timeout=30)
     return sorted(
         (e.gateway_id, e.kind.value, e.subject.type.value, e.subject.id, e.observed_at.timestamp(),

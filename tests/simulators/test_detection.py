@@ -70,7 +70,7 @@ async def test_the_bench_predicts_the_fused_replay_event_for_event(
     # offline is what the store's coordinator publishes through Mosquitto in a replay.
     from contracts.models import parse_batch
     from contracts.services import ServiceSettings
-    from deploy.cli import _replay
+    from simulators.replay import replay_trace
     from tests.edge.support import Collector
 
     full = tmp_path / "full.jsonl"
@@ -81,7 +81,7 @@ async def test_the_bench_predicts_the_fused_replay_event_for_event(
     monkeypatch.setenv("PROXIMA_NAMESPACE", namespace)
     services = ServiceSettings()
     async with Collector(services.mqtt, services.topics.all_gateway_events()) as col:
-        stats = await _replay(trace, None)
+        stats = await replay_trace(trace, None)
         n = stats[FUSION_GATEWAY_ID][1]
         async with asyncio.timeout(30):
             while sum(len(parse_batch(b)) for _, b, _ in col.batches) < n:  # noqa: ASYNC110

@@ -119,7 +119,7 @@ async def test_two_gateways_readers_of_a_foreign_trace_hear_the_clean_adverts(
 async def test_a_foreign_trace_publishes_exactly_the_events_of_its_clean_twin(
     tmp_path: Path, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from deploy.cli import _replay
+    from simulators.replay import replay_trace
     from tests.edge.support import Collector
 
     monkeypatch.setenv("PROXIMA_NAMESPACE", namespace)
@@ -130,7 +130,7 @@ async def test_a_foreign_trace_publishes_exactly_the_events_of_its_clean_twin(
     for name, path in (("clean", HAND), ("foreign", foreign)):
         problems[name] = TraceProblems(str(path))
         async with Collector(services.mqtt, services.topics.all_gateway_events()) as col:
-            stats = await _replay(path, None, problems[name])
+            stats = await replay_trace(path, None, problems[name])
             n = sum(events for _, events in stats.values())
             async with asyncio.timeout(30):
                 while sum(len(parse_batch(b)) for _, b, _ in col.batches) < n:  # noqa: ASYNC110

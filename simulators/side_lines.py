@@ -1,0 +1,198 @@
+"""The lines of a trace that are not advertisements: ``truth`` (what each person really
+did, for scoring) and ``app`` (what a consenting customer's app reports: iOS beacon-region
+transitions, OS geofence crossings, location fixes, a consent change). Drawn up front per
+person, each from a generator seeded by (seed, who); :class:`simulators.engine.Simulation`
+merges them with the advertisements in time order.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from simulators.advertisers import BEACON_HEIGHT_M
+from simulators.devices import (
+    IOS_BACKGROUND_SCAN_DUTY,
+    geofence_pass,
+    location_fixes,
+    region_transitions,
+)
+from simulators.layout import FLOOR_HEIGHT_M, BeaconSpec, GatewaySpec, StoreLayout
+from simulators.population import Customer, Person
+from simulators.radio import (
+    BODY_LOSS_DB,
+    CARRY_LOSS_DB,
+    PHONE_HEIGHT_M,
+    LinkState,
+    RadioModel,
+    Storefront,
+)
+
+
+class SideLines:
+    """The truth and app lines of one run's people and customers."""
+
+    def __init__(
+        self,
+        layout: StoreLayout,
+        radio: RadioModel,
+        seed: int,
+        duration_s: float,
+        people: Sequence[Person],
+        customers: Sequence[Customer],
+    ) -> None:
+        self.layout = layout
+        self.radio = radio
+        self.seed = seed
+        self.duration_s = duration_s
+        self.people = people
+        self.customers = customers
+        self.storefront = Storefront(layout)
+
+    def lines(self) -> list[tuple[float, int, str]]:
+        """(t, n, line) of every truth and app line in time order (n keeps equal times in
+        the order they were drawn)."""
+        out: list[tuple[float, int, str]] = []
+        n = 0
+
+        def add(t: float, obj: dict[str, Any]) -> None:
+            nonlocal n
+            if 0.0 <= t <= self.duration_s:
+                n += 1
+                out.append((round(t, 3), n, json.dumps(obj, separators=(",", ":"))))
+
+        for person in self.people:
+            cust = person.customer
+            for ev in person.truth:
+                line: dict[str, Any] = {
+                    "t": round(ev.t, 3),
+                    "kind": "truth",
+                    "customer_id": person.pid,
+                    "event": ev.event,
+                    "zone_id": ev.zone_id,
+                    "role": person.role,
+                    "behaviour": person.behaviour,
+                    "device_class": person.device_class,
+                }
+                if cust is not None:
+                    line["consent"] = cust.consents_at(ev.t)
+                add(ev.t, line)
+            if cust is not None and cust.has_app:
+                self._app_lines(person, cust, add)
+        for cust in self.customers:
+            if cust.revoke_at is not None:
+                # A consent change is an account action that names its customer (the
+                # replay applies it to the registry); the only app line that does.
+                add(
+                    cust.revoke_at,
+                    {
+                        "t": cust.revoke_at,
+                        "kind": "app",
+                        "device_id": cust.device_id,
+                        "event": "consent_revoke",
+                        "customer_id": cust.customer_id,
+                        "purpose": "arrival_alerts",
+                    },
+                )
+                add(
+                    cust.revoke_at,
+                    {
+                        "t": cust.revoke_at,
+                        "kind": "truth",
+                        "customer_id": cust.customer_id,
+                        "event": "revoke",
+                        "purpose": "arrival_alerts",
+                        "device_class": cust.device_class,
+                    },
+                )
+        out.sort()
+        return out
+
+    def _app_lines(
+        self, person: Person, cust: Customer, add: Callable[[float, dict[str, Any]], None]
+    ) -> None:
+        """What the app reports (simulators.devices): iOS beacon regions; OS geofence
+        transitions and location fixes for those who share their location. App lines name
+        the device only: who it belongs to is the registry's to know, and the truth's."""
+        rng = random.Random(f"{self.seed}/app/{person.pid}/{person.group}")
+        base: dict[str, Any] = {"kind": "app", "device_id": cust.device_id}
+        if cust.device_class == "iphone_app":
+            for b in (b for b in self.layout.beacons if b.kind == "ibeacon"):
+                heard = self._heard_by_phone(person, b, rng)
+                for tr in region_transitions(heard, rng):
+                    event = "beacon_region_enter" if tr.entered else "beacon_region_exit"
+                    add(tr.t, {"t": round(tr.t, 3), **base, "event": event,
+                               "uuid": b.uuid, "major": b.major, "minor": b.minor})  # fmt: skip
+        if not cust.shares_location:
+            return
+        gf = self.layout.geofence
+        region = gf.id or self.layout.store_id
+        traj = person.walker.traj
+        gpass = geofence_pass(traj, gf.radius_m, cust.device_class, rng)
+        who = {"customer_id": person.pid, "zone_id": region, "device_class": person.device_class}
+        for t, event in ((gpass.t_in, "enter_geofence"), (gpass.t_out, "leave_geofence")):
+            add(t, {"t": round(t, 3), "kind": "truth", **who, "event": event})
+        for t, event in ((gpass.t_enter, "geofence_enter"), (gpass.t_exit, "geofence_exit")):
+            add(t, {"t": round(t, 3), **base, "event": event, "region": region})
+        indoor: list[tuple[float, float]] = []
+        arrived: float | None = None
+        for ev in person.truth:
+            if ev.event == "arrive":
+                arrived = ev.t
+            elif ev.event == "leave" and arrived is not None:
+                indoor.append((arrived, ev.t))
+                arrived = None
+        if arrived is not None:
+            indoor.append((arrived, traj.end))
+        cos_lat = math.cos(math.radians(gf.lat))
+        for fix in location_fixes(traj, gpass, cust.device_class, indoor, rng):
+            add(
+                fix.t,
+                {
+                    "t": round(fix.t, 3),
+                    **base,
+                    "event": "location",
+                    "lat": round(gf.lat + fix.y / 111_320.0, 6),
+                    "lon": round(gf.lon + fix.x / (111_320.0 * cos_lat), 6),
+                    "accuracy_m": round(fix.accuracy_m, 1),
+                },
+            )
+
+    def _heard_by_phone(self, person: Person, b: BeaconSpec, rng: random.Random) -> list[float]:
+        """When ``person``'s phone catches a packet of store beacon ``b`` (the radio model,
+        run the other way: the beacon transmits, the phone in hand, pocket or bag listens
+        with iOS's duty-cycled background scan)."""
+        radio, env = self.radio, self.radio.env
+        link = radio.link(
+            GatewaySpec(
+                id=b.id, zone_id=b.zone_id, x=b.x, y=b.y, floor=b.floor,
+                height_m=BEACON_HEIGHT_M, rssi_1m=b.measured_power,
+                scan_duty=IOS_BACKGROUND_SCAN_DUTY,
+            )
+        )  # fmt: skip
+        traj = person.walker.traj
+        carry_db = CARRY_LOSS_DB[person.carry]
+        # The same measured reception as a gateway's (soft edge, bursts, a per-position
+        # offset that stays while the phone stands still), one link state per beacon.
+        state = LinkState()
+        heard: list[float] = []
+        t = traj.start + rng.uniform(0.0, b.interval_s)
+        while t <= traj.end:
+            x, y, z, zone, heading = traj.at(t)
+            dx, dy, dz = link.x - x, link.y - y, link.z - z
+            d = math.sqrt(dx * dx + dy * dy + dz * dz)
+            level = (z - PHONE_HEIGHT_M) / FLOOR_HEIGHT_M
+            outside = zone == self.layout.street.id
+            loss = carry_db + self.storefront.loss_db(x, y, outside)
+            loss += env.floor_loss_db * abs(level - b.floor)
+            loss += radio.body_loss_db(heading, dx, dy, BODY_LOSS_DB)
+            mean = radio.mean_rssi(link, d, loss)
+            if radio.out_of_reach(link, mean):
+                state = LinkState()  # out of reach: the link starts afresh when back
+            elif radio.receive(link, state, t, (x, y, z), mean, 0, rng) is not None:
+                heard.append(t)
+            t += b.interval_s
+        return heard
