@@ -112,7 +112,9 @@ def store_config(layout: dict[str, Any], store_id: str) -> StoreIngestConfig:
 
     ``geofence`` ``{lat, lon, radius_m, id?}`` (id: the store id) and each of ``beacons``
     with ``zone_id`` and its identity: ``uuid``/``major``/``minor`` (iBeacon) or
-    ``namespace``/``instance`` (Eddystone-UID). An entry without them is not a region.
+    ``namespace``/``instance`` (Eddystone-UID). An entry without them is not a region. A
+    beacon's ``app_min_rssi`` becomes its region's ``min_rssi``, with the layout's street
+    (its zone of kind ``outside``) as the approach zone.
     """
     geofences: list[dict[str, Any]] = []
     gf = layout.get("geofence")
@@ -122,12 +124,26 @@ def store_config(layout: dict[str, Any], store_id: str) -> StoreIngestConfig:
              "radius_m": gf.get("radius_m", 100.0)}
         )  # fmt: skip
     regions: list[dict[str, Any]] = []
+    # A beacon with app_min_rssi: a weaker ranged enter is on the street (the layout's zone
+    # of kind outside), an approach.
+    street = next(
+        (
+            z["id"]
+            for z in layout.get("zones") or []
+            if isinstance(z, dict) and z.get("kind") == "outside"
+        ),
+        None,
+    )
     for b in layout.get("beacons") or []:
         if not isinstance(b, dict) or "zone_id" not in b:
             continue
         ref = region_ref(b)
-        if ref is not None:
-            regions.append({"type": ref[0], "id": ref[1], "zone_id": b["zone_id"]})
+        if ref is None:
+            continue
+        region: dict[str, Any] = {"type": ref[0], "id": ref[1], "zone_id": b["zone_id"]}
+        if b.get("app_min_rssi") is not None and street is not None:
+            region |= {"min_rssi": b["app_min_rssi"], "approach_zone_id": street}
+        regions.append(region)
     return StoreIngestConfig.model_validate({"geofences": geofences, "beacon_regions": regions})
 
 

@@ -49,6 +49,7 @@ from edge.geofence import Circle, Fix, GeofenceEngine, GeofenceError
 from edge.pipeline import Pipeline
 from edge.settings import EdgeSettings
 from edge.sources import advert_from_record
+from simulators.app_replay import region_ref, store_config
 from simulators.engine import Simulation, build_scenario
 from simulators.layout import StoreLayout
 from simulators.score import (
@@ -178,9 +179,9 @@ def app_signals(trace: Path, devices: dict[str, str], layout: StoreLayout) -> li
     is first; a beacon region's entry is in the zone of the layout's beacon (``outside``: an
     approach; any other: in-store). Exits start nothing, so they are left out, as gateways'
     exits are."""
-    regions: dict[tuple[object, object, object], str] = {
-        (b.uuid, b.major, b.minor): b.zone_id for b in layout.beacons if b.kind == "ibeacon"
-    }
+    # The ingest's own region specs (simulators.app_replay.store_config): the same zones,
+    # the same min_rssi rule.
+    specs = store_config(layout.trace_layout(), layout.store_id).regions()
     gf = layout.geofence
     fence_id = str(getattr(gf, "id", None) or layout.store_id)
     now = 0.0
@@ -213,8 +214,11 @@ def app_signals(trace: Path, devices: dict[str, str], layout: StoreLayout) -> li
             if any(m.kind == "geofence_enter" for m in moves):
                 out.append(Signal(at, cid, False, None, event_id))
             if rec.event == "beacon_region_enter":
-                zone = regions.get((extra.get("uuid"), extra.get("major"), extra.get("minor")))
-                if zone is not None:  # else a region the store does not know: refused
+                ref = region_ref(extra)
+                spec = specs.get(ref) if ref is not None else None
+                if spec is not None:  # else a region the store does not know: refused
+                    rssi = extra.get("rssi")
+                    zone = spec.zone_for(float(rssi) if isinstance(rssi, int | float) else None)
                     out.append(Signal(at, cid, layout.zone(zone).kind != OUTSIDE, zone, event_id))
     return out
 

@@ -12,6 +12,13 @@ OSes add:
   region's *enter* a few seconds after the first packet it catches, up to tens of seconds
   in the background (log-normal, median :data:`IOS_REGION_ENTRY_DELAY`), and its *exit*
   once it has heard nothing for ~30 s (:data:`IOS_REGION_EXIT_AFTER_S`, plus a few seconds).
+  On the wake the app runs for about :data:`IOS_RANGING_WINDOW_S` (a background task
+  extends the wake's ~10 s) and ranges the store's beacons at 1 Hz (each reading the mean
+  RSSI of that second's packets). Where the store says how loud a beacon must be to be in
+  the store (``app_min_rssi``), a weaker first reading is reported at once (the ingest
+  makes it an approach) and the app keeps ranging: the first reading of any store beacon
+  at or above its threshold is reported as that region's enter, the arrival
+  (:func:`ranged_enters`).
 * **OS geofences** (CLCircularRegion / Android GeofencingClient), for app users who share
   their location: *enter* when the phone's GPS position crosses the store's circle. GPS
   outdoors is off by 5-25 m, so the circle the phone acts on is as much larger or smaller;
@@ -22,10 +29,11 @@ OSes add:
 
 from __future__ import annotations
 
+import bisect
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from simulators.movement import Trajectory
 
@@ -35,6 +43,9 @@ tens of seconds with the phone asleep in a pocket."""
 IOS_REGION_EXIT_AFTER_S = 30.0
 """iOS declares a beacon region left after about 30 s without hearing it."""
 IOS_REGION_EXIT_DELAY = (3.0, 0.6, 30.0)
+IOS_RANGING_WINDOW_S = 30.0
+"""How long an app woken by a beacon region event runs (and ranges) in the background: the
+wake's ~10 s, extended by a background task (iOS grants about 30 s in all)."""
 IOS_BACKGROUND_SCAN_DUTY = 0.5
 """Share of a beacon's packets a background iPhone catches (its scan is duty-cycled)."""
 OS_GEOFENCE_DELAY = {"iphone_app": (45.0, 0.9), "android_app": (60.0, 0.9)}
@@ -78,6 +89,78 @@ def region_transitions(heard: Sequence[float], rng: random.Random) -> list[Regio
         out.append(RegionTransition(t_enter, True))
         out.append(RegionTransition(max(t_exit, t_enter + 1.0), False))
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Ranged:
+    """One store beacon as the app ranges it: the packets the phone caught, (t, dBm) in
+    time order, and how loud it must be to count as in the store (None: any reading)."""
+
+    heard: Sequence[tuple[float, float]]
+    min_rssi: float | None
+    times: list[float] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "times", [t for t, _ in self.heard])
+
+    def reading(self, end: float) -> float | None:
+        """iOS's reading for the second ending at ``end``: the mean of its packets, rounded;
+        None without one (iOS reports such a beacon with RSSI 0, which the app skips)."""
+        times = self.times
+        lo, hi = bisect.bisect_right(times, end - 1.0), bisect.bisect_right(times, end)
+        if lo == hi:
+            return None
+        return float(round(sum(rssi for _, rssi in self.heard[lo:hi]) / (hi - lo)))
+
+    def near(self, reading: float | None) -> bool:
+        return reading is not None and (self.min_rssi is None or reading >= self.min_rssi)
+
+
+def ranged_enters(
+    beacons: Sequence[Ranged],
+    woke: int,
+    t_enter: float,
+    *,
+    t_exit: float | None = None,
+    running: Sequence[tuple[float, float]] = (),
+) -> list[tuple[float, int, float | None]]:
+    """(time, beacon index, rssi) of the enter reports an app sends for one stay in the
+    region of ``beacons[woke]``, which iOS reported entered at ``t_enter`` (and left at
+    ``t_exit``).
+
+    A region without ``min_rssi``: one report at ``t_enter`` with no reading (an app that
+    does not range). Else the app ranges the store's beacons by their shared UUID (so it
+    reads every one of them, not only the one that woke it) at 1 Hz while it runs:
+    :data:`IOS_RANGING_WINDOW_S` after the wake, and during ``running`` (spans when it runs
+    anyway: a location session while inside the store's geofence, for a customer who
+    shares location). The first second in which some beacon reads near (at or above its
+    ``min_rssi``) is reported as that beacon's enter and ends the ranging; before that, the
+    first reading of the beacon that woke it is reported as its enter (below its
+    threshold: the ingest makes it an approach). No reading in the wake's window: the enter
+    is reported at its end, without one.
+    """
+    if beacons[woke].min_rssi is None:
+        return [(t_enter, woke, None)]
+    out: list[tuple[float, int, float | None]] = []
+    end_of_stay = t_exit if t_exit is not None else math.inf
+    last = t_enter + IOS_RANGING_WINDOW_S
+    for a, b in running:
+        if b > t_enter and a < end_of_stay:
+            last = max(last, min(b, end_of_stay))
+    k = 0
+    while (end := t_enter + k + 1) <= last:
+        k += 1
+        if k > IOS_RANGING_WINDOW_S and not any(a <= end <= b for a, b in running):
+            continue
+        readings = [r.reading(end) for r in beacons]
+        near = [i for i, r in enumerate(beacons) if r.near(readings[i])]
+        if near:
+            best = max(near, key=lambda i: (readings[i] or -999.0) - (beacons[i].min_rssi or 0.0))
+            out.append((end, best, readings[best]))
+            return out
+        if not out and readings[woke] is not None:
+            out.append((end, woke, readings[woke]))
+    return out or [(t_enter + IOS_RANGING_WINDOW_S, woke, None)]
 
 
 @dataclass(frozen=True, slots=True)

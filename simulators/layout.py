@@ -113,6 +113,12 @@ class BeaconSpec(_Spec):
     interval_s: Annotated[float, Field(gt=0.02, le=10)] = 1.0
     tlm_every: Annotated[int, Field(ge=0)] = 10
     battery_mv: int = 3000
+    app_min_rssi: float | None = Field(
+        default=None,
+        description="dBm: the app reports this beacon's region as in-store only once it "
+        "ranges it at least this loud; weaker, the enter is an approach (the street). None: "
+        "every enter is in-store (an app that does not range)",
+    )
 
     @model_validator(mode="after")
     def _ids_for_kind(self) -> BeaconSpec:
@@ -383,6 +389,7 @@ class StoreLayout(_Spec):
                         if b.kind == "ibeacon"
                         else {"namespace": b.namespace, "instance": b.instance}
                     ),
+                    **({"app_min_rssi": b.app_min_rssi} if b.app_min_rssi is not None else {}),
                 }
                 for b in self.beacons
             ],

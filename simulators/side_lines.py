@@ -16,8 +16,10 @@ from typing import Any
 from simulators.advertisers import BEACON_HEIGHT_M
 from simulators.devices import (
     IOS_BACKGROUND_SCAN_DUTY,
+    Ranged,
     geofence_pass,
     location_fixes,
+    ranged_enters,
     region_transitions,
 )
 from simulators.layout import FLOOR_HEIGHT_M, BeaconSpec, GatewaySpec, StoreLayout
@@ -119,24 +121,42 @@ class SideLines:
         the device only: who it belongs to is the registry's to know, and the truth's."""
         rng = random.Random(f"{self.seed}/app/{person.pid}/{person.group}")
         base: dict[str, Any] = {"kind": "app", "device_id": cust.device_id}
-        if cust.device_class == "iphone_app":
-            for b in (b for b in self.layout.beacons if b.kind == "ibeacon"):
-                heard = self._heard_by_phone(person, b, rng)
-                for tr in region_transitions(heard, rng):
-                    event = "beacon_region_enter" if tr.entered else "beacon_region_exit"
-                    add(tr.t, {"t": round(tr.t, 3), **base, "event": event,
-                               "uuid": b.uuid, "major": b.major, "minor": b.minor})  # fmt: skip
-        if not cust.shares_location:
-            return
         gf = self.layout.geofence
-        region = gf.id or self.layout.store_id
         traj = person.walker.traj
-        gpass = geofence_pass(traj, gf.radius_m, cust.device_class, rng)
-        who = {"customer_id": person.pid, "zone_id": region, "device_class": person.device_class}
+        # Drawn first: an app woken by the geofence keeps a location session (and ranges
+        # beacons) while the phone is inside it (devices.ranged_enters).
+        gpass = (
+            geofence_pass(traj, gf.radius_m, cust.device_class, rng)
+            if cust.shares_location
+            else None
+        )
+        running = [] if gpass is None else [(gpass.t_enter, gpass.t_exit)]
+        if cust.device_class == "iphone_app":
+            # One CLBeaconRegion per store iBeacon; on a wake the app ranges them all.
+            monitored = [b for b in self.layout.beacons if b.kind == "ibeacon"]
+            ranged = [
+                Ranged(self._heard_by_phone(person, b, rng), b.app_min_rssi) for b in monitored
+            ]
+            regions = [{"uuid": b.uuid, "major": b.major, "minor": b.minor} for b in monitored]
+            for woke, r in enumerate(ranged):
+                stays = region_transitions([t for t, _ in r.heard], rng)
+                for enter, leave in zip(stays[::2], stays[1::2], strict=True):
+                    for t, i, rssi in ranged_enters(
+                        ranged, woke, enter.t, t_exit=leave.t, running=running
+                    ):
+                        reading = {} if rssi is None else {"rssi": rssi}
+                        add(t, {"t": round(t, 3), **base, "event": "beacon_region_enter",
+                                **regions[i], **reading})  # fmt: skip
+                    add(leave.t, {"t": round(leave.t, 3), **base, "event": "beacon_region_exit",
+                                  **regions[woke]})  # fmt: skip
+        if gpass is None:
+            return
+        fence = gf.id or self.layout.store_id
+        who = {"customer_id": person.pid, "zone_id": fence, "device_class": person.device_class}
         for t, event in ((gpass.t_in, "enter_geofence"), (gpass.t_out, "leave_geofence")):
             add(t, {"t": round(t, 3), "kind": "truth", **who, "event": event})
         for t, event in ((gpass.t_enter, "geofence_enter"), (gpass.t_exit, "geofence_exit")):
-            add(t, {"t": round(t, 3), **base, "event": event, "region": region})
+            add(t, {"t": round(t, 3), **base, "event": event, "region": fence})
         indoor: list[tuple[float, float]] = []
         arrived: float | None = None
         for ev in person.truth:
@@ -161,8 +181,11 @@ class SideLines:
                 },
             )
 
-    def _heard_by_phone(self, person: Person, b: BeaconSpec, rng: random.Random) -> list[float]:
-        """When ``person``'s phone catches a packet of store beacon ``b`` (the radio model,
+    def _heard_by_phone(
+        self, person: Person, b: BeaconSpec, rng: random.Random
+    ) -> list[tuple[float, float]]:
+        """When ``person``'s phone catches a packet of store beacon ``b``, and how loud (dBm)
+        (the radio model,
         run the other way: the beacon transmits, the phone in hand, pocket or bag listens
         with iOS's duty-cycled background scan)."""
         radio, env = self.radio, self.radio.env
@@ -178,7 +201,7 @@ class SideLines:
         # The same measured reception as a gateway's (soft edge, bursts, a per-position
         # offset that stays while the phone stands still), one link state per beacon.
         state = LinkState()
-        heard: list[float] = []
+        heard: list[tuple[float, float]] = []
         t = traj.start + rng.uniform(0.0, b.interval_s)
         while t <= traj.end:
             x, y, z, zone, heading = traj.at(t)
@@ -192,7 +215,7 @@ class SideLines:
             mean = radio.mean_rssi(link, d, loss)
             if radio.out_of_reach(link, mean):
                 state = LinkState()  # out of reach: the link starts afresh when back
-            elif radio.receive(link, state, t, (x, y, z), mean, 0, rng) is not None:
-                heard.append(t)
+            elif (rssi := radio.receive(link, state, t, (x, y, z), mean, 0, rng)) is not None:
+                heard.append((t, rssi))
             t += b.interval_s
         return heard

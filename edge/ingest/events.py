@@ -21,7 +21,7 @@ from edge.ingest.auth import Auth
 from edge.ingest.bodies import BeaconReport, GeofenceReport, LocationReport
 from edge.ingest.exceptions import Rejection
 from edge.ingest.metrics import IngestMetrics
-from edge.ingest.store import StoreIngestConfig
+from edge.ingest.store import BeaconRegionSpec, StoreIngestConfig
 from edge.outbox import EventDraft
 
 log = logging.getLogger(__name__)
@@ -71,12 +71,12 @@ class IngestEvents:
     engine: GeofenceEngine
     sink: EventSink
     metrics: IngestMetrics
-    _regions: dict[tuple[str, str], str] = field(init=False)
+    _regions: dict[tuple[str, str], BeaconRegionSpec] = field(init=False)
     # Geofence state and the outbox write change together, one request at a time.
     _engine_lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
-        self._regions = self.store.zones_by_region()
+        self._regions = self.store.regions()
 
     async def geofence_transitions(self, auth: Auth, report: GeofenceReport) -> list[Event]:
         for i, t in enumerate(report.transitions):
@@ -118,24 +118,37 @@ class IngestEvents:
     async def beacon_regions(self, auth: Auth, report: BeaconReport) -> list[Event]:
         drafts: list[EventDraft] = []
         for i, ev in enumerate(report.events):
-            zone = self._regions.get((ev.region.type, ev.region.id))
-            if zone is None:
+            spec = self._regions.get((ev.region.type, ev.region.id))
+            if spec is None:
                 raise Rejection(
                     422,
                     "invalid_body",
                     f"events.{i}.region: {ev.region.type} {ev.region.id} is not a beacon "
                     f"region of store {self.store_id!r}",
                 )
-            drafts.append(
-                EventDraft(
-                    kind=EventKind.ZONE_ENTER if ev.transition == "enter" else EventKind.ZONE_EXIT,
-                    subject=_subject(auth.device_id),
-                    observed_at=ev.at,
-                    zone_id=zone,
-                    rssi=ev.rssi,
-                    event_id=_event_id(auth, i),
-                )
+            # An enter is in the zone its ranged reading says (the region's, or its approach
+            # zone when weaker than min_rssi); an exit closes both, whichever was entered (an
+            # exit of a zone not entered changes nothing in the stream).
+            zones = (
+                [spec.zone_for(ev.rssi)]
+                if ev.transition == "enter"
+                else [z for z in (spec.zone_id, spec.approach_zone_id) if z is not None]
             )
+            for zone in zones:
+                drafts.append(
+                    EventDraft(
+                        kind=EventKind.ZONE_ENTER
+                        if ev.transition == "enter"
+                        else EventKind.ZONE_EXIT,
+                        subject=_subject(auth.device_id),
+                        observed_at=ev.at,
+                        zone_id=zone,
+                        rssi=ev.rssi,
+                        # the first zone keeps the id it always had; an approach zone's exit
+                        # gets one of its own
+                        event_id=_event_id(auth, i if zone == zones[0] else 10_000 + i),
+                    )
+                )
         return await self._store(drafts)
 
     async def tick(self) -> list[Event]:
@@ -149,7 +162,7 @@ class IngestEvents:
         async with self._engine_lock:
             transitions = self.engine.replace_geofences(geofences)
             self.store = store
-            self._regions = store.zones_by_region()
+            self._regions = store.regions()
             return await self._put_unrequested(transitions, "configuration change")
 
     async def _put_unrequested(

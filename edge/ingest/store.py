@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from contracts.models import Identifier
 from edge.geofence import Circle, Geofence, Polygon
@@ -38,11 +38,36 @@ class PolygonSpec(_Cfg):
 
 
 class BeaconRegionSpec(_Cfg):
-    """A store beacon region the app monitors, and the zone it stands for."""
+    """A store beacon region the app monitors, and the zone it stands for.
+
+    iOS wakes the app when the phone first catches any packet of the region, which for a
+    beacon near the shop front is often on the pavement. With ``min_rssi`` the app's
+    ranged reading decides: an enter at least that loud is in ``zone_id``; a weaker one,
+    or one without a reading, is in ``approach_zone_id`` (a zone of kind ``outside`` in
+    the store's rules: the visit approaches and has not arrived). Without ``min_rssi``
+    every enter is in ``zone_id``."""
 
     type: Literal["ibeacon", "altbeacon", "eddystone_uid"]
     id: Annotated[str, Field(pattern=r"^(?:[0-9a-f]{2}){1,64}$")]
     zone_id: Identifier
+    min_rssi: Annotated[float, Field(ge=-127, le=20)] | None = None
+    approach_zone_id: Identifier | None = None
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> BeaconRegionSpec:
+        if (self.min_rssi is None) != (self.approach_zone_id is None):
+            raise ValueError(
+                "min_rssi and approach_zone_id go together: a weaker enter needs a zone to be in"
+            )
+        return self
+
+    def zone_for(self, rssi: float | None) -> str:
+        """The zone an enter with this ranged reading (dBm, or None) stands for."""
+        if self.min_rssi is None or self.approach_zone_id is None:
+            return self.zone_id
+        if rssi is not None and rssi >= self.min_rssi:
+            return self.zone_id
+        return self.approach_zone_id
 
 
 class StoreIngestConfig(_Cfg):
@@ -62,9 +87,9 @@ class StoreIngestConfig(_Cfg):
                 out.append(Polygon(spec.id, tuple(spec.vertices)))
         return out
 
-    def zones_by_region(self) -> dict[tuple[str, str], str]:
-        """``(region type, region id) -> zone_id`` of the beacon regions."""
-        return {(r.type, r.id): r.zone_id for r in self.beacon_regions}
+    def regions(self) -> dict[tuple[str, str], BeaconRegionSpec]:
+        """``(region type, region id) -> its spec`` (its zone: :meth:`BeaconRegionSpec.zone_for`)."""
+        return {(r.type, r.id): r for r in self.beacon_regions}
 
 
 def load_store_config(path: str | Path) -> StoreIngestConfig:

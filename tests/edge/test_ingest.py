@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import ValidationError
 
 from contracts.models import Event
 from edge.devices import MemoryDeviceRegistry
@@ -41,6 +42,7 @@ DEVICE = "00112233445566778899aabbccddeeff"
 OTHER = "ffeeddccbbaa99887766554433221100"
 LAT0, LON0 = 48.8566, 2.3522
 REGION_ID = "f7826da64fa24e988024bc5b71e0893e" + "0001" + "0002"
+FRONT_ID = "f7826da64fa24e988024bc5b71e0893e" + "0001" + "0003"  # a beacon by the shop front
 TOKEN = "admin-secret-token"
 
 
@@ -62,7 +64,16 @@ STORE_CFG = StoreIngestConfig.model_validate(
                 "vertices": [[48.86, 2.36], [48.86, 2.361], [48.861, 2.361], [48.861, 2.36]],
             },
         ],
-        "beacon_regions": [{"type": "ibeacon", "id": REGION_ID, "zone_id": "entrance"}],
+        "beacon_regions": [
+            {"type": "ibeacon", "id": REGION_ID, "zone_id": "entrance"},
+            {
+                "type": "ibeacon",
+                "id": FRONT_ID,
+                "zone_id": "entrance",
+                "min_rssi": -75,
+                "approach_zone_id": "street",
+            },
+        ],
     }
 )
 
@@ -270,6 +281,44 @@ async def test_beacon_region_enter_and_exit_become_zone_events_of_the_device(
         ("proxima.zone.v1", "zone_exit", "entrance", None, "device"),
     ]
     assert [e["seq"] for e in body["events"]] == [1, 2]
+
+
+async def test_a_storefront_region_heard_weakly_is_an_approach_until_the_app_ranges_it_near(
+    app: App, outbox: Outbox
+) -> None:
+    """A region with min_rssi: an enter ranged weaker (or not ranged) is in its approach
+    zone (the street), one at least that loud in its own; an exit closes both."""
+    front = {"type": "ibeacon", "id": FRONT_ID}
+    events = [
+        {"region": front, "transition": "enter", "at": iso(T0), "rssi": -84},
+        {"region": front, "transition": "enter", "at": iso(T0 + 4), "rssi": -71},
+        {"region": front, "transition": "exit", "at": iso(T0 + 40)},
+        {"region": front, "transition": "enter", "at": iso(T0 + 50)},
+    ]
+    status, body, _ = await app.post("beacon-regions", {"events": events})
+    assert status == 202, body
+    stored = await outbox.pending()
+    assert [(e.kind.value, e.zone_id, e.rssi) for e in stored] == [
+        ("zone_enter", "street", -84.0),
+        ("zone_enter", "entrance", -71.0),
+        ("zone_exit", "entrance", None),
+        ("zone_exit", "street", None),
+        ("zone_enter", "street", None),
+    ]
+    assert len({e.event_id for e in stored}) == 5
+
+
+def test_min_rssi_and_approach_zone_come_together() -> None:
+    from edge.ingest.store import BeaconRegionSpec
+
+    with pytest.raises(ValidationError, match="min_rssi and approach_zone_id go together"):
+        BeaconRegionSpec(type="ibeacon", id=FRONT_ID, zone_id="entrance", min_rssi=-75)
+    spec = BeaconRegionSpec(
+        type="ibeacon", id=FRONT_ID, zone_id="entrance", min_rssi=-75, approach_zone_id="street"
+    )
+    assert [spec.zone_for(r) for r in (-75.0, -75.5, None, -40.0)] == [
+        "entrance", "street", "street", "entrance",
+    ]  # fmt: skip
 
 
 def test_sign_request_signs_the_documented_canonical_string() -> None:

@@ -149,6 +149,7 @@ def test_in_store_evidence_first_is_the_arrival_and_a_later_geofence_adds_nothin
 def test_app_lines_become_signals_by_device_and_beacon_zone(tmp_path: Path) -> None:
     layout = load_layout("boutique")
     entrance = next(b for b in layout.beacons if b.zone_id == "entrance")
+    assert entrance.app_min_rssi is not None
     header = {"format": "proxima-trace", "version": 1, "store_id": layout.store_id,
               "start": "2026-02-01T09:00:00Z"}  # fmt: skip
     region = {"uuid": entrance.uuid, "major": entrance.major, "minor": entrance.minor}
@@ -167,7 +168,16 @@ def test_app_lines_become_signals_by_device_and_beacon_zone(tmp_path: Path) -> N
         },
         {"t": 2.0, "kind": "app", "device_id": "dev-ana", "event": "geofence_enter"},
         {"t": 3.0, "kind": "app", "device_id": "dev-ana", "event": "location", "lat": 1},
-        {"t": 9.0, "kind": "app", "device_id": "dev-ana", "event": "beacon_region_enter", **region},
+        # The entrance region has a min_rssi (the layout's app_min_rssi): ranged weaker, an
+        # approach on the street; at or above it, the entrance.
+        {
+            "t": 9.0,
+            "kind": "app",
+            "device_id": "dev-ana",
+            "event": "beacon_region_enter",
+            **region,
+            "rssi": entrance.app_min_rssi - 1,
+        },
         {"t": 9.5, "kind": "app", "device_id": "dev-zed", "event": "geofence_enter"},  # nobody
         {  # a region the store does not know (the ingest refuses it)
             "t": 10.0,
@@ -177,6 +187,14 @@ def test_app_lines_become_signals_by_device_and_beacon_zone(tmp_path: Path) -> N
             "uuid": "00" * 16,
             "major": 1,
             "minor": 1,
+        },
+        {
+            "t": 11.0,
+            "kind": "app",
+            "device_id": "dev-ana",
+            "event": "beacon_region_enter",
+            **region,
+            "rssi": entrance.app_min_rssi,
         },
         {
             "t": 12.0,
@@ -192,7 +210,8 @@ def test_app_lines_become_signals_by_device_and_beacon_zone(tmp_path: Path) -> N
     start = datetime(2026, 2, 1, 9, 0, tzinfo=UTC).timestamp()
     assert [(s.at - start, s.customer_id, s.in_store, s.zone_id) for s in got] == [
         (1.0, "ana", False, None),
-        (9.0, "ana", True, "entrance"),
+        (9.0, "ana", False, "street"),
+        (11.0, "ana", True, "entrance"),
         (12.0, "bea", False, None),  # an older trace names the customer on the line
     ]
 

@@ -186,3 +186,42 @@ def test_ios_reports_a_region_seconds_after_hearing_it_and_leaves_it_after_30_s_
     delays = [region_transitions([0.0], random.Random(s))[0].t for s in range(500)]
     assert 3.0 < statistics.median(delays) < 10.0  # typically a few seconds ...
     assert max(delays) > 20.0  # ... tens of seconds at worst in the background
+
+
+def test_the_app_ranges_on_a_region_wake_and_reports_again_once_a_beacon_is_near() -> None:
+    """On iOS's wake the app ranges every store beacon (~30 s; all along while a location
+    session runs): it reports its first reading of the beacon that woke it at once, and the
+    first second in which any beacon reads at or above its min_rssi as that beacon's enter;
+    never after the window, never more than two reports."""
+    from simulators.devices import IOS_RANGING_WINDOW_S, Ranged, ranged_enters
+
+    def packets(*spans: tuple[float, float, float]) -> list[tuple[float, float]]:
+        """(from, to, dBm) spans of packets every 0.5 s."""
+        return [(a + k * 0.5, dbm) for a, b, dbm in spans for k in range(int((b - a) / 0.5))]
+
+    window = IOS_RANGING_WINDOW_S
+    walk_in = packets((100.0, 104.0, -86.0), (104.0, 200.0, -68.0))
+    assert ranged_enters([Ranged(walk_in, None)], 0, 100.0) == [(100.0, 0, None)]  # no ranging
+    door = Ranged(walk_in, -75.0)
+    assert ranged_enters([door], 0, 100.0) == [(101.0, 0, -86.0), (105.0, 0, -68.0)]
+    assert ranged_enters([door], 0, 104.0) == [(105.0, 0, -68.0)]  # near from its first
+    # Woken by the door beacon, near the floor beacon first: that region's enter.
+    floor = Ranged(packets((100.0, 103.5, -95.0), (103.5, 200.0, -80.0)), -88.0)
+    assert ranged_enters([Ranged(packets((100.0, 200.0, -86.0)), -75.0), floor], 0, 100.0) == [
+        (101.0, 0, -86.0),
+        (104.0, 1, -80.0),
+    ]
+    passer_by = Ranged(packets((200.0, 260.0, -84.0)), -75.0)
+    assert ranged_enters([passer_by], 0, 200.0) == [(201.0, 0, -84.0)]
+    late = Ranged(
+        packets((300.0, 300.0 + window + 5, -86.0), (300.0 + window + 5, 400.0, -60.0)), -75.0
+    )
+    assert ranged_enters([late], 0, 300.0) == [(301.0, 0, -86.0)]  # near only after the window
+    # ... unless the app runs anyway (a location session inside the geofence) until then.
+    assert ranged_enters([late], 0, 300.0, t_exit=400.0, running=[(290.0, 390.0)])[-1] == (
+        300.0 + window + 5,
+        0,
+        -73.0,
+    )  # fmt: skip (the second of the first loud packets: -86 and -60 average -73)
+    gone = Ranged(packets((400.0, 402.0, -80.0)), -75.0)  # nothing heard after the wake
+    assert ranged_enters([gone], 0, 405.0) == [(405.0 + window, 0, None)]
