@@ -25,7 +25,7 @@ from rich.table import Table
 
 from contracts.services import ServiceSettings
 from simulators.exceptions import SimulatorError
-from transport.cli import err, fail, out, verbose_logging
+from transport.cli import err, fail, out, seconds_bar, verbose_logging
 from transport.redis import redis_for
 
 if TYPE_CHECKING:
@@ -180,18 +180,8 @@ def simulate_layout(
         out.print(f"app device keys: {keys_file}", highlight=False)
     began = time.perf_counter()
     if progress and sys.stderr.isatty():
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-        with Progress(
-            TextColumn("simulating {task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed:,.0f}/{task.total:,.0f} s"),
-            TimeRemainingColumn(),
-            console=err,
-            transient=True,
-        ) as bar:
-            task = bar.add_task(sim.layout.name, total=sim.duration_s)
-            stats = sim.write(out_path, lambda t: bar.update(task, completed=t))
+        with seconds_bar(f"simulating {sim.layout.name}", sim.duration_s) as done:
+            stats = sim.write(out_path, done)
     else:
         stats = sim.write(out_path)
     elapsed = time.perf_counter() - began

@@ -34,7 +34,7 @@ from uuid import UUID
 from contracts.services import ServiceSettings
 from contracts.trace import PIPELINE_KINDS, AppRecord, TraceProblems, TraceRecord, read_trace
 from edge.sources import TraceSource
-from transport.cli import err
+from transport.cli import seconds_bar
 from transport.redis import redis_for
 
 log = logging.getLogger(__name__)
@@ -388,19 +388,9 @@ async def replay_trace(
 
 async def _replay_progress(clock: Any, span: float | None) -> None:
     """A bar of the trace time replayed so far (a terminal only; until cancelled)."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(
-        TextColumn("replaying"),
-        BarColumn(),
-        TextColumn("{task.completed:,.0f}/{task.total:,.0f} s of trace"),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("trace", total=span)
+    with seconds_bar("replaying", span, "s of trace") as done:
         while True:
-            bar.update(task, completed=max(0.0, clock.now() - clock.start))
+            done(max(0.0, clock.now() - clock.start))
             await asyncio.sleep(0.5)
 
 

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import typer
@@ -53,6 +53,26 @@ def working(what: str) -> Iterator[None]:
     ) as bar:
         bar.add_task(what, total=None)
         yield
+
+
+@contextlib.contextmanager
+def seconds_bar(
+    label: str, total: float | None, unit: str = "s"
+) -> Iterator[Callable[[float], None]]:
+    """A transient bar on stderr of seconds done out of ``total`` (``label``, then
+    ``done/total unit`` and the time left); yields the function that sets the seconds done."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn(label.replace("{", "{{").replace("}", "}}")),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f} " + unit),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda done: bar.update(task, completed=done)
 
 
 def run_forever(coro: Coroutine[Any, Any, None]) -> None:
