@@ -26,40 +26,31 @@ import functools
 import logging
 import signal
 import sys
-import time
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, cast
 
 import faust
 import uvloop
-from aiokafka.errors import KafkaError
-from faust.types import TP, EventT
+from faust.types import TP
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from redis.exceptions import RedisClusterException, RedisError
 
-from contracts.exceptions import ContractError
-from contracts.models import DlqRecord, Event, VisitUpdate, parse_model
 from contracts.services import ServiceSettings
-from contracts.topics import CONSENT, VISITS
-from stream.batches import BatchOpener
-from stream.consent_log import pump_outbox
-from stream.keyring import KeyCache, Keyring
+from contracts.topics import VISITS
 from stream.processor import EventProcessor
 from stream.rules import RuleBook
-from stream.runner import BatchRunner, Commit, OffsetCommitter, RawSend
+from stream.runner import Commit, OffsetCommitter, RawSend
 from stream.settings import StreamSettings
 from stream.tables import DEDUPE_TABLE, AlertDedupe, app_id, ensure_changelogs
-from transport.cancel import reraise_if_cancelled
+from stream.worker import Decisions, Timers, WorkerParts
 from transport.kafka import faust_credentials
 from transport.logs import JsonFormatter, configure_logging, env_log_format
 from transport.probes import CountsCollector, serving
-from transport.redis import connect_redis, warn_if_not_persistent
-from transport.retry import counted_once, run_guarded
-from transport.stats import publish as publish_stats
+from transport.redis import warn_if_not_persistent
+from transport.retry import run_guarded
 
 log = logging.getLogger(__name__)
 
@@ -190,162 +181,28 @@ def create_app(
         ),
         ttl_s=settings.dedupe_ttl_s,
     )
-    state: dict[str, Any] = {} if processor is None else {"processor": processor}
-    # /metrics (PROXIMA_STREAM_WORKER_HTTP_PORT): a registry of the worker's own.
-    registry = CollectorRegistry(auto_describe=False)
-    batch_events = Histogram(
-        "proxima_stream_worker_batch_events",
-        "events (and refused input) per batch the worker decided",
-        buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
-        registry=registry,
-    )
-    alert_latency = Histogram(
-        "proxima_stream_worker_event_to_alert_seconds",
-        "an alert's event observed (gateway clock) to the alert on Kafka; replays of old "
-        "traces land in +Inf",
-        buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 3, 6, 10, 30, 60),
-        registry=registry,
-    )
 
     async def producer_send(topic: str, key: bytes | None, value: bytes | None) -> Any:
+        # Straight to the app's producer rather than ``topic.send()``: Faust's channel
+        # layer (FutureMessage, callbacks, a debug log line per message) cost as much CPU
+        # as aiokafka's own send, and the worker is CPU-bound (README: bench stream).
         return await app.producer.send(
             topic, key, value, partition=None, timestamp=None, headers=None
         )
 
-    to_kafka: RawSend = raw_send or producer_send
-
-    async def send(topic: faust.TopicT, key: bytes | None, value: bytes) -> Any:
-        """Hand one record to the producer; returns the future of its Kafka ack.
-
-        Straight to the app's producer rather than ``topic.send()``: Faust's channel layer
-        (FutureMessage, callbacks, a debug log line per message) cost as much CPU as
-        aiokafka's own send, and the worker is CPU-bound (README: bench stream).
-        """
-        return await to_kafka(topic.get_topic_name(), key, value)
-
-    async def send_visits(visits: list[VisitUpdate]) -> None:
-        for visit in visits:
-            await (await send(visits_topic, visit.customer_id.encode(), visit.to_json()))
-
-    async def get_processor() -> EventProcessor:
-        if "processor" not in state:
-            state["processor"] = EventProcessor(
-                connect_redis(services.redis),
-                services.redis_prefix,
-                drift_windows=settings.drift_windows,
-                revisit_gap_s=settings.revisit_gap_s,
-                exit_timeout_s=settings.exit_timeout_s,
-                dedupe_ttl_s=settings.dedupe_ttl_s,
-                rules=rules,
-            )
-        proc: EventProcessor = state["processor"]
-        proc.sent_log = dedupe
-        return proc
-
-    async def get_keys() -> KeyCache:
-        """Gateway keys for verifying v2 batches (the bridge's cache, over the worker's Redis)."""
-        if "keys" not in state:
-            proc = await get_processor()
-            state["keys"] = KeyCache(
-                Keyring(proc.r, services.redis_prefix), ttl_s=settings.key_cache_ttl_s
-            )
-        keys: KeyCache = state["keys"]
-        return keys
-
-    def original(event: Event, source: EventT[bytes]) -> bytes:
-        """What an event that fails on its own is parked with: its v1 record, or the event
-        itself out of a v2 batch."""
-        raw: bytes = source.value
-        return raw if raw.startswith(b"{") else event.to_json()
-
-    async def get_runner() -> BatchRunner[EventT[bytes]]:
-        """The batch runner over the processor (stream.runner)."""
-        if "runner" not in state:
-            state["runner"] = BatchRunner[EventT[bytes]](
-                await get_processor(),
-                to_kafka,
-                alerts=alerts_topic.get_topic_name(),
-                visits=visits_topic.get_topic_name(),
-                dlq=dlq_topic.get_topic_name(),
-                original=original,
-                backoff_s=settings.retry_backoff_s,
-                backoff_max_s=settings.retry_backoff_max_s,
-            )
-        runner: BatchRunner[EventT[bytes]] = state["runner"]
-        return runner
-
-    Parsed = tuple[list[tuple[Event, EventT[bytes]]], list[DlqRecord]]
-    """Events to decide, each with the record it came in, and DLQ records of refused input."""
-
-    async def parse_events(proc: EventProcessor, batch: Sequence[EventT[bytes]]) -> Parsed:
-        """v1 records: one event each, checked by the bridge that wrote it."""
-        events: list[tuple[Event, EventT[bytes]]] = []
-        rejected: list[DlqRecord] = []
-        for source in batch:
-            raw = source.value
-            try:
-                events.append((parse_model(Event, raw), source))
-            except ContractError as exc:
-                proc.stats.counts["rejected"] += 1
-                log.warning("event rejected to DLQ: %s", exc)
-                rejected.append(DlqRecord.of(str(exc), raw, source="stream.worker"))
-        return events, rejected
-
-    async def parse_batches(proc: EventProcessor, batch: Sequence[EventT[bytes]]) -> Parsed:
-        """v2 records: one signed gateway batch each, opened by :class:`BatchOpener`. A key
-        lookup that fails (Redis away) opens them all again, with backoff."""
-        if "opener" not in state:
-            state["opener"] = BatchOpener(await get_keys(), topics, settings, proc.stats.counts)
-        opener: BatchOpener = state["opener"]
-
-        async def open_all() -> Parsed:
-            events: list[tuple[Event, EventT[bytes]]] = []
-            rejected: list[DlqRecord] = []
-            with counted_once(proc.stats.counts):
-                for source in batch:
-                    headers = source.message.headers
-                    good, refused = await opener.open(source.value, headers)  # type: ignore[arg-type]
-                    events += [(event, source) for event in good]
-                    rejected += refused
-            return events, rejected
-
-        return await (await get_runner()).retrying("batch verification", open_all)
-
-    async def handle(
-        proc: EventProcessor,
-        events: list[tuple[Event, EventT[bytes]]],
-        rejected: list[DlqRecord],
-        purge: bool,
-    ) -> None:
-        """Decide one batch, hand its results to Kafka, mark it done; then the table (and,
-        if ``purge``, its expired entries)."""
-        sent = await (await get_runner()).run(events, rejected)
-        batch_events.observe(len(events) + len(rejected))
-        now_s = time.time()
-        for alert, _ in sent:
-            # The alert's time is its event's: wall clock from there to the alert on Kafka.
-            alert_latency.observe(max(0.0, now_s - alert.created_at.timestamp()))
-        for alert, _ in sent:
-            log.info("alert %s: %s", alert.alert_id, alert.title)
-        now = proc.now().timestamp()
-        try:
-            for alert, source in sent:
-                # The source's partition is the store's: the entry's changelog partition.
-                dedupe.record(
-                    proc.dedupe_id(alert), str(alert.alert_id), alert.customer_id, source, now
-                )
-            # `proxima customers forget` reaches the table here: the identity index sees
-            # the customer leave the registry (checked at most every 0.5 s).
-            await proc.identity.refresh()
-            if erased := dedupe.forget(proc.identity.take_forgotten()):
-                log.info("erased %d alert dedupe entries of forgotten customers", erased)
-            if purge and (purged := dedupe.purge(now)):
-                log.info("purged %d expired alert dedupe entries", purged)
-        except Exception:
-            # The batch is done (on Kafka, marked in Redis); Redis stays the authority.
-            reraise_if_cancelled()
-            proc.stats.counts["dedupe_table_errors"] += 1
-            log.exception("alert dedupe table not updated")
+    parts = WorkerParts(
+        services,
+        settings,
+        rules=rules,
+        dedupe=dedupe,
+        send=raw_send or producer_send,
+        alerts=alerts_topic.get_topic_name(),
+        visits=visits_topic.get_topic_name(),
+        dlq=dlq_topic.get_topic_name(),
+        processor=processor,
+    )
+    # /metrics (PROXIMA_STREAM_WORKER_HTTP_PORT): a registry of the worker's own.
+    registry = CollectorRegistry(auto_describe=False)
 
     Job = Callable[[], Awaitable[None]]
 
@@ -358,7 +215,7 @@ def create_app(
         def register(body: Job) -> Job:
             @functools.wraps(body)
             async def run() -> None:
-                proc = await get_processor()
+                proc = await parts.processor()
                 await run_guarded(
                     body,
                     what=f"timer {body.__name__}",
@@ -378,7 +235,7 @@ def create_app(
         stats`` shows) on ``PROXIMA_STREAM_WORKER_HTTP_PORT`` (transport.probes)."""
         if settings.worker_http_port is None:
             return
-        proc = await get_processor()
+        proc = await parts.processor()
         registry.register(CountsCollector("stream-worker", proc.stats.counts))
         registry.register(LagCollector(app, offsets, (topics.events, topics.events_v2)))
 
@@ -393,7 +250,7 @@ def create_app(
     async def check_redis() -> None:
         """Gateway keys, customers, consent and identity keys live in Redis: say loudly at
         start when it keeps nothing across a restart (transport.redis)."""
-        proc = await get_processor()
+        proc = await parts.processor()
         await warn_if_not_persistent(proc.r, "stream-worker", proc.stats.counts)
 
     async def consumer_commit(offsets: Mapping[TP, int]) -> bool:
@@ -411,6 +268,8 @@ def create_app(
 
     offsets = OffsetCommitter[TP](commit or consumer_commit)
     """Per partition: the offset after the last record of the last batch the agent finished."""
+    decisions = Decisions(parts, offsets, registry)
+    timers = Timers(parts)
 
     # How Faust 0.15 feeds this agent (read from its source; measured by `proxima bench
     # stream`, README): aiokafka runs in a thread of its own and its fetches are not the
@@ -441,7 +300,7 @@ def create_app(
         batches = cast(faust.Stream[bytes], stream).take_events(
             settings.batch_max, within=settings.batch_within_s
         )
-        await decide_all(batches, parse_events)
+        await decisions.decide_all(batches, decisions.parse_events)
 
     @app.agent(batches_topic)
     async def decide_batches(stream: faust.StreamT[bytes]) -> None:
@@ -450,55 +309,7 @@ def create_app(
         records = cast(faust.Stream[bytes], stream).take_events(
             settings.batch_max_records, within=settings.batch_within_s
         )
-        await decide_all(records, parse_batches)
-
-    async def decide_all(
-        batches: AsyncIterable[Sequence[EventT[bytes]]],
-        parse: Callable[[EventProcessor, Sequence[EventT[bytes]]], Awaitable[Parsed]],
-    ) -> None:
-        """Both agents' loop: open each batch of records with ``parse``, decide it, then
-        mark its records finished (now every event is on Kafka and marked: their offsets
-        may be committed by commit_offsets; a batch cut off mid-way never gets here)."""
-        proc = await get_processor()
-        purge_at = 0.0
-        async for batch in batches:
-            if purge := (now := proc.now().timestamp()) >= purge_at:
-                purge_at = now + settings.table_purge_s
-            await handle(proc, *await parse(proc, batch), purge)
-            offsets.finished((source.message.tp, source.message.offset) for source in batch)
-
-    async def sweep_table() -> None:
-        """Erase the dedupe entries of customers no longer enrolled, and purge expired ones.
-
-        The backstop for ``proxima customers forget`` (stream.tables): it does not rely on
-        this worker having seen the customer leave. Profiles are read in pipelined chunks
-        (cluster-safe) for the customers the table holds, not the whole registry. Errors
-        are logged and counted; the next sweep tries again.
-        """
-        proc = await get_processor()
-        as_of = proc.now().timestamp()
-        try:
-            customers = sorted(dedupe.customers())
-            enrolled_at: dict[str, float | None] = {}
-            for i in range(0, len(customers), 1000):
-                profiles = await proc.registry.get_many(customers[i : i + 1000])
-                enrolled_at.update(
-                    (cid, None if p is None else p.enrolled_at.timestamp())
-                    for cid, p in profiles.items()
-                )
-            erased = dedupe.erase_unenrolled(enrolled_at, as_of)
-            purged = dedupe.purge(as_of)
-        except Exception:
-            reraise_if_cancelled()
-            proc.stats.counts["dedupe_table_errors"] += 1
-            log.exception(
-                "alert dedupe table sweep failed (next one in %s s)", settings.table_purge_s
-            )
-            return
-        if erased:
-            log.info("erased %d alert dedupe entries of customers no longer enrolled", erased)
-        if purged:
-            log.info("purged %d expired alert dedupe entries", purged)
+        await decisions.decide_all(records, decisions.parse_batches)
 
     @timer(COMMIT_INTERVAL_S)
     async def commit_offsets() -> None:
@@ -529,50 +340,17 @@ def create_app(
 
         In a task of its own: Faust awaits this before resuming the partitions, and the
         sweep waits on Redis."""
-        task = asyncio.create_task(sweep_table(), name="alert-dedupe-sweep")
+        task = asyncio.create_task(timers.sweep_table(), name="alert-dedupe-sweep")
         sweeps.add(task)
         task.add_done_callback(sweeps.discard)
 
     @timer(settings.table_purge_s)
     async def table_sweep() -> None:
-        await sweep_table()
+        await timers.sweep_table()
 
-    @timer(settings.departure_check_s)
-    async def departures() -> None:
-        proc = await get_processor()
-        due = await proc.tick()
-        await send_visits(due)  # each on Kafka before it is recorded as done
-        await proc.settle_departures(due)
-
-    @timer(settings.consent_publish_s)
-    async def consent_outbox() -> None:
-        """Publish consent changes any writer left in the outbox (stream.consent_log)."""
-        proc = await get_processor()
-        try:
-            published = await pump_outbox(
-                proc.r, services.redis_prefix, to_kafka, topics.kafka(CONSENT)
-            )
-        except (KafkaError, RedisError, RedisClusterException, OSError) as exc:
-            # The entries stay in the outbox; the next tick publishes them.
-            log.warning("consent outbox not drained (retrying): %r", exc)
-            return
-        if published:
-            log.info("published %d consent record(s)", published)
-
-    @timer(settings.stats_interval_s)
-    async def publish_counters() -> None:
-        """The worker's counters for ``proxima stats`` (transport.stats)."""
-        proc = await get_processor()
-        try:
-            await publish_stats(
-                proc.r,
-                services.redis_prefix,
-                "stream-worker",
-                proc.stats.counts,
-                ttl_s=int(settings.stats_interval_s * 3) + 1,
-            )
-        except (RedisError, RedisClusterException, OSError) as exc:
-            log.warning("counters not published (retrying): %r", exc)
+    timer(settings.departure_check_s)(timers.departures)
+    timer(settings.consent_publish_s)(timers.consent_outbox)
+    timer(settings.stats_interval_s)(timers.publish_counters)
 
     return app
 

@@ -1,0 +1,231 @@
+"""The worker's parts on their own (stream.worker), with fakes of our own interfaces: the
+agents' loop marks a batch's records finished only once the batch is decided, the
+departures timer records a visit done only after Kafka acknowledged it, a v1 record that
+is not an event goes to the DLQ beside the good ones, a dedupe table that fails is counted
+and never stops the loop. The whole worker, on Faust: tests/stream/test_agent.py and
+test_worker_faults.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from contracts.models import DlqRecord, Event
+from contracts.services import ServiceSettings
+from stream.processor import EventProcessor
+from stream.rules import RuleBook
+from stream.runner import BatchRunner, OffsetCommitter
+from stream.settings import StreamSettings
+from stream.tables import AlertDedupe
+from stream.worker import Decisions, Record, Timers, WorkerParts
+from tests.factories import event_dict
+
+NOW = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
+
+
+@dataclass
+class FakeMessage:
+    tp: str
+    offset: int
+    headers: Any = None
+
+
+@dataclass
+class FakeRecord:
+    """What the agent gets from Faust: a record's value and where it came from."""
+
+    value: bytes
+    message: FakeMessage
+
+
+@dataclass
+class FakeIdentity:
+    async def refresh(self) -> None:
+        return None
+
+    def take_forgotten(self) -> set[str]:
+        return set()
+
+
+@dataclass
+class FakeStats:
+    counts: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class FakeProcessor:
+    """The processor's face to the worker's loop and timers."""
+
+    due: list[Any] = field(default_factory=list)
+    settled: list[list[Any]] = field(default_factory=list)
+    stats: FakeStats = field(default_factory=FakeStats)
+    identity: FakeIdentity = field(default_factory=FakeIdentity)
+
+    def now(self) -> datetime:
+        return NOW
+
+    async def tick(self) -> list[Any]:
+        return list(self.due)
+
+    async def settle_departures(self, due: list[Any]) -> None:
+        self.settled.append(due)
+
+
+@dataclass
+class FakeRunner:
+    """Records each batch it is asked to decide; ``gate`` holds the decision back."""
+
+    batches: list[tuple[list[Any], list[DlqRecord]]] = field(default_factory=list)
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self, events: list[Any], rejected: list[DlqRecord]) -> list[Any]:
+        await self.gate.wait()
+        self.batches.append((events, rejected))
+        return []
+
+
+class BrokenTable:
+    """A dedupe table whose every call fails (its changelog away)."""
+
+    def forget(self, customers: set[str]) -> int:
+        raise RuntimeError("table unavailable")
+
+    def purge(self, now: float) -> int:
+        raise RuntimeError("table unavailable")
+
+
+class Parts(WorkerParts):
+    def __init__(self, proc: FakeProcessor, runner: FakeRunner, dedupe: Any, send: Any) -> None:
+        super().__init__(
+            ServiceSettings(kafka="kafka://127.0.0.1:9"),
+            StreamSettings(data_dir=Path("unused")),
+            rules=cast(RuleBook, None),
+            dedupe=cast(AlertDedupe, dedupe),
+            send=send,
+            alerts="alerts",
+            visits="visits",
+            dlq="dlq",
+            processor=cast(EventProcessor, proc),
+        )
+        self.fake_runner = runner
+
+    async def processor(self) -> EventProcessor:
+        return cast(EventProcessor, self._processor)
+
+    async def runner(self) -> BatchRunner[Record]:
+        return cast(BatchRunner[Record], self.fake_runner)
+
+
+async def _no_send(topic: str, key: bytes | None, value: bytes | None) -> Any:
+    raise AssertionError("nothing is sent here")
+
+
+def _decisions(parts: Parts) -> tuple[Decisions, OffsetCommitter[str]]:
+    async def commit(offsets: Any) -> bool:
+        return True
+
+    offsets = OffsetCommitter[str](commit)
+    return Decisions(parts, offsets, CollectorRegistry(auto_describe=False)), offsets
+
+
+def _record(offset: int, value: bytes, tp: str = "events-0") -> FakeRecord:
+    return FakeRecord(value, FakeMessage(tp, offset))
+
+
+async def test_a_batch_is_finished_for_the_committer_only_once_it_is_decided() -> None:
+    proc, runner = FakeProcessor(), FakeRunner()
+    decisions, offsets = _decisions(Parts(proc, runner, BrokenTable(), _no_send))
+    good = json.dumps(event_dict()).encode()
+    queue: asyncio.Queue[Sequence[Record] | None] = asyncio.Queue()
+
+    async def batches() -> AsyncIterator[Sequence[Record]]:
+        while (batch := await queue.get()) is not None:
+            yield batch
+
+    loop = asyncio.create_task(decisions.decide_all(batches(), decisions.parse_events))
+    await queue.put([cast(Record, _record(7, good)), cast(Record, _record(8, good))])
+    await asyncio.sleep(0.01)
+    assert offsets.done == {}  # being decided: nothing may be committed yet
+    runner.gate.set()
+    await queue.put(None)
+    await asyncio.wait_for(loop, 5)
+    assert offsets.done == {"events-0": 9}
+    assert [len(events) for events, _ in runner.batches] == [2]
+    # The table failed on every call: counted, and the loop went on to the end.
+    assert proc.stats.counts["dedupe_table_errors"] == 1
+
+
+async def test_a_v1_record_that_is_not_an_event_goes_to_the_dlq_beside_the_good_ones() -> None:
+    proc = FakeProcessor()
+    decisions, _ = _decisions(Parts(proc, FakeRunner(), BrokenTable(), _no_send))
+    good = json.dumps(event_dict()).encode()
+    events, rejected = await decisions.parse_events(
+        cast(EventProcessor, proc),
+        [cast(Record, _record(1, good)), cast(Record, _record(2, b"{not json"))],
+    )
+    assert [type(e) for e, _ in events] == [Event]
+    assert len(rejected) == 1
+    assert "JSON" in rejected[0].reason
+    assert rejected[0].source == "stream.worker"
+    assert proc.stats.counts["rejected"] == 1
+
+
+async def test_departures_are_settled_only_after_kafka_acknowledged_each_visit() -> None:
+    @dataclass
+    class Visit:
+        customer_id: str
+
+        def to_json(self) -> bytes:
+            return json.dumps({"customer_id": self.customer_id}).encode()
+
+    proc = FakeProcessor(due=[Visit("ana"), Visit("bea")])
+    acks: list[asyncio.Future[None]] = []
+    sent: list[tuple[str, bytes | None]] = []
+
+    async def send(topic: str, key: bytes | None, value: bytes | None) -> Any:
+        sent.append((topic, key))
+        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        acks.append(ack)
+        return ack
+
+    timers = Timers(Parts(proc, FakeRunner(), BrokenTable(), send))
+    job = asyncio.create_task(timers.departures())
+    await asyncio.sleep(0.01)
+    assert sent == [("visits", b"ana")]  # waiting for the first ack
+    assert proc.settled == []
+    acks[0].set_result(None)
+    await asyncio.sleep(0.01)
+    assert sent == [("visits", b"ana"), ("visits", b"bea")]
+    assert proc.settled == []
+    acks[1].set_result(None)
+    await asyncio.wait_for(job, 5)
+    assert [[v.customer_id for v in due] for due in proc.settled] == [["ana", "bea"]]
+
+
+async def test_a_refused_visit_is_not_settled_so_the_next_tick_sends_it_again() -> None:
+    @dataclass
+    class Visit:
+        customer_id: str
+
+        def to_json(self) -> bytes:
+            return b"{}"
+
+    proc = FakeProcessor(due=[Visit("ana")])
+
+    async def send(topic: str, key: bytes | None, value: bytes | None) -> Any:
+        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        ack.set_exception(ConnectionError("broker away"))
+        return ack
+
+    with pytest.raises(ConnectionError):
+        await Timers(Parts(proc, FakeRunner(), BrokenTable(), send)).departures()
+    assert proc.settled == []
