@@ -2,7 +2,7 @@
 
 Only the root and the mounts: each package exports its own Typer app or commands
 (``edge.cli``, ``stream.cli``, ``stream.customers_cli``, ``notifier.cli``,
-``simulators.cli``, ``beacons.cli``, ``contracts.cli``, ``deploy.commands``,
+``stream.bookings_cli``, ``simulators.cli``, ``beacons.cli``, ``contracts.cli``, ``deploy.commands``,
 ``deploy.config``, ``deploy.docs``), printing through ``transport.cli``. A new command goes
 into its package's module and, if it is a new group, gets one line here.
 """
@@ -23,6 +23,7 @@ from edge.cli import app as edge_app
 from edge.cli import config_app as gateway_config_app
 from notifier.cli import associates_app, channels_app, notifier_app
 from simulators.cli import alerts_app, replay, score, simulate
+from stream.bookings_cli import appointments_app, reservations_app
 from stream.cli import bridge, gateways_app, stats, stream_app, topics_app
 from stream.customers_cli import customers_app
 
@@ -71,6 +72,8 @@ app.add_typer(config_app, name="config")
 app.add_typer(stream_app, name="stream")
 app.add_typer(notifier_app, name="notifier")
 app.add_typer(customers_app, name="customers")
+app.add_typer(reservations_app, name="reservations")
+app.add_typer(appointments_app, name="appointments")
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(associates_app, name="associates")
 app.add_typer(alerts_app, name="alerts")

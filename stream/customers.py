@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,6 +131,18 @@ def _row_profile(
     return profile, purposes, store, generated
 
 
+def header_problem(reader: csv.DictReader[str], columns: Sequence[str]) -> RejectedRow | None:
+    """What is wrong with a CSV's header row for these ``columns`` (line 1), or None."""
+    if reader.fieldnames is None or "customer_id" not in reader.fieldnames:
+        return RejectedRow(1, "", "header row must name at least customer_id")
+    unknown = sorted(set(reader.fieldnames) - set(columns))
+    if unknown:
+        return RejectedRow(
+            1, "", f"unknown column(s) {', '.join(unknown)}; known: {', '.join(columns)}"
+        )
+    return None
+
+
 async def import_csv(
     registry: Registry, text: str, progress: Callable[[int], None] | None = None
 ) -> ImportReport:
@@ -138,16 +150,8 @@ async def import_csv(
     is told the number of each row as it is done."""
     report = ImportReport()
     reader = csv.DictReader(io.StringIO(text))
-    if reader.fieldnames is None or "customer_id" not in reader.fieldnames:
-        report.rejected.append(RejectedRow(1, "", "header row must name at least customer_id"))
-        return report
-    unknown = sorted(set(reader.fieldnames) - set(COLUMNS))
-    if unknown:
-        report.rejected.append(
-            RejectedRow(
-                1, "", f"unknown column(s) {', '.join(unknown)}; known: {', '.join(COLUMNS)}"
-            )
-        )
+    if (bad := header_problem(reader, COLUMNS)) is not None:
+        report.rejected.append(bad)
         return report
     seen: set[str] = set()
     for n, row in enumerate(reader, start=1):

@@ -48,6 +48,7 @@ from contracts.models import (
     VisitChange,
     VisitUpdate,
 )
+from stream.bookings import Bookings, with_bookings
 from stream.identity import IdentityIndex
 from stream.registry import CustomerProfile, Purpose, Registry
 from stream.rules import Rule, RuleBook, Trigger, priority_for, render, target_for
@@ -101,6 +102,7 @@ class EventProcessor:
         self.r = redis
         self.p = prefix
         self.registry = registry or Registry(redis, prefix)
+        self.bookings = Bookings(redis, prefix)
         self.identity = IdentityIndex(self.registry, drift_windows)
         self.visits = VisitTracker(
             redis, prefix, revisit_gap_s=revisit_gap_s, exit_timeout_s=exit_timeout_s
@@ -251,13 +253,21 @@ class EventProcessor:
         dedupe claims stay in event order, one event's writes seen by the next.
         """
         c = self.stats.counts
-        profiles = await self.registry.get_many(sorted({cid for _, _, cid, _, _ in triggered}))
+        customers = sorted({cid for _, _, cid, _, _ in triggered})
+        profiles = await self.registry.get_many(customers)
+        # Their reservations and appointments (stream.bookings): an alert shows the one at
+        # its store around its time, if the customer made it visible.
+        booked = await self.bookings.of_customers(cid for cid in customers if profiles.get(cid))
         built: list[tuple[int, Event, str, list[tuple[Rule, Alert]]]] = []
         for i, event, customer_id, obs, triggers in triggered:
             profile = profiles[customer_id]
             if profile is None:
                 c["no_profile"] += 1
                 continue
+            if booked.get(customer_id):
+                profile = with_bookings(
+                    profile, booked[customer_id], event.store_id, event.observed_at
+                )
             candidates = self._candidates(customer_id, event, obs, triggers, profile)
             if candidates:
                 built.append((i, event, customer_id, candidates))

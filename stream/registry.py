@@ -75,6 +75,13 @@ class RegistryKeys:
     def devices(self, customer_id: str) -> str:
         return f"{self.tag(shard_of(customer_id))}customer-devices:{customer_id}"
 
+    def bookings(self, customer_id: str) -> str:
+        """The customer's reservations and appointments (stream.bookings)."""
+        return f"{self.tag(shard_of(customer_id))}bookings:{customer_id}"
+
+    def bookings_by_store(self, store_id: str) -> str:
+        return f"{self.prefix}bookings-by-store:{store_id}"
+
     def customers(self, shard: int) -> str:
         return f"{self.tag(shard)}customers"
 
@@ -106,8 +113,11 @@ class Purpose(StrEnum):
 
 
 VISIBLE_FIELDS = frozenset(
-    {"name", "initials", "tier", "sizes", "wishlist", "notes", "appointment", "photo_url"}
-)
+    {
+        "name", "initials", "tier", "sizes", "wishlist", "notes", "appointment", "reservation",
+        "photo_url",
+    }
+)  # fmt: skip
 
 
 class Appointment(BaseModel):
@@ -128,6 +138,17 @@ class Appointment(BaseModel):
         return value.astimezone(UTC)
 
 
+class ReservationView(BaseModel):
+    """The items held for the customer (labels: ``green linen dress 38``) and when: what an
+    alert may show of a reservation (stream.bookings)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    items: list[str]
+    start: datetime
+    end: datetime
+
+
 class CustomerProfile(BaseModel):
     """An enrolled customer. Only ``visible_fields`` ever reach an associate."""
 
@@ -142,6 +163,9 @@ class CustomerProfile(BaseModel):
     wishlist: list[str] = Field(default_factory=list)
     notes: str | None = None
     appointment: Appointment | None = None
+    reservation: ReservationView | None = Field(
+        default=None, description="set for an alert from the customer's bookings (stream.bookings)"
+    )
     photo_url: str | None = None
     assigned_associate: str | None = None
     stores: list[str] = Field(default_factory=list, description="empty = every store")
@@ -174,6 +198,7 @@ class CustomerProfile(BaseModel):
                 if self.appointment
                 else None
             ),
+            "reservation": (self.reservation.model_dump(mode="json") if self.reservation else None),
             "photo_url": self.photo_url,
         }
         return {k: every[k] for k in self.visible_fields if every.get(k) not in (None, {}, [])}
@@ -522,7 +547,8 @@ class Registry:
         return [entry for _, entry in entries]
 
     async def forget(self, customer_id: str) -> bool:
-        """Erase the customer: profile, consent, devices, visits and dedupe keys; audit it.
+        """Erase the customer: profile, consent, devices, bookings, visits and dedupe keys;
+        audit it.
 
         In three steps, each safe to die after, so running forget again finishes it:
 
@@ -535,7 +561,7 @@ class Registry:
         2. one transaction on the customer's shard: the customer's own keys, the audit
            entry, the tombstone's outbox entry and the version bump;
         3. what lives in other slots and is found by scanning: visit state, cooldowns,
-           dedupe keys, departures.
+           dedupe keys, departures, the stores' booking indexes.
 
         True if there was anything of the customer to erase.
         """
@@ -562,6 +588,7 @@ class Registry:
                 self.keys.customer(customer_id),
                 self.keys.consent(customer_id),
                 self.keys.devices(customer_id),
+                self.keys.bookings(customer_id),
             )
             pipe.xadd(
                 self.keys.audit(shard),
@@ -580,11 +607,25 @@ class Registry:
             async for key in self.r.scan_iter(pattern, count=10000)
         ]
         departing = [k async for k in self.r.scan_iter(f"{self.p}departing:*", count=10000)]
+        # Each store's index of bookings names the customer in its members ("id/booking").
+        booked = {
+            key: members
+            async for key in self.r.scan_iter(self.keys.bookings_by_store("*"), count=10000)
+            if (
+                members := [
+                    m
+                    async for m, _ in self.r.zscan_iter(key, match=f"{customer_id}/*")
+                    if as_text(m).partition("/")[0] == customer_id
+                ]
+            )
+        }
         async with self.r.pipeline(transaction=False) as pipe:
             for key in traces:
                 pipe.delete(key)
             for key in departing:
                 pipe.zrem(key, customer_id)
+            for key, members in booked.items():
+                pipe.zrem(key, *members)
             swept = await pipe.execute()
         return bool(removed or owned or any(swept))
 

@@ -67,8 +67,11 @@ from stream.registry import CustomerProfile
 log = logging.getLogger(__name__)
 
 PLACEHOLDERS = frozenset(
-    {"who", "name", "initials", "tier", "zone", "sizes", "wishlist", "appointment", "notes"}
-)
+    {
+        "who", "name", "initials", "tier", "zone", "sizes", "wishlist", "appointment",
+        "reservation", "notes",
+    }
+)  # fmt: skip
 PRIORITY_ORDER = {Priority.URGENT: 0, Priority.HIGH: 1, Priority.NORMAL: 2, Priority.LOW: 3}
 DEFAULT_RULES = Path(__file__).with_name("default_rules.yaml")
 
@@ -79,9 +82,9 @@ class Trigger(StrEnum):
     ZONE_ENTER = "zone_enter"
 
 
-Booking = Literal["appointment"]
+Booking = Literal["appointment", "reservation"]
 """What can make a customer *expected* (``Rule.expected``): each names a visible field of
-the profile with a window. A new kind (a reservation) joins here and in :data:`BOOKINGS`."""
+the profile with a window (stream.bookings puts the customer's bookings there)."""
 
 
 def _check_template(value: str) -> str:
@@ -130,7 +133,7 @@ class Rule(BaseModel):
     tiers: list[str] = Field(default_factory=list, description="empty = any tier")
     zones: list[str] = Field(default_factory=list, description="zone ids (zone_enter)")
     zone_kinds: list[str] = Field(default_factory=list, description="zone kinds (zone_enter)")
-    requires_any: list[Literal["wishlist", "appointment", "sizes"]] = Field(
+    requires_any: list[Literal["wishlist", "appointment", "reservation", "sizes"]] = Field(
         default_factory=list, description="the customer shows at least one of these"
     )
     appointment_window: bool = Field(
@@ -233,8 +236,18 @@ def _in_window(
     return start <= at <= appt.at + timedelta(minutes=appt.duration_min)
 
 
+def _reservation_window(
+    profile: CustomerProfile, visible: dict[str, object], at: datetime, rule: Rule
+) -> bool:
+    held = profile.reservation
+    if held is None or "reservation" not in visible:
+        return False
+    return held.start - timedelta(minutes=rule.window_before_min) <= at <= held.end
+
+
 BOOKINGS: dict[str, Callable[[CustomerProfile, dict[str, object], datetime, Rule], bool]] = {
     "appointment": _in_window,
+    "reservation": _reservation_window,
 }
 """Booking kind → whether a visible booking of that kind expects the customer at a moment."""
 
@@ -261,6 +274,8 @@ def _values(visible: dict[str, object], zone: str | None) -> dict[str, str]:
         if isinstance(value, dict) and name == "appointment":
             note = f" ({value['note']})" if value.get("note") else ""
             return f"at {str(value['at'])[11:16]} UTC{note}"
+        if isinstance(value, dict) and name == "reservation":
+            return ", ".join(str(item) for item in value.get("items", []))
         if isinstance(value, list):
             return ", ".join(str(v) for v in value)
         return str(value)

@@ -6,6 +6,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from contracts.models import Event
+
 
 def event_dict(**overrides: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
@@ -23,6 +25,22 @@ def event_dict(**overrides: Any) -> dict[str, Any]:
     }
     data.update(overrides)
     return data
+
+
+def eid_event(key: bytes, at: datetime, zone: str = "entrance", **overrides: Any) -> Event:
+    """A zone event of the phone whose identity key is ``key``, heard at ``at`` (its EID of
+    that moment, rotation exponent 10)."""
+    from beacons.eid import compute_eid
+
+    eid = compute_eid(key, 10, int(at.timestamp()))
+    return Event.model_validate(
+        event_dict(
+            observed_at=at.isoformat(),
+            subject={"type": "eddystone_eid", "id": eid.hex()},
+            zone_id=zone,
+            **overrides,
+        )
+    )
 
 
 def alert_dict(**overrides: Any) -> dict[str, Any]:

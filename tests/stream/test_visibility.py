@@ -5,18 +5,16 @@ and Redis; the alert's JSON must not contain any value of a hidden field."""
 from __future__ import annotations
 
 import itertools
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from beacons.eid import compute_eid
 from contracts.models import Event
 from stream.processor import EventProcessor
-from stream.registry import VISIBLE_FIELDS, Appointment, Purpose
+from stream.registry import VISIBLE_FIELDS, Appointment, Purpose, ReservationView
 from stream.rules import DEFAULT_RULES, PLACEHOLDERS, RuleBook, load_rules
-from tests.factories import event_dict
+from tests.factories import eid_event
 from tests.kit.customers import make_customer
 from tests.kit.services import RedisNs
 
@@ -31,6 +29,7 @@ SENTINELS = {
     "wishlist": "wish-sentinel",
     "notes": "notes-sentinel",
     "appointment": "appt-sentinel",
+    "reservation": "resv-sentinel",
     "photo_url": "photo-sentinel",
 }
 EVERY_PLACEHOLDER = " ".join(f"{{{p}}}" for p in sorted(PLACEHOLDERS))
@@ -44,15 +43,7 @@ rules:
 
 
 def _event(at: datetime, zone: str) -> Event:
-    eid = compute_eid(KEY, 10, int(at.timestamp()))
-    return Event.model_validate(
-        event_dict(
-            observed_at=at.isoformat(),
-            subject={"type": "eddystone_eid", "id": eid.hex()},
-            event_id=str(uuid.uuid4()),
-            zone_id=zone,
-        )
-    )
+    return eid_event(KEY, at, zone)
 
 
 @pytest.mark.parametrize("ruleset", ["default", "kitchen-sink"])
@@ -84,6 +75,11 @@ async def test_no_rule_ever_shows_a_hidden_field(
             wishlist=[SENTINELS["wishlist"]],
             notes=SENTINELS["notes"],
             appointment=Appointment(at=T0 + timedelta(minutes=10), note=SENTINELS["appointment"]),
+            reservation=ReservationView(
+                items=[SENTINELS["reservation"]],
+                start=T0 - timedelta(hours=1),
+                end=T0 + timedelta(hours=2),
+            ),
             photo_url=f"https://example.com/{SENTINELS['photo_url']}.jpg",
             assigned_associate="assoc-1",
             visible_fields=visible,

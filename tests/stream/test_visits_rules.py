@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from beacons.eid import compute_eid
 from contracts.models import AlertKind, Event, Priority, VisitChange, VisitSource
 from stream.processor import EventProcessor
 from stream.registry import Appointment, CustomerProfile, Purpose, Registry
 from stream.rules import RuleBook
-from tests.factories import event_dict
+from tests.factories import eid_event, event_dict
 from tests.kit.clock import FakeClock
 from tests.kit.services import RedisNs
 
@@ -74,16 +73,7 @@ async def enroll(
 
 
 def ble(at: datetime, kind: str = "zone_enter", zone: str = "entrance") -> Event:
-    eid = compute_eid(KEY, 10, int(at.timestamp()))
-    return Event.model_validate(
-        event_dict(
-            observed_at=at.isoformat(),
-            subject={"type": "eddystone_eid", "id": eid.hex()},
-            event_id=str(uuid.uuid4()),
-            kind=kind,
-            zone_id=zone,
-        )
-    )
+    return eid_event(KEY, at, zone, kind=kind)
 
 
 def app_event(at: datetime, kind: str, zone: str | None = None) -> Event:
@@ -277,10 +267,12 @@ def test_rules_expect_only_the_bookings_that_exist(tmp_path: Path) -> None:
     from stream.exceptions import RulesError
 
     (tmp_path / "chain.yaml").write_text(
-        "version: 1\nrules:\n  - {id: r, when: approach, expected: [reservation], "
+        "version: 1\nrules:\n  - {id: r, when: approach, expected: [layaway], "
         "alert: approach, title: '{who}'}\n"
     )
-    with pytest.raises(RulesError, match=r"rules.0.expected.0: Input should be 'appointment'"):
+    with pytest.raises(
+        RulesError, match=r"rules.0.expected.0: Input should be 'appointment' or 'reservation'"
+    ):
         RuleBook(tmp_path).check_all()
 
 
