@@ -20,6 +20,10 @@ SETTINGS_CLASSES: tuple[tuple[str, str], ...] = (
     ("Gateway agent (`proxima edge run`)", "edge.settings:EdgeSettings"),
     ("App-event ingest (`proxima ingest serve`)", "edge.ingest:IngestSettings"),
     ("Bridge and stream worker", "stream.settings:StreamSettings"),
+    (
+        "Bookings endpoint (`proxima stream bookings-api`)",
+        "stream.bookings_api:BookingsApiSettings",
+    ),
     ("Notifier and console (`proxima notifier serve`)", "notifier.settings:NotifierSettings"),
 )
 

@@ -272,6 +272,41 @@ def bridge(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) ->
     run_forever(Bridge(services, StreamSettings()).run())
 
 
+@stream_app.command("bookings-api")
+def bookings_api(
+    host: Annotated[str | None, typer.Option(help="default PROXIMA_BOOKINGS_API_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="default PROXIMA_BOOKINGS_API_PORT")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Serve the endpoint a booking system posts reservations and appointments to, signed
+    as Standard Webhooks sign them (docs/operators/bookings.md)."""
+    from stream.bookings_api import BookingsApiSettings, secret_key, serve
+
+    verbose_logging(verbose)
+    overrides: dict[str, Any] = {}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    settings = BookingsApiSettings(**overrides)
+    if settings.secret is None:
+        raise fail(
+            "PROXIMA_BOOKINGS_API_SECRET is not set: the senders' signing secret, whsec_<base64>"
+            " (e.g. python -c \"import base64,os;print('whsec_'+base64.b64encode(os.urandom(24)).decode())\")"
+        )
+    for secret in (settings.secret, settings.previous_secret):
+        if secret is not None:
+            try:
+                secret_key(secret.get_secret_value())
+            except ValueError as exc:
+                raise fail(f"PROXIMA_BOOKINGS_API_SECRET: {exc}") from exc
+
+    def ready(bound: int) -> None:
+        out.print(f"bookings-api: http://{settings.host}:{bound}/v1/bookings", highlight=False)
+
+    run_forever(serve(ServiceSettings(), settings, ready))
+
+
 @stream_app.command("worker")
 def stream_worker(
     loglevel: Annotated[str, typer.Option(help="crit|error|warn|info|debug")] = "info",

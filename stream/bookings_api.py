@@ -1,0 +1,373 @@
+"""The bookings endpoint: an e-commerce or booking system posts reservations and
+appointments here (``proxima stream bookings-api``), signed as the Standard Webhooks
+specification signs webhooks, so a sender uses a ready library (standardwebhooks on PyPI
+and npm, svix, ...) with the secret the store's IT gave it.
+
+Every request carries ``webhook-id``, ``webhook-timestamp`` (Unix seconds) and
+``webhook-signature`` (space-separated ``v1,<base64>``: HMAC-SHA256 of
+``{id}.{timestamp}.{body}`` with the secret, ``whsec_<base64>``). A request is refused, with
+a JSON ``{"error": CODE, "reason": TEXT}``, when it is larger than ``max_body_bytes``
+(413), unsigned, signed with no secret we hold or more than ``tolerance_s`` from our clock
+(401), a ``webhook-id`` already seen (409: a replay, or a retry of a request that went
+through), or not a booking we can keep (422: the field and what is wrong, or a customer
+who is not enrolled). Refusals are counted (``/metrics``-style counters on ``GET
+/v1/stats``) and the last 1,000 are kept, without their bodies, in the Redis list
+``{prefix}bookings-api:refused`` for an operator (``LRANGE``).
+
+``POST /v1/bookings``: a reservation or an appointment (stream.bookings; ``type`` says
+which; a ``booking_id`` already there is replaced). ``POST /v1/bookings/cancel``:
+``{"customer_id", "booking_id"}``. ``GET /v1/openapi.json``: this API, generated from the
+models. ``GET /livez``, ``/readyz`` (Redis answers): for the orchestrator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic.json_schema import models_json_schema
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contracts.services import ServiceSettings
+from contracts.validation import describe_validation
+from stream.bookings import AppointmentBooking, Bookings, Reservation, parse_booking
+from stream.exceptions import RegistryError
+from transport.redis import RedisClient, redis_for
+
+log = logging.getLogger(__name__)
+
+REFUSED_KEPT = 1000
+
+
+class BookingsApiSettings(BaseSettings):
+    """``proxima stream bookings-api``: where it listens and the senders' secrets."""
+
+    model_config = SettingsConfigDict(env_prefix="PROXIMA_BOOKINGS_API_", extra="forbid")
+
+    host: str = Field(default="127.0.0.1", description="address to listen on")
+    port: Annotated[int, Field(ge=0, le=65535)] = Field(default=8473, description="port")
+    secret: SecretStr | None = Field(
+        default=None, description="the senders' signing secret, whsec_<base64> (required)"
+    )
+    previous_secret: SecretStr | None = Field(
+        default=None, description="the secret before the last rotation, still accepted"
+    )
+    max_body_bytes: Annotated[int, Field(ge=1024, le=1 << 20)] = Field(
+        default=65536, description="larger requests are refused (413)"
+    )
+    tolerance_s: Annotated[int, Field(ge=10, le=3600)] = Field(
+        default=300, description="a request signed further from our clock is refused"
+    )
+
+
+class Refused(Exception):
+    def __init__(self, status: int, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.code = code
+        self.reason = reason
+
+
+def secret_key(secret: str) -> bytes:
+    """The HMAC key of a ``whsec_<base64>`` secret (the spec's serialization)."""
+    raw = secret.removeprefix("whsec_")
+    try:
+        key = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("a secret is whsec_ followed by base64") from exc
+    if len(key) < 16:
+        raise ValueError("a secret's key must be at least 16 bytes")
+    return key
+
+
+class WebhookVerifier:
+    """Standard Webhooks v1 verification with one or more secrets (rotation)."""
+
+    def __init__(
+        self, secrets: list[str], tolerance_s: float, clock: Callable[[], float] = time.time
+    ) -> None:
+        if not secrets:
+            raise ValueError("no secret: set PROXIMA_BOOKINGS_API_SECRET")
+        self.keys = [secret_key(s) for s in secrets]
+        self.tolerance_s = tolerance_s
+        self.clock = clock
+
+    def verify(self, headers: Any, body: bytes) -> str:
+        """The request's ``webhook-id`` if it is signed by one of our secrets, in time."""
+        msg_id = headers.get("webhook-id")
+        stamp = headers.get("webhook-timestamp")
+        signatures = headers.get("webhook-signature")
+        missing = [
+            name
+            for name, value in (
+                ("webhook-id", msg_id),
+                ("webhook-timestamp", stamp),
+                ("webhook-signature", signatures),
+            )
+            if not value
+        ]
+        if missing:
+            raise Refused(401, "unsigned", f"missing header(s) {', '.join(missing)}")
+        try:
+            at = int(stamp)
+        except ValueError:
+            raise Refused(401, "bad_timestamp", "webhook-timestamp is not Unix seconds") from None
+        skew = at - self.clock()
+        if abs(skew) > self.tolerance_s:
+            raise Refused(
+                401,
+                "stale",
+                f"webhook-timestamp is {abs(skew):.0f} s {'behind' if skew < 0 else 'ahead of'}"
+                f" our clock; at most {self.tolerance_s:.0f} s",
+            )
+        content = f"{msg_id}.{stamp}.".encode() + body
+        expected = [hmac.new(k, content, hashlib.sha256).digest() for k in self.keys]
+        for entry in signatures.split(" "):
+            version, _, value = entry.partition(",")
+            if version != "v1":
+                continue
+            try:
+                given = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                continue
+            if any(hmac.compare_digest(given, e) for e in expected):
+                return str(msg_id)
+        raise Refused(401, "bad_signature", "no v1 signature matches a secret of ours")
+
+
+class Cancel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    customer_id: str
+    booking_id: str
+
+
+class Refusal(BaseModel):
+    error: str
+    reason: str
+
+
+def openapi() -> dict[str, Any]:
+    """This API's OpenAPI 3.1 document, its schemas generated from the models."""
+    ref = "#/components/schemas/{model}"
+    _, defs = models_json_schema(
+        [(m, "validation") for m in (Reservation, AppointmentBooking, Cancel, Refusal)],
+        ref_template=ref,
+    )
+    booking = {
+        "oneOf": [
+            {"$ref": ref.format(model="Reservation")},
+            {"$ref": ref.format(model="AppointmentBooking")},
+        ],
+        "discriminator": {"propertyName": "type"},
+    }
+    signed = [
+        {"name": h, "in": "header", "required": True, "schema": {"type": "string"}}
+        for h in ("webhook-id", "webhook-timestamp", "webhook-signature")
+    ]
+    refusal = {"content": {"application/json": {"schema": {"$ref": ref.format(model="Refusal")}}}}
+    refusals = {
+        str(code): {"description": why, **refusal}
+        for code, why in (
+            (401, "unsigned, a signature of no secret of ours, or too far from our clock"),
+            (409, "a webhook-id already seen"),
+            (413, "larger than max_body_bytes"),
+            (422, "not a booking we can keep (the field and why)"),
+        )
+    }
+
+    def op(summary: str, schema: dict[str, Any], ok: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "post": {
+                "summary": summary,
+                "parameters": signed,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": schema}},
+                },
+                "responses": {**ok, **refusals},
+            }
+        }
+
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Proxima bookings", "version": "1"},
+        "paths": {
+            "/v1/bookings": op(
+                "create or replace a reservation or an appointment",
+                booking,
+                {
+                    "201": {
+                        "description": "kept",
+                        "content": {"application/json": {"schema": booking}},
+                    }
+                },
+            ),
+            "/v1/bookings/cancel": op(
+                "cancel a booking",
+                {"$ref": ref.format(model="Cancel")},
+                {"200": {"description": "cancelled"}, "404": {"description": "no such booking"}},
+            ),
+        },
+        "components": {
+            "schemas": defs.get("$defs", {}),
+            "securitySchemes": {
+                "standardWebhooks": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "webhook-signature",
+                    "description": "Standard Webhooks v1: HMAC-SHA256 of {id}.{timestamp}.{body}",
+                }
+            },
+        },
+        "security": [{"standardWebhooks": []}],
+    }
+
+
+class BookingsApi:
+    """The endpoint over Redis (see the module docstring)."""
+
+    def __init__(
+        self,
+        redis: RedisClient,
+        prefix: str,
+        settings: BookingsApiSettings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        secrets = [s.get_secret_value() for s in (settings.secret, settings.previous_secret) if s]
+        self.verifier = WebhookVerifier(secrets, settings.tolerance_s, clock)
+        self.settings = settings
+        self.r = redis
+        self.p = prefix
+        self.bookings = Bookings(redis, prefix)
+        self.counts: Counter[str] = Counter()
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.settings.max_body_bytes + 1)
+        app.router.add_post("/v1/bookings", self._signed(self._put))
+        app.router.add_post("/v1/bookings/cancel", self._signed(self._cancel))
+        app.router.add_get("/v1/openapi.json", self._openapi)
+        app.router.add_get("/v1/stats", self._stats)
+        app.router.add_get("/livez", self._livez)
+        app.router.add_get("/readyz", self._readyz)
+        return app
+
+    async def _livez(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        """Ready while Redis answers (the bookings live there)."""
+        try:
+            up = bool(await self.r.ping())
+        except Exception:
+            log.warning("bookings-api: Redis does not answer", exc_info=True)
+            up = False
+        return web.json_response({"redis": up}, status=200 if up else 503)
+
+    def _signed(self, handle: Callable[[bytes], Any]) -> Callable[[web.Request], Any]:
+        async def run(request: web.Request) -> web.Response:
+            msg_id = request.headers.get("webhook-id", "")
+            try:
+                response: web.Response = await handle(await self._admit(request, msg_id))
+            except Refused as exc:
+                await self._refuse(exc, msg_id)
+                return web.json_response(
+                    {"error": exc.code, "reason": exc.reason}, status=exc.status
+                )
+            self.counts["accepted"] += 1
+            return response
+
+        return run
+
+    async def _admit(self, request: web.Request, msg_id: str) -> bytes:
+        """The body of a request small enough, signed by us, in time and not seen before;
+        else :class:`Refused`."""
+        limit = self.settings.max_body_bytes
+        size = request.content_length
+        if size is not None and size > limit:
+            raise Refused(413, "too_large", f"body of {size} bytes; at most {limit}")
+        body = await request.content.read(limit + 1)
+        if len(body) > limit:
+            raise Refused(413, "too_large", f"body over {limit} bytes")
+        self.verifier.verify(request.headers, body)
+        # Only a signed request may use up an id (else anyone could block one).
+        seen = f"{self.p}bookings-api:seen:{msg_id}"
+        if not await self.r.set(seen, "1", nx=True, ex=int(self.settings.tolerance_s * 2) + 1):
+            raise Refused(409, "replayed", f"webhook-id {msg_id!r} was already received")
+        return body
+
+    async def _refuse(self, exc: Refused, msg_id: str) -> None:
+        self.counts[f"refused_{exc.code}"] += 1
+        log.warning("bookings-api: refused %s (%s): %s", msg_id or "-", exc.code, exc.reason)
+        entry = json.dumps(
+            {"at": time.time(), "webhook_id": msg_id, "error": exc.code, "reason": exc.reason}
+        )
+        key = f"{self.p}bookings-api:refused"
+        try:
+            async with self.r.pipeline(transaction=False) as pipe:
+                pipe.lpush(key, entry)
+                pipe.ltrim(key, 0, REFUSED_KEPT - 1)
+                await pipe.execute()
+        except Exception:  # the refusal is answered and counted even if Redis is away
+            log.exception("bookings-api: refusal not parked")
+
+    async def _put(self, body: bytes) -> web.Response:
+        try:
+            booking = parse_booking(body)
+            await self.bookings.put(booking)
+        except ValidationError as exc:
+            raise Refused(422, "invalid", describe_validation(exc, "(body)")) from exc
+        except RegistryError as exc:
+            raise Refused(422, "unknown_customer", str(exc)) from exc
+        return web.json_response(json.loads(booking.model_dump_json()), status=201)
+
+    async def _cancel(self, body: bytes) -> web.Response:
+        try:
+            which = Cancel.model_validate_json(body)
+        except ValidationError as exc:
+            raise Refused(422, "invalid", describe_validation(exc, "(body)")) from exc
+        if not await self.bookings.cancel(which.customer_id, which.booking_id):
+            return web.json_response(
+                {"error": "not_found", "reason": f"{which.customer_id} has no booking "
+                 f"{which.booking_id!r}"}, status=404,
+            )  # fmt: skip
+        return web.json_response({"cancelled": which.booking_id})
+
+    async def _openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(openapi())
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response(dict(self.counts))
+
+
+async def serve(
+    services: ServiceSettings,
+    settings: BookingsApiSettings,
+    on_ready: Callable[[int], None] | None = None,
+) -> None:
+    """Serve until cancelled; ``on_ready`` is told the bound port."""
+    async with redis_for(services) as redis:
+        api = BookingsApi(redis, services.redis_prefix, settings)
+        runner = web.AppRunner(api.app(), access_log=None)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, settings.host, settings.port)
+            await site.start()
+            port = runner.addresses[0][1]
+            log.info("bookings-api: listening on %s:%d", settings.host, port)
+            if on_ready is not None:
+                on_ready(port)
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
