@@ -46,7 +46,7 @@ INDEX_HTML = """<!doctype html>
     </header>
     <p id="toast" class="error" role="alert"></p>
     <section id="manager" hidden>
-      <h2>Today</h2>
+      <h2>Today <small id="stat-tz"></small></h2>
       <dl class="stats">
         <div><dt>Arrivals</dt><dd id="stat-arrivals">0</dd></div>
         <div><dt>Unclaimed</dt><dd id="stat-unclaimed">0</dd></div>
@@ -309,6 +309,7 @@ CONSOLE_JS = r"""'use strict';
         const data = await api('GET', '/api/summary');
         const s = data.summary;
         $('stat-arrivals').textContent = s.arrivals_today;
+        $('stat-tz').textContent = `(${s.timezone})`;
         $('stat-unclaimed').textContent = s.unclaimed;
         $('stat-median').textContent = s.median_time_to_claim_s === null ? '-' : `${Math.round(s.median_time_to_claim_s)} s`;
       } catch (e) { toast(e.message); }

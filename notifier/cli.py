@@ -254,6 +254,7 @@ async def set_routing(
     manager_after_s: float | None = None,
     expire_after_s: float | None = None,
     tiers: list[str] | None = None,
+    timezone: str | None = None,
 ) -> StoreRouting:
     make = _routing(services)
     return await _with_directory(
@@ -264,6 +265,7 @@ async def set_routing(
             manager_after_s=manager_after_s,
             expire_after_s=expire_after_s,
             tiers=tiers,
+            timezone=timezone,
         ),
     )
 
@@ -293,6 +295,10 @@ def routing_set(
         str | None,
         typer.Option("--tiers", help="comma-separated: primary,zone,on_shift,manager"),
     ] = None,
+    timezone: Annotated[
+        str | None,
+        typer.Option(help="the store's IANA time zone, where its day begins (Europe/Lisbon)"),
+    ] = None,
 ) -> None:
     """Override some of a store's routing; prints the result."""
     routing = _run(
@@ -303,6 +309,7 @@ def routing_set(
             manager_after_s=manager_after,
             expire_after_s=expire_after,
             tiers=[t.strip() for t in tiers.split(",")] if tiers is not None else None,
+            timezone=timezone,
         )
     )
     typer.echo(json.dumps(routing.as_dict()))

@@ -23,7 +23,7 @@ import logging
 import statistics
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -316,6 +316,8 @@ class Summary:
     unclaimed: int
     claimed_today: int
     median_time_to_claim_s: float | None
+    timezone: str = "UTC"
+    since: datetime | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -324,6 +326,8 @@ class Summary:
             "unclaimed": self.unclaimed,
             "claimed_today": self.claimed_today,
             "median_time_to_claim_s": self.median_time_to_claim_s,
+            "timezone": self.timezone,
+            "since": self.since.isoformat() if self.since else None,
         }
 
 
@@ -751,9 +755,10 @@ class Lifecycle:
 
     # reports ---------------------------------------------------------------------
     async def summary(self, store_id: str) -> Summary:
-        """Today (UTC) in one store: arrivals, unclaimed, median time to claim."""
-        now = self.clock()
-        midnight = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        """Today in one store, from midnight in its time zone (its routing's ``timezone``):
+        arrivals, unclaimed, median time to claim."""
+        routing = await self.routing.get(store_id)
+        midnight = routing.midnight(self.clock())
         records = await self.list_store(store_id, midnight, limit=10_000)
         waits = [
             (r.claimed_at - r.delivered_at).total_seconds()
@@ -766,4 +771,6 @@ class Lifecycle:
             unclaimed=sum(1 for r in records if r.state is AlertState.DELIVERED),
             claimed_today=len(waits),
             median_time_to_claim_s=statistics.median(waits) if waits else None,
+            timezone=routing.timezone,
+            since=midnight,
         )

@@ -4,15 +4,17 @@ A store without a configuration uses the notifier's settings. Overrides live in 
 so every instance routes a store the same way:
 
 ``{prefix}notifier:store:{store}:routing``   hash: escalate_after_s, manager_after_s,
-                                              expire_after_s, tiers (comma-separated)
+                                              expire_after_s, tiers (comma-separated),
+                                              timezone (IANA: the manager's "today")
 ``{prefix}notifier:routing-stores``          set of stores that have an override
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from notifier.directory import check_id
 from notifier.exceptions import InvalidInput
@@ -31,6 +33,8 @@ class StoreRouting:
 
     ladder: Ladder
     expire_after: timedelta
+    timezone: str = "UTC"
+    """The store's IANA time zone: where its day (the manager view's "today") begins."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -38,13 +42,29 @@ class StoreRouting:
             "manager_after_s": self.ladder.manager_after.total_seconds(),
             "expire_after_s": self.expire_after.total_seconds(),
             "tiers": [t.label for t in sorted(self.ladder.tiers)],
+            "timezone": self.timezone,
         }
+
+    def midnight(self, now: datetime) -> datetime:
+        """The start of the store's day that holds ``now`` (aware, in the store's zone)."""
+        local = now.astimezone(ZoneInfo(self.timezone))
+        return local.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def _seconds(field: str, value: float) -> timedelta:
     if not MIN_DELAY_S <= value <= MAX_DELAY_S:
         raise InvalidInput(field, f"must be between {MIN_DELAY_S:g} and {MAX_DELAY_S:g} seconds")
     return timedelta(seconds=value)
+
+
+def check_timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidInput(
+            "timezone", f"{name!r} is not an IANA time zone (e.g. Europe/Lisbon)"
+        ) from None
+    return name
 
 
 def parse_tiers(names: list[str]) -> frozenset[Tier]:
@@ -89,7 +109,7 @@ class RoutingConfigs:
         )
         if data.get("expire_after_s"):
             expire = timedelta(seconds=float(data["expire_after_s"]))
-        return StoreRouting(ladder, expire)
+        return StoreRouting(ladder, expire, data.get("timezone") or self.default.timezone)
 
     async def get(self, store: str) -> StoreRouting:
         return self._merge(text_map(await self.redis.hgetall(self._key(store))))
@@ -102,6 +122,7 @@ class RoutingConfigs:
         manager_after_s: float | None = None,
         expire_after_s: float | None = None,
         tiers: list[str] | None = None,
+        timezone: str | None = None,
     ) -> StoreRouting:
         """Override some values; the result is checked whole before it is stored."""
         check_id("store", store)
@@ -119,6 +140,8 @@ class RoutingConfigs:
         if tiers is not None:
             parse_tiers(tiers)
             update["tiers"] = ",".join(dict.fromkeys(tiers))
+        if timezone is not None:
+            update["timezone"] = check_timezone(timezone)
         try:
             merged = self._merge({**current, **update})
         except ValueError as exc:  # the Ladder's own check: escalate_after <= manager_after

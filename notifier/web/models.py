@@ -48,6 +48,7 @@ class RoutingBody(_Body):
     manager_after_s: float | None = None
     expire_after_s: float | None = None
     tiers: Annotated[list[str], Field(min_length=1, max_length=4)] | None = None
+    timezone: Annotated[str, Field(max_length=64)] | None = None
 
 
 class PushKeys(_Body):
@@ -139,6 +140,7 @@ class RoutingView(_View):
     manager_after_s: float
     expire_after_s: float
     tiers: list[Annotated[str, Field(json_schema_extra={"enum": sorted(TIER_NAMES)})]]
+    timezone: str = Field(description="IANA time zone: where the store's day begins")
 
 
 class DestinationView(_View):
@@ -149,13 +151,15 @@ class DestinationView(_View):
 
 
 class SummaryView(_View):
-    """Today (UTC) in one store."""
+    """Today in one store, from midnight in its time zone."""
 
     arrivals_today: int
     alerts_today: int
     unclaimed: int
     claimed_today: int
     median_time_to_claim_s: float | None
+    timezone: str = Field(description="the store's IANA time zone (its routing)")
+    since: str | None = Field(description="the store's midnight, ISO 8601 with its offset")
 
 
 # --- responses -----------------------------------------------------------------------

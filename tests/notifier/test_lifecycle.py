@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 import redis.asyncio as aioredis
@@ -16,7 +17,13 @@ from contracts.models import (
 )
 from notifier.channels import Receipt
 from notifier.directory import Directory
-from notifier.exceptions import AlertConflict, AlertWithheld, UnknownAlert, UnknownAssociate
+from notifier.exceptions import (
+    AlertConflict,
+    AlertWithheld,
+    InvalidInput,
+    UnknownAlert,
+    UnknownAssociate,
+)
 from notifier.lifecycle import AlertState, Delivery, Lifecycle
 from notifier.routing import Tier
 from tests.kit.clock import FakeUtcClock
@@ -258,6 +265,33 @@ async def test_manager_summary(
     assert summary.median_time_to_claim_s == pytest.approx(20.0)
     clock.advance(timedelta(days=1).total_seconds())
     assert (await lifecycle.summary(store)).alerts_today == 0
+
+
+async def test_the_managers_today_begins_at_midnight_in_the_stores_time_zone(
+    lifecycle: Lifecycle, directory: Directory, store: str, clock: FakeUtcClock
+) -> None:
+    """An evening alert in New York is after midnight UTC: still today for the store."""
+    new_york = ZoneInfo("America/New_York")
+    await _team(directory, store)
+    await lifecycle.routing.set(store, timezone="America/New_York")
+    day = clock().date() + timedelta(days=2)
+
+    def at(hour: int, minute: int = 0, days: int = 0) -> None:  # New York time
+        local = datetime(day.year, day.month, day.day, hour, minute, tzinfo=new_york)
+        clock.advance((local + timedelta(days=days) - clock()).total_seconds())
+
+    at(19, 30)  # after midnight UTC in winter and summer alike
+    await lifecycle.create(make_alert(store_id=store, kind="arrival"))
+    at(21)
+    assert clock().date() > day  # already tomorrow in UTC
+    summary = await lifecycle.summary(store)
+    assert summary.arrivals_today == 1  # from UTC midnight it would be 0
+    assert summary.timezone == "America/New_York"
+    assert summary.since == datetime(day.year, day.month, day.day, tzinfo=new_york)
+    at(0, 30, days=1)
+    assert (await lifecycle.summary(store)).arrivals_today == 0
+    with pytest.raises(InvalidInput, match="'Mars/Olympus' is not an IANA time zone"):
+        await lifecycle.routing.set(store, timezone="Mars/Olympus")
 
 
 def _consent(customer_id: str, clock: FakeUtcClock, **decisions: bool) -> ConsentRecord:

@@ -456,6 +456,8 @@ async def test_shift_toggle_and_manager_view(
         "unclaimed": 1,
         "claimed_today": 1,
         "median_time_to_claim_s": 30.0,
+        "timezone": "UTC",
+        "since": clock().replace(hour=0, minute=0, second=0, microsecond=0).isoformat(),
     }
 
 

@@ -32,5 +32,6 @@ class RoutingHandlers:
             manager_after_s=body.manager_after_s,
             expire_after_s=body.expire_after_s,
             tiers=body.tiers,
+            timezone=body.timezone,
         )
         return reply(RoutingReply(routing=RoutingView.model_validate(routing.as_dict())))
