@@ -147,7 +147,9 @@ def parse_booking(raw: bytes | str) -> Reservation | AppointmentBooking:
     return _BOOKING.validate_json(raw)
 
 
-def _readable(customer_id: str, raws: Iterable[bytes]) -> list[Reservation | AppointmentBooking]:
+def _readable(
+    customer_id: str, raws: Iterable[bytes | str]
+) -> list[Reservation | AppointmentBooking]:
     """The bookings that parse; one that does not (written by hand, by an older version) is
     logged and left out, so it never stops the customer's alerts."""
     out: list[Reservation | AppointmentBooking] = []
@@ -243,8 +245,8 @@ class Bookings:
         return None if raw is None else parse_booking(raw)
 
     async def of_customer(self, customer_id: str) -> list[Reservation | AppointmentBooking]:
-        raw = await self.r.hgetall(self.keys.bookings(customer_id))
-        return sorted((parse_booking(v) for v in raw.values()), key=lambda b: b.start)
+        raw = await self.r.hvals(self.keys.bookings(customer_id))
+        return sorted(_readable(customer_id, raw), key=lambda b: b.start)
 
     async def of_customers(
         self, customer_ids: Iterable[str]
@@ -264,16 +266,25 @@ class Bookings:
         self, store_id: str, since: datetime, until: datetime
     ) -> list[Reservation | AppointmentBooking]:
         """A store's bookings starting between ``since`` and ``until``, by start."""
-        members = await self.r.zrangebyscore(
-            self._by_store(store_id), since.timestamp(), until.timestamp()
-        )
-        out = []
-        for member in members:
-            cid, _, bid = as_text(member).partition("/")
-            booking = await self.get(cid, bid)
-            if booking is not None:
-                out.append(booking)
-        return out
+        members = [
+            as_text(m).partition("/")
+            for m in await self.r.zrangebyscore(
+                self._by_store(store_id), since.timestamp(), until.timestamp()
+            )
+        ]
+        if not members:
+            return []
+        # One round trip (the hashes are in different slots: a pipeline, not a script).
+        async with self.r.pipeline(transaction=False) as pipe:
+            for cid, _, bid in members:
+                pipe.hget(self.keys.bookings(cid), bid)
+            raws = await pipe.execute()
+        return [
+            booking
+            for (cid, _, _), raw in zip(members, raws, strict=True)
+            if raw is not None
+            for booking in _readable(cid, [raw])
+        ]
 
     async def cancel(self, customer_id: str, booking_id: str) -> bool:
         """Remove a booking; False if the customer has none by that id."""

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic.json_schema import models_json_schema
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -69,6 +69,13 @@ class BookingsApiSettings(BaseSettings):
     tolerance_s: Annotated[int, Field(ge=10, le=3600)] = Field(
         default=300, description="a request signed further from our clock is refused"
     )
+
+    @field_validator("secret", "previous_secret")
+    @classmethod
+    def _usable(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            secret_key(value.get_secret_value())  # ValueError naming what is wrong
+        return value
 
 
 class Refused(Exception):

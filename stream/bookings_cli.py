@@ -12,7 +12,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -42,12 +42,13 @@ T = TypeVar("T")
 Kind = Literal["reservation", "appointment"]
 
 reservations_app = typer.Typer(
-    help="Items held for a customer to try or collect (Reserve & Try): add, list, change, cancel.",
+    help="Items held for a customer to try or collect (Reserve & Try): add, list, change, "
+    "cancel, import.",
     no_args_is_help=True,
 )
 appointments_app = typer.Typer(
     help="A customer's appointments (a time, a purpose, an associate, a room): add, list, "
-    "change, cancel.",
+    "change, cancel, import.",
     no_args_is_help=True,
 )
 
@@ -122,8 +123,11 @@ def _list(
     if (customer is None) == (store is None):
         raise fail("give --customer ID or --store ID")
     if store is not None:
-        start = datetime.fromisoformat(day).replace(tzinfo=UTC) if day else None
-        since = start or datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        try:
+            start = date.fromisoformat(day) if day else datetime.now(UTC).date()
+        except ValueError:
+            raise fail(f"--day {day!r}: expected YYYY-MM-DD") from None
+        since = datetime(start.year, start.month, start.day, tzinfo=UTC)
 
         async def of_store(b: Bookings) -> list[Reservation | AppointmentBooking]:
             return await b.of_store(store, since, since + timedelta(days=1))

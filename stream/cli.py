@@ -280,7 +280,7 @@ def bookings_api(
 ) -> None:
     """Serve the endpoint a booking system posts reservations and appointments to, signed
     as Standard Webhooks sign them (docs/operators/bookings.md)."""
-    from stream.bookings_api import BookingsApiSettings, secret_key, serve
+    from stream.bookings_api import BookingsApiSettings, serve
 
     verbose_logging(verbose)
     overrides: dict[str, Any] = {}
@@ -294,12 +294,6 @@ def bookings_api(
             "PROXIMA_BOOKINGS_API_SECRET is not set: the senders' signing secret, whsec_<base64>"
             " (e.g. python -c \"import base64,os;print('whsec_'+base64.b64encode(os.urandom(24)).decode())\")"
         )
-    for secret in (settings.secret, settings.previous_secret):
-        if secret is not None:
-            try:
-                secret_key(secret.get_secret_value())
-            except ValueError as exc:
-                raise fail(f"PROXIMA_BOOKINGS_API_SECRET: {exc}") from exc
 
     def ready(bound: int) -> None:
         out.print(f"bookings-api: http://{settings.host}:{bound}/v1/bookings", highlight=False)

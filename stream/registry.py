@@ -608,17 +608,11 @@ class Registry:
         ]
         departing = [k async for k in self.r.scan_iter(f"{self.p}departing:*", count=10000)]
         # Each store's index of bookings names the customer in its members ("id/booking").
-        booked = {
-            key: members
-            async for key in self.r.scan_iter(self.keys.bookings_by_store("*"), count=10000)
-            if (
-                members := [
-                    m
-                    async for m, _ in self.r.zscan_iter(key, match=f"{customer_id}/*")
-                    if as_text(m).partition("/")[0] == customer_id
-                ]
-            )
-        }
+        booked: dict[Any, list[Any]] = {}
+        async for key in self.r.scan_iter(self.keys.bookings_by_store("*"), count=10000):
+            async for member, _ in self.r.zscan_iter(key, match=f"{customer_id}/*"):
+                if as_text(member).partition("/")[0] == customer_id:  # the match is a glob
+                    booked.setdefault(key, []).append(member)
         async with self.r.pipeline(transaction=False) as pipe:
             for key in traces:
                 pipe.delete(key)

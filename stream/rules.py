@@ -232,8 +232,7 @@ def _in_window(
     appt = profile.appointment
     if appt is None or "appointment" not in visible:
         return False
-    start = appt.at - timedelta(minutes=rule.window_before_min)
-    return start <= at <= appt.at + timedelta(minutes=appt.duration_min)
+    return _opens(appt.at, appt.at + timedelta(minutes=appt.duration_min), at, rule)
 
 
 def _reservation_window(
@@ -242,7 +241,12 @@ def _reservation_window(
     held = profile.reservation
     if held is None or "reservation" not in visible:
         return False
-    return held.start - timedelta(minutes=rule.window_before_min) <= at <= held.end
+    return _opens(held.start, held.end, at, rule)
+
+
+def _opens(start: datetime, end: datetime, at: datetime, rule: Rule) -> bool:
+    """A booking's window holds ``at``: it opens ``rule.window_before_min`` before start."""
+    return start - timedelta(minutes=rule.window_before_min) <= at <= end
 
 
 BOOKINGS: dict[str, Callable[[CustomerProfile, dict[str, object], datetime, Rule], bool]] = {

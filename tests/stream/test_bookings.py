@@ -205,6 +205,11 @@ def test_the_cli_adds_lists_changes_and_cancels_and_names_what_is_wrong(namespac
             "reservations", "change", "ana", "res-1", "--end", "2026-03-14T19:00Z", env=env
         )
         assert json.loads(changed.stdout)["end"] == "2026-03-14T19:00:00Z"
+        bad_day = proxima(
+            "reservations", "list", "--store", "store-1", "--day", "14/03/2026", env=env
+        )
+        assert bad_day.returncode == 2
+        assert "--day '14/03/2026': expected YYYY-MM-DD" in bad_day.stderr
         apts = proxima("appointments", "list", "--customer", "ana", "--json", env=env)
         assert [json.loads(x)["room"] for x in apts.stdout.splitlines()] == ["3"]
         assert proxima("reservations", "cancel", "ana", "res-1", env=env).returncode == 0

@@ -176,6 +176,12 @@ def test_the_command_refuses_to_start_without_a_usable_secret() -> None:
     )
     assert done.returncode == 2
     assert "at least 16 bytes" in done.stderr
+    retired = {**env, "PROXIMA_BOOKINGS_API_SECRET": SECRET,
+               "PROXIMA_BOOKINGS_API_PREVIOUS_SECRET": "not-a-secret"}  # fmt: skip
+    done = proxima("stream", "bookings-api", env=retired)
+    assert done.returncode == 2
+    assert "PROXIMA_BOOKINGS_API_PREVIOUS_SECRET" in done.stderr
+    assert "whsec_ followed by base64" in done.stderr
 
 
 async def test_it_answers_its_probes(server: Server) -> None:
