@@ -17,8 +17,9 @@ import typer
 from contracts.services import ServiceSettings
 from notifier.channels import Destination
 from notifier.destinations import Destinations
-from notifier.directory import Associate, Directory
-from notifier.exceptions import NotifierError
+from notifier.directory import Associate, Directory, utc_now
+from notifier.exceptions import InvalidInput, NotifierError
+from notifier.rooms import Room, Rooms
 from notifier.routing import Ladder
 from notifier.store_routing import RoutingConfigs, StoreRouting
 from transport.cli import fail, out, run_forever, verbose_logging
@@ -40,8 +41,13 @@ channels_app = typer.Typer(
     help="Extra delivery channels: signed webhooks per store or per associate.",
     no_args_is_help=True,
 )
+rooms_app = typer.Typer(
+    help="Per-store fitting rooms: the layout associates hold, prepare and free rooms in.",
+    no_args_is_help=True,
+)
 notifier_app = typer.Typer(help="The associate notifier.", no_args_is_help=True)
 notifier_app.add_typer(routing_app, name="routing")
+notifier_app.add_typer(rooms_app, name="rooms")
 
 
 async def _with_directory(services: ServiceSettings, fn: Callable[[Directory], Awaitable[T]]) -> T:
@@ -322,6 +328,105 @@ def routing_reset(store: Annotated[str, typer.Option("--store", help="store id")
     make = _routing(services)
     routing = _run(_with_directory(services, lambda d: make(d).reset(store)))
     typer.echo(json.dumps(routing.as_dict()))
+
+
+def parse_rooms(pairs: list[str]) -> dict[str, str]:
+    """``ID=NAME`` pairs as a layout; a pair without ``=`` or an id given twice is named."""
+    rooms: dict[str, str] = {}
+    for pair in pairs:
+        room_id, eq, name = pair.partition("=")
+        if not eq:
+            raise InvalidInput("room", f"{pair!r} is not ID=NAME (e.g. 2='Room 2')")
+        if room_id.strip() in rooms:
+            raise InvalidInput("room", f"room {room_id.strip()!r} is given twice")
+        rooms[room_id.strip()] = name
+    return rooms
+
+
+async def _staff_names(d: Directory, store: str) -> dict[str, str]:
+    return {a.associate_id: a.name for a in await d.staff(store)}
+
+
+async def set_rooms(services: ServiceSettings, store: str, rooms: dict[str, str]) -> list[Room]:
+    """Replace the store's layout and tell its open consoles."""
+
+    async def run(d: Directory) -> list[Room]:
+        repo = Rooms(d.redis, services.redis_prefix)
+        result = await repo.set_layout(store, rooms)
+        await repo.publish_all(store, await _staff_names(d, store))
+        return result
+
+    return await _with_directory(services, run)
+
+
+async def list_rooms(services: ServiceSettings, store: str) -> tuple[list[Room], dict[str, Any]]:
+    """The store's rooms, and today's counts (from midnight in the store's time zone)."""
+    make = _routing(services)
+
+    async def run(d: Directory) -> tuple[list[Room], dict[str, Any]]:
+        repo = Rooms(d.redis, services.redis_prefix)
+        routing = await make(d).get(store)
+        day = routing.midnight(utc_now()).date().isoformat()
+        today = {"day": day, "timezone": routing.timezone, **await repo.counts(store, day)}
+        return await repo.list_rooms(store), today
+
+    return await _with_directory(services, run)
+
+
+@rooms_app.command("set")
+def rooms_set(
+    store: Annotated[str, typer.Option("--store", help="store id")],
+    room: Annotated[
+        list[str],
+        typer.Option("--room", help="ID=NAME, e.g. 2='Room 2' (repeat; replaces the layout)"),
+    ],
+) -> None:
+    """Set the store's fitting rooms (all of them); a room held or in use cannot be left out."""
+    try:
+        layout = parse_rooms(room)
+    except InvalidInput as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    for r in _run(set_rooms(ServiceSettings(), store, layout)):
+        typer.echo(json.dumps(r.view()))
+
+
+@rooms_app.command("list")
+def rooms_list(
+    store: Annotated[str, typer.Option("--store", help="store id")],
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per room")] = False,
+) -> None:
+    """The store's fitting rooms and their state, then today's counts (held, ready, used)."""
+    rooms, today = _run(list_rooms(ServiceSettings(), store))
+    for r in rooms:
+        if as_json:
+            typer.echo(json.dumps(r.view()))
+        else:
+            who = f"\t{r.held_by}" if r.held_by else ""
+            typer.echo(f"{r.room_id}\t{r.name}\t{r.state.value}{who}")
+    if not as_json:
+        if not rooms:
+            typer.echo(f"no fitting rooms in {store}: proxima notifier rooms set --store {store}")
+        typer.echo(
+            f"today ({today['day']}, {today['timezone']}): held {today['held']}, "
+            f"ready {today['ready']}, used {today['used']}"
+        )
+
+
+@rooms_app.command("history")
+def rooms_history(
+    store: Annotated[str, typer.Option("--store", help="store id")],
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 100,
+) -> None:
+    """The latest room changes, newest first, one JSON object per line (who, when)."""
+    services = ServiceSettings()
+    rows = _run(
+        _with_directory(
+            services, lambda d: Rooms(d.redis, services.redis_prefix).history(store, limit)
+        )
+    )
+    for row in rows:
+        typer.echo(json.dumps(row))
 
 
 # --- proxima notifier serve -----------------------------------------------------------

@@ -56,6 +56,11 @@ def destinations_key(prefix: str, store: str, associate: str | None) -> str:
     return f"{prefix}notifier:store:{store}:destinations:{owner}"
 
 
+def feed_channel(prefix: str, store: str) -> str:
+    """Pub/sub channel of a store's live changes (alerts, shifts, rooms) for every instance."""
+    return f"{prefix}notifier:store:{store}:feed"
+
+
 def revocations_channel(prefix: str, store: str) -> str:
     """Pub/sub channel on which sign-outs and removals reach every instance's live feeds."""
     return f"{prefix}notifier:store:{store}:revoked"

@@ -102,3 +102,20 @@ class AlertWithheld(NotifierError):
         super().__init__(f"alert {alert_id} withheld: {reason}")
         self.alert_id = alert_id
         self.reason = reason
+
+
+class UnknownRoom(NotifierError):
+    def __init__(self, store_id: str, room_id: str) -> None:
+        super().__init__(f"no fitting room {room_id!r} in store {store_id!r}")
+        self.store_id = store_id
+        self.room_id = room_id
+
+
+class RoomConflict(NotifierError):
+    """The room is not in a state that allows the change, or it is someone else's."""
+
+    def __init__(self, room_id: str, state: str, held_by: str | None, reason: str) -> None:
+        super().__init__(reason)
+        self.room_id = room_id
+        self.state = state
+        self.held_by = held_by

@@ -38,9 +38,10 @@ from contracts.models import (
     WithdrawReason,
 )
 from notifier.channels import Receipt
-from notifier.directory import Clock, Directory, from_ms, to_ms, utc_now
+from notifier.directory import Clock, Directory, feed_channel, from_ms, to_ms, utc_now
 from notifier.exceptions import AlertConflict, AlertWithheld, UnknownAlert, UnknownAssociate
 from notifier.outbox import Outbox
+from notifier.rooms import Room, Rooms
 from notifier.routing import Ladder, Step, Tier, escalation, next_step, plan
 from notifier.store_routing import RoutingConfigs, StoreRouting
 from transport.redis import RedisClient, text_map
@@ -264,11 +265,12 @@ class AlertRecord:
     def tier_label(self) -> str | None:
         return Tier(self.tier).label if self.tier >= 0 else None
 
-    def view(self, names: dict[str, str] | None = None) -> dict[str, Any]:
+    def view(self, names: dict[str, str] | None = None, room: Room | None = None) -> dict[str, Any]:
         """What an associate's console gets: the alert's visible fields, never its ids.
 
         The customer id and the causing event ids stay out: an associate sees only what
-        the customer chose to show (``fields``) and the alert's own wording.
+        the customer chose to show (``fields``) and the alert's own wording. ``room`` is
+        the fitting room held for the alert's customer, if one is: "Room 2 ready".
         """
         names = names or {}
         a = self.alert
@@ -296,6 +298,7 @@ class AlertRecord:
             "withdrawn_at": self.withdrawn_at.isoformat() if self.withdrawn_at else None,
             "withdrawn_reason": self.withdrawn_reason.value if self.withdrawn_reason else None,
             "rev": self.rev,
+            "room": room.mark() if room is not None else None,
         }
 
 
@@ -363,6 +366,7 @@ class Lifecycle:
         self.expire_after = expire_after
         self.routing = RoutingConfigs(redis, prefix, StoreRouting(self.ladder, expire_after))
         self.retention = retention
+        self.rooms = Rooms(redis, prefix)
         self._create = redis.register_script(_CREATE)
         self._transition = redis.register_script(_TRANSITION)
 
@@ -378,7 +382,7 @@ class Lifecycle:
         return f"{self.prefix}notifier:open"
 
     def channel(self, store: str) -> str:
-        return f"{self.prefix}notifier:store:{store}:feed"
+        return feed_channel(self.prefix, store)
 
     def _receipts(self, alert_id: str) -> str:
         return f"{self.prefix}notifier:alert:{alert_id}:receipts"
@@ -478,7 +482,8 @@ class Lifecycle:
     async def publish(self, record: AlertRecord, names: dict[str, str] | None = None) -> None:
         if names is None:
             names = await self.names(record.alert.store_id)
-        message = json.dumps({"type": "alert", "alert": record.view(names)})
+        room = await self.rooms.held_for(record.alert.store_id, record.alert.customer_id)
+        message = json.dumps({"type": "alert", "alert": record.view(names, room)})
         await self.redis.publish(self.channel(record.alert.store_id), message)
 
     # transitions -----------------------------------------------------------------
@@ -689,7 +694,8 @@ class Lifecycle:
         )
 
     async def delete_customer(self, customer_id: str) -> None:
-        """Delete the customer's alerts, their receipts and index entries, and the index."""
+        """Delete the customer's alerts, their receipts and index entries, and the index;
+        fitting rooms held for them no longer name them."""
         for record in await self.customer_alerts(customer_id):
             alert_id = str(record.alert.alert_id)
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -698,6 +704,9 @@ class Lifecycle:
                 pipe.zrem(self._feed_index(record.alert.store_id), alert_id)
                 pipe.zrem(self._open, alert_id)
                 await pipe.execute()
+        # Rooms held for them stay as they are (someone may be in one) but name nobody.
+        for room in await self.rooms.forget_customer(customer_id):
+            await self.rooms.publish(room, await self.names(room.store_id))
         await self.redis.delete(
             consent_key(self.prefix, customer_id), customer_alerts_key(self.prefix, customer_id)
         )

@@ -15,6 +15,7 @@ from notifier.destinations import Destinations
 from notifier.directory import Clock, Directory, utc_now
 from notifier.lifecycle import Lifecycle
 from notifier.metrics import Metrics
+from notifier.room_desk import RoomDesk
 from notifier.settings import NotifierSettings
 from notifier.signin import SignInLimits
 from notifier.web.auth import Auth
@@ -26,6 +27,7 @@ from notifier.web.handlers.channels import ChannelHandlers
 from notifier.web.handlers.events import EventHandlers
 from notifier.web.handlers.gateways import GatewayHandlers
 from notifier.web.handlers.operations import OperationHandlers
+from notifier.web.handlers.rooms import RoomHandlers
 from notifier.web.handlers.routing import RoutingHandlers
 from notifier.web.handlers.session import SessionHandlers
 from notifier.web.handlers.shifts import ShiftHandlers
@@ -74,13 +76,15 @@ class Console:
             auth, self.sessions, self.limits, directory, metrics, settings
         )
         self.alerts = AlertHandlers(auth, lifecycle, metrics, clock)
+        desk = RoomDesk(lifecycle)
         self.events = EventHandlers(
-            auth, self.hub, lifecycle, clock, settings.session_recheck_s, self.closing
+            auth, self.hub, lifecycle, desk, clock, settings.session_recheck_s, self.closing
         )
         self.shifts = ShiftHandlers(auth, directory, lifecycle, redis)
         self.channels = ChannelHandlers(auth, self.destinations, self.vapid)
         self.routing = RoutingHandlers(auth, lifecycle)
         self.gateways = GatewayHandlers(auth, redis, prefix)
+        self.rooms = RoomHandlers(auth, desk)
 
     def app(self, max_body: int = 64 * 1024) -> web.Application:
         app = web.Application(
@@ -122,6 +126,9 @@ class Console:
                 web.get("/api/routing", self.routing.get),
                 web.get("/api/gateways", self.gateways.list),
                 web.put("/api/routing", self.routing.set),
+                web.get("/api/rooms", self.rooms.list),
+                web.put("/api/rooms", self.rooms.set),
+                web.post("/api/rooms/{room_id}/{action}", self.rooms.act),
             ]
         )
         return app

@@ -15,11 +15,13 @@ from notifier.exceptions import (
     AlertConflict,
     InvalidInput,
     NotifierError,
+    RoomConflict,
     SignInThrottled,
     TooManyDestinations,
     UnknownAlert,
     UnknownAssociate,
     UnknownDestination,
+    UnknownRoom,
     UnknownScheme,
 )
 from notifier.web.models import ErrorReply
@@ -57,7 +59,7 @@ def _answer_ours(exc: NotifierError) -> web.Response:
     """The notifier's own errors, each with its status."""
     if isinstance(exc, InvalidInput):
         return _answer(400, error=str(exc), field=exc.field)
-    if isinstance(exc, UnknownAlert | UnknownAssociate | UnknownDestination):
+    if isinstance(exc, UnknownAlert | UnknownAssociate | UnknownDestination | UnknownRoom):
         return _answer(404, error=str(exc))
     if isinstance(exc, TooManyDestinations):
         return _answer(409, error=str(exc))
@@ -72,6 +74,8 @@ def _answer_ours(exc: NotifierError) -> web.Response:
         return _answer(400, error=str(exc), field="url")
     if isinstance(exc, AlertConflict):
         return _answer(409, error=str(exc), state=exc.state, claimed_by=exc.claimed_by)
+    if isinstance(exc, RoomConflict):
+        return _answer(409, error=str(exc), state=exc.state, held_by=exc.held_by)
     return _answer(400, error=str(exc))
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from redis.exceptions import RedisClusterException, RedisError
 
-from notifier.directory import revocations_channel
+from notifier.directory import feed_channel, revocations_channel
 from transport.cancel import reraise_if_cancelled
 from transport.redis import RedisClient
 from transport.redis import as_text as text
@@ -63,7 +63,7 @@ class FeedHub:
             self._task = None
 
     async def _pump(self) -> None:
-        feeds = f"{self.prefix}notifier:store:*:feed"
+        feeds = feed_channel(self.prefix, "*")
         revocations = revocations_channel(self.prefix, "*")
         while True:
             pubsub = self.redis.pubsub()

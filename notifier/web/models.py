@@ -10,12 +10,14 @@ tests instead of going out undocumented.
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from contracts.models import AlertKind, Priority, WithdrawReason
 from notifier.directory import Role
 from notifier.lifecycle import AlertState
+from notifier.rooms import RoomState
 from notifier.store_routing import TIER_NAMES
 
 _IDENT = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -51,6 +53,29 @@ class RoutingBody(_Body):
     timezone: Annotated[str, Field(max_length=64)] | None = None
 
 
+class RoomBody(_Body):
+    room_id: Annotated[str, Field(pattern=_IDENT)]
+    name: Annotated[str, Field(min_length=1, max_length=60)]
+
+
+class RoomsBody(_Body):
+    """The store's whole layout: it replaces the rooms there were."""
+
+    rooms: Annotated[list[RoomBody], Field(min_length=1, max_length=200)]
+
+
+class HoldBody(_Body):
+    """Whom a room is held for: an open alert's customer, or (managers) a customer id."""
+
+    alert_id: UUID | None = None
+    customer_id: Annotated[str, Field(pattern=_IDENT)] | None = Field(
+        default=None, description="managers only, e.g. for a booking before she arrives"
+    )
+    booking_id: Annotated[str, Field(pattern=_IDENT)] | None = Field(
+        default=None, description="the reservation or appointment the room is for"
+    )
+
+
 class PushKeys(_Body):
     p256dh: Annotated[str, Field(min_length=1, max_length=200)]
     auth: Annotated[str, Field(min_length=1, max_length=100)]
@@ -74,6 +99,16 @@ Uuid = Annotated[str, Field(json_schema_extra={"format": "uuid"})]
 
 class _View(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RoomMarkView(_View):
+    """The fitting room held for an alert's customer, as the alert shows it."""
+
+    room_id: str
+    name: str
+    state: RoomState
+    ready: bool
+    label: str = Field(description="'Room 2 ready', 'Room 2 not ready yet' or 'Room 2 in use'")
 
 
 class AlertView(_View):
@@ -104,6 +139,34 @@ class AlertView(_View):
         default=None, description="why a withdrawn alert was withdrawn (its fields are gone)"
     )
     rev: int = Field(description="grows with every change: a console keeps the highest")
+    room: RoomMarkView | None = Field(
+        default=None, description="the fitting room held for this alert's customer, if any"
+    )
+
+
+class RoomView(_View):
+    """A fitting room as a console sees it: never the customer it is held for."""
+
+    room_id: str
+    name: str
+    state: RoomState
+    held_by: str | None
+    held_by_name: str | None
+    held_at: Time | None
+    alert_id: Uuid | None = Field(description="the alert it was held for")
+    booking_id: str | None
+    changed_at: Time | None
+    rev: int = Field(description="grows with every change: a console keeps the highest")
+
+
+class RoomCountsView(_View):
+    """Operational counts of the store's day (its time zone): changes into each state."""
+
+    day: str
+    timezone: str
+    held: int
+    ready: int
+    used: int
 
 
 class AssociateView(_View):
@@ -175,6 +238,7 @@ class ErrorReply(_Reply):
     retry_after_s: int | None = None
     state: str | None = None
     claimed_by: str | None = None
+    held_by: str | None = None
 
 
 class HealthReply(_Reply):
@@ -276,3 +340,12 @@ class GatewayRow(_View):
 
 class GatewaysReply(_Reply):
     gateways: list[GatewayRow]
+
+
+class RoomsReply(_Reply):
+    rooms: list[RoomView]
+    today: RoomCountsView
+
+
+class RoomReply(_Reply):
+    room: RoomView

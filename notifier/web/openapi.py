@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from notifier.lifecycle import AlertState
+from notifier.rooms import RoomOp
 from notifier.web.models import (
     AlertReply,
     AlertsReply,
@@ -24,12 +25,16 @@ from notifier.web.models import (
     ErrorReply,
     GatewaysReply,
     HealthReply,
+    HoldBody,
     LoginBody,
     MeReply,
     PushKeyReply,
     PushSubscriptionBody,
     ReceiptsReply,
     RemovedReply,
+    RoomReply,
+    RoomsBody,
+    RoomsReply,
     RoutingBody,
     RoutingReply,
     ShiftBody,
@@ -364,6 +369,41 @@ def _gateways() -> dict[str, dict[str, Any]]:
     }
 
 
+def _rooms() -> dict[str, dict[str, Any]]:
+    rooms = _json(RoomsReply)
+    act = _op(
+        "hold a room for an open alert's customer (first hold wins; the body names whom), "
+        "or prepare, ready, use, done, release it (its holder or a manager; no body)",
+        _json(RoomReply),
+        change=True,
+        body=HoldBody,
+        params=[
+            _param("path", "room_id", "the room's id in the store's layout"),
+            _param("path", "action", "what to do", {"enum": [op.value for op in RoomOp]}),
+        ],
+        extra={
+            "409": _error(
+                "refused: the room is held by someone else, or not in a state the action "
+                "applies to (the reason says which); or the alert is closed"
+            ),
+        },
+    )
+    act["requestBody"]["required"] = False  # hold only
+    return {
+        "/api/rooms": {
+            "get": _op("the store's fitting rooms and today's counts (held, ready, used)", rooms),
+            "put": _op(
+                "managers: set the store's fitting rooms (replaces the layout; a room in use "
+                "or held cannot be left out)",
+                rooms,
+                change=True,
+                body=RoomsBody,
+            ),
+        },
+        "/api/rooms/{room_id}/{action}": {"post": act},
+    }
+
+
 def _models(node: Any) -> list[_Model]:
     if isinstance(node, _Model):
         return [node]
@@ -388,7 +428,7 @@ def _resolve(node: Any, refs: dict[_Model, dict[str, Any]]) -> Any:
 def document() -> dict[str, Any]:
     """The whole description (built once)."""
     paths = {**_pages(), **_operations(), **_session(), **_alerts(), **_shifts()}
-    paths |= {**_channels(), **_routing(), **_gateways()}
+    paths |= {**_channels(), **_routing(), **_gateways(), **_rooms()}
     wanted = list(dict.fromkeys(_models(paths)))
     keys, defs = models_json_schema([(m.model, m.mode) for m in wanted], ref_template=REF)
     refs = {m: dict(keys[(m.model, m.mode)]) for m in wanted}

@@ -486,8 +486,8 @@ async def test_live_feed_is_store_scoped(
         eve.http.get("/api/events") as theirs,
     ):
         assert mine.headers["Content-Type"] == "text/event-stream"
-        assert await _next_event(mine) == ("snapshot", {"alerts": []})
-        assert await _next_event(theirs) == ("snapshot", {"alerts": []})
+        assert await _next_event(mine) == ("snapshot", {"alerts": [], "rooms": []})
+        assert await _next_event(theirs) == ("snapshot", {"alerts": [], "rooms": []})
 
         ours = make_alert(store_id=team, fields={"name": "Ana"})
         await lifecycle.create(ours)
@@ -804,6 +804,8 @@ async def test_every_json_reply_is_what_the_openapi_document_describes(
         "keys": {"p256dh": b64url(point), "auth": "A" * 22},
     }
     one = f"/api/alerts/{alert.alert_id}"
+    aid = str(alert.alert_id)
+    rooms = {"rooms": [{"room_id": "1", "name": "Room 1"}, {"room_id": "2", "name": "Room 2"}]}
     joao = client_factory()
     sign_in = {"store": team, "associate": "joao", "password": PASSWORD}
     calls: list[tuple[Client, str, str, Any, str]] = [
@@ -840,6 +842,14 @@ async def test_every_json_reply_is_what_the_openapi_document_describes(
         (maria, "GET", "/api/gateways", None, "/api/gateways"),
         (boss, "PUT", "/api/routing", {"escalate_after_s": 30}, "/api/routing"),
         (boss, "PUT", "/api/routing", {"expire_after_s": 1}, "/api/routing"),
+        (maria, "PUT", "/api/rooms", rooms, "/api/rooms"),
+        (boss, "PUT", "/api/rooms", rooms, "/api/rooms"),
+        (maria, "GET", "/api/rooms", None, "/api/rooms"),
+        (maria, "POST", "/api/rooms/2/hold", {"alert_id": aid}, "/api/rooms/{room_id}/{action}"),
+        (joao, "POST", "/api/rooms/2/hold", {"alert_id": aid}, "/api/rooms/{room_id}/{action}"),
+        (maria, "POST", "/api/rooms/2/ready", None, "/api/rooms/{room_id}/{action}"),
+        (maria, "GET", one, None, "/api/alerts/{alert_id}"),
+        (maria, "POST", "/api/rooms/9/use", None, "/api/rooms/{room_id}/{action}"),
         (boss, "DELETE", "/api/session", None, "/api/session"),
         (boss, "GET", "/api/me", None, "/api/me"),
     ]
@@ -929,3 +939,101 @@ async def test_routing_is_read_by_all_and_changed_by_managers(
     status, bad = await boss.call("PUT", "/api/routing", json_body={"tiers": "manager"})
     assert status == 400
     assert "tiers" in bad["error"]
+
+
+async def test_rooms_first_hold_wins_and_every_refusal_says_why(
+    client_factory: Any, team: str, lifecycle: Lifecycle
+) -> None:
+    boss, maria, joao, eve = (client_factory() for _ in range(4))
+    await boss.login(team, "boss")
+    await maria.login(team, "maria")
+    await joao.login(team, "joao")
+    await eve.login("other-store", "eve")
+    layout = {"rooms": [{"room_id": "1", "name": "Room 1"}, {"room_id": "2", "name": "Room 2"}]}
+    status, denied = await maria.call("PUT", "/api/rooms", json_body=layout)
+    assert (status, denied["error"]) == (403, "only a manager can change the store's fitting rooms")
+    status, got = await boss.call("PUT", "/api/rooms", json_body=layout)
+    assert status == 200
+    assert [(r["room_id"], r["state"]) for r in got["rooms"]] == [("1", "free"), ("2", "free")]
+    assert got["today"] == {
+        "day": "2026-01-01",
+        "timezone": "UTC",
+        "held": 0,
+        "ready": 0,
+        "used": 0,
+    }
+
+    alert = make_alert(store_id=team, customer_id="cust-http", fields={"name": "Ana"})
+    await lifecycle.create(alert)
+    hold = {"alert_id": str(alert.alert_id), "booking_id": "res-42"}
+    status, held = await maria.call("POST", "/api/rooms/2/hold", json_body=hold)
+    assert status == 200, held
+    assert held["room"]["state"] == "held"
+    assert (held["room"]["held_by_name"], held["room"]["booking_id"]) == ("Maria", "res-42")
+    assert held["room"]["alert_id"] == str(alert.alert_id)
+    assert "cust-http" not in json.dumps(held)
+
+    status, refused = await joao.call("POST", "/api/rooms/2/hold", json_body=hold)
+    assert status == 409
+    assert refused == {
+        "error": "Room 2 is already held by Maria: it cannot be held",
+        "state": "held",
+        "held_by": "maria",
+    }
+    status, refused = await joao.call("POST", "/api/rooms/2/ready")
+    assert (status, refused["error"]) == (
+        409,
+        "Room 2 is held by Maria: only they or a manager can change it",
+    )
+    status, refused = await maria.call("POST", "/api/rooms/2/done")
+    assert (status, refused["error"]) == (
+        409,
+        "cannot done Room 2: it is held by Maria; done needs a room in use",
+    )
+    status, _ = await maria.call("GET", f"/api/alerts/{alert.alert_id}")
+    assert _["alert"]["room"]["label"] == "Room 2 not ready yet"
+    assert (await maria.call("POST", "/api/rooms/2/ready"))[0] == 200
+    status, one = await joao.call("GET", f"/api/alerts/{alert.alert_id}")
+    assert one["alert"]["room"] == {
+        "room_id": "2",
+        "name": "Room 2",
+        "state": "ready",
+        "ready": True,
+        "label": "Room 2 ready",
+    }
+    status, listed = await joao.call("GET", "/api/alerts")
+    assert [a["room"]["label"] for a in listed["alerts"]] == ["Room 2 ready"]
+
+    # Bad input: each says what is wrong.
+    bad = [
+        (maria, "POST", "/api/rooms/2/paint", None, 404, "no action 'paint'"),
+        (maria, "POST", "/api/rooms/1/hold", {}, 400, "alert_id: name the open alert"),
+        (
+            maria,
+            "POST",
+            "/api/rooms/1/hold",
+            {"alert_id": "x"},
+            400,
+            "alert_id: Input should be a valid UUID",
+        ),
+        (maria, "POST", "/api/rooms/1/hold", {"customer_id": "c1"}, 403, "only a manager"),
+        (maria, "POST", "/api/rooms/1/use", {"x": 1}, 400, "use takes no body"),
+        (maria, "POST", "/api/rooms/7/use", None, 404, "no fitting room '7'"),
+        (boss, "PUT", "/api/rooms", {"rooms": []}, 400, "rooms: List should have at least 1"),
+        (boss, "PUT", "/api/rooms", {"rooms": [{"room_id": "a b", "name": "x"}]}, 400, "room_id"),
+        (boss, "PUT", "/api/rooms", {"rooms": layout["rooms"] * 2}, 400, "room '1' is given twice"),
+        (boss, "PUT", "/api/rooms", {"rooms": layout["rooms"][:1]}, 400, "room '2' is ready"),
+    ]
+    for client, method, path, body, want, needle in bad:
+        status, got = await client.call(method, path, json_body=body)
+        assert (status, needle in got["error"]) == (want, True), (path, body, got)
+
+    # Another store sees no rooms of ours and cannot hold for our alert.
+    status, theirs = await eve.call("GET", "/api/rooms")
+    assert (status, theirs["rooms"]) == (200, [])
+    status, _ = await eve.call("POST", "/api/rooms/2/hold", json_body=hold)
+    assert status == 404
+    # A manager may hold by customer id (a booking before any alert), and free any room.
+    status, by_id = await boss.call("POST", "/api/rooms/1/hold", json_body={"customer_id": "c9"})
+    assert (status, by_id["room"]["held_by"]) == (200, "boss")
+    assert (await boss.call("POST", "/api/rooms/2/release"))[1]["room"]["state"] == "free"

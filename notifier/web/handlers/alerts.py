@@ -34,8 +34,9 @@ async def alert_views(
 ) -> list[AlertView]:
     records = await lifecycle.list_store(store, since)
     names = await lifecycle.names(store)
+    rooms = await lifecycle.rooms.held_for_all(store)
     return [
-        AlertView.model_validate(r.view(names))
+        AlertView.model_validate(r.view(names, rooms.get(r.alert.customer_id)))
         for r in records
         if state is None or r.state.value == state
     ]
@@ -49,8 +50,10 @@ class AlertHandlers:
     clock: Clock
 
     async def _reply(self, record: AlertRecord) -> web.Response:
-        names = await self.lifecycle.names(record.alert.store_id)
-        return reply(AlertReply(alert=AlertView.model_validate(record.view(names))))
+        store, customer = record.alert.store_id, record.alert.customer_id
+        names = await self.lifecycle.names(store)
+        room = await self.lifecycle.rooms.held_for(store, customer)
+        return reply(AlertReply(alert=AlertView.model_validate(record.view(names, room))))
 
     async def list(self, request: web.Request) -> web.Response:
         session, _ = await self.auth(request)

@@ -1,6 +1,6 @@
 """The live feed (``/api/events``): server-sent events of the signed-in associate's store.
 
-A snapshot of the store's alerts first, then every change; the session is checked again
+A snapshot of the store's alerts and fitting rooms first, then every change; the session is checked again
 every ``session_recheck_s`` however busy the store (a sign-out or removal elsewhere also
 closes the stream at once), so an expired session does not keep receiving customers'
 names.
@@ -18,6 +18,7 @@ from aiohttp import web
 
 from notifier.directory import Clock
 from notifier.lifecycle import Lifecycle
+from notifier.room_desk import RoomDesk
 from notifier.web.auth import Auth
 from notifier.web.feed import FeedHub
 from notifier.web.handlers.alerts import RECENT, alert_views
@@ -56,6 +57,7 @@ class EventHandlers:
     auth: Auth
     hub: FeedHub
     lifecycle: Lifecycle
+    desk: RoomDesk
     clock: Clock
     recheck_s: float
     closing: asyncio.Event  # set when the server shuts down
@@ -80,7 +82,9 @@ class EventHandlers:
     async def _snapshot(self, stream: _Stream, session: Session) -> None:
         since = self.clock() - RECENT
         views = await alert_views(self.lifecycle, session.store_id, since)
-        await stream.send("snapshot", {"alerts": [v.model_dump(mode="json") for v in views]})
+        rooms = await self.desk.views(session.store_id)
+        alerts = [v.model_dump(mode="json") for v in views]
+        await stream.send("snapshot", {"alerts": alerts, "rooms": rooms})
 
     async def _follow(
         self,
@@ -120,6 +124,10 @@ class EventHandlers:
             await self._snapshot(stream, session)
         elif kind == "alert":
             await stream.send("alert", message["alert"])
+        elif kind == "room":
+            await stream.send("room", message["room"])
+        elif kind == "rooms":
+            await stream.send("rooms", {"rooms": message["rooms"]})
         elif kind == "shift":
             await stream.send("shift", message["associate"])
         elif kind == "notify" and message.get("associate_id") == session.associate_id:
