@@ -57,6 +57,9 @@ INDEX_HTML = """<!doctype html>
       <p id="fleet-empty" class="muted">No gateway has reported.</p>
       <ul id="fleet"></ul>
     </section>
+    <h2>Fitting rooms <small id="rooms-today" class="muted"></small></h2>
+    <p id="rooms-empty" class="muted">No fitting rooms set up for this store.</p>
+    <ul id="rooms"></ul>
     <h2>Alerts</h2>
     <p id="empty" class="muted">No alerts yet.</p>
     <ol id="feed"></ol>
@@ -111,12 +114,22 @@ header { display: flex; flex-wrap: wrap; gap: 8px; justify-content: space-betwee
 .stats div { background: var(--card); border-radius: 8px; padding: 8px; text-align: center; }
 .stats dt { font-size: .8rem; color: var(--muted); } .stats dd { margin: 0; font-size: 1.4rem; }
 #team { list-style: none; padding: 0; font-size: .9rem; }
+#rooms { list-style: none; padding: 0; margin: 0; }
+.room { background: var(--card); border-radius: 8px; padding: 8px 12px; margin: 6px 0;
+  border-left: 6px solid #999; }
+.room[data-state="held"], .room[data-state="preparing"] { border-left-color: #c98a00; }
+.room[data-state="ready"] { border-left-color: var(--accent); }
+.room[data-state="in_use"] { border-left-color: #1f4e79; }
+.room .buttons { display: flex; gap: 6px; flex-wrap: wrap; margin-top: 6px; align-items: center; }
+.room select { font-size: 1rem; padding: 8px; min-height: 44px; flex: 1 1 40%; }
+.card .room-mark { margin: 6px 0; font-weight: 600; color: #c98a00; }
+.card .room-mark[data-ready="yes"] { color: var(--accent); }
 """
 
 CONSOLE_JS = r"""'use strict';
 (() => {
   const $ = (id) => document.getElementById(id);
-  const state = { me: null, csrf: '', alerts: new Map(), source: null, team: new Map() };
+  const state = { me: null, csrf: '', alerts: new Map(), source: null, team: new Map(), rooms: new Map() };
 
   function el(tag, attrs, ...children) {
     const node = document.createElement(tag);
@@ -280,6 +293,8 @@ CONSOLE_JS = r"""'use strict';
         [alert.kind.replace(/_/g, ' '), alert.zone_id, time,
           alert.priority !== 'normal' ? alert.priority : null].filter(Boolean).join(' · ')),
       forMe ? el('div', { class: 'forme' }, 'For you') : null,
+      alert.room ? el('div', { class: 'room-mark', 'data-role': 'room',
+        'data-ready': alert.room.ready ? 'yes' : 'no' }, alert.room.label) : null,
       alert.body ? el('p', {}, alert.body) : null,
       customerCard(alert.fields || {}),
       el('div', { class: 'who', 'data-role': 'status' }, who(alert)),
@@ -290,6 +305,7 @@ CONSOLE_JS = r"""'use strict';
     const list = [...state.alerts.values()].sort((a, b) => b.delivered_at.localeCompare(a.delivered_at));
     $('feed').replaceChildren(...list.map(card));
     $('empty').hidden = list.length > 0;
+    renderRooms();
     if (state.me && state.me.role === 'manager') refreshSummary();
   }
 
@@ -298,6 +314,115 @@ CONSOLE_JS = r"""'use strict';
     if (known && known.rev > alert.rev) return;
     state.alerts.set(alert.alert_id, alert);
     renderFeed();
+  }
+
+  // --- fitting rooms -------------------------------------------------------------
+  const ROOM_STATES = { free: 'Free', held: 'Held', preparing: 'Being prepared', ready: 'Ready', in_use: 'In use' };
+
+  // Open alerts whose customer has no room yet (a customer has one room at a time).
+  function openAlerts() {
+    return [...state.alerts.values()]
+      .filter((a) => (a.state === 'delivered' || a.state === 'claimed') && !a.room)
+      .sort((a, b) => b.delivered_at.localeCompare(a.delivered_at));
+  }
+
+  function alertLabel(alert) {
+    const f = alert.fields || {};
+    return f.name || f.first_name || alert.title;
+  }
+
+  function roomButton(label, action, room, body, cls) {
+    const b = el('button', { type: 'button', class: cls || '', 'data-action': action }, label);
+    b.addEventListener('click', async () => {
+      b.disabled = true;
+      try {
+        const data = await api('POST', `/api/rooms/${encodeURIComponent(room.room_id)}/${action}`,
+          body ? body() : undefined);
+        upsertRoom(data.room);
+        toast('');
+      } catch (e) {
+        toast(e.message);
+        b.disabled = false;
+        if (e.status === 409) loadRooms();  // show the room as it really is now
+      }
+    });
+    return b;
+  }
+
+  function roomRow(room) {
+    const me = state.me ? state.me.associate_id : '';
+    const mine = room.held_by === me;
+    const manager = state.me && state.me.role === 'manager';
+    const forAlert = room.alert_id ? state.alerts.get(room.alert_id) : null;
+    const parts = [ROOM_STATES[room.state] || room.state];
+    if (room.held_by) parts.push(mine ? 'by you' : `by ${room.held_by_name || room.held_by}`);
+    if (forAlert) parts.push(`for ${alertLabel(forAlert)}`);
+    if (room.booking_id) parts.push(`booking ${room.booking_id}`);
+    const controls = [];
+    if (room.state === 'free') {
+      const open = openAlerts();
+      if (open.length) {
+        const select = el('select', { 'data-role': 'hold-for', 'aria-label': `customer for ${room.name}` },
+          ...open.map((a) => el('option', { value: a.alert_id }, alertLabel(a))));
+        controls.push(select, roomButton('Hold', 'hold', room, () => ({ alert_id: select.value })));
+      }
+      controls.push(roomButton('Walk-in', 'use', room, null, 'secondary'));
+    } else if (mine || manager) {
+      if (room.state === 'held') controls.push(roomButton('Preparing', 'prepare', room, null, 'secondary'));
+      if (room.state === 'held' || room.state === 'preparing') controls.push(roomButton('Ready', 'ready', room));
+      if (room.state === 'in_use') controls.push(roomButton('Done', 'done', room));
+      else controls.push(roomButton('In use', 'use', room, null, 'secondary'),
+        roomButton('Release', 'release', room, null, 'secondary'));
+    }
+    return el('li', { class: 'room', 'data-room-id': room.room_id, 'data-state': room.state },
+      el('strong', {}, room.name), ' ',
+      el('span', { 'data-role': 'room-status' }, parts.join(' · ')),
+      controls.length ? el('div', { class: 'buttons' }, ...controls) : null);
+  }
+
+  function renderRooms() {
+    // Keep what someone picked in a "hold for" list across re-renders.
+    const picked = new Map([...document.querySelectorAll('#rooms [data-room-id]')].map((li) => {
+      const select = li.querySelector('select');
+      return [li.dataset.roomId, select ? select.value : null];
+    }));
+    const rows = [...state.rooms.values()].map(roomRow);
+    for (const row of rows) {
+      const select = row.querySelector('select');
+      const value = picked.get(row.dataset.roomId);
+      if (select && value && [...select.options].some((o) => o.value === value)) select.value = value;
+    }
+    $('rooms').replaceChildren(...rows);
+    $('rooms-empty').hidden = rows.length > 0;
+  }
+
+  function setRooms(rooms) {
+    state.rooms = new Map(rooms.map((r) => [r.room_id, r]));
+    renderRooms();
+  }
+
+  function upsertRoom(room) {
+    const known = state.rooms.get(room.room_id);
+    if (known && known.rev > room.rev) return;
+    state.rooms.set(room.room_id, room);
+    renderRooms();
+    clearTimeout(countsTimer);
+    countsTimer = setTimeout(loadRooms, 300);  // today's counts moved too
+  }
+
+  let countsTimer = null;
+  async function loadRooms() {
+    try {
+      const data = await api('GET', '/api/rooms');
+      // What the feed brought meanwhile may be newer than this reply: keep the higher rev.
+      setRooms(data.rooms.map((r) => {
+        const known = state.rooms.get(r.room_id);
+        return known && known.rev > r.rev ? known : r;
+      }));
+      const t = data.today;
+      $('rooms-today').textContent = data.rooms.length
+        ? `today: held ${t.held} · ready ${t.ready} · used ${t.used}` : '';
+    } catch (e) { toast(e.message); }
   }
 
   // --- manager view --------------------------------------------------------------
@@ -362,11 +487,14 @@ CONSOLE_JS = r"""'use strict';
     source.addEventListener('snapshot', (ev) => {
       const data = JSON.parse(ev.data);
       state.alerts = new Map(data.alerts.map((a) => [a.alert_id, a]));
+      state.rooms = new Map((data.rooms || []).map((r) => [r.room_id, r]));
       $('live').dataset.state = 'live';
       $('live').textContent = 'live';
       renderFeed();
     });
     source.addEventListener('alert', (ev) => upsert(JSON.parse(ev.data)));
+    source.addEventListener('room', (ev) => upsertRoom(JSON.parse(ev.data)));
+    source.addEventListener('rooms', (ev) => setRooms(JSON.parse(ev.data).rooms));
     source.addEventListener('shift', (ev) => {
       const a = JSON.parse(ev.data);
       state.team.set(a.associate_id, a);
@@ -431,6 +559,7 @@ CONSOLE_JS = r"""'use strict';
     $('console').hidden = false;
     $('manager').hidden = state.me.role !== 'manager';
     renderShift();
+    loadRooms();
     if (state.me.role === 'manager') {
       loadTeam().catch((e) => toast(e.message));
       loadFleet();

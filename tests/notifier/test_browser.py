@@ -88,8 +88,12 @@ async def browser() -> AsyncIterator[Browser]:
             await chromium.close()
 
 
-async def _sign_in(browser: Browser, base_url: str, store: str, who: str) -> Page:
+async def _sign_in(
+    browser: Browser, base_url: str, store: str, who: str, init_script: str | None = None
+) -> Page:
     context = await browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    if init_script is not None:
+        await context.add_init_script(init_script)
     page = await context.new_page()
     await page.goto(base_url)
     await page.fill("#login-store", store)
@@ -241,3 +245,99 @@ async def test_a_manager_sees_the_stores_gateways_flagged(
     await boss.screenshot(path=str(ARTIFACTS / "fleet.png"), full_page=True)
     maria = await _sign_in(browser, base_url, store, "maria")  # not a manager: no fleet
     await expect(maria.locator("#manager")).to_be_hidden()
+
+
+# Lets a test hold back a console's live updates, as a slow network would: with
+# ``window.__feedPaused`` set, the page does not hear of changes made meanwhile.
+PAUSABLE_FEED = """
+(() => {
+  const Real = window.EventSource;
+  window.__feedPaused = false;
+  window.EventSource = function (url, init) {
+    const source = new Real(url, init);
+    const add = source.addEventListener.bind(source);
+    source.addEventListener = (type, fn, opts) => add(type, (ev) => {
+      if (!window.__feedPaused || type === 'open' || type === 'error') fn(ev);
+    }, opts);
+    return source;
+  };
+})();
+"""
+
+
+async def test_an_associate_readies_room_2_and_the_arrival_says_so_while_a_second_cannot_hold_it(
+    browser: Browser, base_url: str, directory: Directory, lifecycle: Lifecycle, store: str
+) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await directory.add(store, "Maria Silva", PASSWORD, associate_id="maria")
+    await directory.add(store, "Joao Costa", PASSWORD, associate_id="joao")
+    await lifecycle.rooms.set_layout(store, {"1": "Room 1", "2": "Room 2"})
+    maria = await _sign_in(browser, base_url, store, "maria")
+    joao = await _sign_in(browser, base_url, store, "joao", init_script=PAUSABLE_FEED)
+
+    on_her_way = make_alert(
+        store_id=store,
+        customer_id="cust-ana",
+        kind="approach",
+        target={"associate_id": "maria"},
+        title="Ana is on her way",
+        body="ready a fitting room: green linen dress 38",
+        fields={"name": "Ana Moreira"},
+    )
+    await lifecycle.create(on_her_way)
+    first = f'[data-alert-id="{on_her_way.alert_id}"]'
+    room2 = '#rooms [data-room-id="2"]'
+    await expect(maria.locator(first)).to_be_visible()
+    await expect(joao.locator(first)).to_be_visible()
+    await expect(joao.locator(f"{room2} [data-action=hold]")).to_be_visible()
+    # From here on Joao's console does not hear of Maria's hold: it still shows room 2 free.
+    await joao.evaluate("window.__feedPaused = true")
+
+    await maria.select_option(f"{room2} select[data-role=hold-for]", str(on_her_way.alert_id))
+    await maria.click(f"{room2} [data-action=hold]")
+    await expect(maria.locator(f"{room2} [data-role=room-status]")).to_have_text(
+        "Held · by you · for Ana Moreira"
+    )
+    await expect(maria.locator(f"{first} [data-role=room]")).to_have_text("Room 2 not ready yet")
+    # She has a room now: room 1 no longer offers her (a customer has one room at a time).
+    await expect(maria.locator('#rooms [data-room-id="1"] select')).to_have_count(0)
+
+    await joao.click(f"{room2} [data-action=hold]")
+    await expect(joao.locator("#toast")).to_have_text(
+        "Room 2 is already held by Maria Silva: it cannot be held"
+    )
+    # The refusal reloads the rooms: room 2 shows Maria's hold and offers Joao nothing.
+    await expect(joao.locator(f"{room2} [data-role=room-status]")).to_have_text(
+        "Held · by Maria Silva · for Ana Moreira"
+    )
+    await expect(joao.locator(f"{room2} button")).to_have_count(0)
+    await joao.screenshot(path=ARTIFACTS / "rooms-1-joao-refused.png", full_page=True)
+
+    await maria.click(f"{room2} [data-action=ready]")
+    await expect(maria.locator(f"{room2} [data-role=room-status]")).to_have_text(
+        "Ready · by you · for Ana Moreira"
+    )
+    await expect(maria.locator(f"{first} [data-role=room]")).to_have_text("Room 2 ready")
+    await expect(maria.locator("#rooms-today")).to_have_text("today: held 1 · ready 1 · used 0")
+
+    # She arrives: the arrival alert is marked as it appears.
+    arrival = make_alert(
+        store_id=store,
+        customer_id="cust-ana",
+        target={"associate_id": "maria"},
+        title="Ana is at the entrance",
+        fields={"name": "Ana Moreira"},
+    )
+    await lifecycle.create(arrival)
+    card = f'[data-alert-id="{arrival.alert_id}"]'
+    await expect(maria.locator(f"{card} [data-role=room]")).to_have_text("Room 2 ready")
+    await expect(maria.locator(f"{card} [data-role=room]")).to_have_attribute("data-ready", "yes")
+    await maria.screenshot(path=ARTIFACTS / "rooms-2-maria-room-ready.png", full_page=True)
+    assert "cust-ana" not in await maria.content()
+
+    await maria.click(f"{card} button[data-action=claim]")
+    await maria.click(f"{room2} [data-action=use]")
+    await expect(maria.locator(f"{card} [data-role=room]")).to_have_text("Room 2 in use")
+    await maria.click(f"{room2} [data-action=done]")
+    await expect(maria.locator(f"{room2} [data-role=room-status]")).to_have_text("Free")
+    await expect(maria.locator(f"{card} [data-role=room]")).to_have_count(0)
