@@ -145,6 +145,8 @@ class Notice:
     tier: str
     reason: str = "delivered"  # or "escalated"
     delivery_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    room: dict[str, Any] | None = None
+    """The fitting room held for the alert's customer as it is at sending ("Room 2 ready")."""
 
     def webhook_body(self) -> bytes:
         return json.dumps(
@@ -156,6 +158,7 @@ class Notice:
                 "tier": self.tier,
                 # The associates' view: no customer, visit or event ids (DESIGN.md).
                 "alert": self.alert.view().model_dump(mode="json", by_alias=True),
+                "room": self.room,
             },
             separators=(",", ":"),
         ).encode()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import uuid
 from collections.abc import Iterable, Sequence
@@ -119,6 +120,9 @@ class Dispatcher:
             # The customer revoked consent or was forgotten since it was queued.
             log.info("send of alert %s dropped: withdrawn or erased", alert.alert_id)
             return
+        room = await self.lifecycle.rooms.held_for(alert.store_id, alert.customer_id)
+        if room is not None:
+            notice = dataclasses.replace(notice, room=room.mark())
         dest_id = fields.get("destination", "")
         found = [
             d for d in await self.destinations.list(alert.store_id, associate_id) if d.id == dest_id

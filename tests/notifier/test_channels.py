@@ -53,6 +53,8 @@ from notifier.channels import (
 from notifier.destinations import Destinations
 from notifier.directory import Directory
 from notifier.exceptions import InvalidInput, NotifierError, TooManyDestinations, UnknownScheme
+from notifier.room_desk import HoldFor, RoomDesk
+from notifier.rooms import RoomOp
 from notifier.service import Notifier
 from notifier.settings import NotifierSettings
 from notifier.web.app import serve
@@ -376,6 +378,46 @@ async def test_destinations_reject_bad_input_with_the_reason(
         await dests.add_webhook("s1", "https://h.example/11")
     assert len(await dests.list("s1")) == 10
     assert await dests.list("s1", "maria") == []
+
+
+@pytest.mark.integration
+async def test_a_webhook_says_whether_the_customers_room_is_ready(
+    services: ServiceSettings, clock: FakeUtcClock, receiver: Receiver, tls: Tls
+) -> None:
+    settings = NotifierSettings(
+        http_port=0, webhook_allow_networks="127.0.0.0/8", webhook_ca_file=tls.ca_file
+    )
+    n = Notifier(services, settings=settings, clock=clock)
+    n.directory.hasher = FAST_HASHER
+    try:
+        maria = await n.directory.add("s1", "Maria", "password-1", associate_id="maria")
+        await n.destinations.add_webhook("s1", receiver.url, secret=SECRET)
+        desk = RoomDesk(n.lifecycle)
+        await desk.set_layout("s1", {"2": "Room 2"})
+        on_her_way = make_alert(store_id="s1", kind="approach", title="Ana is on her way")
+        await n.lifecycle.create(on_her_way)
+        hold = HoldFor(alert_id=str(on_her_way.alert_id))
+        await desk.act("s1", "2", RoomOp.HOLD, maria, hold)
+        await desk.act("s1", "2", RoomOp.READY, maria, None)
+        arrival = make_alert(store_id="s1", title="Ana is at the entrance")
+        unrelated = make_alert(store_id="s1", customer_id="cust-bia", title="Bia is here")
+        async with n.mqtt:
+            await n.handle(arrival.to_json())
+            await n.handle(unrelated.to_json())
+            assert await n.send_outbox.drain_once(n.dispatcher.send_external, block_ms=10) == 2
+    finally:
+        await n.close()
+    bodies = {s["body"]["alert"]["title"]: s["body"] for s in receiver.seen}
+    assert bodies["Ana is at the entrance"]["room"] == {
+        "room_id": "2",
+        "name": "Room 2",
+        "state": "ready",
+        "ready": True,
+        "label": "Room 2 ready",
+    }
+    assert bodies["Bia is here"]["room"] is None
+    assert all(s["valid"] for s in receiver.seen)
+    assert "cust-ana" not in json.dumps(bodies)
 
 
 @pytest.mark.integration
