@@ -298,7 +298,10 @@ class AlertRecord:
             "withdrawn_at": self.withdrawn_at.isoformat() if self.withdrawn_at else None,
             "withdrawn_reason": self.withdrawn_reason.value if self.withdrawn_reason else None,
             "rev": self.rev,
-            "room": room.mark() if room is not None else None,
+            # A withdrawn alert keeps nothing of the customer's visit, her room included.
+            "room": room.mark()
+            if room is not None and self.state is not AlertState.WITHDRAWN
+            else None,
         }
 
 

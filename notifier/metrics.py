@@ -46,6 +46,10 @@ _HELP: dict[str, tuple[str, str]] = {
         "counter",
         "Open alerts withdrawn, by reason (consent_revoked, erased).",
     ),
+    "proxima_notifier_room_changes_total": (
+        "counter",
+        "Fitting-room changes asked for in the console, by action and result (ok, refused).",
+    ),
     "proxima_notifier_sse_clients": ("gauge", "Console live feeds connected to this instance."),
 }
 

@@ -78,13 +78,31 @@ def may_change(state: RoomState, held_by: str | None, who: str, *, manager: bool
     return state is RoomState.FREE or held_by == who or manager
 
 
+_VERBS = {
+    RoomOp.HOLD: "hold {room}",
+    RoomOp.PREPARE: "mark {room} preparing",
+    RoomOp.READY: "mark {room} ready",
+    RoomOp.USE: "mark {room} in use",
+    RoomOp.DONE: "mark {room} done",
+    RoomOp.RELEASE: "release {room}",
+}
+
+
+def _words(state: RoomState) -> str:
+    return state.value.replace("_", " ")
+
+
 def refusal(op: RoomOp, state: RoomState, room: str, holder: str | None) -> str:
     """Why ``op`` is refused on a room in ``state``, in words for the associate."""
     by = f" by {holder}" if holder else ""
     if op is RoomOp.HOLD and state is not RoomState.FREE:
-        return f"{room} is already {state.value.replace('_', ' ')}{by}: it cannot be held"
-    allowed = " or ".join(s.value.replace("_", " ") for s in TRANSITIONS[op])
-    return f"cannot {op.value} {room}: it is {state.value.replace('_', ' ')}{by}; {op.value} needs a room {allowed}"
+        return f"{room} is already {_words(state)}{by}: it cannot be held"
+    held = (
+        "" if not holder else f" by {holder}" if state is RoomState.HELD else f" (held by {holder})"
+    )
+    allowed = " or ".join(_words(s) for s in TRANSITIONS[op])
+    verb = _VERBS[op].format(room=room)
+    return f"cannot {verb}: it is {_words(state)}{held}; that needs a room {allowed}"
 
 
 def not_theirs(room: str, holder: str | None) -> str:
@@ -285,8 +303,8 @@ class Rooms:
             r = taken[0]
             raise InvalidInput(
                 "rooms",
-                f"room {r.room_id!r} is {r.state.value.replace('_', ' ')}: release it or mark it"
-                " done before removing it",
+                f"room {r.room_id!r} is {_words(r.state)}: release it or mark it done before"
+                " removing it",
             )
         async with self.redis.pipeline(transaction=True) as pipe:  # one slot
             pipe.delete(self._layout(store))
@@ -419,37 +437,37 @@ class Rooms:
                 room_id,
                 state,
                 None,
-                f"this customer already has {other.name} ({other.state.value.replace('_', ' ')},"
-                f" held by {by}): release it first",
+                f"this customer already has {other.name} ({_words(other.state)}, held by {by}):"
+                " release it first",
             )
         return room, customer
 
     async def forget_customer(self, customer_id: str) -> list[Room]:
         """A forgotten customer's rooms keep their state but no longer name them (or their
-        alert and booking). Returns the rooms changed."""
+        alert and booking). Returns the rooms changed.
+
+        The customers index is written in the same script as the room, so it names every
+        room held for them: one read per store with rooms finds them.
+        """
+        stores = await self.stores()
+        pipe = self.redis.pipeline(transaction=False)
+        for store in stores:
+            pipe.hget(self._customers(store), customer_id)
+        found = [(s, text(r)) for s, r in zip(stores, await pipe.execute(), strict=True) if r]
         changed = []
-        for store in await self.stores():
-            room_id = await self.redis.hget(self._customers(store), customer_id)
-            candidates = [text(room_id)] if room_id is not None else []
-            # A room whose index entry was lost still names them: look at every room.
-            candidates += [
-                r.room_id
-                for r in await self.list_rooms(store)
-                if r.customer_id == customer_id and r.room_id not in candidates
-            ]
-            for rid in candidates:
-                result = await self._transition(
-                    keys=[
-                        self._layout(store),
-                        self._room(store, rid),
-                        self._customers(store),
-                        self._log(store),
-                        self._counts(store, "-"),
-                    ],
-                    args=[rid, "forget", "", "0", "0", customer_id, "", "", "0", "0"],
-                )
-                if text(result[0]) == "ok":
-                    changed.append(await self.get(store, rid))
+        for store, room_id in found:
+            result = await self._transition(
+                keys=[
+                    self._layout(store),
+                    self._room(store, room_id),
+                    self._customers(store),
+                    self._log(store),
+                    self._counts(store, "-"),
+                ],
+                args=[room_id, "forget", "", "0", "0", customer_id, "", "", "0", "0"],
+            )
+            if text(result[0]) == "ok":
+                changed.append(await self.get(store, room_id))
             await self.redis.hdel(self._customers(store), customer_id)
         return changed
 

@@ -84,7 +84,7 @@ class Console:
         self.channels = ChannelHandlers(auth, self.destinations, self.vapid)
         self.routing = RoutingHandlers(auth, lifecycle)
         self.gateways = GatewayHandlers(auth, redis, prefix)
-        self.rooms = RoomHandlers(auth, desk)
+        self.rooms = RoomHandlers(auth, desk, metrics)
 
     def app(self, max_body: int = 64 * 1024) -> web.Application:
         app = web.Application(

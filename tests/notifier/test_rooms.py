@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 from typer.testing import CliRunner
 
-from contracts.models import Alert
+from contracts.models import Alert, WithdrawReason
 from notifier.cli import rooms_app
 from notifier.directory import Associate, Directory
 from notifier.exceptions import AlertConflict, InvalidInput, RoomConflict, UnknownRoom
@@ -98,10 +98,16 @@ def test_refusals_name_the_room_its_state_its_holder_and_what_is_needed() -> Non
         "Room 2 is already in use by Maria: it cannot be held"
     )
     assert refusal(RoomOp.DONE, S.READY, "Room 2", "Maria") == (
-        "cannot done Room 2: it is ready by Maria; done needs a room in use"
+        "cannot mark Room 2 done: it is ready (held by Maria); that needs a room in use"
     )
     assert refusal(RoomOp.READY, S.FREE, "Room 2", None) == (
-        "cannot ready Room 2: it is free; ready needs a room held or preparing"
+        "cannot mark Room 2 ready: it is free; that needs a room held or preparing"
+    )
+    assert refusal(RoomOp.PREPARE, S.READY, "Room 2", "Maria") == (
+        "cannot mark Room 2 preparing: it is ready (held by Maria); that needs a room held"
+    )
+    assert refusal(RoomOp.DONE, S.HELD, "Room 2", "Maria") == (
+        "cannot mark Room 2 done: it is held by Maria; that needs a room in use"
     )
     assert not_theirs("Room 2", "Maria") == (
         "Room 2 is held by Maria: only they or a manager can change it"
@@ -350,6 +356,21 @@ async def test_alerts_show_the_room_held_for_their_customer_live(
     marks = await lifecycle.rooms.held_for_all(store)
     assert set(marks) == {"cust-a7x"}
     assert str(other.alert_id) not in json.dumps(messages)
+
+
+@pytest.mark.integration
+async def test_a_withdrawn_alert_shows_no_room(
+    desk: RoomDesk, lifecycle: Lifecycle, directory: Directory, store: str
+) -> None:
+    maria = await _who(directory, store, "maria")
+    alert = await _alert(lifecycle, store)
+    await desk.act(store, "2", RoomOp.HOLD, maria, HoldFor(alert_id=str(alert.alert_id)))
+    await lifecycle.withdraw_customer("cust-a7x", WithdrawReason.CONSENT_REVOKED)
+    record = await lifecycle.get(str(alert.alert_id))
+    assert record is not None
+    room = await lifecycle.rooms.held_for(store, "cust-a7x")
+    assert room is not None  # the room is still held: the store decides when to free it
+    assert record.view({}, room)["room"] is None
 
 
 @pytest.mark.integration

@@ -988,7 +988,7 @@ async def test_rooms_first_hold_wins_and_every_refusal_says_why(
     status, refused = await maria.call("POST", "/api/rooms/2/done")
     assert (status, refused["error"]) == (
         409,
-        "cannot done Room 2: it is held by Maria; done needs a room in use",
+        "cannot mark Room 2 done: it is held by Maria; that needs a room in use",
     )
     status, _ = await maria.call("GET", f"/api/alerts/{alert.alert_id}")
     assert _["alert"]["room"]["label"] == "Room 2 not ready yet"
@@ -1019,6 +1019,7 @@ async def test_rooms_first_hold_wins_and_every_refusal_says_why(
         (maria, "POST", "/api/rooms/1/hold", {"customer_id": "c1"}, 403, "only a manager"),
         (maria, "POST", "/api/rooms/1/use", {"x": 1}, 400, "use takes no body"),
         (maria, "POST", "/api/rooms/7/use", None, 404, "no fitting room '7'"),
+        (maria, "POST", "/api/rooms/a%20b/use", None, 400, "room_id: 'a b' must be"),
         (boss, "PUT", "/api/rooms", {"rooms": []}, 400, "rooms: List should have at least 1"),
         (boss, "PUT", "/api/rooms", {"rooms": [{"room_id": "a b", "name": "x"}]}, 400, "room_id"),
         (boss, "PUT", "/api/rooms", {"rooms": layout["rooms"] * 2}, 400, "room '1' is given twice"),

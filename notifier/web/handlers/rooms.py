@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from notifier.directory import check_id
+from notifier.exceptions import RoomConflict
+from notifier.metrics import Metrics
 from notifier.room_desk import HoldFor, RoomDesk
 from notifier.rooms import RoomOp
 from notifier.web.auth import Auth, require_manager
@@ -28,6 +31,7 @@ _OPS = {op.value: op for op in RoomOp}
 class RoomHandlers:
     auth: Auth
     desk: RoomDesk
+    metrics: Metrics
 
     async def _rooms(self, store: str) -> web.Response:
         return reply(
@@ -58,7 +62,7 @@ class RoomHandlers:
         if op is None:
             raise ApiError(404, f"no action {action[:40]!r}: use {', '.join(_OPS)}")
         session, me = await self.auth(request)
-        room_id = request.match_info["room_id"]
+        room_id = check_id("room_id", request.match_info["room_id"][:80])
         hold: HoldFor | None = None
         if op is RoomOp.HOLD:
             body = await read_body(request, HoldBody)
@@ -68,6 +72,11 @@ class RoomHandlers:
             hold = HoldFor(alert_id, body.customer_id, body.booking_id)
         elif request.content_length:
             raise ApiError(400, f"{action} takes no body")
-        room = await self.desk.act(session.store_id, room_id, op, me, hold)
+        try:
+            room = await self.desk.act(session.store_id, room_id, op, me, hold)
+        except RoomConflict:
+            self.metrics.inc("proxima_notifier_room_changes_total", action=action, result="refused")
+            raise
+        self.metrics.inc("proxima_notifier_room_changes_total", action=action, result="ok")
         names = await self.desk.lifecycle.names(session.store_id)
         return reply(RoomReply(room=RoomView.model_validate(room.view(names))))
