@@ -175,6 +175,27 @@ return {'ok', to, holder, cid}
 )
 
 
+# Replaces a store's layout in one step. KEYS: 1 layout, then the hashes of the rooms left
+# out. ARGV: 1 the new layout (JSON), 2 the layout those were computed from (JSON list of
+# ids), then the ids left out. A room left out must be free: a hold landing meanwhile wins.
+_SET_LAYOUT = """
+local now = redis.call('HKEYS', KEYS[1])
+local seen = cjson.decode(ARGV[2])
+if #now ~= #seen then return {'changed', '', ''} end
+local was = {}
+for _, id in ipairs(seen) do was[id] = true end
+for _, id in ipairs(now) do if not was[id] then return {'changed', '', ''} end end
+for i = 2, #KEYS do
+  local state = redis.call('HGET', KEYS[i], 'state')
+  if state and state ~= 'free' then return {'taken', ARGV[i + 1], state} end
+end
+for i = 2, #KEYS do redis.call('DEL', KEYS[i]) end
+redis.call('DEL', KEYS[1])
+for id, name in pairs(cjson.decode(ARGV[1])) do redis.call('HSET', KEYS[1], id, name) end
+return {'ok', '', ''}
+"""
+
+
 def _natural(room_id: str) -> list[Any]:
     """Room 2 before room 10."""
     return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", room_id)]
@@ -259,6 +280,7 @@ class Rooms:
         self.redis = redis
         self.prefix = prefix
         self._transition = redis.register_script(_TRANSITION)
+        self._set_layout = redis.register_script(_SET_LAYOUT)
 
     # keys ------------------------------------------------------------------------
     def _base(self, store: str) -> str:
@@ -297,21 +319,24 @@ class Rooms:
         if len(rooms) > MAX_ROOMS:
             raise InvalidInput("rooms", f"at most {MAX_ROOMS} rooms per store")
         clean = {check_id("room", k): check_name(k, v) for k, v in rooms.items()}
-        dropped = [r for r in await self.list_rooms(store) if r.room_id not in clean]
-        taken = [r for r in dropped if r.state is not RoomState.FREE]
-        if taken:
-            r = taken[0]
-            raise InvalidInput(
-                "rooms",
-                f"room {r.room_id!r} is {_words(r.state)}: release it or mark it done before"
-                " removing it",
+        for _attempt in range(5):
+            current = list(await self.layout(store))
+            dropped = [room_id for room_id in current if room_id not in clean]
+            result = await self._set_layout(
+                keys=[self._layout(store), *(self._room(store, r) for r in dropped)],
+                args=[json.dumps(clean), json.dumps(current), *dropped],
             )
-        async with self.redis.pipeline(transaction=True) as pipe:  # one slot
-            pipe.delete(self._layout(store))
-            pipe.hset(self._layout(store), mapping=clean)  # type: ignore[arg-type]
-            for r in dropped:
-                pipe.delete(self._room(store, r.room_id))
-            await pipe.execute()
+            outcome, room_id, state = (text(v) for v in result)
+            if outcome == "taken":
+                raise InvalidInput(
+                    "rooms",
+                    f"room {room_id!r} is {_words(RoomState(state))}: release it or mark it done"
+                    " before removing it",
+                )
+            if outcome == "ok":
+                break
+        else:  # the layout kept changing under us: another operator at the same moment
+            raise InvalidInput("rooms", "the layout changed meanwhile: try again")
         await self.redis.sadd(self._stores, store)
         return await self.list_rooms(store)
 

@@ -426,6 +426,31 @@ async def test_the_layout_is_checked_and_a_taken_room_cannot_be_left_out(
 
 
 @pytest.mark.integration
+async def test_a_hold_and_a_layout_leaving_the_room_out_do_not_both_win(
+    desk: RoomDesk, lifecycle: Lifecycle, directory: Directory, store: str
+) -> None:
+    maria = await _who(directory, store, "maria")
+    for round_ in range(10):
+        await desk.set_layout(store, {"1": "Room 1", "2": "Room 2"})
+        alert = await _alert(lifecycle, store, customer=f"cust-{round_}")
+        hold, layout = await asyncio.gather(
+            desk.act(store, "2", RoomOp.HOLD, maria, HoldFor(alert_id=str(alert.alert_id))),
+            desk.set_layout(store, {"1": "Room 1"}),
+            return_exceptions=True,
+        )
+        if isinstance(hold, Room):  # the hold won: the layout must keep room 2
+            assert isinstance(layout, InvalidInput), layout
+            assert "room '2' is held" in str(layout)
+            assert await desk.rooms.held_for(store, f"cust-{round_}") == hold
+            await desk.act(store, "2", RoomOp.RELEASE, maria, None)
+        else:  # the layout won: room 2 is gone, and nothing names it
+            assert isinstance(hold, UnknownRoom), hold
+            assert isinstance(layout, list)
+            assert [r.room_id for r in layout] == ["1"]
+            assert await desk.rooms.held_for_all(store) == {}
+
+
+@pytest.mark.integration
 def test_cli_sets_and_lists_rooms(
     namespace: str, monkeypatch: pytest.MonkeyPatch, redis: object
 ) -> None:
