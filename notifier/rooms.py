@@ -2,8 +2,9 @@
 
 A room is free, held for a customer by an associate, preparing, ready or in use; done
 makes it free again. :data:`TRANSITIONS` is the whole state machine: the Lua script that
-applies a change is generated from it, and checks and writes in one atomic step, so the
-first hold wins across notifier instances. Every change is logged (who, when; never the
+applies a change is generated from it (who may change a room, :func:`may_change`, is
+mirrored there by hand), and checks and writes in one atomic step, so the first hold wins
+across notifier instances. Every change is logged (who, when; never the
 customer) and counted per store-local day. A store's keys share the hash tag
 ``{rooms:STORE}``, one Redis Cluster slot, as a script's keys must:
 
