@@ -53,6 +53,22 @@ INDEX_HTML = """<!doctype html>
         <div><dt>Median to claim</dt><dd id="stat-median">-</dd></div>
       </dl>
       <ul id="team"></ul>
+      <h2>Outcomes</h2>
+      <p id="outcome-periods">
+        <button type="button" data-days="1" aria-pressed="true">Today</button>
+        <button type="button" data-days="7" aria-pressed="false">7 days</button>
+        <button type="button" data-days="30" aria-pressed="false">30 days</button>
+        <a id="outcome-csv" href="/api/outcomes.csv?days=1&amp;rows=visits" download>CSV (visits)</a>
+        <a id="outcome-csv-associates" href="/api/outcomes.csv?days=1&amp;rows=associates" download>CSV (associates)</a>
+      </p>
+      <dl class="stats" id="outcomes">
+        <div><dt>Arrivals</dt><dd id="out-arrivals">0</dd></div>
+        <div><dt>Greeted</dt><dd id="out-claimed">0</dd></div>
+        <div><dt>Nobody served</dt><dd id="out-unserved">0</dd></div>
+        <div><dt>Median to claim</dt><dd id="out-median">-</dd></div>
+        <div><dt>Room ready first</dt><dd id="out-rooms">0</dd></div>
+      </dl>
+      <table id="out-associates"><thead><tr><th>Associate</th><th>Greeted</th><th>Done</th><th>Median to claim</th></tr></thead><tbody></tbody></table>
       <h2>Gateways</h2>
       <p id="fleet-empty" class="muted">No gateway has reported.</p>
       <ul id="fleet"></ul>
@@ -123,6 +139,10 @@ header { display: flex; flex-wrap: wrap; gap: 8px; justify-content: space-betwee
 .room .buttons { display: flex; gap: 6px; flex-wrap: wrap; margin-top: 6px; align-items: center; }
 .room select { font-size: 1rem; padding: 8px; min-height: 44px; flex: 1 1 40%; }
 .card .room-mark { margin: 6px 0; font-weight: 600; color: #c98a00; }
+#outcome-periods button[aria-pressed="false"] { background: transparent; color: var(--accent);
+  border: 1px solid var(--accent); }
+#out-associates { width: 100%; border-collapse: collapse; }
+#out-associates th, #out-associates td { text-align: left; padding: 4px 6px; }
 .card .room-mark[data-ready="yes"] { color: var(--accent); }
 """
 
@@ -438,7 +458,38 @@ CONSOLE_JS = r"""'use strict';
         $('stat-unclaimed').textContent = s.unclaimed;
         $('stat-median').textContent = s.median_time_to_claim_s === null ? '-' : `${Math.round(s.median_time_to_claim_s)} s`;
       } catch (e) { toast(e.message); }
+      refreshOutcomes();
     }, 200);
+  }
+
+  let outcomeDays = 1;
+  async function refreshOutcomes() {
+    try {
+      const data = await api('GET', `/api/outcomes?days=${outcomeDays}`);
+      const o = data.outcomes;
+      const t = o.totals;
+      const secs = (v) => (v === null ? '-' : `${Math.round(v)} s`);
+      $('out-arrivals').textContent = t.arrivals;
+      $('out-claimed').textContent = t.claimed;
+      $('out-unserved').textContent = t.unserved;
+      $('out-median').textContent = secs(t.median_time_to_claim_s);
+      $('out-rooms').textContent = `${t.room_ready} of ${t.room_ready + t.room_not_ready}`;
+      const rows = o.associates.map((a) => el('tr', { 'data-associate': a.associate },
+        el('td', {}, a.name), el('td', {}, String(a.claimed)), el('td', {}, String(a.done)),
+        el('td', {}, secs(a.median_time_to_claim_s))));
+      $('out-associates').querySelector('tbody').replaceChildren(...rows);
+      $('outcome-csv').href = `/api/outcomes.csv?days=${outcomeDays}&rows=visits`;
+      $('outcome-csv-associates').href = `/api/outcomes.csv?days=${outcomeDays}&rows=associates`;
+    } catch (e) { toast(e.message); }
+  }
+  for (const b of document.querySelectorAll('#outcome-periods button')) {
+    b.addEventListener('click', () => {
+      outcomeDays = Number(b.dataset.days);
+      for (const o of document.querySelectorAll('#outcome-periods button')) {
+        o.setAttribute('aria-pressed', String(o === b));
+      }
+      refreshOutcomes();
+    });
   }
 
   function renderTeam() {

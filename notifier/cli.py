@@ -19,6 +19,7 @@ from notifier.channels import Destination
 from notifier.destinations import Destinations
 from notifier.directory import Associate, Directory, utc_now
 from notifier.exceptions import InvalidInput, NotifierError
+from notifier.outcomes import PERIODS, OutcomeReport, Outcomes
 from notifier.rooms import Room, Rooms
 from notifier.routing import Ladder
 from notifier.store_routing import RoutingConfigs, StoreRouting
@@ -427,6 +428,63 @@ def rooms_history(
     )
     for row in rows:
         typer.echo(json.dumps(row))
+
+
+async def outcomes_report(services: ServiceSettings, store: str, days: int) -> OutcomeReport:
+    """The store's outcomes over ``days`` store-local days ending today."""
+    make = _routing(services)
+
+    async def run(d: Directory) -> OutcomeReport:
+        routing = await make(d).get(store)
+        names = await _staff_names(d, store)
+        repo = Outcomes(d.redis, services.redis_prefix)
+        return await repo.report(store, days, routing.midnight(utc_now()), routing.timezone, names)
+
+    return await _with_directory(services, run)
+
+
+@notifier_app.command("outcomes")
+def outcomes_command(
+    store: Annotated[str, typer.Option("--store", help="store id")],
+    days: Annotated[
+        int, typer.Option("--days", help="the period: 1 (today), 7 or 30 store-local days")
+    ] = 1,
+    csv_rows: Annotated[
+        str | None,
+        typer.Option("--csv", help="print one table as CSV: visits, associates or days"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="the whole report as JSON")] = False,
+) -> None:
+    """What happened after the alerts: arrivals greeted, unserved, time to claim, rooms ready
+    before arrival; per associate; per visit for customers with analytics consent."""
+    if days not in PERIODS:
+        raise fail(f"--days must be one of {', '.join(str(p) for p in PERIODS)}, not {days}")
+    if csv_rows is not None and csv_rows not in ("visits", "associates", "days"):
+        raise fail(f"--csv must be visits, associates or days, not {csv_rows!r}")
+    report = _run(outcomes_report(ServiceSettings(), store, days))
+    if as_json:
+        typer.echo(json.dumps(report.as_dict()))
+        return
+    if csv_rows is not None:
+        typer.echo(report.csv(csv_rows), nl=False)
+        return
+    t = report.totals
+    typer.echo(f"{store}, {days} day(s) from {report.since.isoformat()} ({report.timezone})")
+    typer.echo(
+        f"arrivals {t['arrivals']}: greeted {t['claimed']}, unserved {t['unserved']}, "
+        f"done {t['done']}; on her way {t['approaches']}"
+    )
+    typer.echo(
+        f"median time to claim {t['median_time_to_claim_s']} s; rooms ready before arrival "
+        f"{t['room_ready']}, not ready {t['room_not_ready']} (median head start "
+        f"{t['median_room_ready_before_arrival_s']} s)"
+    )
+    for a in report.associates:
+        typer.echo(
+            f"  {a['name']}: claimed {a['claimed']}, done {a['done']}, "
+            f"median time to claim {a['median_time_to_claim_s']} s"
+        )
+    typer.echo(f"visits with analytics consent: {len(report.visits)} (--csv visits)")
 
 
 # --- proxima notifier serve -----------------------------------------------------------

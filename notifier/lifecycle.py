@@ -41,6 +41,7 @@ from notifier.channels import Receipt
 from notifier.directory import Clock, Directory, feed_channel, from_ms, to_ms, utc_now
 from notifier.exceptions import AlertConflict, AlertWithheld, UnknownAlert, UnknownAssociate
 from notifier.outbox import Outbox
+from notifier.outcomes import Outcomes
 from notifier.rooms import Room, Rooms
 from notifier.routing import Ladder, Step, Tier, escalation, next_step, plan
 from notifier.store_routing import RoutingConfigs, StoreRouting
@@ -76,6 +77,11 @@ async def stored_alert(redis: RedisClient, prefix: str, alert_id: str) -> Alert 
     """
     raw = await redis.hget(alert_key(prefix, alert_id), "alert")
     return None if raw is None else Alert.model_validate_json(raw)
+
+
+def visit_of(alert: Alert) -> str:
+    """The visit an alert belongs to: the stream's ``visit_id``, or the alert itself."""
+    return alert.visit_id or str(alert.alert_id)
 
 
 def customer_alerts_key(prefix: str, customer_id: str) -> str:
@@ -370,6 +376,7 @@ class Lifecycle:
         self.routing = RoutingConfigs(redis, prefix, StoreRouting(self.ladder, expire_after))
         self.retention = retention
         self.rooms = Rooms(redis, prefix)
+        self.outcomes = Outcomes(redis, prefix)
         self._create = redis.register_script(_CREATE)
         self._transition = redis.register_script(_TRANSITION)
 
@@ -436,6 +443,16 @@ class Lifecycle:
         await self._trim(alert.store_id, now)
         record = AlertRecord.from_hash(mapping)
         await self.publish(record, {a.associate_id: a.name for a in staff})
+        await self.outcomes.alerted(
+            alert.kind,
+            alert.store_id,
+            alert.customer_id,
+            visit_of(alert),
+            alert.zone_id,
+            now,
+            routing.midnight(now).date().isoformat(),
+            await self.rooms.held_for(alert.store_id, alert.customer_id),
+        )
         return Delivery(record, step) if step else record
 
     async def _trim(self, store: str, now: datetime) -> None:
@@ -525,7 +542,24 @@ class Lifecycle:
             else:
                 await self.redis.zadd(self._open, {alert_id: to_ms(record.delivered_at)})
             await self.publish(record)
+            await self._record_outcome(op, before, record)
         return outcome, record
+
+    async def _record_outcome(self, op: str, before: AlertRecord, after: AlertRecord) -> None:
+        """An arrival claimed (greeted) or closed: the store's outcomes count it."""
+        alert = after.alert
+        if alert.kind is not AlertKind.ARRIVAL or op not in ("claim", "done"):
+            return
+        routing = await self.routing.get(alert.store_id)
+        args = (alert.store_id, alert.customer_id, visit_of(alert))
+        if before.claimed_at is None and after.claimed_at is not None and after.claimed_by:
+            wait = (after.claimed_at - after.delivered_at).total_seconds()
+            day = routing.midnight(after.claimed_at).date().isoformat()
+            await self.outcomes.claimed(*args, after.claimed_by, wait, after.claimed_at, day)
+        if op == "done" and after.done_at is not None:
+            day = routing.midnight(after.done_at).date().isoformat()
+            by = after.claimed_by or ""
+            await self.outcomes.done(*args, by, after.done_at, day)
 
     # receipts --------------------------------------------------------------------
     async def add_receipt(self, alert_id: str, receipt: Receipt) -> None:
@@ -631,6 +665,7 @@ class Lifecycle:
                 await pipe.execute()
         else:
             await self.redis.delete(marker)
+        await self.outcomes.follow_consent(consent)
         return await self.withdraw_customer(
             cid,
             WithdrawReason.CONSENT_REVOKED,
@@ -710,6 +745,7 @@ class Lifecycle:
         # Rooms held for them stay as they are (someone may be in one) but name nobody.
         for room in await self.rooms.forget_customer(customer_id):
             await self.rooms.publish(room, await self.names(room.store_id))
+        await self.outcomes.forget(customer_id)
         await self.redis.delete(
             consent_key(self.prefix, customer_id), customer_alerts_key(self.prefix, customer_id)
         )
@@ -761,6 +797,10 @@ class Lifecycle:
         await self.redis.zrem(self._open, alert_id)
         outcome = text(result[0])
         if outcome == "ok":
+            if record.alert.kind is AlertKind.ARRIVAL:
+                routing = await self.routing.get(record.alert.store_id)
+                day = routing.midnight(record.delivered_at).date().isoformat()
+                await self.outcomes.unserved(record.alert.store_id, day)
             updated = await self.get(alert_id)
             if updated is not None:
                 await self.publish(updated)

@@ -4,12 +4,13 @@ that customer's alerts show the room ("Room 2 ready") from then on, changed live
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from notifier.directory import Associate, check_id
 from notifier.exceptions import AlertConflict, InvalidInput
-from notifier.lifecycle import OPEN_STATES, Lifecycle
-from notifier.rooms import Room, RoomOp
+from notifier.lifecycle import OPEN_STATES, Lifecycle, visit_of
+from notifier.rooms import Room, RoomOp, RoomState
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +96,24 @@ class RoomDesk:
         await self.rooms.publish(room, names)
         if customer_of_room:
             await self._republish_alerts(store, customer_of_room, names)
+            await self._record_outcome(store, customer_of_room, room, now)
         return room
+
+    async def _record_outcome(
+        self, store: str, customer_id: str, room: Room, now: datetime
+    ) -> None:
+        """A room ready or in use for the customer's latest visit here (its outcome row)."""
+        if room.state not in (RoomState.READY, RoomState.IN_USE):
+            return
+        alerts = [
+            r
+            for r in await self.lifecycle.customer_alerts(customer_id)
+            if r.alert.store_id == store
+        ]
+        if alerts:
+            latest = max(alerts, key=lambda r: r.delivered_at)
+            visit = visit_of(latest.alert)
+            await self.lifecycle.outcomes.room_changed(store, customer_id, visit, room, now)
 
     async def _republish_alerts(self, store: str, customer_id: str, names: dict[str, str]) -> None:
         """The customer's alerts in this store, sent again with the room as it is now."""

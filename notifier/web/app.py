@@ -115,6 +115,8 @@ class Console:
                 web.post("/api/alerts/{alert_id}/{action}", self.alerts.act),
                 web.get("/api/alerts/{alert_id}/receipts", self.alerts.receipts),
                 web.get("/api/summary", self.alerts.summary),
+                web.get("/api/outcomes", self.alerts.outcomes),
+                web.get("/api/outcomes.csv", self.alerts.outcomes_csv),
                 web.get("/api/events", self.events.events),
                 web.get("/api/shifts", self.shifts.list),
                 web.post("/api/shifts/{associate_id}", self.shifts.set),

@@ -225,6 +225,76 @@ class SummaryView(_View):
     since: str | None = Field(description="the store's midnight, ISO 8601 with its offset")
 
 
+class OutcomeTotalsView(_View):
+    """A store's counts over the period (operational: no consent needed, nobody named)."""
+
+    approaches: int = Field(description="'on her way' alerts")
+    arrivals: int = Field(description="arrival alerts")
+    claimed: int = Field(description="arrivals greeted: claimed by an associate")
+    done: int = Field(description="arrivals closed")
+    unserved: int = Field(description="arrivals that expired with nobody claiming them")
+    room_ready: int = Field(description="arrivals whose held room was ready (or in use)")
+    room_not_ready: int = Field(description="arrivals whose held room was not ready yet")
+    served_share: float | None = Field(description="claimed / arrivals")
+    median_time_to_claim_s: float | None
+    median_room_ready_before_arrival_s: float | None = Field(
+        description="how long a ready room waited for its customer (median)"
+    )
+
+
+class OutcomeDayView(_View):
+    day: str = Field(description="a store-local date")
+    approaches: int
+    arrivals: int
+    claimed: int
+    done: int
+    unserved: int
+    room_ready: int
+    room_not_ready: int
+    median_time_to_claim_s: float | None
+
+
+class OutcomeAssociateView(_View):
+    associate: str
+    name: str
+    claimed: int
+    done: int
+    median_time_to_claim_s: float | None
+
+
+class OutcomeVisitView(_View):
+    """One visit, kept only for a customer who granted analytics for the store."""
+
+    visit: str = Field(description="the stream's visit id (does not name the customer)")
+    day: str | None
+    approached_at: str | None
+    arrived_at: str | None
+    zone: str | None
+    claimed_at: str | None
+    claimed_by: str | None
+    time_to_claim_s: float | None
+    room: str | None
+    room_ready_at: str | None
+    room_ready_before_arrival_s: float | None = Field(
+        description="positive: the room was ready that long before she arrived"
+    )
+    room_in_use_at: str | None
+    done_at: str | None
+
+
+class OutcomesView(_View):
+    """A store's outcomes over ``days`` store-local days ending today."""
+
+    store_id: str
+    days: int
+    timezone: str
+    since: str = Field(description="the first day's midnight in the store's zone, ISO 8601")
+    totals: OutcomeTotalsView
+    by_day: list[OutcomeDayView]
+    associates: list[OutcomeAssociateView]
+    visits: list[OutcomeVisitView]
+
+
 # --- responses -----------------------------------------------------------------------
 class _Reply(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -278,6 +348,10 @@ class AssociateReply(_Reply):
 
 class SummaryReply(_Reply):
     summary: SummaryView
+
+
+class OutcomesReply(_Reply):
+    outcomes: OutcomesView
 
 
 class ChannelsReply(_Reply):

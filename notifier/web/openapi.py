@@ -28,6 +28,7 @@ from notifier.web.models import (
     HoldBody,
     LoginBody,
     MeReply,
+    OutcomesReply,
     PushKeyReply,
     PushSubscriptionBody,
     ReceiptsReply,
@@ -136,6 +137,9 @@ def _param(
     }
 
 
+DAYS = _param(
+    "query", "days", "the period, in store-local days", {"enum": [1, 7, 30], "default": 1}
+)
 ALERT_ID = _param("path", "alert_id", "the alert's UUID", {"type": "string", "format": "uuid"})
 
 
@@ -261,6 +265,29 @@ def _alerts() -> dict[str, dict[str, Any]]:
             "get": _op(
                 "the manager view: today's arrivals, unclaimed alerts, median time to claim",
                 _json(SummaryReply),
+            )
+        },
+        "/api/outcomes": {
+            "get": _op(
+                "managers: what happened after the alerts over today, 7 or 30 store-local days "
+                "(counts; per associate; per visit for customers with analytics consent)",
+                _json(OutcomesReply),
+                params=[DAYS],
+            )
+        },
+        "/api/outcomes.csv": {
+            "get": _op(
+                "managers: the outcomes as CSV (rows: visits, associates or days)",
+                _text("text/csv"),
+                params=[
+                    DAYS,
+                    _param(
+                        "query",
+                        "rows",
+                        "which table",
+                        {"enum": ["visits", "associates", "days"], "default": "visits"},
+                    ),
+                ],
             )
         },
         "/api/events": {

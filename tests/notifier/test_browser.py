@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -341,3 +342,22 @@ async def test_an_associate_readies_room_2_and_the_arrival_says_so_while_a_secon
     await maria.click(f"{room2} [data-action=done]")
     await expect(maria.locator(f"{room2} [data-role=room-status]")).to_have_text("Free")
     await expect(maria.locator(f"{card} [data-role=room]")).to_have_count(0)
+    await maria.click(f"{card} button[data-action=done]")
+
+    # The manager's outcomes count the visit: greeted, the room ready before she came.
+    await directory.add(store, "Bea Boss", PASSWORD, associate_id="boss", role="manager")
+    boss = await _sign_in(browser, base_url, store, "boss")
+    await expect(boss.locator("#out-arrivals")).to_have_text("1")
+    await expect(boss.locator("#out-claimed")).to_have_text("1")
+    await expect(boss.locator("#out-unserved")).to_have_text("0")
+    await expect(boss.locator("#out-rooms")).to_have_text("1 of 1")
+    maria_row = boss.locator('#out-associates tr[data-associate="maria"] td')
+    await expect(maria_row).to_have_text(["Maria Silva", "1", "1", re.compile(r"^\d+ s$")])
+    await boss.click('#outcome-periods button[data-days="30"]')
+    await expect(boss.locator("#outcome-csv-associates")).to_have_attribute(
+        "href", "/api/outcomes.csv?days=30&rows=associates"
+    )
+    got = await boss.request.get(f"{base_url}/api/outcomes.csv?days=30&rows=associates")
+    assert got.status == 200
+    assert (await got.text()).splitlines()[1].startswith("maria,Maria Silva,1,1,")
+    await boss.screenshot(path=ARTIFACTS / "rooms-3-manager-outcomes.png", full_page=True)

@@ -823,6 +823,9 @@ async def test_every_json_reply_is_what_the_openapi_document_describes(
         (boss, "GET", f"{one}/receipts", None, "/api/alerts/{alert_id}/receipts"),
         (boss, "GET", "/api/summary", None, "/api/summary"),
         (maria, "GET", "/api/summary", None, "/api/summary"),
+        (boss, "GET", "/api/outcomes?days=7", None, "/api/outcomes"),
+        (boss, "GET", "/api/outcomes?days=5", None, "/api/outcomes"),
+        (maria, "GET", "/api/outcomes", None, "/api/outcomes"),
         (boss, "GET", "/api/shifts", None, "/api/shifts"),
         (boss, "POST", "/api/shifts/me", {"on_shift": True}, "/api/shifts/{associate_id}"),
         (

@@ -11,12 +11,15 @@ from notifier.directory import Clock
 from notifier.exceptions import AlertConflict
 from notifier.lifecycle import AlertRecord, AlertState, Lifecycle
 from notifier.metrics import Metrics
+from notifier.outcomes import PERIODS, OutcomeReport
 from notifier.web.auth import Auth, require_manager
 from notifier.web.errors import ApiError
 from notifier.web.models import (
     AlertReply,
     AlertsReply,
     AlertView,
+    OutcomesReply,
+    OutcomesView,
     ReceiptsReply,
     ReceiptView,
     SummaryReply,
@@ -107,3 +110,39 @@ class AlertHandlers:
         require_manager(me, "the summary is for managers")
         summary = await self.lifecycle.summary(session.store_id)
         return reply(SummaryReply(summary=SummaryView.model_validate(summary.as_dict())))
+
+    async def _outcomes(self, request: web.Request) -> OutcomeReport:
+        session, me = await self.auth(request)
+        require_manager(me, "outcomes are for managers")
+        raw = request.query.get("days", "1")
+        if raw not in {str(p) for p in PERIODS}:
+            allowed = ", ".join(str(p) for p in PERIODS)
+            raise ApiError(400, f"days: {raw[:20]!r} is not one of {allowed}", field="days")
+        store = session.store_id
+        routing = await self.lifecycle.routing.get(store)
+        return await self.lifecycle.outcomes.report(
+            store,
+            int(raw),
+            routing.midnight(self.lifecycle.clock()),
+            routing.timezone,
+            await self.lifecycle.names(store),
+        )
+
+    async def outcomes(self, request: web.Request) -> web.Response:
+        report = await self._outcomes(request)
+        return reply(OutcomesReply(outcomes=OutcomesView.model_validate(report.as_dict())))
+
+    async def outcomes_csv(self, request: web.Request) -> web.Response:
+        rows = request.query.get("rows", "visits")
+        if rows not in ("visits", "associates", "days"):
+            raise ApiError(
+                400, f"rows: {rows[:20]!r} is not one of visits, associates, days", field="rows"
+            )
+        report = await self._outcomes(request)
+        name = f"outcomes-{report.store_id}-{report.days}d-{rows}.csv"
+        return web.Response(
+            text=report.csv(rows),
+            content_type="text/csv",
+            charset="utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
