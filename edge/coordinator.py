@@ -37,7 +37,7 @@ from beacons.presence import Transition
 from contracts.models import split_batch
 from contracts.topics import Topics
 from edge.agent import EdgeAgent
-from edge.fusion import evidence_of_event
+from edge.fusion import evidence_of_event, fusion_config
 from edge.outbox import Outbox
 from edge.pipeline import to_draft
 from edge.settings import EdgeSettings
@@ -79,7 +79,7 @@ class Coordinator:
         replay's coordinator lives only as long as the replay: it needs none)."""
         self.settings = settings
         self.persistent = persistent
-        self.presence = StorePresence(roles, config)
+        self.presence = StorePresence(roles, config or fusion_config(settings))
         self.topics = topics
         self.mqtt_url = mqtt_url
         self.clocked = clocked

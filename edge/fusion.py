@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from beacons.fusion import Evidence, GatewayRole, RoleKind
+from beacons.fusion import Evidence, FusionConfig, GatewayRole, RoleKind
 from beacons.presence import Transition
 from contracts.models import Event, EventKind
 from edge.calibration import calibrated_thresholds, calibrations
@@ -167,4 +167,12 @@ def evidence_of_transition(gateway_id: str, tr: Transition) -> Evidence:
         at=_ms(draft.observed_at),
         rssi=draft.rssi,
         confidence=draft.confidence,
+    )
+
+
+def fusion_config(settings: EdgeSettings) -> FusionConfig:
+    """The coordinator's thresholds: :class:`FusionConfig`'s, with the ones a store sets."""
+    return FusionConfig(
+        strong_margin_db=settings.fusion_door_strong_margin_db,
+        strong_s=settings.fusion_door_strong_s,
     )

@@ -99,6 +99,23 @@ class EdgeSettings(BaseSettings):
         description="a store with a presence coordinator: publish evidence (zone decisions and"
         " per-tick levels) on the store-local evidence topic instead of events (docs/presence.md)",
     )
+    fusion_door_strong_margin_db: float | None = Field(
+        default=2.0,
+        ge=-10.0,
+        le=20.0,
+        description="the coordinator's door_strong rule: a door level this many dB above the"
+        " street's median at the door line (the plan's calibration), held"
+        " fusion_door_strong_s, is inside without interior evidence. Lower is faster for"
+        " phones in bags and pockets at the door (bench detection: -2 dB took the advertising"
+        " phones' p50 from 12-18 s to 3-11 s) but takes a held phone standing in the doorway"
+        " outside as inside; unset turns the rule off (docs/presence.md)",
+    )
+    fusion_door_strong_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=30.0,
+        description="how long the door_strong level must hold (seconds)",
+    )
 
     # --- MQTT -----------------------------------------------------------------------
     mqtt_url: str | None = Field(

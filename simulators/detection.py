@@ -42,6 +42,7 @@ from edge.fusion import (
     FUSION_GATEWAY_ID,
     evidence_of_transition,
     fusable,
+    fusion_config,
     fusion_roles,
     gateway_settings,
 )
@@ -143,7 +144,8 @@ def fused_transitions(
     with trace.open(encoding="utf-8") as fh:
         first = fh.readline()
     header, _ = read_trace([first])
-    presence = StorePresence(fusion_roles(json.loads(first).get("layout") or {}, defaults), config)
+    roles = fusion_roles(json.loads(first).get("layout") or {}, defaults)
+    presence = StorePresence(roles, config or fusion_config(defaults))
     found: list[tuple[str, Transition]] = []
     for end, window in gateway_windows(trace, defaults):
         evidence = [evidence_of_transition(gid, tr) for gid, tr in window]
