@@ -27,6 +27,10 @@ if TYPE_CHECKING:
     from stream.customers import ImportReport
     from transport.redis import RedisClient
 
+# The help's list of stream.registry.Purpose, spelt out so that --help does not import the
+# registry (tests/stream/test_customers.py checks it names every purpose).
+_PURPOSES = "arrival_alerts, personalization, analytics, room_messages"
+
 customers_app = typer.Typer(help="Enroll customers and manage their consent.", no_args_is_help=True)
 
 
@@ -37,7 +41,9 @@ def customers_enroll(
         str | None, typer.Option(help="32 hex digits; generated if omitted")
     ] = None,
     rotation_exponent: Annotated[int, typer.Option(help="EID rotation exponent K (0..15)")] = 10,
-    consent: Annotated[Optional[list[str]], typer.Option(help="purpose granted (repeat)")] = None,  # noqa: UP045
+    consent: Annotated[
+        list[str] | None, typer.Option(help=f"purpose granted (repeat): {_PURPOSES}")
+    ] = None,
     visible: Annotated[
         list[str] | None, typer.Option(help="field associates may see (repeat)")
     ] = None,
@@ -121,7 +127,7 @@ def _consent_published(why_not: str | None) -> None:
 @customers_app.command("revoke")
 def customers_revoke(
     customer_id: Annotated[str, typer.Argument(metavar="ID")],
-    purpose: Annotated[str, typer.Argument(metavar="PURPOSE")],
+    purpose: Annotated[str, typer.Argument(metavar="PURPOSE", help=_PURPOSES)],
     store: Annotated[Optional[str], typer.Option(help="revoke only for this store")] = None,  # noqa: UP045
 ) -> None:
     """Withdraw consent for a purpose; takes effect at once (the notifier withdraws the
@@ -132,7 +138,7 @@ def customers_revoke(
 @customers_app.command("grant")
 def customers_grant(
     customer_id: Annotated[str, typer.Argument(metavar="ID")],
-    purpose: Annotated[str, typer.Argument(metavar="PURPOSE")],
+    purpose: Annotated[str, typer.Argument(metavar="PURPOSE", help=_PURPOSES)],
     store: Annotated[Optional[str], typer.Option(help="grant only for this store")] = None,  # noqa: UP045
 ) -> None:
     """Grant consent for a purpose."""

@@ -110,6 +110,7 @@ class Purpose(StrEnum):
     ARRIVAL_ALERTS = "arrival_alerts"
     PERSONALIZATION = "personalization"
     ANALYTICS = "analytics"
+    ROOM_MESSAGES = "room_messages"  # tell me when my fitting room is ready (notifier)
 
 
 VISIBLE_FIELDS = frozenset(

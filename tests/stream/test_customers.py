@@ -33,7 +33,7 @@ T0 = datetime(2026, 3, 14, 10, 0, 0, tzinfo=UTC)
 
 CSV = f"""customer_id,identity_key,rotation_exponent,name,tier,sizes,wishlist,visible,consent
 ana,{KEY},10,Ana Lima,gold,dress=38;shoes=39,green dress,name;sizes,arrival_alerts;analytics
-bea,,,Bea,,,,name,arrival_alerts
+bea,,,Bea,,,,name,arrival_alerts;room_messages
 bad-key,xyz,10,X,,,,name,arrival_alerts
 bad-purpose,,10,X,,,,name,marketing
 bad-field,,10,X,,,,name;password,arrival_alerts
@@ -56,6 +56,10 @@ async def test_import_enrolls_good_rows_and_reports_each_bad_one(
     reasons = {(bad.line, bad.customer_id): bad.reason for bad in report.rejected}
     assert "identity_key" in reasons[(4, "bad-key")]
     assert "consent: 'marketing' is not a valid Purpose" in reasons[(5, "bad-purpose")]
+    assert (
+        "purposes are arrival_alerts, personalization, analytics, room_messages"
+        in (reasons[(5, "bad-purpose")])
+    )
     assert "unknown visible field(s) password" in reasons[(6, "bad-field")]
     assert "sizes item 'dress': expected KEY=VALUE" in reasons[(7, "bad-size")]
     assert reasons[(8, "ana")] == "customer_id repeated in this file"
@@ -66,6 +70,8 @@ async def test_import_enrolls_good_rows_and_reports_each_bad_one(
     assert ana is not None
     assert ana.sizes == {"dress": "38", "shoes": "39"}
     assert await registry.has_consent("ana", Purpose.ANALYTICS, "store-1")
+    assert await registry.has_consent("bea", Purpose.ROOM_MESSAGES, "store-1")
+    assert not await registry.has_consent("ana", Purpose.ROOM_MESSAGES, "store-1")
     assert list(report.generated_keys) == ["bea"]
     bea = await registry.get("bea")
     assert bea is not None
@@ -282,3 +288,9 @@ async def test_forget_leaves_a_device_that_now_belongs_to_someone_else(
     assert await registry.devices("ana") == []
     assert await registry.customer_for_device("d00d") == "bea"
     assert await r.hget(f"{prefix}devices:d00d", "public_key") == bea_key.encode()
+
+
+def test_the_consent_commands_help_names_every_purpose() -> None:
+    from stream.customers_cli import _PURPOSES
+
+    assert _PURPOSES.split(", ") == [p.value for p in Purpose]
