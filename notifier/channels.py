@@ -374,13 +374,24 @@ class _HttpChannel(Channel):
         """The URL, body and headers of one attempt (rebuilt per attempt: fresh signatures)."""
 
     async def send(self, destination: Destination, notice: Notice) -> Receipt:
+        return await self.post(
+            destination, lambda: self.request(destination, notice), notice.associate_id
+        )
+
+    async def post(
+        self,
+        destination: Destination,
+        build: Callable[[], Awaitable[tuple[str, bytes, dict[str, str]]]],
+        associate_id: str | None = None,
+    ) -> Receipt:
+        """POST what ``build`` makes (called again for each attempt), with the retries."""
         status: int | None = None
         detail = ""
         if urlsplit(destination.endpoint).scheme.lower() != "https":
             # Stored before https was required: never sent in the clear, never retried.
-            return self._receipt(destination, notice, False, 0, None, "refused: not https://")
+            return self._receipt(destination, associate_id, False, 0, None, "refused: not https://")
         for attempt in range(1, self.backoff.attempts + 1):
-            url, body, headers = await self.request(destination, notice)
+            url, body, headers = await build()
             retry_after: float | None = None
             try:
                 async with self.session().post(
@@ -394,12 +405,12 @@ class _HttpChannel(Channel):
                         res.close()
                     detail = f"HTTP {status}"
                     if 200 <= status < 300:
-                        return self._receipt(destination, notice, True, attempt, status, "")
+                        return self._receipt(destination, associate_id, True, attempt, status, "")
                     if status in (404, 410) and destination.scheme == "webpush":
                         return Receipt(
                             self.name,
                             destination.host,
-                            notice.associate_id,
+                            associate_id,
                             False,
                             attempt,
                             self.clock(),
@@ -408,13 +419,15 @@ class _HttpChannel(Channel):
                             gone=True,
                         )
                     if status not in RETRYABLE:
-                        return self._receipt(destination, notice, False, attempt, status, detail)
+                        return self._receipt(
+                            destination, associate_id, False, attempt, status, detail
+                        )
                     retry_after = _retry_after(res.headers.get("Retry-After"))
             except aiohttp.ClientConnectorError as exc:
                 status, detail = None, _error_detail(exc, destination)
                 if isinstance(exc.os_error, BlockedAddress):
                     log.warning("%s to %s: %s", self.name, destination.host, exc.os_error)
-                    return self._receipt(destination, notice, False, attempt, None, detail)
+                    return self._receipt(destination, associate_id, False, attempt, None, detail)
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 status, detail = None, _error_detail(exc, destination)
             if attempt < self.backoff.attempts:
@@ -430,26 +443,21 @@ class _HttpChannel(Channel):
                     pause,
                 )
                 await self.sleep(pause)
-        return self._receipt(destination, notice, False, self.backoff.attempts, status, detail)
+        return self._receipt(
+            destination, associate_id, False, self.backoff.attempts, status, detail
+        )
 
     def _receipt(
         self,
         destination: Destination,
-        notice: Notice,
+        associate_id: str | None,
         ok: bool,
         attempts: int,
         status: int | None,
         detail: str,
     ) -> Receipt:
         return Receipt(
-            self.name,
-            destination.host,
-            notice.associate_id,
-            ok,
-            attempts,
-            self.clock(),
-            status,
-            detail,
+            self.name, destination.host, associate_id, ok, attempts, self.clock(), status, detail
         )
 
 
@@ -510,7 +518,12 @@ class WebhookChannel(_HttpChannel):
     async def request(
         self, destination: Destination, notice: Notice
     ) -> tuple[str, bytes, dict[str, str]]:
-        body = notice.webhook_body()
+        return self.signed(destination, notice.webhook_body(), notice.delivery_id)
+
+    def signed(
+        self, destination: Destination, body: bytes, delivery_id: str
+    ) -> tuple[str, bytes, dict[str, str]]:
+        """One attempt's URL, body and headers, signed now."""
         timestamp = int(self.clock().timestamp())
         return (
             destination.url,
@@ -521,9 +534,18 @@ class WebhookChannel(_HttpChannel):
                 TIMESTAMP_HEADER: str(timestamp),
                 SIGNATURE_HEADER: sign_webhook(destination.secret, timestamp, body),
                 KEY_ID_HEADER: destination.key_id,
-                DELIVERY_HEADER: notice.delivery_id,
+                DELIVERY_HEADER: delivery_id,
             },
         )
+
+    async def send_body(self, destination: Destination, body: bytes, delivery_id: str) -> Receipt:
+        """POST a JSON body that is not an alert's (the customer messages of
+        :mod:`notifier.messaging`), signed and retried as every webhook."""
+
+        async def build() -> tuple[str, bytes, dict[str, str]]:
+            return self.signed(destination, body, delivery_id)
+
+        return await self.post(destination, build)
 
 
 # --- Web Push ----------------------------------------------------------------------------

@@ -19,7 +19,9 @@ from notifier.channels import Destination
 from notifier.destinations import Destinations
 from notifier.directory import Associate, Directory, utc_now
 from notifier.exceptions import InvalidInput, NotifierError
+from notifier.messaging import Messaging, MessagingHook
 from notifier.outcomes import PERIODS, OutcomeReport, Outcomes
+from notifier.purposes import Purposes
 from notifier.rooms import Room, Rooms
 from notifier.routing import Ladder
 from notifier.store_routing import RoutingConfigs, StoreRouting
@@ -46,9 +48,15 @@ rooms_app = typer.Typer(
     help="Per-store fitting rooms: the layout associates hold, prepare and free rooms in.",
     no_args_is_help=True,
 )
+messaging_app = typer.Typer(
+    help="Per-store customer messages: 'your room is ready', through the retailer's messaging"
+    " system (a signed webhook), to customers who granted room_messages.",
+    no_args_is_help=True,
+)
 notifier_app = typer.Typer(help="The associate notifier.", no_args_is_help=True)
 notifier_app.add_typer(routing_app, name="routing")
 notifier_app.add_typer(rooms_app, name="rooms")
+notifier_app.add_typer(messaging_app, name="messaging")
 
 
 async def _with_directory(services: ServiceSettings, fn: Callable[[Directory], Awaitable[T]]) -> T:
@@ -428,6 +436,96 @@ def rooms_history(
     )
     for row in rows:
         typer.echo(json.dumps(row))
+
+
+async def _with_messaging(services: ServiceSettings, fn: Callable[[Messaging], Awaitable[T]]) -> T:
+    prefix = services.redis_prefix
+    return await _with_directory(
+        services, lambda d: fn(Messaging(d.redis, prefix, Purposes(d.redis, prefix)))
+    )
+
+
+async def set_messaging(
+    services: ServiceSettings,
+    store: str,
+    url: str,
+    *,
+    secret: str | None = None,
+    key_id: str | None = None,
+    message: str | None = None,
+) -> MessagingHook:
+    return await _with_messaging(
+        services, lambda m: m.set(store, url, secret=secret, key_id=key_id, message=message)
+    )
+
+
+async def show_messaging(
+    services: ServiceSettings, store: str, limit: int = 20
+) -> tuple[MessagingHook | None, list[dict[str, Any]]]:
+    async def run(m: Messaging) -> tuple[MessagingHook | None, list[dict[str, Any]]]:
+        return await m.get(store), await m.receipts(store, limit)
+
+    return await _with_messaging(services, run)
+
+
+@messaging_app.command("set")
+def messaging_set(
+    store: Annotated[str, typer.Option("--store", help="store id")],
+    url: Annotated[
+        str, typer.Option("--url", help="https:// URL of the retailer's messaging system")
+    ],
+    secret: Annotated[
+        str | None,
+        typer.Option("--secret", help="HMAC key (>= 16 characters); default: a random one"),
+    ] = None,
+    key_id: Annotated[
+        str | None, typer.Option("--key-id", help="names the key in X-Proxima-Key-Id")
+    ] = None,
+    message: Annotated[
+        str | None,
+        typer.Option(
+            "--message",
+            help="the text, with {room} and {associate}; default: 'Your fitting room ({room}) "
+            "is ready. {associate} will meet you.' (a replaced webhook keeps its text)",
+        ),
+    ] = None,
+) -> None:
+    """Set (or replace) the store's messaging webhook; prints its secret (shown only now).
+
+    Only customers who granted room_messages (for the store, or everywhere) are messaged.
+    """
+    hook = _run(
+        set_messaging(ServiceSettings(), store, url, secret=secret, key_id=key_id, message=message)
+    )
+    typer.echo(json.dumps({"store_id": store, **hook.public(), "secret": hook.secret}))
+
+
+@messaging_app.command("show")
+def messaging_show(
+    store: Annotated[str, typer.Option("--store", help="store id")],
+    limit: Annotated[int, typer.Option("--limit", min=1, max=50, help="receipts shown")] = 20,
+) -> None:
+    """The store's messaging webhook (no secret), then its latest results, newest first.
+
+    One JSON object per line; a result is queued, sent, failed or skipped_no_consent.
+    """
+    hook, receipts = _run(show_messaging(ServiceSettings(), store, limit))
+    if hook is None:
+        typer.echo(
+            f"no messaging webhook in {store}: proxima notifier messaging set --store {store}"
+            " --url https://..."
+        )
+    else:
+        typer.echo(json.dumps({"store_id": store, **hook.public()}))
+    for row in receipts:
+        typer.echo(json.dumps(row))
+
+
+@messaging_app.command("remove")
+def messaging_remove(store: Annotated[str, typer.Option("--store", help="store id")]) -> None:
+    """Remove the store's messaging webhook: no customer of it is messaged any more."""
+    _run(_with_messaging(ServiceSettings(), lambda m: m.remove(store)))
+    typer.echo(f"removed the messaging webhook of {store}")
 
 
 async def outcomes_report(services: ServiceSettings, store: str, days: int) -> OutcomeReport:

@@ -73,6 +73,13 @@ class UnknownDestination(NotifierError):
         self.destination_id = destination_id
 
 
+class NoMessagingHook(UnknownDestination):
+    def __init__(self, store_id: str) -> None:
+        NotifierError.__init__(self, f"store {store_id!r} has no messaging webhook")
+        self.owner = f"store {store_id!r}"
+        self.destination_id = "messaging"
+
+
 class SignInThrottled(NotifierError):
     """Too many sign-in tries: refused before any password is checked."""
 

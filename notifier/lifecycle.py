@@ -40,8 +40,10 @@ from contracts.models import (
 from notifier.channels import Receipt
 from notifier.directory import Clock, Directory, feed_channel, from_ms, to_ms, utc_now
 from notifier.exceptions import AlertConflict, AlertWithheld, UnknownAlert, UnknownAssociate
+from notifier.messaging import Messaging
 from notifier.outbox import Outbox
 from notifier.outcomes import Outcomes
+from notifier.purposes import Purposes
 from notifier.rooms import Room, Rooms
 from notifier.routing import Ladder, Step, Tier, escalation, next_step, plan
 from notifier.store_routing import RoutingConfigs, StoreRouting
@@ -376,7 +378,9 @@ class Lifecycle:
         self.routing = RoutingConfigs(redis, prefix, StoreRouting(self.ladder, expire_after))
         self.retention = retention
         self.rooms = Rooms(redis, prefix)
-        self.outcomes = Outcomes(redis, prefix)
+        self.purposes = Purposes(redis, prefix)
+        self.outcomes = Outcomes(redis, prefix, self.purposes)
+        self.messaging = Messaging(redis, prefix, self.purposes, clock=clock)
         self._create = redis.register_script(_CREATE)
         self._transition = redis.register_script(_TRANSITION)
 
@@ -647,7 +651,8 @@ class Lifecycle:
 
     async def follow_consent(self, consent: ConsentRecord) -> list[AlertRecord]:
         """A customer's consent changed: remember a revocation of arrival alerts (so an
-        alert still on its way is not created) and withdraw open alerts in every store
+        alert still on its way is not created) and the decisions the notifier acts on
+        (:mod:`notifier.purposes`), and withdraw open alerts in every store
         where arrival alerts are no longer allowed. Returns those withdrawn now."""
         cid = consent.customer_id
         decisions: dict[Any, str] = {
@@ -665,6 +670,7 @@ class Lifecycle:
                 await pipe.execute()
         else:
             await self.redis.delete(marker)
+        await self.purposes.follow(consent)  # analytics, room_messages
         await self.outcomes.follow_consent(consent)
         return await self.withdraw_customer(
             cid,
@@ -733,7 +739,8 @@ class Lifecycle:
 
     async def delete_customer(self, customer_id: str) -> None:
         """Delete the customer's alerts, their receipts and index entries, and the index;
-        fitting rooms held for them no longer name them."""
+        fitting rooms held for them no longer name them; their consent decisions and room
+        messages still waiting go."""
         for record in await self.customer_alerts(customer_id):
             alert_id = str(record.alert.alert_id)
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -746,6 +753,8 @@ class Lifecycle:
         for room in await self.rooms.forget_customer(customer_id):
             await self.rooms.publish(room, await self.names(room.store_id))
         await self.outcomes.forget(customer_id)
+        await self.messaging.forget(customer_id)
+        await self.purposes.forget(customer_id)
         await self.redis.delete(
             consent_key(self.prefix, customer_id), customer_alerts_key(self.prefix, customer_id)
         )

@@ -50,6 +50,11 @@ _HELP: dict[str, tuple[str, str]] = {
         "counter",
         "Fitting-room changes asked for in the console, by action and result (ok, refused).",
     ),
+    "proxima_notifier_room_messages_total": (
+        "counter",
+        "Customer messages 'your room is ready', by result (queued, sent, failed, "
+        "skipped_no_consent).",
+    ),
     "proxima_notifier_sse_clients": ("gauge", "Console live feeds connected to this instance."),
 }
 

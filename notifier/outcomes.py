@@ -17,8 +17,8 @@ Issue 14's outcomes. Two kinds of record, kept apart because they need different
 
 Everything is kept :data:`KEEP_DAYS` days (the manager's longest view is 30). The notifier
 learns every customer's ``analytics`` decisions from ``proxima.consent.v1``, which it
-follows from the beginning; an alert whose consent record it has not read yet makes no
-visit row (data minimisation errs that way).
+follows from the beginning (:mod:`notifier.purposes` keeps them); an alert whose consent
+record it has not read yet makes no visit row (data minimisation errs that way).
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ from typing import Any
 
 from contracts.models import AlertKind, ConsentRecord
 from notifier.directory import from_ms, to_ms
+from notifier.purposes import ANALYTICS, Purposes
 from notifier.rooms import Room, RoomState
 from transport.redis import RedisClient, text_map
 from transport.redis import as_text as text
 
-ANALYTICS = "analytics"
 KEEP_DAYS = 35
 """Counts and visit rows live this long (the longest view is 30 days, in any time zone)."""
 PERIODS = (1, 7, 30)
@@ -125,9 +125,10 @@ class OutcomeReport:
 class Outcomes:
     """Records what happened to each alert and room, and reports it per store and period."""
 
-    def __init__(self, redis: RedisClient, prefix: str) -> None:
+    def __init__(self, redis: RedisClient, prefix: str, purposes: Purposes | None = None) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.purposes = purposes or Purposes(redis, prefix)
         self.ttl = int(timedelta(days=KEEP_DAYS).total_seconds())
 
     # keys ------------------------------------------------------------------------
@@ -152,37 +153,24 @@ class Outcomes:
     def _of_customer(self, customer_id: str) -> str:
         return f"{self.prefix}notifier:outcomes-of:{customer_id}"
 
-    def _analytics(self, customer_id: str) -> str:
-        return f"{self.prefix}notifier:analytics:{customer_id}"
-
     # consent ---------------------------------------------------------------------
     async def follow_consent(self, consent: ConsentRecord) -> None:
-        """Remember the customer's ``analytics`` decisions; delete the visit rows of every
-        store where they no longer allow it."""
-        cid = consent.customer_id
-        decisions: dict[Any, str] = {
-            (key.partition("@")[2] or "*"): "1" if d.granted else "0"
-            for key, d in consent.consent.items()
-            if key.partition("@")[0] == ANALYTICS
-        }
-        key = self._analytics(cid)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(key)
-            if decisions:
-                pipe.hset(key, mapping=decisions)
-            await pipe.execute()
-        await self._drop_rows(cid, lambda store: not consent.allows(ANALYTICS, store))
+        """Delete the customer's visit rows of every store where ``analytics`` is no longer
+        granted (the decisions themselves are :class:`notifier.purposes.Purposes`', kept
+        by the lifecycle before this is called)."""
+        await self._drop_rows(
+            consent.customer_id, lambda store: not consent.allows(ANALYTICS, store)
+        )
 
     async def allows(self, customer_id: str, store: str) -> bool:
         """The store's own analytics decision wins over the global one; none means no."""
-        own, every = await self.redis.hmget(self._analytics(customer_id), [store, "*"])
-        decision = own if own is not None else every
-        return decision is not None and text(decision) == "1"
+        return await self.purposes.allows(customer_id, ANALYTICS, store)
 
     async def forget(self, customer_id: str) -> None:
-        """Erase the customer's visit rows and decisions (the counts name nobody)."""
+        """Erase the customer's visit rows and their index (the counts name nobody; the
+        decisions go with the lifecycle's :meth:`Purposes.forget`)."""
         await self._drop_rows(customer_id, lambda _store: True)
-        await self.redis.delete(self._analytics(customer_id), self._of_customer(customer_id))
+        await self.redis.delete(self._of_customer(customer_id))
 
     async def _drop_rows(self, customer_id: str, in_store: Callable[[str], bool]) -> None:
         index = self._of_customer(customer_id)

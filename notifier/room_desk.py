@@ -1,5 +1,6 @@
 """Fitting rooms and alerts together: a room is held for an open alert's customer, and
-that customer's alerts show the room ("Room 2 ready") from then on, changed live."""
+that customer's alerts show the room ("Room 2 ready") from then on, changed live; when it
+is ready, the customer may be told (:mod:`notifier.messaging`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Any
 from notifier.directory import Associate, check_id
 from notifier.exceptions import AlertConflict, InvalidInput
 from notifier.lifecycle import OPEN_STATES, Lifecycle, visit_of
+from notifier.messaging import METRIC
+from notifier.metrics import Metrics
 from notifier.rooms import Room, RoomOp, RoomState
 
 
@@ -36,9 +39,10 @@ class HoldFor:
 class RoomDesk:
     """Applies room changes for associates and keeps the consoles' rooms and alerts current."""
 
-    def __init__(self, lifecycle: Lifecycle) -> None:
+    def __init__(self, lifecycle: Lifecycle, metrics: Metrics | None = None) -> None:
         self.lifecycle = lifecycle
         self.rooms = lifecycle.rooms
+        self.metrics = metrics
 
     async def views(self, store: str) -> list[dict[str, Any]]:
         names = await self.lifecycle.names(store)
@@ -97,7 +101,19 @@ class RoomDesk:
         if customer_of_room:
             await self._republish_alerts(store, customer_of_room, names)
             await self._record_outcome(store, customer_of_room, room, now)
+            if op is RoomOp.READY:
+                await self._tell_customer(room, customer_of_room, names)
         return room
+
+    async def _tell_customer(self, room: Room, customer_id: str, names: dict[str, str]) -> None:
+        """Her room is ready: a message through the store's messaging webhook, if it has
+        one and she granted ``room_messages`` there (:mod:`notifier.messaging`)."""
+        holder = room.held_by or ""
+        result = await self.lifecycle.messaging.room_ready(
+            room, customer_id, names.get(holder) or holder
+        )
+        if self.metrics is not None and result in ("queued", "skipped_no_consent"):
+            self.metrics.inc(METRIC, result=result)
 
     async def _record_outcome(
         self, store: str, customer_id: str, room: Room, now: datetime

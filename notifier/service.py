@@ -46,7 +46,7 @@ from contracts.models import (
 )
 from contracts.services import ServiceSettings
 from contracts.topics import CONSENT
-from notifier import egress
+from notifier import egress, messaging
 from notifier.channels import (
     Backoff,
     Channels,
@@ -143,15 +143,16 @@ class Notifier:
         )
         s = self.settings
         webhook_backoff = Backoff(s.webhook_attempts, s.webhook_backoff_s, s.webhook_backoff_cap_s)
+        # Longer than one send's worst case, so a slow retry is not taken over.
+        send_idle = timedelta(
+            seconds=webhook_backoff.worst_case_s + s.webhook_attempts * s.webhook_timeout_s + 30
+        )
         self.send_outbox = Outbox(
             self.redis,
             f"{prefix}notifier:outbox:sends",
             group="sends",
             consumer=self.instance,
-            # Longer than one send's worst case, so a slow retry is not taken over.
-            claim_idle=timedelta(
-                seconds=webhook_backoff.worst_case_s + s.webhook_attempts * s.webhook_timeout_s + 30
-            ),
+            claim_idle=send_idle,
         )
         self.lifecycle = Lifecycle(
             self.redis,
@@ -172,16 +173,28 @@ class Notifier:
         self.vapid = VapidKeys(self.redis, prefix, s.vapid_private_key)
         self._http: aiohttp.ClientSession | None = None
         http = {"backoff": webhook_backoff, "timeout_s": s.webhook_timeout_s, "clock": clock}
+        webhook = WebhookChannel(self.http_session, **http)  # type: ignore[arg-type]
         self.channels = Channels(
             MqttChannel(self.mqtt, self.topics, clock),
             ConsoleChannel(self.redis, self.lifecycle.channel, clock),
-            WebhookChannel(self.http_session, **http),  # type: ignore[arg-type]
+            webhook,
             WebPushChannel(
                 self.http_session, self.vapid, s.vapid_subject, ttl_s=s.push_ttl_s, **http
             ),
         )
         self.dispatcher = Dispatcher(
             self.channels, self.destinations, self.lifecycle, self.send_outbox, self.metrics, clock
+        )
+        # "Your room is ready": the customer messages of stores that set a messaging webhook.
+        self.message_outbox = Outbox(
+            self.redis,
+            messaging.outbox_key(prefix),
+            group="room-messages",
+            consumer=self.instance,
+            claim_idle=send_idle,
+        )
+        self.messenger = messaging.RoomMessenger(
+            self.lifecycle.messaging, self.message_outbox, webhook, self.metrics, clock
         )
         self.console = Console(
             redis=self.redis,
@@ -278,6 +291,7 @@ class Notifier:
                         name="notifier-acks-to-kafka",
                     )
                     tasks.create_task(self.dispatcher.run_external(), name="notifier-sends")
+                    tasks.create_task(self.messenger.run(), name="notifier-room-messages")
         finally:
             await consumer.stop()
             await consent.stop()

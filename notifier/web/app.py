@@ -26,6 +26,7 @@ from notifier.web.handlers.alerts import AlertHandlers
 from notifier.web.handlers.channels import ChannelHandlers
 from notifier.web.handlers.events import EventHandlers
 from notifier.web.handlers.gateways import GatewayHandlers
+from notifier.web.handlers.messaging import MessagingHandlers
 from notifier.web.handlers.operations import OperationHandlers
 from notifier.web.handlers.rooms import RoomHandlers
 from notifier.web.handlers.routing import RoutingHandlers
@@ -76,7 +77,7 @@ class Console:
             auth, self.sessions, self.limits, directory, metrics, settings
         )
         self.alerts = AlertHandlers(auth, lifecycle, metrics, clock)
-        desk = RoomDesk(lifecycle)
+        desk = RoomDesk(lifecycle, metrics)
         self.events = EventHandlers(
             auth, self.hub, lifecycle, desk, clock, settings.session_recheck_s, self.closing
         )
@@ -85,6 +86,7 @@ class Console:
         self.routing = RoutingHandlers(auth, lifecycle)
         self.gateways = GatewayHandlers(auth, redis, prefix)
         self.rooms = RoomHandlers(auth, desk, metrics)
+        self.messaging = MessagingHandlers(auth, lifecycle.messaging)
 
     def app(self, max_body: int = 64 * 1024) -> web.Application:
         app = web.Application(
@@ -131,6 +133,9 @@ class Console:
                 web.get("/api/rooms", self.rooms.list),
                 web.put("/api/rooms", self.rooms.set),
                 web.post("/api/rooms/{room_id}/{action}", self.rooms.act),
+                web.get("/api/messaging", self.messaging.get),
+                web.put("/api/messaging", self.messaging.set),
+                web.delete("/api/messaging", self.messaging.remove),
             ]
         )
         return app

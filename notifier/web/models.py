@@ -45,6 +45,26 @@ class WebhookBody(_Body):
     scope: Literal["me", "store"] = "me"
 
 
+class MessagingBody(_Body):
+    """The store's messaging webhook: where "your room is ready" goes (managers)."""
+
+    url: Annotated[str, Field(min_length=1, max_length=2048)]
+    secret: Annotated[str, Field(min_length=16, max_length=256)] | None = None
+    key_id: Annotated[str, Field(pattern=_IDENT)] | None = None
+    message: (
+        Annotated[
+            str,
+            Field(
+                min_length=1,
+                max_length=320,
+                description="the text, with {room} and {associate}; default: 'Your fitting room "
+                "({room}) is ready. {associate} will meet you.'",
+            ),
+        ]
+        | None
+    ) = None
+
+
 class RoutingBody(_Body):
     escalate_after_s: float | None = None
     manager_after_s: float | None = None
@@ -213,6 +233,25 @@ class DestinationView(_View):
     key_id: str | None
 
 
+class MessagingView(_View):
+    url: str = Field(description="scheme, host and path only")
+    key_id: str
+    message: str = Field(description="the template: {room} and {associate} are filled in")
+    set_at: str | None
+
+
+class MessageReceiptView(_View):
+    """One result of telling a customer her room is ready (no customer in it)."""
+
+    at: str
+    room: str
+    result: Literal["queued", "sent", "failed", "skipped_no_consent"]
+    status: int | None = Field(description="the messaging system's HTTP status")
+    attempts: int
+    detail: str
+    delivery_id: str = Field(description="X-Proxima-Delivery of the request ('' if none)")
+
+
 class SummaryView(_View):
     """Today in one store, from midnight in its time zone."""
 
@@ -369,6 +408,16 @@ class DestinationReply(_Reply):
 class WebhookReply(_Reply):
     destination: DestinationView
     secret: str = Field(description="shown here once; listings never show it")
+
+
+class MessagingReply(_Reply):
+    messaging: MessagingView | None = Field(description="null: the store sets none")
+    receipts: list[MessageReceiptView] = Field(description="the latest results, newest first")
+
+
+class MessagingSetReply(_Reply):
+    messaging: MessagingView
+    secret: str = Field(description="shown here once; GET /api/messaging never shows it")
 
 
 class RemovedReply(_Reply):

@@ -28,6 +28,9 @@ from notifier.web.models import (
     HoldBody,
     LoginBody,
     MeReply,
+    MessagingBody,
+    MessagingReply,
+    MessagingSetReply,
     OutcomesReply,
     PushKeyReply,
     PushSubscriptionBody,
@@ -431,6 +434,35 @@ def _rooms() -> dict[str, dict[str, Any]]:
     }
 
 
+def _messaging() -> dict[str, dict[str, Any]]:
+    manager = {"403": _error("not a manager")}
+    return {
+        "/api/messaging": {
+            "get": _op(
+                "managers: the store's customer-messaging webhook (no secret) and its latest "
+                "results; 'your room is ready' goes there for customers who granted "
+                "room_messages",
+                _json(MessagingReply),
+                extra=manager,
+            ),
+            "put": _op(
+                "managers: set or replace the messaging webhook (https, public addresses "
+                "only, checked when connecting); the secret is returned only here",
+                _json(MessagingSetReply),
+                change=True,
+                body=MessagingBody,
+                extra=manager,
+            ),
+            "delete": _op(
+                "managers: remove the messaging webhook (404 when there is none)",
+                _json(RemovedReply),
+                change=True,
+                extra=manager,
+            ),
+        },
+    }
+
+
 def _models(node: Any) -> list[_Model]:
     if isinstance(node, _Model):
         return [node]
@@ -455,7 +487,7 @@ def _resolve(node: Any, refs: dict[_Model, dict[str, Any]]) -> Any:
 def document() -> dict[str, Any]:
     """The whole description (built once)."""
     paths = {**_pages(), **_operations(), **_session(), **_alerts(), **_shifts()}
-    paths |= {**_channels(), **_routing(), **_gateways(), **_rooms()}
+    paths |= {**_channels(), **_routing(), **_gateways(), **_rooms(), **_messaging()}
     wanted = list(dict.fromkeys(_models(paths)))
     keys, defs = models_json_schema([(m.model, m.mode) for m in wanted], ref_template=REF)
     refs = {m: dict(keys[(m.model, m.mode)]) for m in wanted}

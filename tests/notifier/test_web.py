@@ -749,6 +749,43 @@ async def test_receipts_are_scoped_to_the_store(
     assert (await eve.call("GET", f"/api/alerts/{alert.alert_id}/receipts"))[0] == 404
 
 
+async def test_a_manager_sets_the_messaging_webhook_and_sees_its_results_not_its_secret(
+    client_factory: Any, team: str, lifecycle: Lifecycle, clock: FakeUtcClock
+) -> None:
+    from contracts.models import ConsentDecision, ConsentRecord
+
+    boss, maria = client_factory(), client_factory()
+    await boss.login(team, "boss")
+    await maria.login(team, "maria")
+    hook = {"url": "https://crm.example/m?token=abc", "secret": "s" * 20, "key_id": "k2"}
+    assert (await maria.call("PUT", "/api/messaging", json_body=hook))[0] == 403
+    status, made = await boss.call("PUT", "/api/messaging", json_body=hook)
+    assert status == 200, made
+    assert made["secret"] == "s" * 20
+    assert made["messaging"]["url"] == "https://crm.example/m"
+    status, bad = await boss.call("PUT", "/api/messaging", json_body={**hook, "message": "{x}"})
+    assert (status, bad["field"]) == (400, "message")
+
+    now = clock()
+    await lifecycle.follow_consent(
+        ConsentRecord(
+            customer_id="cust-bia",
+            consent={f"room_messages@{team}": ConsentDecision(granted=False, at=now)},
+            version=1,
+        )
+    )
+    await boss.call("PUT", "/api/rooms", json_body={"rooms": [{"room_id": "1", "name": "R1"}]})
+    await boss.call("POST", "/api/rooms/1/hold", json_body={"customer_id": "cust-bia"})
+    assert (await boss.call("POST", "/api/rooms/1/ready"))[0] == 200
+    status, got = await boss.call("GET", "/api/messaging")
+    assert status == 200
+    assert [(r["room"], r["result"]) for r in got["receipts"]] == [("R1", "skipped_no_consent")]
+    assert "s" * 20 not in json.dumps(got)
+    assert "cust-bia" not in json.dumps(got)
+    assert (await boss.call("DELETE", "/api/messaging"))[0] == 200
+    assert (await boss.call("GET", "/api/messaging"))[1]["messaging"] is None
+
+
 async def test_openapi_lists_exactly_the_routes_the_server_has(
     console: TestServer, client_factory: Any
 ) -> None:
@@ -808,6 +845,8 @@ async def test_every_json_reply_is_what_the_openapi_document_describes(
     rooms = {"rooms": [{"room_id": "1", "name": "Room 1"}, {"room_id": "2", "name": "Room 2"}]}
     joao = client_factory()
     sign_in = {"store": team, "associate": "joao", "password": PASSWORD}
+    messaging = {"url": "https://crm.example/m", "message": "{room}: {associate} is coming"}
+    hold_path = "/api/rooms/{room_id}/{action}"
     calls: list[tuple[Client, str, str, Any, str]] = [
         (joao, "POST", "/api/session", {**sign_in, "password": "wrong"}, "/api/session"),
         (joao, "POST", "/api/session", sign_in, "/api/session"),
@@ -853,6 +892,15 @@ async def test_every_json_reply_is_what_the_openapi_document_describes(
         (maria, "POST", "/api/rooms/2/ready", None, "/api/rooms/{room_id}/{action}"),
         (maria, "GET", one, None, "/api/alerts/{alert_id}"),
         (maria, "POST", "/api/rooms/9/use", None, "/api/rooms/{room_id}/{action}"),
+        (boss, "GET", "/api/messaging", None, "/api/messaging"),
+        (maria, "GET", "/api/messaging", None, "/api/messaging"),
+        (boss, "PUT", "/api/messaging", {"url": "http://crm.example/m"}, "/api/messaging"),
+        (boss, "PUT", "/api/messaging", messaging, "/api/messaging"),
+        (boss, "POST", "/api/rooms/1/hold", {"customer_id": "cust-ana"}, hold_path),
+        (boss, "POST", "/api/rooms/1/ready", None, hold_path),
+        (boss, "GET", "/api/messaging", None, "/api/messaging"),
+        (boss, "DELETE", "/api/messaging", None, "/api/messaging"),
+        (boss, "DELETE", "/api/messaging", None, "/api/messaging"),
         (boss, "DELETE", "/api/session", None, "/api/session"),
         (boss, "GET", "/api/me", None, "/api/me"),
     ]
