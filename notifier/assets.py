@@ -253,13 +253,29 @@ CONSOLE_JS = r"""'use strict';
     return String(value);
   }
 
+  function clock(iso) {
+    const at = new Date(iso);
+    return Number.isNaN(at.getTime()) ? String(iso)
+      : at.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  }
+
+  // A booking reads as an associate says it: "11:10 · fitting, room 2 (60 min)".
+  const BOOKINGS = {
+    appointment: (a) => [a.at ? clock(a.at) : null, a.note, a.room ? `room ${a.room}` : null]
+      .filter(Boolean).join(' · ') + (a.duration_min ? ` (${a.duration_min} min)` : ''),
+    reservation: (r) => `${(r.items || []).join(', ')}` +
+      (r.start && r.end ? ` · held ${clock(r.start)}–${clock(r.end)}` : ''),
+  };
+
   function customerCard(fields) {
     const name = fields.name || fields.first_name || '';
     const short = fields.initials || (name ? initials(name) : '?');
     const rows = [];
     for (const [key, value] of Object.entries(fields)) {
       if (key === 'name' || key === 'initials') continue;
-      rows.push(el('dt', {}, key.replace(/_/g, ' ')), el('dd', { 'data-field': key }, fieldValue(value)));
+      const shown = BOOKINGS[key] && value && typeof value === 'object' && !Array.isArray(value)
+        ? BOOKINGS[key](value) : fieldValue(value);
+      rows.push(el('dt', {}, key.replace(/_/g, ' ')), el('dd', { 'data-field': key }, shown));
     }
     return el('div', { class: 'customer' },
       el('div', { class: 'avatar', 'data-field': 'initials' }, short),

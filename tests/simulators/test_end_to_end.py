@@ -69,9 +69,10 @@ def _score(
 
 
 async def _pipeline(
-    procs: Procs, proxima_env: dict[str, str]
+    procs: Procs, proxima_env: dict[str, str], *notifier_args: str
 ) -> tuple[ServiceSettings, Path, Path]:
-    """bridge, worker, notifier and an alert recorder on this test's namespace."""
+    """bridge, worker, notifier (``notifier_args``: its serve options, default a port of
+    its own choosing) and an alert recorder on this test's namespace."""
     services = ServiceSettings(
         kafka=proxima_env["PROXIMA_KAFKA"], namespace=proxima_env["PROXIMA_NAMESPACE"]
     )
@@ -80,7 +81,7 @@ async def _pipeline(
     )
     procs.start("bridge", "bridge")
     procs.start("worker", "stream", "worker")
-    procs.start("notifier", "notifier", "serve", "--port", "0")
+    procs.start("notifier", "notifier", "serve", *(notifier_args or ("--port", "0")))
     procs.log_dir.mkdir(parents=True, exist_ok=True)
     alerts, events = procs.log_dir / "alerts.jsonl", procs.log_dir / "events.jsonl"
     procs.start("recorder", "alerts", "record", "--out", str(alerts), "--events", str(events))
