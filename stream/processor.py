@@ -49,6 +49,7 @@ from contracts.models import (
     VisitUpdate,
 )
 from stream.bookings import Bookings, with_bookings
+from stream.consent_view import ConsentView
 from stream.identity import IdentityIndex
 from stream.registry import CustomerProfile, Purpose, Registry
 from stream.rules import Rule, RuleBook, Trigger, priority_for, render, target_for
@@ -104,6 +105,8 @@ class EventProcessor:
         self.registry = registry or Registry(redis, prefix)
         self.bookings = Bookings(redis, prefix)
         self.identity = IdentityIndex(self.registry, drift_windows)
+        self.consent_view = ConsentView(self.registry)
+        """Consent as last read, while its registry shard is unchanged (stream.consent_view)."""
         self.visits = VisitTracker(
             redis, prefix, revisit_gap_s=revisit_gap_s, exit_timeout_s=exit_timeout_s
         )
@@ -158,27 +161,25 @@ class EventProcessor:
                 todo.append((i, event, customer_id))
         if not todo:
             return decisions
-        reg = self.registry
         pairs = sorted({(cid, e.store_id) for _, e, cid in todo})
         async with self.r.pipeline(transaction=False) as pipe:
             for _, event, _ in todo:
                 pipe.exists(self._k("event", str(event.event_id)))
+            reading = self.consent_view.queue(pipe, pairs)
             for cid, store in pairs:
-                pipe.hmget(
-                    reg.consent_key(cid),
-                    [
-                        *reg.consent_fields(Purpose.ARRIVAL_ALERTS, store),
-                        *reg.consent_fields(Purpose.ANALYTICS, store),
-                    ],
-                )
                 pipe.get(self.visits.state_key(cid, store))
             got = await pipe.execute()
-        seen = {str(e.event_id) for (_, e, _), hit in zip(todo, got, strict=False) if hit}
-        rest = got[len(todo) :]
-        consent = {pair: rest[2 * j] for j, pair in enumerate(pairs)}
-        states: dict[tuple[str, str], bytes | str | None] = {
-            pair: rest[2 * j + 1] for j, pair in enumerate(pairs)
-        }
+        n = len(todo)
+        seen = {str(e.event_id) for (_, e, _), hit in zip(todo, got[:n], strict=True) if hit}
+        self.consent_view.take(reading, got[n : n + reading.commands])
+        states: dict[tuple[str, str], bytes | str | None] = dict(
+            zip(pairs, got[n + reading.commands :], strict=True)
+        )
+        # As fresh as this round trip: decisions held for the versions it read; those of a
+        # shard that changed since they were read cost one more.
+        consent, stale = self.consent_view.decisions(pairs)
+        if stale:
+            consent |= await self.consent_view.read(stale)
         triggered: list[tuple[int, Event, str, Observation, list[Trigger]]] = []
         stores: set[str] = set()
         async with self.r.pipeline(transaction=False) as writes:
@@ -189,9 +190,7 @@ class EventProcessor:
                     continue
                 seen.add(eid)
                 store = event.store_id
-                values = consent[(cid, store)]
-                alerts_ok = reg.consent_from(values[:2])
-                analytics_ok = reg.consent_from(values[2:])
+                alerts_ok, analytics_ok = consent[(cid, store)]
                 if not (alerts_ok or analytics_ok):
                     c["no_consent"] += 1
                     continue
@@ -230,6 +229,13 @@ class EventProcessor:
                     triggers.append(Trigger.ZONE_ENTER)
                 if not triggers:
                     c["visit_continues"] += 1
+                    continue
+                # Only triggers some rule of the store is for: the alert path reads the
+                # customer's profile and bookings, which most zone moves do not need.
+                ruleset = self.rules.for_store(store)
+                triggers = [t for t in triggers if ruleset.may_fire(t, obs.zone)]
+                if not triggers:
+                    c["no_rule"] += 1
                     continue
                 triggered.append((i, event, cid, obs, triggers))
             await writes.execute()

@@ -195,6 +195,16 @@ class RuleSet(BaseModel):
     def cooldown(self, rule: Rule) -> float:
         return self.default_cooldown_s if rule.cooldown_s is None else rule.cooldown_s
 
+    def may_fire(self, trigger: Trigger, zone: str | None) -> bool:
+        """Whether any rule of this set is for ``trigger`` in ``zone`` (before what depends on
+        the customer): the processor reads a customer's profile and bookings only then."""
+        return any(rule.when is trigger and self._in_zone(rule, zone) for rule in self.ordered)
+
+    def _in_zone(self, rule: Rule, zone: str | None) -> bool:
+        if not (rule.zones or rule.zone_kinds):
+            return True
+        return zone is not None and (zone in rule.zones or self.zones.get(zone) in rule.zone_kinds)
+
     def matching(
         self,
         trigger: Trigger,
@@ -210,9 +220,7 @@ class RuleSet(BaseModel):
                 continue
             if rule.tiers and profile.tier not in rule.tiers:
                 continue
-            if (rule.zones or rule.zone_kinds) and not (
-                zone is not None and (zone in rule.zones or self.zones.get(zone) in rule.zone_kinds)
-            ):
+            if not self._in_zone(rule, zone):
                 continue
             if rule.requires_any and not any(visible.get(f) for f in rule.requires_any):
                 continue

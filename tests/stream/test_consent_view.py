@@ -1,0 +1,70 @@
+"""The worker's view of consent (stream.consent_view): a decision is held while its registry
+shard's version is unchanged, and read again once any change of the shard bumps it — so a
+revocation between two batches takes effect in the second, as if nothing were held."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from contracts.models import VisitChange
+from stream.consent_view import ConsentView
+from stream.registry import Purpose, Registry, shard_of
+from tests.kit.customers import make_customer
+from tests.kit.services import RedisNs
+from tests.stream.test_visits_rules import T0, ble, enroll, make
+
+
+async def test_a_decision_is_held_until_its_shard_changes(redis_ns: RedisNs) -> None:
+    r, prefix = redis_ns
+    proc = make(redis_ns)
+    await enroll(proc, [Purpose.ARRIVAL_ALERTS], ["name"])
+    registry = Registry(r, prefix)
+    view = ConsentView(registry)
+    pair = ("ana", "store-1")
+    assert await view.read([pair]) == {pair: (True, False)}
+    # Written behind the registry's back (no version bump): the view still holds its
+    # decision, so it is not reading consent again.
+    await r.hset(
+        registry.consent_key("ana"), Purpose.ANALYTICS.value, '{"granted": true, "at": "x"}'
+    )
+    assert await view.read([pair]) == {pair: (True, False)}
+    # A registry change of another shard leaves it held too.
+    other = next(f"cust-{i}" for i in range(100) if shard_of(f"cust-{i}") != shard_of("ana"))
+    await registry.enroll(make_customer(customer_id=other), [Purpose.ARRIVAL_ALERTS])
+    assert await view.read([pair]) == {pair: (True, False)}
+    # Any change of the shard (here another purpose of hers) bumps its version: read again.
+    await registry.set_consent("ana", Purpose.ARRIVAL_ALERTS, granted=False)
+    assert await view.read([pair]) == {pair: (False, True)}
+
+
+async def test_a_forgotten_customer_is_read_as_without_consent(redis_ns: RedisNs) -> None:
+    r, prefix = redis_ns
+    proc = make(redis_ns)
+    await enroll(proc, [Purpose.ARRIVAL_ALERTS, Purpose.ANALYTICS], ["name"])
+    view = ConsentView(Registry(r, prefix))
+    pair = ("ana", "store-1")
+    assert await view.read([pair]) == {pair: (True, True)}
+    await proc.registry.forget("ana")
+    assert await view.read([pair]) == {pair: (False, False)}
+
+
+async def test_held_consent_never_outlives_a_revocation_between_batches(
+    redis_ns: RedisNs,
+) -> None:
+    proc = make(redis_ns)
+    await enroll(proc, [Purpose.ARRIVAL_ALERTS, Purpose.ANALYTICS], ["name", "wishlist"])
+    first = await proc.decide(ble(T0))  # her consent is now held by the worker's view
+    assert [a.kind.value for a in first.alerts] == ["arrival"]
+    assert [v.change for v in first.visits] == [VisitChange.ARRIVAL]
+    await proc.registry.set_consent("ana", Purpose.ARRIVAL_ALERTS, granted=False)
+    await proc.registry.set_consent("ana", Purpose.ANALYTICS, granted=False)
+    # Into a fitting room: an alert (fitting-room rule) and a zone move, both with consent.
+    later = await proc.decide(ble(T0 + timedelta(minutes=2), zone="fitting-rooms"))
+    assert later.alerts == []
+    assert later.visits == []
+    assert proc.stats.counts["no_consent"] == 1
+    assert proc.stats.counts["revoked_in_flight"] == 0  # stopped at the gate, not later
+    # Granted again: the next batch sees that too.
+    await proc.registry.set_consent("ana", Purpose.ARRIVAL_ALERTS, granted=True)
+    again = await proc.decide(ble(T0 + timedelta(minutes=3), zone="fitting-1"))
+    assert [a.kind.value for a in again.alerts] == ["fitting_room"]
