@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from redis.asyncio.cluster import RedisCluster
+
 from contracts.models import (
     Alert,
     AlertKind,
@@ -162,15 +164,26 @@ class EventProcessor:
         if not todo:
             return decisions
         pairs = sorted({(cid, e.store_id) for _, e, cid in todo})
+        marks = [self._k("event", str(e.event_id)) for _, e, _ in todo]
+        # One server counts the batch's marks in one EXISTS: almost always none is there
+        # (a replay, or a duplicate from a gateway, is rare), and only then is each asked.
+        # A cluster pipeline cannot split a multi-key command over slots: one per event.
+        counted = not isinstance(self.r, RedisCluster)
         async with self.r.pipeline(transaction=False) as pipe:
-            for _, event, _ in todo:
-                pipe.exists(self._k("event", str(event.event_id)))
+            if counted:
+                pipe.exists(*marks)
+            else:
+                for mark in marks:
+                    pipe.exists(mark)
             reading = self.consent_view.queue(pipe, pairs)
             for cid, store in pairs:
                 pipe.get(self.visits.state_key(cid, store))
             got = await pipe.execute()
-        n = len(todo)
-        seen = {str(e.event_id) for (_, e, _), hit in zip(todo, got[:n], strict=True) if hit}
+        n = 1 if counted else len(todo)
+        hits = got[:n]
+        if counted:
+            hits = await self._each_exists(marks) if got[0] else [0] * len(todo)
+        seen = {str(e.event_id) for (_, e, _), hit in zip(todo, hits, strict=True) if hit}
         self.consent_view.take(reading, got[n : n + reading.commands])
         states: dict[tuple[str, str], bytes | str | None] = dict(
             zip(pairs, got[n + reading.commands :], strict=True)
@@ -473,6 +486,13 @@ class EventProcessor:
             await self.registry.has_consent(customer_id, Purpose.ARRIVAL_ALERTS, store),
             await self.registry.has_consent(customer_id, Purpose.ANALYTICS, store),
         )
+
+    async def _each_exists(self, keys: list[str]) -> list[int]:
+        async with self.r.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.exists(key)
+            found: list[int] = await pipe.execute()
+        return found
 
     async def _seen(self, event: Event) -> bool:
         return bool(await self.r.exists(self._k("event", str(event.event_id))))
