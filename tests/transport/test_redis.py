@@ -130,3 +130,42 @@ async def test_redis_for_closes_its_client(namespace: str) -> None:
         assert not await connected()
     finally:
         await observer.aclose()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("url_tail", ["", "?decode_responses=true"])
+async def test_a_single_server_client_packs_with_hiredis_and_round_trips(url_tail: str) -> None:
+    """With hiredis installed (the services extra), a single server's connections pack
+    commands in C; what goes in comes back the same, text, numbers and bytes alike, and
+    what redis-py refuses is refused the same way."""
+    from redis.asyncio.connection import SSLConnection
+    from redis.exceptions import DataError
+    from redis.utils import HIREDIS_AVAILABLE
+
+    if not HIREDIS_AVAILABLE:
+        pytest.skip("hiredis is not installed (the services extra brings it)")
+    tls = connect_redis("rediss://127.0.0.1:1/0").connection_pool.connection_class
+    assert tls.__name__ == "HiredisSSLConnection"
+    assert issubclass(tls, SSLConnection)
+    redis = connect_redis(ServiceSettings().redis + url_tail)
+    assert redis.connection_pool.connection_class.__name__ == "HiredisConnection"
+    key = f"t{uuid.uuid4().hex[:8]}:packed"
+    raw = b"" if url_tail else b"\x00\xff"  # replies decoded as text cannot hold these
+    try:
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.set(key, "café ☕", ex=60)
+            pipe.get(key)
+            pipe.hset(f"{key}:h", mapping={"n": 7, "f": 1.5, "b": raw})
+            pipe.hmget(f"{key}:h", ["n", "f", "b"])
+            got = await pipe.execute()
+        if url_tail:
+            assert got[1] == "café ☕"
+            assert got[3] == ["7", "1.5", ""]
+        else:
+            assert got[1] == "café ☕".encode()
+            assert got[3] == [b"7", b"1.5", raw]
+        with pytest.raises(DataError):
+            await redis.set(key, None)  # type: ignore[arg-type]
+    finally:
+        await redis.delete(key, f"{key}:h")
+        await redis.aclose()
