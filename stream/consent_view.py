@@ -16,7 +16,8 @@ built (:meth:`stream.processor.EventProcessor._alerts`), so a revocation in flig
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from stream.registry import Purpose, Registry, shard_of
@@ -44,14 +45,30 @@ class Reading:
 
 class ConsentView:
     """Consent decisions by (customer, store), each with the shard version it was read at;
-    at most ``max_pairs`` of them (the oldest read goes first)."""
+    at most ``max_pairs`` of them (the oldest read goes first), none for longer than
+    ``max_age_s``.
 
-    def __init__(self, registry: Registry, max_pairs: int = 200_000) -> None:
+    A version only grows while Redis keeps its data; one that went down (Redis lost the
+    registry, and it is being enrolled again or rebuilt) starts a new epoch of the shard,
+    and decisions of an earlier epoch are never current, even once the counter climbs back
+    to the number they were read at. ``max_age_s`` bounds what a loss this view did not see
+    in between could cost."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        max_pairs: int = 200_000,
+        max_age_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.registry = registry
         self.max_pairs = max_pairs
-        self._held: dict[Pair, tuple[int, Decision]] = {}
-        self._versions: dict[int, int] = {}
-        """The latest version read per shard (what a held decision must be tagged with)."""
+        self.max_age_s = max_age_s
+        self.clock = clock
+        self._held: dict[Pair, tuple[tuple[int, int], float, Decision]] = {}
+        self._versions: dict[int, tuple[int, int]] = {}
+        """Per shard, (epoch, version) as last read: what a held decision must be tagged with."""
 
     def queue(self, pipe: RedisPipeline, pairs: Sequence[Pair]) -> Reading:
         """Queue the shards' versions, then the consent of the pairs held for no version
@@ -70,7 +87,9 @@ class ConsentView:
         :meth:`read` has the pairs' decisions, reading again those of a shard that changed."""
         versions = replies[: len(reading.shards)]
         for shard, raw in zip(reading.shards, versions, strict=True):
-            self._versions[shard] = int(raw) if raw else 0  # type: ignore[call-overload]
+            version = int(raw) if raw else 0  # type: ignore[call-overload]
+            epoch, before = self._versions.get(shard, (0, version))
+            self._versions[shard] = (epoch + (version < before), version)
         for pair, values in zip(reading.asked, replies[len(reading.shards) :], strict=True):
             self._hold(pair, values)  # type: ignore[arg-type]
 
@@ -105,16 +124,19 @@ class ConsentView:
         held = self._held.get(pair)
         if held is None:
             return None
-        version, decision = held
-        if version != self._versions.get(shard_of(pair[0])):
+        tag, read_at, decision = held
+        if tag != self._versions.get(shard_of(pair[0])):
+            return None
+        if self.clock() - read_at >= self.max_age_s:
             return None
         return decision
 
     def _hold(self, pair: Pair, values: Sequence[bytes | str | None]) -> None:
-        version = self._versions[shard_of(pair[0])]
+        tag = self._versions[shard_of(pair[0])]
         self._held.pop(pair, None)  # re-inserted last: the oldest read goes first
         self._held[pair] = (
-            version,
+            tag,
+            self.clock(),
             (
                 Registry.consent_from(list(values[:2])),
                 Registry.consent_from(list(values[2:])),

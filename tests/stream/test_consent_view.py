@@ -68,3 +68,48 @@ async def test_held_consent_never_outlives_a_revocation_between_batches(
     await proc.registry.set_consent("ana", Purpose.ARRIVAL_ALERTS, granted=True)
     again = await proc.decide(ble(T0 + timedelta(minutes=3), zone="fitting-1"))
     assert [a.kind.value for a in again.alerts] == ["fitting_room"]
+
+
+async def test_a_shard_whose_version_went_down_holds_nothing_from_before(
+    redis_ns: RedisNs,
+) -> None:
+    """Redis lost the registry (no persistence, no rebuild yet): the shard's counter starts
+    again, and may climb back to the very number a held decision was read at."""
+    r, prefix = redis_ns
+    proc = make(redis_ns)
+    await enroll(proc, [Purpose.ARRIVAL_ALERTS], ["name"])
+    registry = Registry(r, prefix)
+    view = ConsentView(registry)
+    pair = ("ana", "store-1")
+    assert await view.read([pair]) == {pair: (True, False)}
+    version_key = registry.keys.version(shard_of("ana"))
+    version = int(await r.get(version_key))
+    await r.delete(version_key)
+    assert shard_of("x5") == shard_of("ana")  # someone never enrolled, in her shard
+    assert await view.read([("x5", "store-1")]) == {("x5", "store-1"): (False, False)}
+    # Written again from scratch, without her alerts consent; the counter is back where it was.
+    await r.hset(
+        registry.consent_key("ana"), Purpose.ARRIVAL_ALERTS.value, '{"granted": false, "at": "x"}'
+    )
+    await r.set(version_key, version)
+    assert await view.read([("x5", "store-1")]) == {("x5", "store-1"): (False, False)}
+    # The view has now seen her shard at the version her decision was read at: an epoch ago.
+    assert await view.read([pair]) == {pair: (False, False)}
+
+
+async def test_no_decision_is_held_longer_than_max_age(redis_ns: RedisNs) -> None:
+    r, prefix = redis_ns
+    proc = make(redis_ns)
+    await enroll(proc, [Purpose.ARRIVAL_ALERTS], ["name"])
+    registry = Registry(r, prefix)
+    now = [1000.0]
+    view = ConsentView(registry, max_age_s=60.0, clock=lambda: now[0])
+    pair = ("ana", "store-1")
+    assert await view.read([pair]) == {pair: (True, False)}
+    await r.hset(  # behind the registry's back: only the age makes the view read it
+        registry.consent_key("ana"), Purpose.ARRIVAL_ALERTS.value, '{"granted": false, "at": "x"}'
+    )
+    now[0] += 59.0
+    assert await view.read([pair]) == {pair: (True, False)}
+    now[0] += 1.0
+    assert await view.read([pair]) == {pair: (False, False)}
