@@ -106,6 +106,7 @@ def test_customer_cli_enrolls_grants_revokes_and_forgets_on_a_cluster(
         "arrival_alerts": False,
         "personalization": False,
         "analytics": False,
+        "room_messages": False,
     }
     assert data["consent_records"]["analytics@s1"]["granted"] is True
     assert data["consent_records"]["arrival_alerts"]["granted"] is False
