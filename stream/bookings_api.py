@@ -16,7 +16,12 @@ who is not enrolled). Refusals are counted (``/metrics``-style counters on ``GET
 
 ``POST /v1/bookings``: a reservation or an appointment (stream.bookings; ``type`` says
 which; a ``booking_id`` already there is replaced). ``POST /v1/bookings/cancel``:
-``{"customer_id", "booking_id"}``. ``GET /v1/openapi.json``: this API, generated from the
+``{"customer_id", "booking_id"}``. ``GET /v1/bookings?store=S&day=YYYY-MM-DD[&tz=ZONE]``
+(signed over the empty body): the store's bookings starting that day, by start. A
+``store`` query parameter on ``POST /v1/bookings`` and a ``store_id`` in a cancel scope the
+request to one store: a booking of another store answers 404, as one that does not exist
+(the manager's console, a client of this API, sends them so that a manager can never
+touch another store's bookings). ``GET /v1/openapi.json``: this API, generated from the
 models. ``GET /livez``, ``/readyz`` (Redis answers): for the orchestrator.
 """
 
@@ -31,17 +36,35 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from datetime import date, datetime, timedelta
+from datetime import time as dtime
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 from pydantic.json_schema import models_json_schema
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.services import ServiceSettings
 from contracts.validation import describe_validation
-from stream.bookings import AppointmentBooking, Bookings, Reservation, parse_booking
+from stream.bookings import (
+    AppointmentBooking,
+    Bookings,
+    Reservation,
+    StoreId,
+    bookings_json,
+    parse_booking,
+)
 from stream.exceptions import RegistryError
 from transport.redis import RedisClient, redis_for
 
@@ -158,6 +181,18 @@ class Cancel(BaseModel):
 
     customer_id: str
     booking_id: str
+    store_id: StoreId | None = Field(
+        default=None, description="only a booking at this store (else 404, as if there were none)"
+    )
+
+
+class BookingList(BaseModel):
+    """``GET /v1/bookings``: a store's bookings starting on one day, by start."""
+
+    store_id: StoreId
+    day: date
+    timezone: str
+    bookings: list[Annotated[Reservation | AppointmentBooking, Field(discriminator="type")]]
 
 
 class Refusal(BaseModel):
@@ -169,7 +204,10 @@ def openapi() -> dict[str, Any]:
     """This API's OpenAPI 3.1 document, its schemas generated from the models."""
     ref = "#/components/schemas/{model}"
     _, defs = models_json_schema(
-        [(m, "validation") for m in (Reservation, AppointmentBooking, Cancel, Refusal)],
+        [
+            (m, "validation")
+            for m in (Reservation, AppointmentBooking, Cancel, Refusal, BookingList)
+        ],
         ref_template=ref,
     )
     booking = {
@@ -194,11 +232,22 @@ def openapi() -> dict[str, Any]:
         )
     }
 
-    def op(summary: str, schema: dict[str, Any], ok: dict[str, Any]) -> dict[str, Any]:
+    def query(name: str, why: str, schema: dict[str, Any], required: bool) -> dict[str, Any]:
+        return {"name": name, "in": "query", "required": required, "description": why,
+                "schema": schema}  # fmt: skip
+
+    store = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"}
+
+    def op(
+        summary: str,
+        schema: dict[str, Any],
+        ok: dict[str, Any],
+        params: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
         return {
             "post": {
                 "summary": summary,
-                "parameters": signed,
+                "parameters": signed + (params or []),
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": schema}},
@@ -211,20 +260,61 @@ def openapi() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "Proxima bookings", "version": "1"},
         "paths": {
-            "/v1/bookings": op(
-                "create or replace a reservation or an appointment",
-                booking,
-                {
-                    "201": {
-                        "description": "kept",
-                        "content": {"application/json": {"schema": booking}},
-                    }
+            "/v1/bookings": {
+                **op(
+                    "create or replace a reservation or an appointment",
+                    booking,
+                    {
+                        "201": {
+                            "description": "kept",
+                            "content": {"application/json": {"schema": booking}},
+                        },
+                        "404": {
+                            "description": "store given and the booking id is another store's",
+                            **refusal,
+                        },
+                    },
+                    [
+                        query(
+                            "store",
+                            "only at this store: the body's store_id must be it, and a booking "
+                            "of another store by that id is not replaced (404)",
+                            store,
+                            False,
+                        )
+                    ],
+                ),
+                "get": {
+                    "summary": "a store's bookings starting on one day, by start (signed over "
+                    "the empty body)",
+                    "parameters": [
+                        *signed,
+                        query("store", "the store", store, True),
+                        query("day", "YYYY-MM-DD", {"type": "string", "format": "date"}, True),
+                        query(
+                            "tz", "IANA zone of the day (default UTC)", {"type": "string"}, False
+                        ),
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "the day's bookings",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": ref.format(model="BookingList")}
+                                }
+                            },
+                        },
+                        **{k: v for k, v in refusals.items() if k != "413"},
+                    },
                 },
-            ),
+            },
             "/v1/bookings/cancel": op(
                 "cancel a booking",
                 {"$ref": ref.format(model="Cancel")},
-                {"200": {"description": "cancelled"}, "404": {"description": "no such booking"}},
+                {
+                    "200": {"description": "cancelled"},
+                    "404": {"description": "no such booking (at store_id, if given)", **refusal},
+                },
             ),
         },
         "components": {
@@ -263,6 +353,7 @@ class BookingsApi:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.settings.max_body_bytes + 1)
         app.router.add_post("/v1/bookings", self._signed(self._put))
+        app.router.add_get("/v1/bookings", self._signed(self._list))
         app.router.add_post("/v1/bookings/cancel", self._signed(self._cancel))
         app.router.add_get("/v1/openapi.json", self._openapi)
         app.router.add_get("/v1/stats", self._stats)
@@ -282,11 +373,13 @@ class BookingsApi:
             up = False
         return web.json_response({"redis": up}, status=200 if up else 503)
 
-    def _signed(self, handle: Callable[[bytes], Any]) -> Callable[[web.Request], Any]:
+    def _signed(
+        self, handle: Callable[[web.Request, bytes], Awaitable[web.Response]]
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def run(request: web.Request) -> web.Response:
             msg_id = request.headers.get("webhook-id", "")
             try:
-                response: web.Response = await handle(await self._admit(request, msg_id))
+                response = await handle(request, await self._admit(request, msg_id))
             except Refused as exc:
                 await self._refuse(exc, msg_id)
                 return web.json_response(
@@ -329,21 +422,66 @@ class BookingsApi:
         except Exception:  # the refusal is answered and counted even if Redis is away
             log.exception("bookings-api: refusal not parked")
 
-    async def _put(self, body: bytes) -> web.Response:
+    async def _put(self, request: web.Request, body: bytes) -> web.Response:
+        only = _query_store(request, required=False)
         try:
             booking = parse_booking(body)
-            await self.bookings.put(booking)
         except ValidationError as exc:
             raise Refused(422, "invalid", describe_validation(exc, "(body)")) from exc
+        if only is not None:
+            if booking.store_id != only:
+                raise Refused(
+                    422, "invalid", f"store_id: {booking.store_id!r} is not the store {only!r}"
+                )
+            old = await self.bookings.get(booking.customer_id, booking.booking_id)
+            if old is not None and old.store_id != only:
+                raise Refused(404, "not_found", _no_booking(booking.customer_id,
+                              booking.booking_id, only))  # fmt: skip
+        try:
+            await self.bookings.put(booking)
         except RegistryError as exc:
             raise Refused(422, "unknown_customer", str(exc)) from exc
         return web.json_response(json.loads(booking.model_dump_json()), status=201)
 
-    async def _cancel(self, body: bytes) -> web.Response:
+    async def _list(self, request: web.Request, body: bytes) -> web.Response:
+        if body:
+            raise Refused(422, "invalid", "GET /v1/bookings takes no body")
+        store = _query_store(request, required=True)
+        assert store is not None
+        raw_day = request.query.get("day", "")
+        try:
+            day = date.fromisoformat(raw_day)
+        except ValueError:
+            raise Refused(422, "invalid", f"day: {raw_day[:40]!r} is not YYYY-MM-DD") from None
+        tz_name = request.query.get("tz", "UTC")
+        try:
+            zone = ZoneInfo(tz_name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise Refused(
+                422, "invalid", f"tz: {tz_name[:64]!r} is not an IANA time zone"
+            ) from None
+        since = datetime.combine(day, dtime(), zone)
+        until = datetime.combine(day + timedelta(days=1), dtime(), zone) - timedelta(microseconds=1)
+        found = await self.bookings.of_store(store, since, until)
+        return web.json_response(
+            {
+                "store_id": store,
+                "day": day.isoformat(),
+                "timezone": tz_name,
+                "bookings": bookings_json(found),
+            }
+        )
+
+    async def _cancel(self, request: web.Request, body: bytes) -> web.Response:
         try:
             which = Cancel.model_validate_json(body)
         except ValidationError as exc:
             raise Refused(422, "invalid", describe_validation(exc, "(body)")) from exc
+        if which.store_id is not None:
+            old = await self.bookings.get(which.customer_id, which.booking_id)
+            if old is None or old.store_id != which.store_id:
+                raise Refused(404, "not_found", _no_booking(which.customer_id,
+                              which.booking_id, which.store_id))  # fmt: skip
         if not await self.bookings.cancel(which.customer_id, which.booking_id):
             return web.json_response(
                 {"error": "not_found", "reason": f"{which.customer_id} has no booking "
@@ -356,6 +494,27 @@ class BookingsApi:
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response(dict(self.counts))
+
+
+def _no_booking(customer_id: str, booking_id: str, store: str) -> str:
+    return f"{customer_id} has no booking {booking_id!r} at store {store!r}"
+
+
+_STORE_ID: TypeAdapter[str] = TypeAdapter(StoreId)
+
+
+def _query_store(request: web.Request, *, required: bool) -> str | None:
+    """The ``store`` query parameter; :class:`Refused` (422) naming what is wrong."""
+    name = "store"
+    raw = request.query.get(name)
+    if raw is None:
+        if required:
+            raise Refused(422, "invalid", f"{name}: missing query parameter")
+        return None
+    try:
+        return _STORE_ID.validate_python(raw)
+    except ValidationError:
+        raise Refused(422, "invalid", f"{name}: {raw[:64]!r} is not an id") from None
 
 
 async def serve(

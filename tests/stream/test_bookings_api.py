@@ -55,8 +55,9 @@ class Server:
         secret: str | None = SECRET,
         msg_id: str | None = None,
         at: datetime | None = None,
+        method: str = "POST",
     ) -> tuple[int, Any]:
-        headers = {"content-type": "application/json"}
+        headers = {"content-type": "application/json"} if body else {}
         if secret is not None:
             msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
             when = at or datetime.now(UTC)
@@ -65,7 +66,9 @@ class Server:
                 "webhook-timestamp": str(int(when.timestamp())),
                 "webhook-signature": Webhook(secret).sign(msg_id, when, body.decode()),
             }
-        async with self.session.post(self.url + path, data=body, headers=headers) as resp:
+        async with self.session.request(
+            method, self.url + path, data=body, headers=headers
+        ) as resp:
             return resp.status, await resp.json()
 
 
@@ -158,10 +161,75 @@ def test_the_openapi_document_describes_both_bodies_and_the_signature() -> None:
     assert refs <= set(doc["components"]["schemas"])
     assert "items" in doc["components"]["schemas"]["Reservation"]["properties"]
     headers = {p["name"] for p in doc["paths"]["/v1/bookings"]["post"]["parameters"]}
-    assert headers == {"webhook-id", "webhook-timestamp", "webhook-signature"}
+    signed = {"webhook-id", "webhook-timestamp", "webhook-signature"}
+    assert headers == signed | {"store"}
     assert set(doc["paths"]["/v1/bookings"]["post"]["responses"]) == {
-        "201", "401", "409", "413", "422",
+        "201", "401", "404", "409", "413", "422",
     }  # fmt: skip
+    listing = doc["paths"]["/v1/bookings"]["get"]
+    assert {p["name"] for p in listing["parameters"]} == signed | {"store", "day", "tz"}
+    assert listing["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/BookingList"
+    }
+    assert "store_id" in doc["components"]["schemas"]["Cancel"]["properties"]
+
+
+async def test_a_signed_listing_gives_a_stores_day_in_its_zone(server: Server) -> None:
+    """GET /v1/bookings?store&day[&tz], signed over the empty body as every request is."""
+    late = {**RESERVATION, "booking_id": "res-late", "start": "2026-03-14T23:30:00Z",
+            "end": "2026-03-15T01:00:00Z"}  # fmt: skip
+    elsewhere = {**RESERVATION, "booking_id": "res-b", "store_id": "store-2"}
+    for booking in (RESERVATION, late, elsewhere):
+        assert (await server.post("/v1/bookings", json.dumps(booking).encode()))[0] == 201
+    status, got = await server.post("/v1/bookings?store=store-1&day=2026-03-14", b"", method="GET")
+    assert status == 200, got
+    assert (got["store_id"], got["day"], got["timezone"]) == ("store-1", "2026-03-14", "UTC")
+    assert [b["booking_id"] for b in got["bookings"]] == ["res-web-1", "res-late"]
+    # 23:30 UTC is already the 15th in Tokyo (UTC+9): the store's day is its own.
+    status, got = await server.post(
+        "/v1/bookings?store=store-1&day=2026-03-15&tz=Asia/Tokyo", b"", method="GET"
+    )
+    assert [b["booking_id"] for b in got["bookings"]] == ["res-web-1", "res-late"]
+    status, got = await server.post("/v1/bookings?store=store-1&day=2026-03-14", b"",
+                                    method="GET", secret=None)  # fmt: skip
+    assert (status, got["error"]) == (401, "unsigned")
+    for query, reason in (
+        ("day=2026-03-14", "store: missing query parameter"),
+        ("store=store-1&day=14.3.2026", "day: '14.3.2026' is not YYYY-MM-DD"),
+        ("store=store-1&day=2026-03-14&tz=Mars/Olympus", "'Mars/Olympus' is not an IANA"),
+        ("store=a%20b&day=2026-03-14", "store: 'a b' is not an id"),
+    ):
+        status, got = await server.post(f"/v1/bookings?{query}", b"", method="GET")
+        assert (status, got["error"]) == (422, "invalid"), got
+        assert reason in got["reason"], got
+
+
+async def test_a_store_scoped_request_cannot_touch_another_stores_booking(
+    server: Server, redis_ns: RedisNs
+) -> None:
+    r, prefix = redis_ns
+    theirs = {**RESERVATION, "booking_id": "res-b", "store_id": "store-2"}
+    assert (await server.post("/v1/bookings", json.dumps(theirs).encode()))[0] == 201
+    # Replacing it "at store-1" would move it to store-1: refused as if it did not exist.
+    moved = json.dumps({**theirs, "store_id": "store-1"}).encode()
+    status, got = await server.post("/v1/bookings?store=store-1", moved)
+    assert (status, got["error"]) == (404, "not_found"), got
+    assert got["reason"] == "ana has no booking 'res-b' at store 'store-1'"
+    status, got = await server.post("/v1/bookings?store=store-1", json.dumps(theirs).encode())
+    assert (status, got["error"]) == (422, "invalid"), got
+    assert got["reason"] == "store_id: 'store-2' is not the store 'store-1'"
+    cancel = {"customer_id": "ana", "booking_id": "res-b", "store_id": "store-1"}
+    status, got = await server.post("/v1/bookings/cancel", json.dumps(cancel).encode())
+    assert (status, got["error"]) == (404, "not_found"), got
+    kept = await Bookings(r, prefix).get("ana", "res-b")
+    assert kept is not None
+    assert kept.store_id == "store-2"
+    # At its own store, the scoped request goes through.
+    ours = json.dumps({**theirs, "note": "changed"}).encode()
+    assert (await server.post("/v1/bookings?store=store-2", ours))[0] == 201
+    cancel["store_id"] = "store-2"
+    assert (await server.post("/v1/bookings/cancel", json.dumps(cancel).encode()))[0] == 200
+    assert await Bookings(r, prefix).get("ana", "res-b") is None
 
 
 def test_the_command_refuses_to_start_without_a_usable_secret() -> None:
