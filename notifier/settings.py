@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 from typing import Any
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from notifier.bookings_client import secret_key
 from transport.net import is_loopback
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -137,6 +139,45 @@ class NotifierSettings(BaseSettings):
         le=5000,
         description="longest a Kafka fetch waits for alerts (brokers without long-poll wake-up)",
     )
+
+    bookings_api_url: str = Field(
+        default="",
+        description="the bookings API (proxima stream bookings-api) the manager's console books "
+        "through, e.g. http://127.0.0.1:8473; empty = the console's bookings are not connected",
+    )
+    bookings_api_secret: SecretStr | None = Field(
+        default=None,
+        description="the bookings API's signing secret (PROXIMA_BOOKINGS_API_SECRET, "
+        "whsec_<base64>): the console signs its requests with it",
+    )
+    bookings_api_timeout_s: float = Field(
+        default=5.0, gt=0, le=60, description="timeout of one request to the bookings API"
+    )
+
+    @field_validator("bookings_api_url")
+    @classmethod
+    def _bookings_url(cls, value: str) -> str:
+        if value and urlsplit(value).scheme not in {"http", "https"}:
+            raise ValueError(f"{value!r} is not an http(s) URL such as http://127.0.0.1:8473")
+        return value
+
+    @field_validator("bookings_api_secret")
+    @classmethod
+    def _bookings_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            return None  # set but empty, as a compose file's ${VAR:-} gives it: unset
+        if value is not None:
+            secret_key(value.get_secret_value())  # ValueError naming what is wrong
+        return value
+
+    @model_validator(mode="after")
+    def _bookings_both(self) -> NotifierSettings:
+        if bool(self.bookings_api_url) != (self.bookings_api_secret is not None):
+            raise ValueError(
+                "set both PROXIMA_NOTIFIER_BOOKINGS_API_URL and "
+                "PROXIMA_NOTIFIER_BOOKINGS_API_SECRET, or neither"
+            )
+        return self
 
     @field_validator("webhook_allow_networks")
     @classmethod

@@ -10,6 +10,7 @@ from datetime import timedelta
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from notifier.bookings_client import BookingsClient
 from notifier.channels import VapidKeys
 from notifier.destinations import Destinations
 from notifier.directory import Clock, Directory, utc_now
@@ -23,6 +24,7 @@ from notifier.web.errors import MAX_BODY, Handler, errors
 from notifier.web.feed import CLOSE, FeedHub
 from notifier.web.handlers import pages
 from notifier.web.handlers.alerts import AlertHandlers
+from notifier.web.handlers.bookings import BookingHandlers
 from notifier.web.handlers.channels import ChannelHandlers
 from notifier.web.handlers.events import EventHandlers
 from notifier.web.handlers.gateways import GatewayHandlers
@@ -62,6 +64,7 @@ class Console:
         clock: Clock = utc_now,
         destinations: Destinations | None = None,
         vapid: VapidKeys | None = None,
+        bookings: BookingsClient | None = None,
     ) -> None:
         self.destinations = destinations or Destinations(redis, prefix, directory)
         self.vapid = vapid or VapidKeys(redis, prefix, settings.vapid_private_key)
@@ -87,6 +90,15 @@ class Console:
         self.gateways = GatewayHandlers(auth, redis, prefix)
         self.rooms = RoomHandlers(auth, desk, metrics)
         self.messaging = MessagingHandlers(auth, lifecycle.messaging)
+        secret = settings.bookings_api_secret
+        if bookings is None and settings.bookings_api_url and secret is not None:
+            bookings = BookingsClient(
+                settings.bookings_api_url,
+                secret.get_secret_value(),
+                timeout_s=settings.bookings_api_timeout_s,
+            )
+        self.bookings_client = bookings
+        self.bookings = BookingHandlers(auth, lifecycle, directory, bookings)
 
     def app(self, max_body: int = 64 * 1024) -> web.Application:
         app = web.Application(
@@ -136,6 +148,9 @@ class Console:
                 web.get("/api/messaging", self.messaging.get),
                 web.put("/api/messaging", self.messaging.set),
                 web.delete("/api/messaging", self.messaging.remove),
+                web.get("/api/bookings", self.bookings.list),
+                web.post("/api/bookings", self.bookings.put),
+                web.post("/api/bookings/cancel", self.bookings.cancel),
             ]
         )
         return app
@@ -144,6 +159,8 @@ class Console:
         await self.hub.start()
         yield
         await self.hub.stop()
+        if self.bookings_client is not None:
+            await self.bookings_client.close()
 
     async def _on_shutdown(self, _app: web.Application) -> None:
         # Live feeds never end on their own: tell them to, so shutdown need not wait.

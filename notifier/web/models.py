@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, StrictBool
 
 from contracts.models import AlertKind, Priority, WithdrawReason
 from notifier.directory import Role
@@ -108,6 +108,54 @@ class PushSubscriptionBody(BaseModel):
     endpoint: Annotated[str, Field(min_length=1, max_length=2048)]
     keys: PushKeys
     expirationTime: int | None = None
+
+
+class ItemBody(_Body):
+    """A reserved item: SKU, name, size, colour."""
+
+    sku: Annotated[str, Field(min_length=1, max_length=64)]
+    name: Annotated[str, Field(min_length=1, max_length=120)]
+    size: Annotated[str, Field(max_length=16)] | None = None
+    colour: Annotated[str, Field(max_length=40)] | None = None
+
+
+class ReservationBody(_Body):
+    """Items held for a customer to try or collect in a window, at the manager's store (a
+    ``booking_id`` given replaces that booking: a change)."""
+
+    type: Literal["reservation"]
+    booking_id: Annotated[str, Field(pattern=_IDENT)] | None = None
+    customer_id: Annotated[str, Field(pattern=_IDENT)]
+    items: Annotated[list[ItemBody], Field(min_length=1, max_length=50)]
+    start: AwareDatetime
+    end: AwareDatetime
+    associate_id: Annotated[str, Field(pattern=_IDENT)] | None = None
+    note: Annotated[str, Field(max_length=500)] | None = None
+
+
+class AppointmentBody(_Body):
+    """A time with a purpose, an associate and maybe a room, at the manager's store (a
+    ``booking_id`` given replaces that booking: a change)."""
+
+    type: Literal["appointment"]
+    booking_id: Annotated[str, Field(pattern=_IDENT)] | None = None
+    customer_id: Annotated[str, Field(pattern=_IDENT)]
+    at: AwareDatetime
+    duration_min: Annotated[int, Field(gt=0, le=24 * 60)] = 60
+    purpose: Annotated[str, Field(min_length=1, max_length=200)]
+    associate_id: Annotated[str, Field(pattern=_IDENT)] | None = None
+    room: Annotated[str, Field(max_length=64)] | None = None
+
+
+class BookingBody(
+    RootModel[Annotated[ReservationBody | AppointmentBody, Field(discriminator="type")]]
+):
+    """A reservation or an appointment (``type`` says which)."""
+
+
+class CancelBookingBody(_Body):
+    customer_id: Annotated[str, Field(pattern=_IDENT)]
+    booking_id: Annotated[str, Field(pattern=_IDENT)]
 
 
 # --- views: the objects responses are made of ------------------------------------------
@@ -250,6 +298,44 @@ class MessageReceiptView(_View):
     attempts: int
     detail: str
     delivery_id: str = Field(description="X-Proxima-Delivery of the request ('' if none)")
+
+
+class ReservedItemView(_View):
+    sku: str
+    name: str
+    size: str | None
+    colour: str | None
+
+
+class ReservationView(_View):
+    """A reservation as the bookings API keeps it."""
+
+    type: Literal["reservation"]
+    booking_id: str
+    customer_id: str
+    store_id: str
+    items: list[ReservedItemView]
+    start: Time
+    end: Time
+    associate_id: str | None
+    note: str | None
+
+
+class AppointmentView(_View):
+    """An appointment as the bookings API keeps it."""
+
+    type: Literal["appointment"]
+    booking_id: str
+    customer_id: str
+    store_id: str
+    at: Time
+    duration_min: int
+    purpose: str
+    associate_id: str | None
+    room: str | None
+
+
+BookingView = Annotated[ReservationView | AppointmentView, Field(discriminator="type")]
 
 
 class SummaryView(_View):
@@ -472,3 +558,21 @@ class RoomsReply(_Reply):
 
 class RoomReply(_Reply):
     room: RoomView
+
+
+class BookingsReply(_Reply):
+    connected: bool = Field(
+        description="false: PROXIMA_NOTIFIER_BOOKINGS_API_URL is not set (no bookings listed)"
+    )
+    reason: str | None = Field(default=None, description="why not connected, in words")
+    day: str = Field(description="the store-local date listed, YYYY-MM-DD")
+    timezone: str = Field(description="the store's IANA time zone (its routing)")
+    bookings: list[BookingView] = Field(description="the bookings starting that day, by start")
+
+
+class BookingReply(_Reply):
+    booking: BookingView
+
+
+class CancelledReply(_Reply):
+    cancelled: str = Field(description="the booking id")

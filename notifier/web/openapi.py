@@ -20,6 +20,11 @@ from notifier.web.models import (
     AlertReply,
     AlertsReply,
     AssociateReply,
+    BookingBody,
+    BookingReply,
+    BookingsReply,
+    CancelBookingBody,
+    CancelledReply,
     ChannelsReply,
     DestinationReply,
     ErrorReply,
@@ -463,6 +468,56 @@ def _messaging() -> dict[str, dict[str, Any]]:
     }
 
 
+def _bookings() -> dict[str, dict[str, Any]]:
+    api = {
+        "403": _error("not a manager"),
+        "502": _error("the bookings API failed or refused the console's signature (the reason)"),
+        "503": _error("bookings not connected, or the bookings API does not answer (the reason)"),
+    }
+    refused = {
+        "400": _error("not a booking: the field and why, from the console or the bookings API "
+                      "(a customer who is not enrolled, an associate not of this store, ...)"),
+        "404": _error("no such booking at this store (another store's answers the same)"),
+        "409": _error("the bookings API refused it as a repeat"),
+    }  # fmt: skip
+    return {
+        "/api/bookings": {
+            "get": _op(
+                "managers: the store's reservations and appointments starting on a store-local "
+                "day (default today), through the bookings API; connected=false when it is "
+                "not set up",
+                _json(BookingsReply),
+                params=[
+                    _param(
+                        "query",
+                        "day",
+                        "YYYY-MM-DD in the store's time zone (default: today)",
+                        {"type": "string", "format": "date"},
+                    )
+                ],
+                extra=api,
+            ),
+            "post": _op(
+                "managers: book a reservation or an appointment at the store (201), or change "
+                "one: a booking_id given replaces that booking (200)",
+                _json(BookingReply),
+                change=True,
+                body=BookingBody,
+                extra={"201": _json(BookingReply, "Created"), **refused, **api},
+            ),
+        },
+        "/api/bookings/cancel": {
+            "post": _op(
+                "managers: cancel a booking of the store",
+                _json(CancelledReply),
+                change=True,
+                body=CancelBookingBody,
+                extra={**refused, **api},
+            )
+        },
+    }
+
+
 def _models(node: Any) -> list[_Model]:
     if isinstance(node, _Model):
         return [node]
@@ -488,6 +543,7 @@ def document() -> dict[str, Any]:
     """The whole description (built once)."""
     paths = {**_pages(), **_operations(), **_session(), **_alerts(), **_shifts()}
     paths |= {**_channels(), **_routing(), **_gateways(), **_rooms(), **_messaging()}
+    paths |= _bookings()
     wanted = list(dict.fromkeys(_models(paths)))
     keys, defs = models_json_schema([(m.model, m.mode) for m in wanted], ref_template=REF)
     refs = {m: dict(keys[(m.model, m.mode)]) for m in wanted}

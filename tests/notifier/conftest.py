@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import ssl
 import threading
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from aiohttp import web
 from argon2 import PasswordHasher
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -25,8 +27,12 @@ from contracts.models import Alert
 from contracts.services import ServiceSettings
 from notifier.directory import Directory
 from notifier.lifecycle import Lifecycle
+from stream.bookings import Bookings
+from stream.bookings_api import BookingsApi, BookingsApiSettings
+from stream.registry import Registry
 from tests.factories import alert_dict
 from tests.kit.clock import FakeUtcClock
+from tests.kit.customers import make_customer
 from tests.kit.services import redis_dropped_after
 
 # Cheap argon2 parameters: the tests check behaviour, not the hash's cost.
@@ -182,3 +188,38 @@ def lifecycle(
 @pytest.fixture
 def store() -> str:
     return f"store-{uuid.uuid4().hex[:6]}"
+
+
+BOOKINGS_SECRET = "whsec_" + base64.b64encode(b"proxima-console-bookings-secret!").decode()
+
+
+@dataclass(frozen=True)
+class BookingsApiServer:
+    """A real bookings API (``stream.bookings_api``) on a free port, over the test's Redis
+    namespace: the console books through it as it does in production."""
+
+    url: str
+    bookings: Bookings  # what was stored, read back from Redis
+
+    async def enroll(self, customer_id: str) -> None:
+        await Registry(self.bookings.r, self.bookings.p).enroll(
+            make_customer(customer_id=customer_id), []
+        )
+
+
+@pytest.fixture
+async def bookings_api(
+    redis: aioredis.Redis, services: ServiceSettings
+) -> AsyncIterator[BookingsApiServer]:
+    api = BookingsApi(
+        redis, services.redis_prefix, BookingsApiSettings(secret=BOOKINGS_SECRET, port=0)
+    )
+    runner = web.AppRunner(api.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield BookingsApiServer(f"http://127.0.0.1:{port}", Bookings(redis, services.redis_prefix))
+    finally:
+        await runner.cleanup()
