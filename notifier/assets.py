@@ -72,6 +72,41 @@ INDEX_HTML = """<!doctype html>
       <h2>Gateways</h2>
       <p id="fleet-empty" class="muted">No gateway has reported.</p>
       <ul id="fleet"></ul>
+      <h2>Bookings <small id="bookings-day" class="muted"></small></h2>
+      <p id="bookings-status" class="muted" role="status"></p>
+      <ul id="bookings"></ul>
+      <div id="booking-forms">
+        <form id="apt-form" class="booking-form">
+          <h3 id="apt-title">Book an appointment</h3>
+          <input type="hidden" id="apt-id">
+          <label>Customer id <input id="apt-customer" required maxlength="64" autocomplete="off"></label>
+          <label>Time <input id="apt-at" type="datetime-local" required></label>
+          <label>Duration (minutes) <input id="apt-duration" type="number" min="1" max="1440" value="60" required></label>
+          <label>Purpose <input id="apt-purpose" required maxlength="200" placeholder="styling session"></label>
+          <label>Associate <select id="apt-associate" class="staff"><option value="">(routing decides)</option></select></label>
+          <label>Room (optional) <input id="apt-room" maxlength="64"></label>
+          <div class="buttons">
+            <button type="submit" id="apt-submit">Book appointment</button>
+            <button type="button" id="apt-reset" class="secondary" hidden>Keep as it was</button>
+          </div>
+          <p id="apt-error" class="error" role="alert"></p>
+        </form>
+        <form id="res-form" class="booking-form">
+          <h3 id="res-title">Reserve items</h3>
+          <input type="hidden" id="res-id">
+          <label>Customer id <input id="res-customer" required maxlength="64" autocomplete="off"></label>
+          <label>Items, one a line: SKU:name:size:colour (size and colour optional)
+            <textarea id="res-items" rows="3" required placeholder="DR-221:linen dress:38:green"></textarea></label>
+          <label>From <input id="res-start" type="datetime-local" required></label>
+          <label>Until <input id="res-end" type="datetime-local" required></label>
+          <label>Associate <select id="res-associate" class="staff"><option value="">(routing decides)</option></select></label>
+          <div class="buttons">
+            <button type="submit" id="res-submit">Reserve</button>
+            <button type="button" id="res-reset" class="secondary" hidden>Keep as it was</button>
+          </div>
+          <p id="res-error" class="error" role="alert"></p>
+        </form>
+      </div>
     </section>
     <h2>Fitting rooms <small id="rooms-today" class="muted"></small></h2>
     <p id="rooms-empty" class="muted">No fitting rooms set up for this store.</p>
@@ -144,6 +179,15 @@ header { display: flex; flex-wrap: wrap; gap: 8px; justify-content: space-betwee
 #out-associates { width: 100%; border-collapse: collapse; }
 #out-associates th, #out-associates td { text-align: left; padding: 4px 6px; }
 .card .room-mark[data-ready="yes"] { color: var(--accent); }
+select, textarea { display: block; width: 100%; padding: 10px; font-size: 1rem; margin-top: 4px; font-family: inherit; }
+#bookings { list-style: none; padding: 0; margin: 0; }
+.booking { background: var(--card); border-radius: 8px; padding: 8px 12px; margin: 6px 0;
+  border-left: 6px solid #1f4e79; }
+.booking[data-type="reservation"] { border-left-color: #c98a00; }
+.booking .buttons { display: flex; gap: 6px; margin-top: 6px; }
+.booking-form { background: var(--card); border-radius: 8px; padding: 8px 12px; margin: 10px 0; }
+.booking-form h3 { margin: 4px 0; font-size: 1rem; }
+.booking-form .buttons { display: flex; gap: 8px; flex-wrap: wrap; }
 """
 
 CONSOLE_JS = r"""'use strict';
@@ -538,7 +582,165 @@ CONSOLE_JS = r"""'use strict';
     const data = await api('GET', '/api/shifts');
     state.team = new Map(data.associates.map((a) => [a.associate_id, a]));
     renderTeam();
+    renderStaffChoices();
   }
+
+  // --- bookings (managers): through the bookings API, at this store only -----------------
+  const pad = (n) => String(n).padStart(2, '0');
+  // <input type="datetime-local"> holds this browser's local time, without a zone.
+  function toLocalInput(iso) {
+    const d = new Date(iso);
+    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
+  }
+  function fromLocalInput(value) { return new Date(value).toISOString(); }
+  const clock = (iso) => new Date(iso).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  const staffName = (id) => (id ? (state.team.get(id) || { name: id }).name : 'routing decides');
+
+  function renderStaffChoices() {
+    for (const select of document.querySelectorAll('select.staff')) {
+      const keep = select.value;
+      const people = [...state.team.values()].sort((a, b) => a.name.localeCompare(b.name));
+      select.replaceChildren(el('option', { value: '' }, '(routing decides)'),
+        ...people.map((a) => el('option', { value: a.associate_id }, a.name)));
+      select.value = keep;
+    }
+  }
+
+  function itemLabel(i) {
+    return [i.colour && !i.name.toLowerCase().includes(i.colour.toLowerCase()) ? i.colour : null,
+      i.name, i.size].filter(Boolean).join(' ');
+  }
+
+  function bookingRow(b) {
+    const text = b.type === 'appointment'
+      ? `${clock(b.at)} (${b.duration_min} min) · ${b.purpose} · ${b.customer_id} · with ${staffName(b.associate_id)}`
+        + (b.room ? ` · room ${b.room}` : '')
+      : `${clock(b.start)}–${clock(b.end)} reserved for ${b.customer_id}: ${b.items.map(itemLabel).join(', ')}`
+        + ` · ${staffName(b.associate_id)}` + (b.note ? ` · ${b.note}` : '');
+    const change = el('button', { type: 'button', class: 'secondary', 'data-action': 'change' }, 'Change');
+    change.addEventListener('click', () => editBooking(b));
+    const cancel = el('button', { type: 'button', class: 'secondary', 'data-action': 'cancel' }, 'Cancel');
+    cancel.addEventListener('click', async () => {
+      if (cancel.dataset.armed !== 'yes') {  // a second tap confirms: no dialog on a phone
+        cancel.dataset.armed = 'yes';
+        cancel.textContent = 'Tap again to cancel it';
+        return;
+      }
+      cancel.disabled = true;
+      try {
+        await api('POST', '/api/bookings/cancel', { customer_id: b.customer_id, booking_id: b.booking_id });
+        await loadBookings();
+      } catch (e) { toast(e.message); cancel.disabled = false; }
+    });
+    return el('li', { class: 'booking', 'data-booking-id': b.booking_id, 'data-type': b.type },
+      el('div', {}, text), el('div', { class: 'buttons' }, change, cancel));
+  }
+
+  async function loadBookings() {
+    try {
+      const data = await api('GET', '/api/bookings');
+      $('bookings-day').textContent = `${data.day} (${data.timezone})`;
+      $('booking-forms').hidden = !data.connected;
+      if (!data.connected) {
+        $('bookings-status').textContent = data.reason || 'Bookings are not connected.';
+        $('bookings').replaceChildren();
+        return;
+      }
+      $('bookings-status').textContent = data.bookings.length ? '' : 'No bookings today.';
+      $('bookings').replaceChildren(...data.bookings.map(bookingRow));
+    } catch (e) {
+      $('bookings-status').textContent = e.message;
+    }
+  }
+
+  function resetForm(kind) {
+    const form = $(`${kind}-form`);
+    form.reset();
+    $(`${kind}-id`).value = '';
+    $(`${kind}-customer`).readOnly = false;
+    $(`${kind}-reset`).hidden = true;
+    $(`${kind}-error`).textContent = '';
+    $(`${kind}-title`).textContent = kind === 'apt' ? 'Book an appointment' : 'Reserve items';
+    $(`${kind}-submit`).textContent = kind === 'apt' ? 'Book appointment' : 'Reserve';
+  }
+
+  function editBooking(b) {
+    const kind = b.type === 'appointment' ? 'apt' : 'res';
+    resetForm(kind);
+    $(`${kind}-id`).value = b.booking_id;
+    $(`${kind}-customer`).value = b.customer_id;
+    $(`${kind}-customer`).readOnly = true;  // a booking stays the customer's
+    $(`${kind}-associate`).value = b.associate_id || '';
+    if (kind === 'apt') {
+      $('apt-at').value = toLocalInput(b.at);
+      $('apt-duration').value = b.duration_min;
+      $('apt-purpose').value = b.purpose;
+      $('apt-room').value = b.room || '';
+    } else {
+      $('res-items').value = b.items.map((i) => [i.sku, i.name, i.size || '', i.colour || '']
+        .join(':').replace(/:+$/, '')).join('\n');
+      $('res-start').value = toLocalInput(b.start);
+      $('res-end').value = toLocalInput(b.end);
+    }
+    $(`${kind}-title`).textContent = `Change ${b.booking_id}`;
+    $(`${kind}-submit`).textContent = 'Save change';
+    $(`${kind}-reset`).hidden = false;
+    $(`${kind}-form`).scrollIntoView({ block: 'nearest' });
+  }
+
+  function parseItems(text) {
+    return text.split('\n').map((l) => l.trim()).filter(Boolean).map((line, n) => {
+      const parts = line.split(':').map((p) => p.trim());
+      if (parts.length < 2 || parts.length > 4 || !parts[0] || !parts[1]) {
+        throw new Error(`items, line ${n + 1}: ${JSON.stringify(line)} is not SKU:name[:size[:colour]]`);
+      }
+      const item = { sku: parts[0], name: parts[1] };
+      if (parts[2]) item.size = parts[2];
+      if (parts[3]) item.colour = parts[3];
+      return item;
+    });
+  }
+
+  async function submitBooking(kind, build) {
+    $(`${kind}-error`).textContent = '';
+    let body;
+    try { body = build(); } catch (e) { $(`${kind}-error`).textContent = e.message; return; }
+    const id = $(`${kind}-id`).value;
+    if (id) body.booking_id = id;
+    const associate = $(`${kind}-associate`).value;
+    if (associate) body.associate_id = associate;
+    $(`${kind}-submit`).disabled = true;
+    try {
+      await api('POST', '/api/bookings', body);
+      resetForm(kind);
+      await loadBookings();
+    } catch (e) {
+      $(`${kind}-error`).textContent = e.message;
+    } finally { $(`${kind}-submit`).disabled = false; }
+  }
+
+  $('apt-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    submitBooking('apt', () => {
+      const body = {
+        type: 'appointment', customer_id: $('apt-customer').value.trim(),
+        at: fromLocalInput($('apt-at').value), duration_min: Number($('apt-duration').value),
+        purpose: $('apt-purpose').value.trim(),
+      };
+      if ($('apt-room').value.trim()) body.room = $('apt-room').value.trim();
+      return body;
+    });
+  });
+  $('res-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    submitBooking('res', () => ({
+      type: 'reservation', customer_id: $('res-customer').value.trim(),
+      items: parseItems($('res-items').value),
+      start: fromLocalInput($('res-start').value), end: fromLocalInput($('res-end').value),
+    }));
+  });
+  $('apt-reset').addEventListener('click', () => resetForm('apt'));
+  $('res-reset').addEventListener('click', () => resetForm('res'));
 
   // --- live updates --------------------------------------------------------------
   function connect() {
@@ -630,6 +832,7 @@ CONSOLE_JS = r"""'use strict';
     if (state.me.role === 'manager') {
       loadTeam().catch((e) => toast(e.message));
       loadFleet();
+      loadBookings();
     }
     connect();
   }

@@ -25,8 +25,9 @@ from notifier.lifecycle import Lifecycle
 from notifier.metrics import Metrics
 from notifier.settings import NotifierSettings
 from notifier.web.app import Console, serve
+from stream.bookings import AppointmentBooking
 from tests.kit.clock import FakeUtcClock
-from tests.notifier.conftest import make_alert
+from tests.notifier.conftest import BOOKINGS_SECRET, BookingsApiServer, make_alert
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -78,6 +79,34 @@ async def base_url(
 
 
 @pytest.fixture
+async def booking_console_url(
+    redis: aioredis.Redis,
+    directory: Directory,
+    lifecycle: Lifecycle,
+    clock: FakeUtcClock,
+    bookings_api: BookingsApiServer,
+) -> AsyncIterator[str]:
+    """The console connected to a real bookings API (in-process, real Redis)."""
+    settings = NotifierSettings(
+        bookings_api_url=bookings_api.url, bookings_api_secret=BOOKINGS_SECRET
+    )
+    app = Console(
+        redis=redis,
+        prefix=lifecycle.prefix,
+        directory=directory,
+        lifecycle=lifecycle,
+        settings=settings,
+        metrics=Metrics(),
+        clock=clock,
+    ).app()
+    runner, port = await serve(app, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
     async with async_playwright() as pw:
         chromium = await pw.chromium.launch(
@@ -90,9 +119,17 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 async def _sign_in(
-    browser: Browser, base_url: str, store: str, who: str, init_script: str | None = None
+    browser: Browser,
+    base_url: str,
+    store: str,
+    who: str,
+    init_script: str | None = None,
+    timezone: str | None = None,
+    locale: str | None = None,
 ) -> Page:
-    context = await browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+    context = await browser.new_context(
+        viewport=PHONE, is_mobile=True, has_touch=True, timezone_id=timezone, locale=locale
+    )
     if init_script is not None:
         await context.add_init_script(init_script)
     page = await context.new_page()
@@ -361,3 +398,74 @@ async def test_an_associate_readies_room_2_and_the_arrival_says_so_while_a_secon
     assert got.status == 200
     assert (await got.text()).splitlines()[1].startswith("maria,Maria Silva,1,1,")
     await boss.screenshot(path=ARTIFACTS / "rooms-3-manager-outcomes.png", full_page=True)
+
+
+async def test_a_manager_books_changes_and_cancels_an_appointment(
+    browser: Browser,
+    booking_console_url: str,
+    directory: Directory,
+    store: str,
+    bookings_api: BookingsApiServer,
+) -> None:
+    """Issue 14: the manager books an appointment for a customer in the console's form; it
+    is listed, she moves it, then cancels it, each step read back from Redis through the
+    stream's Bookings. A customer who is not enrolled is refused with the API's reason."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await directory.add(store, "Maria Silva", PASSWORD, associate_id="maria")
+    await directory.add(store, "Bea Boss", PASSWORD, associate_id="boss", role="manager")
+    await bookings_api.enroll("ana")
+    boss = await _sign_in(
+        browser, booking_console_url, store, "boss", timezone="UTC", locale="en-GB"
+    )
+    await expect(boss.locator("#bookings-day")).to_have_text("2026-01-01 (UTC)")
+    await expect(boss.locator("#bookings-status")).to_have_text("No bookings today.")
+    # The associate list is the store's staff.
+    await expect(boss.locator("#apt-associate option")).to_have_count(3)
+
+    async def book(customer: str) -> None:
+        await boss.fill("#apt-customer", customer)
+        await boss.fill("#apt-at", "2026-01-01T15:00")
+        await boss.fill("#apt-duration", "45")
+        await boss.fill("#apt-purpose", "styling session")
+        await boss.select_option("#apt-associate", "maria")
+        await boss.fill("#apt-room", "2")
+        await boss.click("#apt-submit")
+
+    await book("nobody")
+    await expect(boss.locator("#apt-error")).to_have_text(
+        "the bookings API refused it: customer 'nobody' is not enrolled"
+    )
+    await book("ana")
+    row = boss.locator("#bookings li.booking")
+    await expect(row).to_have_count(1)
+    await expect(row).to_contain_text("15:00 (45 min) · styling session · ana · with Maria Silva")
+    await expect(row).to_contain_text("room 2")
+    await expect(boss.locator("#apt-error")).to_have_text("")
+    await boss.screenshot(path=ARTIFACTS / "bookings-1-booked.png", full_page=True)
+    [stored] = await bookings_api.bookings.of_customer("ana")
+    assert isinstance(stored, AppointmentBooking)
+    assert (stored.store_id, stored.at.isoformat(), stored.associate_id, stored.room) == (
+        store, "2026-01-01T15:00:00+00:00", "maria", "2",
+    )  # fmt: skip
+
+    await row.locator('[data-action="change"]').click()
+    await expect(boss.locator("#apt-title")).to_have_text(f"Change {stored.booking_id}")
+    await expect(boss.locator("#apt-at")).to_have_value("2026-01-01T15:00")
+    await boss.fill("#apt-at", "2026-01-01T16:30")
+    await boss.click("#apt-submit")
+    await expect(row).to_contain_text("16:30 (45 min) · styling session")
+    await expect(boss.locator("#apt-title")).to_have_text("Book an appointment")
+    [moved] = await bookings_api.bookings.of_customer("ana")
+    assert (moved.booking_id, moved.start.isoformat()) == (
+        stored.booking_id, "2026-01-01T16:30:00+00:00",
+    )  # fmt: skip
+    await boss.screenshot(path=ARTIFACTS / "bookings-2-changed.png", full_page=True)
+
+    cancel = row.locator('[data-action="cancel"]')
+    await cancel.click()
+    await expect(cancel).to_have_text("Tap again to cancel it")
+    await cancel.click()
+    await expect(row).to_have_count(0)
+    await expect(boss.locator("#bookings-status")).to_have_text("No bookings today.")
+    assert await bookings_api.bookings.of_customer("ana") == []
+    await boss.screenshot(path=ARTIFACTS / "bookings-3-cancelled.png", full_page=True)
