@@ -1,7 +1,8 @@
 """``proxima up``: the whole system on one machine, as child processes.
 
 Starts the embedded Kafka-protocol broker unless PROXIMA_KAFKA names one, creates the
-topics, then runs the bridge, the stream worker and the notifier as children, optionally
+topics, then runs the bridge, the stream worker, the bookings API and the notifier (its
+manager's console books through that API) as children, optionally
 a simulated scenario through a real edge agent, and prints every alert as it arrives on
 ``proxima/v1/stores/+/alerts``. Ctrl-C (or ``--duration``) stops every child cleanly.
 
@@ -12,6 +13,7 @@ alerts still go out on the contract's topics, where store screens listen.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import secrets
@@ -29,7 +31,7 @@ from contracts.services import ServiceSettings
 from contracts.trace import parse_header
 from deploy.children import Children
 from deploy.embedded_kafka import EmbeddedKafka
-from deploy.services import check_all
+from deploy.services import ServiceUnavailable, check_all
 from stream.settings import StreamSettings
 from transport.kafka import ensure_topics
 from transport.mqtt import MqttClient
@@ -107,10 +109,15 @@ async def up(
         )
         children.start("bridge", "bridge")
         children.start("stream-worker", "stream", "worker")
+        bookings_url = _bookings_api(env)
+        children.start("bookings-api", "stream", "bookings-api")
         console = _console_address()
         env["PROXIMA_NOTIFIER_HTTP_HOST"], env["PROXIMA_NOTIFIER_HTTP_PORT"] = console
         children.start("notifier", "notifier", "serve")
-        on_info(f"bridge, stream worker and notifier started (logs in {log_dir})")
+        on_info(
+            f"bridge, stream worker, bookings API ({bookings_url}/v1/bookings) and notifier "
+            f"started (logs in {log_dir})"
+        )
         announce = asyncio.create_task(
             _announce_console(console, on_info, log_dir), name="up-console-address"
         )
@@ -241,6 +248,39 @@ def _console_address() -> tuple[str, str]:
     return host, str(port)
 
 
+DEMO_MANAGER = "demo-manager"
+
+
+def _bookings_api(env: dict[str, str]) -> str:
+    """Where the bookings API of this run listens, put in ``env`` with the secret the
+    console signs with: PROXIMA_BOOKINGS_API_* when set, else its port (8473, or a free
+    one when taken) and a secret made for this run. Returns its URL."""
+    from pydantic import ValidationError
+
+    from stream.bookings_api import BookingsApiSettings
+
+    try:
+        settings = BookingsApiSettings()
+    except ValidationError as exc:
+        raise ServiceUnavailable(f"the bookings API's settings: {exc}") from exc
+    host, port = settings.host, settings.port
+    if port == 0 or not _port_free(host, port):
+        port = free_port(host)
+    if settings.secret is not None:
+        secret = settings.secret.get_secret_value()
+    else:
+        secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    url = console_url((host, str(port))).rstrip("/")
+    env |= {
+        "PROXIMA_BOOKINGS_API_HOST": host,
+        "PROXIMA_BOOKINGS_API_PORT": str(port),
+        "PROXIMA_BOOKINGS_API_SECRET": secret,
+        "PROXIMA_NOTIFIER_BOOKINGS_API_URL": url,
+        "PROXIMA_NOTIFIER_BOOKINGS_API_SECRET": secret,
+    }
+    return url
+
+
 def _port_free(host: str, port: int) -> bool:
     with socket.socket() as sock:
         try:
@@ -294,7 +334,8 @@ async def _announce_console(
 
 
 async def _demo_associate(services: ServiceSettings, console: tuple[str, str]) -> str:
-    """Give the scenario's store an on-shift associate to sign in as; say how."""
+    """Give the scenario's store an on-shift associate and a manager (the Bookings panel,
+    the outcomes, the gateways) to sign in as; say how."""
     from notifier.directory import Directory
     from simulators.scenarios import DEMO_ASSOCIATE, DEMO_STORE
 
@@ -307,9 +348,11 @@ async def _demo_associate(services: ServiceSettings, console: tuple[str, str]) -
             store, DEMO_ASSOCIATE[1], password, associate_id=DEMO_ASSOCIATE[0], zones=["entrance"]
         )
         await directory.set_on_shift(store, DEMO_ASSOCIATE[0], on_shift=True)
+        await directory.add(store, "Demo Manager", password, associate_id=DEMO_MANAGER,
+                            role="manager")  # fmt: skip
     finally:
         await redis.aclose()
     return (
-        f"console account: store {store}, associate {DEMO_ASSOCIATE[0]}, password {password}"
-        f" (sign in at {console_url(console)})"
+        f"console account: store {store}, associate {DEMO_ASSOCIATE[0]} (or {DEMO_MANAGER}, "
+        f"the manager: bookings), password {password} (sign in at {console_url(console)})"
     )

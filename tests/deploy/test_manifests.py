@@ -180,3 +180,33 @@ def test_the_console_is_served_over_https_by_an_ingress() -> None:
     assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
     config = next(d for d in _k8s_docs() if d["kind"] == "ConfigMap")
     assert config["data"]["PROXIMA_NOTIFIER_COOKIE_SECURE"] == "true"
+
+
+def test_the_console_reaches_the_bookings_api_with_its_secret() -> None:
+    """The manager's Bookings panel: the notifier is given the bookings API's address and
+    secret wherever the bookings API runs (compose and Kubernetes)."""
+    services = _compose()["services"]
+    notifier_env = services["notifier"]["environment"]
+    port = services["bookings-api"]["environment"]["PROXIMA_BOOKINGS_API_PORT"]
+    assert notifier_env["PROXIMA_NOTIFIER_BOOKINGS_API_URL"] == f"http://bookings-api:{port}"
+    assert notifier_env["PROXIMA_NOTIFIER_BOOKINGS_API_SECRET"].startswith(
+        "${PROXIMA_BOOKINGS_API_SECRET:?"
+    )
+    docs = _k8s_docs()
+    notifier = next(d for d in docs if d["metadata"]["name"] == "proxima-notifier"
+                    and d["kind"] == "Deployment")  # fmt: skip
+    container = next(c for c in _pod_containers(notifier) if c["name"] == "notifier")
+    env = {e["name"]: e for e in container["env"]}
+    assert set(env) <= _declared_env()
+    service = next(d for d in docs if d["kind"] == "Service"
+                   and d["metadata"]["name"] == "proxima-bookings-api")  # fmt: skip
+    assert env["PROXIMA_NOTIFIER_BOOKINGS_API_URL"]["value"] == (
+        f"http://{service['metadata']['name']}"
+    )
+    assert service["spec"]["ports"][0]["port"] == 80
+    secret = env["PROXIMA_NOTIFIER_BOOKINGS_API_SECRET"]["valueFrom"]["secretKeyRef"]
+    held = next(
+        d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == secret["name"]
+    )
+    assert secret["key"] in held["stringData"]
+    assert secret["key"] == "PROXIMA_BOOKINGS_API_SECRET"

@@ -80,6 +80,7 @@ async def test_the_demo_alert_arrives_on_the_contract_topic_and_the_console_is_p
     assert proc.stdout is not None
     output: list[str] = []
     console: str | None = None
+    bookings: str | None = None
     ana: dict[str, object] | None = None
     try:
         async with asyncio.timeout(300):
@@ -92,6 +93,19 @@ async def test_the_demo_alert_arrives_on_the_contract_topic_and_the_console_is_p
                     assert f"(port {taken_port} is taken)" in line
                     with urllib.request.urlopen(console, timeout=10) as page:  # noqa: S310, ASYNC210
                         assert page.status == 200
+                    # The bookings API the manager's console books through runs beside it.
+                    assert bookings is not None, "".join(output)
+                    for _ in range(50):  # started with the notifier; give it 5 s
+                        try:
+                            with urllib.request.urlopen(bookings + "/readyz", timeout=10) as resp:  # noqa: S310, ASYNC210
+                                assert resp.status == 200
+                                break
+                        except OSError:
+                            await asyncio.sleep(0.1)
+                    else:
+                        raise AssertionError(f"the bookings API at {bookings} does not answer")
+                if m := re.search(r"bookings API \((http://\S+)/v1/bookings\)", line):
+                    bookings = m.group(1)
                 if "ALERT [demo-store]" in line:
                     topic, payload = subscriber.messages.get(timeout=10)
                     assert topic == "proxima/v1/stores/demo-store/alerts"
