@@ -88,6 +88,15 @@ class Circle:
         """Distance from the point to the boundary: positive inside, negative outside."""
         return self.radius_m - haversine_m(self.lat, self.lon, lat, lon)
 
+    def from_centre_m(self, lat: float, lon: float) -> float:
+        """How far the point is from the store (the circle's centre)."""
+        return haversine_m(self.lat, self.lon, lat, lon)
+
+    @property
+    def reach_m(self) -> float | None:
+        """How far from the store someone crossing the boundary is: the radius."""
+        return self.radius_m
+
 
 @dataclass(frozen=True, slots=True)
 class Polygon:
@@ -153,6 +162,15 @@ class Polygon:
             best = min(best, math.hypot(px - (x1 + t * dx), py - (y1 + t * dy)))
         return best if inside else -best
 
+    def from_centre_m(self, lat: float, lon: float) -> float:
+        """How far the point is from the polygon's centre (the mean of its vertices)."""
+        return math.hypot(*self._project(lat, lon))
+
+    @property
+    def reach_m(self) -> float | None:
+        """A polygon's boundary is at no one distance from the store."""
+        return None
+
 
 Geofence = Circle | Polygon
 
@@ -182,6 +200,9 @@ class GeofenceTransition:
     kind: GeofenceKind
     at: float
     distance_m: float | None = None
+    """How far from the store (the fence's centre) the device is, where known: the fix's
+    distance, or the radius for an OS's report of a circle (``proxima.geofence.v1``'s
+    ``distance_m``; the stream's "on the way (~N min)")."""
     confidence: float | None = None
 
 
@@ -316,13 +337,15 @@ class GeofenceEngine:
                     fence = state.fences[gid] = _Fence()
                 if not fence.inside:
                     fence.inside, fence.entered_at, fence.dwelled = True, fix.at, False
+                    away = geofence.from_centre_m(fix.lat, fix.lon)
                     out.append(
-                        GeofenceTransition(fix.device_id, gid, "geofence_enter", fix.at, d, 1.0)
+                        GeofenceTransition(fix.device_id, gid, "geofence_enter", fix.at, away, 1.0)
                     )
             elif d <= -band and fence is not None:
                 if fence.inside:
+                    away = geofence.from_centre_m(fix.lat, fix.lon)
                     out.append(
-                        GeofenceTransition(fix.device_id, gid, "geofence_exit", fix.at, -d, 1.0)
+                        GeofenceTransition(fix.device_id, gid, "geofence_exit", fix.at, away, 1.0)
                     )
                 # Outside is the default: drop the entry so state stays small.
                 del state.fences[gid]
@@ -345,10 +368,12 @@ class GeofenceEngine:
         fence = state.fences.get(geofence_id)
         if entered and (fence is None or not fence.inside):
             state.fences[geofence_id] = _Fence(inside=True, entered_at=at)
-            out.append(GeofenceTransition(device_id, geofence_id, "geofence_enter", at))
+            reach = self.geofences[geofence_id].reach_m
+            out.append(GeofenceTransition(device_id, geofence_id, "geofence_enter", at, reach))
         elif not entered and fence is not None:
             if fence.inside:
-                out.append(GeofenceTransition(device_id, geofence_id, "geofence_exit", at))
+                reach = self.geofences[geofence_id].reach_m
+                out.append(GeofenceTransition(device_id, geofence_id, "geofence_exit", at, reach))
             del state.fences[geofence_id]
         out.extend(self._due_dwells(device_id, state, at))
         return out

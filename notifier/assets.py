@@ -593,7 +593,6 @@ CONSOLE_JS = r"""'use strict';
     return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
   }
   function fromLocalInput(value) { return new Date(value).toISOString(); }
-  const clock = (iso) => new Date(iso).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
   const staffName = (id) => (id ? (state.team.get(id) || { name: id }).name : 'routing decides');
 
   function renderStaffChoices() {

@@ -54,7 +54,7 @@ from stream.bookings import Bookings, with_bookings
 from stream.consent_view import ConsentView
 from stream.identity import IdentityIndex
 from stream.registry import CustomerProfile, Purpose, Registry
-from stream.rules import Rule, RuleBook, Trigger, priority_for, render, target_for
+from stream.rules import Rule, RuleBook, Trigger, eta_text, priority_for, render, target_for
 from stream.visits import Observation, VisitTracker
 from transport.redis import RedisClient, as_text
 
@@ -344,7 +344,12 @@ class EventProcessor:
                 if ruleset.quiet(event.observed_at) and not rule.during_quiet_hours:
                     c["quiet_hours"] += 1
                     continue
-                title, body = render(rule, visible, obs.zone)
+                eta = (
+                    eta_text(event.distance_m)
+                    if event.kind is EventKind.GEOFENCE_ENTER and trigger is Trigger.APPROACH
+                    else ""
+                )
+                title, body = render(rule, visible, obs.zone, eta)
                 caused = [event.event_id]
                 if obs.first_event and obs.first_event != str(event.event_id):
                     caused.insert(0, uuid.UUID(obs.first_event))

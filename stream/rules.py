@@ -29,7 +29,7 @@ Example::
         expected: [appointment]
         alert: approach
         priority: high
-        title: "{who} is on the way"
+        title: "{who} is on the way{eta}"
         body: ["appointment {appointment}"]
       - id: vip-arrival
         when: arrival
@@ -69,7 +69,7 @@ log = logging.getLogger(__name__)
 PLACEHOLDERS = frozenset(
     {
         "who", "name", "initials", "tier", "zone", "sizes", "wishlist", "appointment",
-        "reservation", "notes",
+        "reservation", "notes", "eta",
     }
 )  # fmt: skip
 PRIORITY_ORDER = {Priority.URGENT: 0, Priority.HIGH: 1, Priority.NORMAL: 2, Priority.LOW: 3}
@@ -264,9 +264,22 @@ BOOKINGS: dict[str, Callable[[CustomerProfile, dict[str, object], datetime, Rule
 """Booking kind → whether a visible booking of that kind expects the customer at a moment."""
 
 
-def render(rule: Rule, visible: dict[str, object], zone: str | None) -> tuple[str, str]:
-    """(title, body) from the visible fields only."""
+WALKING_M_PER_MIN = 78.0  # 1.3 m/s: "on the way (~N min)" from how far she is
+
+
+def eta_text(distance_m: float | None) -> str:
+    """`` (~N min)`` for someone ``distance_m`` from the store on foot, or nothing."""
+    if distance_m is None:
+        return ""
+    return f" (~{max(1, round(distance_m / WALKING_M_PER_MIN))} min)"
+
+
+def render(
+    rule: Rule, visible: dict[str, object], zone: str | None, eta: str = ""
+) -> tuple[str, str]:
+    """(title, body) from the visible fields only; ``eta``: :func:`eta_text` of the event."""
     values = _values(visible, zone)
+    values["eta"] = eta
     title = rule.title.format_map(values)
     parts = []
     for part in rule.body:
@@ -292,7 +305,7 @@ def _values(visible: dict[str, object], zone: str | None) -> dict[str, str]:
             return ", ".join(str(v) for v in value)
         return str(value)
 
-    values = {n: text(n) for n in PLACEHOLDERS - {"who", "zone"}}
+    values = {n: text(n) for n in PLACEHOLDERS - {"who", "zone", "eta"}}
     values["who"] = values["name"] or values["initials"] or "A customer who asked to be greeted"
     values["zone"] = zone or "the store"
     return values

@@ -141,7 +141,20 @@ def test_enter_needs_the_whole_accuracy_circle_inside_by_the_margin() -> None:
     assert not eng.is_inside(DEVICE, "shop")
     [enter] = eng.observe(fix(offset(0, 40), 54.0, 2.0))
     assert (enter.kind, enter.geofence_id, enter.at) == ("geofence_enter", "shop", 2.0)
-    assert enter.distance_m == pytest.approx(60.0, abs=0.01)
+    assert enter.distance_m == pytest.approx(40.0, abs=0.01)  # from the store, not the edge
+
+
+def test_a_transition_says_how_far_from_the_store_it_is() -> None:
+    """The stream's "on the way (~N min)": the fix's distance from the centre, or for an
+    OS's report of a circle (no fix) the radius; a polygon's edge is at no one distance."""
+    eng = engine(margin_m=5.0)
+    [enter] = eng.report(DEVICE, "shop", True, 1.0)
+    assert enter.distance_m == pytest.approx(100.0)
+    [leave] = eng.observe(fix(offset(0, 150), 10.0, 2.0))
+    assert (leave.kind, leave.distance_m) == ("geofence_exit", pytest.approx(150.0, abs=0.01))
+    sq = square("sq", 50.0)
+    assert sq.reach_m is None
+    assert sq.from_centre_m(*offset(30, 40)) == pytest.approx(50.0, abs=0.1)
 
 
 def test_exit_needs_the_whole_accuracy_circle_outside() -> None:

@@ -215,7 +215,7 @@ async def test_signed_fix_crossing_into_a_geofence_yields_geofence_enter_in_the_
         "kind": "geofence_enter",
         "subject": {"type": "device", "id": DEVICE},
         "zone_id": "shop",
-        "distance_m": pytest.approx(90.0, abs=0.1),
+        "distance_m": pytest.approx(10.0, abs=0.1),  # from the store
         "confidence": 1.0,
     }
     assert str(event.event_id) == body["events"][0]["event_id"]

@@ -113,6 +113,8 @@ async def test_a_booked_customer_approaches_her_room_is_readied_and_her_visit_co
     await _wait_processed(services, _published(out), procs, timeout=120)
     on_her_way = maria.locator("#feed [data-alert-id]", has_text="is on the way")
     await expect(on_her_way).to_have_count(1, timeout=30_000)
+    # The OS reported the 100 m fence: ~1 min on foot.
+    await expect(on_her_way.locator("h3")).to_have_text("Ana Lima is on the way (~1 min)")
     await expect(on_her_way).to_contain_text("Ana Lima")
     # Her appointment as an associate reads it (the time is the browser's local time).
     await expect(on_her_way.locator("[data-field=appointment]")).to_have_text(

@@ -76,7 +76,9 @@ def ble(at: datetime, kind: str = "zone_enter", zone: str = "entrance") -> Event
     return eid_event(KEY, at, zone, kind=kind)
 
 
-def app_event(at: datetime, kind: str, zone: str | None = None) -> Event:
+def app_event(
+    at: datetime, kind: str, zone: str | None = None, distance_m: float | None = None
+) -> Event:
     schema = "proxima.geofence.v1" if kind.startswith("geofence") else "proxima.zone.v1"
     data = event_dict(
         schema=schema,
@@ -89,6 +91,8 @@ def app_event(at: datetime, kind: str, zone: str | None = None) -> Event:
     data.pop("zone_id")
     if zone:
         data["zone_id"] = zone
+    if distance_m is not None:
+        data["distance_m"] = distance_m
     return Event.model_validate(data)
 
 
@@ -193,6 +197,20 @@ async def test_a_storefront_beacon_region_is_an_approach_not_an_arrival(
     inside = await proc.decide(app_event(T0 + timedelta(seconds=60), "zone_enter", "fitting-1"))
     assert [v.change for v in inside.visits] == [VisitChange.ARRIVAL]
     assert {a.kind for a in inside.alerts} == {AlertKind.ARRIVAL, AlertKind.FITTING_ROOM}
+
+
+@pytest.mark.parametrize(("distance_m", "title"), [(100.0, " (~1 min)"), (420.0, " (~5 min)")])
+async def test_on_the_way_says_how_long_she_has_to_walk(
+    redis_ns: RedisNs, distance_m: float, title: str
+) -> None:
+    """The geofence event says how far from the store she is (the ingest: the fix's
+    distance, or the radius for the OS's report); at 1.3 m/s that is the "~N min"."""
+    proc = make(redis_ns)
+    appt = Appointment(at=T0 + timedelta(minutes=20), note="Reserve & Try")
+    await enroll(proc, ALL, ["name", "appointment"], appointment=appt)
+    near = await proc.decide(app_event(T0, "geofence_enter", distance_m=distance_m))
+    (approach,) = near.alerts
+    assert approach.title == f"Ana Lima is on the way{title}"
 
 
 async def test_an_expected_customer_gets_an_approach_alert_then_her_arrival(
