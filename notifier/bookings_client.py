@@ -13,9 +13,6 @@ exist.
 from __future__ import annotations
 
 import base64
-import binascii
-import hashlib
-import hmac
 import json
 import logging
 import time
@@ -24,6 +21,8 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+
+from transport.standard_webhooks import secret_key, signature
 
 log = logging.getLogger(__name__)
 
@@ -49,23 +48,11 @@ class BookingsRefused(Exception):
         self.reason = reason
 
 
-def secret_key(secret: str) -> bytes:
-    """The HMAC key of a ``whsec_<base64>`` secret; ValueError naming what is wrong."""
-    raw = secret.removeprefix("whsec_")
-    try:
-        key = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError("a secret is whsec_ followed by base64") from exc
-    if len(key) < 16:
-        raise ValueError("a secret's key must be at least 16 bytes")
-    return key
-
-
 def signed_headers(key: bytes, body: bytes, now: float) -> dict[str, str]:
     """The three Standard Webhooks headers of ``body``, sent at ``now`` (Unix seconds)."""
     msg_id = f"msg_{uuid.uuid4().hex}"
     stamp = str(int(now))
-    digest = hmac.new(key, f"{msg_id}.{stamp}.".encode() + body, hashlib.sha256).digest()
+    digest = signature(key, msg_id, stamp, body)
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": stamp,

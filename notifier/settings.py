@@ -9,8 +9,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from notifier.bookings_client import secret_key
 from transport.net import is_loopback
+from transport.standard_webhooks import secret_key
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

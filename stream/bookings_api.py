@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hashlib
 import hmac
 import json
 import logging
@@ -67,6 +66,7 @@ from stream.bookings import (
 )
 from stream.exceptions import RegistryError
 from transport.redis import RedisClient, redis_for
+from transport.standard_webhooks import secret_key, signature
 
 log = logging.getLogger(__name__)
 
@@ -109,18 +109,6 @@ class Refused(Exception):
         self.reason = reason
 
 
-def secret_key(secret: str) -> bytes:
-    """The HMAC key of a ``whsec_<base64>`` secret (the spec's serialization)."""
-    raw = secret.removeprefix("whsec_")
-    try:
-        key = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError("a secret is whsec_ followed by base64") from exc
-    if len(key) < 16:
-        raise ValueError("a secret's key must be at least 16 bytes")
-    return key
-
-
 class WebhookVerifier:
     """Standard Webhooks v1 verification with one or more secrets (rotation)."""
 
@@ -161,8 +149,7 @@ class WebhookVerifier:
                 f"webhook-timestamp is {abs(skew):.0f} s {'behind' if skew < 0 else 'ahead of'}"
                 f" our clock; at most {self.tolerance_s:.0f} s",
             )
-        content = f"{msg_id}.{stamp}.".encode() + body
-        expected = [hmac.new(k, content, hashlib.sha256).digest() for k in self.keys]
+        expected = [signature(k, str(msg_id), str(stamp), body) for k in self.keys]
         for entry in signatures.split(" "):
             version, _, value = entry.partition(",")
             if version != "v1":

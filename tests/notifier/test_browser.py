@@ -118,7 +118,7 @@ async def browser() -> AsyncIterator[Browser]:
             await chromium.close()
 
 
-async def _sign_in(
+async def sign_in(
     browser: Browser,
     base_url: str,
     store: str,
@@ -152,10 +152,10 @@ async def test_live_alert_claim_and_store_isolation(
     await directory.add(store, "Bea Boss", PASSWORD, associate_id="boss", role="manager")
     await directory.add(f"{store}-b", "Eve Other", PASSWORD, associate_id="eve")
 
-    maria = await _sign_in(browser, base_url, store, "maria")
-    joao = await _sign_in(browser, base_url, store, "joao")
-    boss = await _sign_in(browser, base_url, store, "boss")
-    eve = await _sign_in(browser, base_url, f"{store}-b", "eve")
+    maria = await sign_in(browser, base_url, store, "maria")
+    joao = await sign_in(browser, base_url, store, "joao")
+    boss = await sign_in(browser, base_url, store, "boss")
+    eve = await sign_in(browser, base_url, f"{store}-b", "eve")
     await maria.click("#shift-toggle")
     await expect(maria.locator("#shift-toggle")).to_have_text("End shift")
 
@@ -267,7 +267,7 @@ async def test_a_manager_sees_the_stores_gateways_flagged(
         )
     await directory.add(store, "Bea Boss", PASSWORD, associate_id="boss", role="manager")
     await directory.add(store, "Maria Silva", PASSWORD, associate_id="maria")
-    boss = await _sign_in(browser, base_url, store, "boss")
+    boss = await sign_in(browser, base_url, store, "boss")
     fleet = boss.locator("#fleet li")
     await expect(fleet).to_have_count(3)
     door = boss.locator('#fleet li[data-gateway="gw-door"]')
@@ -281,7 +281,7 @@ async def test_a_manager_sees_the_stores_gateways_flagged(
     await expect(fitting).to_have_class("flagged")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     await boss.screenshot(path=str(ARTIFACTS / "fleet.png"), full_page=True)
-    maria = await _sign_in(browser, base_url, store, "maria")  # not a manager: no fleet
+    maria = await sign_in(browser, base_url, store, "maria")  # not a manager: no fleet
     await expect(maria.locator("#manager")).to_be_hidden()
 
 
@@ -310,8 +310,8 @@ async def test_an_associate_readies_room_2_and_the_arrival_says_so_while_a_secon
     await directory.add(store, "Maria Silva", PASSWORD, associate_id="maria")
     await directory.add(store, "Joao Costa", PASSWORD, associate_id="joao")
     await lifecycle.rooms.set_layout(store, {"1": "Room 1", "2": "Room 2"})
-    maria = await _sign_in(browser, base_url, store, "maria")
-    joao = await _sign_in(browser, base_url, store, "joao", init_script=PAUSABLE_FEED)
+    maria = await sign_in(browser, base_url, store, "maria")
+    joao = await sign_in(browser, base_url, store, "joao", init_script=PAUSABLE_FEED)
 
     on_her_way = make_alert(
         store_id=store,
@@ -383,7 +383,7 @@ async def test_an_associate_readies_room_2_and_the_arrival_says_so_while_a_secon
 
     # The manager's outcomes count the visit: greeted, the room ready before she came.
     await directory.add(store, "Bea Boss", PASSWORD, associate_id="boss", role="manager")
-    boss = await _sign_in(browser, base_url, store, "boss")
+    boss = await sign_in(browser, base_url, store, "boss")
     await expect(boss.locator("#out-arrivals")).to_have_text("1")
     await expect(boss.locator("#out-claimed")).to_have_text("1")
     await expect(boss.locator("#out-unserved")).to_have_text("0")
@@ -414,7 +414,7 @@ async def test_a_manager_books_changes_and_cancels_an_appointment(
     await directory.add(store, "Maria Silva", PASSWORD, associate_id="maria")
     await directory.add(store, "Bea Boss", PASSWORD, associate_id="boss", role="manager")
     await bookings_api.enroll("ana")
-    boss = await _sign_in(
+    boss = await sign_in(
         browser, booking_console_url, store, "boss", timezone="UTC", locale="en-GB"
     )
     await expect(boss.locator("#bookings-day")).to_have_text("2026-01-01 (UTC)")

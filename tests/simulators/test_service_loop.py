@@ -15,20 +15,20 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, expect
 
 from tests.conftest import Procs
-from tests.notifier.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, PASSWORD, PHONE
+from tests.notifier.test_browser import ARTIFACTS, PASSWORD, browser, sign_in
 from tests.notifier.test_browser import pytestmark as browser_marks
 from tests.simulators.test_app_replay import HAND_KEYS, PUBLIC
 from tests.simulators.test_end_to_end import _pipeline, _published, _wait_processed
 
 pytestmark = [*browser_marks[:2], pytest.mark.timeout(300), browser_marks[3]]
+__all__ = ["browser"]  # the fixture, shared with the console's browser tests
 
 DATA = Path(__file__).parent / "data"
 APPROACH, ARRIVAL = DATA / "loop-approach.jsonl", DATA / "loop-arrival.jsonl"
@@ -52,30 +52,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        chromium = await pw.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
-
-
-async def _sign_in(browser: Browser, base_url: str, who: str) -> Page:
-    context = await browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
-    page = await context.new_page()
-    await page.goto(base_url)
-    await page.fill("#login-store", STORE)
-    await page.fill("#login-associate", who)
-    await page.fill("#login-password", PASSWORD)
-    await page.click("#login-submit")
-    await expect(page.locator("#live")).to_have_attribute("data-state", "live")
-    return page
 
 
 async def test_a_booked_customer_approaches_her_room_is_readied_and_her_visit_counted(
@@ -104,8 +80,8 @@ async def test_a_booked_customer_approaches_her_room_is_readied_and_her_visit_co
               "2026-02-01T11:10:00Z", "--purpose", "fitting", "--associate", "maria",
               "--room", "2")  # fmt: skip
 
-    maria = await _sign_in(browser, base_url, "maria")
-    joao = await _sign_in(browser, base_url, "joao")
+    maria = await sign_in(browser, base_url, STORE, "maria")
+    joao = await sign_in(browser, base_url, STORE, "joao")
 
     # She approaches: her app reports the geofence.
     out = procs.run("replay-1", "replay", str(APPROACH), "--speed", "max",
@@ -149,7 +125,7 @@ async def test_a_booked_customer_approaches_her_room_is_readied_and_her_visit_co
     await expect(arrival).to_contain_text("Done by you")
 
     # The manager's outcomes count her visit: greeted, with her room ready first.
-    bea = await _sign_in(browser, base_url, "bea")
+    bea = await sign_in(browser, base_url, STORE, "bea")
     # The traces' clock is in the past; the notifier counts by its own clock: today.
     await expect(bea.locator("#out-arrivals")).to_have_text("1")
     await expect(bea.locator("#out-claimed")).to_have_text("1")
