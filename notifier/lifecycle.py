@@ -446,7 +446,9 @@ class Lifecycle:
         await self.redis.zadd(self._open, {str(alert.alert_id): score})
         await self._trim(alert.store_id, now)
         record = AlertRecord.from_hash(mapping)
-        await self.publish(record, {a.associate_id: a.name for a in staff})
+        # The room held for her, read once: the consoles show it and the outcomes count it.
+        room = await self.rooms.held_for(alert.store_id, alert.customer_id)
+        await self._send(record, {a.associate_id: a.name for a in staff}, room)
         await self.outcomes.alerted(
             alert.kind,
             alert.store_id,
@@ -455,7 +457,7 @@ class Lifecycle:
             alert.zone_id,
             now,
             routing.midnight(now).date().isoformat(),
-            await self.rooms.held_for(alert.store_id, alert.customer_id),
+            room,
         )
         return Delivery(record, step) if step else record
 
@@ -507,6 +509,9 @@ class Lifecycle:
         if names is None:
             names = await self.names(record.alert.store_id)
         room = await self.rooms.held_for(record.alert.store_id, record.alert.customer_id)
+        await self._send(record, names, room)
+
+    async def _send(self, record: AlertRecord, names: dict[str, str], room: Room | None) -> None:
         message = json.dumps({"type": "alert", "alert": record.view(names, room)})
         await self.redis.publish(self.channel(record.alert.store_id), message)
 
