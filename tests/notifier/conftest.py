@@ -27,6 +27,9 @@ from contracts.models import Alert
 from contracts.services import ServiceSettings
 from notifier.directory import Directory
 from notifier.lifecycle import Lifecycle
+from notifier.metrics import Metrics
+from notifier.settings import NotifierSettings
+from notifier.web.app import Console
 from stream.bookings import Bookings
 from stream.bookings_api import BookingsApi, BookingsApiSettings
 from stream.registry import Registry
@@ -151,6 +154,26 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
         key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return Tls(str(directory / "ca.pem"), str(directory / "cert.pem"), str(directory / "key.pem"))
+
+
+def console_app(
+    directory: Directory,
+    lifecycle: Lifecycle,
+    clock: FakeUtcClock,
+    settings: NotifierSettings | None = None,
+    **extra: Any,
+) -> web.Application:
+    """The console's app over the test's Redis, directory, lifecycle and clock."""
+    return Console(
+        redis=lifecycle.redis,
+        prefix=lifecycle.prefix,
+        directory=directory,
+        lifecycle=lifecycle,
+        settings=settings or NotifierSettings(),
+        metrics=Metrics(),
+        clock=clock,
+        **extra,
+    ).app()
 
 
 def make_alert(**overrides: Any) -> Alert:

@@ -22,12 +22,11 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from notifier.directory import Directory
 from notifier.lifecycle import Lifecycle
-from notifier.metrics import Metrics
 from notifier.settings import NotifierSettings
-from notifier.web.app import Console, serve
+from notifier.web.app import serve
 from stream.bookings import AppointmentBooking
 from tests.kit.clock import FakeUtcClock
-from tests.notifier.conftest import BOOKINGS_SECRET, BookingsApiServer, make_alert
+from tests.notifier.conftest import BOOKINGS_SECRET, BookingsApiServer, console_app, make_alert
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -61,15 +60,7 @@ pytestmark = [
 async def base_url(
     redis: aioredis.Redis, directory: Directory, lifecycle: Lifecycle, clock: FakeUtcClock
 ) -> AsyncIterator[str]:
-    app = Console(
-        redis=redis,
-        prefix=lifecycle.prefix,
-        directory=directory,
-        lifecycle=lifecycle,
-        settings=NotifierSettings(),
-        metrics=Metrics(),
-        clock=clock,
-    ).app()
+    app = console_app(directory, lifecycle, clock)
     runner: web.AppRunner
     runner, port = await serve(app, "127.0.0.1", 0)
     try:
@@ -90,15 +81,7 @@ async def booking_console_url(
     settings = NotifierSettings(
         bookings_api_url=bookings_api.url, bookings_api_secret=BOOKINGS_SECRET
     )
-    app = Console(
-        redis=redis,
-        prefix=lifecycle.prefix,
-        directory=directory,
-        lifecycle=lifecycle,
-        settings=settings,
-        metrics=Metrics(),
-        clock=clock,
-    ).app()
+    app = console_app(directory, lifecycle, clock, settings)
     runner, port = await serve(app, "127.0.0.1", 0)
     try:
         yield f"http://127.0.0.1:{port}"

@@ -17,12 +17,10 @@ from aiohttp.test_utils import TestServer
 
 from notifier.directory import Directory
 from notifier.lifecycle import Lifecycle
-from notifier.metrics import Metrics
 from notifier.settings import NotifierSettings
-from notifier.web.app import Console
 from stream.bookings import AppointmentBooking, Reservation
 from tests.kit.clock import FakeUtcClock
-from tests.notifier.conftest import BOOKINGS_SECRET, BookingsApiServer
+from tests.notifier.conftest import BOOKINGS_SECRET, BookingsApiServer, console_app
 from tests.notifier.test_web import PASSWORD, Client, _closed_validator
 from transport.net import free_port
 
@@ -56,15 +54,7 @@ async def make_console(
 
     async def make(settings: NotifierSettings, store: str, who: str) -> Client:
         if id(settings) not in servers:
-            app = Console(
-                redis=redis,
-                prefix=lifecycle.prefix,
-                directory=directory,
-                lifecycle=lifecycle,
-                settings=settings,
-                metrics=Metrics(),
-                clock=clock,
-            ).app()
+            app = console_app(directory, lifecycle, clock, settings)
             server = TestServer(app, host="127.0.0.1")
             await server.start_server()
             servers[id(settings)] = server

@@ -16,13 +16,11 @@ from aiohttp.test_utils import TestServer
 from notifier.destinations import Destinations
 from notifier.directory import Directory
 from notifier.lifecycle import Lifecycle
-from notifier.metrics import Metrics
 from notifier.settings import NotifierSettings
-from notifier.web.app import Console
 from notifier.web.auth import CSRF_HEADER
 from notifier.web.sessions import SESSION_COOKIE
 from tests.kit.clock import FakeUtcClock
-from tests.notifier.conftest import CountingHasher, make_alert
+from tests.notifier.conftest import CountingHasher, console_app, make_alert
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -68,16 +66,7 @@ async def console(
     clock: FakeUtcClock,
     settings: NotifierSettings,
 ) -> AsyncIterator[TestServer]:
-    app = Console(
-        redis=redis,
-        prefix=lifecycle.prefix,
-        directory=directory,
-        lifecycle=lifecycle,
-        settings=settings,
-        metrics=Metrics(),
-        mqtt_connected=lambda: True,
-        clock=clock,
-    ).app()
+    app = console_app(directory, lifecycle, clock, settings, mqtt_connected=lambda: True)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
