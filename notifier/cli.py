@@ -553,8 +553,10 @@ def outcomes_command(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="the whole report as JSON")] = False,
 ) -> None:
-    """What happened after the alerts: arrivals greeted, unserved, time to claim, rooms ready
-    before arrival; per associate; per visit for customers with analytics consent."""
+    """What happened after the alerts, per store-local day.
+
+    Arrivals greeted and unserved, time to claim, rooms ready before arrival; per associate;
+    per visit for customers with analytics consent."""
     if days not in PERIODS:
         raise fail(f"--days must be one of {', '.join(str(p) for p in PERIODS)}, not {days}")
     if csv_rows is not None and csv_rows not in ("visits", "associates", "days"):
