@@ -33,8 +33,16 @@ browser:
 demo: setup
 	$(BIN)/proxima up --duration $${DEMO_SECONDS:-120}
 
+# The suite runs in PROXIMA_TEST_WORKERS processes (pytest-xdist, 2 by default: most tests
+# wait on sockets and child processes, so two share a 2-core machine well), a test file per
+# process (--dist loadfile keeps a module's fixtures in one process). Every test has its
+# own namespace, Redis prefix, ports and temporary files; PROXIMA_TEST_WORKERS=0 runs it
+# in one process.
+PYTEST := PROXIMA_REQUIRE_BROWSER=1 PROXIMA_REQUIRE_BLUEZ_MOCK=1 PROXIMA_REQUIRE_TEST_TOOLS=1 \
+	$(BIN)/pytest -n $${PROXIMA_TEST_WORKERS:-2} --dist loadfile
+
 test: setup-dev browser
-	PROXIMA_REQUIRE_BROWSER=1 PROXIMA_REQUIRE_BLUEZ_MOCK=1 PROXIMA_REQUIRE_TEST_TOOLS=1 $(BIN)/pytest
+	$(PYTEST)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check .
@@ -54,7 +62,7 @@ docs: $(VENV)/.installed-dev
 	$(BIN)/mkdocs build --strict
 
 check: setup-dev browser lint typecheck imports
-	PROXIMA_REQUIRE_BROWSER=1 PROXIMA_REQUIRE_BLUEZ_MOCK=1 PROXIMA_REQUIRE_TEST_TOOLS=1 $(BIN)/pytest
+	$(PYTEST)
 
 fmt: $(VENV)/.installed-dev
 	$(BIN)/ruff format .

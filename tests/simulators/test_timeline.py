@@ -106,4 +106,5 @@ def test_score_timeline_writes_each_decision_and_why_beside_the_png(tmp_path: Pa
     assert "zone_enter floor · door_then_interior" in text
     assert "gw-door" in text
     assert "arrival alert" in text
-    assert "timeline.txt" in result.output
+    # The console wraps a long path (a parallel run's temporary directory) across lines.
+    assert "timeline.txt" in result.output.replace("\n", "")
