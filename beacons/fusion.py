@@ -21,9 +21,19 @@ places the subject in at most one zone of the store. From outside, inside is:
   is the doorway, not inside (for a machine that entered by lingering: the best levels
   over ``peak_window_s``, judged as it enters);
 * ``door_strong``: a door level ``strong_margin_db`` above the strongest the calibration
-  predicts anywhere outside (``GatewayRole.street_rssi``), held ``strong_s``;
+  predicts anywhere outside (``GatewayRole.street_rssi``), held ``strong_s`` (a door
+  without a pair);
+* ``door_over_street``: where the door has a pair, a gateway outside on the shop front
+  (``GatewayRole.pair``, a gateway of kind ``street``), the door hears the subject
+  ``pair_margin_db`` louder than the street gateway (unheard counts as ``unheard_rssi``)
+  and at ``peak_min_rssi`` or more, held ``pair_s``, judged at the end of a window (once
+  both gateways' levels of it are in). The difference does not depend on how loud the
+  phone is, only on which side of the front it is;
 * ``door_linger``: the door's machine entered by lingering, or stayed ``door_stay_s``. A
   door enter alone is *not* inside: a window shopper's held phone reaches it too.
+
+Where a door has a pair, nothing places a subject inside while the street gateway hears
+it at least as loud as the door (over ``pair_window_s``): it is at the front, outside.
 
 Once inside, the zone is the present machine of highest priority (small zones over the
 floor around them, the floor over the entrance). Inside is kept while a machine is present
@@ -50,10 +60,11 @@ from typing import Literal
 
 from beacons.presence import Transition, Why
 
-RoleKind = Literal["entrance", "interior", "small"]
+RoleKind = Literal["entrance", "interior", "small", "street"]
 EvidenceKind = Literal["zone_enter", "zone_dwell", "zone_exit", "sighting"]
 _KIND_ORDER = {"zone_exit": 0, "zone_enter": 1, "zone_dwell": 2, "sighting": 3}
 _PRIORITY = {"small": 3, "interior": 2, "entrance": 1}
+_INSIDE = frozenset({"interior", "small"})  # a zone inside the store beyond the entrance
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +77,16 @@ class GatewayRole:
     enter_rssi: float
     street_rssi: float | None = None
     """The median level predicted at the nearest point outside (calibration), if known."""
+    pair: str | None = None
+    """An entrance gateway's door pair: the ``street`` gateway outside the same door."""
 
     def __post_init__(self) -> None:
-        if self.kind not in _PRIORITY:
-            raise ValueError(f"gateway {self.gateway_id}: kind must be entrance, interior or small")
+        if self.kind not in _PRIORITY and self.kind != "street":
+            raise ValueError(
+                f"gateway {self.gateway_id}: kind must be entrance, interior, small or street"
+            )
+        if self.pair is not None and self.kind != "entrance":
+            raise ValueError(f"gateway {self.gateway_id}: only an entrance gateway has a pair")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +110,11 @@ class FusionConfig:
     # outside reads about that (tests/beacons/test_fusion.py's window shopper).
     strong_margin_db: float | None = 2.0
     strong_s: float = 1.0
+    # Chosen on boutique-rush 21-27 in boutique-pair (2026-12-04): 4 dB took a passer-by
+    # inside; 8 dB or a 4 s window cost 1-3 s of p50; pair_s 0 took a passer-by inside.
+    pair_margin_db: float = 6.0
+    pair_s: float = 1.0
+    pair_window_s: float = 3.0
     hold_s: float = 3.0
     keep_s: float = 15.0
     dwell_s: float = 60.0
@@ -190,7 +212,13 @@ class StorePresence:
         self.stats = FusionStats()
         self._subjects: dict[str, _Subject] = {}
         self._entrances = [r for r in self.roles.values() if r.kind == "entrance"]
-        self._interiors = [r for r in self.roles.values() if r.kind != "entrance"]
+        self._interiors = [r for r in self.roles.values() if r.kind in _INSIDE]
+        for door in self._entrances:
+            paired = self.roles.get(door.pair) if door.pair is not None else None
+            if door.pair is not None and (paired is None or paired.kind != "street"):
+                raise ValueError(
+                    f"gateway {door.gateway_id}: its pair {door.pair!r} is no street gateway"
+                )
 
     def __len__(self) -> int:
         return len(self._subjects)
@@ -247,18 +275,18 @@ class StorePresence:
             gw.lingered = ev.kind == "zone_enter" and ev.rssi < role.enter_rssi
             gw.confidence = 0.5 if ev.confidence is None else ev.confidence
         self._record(gw, ev.at, ev.rssi)
-        if ev.kind == "zone_enter" and role.kind != "entrance":
+        if ev.kind == "zone_enter" and role.kind in _INSIDE:
             # Judged as it enters, too: heard louder at the door then, it was the doorway,
             # and must not count later when the door no longer hears the subject.
             gw.vetoed = state.zone is None and self._door_louder(state, gw, ev.at)
         if (
             state.zone is not None
-            and role.kind != "entrance"
+            and role.kind in _INSIDE
             and ev.rssi >= role.enter_rssi - self.config.interior_margin_db
         ):
             # Heard where the street cannot be: still inside, whatever the machines say.
             state.keep_until = max(state.keep_until, ev.at + self.config.keep_s)
-        self._decide(ev.subject, state, ev.at, out)
+        self._decide(ev.subject, state, ev.at, out, settled=False)
 
     def tick(self, now: float, out: list[Transition] | None = None) -> list[Transition]:
         """Fire timers due by ``now`` (exits, door stays, dwells); forget idle subjects."""
@@ -268,7 +296,7 @@ class StorePresence:
         for subject, state in self._subjects.items():
             self._timers(subject, state, now, out)
             if now != math.inf:
-                self._decide(subject, state, now, out)
+                self._decide(subject, state, now, out, settled=True)
             if (
                 state.zone is None
                 and not self._still_present(state, now)
@@ -288,14 +316,18 @@ class StorePresence:
         while levels and levels[0][0] < horizon:
             levels.popleft()
 
-    def _candidate(self, state: _Subject, t: float) -> _Candidate | None:
-        """Where the evidence places the subject now, or None if nothing says inside."""
+    def _candidate(self, state: _Subject, t: float, settled: bool) -> _Candidate | None:
+        """Where the evidence places the subject now, or None if nothing says inside.
+
+        ``settled``: the end of a window, every gateway's evidence of it is in."""
         best: tuple[int, float, str, _Gateway] | None = None
         outside = state.zone is None
+        if outside and self._at_the_front(state, t):
+            return None
         for gid, gw in state.gateways.items():
-            if not self._present(gw, t):
-                continue
             role = self.roles[gid]
+            if role.kind == "street" or not self._present(gw, t):
+                continue  # a street gateway's own machine says only "near the front"
             if outside and role.kind == "entrance" and not self._stayed(gw, t):
                 continue  # a door enter alone: could be a window shopper
             if outside and role.kind != "entrance" and self._doorway(state, gw, t):
@@ -320,7 +352,11 @@ class StorePresence:
             why = Why(f"{role.kind}_gateway", reading, f"{gid} entered its zone")
             return _Candidate(role.zone_id, gw.confidence, why)
         if outside:
-            return self._door_strong(state, t) or self._confirmed(state, t)
+            return (
+                self._door_strong(state, t)
+                or (self._door_over_street(state, t) if settled else None)
+                or self._confirmed(state, t)
+            )
         return None
 
     def _stayed(self, door: _Gateway, t: float) -> bool:
@@ -374,8 +410,8 @@ class StorePresence:
             return None
         for door in self._entrances:
             gw = state.gateways.get(door.gateway_id)
-            if gw is None or not gw.levels or door.street_rssi is None:
-                continue
+            if gw is None or not gw.levels or door.street_rssi is None or door.pair is not None:
+                continue  # a door with a pair has a better test: door_over_street
             strong = door.street_rssi + cfg.strong_margin_db
             first = None
             for lt, lv in reversed(gw.levels):
@@ -397,6 +433,66 @@ class StorePresence:
                 ),
             )
         return None
+
+    def _door_over_street(self, state: _Subject, t: float) -> _Candidate | None:
+        """The door louder than its pair outside by ``pair_margin_db``, held ``pair_s``."""
+        cfg = self.config
+        for door in self._entrances:
+            gw = state.gateways.get(door.gateway_id)
+            if door.pair is None or gw is None or not gw.levels:
+                continue
+            street = state.gateways.get(door.pair)
+            last_t, level = gw.levels[-1]
+            if t - last_t > cfg.fresh_s:
+                continue
+            first = None
+            street_level = cfg.unheard_rssi
+            for lt, lv in reversed(gw.levels):
+                heard = self._street_level(street, lt)
+                if lv < cfg.peak_min_rssi or lv - heard < cfg.pair_margin_db:
+                    break
+                if first is None:
+                    street_level = heard
+                first = lt
+            if first is None or last_t - first < cfg.pair_s:
+                continue
+            return _Candidate(
+                door.zone_id,
+                0.8,
+                Why(
+                    "door_over_street",
+                    ((door.gateway_id, round(level, 1)), (door.pair, round(street_level, 1))),
+                    f"{door.gateway_id} {level - street_level:.0f} dB louder than {door.pair}"
+                    f" outside for {last_t - first:.1f} s",
+                ),
+            )
+        return None
+
+    def _at_the_front(self, state: _Subject, t: float) -> bool:
+        """True if a door's pair outside hears the subject at least as loud as the door: at
+        the shop front, on the street side (a held phone standing in the doorway reads
+        inside to the door alone)."""
+        for door in self._entrances:
+            gw = state.gateways.get(door.gateway_id)
+            if door.pair is None or gw is None or not gw.levels:
+                continue
+            # As last heard (the door's machine may hold on after its levels stop).
+            last_t, level = gw.levels[-1]
+            at = min(t, last_t + self.config.fresh_s)
+            if self._street_level(state.gateways.get(door.pair), at) >= level:
+                return True
+        return False
+
+    def _street_level(self, street: _Gateway | None, at: float) -> float:
+        """The street gateway's loudest level within ``pair_window_s`` before ``at`` (a level
+        it sends after ``at`` is a later moment), or ``unheard_rssi``."""
+        best = self.config.unheard_rssi
+        if street is not None:
+            since = at - self.config.pair_window_s
+            for lt, lv in street.levels:
+                if since <= lt <= at and lv > best:
+                    best = lv
+        return best
 
     def _door_then_interior(self, state: _Subject, t: float) -> _Candidate | None:
         """Door peak, then the door falling and an interior gateway rising (module docstring).
@@ -461,9 +557,11 @@ class StorePresence:
                 )
         return found
 
-    def _decide(self, subject: str, state: _Subject, t: float, out: list[Transition]) -> None:
+    def _decide(
+        self, subject: str, state: _Subject, t: float, out: list[Transition], *, settled: bool
+    ) -> None:
         cfg = self.config
-        candidate = self._candidate(state, t)
+        candidate = self._candidate(state, t, settled)
         if state.zone is not None and candidate is not None:
             state.keep_until = max(state.keep_until, t + cfg.keep_s)
         if candidate is None:
@@ -532,12 +630,18 @@ class StorePresence:
         return gw.present and t - gw.last < self.config.stale_s
 
     def _still_present(self, state: _Subject, t: float) -> bool:
-        return any(self._present(g, t) for g in state.gateways.values())
+        # A street gateway's machine keeps nobody inside.
+        return any(
+            self._present(g, t) and self.roles[gid].kind != "street"
+            for gid, g in state.gateways.items()
+        )
 
     # --- helpers ------------------------------------------------------------------------
     def _level(self, state: _Subject) -> float:
         best = -127.0
-        for gw in state.gateways.values():
+        for gid, gw in state.gateways.items():
+            if self.roles[gid].kind == "street":
+                continue
             level = gw.level()
             if level is not None and level > best:
                 best = level

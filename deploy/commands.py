@@ -91,6 +91,13 @@ def bench(
         str, typer.Option(help="simulation seeds, comma-separated (detection)")
     ] = "21,22,23,24,25,26,27",
     scenario: Annotated[str, typer.Option(help="simulated scenario (detection)")] = "boutique-rush",
+    layout: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="detection: play the scenario in this store layout (e.g. boutique-pair: a"
+            " door pair)"
+        ),
+    ] = None,
     fusion: Annotated[
         bool,
         typer.Option(
@@ -146,7 +153,7 @@ def bench(
                     {"device_classes": parse_shares(device_classes)} if device_classes else None
                 )
                 results = run_detection_bench(
-                    seed_list, scenario, population=population, fusion=fusion
+                    seed_list, scenario, population=population, fusion=fusion, layout=layout
                 )
             except (SimulatorError, ValueError) as exc:
                 raise fail(str(exc)) from exc

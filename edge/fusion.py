@@ -15,6 +15,7 @@ event (or of what would become one) with the event's own rounding.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,34 +68,66 @@ def gateway_settings(
     return out
 
 
+DOOR_PAIR_M = 6.0
+"""A street gateway this close to an entrance gateway (same floor) is its door pair."""
+
+
 def fusion_roles(
     layout: Mapping[str, Any], defaults: EdgeSettings | None = None
 ) -> list[GatewayRole]:
-    """The role of each gateway of a store plan whose zone is in the store.
+    """The role of each gateway of a store plan.
 
-    A zone of an unknown kind counts as a small zone (its own gateway must enter it);
-    gateways in ``outside`` zones give no evidence of being inside and are left out.
+    A zone of an unknown kind counts as a small zone (its own gateway must enter it). A
+    gateway in an ``outside`` zone is a ``street`` gateway: it never places anyone inside,
+    but an entrance gateway with one within :data:`DOOR_PAIR_M` on its floor (the nearest)
+    has a door pair, and the door heard well above the street is inside
+    (``door_over_street``, docs/presence.md).
     """
     defaults = defaults or EdgeSettings()
     kinds = {
         z.get("id"): str(z.get("kind")) for z in layout.get("zones") or [] if isinstance(z, Mapping)
     }
+    where = {
+        str(g["id"]): (float(g.get("x", 0.0)), float(g.get("y", 0.0)), g.get("floor", 0))
+        for g in layout.get("gateways") or []
+        if isinstance(g, Mapping) and "id" in g
+    }
+    settings_of = gateway_settings(layout, defaults)
+    streets = [g for g, st in settings_of.items() if kinds.get(st["zone_id"]) == "outside"]
     calibrated = calibrations(layout)
     roles = []
-    for gid, settings in gateway_settings(layout, defaults).items():
+    for gid, settings in settings_of.items():
         zone_kind = kinds.get(settings["zone_id"], "")
-        if zone_kind == "outside":
-            continue
+        kind: RoleKind = (
+            "street" if zone_kind == "outside" else ROLE_OF_ZONE_KIND.get(zone_kind, "small")
+        )
         roles.append(
             GatewayRole(
                 gateway_id=gid,
                 zone_id=settings["zone_id"],
-                kind=ROLE_OF_ZONE_KIND.get(zone_kind, "small"),
+                kind=kind,
                 enter_rssi=float(settings.get("enter_rssi", defaults.enter_rssi)),
                 street_rssi=calibrated[gid].street_rssi() if gid in calibrated else None,
+                pair=_door_pair(gid, where, streets) if kind == "entrance" else None,
             )
         )
     return roles
+
+
+def _door_pair(
+    door: str, where: Mapping[str, tuple[float, float, Any]], streets: list[str]
+) -> str | None:
+    """The street gateway nearest ``door`` on its floor, if within :data:`DOOR_PAIR_M`."""
+    if door not in where:
+        return None
+    x, y, floor = where[door]
+    near = [
+        (math.hypot(where[s][0] - x, where[s][1] - y), s)
+        for s in streets
+        if s in where and where[s][2] == floor
+    ]
+    best = min(near, default=None)
+    return best[1] if best is not None and best[0] <= DOOR_PAIR_M else None
 
 
 def load_layout(path: Path) -> tuple[dict[str, Any], str | None]:
@@ -127,7 +160,7 @@ def fusable(roles: list[GatewayRole]) -> bool:
     trace written by hand, say) is decided gateway by gateway, as before fusion.
     """
     door = any(r.kind == "entrance" and r.street_rssi is not None for r in roles)
-    return door and len(roles) > 1
+    return door and sum(1 for r in roles if r.kind != "street") > 1
 
 
 def _ms(at: datetime) -> float:
@@ -175,4 +208,5 @@ def fusion_config(settings: EdgeSettings) -> FusionConfig:
     return FusionConfig(
         strong_margin_db=settings.fusion_door_strong_margin_db,
         strong_s=settings.fusion_door_strong_s,
+        pair_margin_db=settings.fusion_door_pair_margin_db,
     )

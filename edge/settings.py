@@ -116,6 +116,14 @@ class EdgeSettings(BaseSettings):
         le=30.0,
         description="how long the door_strong level must hold (seconds)",
     )
+    fusion_door_pair_margin_db: float = Field(
+        default=6.0,
+        ge=0.0,
+        le=30.0,
+        description="the coordinator's door_over_street rule, for a door with a pair (a street"
+        " gateway on the shop front within 6 m of the entrance gateway): the door this many dB"
+        " louder than the street gateway, held 1 s, is inside (docs/presence.md)",
+    )
 
     # --- MQTT -----------------------------------------------------------------------
     mqtt_url: str | None = Field(

@@ -45,7 +45,10 @@ def simulate(
     ] = None,
     layout: Annotated[
         str | None,
-        typer.Option(help="store layout NAME (boutique, flagship) or FILE.json"),
+        typer.Option(
+            help="store layout NAME (boutique, flagship, boutique-pair, ...) or FILE.json;"
+            " with --scenario: play the scenario in this store"
+        ),
     ] = None,
     hours: Annotated[
         float | None,
@@ -82,8 +85,8 @@ def simulate(
     if begin is not None and begin.tzinfo is None:
         raise fail("--start must carry a timezone, e.g. 2026-01-01T10:00:00Z")
     if layout is not None or (scenario is not None and scenario != "skeleton"):
-        if layout is not None and scenario is not None:
-            raise fail("give --layout or --scenario, not both")
+        if layout is not None and scenario in ("skeleton", "radio-survey"):
+            raise fail(f"the {scenario} scenario has its own store: --layout does not apply")
         simulate_layout(
             layout=layout,
             scenario=scenario,
@@ -144,7 +147,7 @@ def simulate_layout(
         if scenario == "radio-survey":
             sim = radio_survey(seed, start)
         elif scenario is not None:
-            sim = build_scenario(scenario, seed, start, hours, population)
+            sim = build_scenario(scenario, seed, start, hours, population, layout)
         else:
             assert layout is not None
             sim = build(layout, hours=hours or 1.0, seed=seed, start=start, population=population)

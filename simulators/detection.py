@@ -331,13 +331,15 @@ def score_seed(
     app: bool = True,
     fusion: bool = True,
     config: FusionConfig | None = None,
+    layout: str | None = None,
 ) -> tuple[Score, int, int]:
     """One seed's score (``proxima score``'s figures and per-class tallies), with the
     events that reach Kafka and the door crossings of its truth. ``population`` overrides
     fields of the scenario's (e.g. ``device_classes``); ``app=False`` leaves the app path
     out (the gateways alone); ``fusion``: the store's coordinator decides (as ``proxima
-    replay`` runs it); off, each gateway's own decisions go to the stream."""
-    sim = build_scenario(scenario, seed, population=population)
+    replay`` runs it); off, each gateway's own decisions go to the stream; ``layout`` plays
+    the scenario in another store (``boutique-pair``)."""
+    sim = build_scenario(scenario, seed, population=population, layout=layout)
     trace = workdir / f"{scenario}-{seed}.jsonl"
     sim.write(trace)
     try:
@@ -379,11 +381,12 @@ def run_detection_bench(
     app: bool = True,
     fusion: bool = True,
     config: FusionConfig | None = None,
+    layout: str | None = None,
 ) -> dict[str, Any]:
     """Detection figures summed over ``seeds`` of ``scenario``, overall and per device class
     (see the module docstring); ``population`` overrides fields of the scenario's (e.g.
     ``device_classes``); ``app=False``: the gateways alone; ``fusion=False``: each gateway
-    decides alone (no store coordinator)."""
+    decides alone (no store coordinator); ``layout``: the scenario in another store."""
     tallies: dict[str, Tally] = defaultdict(Tally)
     kafka_events = door_arrivals = 0
     missed: list[str] = []
@@ -399,6 +402,7 @@ def run_detection_bench(
                 app=app,
                 fusion=fusion,
                 config=config,
+                layout=layout,
             )
             for cls, tally in result.tallies.items():
                 tallies[cls].add(tally)
@@ -414,6 +418,7 @@ def run_detection_bench(
         overall.add(tally)
     return {
         "scenario": scenario,
+        **({"layout": layout} if layout else {}),
         "seeds": ",".join(str(s) for s in seeds),
         "fusion": fusion,
         **overall.figures(),

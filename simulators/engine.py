@@ -66,7 +66,8 @@ class Simulation:
         opening = start.replace(hour=oh, minute=om, second=0, microsecond=0)
         self.offset_s = (start - opening).total_seconds()
         self.radio = RadioModel(layout.radio)
-        self.links = [self.radio.link(g) for g in layout.gateways]
+        street = {z.id for z in layout.zones if z.kind == "outside"}
+        self.links = [self.radio.link(g, outside=g.zone_id in street) for g in layout.gateways]
         crowd = Crowd(layout, seed, self.offset_s, self.duration_s)
         self.customers: list[Customer] = crowd.customers
         self.people: list[Person] = crowd.people()
@@ -167,7 +168,9 @@ class Simulation:
         else:
             x, y, z = dev.static_pos
             heading, outside, level = None, dev.static_outside, dev.static_level
-        facade = self.storefront.loss_db(x, y, outside)
+        # The shop front's loss on links that cross it: a gateway inside hearing a phone
+        # outside, or one outside (a door pair's street gateway) hearing a phone inside.
+        facade = self.storefront.loss_db(x, y, True)
         advertisers = bisect.bisect_right(self._ons, t) - bisect.bisect_right(self._offs, t)
         env = self.radio.env
         radio = self.radio
@@ -175,7 +178,7 @@ class Simulation:
         for j, link in enumerate(self.links):
             dx, dy, dz = link.x - x, link.y - y, link.z - z
             d = math.sqrt(dx * dx + dy * dy + dz * dz)
-            loss = dev.carry_db - dev.tx_offset_db + facade
+            loss = dev.carry_db - dev.tx_offset_db + (facade if outside != link.outside else 0.0)
             loss += env.floor_loss_db * abs(level - link.floor)
             if dev.body:
                 loss += radio.body_loss_db(heading, dx, dy, BODY_LOSS_DB)
@@ -298,9 +301,11 @@ def build_scenario(
     start: datetime | None = None,
     hours: float | None = None,
     population: dict[str, Any] | None = None,
+    layout: str | Path | None = None,
 ) -> Simulation:
     """A named scenario; ``population`` overrides some of its population's fields (e.g.
-    ``device_classes``)."""
+    ``device_classes``); ``layout`` plays it in another store (e.g. ``boutique-pair``, the
+    boutique with a door pair), with the scenario's population and arrivals."""
     try:
         sc = LAYOUT_SCENARIOS[name]
     except KeyError:
@@ -309,7 +314,7 @@ def build_scenario(
         known = ", ".join(["skeleton", *sorted([*LAYOUT_SCENARIOS, "radio-survey"])])
         raise SimulatorError(f"unknown scenario {name!r}; known: {known}") from None
     return build(
-        sc.layout,
+        layout or sc.layout,
         hours=hours or sc.hours,
         seed=seed,
         start=start,

@@ -272,6 +272,13 @@ class StoreLayout(_Spec):
     arrivals: Arrivals
     population: Population = Field(default_factory=Population)
     radio: RadioEnv = Field(default_factory=RadioEnv)
+    crowd: str | None = None
+    """Whose crowd this store draws (a variant's base: the same people walk the same paths
+    for a seed, so a variant's figures compare with its base's); None: its own name's."""
+
+    @property
+    def crowd_name(self) -> str:
+        return self.crowd or self.name
 
     @model_validator(mode="after")
     def _consistent(self) -> StoreLayout:
@@ -403,8 +410,8 @@ def layout_names() -> list[str]:
     return sorted(p.name.removesuffix(".json") for p in files.iterdir() if p.name.endswith(".json"))
 
 
-def load_layout(name_or_path: str | Path) -> StoreLayout:
-    """A shipped layout by name (``boutique``) or a layout file by path."""
+def _layout_data(name_or_path: str | Path) -> tuple[str, dict[str, Any]]:
+    """A layout file's JSON object, by shipped name or path, and how to name it in errors."""
     path = Path(name_or_path)
     if path.suffix == ".json" or path.exists():
         source = str(path)
@@ -422,6 +429,32 @@ def load_layout(name_or_path: str | Path) -> StoreLayout:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise LayoutError(source, f"not JSON: {exc.msg} at line {exc.lineno}") from exc
+    if not isinstance(data, dict):
+        raise LayoutError(source, "a layout is a JSON object")
+    return source, data
+
+
+def load_layout(name_or_path: str | Path) -> StoreLayout:
+    """A shipped layout by name (``boutique``) or a layout file by path.
+
+    A layout may be a variant of a shipped one: ``"extends": "boutique"`` takes that
+    layout, replaces the keys the variant gives and appends its ``"add_gateways"`` to the
+    base's gateways (``boutique-pair``: the boutique with a gateway outside its door).
+    """
+    source, data = _layout_data(name_or_path)
+    base_name = data.pop("extends", None)
+    extra = data.pop("add_gateways", None)
+    if base_name is not None:
+        if not isinstance(base_name, str) or Path(base_name).suffix or "/" in base_name:
+            raise LayoutError(source, "'extends' names a shipped layout (e.g. \"boutique\")")
+        _, base = _layout_data(base_name)
+        if "extends" in base:
+            raise LayoutError(source, f"{base_name!r} is itself a variant: extend its base")
+        data = {**base, "crowd": base.get("crowd", base_name), **data}
+    if extra is not None:
+        if not isinstance(extra, list):
+            raise LayoutError(source, "'add_gateways' is a list of gateways")
+        data["gateways"] = [*data.get("gateways", []), *extra]
     try:
         return StoreLayout.model_validate(data)
     except ValidationError as exc:

@@ -160,10 +160,10 @@ def device_key_for(seed: int, customer_id: str) -> bytes:
 def make_customers(layout: StoreLayout, seed: int, duration_s: float) -> list[Customer]:
     """The store's enrolled customers (a fixed pool; visitors are drawn from it)."""
     pop = layout.population
-    rng = random.Random(f"{seed}/customers/{layout.name}")
+    rng = random.Random(f"{seed}/customers/{layout.crowd_name}")
     out: list[Customer] = []
     for i in range(pop.customers):
-        cid = f"cust-{layout.name[:4]}-{i:04d}"
+        cid = f"cust-{layout.crowd_name[:4]}-{i:04d}"
         u = rng.random()
         revoke_at = None
         if u < pop.p_consent:
@@ -241,7 +241,7 @@ class Crowd:
         self._anon = 0
 
     def people(self) -> list[Person]:
-        rng = random.Random(f"{self.seed}/arrivals/{self.layout.name}")
+        rng = random.Random(f"{self.seed}/arrivals/{self.layout.crowd_name}")
         out: list[Person] = [self._staff(i) for i in range(self.layout.population.staff)]
         for g, t in enumerate(arrival_times(self.layout, rng, self.offset_s, self.duration_s)):
             out.extend(self._group(g + 1, t, rng))

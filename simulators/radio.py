@@ -72,6 +72,8 @@ class Link:
     n10: float  # 10 · path-loss exponent
     shadowing_db: float
     scan_duty: float
+    outside: bool = False
+    """A gateway on the street side of the shop front (``boutique-pair``'s ``gw-street``)."""
 
 
 @dataclass(slots=True)
@@ -100,7 +102,7 @@ class RadioModel:
         self._to_clear = 1.0 / env.burst_mean_s
         self._to_burst = self._to_clear * env.burst_share / (1.0 - env.burst_share)
 
-    def link(self, gw: GatewaySpec) -> Link:
+    def link(self, gw: GatewaySpec, *, outside: bool = False) -> Link:
         return Link(
             gateway_id=gw.id,
             x=gw.x,
@@ -111,6 +113,7 @@ class RadioModel:
             n10=10 * gw.path_loss_n,
             shadowing_db=self.env.shadowing_db if gw.shadowing_db is None else gw.shadowing_db,
             scan_duty=gw.scan_duty,
+            outside=outside,
         )
 
     def mean_rssi(self, link: Link, distance_m: float, extra_loss_db: float = 0.0) -> float:
@@ -246,14 +249,16 @@ heard through it, with no shop-front loss."""
 
 class Storefront:
     """The shop front's loss between the street and the store (none in a door's opening);
-    the same for a gateway hearing a phone and a phone hearing a store beacon."""
+    the same for a gateway hearing a phone and a phone hearing a store beacon, and for a
+    gateway outside hearing a phone inside."""
 
     def __init__(self, layout: StoreLayout) -> None:
         self._doors = [(d.x, d.y) for d in layout.doors]
         self._loss_db = layout.radio.facade_loss_db
 
     def loss_db(self, x: float, y: float, outside: bool) -> float:
-        """The loss (dB) for a device at (x, y), ``outside`` on the street or not."""
+        """The loss (dB) for a device at (x, y), ``outside`` on the street or not, heard from
+        inside (from the street, the loss is that of a device on the other side)."""
         if not outside:
             return 0.0
         if any(abs(x - dx) < DOOR_OPENING_M and abs(y - dy) < 2.0 for dx, dy in self._doors):

@@ -18,6 +18,12 @@ ROLES = (
     GatewayRole("gw-floor", "floor", "interior", enter_rssi=-78.0),
     GatewayRole("gw-fitting", "fitting-rooms", "small", enter_rssi=-72.0),
 )
+# The same store with a door pair: a gateway outside on the shop front above the door.
+PAIR_ROLES = (
+    dataclasses.replace(ROLES[0], pair="gw-street"),
+    *ROLES[1:],
+    GatewayRole("gw-street", "street", "street", enter_rssi=-72.0),
+)
 CFG = FusionConfig()
 
 
@@ -30,10 +36,13 @@ def machine(gw: str, kind: str, t: float, rssi: float, subject: str = "aa") -> E
 
 
 def run(
-    evidence: list[Evidence], config: FusionConfig = CFG, until: float | None = None
+    evidence: list[Evidence],
+    config: FusionConfig = CFG,
+    until: float | None = None,
+    roles: tuple[GatewayRole, ...] = ROLES,
 ) -> list[Transition]:
     """Feed evidence one 1 s window at a time (as the coordinator does), ticking each second."""
-    presence = StorePresence(ROLES, config)
+    presence = StorePresence(roles, config)
     out: list[Transition] = []
     end = until if until is not None else max(e.at for e in evidence) + 1
     t = 1.0
@@ -122,6 +131,77 @@ def test_a_door_level_the_street_cannot_reach_is_inside() -> None:
     assert (out[0].zone_id, out[0].why.rule) == ("entrance", "door_strong")
 
 
+def pair_crossing(door: list[float], street: list[float | None]) -> list[Evidence]:
+    """A second's levels at the door and at the street gateway (None: it heard nothing)."""
+    out = []
+    for i, (d, st_) in enumerate(zip(door, street, strict=True)):
+        out.append(sight("gw-door", i + 0.5, d))
+        if st_ is not None:
+            out.append(sight("gw-street", i + 0.6, st_))
+    return out
+
+
+def test_a_door_heard_well_above_its_pair_outside_is_inside_without_interior_evidence() -> None:
+    # A phone in a bag walks in: too weak for door_strong, no floor evidence yet, but the
+    # door gains on the street gateway as it passes under the door (t=3) and on.
+    door = [-84.0, -80.0, -77.0, -74.0, -72.0, -71.0, -72.0, -73.0]
+    street = [-72.0, -70.0, -72.0, -78.0, -82.0, None, None, None]
+    out = run(pair_crossing(door, street), roles=PAIR_ROLES)
+    enter = out[0]
+    assert (enter.kind, enter.zone_id) == ("zone_enter", "entrance")
+    assert enter.why is not None
+    assert enter.why.rule == "door_over_street"
+    assert [g for g, _ in enter.why.readings] == ["gw-door", "gw-street"]
+    # The street gateway's loudest of the last pair_window_s (3 s) counts: at 5.5 that is
+    # still its -72 of 2.6; at 6.5 its -78 (door 6 dB over) and at 7.5 its -82 (9 dB over)
+    # hold for pair_s, judged at the end of the window of 7.5.
+    assert enter.at == 8.0
+    # The same levels without the pair: the door alone cannot tell.
+    assert run(pair_crossing(door, street), until=20) == []
+
+
+def test_a_phone_outside_the_door_louder_at_the_street_gateway_is_outside() -> None:
+    # A held phone at the shop front beside the door: the door hears it well, the street
+    # gateway above it better.
+    door = [-75.0, -72.0, -70.0, -70.0, -71.0, -70.0, -72.0, -75.0]
+    street = [-66.0, -62.0, -60.0, -61.0, -60.0, -62.0, -64.0, -68.0]
+    assert run(pair_crossing(door, street), roles=PAIR_ROLES, until=30) == []
+
+
+def test_a_phone_standing_in_the_doorway_as_loud_outside_is_at_the_front_not_inside() -> None:
+    # Loud at the door (door_strong's level) and its machine present for 90 s (door_linger):
+    # alone, the door takes it inside; the street gateway hears it as loud: the front.
+    ev = [machine("gw-door", "zone_enter", 0.5, -62.0)]
+    ev += pair_crossing([-62.0] * 90, [-62.0] * 90)
+    assert run(ev, roles=PAIR_ROLES, until=100) == []
+    alone = [e for e in ev if e.gateway_id == "gw-door"]
+    assert [tr.why.rule for tr in run(alone, until=100) if tr.why][:1] == ["door_strong"]
+
+
+def test_a_street_gateway_that_misses_a_second_does_not_make_the_door_louder() -> None:
+    # Someone passing the door: the street gateway loses two seconds of packets (a burst)
+    # while the door hears the passer-by at -72; its last level still counts.
+    door = [-80.0, -76.0, -73.0, -72.0, -72.0, -76.0, -82.0]
+    street = [-70.0, -68.0, -68.0, None, None, -70.0, -74.0]
+    assert run(pair_crossing(door, street), roles=PAIR_ROLES, until=30) == []
+
+
+def test_a_street_gateway_places_nobody_inside_and_keeps_nobody_there() -> None:
+    # Its own machine entering its (street) zone is no evidence of inside ...
+    ev = [machine("gw-street", "zone_enter", 0.5, -60.0)]
+    ev += [sight("gw-street", t + 0.5, -60.0) for t in range(90)]
+    assert run(ev, roles=PAIR_ROLES) == []
+    # ... and someone inside who walks back out past it leaves on time.
+    inside = [
+        machine("gw-floor", "zone_enter", 0.5, -70.0),
+        machine("gw-floor", "zone_exit", 5.5, -85),
+    ]
+    out = run(inside + ev, roles=PAIR_ROLES, until=60)
+    kinds = [(tr.kind, tr.zone_id) for tr in out]
+    assert kinds == [("zone_enter", "floor"), ("zone_exit", "floor")], kinds
+    assert out[1].at == 5.5 + CFG.keep_s
+
+
 def test_an_interior_gateway_enter_is_inside_at_once() -> None:
     out = run([machine("gw-floor", "zone_enter", 2.3, -75.0), sight("gw-floor", 2.4, -75.0)])
     assert (out[0].kind, out[0].zone_id, out[0].at) == ("zone_enter", "floor", 2.3)
@@ -183,11 +263,16 @@ def test_bad_config_is_refused_with_the_name_of_the_setting() -> None:
     with pytest.raises(ValueError, match="keep_s"):
         FusionConfig(keep_s=0)
     with pytest.raises(ValueError, match="kind"):
-        GatewayRole("gw", "z", "street", -70.0)  # type: ignore[arg-type]
+        GatewayRole("gw", "z", "lobby", -70.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="only an entrance gateway has a pair"):
+        GatewayRole("gw", "z", "interior", -70.0, pair="gw-street")
+    with pytest.raises(ValueError, match="no street gateway"):
+        StorePresence([GatewayRole("gw-door", "entrance", "entrance", -70.0, pair="gw-floor"),
+                       GatewayRole("gw-floor", "floor", "interior", -75.0)])  # fmt: skip
 
 
 # --- properties ------------------------------------------------------------------------
-GATEWAYS = [r.gateway_id for r in ROLES]
+GATEWAYS = [r.gateway_id for r in PAIR_ROLES]
 evidence_items = st.tuples(
     st.floats(min_value=0.0, max_value=3.0),  # time step
     st.sampled_from(GATEWAYS),
@@ -197,10 +282,11 @@ evidence_items = st.tuples(
 )
 
 
+@pytest.mark.parametrize("roles", [ROLES, PAIR_ROLES], ids=["door", "door-pair"])
 @settings(max_examples=300, deadline=None)
 @given(items=st.lists(evidence_items, min_size=1, max_size=120), hold=st.floats(0.0, 8.0))
 def test_a_fused_zone_machine_never_exits_without_an_enter_nor_changes_zone_faster_than_hold(
-    items: list[tuple[float, str, str, float, str]], hold: float
+    roles: tuple[GatewayRole, ...], items: list[tuple[float, str, str, float, str]], hold: float
 ) -> None:
     config = dataclasses.replace(CFG, hold_s=hold, door_stay_s=5.0, keep_s=4.0)
     t = 0.0
@@ -208,7 +294,11 @@ def test_a_fused_zone_machine_never_exits_without_an_enter_nor_changes_zone_fast
     for step, gw, kind, rssi, subject in items:
         t += step
         evidence.append(Evidence(gw, subject, kind, round(t, 3), rssi, 0.7))  # type: ignore[arg-type]
-    out = run(evidence, config, until=t + config.keep_s + config.stale_s + hold + 3)
+    known = {r.gateway_id for r in roles}
+    evidence = [e for e in evidence if e.gateway_id in known]
+    if not evidence:
+        return
+    out = run(evidence, config, until=t + config.keep_s + config.stale_s + hold + 3, roles=roles)
     for subject in ("aa", "bb"):
         mine = [tr for tr in out if tr.subject == subject]
         zone: str | None = None

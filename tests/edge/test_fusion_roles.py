@@ -30,6 +30,22 @@ def test_the_boutique_plan_gives_each_gateway_its_role_and_the_door_its_street_l
     assert fusable(list(roles.values()))
 
 
+def test_a_street_gateway_outside_a_door_is_that_door_s_pair() -> None:
+    roles = {
+        r.gateway_id: r for r in fusion_roles(load_store_layout("boutique-pair").trace_layout())
+    }
+    assert roles["gw-street"].kind == "street"
+    assert roles["gw-door"].pair == "gw-street"
+    assert all(r.pair is None for g, r in roles.items() if g != "gw-door")
+    # Each of the flagship's doors is paired with the street gateway above it, not the
+    # other door's (25 m along the front).
+    flagship = fusion_roles(load_store_layout("flagship-pair").trace_layout())
+    pairs = {r.gateway_id: r.pair for r in flagship if r.kind == "entrance"}
+    assert pairs == {"gw-main-door": "gw-main-street", "gw-side-door": "gw-side-street"}
+    # A door with no street gateway within 6 m has no pair.
+    assert all(r.pair is None for r in fusion_roles(load_store_layout("flagship").trace_layout()))
+
+
 def test_a_plan_without_the_doors_calibration_is_not_fused() -> None:
     # The hand-written trace's gateways carry no rssi_1m/path_loss_n: nothing says what the
     # street can produce at its door, so it is replayed gateway by gateway.

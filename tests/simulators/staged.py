@@ -25,10 +25,15 @@ class DoorCases:
 
 
 def door_cases(
-    path: Path, seed: int, *, shopper_x: float = 1.5, shopper_y: float = -0.6
+    path: Path,
+    seed: int,
+    *,
+    shopper_x: float = 1.5,
+    shopper_y: float = -0.6,
+    layout: str = "boutique",
 ) -> DoorCases:
     sim: Simulation = build(
-        "boutique",
+        layout,
         hours=5 / 60,
         seed=seed,
         population={"customers": 2, "staff": 0, "static_noise": 2},

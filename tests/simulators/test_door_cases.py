@@ -45,6 +45,22 @@ def test_fused_the_shopper_at_the_door_is_not_alerted_and_the_bagged_visitor_is(
         assert _alerted(cases, fused=True) == {cases.visitor.customer_id}, f"seed {seed}"
 
 
+def test_with_a_door_pair_the_bagged_visitor_is_placed_at_the_door_and_the_shopper_never(
+    tmp_path: Path,
+) -> None:
+    # boutique-pair: the same boutique with a gateway outside, above the door.
+    at_the_door = 0
+    for seed in range(1, 11):
+        cases = door_cases(tmp_path / f"pair-{seed}.jsonl", seed, layout="boutique-pair")
+        assert _alerted(cases, fused=True) == {cases.visitor.customer_id}, f"seed {seed}"
+        _, transitions = fused_transitions(cases.trace)
+        rules = {tr.why.rule for _, tr in transitions if tr.kind == "zone_enter" and tr.why}
+        at_the_door += "door_over_street" in rules
+    # Placed by the pair as she passes the door on most seeds (7 of 10 when written), not
+    # only once she reaches the floor gateway.
+    assert at_the_door >= 6
+
+
 def test_alone_the_door_gateway_alerts_the_shopper_on_the_end_to_end_seed(tmp_path: Path) -> None:
     cases = door_cases(tmp_path / "door.jsonl", E2E_SEED)
     assert cases.shopper.customer_id in _alerted(cases, fused=False)

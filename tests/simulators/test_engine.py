@@ -197,9 +197,12 @@ def test_a_store_beacon_is_heard_at_its_path_loss_mean_plus_its_spot_offset() ->
     ("args", "message"),
     [
         (["--scenario", "atlantis"], "unknown scenario 'atlantis'; known: skeleton, boutique-day"),
-        (["--layout", "atlantis"], "layout atlantis: no such layout; shipped: boutique, flagship"),
+        (
+            ["--layout", "atlantis"],
+            "layout atlantis: no such layout; shipped: boutique, boutique-pair, flagship",
+        ),
         (["--layout", "boutique", "--hours", "-1"], "hours must be > 0"),
-        (["--layout", "boutique", "--scenario", "boutique-hour"], "not both"),
+        (["--layout", "boutique", "--scenario", "skeleton"], "has its own store"),
         (["--layout", "boutique", "--device-classes", "iphone"], "'iphone' is not CLASS=SHARE"),
         (
             ["--layout", "boutique", "--device-classes", "staff=1"],

@@ -16,7 +16,7 @@ def test_shipped_layouts_are_the_boutique_and_the_flagship() -> None:
     assert {"boutique", "flagship"} <= set(layout_names())
 
 
-@pytest.mark.parametrize("name", ["boutique", "flagship"])
+@pytest.mark.parametrize("name", ["boutique", "flagship", "boutique-pair", "flagship-pair"])
 def test_layout_has_every_zone_kind_and_a_door(name: str) -> None:
     lay = load_layout(name)
     kinds = {z.kind for z in lay.zones}
@@ -52,3 +52,30 @@ def test_a_bad_layout_names_the_field(tmp_path: Path) -> None:
         load_layout(path)
     with pytest.raises(LayoutError, match="no such layout"):
         load_layout("atlantis")
+
+
+def test_a_variant_is_its_base_with_the_gateways_it_adds_and_the_same_crowd() -> None:
+    base, pair = load_layout("boutique"), load_layout("boutique-pair")
+    assert pair.name == "boutique-pair"
+    assert pair.zones == base.zones
+    assert pair.beacons == base.beacons
+    assert [g.id for g in pair.gateways] == [*(g.id for g in base.gateways), "gw-street"]
+    street = pair.gateways[-1]
+    assert pair.zone(street.zone_id).kind == "outside"
+    # The same people walk the same paths for a seed, so the figures compare.
+    assert pair.crowd_name == base.crowd_name == "boutique"
+
+
+def test_a_bad_variant_names_what_is_wrong(tmp_path: Path) -> None:
+    path = tmp_path / "variant.json"
+    for data, message in [
+        ({"extends": "atlantis"}, "no such layout"),
+        ({"extends": "boutique-pair"}, "is itself a variant"),
+        ({"extends": "../boutique.json"}, "names a shipped layout"),
+        ({"extends": "boutique", "add_gateways": {"id": "x"}}, "a list of gateways"),
+        ({"extends": "boutique", "add_gateways": [{"id": "gw-x", "zone_id": "moon", "x": 0,
+                                                   "y": 0}]}, "unknown zone 'moon'"),
+    ]:  # fmt: skip
+        path.write_text(json.dumps(data))
+        with pytest.raises(LayoutError, match=message):
+            load_layout(path)
