@@ -63,8 +63,9 @@ def test_bench_detection_command_names_a_bad_seed_list() -> None:
 
 @pytest.mark.integration
 @pytest.mark.timeout(180)
+@pytest.mark.parametrize("layout", ["boutique", "boutique-pair"])
 async def test_the_bench_predicts_the_fused_replay_event_for_event(
-    namespace: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    namespace: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, layout: str
 ) -> None:
     # The same evidence, the same windows, the same StorePresence: what the bench decides
     # offline is what the store's coordinator publishes through Mosquitto in a replay.
@@ -74,7 +75,9 @@ async def test_the_bench_predicts_the_fused_replay_event_for_event(
     from tests.edge.support import Collector
 
     full = tmp_path / "full.jsonl"
-    build_scenario("boutique-rush", seed=21, hours=6 / 60, population=ADVERTISING).write(full)
+    build_scenario(
+        "boutique-rush", seed=21, hours=6 / 60, population=ADVERTISING, layout=layout
+    ).write(full)
     trace = tmp_path / "rush.jsonl"  # no consent lines: there is no stream to wait for
     with full.open(encoding="utf-8") as fh:
         trace.write_text("".join(line for line in fh if '"consent_' not in line), encoding="utf-8")
@@ -99,6 +102,8 @@ async def test_the_bench_predicts_the_fused_replay_event_for_event(
     ]
     assert len(predicted) >= 10  # a busy six minutes: 19 on this seed and radio
     assert {e[0] for e in predicted} >= {"zone_enter", "zone_exit"}
+    if layout == "boutique-pair":  # the door pair's rule, decided at a window's end
+        assert any(e[4] is not None and e[4].rule == "door_over_street" for e in predicted)
     assert replayed == predicted
 
 
