@@ -35,12 +35,14 @@ class StreamSettings(BaseSettings):
         description="directory of rules files ({store}.yaml, chain.yaml); none = stream/default_rules.yaml",
     )
     batch_max: int = Field(
-        default=500, ge=1, description="most events the worker takes per batch (one Redis write)"
+        default=500,
+        ge=1,
+        description="most events the worker decides in one step (one Redis write); a gateway batch is never split",
     )
     batch_max_records: int = Field(
-        default=16,
+        default=256,
         ge=1,
-        description="most gateway batches (proxima.events.v2 records) the worker takes per batch",
+        description="most gateway batches (proxima.events.v2 records) the worker takes from Faust at a time",
     )
     batch_within_s: float = Field(
         default=0.005, gt=0, description="longest the worker waits to fill a batch"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterator, Sequence
 
 from aiokafka.errors import KafkaError
 from faust.types import TP, EventT
@@ -53,6 +53,28 @@ def original(event: Event, source: Record) -> bytes:
     itself out of a v2 batch."""
     raw: bytes = source.value
     return raw if raw.startswith(b"{") else event.to_json()
+
+
+def steps(
+    batch: Sequence[Record],
+    events: list[tuple[Event, Record]],
+    rejected: list[DlqRecord],
+    limit: int,
+) -> Iterator[tuple[list[tuple[Event, Record]], list[DlqRecord], Sequence[Record]]]:
+    """``batch`` (records taken together, opened into ``events`` in their order) in steps
+    of about ``limit`` events: whole records only (a gateway batch is decided in one step,
+    however large), each step with the records it finishes. The refused input is parked in
+    the first step, before any of its records can be finished."""
+    at = {id(source): i for i, source in enumerate(batch)}
+    done = 0
+    step: list[tuple[Event, Record]] = []
+    for item in events:
+        if len(step) >= limit and item[1] is not step[-1][1]:
+            end = at[id(step[-1][1])] + 1
+            yield step, rejected, batch[done:end]
+            step, rejected, done = [], [], end
+        step.append(item)
+    yield step, rejected, batch[done:]
 
 
 class WorkerParts:
@@ -228,17 +250,24 @@ class Decisions:
             log.exception("alert dedupe table not updated")
 
     async def decide_all(self, batches: AsyncIterable[Sequence[Record]], parse: Parse) -> None:
-        """Open each batch of records with ``parse``, decide it, then mark its records
-        finished (now every event is on Kafka and marked: their offsets may be committed;
-        a batch cut off mid-way never gets here)."""
+        """Open each batch of records with ``parse``, decide it in :func:`steps` of at most
+        ``batch_max`` events, and after each step mark the records it finished (now every
+        event of theirs is on Kafka and marked: their offsets may be committed; a step cut
+        off mid-way never gets here)."""
         proc = await self.parts.processor()
         purge_every = self.parts.settings.table_purge_s
+        limit = self.parts.settings.batch_max
         purge_at = 0.0
         async for batch in batches:
             if purge := (now := proc.now().timestamp()) >= purge_at:
                 purge_at = now + purge_every
-            await self.handle(proc, *await parse(proc, batch), purge)
-            self.offsets.finished((source.message.tp, source.message.offset) for source in batch)
+            events, rejected = await parse(proc, batch)
+            for step, refused, finished in steps(batch, events, rejected, limit):
+                await self.handle(proc, step, refused, purge)
+                purge = False
+                self.offsets.finished(
+                    (source.message.tp, source.message.offset) for source in finished
+                )
 
 
 class Timers:

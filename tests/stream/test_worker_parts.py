@@ -26,7 +26,7 @@ from stream.rules import RuleBook
 from stream.runner import BatchRunner, OffsetCommitter
 from stream.settings import StreamSettings
 from stream.tables import AlertDedupe
-from stream.worker import Decisions, Record, Timers, WorkerParts
+from stream.worker import Decisions, Record, Timers, WorkerParts, steps
 from tests.factories import event_dict
 
 NOW = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
@@ -229,3 +229,68 @@ async def test_a_refused_visit_is_not_settled_so_the_next_tick_sends_it_again() 
     with pytest.raises(ConnectionError):
         await Timers(Parts(proc, FakeRunner(), BrokenTable(), send)).departures()
     assert proc.settled == []
+
+
+def _opened(sizes: list[int]) -> tuple[list[FakeRecord], list[tuple[Any, Any]]]:
+    """Records of ``sizes`` events each, and their events in order (as a parse gives them)."""
+    records = [_record(i, b"[]") for i in range(len(sizes))]
+    events = [
+        (f"e{i}.{k}", record)
+        for i, (n, record) in enumerate(zip(sizes, records, strict=True))
+        for k in range(n)
+    ]
+    return records, events
+
+
+def test_a_taken_batch_is_decided_in_steps_of_whole_records() -> None:
+    records, events = _opened([3, 0, 2, 4, 1])
+    refused = [DlqRecord.of("bad", b"x", source="test")]
+    got = list(steps(cast(Any, records), cast(Any, events), refused, 4))
+    # A step closes once it holds the limit, at a record's end: 3 + 2, then 4, then 1.
+    assert [[e for e, _ in step] for step, _, _ in got] == [
+        ["e0.0", "e0.1", "e0.2", "e2.0", "e2.1"],
+        ["e3.0", "e3.1", "e3.2", "e3.3"],
+        ["e4.0"],
+    ]
+    # Each step finishes its records (the empty one with the step after it) and the refused
+    # input is parked in the first.
+    assert [[r.message.offset for r in finished] for _, _, finished in got] == [[0, 1, 2], [3], [4]]
+    assert [len(r) for _, r, _ in got] == [1, 0, 0]
+
+
+def test_a_gateway_batch_larger_than_the_limit_is_one_step() -> None:
+    records, events = _opened([7, 1])
+    got = list(steps(cast(Any, records), cast(Any, events), [], 2))
+    assert [len(step) for step, _, _ in got] == [7, 1]
+
+
+def test_a_batch_with_no_events_is_one_step_that_finishes_every_record() -> None:
+    records, _ = _opened([0, 0])
+    refused = [DlqRecord.of("bad", b"x", source="test")]
+    ((step, parked, finished),) = steps(cast(Any, records), [], refused, 500)
+    assert (step, parked, [r.message.offset for r in finished]) == ([], refused, [0, 1])
+
+
+async def test_the_records_of_a_step_are_finished_before_the_next_step_is_decided() -> None:
+    proc, runner = FakeProcessor(), FakeRunner()
+    parts = Parts(proc, runner, BrokenTable(), _no_send)
+    parts.settings = StreamSettings(data_dir=Path("unused"), batch_max=2)
+    decisions, offsets = _decisions(parts)
+    good = json.dumps(event_dict()).encode()
+    seen: list[dict[str, int]] = []
+    real_run = runner.run
+
+    async def run(events: list[Any], rejected: list[DlqRecord]) -> list[Any]:
+        seen.append(dict(offsets.done))
+        return await real_run(events, rejected)
+
+    runner.run = run  # type: ignore[method-assign]
+    runner.gate.set()
+
+    async def batches() -> AsyncIterator[Sequence[Record]]:
+        yield [cast(Record, _record(i, good)) for i in range(5)]
+
+    await decisions.decide_all(batches(), decisions.parse_events)
+    assert [len(events) for events, _ in runner.batches] == [2, 2, 1]
+    assert seen == [{}, {"events-0": 2}, {"events-0": 4}]
+    assert offsets.done == {"events-0": 5}
