@@ -55,8 +55,9 @@ from stream.consent_view import ConsentView
 from stream.identity import IdentityIndex
 from stream.registry import CustomerProfile, Purpose, Registry
 from stream.rules import Rule, RuleBook, Trigger, eta_text, priority_for, render, target_for
-from stream.visits import Observation, VisitTracker
+from stream.visits import Observation, VisitState, VisitTracker
 from transport.redis import RedisClient, as_text
+from transport.redis_bulk import BulkWrites
 
 log = logging.getLogger(__name__)
 
@@ -141,10 +142,10 @@ class EventProcessor:
         """Decide a batch in order, reading and writing Redis once for all of it.
 
         Everything the batch needs (duplicate marks, consent, visit state) is read in one
-        pipeline, visit writes are queued on another and executed before any alert is
-        built, so a batch costs two round trips plus the alert path (:meth:`_alerts`:
-        profiles, consent re-check, then a dedupe claim per candidate), which reads Redis
-        afresh.
+        pipeline; each visit's last state is written in one more round trip
+        (:class:`transport.redis_bulk.BulkWrites`) before any alert is built, so a batch
+        costs two round trips plus the alert path (:meth:`_alerts`: profiles, consent
+        re-check, then a dedupe claim per candidate), which reads Redis afresh.
         """
         c = self.stats.counts
         c["events"] += len(events)
@@ -176,8 +177,12 @@ class EventProcessor:
                 for mark in marks:
                     pipe.exists(mark)
             reading = self.consent_view.queue(pipe, pairs)
-            for cid, store in pairs:
-                pipe.get(self.visits.state_key(cid, store))
+            state_keys = [self.visits.state_key(cid, store) for cid, store in pairs]
+            if counted:  # one server: one MGET (a cluster's keys are on many slots)
+                pipe.mget(state_keys)
+            else:
+                for key in state_keys:
+                    pipe.get(key)
             got = await pipe.execute()
         n = 1 if counted else len(todo)
         hits = got[:n]
@@ -185,9 +190,17 @@ class EventProcessor:
             hits = await self._each_exists(marks) if got[0] else [0] * len(todo)
         seen = {str(e.event_id) for (_, e, _), hit in zip(todo, hits, strict=True) if hit}
         self.consent_view.take(reading, got[n : n + reading.commands])
-        states: dict[tuple[str, str], bytes | str | None] = dict(
-            zip(pairs, got[n + reading.commands :], strict=True)
-        )
+        raws = got[n + reading.commands :]
+        if counted:
+            raws = raws[0]
+        # Each visit's state parsed once, changed in memory by the batch's events in order,
+        # and written once after them (its last state, and its last departing-set change).
+        states: dict[tuple[str, str], VisitState | None] = {
+            pair: VisitState.load(raw) if raw else None
+            for pair, raw in zip(pairs, raws, strict=True)
+        }
+        written: dict[tuple[str, str], VisitState] = {}
+        departing: dict[tuple[str, str], float | None] = {}
         # As fresh as this round trip: decisions held for the versions it read; those of a
         # shard that changed since they were read cost one more.
         consent, stale = self.consent_view.decisions(pairs)
@@ -195,63 +208,66 @@ class EventProcessor:
             consent |= await self.consent_view.read(stale)
         triggered: list[tuple[int, Event, str, Observation, list[Trigger]]] = []
         stores: set[str] = set()
-        async with self.r.pipeline(transaction=False) as writes:
-            for i, event, cid in todo:
-                eid = str(event.event_id)
-                if eid in seen:
-                    c["duplicate_events"] += 1
-                    continue
-                seen.add(eid)
-                store = event.store_id
-                alerts_ok, analytics_ok = consent[(cid, store)]
-                if not (alerts_ok or analytics_ok):
-                    c["no_consent"] += 1
-                    continue
-                obs = await self.visits.observe(
-                    cid,
-                    event,
-                    zone_kind=self._zone_kind(event),
-                    state_raw=states[(cid, store)],
-                    pipe=writes,
-                )
-                if self.visits.last_written is not None:
-                    states[(cid, store)] = self.visits.last_written
-                self._advance(store, event.observed_at.timestamp())
-                stores.add(store)
-                if obs.late:
-                    c["late_events"] += 1
-                if obs.arrival:
-                    c["arrivals"] += 1
-                if obs.approach:
-                    c["approaches"] += 1
-                if analytics_ok:
-                    decisions[i].visits.extend(obs.updates)
-                elif obs.updates:
-                    c["visits_withheld"] += len(obs.updates)
-                if not alerts_ok:
-                    c["no_consent"] += 1
-                    continue
-                if obs.late or not obs.visit_id:
-                    continue
-                triggers = []
-                if obs.approach:
-                    triggers.append(Trigger.APPROACH)
-                if obs.arrival:
-                    triggers.append(Trigger.ARRIVAL)
-                if obs.entered_zone is not None:
-                    triggers.append(Trigger.ZONE_ENTER)
-                if not triggers:
-                    c["visit_continues"] += 1
-                    continue
-                # Only triggers some rule of the store is for: the alert path reads the
-                # customer's profile and bookings, which most zone moves do not need.
-                ruleset = self.rules.for_store(store)
-                triggers = [t for t in triggers if ruleset.may_fire(t, obs.zone)]
-                if not triggers:
-                    c["no_rule"] += 1
-                    continue
-                triggered.append((i, event, cid, obs, triggers))
-            await writes.execute()
+        for i, event, cid in todo:
+            eid = str(event.event_id)
+            if eid in seen:
+                c["duplicate_events"] += 1
+                continue
+            seen.add(eid)
+            store = event.store_id
+            alerts_ok, analytics_ok = consent[(cid, store)]
+            if not (alerts_ok or analytics_ok):
+                c["no_consent"] += 1
+                continue
+            pair = (cid, store)
+            obs, change = self.visits.apply(
+                cid, event, states[pair], zone_kind=self._zone_kind(event)
+            )
+            if change is not None:
+                states[pair] = written[pair] = change.state
+                if change.departing_at is not None or change.undeparting:
+                    departing[pair] = change.departing_at
+            self._advance(store, event.observed_at.timestamp())
+            stores.add(store)
+            if obs.late:
+                c["late_events"] += 1
+            if obs.arrival:
+                c["arrivals"] += 1
+            if obs.approach:
+                c["approaches"] += 1
+            if analytics_ok:
+                decisions[i].visits.extend(obs.updates)
+            elif obs.updates:
+                c["visits_withheld"] += len(obs.updates)
+            if not alerts_ok:
+                c["no_consent"] += 1
+                continue
+            if obs.late or not obs.visit_id:
+                continue
+            triggers = []
+            if obs.approach:
+                triggers.append(Trigger.APPROACH)
+            if obs.arrival:
+                triggers.append(Trigger.ARRIVAL)
+            if obs.entered_zone is not None:
+                triggers.append(Trigger.ZONE_ENTER)
+            if not triggers:
+                c["visit_continues"] += 1
+                continue
+            # Only triggers some rule of the store is for: the alert path reads the
+            # customer's profile and bookings, which most zone moves do not need.
+            ruleset = self.rules.for_store(store)
+            triggers = [t for t in triggers if ruleset.may_fire(t, obs.zone)]
+            if not triggers:
+                c["no_rule"] += 1
+                continue
+            triggered.append((i, event, cid, obs, triggers))
+        writes = BulkWrites()
+        for (cid, store), at in departing.items():
+            self.visits.queue_departing(writes, cid, store, at)
+        for (cid, store), state in written.items():
+            self.visits.queue_write(writes, cid, store, state)
+        await writes.execute(self.r)
         for i, alerts in (await self._alerts(triggered)).items():
             decisions[i].alerts.extend(alerts)
         last = max(i for i, _, _ in todo)
@@ -421,17 +437,17 @@ class EventProcessor:
     async def mark_done(self, alerts: list[Alert], events: list[Event]) -> None:
         """After Kafka has a batch's output: its alerts as sent, its events as processed.
 
-        One round trip; the alerts' marks are queued first, so no event is marked
-        processed unless its alert is marked sent.
+        One round trip (:class:`transport.redis_bulk.BulkWrites`); the alerts' marks are
+        written first, so no event is marked processed unless its alert is marked sent.
         """
-        if not (alerts or events):
-            return
-        async with self.r.pipeline(transaction=False) as pipe:
-            for alert in alerts:
-                pipe.set(self._dedupe_key(alert), f"sent:{alert.alert_id}", ex=self.dedupe_ttl_s)
-            for event in events:
-                pipe.set(self._k("event", str(event.event_id)), 1, ex=self.dedupe_ttl_s)
-            await pipe.execute()
+        writes = BulkWrites()
+        ttl = self.dedupe_ttl_s
+        for alert in alerts:
+            writes.set(self._dedupe_key(alert), f"sent:{alert.alert_id}", ttl)
+        mark = self._k("event", "")
+        for event in events:
+            writes.set(f"{mark}{event.event_id}", 1, ttl)
+        await writes.execute(self.r)
 
     @staticmethod
     def alert_id(customer_id: str, store_id: str, visit_id: str, kind: AlertKind) -> uuid.UUID:

@@ -37,7 +37,8 @@ from enum import StrEnum
 from typing import Any
 
 from contracts.models import Event, EventKind, SubjectType, VisitChange, VisitSource, VisitUpdate
-from transport.redis import RedisClient, RedisPipeline, as_text
+from transport.redis import RedisClient, as_text
+from transport.redis_bulk import BulkWrites
 
 VISIT_NS = uuid.UUID("6f2b8a52-3a3c-4c1e-9a55-0d3c1f6e8b10")
 ENTER_KINDS = frozenset(
@@ -147,6 +148,17 @@ class Observation:
     """This event started the visit as an approach (no in-store evidence yet)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What an event did to its visit's stored state: the state to write and its change
+    in the store's departing set: added at ``departing_at`` (its last signal's time), or
+    removed (``undeparting``), or neither."""
+
+    state: VisitState
+    departing_at: float | None = None
+    undeparting: bool = False
+
+
 class VisitTracker:
     """Visit state in Redis; one instance per worker."""
 
@@ -162,7 +174,6 @@ class VisitTracker:
         self.p = prefix
         self.revisit_gap_s = revisit_gap_s
         self.exit_timeout_s = exit_timeout_s
-        self.last_written: str | None = None
 
     def _state_key(self, customer_id: str, store_id: str) -> str:
         return f"{self.p}visit:{customer_id}:{store_id}"
@@ -173,30 +184,26 @@ class VisitTracker:
     def state_key(self, customer_id: str, store_id: str) -> str:
         return self._state_key(customer_id, store_id)
 
-    async def observe(
+    def apply(
         self,
         customer_id: str,
         event: Event,
+        state: VisitState | None,
         *,
         zone_kind: str | None = None,
-        state_raw: bytes | str | None = "load",
-        pipe: RedisPipeline | None = None,
-    ) -> Observation:
-        """Apply one event.
+    ) -> tuple[Observation, Written | None]:
+        """Apply one event to the customer's visit ``state`` at the event's store (None:
+        no visit), in memory: the observation, and what to write (:class:`Written`), None
+        when nothing changed. ``state`` is changed in place; the written state is the one
+        to pass with the customer's next event.
 
         ``zone_kind`` is the kind of the event's zone in the store's rules (``outside``
-        makes it approach evidence). ``state_raw`` is the state as already read and ``pipe``
-        a pipeline to queue the writes on (the caller executes it), so a batch of events
-        costs two round trips; :attr:`last_written` is the state as queued, for the next
-        event of the batch.
+        makes it approach evidence). The caller writes (:meth:`queue_write`) what a batch
+        of events did once, after all of them: the last state of each visit counts.
         """
-        self.last_written = None
         t = event.observed_at.timestamp()
         eid = str(event.event_id)
         store = event.store_id
-        key = self._state_key(customer_id, store)
-        raw = await self.r.get(key) if state_raw == "load" else state_raw
-        state = VisitState.load(raw) if raw else None
         source = source_of(event)
         inside = evidence_of(event, zone_kind) is Evidence.IN_STORE
         signal = "geofence" if source is VisitSource.GEOFENCE else f"zone:{event.zone_id or '-'}"
@@ -242,7 +249,7 @@ class VisitTracker:
 
         if state is not None and t < state.started - self.revisit_gap_s:
             # Older than the visit by more than a gap: a straggler of an earlier visit.
-            return seen(state, late=True)
+            return seen(state, late=True), None
         if state is not None and eid in (state.first_event, state.arrival_event, state.zone_event):
             # A replay (worker died before committing): say again what the event did, so
             # an alert that never reached Kafka is built again with the same id.
@@ -258,11 +265,11 @@ class VisitTracker:
                 else [update(VisitChange.APPROACH, state)]
                 if approach
                 else [],
-            )
+            ), None
         new = state is None or t - state.last_seen >= self.revisit_gap_s
         if new and not entering:
             # An exit with no visit to leave: nothing to start.
-            return Observation("", t, None, False, None, None, (), True)
+            return Observation("", t, None, False, None, None, (), True), None
         entered_zone = None
         arrival = approach = unmark = False
         if new:
@@ -305,26 +312,37 @@ class VisitTracker:
             elif signal in state.open:
                 state.open.remove(signal)
         state.source = source.value
-        own = pipe is None
-        p = self.r.pipeline(transaction=False) if pipe is None else pipe
-        if unmark:
-            p.zrem(self._departing_key(store), customer_id)
+        departing_at = None
         if not state.open and not state.departed:
             state.departing = True
-            p.zadd(self._departing_key(store), {customer_id: state.last_seen})
-        dumped = state.dump()
-        p.set(key, dumped, ex=int(self.revisit_gap_s * 2) + 1)
-        if own:
-            async with p:
-                await p.execute()
-        self.last_written = dumped
-        return seen(
+            departing_at = state.last_seen
+        observed = seen(
             state,
             arrival=arrival,
             approach=approach,
             entered_zone=entered_zone,
             updates=updates,
         )
+        # Removed then added again within one event: added (as the two writes would leave it).
+        return observed, Written(state, departing_at, unmark and departing_at is None)
+
+    def queue_write(
+        self, writes: BulkWrites, customer_id: str, store_id: str, state: VisitState
+    ) -> None:
+        """Queue a visit's state on ``writes``."""
+        key = self._state_key(customer_id, store_id)
+        writes.set(key, state.dump(), int(self.revisit_gap_s * 2) + 1)
+
+    def queue_departing(
+        self, writes: BulkWrites, customer_id: str, store_id: str, at: float | None
+    ) -> None:
+        """Queue a visit's departing-set change on ``writes``: added at ``at`` (its last
+        signal's time), or removed (None)."""
+        key = self._departing_key(store_id)
+        if at is None:
+            writes.zrem(key, customer_id)
+        else:
+            writes.zadd(key, customer_id, at)
 
     async def departures(self, store_id: str, watermark: float) -> list[VisitUpdate]:
         """Visits of the store whose last signal closed ``exit_timeout`` before ``watermark``.

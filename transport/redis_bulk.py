@@ -1,0 +1,94 @@
+"""Many small Redis writes in one command: ``SET .. EX``, ``ZADD`` and ``ZREM`` gathered
+by :class:`BulkWrites` and sent as one Lua script call on a single server.
+
+The stream worker writes a few hundred keys per batch (processed marks, visit state). In a
+pipeline each is a command redis-py builds, packs and reads the reply of in Python, with
+an ``asyncio`` timeout per reply: most of the worker's Redis time. One script call carries
+them all (packed by hiredis) and answers once; the server applies them in order, at once.
+A script may not cross hash slots on a Redis Cluster, so there the same writes go out as a
+``transaction=False`` pipeline, as before (redis-py splits it by node).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError
+
+from transport.redis import RedisClient
+
+_SCRIPT = """
+local a = 1
+for _, key in ipairs(KEYS) do
+  local op = ARGV[a]
+  if op == 's' then
+    redis.call('SET', key, ARGV[a + 1], 'EX', ARGV[a + 2])
+    a = a + 3
+  elseif op == 'a' then
+    redis.call('ZADD', key, ARGV[a + 2], ARGV[a + 1])
+    a = a + 3
+  else
+    redis.call('ZREM', key, ARGV[a + 1])
+    a = a + 2
+  end
+end
+return #KEYS
+"""
+_SHA = hashlib.sha1(_SCRIPT.encode(), usedforsecurity=False).hexdigest()
+
+Value = str | bytes | int | float
+
+
+class BulkWrites:
+    """Writes to apply in order in one round trip (:meth:`execute`)."""
+
+    __slots__ = ("args", "keys")
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.args: list[Value] = []
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def set(self, key: str, value: Value, ex: int) -> None:
+        """``SET key value EX ex``."""
+        self.keys.append(key)
+        self.args += ("s", value, ex)
+
+    def zadd(self, key: str, member: str, score: float) -> None:
+        """``ZADD key score member``."""
+        self.keys.append(key)
+        self.args += ("a", member, score)
+
+    def zrem(self, key: str, member: str) -> None:
+        """``ZREM key member``."""
+        self.keys.append(key)
+        self.args += ("r", member)
+
+    async def execute(self, r: RedisClient) -> None:
+        """Apply the writes: one script call on a single server, a pipeline on a cluster."""
+        if not self.keys:
+            return
+        if isinstance(r, RedisCluster):
+            await self._pipelined(r)
+            return
+        try:
+            await r.evalsha(_SHA, len(self.keys), *self.keys, *self.args)
+        except NoScriptError:  # a restarted (or flushed) server forgot the script
+            await r.eval(_SCRIPT, len(self.keys), *self.keys, *self.args)
+
+    async def _pipelined(self, r: RedisCluster) -> None:
+        args = iter(self.args)
+        async with r.pipeline(transaction=False) as pipe:
+            for key in self.keys:
+                op = next(args)
+                if op == "s":
+                    pipe.set(key, next(args), ex=int(next(args)))
+                elif op == "a":
+                    member = next(args)
+                    pipe.zadd(key, {str(member): float(next(args))})
+                else:
+                    pipe.zrem(key, next(args))
+            await pipe.execute()
