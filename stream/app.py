@@ -40,6 +40,7 @@ from prometheus_client.registry import Collector
 
 from contracts.services import ServiceSettings
 from contracts.topics import VISITS
+from stream import handoff
 from stream.processor import EventProcessor
 from stream.rules import RuleBook
 from stream.runner import Commit, OffsetCommitter, RawSend
@@ -129,6 +130,7 @@ def create_app(
     ``commit`` replaces the consumer's offset commit (the agent's unit tests record it).
     """
     _fetch_wait(settings.fetch_max_wait_ms)
+    handoff.install()
     topics = services.topics
     name = app_id(services, settings)
     datadir = settings.data_dir / name
@@ -275,8 +277,8 @@ def create_app(
     # stream`, README): aiokafka runs in a thread of its own and its fetches are not the
     # limit (that thread is ~95% idle; `broker_max_poll_records`, `consumer_max_fetch_size`
     # do not bind). Records then go through the main loop one at a time: `_drain_messages`
-    # awaits `wait_first(callback(message), suspend_flow.wait())` per message (tasks and
-    # futures per record), the conductor decodes it onto the stream's queue (at most
+    # hands each to the conductor (stream.handoff: in place, not Faust's four tasks per
+    # record), the conductor decodes it onto the stream's queue (at most
     # `stream_buffer_maxsize`), the stream's passive drainer runs `take()`'s processor.
     # `take()` yields when `batch_max` events are in or `within` has passed since it began
     # waiting (not since the first event); while we process a batch its drainer holds one
