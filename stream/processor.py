@@ -261,6 +261,12 @@ class EventProcessor:
             if not triggers:
                 c["no_rule"] += 1
                 continue
+            # Every alert those rules could build for this visit already sent (or claimed by
+            # this worker): the alert path would dedupe each; its reads are spared.
+            kinds = {k for t in triggers for k in ruleset.kinds_for(t, obs.zone)}
+            if all(self._alerted(cid, store, obs.visit_id, kind) for kind in kinds):
+                c["deduped"] += 1
+                continue
             triggered.append((i, event, cid, obs, triggers))
         writes = BulkWrites()
         for (cid, store), at in departing.items():
@@ -287,6 +293,8 @@ class EventProcessor:
         candidates are built — consent again (a revocation in flight wins). Cooldowns and
         dedupe claims stay in event order, one event's writes seen by the next.
         """
+        if not triggered:
+            return {}
         c = self.stats.counts
         customers = sorted({cid for _, _, cid, _, _ in triggered})
         profiles = await self.registry.get_many(customers)
@@ -456,9 +464,30 @@ class EventProcessor:
     @staticmethod
     def dedupe_id(alert: Alert) -> str:
         """The alert's dedupe key (customer, store, visit, kind), as the table holds it."""
-        return ":".join(
-            (alert.customer_id, alert.store_id, alert.visit_id or "-", alert.kind.value)
+        return EventProcessor.dedupe_id_of(
+            alert.customer_id, alert.store_id, alert.visit_id, alert.kind
         )
+
+    @staticmethod
+    def dedupe_id_of(customer_id: str, store_id: str, visit_id: str | None, kind: AlertKind) -> str:
+        """:meth:`dedupe_id` of an alert of ``kind`` not built yet."""
+        return ":".join((customer_id, store_id, visit_id or "-", kind.value))
+
+    def _alerted(self, customer_id: str, store_id: str, visit_id: str, kind: AlertKind) -> bool:
+        """True if an alert of ``kind`` for the visit is known here as sent (the table) or
+        claimed by this worker: either way :meth:`_alerts` would dedupe it."""
+        key = self.dedupe_id_of(customer_id, store_id, visit_id, kind)
+        if self._k("alerted", key) in self._claimed:
+            return True
+        if self.sent_log is None:
+            return False
+        try:
+            return self.sent_log.sent(key, self.now().timestamp()) is not None
+        except Exception:
+            # The table is a cache: a store that cannot be read is a miss (Redis decides).
+            log.exception("alert dedupe table not readable; asking Redis")
+            self.stats.counts["dedupe_table_errors"] += 1
+            return False
 
     def _k(self, *parts: str) -> str:
         return self.p + ":".join(parts)

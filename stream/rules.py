@@ -200,6 +200,10 @@ class RuleSet(BaseModel):
         the customer): the processor reads a customer's profile and bookings only then."""
         return any(rule.when is trigger and self._in_zone(rule, zone) for rule in self.ordered)
 
+    def kinds_for(self, trigger: Trigger, zone: str | None) -> set[AlertKind]:
+        """The kinds of alert the rules :meth:`may_fire` for ``trigger`` in ``zone`` build."""
+        return {r.alert for r in self.ordered if r.when is trigger and self._in_zone(r, zone)}
+
     def _in_zone(self, rule: Rule, zone: str | None) -> bool:
         if not (rule.zones or rule.zone_kinds):
             return True

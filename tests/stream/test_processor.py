@@ -11,7 +11,7 @@ import pytest
 from beacons.eid import compute_eid
 from contracts.models import Event
 from contracts.services import ServiceSettings
-from stream.processor import EventProcessor
+from stream.processor import Decision, EventProcessor
 from stream.registry import Purpose
 from tests.factories import event_dict
 from tests.kit.customers import make_customer
@@ -149,3 +149,49 @@ async def test_eid_resolves_against_observed_time_not_wall_clock(processor: Even
     long_ago = datetime(2019, 6, 1, 9, 30, tzinfo=UTC)
     (alert,) = await processor.process(_event(KEY_ANA, long_ago))
     assert alert.customer_id == "ana"
+
+
+class _SentLog:
+    """The worker's dedupe table, as far as the processor reads it."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, str] = {}
+
+    def sent(self, key: str, now: float) -> str | None:
+        return self.keys.get(key)
+
+
+async def test_an_event_whose_every_possible_alert_was_sent_skips_the_alert_path(
+    processor: EventProcessor,
+) -> None:
+    """Back in the fitting rooms in the same visit, its fitting-room alert known as sent in
+    the table: the only kind the rules could build, so no profile is read at all."""
+    await _enroll(processor, "ana", KEY_ANA, [Purpose.ARRIVAL_ALERTS], ["name", "wishlist"])
+    log = _SentLog()
+    processor.sent_log = log
+    await processor.process(_event(KEY_ANA, T0))  # the arrival
+    (fitting,) = await processor.process(
+        _event(KEY_ANA, T0 + timedelta(minutes=2), zone_id="fitting-rooms")
+    )
+    assert fitting.kind.value == "fitting_room"
+    log.keys[processor.dedupe_id(fitting)] = str(fitting.alert_id)
+    processor._claimed.clear()  # as this worker's claims are, once the table has them
+    reads: list[list[str]] = []
+    real = processor.registry.get_many
+
+    async def get_many(ids: list[str]) -> dict[str, object]:
+        reads.append(ids)
+        return await real(ids)  # type: ignore[return-value]
+
+    processor.registry.get_many = get_many  # type: ignore[assignment, method-assign]
+    floor = _event(KEY_ANA, T0 + timedelta(minutes=4), zone_id="floor")
+    back = _event(KEY_ANA, T0 + timedelta(minutes=6), zone_id="fitting-rooms")
+    assert await processor.decide_batch([floor, back]) == [Decision(), Decision()]
+    assert reads == []
+    assert processor.stats.counts["deduped"] == 1
+    # Not known as sent: the alert path runs as before (Redis's mark says it was claimed).
+    log.keys.clear()
+    again = _event(KEY_ANA, T0 + timedelta(minutes=8), zone_id="floor")
+    back_again = _event(KEY_ANA, T0 + timedelta(minutes=9), zone_id="fitting-rooms")
+    await processor.decide_batch([again, back_again])
+    assert reads == [["ana"]]
