@@ -35,7 +35,7 @@ class StreamSettings(BaseSettings):
         description="directory of rules files ({store}.yaml, chain.yaml); none = stream/default_rules.yaml",
     )
     batch_max: int = Field(
-        default=500,
+        default=2000,
         ge=1,
         description="most events the worker decides in one step (one Redis write); a gateway batch is never split",
     )
