@@ -39,6 +39,10 @@ _SHA = hashlib.sha1(_SCRIPT.encode(), usedforsecurity=False).hexdigest()
 
 Value = str | bytes | int | float
 
+CHUNK_KEYS = 5_000
+"""Most writes per script call: a step of thousands of events stays a few calls, each far
+below Redis's limit on a command's arguments and short enough not to hold the server up."""
+
 
 class BulkWrites:
     """Writes to apply in order in one round trip (:meth:`execute`)."""
@@ -74,10 +78,14 @@ class BulkWrites:
         if isinstance(r, RedisCluster):
             await self._pipelined(r)
             return
-        try:
-            await r.evalsha(_SHA, len(self.keys), *self.keys, *self.args)
-        except NoScriptError:  # a restarted (or flushed) server forgot the script
-            await r.eval(_SCRIPT, len(self.keys), *self.keys, *self.args)
+        a = 0
+        for k in range(0, len(self.keys), CHUNK_KEYS):
+            keys = self.keys[k : k + CHUNK_KEYS]
+            end = a
+            for _ in keys:  # each op's arguments: its code and one or two values
+                end += 3 if self.args[end] != "r" else 2
+            await _call(r, keys, self.args[a:end])
+            a = end
 
     async def _pipelined(self, r: RedisCluster) -> None:
         args = iter(self.args)
@@ -92,3 +100,10 @@ class BulkWrites:
                 else:
                     pipe.zrem(key, next(args))
             await pipe.execute()
+
+
+async def _call(r: RedisClient, keys: list[str], args: list[Value]) -> None:
+    try:
+        await r.evalsha(_SHA, len(keys), *keys, *args)
+    except NoScriptError:  # a restarted (or flushed) server forgot the script
+        await r.eval(_SCRIPT, len(keys), *keys, *args)

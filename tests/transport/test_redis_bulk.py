@@ -7,7 +7,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from tests.kit.services import RedisNs
 from transport.redis import RedisClient, connect_redis, drop_prefix
-from transport.redis_bulk import BulkWrites
+from transport.redis_bulk import CHUNK_KEYS, BulkWrites
 
 
 def _writes(p: str) -> BulkWrites:
@@ -62,3 +62,21 @@ async def test_the_same_writes_go_through_a_pipeline_on_a_cluster(
     finally:
         await drop_prefix(redis_cluster_url, p)
         await r.aclose()
+
+
+async def test_many_writes_go_in_chunks_in_order(redis_ns: RedisNs) -> None:
+    r, p = redis_ns
+    writes = BulkWrites()
+    n = CHUNK_KEYS * 2 + 8  # ends with a removal
+    for i in range(n):
+        if i % 3 == 2:
+            writes.zrem(f"{p}z", f"m{i - 1}")  # removes the member added just before
+        elif i % 3 == 1:
+            writes.zadd(f"{p}z", f"m{i}", i)
+        else:
+            writes.set(f"{p}k:{i}", i, 60)
+    await writes.execute(r)
+    assert await r.zcard(f"{p}z") == 0
+    assert await r.get(f"{p}k:0") == b"0"
+    assert await r.get(f"{p}k:{n - 1 - (n - 1) % 3}") == str(n - 1 - (n - 1) % 3).encode()
+    assert len([k async for k in r.scan_iter(f"{p}k:*", count=10_000)]) == (n + 2) // 3
