@@ -1,19 +1,23 @@
 """Faust's record hand-off without four tasks per record (:func:`install`).
 
-faust-streaming 0.15's fetcher hands each record to the conductor with ``await
-self.wait_first(callback(message), self.suspend_flow.wait())``: four tasks (the callback,
-the flow's event, the consumer's stopped and crashed events), an ``asyncio.wait`` and three
-cancellations per record, most of the worker's cost per record in a busy hour (one event
-per record; README: bench stream). The callback (decode, put on the stream's queue) almost
-never waits, so here it runs first in place; a callback that does wait (the queue is full,
-the flow is suspended) goes on from where it stopped as a task, through the same
-``wait_first`` as before, so the flow's suspension still cancels it.
+faust-streaming 0.15's fetcher (``Consumer._drain_messages``) hands each record to the
+conductor with ``await self.wait_first(callback(message), self.suspend_flow.wait())``:
+four tasks (the callback, the flow's event, the consumer's stopped and crashed events), an
+``asyncio.wait`` and three cancellations per record, most of the worker's cost per record
+in a busy hour (one event per record; README: bench stream). The callback (decode, put on
+the stream's queue) almost never waits, so :func:`wait_first` runs it first in place; a
+callback that does wait (the queue is full) goes on from where it stopped as a task,
+through Faust's own ``wait_first``, so a suspended flow still cancels it.
 
 Faust also pauses a partition whose stream queue is nearly full and fetches on from the
-others, waiting up to 1 s for their records; records of the paused partition, resumed
-meanwhile, waited for the end of that second: a worker on a backlog in one partition
-stalled ~0.7 s after every ~4,000 records (the queue's size). Here a fetch waits at most
-:data:`POLL_S`.
+others, waiting up to 1 s for their records (``getmany(timeout=1.0)``); records of the
+paused partition, resumed meanwhile, waited for the end of that second: a worker on a
+backlog in one partition stalled ~0.7 s after every ~4,000 records (the queue's size).
+:func:`getmany` caps that wait at :data:`POLL_S`.
+
+Both are the consumer's own methods wrapped (``_drain_messages`` is the only caller of
+either in faust-streaming 0.15.x, read in its source): nothing of Faust is copied, and a
+Faust that changes how it hands records over simply stops taking the fast path.
 """
 
 from __future__ import annotations
@@ -23,13 +27,16 @@ from collections.abc import AsyncIterator, Coroutine, Generator
 from typing import Any, TypeVar, cast
 
 from faust.transport import consumer as faust_consumer
-from faust.types import ServiceT
 from mode import Service
+from mode.services import WaitResults
 
 T = TypeVar("T")
 
 POLL_S = 0.05
 """Longest one fetch of the records already fetched waits (Faust: 1 s)."""
+
+_faust_wait_first = Service.wait_first
+_faust_getmany = faust_consumer.Consumer.getmany
 
 
 class _Again:
@@ -63,96 +70,39 @@ async def go_on(coro: Coroutine[Any, Any, T], waiting: Any) -> T:
                 return cast(T, stop.value)
 
 
+async def wait_first(self: Service, *coros: Any, timeout: Any = None) -> WaitResults:
+    """The consumer's ``wait_first``: for the record hand-off (two coroutines, the record's
+    callback and the flow's suspension, no timeout) the callback runs in place until it
+    first waits; anything else is Faust's ``wait_first`` as it was."""
+    if timeout is not None or len(coros) != 2 or not all(map(asyncio.iscoroutine, coros)):
+        return await _faust_wait_first(self, *coros, timeout=timeout)
+    callback, suspended = coros
+    try:
+        waiting = callback.send(None)
+    except StopIteration as stop:
+        suspended.close()  # never started: nothing to wait for
+        return WaitResults([callback], [stop.value], False)
+    except BaseException:
+        suspended.close()
+        raise
+    return await _faust_wait_first(self, go_on(callback, waiting), suspended)
+
+
 async def hand_over(
     service: Service, callback: Coroutine[Any, Any, Any], suspend_flow: Any
 ) -> None:
-    """``await service.wait_first(callback, suspend_flow.wait())``, with the callback run in
-    place until it first waits (most never do)."""
-    try:
-        waiting = callback.send(None)
-    except StopIteration:
-        return
-    await service.wait_first(go_on(callback, waiting), suspend_flow.wait())
+    """What the fetcher does per record: ``wait_first(callback, suspend_flow.wait())``."""
+    await wait_first(service, callback, suspend_flow.wait())
 
 
-async def _drain_messages(self: Any, fetcher: ServiceT) -> None:  # pragma: no cover
-    """faust-streaming 0.15.x's ``Consumer._drain_messages`` (BSD licence), with
-    :func:`hand_over` in place of its ``wait_first`` per record and :data:`POLL_S` in place
-    of its 1 s fetch wait; otherwise unchanged."""
-    callback = self.callback
-    getmany = self.getmany
-    consumer_should_stop = cast(Service, self)._stopped.is_set
-    fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
-
-    get_read_offset = self._read_offset.__getitem__
-    set_read_offset = self._read_offset.__setitem__
-    flag_consumer_fetching = faust_consumer.CONSUMER_FETCHING
-    set_flag = self.diag.set_flag
-    unset_flag = self.diag.unset_flag
-    commit_every = self._commit_every
-    acks_enabled_for = self.app.topics.acks_enabled_for
-
-    yield_every = 100
-    num_since_yield = 0
-    sleep = asyncio.sleep
-
-    try:
-        while not (consumer_should_stop() or fetcher_should_stop()):
-            set_flag(flag_consumer_fetching)
-            ait = cast(AsyncIterator[Any], getmany(timeout=POLL_S))
-
-            # Sleeping because sometimes getmany is called in a loop
-            # never releasing to the event loop
-            await self.sleep(0)
-            if not self.should_stop:
-                async for tp, message in ait:
-                    num_since_yield += 1
-                    if num_since_yield > yield_every:
-                        await sleep(0)
-                        num_since_yield = 0
-
-                    offset = message.offset
-                    r_offset = get_read_offset(tp)
-                    if r_offset is None or offset >= r_offset:
-                        gap = offset - (r_offset or 0)
-                        # We have a gap in income messages
-                        if gap > 1 and r_offset:
-                            acks_enabled = acks_enabled_for(message.topic)
-                            if acks_enabled:
-                                await self._add_gap(tp, r_offset + 1, offset)
-                        if commit_every is not None and self._n_acked >= commit_every:
-                            self._n_acked = 0
-                            await self.commit()
-                        await hand_over(self, callback(message), self.suspend_flow)
-                        set_read_offset(tp, offset)
-                    else:
-                        self.log.dev(
-                            "DROPPED MESSAGE ROFF %r: k=%r v=%r",
-                            offset,
-                            message.key,
-                            message.value,
-                        )
-                unset_flag(flag_consumer_fetching)
-
-    except self.consumer_stopped_errors:
-        if self.transport.app.should_stop:
-            # we're already stopping so ignore
-            self.log.info("Broker stopped consumer, shutting down...")
-            return
-        raise
-    except asyncio.CancelledError:
-        if self.transport.app.should_stop:
-            # we're already stopping so ignore
-            self.log.info("Consumer shutting down for user cancel.")
-            return
-        raise
-    except Exception as exc:
-        self.log.exception("Drain messages raised: %r", exc)  # noqa: TRY401 - Faust's line
-        raise
-    finally:
-        unset_flag(flag_consumer_fetching)
+def getmany(self: Any, timeout: float) -> AsyncIterator[Any]:
+    """The consumer's ``getmany``, waiting at most :data:`POLL_S` for records."""
+    return cast(AsyncIterator[Any], _faust_getmany(self, timeout=min(timeout, POLL_S)))
 
 
 def install() -> None:
-    """Make every Faust consumer of this process hand records over with :func:`hand_over`."""
-    faust_consumer.Consumer._drain_messages = _drain_messages  # type: ignore[method-assign]
+    """Make every Faust consumer of this process hand records over with :func:`wait_first`
+    and fetch with :func:`getmany` (idempotent)."""
+    consumer = faust_consumer.Consumer
+    consumer.wait_first = wait_first  # type: ignore[method-assign]
+    consumer.getmany = getmany  # type: ignore[method-assign]

@@ -111,3 +111,39 @@ async def test_go_on_returns_the_coroutines_value_and_passes_a_cancellation_in()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert seen == ["cancelled inside"]
+
+
+async def test_other_waits_of_the_consumer_are_faust_s_own() -> None:
+    # A timeout, or anything but two coroutines: Faust's wait_first, untouched.
+    from stream.handoff import wait_first
+
+    svc = Svc()
+    done = asyncio.Event()
+    done.set()
+    got = await wait_first(svc, done, timeout=1.0)
+    assert got.results == [True]
+    assert not got.stopped
+
+
+def test_a_fetch_waits_at_most_poll_s_and_install_wraps_the_consumer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from faust.transport import consumer as faust_consumer
+
+    from stream import handoff
+
+    asked: list[float] = []
+
+    def recording(self: object, timeout: float) -> object:
+        asked.append(timeout)
+        return iter(())
+
+    monkeypatch.setattr(handoff, "_faust_getmany", recording)
+    handoff.getmany(object(), timeout=1.0)
+    handoff.getmany(object(), timeout=0.01)
+    assert asked == [handoff.POLL_S, 0.01]
+    monkeypatch.setattr(faust_consumer.Consumer, "wait_first", faust_consumer.Consumer.wait_first)
+    monkeypatch.setattr(faust_consumer.Consumer, "getmany", faust_consumer.Consumer.getmany)
+    handoff.install()
+    assert faust_consumer.Consumer.wait_first is handoff.wait_first
+    assert faust_consumer.Consumer.getmany is handoff.getmany
