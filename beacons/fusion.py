@@ -211,6 +211,7 @@ class StorePresence:
         self.max_subjects = max_subjects
         self.stats = FusionStats()
         self._subjects: dict[str, _Subject] = {}
+        self._street_heard: dict[str, float] = {}  # a street gateway's latest evidence, anyone
         self._entrances = [r for r in self.roles.values() if r.kind == "entrance"]
         self._interiors = [r for r in self.roles.values() if r.kind in _INSIDE]
         for door in self._entrances:
@@ -251,6 +252,10 @@ class StorePresence:
             self.stats.unknown_gateway += 1
             return
         self.stats.evidence += 1
+        if role.kind == "street":
+            self._street_heard[ev.gateway_id] = max(
+                self._street_heard.get(ev.gateway_id, -math.inf), ev.at
+            )
         state = self._subjects.get(ev.subject)
         if state is None:
             if len(self._subjects) >= self.max_subjects:
@@ -357,7 +362,17 @@ class StorePresence:
                 or (self._door_over_street(state, t) if settled else None)
                 or self._confirmed(state, t)
             )
-        return None
+        # Inside with no machine present: the pair still says "this side of the front" (a
+        # bagged phone in the entrance whose door machine never enters stays inside).
+        return self._door_over_street(state, t) if settled else None
+
+    def _paired(self, door: GatewayRole, t: float) -> bool:
+        """A door whose pair outside is working: it gave evidence (of anyone) within
+        ``stale_s``. A silent pair (down, unplugged) leaves the door judged alone."""
+        return (
+            door.pair is not None
+            and t - self._street_heard.get(door.pair, -math.inf) < self.config.stale_s
+        )
 
     def _stayed(self, door: _Gateway, t: float) -> bool:
         """A door machine that entered by lingering, or has been present ``door_stay_s``."""
@@ -410,8 +425,8 @@ class StorePresence:
             return None
         for door in self._entrances:
             gw = state.gateways.get(door.gateway_id)
-            if gw is None or not gw.levels or door.street_rssi is None or door.pair is not None:
-                continue  # a door with a pair has a better test: door_over_street
+            if gw is None or not gw.levels or door.street_rssi is None or self._paired(door, t):
+                continue  # a door with a working pair has a better test: door_over_street
             strong = door.street_rssi + cfg.strong_margin_db
             first = None
             for lt, lv in reversed(gw.levels):
@@ -439,7 +454,7 @@ class StorePresence:
         cfg = self.config
         for door in self._entrances:
             gw = state.gateways.get(door.gateway_id)
-            if door.pair is None or gw is None or not gw.levels:
+            if door.pair is None or gw is None or not gw.levels or not self._paired(door, t):
                 continue
             street = state.gateways.get(door.pair)
             last_t, level = gw.levels[-1]
@@ -469,17 +484,20 @@ class StorePresence:
         return None
 
     def _at_the_front(self, state: _Subject, t: float) -> bool:
-        """True if a door's pair outside hears the subject at least as loud as the door: at
-        the shop front, on the street side (a held phone standing in the doorway reads
-        inside to the door alone)."""
+        """True if a door's pair outside hears the subject now, at least as loud as the door
+        does: at the shop front, on the street side (a held phone standing in the doorway
+        reads inside to the door alone). Only fresh levels count: a veto of a moment ago
+        must not keep someone the interior gateways have since found out of the store."""
+        cfg = self.config
         for door in self._entrances:
             gw = state.gateways.get(door.gateway_id)
-            if door.pair is None or gw is None or not gw.levels:
+            if door.pair is None or gw is None or not gw.levels or not self._paired(door, t):
                 continue
-            # As last heard (the door's machine may hold on after its levels stop).
             last_t, level = gw.levels[-1]
-            at = min(t, last_t + self.config.fresh_s)
-            if self._street_level(state.gateways.get(door.pair), at) >= level:
+            if t - last_t > cfg.fresh_s:
+                continue
+            street = self._street_level(state.gateways.get(door.pair), t)
+            if street > cfg.unheard_rssi and street >= level:
                 return True
         return False
 

@@ -171,11 +171,50 @@ def test_a_phone_outside_the_door_louder_at_the_street_gateway_is_outside() -> N
 def test_a_phone_standing_in_the_doorway_as_loud_outside_is_at_the_front_not_inside() -> None:
     # Loud at the door (door_strong's level) and its machine present for 90 s (door_linger):
     # alone, the door takes it inside; the street gateway hears it as loud: the front.
-    ev = [machine("gw-door", "zone_enter", 0.5, -62.0)]
+    ev = [machine("gw-door", "zone_enter", 0.5, -62.0), machine("gw-door", "zone_exit", 90.5, -70)]
     ev += pair_crossing([-62.0] * 90, [-62.0] * 90)
     assert run(ev, roles=PAIR_ROLES, until=100) == []
     alone = [e for e in ev if e.gateway_id == "gw-door"]
     assert [tr.why.rule for tr in run(alone, until=100) if tr.why][:1] == ["door_strong"]
+
+
+def test_the_front_veto_is_of_now_a_stale_or_unheard_one_blocks_nobody() -> None:
+    # Heard once in the opening, louder under the street gateway; then only the floor
+    # gateway hears the phone (in a bag, deep inside): the old veto must not keep it out.
+    floor = [machine("gw-floor", "zone_enter", 4.0, -66.0)]
+    floor += [sight("gw-floor", t + 0.6, -66.0) for t in range(4, 60)]
+    once = [sight("gw-street", 0.4, -60.0), sight("gw-door", 0.5, -63.0)]
+    out = run(once + floor, roles=PAIR_ROLES, until=70)
+    assert [(tr.kind, tr.zone_id) for tr in out][:1] == [("zone_enter", "floor")]
+    assert out[0].at <= 4.0 + CFG.fresh_s + 1
+    # A door level at the edge of hearing, the street gateway never hearing it: no veto.
+    faint = [sight("gw-street", 0.3, -70.0, subject="zz"), sight("gw-door", 2.5, -91.0)]
+    out = run(faint + floor, roles=PAIR_ROLES, until=70)
+    assert [(tr.kind, tr.zone_id) for tr in out if tr.subject == "aa"][:1] == [
+        ("zone_enter", "floor")
+    ]
+
+
+def test_a_subject_placed_by_the_pair_stays_while_the_door_stays_louder() -> None:
+    # A bagged phone standing in the entrance: its door machine never enters, the pair
+    # keeps saying "inside" every window: one enter, no exit while it lasts.
+    out = run(pair_crossing([-73.0] * 80, [-85.0] * 80), roles=PAIR_ROLES, until=80)
+    assert [(tr.kind, tr.zone_id) for tr in out if tr.kind != "zone_dwell"] == [
+        ("zone_enter", "entrance")
+    ]
+
+
+def test_a_silent_street_gateway_leaves_the_door_judged_alone() -> None:
+    # The street gateway is down (no evidence of anyone): a held phone outside reading -70
+    # at the door is no door_over_street (it would beat "unheard" by 20 dB); the door is
+    # judged as an unpaired one, and -70 is below door_strong's level.
+    ev = [sight("gw-door", t + 0.5, -70.0) for t in range(70, 80)]
+    assert run(ev, roles=PAIR_ROLES, until=90) == []
+    # With the street gateway working (it hears someone else), the same door levels and
+    # nothing of this subject outside: the pair's rule.
+    alive = [sight("gw-street", t + 0.3, -75.0, subject="zz") for t in range(60, 80)]
+    rules = [tr.why.rule for tr in run(ev + alive, roles=PAIR_ROLES, until=90) if tr.why]
+    assert rules[:1] == ["door_over_street"]
 
 
 def test_a_street_gateway_that_misses_a_second_does_not_make_the_door_louder() -> None:

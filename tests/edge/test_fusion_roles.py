@@ -42,8 +42,19 @@ def test_a_street_gateway_outside_a_door_is_that_door_s_pair() -> None:
     flagship = fusion_roles(load_store_layout("flagship-pair").trace_layout())
     pairs = {r.gateway_id: r.pair for r in flagship if r.kind == "entrance"}
     assert pairs == {"gw-main-door": "gw-main-street", "gw-side-door": "gw-side-street"}
-    # A door with no street gateway within 6 m has no pair.
+    # A door with no street gateway within 6 m on its floor has no pair.
     assert all(r.pair is None for r in fusion_roles(load_store_layout("flagship").trace_layout()))
+    plan = load_store_layout("boutique").trace_layout()  # gw-door at (0, 2.5), floor 0
+    street = {"zone_id": "street", "rssi_1m": -58.0, "path_loss_n": 2.5, "rssi_offset_db": 0.0}
+    far = {**street, "id": "gw-far", "x": 0.0, "y": -4.6, "floor": 0}  # 7.1 m away
+    upstairs = {**street, "id": "gw-up", "x": 0.0, "y": 2.0, "floor": 1}
+    plan["gateways"] = [*plan["gateways"], far, upstairs]
+    roles = {r.gateway_id: r for r in fusion_roles(plan)}
+    assert roles["gw-far"].kind == roles["gw-up"].kind == "street"
+    assert roles["gw-door"].pair is None
+    near = {**street, "id": "gw-near", "x": 0.5, "y": -0.2, "floor": 0}
+    plan["gateways"] = [*plan["gateways"], near]
+    assert {r.gateway_id: r.pair for r in fusion_roles(plan)}["gw-door"] == "gw-near"
 
 
 def test_a_plan_without_the_doors_calibration_is_not_fused() -> None:
