@@ -217,6 +217,25 @@ def test_a_silent_street_gateway_leaves_the_door_judged_alone() -> None:
     assert rules[:1] == ["door_over_street"]
 
 
+def test_live_a_street_gateway_s_level_a_window_late_still_keeps_the_front_outside() -> None:
+    # A held phone at the front, louder at the street gateway, whose levels reach a live
+    # coordinator a window after the door's (each gateway sends its own second): the 1 s
+    # hold needs a second door level, and by then the street's first is in.
+    door = [sight("gw-door", t + 0.5, -70.0) for t in range(10)]
+    street = [sight("gw-street", t + 0.6, -62.0) for t in range(10)]
+    presence = StorePresence(PAIR_ROLES, CFG)
+    out = presence.window([sight("gw-street", 0.1, -80.0, subject="zz")], None)
+    for t in range(1, 13):
+        late = [e for e in street if t - 2 <= e.at < t - 1]  # one window late
+        out += presence.window([e for e in door if t - 1 <= e.at < t] + late, float(t))
+    assert out == []
+    # Without its hold the rule would have taken the first door level alone.
+    presence = StorePresence(PAIR_ROLES, dataclasses.replace(CFG, pair_s=0.0))
+    out = presence.window([sight("gw-street", 0.1, -80.0, subject="zz")], None)
+    out += presence.window(door[:1], 1.0)
+    assert [tr.why.rule for tr in out if tr.why] == ["door_over_street"]
+
+
 def test_a_street_gateway_that_misses_a_second_does_not_make_the_door_louder() -> None:
     # Someone passing the door: the street gateway loses two seconds of packets (a burst)
     # while the door hears the passer-by at -72; its last level still counts.
