@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -165,6 +165,9 @@ class _Gateway:
 @dataclass(slots=True)
 class _Subject:
     gateways: dict[str, _Gateway] = field(default_factory=dict)
+    streets: dict[str, _Gateway] = field(default_factory=dict)
+    """Street gateways' evidence: kept apart, it places nobody and keeps nobody inside;
+    only a door pair compares with it."""
     zone: str | None = None
     changed_at: float = -math.inf
     entered_at: float = 0.0
@@ -174,6 +177,19 @@ class _Subject:
     pending: str | None = None
     pending_since: float = 0.0
     rise_since: float | None = None
+
+
+def _held_since(
+    levels: deque[tuple[float, float]], holds: Callable[[float, float], bool]
+) -> float | None:
+    """When the trailing run of ``levels`` (time, dBm) for which ``holds`` is true began;
+    None if the last level does not hold."""
+    first = None
+    for lt, lv in reversed(levels):
+        if not holds(lt, lv):
+            break
+        first = lt
+    return first
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,9 +279,10 @@ class StorePresence:
             state = self._subjects[ev.subject] = _Subject()
         # Anything that fell due before this evidence happened first.
         self._timers(ev.subject, state, ev.at, out)
-        gw = state.gateways.get(ev.gateway_id)
+        gateways = state.streets if role.kind == "street" else state.gateways
+        gw = gateways.get(ev.gateway_id)
         if gw is None:
-            gw = state.gateways[ev.gateway_id] = _Gateway()
+            gw = gateways[ev.gateway_id] = _Gateway()
         state.last_heard = max(state.last_heard, ev.at)
         gw.last = max(gw.last, ev.at)
         if ev.kind == "zone_exit":
@@ -330,9 +347,9 @@ class StorePresence:
         if outside and self._at_the_front(state, t):
             return None
         for gid, gw in state.gateways.items():
+            if not self._present(gw, t):
+                continue
             role = self.roles[gid]
-            if role.kind == "street" or not self._present(gw, t):
-                continue  # a street gateway's own machine says only "near the front"
             if outside and role.kind == "entrance" and not self._stayed(gw, t):
                 continue  # a door enter alone: could be a window shopper
             if outside and role.kind != "entrance" and self._doorway(state, gw, t):
@@ -428,11 +445,7 @@ class StorePresence:
             if gw is None or not gw.levels or door.street_rssi is None or self._paired(door, t):
                 continue  # a door with a working pair has a better test: door_over_street
             strong = door.street_rssi + cfg.strong_margin_db
-            first = None
-            for lt, lv in reversed(gw.levels):
-                if lv < strong:
-                    break
-                first = lt
+            first = _held_since(gw.levels, lambda _, lv: lv >= strong)  # noqa: B023 (called here)
             last = gw.levels[-1][0]
             if first is None or last - first < cfg.strong_s or t - last > cfg.fresh_s:
                 continue
@@ -452,31 +465,24 @@ class StorePresence:
     def _door_over_street(self, state: _Subject, t: float) -> _Candidate | None:
         """The door louder than its pair outside by ``pair_margin_db``, held ``pair_s``."""
         cfg = self.config
-        for door in self._entrances:
-            gw = state.gateways.get(door.gateway_id)
-            if door.pair is None or gw is None or not gw.levels or not self._paired(door, t):
-                continue
-            street = state.gateways.get(door.pair)
+        for door, gw, street in self._paired_doors(state, t):
+            first = _held_since(
+                gw.levels,
+                lambda lt, lv: (
+                    lv >= cfg.peak_min_rssi
+                    and lv - self._street_level(street, lt) >= cfg.pair_margin_db  # noqa: B023
+                ),
+            )
             last_t, level = gw.levels[-1]
-            if t - last_t > cfg.fresh_s:
-                continue
-            first = None
-            street_level = cfg.unheard_rssi
-            for lt, lv in reversed(gw.levels):
-                heard = self._street_level(street, lt)
-                if lv < cfg.peak_min_rssi or lv - heard < cfg.pair_margin_db:
-                    break
-                if first is None:
-                    street_level = heard
-                first = lt
             if first is None or last_t - first < cfg.pair_s:
                 continue
+            street_level = self._street_level(street, last_t)
             return _Candidate(
                 door.zone_id,
                 0.8,
                 Why(
                     "door_over_street",
-                    ((door.gateway_id, round(level, 1)), (door.pair, round(street_level, 1))),
+                    ((door.gateway_id, round(level, 1)), (door.pair or "", round(street_level, 1))),
                     f"{door.gateway_id} {level - street_level:.0f} dB louder than {door.pair}"
                     f" outside for {last_t - first:.1f} s",
                 ),
@@ -488,18 +494,28 @@ class StorePresence:
         does: at the shop front, on the street side (a held phone standing in the doorway
         reads inside to the door alone). Only fresh levels count: a veto of a moment ago
         must not keep someone the interior gateways have since found out of the store."""
-        cfg = self.config
-        for door in self._entrances:
-            gw = state.gateways.get(door.gateway_id)
-            if door.pair is None or gw is None or not gw.levels or not self._paired(door, t):
-                continue
-            last_t, level = gw.levels[-1]
-            if t - last_t > cfg.fresh_s:
-                continue
-            street = self._street_level(state.gateways.get(door.pair), t)
-            if street > cfg.unheard_rssi and street >= level:
+        for _, gw, street in self._paired_doors(state, t):
+            heard = self._street_level(street, t)
+            if heard > self.config.unheard_rssi and heard >= gw.levels[-1][1]:
                 return True
         return False
+
+    def _paired_doors(
+        self, state: _Subject, t: float
+    ) -> Iterator[tuple[GatewayRole, _Gateway, _Gateway | None]]:
+        """Each door with a working pair that heard the subject within ``fresh_s``: the
+        door, its evidence, and its pair's (None: the pair has not heard the subject)."""
+        for door in self._entrances:
+            gw = state.gateways.get(door.gateway_id)
+            if (
+                door.pair is None
+                or gw is None
+                or not gw.levels
+                or not self._paired(door, t)
+                or t - gw.levels[-1][0] > self.config.fresh_s
+            ):
+                continue
+            yield door, gw, state.streets.get(door.pair)
 
     def _street_level(self, street: _Gateway | None, at: float) -> float:
         """The street gateway's loudest level within ``pair_window_s`` before ``at`` (a level
@@ -648,18 +664,12 @@ class StorePresence:
         return gw.present and t - gw.last < self.config.stale_s
 
     def _still_present(self, state: _Subject, t: float) -> bool:
-        # A street gateway's machine keeps nobody inside.
-        return any(
-            self._present(g, t) and self.roles[gid].kind != "street"
-            for gid, g in state.gateways.items()
-        )
+        return any(self._present(g, t) for g in state.gateways.values())
 
     # --- helpers ------------------------------------------------------------------------
     def _level(self, state: _Subject) -> float:
         best = -127.0
-        for gid, gw in state.gateways.items():
-            if self.roles[gid].kind == "street":
-                continue
+        for gw in state.gateways.values():
             level = gw.level()
             if level is not None and level > best:
                 best = level
