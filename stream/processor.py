@@ -477,12 +477,14 @@ class EventProcessor:
         """True if an alert of ``kind`` for the visit is known here as sent (the table) or
         claimed by this worker: either way :meth:`_alerts` would dedupe it."""
         key = self.dedupe_id_of(customer_id, store_id, visit_id, kind)
-        if self._k("alerted", key) in self._claimed:
-            return True
+        return self._k("alerted", key) in self._claimed or self._in_sent_table(key)
+
+    def _in_sent_table(self, dedupe_id: str) -> bool:
+        """True if the local dedupe table knows the alert as sent (no Redis round trip)."""
         if self.sent_log is None:
             return False
         try:
-            return self.sent_log.sent(key, self.now().timestamp()) is not None
+            return self.sent_log.sent(dedupe_id, self.now().timestamp()) is not None
         except Exception:
             # The table is a cache: a store that cannot be read is a miss (Redis decides).
             log.exception("alert dedupe table not readable; asking Redis")
@@ -501,16 +503,7 @@ class EventProcessor:
         Checked before the cooldown and the claim: a replayed alert has the same id, which
         the cooldown would let through anyway, and the claim would refuse.
         """
-        if self.sent_log is None:
-            return False
-        try:
-            sent = self.sent_log.sent(self.dedupe_id(alert), self.now().timestamp())
-        except Exception:
-            # The table is a cache: a store that cannot be read is a miss (Redis decides).
-            log.exception("alert dedupe table not readable; asking Redis")
-            self.stats.counts["dedupe_table_errors"] += 1
-            return False
-        if sent is None:
+        if not self._in_sent_table(self.dedupe_id(alert)):
             return False
         self.stats.counts["dedupe_table_hits"] += 1
         return True
