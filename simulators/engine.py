@@ -180,6 +180,8 @@ class Simulation:
             d = math.sqrt(dx * dx + dy * dy + dz * dz)
             loss = dev.carry_db - dev.tx_offset_db + (facade if outside != link.outside else 0.0)
             loss += env.floor_loss_db * abs(level - link.floor)
+            if link.facing is not None:
+                loss += radio.antenna_loss_db(link, dx, dy)
             if dev.body:
                 loss += radio.body_loss_db(heading, dx, dy, BODY_LOSS_DB)
             mean = radio.mean_rssi(link, d, loss)

@@ -89,6 +89,25 @@ class GatewaySpec(_Spec):
     path_loss_n: Annotated[float, Field(ge=1.5, le=5)] = 2.2
     shadowing_db: Annotated[float, Field(ge=0, le=15)] | None = None
     scan_duty: Annotated[float, Field(gt=0, le=1)] = 0.9
+    facing_deg: Annotated[float, Field(ge=-360, le=360)] | None = Field(
+        default=None,
+        description="a directional (patch) antenna: the direction it points on the plan, "
+        "degrees anticlockwise from +x (-90: towards the street of the shipped layouts); "
+        "None: omnidirectional",
+    )
+    back_loss_db: Annotated[float, Field(ge=0, le=30)] = Field(
+        default=0.0,
+        description="a directional antenna's front-to-back ratio as the store sees it (dB): "
+        "the loss for a phone straight behind it, half that at its side",
+    )
+
+    @model_validator(mode="after")
+    def _antenna(self) -> GatewaySpec:
+        if self.back_loss_db > 0 and self.facing_deg is None:
+            raise ValueError(
+                f"gateway {self.id!r}: back_loss_db needs facing_deg (where the antenna points)"
+            )
+        return self
 
     @property
     def rssi_offset_db(self) -> float:

@@ -74,6 +74,9 @@ class Link:
     scan_duty: float
     outside: bool = False
     """A gateway on the street side of the shop front (``boutique-pair``'s ``gw-street``)."""
+    facing: tuple[float, float] | None = None
+    """A directional antenna: the unit vector it points along on the plan (None: omni)."""
+    back_loss_db: float = 0.0
 
 
 @dataclass(slots=True)
@@ -114,7 +117,26 @@ class RadioModel:
             shadowing_db=self.env.shadowing_db if gw.shadowing_db is None else gw.shadowing_db,
             scan_duty=gw.scan_duty,
             outside=outside,
+            facing=None
+            if gw.facing_deg is None
+            else (math.cos(math.radians(gw.facing_deg)), math.sin(math.radians(gw.facing_deg))),
+            back_loss_db=gw.back_loss_db,
         )
+
+    @staticmethod
+    def antenna_loss_db(link: Link, dx: float, dy: float) -> float:
+        """A directional antenna's loss towards a device at (-dx, -dy) from it on the plan
+        (``dx, dy``: gateway minus device, as the hot loop has them): a cardioid, 0 dB
+        straight ahead, ``back_loss_db`` straight behind, half of it at the side. A patch
+        antenna's datasheet front-to-back ratio (15-20 dB) shrinks indoors, where
+        reflections off the floor, ceiling and shelves reach its front."""
+        if link.facing is None or link.back_loss_db <= 0.0:
+            return 0.0
+        d = math.hypot(dx, dy)
+        if d < 1e-6:
+            return 0.0
+        cos = -(link.facing[0] * dx + link.facing[1] * dy) / d
+        return link.back_loss_db * (1.0 - cos) / 2.0
 
     def mean_rssi(self, link: Link, distance_m: float, extra_loss_db: float = 0.0) -> float:
         """Median RSSI (no shadowing, no fading) at ``distance_m``."""

@@ -66,6 +66,15 @@ def test_a_variant_is_its_base_with_the_gateways_it_adds_and_the_same_crowd() ->
     assert pair.crowd_name == base.crowd_name == "boutique"
 
 
+def test_the_patch_variant_points_its_street_gateway_at_the_street() -> None:
+    pair, patch = load_layout("boutique-pair"), load_layout("boutique-pair-patch")
+    omni, directional = pair.gateways[-1], patch.gateways[-1]
+    assert (omni.facing_deg, omni.back_loss_db) == (None, 0.0)
+    assert (directional.facing_deg, directional.back_loss_db) == (-90.0, 10.0)
+    assert directional.model_copy(update={"facing_deg": None, "back_loss_db": 0.0}) == omni
+    assert patch.crowd_name == pair.crowd_name
+
+
 def test_a_bad_variant_names_what_is_wrong(tmp_path: Path) -> None:
     path = tmp_path / "variant.json"
     for data, message in [
@@ -75,6 +84,9 @@ def test_a_bad_variant_names_what_is_wrong(tmp_path: Path) -> None:
         ({"extends": "boutique", "add_gateways": {"id": "x"}}, "a list of gateways"),
         ({"extends": "boutique", "add_gateways": [{"id": "gw-x", "zone_id": "moon", "x": 0,
                                                    "y": 0}]}, "unknown zone 'moon'"),
+        ({"extends": "boutique", "add_gateways": [{"id": "gw-x", "zone_id": "street", "x": 0,
+                                                   "y": 0, "back_loss_db": 10}]},
+         "'gw-x': back_loss_db needs facing_deg"),
     ]:  # fmt: skip
         path.write_text(json.dumps(data))
         with pytest.raises(LayoutError, match=message):

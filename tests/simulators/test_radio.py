@@ -86,6 +86,20 @@ def test_body_blocks_the_gateway_behind_the_carrier() -> None:
     assert behind == pytest.approx(6.0)
 
 
+def test_a_patch_antenna_loses_its_front_to_back_ratio_behind_it_and_half_at_its_side() -> None:
+    radio, gw = _model()
+    patch = radio.link(gw.model_copy(update={"facing_deg": -90.0, "back_loss_db": 10.0}))
+
+    def loss(x: float, y: float) -> float:  # a device at (x, y); the gateway is at (0, 0)
+        return radio.antenna_loss_db(patch, 0.0 - x, 0.0 - y)
+
+    assert loss(0.0, -3.0) == pytest.approx(0.0)  # straight ahead, on the street
+    assert loss(0.0, 2.0) == pytest.approx(10.0)  # straight behind, through the door
+    assert loss(4.0, 0.0) == pytest.approx(5.0) == loss(-4.0, 0.0)  # along the shop front
+    assert 0.0 < loss(3.0, -3.0) < 5.0 < loss(3.0, 3.0) < 10.0
+    assert radio.antenna_loss_db(radio.link(gw), 0.0, -2.0) == 0.0  # omnidirectional
+
+
 def test_spot_offset_stays_while_still_and_decorrelates_over_metres_moved() -> None:
     radio, _ = _model(spot_db=3.0, spot_decorrelation_m=2.0)
     rng = random.Random(5)
