@@ -76,7 +76,7 @@ def bench(
         str,
         typer.Argument(
             metavar="NAME",
-            help="beacons, notifier, ingest, edge, stream, stream-scale, detection",
+            help="beacons, notifier, ingest, edge, stream, stream-scale, pipeline, detection",
         ),
     ],
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
@@ -146,6 +146,10 @@ def bench(
             results = asyncio.run(
                 run_scale_out_bench(events=events or SCALE_EVENTS, workers=workers)
             )
+        elif name == "pipeline":
+            from deploy.pipeline_bench import run_pipeline_bench
+
+            results = asyncio.run(run_pipeline_bench())
         elif name == "detection":
             from simulators.cli import parse_shares
             from simulators.detection import run_detection_bench
@@ -167,7 +171,7 @@ def bench(
         else:
             raise fail(
                 f"unknown benchmark {name!r}; available: beacons, notifier, ingest, edge, stream, "
-                "stream-scale, detection"
+                "stream-scale, pipeline, detection"
             )
     if as_json:
         sys.stdout.write(json.dumps(results) + "\n")

@@ -63,19 +63,19 @@ def _alert(target: str) -> Alert:
 
 
 @dataclass
-class _Arrivals:
+class Arrivals:
     sse: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
     mqtt: dict[str, float] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     errors: list[str] = field(default_factory=list)
 
 
-async def _feed(
+async def console_feed(
     http: aiohttp.ClientSession,
     url: str,
     token: str,
     who: str,
-    got: _Arrivals,
+    got: Arrivals,
     ready: asyncio.Event,
 ) -> None:
     try:
@@ -90,7 +90,7 @@ async def _read_feed(
     url: str,
     token: str,
     who: str,
-    got: _Arrivals,
+    got: Arrivals,
     ready: asyncio.Event,
 ) -> None:
     # A Cookie header, not the jar: aiohttp's jar drops cookies of IP-address hosts.
@@ -110,7 +110,7 @@ async def _read_feed(
                 got.changed.set()
 
 
-def _pct(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
@@ -133,7 +133,7 @@ async def _bench(
         associate = await directory.add(STORE, name, "bench-password", associate_id=name)
         await directory.set_on_shift(STORE, name, True)
         tokens[name], _ = await sessions.create(associate)
-    got = _Arrivals()
+    got = Arrivals()
     base = f"http://127.0.0.1:{port}"
     producer = make_producer(services.kafka_bootstrap, idempotent=False, client_id="bench")
     connector = aiohttp.TCPConnector(limit=0)
@@ -144,16 +144,16 @@ async def _bench(
             aiohttp.ClientSession(connector=connector) as http,
             MqttClient(services.mqtt) as mqtt,
         ):
-            await _wait_healthy(http, base)
+            await wait_healthy(http, base)
             flt = f"{services.topics.mqtt_root}/stores/{STORE}/associates/+/alerts"
             await mqtt.subscribe(flt, qos=1)
-            mqtt_task = asyncio.create_task(_mqtt_pump(mqtt, got), name="bench-mqtt")
+            mqtt_task = asyncio.create_task(mqtt_pump(mqtt, got), name="bench-mqtt")
             readies = []
             for name in names:
                 ready = asyncio.Event()
                 readies.append(ready)
                 task = asyncio.create_task(
-                    _feed(http, f"{base}/api/events", tokens[name], name, got, ready),
+                    console_feed(http, f"{base}/api/events", tokens[name], name, got, ready),
                     name=f"bench-feed-{name}",
                 )
                 feeds.add(task)
@@ -220,21 +220,21 @@ async def _bench(
         "associates_connected": associates,
         "alerts": len(sent),
         "alerts_per_s": round(1 / interval_s, 1) if interval_s else float("nan"),
-        "sse_target_p50_ms": _pct(target_ms, 0.5),
-        "sse_target_p90_ms": _pct(target_ms, 0.90),
-        "sse_target_p99_ms": _pct(target_ms, 0.99),
-        "sse_all_sessions_p50_ms": _pct(all_ms, 0.5),
-        "sse_all_sessions_p99_ms": _pct(all_ms, 0.99),
-        "mqtt_p50_ms": _pct(mqtt_ms, 0.5),
-        "mqtt_p90_ms": _pct(mqtt_ms, 0.90),
-        "mqtt_p99_ms": _pct(mqtt_ms, 0.99),
+        "sse_target_p50_ms": percentile(target_ms, 0.5),
+        "sse_target_p90_ms": percentile(target_ms, 0.90),
+        "sse_target_p99_ms": percentile(target_ms, 0.99),
+        "sse_all_sessions_p50_ms": percentile(all_ms, 0.5),
+        "sse_all_sessions_p99_ms": percentile(all_ms, 0.99),
+        "mqtt_p50_ms": percentile(mqtt_ms, 0.5),
+        "mqtt_p90_ms": percentile(mqtt_ms, 0.90),
+        "mqtt_p99_ms": percentile(mqtt_ms, 0.99),
         "sse_target_max_ms": max(target_ms, default=float("nan")),
         "lost_sse": lost_sse,
         "lost_mqtt": lost_mqtt,
     }
 
 
-async def _mqtt_pump(mqtt: MqttClient, got: _Arrivals) -> None:
+async def mqtt_pump(mqtt: MqttClient, got: Arrivals) -> None:
     while True:
         message = await mqtt.messages.get()
         alert_id = json.loads(message.payload)["alert_id"]
@@ -242,7 +242,7 @@ async def _mqtt_pump(mqtt: MqttClient, got: _Arrivals) -> None:
         got.changed.set()
 
 
-async def _wait_healthy(http: aiohttp.ClientSession, base: str) -> None:
+async def wait_healthy(http: aiohttp.ClientSession, base: str) -> None:
     async with asyncio.timeout(30):
         while True:
             with contextlib.suppress(aiohttp.ClientError):

@@ -115,7 +115,7 @@ def make_events(
         at = start + timedelta(milliseconds=50 * i)
         kind = EventKind.ZONE_ENTER if i % 3 == 0 else EventKind.ZONE_DWELL
         zone = rng.choice(["entrance", "floor", "fitting-rooms"])
-        event = _zone_event(key, at, i + 1, kind, zone, store=store, rssi=-60.0, confidence=0.9)
+        event = zone_event(key, at, i + 1, kind, zone, store=store, rssi=-60.0, confidence=0.9)
         out.append(event.to_json())
     return out
 
@@ -227,11 +227,11 @@ async def _worker(
     Every record has the same key (one store), so one partition holds them in order: a
     phase is done when the worker has recorded its last event as processed (``event:{id}``).
     """
-    env = _worker_env(services, settings)
+    env = worker_env(services, settings)
     topic = services.topics.events_v2
     redis = connect_redis(services.redis)
     fh = log.open("wb")
-    proc = await _spawn_worker(env, fh)
+    proc = await spawn_worker(env, fh)
 
     async def wait(record: Record, timeout: float) -> None:
         await _until_processed(redis, [_last_event_key(services, record)], [proc], timeout, log)
@@ -250,13 +250,13 @@ async def _worker(
         latencies = await _latency(services, env, log.with_name("bridge.log"), probes, 20.0)
         return figures, latencies
     finally:
-        await _stop(proc)
+        await stop_child(proc)
         fh.close()
         await redis.aclose()
 
 
 @contextlib.asynccontextmanager
-async def _bench_broker(prefix: str) -> AsyncIterator[tuple[str, Path]]:
+async def bench_broker(prefix: str) -> AsyncIterator[tuple[str, Path]]:
     """The broker's URL (``PROXIMA_KAFKA``, else an embedded Tansu started here) and a
     scratch folder; the broker is stopped and the folder removed afterwards."""
     base = ServiceSettings()
@@ -294,7 +294,7 @@ async def _until_processed(
         await asyncio.sleep(0.005)
 
 
-def _worker_env(services: ServiceSettings, settings: StreamSettings) -> dict[str, str]:
+def worker_env(services: ServiceSettings, settings: StreamSettings) -> dict[str, str]:
     return dict(
         os.environ,
         PROXIMA_KAFKA=services.kafka,
@@ -303,7 +303,7 @@ def _worker_env(services: ServiceSettings, settings: StreamSettings) -> dict[str
     )
 
 
-async def _spawn_worker(env: dict[str, str], out: Any) -> subprocess.Popen[bytes]:
+async def spawn_worker(env: dict[str, str], out: Any) -> subprocess.Popen[bytes]:
     """A ``proxima stream worker`` child, logging warnings and worse to ``out``."""
     return await asyncio.to_thread(
         subprocess.Popen,
@@ -345,7 +345,7 @@ async def _latency(
     def batch(i: int) -> bytes:
         at = datetime.now(UTC)
         key = bytes.fromhex(f"{0xABC00000 + i:032x}")
-        event = _zone_event(key, at, 1_000_000 + i, EventKind.ZONE_ENTER, "entrance")
+        event = zone_event(key, at, 1_000_000 + i, EventKind.ZONE_ENTER, "entrance")
         return b"[" + event.to_json() + b"]"
 
     consumer = AIOKafkaConsumer(
@@ -408,7 +408,7 @@ async def _latency(
         with contextlib.suppress(asyncio.CancelledError):
             await collector
         await consumer.stop()
-        await _stop(bridge)
+        await stop_child(bridge)
         fh.close()
     lost = [c for c in sent if c != "probe-0" and c not in seen]
     if lost:
@@ -420,7 +420,7 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-async def _enroll(services: ServiceSettings, customers: int) -> None:
+async def enroll_customers(services: ServiceSettings, customers: int) -> None:
     async with redis_for(services) as redis:
         registry = Registry(redis, services.redis_prefix)
         for i in range(1, customers + 1):
@@ -443,7 +443,7 @@ async def run_stream_bench(
 ) -> dict[str, float]:
     """``events`` events per profile (:data:`PROFILES`), through the baseline and the worker."""
     out: dict[str, float] = {"events": float(events)}
-    async with _bench_broker("proxima-bench-stream-") as (url, tmp):
+    async with bench_broker("proxima-bench-stream-") as (url, tmp):
         services = ServiceSettings(kafka=url, namespace=f"bench{uuid.uuid4().hex[:8]}")
         settings = StreamSettings(data_dir=tmp / "stream-data")
         try:
@@ -452,8 +452,8 @@ async def run_stream_bench(
                 *(services.topics.kafka(f"bench.{d}.{p}") for p in PROFILES for d in ("in", "out")),
             )
             await ensure_topics(services.kafka_bootstrap, topics, settings.partitions)
-            await _enroll(services, customers)
-            key = await _bench_key(services)
+            await enroll_customers(services, customers)
+            key = await bench_key(services)
             mqtt_topic = services.topics.gateway_events("bench-store", "gw-door")
             phases: dict[str, list[Record]] = {}
             for i, (name, sizes) in enumerate(PROFILES.items()):
@@ -519,17 +519,17 @@ async def _scale_run(
     settings = StreamSettings(data_dir=tmp / f"stream-data-{workers}")
     topic = services.topics.events_v2
     redis = connect_redis(services.redis)
-    env = _worker_env(services, settings)
+    env = worker_env(services, settings)
     logs = [(tmp / f"worker-{workers}-{i}.log").open("wb") for i in range(workers)]
     procs: list[subprocess.Popen[bytes]] = []
     try:
         await ensure_topics(services.kafka_bootstrap, services.topics.all_kafka, SCALE_STORES)
-        await _enroll(services, customers)
+        await enroll_customers(services, customers)
         stores = [f"bench-store-{p}" for p in range(SCALE_STORES)]
         per_store = events // SCALE_STORES
         rounds: list[dict[int, list[Record]]] = [{}, {}, {}]  # two warm-ups, then the timed run
         for p, store in enumerate(stores):
-            key = await _bench_key(services, store)
+            key = await bench_key(services, store)
             mqtt_topic = services.topics.gateway_events(store, "gw-door")
             for r, n in enumerate((WARMUP, WARMUP, per_store)):
                 start = datetime(2026, 1, 5, 10 + r, tzinfo=UTC)  # distinct events per round
@@ -537,7 +537,7 @@ async def _scale_run(
                 rounds[r][p] = make_records(
                     values, DRAIN_SIZES, mqtt_topic, key.kid, bytes.fromhex(key.secret), p
                 )
-        procs = [await _spawn_worker(env, log) for log in logs]
+        procs = [await spawn_worker(env, log) for log in logs]
 
         async def run(batches: dict[int, list[Record]], timeout: float) -> float:
             """Produce every store's records to its partition; seconds until all are done."""
@@ -562,7 +562,7 @@ async def _scale_run(
         cpu = [_cpu_s(p.pid) - c for p, c in zip(procs, cpu0, strict=True)]
     finally:
         for proc in procs:
-            await _stop(proc)
+            await stop_child(proc)
         for log in logs:
             log.close()
         await redis.aclose()
@@ -583,7 +583,7 @@ async def run_scale_out_bench(
     (one partition each) through one worker, then through ``workers`` workers in one group;
     ``scale_ratio`` is their events/s over one worker's."""
     out: dict[str, float] = {"events": float(events), "partitions": float(SCALE_STORES)}
-    async with _bench_broker("proxima-bench-scale-") as (url, tmp):
+    async with bench_broker("proxima-bench-scale-") as (url, tmp):
         out |= await _scale_run(url, 1, events, customers, tmp)
         out |= await _scale_run(url, workers, events, customers, tmp)
     one = out["workers_1_events_per_s"]
@@ -594,7 +594,7 @@ async def run_scale_out_bench(
     }
 
 
-async def _bench_key(services: ServiceSettings, store: str = "bench-store") -> Any:
+async def bench_key(services: ServiceSettings, store: str = "bench-store") -> Any:
     """The bench store's door gateway's key, labelled as a replay tool's: the bench's
     events carry a fixed date, which the worker holds to its clock otherwise."""
     from stream.keyring import REPLAY_LABEL, Keyring
@@ -603,7 +603,7 @@ async def _bench_key(services: ServiceSettings, store: str = "bench-store") -> A
         return await Keyring(redis, services.redis_prefix).labelled(store, "gw-door", REPLAY_LABEL)
 
 
-async def _stop(proc: subprocess.Popen[bytes]) -> None:
+async def stop_child(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM a child, give it 20 s to finish cleanly, then SIGKILL."""
     proc.terminate()
     try:
@@ -613,7 +613,7 @@ async def _stop(proc: subprocess.Popen[bytes]) -> None:
         await asyncio.to_thread(proc.wait, 5)
 
 
-def _zone_event(
+def zone_event(
     identity_key: bytes,
     at: datetime,
     seq: int,
