@@ -24,7 +24,9 @@ again (the notifier drops the copy), one finding ``sent`` stays silent. The work
 keeps the sent keys in a changelog-backed Faust table (:mod:`stream.tables`), consulted
 first as :attr:`EventProcessor.sent_log`: a hit stays silent without asking Redis, and a
 restarted worker knows what it sent even if Redis lost the key. Redis stays the authority
-across workers (only it sees another worker's claim still pending).
+across workers (only it sees another worker's claim still pending). A step's visit states
+reach Redis with its marks, after its output is on Kafka (:class:`Step`), so a step run
+again is decided against the states it was first decided against.
 """
 
 from __future__ import annotations
@@ -85,6 +87,29 @@ class Decision:
     visits: list[VisitUpdate] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class Step:
+    """One try at a step of the worker, between :meth:`EventProcessor.decide_batch` and
+    :meth:`EventProcessor.mark_done`: what it leaves for after its output is on Kafka.
+
+    - ``writes``: each visit's new state and departing-set change. They go to Redis with
+      the step's marks, in the same call, only once Kafka has the step's alerts and
+      visits: a try that fails (Kafka refusing, the worker killed) leaves the states as
+      they were, so its retry or the restarted worker decides the step's events again
+      against the same states and makes the same visits and alerts (a state written early
+      had made an earlier visit's event a late straggler on the replay, and its arrival
+      alert was never sent).
+    - ``stores``: the stores the step advanced, whose departures are checked once its
+      states are written (:meth:`EventProcessor.step_departures`).
+    - ``claims``: the dedupe claims it made, released if the try fails
+      (:meth:`EventProcessor.release_claims`); a step's own, so that two agents deciding
+      through one processor never release each other's."""
+
+    writes: BulkWrites = field(default_factory=BulkWrites)
+    stores: set[str] = field(default_factory=set)
+    claims: list[str] = field(default_factory=list)
+
+
 class EventProcessor:
     """Turns events into alerts and visits, holding every guarantee about consent and visibility."""
 
@@ -126,7 +151,6 @@ class EventProcessor:
         self._watermarks: dict[str, tuple[float, float]] = {}
         self._checked: dict[str, float] = {}
         self._claimed: OrderedDict[str, None] = OrderedDict()
-        self._batch_claims: list[str] = []  # the claims of the latest decide_batch
         self.departure_every_s = 1.0  # event time between departure checks on the event path
 
     async def process(self, event: Event) -> list[Alert]:
@@ -138,18 +162,21 @@ class EventProcessor:
         (decision,) = await self.decide_batch([event])
         return decision
 
-    async def decide_batch(self, events: list[Event]) -> list[Decision]:
-        """Decide a batch in order, reading and writing Redis once for all of it.
+    async def decide_batch(self, events: list[Event], step: Step | None = None) -> list[Decision]:
+        """Decide a batch in order, reading Redis once for all of it.
 
         Everything the batch needs (duplicate marks, consent, visit state) is read in one
-        pipeline; each visit's last state is written in one more round trip
-        (:class:`transport.redis_bulk.BulkWrites`) before any alert is built, so a batch
-        costs two round trips plus the alert path (:meth:`_alerts`: profiles, consent
-        re-check, then a dedupe claim per candidate), which reads Redis afresh.
+        pipeline, then the alert path (:meth:`_alerts`: profiles, consent re-check, then a
+        dedupe claim per candidate) reads Redis afresh. Each visit's last state is queued on
+        ``step``'s writes, which :meth:`mark_done` makes once the step's output is on Kafka
+        (the worker's way, :class:`Step`). Without a ``step`` (tests, tools) the states are
+        written here, in one round trip, and the stores' due departures come with the last
+        decision.
         """
         c = self.stats.counts
         c["events"] += len(events)
-        self._batch_claims = []
+        own = step is None
+        step = step or Step()
         decisions = [Decision() for _ in events]
         todo: list[tuple[int, Event, str]] = []
         for i, event in enumerate(events):
@@ -268,24 +295,34 @@ class EventProcessor:
                 c["deduped"] += 1
                 continue
             triggered.append((i, event, cid, obs, triggers))
-        writes = BulkWrites()
         for (cid, store), at in departing.items():
-            self.visits.queue_departing(writes, cid, store, at)
+            self.visits.queue_departing(step.writes, cid, store, at)
         for (cid, store), state in written.items():
-            self.visits.queue_write(writes, cid, store, state)
-        await writes.execute(self.r)
-        for i, alerts in (await self._alerts(triggered)).items():
+            self.visits.queue_write(step.writes, cid, store, state)
+        step.stores |= stores
+        for i, alerts in (await self._alerts(triggered, step)).items():
             decisions[i].alerts.extend(alerts)
-        last = max(i for i, _, _ in todo)
-        for store in sorted(stores):
+        if own:
+            await step.writes.execute(self.r)
+            last = max(i for i, _, _ in todo)
+            decisions[last].visits.extend(await self.step_departures(step))
+        return decisions
+
+    async def step_departures(self, step: Step) -> list[VisitUpdate]:
+        """The due departures of the stores ``step`` advanced, each store at most once per
+        ``departure_every_s`` of its event time (a replay at full speed departs visits as
+        it goes, not only on the timer's wall-clock ticks). Call once the step's states are
+        written: the check reads them."""
+        out: list[VisitUpdate] = []
+        for store in sorted(step.stores):
             t = self._watermarks[store][0]
             if t - self._checked.get(store, float("-inf")) >= self.departure_every_s:
                 self._checked[store] = t
-                decisions[last].visits.extend(await self.departures(store))
-        return decisions
+                out.extend(await self.departures(store))
+        return out
 
     async def _alerts(
-        self, triggered: list[tuple[int, Event, str, Observation, list[Trigger]]]
+        self, triggered: list[tuple[int, Event, str, Observation, list[Trigger]]], step: Step
     ) -> dict[int, list[Alert]]:
         """The alerts of a batch's triggered events, by event index.
 
@@ -336,7 +373,7 @@ class EventProcessor:
                 if await self._cooling(customer_id, store, rule.id, t, alert.alert_id, cooldown):
                     c["cooldown"] += 1
                     continue
-                if not await self._claim(alert):
+                if not await self._claim(alert, step):
                     c["deduped"] += 1
                     continue
                 if cooldown > 0:
@@ -442,13 +479,17 @@ class EventProcessor:
     async def mark_sent_many(self, alerts: list[Alert]) -> None:
         await self.mark_done(alerts, [])
 
-    async def mark_done(self, alerts: list[Alert], events: list[Event]) -> None:
-        """After Kafka has a batch's output: its alerts as sent, its events as processed.
+    async def mark_done(
+        self, alerts: list[Alert], events: list[Event], step: Step | None = None
+    ) -> None:
+        """After Kafka has a batch's output: ``step``'s visit states, its alerts as sent,
+        its events as processed.
 
-        One round trip (:class:`transport.redis_bulk.BulkWrites`); the alerts' marks are
-        written first, so no event is marked processed unless its alert is marked sent.
+        One round trip (:class:`transport.redis_bulk.BulkWrites`: one script, applied at
+        once, up to 5,000 writes), in that order: no event is marked processed unless its
+        visit's state is written and its alert is marked sent.
         """
-        writes = BulkWrites()
+        writes = step.writes if step is not None else BulkWrites()
         ttl = self.dedupe_ttl_s
         for alert in alerts:
             writes.set(self._dedupe_key(alert), f"sent:{alert.alert_id}", ttl)
@@ -540,36 +581,36 @@ class EventProcessor:
     async def _seen(self, event: Event) -> bool:
         return bool(await self.r.exists(self._k("event", str(event.event_id))))
 
-    async def _claim(self, alert: Alert) -> bool:
+    async def _claim(self, alert: Alert, step: Step) -> bool:
         """SET NX EX the dedupe key; True if this alert should be produced."""
         key = self._dedupe_key(alert)
         if key in self._claimed:
             return False  # claimed by this worker already (its send may still be in flight)
         if await self.r.set(key, f"pending:{alert.alert_id}", nx=True, ex=self.dedupe_ttl_s):
-            self._remember(key)
+            self._remember(key, step)
             return True
         held = await self.r.get(key)
         held_s = as_text(held)
         # Claimed by an earlier worker that died before Kafka confirmed: the same id again.
         if held_s == f"pending:{alert.alert_id}":
-            self._remember(key)
+            self._remember(key, step)
             return True
         return False
 
-    def release_claims(self) -> None:
-        """Forget the claims of the latest :meth:`decide_batch`: its batch failed.
+    def release_claims(self, step: Step) -> None:
+        """Forget the claims ``step`` made: its try failed.
 
         The worker retries a failed batch whole. An alert claimed by the failed try may
         never have reached Kafka, and this worker's memory of the claim would refuse it
         (:meth:`_claim`); Redis still holds ``pending:<id>``, which the retry takes again.
         """
-        for key in self._batch_claims:
+        for key in step.claims:
             self._claimed.pop(key, None)
-        self._batch_claims = []
+        step.claims.clear()
 
-    def _remember(self, key: str) -> None:
+    def _remember(self, key: str, step: Step) -> None:
         self._claimed[key] = None
-        self._batch_claims.append(key)
+        step.claims.append(key)
         while len(self._claimed) > 100_000:
             self._claimed.popitem(last=False)
 

@@ -26,7 +26,7 @@ from faust.exceptions import ProducerSendError
 from redis.exceptions import RedisClusterException, RedisError
 
 from contracts.models import Alert, DlqRecord, Event
-from stream.processor import EventProcessor
+from stream.processor import EventProcessor, Step
 from transport.cancel import reraise_if_cancelled
 from transport.retry import counted_once, retrying
 
@@ -130,18 +130,22 @@ class BatchRunner(Generic[S]):
     async def attempt(
         self, events: list[tuple[Event, S]], rejected: list[DlqRecord]
     ) -> list[tuple[Alert, S]]:
-        """One try at a batch: decide, hand everything to Kafka, wait for the acks, mark done.
+        """One try at a batch: decide, hand everything to Kafka, wait for the acks, then
+        write the visits' states and mark the alerts sent and the events processed (one
+        call), then the departures that makes due.
 
-        Every step may run again (stream.processor: visit state, dedupe claims and event
-        marks are built for replays), so a try that fails is run again whole; the claims it
-        made are released first, or this worker would refuse its own alerts on the retry.
+        Every step may run again (stream.processor.Step: nothing of a try reaches Redis
+        before its output is on Kafka but its dedupe claims), so a try that fails is run
+        again whole; the claims it made are released first, or this worker would refuse its
+        own alerts on the retry.
         """
         proc = self.proc
         alerts_topic, visits_topic, dlq = self.topics
+        step = Step()
         try:
             with counted_once(proc.stats.counts):  # the try is run again whole on failure
                 pending = [await self.send(dlq, None, record.to_json()) for record in rejected]
-                decisions = await proc.decide_batch([event for event, _ in events])
+                decisions = await proc.decide_batch([event for event, _ in events], step)
                 sent: list[tuple[Alert, S]] = []
                 for decision, (_, source) in zip(decisions, events, strict=True):
                     for visit in decision.visits:
@@ -157,10 +161,21 @@ class BatchRunner(Generic[S]):
                         sent.append((alert, source))
                 # Wait for Kafka's acks before recording anything as sent or processed.
                 await all_acked(pending)
-                await proc.mark_done([alert for alert, _ in sent], [event for event, _ in events])
-                await proc.settle_departures([v for d in decisions for v in d.visits])
+                await proc.mark_done(
+                    [alert for alert, _ in sent], [event for event, _ in events], step
+                )
+                visits = [v for d in decisions for v in d.visits]
+                departures = await proc.step_departures(step)
+                if departures:
+                    await all_acked(
+                        [
+                            await self.send(visits_topic, v.customer_id.encode(), v.to_json())
+                            for v in departures
+                        ]
+                    )
+                await proc.settle_departures([*visits, *departures])
         except BaseException:
-            proc.release_claims()  # or this worker would refuse its own alerts on the retry
+            proc.release_claims(step)  # or this worker would refuse its own alerts on the retry
             raise
         return sent
 

@@ -199,7 +199,7 @@ def test_a_store_beacon_is_heard_at_its_path_loss_mean_plus_its_spot_offset() ->
         (["--scenario", "atlantis"], "unknown scenario 'atlantis'; known: skeleton, boutique-day"),
         (
             ["--layout", "atlantis"],
-            "layout atlantis: no such layout; shipped: boutique, boutique-pair, flagship",
+            "layout atlantis: no such layout; shipped: boutique, boutique-pair, boutique-pair-patch, flagship",
         ),
         (["--layout", "boutique", "--hours", "-1"], "hours must be > 0"),
         (["--layout", "boutique", "--scenario", "skeleton"], "has its own store"),

@@ -33,7 +33,7 @@ from contracts.models import Alert, Event, VisitUpdate
 from contracts.services import ServiceSettings
 from contracts.topics import VISITS
 from stream.app import create_app
-from stream.processor import Decision, EventProcessor
+from stream.processor import Decision, EventProcessor, Step
 from stream.registry import Purpose, Registry
 from stream.settings import StreamSettings
 from stream.tables import DEDUPE_TABLE, AlertDedupe
@@ -146,15 +146,17 @@ class FailingProcessor(EventProcessor):
         if self.failures.get(method):
             raise self.failures[method].pop(0)
 
-    async def decide_batch(self, events: list[Event]) -> list[Decision]:
+    async def decide_batch(self, events: list[Event], step: Step | None = None) -> list[Decision]:
         self._fault("decide_batch")
         if any(str(e.event_id) in self.poisoned for e in events):
             raise ValueError("a rule cannot handle this event")
-        return await super().decide_batch(events)
+        return await super().decide_batch(events, step)
 
-    async def mark_done(self, alerts: list[Alert], events: list[Event]) -> None:
+    async def mark_done(
+        self, alerts: list[Alert], events: list[Event], step: Step | None = None
+    ) -> None:
         self._fault("mark_done")
-        await super().mark_done(alerts, events)
+        await super().mark_done(alerts, events, step)
 
     async def tick(self) -> list[VisitUpdate]:
         self._fault("tick")
@@ -485,7 +487,7 @@ async def test_a_cancellation_redis_py_turns_into_a_connection_error_stops_the_a
     started = asyncio.Event()
     calls = 0
 
-    async def hang(events: list[Event]) -> list[Decision]:
+    async def hang(events: list[Event], step: Step | None = None) -> list[Decision]:
         nonlocal calls
         calls += 1
         if calls > 1:  # a retry: should not happen, and must not hang the test either
@@ -602,11 +604,11 @@ async def test_an_events_offset_is_committed_only_once_its_batch_is_done(
     started = asyncio.Event()
     decide = harness.processor.decide_batch
 
-    async def hang(events: list[Event]) -> list[Decision]:
+    async def hang(events: list[Event], step: Step | None = None) -> list[Decision]:
         started.set()
         if not finished:
             await asyncio.Event().wait()  # cancelled when the agent stops
-        return await decide(events)
+        return await decide(events, step)
 
     harness.processor.decide_batch = hang  # type: ignore[method-assign]
     commit_offsets = _timer(harness.app, "commit_offsets")

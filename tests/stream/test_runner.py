@@ -14,7 +14,7 @@ from aiokafka.errors import KafkaConnectionError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from contracts.models import Alert, DlqRecord, Event
-from stream.processor import Decision, EventProcessor, ProcessorStats
+from stream.processor import Decision, EventProcessor, ProcessorStats, Step
 from stream.runner import BatchRunner, OffsetCommitter
 from tests.factories import alert_dict, event_dict
 
@@ -32,7 +32,7 @@ class FakeProcessor:
     done: list[tuple[list[Alert], list[Event]]] = field(default_factory=list)
     released: int = 0
 
-    async def decide_batch(self, events: list[Event]) -> list[Decision]:
+    async def decide_batch(self, events: list[Event], step: Step | None = None) -> list[Decision]:
         self.stats.counts["events"] += len(events)
         if self.fail:
             raise self.fail.pop(0)
@@ -43,13 +43,18 @@ class FakeProcessor:
             for e in events
         ]
 
-    async def mark_done(self, alerts: list[Alert], events: list[Event]) -> None:
+    async def mark_done(
+        self, alerts: list[Alert], events: list[Event], step: Step | None = None
+    ) -> None:
         self.done.append((alerts, events))
+
+    async def step_departures(self, step: Step) -> list[Any]:
+        return []
 
     async def settle_departures(self, visits: list[Any]) -> None:
         return None
 
-    def release_claims(self) -> None:
+    def release_claims(self, step: Step) -> None:
         self.released += 1
 
 
