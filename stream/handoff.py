@@ -17,7 +17,8 @@ backlog in one partition stalled ~0.7 s after every ~4,000 records (the queue's 
 
 Both are the consumer's own methods wrapped (``_drain_messages`` is the only caller of
 either in faust-streaming 0.15.x, read in its source): nothing of Faust is copied, and a
-Faust that changes how it hands records over simply stops taking the fast path.
+Faust that changes how it hands records over simply stops taking the fast path (the fast
+path is taken only for two coroutines, no timeout, the second an ``Event.wait()``).
 """
 
 from __future__ import annotations
@@ -74,7 +75,15 @@ async def wait_first(self: Service, *coros: Any, timeout: Any = None) -> WaitRes
     """The consumer's ``wait_first``: for the record hand-off (two coroutines, the record's
     callback and the flow's suspension, no timeout) the callback runs in place until it
     first waits; anything else is Faust's ``wait_first`` as it was."""
-    if timeout is not None or len(coros) != 2 or not all(map(asyncio.iscoroutine, coros)):
+    if (
+        timeout is not None
+        or len(coros) != 2
+        or not all(map(asyncio.iscoroutine, coros))
+        or getattr(coros[1], "__qualname__", "") != "Event.wait"
+    ):
+        # Not the hand-off as Faust 0.15 writes it (the record's callback, then the flow's
+        # ``Event.wait()``): a Faust whose call differs, even only in argument order, must
+        # not have its suspension run in place and its callback closed unrun.
         return await _faust_wait_first(self, *coros, timeout=timeout)
     callback, suspended = coros
     try:

@@ -4,7 +4,10 @@ by :class:`BulkWrites` and sent as one Lua script call on a single server.
 The stream worker writes a few hundred keys per batch (processed marks, visit state). In a
 pipeline each is a command redis-py builds, packs and reads the reply of in Python, with
 an ``asyncio`` timeout per reply: most of the worker's Redis time. One script call carries
-them all (packed by hiredis) and answers once; the server applies them in order, at once.
+them all (packed by hiredis) and answers once; the server runs the script at once, the
+writes in order (a write that fails, e.g. WRONGTYPE, leaves the ones before it made and
+the ones after it not: Redis does not roll a script back; more than 5,000 writes are
+several calls).
 A script may not cross hash slots on a Redis Cluster, so there the same writes go out as a
 ``transaction=False`` pipeline, as before (redis-py splits it by node).
 """

@@ -147,3 +147,19 @@ def test_a_fetch_waits_at_most_poll_s_and_install_wraps_the_consumer(
     handoff.install()
     assert faust_consumer.Consumer.wait_first is handoff.wait_first
     assert faust_consumer.Consumer.getmany is handoff.getmany
+
+
+async def test_a_hand_off_in_another_order_is_faust_s_own_and_runs_the_callback() -> None:
+    # A Faust that passed the flow's wait first must not have it run in place and the
+    # record's callback closed unrun: only the hand-off as Faust 0.15 writes it is fast.
+    from stream.handoff import wait_first
+
+    svc, suspend = Svc(), asyncio.Event()
+    suspend.set()  # the flow's wait returns at once
+    ran: list[str] = []
+
+    async def callback() -> None:
+        ran.append("callback")
+
+    await wait_first(svc, suspend.wait(), callback())
+    assert ran == ["callback"]
