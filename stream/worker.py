@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from aiokafka.errors import KafkaError
 from faust.types import TP, EventT
@@ -75,6 +76,40 @@ def steps(
             step, rejected, done = [], [], end
         step.append(item)
     yield step, rejected, batch[done:]
+
+
+class TakeOffsets:
+    """The offsets of one take's records as its steps finish them, handed on (to
+    :meth:`stream.runner.OffsetCommitter.finished`) only below the lowest record of their
+    partition that a later step of the take still has to decide.
+
+    A partition's records come in order, so this hands on every step's records at once;
+    but should a take ever hold older records of a partition after newer ones (a seek after
+    a rebalance, Faust re-delivering what it had queued), a mark moved past the newer ones
+    would let a commit skip the older ones, still undecided. Held back, they are handed on,
+    in offset order, once nothing below them is left."""
+
+    def __init__(self, records: Iterable[tuple[Any, int]]) -> None:
+        self._pending: dict[Any, list[int]] = {}
+        for tp, offset in records:
+            self._pending.setdefault(tp, []).append(offset)
+        self._held: dict[Any, list[int]] = {}
+
+    def finish(self, records: Iterable[tuple[Any, int]]) -> list[tuple[Any, int]]:
+        """These records are done; returns those whose offsets may now be marked."""
+        touched = set()
+        for tp, offset in records:
+            self._pending[tp].remove(offset)
+            self._held.setdefault(tp, []).append(offset)
+            touched.add(tp)
+        out: list[tuple[Any, int]] = []
+        for tp in touched:
+            floor = min(self._pending[tp], default=None)
+            held = sorted(self._held[tp])
+            ready = [o for o in held if floor is None or o < floor]
+            self._held[tp] = held[len(ready) :]
+            out += [(tp, o) for o in ready]
+        return out
 
 
 class WorkerParts:
@@ -262,11 +297,12 @@ class Decisions:
             if purge := (now := proc.now().timestamp()) >= purge_at:
                 purge_at = now + purge_every
             events, rejected = await parse(proc, batch)
+            take = TakeOffsets((r.message.tp, r.message.offset) for r in batch)
             for step, refused, finished in steps(batch, events, rejected, limit):
                 await self.handle(proc, step, refused, purge)
                 purge = False
                 self.offsets.finished(
-                    (source.message.tp, source.message.offset) for source in finished
+                    take.finish((source.message.tp, source.message.offset) for source in finished)
                 )
 
 

@@ -26,7 +26,7 @@ from stream.rules import RuleBook
 from stream.runner import BatchRunner, OffsetCommitter
 from stream.settings import StreamSettings
 from stream.tables import AlertDedupe
-from stream.worker import Decisions, Record, Timers, WorkerParts, steps
+from stream.worker import Decisions, Record, TakeOffsets, Timers, WorkerParts, steps
 from tests.factories import event_dict
 
 NOW = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
@@ -256,6 +256,17 @@ def test_a_taken_batch_is_decided_in_steps_of_whole_records() -> None:
     # input is parked in the first.
     assert [[r.message.offset for r in finished] for _, _, finished in got] == [[0, 1, 2], [3], [4]]
     assert [len(r) for _, r, _ in got] == [1, 0, 0]
+
+
+def test_a_take_hands_on_offsets_in_order_and_never_past_an_undecided_record() -> None:
+    take = TakeOffsets([("p0", 5), ("p0", 6), ("p1", 9), ("p0", 3), ("p0", 4)])
+    # In order (as a partition's records come): handed on as each step finishes them.
+    assert take.finish([("p1", 9)]) == [("p1", 9)]
+    # p0's 5 and 6 came before its 3 and 4 (a seek re-delivering): held back while 3 and 4
+    # are undecided, or a commit of 7 would skip them.
+    assert take.finish([("p0", 5), ("p0", 6)]) == []
+    assert take.finish([("p0", 3)]) == [("p0", 3)]
+    assert take.finish([("p0", 4)]) == [("p0", 4), ("p0", 5), ("p0", 6)]
 
 
 def test_a_gateway_batch_larger_than_the_limit_is_one_step() -> None:
