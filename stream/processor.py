@@ -31,6 +31,7 @@ again is decided against the states it was first decided against.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -151,6 +152,11 @@ class EventProcessor:
         self._watermarks: dict[str, tuple[float, float]] = {}
         self._checked: dict[str, float] = {}
         self._claimed: OrderedDict[str, None] = OrderedDict()
+        # Held by a step from its decision to its marks (stream.runner.BatchRunner.attempt)
+        # and by the departures timer (:meth:`tick`): the visit states a step decided from
+        # are in Redis only after its marks, so nothing else may decide or depart from them
+        # meanwhile (two agents, v1 and v2 records, share this processor).
+        self.step_lock = asyncio.Lock()
         self.departure_every_s = 1.0  # event time between departure checks on the event path
 
     async def process(self, event: Event) -> list[Alert]:
@@ -463,8 +469,10 @@ class EventProcessor:
         await self.visits.settle([v for v in visits if v.change is VisitChange.DEPARTURE])
 
     async def tick(self) -> list[VisitUpdate]:
-        """Departures of every store this worker has seen (run from a timer)."""
-        return [u for store in list(self._watermarks) for u in await self.departures(store)]
+        """Departures of every store this worker has seen (run from a timer), between
+        steps (:attr:`step_lock`): a step in flight has not written the states it made."""
+        async with self.step_lock:
+            return [u for store in list(self._watermarks) for u in await self.departures(store)]
 
     async def mark_sent(self, alert: Alert, event: Event | None = None) -> None:
         """Record that the alert is on Kafka; later duplicates of its cause stay silent."""
@@ -485,10 +493,16 @@ class EventProcessor:
         """After Kafka has a batch's output: ``step``'s visit states, its alerts as sent,
         its events as processed.
 
-        One round trip (:class:`transport.redis_bulk.BulkWrites`: one script, applied at
-        once, up to 5,000 writes), in that order: no event is marked processed unless its
-        visit's state is written and its alert is marked sent.
+        One round trip on one server (:class:`transport.redis_bulk.BulkWrites`: one script,
+        run at once, for up to 5,000 writes; more are several calls, in order), two on a
+        cluster (the states, then the marks): either way no event is marked processed
+        unless its visit's state is written and its alert is marked sent.
         """
+        if step is not None and isinstance(self.r, RedisCluster):
+            # A cluster pipeline goes to its nodes at once: the states first, on their own,
+            # or an event's mark could land on its node while its state's node failed.
+            await step.writes.execute(self.r)
+            step = None
         writes = step.writes if step is not None else BulkWrites()
         ttl = self.dedupe_ttl_s
         for alert in alerts:

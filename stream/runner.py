@@ -25,7 +25,7 @@ from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 from redis.exceptions import RedisClusterException, RedisError
 
-from contracts.models import Alert, DlqRecord, Event
+from contracts.models import Alert, DlqRecord, Event, VisitUpdate
 from stream.processor import EventProcessor, Step
 from transport.cancel import reraise_if_cancelled
 from transport.retry import counted_once, retrying
@@ -137,47 +137,59 @@ class BatchRunner(Generic[S]):
         Every step may run again (stream.processor.Step: nothing of a try reaches Redis
         before its output is on Kafka but its dedupe claims), so a try that fails is run
         again whole; the claims it made are released first, or this worker would refuse its
-        own alerts on the retry.
+        own alerts on the retry. A try holds the processor's ``step_lock`` from its decision
+        to its departures: another agent's step, or the departures timer, deciding from the
+        states it has not written yet would start a second visit or depart a visit it
+        continues.
         """
         proc = self.proc
         alerts_topic, visits_topic, dlq = self.topics
-        step = Step()
-        try:
-            with counted_once(proc.stats.counts):  # the try is run again whole on failure
-                pending = [await self.send(dlq, None, record.to_json()) for record in rejected]
-                decisions = await proc.decide_batch([event for event, _ in events], step)
-                sent: list[tuple[Alert, S]] = []
-                for decision, (_, source) in zip(decisions, events, strict=True):
-                    for visit in decision.visits:
-                        pending.append(
-                            await self.send(
-                                visits_topic, visit.customer_id.encode(), visit.to_json()
+        async with proc.step_lock:
+            step = Step()
+            try:
+                with counted_once(proc.stats.counts):  # the try is run again whole on failure
+                    pending = [await self.send(dlq, None, r.to_json()) for r in rejected]
+                    decisions = await proc.decide_batch([event for event, _ in events], step)
+                    sent: list[tuple[Alert, S]] = []
+                    for decision, (_, source) in zip(decisions, events, strict=True):
+                        for visit in decision.visits:
+                            pending.append(
+                                await self.send(
+                                    visits_topic, visit.customer_id.encode(), visit.to_json()
+                                )
                             )
-                        )
-                    for alert in decision.alerts:
-                        pending.append(
-                            await self.send(alerts_topic, alert.store_id.encode(), alert.to_json())
-                        )
-                        sent.append((alert, source))
-                # Wait for Kafka's acks before recording anything as sent or processed.
-                await all_acked(pending)
-                await proc.mark_done(
-                    [alert for alert, _ in sent], [event for event, _ in events], step
-                )
-                visits = [v for d in decisions for v in d.visits]
-                departures = await proc.step_departures(step)
-                if departures:
-                    await all_acked(
-                        [
-                            await self.send(visits_topic, v.customer_id.encode(), v.to_json())
-                            for v in departures
-                        ]
+                        for alert in decision.alerts:
+                            pending.append(
+                                await self.send(
+                                    alerts_topic, alert.store_id.encode(), alert.to_json()
+                                )
+                            )
+                            sent.append((alert, source))
+                    # Wait for Kafka's acks before recording anything as sent or processed.
+                    await all_acked(pending)
+                    await proc.mark_done(
+                        [alert for alert, _ in sent], [event for event, _ in events], step
                     )
-                await proc.settle_departures([*visits, *departures])
-        except BaseException:
-            proc.release_claims(step)  # or this worker would refuse its own alerts on the retry
-            raise
+            except BaseException:
+                proc.release_claims(step)  # or this worker would refuse its own alerts
+                raise
+            # The step is done (on Kafka, marked): a failure from here on must not run it
+            # again, or its alerts would come back as duplicates and not be reported.
+            await self._departures(step, [v for d in decisions for v in d.visits])
         return sent
+
+    async def _departures(self, step: Step, visits: list[VisitUpdate]) -> None:
+        """The departures ``step`` made due: on Kafka, then settled. Redis or Kafka away:
+        they stay due, and the departures timer sends them once it is back."""
+        proc, topic = self.proc, self.topics[1]
+        try:
+            departures = await proc.step_departures(step)
+            await all_acked(
+                [await self.send(topic, v.customer_id.encode(), v.to_json()) for v in departures]
+            )
+            await proc.settle_departures([*visits, *departures])
+        except TRANSIENT as exc:
+            log.warning("departures left for the timer (%r)", exc)
 
     async def one_at_a_time(
         self, events: list[tuple[Event, S]], rejected: list[DlqRecord], error: Exception

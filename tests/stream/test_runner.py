@@ -31,6 +31,7 @@ class FakeProcessor:
     poisoned: set[str] = field(default_factory=set)
     done: list[tuple[list[Alert], list[Event]]] = field(default_factory=list)
     released: int = 0
+    step_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def decide_batch(self, events: list[Event], step: Step | None = None) -> list[Decision]:
         self.stats.counts["events"] += len(events)

@@ -18,9 +18,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from aiokafka.errors import KafkaConnectionError
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from beacons.eid import compute_eid
 from contracts.models import Event
@@ -31,6 +34,7 @@ from stream.runner import BatchRunner
 from tests.factories import event_dict
 from tests.kit.customers import make_customer
 from tests.kit.services import redis_dropped_after
+from transport.redis import connect_redis, drop_prefix
 
 KEY_ANA = bytes.fromhex("0102030405060708090a111213141516")
 KEY_BRUNO = bytes.fromhex("11111111111111111111111111111111")
@@ -149,10 +153,168 @@ async def test_a_failed_try_of_one_agent_keeps_the_other_agents_claims(
     v2, v1 = Held(), Kafka()
     ana = asyncio.create_task(_runner(processor, v2).run([(_event(T0), None)], []))
     await asyncio.wait_for(holding.wait(), 5)
-    # Meanwhile the v1 agent decides a step of its own (another customer, the same worker).
+    # Meanwhile the v1 agent has a step of its own (another customer, the same worker): it
+    # waits for the one in flight, which fails and is retried.
     bruno = _event(T0 + timedelta(seconds=1), KEY_BRUNO)
-    await _runner(processor, v1).run([(bruno, None)], [])
+    other = asyncio.create_task(_runner(processor, v1).run([(bruno, None)], []))
     held[0].set_exception(KafkaConnectionError("broker away once"))
-    await asyncio.wait_for(ana, 5)
+    await asyncio.wait_for(asyncio.gather(ana, other), 5)
     assert len(v2.arrivals("ana")) == 1, processor.stats.counts
     assert len(v1.arrivals("bruno")) == 1
+
+
+@dataclass
+class Holding(Kafka):
+    """Kafka whose acks wait until :meth:`release`; a departure's first ack can fail."""
+
+    hold: bool = False
+    fail_departures: int = 0
+    held: list[asyncio.Future[Any]] = field(default_factory=list)
+    holding: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def send(self, topic: str, key: bytes | None, value: bytes | None) -> Any:
+        ack: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if topic == "visits" and self.fail_departures and value and b'"departure"' in value:
+            self.fail_departures -= 1
+            ack.set_exception(KafkaConnectionError("broker away once"))
+            return ack
+        self.records.append((topic, value))
+        if self.hold:
+            self.held.append(ack)
+            self.holding.set()
+        else:
+            ack.set_result(None)
+        return ack
+
+    def release(self) -> None:
+        self.hold = False
+        for ack in self.held:
+            if not ack.done():
+                ack.set_result(None)
+
+
+def _moved(at: datetime, key: bytes = KEY_ANA, kind: str = "zone_enter", zone: str = "floor"):  # type: ignore[no-untyped-def]
+    event = _event(at, key)
+    return event.model_copy(update={"kind": kind, "zone_id": zone})
+
+
+async def test_a_step_of_another_agent_waits_for_the_one_in_flight(
+    processor: EventProcessor,
+) -> None:
+    # The v2 agent's step holds Ana's arrival, its acks pending; the v1 agent decides her
+    # next event, 30 s later: the same visit (it had read no state and started another).
+    v2, v1 = Holding(hold=True), Kafka()
+    first = asyncio.create_task(_runner(processor, v2).run([(_event(T0), None)], []))
+    await asyncio.wait_for(v2.holding.wait(), 5)
+    second = asyncio.create_task(
+        _runner(processor, v1).run([(_moved(T0 + timedelta(seconds=30)), None)], [])
+    )
+    await asyncio.sleep(0.05)
+    assert not second.done()  # waiting for the step in flight
+    v2.release()
+    await asyncio.wait_for(asyncio.gather(first, second), 5)
+    assert len(v2.arrivals() | v1.arrivals()) == 1, processor.stats.counts
+
+
+async def test_the_departures_timer_waits_for_a_step_in_flight(processor: EventProcessor) -> None:
+    # Ana leaves at +60 s (due to depart at +360 s); a step holds her return at +300 s and
+    # Bruno at +400 s while its acks are pending. The timer must not depart her.
+    kafka = Holding()
+    await _runner(processor, kafka).run([(_event(T0), None)], [])
+    left = _moved(T0 + timedelta(seconds=60), kind="zone_exit", zone="entrance")
+    await _runner(processor, kafka).run([(left, None)], [])
+    kafka.hold = True
+    back = [(_event(T0 + timedelta(seconds=300)), None)]
+    bruno = [(_event(T0 + timedelta(seconds=400), KEY_BRUNO), None)]
+    step = asyncio.create_task(_runner(processor, kafka).run([*back, *bruno], []))
+    await asyncio.wait_for(kafka.holding.wait(), 5)
+    tick = asyncio.create_task(processor.tick())
+    await asyncio.sleep(0.05)
+    assert not tick.done()
+    kafka.release()
+    await asyncio.wait_for(step, 5)
+    assert await asyncio.wait_for(tick, 5) == []
+
+
+async def test_a_departure_kafka_refuses_is_left_for_the_timer_and_the_step_is_done(
+    processor: EventProcessor,
+) -> None:
+    kafka = Holding()
+    await _runner(processor, kafka).run([(_event(T0), None)], [])
+    left = _moved(T0 + timedelta(seconds=60), kind="zone_exit", zone="entrance")
+    await _runner(processor, kafka).run([(left, None)], [])
+    kafka.fail_departures = 1
+    bruno = _event(T0 + timedelta(seconds=400), KEY_BRUNO)
+    sent = await _runner(processor, kafka).run([(bruno, None)], [])
+    # Bruno's arrival is reported (the agent records it as sent), counted once, not redone.
+    assert [a.customer_id for a, _ in sent] == ["bruno"]
+    assert processor.stats.counts["duplicate_events"] == 0
+    assert [d.customer_id for d in await processor.tick()] == ["ana"]  # still due
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("how", ["node_errors", "killed"])
+async def test_on_a_cluster_no_event_is_marked_processed_without_its_visit_state(
+    redis_cluster_url: str, namespace: str, how: str
+) -> None:
+    # A cluster pipeline goes to its nodes at once: with the states and the marks in one,
+    # the node holding Ana's state failing (or the worker killed) let her event's mark land
+    # on another node; the retry then skipped the event, her state was never written and
+    # her next event started a second visit (a second arrival alert). From a review.
+    cluster = connect_redis(redis_cluster_url)
+    assert isinstance(cluster, RedisCluster)
+    prefix = f"{namespace}:proxima:"
+
+    def worker() -> EventProcessor:
+        return EventProcessor(cluster, prefix, revisit_gap_s=4 * 3600)
+
+    proc = worker()
+    profile = make_customer(customer_id="ana", identity_key=KEY_ANA.hex(), visible_fields=["name"])
+    await proc.registry.enroll(profile, [Purpose.ARRIVAL_ALERTS, Purpose.ANALYTICS])
+    state_key = proc.visits.state_key("ana", "store-1")
+    state_node = cluster.get_node_from_key(state_key)
+    first = _event(T0)
+    while cluster.get_node_from_key(proc._k("event", str(first.event_id))) == state_node:
+        first = _event(T0)  # its mark on another node than her state
+    original = ClusterNode.execute_pipeline
+    failed = 0
+    reached = asyncio.Event()
+
+    async def faulty(self: ClusterNode, commands: list[Any]) -> bool:
+        nonlocal failed
+        if self.name == state_node.name and any(
+            c.args[0] == "SET" and str(c.args[1]) == state_key for c in commands
+        ):
+            failed += 1
+            reached.set()
+            if how == "killed":
+                await asyncio.Event().wait()  # the process dies before this node gets it
+            if failed <= 20:  # longer than redis-py's own retries
+                for c in commands:
+                    c.result = RedisConnectionError("node away")
+                return True
+        return await original(self, commands)
+
+    first_try = Kafka()
+    try:
+        with patch.object(ClusterNode, "execute_pipeline", faulty):
+            if how == "killed":
+                task = asyncio.create_task(_runner(proc, first_try).run([(first, None)], []))
+                await asyncio.wait_for(reached.wait(), 5)
+                await asyncio.sleep(0.1)  # the other nodes answer
+                task.cancel()  # kill -9: nothing after this runs
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            else:
+                await _runner(proc, first_try).run([(first, None)], [])
+        if how == "killed":
+            proc = worker()  # the restarted worker replays the uncommitted step
+            await _runner(proc, first_try).run([(first, None)], [])
+        assert await cluster.exists(proc._k("event", str(first.event_id)))
+        assert await cluster.get(state_key) is not None
+        later = Kafka()
+        await _runner(proc, later).run([(_moved(T0 + timedelta(minutes=5)), None)], [])
+        assert len(first_try.arrivals() | later.arrivals()) == 1
+    finally:
+        await drop_prefix(redis_cluster_url, f"{namespace}:")
+        await cluster.aclose()
