@@ -53,13 +53,14 @@ from notifier.web.sessions import Sessions
 from stream.bench import (
     bench_broker,
     enroll_customers,
+    enroll_probes,
+    probe_event,
     spawn_worker,
     stop_child,
     worker_env,
     zone_event,
 )
 from stream.keyring import Keyring
-from stream.registry import CustomerProfile, Purpose, Registry
 from stream.settings import StreamSettings
 from transport.kafka import ensure_topics
 from transport.mqtt import MqttClient
@@ -74,10 +75,6 @@ TICK_S = 0.1
 
 def _key(n: int) -> bytes:
     return bytes.fromhex(f"{n:032x}")
-
-
-def _probe_key(i: int) -> bytes:
-    return _key(0xABC00000 + i)
 
 
 class _Gateways:
@@ -134,22 +131,6 @@ async def _region_load(
             await gateways.publish(mqtt, stores[i], b"[" + b",".join(events) + b"]")
             published[0] += len(events)
         await asyncio.sleep(TICK_S)
-
-
-async def _enroll_probes(services: ServiceSettings, probes: int) -> None:
-    async with redis_for(services) as redis:
-        registry = Registry(redis, services.redis_prefix)
-        for i in range(probes + 1):
-            await registry.enroll(
-                CustomerProfile(
-                    customer_id=f"probe-{i}",
-                    identity_key=_probe_key(i).hex(),
-                    rotation_exponent=10,
-                    name=f"Probe {i}",
-                    visible_fields=["name"],
-                ),
-                [Purpose.ARRIVAL_ALERTS],
-            )
 
 
 async def _sign_in(services: ServiceSettings, associates: int) -> dict[str, str]:
@@ -255,10 +236,7 @@ async def _measure(
             )
 
             async def publish(i: int) -> None:
-                event = zone_event(
-                    _probe_key(i), datetime.now(UTC), 1_000_000 + i, EventKind.ZONE_ENTER,
-                    "entrance", store=PROBE_STORE,
-                )  # fmt: skip
+                event = probe_event(i, PROBE_STORE)
                 probe.sent[f"probe-{i}"] = time.perf_counter()
                 await gateways.publish(mqtt, PROBE_STORE, b"[" + event.to_json() + b"]")
 
@@ -370,7 +348,7 @@ async def run_pipeline_bench(
         try:
             await ensure_topics(services.kafka_bootstrap, services.topics.all_kafka, 4)
             await enroll_customers(services, CUSTOMERS_PER_STORE * stores)
-            await _enroll_probes(services, probes)
+            await enroll_probes(services, probes)
             for name, argv in (
                 ("worker", None),
                 ("bridge", ["bridge"]),

@@ -328,25 +328,11 @@ async def _latency(
 
     async with redis_for(services) as redis:
         key = await Keyring(redis, services.redis_prefix).add("bench-store", "gw-door")
-        registry = Registry(redis, services.redis_prefix)
-        for i in range(probes + 1):
-            await registry.enroll(
-                CustomerProfile(
-                    customer_id=f"probe-{i}",
-                    identity_key=f"{0xABC00000 + i:032x}",
-                    rotation_exponent=10,
-                    name=f"Probe {i}",
-                    visible_fields=["name"],
-                ),
-                [Purpose.ARRIVAL_ALERTS],
-            )
+    await enroll_probes(services, probes)
     topic = services.topics.gateway_events("bench-store", "gw-door")
 
     def batch(i: int) -> bytes:
-        at = datetime.now(UTC)
-        key = bytes.fromhex(f"{0xABC00000 + i:032x}")
-        event = zone_event(key, at, 1_000_000 + i, EventKind.ZONE_ENTER, "entrance")
-        return b"[" + event.to_json() + b"]"
+        return b"[" + probe_event(i).to_json() + b"]"
 
     consumer = AIOKafkaConsumer(
         bootstrap_servers=services.kafka_bootstrap, fetch_max_wait_ms=20, enable_auto_commit=False
@@ -418,6 +404,33 @@ async def _latency(
 
 def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def probe_event(i: int, store: str = "bench-store") -> Event:
+    """Probe ``i`` walking in now: the door gateway's zone enter for a customer never seen
+    before (an arrival), as the latency benches publish it."""
+    key = bytes.fromhex(f"{0xABC00000 + i:032x}")
+    return zone_event(
+        key, datetime.now(UTC), 1_000_000 + i, EventKind.ZONE_ENTER, "entrance", store=store
+    )
+
+
+async def enroll_probes(services: ServiceSettings, probes: int) -> None:
+    """Customers ``probe-0`` .. ``probe-{probes}`` (:func:`probe_event`'s), consenting to
+    arrival alerts, their name visible."""
+    async with redis_for(services) as redis:
+        registry = Registry(redis, services.redis_prefix)
+        for i in range(probes + 1):
+            await registry.enroll(
+                CustomerProfile(
+                    customer_id=f"probe-{i}",
+                    identity_key=f"{0xABC00000 + i:032x}",
+                    rotation_exponent=10,
+                    name=f"Probe {i}",
+                    visible_fields=["name"],
+                ),
+                [Purpose.ARRIVAL_ALERTS],
+            )
 
 
 async def enroll_customers(services: ServiceSettings, customers: int) -> None:

@@ -498,12 +498,12 @@ class EventProcessor:
         cluster (the states, then the marks): either way no event is marked processed
         unless its visit's state is written and its alert is marked sent.
         """
+        writes = BulkWrites() if step is None else step.writes
         if step is not None and isinstance(self.r, RedisCluster):
             # A cluster pipeline goes to its nodes at once: the states first, on their own,
             # or an event's mark could land on its node while its state's node failed.
-            await step.writes.execute(self.r)
-            step = None
-        writes = step.writes if step is not None else BulkWrites()
+            await writes.execute(self.r)
+            writes = BulkWrites()
         ttl = self.dedupe_ttl_s
         for alert in alerts:
             writes.set(self._dedupe_key(alert), f"sent:{alert.alert_id}", ttl)

@@ -25,7 +25,7 @@ from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 from redis.exceptions import RedisClusterException, RedisError
 
-from contracts.models import Alert, DlqRecord, Event, VisitUpdate
+from contracts.models import Alert, DlqRecord, Event
 from stream.processor import EventProcessor, Step
 from transport.cancel import reraise_if_cancelled
 from transport.retry import counted_once, retrying
@@ -175,10 +175,10 @@ class BatchRunner(Generic[S]):
                 raise
             # The step is done (on Kafka, marked): a failure from here on must not run it
             # again, or its alerts would come back as duplicates and not be reported.
-            await self._departures(step, [v for d in decisions for v in d.visits])
+            await self._departures(step)
         return sent
 
-    async def _departures(self, step: Step, visits: list[VisitUpdate]) -> None:
+    async def _departures(self, step: Step) -> None:
         """The departures ``step`` made due: on Kafka, then settled. Redis or Kafka away:
         they stay due, and the departures timer sends them once it is back."""
         proc, topic = self.proc, self.topics[1]
@@ -187,7 +187,7 @@ class BatchRunner(Generic[S]):
             await all_acked(
                 [await self.send(topic, v.customer_id.encode(), v.to_json()) for v in departures]
             )
-            await proc.settle_departures([*visits, *departures])
+            await proc.settle_departures(departures)
         except TRANSIENT as exc:
             log.warning("departures left for the timer (%r)", exc)
 
