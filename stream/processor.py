@@ -37,7 +37,7 @@ import logging
 import time
 import uuid
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -469,10 +469,25 @@ class EventProcessor:
         await self.visits.settle([v for v in visits if v.change is VisitChange.DEPARTURE])
 
     async def tick(self) -> list[VisitUpdate]:
-        """Departures of every store this worker has seen (run from a timer), between
-        steps (:attr:`step_lock`): a step in flight has not written the states it made."""
+        """Departures due at every store this worker has seen, between steps
+        (:attr:`step_lock`): a step in flight has not written the states it made."""
         async with self.step_lock:
-            return [u for store in list(self._watermarks) for u in await self.departures(store)]
+            return await self._due()
+
+    async def depart(self, publish: Callable[[list[VisitUpdate]], Awaitable[None]]) -> None:
+        """The departures timer's job: every store's due departures, handed to
+        ``publish`` (which returns once Kafka has them all), then settled.
+
+        All of it between steps (:attr:`step_lock`): a step that continued a visit after
+        it was found due would otherwise see its departure published anyway, or its
+        state settled over. ``publish`` failing leaves them due for the next tick."""
+        async with self.step_lock:
+            due = await self._due()
+            await publish(due)
+            await self.settle_departures(due)
+
+    async def _due(self) -> list[VisitUpdate]:
+        return [u for store in list(self._watermarks) for u in await self.departures(store)]
 
     async def mark_sent(self, alert: Alert, event: Event | None = None) -> None:
         """Record that the alert is on Kafka; later duplicates of its cause stay silent."""

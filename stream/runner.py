@@ -25,7 +25,7 @@ from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 from redis.exceptions import RedisClusterException, RedisError
 
-from contracts.models import Alert, DlqRecord, Event
+from contracts.models import Alert, DlqRecord, Event, VisitUpdate
 from stream.processor import EventProcessor, Step
 from transport.cancel import reraise_if_cancelled
 from transport.retry import counted_once, retrying
@@ -56,6 +56,11 @@ async def all_acked(acks: list[Awaitable[Any]]) -> None:
     for result in await asyncio.gather(*acks, return_exceptions=True):
         if isinstance(result, BaseException):
             raise result
+
+
+async def publish_visits(send: RawSend, topic: str, visits: list[VisitUpdate]) -> None:
+    """Hand ``visits`` to Kafka (keyed by customer) and return once every one is acked."""
+    await all_acked([await send(topic, v.customer_id.encode(), v.to_json()) for v in visits])
 
 
 class BatchRunner(Generic[S]):
@@ -184,9 +189,7 @@ class BatchRunner(Generic[S]):
         proc, topic = self.proc, self.topics[1]
         try:
             departures = await proc.step_departures(step)
-            await all_acked(
-                [await self.send(topic, v.customer_id.encode(), v.to_json()) for v in departures]
-            )
+            await publish_visits(self.send, topic, departures)
             await proc.settle_departures(departures)
         except TRANSIENT as exc:
             log.warning("departures left for the timer (%r)", exc)

@@ -378,16 +378,35 @@ class VisitTracker:
     async def settle(self, departures: list[VisitUpdate]) -> None:
         """Record departures as done: the visit's state first, then the departing set (a
         crash in between leaves a member that :meth:`departures` drops). A visit that
-        came back or changed since (another ``visit_id``, open again) is left alone."""
+        came back or changed since (another ``visit_id``, open again) is left alone.
+
+        The state is replaced only if it still holds what was read (one script, keeping
+        its TTL): a step that wrote the visit in between is never overwritten with the
+        older state it replaced; the state is read again and judged afresh."""
         for update in departures:
             key = self._state_key(update.customer_id, update.store_id)
-            raw = await self.r.get(key)
-            if raw:
-                state = VisitState.load(raw)
-                if state.visit_id != update.visit_id or state.open or state.departed:
-                    continue
-                state.departed = True
-                state.departing = False
-                ttl = await self.r.ttl(key)
-                await self.r.set(key, state.dump(), ex=max(int(ttl), 1))
-            await self.r.zrem(self._departing_key(update.store_id), update.customer_id)
+            if await self._mark_departed(key, update.visit_id):
+                await self.r.zrem(self._departing_key(update.store_id), update.customer_id)
+
+    async def _mark_departed(self, key: str, visit_id: str) -> bool:
+        """Mark the state at ``key`` departed if it is still visit ``visit_id``, closed;
+        True if so or if the state is gone (False: the visit changed, leave it)."""
+        while raw := await self.r.get(key):
+            state = VisitState.load(raw)
+            if state.visit_id != visit_id or state.open or state.departed:
+                return False
+            state.departed = True
+            state.departing = False
+            if await self.r.eval(_REPLACE_IF_SAME, 1, key, raw, state.dump()):
+                return True
+        return True
+
+
+_REPLACE_IF_SAME = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  redis.call('set', KEYS[1], ARGV[2], 'KEEPTTL')
+  return 1
+end
+return 0
+"""
+"""Set KEYS[1] to ARGV[2], keeping its TTL, only if it still holds ARGV[1] (Redis >= 6)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator, Sequence
+from functools import partial
 from typing import Any
 
 from aiokafka.errors import KafkaError
@@ -25,7 +26,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from redis.exceptions import RedisClusterException, RedisError
 
 from contracts.exceptions import ContractError
-from contracts.models import DlqRecord, Event, VisitUpdate, parse_model
+from contracts.models import DlqRecord, Event, parse_model
 from contracts.services import ServiceSettings
 from contracts.topics import CONSENT
 from stream.batches import BatchOpener
@@ -33,7 +34,7 @@ from stream.consent_log import pump_outbox
 from stream.keyring import KeyCache, Keyring
 from stream.processor import EventProcessor
 from stream.rules import RuleBook
-from stream.runner import BatchRunner, OffsetCommitter, RawSend
+from stream.runner import BatchRunner, OffsetCommitter, RawSend, publish_visits
 from stream.settings import StreamSettings
 from stream.tables import AlertDedupe
 from transport.cancel import reraise_if_cancelled
@@ -317,14 +318,7 @@ class Timers:
         """Visits whose last signal closed long enough ago: each on Kafka before it is
         recorded as done (a crash in between sends it again, never loses it)."""
         proc = await self.parts.processor()
-        due = await proc.tick()
-        await self.send_visits(due)
-        await proc.settle_departures(due)
-
-    async def send_visits(self, visits: list[VisitUpdate]) -> None:
-        topic = self.parts.topics["visits"]
-        for visit in visits:
-            await (await self.parts.send(topic, visit.customer_id.encode(), visit.to_json()))
+        await proc.depart(partial(publish_visits, self.parts.send, self.parts.topics["visits"]))
 
     async def consent_outbox(self) -> None:
         """Publish consent changes any writer left in the outbox (stream.consent_log)."""

@@ -158,9 +158,9 @@ class FailingProcessor(EventProcessor):
         self._fault("mark_done")
         await super().mark_done(alerts, events, step)
 
-    async def tick(self) -> list[VisitUpdate]:
-        self._fault("tick")
-        return await super().tick()
+    async def depart(self, publish: Callable[[list[VisitUpdate]], Awaitable[None]]) -> None:
+        self._fault("depart")
+        await super().depart(publish)
 
 
 @asynccontextmanager

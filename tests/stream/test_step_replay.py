@@ -31,6 +31,7 @@ from contracts.services import ServiceSettings
 from stream.processor import EventProcessor, Step
 from stream.registry import Purpose
 from stream.runner import BatchRunner
+from stream.visits import VisitState
 from tests.factories import event_dict
 from tests.kit.customers import make_customer
 from tests.kit.services import redis_dropped_after
@@ -318,3 +319,81 @@ async def test_on_a_cluster_no_event_is_marked_processed_without_its_visit_state
     finally:
         await drop_prefix(redis_cluster_url, f"{namespace}:")
         await cluster.aclose()
+
+
+async def _ana_due(processor: EventProcessor, kafka: Holding) -> None:
+    """Ana arrives and leaves at +60 s; Bruno's arrival at +400 s makes her departure due,
+    and Kafka refuses it once: it is left for the departures timer."""
+    await _runner(processor, kafka).run([(_event(T0), None)], [])
+    left = _moved(T0 + timedelta(seconds=60), kind="zone_exit", zone="entrance")
+    await _runner(processor, kafka).run([(left, None)], [])
+    kafka.fail_departures = 1
+    await _runner(processor, kafka).run(
+        [(_event(T0 + timedelta(seconds=400), KEY_BRUNO), None)], []
+    )
+
+
+def _ana_visits(kafka: Kafka) -> list[str]:
+    return [
+        v["change"]
+        for v in (json.loads(raw) for t, raw in kafka.records if t == "visits" and raw)
+        if v["customer_id"] == "ana"
+    ]
+
+
+async def test_a_step_waits_while_the_departures_timer_publishes(
+    processor: EventProcessor,
+) -> None:
+    # The timer found Ana due and her departure is on its way to Kafka; a step holding
+    # her return at +410 s waits for it to be published and settled, so the visits topic
+    # reads departure, then return (a step in between had put her return first).
+    kafka = Holding()
+    await _ana_due(processor, kafka)
+    gate, publishing = asyncio.Event(), asyncio.Event()
+
+    async def publish(due: list[Any]) -> None:
+        for visit in due:
+            kafka.records.append(("visits", visit.to_json()))
+        publishing.set()
+        await gate.wait()
+
+    timer = asyncio.create_task(processor.depart(publish))
+    await asyncio.wait_for(publishing.wait(), 5)
+    back = _moved(T0 + timedelta(seconds=410))
+    step = asyncio.create_task(_runner(processor, kafka).run([(back, None)], []))
+    await asyncio.sleep(0.05)
+    assert not step.done()
+    gate.set()
+    await asyncio.wait_for(asyncio.gather(timer, step), 5)
+    assert _ana_visits(kafka) == ["arrival", "departure", "zone_move"]
+    assert await processor.tick() == []
+
+
+async def test_settling_a_departure_never_writes_over_a_state_written_since_it_was_read(
+    processor: EventProcessor,
+) -> None:
+    # Between the settle's read of Ana's state and its write, another writer continues her
+    # visit (a worker that took her store's partition over during a rebalance). The settle
+    # must not put back the closed state it read: her open signal would be lost, and with
+    # it her next departure.
+    kafka = Holding()
+    await _ana_due(processor, kafka)
+    (due,) = await processor.tick()
+    r = processor.visits.r
+    read = r.get
+    other = EventProcessor(r, processor.p, revisit_gap_s=4 * 3600)
+    continued: list[bool] = []
+
+    async def get_then_continue(key: str) -> Any:
+        raw = await read(key)
+        if not continued:
+            continued.append(True)
+            back = _moved(T0 + timedelta(seconds=410))
+            await _runner(other, kafka).run([(back, None)], [])
+        return raw
+
+    with patch.object(r, "get", get_then_continue):
+        await processor.settle_departures([due])
+    assert continued
+    state = VisitState.load(await read(processor.visits.state_key("ana", due.store_id)))
+    assert (state.departed, state.open) == (False, ["zone:floor"])

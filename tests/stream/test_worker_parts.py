@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,10 +73,9 @@ class FakeProcessor:
     def now(self) -> datetime:
         return NOW
 
-    async def tick(self) -> list[Any]:
-        return list(self.due)
-
-    async def settle_departures(self, due: list[Any]) -> None:
+    async def depart(self, publish: Callable[[list[Any]], Awaitable[None]]) -> None:
+        due = list(self.due)
+        await publish(due)
         self.settled.append(due)
 
 
@@ -200,13 +199,12 @@ async def test_departures_are_settled_only_after_kafka_acknowledged_each_visit()
     timers = Timers(Parts(proc, FakeRunner(), BrokenTable(), send))
     job = asyncio.create_task(timers.departures())
     await asyncio.sleep(0.01)
-    assert sent == [("visits", b"ana")]  # waiting for the first ack
+    assert sent == [("visits", b"ana"), ("visits", b"bea")]  # both handed over at once
+    acks[1].set_result(None)
+    await asyncio.sleep(0.01)
+    assert not job.done()  # still waiting for ana's ack
     assert proc.settled == []
     acks[0].set_result(None)
-    await asyncio.sleep(0.01)
-    assert sent == [("visits", b"ana"), ("visits", b"bea")]
-    assert proc.settled == []
-    acks[1].set_result(None)
     await asyncio.wait_for(job, 5)
     assert [[v.customer_id for v in due] for due in proc.settled] == [["ana", "bea"]]
 

@@ -84,11 +84,11 @@ async def test_the_departures_timer_keeps_running_after_a_redis_error(
     namespace: str, tmp_path: Path
 ) -> None:
     async with _harness(namespace, tmp_path, departure_check_s=0.02) as h:
-        h.processor.failures["tick"] = [RedisConnectionError("Connection refused")]
+        h.processor.failures["depart"] = [RedisConnectionError("Connection refused")]
         timer = asyncio.create_task(_timer(h.app, "departures")(), name="departures")
         try:
             async with asyncio.timeout(30):
-                while h.processor.calls["tick"] < 4 and not timer.done():  # noqa: ASYNC110
+                while h.processor.calls["depart"] < 4 and not timer.done():  # noqa: ASYNC110
                     await asyncio.sleep(0.01)
             assert not timer.done(), timer.exception()
         finally:
