@@ -114,7 +114,9 @@ def store_config(layout: dict[str, Any], store_id: str) -> StoreIngestConfig:
     with ``zone_id`` and its identity: ``uuid``/``major``/``minor`` (iBeacon) or
     ``namespace``/``instance`` (Eddystone-UID). An entry without them is not a region. A
     beacon's ``app_min_rssi`` becomes its region's ``min_rssi``, with the layout's street
-    (its zone of kind ``outside``) as the approach zone.
+    (its zone of kind ``outside``) as the approach zone, and its ``app_pair_margin_db`` the
+    region's ``pair_margin_db``. A beacon in the street (a storefront beacon) is a region of
+    the street: every enter of it is an approach.
     """
     geofences: list[dict[str, Any]] = []
     gf = layout.get("geofence")
@@ -143,6 +145,8 @@ def store_config(layout: dict[str, Any], store_id: str) -> StoreIngestConfig:
         region: dict[str, Any] = {"type": ref[0], "id": ref[1], "zone_id": b["zone_id"]}
         if b.get("app_min_rssi") is not None and street is not None:
             region |= {"min_rssi": b["app_min_rssi"], "approach_zone_id": street}
+            if b.get("app_pair_margin_db") is not None:
+                region["pair_margin_db"] = b["app_pair_margin_db"]
         regions.append(region)
     return StoreIngestConfig.model_validate({"geofences": geofences, "beacon_regions": regions})
 

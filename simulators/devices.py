@@ -35,6 +35,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from edge.ingest.store import PAIR_WINDOW_S
 from simulators.movement import Trajectory
 
 IOS_REGION_ENTRY_DELAY = (6.0, 0.9, 60.0)
@@ -94,10 +95,14 @@ def region_transitions(heard: Sequence[float], rng: random.Random) -> list[Regio
 @dataclass(frozen=True, slots=True)
 class Ranged:
     """One store beacon as the app ranges it: the packets the phone caught, (t, dBm) in
-    time order, and how loud it must be to count as in the store (None: any reading)."""
+    time order, and how loud it must be to count as in the store (None: any reading);
+    by how much it must also beat the storefront beacons (``pair_margin_db``, None: not
+    compared); ``storefront``: a beacon outside on the shop front, never in the store."""
 
     heard: Sequence[tuple[float, float]]
     min_rssi: float | None
+    pair_margin_db: float | None = None
+    storefront: bool = False
     times: list[float] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -114,6 +119,14 @@ class Ranged:
 
     def near(self, reading: float | None) -> bool:
         return reading is not None and (self.min_rssi is None or reading >= self.min_rssi)
+
+    def in_store(self, reading: float | None, front: float | None) -> bool:
+        """Whether the app counts ``reading`` as in the store, the storefront beacons' loudest
+        recent reading being ``front`` (None: none heard)."""
+        if self.storefront or not self.near(reading):
+            return False
+        margin = self.pair_margin_db
+        return margin is None or front is None or (reading or 0.0) >= front + margin
 
 
 def ranged_enters(
@@ -133,15 +146,23 @@ def ranged_enters(
     reads every one of them, not only the one that woke it) at 1 Hz while it runs:
     :data:`IOS_RANGING_WINDOW_S` after the wake, and during ``running`` (spans when it runs
     anyway: a location session while inside the store's geofence, for a customer who
-    shares location). The first second in which some beacon reads near (at or above its
-    ``min_rssi``) is reported as that beacon's enter and ends the ranging; before that, the
-    first reading of the beacon that woke it is reported as its enter (below its
-    threshold: the ingest makes it an approach). No reading in the wake's window: the enter
-    is reported at its end, without one.
+    shares location). The first second in which some in-store beacon reads near (at or
+    above its ``min_rssi``, and by its ``pair_margin_db`` over every storefront beacon's
+    loudest reading of the last :data:`~edge.ingest.store.PAIR_WINDOW_S` seconds) is
+    reported as that beacon's enter and ends the ranging; before that, the first reading
+    of the beacon that woke it is reported as its enter, with the reading only if it is
+    below the threshold (the ingest makes it an approach either way: a reading the app
+    judged not near is never sent as one the ingest would take as in-store). A storefront
+    beacon's wake is reported at once, without a reading (an approach), and the app ranges
+    on. No reading in the wake's window: the enter is reported at its end, without one.
     """
-    if beacons[woke].min_rssi is None:
+    first = beacons[woke]
+    if first.min_rssi is None and not first.storefront:
         return [(t_enter, woke, None)]
     out: list[tuple[float, int, float | None]] = []
+    if first.storefront:
+        out.append((t_enter, woke, None))
+    fronts = [r for r in beacons if r.storefront]
     end_of_stay = t_exit if t_exit is not None else math.inf
     last = t_enter + IOS_RANGING_WINDOW_S
     for a, b in running:
@@ -153,14 +174,27 @@ def ranged_enters(
         if k > IOS_RANGING_WINDOW_S and not any(a <= end <= b for a, b in running):
             continue
         readings = [r.reading(end) for r in beacons]
-        near = [i for i, r in enumerate(beacons) if r.near(readings[i])]
+        front = _loudest(fronts, end)
+        near = [i for i, r in enumerate(beacons) if r.in_store(readings[i], front)]
         if near:
             best = max(near, key=lambda i: (readings[i] or -999.0) - (beacons[i].min_rssi or 0.0))
             out.append((end, best, readings[best]))
             return out
-        if not out and readings[woke] is not None:
-            out.append((end, woke, readings[woke]))
+        if not out and (reading := readings[woke]) is not None:
+            below = first.min_rssi is not None and reading < first.min_rssi
+            out.append((end, woke, reading if below else None))
     return out or [(t_enter + IOS_RANGING_WINDOW_S, woke, None)]
+
+
+def _loudest(fronts: Sequence[Ranged], end: float) -> float | None:
+    """The loudest reading of the storefront beacons in the seconds up to ``end``."""
+    readings = [
+        reading
+        for r in fronts
+        for back in range(int(PAIR_WINDOW_S))
+        if (reading := r.reading(end - back)) is not None
+    ]
+    return max(readings, default=None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -138,6 +138,13 @@ class BeaconSpec(_Spec):
         "ranges it at least this loud; weaker, the enter is an approach (the street). None: "
         "every enter is in-store (an app that does not range)",
     )
+    app_pair_margin_db: Annotated[float, Field(ge=0, le=40)] | None = Field(
+        default=None,
+        description="dB: with app_min_rssi, the app counts a reading as in-store only when it "
+        "is also this much louder than every storefront beacon's (a beacon in the street "
+        "zone) loudest reading of the last 3 s: a passer-by at the open door reads the "
+        "entrance beacon as loud as an entrant, the storefront beacon louder still",
+    )
 
     @model_validator(mode="after")
     def _ids_for_kind(self) -> BeaconSpec:
@@ -152,6 +159,8 @@ class BeaconSpec(_Spec):
                 bytes.fromhex(value)
             except ValueError:
                 raise ValueError(f"beacon {self.id!r}: {name} is not hex: {value!r}") from None
+        if self.app_pair_margin_db is not None and self.app_min_rssi is None:
+            raise ValueError(f"beacon {self.id!r}: app_pair_margin_db needs app_min_rssi")
         return self
 
 
@@ -316,6 +325,12 @@ class StoreLayout(_Spec):
                 raise ValueError(f"{thing!r} is in unknown zone {zone_id!r}")
         if not any(z.kind == "outside" for z in self.zones):
             raise ValueError("a layout needs an 'outside' zone (the street)")
+        for b in self.beacons:
+            if b.app_min_rssi is not None and self.zone(b.zone_id).kind == "outside":
+                raise ValueError(
+                    f"beacon {b.id!r} is a storefront beacon (its zone is outside): every "
+                    "enter of its region is an approach, app_min_rssi has nothing to decide"
+                )
         if not self.doors:
             raise ValueError("a layout needs a portal from an 'outside' zone to an 'entrance'")
         return self
@@ -416,6 +431,11 @@ class StoreLayout(_Spec):
                         else {"namespace": b.namespace, "instance": b.instance}
                     ),
                     **({"app_min_rssi": b.app_min_rssi} if b.app_min_rssi is not None else {}),
+                    **(
+                        {"app_pair_margin_db": b.app_pair_margin_db}
+                        if b.app_pair_margin_db is not None
+                        else {}
+                    ),
                 }
                 for b in self.beacons
             ],

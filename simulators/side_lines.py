@@ -134,8 +134,15 @@ class SideLines:
         if cust.device_class == "iphone_app":
             # One CLBeaconRegion per store iBeacon; on a wake the app ranges them all.
             monitored = [b for b in self.layout.beacons if b.kind == "ibeacon"]
+            street = self.layout.street.id
             ranged = [
-                Ranged(self._heard_by_phone(person, b, rng), b.app_min_rssi) for b in monitored
+                Ranged(
+                    self._heard_by_phone(person, b, rng),
+                    b.app_min_rssi,
+                    b.app_pair_margin_db,
+                    storefront=b.zone_id == street,
+                )
+                for b in monitored
             ]
             regions = [{"uuid": b.uuid, "major": b.major, "minor": b.minor} for b in monitored]
             for woke, r in enumerate(ranged):
@@ -200,6 +207,8 @@ class SideLines:
         carry_db = CARRY_LOSS_DB[person.carry]
         # The same measured reception as a gateway's (soft edge, bursts, a per-position
         # offset that stays while the phone stands still), one link state per beacon.
+        street = self.layout.street.id
+        storefront = b.zone_id == street
         state = LinkState()
         heard: list[tuple[float, float]] = []
         t = traj.start + rng.uniform(0.0, b.interval_s)
@@ -208,7 +217,9 @@ class SideLines:
             dx, dy, dz = link.x - x, link.y - y, link.z - z
             d = math.sqrt(dx * dx + dy * dy + dz * dz)
             level = (z - PHONE_HEIGHT_M) / FLOOR_HEIGHT_M
-            outside = zone == self.layout.street.id
+            # The shop front stands between the phone and the beacon when they are on
+            # different sides of it (a storefront beacon is on the street's side).
+            outside = (zone == street) != storefront
             loss = carry_db + self.storefront.loss_db(x, y, outside)
             loss += env.floor_loss_db * abs(level - b.floor)
             loss += radio.body_loss_db(heading, dx, dy, BODY_LOSS_DB)

@@ -13,6 +13,10 @@ from contracts.models import Identifier
 from edge.geofence import Circle, Geofence, Polygon
 from edge.ingest.exceptions import IngestConfigError, describe
 
+PAIR_WINDOW_S = 3.0
+"""Seconds of storefront readings an app compares an in-store reading with
+(:attr:`BeaconRegionSpec.pair_margin_db`)."""
+
 
 class _Cfg(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -45,19 +49,33 @@ class BeaconRegionSpec(_Cfg):
     ranged reading decides: an enter at least that loud is in ``zone_id``; a weaker one,
     or one without a reading, is in ``approach_zone_id`` (a zone of kind ``outside`` in
     the store's rules: the visit approaches and has not arrived). Without ``min_rssi``
-    every enter is in ``zone_id``."""
+    every enter is in ``zone_id``.
+
+    ``pair_margin_db`` is for the app, not the ingest: the app counts a reading of this
+    region as in the store only when it is also that much louder than the loudest reading,
+    in the last :data:`PAIR_WINDOW_S` seconds, of any *storefront* region (one whose
+    ``zone_id`` is this region's ``approach_zone_id``: a beacon outside on the shop front).
+    A passer-by at the open door reads the entrance beacon as loud as an entrant does, but
+    the storefront beacon louder still. The ingest cannot check it (an enter carries one
+    reading) and trusts the app's judgement as it trusts the reading itself."""
 
     type: Literal["ibeacon", "altbeacon", "eddystone_uid"]
     id: Annotated[str, Field(pattern=r"^(?:[0-9a-f]{2}){1,64}$")]
     zone_id: Identifier
     min_rssi: Annotated[float, Field(ge=-127, le=20)] | None = None
     approach_zone_id: Identifier | None = None
+    pair_margin_db: Annotated[float, Field(ge=0, le=40)] | None = None
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> BeaconRegionSpec:
         if (self.min_rssi is None) != (self.approach_zone_id is None):
             raise ValueError(
                 "min_rssi and approach_zone_id go together: a weaker enter needs a zone to be in"
+            )
+        if self.pair_margin_db is not None and self.min_rssi is None:
+            raise ValueError(
+                "pair_margin_db needs min_rssi and approach_zone_id: it compares this "
+                "region's reading with the storefront regions' (approach_zone_id's)"
             )
         return self
 

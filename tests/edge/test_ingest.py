@@ -308,6 +308,19 @@ async def test_a_storefront_region_heard_weakly_is_an_approach_until_the_app_ran
     assert len({e.event_id for e in stored}) == 5
 
 
+def test_a_pair_margin_needs_the_threshold_it_adds_to() -> None:
+    from edge.ingest.store import BeaconRegionSpec
+
+    with pytest.raises(ValidationError, match="pair_margin_db needs min_rssi"):
+        BeaconRegionSpec(type="ibeacon", id=FRONT_ID, zone_id="entrance", pair_margin_db=6)
+    spec = BeaconRegionSpec(
+        type="ibeacon", id=FRONT_ID, zone_id="entrance", min_rssi=-72,
+        approach_zone_id="street", pair_margin_db=6,
+    )  # fmt: skip
+    # The app applies the margin; the ingest's own rule is the threshold's, unchanged.
+    assert [spec.zone_for(r) for r in (-72.0, -73.0)] == ["entrance", "street"]
+
+
 def test_min_rssi_and_approach_zone_come_together() -> None:
     from edge.ingest.store import BeaconRegionSpec
 

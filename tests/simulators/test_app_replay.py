@@ -97,6 +97,20 @@ def test_the_ingest_learns_the_store_s_regions_and_geofence_from_the_header() ->
     assert region_ref({"event": "beacon_region_enter"}) is None
 
 
+def test_a_storefront_beacon_is_a_region_of_the_street_and_the_others_carry_its_margin() -> None:
+    from simulators.layout import load_layout
+
+    layout = load_layout("boutique-pair")
+    cfg = store_config(layout.trace_layout(), layout.store_id)
+    regions = {r.id[-4:]: r for r in cfg.beacon_regions}
+    street = regions["0009"]  # bcn-street, minor 9
+    assert (street.zone_id, street.min_rssi, street.pair_margin_db) == ("street", None, None)
+    assert street.zone_for(-40.0) == "street"  # however loud: an approach
+    entrance = regions["0001"]
+    assert (entrance.zone_id, entrance.approach_zone_id) == ("entrance", "street")
+    assert (entrance.min_rssi, entrance.pair_margin_db) == (-72.0, 6.0)
+
+
 # --- through the real ingest (Mosquitto and Redis) ------------------------------------------
 async def _register(services: ServiceSettings) -> None:
     from stream.customers import register_device

@@ -225,3 +225,49 @@ def test_the_app_ranges_on_a_region_wake_and_reports_again_once_a_beacon_is_near
     )  # fmt: skip (the second of the first loud packets: -86 and -60 average -73)
     gone = Ranged(packets((400.0, 402.0, -80.0)), -75.0)  # nothing heard after the wake
     assert ranged_enters([gone], 0, 405.0) == [(405.0 + window, 0, None)]
+
+
+def _packets(*spans: tuple[float, float, float]) -> list[tuple[float, float]]:
+    """(from, to, dBm) spans of packets every 0.5 s."""
+    return [(a + k * 0.5, dbm) for a, b, dbm in spans for k in range(int((b - a) / 0.5))]
+
+
+def test_an_in_store_reading_counts_only_once_it_beats_the_storefront_beacon() -> None:
+    """With a storefront beacon (outside, on the shop front) and ``pair_margin_db``, a
+    reading at or above min_rssi counts as in the store only when it is also that much
+    louder than the storefront's loudest reading of the last 3 s: a passer-by at the open
+    door reads the entrance beacon loud, the storefront beacon louder still."""
+    from simulators.devices import Ranged, ranged_enters
+
+    front = _packets((100.0, 110.0, -62.0), (110.0, 200.0, -80.0))  # passes the front at 110
+    # A passer-by: the entrance beacon reads -70 (above its -72) but never 6 dB over the
+    # front, and fades with the front: never in the store; the enter is reported without
+    # its reading (above the threshold the ingest would have taken it in-store).
+    passing = Ranged(_packets((100.0, 110.0, -70.0), (110.0, 200.0, -95.0)), -72.0, 6.0)
+    store_front = Ranged(front, None, storefront=True)
+    assert ranged_enters([passing, store_front], 0, 100.0) == [(101.0, 0, None)]
+    # An entrant: past the door the entrance beacon reads -66 while the front fades to
+    # -80; in the store once the front's -62 has left the 3 s window (at 113).
+    entering = Ranged(_packets((100.0, 110.0, -70.0), (110.0, 200.0, -66.0)), -72.0, 6.0)
+    assert ranged_enters([entering, store_front], 0, 100.0) == [(101.0, 0, None), (113.0, 0, -66.0)]
+    # Without a margin (the layout sets none) the same entrant counts at its first reading.
+    plain = Ranged(entering.heard, -72.0)
+    assert ranged_enters([plain, store_front], 0, 100.0) == [(101.0, 0, -70.0)]
+    # No storefront reading in the window (deep in the store): the threshold alone decides.
+    inside = Ranged(_packets((300.0, 400.0, -70.0)), -72.0, 6.0)
+    assert ranged_enters([inside, store_front], 0, 300.0) == [(301.0, 0, -70.0)]
+
+
+def test_a_storefront_wake_is_an_approach_and_the_app_ranges_on() -> None:
+    """iOS waking the app for the storefront beacon's region: reported at once without a
+    reading (the ingest makes it an approach), and the app ranges the store's beacons, so
+    the entrance beacon is judged from the first second she is inside."""
+    from simulators.devices import Ranged, ranged_enters
+
+    store_front = Ranged(
+        _packets((100.0, 105.0, -64.0), (105.0, 200.0, -84.0)), None, storefront=True
+    )
+    entrance = Ranged(_packets((100.0, 105.0, -85.0), (105.0, 200.0, -64.0)), -72.0, 6.0)
+    assert ranged_enters([entrance, store_front], 1, 100.0) == [(100.0, 1, None), (107.0, 0, -64.0)]
+    # A storefront beacon itself is never in the store, however loud.
+    assert ranged_enters([store_front], 0, 100.0) == [(100.0, 0, None)]

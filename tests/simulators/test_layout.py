@@ -58,7 +58,10 @@ def test_a_variant_is_its_base_with_the_gateways_it_adds_and_the_same_crowd() ->
     base, pair = load_layout("boutique"), load_layout("boutique-pair")
     assert pair.name == "boutique-pair"
     assert pair.zones == base.zones
-    assert pair.beacons == base.beacons
+    # Its own beacons: the base's, faster and paired with a storefront beacon outside.
+    assert [b.id for b in pair.beacons] == [*(b.id for b in base.beacons), "bcn-street"]
+    assert pair.zone(pair.beacons[-1].zone_id).kind == "outside"
+    assert [b.app_pair_margin_db for b in pair.beacons if b.app_min_rssi is not None] == [6, 6]
     assert [g.id for g in pair.gateways] == [*(g.id for g in base.gateways), "gw-street"]
     street = pair.gateways[-1]
     assert pair.zone(street.zone_id).kind == "outside"
@@ -91,3 +94,17 @@ def test_a_bad_variant_names_what_is_wrong(tmp_path: Path) -> None:
         path.write_text(json.dumps(data))
         with pytest.raises(LayoutError, match=message):
             load_layout(path)
+
+
+def test_a_storefront_beacon_has_no_threshold_and_a_margin_needs_one(tmp_path: Path) -> None:
+    data = json.loads(json.dumps(load_layout("boutique-pair").model_dump(mode="json")))
+    data["beacons"][-1]["app_min_rssi"] = -70
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(LayoutError, match="'bcn-street' is a storefront beacon"):
+        load_layout(path)
+    data["beacons"][-1]["app_min_rssi"] = None
+    data["beacons"][0]["app_min_rssi"] = None
+    path.write_text(json.dumps(data))
+    with pytest.raises(LayoutError, match="app_pair_margin_db needs app_min_rssi"):
+        load_layout(path)
