@@ -83,6 +83,7 @@ def test_the_ingest_learns_the_store_s_regions_and_geofence_from_the_header() ->
     assert [(r.type, r.id, r.zone_id) for r in cfg.beacon_regions] == [
         ("ibeacon", f"{UUID}00070001", "entrance"),
         ("ibeacon", f"{UUID}00070002", "floor"),
+        ("ibeacon", f"{UUID}00070009", "street"),  # the storefront beacon: an approach
     ]
     (fence,) = cfg.geofences
     assert (fence.id, fence.radius_m) == ("hand-app-store", 100)
@@ -160,6 +161,7 @@ async def test_app_lines_reach_the_ingest_signed_on_the_trace_s_clock_at_any_spe
     want = [
         ("gw-door", "geofence_enter", "device", D2, start + 5.0),
         ("gw-door", "geofence_exit", "device", D2, start + 70.0),
+        ("gw-door", "zone_enter", "device", D1, start + 24.0),  # the storefront region
         ("gw-door", "zone_enter", "device", D1, start + 36.5),
         ("gw-door", "zone_exit", "device", D1, start + 185.0),
     ]
@@ -169,7 +171,7 @@ async def test_app_lines_reach_the_ingest_signed_on_the_trace_s_clock_at_any_spe
     assert seen["20"] == seen["max"]
     for said in summaries.values():
         (line,) = said
-        assert "app lines: 6 sent to gw-door's ingest, 5 accepted (4 events)" in line
+        assert "app lines: 7 sent to gw-door's ingest, 6 accepted (5 events)" in line
         assert f"1 skipped: no device key for 1 device(s) (first: {D3})" in line
         # The ingest does not tell an unauthenticated caller that a device is unknown: an
         # unregistered device's request is answered as a bad signature.
@@ -298,12 +300,21 @@ async def test_an_iphone_app_customer_with_no_adverts_is_alerted_through_the_ing
 
     recorded = [json.loads(x) for x in alerts.read_text().splitlines()]
     assert {a["customer_id"] for a in recorded} == {"cust-app-1"}  # Vera did not consent
+    # Her storefront beacon's region (at 24 s, before the door) made the visit approach:
+    # no alert of its own (no booking), and not her arrival.
+    assert [a["kind"] for a in recorded] == ["arrival"]
     published: dict[str, dict[str, Any]] = {
         e["event_id"]: e for x in events.read_text().splitlines() for e in json.loads(x)
     }
-    (cause,) = alert["caused_by"]  # type: ignore[misc]
+    first, cause = alert["caused_by"]  # type: ignore[misc]
+    assert (published[first]["kind"], published[first]["zone_id"]) == ("zone_enter", "street")
     assert published[cause]["kind"] == "zone_enter"
     assert published[cause]["subject"] == {"type": "device", "id": D1}
+    hers = [e for e in published.values() if e["subject"] == {"type": "device", "id": D1}]
+    assert [(e["kind"], e["zone_id"]) for e in hers][:2] == [
+        ("zone_enter", "street"),
+        ("zone_enter", "floor"),
+    ]
     figures = _score(procs, HAND_APP, alerts, events, "app")
     (procs.log_dir / "app-score.json").write_text(json.dumps(figures, indent=1))
     assert figures["expected_visits"] == 1
