@@ -148,7 +148,7 @@ def ranged_enters(
     anyway: a location session while inside the store's geofence, for a customer who
     shares location). The first second in which some in-store beacon reads near (at or
     above its ``min_rssi``, and by its ``pair_margin_db`` over every storefront beacon's
-    loudest reading of the last :data:`~edge.ingest.store.PAIR_WINDOW_S` seconds) is
+    loudest reading of the last :data:`~edge.ingest.store.PAIR_WINDOW_S` seconds it ranged) is
     reported as that beacon's enter and ends the ranging; before that, the first reading
     of the beacon that woke it is reported as its enter, with the reading only if it is
     below the threshold (the ingest makes it an approach either way: a reading the app
@@ -162,7 +162,8 @@ def ranged_enters(
     out: list[tuple[float, int, float | None]] = []
     if first.storefront:
         out.append((t_enter, woke, None))
-    fronts = [r for r in beacons if r.storefront]
+    fronts = [i for i, r in enumerate(beacons) if r.storefront]
+    fronts_seen: list[tuple[float, float]] = []  # (second, the storefront's loudest)
     end_of_stay = t_exit if t_exit is not None else math.inf
     last = t_enter + IOS_RANGING_WINDOW_S
     for a, b in running:
@@ -174,7 +175,12 @@ def ranged_enters(
         if k > IOS_RANGING_WINDOW_S and not any(a <= end <= b for a, b in running):
             continue
         readings = [r.reading(end) for r in beacons]
-        front = _loudest(fronts, end)
+        # The storefront's readings of the seconds the app ranged (it knows no others).
+        heard_front = [db for i in fronts if (db := readings[i]) is not None]
+        fronts_seen = [(t, db) for t, db in fronts_seen if t > end - PAIR_WINDOW_S]
+        if heard_front:
+            fronts_seen.append((end, max(heard_front)))
+        front = max((db for _, db in fronts_seen), default=None)
         near = [i for i, r in enumerate(beacons) if r.in_store(readings[i], front)]
         if near:
             best = max(near, key=lambda i: (readings[i] or -999.0) - (beacons[i].min_rssi or 0.0))
@@ -184,17 +190,6 @@ def ranged_enters(
             below = first.min_rssi is not None and reading < first.min_rssi
             out.append((end, woke, reading if below else None))
     return out or [(t_enter + IOS_RANGING_WINDOW_S, woke, None)]
-
-
-def _loudest(fronts: Sequence[Ranged], end: float) -> float | None:
-    """The loudest reading of the storefront beacons in the seconds up to ``end``."""
-    readings = [
-        reading
-        for r in fronts
-        for back in range(int(PAIR_WINDOW_S))
-        if (reading := r.reading(end - back)) is not None
-    ]
-    return max(readings, default=None)
 
 
 @dataclass(frozen=True, slots=True)

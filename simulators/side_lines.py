@@ -134,13 +134,12 @@ class SideLines:
         if cust.device_class == "iphone_app":
             # One CLBeaconRegion per store iBeacon; on a wake the app ranges them all.
             monitored = [b for b in self.layout.beacons if b.kind == "ibeacon"]
-            street = self.layout.street.id
             ranged = [
                 Ranged(
                     self._heard_by_phone(person, b, rng),
                     b.app_min_rssi,
                     b.app_pair_margin_db,
-                    storefront=b.zone_id == street,
+                    storefront=self.layout.zone(b.zone_id).kind == "outside",
                 )
                 for b in monitored
             ]
@@ -207,8 +206,8 @@ class SideLines:
         carry_db = CARRY_LOSS_DB[person.carry]
         # The same measured reception as a gateway's (soft edge, bursts, a per-position
         # offset that stays while the phone stands still), one link state per beacon.
-        street = self.layout.street.id
-        storefront = b.zone_id == street
+        outside_zones = {z.id for z in self.layout.zones if z.kind == "outside"}
+        storefront = b.zone_id in outside_zones
         state = LinkState()
         heard: list[tuple[float, float]] = []
         t = traj.start + rng.uniform(0.0, b.interval_s)
@@ -219,7 +218,7 @@ class SideLines:
             level = (z - PHONE_HEIGHT_M) / FLOOR_HEIGHT_M
             # The shop front stands between the phone and the beacon when they are on
             # different sides of it (a storefront beacon is on the street's side).
-            outside = (zone == street) != storefront
+            outside = (zone in outside_zones) != storefront
             loss = carry_db + self.storefront.loss_db(x, y, outside)
             loss += env.floor_loss_db * abs(level - b.floor)
             loss += radio.body_loss_db(heading, dx, dy, BODY_LOSS_DB)

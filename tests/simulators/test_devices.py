@@ -271,3 +271,13 @@ def test_a_storefront_wake_is_an_approach_and_the_app_ranges_on() -> None:
     assert ranged_enters([entrance, store_front], 1, 100.0) == [(100.0, 1, None), (107.0, 0, -64.0)]
     # A storefront beacon itself is never in the store, however loud.
     assert ranged_enters([store_front], 0, 100.0) == [(100.0, 0, None)]
+
+
+def test_the_pair_window_holds_only_what_the_app_ranged() -> None:
+    """The storefront's loud packets before the wake were never ranged: the app cannot
+    hold them against the entrance beacon (found by review: it did, 2 s too long)."""
+    from simulators.devices import Ranged, ranged_enters
+
+    store_front = Ranged(_packets((97.0, 100.5, -60.0)), None, storefront=True)
+    entrance = Ranged(_packets((100.0, 130.0, -66.0)), -72.0, 6.0)
+    assert ranged_enters([entrance, store_front], 0, 100.0) == [(101.0, 0, -66.0)]
