@@ -325,12 +325,24 @@ class StoreLayout(_Spec):
                 raise ValueError(f"{thing!r} is in unknown zone {zone_id!r}")
         if not any(z.kind == "outside" for z in self.zones):
             raise ValueError("a layout needs an 'outside' zone (the street)")
-        for b in self.beacons:
-            if b.app_min_rssi is not None and self.zone(b.zone_id).kind == "outside":
+        fronts = [b for b in self.beacons if self.zone(b.zone_id).kind == "outside"]
+        for b in fronts:
+            if b.app_min_rssi is not None:
                 raise ValueError(
                     f"beacon {b.id!r} is a storefront beacon (its zone is outside): every "
                     "enter of its region is an approach, app_min_rssi has nothing to decide"
                 )
+            if b.kind != "ibeacon":
+                raise ValueError(
+                    f"beacon {b.id!r} is a storefront beacon: it must be an iBeacon (the "
+                    "app ranges the store's iBeacons; iOS cannot range Eddystone)"
+                )
+        paired = [b.id for b in self.beacons if b.app_pair_margin_db is not None]
+        if paired and not fronts:
+            raise ValueError(
+                f"{paired[0]!r} has app_pair_margin_db but the layout has no storefront "
+                "beacon (a beacon in the street zone) to compare with"
+            )
         if not self.doors:
             raise ValueError("a layout needs a portal from an 'outside' zone to an 'entrance'")
         return self

@@ -108,3 +108,15 @@ def test_a_storefront_beacon_has_no_threshold_and_a_margin_needs_one(tmp_path: P
     path.write_text(json.dumps(data))
     with pytest.raises(LayoutError, match="app_pair_margin_db needs app_min_rssi"):
         load_layout(path)
+    data["beacons"][0]["app_min_rssi"] = -72
+    no_front = {**data, "beacons": data["beacons"][:-1]}
+    path.write_text(json.dumps(no_front))
+    with pytest.raises(
+        LayoutError, match="has app_pair_margin_db but the layout has no storefront"
+    ):
+        load_layout(path)
+    eddystone = data["beacons"][2]  # bcn-fitting, moved out to the street
+    data["beacons"][2] = {**eddystone, "zone_id": "street"}
+    path.write_text(json.dumps(data))
+    with pytest.raises(LayoutError, match="'bcn-fitting' is a storefront beacon: it must be an iB"):
+        load_layout(path)
