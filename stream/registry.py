@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from stream.exceptions import RegistryError
 from stream.sealing import SEALED_PREFIX, IdentitySealer, SealError, is_sealed
-from transport.redis import RedisClient, as_text
+from transport.redis import RedisClient, as_text, replace_if_same
 
 # One hash tag per 1,024-slot range of Redis Cluster's 16,384 slots (slots 500, 1525, ...,
 # 16319), so the shards spread over the primaries of any cluster. Changing the count or a
@@ -401,7 +401,7 @@ class Registry:
                 plain = self._opened(data)["identity_key"]
                 sealed = {**data, "identity_key": self.sealer.seal(str(plain), cid)}
                 new = json.dumps(sealed, separators=(",", ":"))
-                if await self.r.eval(_REPLACE_IF_SAME, 1, key, raw, new):
+                if await replace_if_same(self.r, key, raw, new):
                     counts[kind] += 1
                     break
             else:
@@ -631,10 +631,3 @@ for i = 2, #ARGV do
 end
 """
 """Remove the ``device-owner`` entries ARGV[2..] that still name customer ARGV[1]."""
-
-
-_REPLACE_IF_SAME = """
-if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('set', KEYS[1], ARGV[2]) return 1 end
-return 0
-"""
-"""Set KEYS[1] to ARGV[2] only if it still holds ARGV[1]."""

@@ -37,7 +37,7 @@ from enum import StrEnum
 from typing import Any
 
 from contracts.models import Event, EventKind, SubjectType, VisitChange, VisitSource, VisitUpdate
-from transport.redis import RedisClient, as_text
+from transport.redis import RedisClient, as_text, replace_if_same
 from transport.redis_bulk import BulkWrites
 
 VISIT_NS = uuid.UUID("6f2b8a52-3a3c-4c1e-9a55-0d3c1f6e8b10")
@@ -397,16 +397,6 @@ class VisitTracker:
                 return False
             state.departed = True
             state.departing = False
-            if await self.r.eval(_REPLACE_IF_SAME, 1, key, raw, state.dump()):
+            if await replace_if_same(self.r, key, raw, state.dump()):
                 return True
         return True
-
-
-_REPLACE_IF_SAME = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  redis.call('set', KEYS[1], ARGV[2], 'KEEPTTL')
-  return 1
-end
-return 0
-"""
-"""Set KEYS[1] to ARGV[2], keeping its TTL, only if it still holds ARGV[1] (Redis >= 6)."""

@@ -234,6 +234,22 @@ def _cluster_answers(per_node: Any) -> list[dict[Any, Any]]:
     return [{as_text(k): v for k, v in dict(per_node).items()}]
 
 
+_REPLACE_IF_SAME = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  redis.call('set', KEYS[1], ARGV[2], 'KEEPTTL')
+  return 1
+end
+return 0
+"""
+
+
+async def replace_if_same(redis: RedisClient, key: str, old: bytes | str, new: str) -> bool:
+    """Set ``key`` to ``new``, keeping its TTL, only if it still holds ``old`` (one script,
+    so a write that landed since ``old`` was read is never overwritten); False if it did
+    not. ``KEEPTTL`` needs Redis 6 or later."""
+    return bool(await redis.eval(_REPLACE_IF_SAME, 1, key, old, new))
+
+
 def as_text(value: Any) -> str:
     """The one decoding policy for Redis replies: text whether the client decodes responses
     or not (bytes as UTF-8, None as "", anything else by str)."""

@@ -12,12 +12,13 @@ from pydantic import ValidationError
 from beacons.eid import compute_eid
 from contracts.models import Subject, SubjectType
 from stream.identity import IdentityIndex
-from stream.registry import _REPLACE_IF_SAME, CustomerProfile, Purpose, Registry
+from stream.registry import CustomerProfile, Purpose, Registry
 from stream.sealing import IdentitySealer, SealError, new_seal_key
 from stream.settings import StreamSettings
 from tests.kit.cli import proxima
 from tests.kit.customers import make_customer
 from tests.kit.services import RedisNs
+from transport.redis import replace_if_same
 
 pytestmark = pytest.mark.integration
 
@@ -122,10 +123,11 @@ async def test_the_seal_write_never_overwrites_a_profile_that_changed(
     r, prefix = redis_ns
     key = f"{prefix}cas-probe"
     await r.set(key, b"enrolled again meanwhile")
-    assert await r.eval(_REPLACE_IF_SAME, 1, key, b"what seal-keys read", b"sealed") == 0
+    assert await replace_if_same(r, key, b"what seal-keys read", "sealed") is False
     assert await r.get(key) == b"enrolled again meanwhile"
-    assert await r.eval(_REPLACE_IF_SAME, 1, key, b"enrolled again meanwhile", b"sealed") == 1
+    assert await replace_if_same(r, key, b"enrolled again meanwhile", "sealed") is True
     assert await r.get(key) == b"sealed"
+    assert await r.ttl(key) == -1  # a key without a TTL keeps none (the visits' keep theirs)
 
 
 def test_seal_keys_settings_name_a_bad_key() -> None:

@@ -316,6 +316,8 @@ async def test_departure_after_exit_timeout_and_return_within_it_continues(
     assert await proc.tick() == [gone]  # due until its record is on Kafka
     await proc.settle_departures([gone])
     assert await proc.tick() == []  # once
+    # Settled in place: the state keeps the TTL it had (it expires, departed, as before).
+    assert await proc.r.ttl(proc.visits.state_key("ana", gone.store_id)) > 0
     # Back after revisit_gap: a new visit and a new arrival.
     later = await proc.decide(ble(T0 + timedelta(hours=5)))
     assert [a.kind for a in later.alerts] == [AlertKind.ARRIVAL]
