@@ -123,10 +123,10 @@ class Ranged:
     def in_store(self, reading: float | None, front: float | None) -> bool:
         """Whether the app counts ``reading`` as in the store, the storefront beacons' loudest
         recent reading being ``front`` (None: none heard)."""
-        if self.storefront or not self.near(reading):
+        if self.storefront or reading is None or not self.near(reading):
             return False
         margin = self.pair_margin_db
-        return margin is None or front is None or (reading or 0.0) >= front + margin
+        return margin is None or front is None or reading >= front + margin
 
 
 def ranged_enters(

@@ -325,7 +325,7 @@ class StoreLayout(_Spec):
                 raise ValueError(f"{thing!r} is in unknown zone {zone_id!r}")
         if not any(z.kind == "outside" for z in self.zones):
             raise ValueError("a layout needs an 'outside' zone (the street)")
-        fronts = [b for b in self.beacons if self.zone(b.zone_id).kind == "outside"]
+        fronts = [b for b in self.beacons if b.zone_id in self.outside_zone_ids]
         for b in fronts:
             if b.app_min_rssi is not None:
                 raise ValueError(
@@ -363,6 +363,11 @@ class StoreLayout(_Spec):
     @cached_property
     def street(self) -> ZoneSpec:
         return next(z for z in self.zones if z.kind == "outside")
+
+    @cached_property
+    def outside_zone_ids(self) -> frozenset[str]:
+        """The zones of kind ``outside``: a beacon in one is a storefront beacon."""
+        return frozenset(z.id for z in self.zones if z.kind == "outside")
 
     @cached_property
     def doors(self) -> list[PortalSpec]:

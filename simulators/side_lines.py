@@ -139,7 +139,7 @@ class SideLines:
                     self._heard_by_phone(person, b, rng),
                     b.app_min_rssi,
                     b.app_pair_margin_db,
-                    storefront=self.layout.zone(b.zone_id).kind == "outside",
+                    storefront=b.zone_id in self.layout.outside_zone_ids,
                 )
                 for b in monitored
             ]
@@ -206,7 +206,7 @@ class SideLines:
         carry_db = CARRY_LOSS_DB[person.carry]
         # The same measured reception as a gateway's (soft edge, bursts, a per-position
         # offset that stays while the phone stands still), one link state per beacon.
-        outside_zones = {z.id for z in self.layout.zones if z.kind == "outside"}
+        outside_zones = self.layout.outside_zone_ids
         storefront = b.zone_id in outside_zones
         state = LinkState()
         heard: list[tuple[float, float]] = []
