@@ -51,7 +51,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -418,37 +418,42 @@ def probe_event(i: int, store: str = "bench-store") -> Event:
 async def enroll_probes(services: ServiceSettings, probes: int) -> None:
     """Customers ``probe-0`` .. ``probe-{probes}`` (:func:`probe_event`'s), consenting to
     arrival alerts, their name visible."""
-    async with redis_for(services) as redis:
-        registry = Registry(redis, services.redis_prefix)
-        for i in range(probes + 1):
-            await registry.enroll(
-                CustomerProfile(
-                    customer_id=f"probe-{i}",
-                    identity_key=f"{0xABC00000 + i:032x}",
-                    rotation_exponent=10,
-                    name=f"Probe {i}",
-                    visible_fields=["name"],
-                ),
-                [Purpose.ARRIVAL_ALERTS],
-            )
+    profiles = (
+        CustomerProfile(
+            customer_id=f"probe-{i}",
+            identity_key=f"{0xABC00000 + i:032x}",
+            rotation_exponent=10,
+            name=f"Probe {i}",
+            visible_fields=["name"],
+        )
+        for i in range(probes + 1)
+    )
+    await _enroll(services, profiles, [Purpose.ARRIVAL_ALERTS])
 
 
 async def enroll_customers(services: ServiceSettings, customers: int) -> None:
+    profiles = (
+        CustomerProfile(
+            customer_id=f"bench-{i}",
+            identity_key=f"{i:032x}",
+            rotation_exponent=10,
+            name=f"Customer {i}",
+            tier="gold" if i % 10 == 0 else None,
+            wishlist=["scarf"],
+            visible_fields=["name", "wishlist"],
+        )
+        for i in range(1, customers + 1)
+    )
+    await _enroll(services, profiles, [Purpose.ARRIVAL_ALERTS, Purpose.ANALYTICS])
+
+
+async def _enroll(
+    services: ServiceSettings, profiles: Iterable[CustomerProfile], consent: list[Purpose]
+) -> None:
     async with redis_for(services) as redis:
         registry = Registry(redis, services.redis_prefix)
-        for i in range(1, customers + 1):
-            await registry.enroll(
-                CustomerProfile(
-                    customer_id=f"bench-{i}",
-                    identity_key=f"{i:032x}",
-                    rotation_exponent=10,
-                    name=f"Customer {i}",
-                    tier="gold" if i % 10 == 0 else None,
-                    wishlist=["scarf"],
-                    visible_fields=["name", "wishlist"],
-                ),
-                [Purpose.ARRIVAL_ALERTS, Purpose.ANALYTICS],
-            )
+        for profile in profiles:
+            await registry.enroll(profile, consent)
 
 
 async def run_stream_bench(
