@@ -33,28 +33,32 @@ import json
 import os
 import random
 import subprocess
-import sys
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from argon2 import PasswordHasher
 
 from contracts.models import EventKind
 from contracts.services import ServiceSettings
 from contracts.signing import sign
-from notifier.bench import Arrivals, console_feed, mqtt_pump, percentile, wait_healthy
-from notifier.directory import Directory
-from notifier.web.sessions import Sessions
+from notifier.bench import (
+    Arrivals,
+    console_feed,
+    mqtt_pump,
+    percentile,
+    sign_in,
+    wait_healthy,
+)
 from stream.bench import (
     bench_broker,
     enroll_customers,
     enroll_probes,
     probe_event,
+    spawn_cli,
     spawn_worker,
     stop_child,
     worker_env,
@@ -137,19 +141,7 @@ async def _sign_in(services: ServiceSettings, associates: int) -> dict[str, str]
     """The probe store's associates, on shift, each with a console session: name → token."""
     redis = connect_redis(services.redis, decode_responses=True)
     try:
-        directory = Directory(
-            redis,
-            services.redis_prefix,
-            hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1),
-        )
-        sessions = Sessions(redis, services.redis_prefix, timedelta(hours=1))
-        tokens: dict[str, str] = {}
-        for n in range(associates):
-            name = f"a{n:03d}"
-            associate = await directory.add(PROBE_STORE, name, "bench-pw", associate_id=name)
-            await directory.set_on_shift(PROBE_STORE, name, True)
-            tokens[name], _ = await sessions.create(associate)
-        return tokens
+        return await sign_in(redis, services.redis_prefix, PROBE_STORE, associates)
     finally:
         await redis.aclose()
 
@@ -356,18 +348,9 @@ async def run_pipeline_bench(
             ):
                 log = (logs_at / f"{name}.log").open("wb")
                 logs.append(log)
-                if argv is None:
-                    children.append(await spawn_worker(env, log))
-                else:
-                    children.append(
-                        await asyncio.to_thread(
-                            subprocess.Popen,
-                            [sys.executable, "-m", "deploy.cli", *argv],
-                            env=env,
-                            stdout=log,
-                            stderr=subprocess.STDOUT,
-                        )
-                    )
+                children.append(
+                    await (spawn_worker(env, log) if argv is None else spawn_cli(argv, env, log))
+                )
             return await _measure(
                 services,
                 port,

@@ -40,7 +40,7 @@ from notifier.web.sessions import SESSION_COOKIE, Sessions
 from transport.kafka import ensure_topics, make_producer
 from transport.mqtt import MqttClient
 from transport.net import free_port
-from transport.redis import connect_redis
+from transport.redis import RedisClient, connect_redis
 
 STORE = "bench"
 
@@ -117,22 +117,28 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+async def sign_in(redis: RedisClient, prefix: str, store: str, associates: int) -> dict[str, str]:
+    """Associates ``a000``, ``a001``, ... of ``store``, on shift, each with a console
+    session: name → session token (a cheap password hash: a bench, not a deployment)."""
+    directory = Directory(
+        redis, prefix, hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    )
+    sessions = Sessions(redis, prefix, timedelta(hours=1))
+    tokens: dict[str, str] = {}
+    for n in range(associates):
+        name = f"a{n:03d}"
+        associate = await directory.add(store, name, "bench-password", associate_id=name)
+        await directory.set_on_shift(store, name, True)
+        tokens[name], _ = await sessions.create(associate)
+    return tokens
+
+
 async def _bench(
     services: ServiceSettings, port: int, associates: int, alerts: int, interval_s: float
 ) -> dict[str, Any]:
     redis = connect_redis(services.redis, decode_responses=True)
-    directory = Directory(
-        redis,
-        services.redis_prefix,
-        hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1),
-    )
-    sessions = Sessions(redis, services.redis_prefix, timedelta(hours=1))
-    names = [f"a{i:03d}" for i in range(associates)]
-    tokens: dict[str, str] = {}
-    for name in names:
-        associate = await directory.add(STORE, name, "bench-password", associate_id=name)
-        await directory.set_on_shift(STORE, name, True)
-        tokens[name], _ = await sessions.create(associate)
+    tokens = await sign_in(redis, services.redis_prefix, STORE, associates)
+    names = list(tokens)
     got = Arrivals()
     base = f"http://127.0.0.1:{port}"
     producer = make_producer(services.kafka_bootstrap, idempotent=False, client_id="bench")

@@ -305,9 +305,14 @@ def worker_env(services: ServiceSettings, settings: StreamSettings) -> dict[str,
 
 async def spawn_worker(env: dict[str, str], out: Any) -> subprocess.Popen[bytes]:
     """A ``proxima stream worker`` child, logging warnings and worse to ``out``."""
+    return await spawn_cli(["stream", "worker", "--loglevel", "warn"], env, out)
+
+
+async def spawn_cli(argv: list[str], env: dict[str, str], out: Any) -> subprocess.Popen[bytes]:
+    """A ``proxima ARGV...`` child, its output (and errors) to ``out``."""
     return await asyncio.to_thread(
         subprocess.Popen,
-        [sys.executable, "-m", "deploy.cli", "stream", "worker", "--loglevel", "warn"],
+        [sys.executable, "-m", "deploy.cli", *argv],
         env=env,
         stdout=out,
         stderr=subprocess.STDOUT,
