@@ -321,11 +321,14 @@ class ZonePresence:
 
 
 class _Track:
-    __slots__ = ("filter", "machine")
+    __slots__ = ("evidence", "filter", "machine")
 
-    def __init__(self, rssi_filter: RssiFilter, machine: ZonePresence) -> None:
+    def __init__(
+        self, rssi_filter: RssiFilter, machine: ZonePresence, evidence: RssiFilter | None
+    ) -> None:
         self.filter = rssi_filter
         self.machine = machine
+        self.evidence = evidence
 
 
 class PresenceTracker:
@@ -336,6 +339,12 @@ class PresenceTracker:
     silent for ``evict_after_s`` (default: the exit timeout). Beyond ``max_subjects``
     the longest-silent subjects are forgotten, with a ``zone_exit`` if they were present,
     so a flood of random addresses cannot grow memory without bound.
+
+    ``evidence_filter_factory``: a second filter per subject whose level is what
+    :meth:`evidence_rssi` reports to the store's fusion (``edge.pipeline``'s sightings). The
+    zone machine's filter is slow on purpose (a standing subject must not flap across its
+    threshold); the fusion compares gateways while someone walks through the door, where a
+    slow filter lags the walk by several dB.
     """
 
     def __init__(
@@ -344,6 +353,7 @@ class PresenceTracker:
         config: PresenceConfig | None = None,
         *,
         filter_factory: Callable[[], RssiFilter] | None = None,
+        evidence_filter_factory: Callable[[], RssiFilter] | None = None,
         evict_after_s: float | None = None,
         max_subjects: int = 50_000,
         enter_rssi: float | None = None,
@@ -372,6 +382,7 @@ class PresenceTracker:
             raise ValueError("max_subjects must be >= 1")
         self.zone_id = zone_id
         self.filter_factory: Callable[[], RssiFilter] = filter_factory or KalmanRssiFilter
+        self.evidence_filter_factory = evidence_filter_factory
         self.evict_after_s = self.config.exit_timeout_s if evict_after_s is None else evict_after_s
         self.max_subjects = max_subjects
         self._tracks: dict[str, _Track] = {}
@@ -397,6 +408,14 @@ class PresenceTracker:
         track = self._tracks.get(subject)
         return None if track is None else track.filter.value
 
+    def evidence_rssi(self, subject: str) -> float | None:
+        """The subject's level for the store's fusion: the evidence filter's (if there is
+        one, else the zone machine's filtered RSSI)."""
+        track = self._tracks.get(subject)
+        if track is None:
+            return None
+        return (track.evidence or track.filter).value
+
     def observe(self, subject: str, rssi: float, t: float) -> list[Transition]:
         """Feed one raw RSSI sample of ``subject`` heard at ``t``."""
         out: list[Transition] = []
@@ -404,9 +423,14 @@ class PresenceTracker:
         if track is None:
             if len(self._tracks) >= self.max_subjects:
                 self._shed(t, out)
+            evidence = self.evidence_filter_factory
             track = self._tracks[subject] = _Track(
-                self.filter_factory(), ZonePresence(subject, self.zone_id, self.config)
+                self.filter_factory(),
+                ZonePresence(subject, self.zone_id, self.config),
+                None if evidence is None else evidence(),
             )
+        if track.evidence is not None:
+            track.evidence.update(rssi, t)
         track.machine.observe(track.filter.update(rssi, t), t, out)
         return out
 

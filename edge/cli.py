@@ -20,9 +20,9 @@ from rich.table import Table
 
 from contracts.services import ServiceSettings
 from contracts.trace import TraceHeader
-from edge.calibration import calibrated_thresholds
 from edge.config import describe_settings, load_settings
 from edge.exceptions import ConfigError, EdgeError
+from edge.fusion import gateway_settings
 from edge.outbox import Outbox
 from edge.settings import EdgeSettings
 from edge.source_registry import make_source
@@ -64,20 +64,10 @@ def from_trace_layout(
         )
     if store is not None and store != header.store_id:
         raise EdgeError(f"--store {store!r} contradicts the trace's store {header.store_id!r}")
-    tuned = calibrated_thresholds(
-        layout.model_dump(mode="json"),
-        settings.enter_rssi,
-        settings.exit_rssi,
-        linger_db=settings.linger_db,
-    ).get(placed.id, {})
-    return settings.model_copy(
-        update={
-            "store_id": header.store_id,
-            "zone_id": placed.zone_id,
-            "rssi_offset_db": placed.rssi_offset_db,
-            **tuned,
-        }
-    )
+    # As replay places every gateway of the plan: its zone, offset, calibrated thresholds
+    # and, for a door pair's gateways, their sightings' faster filter.
+    tuned = gateway_settings(layout.model_dump(mode="json"), settings).get(placed.id, {})
+    return settings.model_copy(update={**tuned, "store_id": header.store_id})
 
 
 @app.command("run")

@@ -2,10 +2,11 @@
 
 Gateways of a fused store (``EdgeSettings.fused``) publish *evidence* on the store's MQTT
 (``.../gateways/{gw}/evidence``, never bridged to Kafka): their own zone machine's
-transitions and, each tick, every subject's strongest filtered level (``sighting``). The
-coordinator feeds it to :class:`beacons.fusion.StorePresence` and publishes the fused zone
-decisions as ordinary events under its own gateway id, each with its ``evidence``. See
-docs/presence.md for why the fusion runs here and what it costs.
+transitions and, each tick, every subject's strongest level (``sighting``, from a filter
+faster than the machine's, ``edge.pipeline``). The coordinator feeds it to
+:class:`beacons.fusion.StorePresence` and publishes the fused zone decisions as ordinary
+events under its own gateway id, each with its ``evidence``. See docs/presence.md for why
+the fusion runs here and what it costs.
 
 This module holds what the coordinator and ``proxima bench detection`` share, so that the
 bench predicts the pipeline: the roles of a layout's gateways, and evidence made of an
@@ -42,15 +43,35 @@ EVIDENCE_KINDS = frozenset(
 )
 
 
+PAIR_SIGHTING_Q = 20.0
+"""The process noise (dB²/s) of a door pair's gateways' sightings (``fusion_sighting_q``)."""
+
+
 def gateway_settings(
     layout: Mapping[str, Any], defaults: EdgeSettings | None = None
 ) -> dict[str, dict[str, Any]]:
     """Per gateway of a store plan: the settings that differ from ``defaults``.
 
-    Zone, calibration offset and the thresholds :mod:`edge.calibration` derives; what
-    ``proxima replay`` and ``proxima bench detection`` give each gateway's agent.
+    Zone, calibration offset and the thresholds :mod:`edge.calibration` derives, and for a
+    door pair's two gateways their sightings' faster filter (:data:`PAIR_SIGHTING_Q`, unless
+    ``defaults`` sets one for every gateway); what ``proxima replay``, ``proxima edge run
+    --source replay:...`` and ``proxima bench detection`` give each gateway's agent.
     """
     defaults = defaults or EdgeSettings()
+    out = _placed_settings(layout, defaults)
+    if defaults.fusion_sighting_q is None:
+        roles = _roles(layout, defaults, out)
+        for door in roles:
+            if door.pair is not None:
+                out[door.gateway_id]["fusion_sighting_q"] = PAIR_SIGHTING_Q
+                out[door.pair]["fusion_sighting_q"] = PAIR_SIGHTING_Q
+    return out
+
+
+def _placed_settings(
+    layout: Mapping[str, Any], defaults: EdgeSettings
+) -> dict[str, dict[str, Any]]:
+    """Each gateway's zone, calibration offset and calibrated thresholds."""
     tuned = calibrated_thresholds(
         layout, defaults.enter_rssi, defaults.exit_rssi, linger_db=defaults.linger_db
     )
@@ -84,6 +105,12 @@ def fusion_roles(
     (``door_over_street``, docs/presence.md).
     """
     defaults = defaults or EdgeSettings()
+    return _roles(layout, defaults, _placed_settings(layout, defaults))
+
+
+def _roles(
+    layout: Mapping[str, Any], defaults: EdgeSettings, settings_of: dict[str, dict[str, Any]]
+) -> list[GatewayRole]:
     kinds = {
         z.get("id"): str(z.get("kind")) for z in layout.get("zones") or [] if isinstance(z, Mapping)
     }
@@ -92,7 +119,6 @@ def fusion_roles(
         for g in layout.get("gateways") or []
         if isinstance(g, Mapping) and "id" in g
     }
-    settings_of = gateway_settings(layout, defaults)
     streets = [g for g, st in settings_of.items() if kinds.get(st["zone_id"]) == "outside"]
     calibrated = calibrations(layout)
     roles = []

@@ -124,6 +124,18 @@ class EdgeSettings(BaseSettings):
         " gateway on the shop front within 6 m of the entrance gateway): the door this many dB"
         " louder than the street gateway, held 1 s, is inside (docs/presence.md)",
     )
+    fusion_sighting_q: float | None = Field(
+        default=None,
+        gt=0,
+        le=1000.0,
+        description="a fused gateway's sightings (the levels the coordinator compares): unset,"
+        " they carry its zone machine's filtered level (Kalman, 2 dB² per second); set, the"
+        " level of a filter of their own with this process noise. A door pair's two gateways"
+        " want 20 (replay and bench detection give them that from the plan): the machine's"
+        " filter lags someone walking through the door by up to 10 dB, and 20 took the"
+        " advertising phones' door → alert p50 down 1.4-2.8 s on the pair layouts; on a door"
+        " without a pair it took a window shopper inside (docs/presence.md)",
+    )
 
     # --- MQTT -----------------------------------------------------------------------
     mqtt_url: str | None = Field(

@@ -10,7 +10,15 @@ import pytest
 
 from beacons.presence import Transition
 from edge.exceptions import EdgeError
-from edge.fusion import evidence_of_transition, fusable, fusion_roles, load_layout
+from edge.fusion import (
+    PAIR_SIGHTING_Q,
+    evidence_of_transition,
+    fusable,
+    fusion_roles,
+    gateway_settings,
+    load_layout,
+)
+from edge.settings import EdgeSettings
 from simulators.layout import load_layout as load_store_layout
 
 HAND = Path(__file__).parents[1] / "simulators" / "data" / "handwritten.jsonl"
@@ -55,6 +63,27 @@ def test_a_street_gateway_outside_a_door_is_that_door_s_pair() -> None:
     near = {**street, "id": "gw-near", "x": 0.5, "y": -0.2, "floor": 0}
     plan["gateways"] = [*plan["gateways"], near]
     assert {r.gateway_id: r.pair for r in fusion_roles(plan)}["gw-door"] == "gw-near"
+
+
+def test_only_a_door_pair_s_gateways_get_the_faster_sightings() -> None:
+    def sighting_q(layout: str, defaults: EdgeSettings | None = None) -> dict[str, object]:
+        plan = load_store_layout(layout).trace_layout()
+        return {
+            g: st.get("fusion_sighting_q") for g, st in gateway_settings(plan, defaults).items()
+        }
+
+    q = PAIR_SIGHTING_Q
+    assert sighting_q("boutique-pair") == {
+        "gw-door": q, "gw-street": q, "gw-floor": None, "gw-fitting": None, "gw-checkout": None,
+    }  # fmt: skip
+    flagship = sighting_q("flagship-pair")
+    assert {g for g, v in flagship.items() if v == q} == {
+        "gw-main-door", "gw-main-street", "gw-side-door", "gw-side-street",
+    }  # fmt: skip
+    # A door without a pair keeps the zone machine's levels (its rules were tuned on them).
+    assert set(sighting_q("boutique").values()) == {None}
+    # A store that sets one filter for every gateway gets it as it is: nothing to add.
+    assert set(sighting_q("boutique-pair", EdgeSettings(fusion_sighting_q=8.0)).values()) == {None}
 
 
 def test_a_plan_without_the_doors_calibration_is_not_fused() -> None:

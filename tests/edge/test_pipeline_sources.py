@@ -64,6 +64,29 @@ def test_eid_adverts_become_enter_dwell_exit_drafts_with_the_eid_as_subject() ->
     assert pipe.stats.eid_frames == 40
 
 
+def test_fused_sightings_follow_a_walk_in_faster_with_their_own_filter() -> None:
+    # A phone heard at -85 dBm for 10 s, then walking in under the door: -70, -66, -62.
+    levels = [-85] * 10 + [-70, -66, -62]
+    fast = Pipeline(settings(fused=True, fusion_sighting_q=20.0))  # a door pair's gateway
+    slow = Pipeline(settings(fused=True))  # the zone machine's level
+    sighted: list[list[float]] = []
+    for pipe in (fast, slow):
+        out: list[Transition] = []
+        for i, rssi in enumerate(levels):
+            pipe.handle(eid_advert(T0 + i, rssi=rssi), out)
+            pipe.tick(T0 + i + 0.5, out)
+        sighted.append([tr.rssi for tr in out if tr.kind == "sighting"])
+    # With q 20 the sighting is within 6 dB of -62 after three samples of the walk; the
+    # zone machine's level (q 2) is still ~10 dB behind. The machine is the same in both:
+    # its filter does not change with fusion_sighting_q.
+    assert sighted[0][-1] >= -68.0
+    assert sighted[1][-1] <= -71.0
+    subject = EID.hex()
+    assert fast.tracker.filtered_rssi(subject) == slow.tracker.filtered_rssi(subject)
+    assert sighted[1][-1] == slow.tracker.filtered_rssi(subject)
+    assert fast.tracker.evidence_rssi(subject) == sighted[0][-1]
+
+
 def test_rssi_offset_is_applied_before_the_thresholds() -> None:
     pipe = Pipeline(settings(rssi_offset_db=-15.0))
     out: list[Transition] = []
