@@ -136,6 +136,7 @@ def ranged_enters(
     *,
     t_exit: float | None = None,
     running: Sequence[tuple[float, float]] = (),
+    phase: float = 0.0,
 ) -> list[tuple[float, int, float | None]]:
     """(time, beacon index, rssi) of the enter reports an app sends for one stay in the
     region of ``beacons[woke]``, which iOS reported entered at ``t_enter`` (and left at
@@ -155,6 +156,12 @@ def ranged_enters(
     judged not near is never sent as one the ingest would take as in-store). A storefront
     beacon's wake is reported at once, without a reading (an approach), and the app ranges
     on. No reading in the wake's window: the enter is reported at its end, without one.
+
+    ``phase``: the phone's ranging clock. iOS delivers one ranging result a second per
+    phone, so readings come at ``phase`` + whole seconds whichever region woke the app;
+    stays of several regions at once (the storefront's, the entrance's, the floor's as she
+    walks by) judge the same seconds, not one set each (which gave a passer-by a chance
+    per region to cross a threshold, and sent each in-store enter once per region).
     """
     first = beacons[woke]
     if first.min_rssi is None and not first.storefront:
@@ -169,10 +176,9 @@ def ranged_enters(
     for a, b in running:
         if b > t_enter and a < end_of_stay:
             last = max(last, min(b, end_of_stay))
-    k = 0
-    while (end := t_enter + k + 1) <= last:
-        k += 1
-        if k > IOS_RANGING_WINDOW_S and not any(a <= end <= b for a, b in running):
+    end = phase + math.floor(t_enter - phase)  # the phone's last ranging second before
+    while (end := end + 1.0) <= last:
+        if end - t_enter > IOS_RANGING_WINDOW_S and not any(a <= end <= b for a, b in running):
             continue
         readings = [r.reading(end) for r in beacons]
         # The storefront's readings of the seconds the app ranged (it knows no others).

@@ -144,12 +144,18 @@ class SideLines:
                 for b in monitored
             ]
             regions = [{"uuid": b.uuid, "major": b.major, "minor": b.minor} for b in monitored]
+            # One ranging clock per phone (its own draw: the others' stay as they were).
+            phase = random.Random(f"{self.seed}/ranging/{person.pid}/{person.group}").random()
+            reported: set[tuple[float, int]] = set()
             for woke, r in enumerate(ranged):
                 stays = region_transitions([t for t, _ in r.heard], rng)
                 for enter, leave in zip(stays[::2], stays[1::2], strict=True):
                     for t, i, rssi in ranged_enters(
-                        ranged, woke, enter.t, t_exit=leave.t, running=running
+                        ranged, woke, enter.t, t_exit=leave.t, running=running, phase=phase
                     ):
+                        if (t, i) in reported:
+                            continue  # the same ranging second, found by another region's stay
+                        reported.add((t, i))
                         reading = {} if rssi is None else {"rssi": rssi}
                         add(t, {"t": round(t, 3), **base, "event": "beacon_region_enter",
                                 **regions[i], **reading})  # fmt: skip

@@ -8,6 +8,7 @@ import random
 import statistics
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -281,3 +282,43 @@ def test_the_pair_window_holds_only_what_the_app_ranged() -> None:
     store_front = Ranged(_packets((97.0, 100.5, -60.0)), None, storefront=True)
     entrance = Ranged(_packets((100.0, 130.0, -66.0)), -72.0, 6.0)
     assert ranged_enters([entrance, store_front], 0, 100.0) == [(101.0, 0, -66.0)]
+
+
+def test_every_region_s_stay_ranges_on_the_phone_s_one_clock() -> None:
+    """iOS delivers one ranging result a second per phone: whichever region woke the app,
+    its readings come at the phone's ``phase`` + whole seconds, so two regions entered at
+    different moments judge the same seconds (before, each stay ranged on its own clock: a
+    second chance for a passer-by to cross a threshold, and a second report)."""
+    from simulators.devices import Ranged, ranged_enters
+
+    entrance = Ranged(_packets((100.0, 103.2, -80.0), (103.2, 200.0, -66.0)), -72.0)
+    floor = Ranged(_packets((100.0, 200.0, -95.0)), -88.0)
+    beacons = [entrance, floor]
+    by_entrance = ranged_enters(beacons, 0, 100.3, phase=0.6)
+    by_floor = ranged_enters(beacons, 1, 101.9, phase=0.6)
+    assert by_entrance == [(100.6, 0, -80.0), (103.6, 0, -66.0)]
+    # Woken 1.6 s later by the floor's region, the app's seconds are the same: the in-store
+    # enter it finds is the very one above (a phone reports it once, side_lines).
+    assert by_floor[-1] == (103.6, 0, -66.0)
+    # On the phone's clock, not the wake's: with phase 0 the same wake ranges at 101, 102, ...
+    assert ranged_enters(beacons, 0, 100.3)[0] == (101.0, 0, -80.0)
+
+
+def test_a_phone_reports_each_in_store_enter_once_whichever_regions_woke_it(
+    tmp_path: Path,
+) -> None:
+    from simulators.engine import build_scenario
+
+    trace = tmp_path / "rush.jsonl"
+    build_scenario("boutique-rush", 21, layout="boutique-pair").write(trace)
+    with trace.open(encoding="utf-8") as fh:
+        lines = [json.loads(line) for line in fh if '"beacon_region_enter"' in line]
+    # The storefront's, the entrance's and the floor's regions all wake a phone walking in;
+    # before, each stay ranged on its own clock and reported the in-store enter it found,
+    # fractions of a second apart. Now one phone's ranging seconds are one second apart.
+    times: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for line in lines:
+        times[line["device_id"], line["minor"]].append(line["t"])
+    assert sum(len(ts) for ts in times.values()) > 50
+    gaps = [b - a for ts in times.values() for a, b in itertools.pairwise(sorted(ts))]
+    assert min(gaps) >= 1.0
