@@ -35,6 +35,7 @@ LIVE_SETTINGS = frozenset(
         "exit_timeout_s",
         "dwell_s",
         "rssi_offset_db",
+        "fusion_sighting_q",
         "tick_s",
         "batch_max_events",
         "batch_max_bytes",

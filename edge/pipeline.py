@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 
 from beacons.exceptions import BeaconError
-from beacons.filters import KalmanRssiFilter
+from beacons.filters import KalmanRssiFilter, RssiFilter
 from beacons.frames import EddystoneEidFrame, EddystoneTlmFrame, decode_fields
 from beacons.presence import PresenceConfig, PresenceTracker, Transition
 from contracts.models import EventKind, GatewayReading, Subject, SubjectType, ZoneEvidence
@@ -59,6 +60,12 @@ def presence_config(settings: EdgeSettings) -> PresenceConfig:
     )
 
 
+def _evidence_filter(settings: EdgeSettings) -> Callable[[], RssiFilter] | None:
+    """The sightings' own filter (``fusion_sighting_q``), or None: the zone machine's."""
+    q = settings.fusion_sighting_q
+    return partial(KalmanRssiFilter, q=q) if settings.fused and q is not None else None
+
+
 @dataclass(slots=True)
 class PipelineStats:
     adverts: int = 0
@@ -81,13 +88,11 @@ class Pipeline:
         # (fusion_sighting_q): comparing two gateways while someone walks through the door,
         # the machine's filter (q 2 dB²/s, ~30 % of each new sample at 1 Hz) lags the walk
         # by several dB.
-        q = settings.fusion_sighting_q
-        evidence = partial(KalmanRssiFilter, q=q) if settings.fused and q is not None else None
         self.tracker = PresenceTracker(
             settings.zone_id,
             presence_config(settings),
             max_subjects=settings.max_subjects,
-            evidence_filter_factory=evidence,
+            evidence_filter_factory=_evidence_filter(settings),
         )
         self.stats = PipelineStats()
         self.beacons: OrderedDict[str, BeaconHealth] = OrderedDict()
@@ -100,6 +105,7 @@ class Pipeline:
         tracker.config = presence_config(settings)
         tracker.zone_id = self.zone_id = settings.zone_id
         tracker.evict_after_s = settings.exit_timeout_s
+        tracker.evidence_filter_factory = _evidence_filter(settings)
         self.rssi_offset = settings.rssi_offset_db
 
     def handle(self, advert: Advertisement, out: list[Transition]) -> None:

@@ -87,6 +87,25 @@ def test_fused_sightings_follow_a_walk_in_faster_with_their_own_filter() -> None
     assert fast.tracker.evidence_rssi(subject) == sighted[0][-1]
 
 
+def test_a_live_change_of_the_sightings_filter_applies_to_subjects_heard_from_then_on() -> None:
+    pipe = Pipeline(settings(fused=True))
+    other = bytes.fromhex("0102030405060708")
+    out: list[Transition] = []
+    pipe.handle(eid_advert(T0, rssi=-85), out)  # heard before the change
+    pipe.reconfigure(settings(fused=True, fusion_sighting_q=20.0))
+    for i, rssi in enumerate([-85, -85, -62]):
+        pipe.handle(eid_advert(T0 + 1 + i, rssi=rssi), out)
+        pipe.handle(eid_advert(T0 + 1 + i, rssi=rssi, eid=other), out)
+    tracker = pipe.tracker
+    # The subject already known keeps the machine's level; the new one has its own filter.
+    assert tracker.evidence_rssi(EID.hex()) == tracker.filtered_rssi(EID.hex())
+    faster = tracker.evidence_rssi(other.hex())
+    machine = tracker.filtered_rssi(other.hex())
+    assert faster is not None
+    assert machine is not None
+    assert faster > machine + 3.0
+
+
 def test_rssi_offset_is_applied_before_the_thresholds() -> None:
     pipe = Pipeline(settings(rssi_offset_db=-15.0))
     out: list[Transition] = []
