@@ -5,8 +5,8 @@ in a bag crossing into the entrance reads like a held phone outside the window. 
 them apart is the other gateways: someone who walks in gets farther from the door gateway
 and nearer an interior one; someone outside fades everywhere. :class:`StorePresence`
 takes each gateway's evidence about a subject (its own zone machine's enters and exits,
-:mod:`beacons.presence`, and its strongest level per window, a ``sighting``, from a filter
-faster than the machine's: ``edge.pipeline``) and places the subject in at most one zone
+:mod:`beacons.presence`, and its strongest level per window, a ``sighting``; a door pair's
+gateways take it from a filter faster than the machine's, ``edge.pipeline``) and places the subject in at most one zone
 of the store. From outside, inside is:
 
 * ``door_then_interior``: the door gateway peaked at ``peak_min_rssi`` or more within
@@ -34,8 +34,9 @@ of the store. From outside, inside is:
 * ``door_linger``: the door's machine entered by lingering, or stayed ``door_stay_s``. A
   door enter alone is *not* inside: a window shopper's held phone reaches it too.
 
-Where a door has a pair, nothing places a subject inside while the street gateway hears
-it at least as loud as the door (over ``pair_window_s``): it is at the front, outside.
+Where a door has a pair, nothing places a subject inside while the street gateway's
+latest level of the last ``pair_window_s`` is at least the door's: it is at the front,
+outside.
 
 Once inside, the zone is the present machine of highest priority (small zones over the
 floor around them, the floor over the entrance). Inside is kept while a machine is present

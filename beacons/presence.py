@@ -414,7 +414,7 @@ class PresenceTracker:
         track = self._tracks.get(subject)
         if track is None:
             return None
-        return (track.evidence or track.filter).value
+        return (track.evidence if track.evidence is not None else track.filter).value
 
     def observe(self, subject: str, rssi: float, t: float) -> list[Transition]:
         """Feed one raw RSSI sample of ``subject`` heard at ``t``."""

@@ -2,8 +2,8 @@
 
 Gateways of a fused store (``EdgeSettings.fused``) publish *evidence* on the store's MQTT
 (``.../gateways/{gw}/evidence``, never bridged to Kafka): their own zone machine's
-transitions and, each tick, every subject's strongest level (``sighting``, from a filter
-faster than the machine's, ``edge.pipeline``). The coordinator feeds it to
+transitions and, each tick, every subject's strongest level (``sighting``; on a door
+pair's gateways from a filter faster than the machine's, ``edge.pipeline``). The coordinator feeds it to
 :class:`beacons.fusion.StorePresence` and publishes the fused zone decisions as ordinary
 events under its own gateway id, each with its ``evidence``. See docs/presence.md for why
 the fusion runs here and what it costs.

@@ -131,9 +131,10 @@ class EdgeSettings(BaseSettings):
         description="a fused gateway's sightings (the levels the coordinator compares): unset,"
         " they carry its zone machine's filtered level (Kalman, 2 dB² per second); set, the"
         " level of a filter of their own with this process noise. A door pair's two gateways"
-        " want 20 (replay and bench detection give them that from the plan): the machine's"
-        " filter lags someone walking through the door by up to 10 dB, and 20 took the"
-        " advertising phones' door → alert p50 down 1.4-2.8 s on the pair layouts; on a door"
+        " want 20, both or neither (replay, edge run --source replay: and bench detection"
+        " give them that from the plan): the machine's filter lags someone walking through"
+        " the door by up to 10 dB; on rush 21-27 this took the advertising phones' door →"
+        " alert p50 from 6.9 to 5.9 s (with the street's latest level: 7.6 → 5.9); on a door"
         " without a pair it took a window shopper inside (docs/presence.md)",
     )
 

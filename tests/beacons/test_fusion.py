@@ -237,6 +237,23 @@ def test_live_a_street_gateway_s_level_a_window_late_still_keeps_the_front_outsi
     assert [tr.why.rule for tr in out if tr.why] == ["door_over_street"]
 
 
+def test_live_a_street_level_that_comes_late_does_not_stand_for_a_newer_one() -> None:
+    # A held phone at the front, louder at the street gateway (-62) than at the door (-70).
+    # Live, a street window can reach the coordinator after a newer one: its older, weaker
+    # level (-85 at 1.6, a fade) arrives after the -62 of 2.6. The street's level is its
+    # latest by time, not the last to arrive: at 3.5 that is still -62, the front.
+    presence = StorePresence(PAIR_ROLES, CFG)
+    out = presence.window([sight("gw-street", 0.1, -80.0, subject="zz")], None)
+    windows = [
+        [sight("gw-door", 2.5, -70.0), sight("gw-street", 2.6, -62.0)],
+        [sight("gw-door", 3.5, -70.0), sight("gw-street", 1.6, -85.0)],  # the late window
+        [sight("gw-door", 4.5, -70.0), sight("gw-street", 4.6, -62.0)],
+    ]
+    for t, evidence in enumerate(windows, start=3):
+        out += presence.window(evidence, float(t))
+    assert out == []
+
+
 def test_a_street_gateway_that_misses_a_second_does_not_make_the_door_louder() -> None:
     # Someone passing the door: the street gateway loses two seconds of packets (a burst)
     # while the door hears the passer-by at -72; its last level still counts.

@@ -180,3 +180,31 @@ def test_a_simulated_gateway_takes_its_place_and_calibration_from_the_layout() -
     assert fitting.linger_db is None  # small zones do not linger
     with pytest.raises(EdgeError, match="--zone 'entrance' contradicts the trace"):
         from_trace_layout(EdgeSettings(gateway_id="gw-floor"), header, zone="entrance", store=None)
+
+
+def test_a_replayed_door_pair_gateway_gets_the_faster_sightings_as_replay_gives_them() -> None:
+    # `proxima edge run --source replay:` places a gateway as `proxima replay` does
+    # (edge.fusion.gateway_settings): a door pair's two gateways get the sightings' own
+    # filter, every other gateway the machine's, and a store-wide setting stays its own.
+    from contracts.trace import read_trace
+    from edge.cli import from_trace_layout
+    from edge.fusion import PAIR_SIGHTING_Q, gateway_settings
+    from edge.settings import EdgeSettings
+    from simulators.engine import build_scenario
+
+    header, _ = read_trace(build_scenario("boutique-rush", 3, layout="boutique-pair").lines())
+    assert header.layout is not None
+
+    def placed(gateway: str, **kw: float) -> EdgeSettings:
+        base = EdgeSettings(gateway_id=gateway, **kw)  # type: ignore[arg-type]
+        return from_trace_layout(base, header, zone=None, store=None)
+
+    assert placed("gw-door").fusion_sighting_q == PAIR_SIGHTING_Q
+    assert placed("gw-street").fusion_sighting_q == PAIR_SIGHTING_Q
+    assert placed("gw-floor").fusion_sighting_q is None
+    assert placed("gw-door", fusion_sighting_q=8.0).fusion_sighting_q == 8.0
+    # The same settings replay gives each gateway, field for field.
+    plan = gateway_settings(header.layout.model_dump(mode="json"), EdgeSettings())
+    for gateway, tuned in plan.items():
+        got = placed(gateway)
+        assert {k: getattr(got, k) for k in tuned} == tuned, gateway
