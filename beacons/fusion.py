@@ -6,8 +6,8 @@ them apart is the other gateways: someone who walks in gets farther from the doo
 and nearer an interior one; someone outside fades everywhere. :class:`StorePresence`
 takes each gateway's evidence about a subject (its own zone machine's enters and exits,
 :mod:`beacons.presence`, and its strongest level per window, a ``sighting``; a door pair's
-gateways take it from a filter faster than the machine's, ``edge.pipeline``) and places the subject in at most one zone
-of the store. From outside, inside is:
+gateways take it from a filter faster than the machine's, ``edge.pipeline``) and places
+the subject in at most one zone of the store. From outside, inside is:
 
 * ``door_then_interior``: the door gateway peaked at ``peak_min_rssi`` or more within
   ``peak_window_s``; since that peak it fell by ``drop_db`` or more while an interior

@@ -3,10 +3,10 @@
 Gateways of a fused store (``EdgeSettings.fused``) publish *evidence* on the store's MQTT
 (``.../gateways/{gw}/evidence``, never bridged to Kafka): their own zone machine's
 transitions and, each tick, every subject's strongest level (``sighting``; on a door
-pair's gateways from a filter faster than the machine's, ``edge.pipeline``). The coordinator feeds it to
-:class:`beacons.fusion.StorePresence` and publishes the fused zone decisions as ordinary
-events under its own gateway id, each with its ``evidence``. See docs/presence.md for why
-the fusion runs here and what it costs.
+pair's gateways from a filter faster than the machine's, ``edge.pipeline``). The
+coordinator feeds it to :class:`beacons.fusion.StorePresence` and publishes the fused zone
+decisions as ordinary events under its own gateway id, each with its ``evidence``. See
+docs/presence.md for why the fusion runs here and what it costs.
 
 This module holds what the coordinator and ``proxima bench detection`` share, so that the
 bench predicts the pipeline: the roles of a layout's gateways, and evidence made of an

@@ -176,7 +176,7 @@ def ranged_enters(
     for a, b in running:
         if b > t_enter and a < end_of_stay:
             last = max(last, min(b, end_of_stay))
-    end = phase + math.floor(t_enter - phase)  # the phone's last ranging second before
+    end = phase + math.floor(t_enter - phase)  # its last ranging second up to the wake
     while (end := end + 1.0) <= last:
         if end - t_enter > IOS_RANGING_WINDOW_S and not any(a <= end <= b for a, b in running):
             continue
