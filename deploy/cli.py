@@ -19,6 +19,7 @@ from contracts.cli import contracts_app
 from deploy.commands import bench, up
 from deploy.config import config_app
 from deploy.docs import docs_app
+from deploy.provisioning import gateways_provision
 from edge.cli import app as edge_app
 from edge.cli import config_app as gateway_config_app
 from notifier.cli import associates_app, channels_app, notifier_app
@@ -80,6 +81,8 @@ app.add_typer(alerts_app, name="alerts")
 app.add_typer(channels_app, name="channels")
 app.add_typer(gateways_app, name="gateways")
 gateways_app.add_typer(gateway_config_app, name="config")
+# Here, not in stream.cli: --plan places a gateway by the edge's rules (deploy.provisioning).
+gateways_app.command("provision")(gateways_provision)
 app.add_typer(beacons_app, name="beacons")
 app.add_typer(topics_app, name="topics")
 app.add_typer(docs_app, name="docs")

@@ -20,7 +20,9 @@ bridge``, ``proxima stream worker`` and ``proxima notifier serve`` (an embedded 
   Mosquitto as the door gateway would, each an arrival alert.
 
 Timed in this process (publish and receipt, so no clock skew): ``kafka`` (publish → the
-alert on ``proxima.alerts.v1``: the bridge and the stream worker), ``console_first``
+alert on ``proxima.alerts.v1``: the bridge and the stream worker; the record's timestamp,
+same host clock, not when this process's own consumer fetched it, so that each probe's
+``kafka`` time comes before its console times), ``console_first``
 (publish → the alert in the first of the store's consoles), ``console_all`` (→ in every
 one of them), ``handheld`` (→ on the MQTT topic of the associate the notifier routed it to).
 """
@@ -167,11 +169,19 @@ class _Probes:
             await consumer.seek_to_end()
             while True:
                 for records in (await consumer.getmany(timeout_ms=50)).values():
-                    now = time.perf_counter()
+                    now, wall = time.perf_counter(), time.time()
                     for r in records:
                         alert = json.loads(r.value or b"{}")
                         if alert.get("store_id") == PROBE_STORE:
-                            self.on_kafka.setdefault(alert["customer_id"], (alert["alert_id"], now))
+                            # The record's own time (the worker's producer stamps it; a
+                            # broker may stamp its append), moved onto perf_counter's
+                            # clock: this watcher's fetch wait is not the pipeline's.
+                            at = (
+                                now - max(0.0, wall - r.timestamp / 1000)
+                                if r.timestamp > 0
+                                else now
+                            )
+                            self.on_kafka.setdefault(alert["customer_id"], (alert["alert_id"], at))
         finally:
             await consumer.stop()
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import tomllib
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -168,8 +170,12 @@ def fuse(
     config: Annotated[Optional[Path], typer.Option(help="TOML config file")] = None,  # noqa: UP045
     store: Annotated[Optional[str], typer.Option(help="store id")] = None,  # noqa: UP045
     gateway: Annotated[
-        str, typer.Option(help="the coordinator's own gateway id (its events' publisher)")
-    ] = "fusion",
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="the coordinator's own gateway id (its events' publisher; default: the"
+            " config file's gateway_id, else fusion)"
+        ),
+    ] = None,
     mqtt: Annotated[Optional[str], typer.Option(help="MQTT URL (default PROXIMA_MQTT)")] = None,  # noqa: UP045
     outbox: Annotated[Optional[Path], typer.Option(help="SQLite outbox file")] = None,  # noqa: UP045
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -185,7 +191,7 @@ def fuse(
         settings = load_settings(
             config,
             store_id=store or plan_store,
-            gateway_id=gateway,
+            gateway_id=_coordinator_id(gateway, config),
             mqtt_url=mqtt,
             outbox_path=outbox,
         )
@@ -228,6 +234,21 @@ def fuse(
         f" {agent.stats.events_published} events published",
         highlight=False,
     )
+
+
+def _coordinator_id(gateway: str | None, config: Path | None) -> str | None:
+    """``--gateway``, else the configured ``gateway_id`` (None: let the settings read it;
+    ``proxima gateways provision --coordinator`` writes the one its key was issued for),
+    else ``fusion`` (never the settings' default, an entrance gateway's id)."""
+    if gateway or os.environ.get("PROXIMA_EDGE_GATEWAY_ID"):
+        return gateway
+    if config is not None:
+        try:
+            if "gateway_id" in tomllib.loads(config.read_text(encoding="utf-8")):
+                return None
+        except (OSError, tomllib.TOMLDecodeError):
+            return None  # load_settings names what is wrong with the file
+    return "fusion"
 
 
 def _ingest_service(

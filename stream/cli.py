@@ -2,7 +2,7 @@
 fleet's status), ``proxima bridge``, ``proxima stream worker``, ``proxima topics ensure``
 and ``proxima stats``.
 
-``deploy.cli`` mounts :data:`gateways_app`, :data:`stream_app`, :data:`topics_app`,
+``deploy.cli`` mounts :data:`gateways_app` (adding ``provision``: ``deploy.provisioning``), :data:`stream_app`, :data:`topics_app`,
 :func:`bridge` and :func:`stats`; :func:`provision_keys` is what ``proxima replay`` and
 ``proxima up`` use to give each replayed gateway a key of its own.
 """
@@ -150,54 +150,6 @@ def gateways_status(
             "; ".join(v.flags) or "ok",
         )
     out.print(table)
-
-
-@gateways_app.command("provision")
-def gateways_provision(
-    store: Annotated[str, typer.Argument(metavar="STORE")],
-    gateway: Annotated[str, typer.Argument(metavar="GATEWAY")],
-    out: Annotated[Path, typer.Option(help="the gateway's folder (copy it to /etc/proxima/)")],
-    mqtt_url: Annotated[
-        str, typer.Option(help="the broker as the gateway reaches it (mqtts:// in a store)")
-    ],
-    ca: Annotated[
-        Path | None, typer.Option(help="CA the gateway trusts for mqtts://, copied as ca.crt")
-    ] = None,
-    passwd: Annotated[
-        Path | None, typer.Option(help="Mosquitto's password file: the line put in it")
-    ] = None,
-    acl: Annotated[
-        Path | None, typer.Option(help="a Mosquitto ACL file: the gateway's block put in it")
-    ] = None,
-) -> None:
-    """Everything a gateway needs, in one folder: a signing key (in the keyring), MQTT
-    credentials (Mosquitto password-file line), its ACL block, edge.toml and edge.env;
-    with --passwd/--acl, the broker's files too (reload Mosquitto: SIGHUP)."""
-    from stream.provision import acl_block, set_acl_block, set_password_line, write_folder
-
-    services = ServiceSettings()
-    if ca is not None and not ca.is_file():
-        raise fail(f"--ca {ca}: no such file")
-    record = asyncio.run(with_keyring(services, lambda r: r.add(store, gateway)))
-    done, line = write_folder(
-        out,
-        store=store,
-        gateway=gateway,
-        kid=record.kid,
-        secret_hex=record.secret,
-        mqtt_url=mqtt_url,
-        topics=services.topics,
-        ca_file=ca,
-    )
-    if passwd is not None:
-        set_password_line(passwd, line, done.username)
-    if acl is not None:
-        set_acl_block(acl, acl_block(services.topics, store, gateway), done.username)
-    err.print(
-        f"provisioned {store}/{gateway} in {out}: key {record.kid}, MQTT user {done.username}"
-        + (f"; {passwd} and {acl or 'no ACL file'} updated (reload Mosquitto)" if passwd else ""),
-        highlight=False,
-    )
 
 
 @gateways_app.command("deprovision")

@@ -11,7 +11,15 @@ The folder (copy it to the gateway's ``/etc/proxima/``; deploy/edge/INSTALL.md):
   ``mosquitto_passwd`` writes it; Mosquitto 2 reads it);
 - ``mosquitto.acl``: the gateway's own topics as an explicit ``user`` block, for a broker
   that does not use deploy/mosquitto/proxima.acl's patterns (which already cover it);
-- ``ca.crt``: the CA the gateway trusts for ``mqtts://``, when one is given.
+- ``ca.crt``: the CA the gateway trusts for ``mqtts://``, when one is given;
+- ``store-plan.json``: for a store's presence coordinator, the plan it fuses by
+  (``proxima-edge fuse --layout``).
+
+With a store plan (``--plan``, resolved by ``deploy.provisioning``) a gateway's
+``edge.toml`` also places it: its zone, calibration offset and calibrated thresholds,
+``fused = true`` in a store the coordinator can fuse, and a door pair's faster sightings
+(``fusion_sighting_q``), exactly as ``proxima replay`` places the plan's gateways. A
+coordinator's ACL block also reads its store's evidence.
 
 With ``--passwd``/``--acl`` the broker's own files are updated in place (the line and the
 block replaced, never duplicated); deprovisioning revokes every active key of the
@@ -22,17 +30,20 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import secrets
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from contracts.topics import Topics
 
 PBKDF2_ITERATIONS = 101
 """What mosquitto_passwd 2.x writes (``$7$101$``): Mosquitto reads the count from the line."""
-FILES = ("edge.toml", "edge.env", "mosquitto.passwd", "mosquitto.acl", "ca.crt")
+FILES = ("edge.toml", "edge.env", "mosquitto.passwd", "mosquitto.acl", "ca.crt", "store-plan.json")
 
 
 def mqtt_username(store: str, gateway: str) -> str:
@@ -48,9 +59,12 @@ def password_line(username: str, password: str, salt: bytes | None = None) -> st
     return f"{username}:$7${PBKDF2_ITERATIONS}${b64(salt).decode()}${b64(digest).decode()}"
 
 
-def acl_block(topics: Topics, store: str, gateway: str) -> str:
-    """The gateway's own topics as a Mosquitto ACL ``user`` block."""
+def acl_block(topics: Topics, store: str, gateway: str, *, coordinator: bool = False) -> str:
+    """The gateway's own topics as a Mosquitto ACL ``user`` block; a store's presence
+    coordinator also reads every gateway's evidence of its store (the per-store rule
+    deploy/mosquitto/proxima.acl's patterns cannot say)."""
     base = topics.gateway_events(store, gateway).rsplit("/", 1)[0]
+    store_gateways = base.rsplit("/", 1)[0]
     return "\n".join(
         [
             f"user {mqtt_username(store, gateway)}",
@@ -58,9 +72,26 @@ def acl_block(topics: Topics, store: str, gateway: str) -> str:
             f"topic write {base}/status",
             f"topic write {base}/evidence",
             f"topic read {base}/config",
+            *([f"topic read {store_gateways}/+/evidence"] if coordinator else []),
             "",
         ]
     )
+
+
+def toml_lines(values: Mapping[str, Any]) -> str:
+    """``key = value`` lines of the plain values a store plan gives a gateway."""
+    lines = []
+    for key, value in values.items():
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, int | float):
+            text = repr(float(value)) if isinstance(value, float) else str(value)
+        elif isinstance(value, str):
+            text = json.dumps(value)  # a TOML basic string is a JSON string
+        else:
+            raise TypeError(f"{key}: no TOML form for {type(value).__name__}")
+        lines.append(f"{key} = {text}\n")
+    return "".join(lines)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +112,14 @@ def write_folder(
     topics: Topics,
     ca_file: Path | None = None,
     password: str | None = None,
+    placed: Mapping[str, Any] | None = None,
+    plan: Mapping[str, Any] | None = None,
+    coordinator: bool = False,
 ) -> tuple[Provisioned, str]:
-    """Write the gateway's folder; returns what was written and the MQTT password line."""
+    """Write the gateway's folder; returns what was written and the MQTT password line.
+
+    ``placed``: the settings a store plan gives the gateway (written into ``edge.toml``);
+    ``plan``: the store plan, written as ``store-plan.json`` (a coordinator's)."""
     folder.mkdir(parents=True, exist_ok=True)
     username = mqtt_username(store, gateway)
     password = password or secrets.token_urlsafe(24)
@@ -97,9 +134,14 @@ def write_folder(
         f'mqtt_url = "{mqtt_url}"\n'
         f'mqtt_username = "{username}"\n'
         f"{ca_line}"
-        f'signing_kid = "{kid}"\n',
+        f'signing_kid = "{kid}"\n'
+        + ("# Placed by the store plan (--plan): as proxima replay places it.\n" if placed else "")
+        + toml_lines(placed or {}),
         encoding="utf-8",
     )
+    if plan is not None:
+        text = json.dumps(plan, indent=1) + "\n"
+        (folder / "store-plan.json").write_text(text, encoding="utf-8")
     env = folder / "edge.env"
     env.write_text(
         f"PROXIMA_EDGE_SIGNING_KEY={secret_hex}\nPROXIMA_EDGE_MQTT_PASSWORD={password}\n",
@@ -108,7 +150,8 @@ def write_folder(
     os.chmod(env, 0o600)
     line = password_line(username, password)
     (folder / "mosquitto.passwd").write_text(line + "\n", encoding="utf-8")
-    (folder / "mosquitto.acl").write_text(acl_block(topics, store, gateway), encoding="utf-8")
+    block = acl_block(topics, store, gateway, coordinator=coordinator)
+    (folder / "mosquitto.acl").write_text(block, encoding="utf-8")
     return Provisioned(folder, kid, username), line
 
 

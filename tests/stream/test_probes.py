@@ -114,11 +114,14 @@ async def test_worker_serves_its_counters_and_probes(
         while True:
             status, text = await _get(f"{base}/metrics")
             samples = _samples(text)
-            if samples.get("proxima_stream_worker_rejected_total", ("", 0.0))[1] >= 1:
+            # The refusal is counted while the batch is opened, the histogram once it is
+            # decided: wait for the later of the two.
+            if samples.get("proxima_stream_worker_batch_events_count", ("", 0.0))[1] >= 1:
                 break
             await asyncio.sleep(0.3)
     assert status == 200
     assert samples["proxima_stream_worker_batches_total"] == ("counter", 1.0)
+    assert samples["proxima_stream_worker_rejected_total"] == ("counter", 1.0)
     assert all(name.startswith("proxima_stream_worker_") for name in samples), samples
     # The batch-size histogram saw that batch; the lag of the v2 partition is back to 0.
     assert samples["proxima_stream_worker_batch_events_count"][1] == 1.0
