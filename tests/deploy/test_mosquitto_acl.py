@@ -218,13 +218,17 @@ async def test_a_handheld_cannot_ack_in_another_associates_name(
                             topics.associate_ack("s1", "maria", alert_id),
                             ack("maria", AckStatus.CLAIMED),
                         )
+                    # A claim is counted once it is applied (its record written first):
+                    # wait for the count, then read the record (waiting for the record and
+                    # reading the count raced the ack loop's cancellation).
+                    claimed = {"source": "mqtt", "result": "claimed"}
                     async with asyncio.timeout(10):
                         while True:
-                            record = await notifier.lifecycle.get(alert_id)
-                            assert record is not None
-                            if record.state is not AlertState.DELIVERED:
+                            if notifier.metrics.value("proxima_notifier_acks_total", **claimed):
                                 break
                             await asyncio.sleep(0.05)
+                    record = await notifier.lifecycle.get(alert_id)
+                    assert record is not None
                 finally:
                     loop.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
