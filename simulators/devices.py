@@ -45,6 +45,14 @@ IOS_REGION_EXIT_AFTER_S = 30.0
 """iOS declares a beacon region left after about 30 s without hearing it."""
 IOS_REGION_EXIT_DELAY = (3.0, 0.6, 30.0)
 IOS_RANGING_WINDOW_S = 30.0
+APP_CONFIRM_DB = 2.0
+"""An in-store reading this many dB over both its bars (the beacon's ``min_rssi`` and the
+storefront's margin) counts at once; one within them counts only once a second one (of
+any in-store beacon) comes within :data:`APP_CONFIRM_S`. iOS's reading of a second is the
+mean of its packets, a few dB either side of the level: a window shopper standing minutes
+at the glass, where the entrance beacon reads at its bar, would cross it now and then on
+noise alone (docs/presence.md)."""
+APP_CONFIRM_S = 2.0
 """How long an app woken by a beacon region event runs (and ranges) in the background: the
 wake's ~10 s, extended by a background task (iOS grants about 30 s in all)."""
 IOS_BACKGROUND_SCAN_DUTY = 0.5
@@ -120,13 +128,14 @@ class Ranged:
     def near(self, reading: float | None) -> bool:
         return reading is not None and (self.min_rssi is None or reading >= self.min_rssi)
 
-    def in_store(self, reading: float | None, front: float | None) -> bool:
+    def in_store(self, reading: float | None, front: float | None, above: float = 0.0) -> bool:
         """Whether the app counts ``reading`` as in the store, the storefront beacons' loudest
-        recent reading being ``front`` (None: none heard)."""
-        if self.storefront or reading is None or not self.near(reading):
+        recent reading being ``front`` (None: none heard); ``above``: by that many dB over
+        both bars (the threshold and the storefront's margin)."""
+        if self.storefront or reading is None or not self.near(reading - above):
             return False
         margin = self.pair_margin_db
-        return margin is None or front is None or reading >= front + margin
+        return margin is None or front is None or reading - above >= front + margin
 
 
 def ranged_enters(
@@ -149,8 +158,10 @@ def ranged_enters(
     anyway: a location session while inside the store's geofence, for a customer who
     shares location). The first second in which some in-store beacon reads near (at or
     above its ``min_rssi``, and by its ``pair_margin_db`` over every storefront beacon's
-    loudest reading of the last :data:`~edge.ingest.store.PAIR_WINDOW_S` seconds it ranged) is
-    reported as that beacon's enter and ends the ranging; before that, the first reading
+    loudest reading of the last :data:`~edge.ingest.store.PAIR_WINDOW_S` seconds it ranged)
+    with :data:`APP_CONFIRM_DB` to spare, or reads near for the second time within
+    :data:`APP_CONFIRM_S`, is reported as that beacon's enter and ends the ranging; before
+    that, the first reading
     of the beacon that woke it is reported as its enter, with the reading only if it is
     below the threshold (the ingest makes it an approach either way: a reading the app
     judged not near is never sent as one the ingest would take as in-store). A storefront
@@ -171,6 +182,7 @@ def ranged_enters(
         out.append((t_enter, woke, None))
     fronts = [i for i, r in enumerate(beacons) if r.storefront]
     fronts_seen: list[tuple[float, float]] = []  # (second, the storefront's loudest)
+    at_bars: list[float] = []  # seconds with an in-store reading that was not clear of them
     end_of_stay = t_exit if t_exit is not None else math.inf
     last = t_enter + IOS_RANGING_WINDOW_S
     for a, b in running:
@@ -188,10 +200,16 @@ def ranged_enters(
             fronts_seen.append((end, max(heard_front)))
         front = max((db for _, db in fronts_seen), default=None)
         near = [i for i, r in enumerate(beacons) if r.in_store(readings[i], front)]
-        if near:
-            best = max(near, key=lambda i: (readings[i] or -999.0) - (beacons[i].min_rssi or 0.0))
+        # Clear of the bars by APP_CONFIRM_DB: in at once; at them: once confirmed.
+        sure = [i for i in near if beacons[i].in_store(readings[i], front, APP_CONFIRM_DB)]
+        if near and not sure and any(end - t < APP_CONFIRM_S + 0.5 for t in at_bars):
+            sure = near
+        if sure:
+            best = max(sure, key=lambda i: (readings[i] or -999.0) - (beacons[i].min_rssi or 0.0))
             out.append((end, best, readings[best]))
             return out
+        if near:
+            at_bars.append(end)
         if not out and (reading := readings[woke]) is not None:
             below = first.min_rssi is not None and reading < first.min_rssi
             out.append((end, woke, reading if below else None))

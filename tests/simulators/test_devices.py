@@ -322,3 +322,32 @@ def test_a_phone_reports_each_in_store_enter_once_whichever_regions_woke_it(
     assert sum(len(ts) for ts in times.values()) > 50
     gaps = [b - a for ts in times.values() for a, b in itertools.pairwise(sorted(ts))]
     assert min(gaps) >= 1.0
+
+
+def test_a_reading_at_the_bars_counts_only_once_another_confirms_it() -> None:
+    """iOS's reading of a second is a mean of packets, a few dB either side of the level: a
+    reading that clears the threshold and the storefront's margin by 2 dB counts at once,
+    one within 2 dB of them only with a second in-store reading within 2 s (a window
+    shopper at the glass reads the entrance beacon at its bar now and then, on noise)."""
+    from simulators.devices import APP_CONFIRM_DB, Ranged, ranged_enters
+
+    assert APP_CONFIRM_DB == 2.0
+    # (A second's reading is the mean of the packets of the second up to it.)
+    # At the threshold once, then below it: never in the store (the first reading at the
+    # wake, -74, is reported below the bar: an approach).
+    spike = _packets((100.0, 103.5, -74.0), (103.5, 104.5, -72.0), (104.5, 200.0, -76.0))
+    assert ranged_enters([Ranged(spike, -72.0)], 0, 100.0) == [(101.0, 0, -74.0)]
+    # At it twice, 2 s apart: in at the second.
+    twice = _packets(
+        (100.0, 103.5, -74.0), (103.5, 104.5, -72.0), (104.5, 105.5, -76.0), (105.5, 200.0, -71.0)
+    )
+    assert ranged_enters([Ranged(twice, -72.0)], 0, 100.0) == [(101.0, 0, -74.0), (106.0, 0, -71.0)]
+    # 2 dB over it: in at once.
+    clear = _packets((100.0, 103.5, -74.0), (103.5, 200.0, -70.0))
+    assert ranged_enters([Ranged(clear, -72.0)], 0, 100.0) == [(101.0, 0, -74.0), (104.0, 0, -70.0)]
+    # The storefront's margin is a bar too: 6 dB over the front is at it, 8 dB clear of it.
+    front = Ranged(_packets((100.0, 200.0, -78.0)), None, storefront=True)
+    at_margin = Ranged(_packets((100.0, 103.5, -80.0), (103.5, 104.5, -72.0)), -80.0, 6.0)
+    assert ranged_enters([at_margin, front], 0, 100.0) == [(101.0, 0, None)]
+    over = Ranged(_packets((100.0, 103.5, -80.0), (103.5, 200.0, -70.0)), -80.0, 6.0)
+    assert ranged_enters([over, front], 0, 100.0) == [(101.0, 0, None), (104.0, 0, -70.0)]
