@@ -23,12 +23,23 @@ import typer
 from contracts.services import ServiceSettings
 from edge.exceptions import EdgeError
 from edge.fusion import fusable, fusion_roles, gateway_settings, load_layout
+from edge.settings import EdgeSettings
 from simulators.exceptions import LayoutError
 from simulators.layout import layout_names
 from simulators.layout import load_layout as load_simulated_layout
 from stream.cli import with_keyring
-from stream.provision import acl_block, set_acl_block, set_password_line, write_folder
+from stream.provision import (
+    acl_block,
+    set_acl_block,
+    set_password_line,
+    toml_lines,
+    write_folder,
+)
 from transport.cli import err, fail
+
+_DEFAULTS = EdgeSettings.model_construct()
+"""The settings' defaults, not this admin host's PROXIMA_EDGE_* environment: what a plan
+gives a gateway does not depend on the shell that provisions it."""
 
 
 def read_plan(spec: str) -> dict[str, Any]:
@@ -43,7 +54,10 @@ def read_plan(spec: str) -> dict[str, Any]:
             if "extends" not in path.read_text(encoding="utf-8", errors="replace"):
                 raise ValueError(str(exc)) from exc
         else:
-            return layout
+            if "extends" not in layout and "add_gateways" not in layout:
+                # The store is the one provisioned: a plan's own store id would override
+                # the coordinator's configured one (proxima-edge fuse reads both).
+                return {k: v for k, v in layout.items() if k != "store_id"}
     elif path.suffix or "/" in spec:
         raise ValueError(f"{spec}: no such file")
     try:
@@ -57,7 +71,7 @@ def placed_settings(plan: dict[str, Any], gateway: str) -> dict[str, Any]:
     """What the plan sets for ``gateway`` in its ``edge.toml``: ``fused`` first, then the
     settings :func:`edge.fusion.gateway_settings` gives it. Raises :class:`ValueError` if
     the plan has no such gateway."""
-    placed = gateway_settings(plan)
+    placed = gateway_settings(plan, _DEFAULTS)
     if gateway not in placed:
         known = ", ".join(sorted(placed)) or "none"
         raise ValueError(
@@ -65,17 +79,17 @@ def placed_settings(plan: dict[str, Any], gateway: str) -> dict[str, Any]:
             " store's presence coordinator is provisioned with --coordinator"
         )
     values = {k: v for k, v in placed[gateway].items() if k != "gateway_id"}
-    return {"fused": fusable(fusion_roles(plan))} | values
+    return {"fused": fusable(fusion_roles(plan, _DEFAULTS))} | values
 
 
 def check_coordinator(plan: dict[str, Any], gateway: str) -> None:
     """Raises :class:`ValueError` unless ``gateway`` can be the coordinator fusing ``plan``."""
-    if gateway in gateway_settings(plan):
+    if gateway in gateway_settings(plan, _DEFAULTS):
         raise ValueError(
             f"{gateway!r} is a gateway of the plan; the coordinator needs an id of its own"
             " (e.g. fusion)"
         )
-    if not fusable(fusion_roles(plan)):
+    if not fusable(fusion_roles(plan, _DEFAULTS)):
         raise ValueError(
             "the plan cannot be fused: it needs a calibrated entrance gateway (rssi_1m,"
             " path_loss_n, an outside zone with a rect) and another gateway"
@@ -132,7 +146,8 @@ def gateways_provision(
                 check_coordinator(store_plan, gateway)
             else:
                 placed = placed_settings(store_plan, gateway)
-        except ValueError as exc:
+                toml_lines(placed)  # writable, before a key is issued for it
+        except (ValueError, TypeError) as exc:
             raise fail(f"--plan: {exc}") from exc
     record = asyncio.run(with_keyring(services, lambda r: r.add(store, gateway)))
     done, line = write_folder(
@@ -143,6 +158,7 @@ def gateways_provision(
         secret_hex=record.secret,
         mqtt_url=mqtt_url,
         topics=services.topics,
+        namespace=services.namespace,
         ca_file=ca,
         placed=placed,
         plan=store_plan if coordinator else None,

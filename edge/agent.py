@@ -50,7 +50,7 @@ from edge.outbox import EventDraft, Outbox
 from edge.pipeline import Pipeline, to_draft
 from edge.settings import EdgeSettings
 from edge.sources import ScannerSource, WatchdogSource
-from transport.mqtt import MqttClient, MqttError, MqttUrl, Will
+from transport.mqtt import MqttClient, MqttError, MqttTls, MqttUrl, Will
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class EdgeAgent:
             warn_fraction=settings.outbox_warn_fraction,
             clock=clock,
         )
-        self.mqtt_url = _with_credentials(mqtt_url, settings)
+        self.mqtt_url = with_credentials(mqtt_url, settings)
         # A fused store's gateway sends its evidence to the store's coordinator, which alone
         # publishes the store's zone events (edge.coordinator, docs/presence.md).
         self.events_topic = (
@@ -314,9 +314,7 @@ class EdgeAgent:
             will=Will(
                 self.status_topic, offline, user_properties=self._sign(self.status_topic, offline)
             ),
-            ca_file=str(s.mqtt_ca_file) if s.mqtt_ca_file else None,
-            cert_file=str(s.mqtt_cert_file) if s.mqtt_cert_file else None,
-            key_file=str(s.mqtt_key_file) if s.mqtt_key_file else None,
+            **tls_files(s),
             publish_timeout=s.mqtt_publish_timeout_s,
         )
         client.on_connect_hooks.append(self._on_connected)
@@ -536,7 +534,16 @@ class EdgeAgent:
             log.warning("status publish failed: %s", exc)
 
 
-def _with_credentials(url: str, settings: EdgeSettings) -> str:
+def tls_files(settings: EdgeSettings) -> MqttTls:
+    """The TLS files of the gateway's MQTT connections (``MqttClient``'s keywords)."""
+    return MqttTls(
+        ca_file=str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None,
+        cert_file=str(settings.mqtt_cert_file) if settings.mqtt_cert_file else None,
+        key_file=str(settings.mqtt_key_file) if settings.mqtt_key_file else None,
+    )
+
+
+def with_credentials(url: str, settings: EdgeSettings) -> str:
     """The broker URL with the configured username/password (they win over the URL's)."""
     if settings.mqtt_username is None and settings.mqtt_password is None:
         return url

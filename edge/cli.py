@@ -190,8 +190,9 @@ def fuse(
         plan, plan_store = load_layout(layout)
         settings = load_settings(
             config,
-            store_id=store or plan_store,
-            gateway_id=_coordinator_id(gateway, config),
+            store_id=store or (None if _configured(config, "store_id") else plan_store),
+            # Never the settings' default id, an entrance gateway's.
+            gateway_id=gateway or (None if _configured(config, "gateway_id") else "fusion"),
             mqtt_url=mqtt,
             outbox_path=outbox,
         )
@@ -236,19 +237,18 @@ def fuse(
     )
 
 
-def _coordinator_id(gateway: str | None, config: Path | None) -> str | None:
-    """``--gateway``, else the configured ``gateway_id`` (None: let the settings read it;
-    ``proxima gateways provision --coordinator`` writes the one its key was issued for),
-    else ``fusion`` (never the settings' default, an entrance gateway's id)."""
-    if gateway or os.environ.get("PROXIMA_EDGE_GATEWAY_ID"):
-        return gateway
-    if config is not None:
-        try:
-            if "gateway_id" in tomllib.loads(config.read_text(encoding="utf-8")):
-                return None
-        except (OSError, tomllib.TOMLDecodeError):
-            return None  # load_settings names what is wrong with the file
-    return "fusion"
+def _configured(config: Path | None, key: str) -> bool:
+    """Whether the config file or the environment sets the setting ``key``: then it wins
+    over what ``proxima-edge fuse`` would otherwise take (the plan's store id, the id
+    ``fusion``). ``proxima gateways provision --coordinator`` writes both ids."""
+    if os.environ.get(f"PROXIMA_EDGE_{key.upper()}"):
+        return True
+    if config is None:
+        return False
+    try:
+        return key in tomllib.loads(config.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return True  # load_settings names what is wrong with the file
 
 
 def _ingest_service(

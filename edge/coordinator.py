@@ -36,7 +36,7 @@ from beacons.fusion import Evidence, FusionConfig, GatewayRole, StorePresence
 from beacons.presence import Transition
 from contracts.models import split_batch
 from contracts.topics import Topics
-from edge.agent import EdgeAgent
+from edge.agent import EdgeAgent, tls_files, with_credentials
 from edge.fusion import evidence_of_event, fusion_config
 from edge.outbox import Outbox
 from edge.pipeline import to_draft
@@ -100,7 +100,10 @@ class Coordinator:
         s = self.settings
         ns = f"{self.topics.namespace}-" if self.topics.namespace else ""
         client = MqttClient(
-            self.mqtt_url,
+            # As the agent's own connection: the gateway's MQTT user, password and TLS
+            # files (a broker that refuses anonymous clients refused this one).
+            with_credentials(self.mqtt_url, s),
+            **tls_files(s),
             client_id=f"{ns}proxima-fusion-{s.store_id}-{s.gateway_id}"
             + ("" if self.persistent else f"-{uuid.uuid4().hex[:6]}"),
             manual_ack=True,

@@ -82,7 +82,7 @@ class EdgeSettings(BaseSettings):
     linger_db: float | None = Field(
         default=10.0,
         ge=0,
-        description="also enter when a slow average stays this many dB under enter_rssi for linger_min_s (a phone in a bag); unset = off",
+        description='also enter when a slow average stays this many dB under enter_rssi for linger_min_s (a phone in a bag); unset or "off" = off (a small zone\'s calibration turns it off)',
     )
     linger_min_s: float = Field(
         default=60.0,
@@ -193,6 +193,12 @@ class EdgeSettings(BaseSettings):
     http_port: int | None = Field(
         default=None, ge=0, le=65535, description="port of /metrics and /healthz; unset = off"
     )
+
+    @field_validator("linger_db", mode="before")
+    @classmethod
+    def _linger_off(cls, value: object) -> object:
+        # TOML has no null: "off" (or an empty environment variable) says unset.
+        return None if isinstance(value, str) and value.strip().lower() in ("off", "") else value
 
     @field_validator("signing_kid")
     @classmethod

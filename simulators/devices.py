@@ -45,6 +45,8 @@ IOS_REGION_EXIT_AFTER_S = 30.0
 """iOS declares a beacon region left after about 30 s without hearing it."""
 IOS_REGION_EXIT_DELAY = (3.0, 0.6, 30.0)
 IOS_RANGING_WINDOW_S = 30.0
+"""How long an app woken by a beacon region event runs (and ranges) in the background: the
+wake's ~10 s, extended by a background task (iOS grants about 30 s in all)."""
 APP_CONFIRM_DB = 2.0
 """An in-store reading this many dB over both its bars (the beacon's ``min_rssi`` and the
 storefront's margin) counts at once; one within them counts only once a second one (of
@@ -53,8 +55,6 @@ mean of its packets, a few dB either side of the level: a window shopper standin
 at the glass, where the entrance beacon reads at its bar, would cross it now and then on
 noise alone (docs/presence.md)."""
 APP_CONFIRM_S = 2.0
-"""How long an app woken by a beacon region event runs (and ranges) in the background: the
-wake's ~10 s, extended by a background task (iOS grants about 30 s in all)."""
 IOS_BACKGROUND_SCAN_DUTY = 0.5
 """Share of a beacon's packets a background iPhone catches (its scan is duty-cycled)."""
 OS_GEOFENCE_DELAY = {"iphone_app": (45.0, 0.9), "android_app": (60.0, 0.9)}

@@ -5,7 +5,8 @@ kept in step.
 The folder (copy it to the gateway's ``/etc/proxima/``; deploy/edge/INSTALL.md):
 
 - ``edge.toml``: store, gateway, broker URL, MQTT user, CA path, signing key id;
-- ``edge.env``: the secrets (signing key, MQTT password), mode 0600;
+- ``edge.env``: the secrets (signing key, MQTT password), mode 0600, and the namespace
+  (``PROXIMA_NAMESPACE``) when the topics carry one;
 - ``mosquitto.passwd``: the gateway's line in Mosquitto's password-file form
   (``user:$7$101$salt$hash``, PBKDF2-SHA512 with 101 iterations and a 12-byte salt, as
   ``mosquitto_passwd`` writes it; Mosquitto 2 reads it);
@@ -79,10 +80,14 @@ def acl_block(topics: Topics, store: str, gateway: str, *, coordinator: bool = F
 
 
 def toml_lines(values: Mapping[str, Any]) -> str:
-    """``key = value`` lines of the plain values a store plan gives a gateway."""
+    """``key = value`` lines of the plain values a store plan gives a gateway; None is
+    ``"off"`` (TOML has no null: a setting the plan turns off, such as a small zone's
+    ``linger_db``)."""
     lines = []
     for key, value in values.items():
-        if isinstance(value, bool):
+        if value is None:
+            text = '"off"'
+        elif isinstance(value, bool):
             text = "true" if value else "false"
         elif isinstance(value, int | float):
             text = repr(float(value)) if isinstance(value, float) else str(value)
@@ -110,6 +115,7 @@ def write_folder(
     secret_hex: str,
     mqtt_url: str,
     topics: Topics,
+    namespace: str = "",
     ca_file: Path | None = None,
     password: str | None = None,
     placed: Mapping[str, Any] | None = None,
@@ -143,8 +149,10 @@ def write_folder(
         text = json.dumps(plan, indent=1) + "\n"
         (folder / "store-plan.json").write_text(text, encoding="utf-8")
     env = folder / "edge.env"
+    # The namespace the ACL block was written for: the gateway's topics must carry it too.
+    ns_line = f"PROXIMA_NAMESPACE={namespace}\n" if namespace else ""
     env.write_text(
-        f"PROXIMA_EDGE_SIGNING_KEY={secret_hex}\nPROXIMA_EDGE_MQTT_PASSWORD={password}\n",
+        f"PROXIMA_EDGE_SIGNING_KEY={secret_hex}\nPROXIMA_EDGE_MQTT_PASSWORD={password}\n" + ns_line,
         encoding="utf-8",
     )
     os.chmod(env, 0o600)
