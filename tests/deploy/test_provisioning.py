@@ -169,13 +169,10 @@ def test_the_coordinators_ids_are_its_config_files(
     assert _configured(None, "gateway_id")
 
 
-async def test_the_coordinator_reads_its_stores_evidence_through_the_generated_acl(
-    tmp_path: Path, namespace: str
-) -> None:
-    require_mosquitto(passwd=False)
+def _door_and_coordinator(tmp_path: Path, namespace: str, port: int) -> dict[str, Path]:
+    """Store s1's entrance gateway and coordinator, provisioned by the boutique-pair plan
+    into one broker's password and ACL files (in ``tmp_path``): their folders."""
     env = dict(os.environ, PROXIMA_NAMESPACE=namespace)
-    topics = ServiceSettings(namespace=namespace).topics
-    port = free_port()
     folders = {}
     for gateway, extra in (("gw-door", ()), ("fusion", ("--coordinator",))):
         done = proxima(
@@ -187,6 +184,16 @@ async def test_the_coordinator_reads_its_stores_evidence_through_the_generated_a
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         folders[gateway] = tmp_path / gateway
+    return folders
+
+
+async def test_the_coordinator_reads_its_stores_evidence_through_the_generated_acl(
+    tmp_path: Path, namespace: str
+) -> None:
+    require_mosquitto(passwd=False)
+    topics = ServiceSettings(namespace=namespace).topics
+    port = free_port()
+    folders = _door_and_coordinator(tmp_path, namespace, port)
     # Another store's gateway, provisioned by hand into the same broker files.
     set_password_line(
         tmp_path / "passwd", password_line("s2/gateways/gw-x", "x"), "s2/gateways/gw-x"
@@ -228,7 +235,7 @@ async def test_the_coordinator_reads_its_stores_evidence_through_the_generated_a
             await door.publish(evidence, b"[1]", qos=1)
             await elsewhere.publish(other, b"[3]", qos=1)
             await door.publish(evidence, b"[4]", qos=1)
-            got = []
+            got: list[tuple[str, bytes]] = []
             async with asyncio.timeout(10):
                 while len(got) < 2:
                     message = await coordinator.messages.get()
@@ -245,19 +252,9 @@ async def test_a_provisioned_coordinator_reads_evidence_from_a_broker_that_needs
     store-plan.json, against a Mosquitto that refuses anonymous clients (its evidence
     subscription had connected without the configured user: nothing reached it)."""
     require_mosquitto(passwd=False)
-    env = dict(os.environ, PROXIMA_NAMESPACE=namespace)
     topics = ServiceSettings(namespace=namespace).topics
     port = free_port()
-    for gateway, extra in (("gw-door", ()), ("fusion", ("--coordinator",))):
-        done = proxima(
-            "gateways", "provision", "s1", gateway,
-            "--out", str(tmp_path / gateway), "--mqtt-url", f"mqtt://127.0.0.1:{port}",
-            "--passwd", str(tmp_path / "passwd"), "--acl", str(tmp_path / "acl"),
-            "--plan", "boutique-pair", *extra,
-            env=env,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr
-    folder = tmp_path / "fusion"
+    folder = _door_and_coordinator(tmp_path, namespace, port)["fusion"]
     secrets = dict(line.split("=", 1) for line in (folder / "edge.env").read_text().splitlines())
     assert secrets["PROXIMA_NAMESPACE"] == namespace  # the namespace the ACL was written for
     door_password = dict(
