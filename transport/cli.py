@@ -29,8 +29,11 @@ RECANCEL_S = 2.0
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print ``error: message`` on stderr; the exit to raise (2: bad input, 1: refused)."""
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    """Print ``error: message`` on stderr; the exit to raise (2: bad input, 1: refused).
+
+    One line, however long (``soft_wrap``): the terminal folds it for the eye, but a path
+    or a setting in it stays whole to copy (rich had cut them at the console's width)."""
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 

@@ -39,7 +39,6 @@ def _provision(tmp_path: Path, gateway: str, *extra: str) -> tuple[int, str, Pat
         "--out", str(folder), "--mqtt-url", "mqtt://127.0.0.1:1883",
         "--passwd", str(tmp_path / "passwd"), "--acl", str(tmp_path / "acl"),
         *extra,
-        env=dict(os.environ, COLUMNS="500"),  # a path stays whole on its line
     )  # fmt: skip
     return done.returncode, _said(done.stderr), folder
 
