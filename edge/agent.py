@@ -50,7 +50,7 @@ from edge.outbox import EventDraft, Outbox
 from edge.pipeline import Pipeline, to_draft
 from edge.settings import EdgeSettings
 from edge.sources import ScannerSource, WatchdogSource
-from transport.mqtt import MqttClient, MqttError, MqttTls, MqttUrl, Will
+from transport.mqtt import MqttClient, MqttError, MqttTls, MqttUrl, Will, tls_files
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +314,7 @@ class EdgeAgent:
             will=Will(
                 self.status_topic, offline, user_properties=self._sign(self.status_topic, offline)
             ),
-            **tls_files(s),
+            **gateway_tls(s),
             publish_timeout=s.mqtt_publish_timeout_s,
         )
         client.on_connect_hooks.append(self._on_connected)
@@ -534,13 +534,9 @@ class EdgeAgent:
             log.warning("status publish failed: %s", exc)
 
 
-def tls_files(settings: EdgeSettings) -> MqttTls:
+def gateway_tls(settings: EdgeSettings) -> MqttTls:
     """The TLS files of the gateway's MQTT connections (``MqttClient``'s keywords)."""
-    return MqttTls(
-        ca_file=str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None,
-        cert_file=str(settings.mqtt_cert_file) if settings.mqtt_cert_file else None,
-        key_file=str(settings.mqtt_key_file) if settings.mqtt_key_file else None,
-    )
+    return tls_files(settings.mqtt_ca_file, settings.mqtt_cert_file, settings.mqtt_key_file)
 
 
 def with_credentials(url: str, settings: EdgeSettings) -> str:

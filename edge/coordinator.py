@@ -36,7 +36,7 @@ from beacons.fusion import Evidence, FusionConfig, GatewayRole, StorePresence
 from beacons.presence import Transition
 from contracts.models import split_batch
 from contracts.topics import Topics
-from edge.agent import EdgeAgent, tls_files, with_credentials
+from edge.agent import EdgeAgent, gateway_tls, with_credentials
 from edge.fusion import evidence_of_event, fusion_config
 from edge.outbox import Outbox
 from edge.pipeline import to_draft
@@ -103,7 +103,7 @@ class Coordinator:
             # As the agent's own connection: the gateway's MQTT user, password and TLS
             # files (a broker that refuses anonymous clients refused this one).
             with_credentials(self.mqtt_url, s),
-            **tls_files(s),
+            **gateway_tls(s),
             client_id=f"{ns}proxima-fusion-{s.store_id}-{s.gateway_id}"
             + ("" if self.persistent else f"-{uuid.uuid4().hex[:6]}"),
             manual_ack=True,

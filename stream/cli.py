@@ -2,9 +2,10 @@
 fleet's status), ``proxima bridge``, ``proxima stream worker``, ``proxima topics ensure``
 and ``proxima stats``.
 
-``deploy.cli`` mounts :data:`gateways_app` (adding ``provision``: ``deploy.provisioning``), :data:`stream_app`, :data:`topics_app`,
-:func:`bridge` and :func:`stats`; :func:`provision_keys` is what ``proxima replay`` and
-``proxima up`` use to give each replayed gateway a key of its own.
+``deploy.cli`` mounts :data:`gateways_app` (adding ``provision``: ``deploy.provisioning``),
+:data:`stream_app`, :data:`topics_app`, :func:`bridge` and :func:`stats`;
+:func:`provision_keys` is what ``proxima replay`` and ``proxima up`` use to give each
+replayed gateway a key of its own.
 """
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ def toml_lines(values: Mapping[str, Any]) -> str:
         elif isinstance(value, bool):
             text = "true" if value else "false"
         elif isinstance(value, int | float):
-            text = repr(float(value)) if isinstance(value, float) else str(value)
+            text = repr(value)  # Python's int and float literals are TOML's
         elif isinstance(value, str):
             text = json.dumps(value)  # a TOML basic string is a JSON string
         else:

@@ -78,18 +78,19 @@ class MqttTls(TypedDict):
     key_file: str | None
 
 
-def service_tls(services: ServiceSettings) -> MqttTls:
-    """The CA and client certificate a service's :class:`MqttClient` uses for mqtts://
-    (``PROXIMA_MQTT_CA_FILE``, ``PROXIMA_MQTT_CERT_FILE``, ``PROXIMA_MQTT_KEY_FILE``)."""
+def tls_files(ca_file: Path | None, cert_file: Path | None, key_file: Path | None) -> MqttTls:
+    """:class:`MqttClient`'s TLS keywords from configured paths (None: not set)."""
 
     def text(path: Path | None) -> str | None:
         return None if path is None else str(path)
 
-    return MqttTls(
-        ca_file=text(services.mqtt_ca_file),
-        cert_file=text(services.mqtt_cert_file),
-        key_file=text(services.mqtt_key_file),
-    )
+    return MqttTls(ca_file=text(ca_file), cert_file=text(cert_file), key_file=text(key_file))
+
+
+def service_tls(services: ServiceSettings) -> MqttTls:
+    """The CA and client certificate a service's :class:`MqttClient` uses for mqtts://
+    (``PROXIMA_MQTT_CA_FILE``, ``PROXIMA_MQTT_CERT_FILE``, ``PROXIMA_MQTT_KEY_FILE``)."""
+    return tls_files(services.mqtt_ca_file, services.mqtt_cert_file, services.mqtt_key_file)
 
 
 @dataclass(frozen=True, slots=True)
