@@ -114,9 +114,10 @@ def store_config(layout: dict[str, Any], store_id: str) -> StoreIngestConfig:
     with ``zone_id`` and its identity: ``uuid``/``major``/``minor`` (iBeacon) or
     ``namespace``/``instance`` (Eddystone-UID). An entry without them is not a region. A
     beacon's ``app_min_rssi`` becomes its region's ``min_rssi``, with the layout's street
-    (its zone of kind ``outside``) as the approach zone, and its ``app_pair_margin_db`` the
-    region's ``pair_margin_db``. A beacon in the street (a storefront beacon) is a region of
-    the street: every enter of it is an approach.
+    (its zone of kind ``outside``) as the approach zone, its ``app_pair_margin_db`` the
+    region's ``pair_margin_db`` and its ``app_sustained_min_rssi`` the region's
+    ``sustained_min_rssi``. A beacon in the street (a storefront beacon) is a region of the
+    street: every enter of it is an approach.
     """
     geofences: list[dict[str, Any]] = []
     gf = layout.get("geofence")
@@ -147,6 +148,8 @@ def store_config(layout: dict[str, Any], store_id: str) -> StoreIngestConfig:
             region |= {"min_rssi": b["app_min_rssi"], "approach_zone_id": street}
             if b.get("app_pair_margin_db") is not None:
                 region["pair_margin_db"] = b["app_pair_margin_db"]
+            if b.get("app_sustained_min_rssi") is not None:
+                region["sustained_min_rssi"] = b["app_sustained_min_rssi"]
         regions.append(region)
     return StoreIngestConfig.model_validate({"geofences": geofences, "beacon_regions": regions})
 
@@ -350,6 +353,8 @@ class AppReplay:
                     "transition": event.removeprefix("beacon_region_"), "at": at}  # fmt: skip
             if extra.get("rssi") is not None:
                 item["rssi"] = extra["rssi"]
+            if extra.get("sustained") is True:
+                item["sustained"] = True
             return INGEST_EVENTS[event], {"events": [item]}
         missing = [f for f in ("lat", "lon", "accuracy_m") if extra.get(f) is None]
         if missing:

@@ -220,7 +220,10 @@ def app_signals(trace: Path, devices: dict[str, str], layout: StoreLayout) -> li
                 spec = specs.get(ref) if ref is not None else None
                 if spec is not None:  # else a region the store does not know: refused
                     rssi = extra.get("rssi")
-                    zone = spec.zone_for(float(rssi) if isinstance(rssi, int | float) else None)
+                    zone = spec.zone_for(
+                        float(rssi) if isinstance(rssi, int | float) else None,
+                        sustained=extra.get("sustained") is True,
+                    )
                     out.append(Signal(at, cid, layout.zone(zone).kind != OUTSIDE, zone, event_id))
     return out
 

@@ -18,7 +18,8 @@ OSes add:
   the store (``app_min_rssi``), a weaker first reading is reported at once (the ingest
   makes it an approach) and the app keeps ranging: the first reading of any store beacon
   at or above its threshold is reported as that region's enter, the arrival
-  (:func:`ranged_enters`).
+  (:func:`ranged_enters`); so is a bagged phone's reading a region under it, but at its
+  ``sustained_min_rssi`` or above, for seconds with the storefront quiet (:class:`Sustained`).
 * **OS geofences** (CLCircularRegion / Android GeofencingClient), for app users who share
   their location: *enter* when the phone's GPS position crosses the store's circle. GPS
   outdoors is off by 5-25 m, so the circle the phone acts on is as much larger or smaller;
@@ -34,8 +35,9 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from edge.ingest.store import PAIR_WINDOW_S
+from edge.ingest.store import PAIR_WINDOW_S, SUSTAIN_READINGS, SUSTAIN_WINDOW_S
 from simulators.movement import Trajectory
 
 IOS_REGION_ENTRY_DELAY = (6.0, 0.9, 60.0)
@@ -105,12 +107,15 @@ class Ranged:
     """One store beacon as the app ranges it: the packets the phone caught, (t, dBm) in
     time order, and how loud it must be to count as in the store (None: any reading);
     by how much it must also beat the storefront beacons (``pair_margin_db``, None: not
-    compared); ``storefront``: a beacon outside on the shop front, never in the store."""
+    compared); ``storefront``: a beacon outside on the shop front, never in the store;
+    ``sustained_min_rssi``: how loud it must be read over several seconds instead (a
+    bagged phone; :data:`~edge.ingest.store.SUSTAIN_READINGS`)."""
 
     heard: Sequence[tuple[float, float]]
     min_rssi: float | None
     pair_margin_db: float | None = None
     storefront: bool = False
+    sustained_min_rssi: float | None = None
     times: list[float] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -134,8 +139,68 @@ class Ranged:
         both bars (the threshold and the storefront's margin)."""
         if self.storefront or reading is None or not self.near(reading - above):
             return False
+        return self.over_front(reading - above, front)
+
+    def over_front(self, reading: float, front: float | None) -> bool:
         margin = self.pair_margin_db
-        return margin is None or front is None or reading - above >= front + margin
+        return margin is None or front is None or reading >= front + margin
+
+    def sustains(self, reading: float | None, front: float | None) -> bool:
+        """Whether ``reading`` counts towards a sustained enter (:class:`Sustained`)."""
+        bar = self.sustained_min_rssi
+        if self.storefront or bar is None or reading is None or reading < bar:
+            return False
+        return self.over_front(reading, front)
+
+
+class AppEnter(NamedTuple):
+    """An enter report the app sends: when, of which beacon (an index), with its reading
+    (None: without one), ``sustained``: judged over several seconds (:class:`Sustained`)."""
+
+    t: float
+    beacon: int
+    rssi: float | None
+    sustained: bool = False
+
+
+class Sustained:
+    """The seconds an app read some in-store beacon at its ``sustained_min_rssi`` or above
+    (and by its pair margin over the storefront's loudest of the last 3 s), over the last
+    :data:`~edge.ingest.store.SUSTAIN_WINDOW_S` seconds it ranged, and the storefront's
+    readings of the same seconds. A phone in a bag walks in reading the entrance beacon at
+    -75 to -85 dBm, under a threshold set for phones in the hand, for minutes; one such
+    reading says little (a passer-by reads as much through the glass now and then), four in
+    eight seconds with the storefront quiet say she is in."""
+
+    def __init__(self, beacons: Sequence[Ranged]) -> None:
+        self.beacons = beacons
+        self.seen: list[tuple[float, int, float]] = []  # (second, beacon, reading)
+        self.fronts: list[tuple[float, float]] = []  # (second, the storefront's loudest)
+
+    def judge(
+        self, end: float, readings: Sequence[float | None], front_now: float | None,
+        front: float | None,
+    ) -> AppEnter | None:  # fmt: skip
+        """Add the second ending at ``end`` (``front_now``: the storefront's loudest reading
+        of it; ``front``: of the last 3 s) and say whether the window makes an enter."""
+        since = end - SUSTAIN_WINDOW_S
+        self.seen = [x for x in self.seen if x[0] > since]
+        self.fronts = [x for x in self.fronts if x[0] > since]
+        if front_now is not None:
+            self.fronts.append((end, front_now))
+        held = [i for i, b in enumerate(self.beacons) if b.sustains(readings[i], front)]
+        if held:
+            best = max(
+                held, key=lambda i: (readings[i] or -999.0) - (self.beacons[i].min_rssi or 0)
+            )
+            self.seen.append((end, best, readings[best] or 0.0))
+        if len(self.seen) < SUSTAIN_READINGS:
+            return None
+        _, i, loudest = max(self.seen, key=lambda x: x[2])
+        quiet = max((db for _, db in self.fronts), default=None)
+        if not self.beacons[i].over_front(loudest, quiet):
+            return None
+        return AppEnter(end, i, loudest, sustained=True)
 
 
 def ranged_enters(
@@ -146,10 +211,9 @@ def ranged_enters(
     t_exit: float | None = None,
     running: Sequence[tuple[float, float]] = (),
     phase: float = 0.0,
-) -> list[tuple[float, int, float | None]]:
-    """(time, beacon index, rssi) of the enter reports an app sends for one stay in the
-    region of ``beacons[woke]``, which iOS reported entered at ``t_enter`` (and left at
-    ``t_exit``).
+) -> list[AppEnter]:
+    """The enter reports (:class:`AppEnter`) an app sends for one stay in the region of
+    ``beacons[woke]``, which iOS reported entered at ``t_enter`` (and left at ``t_exit``).
 
     A region without ``min_rssi``: one report at ``t_enter`` with no reading (an app that
     does not range). Else the app ranges the store's beacons by their shared UUID (so it
@@ -160,7 +224,8 @@ def ranged_enters(
     above its ``min_rssi``, and by its ``pair_margin_db`` over every storefront beacon's
     loudest reading of the last :data:`~edge.ingest.store.PAIR_WINDOW_S` seconds it ranged)
     with :data:`APP_CONFIRM_DB` to spare, or reads near for the second time within
-    :data:`APP_CONFIRM_S`, is reported as that beacon's enter and ends the ranging; before
+    :data:`APP_CONFIRM_S`, is reported as that beacon's enter and ends the ranging, as is
+    a :class:`Sustained` window of readings under that bar (a bagged phone); before
     that, the first reading
     of the beacon that woke it is reported as its enter, with the reading only if it is
     below the threshold (the ingest makes it an approach either way: a reading the app
@@ -176,13 +241,14 @@ def ranged_enters(
     """
     first = beacons[woke]
     if first.min_rssi is None and not first.storefront:
-        return [(t_enter, woke, None)]
-    out: list[tuple[float, int, float | None]] = []
+        return [AppEnter(t_enter, woke, None)]
+    out: list[AppEnter] = []
     if first.storefront:
-        out.append((t_enter, woke, None))
+        out.append(AppEnter(t_enter, woke, None))
     fronts = [i for i, r in enumerate(beacons) if r.storefront]
     fronts_seen: list[tuple[float, float]] = []  # (second, the storefront's loudest)
     at_bars: list[float] = []  # seconds with an in-store reading that was not clear of them
+    sustained = Sustained(beacons)
     end_of_stay = t_exit if t_exit is not None else math.inf
     last = t_enter + IOS_RANGING_WINDOW_S
     for a, b in running:
@@ -206,14 +272,18 @@ def ranged_enters(
             sure = near
         if sure:
             best = max(sure, key=lambda i: (readings[i] or -999.0) - (beacons[i].min_rssi or 0.0))
-            out.append((end, best, readings[best]))
+            out.append(AppEnter(end, best, readings[best]))
             return out
         if near:
             at_bars.append(end)
+        held = sustained.judge(end, readings, max(heard_front, default=None), front)
+        if held is not None:
+            out.append(held)
+            return out
         if not out and (reading := readings[woke]) is not None:
             below = first.min_rssi is not None and reading < first.min_rssi
-            out.append((end, woke, reading if below else None))
-    return out or [(t_enter + IOS_RANGING_WINDOW_S, woke, None)]
+            out.append(AppEnter(end, woke, reading if below else None))
+    return out or [AppEnter(t_enter + IOS_RANGING_WINDOW_S, woke, None)]
 
 
 @dataclass(frozen=True, slots=True)

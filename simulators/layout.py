@@ -145,6 +145,12 @@ class BeaconSpec(_Spec):
         "zone) loudest reading of the last 3 s: a passer-by at the open door reads the "
         "entrance beacon as loud as an entrant, the storefront beacon louder still",
     )
+    app_sustained_min_rssi: float | None = Field(
+        default=None,
+        description="dBm, at most app_min_rssi: the app also reports the region as in-store "
+        "when it reads it at least this loud, by app_pair_margin_db over the storefront, in "
+        "4 of 8 ranged seconds (a phone in a bag reads 5-15 dB weaker than in the hand)",
+    )
 
     @model_validator(mode="after")
     def _ids_for_kind(self) -> BeaconSpec:
@@ -161,6 +167,12 @@ class BeaconSpec(_Spec):
                 raise ValueError(f"beacon {self.id!r}: {name} is not hex: {value!r}") from None
         if self.app_pair_margin_db is not None and self.app_min_rssi is None:
             raise ValueError(f"beacon {self.id!r}: app_pair_margin_db needs app_min_rssi")
+        if self.app_sustained_min_rssi is not None and (
+            self.app_min_rssi is None or self.app_sustained_min_rssi > self.app_min_rssi
+        ):
+            raise ValueError(
+                f"beacon {self.id!r}: app_sustained_min_rssi needs app_min_rssi, at or above it"
+            )
         return self
 
 
@@ -451,6 +463,11 @@ class StoreLayout(_Spec):
                     **(
                         {"app_pair_margin_db": b.app_pair_margin_db}
                         if b.app_pair_margin_db is not None
+                        else {}
+                    ),
+                    **(
+                        {"app_sustained_min_rssi": b.app_sustained_min_rssi}
+                        if b.app_sustained_min_rssi is not None
                         else {}
                     ),
                 }

@@ -140,6 +140,7 @@ class SideLines:
                     b.app_min_rssi,
                     b.app_pair_margin_db,
                     storefront=b.zone_id in self.layout.outside_zone_ids,
+                    sustained_min_rssi=b.app_sustained_min_rssi,
                 )
                 for b in monitored
             ]
@@ -150,13 +151,15 @@ class SideLines:
             for woke, r in enumerate(ranged):
                 stays = region_transitions([t for t, _ in r.heard], rng)
                 for enter, leave in zip(stays[::2], stays[1::2], strict=True):
-                    for t, i, rssi in ranged_enters(
+                    for t, i, rssi, held in ranged_enters(
                         ranged, woke, enter.t, t_exit=leave.t, running=running, phase=phase
                     ):
                         if (t, i) in reported:
                             continue  # the same ranging second, found by another region's stay
                         reported.add((t, i))
                         reading = {} if rssi is None else {"rssi": rssi}
+                        if held:
+                            reading["sustained"] = True
                         add(t, {"t": round(t, 3), **base, "event": "beacon_region_enter",
                                 **regions[i], **reading})  # fmt: skip
                     add(leave.t, {"t": round(leave.t, 3), **base, "event": "beacon_region_exit",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from contracts.models import Identifier
 from edge.ingest.exceptions import Rejection, describe
@@ -30,6 +30,9 @@ class BeaconRegionIn(_Body):
     transition: Literal["enter", "exit"]
     at: AwareDatetime
     rssi: Annotated[float, Field(ge=-127, le=20)] | None = None
+    sustained: StrictBool = False
+    """The app read the region in the store over several seconds (a bagged phone), not in
+    one reading: judged against the region's ``sustained_min_rssi``."""
 
 
 class FixIn(_Body):

@@ -130,7 +130,7 @@ class IngestEvents:
             # zone when weaker than min_rssi); an exit closes both, whichever was entered (an
             # exit of a zone not entered changes nothing in the stream).
             zones = (
-                [spec.zone_for(ev.rssi)]
+                [spec.zone_for(ev.rssi, sustained=ev.sustained)]
                 if ev.transition == "enter"
                 else [z for z in (spec.zone_id, spec.approach_zone_id) if z is not None]
             )

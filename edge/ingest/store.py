@@ -16,6 +16,14 @@ from edge.ingest.exceptions import IngestConfigError, describe
 PAIR_WINDOW_S = 3.0
 """Seconds of storefront readings an app compares an in-store reading with
 (:attr:`BeaconRegionSpec.pair_margin_db`)."""
+SUSTAIN_READINGS = 4
+SUSTAIN_WINDOW_S = 8.0
+"""A ``sustained`` enter (:attr:`BeaconRegionSpec.sustained_min_rssi`): the app read an
+in-store region at or above its ``sustained_min_rssi``, by its ``pair_margin_db`` over the
+storefront's loudest of the last :data:`PAIR_WINDOW_S` s, in at least
+:data:`SUSTAIN_READINGS` of the last :data:`SUSTAIN_WINDOW_S` seconds it ranged, and its
+loudest of them by the margin over the storefront's loudest of the whole window. The app
+applies it (the ingest cannot: an enter carries one reading); here so both read one rule."""
 
 
 class _Cfg(BaseModel):
@@ -57,7 +65,14 @@ class BeaconRegionSpec(_Cfg):
     ``zone_id`` is this region's ``approach_zone_id``: a beacon outside on the shop front).
     A passer-by at the open door reads the entrance beacon as loud as an entrant does, but
     the storefront beacon louder still. The ingest cannot check it (an enter carries one
-    reading) and trusts the app's judgement as it trusts the reading itself."""
+    reading) and trusts the app's judgement as it trusts the reading itself.
+
+    ``sustained_min_rssi`` (dBm, below ``min_rssi``) is for a phone in a bag or a pocket,
+    which reads a store beacon 5-15 dB weaker than in the hand: an enter the app marks
+    ``sustained`` (it read the region in the store, by the pair margin over the
+    storefront, in :data:`SUSTAIN_READINGS` of :data:`SUSTAIN_WINDOW_S` ranged seconds,
+    docs/operators/ingest.md) counts as in the store from this level up. Without it a
+    sustained enter is judged by ``min_rssi`` like any other."""
 
     type: Literal["ibeacon", "altbeacon", "eddystone_uid"]
     id: Annotated[str, Field(pattern=r"^(?:[0-9a-f]{2}){1,64}$")]
@@ -65,6 +80,7 @@ class BeaconRegionSpec(_Cfg):
     min_rssi: Annotated[float, Field(ge=-127, le=20)] | None = None
     approach_zone_id: Identifier | None = None
     pair_margin_db: Annotated[float, Field(ge=0, le=40)] | None = None
+    sustained_min_rssi: Annotated[float, Field(ge=-127, le=20)] | None = None
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> BeaconRegionSpec:
@@ -77,13 +93,24 @@ class BeaconRegionSpec(_Cfg):
                 "pair_margin_db needs min_rssi and approach_zone_id: it compares this "
                 "region's reading with the storefront regions' (approach_zone_id's)"
             )
+        if self.sustained_min_rssi is not None and (
+            self.min_rssi is None or self.sustained_min_rssi > self.min_rssi
+        ):
+            raise ValueError(
+                "sustained_min_rssi needs min_rssi, and may not be above it: it lowers the bar "
+                "for an enter the app read in the store over several seconds"
+            )
         return self
 
-    def zone_for(self, rssi: float | None) -> str:
-        """The zone an enter with this ranged reading (dBm, or None) stands for."""
+    def zone_for(self, rssi: float | None, *, sustained: bool = False) -> str:
+        """The zone an enter with this ranged reading (dBm, or None) stands for;
+        ``sustained``: the app read the region in the store over several seconds."""
         if self.min_rssi is None or self.approach_zone_id is None:
             return self.zone_id
-        if rssi is not None and rssi >= self.min_rssi:
+        bar = self.min_rssi
+        if sustained and self.sustained_min_rssi is not None:
+            bar = self.sustained_min_rssi
+        if rssi is not None and rssi >= bar:
             return self.zone_id
         return self.approach_zone_id
 

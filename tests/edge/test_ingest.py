@@ -72,6 +72,7 @@ STORE_CFG = StoreIngestConfig.model_validate(
                 "zone_id": "entrance",
                 "min_rssi": -75,
                 "approach_zone_id": "street",
+                "sustained_min_rssi": -85,
             },
         ],
     }
@@ -306,6 +307,51 @@ async def test_a_storefront_region_heard_weakly_is_an_approach_until_the_app_ran
         ("zone_enter", "street", None),
     ]
     assert len({e.event_id for e in stored}) == 5
+
+
+async def test_a_sustained_enter_is_judged_by_the_region_s_lower_bar(
+    app: App, outbox: Outbox
+) -> None:
+    """A bagged phone read in the store over several seconds: the app marks the enter
+    ``sustained`` and the ingest takes it in-store from ``sustained_min_rssi`` (-85) up;
+    the same reading unmarked is an approach, and a sustained one under the lower bar too."""
+    front = {"type": "ibeacon", "id": FRONT_ID}
+    events = [
+        {"region": front, "transition": "enter", "at": iso(T0), "rssi": -80},
+        {"region": front, "transition": "enter", "at": iso(T0 + 1), "rssi": -86, "sustained": True},
+        {"region": front, "transition": "enter", "at": iso(T0 + 2), "rssi": -80, "sustained": True},
+    ]
+    status, body, _ = await app.post("beacon-regions", {"events": events})
+    assert status == 202, body
+    stored = await outbox.pending()
+    assert [(e.zone_id, e.rssi) for e in stored] == [
+        ("street", -80.0), ("street", -86.0), ("entrance", -80.0),
+    ]  # fmt: skip
+    status, body, _ = await app.post(
+        "beacon-regions",
+        {"events": [{"region": front, "transition": "enter", "at": iso(T0 + 3), "sustained": 1}]},
+    )
+    assert status == 422, body
+    assert "sustained" in body["detail"], body
+
+
+def test_a_sustained_bar_needs_the_threshold_it_lowers() -> None:
+    from edge.ingest.store import BeaconRegionSpec
+
+    with pytest.raises(ValidationError, match="sustained_min_rssi needs min_rssi"):
+        BeaconRegionSpec(type="ibeacon", id=FRONT_ID, zone_id="entrance", sustained_min_rssi=-85)
+    with pytest.raises(ValidationError, match="may not be above it"):
+        BeaconRegionSpec(
+            type="ibeacon", id=FRONT_ID, zone_id="entrance", min_rssi=-75,
+            approach_zone_id="street", sustained_min_rssi=-70,
+        )  # fmt: skip
+    plain = BeaconRegionSpec(
+        type="ibeacon", id=FRONT_ID, zone_id="entrance", min_rssi=-75, approach_zone_id="street"
+    )
+    # Without the lower bar a sustained enter is judged by min_rssi like any other.
+    assert [plain.zone_for(-80.0, sustained=True), plain.zone_for(-75.0, sustained=True)] == [
+        "street", "entrance",
+    ]  # fmt: skip
 
 
 def test_a_pair_margin_needs_the_threshold_it_adds_to() -> None:

@@ -110,6 +110,28 @@ def test_a_storefront_beacon_is_a_region_of_the_street_and_the_others_carry_its_
     entrance = regions["0001"]
     assert (entrance.zone_id, entrance.approach_zone_id) == ("entrance", "street")
     assert (entrance.min_rssi, entrance.pair_margin_db) == (-72.0, 6.0)
+    assert entrance.sustained_min_rssi == -82.0
+
+
+def test_a_sustained_app_line_is_sent_as_a_sustained_enter() -> None:
+    """The app line's ``sustained`` reaches the ingest's request; a line without it (or
+    with anything but true) sends none, so the ingest judges it by min_rssi."""
+    from contracts.trace import AppRecord, read_trace
+    from simulators.app_replay import AppReplay
+
+    with HAND_APP.open(encoding="utf-8") as fh:
+        header, _ = read_trace(fh)
+    first = HAND_APP.read_text(encoding="utf-8").splitlines()[0]
+    replay = AppReplay(header, json.loads(first)["layout"], {})
+    region = {"uuid": "f7826da64fa24e988024bc5b71e0893e", "major": 7, "minor": 1}
+    line = {"t": 3.0, "kind": "app", "device_id": "ab" * 8, "event": "beacon_region_enter"}
+    items = [
+        replay._request(AppRecord.model_validate(line | region | extra))[1]["events"][0]
+        for extra in ({"rssi": -80, "sustained": True}, {"rssi": -80}, {"sustained": "yes"})
+    ]
+    assert [(i.get("rssi"), i.get("sustained")) for i in items] == [
+        (-80, True), (-80, None), (None, None),
+    ]  # fmt: skip
 
 
 # --- through the real ingest (Mosquitto and Redis) ------------------------------------------

@@ -194,7 +194,7 @@ def test_the_app_ranges_on_a_region_wake_and_reports_again_once_a_beacon_is_near
     session runs): it reports its first reading of the beacon that woke it at once, and the
     first second in which any beacon reads at or above its min_rssi as that beacon's enter;
     never after the window, never more than two reports."""
-    from simulators.devices import IOS_RANGING_WINDOW_S, Ranged, ranged_enters
+    from simulators.devices import IOS_RANGING_WINDOW_S, Ranged
 
     def packets(*spans: tuple[float, float, float]) -> list[tuple[float, float]]:
         """(from, to, dBm) spans of packets every 0.5 s."""
@@ -202,30 +202,30 @@ def test_the_app_ranges_on_a_region_wake_and_reports_again_once_a_beacon_is_near
 
     window = IOS_RANGING_WINDOW_S
     walk_in = packets((100.0, 104.0, -86.0), (104.0, 200.0, -68.0))
-    assert ranged_enters([Ranged(walk_in, None)], 0, 100.0) == [(100.0, 0, None)]  # no ranging
+    assert _plain_enters([Ranged(walk_in, None)], 0, 100.0) == [(100.0, 0, None)]  # no ranging
     door = Ranged(walk_in, -75.0)
-    assert ranged_enters([door], 0, 100.0) == [(101.0, 0, -86.0), (105.0, 0, -68.0)]
-    assert ranged_enters([door], 0, 104.0) == [(105.0, 0, -68.0)]  # near from its first
+    assert _plain_enters([door], 0, 100.0) == [(101.0, 0, -86.0), (105.0, 0, -68.0)]
+    assert _plain_enters([door], 0, 104.0) == [(105.0, 0, -68.0)]  # near from its first
     # Woken by the door beacon, near the floor beacon first: that region's enter.
     floor = Ranged(packets((100.0, 103.5, -95.0), (103.5, 200.0, -80.0)), -88.0)
-    assert ranged_enters([Ranged(packets((100.0, 200.0, -86.0)), -75.0), floor], 0, 100.0) == [
+    assert _plain_enters([Ranged(packets((100.0, 200.0, -86.0)), -75.0), floor], 0, 100.0) == [
         (101.0, 0, -86.0),
         (104.0, 1, -80.0),
     ]
     passer_by = Ranged(packets((200.0, 260.0, -84.0)), -75.0)
-    assert ranged_enters([passer_by], 0, 200.0) == [(201.0, 0, -84.0)]
+    assert _plain_enters([passer_by], 0, 200.0) == [(201.0, 0, -84.0)]
     late = Ranged(
         packets((300.0, 300.0 + window + 5, -86.0), (300.0 + window + 5, 400.0, -60.0)), -75.0
     )
-    assert ranged_enters([late], 0, 300.0) == [(301.0, 0, -86.0)]  # near only after the window
+    assert _plain_enters([late], 0, 300.0) == [(301.0, 0, -86.0)]  # near only after the window
     # ... unless the app runs anyway (a location session inside the geofence) until then.
-    assert ranged_enters([late], 0, 300.0, t_exit=400.0, running=[(290.0, 390.0)])[-1] == (
+    assert _plain_enters([late], 0, 300.0, t_exit=400.0, running=[(290.0, 390.0)])[-1] == (
         300.0 + window + 5,
         0,
         -73.0,
     )  # fmt: skip (the second of the first loud packets: -86 and -60 average -73)
     gone = Ranged(packets((400.0, 402.0, -80.0)), -75.0)  # nothing heard after the wake
-    assert ranged_enters([gone], 0, 405.0) == [(405.0 + window, 0, None)]
+    assert _plain_enters([gone], 0, 405.0) == [(405.0 + window, 0, None)]
 
 
 def _packets(*spans: tuple[float, float, float]) -> list[tuple[float, float]]:
@@ -233,12 +233,22 @@ def _packets(*spans: tuple[float, float, float]) -> list[tuple[float, float]]:
     return [(a + k * 0.5, dbm) for a, b, dbm in spans for k in range(int((b - a) / 0.5))]
 
 
+def _plain_enters(*args: Any, **kwargs: Any) -> list[tuple[float, int, float | None]]:
+    """ranged_enters' reports as (t, beacon, rssi), none of them sustained (the beacons of
+    these tests have no sustained_min_rssi)."""
+    from simulators.devices import ranged_enters
+
+    enters = ranged_enters(*args, **kwargs)
+    assert not any(e.sustained for e in enters)
+    return [(e.t, e.beacon, e.rssi) for e in enters]
+
+
 def test_an_in_store_reading_counts_only_once_it_beats_the_storefront_beacon() -> None:
     """With a storefront beacon (outside, on the shop front) and ``pair_margin_db``, a
     reading at or above min_rssi counts as in the store only when it is also that much
     louder than the storefront's loudest reading of the last 3 s: a passer-by at the open
     door reads the entrance beacon loud, the storefront beacon louder still."""
-    from simulators.devices import Ranged, ranged_enters
+    from simulators.devices import Ranged
 
     front = _packets((100.0, 110.0, -62.0), (110.0, 200.0, -80.0))  # passes the front at 110
     # A passer-by: the entrance beacon reads -70 (above its -72) but never 6 dB over the
@@ -246,42 +256,42 @@ def test_an_in_store_reading_counts_only_once_it_beats_the_storefront_beacon() -
     # its reading (above the threshold the ingest would have taken it in-store).
     passing = Ranged(_packets((100.0, 110.0, -70.0), (110.0, 200.0, -95.0)), -72.0, 6.0)
     store_front = Ranged(front, None, storefront=True)
-    assert ranged_enters([passing, store_front], 0, 100.0) == [(101.0, 0, None)]
+    assert _plain_enters([passing, store_front], 0, 100.0) == [(101.0, 0, None)]
     # An entrant: past the door the entrance beacon reads -66 while the front fades to
     # -80; in the store once the front's -62 has left the 3 s window (at 113).
     entering = Ranged(_packets((100.0, 110.0, -70.0), (110.0, 200.0, -66.0)), -72.0, 6.0)
-    assert ranged_enters([entering, store_front], 0, 100.0) == [(101.0, 0, None), (113.0, 0, -66.0)]
+    assert _plain_enters([entering, store_front], 0, 100.0) == [(101.0, 0, None), (113.0, 0, -66.0)]
     # Without a margin (the layout sets none) the same entrant counts at its first reading.
     plain = Ranged(entering.heard, -72.0)
-    assert ranged_enters([plain, store_front], 0, 100.0) == [(101.0, 0, -70.0)]
+    assert _plain_enters([plain, store_front], 0, 100.0) == [(101.0, 0, -70.0)]
     # No storefront reading in the window (deep in the store): the threshold alone decides.
     inside = Ranged(_packets((300.0, 400.0, -70.0)), -72.0, 6.0)
-    assert ranged_enters([inside, store_front], 0, 300.0) == [(301.0, 0, -70.0)]
+    assert _plain_enters([inside, store_front], 0, 300.0) == [(301.0, 0, -70.0)]
 
 
 def test_a_storefront_wake_is_an_approach_and_the_app_ranges_on() -> None:
     """iOS waking the app for the storefront beacon's region: reported at once without a
     reading (the ingest makes it an approach), and the app ranges the store's beacons, so
     the entrance beacon is judged from the first second she is inside."""
-    from simulators.devices import Ranged, ranged_enters
+    from simulators.devices import Ranged
 
     store_front = Ranged(
         _packets((100.0, 105.0, -64.0), (105.0, 200.0, -84.0)), None, storefront=True
     )
     entrance = Ranged(_packets((100.0, 105.0, -85.0), (105.0, 200.0, -64.0)), -72.0, 6.0)
-    assert ranged_enters([entrance, store_front], 1, 100.0) == [(100.0, 1, None), (107.0, 0, -64.0)]
+    assert _plain_enters([entrance, store_front], 1, 100.0) == [(100.0, 1, None), (107.0, 0, -64.0)]
     # A storefront beacon itself is never in the store, however loud.
-    assert ranged_enters([store_front], 0, 100.0) == [(100.0, 0, None)]
+    assert _plain_enters([store_front], 0, 100.0) == [(100.0, 0, None)]
 
 
 def test_the_pair_window_holds_only_what_the_app_ranged() -> None:
     """The storefront's loud packets before the wake were never ranged: the app cannot
     hold them against the entrance beacon (found by review: it did, 2 s too long)."""
-    from simulators.devices import Ranged, ranged_enters
+    from simulators.devices import Ranged
 
     store_front = Ranged(_packets((97.0, 100.5, -60.0)), None, storefront=True)
     entrance = Ranged(_packets((100.0, 130.0, -66.0)), -72.0, 6.0)
-    assert ranged_enters([entrance, store_front], 0, 100.0) == [(101.0, 0, -66.0)]
+    assert _plain_enters([entrance, store_front], 0, 100.0) == [(101.0, 0, -66.0)]
 
 
 def test_every_region_s_stay_ranges_on_the_phone_s_one_clock() -> None:
@@ -289,19 +299,19 @@ def test_every_region_s_stay_ranges_on_the_phone_s_one_clock() -> None:
     its readings come at the phone's ``phase`` + whole seconds, so two regions entered at
     different moments judge the same seconds (before, each stay ranged on its own clock: a
     second chance for a passer-by to cross a threshold, and a second report)."""
-    from simulators.devices import Ranged, ranged_enters
+    from simulators.devices import Ranged
 
     entrance = Ranged(_packets((100.0, 103.2, -80.0), (103.2, 200.0, -66.0)), -72.0)
     floor = Ranged(_packets((100.0, 200.0, -95.0)), -88.0)
     beacons = [entrance, floor]
-    by_entrance = ranged_enters(beacons, 0, 100.3, phase=0.6)
-    by_floor = ranged_enters(beacons, 1, 101.9, phase=0.6)
+    by_entrance = _plain_enters(beacons, 0, 100.3, phase=0.6)
+    by_floor = _plain_enters(beacons, 1, 101.9, phase=0.6)
     assert by_entrance == [(100.6, 0, -80.0), (103.6, 0, -66.0)]
     # Woken 1.6 s later by the floor's region, the app's seconds are the same: the in-store
     # enter it finds is the very one above (a phone reports it once, side_lines).
     assert by_floor[-1] == (103.6, 0, -66.0)
     # On the phone's clock, not the wake's: with phase 0 the same wake ranges at 101, 102, ...
-    assert ranged_enters(beacons, 0, 100.3)[0] == (101.0, 0, -80.0)
+    assert _plain_enters(beacons, 0, 100.3)[0] == (101.0, 0, -80.0)
 
 
 def test_a_phone_reports_each_in_store_enter_once_whichever_regions_woke_it(
@@ -329,25 +339,78 @@ def test_a_reading_at_the_bars_counts_only_once_another_confirms_it() -> None:
     reading that clears the threshold and the storefront's margin by 2 dB counts at once,
     one within 2 dB of them only with a second in-store reading within 2 s (a window
     shopper at the glass reads the entrance beacon at its bar now and then, on noise)."""
-    from simulators.devices import APP_CONFIRM_DB, Ranged, ranged_enters
+    from simulators.devices import APP_CONFIRM_DB, Ranged
 
     assert APP_CONFIRM_DB == 2.0
     # (A second's reading is the mean of the packets of the second up to it.)
     # At the threshold once, then below it: never in the store (the first reading at the
     # wake, -74, is reported below the bar: an approach).
     spike = _packets((100.0, 103.5, -74.0), (103.5, 104.5, -72.0), (104.5, 200.0, -76.0))
-    assert ranged_enters([Ranged(spike, -72.0)], 0, 100.0) == [(101.0, 0, -74.0)]
+    assert _plain_enters([Ranged(spike, -72.0)], 0, 100.0) == [(101.0, 0, -74.0)]
     # At it twice, 2 s apart: in at the second.
     twice = _packets(
         (100.0, 103.5, -74.0), (103.5, 104.5, -72.0), (104.5, 105.5, -76.0), (105.5, 200.0, -71.0)
     )
-    assert ranged_enters([Ranged(twice, -72.0)], 0, 100.0) == [(101.0, 0, -74.0), (106.0, 0, -71.0)]
+    assert _plain_enters([Ranged(twice, -72.0)], 0, 100.0) == [(101.0, 0, -74.0), (106.0, 0, -71.0)]
     # 2 dB over it: in at once.
     clear = _packets((100.0, 103.5, -74.0), (103.5, 200.0, -70.0))
-    assert ranged_enters([Ranged(clear, -72.0)], 0, 100.0) == [(101.0, 0, -74.0), (104.0, 0, -70.0)]
+    assert _plain_enters([Ranged(clear, -72.0)], 0, 100.0) == [(101.0, 0, -74.0), (104.0, 0, -70.0)]
     # The storefront's margin is a bar too: 6 dB over the front is at it, 8 dB clear of it.
     front = Ranged(_packets((100.0, 200.0, -78.0)), None, storefront=True)
     at_margin = Ranged(_packets((100.0, 103.5, -80.0), (103.5, 104.5, -72.0)), -80.0, 6.0)
-    assert ranged_enters([at_margin, front], 0, 100.0) == [(101.0, 0, None)]
+    assert _plain_enters([at_margin, front], 0, 100.0) == [(101.0, 0, None)]
     over = Ranged(_packets((100.0, 103.5, -80.0), (103.5, 200.0, -70.0)), -80.0, 6.0)
-    assert ranged_enters([over, front], 0, 100.0) == [(101.0, 0, None), (104.0, 0, -70.0)]
+    assert _plain_enters([over, front], 0, 100.0) == [(101.0, 0, None), (104.0, 0, -70.0)]
+
+
+def test_a_bagged_phone_read_in_the_store_for_seconds_is_a_sustained_enter() -> None:
+    """A phone in a bag walks in reading the entrance beacon at -78 dBm, under its -72
+    threshold, for as long as she stays: four readings at or above its sustained bar (-82)
+    in eight ranged seconds, each 6 dB over the storefront's of the last 3 s, with the
+    loudest 6 dB over the storefront's loudest of those eight seconds, make an enter
+    marked sustained, with that loudest reading."""
+    from simulators.devices import AppEnter, Ranged, ranged_enters
+
+    # The storefront is loud while she passes under it (to 110), then behind her.
+    store_front = Ranged(
+        _packets((100.0, 110.0, -64.0), (110.0, 200.0, -90.0)), None, storefront=True
+    )
+    walk_in = _packets((100.0, 110.0, -84.0), (110.0, 200.0, -78.0))
+    bagged = Ranged(walk_in, -72.0, 6.0, sustained_min_rssi=-82.0)
+    # Readings of -78 from 111, each 12 dB over the front's -90 (its -64 leaves the 3 s
+    # comparison at 113): four by 116, but the front's -64 of 110 is in the eight seconds
+    # until 118.
+    assert ranged_enters([bagged, store_front], 1, 100.0) == [
+        AppEnter(100.0, 1, None),
+        AppEnter(118.0, 0, -78.0, sustained=True),
+    ]
+    # The same phone without the lower bar: never in, however long it reads -78.
+    plain = Ranged(walk_in, -72.0, 6.0)
+    assert ranged_enters([plain, store_front], 1, 100.0) == [AppEnter(100.0, 1, None)]
+
+
+def test_a_window_shopper_or_a_few_readings_never_make_a_sustained_enter() -> None:
+    """Through the glass a shopper reads the entrance beacon at -78 too, but the storefront
+    beacon louder: never sustained. Three readings in eight seconds are not enough, nor
+    readings under the sustained bar."""
+    from simulators.devices import AppEnter, Ranged, ranged_enters
+
+    front_loud = Ranged(_packets((100.0, 300.0, -70.0)), None, storefront=True)
+    at_glass = Ranged(_packets((100.0, 300.0, -78.0)), -72.0, 6.0, sustained_min_rssi=-82.0)
+    assert ranged_enters([at_glass, front_loud], 1, 100.0) == [AppEnter(100.0, 1, None)]
+    # The storefront heard once in the eight seconds, loud, blocks the window it is in even
+    # when the 3 s comparison of each reading passes (the shopper's bursts of losses).
+    # Here: held at 101-102 and from 106 (103-105 are within 3 s of the front's -70), four
+    # by 107, but the -70 of 103 is in the window until 111.
+    front_once = Ranged([(102.5, -70.0), (130.5, -70.0)], None, storefront=True)
+    steady = Ranged(_packets((100.0, 200.0, -78.0)), -72.0, 6.0, sustained_min_rssi=-82.0)
+    assert ranged_enters([steady, front_once], 0, 100.0)[-1] == AppEnter(
+        111.0, 0, -78.0, sustained=True
+    )
+    sparse = Ranged(
+        [(t + 0.5, -78.0) for t in (100.0, 103.0, 106.0, 109.0, 112.0)], -72.0, 6.0,
+        sustained_min_rssi=-82.0,
+    )  # fmt: skip
+    assert not any(e.sustained for e in ranged_enters([sparse], 0, 100.0))
+    weak = Ranged(_packets((100.0, 200.0, -84.0)), -72.0, 6.0, sustained_min_rssi=-82.0)
+    assert not any(e.sustained for e in ranged_enters([weak], 0, 100.0))
