@@ -123,7 +123,8 @@ class GatewayReading(_Strict):
 
 
 class ZoneEvidence(_Strict):
-    """Why a store's presence coordinator placed a subject in a zone (docs/presence.md).
+    """Why a store's presence coordinator (docs/presence.md), or the app ingest for a beacon
+    region's enter (``app_region_*``, docs/operators/ingest.md), placed a subject in a zone.
 
     ``rule`` names the evidence (``door_then_interior``, ``interior_gateway``, ...),
     ``readings`` the gateways it used, ``detail`` says it in words; the event's
@@ -150,7 +151,7 @@ class Event(_Strict):
     rssi: Annotated[float, Field(ge=-127, le=20)] | None = None
     distance_m: Annotated[float, Field(ge=0, le=10_000)] | None = None
     confidence: Annotated[float, Field(ge=0, le=1)] | None = None
-    # Added compatibly (optional): only a store's presence coordinator sends it.
+    # Added compatibly (optional): a store's presence coordinator and the app ingest send it.
     evidence: ZoneEvidence | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
-from contracts.models import Event, EventKind, Subject, SubjectType
+from contracts.models import Event, EventKind, Subject, SubjectType, ZoneEvidence
 from edge.exceptions import EventRejected, OutboxError
 from edge.geofence import Fix, GeofenceEngine, GeofenceTransition
 from edge.ingest.auth import Auth
@@ -37,6 +37,25 @@ class EventSink(Protocol):
 
 def _dt(t: float) -> datetime:
     return datetime.fromtimestamp(t, tz=UTC)
+
+
+def region_evidence(spec: BeaconRegionSpec, rssi: float | None, sustained: bool) -> ZoneEvidence:
+    """Why a beacon-region enter is in its zone or its approach zone, for the event (and
+    ``proxima score --timeline``): the app's reading against the region's bar."""
+    if spec.min_rssi is None:
+        return ZoneEvidence(rule="app_region", detail="the app's region enter; no bar to read")
+    bar = spec.min_rssi
+    if sustained and spec.sustained_min_rssi is not None:
+        bar = spec.sustained_min_rssi
+    if rssi is None:
+        return ZoneEvidence(rule="app_region_unranged", detail="entered without a reading")
+    held = "held over seconds, " if sustained else ""
+    if rssi >= bar:
+        rule = "app_region_sustained" if sustained else "app_region_near"
+        return ZoneEvidence(rule=rule, detail=f"ranged {rssi:.0f} dBm, {held}bar {bar:.0f}")
+    return ZoneEvidence(
+        rule="app_region_far", detail=f"ranged {rssi:.0f} dBm, {held}under {bar:.0f}"
+    )
 
 
 def _subject(device_id: str) -> Subject:
@@ -135,15 +154,15 @@ class IngestEvents:
                 else [z for z in (spec.zone_id, spec.approach_zone_id) if z is not None]
             )
             for zone in zones:
+                enter = ev.transition == "enter"
                 drafts.append(
                     EventDraft(
-                        kind=EventKind.ZONE_ENTER
-                        if ev.transition == "enter"
-                        else EventKind.ZONE_EXIT,
+                        kind=EventKind.ZONE_ENTER if enter else EventKind.ZONE_EXIT,
                         subject=_subject(auth.device_id),
                         observed_at=ev.at,
                         zone_id=zone,
                         rssi=ev.rssi,
+                        evidence=region_evidence(spec, ev.rssi, ev.sustained) if enter else None,
                         # the first zone keeps the id it always had; an approach zone's exit
                         # gets one of its own
                         event_id=_event_id(auth, i if zone == zones[0] else 10_000 + i),

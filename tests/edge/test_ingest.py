@@ -307,6 +307,9 @@ async def test_a_storefront_region_heard_weakly_is_an_approach_until_the_app_ran
         ("zone_enter", "street", None),
     ]
     assert len({e.event_id for e in stored}) == 5
+    assert [e.evidence.rule if e.evidence else None for e in stored] == [
+        "app_region_far", "app_region_near", None, None, "app_region_unranged",
+    ]  # fmt: skip
 
 
 async def test_a_sustained_enter_is_judged_by_the_region_s_lower_bar(
@@ -327,6 +330,12 @@ async def test_a_sustained_enter_is_judged_by_the_region_s_lower_bar(
     assert [(e.zone_id, e.rssi) for e in stored] == [
         ("street", -80.0), ("street", -86.0), ("entrance", -80.0),
     ]  # fmt: skip
+    # Each says why, for the timeline: the reading against the bar it was judged by.
+    assert [(e.evidence.rule, e.evidence.detail) for e in stored if e.evidence] == [
+        ("app_region_far", "ranged -80 dBm, under -75"),
+        ("app_region_far", "ranged -86 dBm, held over seconds, under -85"),
+        ("app_region_sustained", "ranged -80 dBm, held over seconds, bar -85"),
+    ]
     status, body, _ = await app.post(
         "beacon-regions",
         {"events": [{"region": front, "transition": "enter", "at": iso(T0 + 3), "sustained": 1}]},
