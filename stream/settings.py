@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.models import DLQ_RECORD_MAX
+from transport.gc import DEFAULT_THRESHOLD0
 
 STORE_SCHEMES = frozenset({"memory", "rocksdb"})
 """Faust table stores the worker supports (faust/stores/__init__.py has more)."""
@@ -46,6 +47,10 @@ class StreamSettings(BaseSettings):
     )
     batch_within_s: float = Field(
         default=0.005, gt=0, description="longest the worker waits to fill a batch"
+    )
+    gc_threshold0: int = Field(
+        default=DEFAULT_THRESHOLD0,
+        description="allocations between the worker's young-generation garbage collections (CPython: 700; 0 keeps it); what the worker built before its first record is frozen out of every collection",
     )
     retry_backoff_s: float = Field(
         default=0.1,
