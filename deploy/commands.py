@@ -84,7 +84,7 @@ def bench(
     events: Annotated[
         Optional[int],  # noqa: UP045
         typer.Option(
-            help="events per run (stream: 20,000; stream-scale: 80,000, long enough that"
+            help="events per run (stream: 100,000; stream-scale: 80,000, long enough that"
             " producing and the first fetch are a small part of its timing)",
             min=1000,
         ),
@@ -137,9 +137,9 @@ def bench(
 
             results = run_ingest_bench(seconds)
         elif name == "stream":
-            from stream.bench import run_stream_bench
+            from stream.bench import STREAM_EVENTS, run_stream_bench
 
-            results = asyncio.run(run_stream_bench(events=events or 20_000))
+            results = asyncio.run(run_stream_bench(events=events or STREAM_EVENTS))
         elif name == "stream-scale":
             from stream.bench import SCALE_EVENTS, run_scale_out_bench
 
