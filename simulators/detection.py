@@ -17,7 +17,8 @@ No broker is involved, so it measures what the radio and the zone logic allow, q
 Mosquitto, Kafka and Redis pipeline. Latency is from the truth's door crossing to the
 ``observed_at`` of the event that caused the alert (the pipeline adds ~20-50 ms,
 ``proxima bench stream``/``notifier``); an app event's ``observed_at`` is when the OS told
-the app, so iOS's delays are in it.
+the app, so iOS's delays are in it; for iPhone visitors the bench also splits that latency
+at the floor iOS sets (:func:`ios_floors`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from beacons.fusion import FusionConfig, StorePresence
 from beacons.presence import Transition
@@ -51,6 +52,7 @@ from edge.pipeline import Pipeline
 from edge.settings import EdgeSettings
 from edge.sources import advert_from_record
 from simulators.app_replay import region_ref, store_config
+from simulators.devices import first_ranging
 from simulators.engine import Simulation, build_scenario
 from simulators.layout import StoreLayout
 from simulators.score import (
@@ -60,6 +62,7 @@ from simulators.score import (
     Visit,
     by_class,
     load_truth,
+    percentile_s,
     score,
 )
 
@@ -324,6 +327,57 @@ def visit_alerts(
     return alerts, times
 
 
+IPHONE = "iphone_app"
+
+
+Ranging = dict[str, list[tuple[float, list[tuple[float, float]]]]]
+"""Per person, per trip: the phone's ranging phase and spans (simulators.side_lines)."""
+
+
+def ios_floors(ranging: Ranging, visits: Iterable[Visit]) -> list[tuple[float, float]]:
+    """For each iPhone app visitor alerted on arrival: (door → the app's first ranging
+    second after the door, the alert's latency over that second), in s.
+
+    That second is the floor iOS sets: the app reads beacons only while iOS lets it run
+    (the wake of a region enter, delayed as iOS delays it, or a location session), so no
+    rule of ours could place her inside sooner. What comes after it is the radio and our
+    rules (the walk to the pair margin over the storefront beacon, a bag's sparse readings).
+    Visits in which the phone does not range after the door (iOS never woke the app before
+    she left) are left out; the latency figures count them."""
+    out: list[tuple[float, float]] = []
+    for v in visits:
+        timely = [t for t in v.alerts if not math.isnan(t)]
+        if v.device_class != IPHONE or not v.expected or not timely or v.customer_id not in ranging:
+            continue
+        seconds = [
+            first_ranging(spans, phase, v.arrive_t) for phase, spans in ranging[v.customer_id]
+        ]
+        floor = min((t for t in seconds if t is not None), default=None)
+        if floor is not None and floor <= v.leave_t:  # else not on this visit
+            out.append((floor - v.arrive_t, min(timely) - floor))
+    return out
+
+
+def floor_figures(floors: Sequence[tuple[float, float]]) -> dict[str, Any]:
+    """:func:`ios_floors` of every seed, as the bench reports them."""
+    waits = [f for f, _ in floors]
+    over = [o for _, o in floors]
+    return {
+        "iphone_floor_visits": len(floors),
+        "iphone_os_floor_p50_s": percentile_s(waits, 0.5),
+        "iphone_os_floor_p95_s": percentile_s(waits, 0.95),
+        "iphone_over_floor_p50_s": percentile_s(over, 0.5),
+        "iphone_over_floor_p95_s": percentile_s(over, 0.95),
+    }
+
+
+class SeedScore(NamedTuple):
+    score: Score
+    kafka_events: int
+    door_arrivals: int
+    ios_floors: list[tuple[float, float]]
+
+
 def score_seed(
     scenario: str,
     seed: int,
@@ -335,9 +389,10 @@ def score_seed(
     fusion: bool = True,
     config: FusionConfig | None = None,
     layout: str | None = None,
-) -> tuple[Score, int, int]:
+) -> SeedScore:
     """One seed's score (``proxima score``'s figures and per-class tallies), with the
-    events that reach Kafka and the door crossings of its truth. ``population`` overrides
+    events that reach Kafka, the door crossings of its truth and its iPhone visitors'
+    :func:`ios_floors`. ``population`` overrides
     fields of the scenario's (e.g. ``device_classes``); ``app=False`` leaves the app path
     out (the gateways alone); ``fusion``: the store's coordinator decides (as ``proxima
     replay`` runs it); off, each gateway's own decisions go to the stream; ``layout`` plays
@@ -362,7 +417,12 @@ def score_seed(
         door_arrivals = _door_arrivals(trace)
     finally:
         trace.unlink()
-    return result, kafka_events, door_arrivals
+    return SeedScore(
+        result,
+        kafka_events,
+        door_arrivals,
+        ios_floors(sim.side.ranging if sim.side else {}, result.visits),
+    )
 
 
 def _door_arrivals(trace: Path) -> int:
@@ -394,9 +454,10 @@ def run_detection_bench(
     kafka_events = door_arrivals = 0
     missed: list[str] = []
     false_alerts: list[str] = []
+    floors: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory(prefix="proxima-detection-") as tmp:
         for seed in seeds:
-            result, events, doors = score_seed(
+            result, events, doors, seed_floors = score_seed(
                 scenario,
                 seed,
                 Path(tmp),
@@ -416,6 +477,7 @@ def run_detection_bench(
             ]
             kafka_events += events
             door_arrivals += doors
+            floors += seed_floors
     overall = Tally()
     for tally in tallies.values():
         overall.add(tally)
@@ -431,5 +493,6 @@ def run_detection_bench(
         "kafka_events_per_arrival": round(kafka_events / door_arrivals, 2)
         if door_arrivals
         else None,
+        **floor_figures(floors),
         "by_class": by_class(tallies),
     }

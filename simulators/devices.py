@@ -286,6 +286,34 @@ def ranged_enters(
     return out or [AppEnter(t_enter + IOS_RANGING_WINDOW_S, woke, None)]
 
 
+def ranging_spans(
+    t_enter: float, t_exit: float | None, running: Sequence[tuple[float, float]] = ()
+) -> list[tuple[float, float]]:
+    """When the app may range during one stay in a region that iOS reported entered at
+    ``t_enter`` (and left at ``t_exit``), as :func:`ranged_enters` lets it: the wake's
+    :data:`IOS_RANGING_WINDOW_S`, and the parts of ``running`` within the stay. What iOS
+    allows, whatever the app then does with its readings (:func:`first_ranging`)."""
+    end_of_stay = t_exit if t_exit is not None else math.inf
+    spans = [(t_enter, t_enter + IOS_RANGING_WINDOW_S)]
+    spans += [(max(a, t_enter), min(b, end_of_stay)) for a, b in running]
+    return [(a, b) for a, b in spans if b > a]
+
+
+def first_ranging(spans: Sequence[tuple[float, float]], phase: float, at: float) -> float | None:
+    """The phone's first ranging second after ``at`` within ``spans`` (readings come at
+    ``phase`` + whole seconds, after a span's start: :func:`ranged_enters`), or None.
+
+    For a visitor, ``at`` her door crossing: the floor iOS sets on her arrival. Before that
+    second the app has no reading taken inside the store, whatever rule it runs."""
+    best: float | None = None
+    for a, b in spans:
+        lo = max(a, at)
+        second = phase + math.floor(lo - phase) + 1.0  # the first one after ``lo``
+        if second <= b and (best is None or second < best):
+            best = second
+    return best
+
+
 @dataclass(frozen=True, slots=True)
 class Fix:
     t: float

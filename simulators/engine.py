@@ -75,6 +75,8 @@ class Simulation:
         self._ons = sorted(d.t_on for d in self.devices)
         self._offs = sorted(d.t_off for d in self.devices)
         self.storefront = Storefront(layout)
+        self.side: SideLines | None = None
+        """The run's truth and app lines, once drawn (:meth:`lines`)."""
 
     def stage(self, people: list[Person], customers: list[Customer]) -> None:
         """Replace the drawn crowd with a staged scene (tests, demonstrations of one case)."""
@@ -112,9 +114,10 @@ class Simulation:
 
     def _side_lines(self) -> list[tuple[float, int, str]]:
         """The truth and app lines, (t, n, line) in time order (simulators.side_lines)."""
-        return SideLines(
+        self.side = SideLines(
             self.layout, self.radio, self.seed, self.duration_s, self.people, self.customers
-        ).lines()
+        )
+        return self.side.lines()
 
     # --- the run --------------------------------------------------------------------------
     def lines(self, progress: Callable[[float], None] | None = None) -> Iterator[str]:

@@ -574,3 +574,9 @@ def score(
 
 def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 3)
+
+
+def percentile_s(values: list[float], q: float) -> float | None:
+    """The ``q`` quantile of ``values`` (seconds, interpolated), to the millisecond, as the
+    score's figures give theirs; None without values."""
+    return _round(_percentile(values, q))

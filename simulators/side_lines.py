@@ -20,6 +20,7 @@ from simulators.devices import (
     geofence_pass,
     location_fixes,
     ranged_enters,
+    ranging_spans,
     region_transitions,
 )
 from simulators.layout import FLOOR_HEIGHT_M, BeaconSpec, GatewaySpec, StoreLayout
@@ -53,6 +54,11 @@ class SideLines:
         self.people = people
         self.customers = customers
         self.storefront = Storefront(layout)
+        self.ranging: dict[str, list[tuple[float, list[tuple[float, float]]]]] = {}
+        """Per iPhone app user (person id), for each of their trips (a group: a customer
+        may come back): the phone's ranging phase and the spans in which iOS lets the app
+        range (devices.ranging_spans), once :meth:`lines` has run. Ground truth for the
+        bench (simulators.detection.ios_floors), never in a trace."""
 
     def lines(self) -> list[tuple[float, int, str]]:
         """(t, n, line) of every truth and app line in time order (n keeps equal times in
@@ -148,9 +154,12 @@ class SideLines:
             # One ranging clock per phone (its own draw: the others' stay as they were).
             phase = random.Random(f"{self.seed}/ranging/{person.pid}/{person.group}").random()
             reported: set[tuple[float, int]] = set()
+            spans: list[tuple[float, float]] = []
+            self.ranging.setdefault(person.pid, []).append((phase, spans))
             for woke, r in enumerate(ranged):
                 stays = region_transitions([t for t, _ in r.heard], rng)
                 for enter, leave in zip(stays[::2], stays[1::2], strict=True):
+                    spans += ranging_spans(enter.t, leave.t, running)
                     for t, i, rssi, held in ranged_enters(
                         ranged, woke, enter.t, t_exit=leave.t, running=running, phase=phase
                     ):

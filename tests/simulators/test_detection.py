@@ -228,3 +228,31 @@ def test_the_bench_reports_per_device_class_and_the_approach_lead() -> None:
     }  # fmt: skip
     assert sum(f["expected_visits"] for f in got["by_class"].values()) == got["expected_visits"]
     assert got["approach_lead_p50_s"] is not None
+
+
+def test_an_iphone_visit_s_floor_is_the_app_s_first_ranging_second_after_the_door() -> None:
+    from simulators.detection import floor_figures, ios_floors
+    from simulators.score import Visit
+
+    def visit(cid: str, arrive: float, alerts: list[float], cls: str = "iphone_app") -> Visit:
+        return Visit(cid, arrive, arrive + 300.0, True, True, "visit", alerts, device_class=cls)
+
+    ranging = {
+        "ana": [(0.5, [(90.0, 120.0)])],  # awake at her door crossing (100.2)
+        "bea": [(0.0, [(90.0, 120.0)]), (0.0, [(1000.0, 1030.0)])],  # woke again later, in
+        "cid": [(0.0, [(10.0, 40.0)])],  # never woke after her door crossing
+        "dan": [(0.0, [(90.0, 120.0)])],  # an Android phone: not iOS's to hold up
+    }
+    visits = [
+        visit("ana", 100.2, [106.5]),
+        visit("bea", 995.0, [1012.0]),
+        visit("cid", 100.0, [130.0]),
+        visit("dan", 100.0, [104.0], "android_app"),
+        visit("ana", 2000.0, []),  # missed: no latency to split
+    ]
+    floors = ios_floors(ranging, visits)
+    assert floors == [pytest.approx((0.3, 6.0)), pytest.approx((6.0, 11.0))]
+    figures = floor_figures(floors)
+    assert figures["iphone_floor_visits"] == 2
+    assert figures["iphone_os_floor_p50_s"] == pytest.approx(3.15)
+    assert figures["iphone_over_floor_p95_s"] == pytest.approx(10.75)

@@ -414,3 +414,34 @@ def test_a_window_shopper_or_a_few_readings_never_make_a_sustained_enter() -> No
     assert not any(e.sustained for e in ranged_enters([sparse], 0, 100.0))
     weak = Ranged(_packets((100.0, 200.0, -84.0)), -72.0, 6.0, sustained_min_rssi=-82.0)
     assert not any(e.sustained for e in ranged_enters([weak], 0, 100.0))
+
+
+def test_the_app_may_range_for_its_wake_and_while_a_location_session_runs_in_the_stay() -> None:
+    from simulators.devices import IOS_RANGING_WINDOW_S, ranging_spans
+
+    assert ranging_spans(100.0, 110.0) == [(100.0, 100.0 + IOS_RANGING_WINDOW_S)]
+    # A location session that runs past the stay ranges only within it; one over before it
+    # adds nothing.
+    assert ranging_spans(100.0, 300.0, [(50.0, 500.0), (10.0, 40.0)]) == [
+        (100.0, 100.0 + IOS_RANGING_WINDOW_S),
+        (100.0, 300.0),
+    ]
+
+
+def test_the_first_ranging_second_after_the_door_is_on_the_phone_s_clock_and_in_a_span() -> None:
+    from simulators.devices import first_ranging, ranged_enters, ranging_spans
+
+    spans = [(100.0, 130.0), (200.0, 230.0)]
+    # Awake at the door: the next second of the phone's clock (phase 0.25).
+    assert first_ranging(spans, 0.25, 110.6) == 111.25
+    # Not awake at the door: the first second after the next wake.
+    assert first_ranging(spans, 0.25, 150.0) == 200.25
+    # Past every span: iOS never lets the app read anything after it.
+    assert first_ranging(spans, 0.25, 240.0) is None
+    # The seconds ranged_enters reads are those seconds: a beacon heard from the wake on at
+    # its threshold is reported at the first of them.
+    from simulators.devices import AppEnter, Ranged
+
+    loud = Ranged([(t / 10, -60.0) for t in range(900, 1400)], -72.0, None)
+    enters = ranged_enters([loud], 0, 100.0, phase=0.25)
+    assert enters == [AppEnter(first_ranging(ranging_spans(100.0, None), 0.25, 100.0), 0, -60.0)]
