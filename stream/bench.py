@@ -23,7 +23,10 @@ first send until the consumer is done with the last event:
 - **worker**: ``proxima stream worker`` (a child process) does the whole chain —
   verify the batch's signature → validate → resolve EID → consent → visit → rules →
   dedupe → alert — with its Redis round trips; it is done when it has marked the last
-  event processed. Its CPU seconds (user + system, /proc) per 1,000 events are reported.
+  event processed. Its CPU seconds (user + system, /proc) per 1,000 events are reported,
+  and the share of them its check of each record's signature takes
+  (``*_verify_cpu_share``: the check, timed in this process on the same records, over the
+  worker's CPU).
 
 The events: ``customers`` enrolled customers (arrival alerts and analytics consent) and as
 many unknown phones, each seen ``events / (2 × customers)`` times in one store, with real
@@ -118,6 +121,27 @@ def make_events(
         event = zone_event(key, at, i + 1, kind, zone, store=store, rssi=-60.0, confidence=0.9)
         out.append(event.to_json())
     return out
+
+
+def verify_us_per_record(records: list[Record], kid: str, secret: bytes, mqtt_topic: str) -> float:
+    """What the worker's end-to-end check of a record's signature costs, in µs of this
+    process's CPU per record: :func:`contracts.signing.verify_message` on each record's
+    headers as the worker reads them (``BatchRecord.of``), with the key at hand (the
+    worker's key cache answers from memory after the first record of a gateway)."""
+    from contracts.signing import GatewayKey, verify_message
+    from stream.batches import BatchRecord
+
+    store, gateway = "bench-store", "gw-door"
+    key = GatewayKey(kid, store, gateway, secret, trace_time=True)
+
+    def lookup(_kid: str) -> GatewayKey:
+        return key
+
+    opened = [(value, BatchRecord.of(headers).properties) for value, headers, _ in records]
+    t0 = time.process_time()
+    for value, props in opened:
+        verify_message(mqtt_topic, value, props, lookup, store_id=store, gateway_id=gateway)
+    return 1e6 * (time.process_time() - t0) / max(len(opened), 1)
 
 
 async def _produce(
@@ -517,6 +541,7 @@ async def run_stream_bench(
         seconds, cpu = figures[name]
         worker = n_events / seconds
         baseline = sum(n for _, _, n in records) / baselines[name]
+        verify_us = verify_us_per_record(timed, key.kid, bytes.fromhex(key.secret), mqtt_topic)
         out |= {
             f"{name}_events_per_batch": round(n_events / len(timed), 2),
             f"{name}_events_per_s": round(worker, 1),
@@ -524,6 +549,10 @@ async def run_stream_bench(
             f"{name}_baseline_per_s": round(baseline, 1),
             f"{name}_ratio": round(worker / baseline, 3),
             f"{name}_cpu_s_per_1000": round(1000 * cpu / n_events, 3),
+            # The signature check's share of the worker's CPU: on by default (v2 records are
+            # verified end to end, the bridge is not trusted to have checked them).
+            f"{name}_verify_us_per_record": round(verify_us, 2),
+            f"{name}_verify_cpu_share": round(verify_us * len(timed) / 1e6 / cpu, 4),
         }
     return out | {
         "latency_p50_ms": round(_pct(latencies, 0.50), 1),
