@@ -221,10 +221,11 @@ def ranged_enters(
     :data:`IOS_RANGING_WINDOW_S` after the wake, and during ``running`` (spans when it runs
     anyway: a location session while inside the store's geofence, for a customer who
     shares location). The first second in which some in-store beacon reads near (at or
-    above its ``min_rssi``, and by its ``pair_margin_db`` over every storefront beacon's
-    loudest reading of the last :data:`~edge.ingest.store.PAIR_WINDOW_S` seconds it ranged)
-    with :data:`APP_CONFIRM_DB` to spare, or reads near for the second time within
-    :data:`APP_CONFIRM_S`, is reported as that beacon's enter and ends the ranging, as is
+    above its ``min_rssi``, and by its ``pair_margin_db`` over the storefront beacons'
+    latest reading of the last :data:`~edge.ingest.store.PAIR_WINDOW_S` seconds it ranged)
+    with :data:`APP_CONFIRM_DB` to spare over both bars and over the storefront's loudest
+    of those seconds, or reads near for the second time within :data:`APP_CONFIRM_S`, is
+    reported as that beacon's enter and ends the ranging, as is
     a :class:`Sustained` window of readings under that bar (a bagged phone); before
     that, the first reading
     of the beacon that woke it is reported as its enter, with the reading only if it is
@@ -265,7 +266,13 @@ def ranged_enters(
         if heard_front:
             fronts_seen.append((end, max(heard_front)))
         front = max((db for _, db in fronts_seen), default=None)
-        near = [i for i, r in enumerate(beacons) if r.in_store(readings[i], front)]
+        # Near: over the storefront's latest reading of the window (an entrant walked in
+        # under it, so its loudest is from before the door); sure, and so in at once: clear
+        # of the bars over its loudest. A near reading that is not sure counts once a second
+        # one confirms it, as a reading at the bars does (a storefront second lost to noise
+        # or a burst is then not enough on its own).
+        latest = fronts_seen[-1][1] if fronts_seen else None
+        near = [i for i, r in enumerate(beacons) if r.in_store(readings[i], latest)]
         # Clear of the bars by APP_CONFIRM_DB: in at once; at them: once confirmed.
         sure = [i for i in near if beacons[i].in_store(readings[i], front, APP_CONFIRM_DB)]
         if near and not sure and any(end - t < APP_CONFIRM_S + 0.5 for t in at_bars):

@@ -62,7 +62,10 @@ class BeaconRegionSpec(_Cfg):
     ``pair_margin_db`` is for the app, not the ingest: the app counts a reading of this
     region as in the store only when it is also that much louder than the loudest reading,
     in the last :data:`PAIR_WINDOW_S` seconds, of any *storefront* region (one whose
-    ``zone_id`` is this region's ``approach_zone_id``: a beacon outside on the shop front).
+    ``zone_id`` is this region's ``approach_zone_id``: a beacon outside on the shop front),
+    or louder than the latest such reading of those seconds and confirmed by a second
+    reading that is too (an entrant walks in under the storefront beacon: its loudest of
+    the window is from before the door).
     A passer-by at the open door reads the entrance beacon as loud as an entrant does, but
     the storefront beacon louder still. The ingest cannot check it (an enter carries one
     reading) and trusts the app's judgement as it trusts the reading itself.

@@ -258,9 +258,18 @@ def test_an_in_store_reading_counts_only_once_it_beats_the_storefront_beacon() -
     store_front = Ranged(front, None, storefront=True)
     assert _plain_enters([passing, store_front], 0, 100.0) == [(101.0, 0, None)]
     # An entrant: past the door the entrance beacon reads -66 while the front fades to
-    # -80; in the store once the front's -62 has left the 3 s window (at 113).
+    # -80. Over the front's latest (-80) at 111, but not over its loudest of the window
+    # (-62, before the door): counted once a second such reading confirms it, at 112, not
+    # when the -62 has left the window (113).
     entering = Ranged(_packets((100.0, 110.0, -70.0), (110.0, 200.0, -66.0)), -72.0, 6.0)
-    assert _plain_enters([entering, store_front], 0, 100.0) == [(101.0, 0, None), (113.0, 0, -66.0)]
+    assert _plain_enters([entering, store_front], 0, 100.0) == [(101.0, 0, None), (112.0, 0, -66.0)]
+    # One such second is not enough: a storefront second that reads low (noise, a burst
+    # of losses) between loud ones lets one entrance reading through, never two.
+    flicker = _packets((100.0, 120.0, -62.0))
+    flicker = [(t, -80.0 if 110.0 < t <= 111.0 else db) for t, db in flicker]
+    at_door = Ranged(_packets((100.0, 120.0, -70.0)), -72.0, 6.0)
+    front_flicker = Ranged(flicker, None, storefront=True)
+    assert _plain_enters([at_door, front_flicker], 0, 100.0) == [(101.0, 0, None)]
     # Without a margin (the layout sets none) the same entrant counts at its first reading.
     plain = Ranged(entering.heard, -72.0)
     assert _plain_enters([plain, store_front], 0, 100.0) == [(101.0, 0, -70.0)]
