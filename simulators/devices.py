@@ -183,17 +183,26 @@ class Sustained:
     ) -> AppEnter | None:  # fmt: skip
         """Add the second ending at ``end`` (``front_now``: the storefront's loudest reading
         of it; ``front``: of the last 3 s) and say whether the window makes an enter."""
-        since = end - SUSTAIN_WINDOW_S
+        # Seconds are whole seconds apart on the phone's clock; half a second of slack keeps
+        # float rounding (``end`` is built by adding 1.0) from widening the window to 9.
+        since = end - SUSTAIN_WINDOW_S + 0.5
         self.seen = [x for x in self.seen if x[0] > since]
         self.fronts = [x for x in self.fronts if x[0] > since]
         if front_now is not None:
             self.fronts.append((end, front_now))
         held = [i for i, b in enumerate(self.beacons) if b.sustains(readings[i], front)]
         if held:
-            best = max(
-                held, key=lambda i: (readings[i] or -999.0) - (self.beacons[i].min_rssi or 0)
-            )
-            self.seen.append((end, best, readings[best] or 0.0))
+            # The reading furthest over the bar it was held to (``sustains``: not None).
+            def over_bar(i: int) -> float:
+                reading, bar = readings[i], self.beacons[i].sustained_min_rssi
+                assert reading is not None
+                assert bar is not None
+                return reading - bar
+
+            best = max(held, key=over_bar)
+            reading = readings[best]
+            assert reading is not None
+            self.seen.append((end, best, reading))
         if len(self.seen) < SUSTAIN_READINGS:
             return None
         _, i, loudest = max(self.seen, key=lambda x: x[2])
@@ -262,7 +271,8 @@ def ranged_enters(
         readings = [r.reading(end) for r in beacons]
         # The storefront's readings of the seconds the app ranged (it knows no others).
         heard_front = [db for i in fronts if (db := readings[i]) is not None]
-        fronts_seen = [(t, db) for t, db in fronts_seen if t > end - PAIR_WINDOW_S]
+        # Half a second of slack: whole seconds apart, built by adding 1.0 (float rounding).
+        fronts_seen = [(t, db) for t, db in fronts_seen if t > end - PAIR_WINDOW_S + 0.5]
         if heard_front:
             fronts_seen.append((end, max(heard_front)))
         front = max((db for _, db in fronts_seen), default=None)

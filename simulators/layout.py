@@ -173,6 +173,11 @@ class BeaconSpec(_Spec):
             raise ValueError(
                 f"beacon {self.id!r}: app_sustained_min_rssi needs app_min_rssi, at or above it"
             )
+        if self.app_sustained_min_rssi is not None and self.app_pair_margin_db is None:
+            raise ValueError(
+                f"beacon {self.id!r}: app_sustained_min_rssi needs app_pair_margin_db (the "
+                "storefront beacon a sustained reading must beat)"
+            )
         return self
 
 

@@ -292,7 +292,7 @@ def create_app(
 
         A Redis or Kafka error (a Redis restart, a broker away) retries the batch until it
         goes through: its offsets are not committed meanwhile, so nothing is lost. Any
-        other error sends the batch through :meth:`BatchRunner.one_at_a_time`. The dedupe table is a
+        other error sends the batch through :meth:`BatchRunner.one_at_a_time` (halves). The dedupe table is a
         cache: its errors are logged and counted (``dedupe_table_errors``), never fatal.
         Cancellation (the worker stopping) ends the loop.
         """

@@ -198,30 +198,43 @@ class BatchRunner(Generic[S]):
         self, events: list[tuple[Event, S]], rejected: list[DlqRecord], error: Exception
     ) -> list[tuple[Alert, S]]:
         """A batch failed with an error that retrying does not cure (a bug, or an input our
-        code cannot handle): its events are tried one at a time, and one that fails on its
-        own goes to the DLQ with the error as its reason. One poisoned event then costs one
-        DLQ record instead of stalling its partition (bad input never stops the loop); the
-        DLQ keeps the event for a replay once the bug is fixed. Parking is retried on any
-        error: it is the last place an event can go."""
+        code cannot handle): its events are tried again in halves, in order, a half that
+        fails split again, down to one event, and one that fails on its own goes to the
+        DLQ with the error as its reason. One poisoned event then costs one DLQ record
+        instead of stalling its partition (bad input never stops the loop), and ~2 log2(n)
+        tries instead of one per event (a step of 5,000 events, one at a time, held its
+        partition for tens of seconds); the events before it are decided before the events
+        after it, as in the batch. The DLQ keeps the event for a replay once the bug is
+        fixed. Parking is retried on any error: it is the last place an event can go."""
         counts = self.proc.stats.counts
         counts["batch_errors"] += 1
         log.error(
-            "batch of %d events failed (%r): deciding them one at a time",
+            "batch of %d events failed (%r): deciding it again in halves",
             len(events),
             error,
             exc_info=error,
         )
         if rejected:
             await self.retrying("DLQ", partial(self.park, rejected), retry=(Exception,))
+        return await self._halves(events)
+
+    async def _halves(self, events: list[tuple[Event, S]]) -> list[tuple[Alert, S]]:
+        """Each half of ``events`` decided in order; one that fails is split again."""
         sent: list[tuple[Alert, S]] = []
-        for one in events:
+        middle = (len(events) + 1) // 2
+        for part in (events[:middle], events[middle:]):
+            if not part:
+                continue
             try:
-                sent += await self.retrying("event", partial(self.attempt, [one], []))
+                sent += await self.retrying(f"part of {len(part)}", partial(self.attempt, part, []))
             except Exception as exc:
                 reraise_if_cancelled()
-                counts["failed_events"] += 1
-                log.exception("event %s failed on its own: parked on the DLQ", one[0].event_id)
-                raw = self.original(*one)
+                if len(part) > 1:
+                    sent += await self._halves(part)
+                    continue
+                self.proc.stats.counts["failed_events"] += 1
+                log.exception("event %s failed on its own: parked on the DLQ", part[0][0].event_id)
+                raw = self.original(*part[0])
                 record = DlqRecord.of(f"processing failed: {exc!r}", raw, source="stream.worker")
                 await self.retrying("DLQ", partial(self.park, [record]), retry=(Exception,))
         return sent

@@ -40,7 +40,7 @@ class StreamSettings(BaseSettings):
         # write, idle meanwhile; `bench stream` drain +6-10 % (docs/developers/benchmarks.md).
         default=5000,
         ge=1,
-        description="most events the worker decides in one step (one Redis write); a gateway batch is never split",
+        description="most events the worker decides in one step (its Redis writes in one script call per 5,000 keys); a gateway batch is never split",
     )
     batch_max_records: int = Field(
         default=256,
@@ -52,7 +52,8 @@ class StreamSettings(BaseSettings):
     )
     gc_threshold0: int = Field(
         default=DEFAULT_THRESHOLD0,
-        description="allocations between the worker's young-generation garbage collections (CPython: 700; 0 keeps it); what the worker built before its first record is frozen out of every collection",
+        ge=0,
+        description="net new objects between the worker's young-generation garbage collections (CPython: 700), what it built before its first record frozen out of every collection; 0 leaves the collector as CPython sets it (no freeze)",
     )
     retry_backoff_s: float = Field(
         default=0.1,

@@ -103,6 +103,13 @@ class BeaconRegionSpec(_Cfg):
                 "sustained_min_rssi needs min_rssi, and may not be above it: it lowers the bar "
                 "for an enter the app read in the store over several seconds"
             )
+        if self.sustained_min_rssi is not None and self.pair_margin_db is None:
+            # Without the storefront to beat, four readings at a bagged phone's bar are what
+            # a shopper at the glass gives too.
+            raise ValueError(
+                "sustained_min_rssi needs pair_margin_db: a sustained enter is one the app read "
+                "in the store by that margin over the storefront regions, for seconds"
+            )
         return self
 
     def zone_for(self, rssi: float | None, *, sustained: bool = False) -> str:

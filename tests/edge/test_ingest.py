@@ -72,6 +72,7 @@ STORE_CFG = StoreIngestConfig.model_validate(
                 "zone_id": "entrance",
                 "min_rssi": -75,
                 "approach_zone_id": "street",
+                "pair_margin_db": 6,
                 "sustained_min_rssi": -85,
             },
         ],
@@ -352,7 +353,13 @@ def test_a_sustained_bar_needs_the_threshold_it_lowers() -> None:
     with pytest.raises(ValidationError, match="may not be above it"):
         BeaconRegionSpec(
             type="ibeacon", id=FRONT_ID, zone_id="entrance", min_rssi=-75,
-            approach_zone_id="street", sustained_min_rssi=-70,
+            approach_zone_id="street", pair_margin_db=6, sustained_min_rssi=-70,
+        )  # fmt: skip
+    # Without the storefront to beat, a shopper at the glass reads as much for seconds.
+    with pytest.raises(ValidationError, match="sustained_min_rssi needs pair_margin_db"):
+        BeaconRegionSpec(
+            type="ibeacon", id=FRONT_ID, zone_id="entrance", min_rssi=-75,
+            approach_zone_id="street", sustained_min_rssi=-85,
         )  # fmt: skip
     plain = BeaconRegionSpec(
         type="ibeacon", id=FRONT_ID, zone_id="entrance", min_rssi=-75, approach_zone_id="street"

@@ -398,10 +398,13 @@ def test_a_bagged_phone_read_in_the_store_for_seconds_is_a_sustained_enter() -> 
     assert ranged_enters([plain, store_front], 1, 100.0) == [AppEnter(100.0, 1, None)]
 
 
-def test_a_window_shopper_or_a_few_readings_never_make_a_sustained_enter() -> None:
+def test_a_loud_storefront_a_few_readings_or_weak_ones_make_no_sustained_enter() -> None:
     """Through the glass a shopper reads the entrance beacon at -78 too, but the storefront
-    beacon louder: never sustained. Three readings in eight seconds are not enough, nor
-    readings under the sustained bar."""
+    beacon louder: never sustained. One loud storefront reading holds the enter off for the
+    eight seconds it is in the window (and only those: a storefront unheard for eight
+    seconds is a phone deep in the store, or one whose storefront link is lost; the app
+    cannot tell those apart). Three readings in eight seconds are not enough, nor readings
+    under the sustained bar."""
     from simulators.devices import AppEnter, Ranged, ranged_enters
 
     front_loud = Ranged(_packets((100.0, 300.0, -70.0)), None, storefront=True)

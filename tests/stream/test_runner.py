@@ -152,6 +152,27 @@ async def test_a_poisoned_event_is_parked_and_its_neighbours_are_decided() -> No
     assert proc.stats.counts["failed_events"] == 1
 
 
+async def test_a_big_batch_finds_its_poisoned_events_in_halves_and_keeps_their_order() -> None:
+    events = _events(64)
+    bad = {str(events[i][0].event_id) for i in (5, 41)}
+    proc, producer = FakeProcessor(poisoned=bad), Producer()
+    runner, _ = _runner(proc, producer)
+    sent = await runner.run(events, [])
+    # Everyone else decided, in the batch's order; the two parked.
+    assert [source for _, source in sent] == [f"record-{i}" for i in range(64) if i not in (5, 41)]
+    parked = [DlqRecord.model_validate_json(v) for v in producer.on(DLQ)]
+    assert [base64.b64decode(p.original_b64) for p in parked] == [
+        b"original of record-5",
+        b"original of record-41",
+    ]
+    assert proc.stats.counts["failed_events"] == 2
+    # Halving: each poisoned event costs a try per level of the split (2 x log2 64 = 12,
+    # one of them shared), not one try per event as one at a time did (64).
+    tries = len(proc.done) + proc.released
+    assert tries <= 1 + 2 * 2 * 6
+    assert len(proc.done) < 20
+
+
 async def test_offsets_move_only_with_finished_batches_and_a_refused_commit_is_tried_again() -> (
     None
 ):
