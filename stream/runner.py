@@ -101,7 +101,9 @@ class BatchRunner(Generic[S]):
             )
         except Exception as exc:
             reraise_if_cancelled()
-            return await self.one_at_a_time(events, rejected, exc)
+            failure = exc
+        # Out of the except block, so the halves' errors are not chained onto this one.
+        return await self.one_at_a_time(events, rejected, failure)
 
     async def retrying(
         self,
@@ -227,16 +229,21 @@ class BatchRunner(Generic[S]):
                 continue
             try:
                 sent += await self.retrying(f"part of {len(part)}", partial(self.attempt, part, []))
+                continue
             except Exception as exc:
                 reraise_if_cancelled()
-                if len(part) > 1:
-                    sent += await self._halves(part)
-                    continue
-                self.proc.stats.counts["failed_events"] += 1
-                log.exception("event %s failed on its own: parked on the DLQ", part[0][0].event_id)
-                raw = self.original(*part[0])
-                record = DlqRecord.of(f"processing failed: {exc!r}", raw, source="stream.worker")
-                await self.retrying("DLQ", partial(self.park, [record]), retry=(Exception,))
+                failure = exc
+            # Out of the except block: a deeper split's errors are not chained onto this
+            # one's, so the parked event's log shows its own failure, not one per level.
+            if len(part) > 1:
+                sent += await self._halves(part)
+                continue
+            self.proc.stats.counts["failed_events"] += 1
+            event_id = part[0][0].event_id
+            log.error("event %s failed on its own: parked on the DLQ", event_id, exc_info=failure)
+            raw = self.original(*part[0])
+            record = DlqRecord.of(f"processing failed: {failure!r}", raw, source="stream.worker")
+            await self.retrying("DLQ", partial(self.park, [record]), retry=(Exception,))
         return sent
 
 

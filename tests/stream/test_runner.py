@@ -152,7 +152,9 @@ async def test_a_poisoned_event_is_parked_and_its_neighbours_are_decided() -> No
     assert proc.stats.counts["failed_events"] == 1
 
 
-async def test_a_big_batch_finds_its_poisoned_events_in_halves_and_keeps_their_order() -> None:
+async def test_a_big_batch_finds_its_poisoned_events_in_halves_and_keeps_their_order(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     events = _events(64)
     bad = {str(events[i][0].event_id) for i in (5, 41)}
     proc, producer = FakeProcessor(poisoned=bad), Producer()
@@ -171,6 +173,13 @@ async def test_a_big_batch_finds_its_poisoned_events_in_halves_and_keeps_their_o
     tries = len(proc.done) + proc.released
     assert tries <= 1 + 2 * 2 * 6
     assert len(proc.done) < 20
+    # Each parked event's log shows its own failure, not a chain of one per split level.
+    parked_logs = [r for r in caplog.records if "failed on its own" in r.getMessage()]
+    assert len(parked_logs) == 2
+    for record in parked_logs:
+        assert record.exc_info is not None
+        assert record.exc_info[1] is not None
+        assert record.exc_info[1].__context__ is None
 
 
 async def test_offsets_move_only_with_finished_batches_and_a_refused_commit_is_tried_again() -> (
