@@ -259,14 +259,11 @@ def ranged_enters(
     fronts_seen: list[tuple[float, float]] = []  # (second, the storefront's loudest)
     at_bars: list[float] = []  # seconds with an in-store reading that was not clear of them
     sustained = Sustained(beacons)
-    end_of_stay = t_exit if t_exit is not None else math.inf
-    last = t_enter + IOS_RANGING_WINDOW_S
-    for a, b in running:
-        if b > t_enter and a < end_of_stay:
-            last = max(last, min(b, end_of_stay))
+    spans = ranging_spans(t_enter, t_exit, running)  # when iOS lets it range (the floor too)
+    last = max(b for _, b in spans)
     end = phase + math.floor(t_enter - phase)  # its last ranging second up to the wake
     while (end := end + 1.0) <= last:
-        if end - t_enter > IOS_RANGING_WINDOW_S and not any(a <= end <= b for a, b in running):
+        if not any(a <= end <= b for a, b in spans):
             continue
         readings = [r.reading(end) for r in beacons]
         # The storefront's readings of the seconds the app ranged (it knows no others).
@@ -307,9 +304,10 @@ def ranging_spans(
     t_enter: float, t_exit: float | None, running: Sequence[tuple[float, float]] = ()
 ) -> list[tuple[float, float]]:
     """When the app may range during one stay in a region that iOS reported entered at
-    ``t_enter`` (and left at ``t_exit``), as :func:`ranged_enters` lets it: the wake's
-    :data:`IOS_RANGING_WINDOW_S`, and the parts of ``running`` within the stay. What iOS
-    allows, whatever the app then does with its readings (:func:`first_ranging`)."""
+    ``t_enter`` (and left at ``t_exit``): the wake's :data:`IOS_RANGING_WINDOW_S`, and the
+    parts of ``running`` within the stay. :func:`ranged_enters` ranges in these spans and
+    the bench's floor (:func:`first_ranging`) reads them: what iOS allows, whatever the app
+    then does with its readings."""
     end_of_stay = t_exit if t_exit is not None else math.inf
     spans = [(t_enter, t_enter + IOS_RANGING_WINDOW_S)]
     spans += [(max(a, t_enter), min(b, end_of_stay)) for a, b in running]
