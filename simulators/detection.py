@@ -65,6 +65,7 @@ from simulators.score import (
     percentile_s,
     score,
 )
+from simulators.side_lines import Ranging
 
 EVENT_NS = uuid.UUID("0d5e6c1e-7f43-4f0e-9a7c-3b1f2f1c9a11")
 OUTSIDE = "outside"  # the street's zone kind: evidence of an approach (stream.visits)
@@ -328,10 +329,6 @@ def visit_alerts(
 
 
 IPHONE = "iphone_app"
-
-
-Ranging = dict[str, list[tuple[float, list[tuple[float, float]]]]]
-"""Per person, per trip: the phone's ranging phase and spans (simulators.side_lines)."""
 
 
 def ios_floors(ranging: Ranging, visits: Iterable[Visit]) -> list[tuple[float, float]]:

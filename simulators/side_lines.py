@@ -34,6 +34,10 @@ from simulators.radio import (
     Storefront,
 )
 
+Ranging = dict[str, list[tuple[float, list[tuple[float, float]]]]]
+"""Per person, per trip: the phone's ranging phase and the spans iOS lets its app range in
+(:attr:`SideLines.ranging`)."""
+
 
 class SideLines:
     """The truth and app lines of one run's people and customers."""
@@ -54,7 +58,7 @@ class SideLines:
         self.people = people
         self.customers = customers
         self.storefront = Storefront(layout)
-        self.ranging: dict[str, list[tuple[float, list[tuple[float, float]]]]] = {}
+        self.ranging: Ranging = {}
         """Per iPhone app user (person id), for each of their trips (a group: a customer
         may come back): the phone's ranging phase and the spans in which iOS lets the app
         range (devices.ranging_spans), once :meth:`lines` has run. Ground truth for the
