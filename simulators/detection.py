@@ -55,6 +55,8 @@ from simulators.app_replay import region_ref, store_config
 from simulators.devices import first_ranging
 from simulators.engine import Simulation, build_scenario
 from simulators.layout import StoreLayout
+from simulators.movement import Trajectory
+from simulators.population import Person
 from simulators.score import (
     DEFAULT_REVISIT_GAP_S,
     Score,
@@ -368,11 +370,145 @@ def floor_figures(floors: Sequence[tuple[float, float]]) -> dict[str, Any]:
     }
 
 
+ADVERTISING = frozenset({"android_app", "vip_tag"})
+"""The classes the gateways hear: a door pair places them (``door_over_street``)."""
+FLOOR_STEP_S = 0.1
+
+
+def pair_floors(
+    sim: Simulation, visits: Iterable[Visit], margin_db: float, defaults: EdgeSettings | None = None
+) -> tuple[list[tuple[float, float]], int]:
+    """For each advertising visitor (:data:`ADVERTISING`) alerted on arrival who came in by a
+    door with a pair: (door → the first moment the door gateway's *median* level of her
+    phone is ``margin_db`` over its street gateway's, the alert's latency over that moment),
+    in s; and how many such visitors never got there during the visit.
+
+    That moment is the floor the pair's placement sets: ``door_over_street`` compares the
+    two gateways' levels, and before it even the levels without noise (no shadowing, no
+    per-position offset, no fading or losses: :meth:`Simulation.median_dbm`) are not
+    ``margin_db`` apart; a rule deciding sooner would have to trust a smaller difference,
+    which a passer-by's noise gives too. What comes after it is the radio's noise and the
+    rule (its hold, a bag's lost packets). Those never over the margin (she walked in
+    beside the door gateway, not under it) are placed by the other rules; counted apart."""
+    roles = fusion_roles(sim.layout.trace_layout(), defaults)
+    pair_of = {r.zone_id: (r.gateway_id, r.pair) for r in roles if r.pair is not None}
+    doors = [d for d in sim.layout.doors if d.b in pair_of]
+    people: dict[str, list[Trajectory]] = defaultdict(list)
+    for person in sim.people:
+        if person.customer is not None and person.customer.customer_id is not None:
+            people[person.customer.customer_id].append(person.walker.traj)
+    out: list[tuple[float, float]] = []
+    never = 0
+    for v in visits:
+        timely = [t for t in v.alerts if not math.isnan(t)]
+        if v.device_class not in ADVERTISING or not v.expected or not timely or not doors:
+            continue
+        traj = next((tr for tr in people[v.customer_id] if tr.start <= v.arrive_t <= tr.end), None)
+        if traj is None:
+            continue
+        x, y, *_ = traj.at(v.arrive_t)
+        door = min(doors, key=lambda d: math.dist((d.x, d.y), (x, y)))
+        inside, street = pair_of[door.b]
+        assert street is not None
+        t, end = v.arrive_t, min(v.leave_t, traj.end)
+        while t <= end:
+            if sim.median_dbm(inside, traj, t) - sim.median_dbm(street, traj, t) >= margin_db:
+                out.append((t - v.arrive_t, min(timely) - t))
+                break
+            t += FLOOR_STEP_S
+        else:
+            never += 1
+    return out, never
+
+
+def app_pair_floors(
+    sim: Simulation, visits: Iterable[Visit]
+) -> tuple[list[tuple[float, float]], int]:
+    """:func:`pair_floors` for the iPhone app's beacon pair: for each iPhone visitor alerted
+    on arrival, (door → the first moment her phone's *median* reading of an in-store
+    beacon the app compares with the storefront (``app_pair_margin_db``) is loud enough to
+    count (its ``app_min_rssi``, or a bagged phone's lower ``app_sustained_min_rssi``) and
+    that margin over every storefront beacon's median, the alert's latency over that
+    moment), and how many never got there during the visit. The medians are
+    :meth:`SideLines.median_dbm` (carry loss in: the bars are absolute). A store without a
+    storefront beacon has no such floor."""
+    side = sim.side
+    lay = sim.layout
+    fronts = [b for b in lay.beacons if b.kind == "ibeacon" and b.zone_id in lay.outside_zone_ids]
+    # (beacon, the bars it must read at, its margin over the storefront)
+    inner = [
+        (b, min(b.app_min_rssi, b.app_sustained_min_rssi or b.app_min_rssi), b.app_pair_margin_db)
+        for b in lay.beacons
+        if b.kind == "ibeacon" and b.app_pair_margin_db is not None and b.app_min_rssi is not None
+    ]
+    out: list[tuple[float, float]] = []
+    never = 0
+    if side is None or not fronts or not inner:
+        return out, never
+    people: dict[str, list[Person]] = defaultdict(list)
+    for person in sim.people:
+        if person.customer is not None and person.customer.customer_id is not None:
+            people[person.customer.customer_id].append(person)
+
+    def counts(person: Person, t: float) -> bool:
+        front = max(side.median_dbm(person, b, t) for b in fronts)
+        for b, bar, margin in inner:
+            level = side.median_dbm(person, b, t)
+            if level >= bar and level - front >= margin:
+                return True
+        return False
+
+    for v in visits:
+        timely = [t for t in v.alerts if not math.isnan(t)]
+        if v.device_class != IPHONE or not v.expected or not timely:
+            continue
+        who = next(
+            (
+                p
+                for p in people[v.customer_id]
+                if p.walker.traj.start <= v.arrive_t <= p.walker.traj.end
+            ),
+            None,
+        )
+        if who is None:
+            continue
+        t, end = v.arrive_t, min(v.leave_t, who.walker.traj.end)
+        while t <= end:
+            if counts(who, t):
+                out.append((t - v.arrive_t, min(timely) - t))
+                break
+            t += FLOOR_STEP_S
+        else:
+            never += 1
+    return out, never
+
+
+def pair_floor_figures(
+    floors: Sequence[tuple[float, float]], never: int, prefix: str = "pair"
+) -> dict[str, Any]:
+    """:func:`pair_floors` (or, ``prefix`` ``app_pair``, :func:`app_pair_floors`) of every
+    seed, as the bench reports them."""
+    waits = [f for f, _ in floors]
+    over = [o for _, o in floors]
+    return {
+        f"{prefix}_floor_visits": len(floors),
+        f"{prefix}_floor_never": never,
+        f"{prefix}_floor_p50_s": percentile_s(waits, 0.5),
+        f"{prefix}_floor_p95_s": percentile_s(waits, 0.95),
+        f"{prefix}_over_floor_p50_s": percentile_s(over, 0.5),
+        f"{prefix}_over_floor_p95_s": percentile_s(over, 0.95),
+    }
+
+
 class SeedScore(NamedTuple):
     score: Score
     kafka_events: int
     door_arrivals: int
     ios_floors: list[tuple[float, float]]
+    pair_floors: list[tuple[float, float]]
+    pair_never: int
+    app_pair_floors: list[tuple[float, float]]
+    app_pair_never: int
 
 
 def score_seed(
@@ -414,11 +550,16 @@ def score_seed(
         door_arrivals = _door_arrivals(trace)
     finally:
         trace.unlink()
+    margin = (config or fusion_config(defaults or EdgeSettings())).pair_margin_db
+    pairs, never = pair_floors(sim, result.visits, margin, defaults)
     return SeedScore(
         result,
         kafka_events,
         door_arrivals,
         ios_floors(sim.side.ranging if sim.side else {}, result.visits),
+        pairs,
+        never,
+        *app_pair_floors(sim, result.visits),
     )
 
 
@@ -452,18 +593,23 @@ def run_detection_bench(
     missed: list[str] = []
     false_alerts: list[str] = []
     floors: list[tuple[float, float]] = []
+    pairs: list[tuple[float, float]] = []
+    app_pairs: list[tuple[float, float]] = []
+    never = app_never = 0
     with tempfile.TemporaryDirectory(prefix="proxima-detection-") as tmp:
         for seed in seeds:
-            result, events, doors, seed_floors = score_seed(
-                scenario,
-                seed,
-                Path(tmp),
-                defaults,
-                population,
-                app=app,
-                fusion=fusion,
-                config=config,
-                layout=layout,
+            result, events, doors, seed_floors, seed_pairs, seed_never, seed_app, seed_app_never = (
+                score_seed(
+                    scenario,
+                    seed,
+                    Path(tmp),
+                    defaults,
+                    population,
+                    app=app,
+                    fusion=fusion,
+                    config=config,
+                    layout=layout,
+                )
             )
             for cls, tally in result.tallies.items():
                 tallies[cls].add(tally)
@@ -475,6 +621,10 @@ def run_detection_bench(
             kafka_events += events
             door_arrivals += doors
             floors += seed_floors
+            pairs += seed_pairs
+            never += seed_never
+            app_pairs += seed_app
+            app_never += seed_app_never
     overall = Tally()
     for tally in tallies.values():
         overall.add(tally)
@@ -491,5 +641,7 @@ def run_detection_bench(
         if door_arrivals
         else None,
         **floor_figures(floors),
+        **pair_floor_figures(pairs, never),
+        **pair_floor_figures(app_pairs, app_never, "app_pair"),
         "by_class": by_class(tallies),
     }

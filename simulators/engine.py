@@ -32,6 +32,7 @@ from simulators.layout import (
     StoreLayout,
     load_layout,
 )
+from simulators.movement import Trajectory
 from simulators.population import Crowd, Customer, Person
 from simulators.radio import BODY_LOSS_DB, PHONE_HEIGHT_M, LinkState, RadioModel, Storefront
 from simulators.side_lines import SideLines
@@ -109,6 +110,26 @@ class Simulation:
         }
 
     # --- devices ------------------------------------------------------------------------
+    def median_dbm(self, gateway_id: str, traj: Trajectory, t: float) -> float:
+        """The median level (dBm) at which a gateway hears a phone carried on ``traj`` at
+        ``t``: the deterministic part of what :meth:`_advertise` draws (path loss, the shop
+        front, floors, the gateway's antenna, the carrier's body), without the phone's own
+        carry loss and transmit offset, which every gateway hears alike, and without the
+        link's random parts (shadowing, the per-position offset, fading, losses). Keep in
+        step with :meth:`_advertise`, whose hot loop has these terms inline."""
+        link = next(k for k in self.links if k.gateway_id == gateway_id)
+        x, y, z, zone, heading = traj.at(t)
+        outside = zone == self.layout.street.id
+        dx, dy, dz = link.x - x, link.y - y, link.z - z
+        loss = self.storefront.loss_db(x, y, True) if outside != link.outside else 0.0
+        loss += self.radio.env.floor_loss_db * abs(
+            (z - PHONE_HEIGHT_M) / FLOOR_HEIGHT_M - link.floor
+        )
+        if link.facing is not None:
+            loss += self.radio.antenna_loss_db(link, dx, dy)
+        loss += self.radio.body_loss_db(heading, dx, dy, BODY_LOSS_DB)
+        return self.radio.mean_rssi(link, math.sqrt(dx * dx + dy * dy + dz * dz), loss)
+
     def _devices(self) -> list[Device]:
         return Advertisers(self.layout, self.seed, self.duration_s, self.t0).all(self.people)
 

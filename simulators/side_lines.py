@@ -24,11 +24,13 @@ from simulators.devices import (
     region_transitions,
 )
 from simulators.layout import FLOOR_HEIGHT_M, BeaconSpec, GatewaySpec, StoreLayout
+from simulators.movement import Trajectory
 from simulators.population import Customer, Person
 from simulators.radio import (
     BODY_LOSS_DB,
     CARRY_LOSS_DB,
     PHONE_HEIGHT_M,
+    Link,
     LinkState,
     RadioModel,
     Storefront,
@@ -209,45 +211,65 @@ class SideLines:
                 },
             )
 
-    def _heard_by_phone(
-        self, person: Person, b: BeaconSpec, rng: random.Random
-    ) -> list[tuple[float, float]]:
-        """When ``person``'s phone catches a packet of store beacon ``b``, and how loud (dBm)
-        (the radio model,
-        run the other way: the beacon transmits, the phone in hand, pocket or bag listens
-        with iOS's duty-cycled background scan)."""
-        radio, env = self.radio, self.radio.env
-        link = radio.link(
+    def _beacon_link(self, b: BeaconSpec) -> Link:
+        """Store beacon ``b`` as a link of the radio model run the other way: the beacon
+        transmits, the phone listens with iOS's duty-cycled background scan."""
+        return self.radio.link(
             GatewaySpec(
                 id=b.id, zone_id=b.zone_id, x=b.x, y=b.y, floor=b.floor,
                 height_m=BEACON_HEIGHT_M, rssi_1m=b.measured_power,
                 scan_duty=IOS_BACKGROUND_SCAN_DUTY,
             )
         )  # fmt: skip
+
+    def _median_at(
+        self, link: Link, b: BeaconSpec, traj: Trajectory, t: float, carry_db: float
+    ) -> float:
+        """The median level (dBm) at which a phone on ``traj``, muffled by ``carry_db``,
+        hears beacon ``b`` at ``t`` (path loss, the shop front, floors, the carrier's body;
+        no random part of the link)."""
+        x, y, z, zone, heading = traj.at(t)
+        dx, dy, dz = link.x - x, link.y - y, link.z - z
+        level = (z - PHONE_HEIGHT_M) / FLOOR_HEIGHT_M
+        # The shop front stands between the phone and the beacon when they are on
+        # different sides of it (a storefront beacon is on the street's side).
+        outside = (zone in self.layout.outside_zone_ids) != (
+            b.zone_id in self.layout.outside_zone_ids
+        )
+        loss = carry_db + self.storefront.loss_db(x, y, outside)
+        loss += self.radio.env.floor_loss_db * abs(level - b.floor)
+        loss += self.radio.body_loss_db(heading, dx, dy, BODY_LOSS_DB)
+        return self.radio.mean_rssi(link, math.sqrt(dx * dx + dy * dy + dz * dz), loss)
+
+    def median_dbm(self, person: Person, b: BeaconSpec, t: float) -> float:
+        """The median level (dBm) at which ``person``'s phone hears store beacon ``b`` at
+        ``t``, carry loss included: the deterministic part of :meth:`_heard_by_phone`'s
+        draws (simulators.detection.app_pair_floors)."""
+        link = self._beacon_link(b)
+        return self._median_at(link, b, person.walker.traj, t, CARRY_LOSS_DB[person.carry])
+
+    def _heard_by_phone(
+        self, person: Person, b: BeaconSpec, rng: random.Random
+    ) -> list[tuple[float, float]]:
+        """When ``person``'s phone catches a packet of store beacon ``b``, and how loud (dBm)
+        (the radio model, run the other way: the beacon transmits, the phone in hand,
+        pocket or bag listens with iOS's duty-cycled background scan)."""
+        radio = self.radio
+        link = self._beacon_link(b)
         traj = person.walker.traj
         carry_db = CARRY_LOSS_DB[person.carry]
         # The same measured reception as a gateway's (soft edge, bursts, a per-position
         # offset that stays while the phone stands still), one link state per beacon.
-        outside_zones = self.layout.outside_zone_ids
-        storefront = b.zone_id in outside_zones
         state = LinkState()
         heard: list[tuple[float, float]] = []
         t = traj.start + rng.uniform(0.0, b.interval_s)
         while t <= traj.end:
-            x, y, z, zone, heading = traj.at(t)
-            dx, dy, dz = link.x - x, link.y - y, link.z - z
-            d = math.sqrt(dx * dx + dy * dy + dz * dz)
-            level = (z - PHONE_HEIGHT_M) / FLOOR_HEIGHT_M
-            # The shop front stands between the phone and the beacon when they are on
-            # different sides of it (a storefront beacon is on the street's side).
-            outside = (zone in outside_zones) != storefront
-            loss = carry_db + self.storefront.loss_db(x, y, outside)
-            loss += env.floor_loss_db * abs(level - b.floor)
-            loss += radio.body_loss_db(heading, dx, dy, BODY_LOSS_DB)
-            mean = radio.mean_rssi(link, d, loss)
+            mean = self._median_at(link, b, traj, t, carry_db)
             if radio.out_of_reach(link, mean):
                 state = LinkState()  # out of reach: the link starts afresh when back
-            elif (rssi := radio.receive(link, state, t, (x, y, z), mean, 0, rng)) is not None:
-                heard.append((t, rssi))
+            else:
+                x, y, z, _, _ = traj.at(t)
+                if (rssi := radio.receive(link, state, t, (x, y, z), mean, 0, rng)) is not None:
+                    heard.append((t, rssi))
             t += b.interval_s
         return heard

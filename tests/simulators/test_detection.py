@@ -23,8 +23,8 @@ from simulators.detection import (
     run_detection_bench,
     visit_alerts,
 )
-from simulators.engine import build_scenario
-from simulators.layout import load_layout
+from simulators.engine import Simulation, build_scenario
+from simulators.layout import DeviceClass, load_layout
 
 # The advertising classes only: this offline bench reads adverts, not app lines.
 ADVERTISING = {"device_classes": {"android_app": 0.9, "vip_tag": 0.1}}
@@ -256,3 +256,118 @@ def test_an_iphone_visit_s_floor_is_the_app_s_first_ranging_second_after_the_doo
     assert figures["iphone_floor_visits"] == 2
     assert figures["iphone_os_floor_p50_s"] == pytest.approx(3.15)
     assert figures["iphone_over_floor_p95_s"] == pytest.approx(10.75)
+
+
+def _walk_in(layout: str, cls: DeviceClass = "android_app") -> tuple[Simulation, float, str]:
+    """A staged visitor of class ``cls`` (her phone in a bag) walking in through the door of
+    ``layout`` and on to the floor: the simulation, her door crossing (s of trace time) and
+    her customer id."""
+    import dataclasses
+    import random
+
+    from simulators.engine import build
+    from simulators.movement import Walker
+    from simulators.population import Person
+
+    sim = build(
+        layout,
+        hours=5 / 60,
+        seed=3,
+        population={"customers": 1, "staff": 0, "static_noise": 0},
+        arrivals={"hourly": [0]},
+    )
+    lay = sim.layout
+    door = lay.doors[0]
+    cust = dataclasses.replace(sim.customers[0], device_class=cls)
+    walker = Walker(lay, random.Random(1), 10.0, door.x + 10.0, -1.5, lay.street.id)
+    walker.walk_to(door.x + 0.2, -0.6, 1.2)
+    walker.through(door, door.b, 0.9)
+    walker.walk_to(door.x, 8.0, 0.9)
+    walker.browse(60.0)
+    carries = ["eid"] if cls == "android_app" else ["phone"]
+    person = Person(
+        cust.customer_id, "customer", "visit", walker, cust, carries, 1,
+        device_class=cls, carry="bag",
+    )  # fmt: skip
+    sim.stage([person], [cust])
+    arrive = next(e.t for e in walker.truth if e.event == "arrive")
+    assert cust.customer_id is not None
+    return sim, arrive, cust.customer_id
+
+
+def test_a_door_pair_s_floor_is_where_the_door_s_median_level_first_clears_the_street_s() -> None:
+    from simulators.detection import pair_floor_figures, pair_floors
+    from simulators.score import Visit
+
+    sim, arrive, cid = _walk_in("boutique-pair")
+
+    def visit(alerts: list[float], cls: str = "android_app") -> Visit:
+        return Visit(cid, arrive, arrive + 60.0, True, True, "visit", alerts, device_class=cls)
+
+    floors, never = pair_floors(sim, [visit([arrive + 5.0])], 6.0)
+    assert never == 0
+    assert len(floors) == 1
+    floor, over = floors[0]
+    # She walks in at 0.9 m/s under the door gateway, 2.5 m inside: within a few seconds.
+    assert 0.0 < floor < 3.0
+    assert over == pytest.approx(5.0 - floor)
+    (traj,) = [p.walker.traj for p in sim.people]
+
+    def gain(t: float) -> float:
+        return sim.median_dbm("gw-door", traj, t) - sim.median_dbm("gw-street", traj, t)
+
+    assert gain(arrive + floor) >= 6.0 > gain(arrive + floor - 0.1)
+    assert gain(arrive - 3.0) < 0  # on the pavement the street gateway hears her louder
+    # Only alerted advertising visitors count; a margin the walk never gives is counted apart.
+    assert pair_floors(sim, [visit([]), visit([arrive + 5.0], "iphone_app")], 6.0) == ([], 0)
+    assert pair_floors(sim, [visit([arrive + 5.0])], 40.0) == ([], 1)
+    figures = pair_floor_figures(floors, 1)
+    assert figures["pair_floor_visits"] == 1
+    assert figures["pair_floor_never"] == 1
+    assert figures["pair_floor_p50_s"] == pytest.approx(floor)
+
+
+def test_a_store_without_a_door_pair_has_no_pair_floor() -> None:
+    from simulators.detection import pair_floors
+    from simulators.score import Visit
+
+    sim, arrive, cid = _walk_in("boutique")
+    v = Visit(cid, arrive, arrive + 60.0, True, True, "visit", [arrive + 5.0])
+    v.device_class = "android_app"
+    assert pair_floors(sim, [v], 6.0) == ([], 0)
+
+
+def test_the_iphone_app_s_pair_floor_is_where_an_in_store_beacon_first_counts(
+    tmp_path: Path,
+) -> None:
+    from simulators.detection import app_pair_floors
+    from simulators.score import Visit
+
+    sim, arrive, cid = _walk_in("boutique-pair", "iphone_app")
+    sim.write(tmp_path / "walk-in.jsonl")  # draws the side lines: the app's beacons
+    v = Visit(cid, arrive, arrive + 60.0, True, True, "visit", [arrive + 6.0])
+    v.device_class = "iphone_app"
+    floors, never = app_pair_floors(sim, [v])
+    assert never == 0
+    assert len(floors) == 1
+    floor, over = floors[0]
+    assert 0.0 < floor < 4.0
+    assert over == pytest.approx(6.0 - floor)
+    side = sim.side
+    assert side is not None
+    (person,) = sim.people
+    beacons = {b.id: b for b in sim.layout.beacons}
+
+    def entrance_counts(t: float) -> bool:
+        level = side.median_dbm(person, beacons["bcn-entrance"], t)
+        front = side.median_dbm(person, beacons["bcn-street"], t)
+        return level >= -82.0 and level - front >= 6.0  # its sustained bars, its margin
+
+    assert entrance_counts(arrive + floor)
+    assert not entrance_counts(arrive + floor - 0.1)
+    # Without a storefront beacon the app has nothing to compare with: no such floor.
+    plain, arrive, cid = _walk_in("boutique", "iphone_app")
+    plain.write(tmp_path / "plain.jsonl")
+    v = Visit(cid, arrive, arrive + 60.0, True, True, "visit", [arrive + 6.0])
+    v.device_class = "iphone_app"
+    assert app_pair_floors(plain, [v]) == ([], 0)
