@@ -28,9 +28,10 @@ import math
 import tempfile
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -393,32 +394,62 @@ def pair_floors(
     roles = fusion_roles(sim.layout.trace_layout(), defaults)
     pair_of = {r.zone_id: (r.gateway_id, r.pair) for r in roles if r.pair is not None}
     doors = [d for d in sim.layout.doors if d.b in pair_of]
-    people: dict[str, list[Trajectory]] = defaultdict(list)
-    for person in sim.people:
-        if person.customer is not None and person.customer.customer_id is not None:
-            people[person.customer.customer_id].append(person.walker.traj)
+    people = _by_customer(sim)
+
+    def clear(inside: str, street: str, traj: Trajectory, t: float) -> bool:
+        return sim.median_dbm(inside, traj, t) - sim.median_dbm(street, traj, t) >= margin_db
+
     out: list[tuple[float, float]] = []
     never = 0
     for v in visits:
-        timely = [t for t in v.alerts if not math.isnan(t)]
-        if v.device_class not in ADVERTISING or not v.expected or not timely or not doors:
+        if v.device_class not in ADVERTISING or not doors:
             continue
-        traj = next((tr for tr in people[v.customer_id] if tr.start <= v.arrive_t <= tr.end), None)
-        if traj is None:
+        alert, who = _alerted_visitor(people, v)
+        if who is None:
             continue
+        traj = who.walker.traj
         x, y, *_ = traj.at(v.arrive_t)
         door = min(doors, key=lambda d: math.dist((d.x, d.y), (x, y)))
         inside, street = pair_of[door.b]
         assert street is not None
-        t, end = v.arrive_t, min(v.leave_t, traj.end)
-        while t <= end:
-            if sim.median_dbm(inside, traj, t) - sim.median_dbm(street, traj, t) >= margin_db:
-                out.append((t - v.arrive_t, min(timely) - t))
-                break
-            t += FLOOR_STEP_S
-        else:
+
+        if (floor := _first(v, traj, partial(clear, inside, street, traj))) is None:
             never += 1
+        else:
+            out.append((floor - v.arrive_t, alert - floor))
     return out, never
+
+
+def _by_customer(sim: Simulation) -> dict[str, list[Person]]:
+    """The simulation's people by customer id (a customer may come more than once)."""
+    people: dict[str, list[Person]] = defaultdict(list)
+    for person in sim.people:
+        if person.customer is not None and person.customer.customer_id is not None:
+            people[person.customer.customer_id].append(person)
+    return people
+
+
+def _alerted_visitor(people: dict[str, list[Person]], v: Visit) -> tuple[float, Person | None]:
+    """The first alert of an expected visit that was alerted on arrival, and the person
+    whose walk holds its door crossing (None: not such a visit)."""
+    timely = [t for t in v.alerts if not math.isnan(t)]
+    if not v.expected or not timely:
+        return math.nan, None
+    for person in people[v.customer_id]:
+        if person.walker.traj.start <= v.arrive_t <= person.walker.traj.end:
+            return min(timely), person
+    return math.nan, None
+
+
+def _first(v: Visit, traj: Trajectory, holds: Callable[[float], bool]) -> float | None:
+    """The first moment from ``v``'s door crossing on, in steps of :data:`FLOOR_STEP_S`
+    until she leaves, at which ``holds``; None if it never does."""
+    t, end = v.arrive_t, min(v.leave_t, traj.end)
+    while t <= end:
+        if holds(t):
+            return t
+        t += FLOOR_STEP_S
+    return None
 
 
 def app_pair_floors(
@@ -445,10 +476,7 @@ def app_pair_floors(
     never = 0
     if side is None or not fronts or not inner:
         return out, never
-    people: dict[str, list[Person]] = defaultdict(list)
-    for person in sim.people:
-        if person.customer is not None and person.customer.customer_id is not None:
-            people[person.customer.customer_id].append(person)
+    people = _by_customer(sim)
 
     def counts(person: Person, t: float) -> bool:
         front = max(side.median_dbm(person, b, t) for b in fronts)
@@ -459,27 +487,15 @@ def app_pair_floors(
         return False
 
     for v in visits:
-        timely = [t for t in v.alerts if not math.isnan(t)]
-        if v.device_class != IPHONE or not v.expected or not timely:
+        if v.device_class != IPHONE:
             continue
-        who = next(
-            (
-                p
-                for p in people[v.customer_id]
-                if p.walker.traj.start <= v.arrive_t <= p.walker.traj.end
-            ),
-            None,
-        )
+        alert, who = _alerted_visitor(people, v)
         if who is None:
             continue
-        t, end = v.arrive_t, min(v.leave_t, who.walker.traj.end)
-        while t <= end:
-            if counts(who, t):
-                out.append((t - v.arrive_t, min(timely) - t))
-                break
-            t += FLOOR_STEP_S
-        else:
+        if (floor := _first(v, who.walker.traj, partial(counts, who))) is None:
             never += 1
+        else:
+            out.append((floor - v.arrive_t, alert - floor))
     return out, never
 
 
