@@ -60,6 +60,7 @@ class SideLines:
         self.people = people
         self.customers = customers
         self.storefront = Storefront(layout)
+        self._links: dict[str, Link] = {}
         self.ranging: Ranging = {}
         """Per iPhone app user (person id), for each of their trips (a group: a customer
         may come back): the phone's ranging phase and the spans in which iOS lets the app
@@ -245,7 +246,9 @@ class SideLines:
         """The median level (dBm) at which ``person``'s phone hears store beacon ``b`` at
         ``t``, carry loss included: the deterministic part of :meth:`_heard_by_phone`'s
         draws (simulators.detection.app_pair_floors)."""
-        link = self._beacon_link(b)
+        link = self._links.get(b.id)
+        if link is None:
+            link = self._links[b.id] = self._beacon_link(b)
         return self._median_at(link, b, person.walker.traj, t, CARRY_LOSS_DB[person.carry])
 
     def _heard_by_phone(

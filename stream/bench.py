@@ -499,8 +499,8 @@ STREAM_EVENTS = 100_000
 the baseline drained its backlog in ~0.45 s, of which the first fetches and the producer's
 start are a fixed part: that flattered the drain ratio (0.49-0.52 at 20,000 against
 0.42-0.46 at 100,000-300,000, same machine, same hour) and cost the worker's busy hour
-(0.44 against 0.47-0.60). At 100,000 a run takes ~70 s and the figures are the steady
-state's."""
+(0.44 against 0.47-0.60). At 100,000 a run takes ~90 s (the bare loop runs
+:data:`BASELINE_RUNS` times per profile) and the figures are the steady state's."""
 
 
 async def run_stream_bench(

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -358,16 +360,65 @@ def test_the_iphone_app_s_pair_floor_is_where_an_in_store_beacon_first_counts(
     (person,) = sim.people
     beacons = {b.id: b for b in sim.layout.beacons}
 
-    def entrance_counts(t: float) -> bool:
-        level = side.median_dbm(person, beacons["bcn-entrance"], t)
+    def counts(t: float) -> bool:  # the entrance or the floor beacon: bars, 6 dB margin
         front = side.median_dbm(person, beacons["bcn-street"], t)
-        return level >= -82.0 and level - front >= 6.0  # its sustained bars, its margin
+        return any(
+            (level := side.median_dbm(person, beacons[b], t)) >= bar and level - front >= 6.0
+            for b, bar in (("bcn-entrance", -82.0), ("bcn-floor", -94.0))
+        )
 
-    assert entrance_counts(arrive + floor)
-    assert not entrance_counts(arrive + floor - 0.1)
+    assert counts(arrive + floor)
+    assert not counts(arrive + floor - 0.1)
+    # Not alerted: no floor to split; left before it: counted as never.
+    assert app_pair_floors(
+        sim, [Visit(cid, arrive, arrive + 60.0, True, True, "visit", [], device_class="iphone_app")]
+    ) == ([], 0)
+    short = Visit(
+        cid,
+        arrive,
+        arrive + floor / 2,
+        True,
+        True,
+        "visit",
+        [arrive + 6.0],
+        device_class="iphone_app",
+    )
+    assert app_pair_floors(sim, [short]) == ([], 1)
     # Without a storefront beacon the app has nothing to compare with: no such floor.
     plain, arrive, cid = _walk_in("boutique", "iphone_app")
     plain.write(tmp_path / "plain.jsonl")
     v = Visit(cid, arrive, arrive + 60.0, True, True, "visit", [arrive + 6.0])
     v.device_class = "iphone_app"
     assert app_pair_floors(plain, [v]) == ([], 0)
+
+
+def test_median_dbm_is_the_level_the_simulator_draws_around(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The floors are only as good as Simulation.median_dbm's copy of the hot loop's terms:
+    # every mean the engine computes for the walker's phone (each gateway, each packet) is
+    # median_dbm's, less the phone's carry loss and plus its transmit offset.
+    sim, _, _ = _walk_in("boutique-pair")
+    advertise, out_of_reach = sim._advertise, sim.radio.out_of_reach
+    current: dict[str, Any] = {}
+    seen: list[tuple[Any, float, str, float]] = []
+
+    def spy_advertise(dev: Any, t: float, tr: float) -> Iterator[str]:
+        current.update(dev=dev, t=t)
+        yield from advertise(dev, t, tr)
+
+    def spy_reach(link: Any, mean: float) -> bool:
+        dev = current["dev"]
+        if dev.traj is not None:
+            seen.append((dev, current["t"], link.gateway_id, mean))
+        return out_of_reach(link, mean)
+
+    monkeypatch.setattr(sim, "_advertise", spy_advertise)
+    monkeypatch.setattr(sim.radio, "out_of_reach", spy_reach)
+    sim.write(tmp_path / "walk-in.jsonl")
+    gateways = {gw for _, _, gw, _ in seen}
+    assert {"gw-door", "gw-street", "gw-floor"} <= gateways
+    assert len(seen) > 300  # every gateway, each of ~80 packets
+    for dev, t, gw, mean in seen:
+        expected = sim.median_dbm(gw, dev.traj, t) - dev.carry_db + dev.tx_offset_db
+        assert expected == pytest.approx(mean, abs=1e-9), (gw, t)
