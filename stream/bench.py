@@ -19,9 +19,10 @@ first send until the consumer is done with the last event:
 
 - **baseline**: an ``AIOKafkaConsumer`` reads the same v2 records, parses every event of
   each with the contract model, and produces one record per batch to a sink topic
-  (``acks=all``), awaiting each poll's acks, nothing else; :data:`BASELINE_RUNS` runs, each
-  on topics of its own, and the ratio is to their median (``*_baseline_min_per_s`` and
-  ``*_max_per_s`` give the spread);
+  (``acks=all``), awaiting each poll's acks, nothing else (:func:`bare_loop`, a child
+  process, as the worker is); :data:`BASELINE_RUNS` runs, each on topics of its own, and
+  the ratio is to their median (``*_baseline_min_per_s`` and ``*_max_per_s`` give the
+  spread);
 - **worker**: ``proxima stream worker`` (a child process) does the whole chain —
   verify the batch's signature → validate → resolve EID → consent → visit → rules →
   dedupe → alert — with its Redis round trips; it is done when it has marked the last
@@ -174,9 +175,11 @@ def _warmup(records: list[Record]) -> int:
     return n
 
 
-async def _baseline(bootstrap: str, src: str, sink: str, records: list[Record]) -> float:
-    """Events per second a bare consume→parse→produce loop moves ``records`` at, after a
-    warm-up (every event parsed with the contract model, one record out per batch)."""
+async def bare_loop(bootstrap: str, src: str, sink: str, warm_events: int, total: int) -> None:
+    """The baseline's loop, in a process of its own as the worker is (:func:`_baseline`):
+    consume ``src``, parse every event with the contract model, produce one record per
+    batch to ``sink`` and await each poll's acks; prints ``started`` once it consumes,
+    ``warm`` after ``warm_events`` events and ``done`` after ``total``, then returns."""
     from contracts.models import split_batch
 
     consumer = AIOKafkaConsumer(
@@ -189,42 +192,75 @@ async def _baseline(bootstrap: str, src: str, sink: str, records: list[Record]) 
     producer = make_producer(bootstrap, idempotent=False, client_id="bench-baseline")
     await consumer.start()
     await producer.start()
+    print("started", flush=True)
     done = 0
-    progressed = asyncio.Event()
-
-    async def loop() -> None:
-        nonlocal done
-        while True:
+    try:
+        while done < total:
             batch = await consumer.getmany(timeout_ms=100, max_records=2000)
             futures = []
             for tp, got in batch.items():
                 for r in got:
                     events, _ = split_batch(r.value or b"")
                     futures.append(await producer.send(sink, key=r.key, value=r.value))
+                    if done < warm_events <= done + len(events):
+                        print("warm", flush=True)
                     done += len(events)
                 if got:
                     await asyncio.gather(*futures)
                     await consumer.commit({tp: got[-1].offset + 1})
                     futures = []
-            progressed.set()
+        print("done", flush=True)
+    finally:
+        await producer.stop()
+        await consumer.stop()
 
+
+def bare_loop_main(argv: list[str]) -> None:
+    """``python -c`` entry of :func:`bare_loop`: BOOTSTRAP SRC SINK WARM_EVENTS TOTAL."""
+    bootstrap, src, sink, warm, total = argv
+    asyncio.run(bare_loop(bootstrap, src, sink, int(warm), int(total)))
+
+
+async def _baseline(bootstrap: str, src: str, sink: str, records: list[Record]) -> float:
+    """Events per second a bare consume→parse→produce loop moves ``records`` at, after a
+    warm-up: :func:`bare_loop` in a child process, fed from this one as the worker is
+    (in this process it had shared the event loop with its own producer)."""
     warm = _warmup(records)
     total = sum(n for _, _, n in records)
     warm_events = sum(n for _, _, n in records[:warm])
-    task = asyncio.create_task(loop())
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import sys; from stream.bench import bare_loop_main; bare_loop_main(sys.argv[1:])",
+        bootstrap,
+        src,
+        sink,
+        str(warm_events),
+        str(total),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert child.stdout is not None
+    stdout = child.stdout
+
+    async def said(word: str, timeout: float) -> None:
+        line = await asyncio.wait_for(stdout.readline(), timeout)
+        if line.strip() != word.encode():
+            raise RuntimeError(f"bench: the bare loop said {line!r}, not {word!r}")
+
     try:
+        await said("started", 60)
         await _produce(bootstrap, src, records[:warm])
-        await _until(lambda: done >= warm_events, 120, "baseline warm-up")
+        await said("warm", 120)
         t0 = time.perf_counter()
         await _produce(bootstrap, src, records[warm:])
-        await _until(lambda: done >= total, 300, "baseline")
-        return (total - warm_events) / (time.perf_counter() - t0)
+        await said("done", 300)
+        seconds = time.perf_counter() - t0
+        await asyncio.wait_for(child.wait(), 30)
+        return (total - warm_events) / seconds
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await producer.stop()
-        await consumer.stop()
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
 
 
 async def _until(predicate: Any, timeout: float, what: str) -> None:
@@ -490,9 +526,11 @@ async def _enroll(
 
 BASELINE_RUNS = 3
 """Runs of the bare loop per profile, each on topics of its own; the ratio is to their
-median. One run swung 2× between runs of the same bench (drain 52,111-113,670 events/s,
-2026-12-05, twelfth session; alone in a quiet process, 5 runs gave 69,870-74,745), and the
-ratio swung with it (0.27-0.59) while the worker moved 27,000-31,000."""
+median. One run, in this process beside its producer, swung 2× between runs of the same
+bench (drain 52,111-113,670 events/s, 2026-12-05, twelfth session; alone in a quiet
+process, 5 runs gave 69,870-74,745), and the ratio swung with it (0.27-0.59) while the
+worker moved 27,000-31,000. In a child process of its own (:func:`bare_loop`) its runs
+within a bench agree to ~10 % (drain 98,054-112,509 in three benches)."""
 
 STREAM_EVENTS = 100_000
 """Events per profile of a ``bench stream`` run. At 20,000 (the default until 2026-12-05)
