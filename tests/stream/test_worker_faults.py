@@ -128,6 +128,11 @@ async def test_worker_killed_mid_stream_processes_everything_and_alerts_once(
             [Purpose.ARRIVAL_ALERTS] if c % 4 else [Purpose.ANALYTICS],  # a quarter: no alerts
         )
     events = _events()
+    # Steps of at most 500 events: a stop after 1,200 must leave events for the next
+    # worker however fast the machine. At the default 5,000 the step in hand at SIGTERM
+    # could hold every event left, and the graceful stop finishes it (nothing tested: it
+    # happened on a fast machine, 2026-12-05).
+    procs.env["PROXIMA_STREAM_BATCH_MAX"] = "500"
     procs.start("worker", "stream", "worker")
     producer = make_producer(services.kafka_bootstrap, idempotent=False, client_id="test")
     await producer.start()
