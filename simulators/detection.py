@@ -346,16 +346,22 @@ def ios_floors(ranging: Ranging, visits: Iterable[Visit]) -> list[tuple[float, f
     she left) are left out; the latency figures count them."""
     out: list[tuple[float, float]] = []
     for v in visits:
-        timely = [t for t in v.alerts if not math.isnan(t)]
-        if v.device_class != IPHONE or not v.expected or not timely or v.customer_id not in ranging:
+        alert = _first_alert(v)
+        if v.device_class != IPHONE or alert is None or v.customer_id not in ranging:
             continue
         seconds = [
             first_ranging(spans, phase, v.arrive_t) for phase, spans in ranging[v.customer_id]
         ]
         floor = min((t for t in seconds if t is not None), default=None)
         if floor is not None and floor <= v.leave_t:  # else not on this visit
-            out.append((floor - v.arrive_t, min(timely) - floor))
+            out.append((floor - v.arrive_t, alert - floor))
     return out
+
+
+def _first_alert(v: Visit) -> float | None:
+    """When an expected visit was first alerted on arrival (None: missed, or not expected)."""
+    timely = [t for t in v.alerts if not math.isnan(t)]
+    return min(timely) if v.expected and timely else None
 
 
 def floor_figures(floors: Sequence[tuple[float, float]]) -> dict[str, Any]:
@@ -395,16 +401,18 @@ def pair_floors(
     the door gateway, not under it) are placed by the other rules; counted apart."""
     roles = fusion_roles(sim.layout.trace_layout(), defaults)
     pair_of = {r.zone_id: (r.gateway_id, r.pair) for r in roles if r.pair is not None}
+    out: list[tuple[float, float]] = []
+    never = 0
+    if not pair_of:
+        return out, never
     doors = sim.layout.doors
     people = _by_customer(sim)
 
     def clear(inside: str, street: str, traj: Trajectory, t: float) -> bool:
         return sim.median_dbm(inside, traj, t) - sim.median_dbm(street, traj, t) >= margin_db
 
-    out: list[tuple[float, float]] = []
-    never = 0
     for v in visits:
-        if v.device_class not in ADVERTISING or not pair_of:
+        if v.device_class not in ADVERTISING:
             continue
         alert, who = _alerted_visitor(people, v)
         if who is None:
@@ -436,12 +444,10 @@ def _by_customer(sim: Simulation) -> dict[str, list[Person]]:
 def _alerted_visitor(people: dict[str, list[Person]], v: Visit) -> tuple[float, Person | None]:
     """The first alert of an expected visit that was alerted on arrival, and the person
     whose walk holds its door crossing (None: not such a visit)."""
-    timely = [t for t in v.alerts if not math.isnan(t)]
-    if not v.expected or not timely:
-        return math.nan, None
-    for person in people[v.customer_id]:
-        if person.walker.traj.start <= v.arrive_t <= person.walker.traj.end:
-            return min(timely), person
+    if (alert := _first_alert(v)) is not None:
+        for person in people[v.customer_id]:
+            if person.walker.traj.start <= v.arrive_t <= person.walker.traj.end:
+                return alert, person
     return math.nan, None
 
 
@@ -623,19 +629,18 @@ def run_detection_bench(
     never = app_never = 0
     with tempfile.TemporaryDirectory(prefix="proxima-detection-") as tmp:
         for seed in seeds:
-            result, events, doors, seed_floors, seed_pairs, seed_never, seed_app, seed_app_never = (
-                score_seed(
-                    scenario,
-                    seed,
-                    Path(tmp),
-                    defaults,
-                    population,
-                    app=app,
-                    fusion=fusion,
-                    config=config,
-                    layout=layout,
-                )
+            got = score_seed(
+                scenario,
+                seed,
+                Path(tmp),
+                defaults,
+                population,
+                app=app,
+                fusion=fusion,
+                config=config,
+                layout=layout,
             )
+            result = got.score
             for cls, tally in result.tallies.items():
                 tallies[cls].add(tally)
             missed += [f"seed {seed}: {_missed(v)}" for v in result.missed]
@@ -643,13 +648,13 @@ def run_detection_bench(
                 f"seed {seed}: {f['customer_id']}@{f['t']:.0f}s ({f['why']})"
                 for f in result.false_alerts
             ]
-            kafka_events += events
-            door_arrivals += doors
-            floors += seed_floors
-            pairs += seed_pairs
-            never += seed_never
-            app_pairs += seed_app
-            app_never += seed_app_never
+            kafka_events += got.kafka_events
+            door_arrivals += got.door_arrivals
+            floors += got.ios_floors
+            pairs += got.pair_floors
+            never += got.pair_never
+            app_pairs += got.app_pair_floors
+            app_never += got.app_pair_never
     overall = Tally()
     for tally in tallies.values():
         overall.add(tally)

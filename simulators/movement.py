@@ -29,6 +29,10 @@ class TruthEvent:
     zone_id: str
 
 
+Position = tuple[float, float, float, str, float | None]
+"""Where a walker is at a moment: x, y, z (m), zone id, heading (rad; None standing)."""
+
+
 @dataclass(slots=True)
 class Trajectory:
     ts: list[float] = field(default_factory=list)
@@ -54,7 +58,7 @@ class Trajectory:
         self.zs.append(z)
         self.zones.append(zone)
 
-    def at(self, t: float) -> tuple[float, float, float, str, float | None]:
+    def at(self, t: float) -> Position:
         """(x, y, z, zone, heading) at time ``t``; heading None while standing still."""
         i = bisect.bisect_right(self.ts, t) - 1
         if i < 0:

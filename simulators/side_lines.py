@@ -24,7 +24,7 @@ from simulators.devices import (
     region_transitions,
 )
 from simulators.layout import FLOOR_HEIGHT_M, BeaconSpec, GatewaySpec, StoreLayout
-from simulators.movement import Trajectory
+from simulators.movement import Position
 from simulators.population import Customer, Person
 from simulators.radio import (
     BODY_LOSS_DB,
@@ -212,24 +212,25 @@ class SideLines:
                 },
             )
 
-    def _beacon_link(self, b: BeaconSpec) -> Link:
+    def _link(self, b: BeaconSpec) -> Link:
         """Store beacon ``b`` as a link of the radio model run the other way: the beacon
         transmits, the phone listens with iOS's duty-cycled background scan."""
-        return self.radio.link(
-            GatewaySpec(
-                id=b.id, zone_id=b.zone_id, x=b.x, y=b.y, floor=b.floor,
-                height_m=BEACON_HEIGHT_M, rssi_1m=b.measured_power,
-                scan_duty=IOS_BACKGROUND_SCAN_DUTY,
-            )
-        )  # fmt: skip
+        link = self._links.get(b.id)
+        if link is None:
+            link = self._links[b.id] = self.radio.link(
+                GatewaySpec(
+                    id=b.id, zone_id=b.zone_id, x=b.x, y=b.y, floor=b.floor,
+                    height_m=BEACON_HEIGHT_M, rssi_1m=b.measured_power,
+                    scan_duty=IOS_BACKGROUND_SCAN_DUTY,
+                )
+            )  # fmt: skip
+        return link
 
-    def _median_at(
-        self, link: Link, b: BeaconSpec, traj: Trajectory, t: float, carry_db: float
-    ) -> float:
-        """The median level (dBm) at which a phone on ``traj``, muffled by ``carry_db``,
-        hears beacon ``b`` at ``t`` (path loss, the shop front, floors, the carrier's body;
-        no random part of the link)."""
-        x, y, z, zone, heading = traj.at(t)
+    def _median_at(self, link: Link, b: BeaconSpec, at: Position, carry_db: float) -> float:
+        """The median level (dBm) at which a phone at ``at`` (a trajectory's position),
+        muffled by ``carry_db``, hears beacon ``b`` (path loss, the shop front, floors, the
+        carrier's body; no random part of the link)."""
+        x, y, z, zone, heading = at
         dx, dy, dz = link.x - x, link.y - y, link.z - z
         level = (z - PHONE_HEIGHT_M) / FLOOR_HEIGHT_M
         # The shop front stands between the phone and the beacon when they are on
@@ -246,10 +247,8 @@ class SideLines:
         """The median level (dBm) at which ``person``'s phone hears store beacon ``b`` at
         ``t``, carry loss included: the deterministic part of :meth:`_heard_by_phone`'s
         draws (simulators.detection.app_pair_floors)."""
-        link = self._links.get(b.id)
-        if link is None:
-            link = self._links[b.id] = self._beacon_link(b)
-        return self._median_at(link, b, person.walker.traj, t, CARRY_LOSS_DB[person.carry])
+        traj = person.walker.traj
+        return self._median_at(self._link(b), b, traj.at(t), CARRY_LOSS_DB[person.carry])
 
     def _heard_by_phone(
         self, person: Person, b: BeaconSpec, rng: random.Random
@@ -258,7 +257,7 @@ class SideLines:
         (the radio model, run the other way: the beacon transmits, the phone in hand,
         pocket or bag listens with iOS's duty-cycled background scan)."""
         radio = self.radio
-        link = self._beacon_link(b)
+        link = self._link(b)
         traj = person.walker.traj
         carry_db = CARRY_LOSS_DB[person.carry]
         # The same measured reception as a gateway's (soft edge, bursts, a per-position
@@ -267,12 +266,11 @@ class SideLines:
         heard: list[tuple[float, float]] = []
         t = traj.start + rng.uniform(0.0, b.interval_s)
         while t <= traj.end:
-            mean = self._median_at(link, b, traj, t, carry_db)
+            at = traj.at(t)
+            mean = self._median_at(link, b, at, carry_db)
             if radio.out_of_reach(link, mean):
                 state = LinkState()  # out of reach: the link starts afresh when back
-            else:
-                x, y, z, _, _ = traj.at(t)
-                if (rssi := radio.receive(link, state, t, (x, y, z), mean, 0, rng)) is not None:
-                    heard.append((t, rssi))
+            elif (rssi := radio.receive(link, state, t, at[:3], mean, 0, rng)) is not None:
+                heard.append((t, rssi))
             t += b.interval_s
         return heard

@@ -263,14 +263,6 @@ async def _baseline(bootstrap: str, src: str, sink: str, records: list[Record]) 
             await child.wait()
 
 
-async def _until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.perf_counter() + timeout
-    while not predicate():
-        if time.perf_counter() > deadline:
-            raise TimeoutError(f"bench: {what} did not finish within {timeout}s")
-        await asyncio.sleep(0.005)
-
-
 def _cpu_s(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
