@@ -128,11 +128,6 @@ async def test_worker_killed_mid_stream_processes_everything_and_alerts_once(
             [Purpose.ARRIVAL_ALERTS] if c % 4 else [Purpose.ANALYTICS],  # a quarter: no alerts
         )
     events = _events()
-    # Steps of at most 500 events: a stop after 1,200 must leave events for the next
-    # worker however fast the machine. At the default 5,000 the step in hand at SIGTERM
-    # could hold every event left, and the graceful stop finishes it (nothing tested: it
-    # happened on a fast machine, 2026-12-05).
-    procs.env["PROXIMA_STREAM_BATCH_MAX"] = "500"
     procs.start("worker", "stream", "worker")
     producer = make_producer(services.kafka_bootstrap, idempotent=False, client_id="test")
     await producer.start()
@@ -156,7 +151,9 @@ async def test_worker_killed_mid_stream_processes_everything_and_alerts_once(
                     runs.append([i, i])
         return ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in runs) or "none"
 
-    async def wait(target: int, timeout: float, what: str, log: str = "worker") -> None:
+    async def wait(
+        target: int, timeout: float, what: str, log: str = "worker", every_s: float = 0.1
+    ) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while (n := await processed()) < target:
@@ -169,7 +166,7 @@ async def test_worker_killed_mid_stream_processes_everything_and_alerts_once(
                     f" (committed offset, ListOffsets end; Tansu's is low:"
                     f" docs/developers/stream.md) {offsets}\n{procs.log(log)[-3000:]}"
                 )
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(every_s)
 
     async def send(batch: list[Event]) -> None:
         await asyncio.gather(
@@ -196,10 +193,22 @@ async def test_worker_killed_mid_stream_processes_everything_and_alerts_once(
             assert ready_at < EVENTS, "the rebalance did not happen mid-stream; nothing tested"
             await wait(EVENTS, 120, "after a rebalance")
         else:
-            await send(tail)
-            await wait(1200, 60, "worker under load")
-            procs.kill("worker", sig)
-            killed_at = await processed()
+            # Stopped while the stream is still being sent, as soon as the worker is well
+            # under way: had the whole tail been on Kafka first (one `send` does not yield
+            # until every record is queued), a fast worker could decide it all before the
+            # first poll of `wait` and the stop would find nothing left (it did, 2026-12-05).
+            async def send_tail() -> None:
+                for i in range(0, len(tail), 100):
+                    await send(tail[i : i + 100])
+
+            sending = asyncio.create_task(send_tail())
+            try:
+                await wait(1200, 60, "worker under load", every_s=0.01)
+                procs.kill("worker", sig)
+                killed_at = await processed()
+                await sending
+            finally:
+                sending.cancel()
             assert killed_at < EVENTS, "the worker finished before it was stopped; nothing tested"
             procs.start("worker-2", "stream", "worker")
             await wait(EVENTS, 120, "after restart", "worker-2")
