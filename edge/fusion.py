@@ -235,4 +235,5 @@ def fusion_config(settings: EdgeSettings) -> FusionConfig:
         strong_margin_db=settings.fusion_door_strong_margin_db,
         strong_s=settings.fusion_door_strong_s,
         pair_margin_db=settings.fusion_door_pair_margin_db,
+        pair_window_s=settings.fusion_door_pair_window_s,
     )

@@ -124,6 +124,17 @@ class EdgeSettings(BaseSettings):
         " gateway on the shop front within 6 m of the entrance gateway): the door this many dB"
         " louder than the street gateway, held 1 s, is inside (docs/presence.md)",
     )
+    fusion_door_pair_window_s: float = Field(
+        default=3.0,
+        gt=0.0,
+        le=30.0,
+        description="door_over_street: how long the street gateway's latest level of a phone"
+        " stands for it while the street gateway hears it no more (seconds). Each gateway"
+        " sends one level a second, and its losses come in bursts: about someone still"
+        " outside that level is up to ~2 s old by the cadence alone and now and then 3-7 s"
+        " (bench detection: pair_street_age_*), so a shorter window is faster for phones"
+        " walking in and takes more people standing at the door inside (docs/presence.md)",
+    )
     fusion_sighting_q: float | None = Field(
         default=None,
         gt=0,

@@ -32,10 +32,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from beacons.fusion import FusionConfig, StorePresence
+from beacons.fusion import Evidence, FusionConfig, StorePresence
 from beacons.presence import Transition
 from beacons.resolver import EidResolver
 from contracts.models import Alert, AlertKind
@@ -140,12 +141,17 @@ def gateway_transitions(
 
 
 def fused_transitions(
-    trace: Path, defaults: EdgeSettings | None = None, config: FusionConfig | None = None
+    trace: Path,
+    defaults: EdgeSettings | None = None,
+    config: FusionConfig | None = None,
+    *,
+    sightings: list[Evidence] | None = None,
 ) -> tuple[float, list[tuple[str, Transition]]]:
     """The store coordinator's decisions for a trace (gateways with ``fused`` on).
 
     Each window's evidence goes through :meth:`StorePresence.window` as the coordinator
     gets it in a replay: the gateways' events, rounded as the contract carries them.
+    ``sightings``: if given, every gateway's ``sighting`` evidence is appended to it too.
     """
     defaults = (defaults or EdgeSettings()).model_copy(update={"fused": True})
     with trace.open(encoding="utf-8") as fh:
@@ -156,6 +162,8 @@ def fused_transitions(
     found: list[tuple[str, Transition]] = []
     for end, window in gateway_windows(trace, defaults):
         evidence = [evidence_of_transition(gid, tr) for gid, tr in window]
+        if sightings is not None:
+            sightings += [ev for ev in evidence if ev.kind == "sighting"]
         found += [(FUSION_GATEWAY_ID, tr) for tr in presence.window(evidence, end)]
     return header.start.timestamp(), found
 
@@ -237,10 +245,7 @@ def app_signals(trace: Path, devices: dict[str, str], layout: StoreLayout) -> li
 
 def gateway_signals(sim: Simulation, transitions: Iterable[tuple[str, Transition]]) -> list[Signal]:
     """The gateways' zone entries of enrolled customers' EIDs, resolved as the stream does."""
-    resolver = EidResolver(drift_windows=1)
-    for c in sim.customers:
-        if c.customer_id is not None:
-            resolver.add(c.customer_id, c.identity_key, c.rotation_exponent)
+    resolver = _resolver(sim)
     out: list[Signal] = []
     for gateway_id, tr in transitions:
         if tr.kind in ("zone_exit", "sighting"):
@@ -261,6 +266,15 @@ def gateway_signals(sim: Simulation, transitions: Iterable[tuple[str, Transition
             )
         )
     return out
+
+
+def _resolver(sim: Simulation) -> EidResolver:
+    """The enrolled customers' EIDs, resolved as the stream does."""
+    resolver = EidResolver(drift_windows=1)
+    for c in sim.customers:
+        if c.customer_id is not None:
+            resolver.add(c.customer_id, c.identity_key, c.rotation_exponent)
+    return resolver
 
 
 Consent = dict[str, tuple[bool, float | None]]
@@ -531,6 +545,151 @@ def pair_floor_figures(
     }
 
 
+EARLY_S = 3.0
+"""How soon after the door :func:`door_evidence` looks at an entrant's door level (the
+issue's p50 target)."""
+OUTSIDE_STEP_S = 0.5
+
+
+class DoorEvidence(NamedTuple):
+    """What a door pair's two gateways heard of the enrolled customers (:func:`door_evidence`)."""
+
+    ages: list[float]
+    """For each silence of a street gateway about a customer in which its door gateway
+    heard her at ``peak_min_rssi`` or louder while she was still outside: how old the
+    street's last level of her was at the last such door level (s). Past the rule's
+    ``pair_window_s`` the rule reads the street as not hearing her."""
+    outside: list[float]
+    """Every level the door gateway reported of a customer outside (dBm)."""
+    entrants: list[float]
+    """Each advertising entrant's loudest door level within :data:`EARLY_S` of the door
+    (dBm; -inf: not heard)."""
+
+
+def door_evidence(
+    sim: Simulation,
+    sightings: Iterable[Evidence],
+    visits: Iterable[Visit],
+    defaults: EdgeSettings | None = None,
+    config: FusionConfig | None = None,
+) -> DoorEvidence:
+    """The evidence a door pair's rule has to work with, from the gateways' sightings (as
+    the coordinator gets them) and where each customer really was.
+
+    Two things set how soon a rule can place a bagged entrant without taking someone
+    outside in. How stale the street gateway's level of someone still outside at the door
+    can be when the door hears her (its losses come in bursts; a rule that trusts a
+    shorter silence takes her inside). And how loud the door gateway hears entrants in
+    their first seconds against how loud it hears people outside (a level outside never
+    reaches would place her on its own). Each gateway reports a level a window (1 s), at
+    the time of its loudest packet, so ages up to ~2 s come with no window missed.
+    Customers only (their EIDs resolve); a store without a pair, or no sightings (the
+    gateways judged alone), gives none."""
+    roles = fusion_roles(sim.layout.trace_layout(), defaults)
+    pairs = {r.gateway_id: r.pair for r in roles if r.pair is not None}
+    found = DoorEvidence([], [], [])
+    sightings = list(sightings)
+    if not pairs or not sightings:
+        return found
+    loud = (config or fusion_config(defaults or EdgeSettings())).peak_min_rssi
+    resolver = _resolver(sim)
+    start = sim.start.timestamp()
+    names: dict[str, str | None] = {}
+    heard: dict[str, dict[str, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
+    wanted = set(pairs) | set(pairs.values())
+    for ev in sightings:
+        if ev.gateway_id not in wanted:
+            continue
+        if ev.subject not in names:
+            match = resolver.resolve(bytes.fromhex(ev.subject), int(ev.at))
+            names[ev.subject] = None if match is None else match.identity_id
+        if (cid := names[ev.subject]) is not None:
+            heard[cid][ev.gateway_id].append((ev.at - start, ev.rssi))
+    people = _by_customer(sim)
+    outside_zones = sim.layout.outside_zone_ids
+
+    def outside(cid: str, t: float) -> bool:
+        for person in people[cid]:
+            traj = person.walker.traj
+            if traj.start <= t <= traj.end:
+                return traj.at(t)[3] in outside_zones
+        return False  # not on the scene
+
+    def outside_all(cid: str, a: float, b: float) -> bool:
+        n = max(1, math.ceil((b - a) / OUTSIDE_STEP_S))
+        return all(outside(cid, a + (b - a) * i / n) for i in range(n + 1))
+
+    for cid, by_gateway in heard.items():
+        for door, street in pairs.items():
+            door_levels = sorted(by_gateway.get(door, []))
+            found.outside.extend(lv for t, lv in door_levels if outside(cid, t))
+            street_times = sorted(t for t, _ in by_gateway.get(street, []))
+            for a, b in pairwise([*street_times, math.inf]):
+                # The door's loud levels of the silence while she is still outside since a.
+                age = None
+                for t, lv in door_levels:
+                    if t <= a or lv < loud:
+                        continue
+                    if t >= b or not outside_all(cid, a, t):
+                        break
+                    age = t - a
+                if age is not None:
+                    found.ages.append(age)
+    doors = sim.layout.doors
+    door_of = {r.zone_id: r.gateway_id for r in roles if r.pair is not None}
+    for v in visits:
+        if v.device_class not in ADVERTISING or not v.expected:
+            continue
+        who = next(
+            (
+                p
+                for p in people[v.customer_id]
+                if p.walker.traj.start <= v.arrive_t <= p.walker.traj.end
+            ),
+            None,
+        )
+        if who is None:
+            continue
+        x, y, *_ = who.walker.traj.at(v.arrive_t)
+        gateway = door_of.get(min(doors, key=lambda d: math.dist((d.x, d.y), (x, y))).b)
+        if gateway is None:
+            continue  # she came in by a door without a pair
+        early = [
+            lv
+            for t, lv in heard[v.customer_id].get(gateway, [])
+            if v.arrive_t <= t <= v.arrive_t + EARLY_S
+        ]
+        found.entrants.append(max(early, default=-math.inf))
+    return found
+
+
+def door_evidence_figures(evidence: DoorEvidence, window_s: float) -> dict[str, Any]:
+    """:func:`door_evidence` of every seed, as the bench reports it; ``window_s``: the
+    rule's ``pair_window_s``."""
+    ages, entrants = evidence.ages, evidence.entrants
+    outside_p99 = percentile_s(evidence.outside, 0.99)
+    return {
+        "pair_street_ages": len(ages),
+        "pair_street_age_p99_s": percentile_s(ages, 0.99),
+        "pair_street_age_max_s": round(max(ages), 3) if ages else None,
+        # Ages up to ~2 s come with no window missed (one level a window, at its loudest).
+        "pair_street_ages_over_2s": sum(1 for a in ages if a > 2.0),
+        "pair_street_ages_over_window": sum(1 for a in ages if a > window_s),
+        "pair_door_outside_p99_dbm": None if outside_p99 is None else round(outside_p99, 1),
+        "pair_entrants": len(entrants),
+        "pair_entrants_door_heard_3s": _share(
+            sum(1 for lv in entrants if lv > -math.inf), entrants
+        ),
+        "pair_entrants_over_outside_p99_3s": None
+        if outside_p99 is None
+        else _share(sum(1 for lv in entrants if lv > outside_p99), entrants),
+    }
+
+
+def _share(n: int, of: Sequence[object]) -> float | None:
+    return round(n / len(of), 3) if of else None
+
+
 class SeedScore(NamedTuple):
     score: Score
     kafka_events: int
@@ -540,6 +699,7 @@ class SeedScore(NamedTuple):
     pair_never: int
     app_pair_floors: list[tuple[float, float]]
     app_pair_never: int
+    door: DoorEvidence
 
 
 def score_seed(
@@ -566,8 +726,9 @@ def score_seed(
     sim.write(trace)
     try:
         roles = fusion_roles(sim.layout.trace_layout(), defaults)
+        sightings: list[Evidence] = []
         if fusion and fusable(roles):  # as proxima replay decides
-            _, transitions = fused_transitions(trace, defaults, config)
+            _, transitions = fused_transitions(trace, defaults, config, sightings=sightings)
         else:
             _, transitions = gateway_transitions(trace, defaults)
         signals = gateway_signals(sim, transitions)
@@ -591,6 +752,7 @@ def score_seed(
         pairs,
         never,
         *app_pair_floors(sim, result.visits),
+        door_evidence(sim, sightings, result.visits, defaults, config),
     )
 
 
@@ -627,6 +789,7 @@ def run_detection_bench(
     pairs: list[tuple[float, float]] = []
     app_pairs: list[tuple[float, float]] = []
     never = app_never = 0
+    door = DoorEvidence([], [], [])
     with tempfile.TemporaryDirectory(prefix="proxima-detection-") as tmp:
         for seed in seeds:
             got = score_seed(
@@ -655,6 +818,8 @@ def run_detection_bench(
             never += got.pair_never
             app_pairs += got.app_pair_floors
             app_never += got.app_pair_never
+            for mine, theirs in zip(door, got.door, strict=True):
+                mine.extend(theirs)
     overall = Tally()
     for tally in tallies.values():
         overall.add(tally)
@@ -673,5 +838,8 @@ def run_detection_bench(
         **floor_figures(floors),
         **pair_floor_figures(pairs, never),
         **pair_floor_figures(app_pairs, app_never, "app_pair"),
+        **door_evidence_figures(
+            door, (config or fusion_config(defaults or EdgeSettings())).pair_window_s
+        ),
         "by_class": by_class(tallies),
     }

@@ -262,6 +262,40 @@ def test_a_street_gateway_that_misses_a_second_does_not_make_the_door_louder() -
     assert run(pair_crossing(door, street), roles=PAIR_ROLES, until=30) == []
 
 
+def test_a_shorter_street_window_is_faster_for_an_entrant_and_takes_the_burst_passer_by() -> None:
+    # pair_window_s is the store's trade-off (PROXIMA_EDGE_FUSION_DOOR_PAIR_WINDOW_S): how
+    # long the street's last level stands once it hears the phone no more.
+    # A bagged entrant the street gateway last heard under it (-66 at 2.6), then never
+    # again: with 3 s its -66 stands until 5.6, with 1.5 s until 4.1.
+    door = [-84.0, -80.0, -77.0, -74.0, -72.0, -71.0, -72.0, -73.0, -73.0]
+    street = [-72.0, -70.0, -66.0, None, None, None, None, None, None]
+    short = dataclasses.replace(CFG, pair_window_s=1.5)
+    (enter, *_) = run(pair_crossing(door, street), short, roles=PAIR_ROLES)
+    assert enter.why is not None
+    assert (enter.why.rule, enter.at) == ("door_over_street", 6.0)
+    (enter, *_) = run(pair_crossing(door, street), roles=PAIR_ROLES)
+    assert enter.at == 8.0
+    # A passer-by at the door whose street gateway loses three seconds of her packets in
+    # a burst: with 3 s its -68 of 2.6 stands for her; with 1.5 s she is taken inside.
+    door = [-80.0, -76.0, -73.0, -72.0, -72.0, -73.0, -82.0]
+    street = [-70.0, -68.0, -68.0, None, None, None, -74.0]
+    assert run(pair_crossing(door, street), roles=PAIR_ROLES, until=30) == []
+    taken = run(pair_crossing(door, street), short, roles=PAIR_ROLES, until=30)
+    assert [tr.why.rule for tr in taken if tr.why][:1] == ["door_over_street"]
+
+
+def test_the_street_window_is_a_coordinator_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge.fusion import fusion_config
+    from edge.settings import EdgeSettings
+
+    assert fusion_config(EdgeSettings()).pair_window_s == 3.0
+    monkeypatch.setenv("PROXIMA_EDGE_FUSION_DOOR_PAIR_WINDOW_S", "1.5")
+    assert fusion_config(EdgeSettings()).pair_window_s == 1.5
+    monkeypatch.setenv("PROXIMA_EDGE_FUSION_DOOR_PAIR_WINDOW_S", "0")
+    with pytest.raises(ValueError, match="fusion_door_pair_window_s"):
+        EdgeSettings()
+
+
 def test_a_street_gateway_places_nobody_inside_and_keeps_nobody_there() -> None:
     # Its own machine entering its (street) zone is no evidence of inside ...
     ev = [machine("gw-street", "zone_enter", 0.5, -60.0)]

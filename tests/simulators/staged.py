@@ -22,6 +22,7 @@ class DoorCases:
     trace: Path
     shopper: Customer
     visitor: Customer
+    sim: Simulation
 
 
 def door_cases(
@@ -83,4 +84,4 @@ def door_cases(
         [shopper, visitor],
     )  # fmt: skip
     sim.write(path)
-    return DoorCases(path, shopper, visitor)
+    return DoorCases(path, shopper, visitor, sim)

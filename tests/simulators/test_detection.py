@@ -392,6 +392,70 @@ def test_the_iphone_app_s_pair_floor_is_where_an_in_store_beacon_first_counts(
     assert app_pair_floors(plain, [v]) == ([], 0)
 
 
+def test_door_evidence_ages_the_street_s_level_only_while_she_is_outside_and_loud_at_the_door() -> (
+    None
+):
+    import math
+
+    from beacons.eid import compute_eid
+    from beacons.fusion import Evidence
+    from simulators.detection import door_evidence, door_evidence_figures
+    from simulators.score import Visit
+
+    sim, arrive, cid = _walk_in("boutique-pair")
+    (cust,) = sim.customers
+    start = sim.start.timestamp()
+
+    def heard(gateway: str, t: float, rssi: float, eid: bytes | None = None) -> Evidence:
+        at = start + t
+        eid = eid or compute_eid(cust.identity_key, cust.rotation_exponent, int(at))
+        return Evidence(gateway, eid.hex(), "sighting", at, rssi)
+
+    # She walks up the pavement from 10 s and crosses the door at ``arrive`` (~19 s).
+    assert 10.0 < arrive - 8.0 < arrive - 0.5
+    sightings = [
+        heard("gw-street", arrive - 8.0, -70.0),
+        heard("gw-door", arrive - 7.0, -74.0),
+        heard("gw-door", arrive - 4.0, -75.0),  # the street's -70 is 4 s old: counts
+        heard("gw-street", arrive - 3.0, -64.0),
+        heard("gw-door", arrive - 2.5, -85.0),  # under peak_min_rssi: no age
+        heard("gw-street", arrive - 2.0, -63.0),
+        heard("gw-door", arrive - 1.0, -72.0),  # outside, 1 s after the street's -63
+        heard("gw-door", arrive + 1.0, -70.0),  # inside: not counted
+        heard("gw-door", arrive + 2.5, -66.0),
+        heard("gw-door", arrive + 4.0, -60.0),  # after EARLY_S
+        heard("gw-street", arrive + 4.0, -84.0),
+        heard("gw-floor", arrive - 4.0, -70.0),  # no gateway of the pair
+        heard("gw-door", arrive - 4.0, -50.0, eid=bytes(8)),  # nobody enrolled
+    ]
+
+    def visit(cls: str, expected: bool = True) -> Visit:
+        return Visit(cid, arrive, arrive + 60.0, True, expected, "visit", [], device_class=cls)
+
+    visits = [visit("android_app"), visit("iphone_app"), visit("vip_tag", expected=False)]
+    found = door_evidence(sim, sightings, visits)
+    assert found.ages == [pytest.approx(4.0), pytest.approx(1.0)]
+    assert found.outside == [-74.0, -75.0, -85.0, -72.0]
+    assert found.entrants == [-66.0]  # the expected advertising visit only, its first 3 s
+    figures = door_evidence_figures(found, 3.0)
+    assert figures["pair_street_ages"] == 2
+    assert figures["pair_street_age_max_s"] == pytest.approx(4.0)
+    assert figures["pair_street_ages_over_2s"] == 1
+    assert figures["pair_street_ages_over_window"] == 1
+    assert door_evidence_figures(found, 5.0)["pair_street_ages_over_window"] == 0
+    assert figures["pair_door_outside_p99_dbm"] == pytest.approx(-72.1)
+    assert figures["pair_entrants_door_heard_3s"] == 1.0
+    assert figures["pair_entrants_over_outside_p99_3s"] == 1.0
+    # Unheard by the door in her first seconds: -inf, counted against both shares.
+    unheard = door_evidence(sim, sightings[:7], visits)
+    assert unheard.entrants == [-math.inf]
+    assert door_evidence_figures(unheard, 3.0)["pair_entrants_door_heard_3s"] == 0.0
+    # No sightings (the gateways judged alone) or a store without a pair: no evidence.
+    assert door_evidence(sim, [], visits) == ([], [], [])
+    plain, *_ = _walk_in("boutique")
+    assert door_evidence(plain, sightings, visits) == ([], [], [])
+
+
 def test_median_dbm_is_the_level_the_simulator_draws_around(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

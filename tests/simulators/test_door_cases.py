@@ -18,9 +18,17 @@ from typing import Any
 
 import pytest
 
+from beacons.fusion import Evidence
 from beacons.resolver import EidResolver
 from contracts.models import parse_alert
-from simulators.detection import arrival_alerts, fused_transitions, gateway_transitions
+from simulators.detection import (
+    DoorEvidence,
+    arrival_alerts,
+    door_evidence,
+    door_evidence_figures,
+    fused_transitions,
+    gateway_transitions,
+)
 from simulators.score import load_truth
 from tests.conftest import Procs
 from tests.simulators.staged import DoorCases, door_cases
@@ -85,6 +93,32 @@ def test_with_a_door_pair_the_bagged_visitor_is_placed_at_the_door_and_the_shopp
     # Placed by the pair as she passes the door on most seeds (7 of 10 when written), not
     # only once she reaches the floor gateway.
     assert at_the_door >= 6
+
+
+def test_a_held_phone_at_the_door_line_silences_the_street_for_seconds_and_outshouts_a_bag(
+    tmp_path: Path,
+) -> None:
+    # Why the pair's rule waits (docs/presence.md, "What the pair has to work with"): the
+    # street gateway's losses come in bursts, so now and then it misses whole windows of a
+    # held phone standing right under it (its last level over 2 s old) while the door
+    # gateway hears that phone; and the door hears that phone louder than it hears a
+    # bagged entrant in her first 3 s.
+    found = DoorEvidence([], [], [])
+    for seed in range(1, 11):
+        cases = door_cases(
+            tmp_path / f"line-{seed}.jsonl", seed, shopper_x=0.0, layout="boutique-pair"
+        )
+        sightings: list[Evidence] = []
+        fused_transitions(cases.trace, sightings=sightings)
+        got = door_evidence(cases.sim, sightings, load_truth(cases.trace).visits)
+        for mine, theirs in zip(found, got, strict=True):
+            mine.extend(theirs)
+    figures = door_evidence_figures(found, 3.0)
+    assert figures["pair_street_ages"] > 50
+    assert figures["pair_street_ages_over_2s"] >= 3
+    assert figures["pair_entrants"] == 10
+    assert figures["pair_entrants_door_heard_3s"] >= 0.8
+    assert figures["pair_entrants_over_outside_p99_3s"] == 0.0
 
 
 def test_alone_the_door_gateway_alerts_the_shopper_on_the_end_to_end_seed(tmp_path: Path) -> None:
