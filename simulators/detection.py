@@ -268,6 +268,11 @@ def gateway_signals(sim: Simulation, transitions: Iterable[tuple[str, Transition
     return out
 
 
+def _fusion_config(defaults: EdgeSettings | None, config: FusionConfig | None) -> FusionConfig:
+    """The coordinator's thresholds the bench runs with: ``config``, else the settings'."""
+    return config or fusion_config(defaults or EdgeSettings())
+
+
 def _resolver(sim: Simulation) -> EidResolver:
     """The enrolled customers' EIDs, resolved as the stream does."""
     resolver = EidResolver(drift_windows=1)
@@ -419,7 +424,6 @@ def pair_floors(
     never = 0
     if not pair_of:
         return out, never
-    doors = sim.layout.doors
     people = _by_customer(sim)
 
     def clear(inside: str, street: str, traj: Trajectory, t: float) -> bool:
@@ -432,11 +436,10 @@ def pair_floors(
         if who is None:
             continue
         traj = who.walker.traj
-        x, y, *_ = traj.at(v.arrive_t)
-        door = min(doors, key=lambda d: math.dist((d.x, d.y), (x, y)))
-        if door.b not in pair_of:
+        door = _door_crossed(sim, traj, v.arrive_t)
+        if door not in pair_of:
             continue  # she came in by a door without a pair
-        inside, street = pair_of[door.b]
+        inside, street = pair_of[door]
         assert street is not None
 
         if (floor := _first(v, traj, partial(clear, inside, street, traj))) is None:
@@ -455,13 +458,25 @@ def _by_customer(sim: Simulation) -> dict[str, list[Person]]:
     return people
 
 
+def _walking(people: dict[str, list[Person]], cid: str, t: float) -> Person | None:
+    """The person whose walk holds moment ``t`` of customer ``cid`` (None: not on the scene)."""
+    for person in people[cid]:
+        if person.walker.traj.start <= t <= person.walker.traj.end:
+            return person
+    return None
+
+
+def _door_crossed(sim: Simulation, traj: Trajectory, t: float) -> str:
+    """The entrance zone of the door nearest where ``traj`` is at ``t`` (her door crossing)."""
+    x, y, *_ = traj.at(t)
+    return min(sim.layout.doors, key=lambda d: math.dist((d.x, d.y), (x, y))).b
+
+
 def _alerted_visitor(people: dict[str, list[Person]], v: Visit) -> tuple[float, Person | None]:
     """The first alert of an expected visit that was alerted on arrival, and the person
     whose walk holds its door crossing (None: not such a visit)."""
     if (alert := _first_alert(v)) is not None:
-        for person in people[v.customer_id]:
-            if person.walker.traj.start <= v.arrive_t <= person.walker.traj.end:
-                return alert, person
+        return alert, _walking(people, v.customer_id, v.arrive_t)
     return math.nan, None
 
 
@@ -591,7 +606,7 @@ def door_evidence(
     sightings = list(sightings)
     if not pairs or not sightings:
         return found
-    loud = (config or fusion_config(defaults or EdgeSettings())).peak_min_rssi
+    loud = _fusion_config(defaults, config).peak_min_rssi
     resolver = _resolver(sim)
     start = sim.start.timestamp()
     names: dict[str, str | None] = {}
@@ -609,11 +624,8 @@ def door_evidence(
     outside_zones = sim.layout.outside_zone_ids
 
     def outside(cid: str, t: float) -> bool:
-        for person in people[cid]:
-            traj = person.walker.traj
-            if traj.start <= t <= traj.end:
-                return traj.at(t)[3] in outside_zones
-        return False  # not on the scene
+        person = _walking(people, cid, t)  # None: not on the scene
+        return person is not None and person.walker.traj.at(t)[3] in outside_zones
 
     def outside_all(cid: str, a: float, b: float) -> bool:
         n = max(1, math.ceil((b - a) / OUTSIDE_STEP_S))
@@ -635,23 +647,13 @@ def door_evidence(
                     age = t - a
                 if age is not None:
                     found.ages.append(age)
-    doors = sim.layout.doors
     door_of = {r.zone_id: r.gateway_id for r in roles if r.pair is not None}
     for v in visits:
         if v.device_class not in ADVERTISING or not v.expected:
             continue
-        who = next(
-            (
-                p
-                for p in people[v.customer_id]
-                if p.walker.traj.start <= v.arrive_t <= p.walker.traj.end
-            ),
-            None,
-        )
-        if who is None:
+        if (who := _walking(people, v.customer_id, v.arrive_t)) is None:
             continue
-        x, y, *_ = who.walker.traj.at(v.arrive_t)
-        gateway = door_of.get(min(doors, key=lambda d: math.dist((d.x, d.y), (x, y))).b)
+        gateway = door_of.get(_door_crossed(sim, who.walker.traj, v.arrive_t))
         if gateway is None:
             continue  # she came in by a door without a pair
         early = [
@@ -742,7 +744,7 @@ def score_seed(
         door_arrivals = _door_arrivals(trace)
     finally:
         trace.unlink()
-    margin = (config or fusion_config(defaults or EdgeSettings())).pair_margin_db
+    margin = _fusion_config(defaults, config).pair_margin_db
     pairs, never = pair_floors(sim, result.visits, margin, defaults)
     return SeedScore(
         result,
@@ -838,8 +840,6 @@ def run_detection_bench(
         **floor_figures(floors),
         **pair_floor_figures(pairs, never),
         **pair_floor_figures(app_pairs, app_never, "app_pair"),
-        **door_evidence_figures(
-            door, (config or fusion_config(defaults or EdgeSettings())).pair_window_s
-        ),
+        **door_evidence_figures(door, _fusion_config(defaults, config).pair_window_s),
         "by_class": by_class(tallies),
     }
